@@ -1,0 +1,134 @@
+//! Typed, validated fleet spec. Built only by [`super::load`]; serialisable so the CLI can send it
+//! to the daemon and the daemon can persist it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::javaver::VersionReq;
+
+/// Placeholders resolved per instance at start (never from the environment at load time).
+pub const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSpec {
+    /// The spec file this came from (absolute when loaded from disk).
+    pub source: PathBuf,
+    pub daemon: DaemonSpec,
+    /// Apps by name; names are `[a-z0-9][a-z0-9_-]*`, at most 40 chars.
+    pub apps: BTreeMap<String, AppSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DaemonSpec {
+    /// Resolved against the spec file's directory. Default `.jarfleet` (after `${JARFLEET_STATE:...}`).
+    pub state_dir: PathBuf,
+    /// Optional TCP address for dashboard + API + /metrics, e.g. `127.0.0.1:9900`.
+    pub http: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub name: String,
+    pub launch: Launch,
+    /// Working directory of each instance; `None` = the instance's own dir in the state dir.
+    pub workdir: Option<PathBuf>,
+    pub instances: u32,
+    pub ports: PortRange,
+    /// Program arguments (after the jar / main class). May contain `${PORT}` etc.
+    pub args: Vec<String>,
+    /// Extra environment. Values may contain `${PORT}` etc.
+    pub env: BTreeMap<String, String>,
+    pub java: JavaSpec,
+    /// Built-in load balancer listen address (used once the proxy exists).
+    pub listen: Option<String>,
+    pub health: HealthSpec,
+    pub restart: RestartSpec,
+    pub stop: StopSpec,
+    pub logs: LogSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Launch {
+    /// `java -jar <path>`; path resolved against the spec file's directory.
+    Jar { path: PathBuf },
+    /// `java -cp <classpath> <main_class>`; entries resolved against the spec dir, globs kept.
+    MainClass { main_class: String, classpath: Vec<String> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JavaSpec {
+    /// `java = { version = ">=17" }`; `None` = any JDK that can run the jar.
+    pub version: Option<VersionReq>,
+    /// Explicit JDK home; overrides discovery.
+    pub home: Option<PathBuf>,
+    /// JVM options, before `-jar`/`-cp`. May contain `${PORT}` etc.
+    pub opts: Vec<String>,
+    /// `-XX:+ExitOnOutOfMemoryError` (default on).
+    pub exit_on_oom: bool,
+    /// `-XX:+HeapDumpOnOutOfMemoryError` into `dumps/<app>/` (default on).
+    pub heap_dump_on_oom: bool,
+    /// `-Xlog:gc*` into the instance log dir with rotation (default on).
+    pub gc_log: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HealthCheck {
+    /// GET `http://127.0.0.1:PORT{path}`; 2xx/3xx = healthy.
+    Http { path: String },
+    /// TCP connect to `127.0.0.1:PORT`.
+    Tcp,
+    /// Run a command (no shell); exit 0 = healthy. `${PORT}` etc. are resolved.
+    Exec { argv: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthSpec {
+    pub check: HealthCheck,
+    /// Default 5 s.
+    pub interval: Duration,
+    /// Default 2 s.
+    pub timeout: Duration,
+    /// Consecutive failures to turn unhealthy. Default 3.
+    pub failures: u32,
+    /// How long a starting JVM gets to become ready (polled every 250 ms). Default 120 s.
+    pub start_timeout: Duration,
+    /// An instance still unhealthy after this long is restarted. Default 45 s.
+    pub unhealthy_restart_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RestartSpec {
+    /// First delay after the immediate restart. Default 1 s.
+    pub backoff_initial: Duration,
+    /// Cap. Default 5 min.
+    pub backoff_max: Duration,
+    /// Healthy this long resets the backoff. Default 60 s.
+    pub reset_after: Duration,
+    /// `None` = never give up.
+    pub max_restarts: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StopSpec {
+    /// Default 30 s.
+    pub drain_timeout: Duration,
+    /// SIGTERM → SIGKILL grace. Default 30 s.
+    pub stop_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogSpec {
+    /// Rotate a stream's file when it reaches this size. Default 50 MB.
+    pub max_size: u64,
+    /// Rotated files kept per stream. Default 10.
+    pub keep: u32,
+}
