@@ -1,0 +1,117 @@
+//! The jarfleet daemon: the imperative shell around `jarfleet_core`.
+//!
+//! [`run`] is a library function, so tests and `jarfleet up` start the daemon in-process.
+
+pub mod clock;
+pub mod control;
+pub mod launch;
+pub mod logfile;
+pub mod paths;
+pub mod ports;
+pub mod prepare;
+pub mod probe;
+pub mod procinfo;
+pub mod server;
+pub mod shim;
+pub mod store;
+
+use std::future::Future;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::control::{Control, Event};
+use crate::paths::StateDir;
+
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    /// The `jarfleet` binary, started as `jarfleet shim` for every instance.
+    pub exe: PathBuf,
+}
+
+/// Why the daemon should stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Leave every JVM running under its shim (daemon restart or upgrade).
+    DaemonOnly,
+    /// Stop every instance gracefully first (`down`, Ctrl-C on `up`).
+    Everything,
+}
+
+/// Runs the daemon until `stop` resolves or a client asks it to shut down.
+pub async fn run(config: DaemonConfig, stop: impl Future<Output = Stop> + Send + 'static) -> Result<()> {
+    let dirs = StateDir::new(&config.state_dir);
+    std::fs::create_dir_all(dirs.root()).with_context(|| format!("creating state dir {}", dirs.root().display()))?;
+    let _lock = lock(&dirs)?;
+    let store = store::Store::open(&dirs.db())?;
+    let (tx, rx) = mpsc::channel::<Event>(1024);
+    let (events, _) = broadcast::channel(1024);
+    let mut control = Control::new(dirs.clone(), store, tx.clone(), events.clone(), config.exe.clone())?;
+    control.adopt().await?;
+
+    let socket = dirs.socket();
+    if socket.as_os_str().len() > paths::MAX_SOCKET_PATH {
+        anyhow::bail!("state dir path too long for a unix socket ({}); use a shorter state_dir", socket.display());
+    }
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let app = server::router(server::ApiState { tx: tx.clone(), events, dirs: dirs.clone() });
+
+    let loop_done = tokio::spawn(control.run(rx));
+    let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop_rx.await;
+            })
+            .await
+    });
+    tracing::info!(socket = %socket.display(), "daemon listening");
+
+    let stop_tx = tx.clone();
+    let stopper = tokio::spawn(async move {
+        let how = stop.await;
+        let (reply, rx) = oneshot::channel();
+        let _ = stop_tx.send(Event::Shutdown { stop_instances: how == Stop::Everything, reply }).await;
+        let _ = rx.await;
+    });
+    drop(tx);
+    let _ = loop_done.await;
+    stopper.abort();
+    // Let in-flight replies (the shutdown ack) reach their clients.
+    let _ = server_stop_tx.send(());
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    let _ = std::fs::remove_file(&socket);
+    Ok(())
+}
+
+/// One daemon per state dir: an exclusive `flock` held for the daemon's life.
+fn lock(dirs: &StateDir) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let path = dirs.lock();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(mut locked) => {
+            let _ = locked.set_len(0);
+            let _ = writeln!(locked, "{}", std::process::id());
+            Ok(locked)
+        }
+        Err((_, _)) => {
+            let pid = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "another jarfleet daemon (pid {}) already runs for state dir {}; use `jarfleet apply` to change it or `jarfleet down` to stop it",
+                pid.trim(),
+                dirs.root().display()
+            )
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! Java runtime support for jarfleet: find installed JDKs, read what a jar needs, pick the JDK.
+//!
+//! * [`discover`] / [`discover_in`]: JDKs from `JAVA_HOME`, `java` on `PATH`, `/usr/lib/jvm/*`,
+//!   macOS `JavaVirtualMachines`, SDKMAN! and configured homes (e.g. a bundled JRE), each
+//!   identified by its `release` file (never by running `java -version`, which is slow).
+//! * [`inspect_jar`]: manifest attributes and the newest class-file version in a jar, hence
+//!   the minimum Java feature version it needs.
+//! * [`select`]: the best installed JDK for an app's `java.version` requirement and its jar.
+
+mod discover;
+mod error;
+mod jar;
+mod select;
+#[cfg(test)]
+mod testutil;
+
+pub use discover::{Jdk, Source, Sources, discover, discover_in, jdk_at, thread_dump_tool};
+pub use error::{JavaError, NoMatch};
+pub use jar::{JarInfo, inspect_jar};
+pub use jarfleet_core::javaver::{JavaVersion, VersionReq, parse_java_version};
+pub use select::select;

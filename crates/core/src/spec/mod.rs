@@ -3,9 +3,14 @@
 //! Pipeline: parse TOML keeping spans → walk every table collecting *all* errors (unknown keys,
 //! wrong types, bad values, failed interpolation) → typed model in which invalid states cannot be
 //! represented. `jarfleet validate`, `up` and `apply` all go through [`load`].
+//! The file format is documented in `docs/spec.md`.
 
+mod check;
+mod error;
 mod model;
 mod parse;
+mod reader;
 
+pub use error::{SpecError, SpecErrors};
 pub use model::*;
-pub use parse::{load, SpecError, SpecErrors};
+pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, load};

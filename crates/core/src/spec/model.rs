@@ -48,6 +48,9 @@ pub struct AppSpec {
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub logs: LogSpec,
+    /// `[apps.X.deploy]`: how a new release replaces the running one.
+    #[serde(default)]
+    pub deploy: DeploySpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,7 +58,10 @@ pub enum Launch {
     /// `java -jar <path>`; path resolved against the spec file's directory.
     Jar { path: PathBuf },
     /// `java -cp <classpath> <main_class>`; entries resolved against the spec dir, globs kept.
-    MainClass { main_class: String, classpath: Vec<String> },
+    MainClass {
+        main_class: String,
+        classpath: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,4 +137,71 @@ pub struct LogSpec {
     pub max_size: u64,
     /// Rotated files kept per stream. Default 10.
     pub keep: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Replace instances a few at a time (default).
+    Rolling,
+    /// Shift `canary.steps`% of traffic to the new release, judged at each step.
+    Canary,
+    /// Start a full new set, then switch the load balancer atomically.
+    BlueGreen,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploySpec {
+    /// Default rolling.
+    pub strategy: Strategy,
+    /// Extra instances started above `instances` during a rollout. Default 1.
+    pub max_surge: u32,
+    /// Instances that may be missing from the LB during a rollout. Default 0.
+    /// `max_surge + max_unavailable >= 1` always holds.
+    pub max_unavailable: u32,
+    /// A new instance must stay healthy this long after ready before it counts. Default 10 s.
+    pub min_healthy: Duration,
+    /// Roll back automatically on failure. Default true.
+    pub auto_rollback: bool,
+    /// Blue-green: how long the old set is kept warm for an instant rollback. Default 5 min.
+    pub keep_old: Duration,
+    /// Canary parameters (used when `strategy` is canary; defaults otherwise).
+    pub canary: CanarySpec,
+}
+
+impl Default for DeploySpec {
+    fn default() -> Self {
+        DeploySpec {
+            strategy: Strategy::Rolling,
+            max_surge: 1,
+            max_unavailable: 0,
+            min_healthy: Duration::from_secs(10),
+            auto_rollback: true,
+            keep_old: Duration::from_secs(300),
+            canary: CanarySpec::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanarySpec {
+    /// Traffic percentages, strictly increasing, each 1..=100. Default `[5, 25, 50, 100]`.
+    pub steps: Vec<u8>,
+    /// Time spent at each step before it is judged. Default 60 s.
+    pub step_time: Duration,
+    /// Highest tolerated canary error rate (5xx + connection failures), 0..=1. Default 0.01.
+    pub max_error_rate: f64,
+    /// Highest tolerated canary p99 latency relative to stable (> 0). Default 1.5.
+    pub max_p99_ratio: f64,
+}
+
+impl Default for CanarySpec {
+    fn default() -> Self {
+        CanarySpec {
+            steps: vec![5, 25, 50, 100],
+            step_time: Duration::from_secs(60),
+            max_error_rate: 0.01,
+            max_p99_ratio: 1.5,
+        }
+    }
 }

@@ -1,24 +1,891 @@
-//! TOML → FleetSpec with every error collected. (Being written.)
+//! TOML text → [`FleetSpec`], walking every table by hand and collecting every error.
+
+use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
-use super::FleetSpec;
+use toml::de::{DeTable, DeValue};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub key: String,
-    pub message: String,
+use super::check;
+use super::error::SpecErrors;
+use super::reader::{Reader, Table, Value, type_name};
+use super::{
+    AppSpec, CanarySpec, DaemonSpec, DeploySpec, FleetSpec, HealthCheck, HealthSpec, JavaSpec,
+    Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy,
+};
+use crate::interp::Mode;
+use crate::javaver::VersionReq;
+
+const TOP_KEYS: &[&str] = &["daemon", "apps"];
+const DAEMON_KEYS: &[&str] = &["state_dir", "http"];
+const APP_KEYS: &[&str] = &[
+    "artifact",
+    "main_class",
+    "classpath",
+    "workdir",
+    "instances",
+    "ports",
+    "args",
+    "env",
+    "java",
+    "listen",
+    "health",
+    "restart",
+    "stop",
+    "logs",
+    "deploy",
+];
+const HEALTH_KEYS: &[&str] = &[
+    "http",
+    "tcp",
+    "exec",
+    "interval",
+    "timeout",
+    "failures",
+    "start_timeout",
+    "unhealthy_restart_after",
+];
+const RESTART_KEYS: &[&str] = &[
+    "backoff_initial",
+    "backoff_max",
+    "reset_after",
+    "max_restarts",
+];
+const STOP_KEYS: &[&str] = &["drain_timeout", "stop_timeout"];
+const LOGS_KEYS: &[&str] = &["max_size", "keep"];
+const JAVA_KEYS: &[&str] = &[
+    "version",
+    "home",
+    "opts",
+    "exit_on_oom",
+    "heap_dump_on_oom",
+    "gc_log",
+];
+const DEPLOY_KEYS: &[&str] = &[
+    "strategy",
+    "max_surge",
+    "max_unavailable",
+    "min_healthy",
+    "auto_rollback",
+    "keep_old",
+    "canary",
+];
+const CANARY_KEYS: &[&str] = &["steps", "step_time", "max_error_rate", "max_p99_ratio"];
+
+/// Keys that users put one level too high: named with their section in the error.
+const APP_SECTIONS: &[(&str, &[&str])] = &[
+    ("health", HEALTH_KEYS),
+    ("restart", RESTART_KEYS),
+    ("stop", STOP_KEYS),
+    ("logs", LOGS_KEYS),
+    ("java", JAVA_KEYS),
+    ("deploy", DEPLOY_KEYS),
+];
+const TOP_SECTIONS: &[(&str, &[&str])] = &[("daemon", DAEMON_KEYS), ("apps.NAME", APP_KEYS)];
+
+/// Set by jarfleet for every instance; an app's `env` cannot override them.
+const RESERVED_ENV: &[&str] = &[
+    "PORT",
+    "JARFLEET_APP",
+    "JARFLEET_INSTANCE",
+    "JARFLEET_RELEASE",
+    "JARFLEET_SLOT",
+];
+
+/// Default for `daemon.state_dir`, interpolated like a written value.
+pub const DEFAULT_STATE_DIR: &str = "${JARFLEET_STATE:.jarfleet}";
+/// Default readiness check when none is given.
+pub const DEFAULT_HEALTH_PATH: &str = "/actuator/health/readiness";
+
+/// Loads a fleet spec.
+///
+/// * `text`: the file's content; `file`: its path as the user named it (used in errors, as
+///   [`FleetSpec::source`], and as the base for relative paths: pure joins, no IO).
+/// * `env`: environment lookup for `${VAR}` (pass `&|k| std::env::var(k).ok()` at the edge).
+///
+/// Returns every error found, sorted by position; nothing partial is returned.
+pub fn load(
+    text: &str,
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FleetSpec, SpecErrors> {
+    let mut r = Reader::new(text, file, env);
+    let (doc, syntax) = DeTable::parse_recoverable(text);
+    // Only the first syntax error: the ones after it are often consequences of it.
+    if let Some(e) = syntax
+        .iter()
+        .min_by_key(|e| e.span().map_or(0, |s| s.start))
+    {
+        let at = e.span().map_or(0, |s| s.start);
+        let hint = "fix the TOML syntax first; the other checks run once the file parses";
+        r.push(
+            at,
+            "",
+            None,
+            format!("invalid TOML: {}", e.message().trim()),
+            Some(hint.into()),
+        );
+        return Err(SpecErrors(r.errors));
+    }
+    let root = Table {
+        path: String::new(),
+        at: 0..0,
+        map: doc.get_ref(),
+    };
+    let spec = fleet(&mut r, &root, file);
+    if r.errors.is_empty() {
+        return Ok(spec);
+    }
+    let mut errors = r.errors;
+    errors.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    errors.dedup();
+    Err(SpecErrors(errors))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SpecErrors(pub Vec<SpecError>);
+fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
+    r.check_keys(root, TOP_KEYS, TOP_SECTIONS);
+    let daemon_table = r.table(root, "daemon", "{ state_dir = \".jarfleet\" }");
+    let daemon = daemon(r, daemon_table.as_ref());
+    let mut apps = BTreeMap::new();
+    let no_apps_hint = "add an app, e.g.\n        [apps.orders]\n        artifact = \"build/orders.jar\"\n        ports = \"9100-9199\"";
+    match root.get("apps") {
+        None => r.push(0, "", None, "no apps defined", Some(no_apps_hint.into())),
+        Some(v) => match v.get_ref() {
+            DeValue::Table(map) if map.is_empty() => {
+                r.bad(v, "apps", "no apps defined", Some(no_apps_hint.into()))
+            }
+            DeValue::Table(map) => {
+                for (name, app_value) in map.iter() {
+                    let name: &str = name.get_ref();
+                    let path = format!("apps.{name}");
+                    if let Err(msg) = check::app_name(name) {
+                        let hint = "app names are 1-40 characters: a-z, 0-9, `-` and `_`, starting with a letter or digit";
+                        r.push(app_value.span().start, &path, None, msg, Some(hint.into()));
+                    }
+                    match app_value.get_ref() {
+                        DeValue::Table(map) => {
+                            let t = Table {
+                                path,
+                                at: app_value.span(),
+                                map,
+                            };
+                            if let Some(app) = app(r, name, &t) {
+                                apps.insert(name.to_string(), app);
+                            }
+                        }
+                        other => {
+                            let msg = format!("expected a table, found {}", type_name(other));
+                            let hint = format!(
+                                "declare the app as a table: [apps.{name}] followed by its keys"
+                            );
+                            r.bad(app_value, &path, msg, Some(hint));
+                        }
+                    }
+                }
+            }
+            other => {
+                let msg = format!("expected a table of apps, found {}", type_name(other));
+                r.bad(
+                    v,
+                    "apps",
+                    msg,
+                    Some("declare each app as [apps.NAME], e.g. [apps.orders]".into()),
+                );
+            }
+        },
+    }
+    FleetSpec {
+        source: file.to_path_buf(),
+        daemon,
+        apps,
+    }
+}
 
-pub fn load(
-    _text: &str,
-    _file: &Path,
-    _env: &dyn Fn(&str) -> Option<String>,
-) -> Result<FleetSpec, SpecErrors> {
-    Err(SpecErrors(vec![]))
+fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
+    let mut state_dir = None;
+    let mut http = None;
+    if let Some(t) = t {
+        r.check_keys(t, DAEMON_KEYS, &[]);
+        state_dir = r.path(t, "state_dir", "\"/var/lib/jarfleet\"");
+        if let Some(v) = t.get("http") {
+            http = host_port(r, v, "daemon.http", "\"127.0.0.1:9900\"");
+        }
+    }
+    let state_dir = state_dir.unwrap_or_else(|| {
+        // The default can only fail if JARFLEET_STATE holds something odd; fall back to it raw.
+        let dir = crate::interp::interpolate(DEFAULT_STATE_DIR, r.env, Mode::Plain)
+            .unwrap_or_else(|_| ".jarfleet".to_string());
+        r.resolve(if dir.trim().is_empty() {
+            ".jarfleet"
+        } else {
+            &dir
+        })
+    });
+    DaemonSpec { state_dir, http }
+}
+
+fn host_port(r: &mut Reader<'_>, v: &Value<'_>, key: &str, example: &str) -> Option<String> {
+    let s = r.string_value(v, key, Mode::Plain, example)?;
+    match check::host_port(s.trim()) {
+        Ok(()) => Some(s.trim().to_string()),
+        Err(msg) => {
+            r.bad(
+                v,
+                key,
+                msg,
+                Some(format!("accepted: host:port, e.g. {example}")),
+            );
+            None
+        }
+    }
+}
+
+fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
+    r.check_keys(t, APP_KEYS, APP_SECTIONS);
+
+    let launch = launch(r, t);
+    let workdir = r.path(t, "workdir", "\"/srv/orders\"");
+
+    let instances = r
+        .u32(
+            t,
+            "instances",
+            1..=1000,
+            "set instances to the number of JVMs to run, e.g. instances = 3",
+        )
+        .unwrap_or(1);
+    let ports = ports(r, t, instances);
+
+    let args = r
+        .string_list(t, "args", Mode::Template, "[\"--server.port=${PORT}\"]")
+        .map(|v| v.into_iter().map(|(s, _)| s).collect())
+        .unwrap_or_default();
+    let env = env(r, t);
+    let java = java(r, t);
+    let listen = t
+        .get("listen")
+        .and_then(|v| host_port(r, v, &t.key("listen"), "\"0.0.0.0:8080\""));
+    let health = health(r, t);
+    let restart = restart(r, t);
+    let stop = stop(r, t);
+    let logs = logs(r, t);
+    let deploy = deploy(r, t);
+
+    Some(AppSpec {
+        name: name.to_string(),
+        launch: launch?,
+        workdir,
+        instances,
+        ports: ports?,
+        args,
+        env,
+        java,
+        listen,
+        health,
+        restart,
+        stop,
+        logs,
+        deploy,
+    })
+}
+
+fn launch(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Launch> {
+    let artifact_example = "\"build/orders.jar\"";
+    let artifact = t.get("artifact").and_then(|v| {
+        let key = t.key("artifact");
+        let s = r.string_value(v, &key, Mode::Plain, artifact_example)?;
+        if s.starts_with("https://") || s.starts_with("http://") {
+            let hint = "download the jar and point artifact at it, or run `jarfleet deploy APP URL --sha256 HASH`";
+            r.bad(v, &key, "artifact URLs are not supported in the spec yet", Some(hint.into()));
+            return None;
+        }
+        r.check_path(&s, v, &key, artifact_example)?;
+        Some(r.resolve(&s))
+    });
+    let main_class = t.get("main_class").and_then(|v| {
+        let key = t.key("main_class");
+        let s = r.string_value(v, &key, Mode::Plain, "\"com.example.Main\"")?;
+        match check::java_class(&s) {
+            Ok(()) => Some(s),
+            Err(msg) => {
+                r.bad(v, &key, msg, None);
+                None
+            }
+        }
+    });
+    let classpath = classpath(r, t);
+
+    match (t.has("artifact"), t.has("main_class")) {
+        (true, true) => {
+            if let Some(v) = t.get("main_class") {
+                let hint = "use artifact = \"app.jar\" to run `java -jar`, or main_class + classpath to run `java -cp`";
+                r.bad(
+                    v,
+                    &t.key("main_class"),
+                    "set either artifact or main_class, not both",
+                    Some(hint.into()),
+                );
+            }
+            None
+        }
+        (false, false) => {
+            let hint = "add artifact = \"path/to/app.jar\" (runs java -jar), or main_class = \"com.example.Main\" with classpath = [\"lib/*.jar\"]";
+            r.missing(
+                t,
+                "missing artifact (or main_class): nothing to run",
+                Some(hint.into()),
+            );
+            None
+        }
+        (true, false) => {
+            if let Some(v) = t.get("classpath") {
+                let hint = "java -jar ignores the class path: remove classpath, or use main_class instead of artifact";
+                r.bad(
+                    v,
+                    &t.key("classpath"),
+                    "classpath is only used with main_class",
+                    Some(hint.into()),
+                );
+                return None;
+            }
+            artifact.map(|path| Launch::Jar { path })
+        }
+        (false, true) => {
+            if !t.has("classpath") {
+                let v = t.get("main_class")?;
+                let hint = "add classpath = [\"lib/*.jar\"] (paths relative to the spec file)";
+                r.bad(
+                    v,
+                    &t.key("main_class"),
+                    "main_class needs a classpath",
+                    Some(hint.into()),
+                );
+                return None;
+            }
+            Some(Launch::MainClass {
+                main_class: main_class?,
+                classpath: classpath?,
+            })
+        }
+    }
+}
+
+fn classpath(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Vec<String>> {
+    let key = t.key("classpath");
+    let entries = r.string_list(t, "classpath", Mode::Plain, "[\"lib/*.jar\"]")?;
+    if entries.is_empty() {
+        if let Some(v) = t.get("classpath") {
+            r.bad(
+                v,
+                &key,
+                "classpath cannot be empty",
+                Some("e.g. classpath = [\"lib/*.jar\"]".into()),
+            );
+        }
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut ok = true;
+    for (i, (entry, v)) in entries.into_iter().enumerate() {
+        let entry_key = format!("{key}[{i}]");
+        if entry.contains(':') {
+            let hint = "one entry per array element, e.g. classpath = [\"app.jar\", \"lib/*\"]";
+            r.bad(v, &entry_key, "contains `:`", Some(hint.into()));
+            ok = false;
+            continue;
+        }
+        if r.check_path(&entry, v, &entry_key, "\"lib/*.jar\"")
+            .is_none()
+        {
+            ok = false;
+            continue;
+        }
+        out.push(r.resolve(&entry).to_string_lossy().into_owned());
+    }
+    ok.then_some(out)
+}
+
+fn ports(r: &mut Reader<'_>, t: &Table<'_, '_>, instances: u32) -> Option<PortRange> {
+    let key = t.key("ports");
+    let Some(v) = t.get("ports") else {
+        let hint = "add ports = \"9100-9199\": each instance gets its own PORT from this range";
+        r.missing(t, "missing ports", Some(hint.into()));
+        return None;
+    };
+    let accepted = "accepted: \"FIRST-LAST\" or a single port, e.g. ports = \"9100-9199\"";
+    let parsed = match v.get_ref() {
+        DeValue::Integer(i) => check::port_range(i.as_str()),
+        DeValue::String(s) => {
+            let s = r.interp(s, v, &key, Mode::Plain)?;
+            check::port_range(&s)
+        }
+        other => Err(format!("expected a string, found {}", type_name(other))),
+    };
+    let range = match parsed {
+        Ok(range) => range,
+        Err(msg) => {
+            r.bad(v, &key, msg, Some(accepted.into()));
+            return None;
+        }
+    };
+    let count = u32::from(range.last - range.first) + 1;
+    if count < instances {
+        let last = (u32::from(range.first) + instances - 1).min(65535);
+        let hint = format!(
+            "widen the range, e.g. ports = \"{}-{last}\", or lower instances",
+            range.first
+        );
+        let msg = format!(
+            "the range holds {count} port{} but instances = {instances} needs {instances}",
+            if count == 1 { "" } else { "s" }
+        );
+        r.bad(v, &key, msg, Some(hint));
+        return None;
+    }
+    Some(range)
+}
+
+fn env(r: &mut Reader<'_>, t: &Table<'_, '_>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(et) = r.table(t, "env", "{ SPRING_PROFILES_ACTIVE = \"prod\" }") else {
+        return out;
+    };
+    for (k, v) in et.map.iter() {
+        let name: &str = k.get_ref();
+        let key = et.key(name);
+        if !crate::interp::is_var_name(name) {
+            let hint =
+                "environment variable names are letters, digits and _, not starting with a digit";
+            r.push(
+                k.span().start,
+                &key,
+                None,
+                format!("`{name}` is not a valid environment variable name"),
+                Some(hint.into()),
+            );
+            continue;
+        }
+        if RESERVED_ENV.contains(&name) {
+            let hint = "PORT, JARFLEET_APP, JARFLEET_INSTANCE, JARFLEET_RELEASE and JARFLEET_SLOT are set for every instance";
+            r.push(
+                k.span().start,
+                &key,
+                None,
+                format!("{name} is set by jarfleet and cannot be overridden"),
+                Some(hint.into()),
+            );
+            continue;
+        }
+        let value = match v.get_ref() {
+            DeValue::String(s) => r.interp(s, v, &key, Mode::Template),
+            DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                let hint = format!("quote it: {name} = \"{}\"", r.raw(&v.span()));
+                r.bad(v, &key, "environment values are strings", Some(hint));
+                None
+            }
+            _ => r.string_value(v, &key, Mode::Template, "\"value\""),
+        };
+        if let Some(value) = value {
+            out.insert(name.to_string(), value);
+        }
+    }
+    out
+}
+
+fn java(r: &mut Reader<'_>, t: &Table<'_, '_>) -> JavaSpec {
+    let mut java = JavaSpec {
+        version: None,
+        home: None,
+        opts: Vec::new(),
+        exit_on_oom: true,
+        heap_dump_on_oom: true,
+        gc_log: true,
+    };
+    if let Some(v) = t.get("java")
+        && let DeValue::String(s) = v.get_ref()
+    {
+        let hint = format!("java is a table: java = {{ version = \"{s}\" }}");
+        r.bad(
+            v,
+            &t.key("java"),
+            "expected a table, found a string",
+            Some(hint),
+        );
+        return java;
+    }
+    let Some(jt) = r.table(t, "java", "{ version = \">=17\" }") else {
+        return java;
+    };
+    r.check_keys(&jt, JAVA_KEYS, &[]);
+    if let Some(v) = jt.get("version") {
+        let key = jt.key("version");
+        if let Some(s) = r.string_value(v, &key, Mode::Plain, "\">=17\"") {
+            match VersionReq::parse(&s) {
+                Ok(req) => java.version = Some(req),
+                Err(msg) => match msg.split_once("; expected ") {
+                    Some((what, accepted)) => {
+                        r.bad(v, &key, what, Some(format!("expected {accepted}")))
+                    }
+                    None => r.bad(v, &key, msg, None),
+                },
+            }
+        }
+    }
+    java.home = r.path(&jt, "home", "\"/usr/lib/jvm/java-21-openjdk\"");
+    if let Some(opts) = r.string_list(&jt, "opts", Mode::Template, "[\"-Xmx256m\"]") {
+        let key = jt.key("opts");
+        for (i, (opt, v)) in opts.into_iter().enumerate() {
+            let opt_key = format!("{key}[{i}]");
+            let trimmed = opt.trim();
+            if matches!(trimmed, "-jar" | "-cp" | "-classpath" | "--class-path") {
+                let hint = "jarfleet builds -jar / -cp from artifact, main_class and classpath";
+                r.bad(
+                    v,
+                    &opt_key,
+                    format!("{trimmed} cannot be set in java.opts"),
+                    Some(hint.into()),
+                );
+            } else if !trimmed.starts_with('-') {
+                let hint =
+                    "JVM options start with `-`, e.g. \"-Xmx256m\"; program arguments go in args";
+                r.bad(v, &opt_key, "not a JVM option", Some(hint.into()));
+            } else {
+                java.opts.push(opt);
+            }
+        }
+    }
+    java.exit_on_oom = r.boolean(&jt, "exit_on_oom").unwrap_or(true);
+    java.heap_dump_on_oom = r.boolean(&jt, "heap_dump_on_oom").unwrap_or(true);
+    java.gc_log = r.boolean(&jt, "gc_log").unwrap_or(true);
+    java
+}
+
+fn health(r: &mut Reader<'_>, t: &Table<'_, '_>) -> HealthSpec {
+    let mut health = HealthSpec {
+        check: HealthCheck::Http {
+            path: DEFAULT_HEALTH_PATH.to_string(),
+        },
+        interval: Duration::from_secs(5),
+        timeout: Duration::from_secs(2),
+        failures: 3,
+        start_timeout: Duration::from_secs(120),
+        unhealthy_restart_after: Duration::from_secs(45),
+    };
+    let Some(ht) = r.table(t, "health", "{ http = \"/health\" }") else {
+        return health;
+    };
+    r.check_keys(&ht, HEALTH_KEYS, &[]);
+
+    let given: Vec<&str> = ["http", "tcp", "exec"]
+        .into_iter()
+        .filter(|k| ht.has(k))
+        .collect();
+    if given.len() > 1 {
+        for k in &given[1..] {
+            if let Some(v) = ht.get(k) {
+                let msg = format!(
+                    "only one health check can be set, found {}",
+                    given.join(" and ")
+                );
+                let hint = "keep one of http = \"/path\", tcp = true, exec = [\"cmd\", \"arg\"]";
+                r.bad(v, &ht.key(k), msg, Some(hint.into()));
+            }
+        }
+    } else if let Some(v) = ht.get("http") {
+        let key = ht.key("http");
+        if let Some(path) = r.string_value(v, &key, Mode::Plain, "\"/actuator/health/readiness\"") {
+            if path.starts_with("http://") || path.starts_with("https://") {
+                let hint =
+                    "give only the path: jarfleet probes http://127.0.0.1:PORT/<path> itself";
+                r.bad(v, &key, "expected a path, found a URL", Some(hint.into()));
+            } else if !path.starts_with('/') {
+                r.bad(
+                    v,
+                    &key,
+                    "the path must start with `/`",
+                    Some(format!("e.g. http = \"/{path}\"")),
+                );
+            } else {
+                health.check = HealthCheck::Http { path };
+            }
+        }
+    } else if ht.has("tcp") {
+        match r.boolean(&ht, "tcp") {
+            Some(true) => health.check = HealthCheck::Tcp,
+            Some(false) => {
+                if let Some(v) = ht.get("tcp") {
+                    let hint = "write tcp = true for a TCP connect check, or remove tcp for the default http check";
+                    r.bad(
+                        v,
+                        &ht.key("tcp"),
+                        "tcp = false selects no check",
+                        Some(hint.into()),
+                    );
+                }
+            }
+            None => {}
+        }
+    } else if let Some(argv) =
+        r.string_list(&ht, "exec", Mode::Template, "[\"./check.sh\", \"${PORT}\"]")
+    {
+        let argv: Vec<String> = argv.into_iter().map(|(s, _)| s).collect();
+        if argv.first().is_none_or(|a| a.trim().is_empty()) {
+            if let Some(v) = ht.get("exec") {
+                let hint =
+                    "e.g. exec = [\"curl\", \"-fs\", \"http://127.0.0.1:${PORT}/ping\"] (no shell)";
+                r.bad(
+                    v,
+                    &ht.key("exec"),
+                    "the command is empty",
+                    Some(hint.into()),
+                );
+            }
+        } else {
+            health.check = HealthCheck::Exec { argv };
+        }
+    }
+
+    health.interval = r.duration(&ht, "interval", true).unwrap_or(health.interval);
+    health.timeout = r.duration(&ht, "timeout", true).unwrap_or(health.timeout);
+    health.failures = r
+        .u32(
+            &ht,
+            "failures",
+            1..=u32::MAX,
+            "consecutive failed checks before the instance is unhealthy, e.g. failures = 3",
+        )
+        .unwrap_or(health.failures);
+    health.start_timeout = r
+        .duration(&ht, "start_timeout", true)
+        .unwrap_or(health.start_timeout);
+    health.unhealthy_restart_after = r
+        .duration(&ht, "unhealthy_restart_after", true)
+        .unwrap_or(health.unhealthy_restart_after);
+    health
+}
+
+fn restart(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RestartSpec {
+    let mut restart = RestartSpec {
+        backoff_initial: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(300),
+        reset_after: Duration::from_secs(60),
+        max_restarts: None,
+    };
+    let Some(rt) = r.table(t, "restart", "{ backoff_max = \"5m\" }") else {
+        return restart;
+    };
+    r.check_keys(&rt, RESTART_KEYS, &[]);
+    let initial = r.duration(&rt, "backoff_initial", true);
+    let max = r.duration(&rt, "backoff_max", true);
+    restart.reset_after = r
+        .duration(&rt, "reset_after", true)
+        .unwrap_or(restart.reset_after);
+    restart.max_restarts = r.u32(
+        &rt,
+        "max_restarts",
+        0..=u32::MAX,
+        "omit max_restarts to never give up",
+    );
+    restart.backoff_initial = initial.unwrap_or(restart.backoff_initial);
+    restart.backoff_max = max.unwrap_or(restart.backoff_max);
+    if restart.backoff_max < restart.backoff_initial && (initial.is_some() || max.is_some()) {
+        let (k, other) = if max.is_some() {
+            ("backoff_max", "backoff_initial")
+        } else {
+            ("backoff_initial", "backoff_max")
+        };
+        if let Some(v) = rt.get(k) {
+            let msg = format!(
+                "backoff_max ({}) is shorter than backoff_initial ({})",
+                crate::units::format_duration(restart.backoff_max),
+                crate::units::format_duration(restart.backoff_initial)
+            );
+            r.bad(
+                v,
+                &rt.key(k),
+                msg,
+                Some(format!(
+                    "raise backoff_max or lower backoff_initial (see {other})"
+                )),
+            );
+        }
+    }
+    restart
+}
+
+fn stop(r: &mut Reader<'_>, t: &Table<'_, '_>) -> StopSpec {
+    let mut stop = StopSpec {
+        drain_timeout: Duration::from_secs(30),
+        stop_timeout: Duration::from_secs(30),
+    };
+    if let Some(st) = r.table(t, "stop", "{ stop_timeout = \"30s\" }") {
+        r.check_keys(&st, STOP_KEYS, &[]);
+        stop.drain_timeout = r
+            .duration(&st, "drain_timeout", false)
+            .unwrap_or(stop.drain_timeout);
+        stop.stop_timeout = r
+            .duration(&st, "stop_timeout", true)
+            .unwrap_or(stop.stop_timeout);
+    }
+    stop
+}
+
+fn logs(r: &mut Reader<'_>, t: &Table<'_, '_>) -> LogSpec {
+    let mut logs = LogSpec {
+        max_size: 50_000_000,
+        keep: 10,
+    };
+    if let Some(lt) = r.table(t, "logs", "{ max_size = \"50MB\", keep = 10 }") {
+        r.check_keys(&lt, LOGS_KEYS, &[]);
+        logs.max_size = r.size(&lt, "max_size").unwrap_or(logs.max_size);
+        logs.keep = r
+            .u32(
+                &lt,
+                "keep",
+                0..=1000,
+                "rotated files kept per stream, e.g. keep = 10",
+            )
+            .unwrap_or(logs.keep);
+    }
+    logs
+}
+
+fn deploy(r: &mut Reader<'_>, t: &Table<'_, '_>) -> DeploySpec {
+    let mut deploy = DeploySpec::default();
+    let Some(dt) = r.table(t, "deploy", "{ strategy = \"rolling\" }") else {
+        return deploy;
+    };
+    r.check_keys(&dt, DEPLOY_KEYS, &[]);
+    if let Some(v) = dt.get("strategy") {
+        let key = dt.key("strategy");
+        if let Some(s) = r.string_value(v, &key, Mode::Plain, "\"rolling\"") {
+            match s.as_str() {
+                "rolling" => deploy.strategy = Strategy::Rolling,
+                "canary" => deploy.strategy = Strategy::Canary,
+                "blue-green" => deploy.strategy = Strategy::BlueGreen,
+                other => {
+                    let known = ["rolling", "canary", "blue-green"];
+                    let msg = match check::closest(other, &known) {
+                        Some(close) => format!("unknown strategy; did you mean `{close}`?"),
+                        None => "unknown strategy".to_string(),
+                    };
+                    r.bad(
+                        v,
+                        &key,
+                        msg,
+                        Some("accepted: rolling, canary, blue-green".into()),
+                    );
+                }
+            }
+        }
+    }
+    let surge_hint = "extra instances started during a rollout, e.g. max_surge = 1";
+    deploy.max_surge = r
+        .u32(&dt, "max_surge", 0..=1000, surge_hint)
+        .unwrap_or(deploy.max_surge);
+    let unavail_hint =
+        "instances that may be out of service during a rollout, e.g. max_unavailable = 0";
+    deploy.max_unavailable = r
+        .u32(&dt, "max_unavailable", 0..=1000, unavail_hint)
+        .unwrap_or(deploy.max_unavailable);
+    if deploy.max_surge == 0 && deploy.max_unavailable == 0 {
+        if let Some(v) = dt.get("max_surge") {
+            let hint = "keep max_surge = 1 (start a new instance before stopping an old one) or allow max_unavailable = 1";
+            r.bad(
+                v,
+                &dt.key("max_surge"),
+                "max_surge and max_unavailable are both 0: a rollout could never progress",
+                Some(hint.into()),
+            );
+        }
+    }
+    deploy.min_healthy = r
+        .duration(&dt, "min_healthy", false)
+        .unwrap_or(deploy.min_healthy);
+    deploy.auto_rollback = r
+        .boolean(&dt, "auto_rollback")
+        .unwrap_or(deploy.auto_rollback);
+    deploy.keep_old = r
+        .duration(&dt, "keep_old", false)
+        .unwrap_or(deploy.keep_old);
+    if let Some(ct) = r.table(
+        &dt,
+        "canary",
+        "{ steps = [5, 25, 50, 100], step_time = \"60s\" }",
+    ) {
+        if deploy.strategy != Strategy::Canary && !has_error_at(r, &dt.key("strategy")) {
+            let hint = "set strategy = \"canary\", or remove the canary settings";
+            r.missing(
+                &ct,
+                "canary settings are only used with strategy = \"canary\"",
+                Some(hint.into()),
+            );
+        }
+        deploy.canary = canary(r, &ct);
+    }
+    deploy
+}
+
+/// True when an error was already reported for `key` (to avoid a consequential second error).
+fn has_error_at(r: &Reader<'_>, key: &str) -> bool {
+    r.errors.iter().any(|e| e.key == key)
+}
+
+fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
+    let mut canary = CanarySpec::default();
+    r.check_keys(ct, CANARY_KEYS, &[]);
+    if let Some(v) = ct.get("steps") {
+        let key = ct.key("steps");
+        let hint = "percentages of traffic, increasing, each 1-100, e.g. steps = [5, 25, 50, 100]";
+        let steps: Option<Vec<u8>> = match v.get_ref() {
+            DeValue::Array(items) if !items.is_empty() => items
+                .iter()
+                .map(|item| match item.get_ref() {
+                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                        .ok()
+                        .and_then(|n| u8::try_from(n).ok())
+                        .filter(|n| (1..=100).contains(n)),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        };
+        match steps {
+            Some(steps) if steps.windows(2).all(|w| w[0] < w[1]) => canary.steps = steps,
+            Some(_) => r.bad(
+                v,
+                &key,
+                "steps must be strictly increasing",
+                Some(hint.into()),
+            ),
+            None => r.bad(
+                v,
+                &key,
+                "expected a non-empty array of percentages 1-100",
+                Some(hint.into()),
+            ),
+        }
+    }
+    canary.step_time = r
+        .duration(ct, "step_time", true)
+        .unwrap_or(canary.step_time);
+    canary.max_error_rate = r
+        .float(
+            ct,
+            "max_error_rate",
+            |f| (0.0..=1.0).contains(&f),
+            "must be a fraction between 0 and 1",
+            "0.01",
+        )
+        .unwrap_or(canary.max_error_rate);
+    canary.max_p99_ratio = r
+        .float(
+            ct,
+            "max_p99_ratio",
+            |f| f > 0.0,
+            "must be greater than 0",
+            "1.5",
+        )
+        .unwrap_or(canary.max_p99_ratio);
+    canary
 }

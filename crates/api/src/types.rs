@@ -1,0 +1,161 @@
+//! Request and response bodies (JSON).
+
+use serde::{Deserialize, Serialize};
+
+use jarfleet_core::reconcile::Plan;
+use jarfleet_core::spec::FleetSpec;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionInfo {
+    pub protocol: u32,
+    pub version: String,
+    pub pid: u32,
+    pub state_dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    pub spec: FleetSpec,
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApplyResponse {
+    pub plan: Plan,
+    pub applied: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ActionRequest {
+    pub app: String,
+    /// `None` = every instance of the app (restart is then rolling).
+    pub slot: Option<u32>,
+    pub action: Action,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScaleRequest {
+    pub app: String,
+    pub instances: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShutdownRequest {
+    /// Stop every instance (drained, graceful) before the daemon exits. `false` leaves the JVMs
+    /// running under their shims for the next daemon to adopt.
+    pub stop_instances: bool,
+}
+
+/// Reply to state-changing calls.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ack {
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// `usage` (the request was wrong: exit 2) or `failed` (the operation failed: exit 1).
+    pub kind: ErrorKind,
+    pub message: String,
+    #[serde(default)]
+    pub hint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    Usage,
+    Failed,
+    Protocol,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub daemon: DaemonStatus,
+    pub apps: Vec<AppStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DaemonStatus {
+    pub pid: u32,
+    pub version: String,
+    pub state_dir: String,
+    pub uptime_secs: u64,
+    pub spec: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub name: String,
+    pub release: String,
+    pub desired: u32,
+    pub ready: u32,
+    /// A rolling restart in progress.
+    pub rolling: bool,
+    pub java: Option<String>,
+    pub instances: Vec<InstanceStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceStatus {
+    pub app: String,
+    pub slot: u32,
+    /// `pending`, `starting`, `ready`, `unhealthy`, `backoff`, `crash-loop`, `stopping`,
+    /// `stopped`, `failed`.
+    pub state: String,
+    pub ready: bool,
+    pub release: String,
+    /// PID of the JVM.
+    pub pid: Option<u32>,
+    pub shim_pid: Option<u32>,
+    pub port: Option<u16>,
+    pub uptime_secs: Option<u64>,
+    pub restarts: u32,
+    pub cpu_percent: Option<f64>,
+    pub rss_bytes: Option<u64>,
+    pub last_exit: Option<String>,
+    pub health_error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: i64,
+    /// Milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// Stable dotted kind, e.g. `instance.ready`, `instance.exited`, `app.added`.
+    pub kind: String,
+    pub app: Option<String>,
+    pub slot: Option<u32>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogLine {
+    pub app: String,
+    pub slot: u32,
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsQuery {
+    pub app: String,
+    pub slot: Option<u32>,
+    pub lines: usize,
+    pub follow: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventsQuery {
+    pub lines: usize,
+    pub follow: bool,
+}

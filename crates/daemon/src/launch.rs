@@ -1,0 +1,117 @@
+//! From an app spec to the exact command line and environment of one JVM. No shell anywhere.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use jarfleet_core::spec::{AppSpec, Launch as LaunchKind};
+use serde::{Deserialize, Serialize};
+
+use crate::paths::StateDir;
+use crate::shim::protocol::Launch;
+
+/// The JDK an app runs on, chosen at apply time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JavaRuntime {
+    pub java: PathBuf,
+    pub jcmd: Option<PathBuf>,
+    pub home: PathBuf,
+    /// e.g. `17.0.15`.
+    pub version: String,
+    pub feature: u32,
+    pub vendor: String,
+}
+
+/// Per-instance values for `${PORT}`, `${JARFLEET_SLOT}`, `${JARFLEET_INSTANCE}`.
+pub fn instance_vars(app: &str, slot: u32, port: u16) -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        ("PORT", port.to_string()),
+        ("JARFLEET_SLOT", slot.to_string()),
+        ("JARFLEET_INSTANCE", format!("{app}/{slot}")),
+    ])
+}
+
+fn resolve(s: &str, vars: &BTreeMap<&'static str, String>) -> String {
+    jarfleet_core::interp::resolve_instance(s, vars)
+}
+
+/// The JVM flags jarfleet adds by default (each can be switched off in `java`).
+pub fn default_jvm_flags(spec: &AppSpec, rt: &JavaRuntime, dirs: &StateDir, slot: u32) -> Vec<String> {
+    let mut flags = Vec::new();
+    let log_dir = dirs.log_dir(&spec.name, slot);
+    if spec.java.exit_on_oom {
+        flags.push("-XX:+ExitOnOutOfMemoryError".to_string());
+    }
+    if spec.java.heap_dump_on_oom {
+        flags.push("-XX:+HeapDumpOnOutOfMemoryError".to_string());
+        flags.push(format!("-XX:HeapDumpPath={}", dirs.dumps_dir(&spec.name).display()));
+    }
+    if spec.java.gc_log {
+        let gc = log_dir.join("gc.log");
+        if rt.feature >= 9 {
+            flags.push(format!(
+                "-Xlog:gc*:file=\"{}\":time,uptime,level,tags:filecount=5,filesize=10m",
+                gc.display()
+            ));
+        } else {
+            flags.push(format!("-Xloggc:{}", gc.display()));
+        }
+    }
+    flags.push(format!("-XX:ErrorFile={}", log_dir.join("hs_err_pid%p.log").display()));
+    flags
+}
+
+pub struct LaunchInput<'a> {
+    pub spec: &'a AppSpec,
+    pub runtime: &'a JavaRuntime,
+    pub release: &'a str,
+    pub slot: u32,
+    pub port: u16,
+    pub dirs: &'a StateDir,
+    /// The environment the JVM inherits before the spec's `env` and jarfleet's variables.
+    pub base_env: &'a [(String, String)],
+}
+
+pub fn build(input: &LaunchInput) -> Launch {
+    let LaunchInput { spec, runtime, release, slot, port, dirs, base_env } = *input;
+    let vars = instance_vars(&spec.name, slot, port);
+    let mut argv = vec![runtime.java.display().to_string()];
+    argv.extend(default_jvm_flags(spec, runtime, dirs, slot));
+    argv.extend(spec.java.opts.iter().map(|o| resolve(o, &vars)));
+    match &spec.launch {
+        LaunchKind::Jar { path } => {
+            argv.push("-jar".to_string());
+            argv.push(path.display().to_string());
+        }
+        LaunchKind::MainClass { main_class, classpath } => {
+            argv.push("-cp".to_string());
+            argv.push(classpath.iter().map(|c| resolve(c, &vars)).collect::<Vec<_>>().join(":"));
+            argv.push(main_class.clone());
+        }
+    }
+    argv.extend(spec.args.iter().map(|a| resolve(a, &vars)));
+
+    let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), resolve(v, &vars));
+    }
+    env.insert("PORT".into(), port.to_string());
+    env.insert("JARFLEET_APP".into(), spec.name.clone());
+    env.insert("JARFLEET_SLOT".into(), slot.to_string());
+    env.insert("JARFLEET_INSTANCE".into(), format!("{}/{slot}", spec.name));
+    env.insert("JARFLEET_RELEASE".into(), release.to_string());
+    env.insert("JAVA_HOME".into(), runtime.home.display().to_string());
+
+    let log_dir = dirs.log_dir(&spec.name, slot);
+    Launch {
+        argv,
+        env: env.into_iter().collect(),
+        cwd: spec.workdir.clone().unwrap_or_else(|| dirs.instance_dir(&spec.name, slot)),
+        stdout_log: log_dir.join("stdout.log"),
+        stderr_log: log_dir.join("stderr.log"),
+        log_max_size: spec.logs.max_size,
+        log_keep: spec.logs.keep,
+        hs_err_dir: log_dir.clone(),
+        jcmd: runtime.jcmd.clone(),
+        dump_dir: dirs.dumps_dir(&spec.name),
+    }
+}

@@ -1,0 +1,112 @@
+//! The IO half of `apply`: check artifacts, pick a JDK per app, compute release ids. Runs outside
+//! the control loop (hashing a large jar must not stall it). Every problem is collected.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+
+use jarfleet_api::{ErrorBody, ErrorKind};
+use jarfleet_core::spec::{AppSpec, FleetSpec, Launch};
+use sha2::{Digest, Sha256};
+
+use crate::control::PreparedApp;
+use crate::launch::JavaRuntime;
+
+pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorBody> {
+    let jdks = jarfleet_java::discover();
+    let mut errors = Vec::new();
+    let mut out = BTreeMap::new();
+    for (name, app) in &spec.apps {
+        match prepare_app(app, &jdks) {
+            Ok(p) => {
+                out.insert(name.clone(), p);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(ErrorBody {
+            kind: ErrorKind::Usage,
+            message: errors.join("\n"),
+            hint: Some("nothing was applied; fix the spec or the host and try again".into()),
+        })
+    }
+}
+
+fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp, String> {
+    let name = &app.name;
+    let mut min_feature = 8;
+    let mut digest = Sha256::new();
+    match &app.launch {
+        Launch::Jar { path } => {
+            if !path.is_file() {
+                return Err(format!(
+                    "apps.{name}.artifact: {} does not exist (or is not a file); build the jar or fix the path",
+                    path.display()
+                ));
+            }
+            let info = jarfleet_java::inspect_jar(path).map_err(|e| format!("apps.{name}.artifact: {e}"))?;
+            min_feature = info.min_java_feature;
+            hash_file(&mut digest, path).map_err(|e| format!("apps.{name}.artifact: reading {}: {e}", path.display()))?;
+        }
+        Launch::MainClass { classpath, .. } => {
+            for entry in classpath {
+                let p = std::path::Path::new(entry);
+                if !entry.contains('*') && !p.exists() {
+                    return Err(format!("apps.{name}.classpath: {entry} does not exist"));
+                }
+                if p.is_file() {
+                    hash_file(&mut digest, p).map_err(|e| format!("apps.{name}.classpath: reading {entry}: {e}"))?;
+                }
+            }
+        }
+    }
+    let jdk = match &app.java.home {
+        Some(home) => jarfleet_java::jdk_at(home).map_err(|e| format!("apps.{name}.java.home: {e}"))?,
+        None => jarfleet_java::select(jdks, app.java.version.as_ref(), min_feature)
+            .map_err(|e| format!("apps.{name}: {e}"))?
+            .clone(),
+    };
+    let feature = jdk.feature().unwrap_or(min_feature);
+    if let Some(req) = &app.java.version
+        && !req.matches(feature)
+    {
+        return Err(format!(
+            "apps.{name}.java: {} is Java {feature}, but java.version = {:?} is required",
+            jdk.home.display(),
+            req.as_str()
+        ));
+    }
+    let runtime = JavaRuntime {
+        jcmd: jarfleet_java::thread_dump_tool(&jdk),
+        java: jdk.java.clone(),
+        home: jdk.home.clone(),
+        version: jdk.version.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "unknown".into()),
+        feature,
+        vendor: jdk.vendor.clone(),
+    };
+    let release_record = serde_json::json!({
+        "launch": app.launch,
+        "args": app.args,
+        "env": app.env,
+        "java": app.java,
+        "workdir": app.workdir,
+        "runtime": { "home": runtime.home, "version": runtime.version },
+    });
+    digest.update(release_record.to_string().as_bytes());
+    let release = hex::encode(&digest.finalize()[..6]);
+    Ok(PreparedApp { spec: app.clone(), release, runtime, release_record })
+}
+
+fn hash_file(digest: &mut Sha256, path: &std::path::Path) -> std::io::Result<()> {
+    let mut f = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        digest.update(&buf[..n]);
+    }
+}

@@ -1,0 +1,245 @@
+//! The API over the unix socket (HTTP/1.1 + JSON). Handlers only translate: every state change
+//! is a command sent to the control loop with a reply channel.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Query, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use jarfleet_api::{
+    Ack, ActionRequest, ApplyRequest, ErrorBody, ErrorKind, EventRecord, EventsQuery, LogLine, LogsQuery,
+    PROTOCOL, PROTOCOL_HEADER, ScaleRequest, ShutdownRequest, VersionInfo,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::control::Event;
+use crate::logfile::{Follower, tail_lines};
+use crate::paths::StateDir;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub tx: mpsc::Sender<Event>,
+    pub events: broadcast::Sender<EventRecord>,
+    pub dirs: StateDir,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/version", get(version))
+        .route("/v1/apply", post(apply))
+        .route("/v1/status", get(status))
+        .route("/v1/action", post(action))
+        .route("/v1/scale", post(scale))
+        .route("/v1/shutdown", post(shutdown))
+        .route("/v1/logs", get(logs))
+        .route("/v1/events", get(events))
+        .layer(axum::middleware::from_fn(check_protocol))
+        .with_state(state)
+}
+
+struct ApiError(StatusCode, ErrorBody);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(self.1)).into_response()
+    }
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(body: ErrorBody) -> ApiError {
+        let status = match body.kind {
+            ErrorKind::Usage => StatusCode::BAD_REQUEST,
+            ErrorKind::Protocol => StatusCode::UPGRADE_REQUIRED,
+            ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError(status, body)
+    }
+}
+
+fn loop_gone() -> ApiError {
+    ApiError(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorBody { kind: ErrorKind::Failed, message: "the daemon is shutting down".into(), hint: None },
+    )
+}
+
+async fn check_protocol(req: Request, next: Next) -> Response {
+    let theirs = req.headers().get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
+    if theirs != Some(PROTOCOL) {
+        let message = match theirs {
+            Some(v) => format!(
+                "this client speaks jarfleet API protocol {v}, but the daemon (version {}) speaks protocol {PROTOCOL}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            None => format!("missing {PROTOCOL_HEADER} header; the daemon speaks protocol {PROTOCOL}"),
+        };
+        let body = ErrorBody {
+            kind: ErrorKind::Protocol,
+            message,
+            hint: Some("use the jarfleet binary of the same version as the running daemon, or restart the daemon with this one".into()),
+        };
+        return ApiError::from(body).into_response();
+    }
+    next.run(req).await
+}
+
+async fn ask<T>(tx: &mpsc::Sender<Event>, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T, ApiError> {
+    let (reply, rx) = oneshot::channel();
+    tx.send(make(reply)).await.map_err(|_| loop_gone())?;
+    rx.await.map_err(|_| loop_gone())
+}
+
+async fn version(State(st): State<ApiState>) -> Json<VersionInfo> {
+    Json(VersionInfo {
+        protocol: PROTOCOL,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        state_dir: st.dirs.root().display().to_string(),
+    })
+}
+
+async fn apply(State(st): State<ApiState>, Json(req): Json<ApplyRequest>) -> Result<Response, ApiError> {
+    let spec = req.spec;
+    let source: PathBuf = spec.source.clone();
+    let prepared = tokio::task::spawn_blocking(move || crate::prepare::prepare(&spec))
+        .await
+        .map_err(|e| ApiError::from(ErrorBody { kind: ErrorKind::Failed, message: format!("preparing: {e}"), hint: None }))??;
+    let result = ask(&st.tx, |reply| Event::Apply { apps: prepared, source, dry_run: req.dry_run, reply }).await??;
+    Ok(Json(result).into_response())
+}
+
+async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
+    Ok(Json(report).into_response())
+}
+
+async fn action(State(st): State<ApiState>, Json(req): Json<ActionRequest>) -> Result<Json<Ack>, ApiError> {
+    Ok(Json(ask(&st.tx, |reply| Event::Action { req, reply }).await??))
+}
+
+async fn scale(State(st): State<ApiState>, Json(req): Json<ScaleRequest>) -> Result<Json<Ack>, ApiError> {
+    Ok(Json(ask(&st.tx, |reply| Event::Scale { req, reply }).await??))
+}
+
+async fn shutdown(State(st): State<ApiState>, Json(req): Json<ShutdownRequest>) -> Result<Json<Ack>, ApiError> {
+    Ok(Json(ask(&st.tx, |reply| Event::Shutdown { stop_instances: req.stop_instances, reply }).await?))
+}
+
+/// A streaming NDJSON body fed by a channel; the producer stops when the client goes away.
+fn ndjson_stream(rx: mpsc::Receiver<Bytes>) -> Response {
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(b), rx))
+    });
+    Response::builder()
+        .header("content-type", "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+fn line_of<T: serde::Serialize>(value: &T) -> Bytes {
+    let mut v = serde_json::to_vec(value).unwrap_or_default();
+    v.push(b'\n');
+    Bytes::from(v)
+}
+
+async fn logs(State(st): State<ApiState>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+    let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
+    let Some(app) = report.apps.iter().find(|a| a.name == q.app) else {
+        let names: Vec<String> = report.apps.iter().map(|a| a.name.clone()).collect();
+        return Err(ErrorBody {
+            kind: ErrorKind::Usage,
+            message: format!("no app named {:?}", q.app),
+            hint: Some(format!("apps: {}", if names.is_empty() { "none".into() } else { names.join(", ") })),
+        }
+        .into());
+    };
+    let slots: Vec<u32> = match q.slot {
+        Some(s) if app.instances.iter().any(|i| i.slot == s) => vec![s],
+        Some(s) => {
+            return Err(ErrorBody { kind: ErrorKind::Usage, message: format!("{}/{s} does not exist", q.app), hint: None }.into());
+        }
+        None => app.instances.iter().map(|i| i.slot).collect(),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let dirs = st.dirs.clone();
+    let name = q.app.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut followers = Vec::new();
+        for slot in &slots {
+            for stream in ["stdout", "stderr"] {
+                let path = dirs.log_dir(&name, *slot).join(format!("{stream}.log"));
+                if let Ok(lines) = tail_lines(&path, q.lines) {
+                    for line in lines {
+                        let l = LogLine { app: name.clone(), slot: *slot, stream: stream.into(), line };
+                        if tx.blocking_send(line_of(&l)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                if q.follow {
+                    followers.push((*slot, stream, Follower::new(&path, true)));
+                }
+            }
+        }
+        while q.follow && !tx.is_closed() {
+            let mut any = false;
+            for (slot, stream, f) in followers.iter_mut() {
+                if let Ok(lines) = f.poll_lines() {
+                    for line in lines {
+                        any = true;
+                        let l = LogLine { app: name.clone(), slot: *slot, stream: (*stream).into(), line };
+                        if tx.blocking_send(line_of(&l)).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            if !any {
+                std::thread::sleep(Duration::from_millis(150));
+            }
+        }
+    });
+    Ok(ndjson_stream(rx))
+}
+
+async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+    // Subscribe first so nothing falls between the history and the live stream.
+    let mut live = st.events.subscribe();
+    let db = st.dirs.db();
+    let lines = q.lines;
+    let history = tokio::task::spawn_blocking(move || crate::store::read_events(&db, 0, lines))
+        .await
+        .map_err(|e| ApiError::from(ErrorBody { kind: ErrorKind::Failed, message: e.to_string(), hint: None }))?
+        .map_err(|e| ApiError::from(ErrorBody { kind: ErrorKind::Failed, message: format!("{e:#}"), hint: None }))?;
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let follow = q.follow;
+    tokio::spawn(async move {
+        let mut last = 0;
+        for e in history {
+            last = e.id;
+            if tx.send(line_of(&e)).await.is_err() {
+                return;
+            }
+        }
+        while follow {
+            match live.recv().await {
+                Ok(e) if e.id > last => {
+                    last = e.id;
+                    if tx.send(line_of(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
+    Ok(ndjson_stream(rx))
+}

@@ -1,0 +1,166 @@
+//! The daemon's side of a shim: start one, or re-attach to one that outlived a daemon.
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use jarfleet_core::Millis;
+use jarfleet_core::instance::ExitInfo;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+use super::protocol::{Launch, ShimCommand, ShimMessage};
+use super::spawn;
+use crate::control::Event;
+use crate::paths::{MAX_SOCKET_PATH, run, write_atomic};
+
+/// What a shim connection reports to the control loop.
+#[derive(Debug, Clone)]
+pub enum ShimEvent {
+    Hello { shim_pid: u32, pid: u32, started_at: Millis },
+    Exited(ExitInfo),
+    /// The connection ended without an exit report (the shim was killed).
+    Lost,
+    SpawnFailed(String),
+}
+
+/// Writes the launch file, starts `jarfleet shim` for it and connects. The control socket is
+/// bound here and inherited by the shim, so connecting never races the shim's start.
+pub fn start(
+    exe: &Path,
+    run_dir: &Path,
+    launch: &Launch,
+    app: String,
+    slot: u32,
+    generation: u64,
+    tx: mpsc::Sender<Event>,
+) -> Result<mpsc::UnboundedSender<ShimCommand>> {
+    std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))?;
+    for dir in [&launch.cwd, &launch.dump_dir, &launch.hs_err_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    write_atomic(&run_dir.join(run::LAUNCH), &serde_json::to_vec_pretty(launch)?)?;
+    let socket = run_dir.join(run::SOCKET);
+    check_socket_path(&socket)?;
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(run_dir.join(run::SHIM_LOG))?;
+    let mut child = spawn::spawn_shim(exe, run_dir, &listener, log).context("starting the instance shim")?;
+    // Connect while the listener is still open here too: the connection waits in its backlog.
+    let stream = std::os::unix::net::UnixStream::connect(&socket)?;
+    drop(listener);
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    stream.set_nonblocking(true)?;
+    let stream = UnixStream::from_std(stream)?;
+    Ok(connect_task(stream, app, slot, generation, tx))
+}
+
+/// Re-attaches to a running shim. `Err(Some(exit))`: the shim is gone and left its exit record;
+/// `Err(None)`: gone without one.
+pub async fn attach(
+    run_dir: &Path,
+    app: String,
+    slot: u32,
+    generation: u64,
+    tx: mpsc::Sender<Event>,
+) -> Result<mpsc::UnboundedSender<ShimCommand>, Option<ExitInfo>> {
+    match UnixStream::connect(run_dir.join(run::SOCKET)).await {
+        Ok(stream) => Ok(connect_task(stream, app, slot, generation, tx)),
+        Err(_) => Err(read_exit(run_dir)),
+    }
+}
+
+pub fn read_exit(run_dir: &Path) -> Option<ExitInfo> {
+    let bytes = std::fs::read(run_dir.join(run::EXIT)).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn check_socket_path(socket: &Path) -> Result<()> {
+    let len = socket.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        anyhow::bail!(
+            "socket path {} is {len} bytes, longer than unix sockets allow ({MAX_SOCKET_PATH}); use a shorter state_dir",
+            socket.display()
+        );
+    }
+    Ok(())
+}
+
+fn connect_task(
+    stream: UnixStream,
+    app: String,
+    slot: u32,
+    generation: u64,
+    tx: mpsc::Sender<Event>,
+) -> mpsc::UnboundedSender<ShimCommand> {
+    let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<ShimCommand>();
+    tokio::spawn(async move {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read).lines();
+        let mut finished = false;
+        let mut commands_open = true;
+        let send = |event: ShimEvent| {
+            let tx = tx.clone();
+            let app = app.clone();
+            async move {
+                let _ = tx.send(Event::Shim { app, slot, generation, event }).await;
+            }
+        };
+        loop {
+            tokio::select! {
+                line = lines.next_line() => match line {
+                    Ok(Some(line)) => {
+                        let Ok(msg) = serde_json::from_str::<ShimMessage>(&line) else { continue };
+                        match msg {
+                            ShimMessage::Hello { shim_pid, pid, started_at, exited } => {
+                                send(ShimEvent::Hello { shim_pid, pid, started_at }).await;
+                                if let Some(exit) = exited {
+                                    finished = true;
+                                    send(ShimEvent::Exited(exit)).await;
+                                }
+                            }
+                            ShimMessage::Exited { exit } => {
+                                finished = true;
+                                send(ShimEvent::Exited(exit)).await;
+                            }
+                            ShimMessage::SpawnFailed { error } => {
+                                finished = true;
+                                send(ShimEvent::SpawnFailed(error)).await;
+                            }
+                        }
+                    }
+                    _ => {
+                        if !finished {
+                            send(ShimEvent::Lost).await;
+                        }
+                        break;
+                    }
+                },
+                cmd = cmd_rx.recv(), if commands_open => match cmd {
+                    Some(cmd) => {
+                        let mut line = serde_json::to_string(&cmd).unwrap_or_default();
+                        line.push('\n');
+                        if write.write_all(line.as_bytes()).await.is_err() {
+                            continue;
+                        }
+                    }
+                    None => {
+                        // The loop dropped us (the exit was handled); nothing more to say.
+                        commands_open = false;
+                        if finished { break; }
+                    }
+                }
+            }
+        }
+    });
+    cmd_tx
+}

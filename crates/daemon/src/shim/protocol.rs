@@ -1,0 +1,49 @@
+//! Messages between the daemon and a shim, and the launch file the daemon writes for it.
+
+use std::path::PathBuf;
+
+use jarfleet_core::Millis;
+use jarfleet_core::instance::ExitInfo;
+use serde::{Deserialize, Serialize};
+
+/// Everything a shim needs to start its JVM: written by the daemon to `launch.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Launch {
+    /// `argv[0]` is the `java` binary; never run through a shell.
+    pub argv: Vec<String>,
+    /// The complete environment of the JVM.
+    pub env: Vec<(String, String)>,
+    pub cwd: PathBuf,
+    pub stdout_log: PathBuf,
+    pub stderr_log: PathBuf,
+    pub log_max_size: u64,
+    pub log_keep: u32,
+    /// Where the JVM writes `hs_err_pid<pid>.log` (`-XX:ErrorFile`).
+    pub hs_err_dir: PathBuf,
+    /// `jcmd` of the JDK, for a thread dump before SIGKILL.
+    pub jcmd: Option<PathBuf>,
+    /// Where thread dumps go.
+    pub dump_dir: PathBuf,
+}
+
+/// Shim → daemon.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ShimMessage {
+    /// Sent on every new connection.
+    Hello { shim_pid: u32, pid: u32, started_at: Millis, exited: Option<ExitInfo> },
+    /// The JVM ended (and every process it forked is gone).
+    Exited { exit: ExitInfo },
+    /// The JVM could not be started at all.
+    SpawnFailed { error: String },
+}
+
+/// Daemon → shim.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum ShimCommand {
+    /// SIGTERM the group, wait `grace_ms`, thread dump, SIGKILL the group.
+    Stop { grace_ms: u64 },
+    /// The exit was recorded: the shim may go.
+    Ack,
+}

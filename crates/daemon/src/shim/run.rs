@@ -1,0 +1,296 @@
+//! The shim process itself: plain threads and blocking IO, so it stays small.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use jarfleet_core::instance::ExitInfo;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use super::protocol::{Launch, ShimCommand, ShimMessage};
+use super::spawn;
+use crate::clock::now_ms;
+use crate::logfile::RotatingWriter;
+use crate::paths::{run, write_atomic};
+
+/// How long the shim waits for the daemon to acknowledge an exit before it leaves anyway (the
+/// exit stays recorded in `exit.json` for the next daemon).
+const ACK_WAIT: Duration = Duration::from_secs(5);
+const THREAD_DUMP_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Shared {
+    pid: u32,
+    started_at: u64,
+    stop_requested: AtomicBool,
+    killed_after_timeout: AtomicBool,
+    oom: AtomicBool,
+    exit: Mutex<Option<ExitInfo>>,
+    exited: Condvar,
+    clients: Mutex<Vec<UnixStream>>,
+    acked: (Mutex<bool>, Condvar),
+}
+
+/// Entry point of `jarfleet shim RUN_DIR`. Returns when the JVM has ended and the exit is
+/// recorded.
+pub fn run_shim(run_dir: &Path) -> Result<()> {
+    let listener = spawn::inherited_listener()?;
+    nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
+    let launch_path = run_dir.join(run::LAUNCH);
+    let launch: Launch = serde_json::from_slice(
+        &std::fs::read(&launch_path).with_context(|| format!("reading {}", launch_path.display()))?,
+    )
+    .with_context(|| format!("parsing {}", launch_path.display()))?;
+
+    let Some(argv0) = launch.argv.first() else {
+        anyhow::bail!("{}: empty argv", launch_path.display());
+    };
+    let mut cmd = spawn::jvm_command(argv0);
+    cmd.args(&launch.argv[1..])
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&launch.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            let error = format!("cannot run {argv0}: {e}");
+            report_spawn_failure(&listener, &error);
+            anyhow::bail!(error);
+        }
+    };
+    let pid = child.id();
+    let shared = Arc::new(Shared {
+        pid,
+        started_at: now_ms(),
+        stop_requested: AtomicBool::new(false),
+        killed_after_timeout: AtomicBool::new(false),
+        oom: AtomicBool::new(false),
+        exit: Mutex::new(None),
+        exited: Condvar::new(),
+        clients: Mutex::new(Vec::new()),
+        acked: (Mutex::new(false), Condvar::new()),
+    });
+
+    let mut pumps = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        let w = RotatingWriter::open(&launch.stdout_log, launch.log_max_size, launch.log_keep)?;
+        pumps.push(pump(out, w, None));
+    }
+    if let Some(err) = child.stderr.take() {
+        let w = RotatingWriter::open(&launch.stderr_log, launch.log_max_size, launch.log_keep)?;
+        pumps.push(pump(err, w, Some(shared.clone())));
+    }
+
+    {
+        let shared = shared.clone();
+        let launch = launch.clone();
+        thread::spawn(move || accept_loop(listener, shared, launch));
+    }
+
+    let status = child.wait().context("waiting for the JVM")?;
+    // The JVM is gone: nothing it forked may outlive it (its group, and anything that escaped
+    // the group and was re-parented to us as subreaper).
+    let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    kill_adopted_children();
+    reap_all();
+    for p in pumps {
+        let _ = p.join();
+    }
+
+    let exit = exit_info(&shared, status, &launch.hs_err_dir);
+    let _ = write_atomic(&run_dir.join(run::EXIT), &serde_json::to_vec(&exit).unwrap_or_default());
+    {
+        let mut slot = shared.exit.lock().unwrap_or_else(|e| e.into_inner());
+        *slot = Some(exit.clone());
+        shared.exited.notify_all();
+    }
+    let delivered = broadcast(&shared, &ShimMessage::Exited { exit });
+    if delivered {
+        let (lock, cv) = &shared.acked;
+        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = cv.wait_timeout_while(guard, ACK_WAIT, |acked| !*acked);
+    }
+    Ok(())
+}
+
+fn report_spawn_failure(listener: &std::os::unix::net::UnixListener, error: &str) {
+    // Tell the daemon, which connected before we started.
+    let _ = listener.set_nonblocking(false);
+    if let Ok((mut conn, _)) = listener.accept() {
+        let msg = ShimMessage::SpawnFailed { error: error.to_string() };
+        let _ = writeln!(conn, "{}", serde_json::to_string(&msg).unwrap_or_default());
+        let _ = conn.flush();
+    }
+}
+
+fn pump(mut src: impl Read + Send + 'static, mut dst: RotatingWriter, oom: Option<Arc<Shared>>) -> thread::JoinHandle<()> {
+    thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match src.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let chunk = &buf[..n];
+                    if let Some(shared) = &oom
+                        && contains(chunk, b"java.lang.OutOfMemoryError")
+                    {
+                        shared.oom.store(true, Ordering::SeqCst);
+                    }
+                    if dst.write_chunk(chunk).is_err() {
+                        // Disk trouble: keep draining so the JVM never blocks on a full pipe.
+                        continue;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+        let _ = dst.finish();
+    })
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+fn accept_loop(listener: std::os::unix::net::UnixListener, shared: Arc<Shared>, launch: Launch) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        let exited = shared.exit.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let hello = ShimMessage::Hello { shim_pid: std::process::id(), pid: shared.pid, started_at: shared.started_at, exited };
+        if writeln!(conn, "{}", serde_json::to_string(&hello).unwrap_or_default()).is_err() {
+            continue;
+        }
+        if let Ok(writer) = conn.try_clone() {
+            shared.clients.lock().unwrap_or_else(|e| e.into_inner()).push(writer);
+        }
+        let shared = shared.clone();
+        let launch = launch.clone();
+        thread::spawn(move || serve_client(conn, shared, launch));
+    }
+}
+
+fn serve_client(conn: UnixStream, shared: Arc<Shared>, launch: Launch) {
+    let reader = BufReader::new(conn);
+    for line in reader.lines() {
+        let Ok(line) = line else { break };
+        match serde_json::from_str::<ShimCommand>(&line) {
+            Ok(ShimCommand::Stop { grace_ms }) => {
+                if !shared.stop_requested.swap(true, Ordering::SeqCst) {
+                    let shared = shared.clone();
+                    let launch = launch.clone();
+                    thread::spawn(move || stop_sequence(&shared, Duration::from_millis(grace_ms), &launch));
+                }
+            }
+            Ok(ShimCommand::Ack) => {
+                let (lock, cv) = &shared.acked;
+                *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+                cv.notify_all();
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// SIGTERM the group → wait `grace` → thread dump → SIGKILL the group.
+fn stop_sequence(shared: &Shared, grace: Duration, launch: &Launch) {
+    let group = Pid::from_raw(shared.pid as i32);
+    let _ = killpg(group, Signal::SIGTERM);
+    if wait_exit(shared, grace) {
+        return;
+    }
+    if let Some(jcmd) = &launch.jcmd {
+        thread_dump(jcmd, shared.pid, &launch.dump_dir);
+    }
+    shared.killed_after_timeout.store(true, Ordering::SeqCst);
+    let _ = killpg(group, Signal::SIGKILL);
+}
+
+fn wait_exit(shared: &Shared, timeout: Duration) -> bool {
+    let guard = shared.exit.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, _) = shared
+        .exited
+        .wait_timeout_while(guard, timeout, |exit| exit.is_none())
+        .unwrap_or_else(|e| e.into_inner());
+    guard.is_some()
+}
+
+fn thread_dump(jcmd: &Path, pid: u32, dir: &Path) {
+    let _ = std::fs::create_dir_all(dir);
+    let path = dir.join(format!("threads-{pid}-{}.txt", now_ms()));
+    let Ok(file) = std::fs::File::create(&path) else { return };
+    let Ok(mut child) = std::process::Command::new(jcmd)
+        .arg(pid.to_string())
+        .arg("Thread.print")
+        .stdin(Stdio::null())
+        .stdout(file)
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return;
+    };
+    let deadline = Instant::now() + THREAD_DUMP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Processes re-parented to us (we are a subreaper) that escaped the JVM's group.
+fn kill_adopted_children() {
+    let me = std::process::id();
+    for pid in crate::procinfo::children_of(me) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+}
+
+fn reap_all() {
+    use nix::sys::wait::{WaitPidFlag, waitpid};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) => {
+                if Instant::now() > deadline {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(2));
+            }
+            Ok(_) => continue,
+            Err(_) => return, // ECHILD: nothing left
+        }
+    }
+}
+
+fn exit_info(shared: &Shared, status: ExitStatus, hs_err_dir: &Path) -> ExitInfo {
+    use std::os::unix::process::ExitStatusExt;
+    let hs_err: Option<PathBuf> = Some(hs_err_dir.join(format!("hs_err_pid{}.log", shared.pid))).filter(|p| p.exists());
+    ExitInfo {
+        code: status.code(),
+        signal: status.signal(),
+        stop_requested: shared.stop_requested.load(Ordering::SeqCst),
+        killed_after_timeout: shared.killed_after_timeout.load(Ordering::SeqCst),
+        oom: shared.oom.load(Ordering::SeqCst),
+        hs_err: hs_err.map(|p| p.display().to_string()),
+        at: now_ms(),
+    }
+}
+
+fn broadcast(shared: &Shared, msg: &ShimMessage) -> bool {
+    let line = serde_json::to_string(msg).unwrap_or_default();
+    let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+    clients.retain_mut(|c| writeln!(c, "{line}").is_ok());
+    !clients.is_empty()
+}

@@ -1,0 +1,89 @@
+//! The one fenced place with `unsafe`: code that runs between `fork` and `exec`, and adopting an
+//! inherited file descriptor. Everything here is async-signal-safe (`setsid`, `dup2`, `fcntl`,
+//! `prctl`, `getppid`): no allocation, no locks.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// The file descriptor on which a shim finds its control socket's listener.
+pub const LISTENER_FD: i32 = 3;
+
+/// Starts `exe shim RUN_DIR` in a new session (so a Ctrl-C on the daemon's terminal or the
+/// daemon's death never reaches it), handing it `listener` as fd 3 so the daemon can connect
+/// before the shim has even started: no race on the socket.
+pub fn spawn_shim(
+    exe: &Path,
+    run_dir: &Path,
+    listener: &UnixListener,
+    log: std::fs::File,
+) -> io::Result<tokio::process::Child> {
+    let fd = listener.as_raw_fd();
+    let err = log.try_clone()?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("shim").arg(run_dir).stdin(Stdio::null()).stdout(log).stderr(err);
+    // SAFETY: the closure only calls async-signal-safe libc functions and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            if fd == LISTENER_FD {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            } else if libc::dup2(fd, LISTENER_FD) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    tokio::process::Command::from(cmd).spawn()
+}
+
+/// The listener the daemon handed over as fd 3. Call once, at shim start.
+pub fn inherited_listener() -> io::Result<UnixListener> {
+    // SAFETY: fd 3 is checked to be a socket before it is adopted, and adopted only once.
+    let kind = unsafe { libc::fcntl(LISTENER_FD, libc::F_GETFD) };
+    if kind < 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no control socket on fd 3: `jarfleet shim` is started by the daemon, not by hand",
+        ));
+    }
+    // SAFETY: as above; from here on the UnixListener owns fd 3.
+    let listener = unsafe { UnixListener::from_raw_fd(LISTENER_FD) };
+    // Keep it out of the JVM.
+    // SAFETY: plain fcntl on a valid fd.
+    unsafe {
+        libc::fcntl(LISTENER_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    Ok(listener)
+}
+
+/// Prepares the JVM command: its own process group (so the whole group can be signalled), and
+/// SIGKILL if the shim dies (so a JVM is never left without its owner).
+pub fn jvm_command(argv0: &str) -> Command {
+    let mut cmd = Command::new(argv0);
+    cmd.process_group(0);
+    let shim_pid = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The shim died between fork and prctl: do not run unowned.
+            if libc::getppid() != shim_pid {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+    cmd
+}

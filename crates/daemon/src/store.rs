@@ -1,0 +1,238 @@
+//! The embedded store: SQLite in WAL mode with versioned migrations.
+//!
+//! Owned by the control loop (one connection, one writer). Readers that must not wait for the
+//! loop (event listings) open their own read-only connection.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use jarfleet_api::EventRecord;
+use jarfleet_core::instance::Instance;
+use rusqlite::{Connection, OpenFlags, params};
+use serde::{Deserialize, Serialize};
+
+/// Migrations, applied in order; `PRAGMA user_version` records how many ran. Never edit a
+/// released entry: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the first schema.
+    "CREATE TABLE apps (
+        name TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE TABLE instances (
+        app TEXT NOT NULL,
+        slot INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (app, slot)
+    );
+    CREATE TABLE releases (
+        app TEXT NOT NULL,
+        id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (app, id)
+    );
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        app TEXT,
+        slot INTEGER,
+        message TEXT NOT NULL
+    );
+    CREATE INDEX events_app ON events (app, id);
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+];
+
+/// Events kept; older ones are pruned.
+pub const EVENT_RETENTION: i64 = 20_000;
+
+/// What the store keeps about an app: the spec it runs and how it runs it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub spec: jarfleet_core::spec::AppSpec,
+    pub release: String,
+    pub runtime: crate::launch::JavaRuntime,
+    /// Bumped by a rolling `restart APP`.
+    #[serde(default)]
+    pub restart_generation: u64,
+}
+
+/// What the store keeps about an instance slot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub instance: Instance,
+    /// The shim generation (run dir) of the current or last process.
+    pub generation: u64,
+    #[serde(default)]
+    pub restart_generation: u64,
+    /// Port chosen for the process being spawned.
+    #[serde(default)]
+    pub pending_port: Option<u16>,
+    /// The port the slot used last; preferred again on restart.
+    #[serde(default)]
+    pub last_port: Option<u16>,
+    /// Changed since last persisted (not stored).
+    #[serde(skip)]
+    pub dirty: bool,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let mut conn = Connection::open(path).with_context(|| format!("opening store {}", path.display()))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        migrate(&mut conn).with_context(|| format!("migrating store {}", path.display()))?;
+        Ok(Store { conn })
+    }
+
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    pub fn put_app(&self, name: &str, rec: &AppRecord, now: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO apps (name, record, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+            params![name, serde_json::to_string(rec)?, now as i64],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_app(&self, name: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM instances WHERE app = ?1", params![name])?;
+        self.conn.execute("DELETE FROM apps WHERE name = ?1", params![name])?;
+        Ok(())
+    }
+
+    pub fn apps(&self) -> Result<Vec<(String, AppRecord)>> {
+        let mut stmt = self.conn.prepare("SELECT name, record FROM apps ORDER BY name")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, json) = row?;
+            let rec = serde_json::from_str(&json).with_context(|| format!("reading app {name} from the store"))?;
+            out.push((name, rec));
+        }
+        Ok(out)
+    }
+
+    pub fn put_instance(&self, rec: &InstanceRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO instances (app, slot, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT(app, slot) DO UPDATE SET record = excluded.record",
+            params![rec.instance.app, rec.instance.slot, serde_json::to_string(rec)?],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete_instance(&self, app: &str, slot: u32) -> Result<()> {
+        self.conn.execute("DELETE FROM instances WHERE app = ?1 AND slot = ?2", params![app, slot])?;
+        Ok(())
+    }
+
+    pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
+        let mut stmt = self.conn.prepare("SELECT app, slot, record FROM instances ORDER BY app, slot")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (app, slot, json) = row?;
+            let rec = serde_json::from_str(&json).with_context(|| format!("reading instance {app}/{slot} from the store"))?;
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    pub fn put_release(&self, app: &str, id: &str, record: &serde_json::Value, now: u64) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO releases (app, id, created_at, record) VALUES (?1, ?2, ?3, ?4)",
+            params![app, id, now as i64, record.to_string()],
+        )?;
+        Ok(())
+    }
+
+    pub fn add_event(&self, ts: u64, kind: &str, app: Option<&str>, slot: Option<u32>, message: &str) -> Result<EventRecord> {
+        self.conn.execute(
+            "INSERT INTO events (ts, kind, app, slot, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![ts as i64, kind, app, slot, message],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        if id % 1000 == 0 {
+            self.conn.execute("DELETE FROM events WHERE id <= ?1", params![id - EVENT_RETENTION])?;
+        }
+        Ok(EventRecord {
+            id,
+            ts,
+            kind: kind.to_string(),
+            app: app.map(str::to_string),
+            slot,
+            message: message.to_string(),
+        })
+    }
+
+    pub fn max_generation(&self) -> Result<u64> {
+        Ok(self.instances()?.iter().map(|r| r.generation).max().unwrap_or(0))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        let mut stmt = self.conn.prepare("SELECT value FROM meta WHERE key = ?1")?;
+        let mut rows = stmt.query(params![key])?;
+        Ok(match rows.next()? {
+            Some(row) => Some(row.get(0)?),
+            None => None,
+        })
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        anyhow::bail!(
+            "the store has schema version {version}, newer than this jarfleet understands ({known}); use a newer jarfleet"
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Recent events, read through a separate read-only connection (never blocks the loop).
+pub fn read_events(db: &Path, after_id: i64, limit: usize) -> Result<Vec<EventRecord>> {
+    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+        .with_context(|| format!("opening store {}", db.display()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mut stmt = conn.prepare(
+        "SELECT id, ts, kind, app, slot, message FROM
+           (SELECT * FROM events WHERE id > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
+    )?;
+    let rows = stmt.query_map(params![after_id, limit as i64], |r| {
+        Ok(EventRecord {
+            id: r.get(0)?,
+            ts: r.get::<_, i64>(1)? as u64,
+            kind: r.get(2)?,
+            app: r.get(3)?,
+            slot: r.get(4)?,
+            message: r.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
