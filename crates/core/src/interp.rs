@@ -154,19 +154,22 @@ pub fn interpolate(
                     hint: None,
                 }),
             },
-            Some(tail) => match (value.filter(|v| !v.is_empty()), tail.strip_prefix('?')) {
-                (Some(v), _) => push_literal(&mut out, &v),
-                (None, Some(message)) => errors.push(InterpError {
-                    offset,
-                    message: if message.trim().is_empty() {
-                        format!("environment variable {name} is required but not set")
-                    } else {
-                        format!("environment variable {name} is not set: {}", message.trim())
-                    },
-                    hint: None,
-                }),
-                (None, None) => push_literal(&mut out, &tail.replace("$$", "$")),
-            },
+                        Some(tail) => {
+                let state = if value.is_some() { "empty" } else { "not set" };
+                match (value.filter(|v| !v.is_empty()), tail.strip_prefix('?')) {
+                    (Some(v), _) => push_literal(&mut out, &v),
+                    (None, Some(message)) => errors.push(InterpError {
+                        offset,
+                        message: if message.trim().is_empty() {
+                            format!("environment variable {name} is required but {state}")
+                        } else {
+                            format!("environment variable {name} is {state}: {}", message.trim())
+                        },
+                        hint: None,
+                    }),
+                    (None, None) => push_literal(&mut out, &tail.replace("$$", "$")),
+                }
+            }
         }
     }
     if errors.is_empty() {
@@ -268,7 +271,8 @@ mod tests {
 
     #[test]
     fn reports_every_error_with_offset() {
-        let cases: &[(&str, Mode, &[(usize, &str)])] = &[
+        type Case<'a> = (&'a str, Mode, &'a [(usize, &'a str)]);
+        let cases: &[Case] = &[
             (
                 "${NOPE}",
                 Mode::Plain,
@@ -285,7 +289,17 @@ mod tests {
             (
                 "${EMPTY:?}",
                 Mode::Plain,
-                &[(0, "environment variable EMPTY is required but not set")],
+                &[(0, "environment variable EMPTY is required but empty")],
+            ),
+            (
+                "${UNSET:?}",
+                Mode::Plain,
+                &[(0, "environment variable UNSET is required but not set")],
+            ),
+            (
+                "${EMPTY:?no}",
+                Mode::Plain,
+                &[(0, "environment variable EMPTY is empty: no")],
             ),
             (
                 "x ${HOME",

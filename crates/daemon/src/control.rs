@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jarfleet_api::{
-    Action, ActionRequest, Ack, AppStatus, ApplyResponse, DaemonStatus, ErrorBody, ErrorKind, EventRecord,
-    InstanceStatus, ScaleRequest, StatusReport,
+    Ack, Action, ActionRequest, AppStatus, ApplyResponse, DaemonStatus, ErrorBody, ErrorKind,
+    EventRecord, InstanceStatus, ScaleRequest, StatusReport,
 };
-use jarfleet_core::instance::{AfterStop, Effect, ExitInfo, Input, Instance, Note, Phase, ProcessRef};
+use jarfleet_core::instance::{
+    AfterStop, Effect, ExitInfo, Input, Instance, Note, Phase, ProcessRef,
+};
 use jarfleet_core::reconcile::{self, AppChange, AppState};
 use jarfleet_core::spec::AppSpec;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -35,13 +37,39 @@ pub struct PreparedApp {
 }
 
 pub enum Event {
-    Apply { apps: BTreeMap<String, PreparedApp>, source: PathBuf, dry_run: bool, reply: Reply<ApplyResponse> },
-    Action { req: ActionRequest, reply: Reply<Ack> },
-    Scale { req: ScaleRequest, reply: Reply<Ack> },
-    Status { reply: oneshot::Sender<StatusReport> },
-    Shutdown { stop_instances: bool, reply: oneshot::Sender<Ack> },
-    Shim { app: String, slot: u32, generation: u64, event: ShimEvent },
-    Probe { app: String, slot: u32, generation: u64, result: Result<(), String> },
+    Apply {
+        apps: BTreeMap<String, PreparedApp>,
+        source: PathBuf,
+        dry_run: bool,
+        reply: Reply<ApplyResponse>,
+    },
+    Action {
+        req: ActionRequest,
+        reply: Reply<Ack>,
+    },
+    Scale {
+        req: ScaleRequest,
+        reply: Reply<Ack>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    Shutdown {
+        stop_instances: bool,
+        reply: oneshot::Sender<Ack>,
+    },
+    Shim {
+        app: String,
+        slot: u32,
+        generation: u64,
+        event: ShimEvent,
+    },
+    Probe {
+        app: String,
+        slot: u32,
+        generation: u64,
+        result: Result<(), String>,
+    },
 }
 
 struct Slot {
@@ -72,11 +100,19 @@ pub struct Control {
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
-    ErrorBody { kind: ErrorKind::Usage, message: message.into(), hint: hint.map(str::to_string) }
+    ErrorBody {
+        kind: ErrorKind::Usage,
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
 }
 
 fn failed(message: impl Into<String>) -> ErrorBody {
-    ErrorBody { kind: ErrorKind::Failed, message: message.into(), hint: None }
+    ErrorBody {
+        kind: ErrorKind::Failed,
+        message: message.into(),
+        hint: None,
+    }
 }
 
 impl Control {
@@ -90,7 +126,9 @@ impl Control {
         use rand::SeedableRng;
         let next_generation = store.max_generation()? + 1;
         let spec_source = store.meta("spec_source")?;
-        let base_env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| !k.starts_with("JARFLEET_")).collect();
+        let base_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| !k.starts_with("JARFLEET_"))
+            .collect();
         Ok(Control {
             dirs,
             store,
@@ -110,24 +148,49 @@ impl Control {
     /// Loads apps and instances from the store and re-attaches to every shim that still runs.
     pub async fn adopt(&mut self) -> anyhow::Result<()> {
         for (name, rec) in self.store.apps()? {
-            self.apps.insert(name, AppRuntime { rec, slots: BTreeMap::new(), removing: false });
+            self.apps.insert(
+                name,
+                AppRuntime {
+                    rec,
+                    slots: BTreeMap::new(),
+                    removing: false,
+                },
+            );
         }
         let mut adopted = 0;
         for record in self.store.instances()? {
-            let (app, slot, generation) = (record.instance.app.clone(), record.instance.slot, record.generation);
+            let (app, slot, generation) = (
+                record.instance.app.clone(),
+                record.instance.slot,
+                record.generation,
+            );
             let Some(rt) = self.apps.get_mut(&app) else {
                 self.store.delete_instance(&app, slot)?;
                 continue;
             };
             let has_process = record.instance.process.is_some()
-                || matches!(record.instance.phase, Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. });
-            rt.slots.insert(slot, Slot { record, commands: None, cpu: None });
+                || matches!(
+                    record.instance.phase,
+                    Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+                );
+            rt.slots.insert(
+                slot,
+                Slot {
+                    record,
+                    commands: None,
+                    cpu: None,
+                },
+            );
             if has_process {
                 let run_dir = self.dirs.run_dir(&app, slot, generation);
-                match shim_client::attach(&run_dir, app.clone(), slot, generation, self.tx.clone()).await {
+                match shim_client::attach(&run_dir, app.clone(), slot, generation, self.tx.clone())
+                    .await
+                {
                     Ok(commands) => {
                         adopted += 1;
-                        if let Some(s) = self.apps.get_mut(&app).and_then(|a| a.slots.get_mut(&slot)) {
+                        if let Some(s) =
+                            self.apps.get_mut(&app).and_then(|a| a.slots.get_mut(&slot))
+                        {
                             s.commands = Some(commands);
                         }
                     }
@@ -138,12 +201,28 @@ impl Control {
                             Some(exit) => ShimEvent::Exited(exit),
                             None => ShimEvent::Lost,
                         };
-                        let _ = self.tx.send(Event::Shim { app, slot, generation, event }).await;
+                        let _ = self
+                            .tx
+                            .send(Event::Shim {
+                                app,
+                                slot,
+                                generation,
+                                event,
+                            })
+                            .await;
                     }
                 }
             }
         }
-        self.emit("daemon.started", None, None, format!("daemon started (pid {}); re-adopted {adopted} running instance(s)", std::process::id()));
+        self.emit(
+            "daemon.started",
+            None,
+            None,
+            format!(
+                "daemon started (pid {}); re-adopted {adopted} running instance(s)",
+                std::process::id()
+            ),
+        );
         Ok(())
     }
 
@@ -156,7 +235,9 @@ impl Control {
                 break;
             }
             let wake = self.next_wakeup();
-            let sleep = wake.map(|at| Duration::from_millis(at.saturating_sub(now_ms()))).unwrap_or(Duration::from_secs(3600));
+            let sleep = wake
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev),
@@ -167,14 +248,21 @@ impl Control {
         }
         if let Some((_, waiters)) = self.shutdown.take() {
             for w in waiters {
-                let _ = w.send(Ack { message: "daemon stopped".into() });
+                let _ = w.send(Ack {
+                    message: "daemon stopped".into(),
+                });
             }
         }
     }
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Apply { apps, source, dry_run, reply } => {
+            Event::Apply {
+                apps,
+                source,
+                dry_run,
+                reply,
+            } => {
                 let _ = reply.send(self.apply(apps, source, dry_run));
             }
             Event::Action { req, reply } => {
@@ -186,9 +274,22 @@ impl Control {
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
             }
-            Event::Shutdown { stop_instances, reply } => self.begin_shutdown(stop_instances, reply),
-            Event::Shim { app, slot, generation, event } => self.on_shim(app, slot, generation, event),
-            Event::Probe { app, slot, generation, result } => {
+            Event::Shutdown {
+                stop_instances,
+                reply,
+            } => self.begin_shutdown(stop_instances, reply),
+            Event::Shim {
+                app,
+                slot,
+                generation,
+                event,
+            } => self.on_shim(app, slot, generation, event),
+            Event::Probe {
+                app,
+                slot,
+                generation,
+                result,
+            } => {
                 if self.current_generation(&app, slot) == Some(generation) {
                     let (ok, error) = match result {
                         Ok(()) => (true, None),
@@ -201,7 +302,11 @@ impl Control {
     }
 
     fn current_generation(&self, app: &str, slot: u32) -> Option<u64> {
-        self.apps.get(app)?.slots.get(&slot).map(|s| s.record.generation)
+        self.apps
+            .get(app)?
+            .slots
+            .get(&slot)
+            .map(|s| s.record.generation)
     }
 
     fn on_shim(&mut self, app: String, slot: u32, generation: u64, event: ShimEvent) {
@@ -209,27 +314,61 @@ impl Control {
             return; // a message from a process we have already moved on from
         }
         match event {
-            ShimEvent::Hello { shim_pid, pid, started_at } => {
+            ShimEvent::Hello {
+                shim_pid,
+                pid,
+                started_at,
+            } => {
                 let waiting = self
                     .apps
                     .get(&app)
                     .and_then(|a| a.slots.get(&slot))
-                    .is_some_and(|s| matches!(s.record.instance.phase, Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }) && s.record.instance.process.is_none());
+                    .is_some_and(|s| {
+                        matches!(
+                            s.record.instance.phase,
+                            Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+                        ) && s.record.instance.process.is_none()
+                    });
                 if waiting {
                     let port = self.pending_port(&app, slot);
-                    let stopping = self.apps.get(&app).and_then(|a| a.slots.get(&slot)).map(|s| s.record.instance.phase.clone());
+                    let stopping = self
+                        .apps
+                        .get(&app)
+                        .and_then(|a| a.slots.get(&slot))
+                        .map(|s| s.record.instance.phase.clone());
                     if let Some(Phase::Stopping { then, .. }) = stopping {
                         // Asked to stop while spawning: record the process, then stop it.
                         if let Some(s) = self.slot_mut(&app, slot) {
-                            s.record.instance.process = Some(ProcessRef { shim_pid, pid, port, started_at });
+                            s.record.instance.process = Some(ProcessRef {
+                                shim_pid,
+                                pid,
+                                port,
+                                started_at,
+                            });
                             s.record.instance.phase = Phase::Starting { since: started_at };
                         }
                         self.step(&app, slot, Input::Stop { then });
                     } else {
-                        self.step(&app, slot, Input::Spawned { process: ProcessRef { shim_pid, pid, port, started_at } });
+                        self.step(
+                            &app,
+                            slot,
+                            Input::Spawned {
+                                process: ProcessRef {
+                                    shim_pid,
+                                    pid,
+                                    port,
+                                    started_at,
+                                },
+                            },
+                        );
                     }
                 } else {
-                    self.emit("instance.adopted", Some(&app), Some(slot), format!("re-adopted pid {pid} (shim {shim_pid})"));
+                    self.emit(
+                        "instance.adopted",
+                        Some(&app),
+                        Some(slot),
+                        format!("re-adopted pid {pid} (shim {shim_pid})"),
+                    );
                 }
             }
             ShimEvent::Exited(exit) => {
@@ -250,7 +389,15 @@ impl Control {
                 let run_dir = self.dirs.run_dir(&app, slot, generation);
                 let exit = shim_client::read_exit(&run_dir).unwrap_or_else(|| {
                     // The shim died without a word (killed): its JVM died with it (PDEATHSIG).
-                    ExitInfo { code: None, signal: None, stop_requested: false, killed_after_timeout: false, oom: false, hs_err: None, at: now_ms() }
+                    ExitInfo {
+                        code: None,
+                        signal: None,
+                        stop_requested: false,
+                        killed_after_timeout: false,
+                        oom: false,
+                        hs_err: None,
+                        at: now_ms(),
+                    }
                 });
                 self.finish_exit(&app, slot, generation, exit);
             }
@@ -265,13 +412,24 @@ impl Control {
     }
 
     fn finish_exit(&mut self, app: &str, slot: u32, generation: u64, exit: ExitInfo) {
-        let had_process = self.apps.get(app).and_then(|a| a.slots.get(&slot)).is_some_and(|s| {
-            s.record.instance.process.is_some() || matches!(s.record.instance.phase, Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. })
-        });
+        let had_process = self
+            .apps
+            .get(app)
+            .and_then(|a| a.slots.get(&slot))
+            .is_some_and(|s| {
+                s.record.instance.process.is_some()
+                    || matches!(
+                        s.record.instance.phase,
+                        Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+                    )
+            });
         if had_process {
             if let Some(s) = self.slot_mut(app, slot)
                 && s.record.instance.process.is_none()
-                && matches!(s.record.instance.phase, Phase::Waiting { spawning: true, .. })
+                && matches!(
+                    s.record.instance.phase,
+                    Phase::Waiting { spawning: true, .. }
+                )
             {
                 // Died before it said hello: a failed start.
                 s.record.instance.phase = Phase::Starting { since: exit.at };
@@ -293,7 +451,14 @@ impl Control {
         self.apps
             .get(app)
             .and_then(|a| a.slots.get(&slot))
-            .and_then(|s| s.record.instance.process.as_ref().map(|p| p.port).or(s.record.pending_port))
+            .and_then(|s| {
+                s.record
+                    .instance
+                    .process
+                    .as_ref()
+                    .map(|p| p.port)
+                    .or(s.record.pending_port)
+            })
             .unwrap_or(0)
     }
 
@@ -301,10 +466,22 @@ impl Control {
     fn step(&mut self, app: &str, slot: u32, input: Input) {
         let jitter: f64 = rand::Rng::random(&mut self.rng);
         let now = now_ms();
-        let Some(rt) = self.apps.get_mut(app) else { return };
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
         let spec = rt.rec.spec.clone();
-        let Some(s) = rt.slots.get_mut(&slot) else { return };
+        let Some(s) = rt.slots.get_mut(&slot) else {
+            return;
+        };
         let effects = s.record.instance.step(input, now, &spec, jitter);
+        if s.record.instance.process.is_some()
+            || !matches!(
+                s.record.instance.phase,
+                Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+            )
+        {
+            s.record.pending_port = None;
+        }
         s.record.dirty = true;
         for effect in effects {
             self.execute(app, slot, effect);
@@ -318,12 +495,17 @@ impl Control {
                 if let Some(s) = self.slot_mut(app, slot)
                     && let Some(cmds) = &s.commands
                 {
-                    let _ = cmds.send(ShimCommand::Stop { grace_ms: grace.as_millis() as u64 });
+                    let _ = cmds.send(ShimCommand::Stop {
+                        grace_ms: grace.as_millis() as u64,
+                    });
                 }
             }
             Effect::Probe => self.probe(app, slot),
             Effect::Notify(Note { kind, message }) => {
-                let kind = serde_json::to_value(&kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let kind = serde_json::to_value(&kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
                 self.emit(&format!("instance.{kind}"), Some(app), Some(slot), message);
             }
             Effect::Forget => {
@@ -337,25 +519,46 @@ impl Control {
     }
 
     fn remove_app_if_done(&mut self, app: &str) {
-        if self.apps.get(app).is_some_and(|a| a.removing && a.slots.is_empty()) {
+        if self
+            .apps
+            .get(app)
+            .is_some_and(|a| a.removing && a.slots.is_empty())
+        {
             self.apps.remove(app);
             let _ = self.store.delete_app(app);
             self.emit("app.removed", Some(app), None, "app removed".to_string());
         }
     }
 
-    fn ports_in_use(&self) -> BTreeSet<u16> {
+    /// Ports held (or being taken) by our instances, except `skip`'s own.
+    fn ports_in_use_except(&self, skip: Option<(&str, u32)>) -> BTreeSet<u16> {
         self.apps
-            .values()
-            .flat_map(|a| a.slots.values())
-            .filter_map(|s| s.record.instance.process.as_ref().map(|p| p.port).or(s.record.pending_port))
+            .iter()
+            .flat_map(|(name, a)| {
+                a.slots
+                    .iter()
+                    .map(move |(slot, s)| (name.as_str(), *slot, s))
+            })
+            .filter(|(name, slot, _)| skip != Some((*name, *slot)))
+            .filter_map(|(_, _, s)| {
+                s.record
+                    .instance
+                    .process
+                    .as_ref()
+                    .map(|p| p.port)
+                    .or(s.record.pending_port)
+            })
             .collect()
+    }
+
+    fn ports_in_use(&self) -> BTreeSet<u16> {
+        self.ports_in_use_except(None)
     }
 
     fn spawn(&mut self, app: &str, slot: u32) {
         let generation = self.next_generation;
         self.next_generation += 1;
-        let ours = self.ports_in_use();
+        let ours = self.ports_in_use_except(Some((app, slot)));
         let Some(rt) = self.apps.get(app) else { return };
         let Some(s) = rt.slots.get(&slot) else { return };
         let preferred = s.record.last_port;
@@ -387,20 +590,36 @@ impl Control {
         let run_dir = self.dirs.run_dir(app, slot, generation);
         // Persist the generation before the process exists, so a crash right now still finds it.
         self.persist_dirty();
-        match shim_client::start(&self.exe, &run_dir, &launch, app.to_string(), slot, generation, self.tx.clone()) {
+        match shim_client::start(
+            &self.exe,
+            &run_dir,
+            &launch,
+            app.to_string(),
+            slot,
+            generation,
+            self.tx.clone(),
+        ) {
             Ok(commands) => {
                 if let Some(s) = self.slot_mut(app, slot) {
                     s.commands = Some(commands);
                 }
             }
-            Err(error) => self.step(app, slot, Input::SpawnFailed { error: format!("{error:#}") }),
+            Err(error) => self.step(
+                app,
+                slot,
+                Input::SpawnFailed {
+                    error: format!("{error:#}"),
+                },
+            ),
         }
     }
 
     fn probe(&mut self, app: &str, slot: u32) {
         let Some(rt) = self.apps.get(app) else { return };
         let Some(s) = rt.slots.get(&slot) else { return };
-        let Some(port) = s.record.instance.process.as_ref().map(|p| p.port) else { return };
+        let Some(port) = s.record.instance.process.as_ref().map(|p| p.port) else {
+            return;
+        };
         let check = rt.rec.spec.health.check.clone();
         let timeout = rt.rec.spec.health.timeout;
         let generation = s.record.generation;
@@ -409,7 +628,14 @@ impl Control {
         let app = app.to_string();
         tokio::spawn(async move {
             let result = probe::check(&check, port, timeout, &vars).await;
-            let _ = tx.send(Event::Probe { app, slot, generation, result }).await;
+            let _ = tx
+                .send(Event::Probe {
+                    app,
+                    slot,
+                    generation,
+                    result,
+                })
+                .await;
         });
     }
 
@@ -421,7 +647,12 @@ impl Control {
             .flat_map(|(name, rt)| {
                 rt.slots
                     .iter()
-                    .filter(|(_, s)| s.record.instance.next_wakeup(&rt.rec.spec).is_some_and(|t| t <= now))
+                    .filter(|(_, s)| {
+                        s.record
+                            .instance
+                            .next_wakeup(&rt.rec.spec)
+                            .is_some_and(|t| t <= now)
+                    })
                     .map(move |(slot, _)| (name.clone(), *slot))
             })
             .collect();
@@ -433,7 +664,11 @@ impl Control {
     fn next_wakeup(&self) -> Option<u64> {
         self.apps
             .values()
-            .flat_map(|rt| rt.slots.values().filter_map(|s| s.record.instance.next_wakeup(&rt.rec.spec)))
+            .flat_map(|rt| {
+                rt.slots
+                    .values()
+                    .filter_map(|s| s.record.instance.next_wakeup(&rt.rec.spec))
+            })
             .min()
     }
 
@@ -451,7 +686,8 @@ impl Control {
                 .slots
                 .values()
                 .map(|s| {
-                    let outdated = s.record.instance.release != rt.rec.release || s.record.restart_generation < rt.rec.restart_generation;
+                    let outdated = s.record.instance.release != rt.rec.release
+                        || s.record.restart_generation < rt.rec.restart_generation;
                     (&s.record.instance, outdated)
                 })
                 .collect();
@@ -460,15 +696,28 @@ impl Control {
             }
         }
         for (app, slot) in moves {
-            let Some(rt) = self.apps.get_mut(&app) else { continue };
+            let Some(rt) = self.apps.get_mut(&app) else {
+                continue;
+            };
             let (release, generation) = (rt.rec.release.clone(), rt.rec.restart_generation);
             if let Some(s) = rt.slots.get_mut(&slot) {
                 s.record.instance.release = release;
                 s.record.restart_generation = generation;
                 s.record.dirty = true;
             }
-            self.emit("instance.rolling", Some(&app), Some(slot), "replacing with the current release".to_string());
-            self.step(&app, slot, Input::Stop { then: AfterStop::Restart });
+            self.emit(
+                "instance.rolling",
+                Some(&app),
+                Some(slot),
+                "replacing with the current release".to_string(),
+            );
+            self.step(
+                &app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Restart,
+                },
+            );
         }
     }
 
@@ -497,73 +746,156 @@ impl Control {
 
     // ---- API commands ----
 
-    fn apply(&mut self, desired: BTreeMap<String, PreparedApp>, source: PathBuf, dry_run: bool) -> Result<ApplyResponse, ErrorBody> {
+    fn apply(
+        &mut self,
+        desired: BTreeMap<String, PreparedApp>,
+        source: PathBuf,
+        dry_run: bool,
+    ) -> Result<ApplyResponse, ErrorBody> {
         let current: BTreeMap<String, AppState> = self
             .apps
             .iter()
             .filter(|(_, a)| !a.removing)
-            .map(|(n, a)| (n.clone(), AppState { spec: &a.rec.spec, release: &a.rec.release }))
+            .map(|(n, a)| {
+                (
+                    n.clone(),
+                    AppState {
+                        spec: &a.rec.spec,
+                        release: &a.rec.release,
+                    },
+                )
+            })
             .collect();
-        let wanted: BTreeMap<String, AppState> =
-            desired.iter().map(|(n, p)| (n.clone(), AppState { spec: &p.spec, release: &p.release })).collect();
+        let wanted: BTreeMap<String, AppState> = desired
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    AppState {
+                        spec: &p.spec,
+                        release: &p.release,
+                    },
+                )
+            })
+            .collect();
         let plan = reconcile::plan(&current, &wanted);
         self.preflight(&plan, &desired)?;
         if dry_run || plan.is_empty() {
-            return Ok(ApplyResponse { plan, applied: !dry_run });
+            return Ok(ApplyResponse {
+                plan,
+                applied: !dry_run,
+            });
         }
         self.spec_source = Some(source.display().to_string());
-        let _ = self.store.set_meta("spec_source", &source.display().to_string());
+        let _ = self
+            .store
+            .set_meta("spec_source", &source.display().to_string());
         let now = now_ms();
         for change in &plan.changes {
             match change {
                 AppChange::Add { app, instances } => {
                     let Some(p) = desired.get(app) else { continue };
-                    let rec = AppRecord { spec: p.spec.clone(), release: p.release.clone(), runtime: p.runtime.clone(), restart_generation: 0 };
-                    let _ = self.store.put_release(app, &p.release, &p.release_record, now);
+                    let rec = AppRecord {
+                        spec: p.spec.clone(),
+                        release: p.release.clone(),
+                        runtime: p.runtime.clone(),
+                        restart_generation: 0,
+                    };
+                    let _ = self
+                        .store
+                        .put_release(app, &p.release, &p.release_record, now);
                     if let Err(e) = self.store.put_app(app, &rec, now) {
                         return Err(failed(format!("saving app {app}: {e:#}")));
                     }
                     // An app that was being removed comes back: keep its slots, update the spec.
-                    let rt = self.apps.entry(app.clone()).or_insert(AppRuntime { rec: rec.clone(), slots: BTreeMap::new(), removing: false });
+                    let rt = self.apps.entry(app.clone()).or_insert(AppRuntime {
+                        rec: rec.clone(),
+                        slots: BTreeMap::new(),
+                        removing: false,
+                    });
                     rt.rec = rec;
                     rt.removing = false;
-                    self.emit("app.added", Some(app), None, format!("added with {instances} instance(s), release {}", p.release));
+                    self.emit(
+                        "app.added",
+                        Some(app),
+                        None,
+                        format!("added with {instances} instance(s), release {}", p.release),
+                    );
                     self.ensure_slots(app, *instances);
                 }
                 AppChange::Remove { app } => {
                     if let Some(rt) = self.apps.get_mut(app) {
                         rt.removing = true;
                     }
-                    self.emit("app.removing", Some(app), None, "removing app: stopping its instances".to_string());
-                    let slots: Vec<u32> = self.apps.get(app).map(|a| a.slots.keys().copied().collect()).unwrap_or_default();
+                    self.emit(
+                        "app.removing",
+                        Some(app),
+                        None,
+                        "removing app: stopping its instances".to_string(),
+                    );
+                    let slots: Vec<u32> = self
+                        .apps
+                        .get(app)
+                        .map(|a| a.slots.keys().copied().collect())
+                        .unwrap_or_default();
                     for slot in slots {
-                        self.step(app, slot, Input::Stop { then: AfterStop::Remove });
+                        self.step(
+                            app,
+                            slot,
+                            Input::Stop {
+                                then: AfterStop::Remove,
+                            },
+                        );
                     }
                     self.remove_app_if_done(app);
                 }
                 AppChange::Scale { app, from, to } => {
                     self.update_spec(app, &desired);
-                    self.emit("app.scaled", Some(app), None, format!("scaled from {from} to {to}"));
+                    self.emit(
+                        "app.scaled",
+                        Some(app),
+                        None,
+                        format!("scaled from {from} to {to}"),
+                    );
                     self.ensure_slots(app, *to);
                 }
                 AppChange::Roll { app, from, to, why } => {
                     self.update_spec(app, &desired);
                     if let Some(p) = desired.get(app) {
-                        let _ = self.store.put_release(app, &p.release, &p.release_record, now);
+                        let _ = self
+                            .store
+                            .put_release(app, &p.release, &p.release_record, now);
                     }
-                    self.emit("app.rolling", Some(app), None, format!("rolling restart {from} → {to} ({} changed)", why.join(", ")));
+                    self.emit(
+                        "app.rolling",
+                        Some(app),
+                        None,
+                        format!("rolling restart {from} → {to} ({} changed)", why.join(", ")),
+                    );
                 }
                 AppChange::Update { app, fields } => {
                     self.update_spec(app, &desired);
-                    self.emit("app.updated", Some(app), None, format!("updated live: {}", fields.join(", ")));
+                    self.emit(
+                        "app.updated",
+                        Some(app),
+                        None,
+                        format!("updated live: {}", fields.join(", ")),
+                    );
                 }
             }
         }
-        Ok(ApplyResponse { plan, applied: true })
+        Ok(ApplyResponse {
+            plan,
+            applied: true,
+        })
     }
 
     /// Checks that need the live state (ports) before anything changes.
-    fn preflight(&self, plan: &reconcile::Plan, desired: &BTreeMap<String, PreparedApp>) -> Result<(), ErrorBody> {
+    fn preflight(
+        &self,
+        plan: &reconcile::Plan,
+        desired: &BTreeMap<String, PreparedApp>,
+    ) -> Result<(), ErrorBody> {
         let ours = self.ports_in_use();
         let mut errors = Vec::new();
         for change in &plan.changes {
@@ -577,9 +909,18 @@ impl Control {
             let held_by_app: BTreeSet<u16> = self
                 .apps
                 .get(app)
-                .map(|a| a.slots.values().filter_map(|s| s.record.instance.process.as_ref().map(|p| p.port)).collect())
+                .map(|a| {
+                    a.slots
+                        .values()
+                        .filter_map(|s| s.record.instance.process.as_ref().map(|p| p.port))
+                        .collect()
+                })
                 .unwrap_or_default();
-            let usable = (range.first..=range.last).filter(|port| held_by_app.contains(port) || (!ours.contains(port) && ports::is_free(*port))).count();
+            let usable = (range.first..=range.last)
+                .filter(|port| {
+                    held_by_app.contains(port) || (!ours.contains(port) && ports::is_free(*port))
+                })
+                .count();
             if usable < need as usize {
                 let taken = ports::taken_by_others(range, &ours);
                 let shown: Vec<String> = taken.iter().take(8).map(u16::to_string).collect();
@@ -594,12 +935,17 @@ impl Control {
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(usage(errors.join("\n"), Some("free those ports or widen the `ports` range; nothing was applied")))
+            Err(usage(
+                errors.join("\n"),
+                Some("free those ports or widen the `ports` range; nothing was applied"),
+            ))
         }
     }
 
     fn update_spec(&mut self, app: &str, desired: &BTreeMap<String, PreparedApp>) {
-        let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) else { return };
+        let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) else {
+            return;
+        };
         rt.rec.spec = p.spec.clone();
         rt.rec.release = p.release.clone();
         rt.rec.runtime = p.runtime.clone();
@@ -609,29 +955,64 @@ impl Control {
     /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
     fn ensure_slots(&mut self, app: &str, n: u32) {
         let now = now_ms();
-        let Some(rt) = self.apps.get_mut(app) else { return };
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
         let release = rt.rec.release.clone();
         let restart_generation = rt.rec.restart_generation;
         let live: Vec<u32> = rt
             .slots
             .iter()
-            .filter(|(_, s)| !matches!(s.record.instance.phase, Phase::Stopping { then: AfterStop::Remove, .. }))
+            .filter(|(_, s)| {
+                !matches!(
+                    s.record.instance.phase,
+                    Phase::Stopping {
+                        then: AfterStop::Remove,
+                        ..
+                    }
+                )
+            })
             .map(|(k, _)| *k)
             .collect();
         let mut to_remove = Vec::new();
         if live.len() > n as usize {
-            to_remove = live.iter().rev().take(live.len() - n as usize).copied().collect();
+            to_remove = live
+                .iter()
+                .rev()
+                .take(live.len() - n as usize)
+                .copied()
+                .collect();
         } else {
             let mut missing = n as usize - live.len();
             let mut slot = 0;
             while missing > 0 {
                 if !rt.slots.contains_key(&slot) {
                     let instance = Instance::new(app, slot, &release, now);
-                    let record = InstanceRecord { instance, generation: 0, restart_generation, pending_port: None, last_port: None, dirty: true };
-                    rt.slots.insert(slot, Slot { record, commands: None, cpu: None });
+                    let record = InstanceRecord {
+                        instance,
+                        generation: 0,
+                        restart_generation,
+                        pending_port: None,
+                        last_port: None,
+                        dirty: true,
+                    };
+                    rt.slots.insert(
+                        slot,
+                        Slot {
+                            record,
+                            commands: None,
+                            cpu: None,
+                        },
+                    );
                     missing -= 1;
                 } else if let Some(s) = rt.slots.get(&slot)
-                    && matches!(s.record.instance.phase, Phase::Stopping { then: AfterStop::Remove, .. })
+                    && matches!(
+                        s.record.instance.phase,
+                        Phase::Stopping {
+                            then: AfterStop::Remove,
+                            ..
+                        }
+                    )
                 {
                     // Being removed but wanted again: let it come back.
                     missing -= 1;
@@ -641,7 +1022,13 @@ impl Control {
             }
         }
         for slot in to_remove {
-            self.step(app, slot, Input::Stop { then: AfterStop::Remove });
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Remove,
+                },
+            );
         }
     }
 
@@ -652,8 +1039,15 @@ impl Control {
         let slots: Vec<u32> = match req.slot {
             Some(slot) if rt.slots.contains_key(&slot) => vec![slot],
             Some(slot) => {
-                let have: Vec<String> = rt.slots.keys().map(|s| format!("{}/{s}", req.app)).collect();
-                return Err(usage(format!("{}/{slot} does not exist", req.app), Some(&format!("instances of {}: {}", req.app, have.join(", ")))));
+                let have: Vec<String> = rt
+                    .slots
+                    .keys()
+                    .map(|s| format!("{}/{s}", req.app))
+                    .collect();
+                return Err(usage(
+                    format!("{}/{slot} does not exist", req.app),
+                    Some(&format!("instances of {}: {}", req.app, have.join(", "))),
+                ));
             }
             None => rt.slots.keys().copied().collect(),
         };
@@ -666,22 +1060,55 @@ impl Control {
                 for slot in slots {
                     self.step(&req.app, slot, Input::Start);
                 }
-                self.emit("app.start", Some(&req.app), req.slot, format!("start {target}"));
-                Ok(Ack { message: format!("starting {target}") })
+                self.emit(
+                    "app.start",
+                    Some(&req.app),
+                    req.slot,
+                    format!("start {target}"),
+                );
+                Ok(Ack {
+                    message: format!("starting {target}"),
+                })
             }
             Action::Stop => {
                 for slot in slots {
-                    self.step(&req.app, slot, Input::Stop { then: AfterStop::Halt });
+                    self.step(
+                        &req.app,
+                        slot,
+                        Input::Stop {
+                            then: AfterStop::Halt,
+                        },
+                    );
                 }
-                self.emit("app.stop", Some(&req.app), req.slot, format!("stop {target}"));
-                Ok(Ack { message: format!("stopping {target}") })
+                self.emit(
+                    "app.stop",
+                    Some(&req.app),
+                    req.slot,
+                    format!("stop {target}"),
+                );
+                Ok(Ack {
+                    message: format!("stopping {target}"),
+                })
             }
             Action::Restart if req.slot.is_some() => {
                 for slot in slots {
-                    self.step(&req.app, slot, Input::Stop { then: AfterStop::Restart });
+                    self.step(
+                        &req.app,
+                        slot,
+                        Input::Stop {
+                            then: AfterStop::Restart,
+                        },
+                    );
                 }
-                self.emit("app.restart", Some(&req.app), req.slot, format!("restart {target}"));
-                Ok(Ack { message: format!("restarting {target}") })
+                self.emit(
+                    "app.restart",
+                    Some(&req.app),
+                    req.slot,
+                    format!("restart {target}"),
+                );
+                Ok(Ack {
+                    message: format!("restarting {target}"),
+                })
             }
             Action::Restart => {
                 if let Some(rt) = self.apps.get_mut(&req.app) {
@@ -692,8 +1119,15 @@ impl Control {
                 for slot in slots {
                     self.step(&req.app, slot, Input::Start);
                 }
-                self.emit("app.restart", Some(&req.app), None, format!("rolling restart of {target}"));
-                Ok(Ack { message: format!("rolling restart of {target} (one instance at a time)") })
+                self.emit(
+                    "app.restart",
+                    Some(&req.app),
+                    None,
+                    format!("rolling restart of {target}"),
+                );
+                Ok(Ack {
+                    message: format!("rolling restart of {target} (one instance at a time)"),
+                })
             }
         }
     }
@@ -703,33 +1137,65 @@ impl Control {
             return Err(self.unknown_app(&req.app));
         };
         if req.instances > 1000 {
-            return Err(usage(format!("cannot scale {} to {}: at most 1000 instances", req.app, req.instances), None));
+            return Err(usage(
+                format!(
+                    "cannot scale {} to {}: at most 1000 instances",
+                    req.app, req.instances
+                ),
+                None,
+            ));
         }
         let from = rt.rec.spec.instances;
         let range = rt.rec.spec.ports;
         let capacity = (range.last - range.first) as u32 + 1;
         if req.instances > capacity {
             return Err(usage(
-                format!("cannot scale {} to {}: its port range {}-{} holds only {capacity} ports", req.app, req.instances, range.first, range.last),
+                format!(
+                    "cannot scale {} to {}: its port range {}-{} holds only {capacity} ports",
+                    req.app, req.instances, range.first, range.last
+                ),
                 Some("widen `ports` in the spec and apply it"),
             ));
         }
-        let mut prepared = PreparedApp { spec: rt.rec.spec.clone(), release: rt.rec.release.clone(), runtime: rt.rec.runtime.clone(), release_record: serde_json::Value::Null };
+        let mut prepared = PreparedApp {
+            spec: rt.rec.spec.clone(),
+            release: rt.rec.release.clone(),
+            runtime: rt.rec.runtime.clone(),
+            release_record: serde_json::Value::Null,
+        };
         prepared.spec.instances = req.instances;
         let desired = BTreeMap::from([(req.app.clone(), prepared)]);
-        let plan = reconcile::Plan { changes: vec![AppChange::Scale { app: req.app.clone(), from, to: req.instances }], unchanged: vec![] };
+        let plan = reconcile::Plan {
+            changes: vec![AppChange::Scale {
+                app: req.app.clone(),
+                from,
+                to: req.instances,
+            }],
+            unchanged: vec![],
+        };
         self.preflight(&plan, &desired)?;
         self.update_spec(&req.app, &desired);
-        self.emit("app.scaled", Some(&req.app), None, format!("scaled from {from} to {}", req.instances));
+        self.emit(
+            "app.scaled",
+            Some(&req.app),
+            None,
+            format!("scaled from {from} to {}", req.instances),
+        );
         self.ensure_slots(&req.app, req.instances);
-        Ok(Ack { message: format!("scaling {} from {from} to {}", req.app, req.instances) })
+        Ok(Ack {
+            message: format!("scaling {} from {from} to {}", req.app, req.instances),
+        })
     }
 
     fn unknown_app(&self, app: &str) -> ErrorBody {
         let names: Vec<&str> = self.apps.keys().map(String::as_str).collect();
         usage(
             format!("no app named {app:?}"),
-            Some(&if names.is_empty() { "no apps are running; apply a spec first".to_string() } else { format!("apps: {}", names.join(", ")) }),
+            Some(&if names.is_empty() {
+                "no apps are running; apply a spec first".to_string()
+            } else {
+                format!("apps: {}", names.join(", "))
+            }),
         )
     }
 
@@ -739,21 +1205,41 @@ impl Control {
             None => self.shutdown = Some((stop_instances, vec![reply])),
         }
         if stop_instances {
-            self.emit("daemon.stopping", None, None, "stopping every instance, then the daemon".to_string());
-            let all: Vec<(String, u32)> = self.apps.iter().flat_map(|(n, a)| a.slots.keys().map(move |s| (n.clone(), *s))).collect();
+            self.emit(
+                "daemon.stopping",
+                None,
+                None,
+                "stopping every instance, then the daemon".to_string(),
+            );
+            let all: Vec<(String, u32)> = self
+                .apps
+                .iter()
+                .flat_map(|(n, a)| a.slots.keys().map(move |s| (n.clone(), *s)))
+                .collect();
             for name in self.apps.keys().cloned().collect::<Vec<_>>() {
                 if let Some(a) = self.apps.get_mut(&name) {
                     a.removing = true;
                 }
             }
             for (app, slot) in all {
-                self.step(&app, slot, Input::Stop { then: AfterStop::Remove });
+                self.step(
+                    &app,
+                    slot,
+                    Input::Stop {
+                        then: AfterStop::Remove,
+                    },
+                );
             }
             for name in self.apps.keys().cloned().collect::<Vec<_>>() {
                 self.remove_app_if_done(&name);
             }
         } else {
-            self.emit("daemon.stopping", None, None, "daemon stopping; instances keep running under their shims".to_string());
+            self.emit(
+                "daemon.stopping",
+                None,
+                None,
+                "daemon stopping; instances keep running under their shims".to_string(),
+            );
         }
     }
 
@@ -786,7 +1272,10 @@ impl Control {
                     pid,
                     shim_pid: i.process.as_ref().map(|p| p.shim_pid),
                     port: i.process.as_ref().map(|p| p.port),
-                    uptime_secs: i.process.as_ref().map(|p| now.saturating_sub(p.started_at) / 1000),
+                    uptime_secs: i
+                        .process
+                        .as_ref()
+                        .map(|p| now.saturating_sub(p.started_at) / 1000),
                     restarts: i.restarts,
                     cpu_percent,
                     rss_bytes,
@@ -795,14 +1284,25 @@ impl Control {
                 });
             }
             let ready = instances.iter().filter(|i| i.ready).count() as u32;
-            let rolling = rt.slots.values().any(|s| s.record.instance.release != rt.rec.release || s.record.restart_generation < rt.rec.restart_generation);
+            let rolling = rt.slots.values().any(|s| {
+                s.record.instance.release != rt.rec.release
+                    || s.record.restart_generation < rt.rec.restart_generation
+            });
             apps.push(AppStatus {
                 name: name.clone(),
                 release: rt.rec.release.clone(),
-                desired: if rt.removing { 0 } else { rt.rec.spec.instances },
+                desired: if rt.removing {
+                    0
+                } else {
+                    rt.rec.spec.instances
+                },
                 ready,
                 rolling,
-                java: Some(format!("{} ({})", rt.rec.runtime.version, rt.rec.runtime.home.display())),
+                java: Some(format!(
+                    "{} ({})",
+                    rt.rec.runtime.version,
+                    rt.rec.runtime.home.display()
+                )),
                 instances,
             });
         }
@@ -829,7 +1329,9 @@ fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, pid: u32) -> Option<f64> {
             if dt < 0.5 {
                 Some(*last)
             } else {
-                let pct = (ticks.saturating_sub(*t0)) as f64 / procinfo::CLOCK_TICKS_PER_SEC as f64 / dt * 100.0;
+                let pct =
+                    (ticks.saturating_sub(*t0)) as f64 / procinfo::CLOCK_TICKS_PER_SEC as f64 / dt
+                        * 100.0;
                 *prev = Some((ticks, now, pct));
                 return Some((pct * 10.0).round() / 10.0);
             }

@@ -35,7 +35,12 @@ fn resolve(s: &str, vars: &BTreeMap<&'static str, String>) -> String {
 }
 
 /// The JVM flags jarfleet adds by default (each can be switched off in `java`).
-pub fn default_jvm_flags(spec: &AppSpec, rt: &JavaRuntime, dirs: &StateDir, slot: u32) -> Vec<String> {
+pub fn default_jvm_flags(
+    spec: &AppSpec,
+    rt: &JavaRuntime,
+    dirs: &StateDir,
+    slot: u32,
+) -> Vec<String> {
     let mut flags = Vec::new();
     let log_dir = dirs.log_dir(&spec.name, slot);
     if spec.java.exit_on_oom {
@@ -43,7 +48,10 @@ pub fn default_jvm_flags(spec: &AppSpec, rt: &JavaRuntime, dirs: &StateDir, slot
     }
     if spec.java.heap_dump_on_oom {
         flags.push("-XX:+HeapDumpOnOutOfMemoryError".to_string());
-        flags.push(format!("-XX:HeapDumpPath={}", dirs.dumps_dir(&spec.name).display()));
+        flags.push(format!(
+            "-XX:HeapDumpPath={}",
+            dirs.dumps_dir(&spec.name).display()
+        ));
     }
     if spec.java.gc_log {
         let gc = log_dir.join("gc.log");
@@ -56,7 +64,10 @@ pub fn default_jvm_flags(spec: &AppSpec, rt: &JavaRuntime, dirs: &StateDir, slot
             flags.push(format!("-Xloggc:{}", gc.display()));
         }
     }
-    flags.push(format!("-XX:ErrorFile={}", log_dir.join("hs_err_pid%p.log").display()));
+    flags.push(format!(
+        "-XX:ErrorFile={}",
+        log_dir.join("hs_err_pid%p.log").display()
+    ));
     flags
 }
 
@@ -72,7 +83,15 @@ pub struct LaunchInput<'a> {
 }
 
 pub fn build(input: &LaunchInput) -> Launch {
-    let LaunchInput { spec, runtime, release, slot, port, dirs, base_env } = *input;
+    let LaunchInput {
+        spec,
+        runtime,
+        release,
+        slot,
+        port,
+        dirs,
+        base_env,
+    } = *input;
     let vars = instance_vars(&spec.name, slot, port);
     let mut argv = vec![runtime.java.display().to_string()];
     argv.extend(default_jvm_flags(spec, runtime, dirs, slot));
@@ -82,9 +101,18 @@ pub fn build(input: &LaunchInput) -> Launch {
             argv.push("-jar".to_string());
             argv.push(path.display().to_string());
         }
-        LaunchKind::MainClass { main_class, classpath } => {
+        LaunchKind::MainClass {
+            main_class,
+            classpath,
+        } => {
             argv.push("-cp".to_string());
-            argv.push(classpath.iter().map(|c| resolve(c, &vars)).collect::<Vec<_>>().join(":"));
+            argv.push(
+                classpath
+                    .iter()
+                    .map(|c| resolve(c, &vars))
+                    .collect::<Vec<_>>()
+                    .join(":"),
+            );
             argv.push(main_class.clone());
         }
     }
@@ -105,7 +133,10 @@ pub fn build(input: &LaunchInput) -> Launch {
     Launch {
         argv,
         env: env.into_iter().collect(),
-        cwd: spec.workdir.clone().unwrap_or_else(|| dirs.instance_dir(&spec.name, slot)),
+        cwd: spec
+            .workdir
+            .clone()
+            .unwrap_or_else(|| dirs.instance_dir(&spec.name, slot)),
         stdout_log: log_dir.join("stdout.log"),
         stderr_log: log_dir.join("stderr.log"),
         log_max_size: spec.logs.max_size,

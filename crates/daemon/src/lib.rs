@@ -42,24 +42,42 @@ pub enum Stop {
 }
 
 /// Runs the daemon until `stop` resolves or a client asks it to shut down.
-pub async fn run(config: DaemonConfig, stop: impl Future<Output = Stop> + Send + 'static) -> Result<()> {
+pub async fn run(
+    config: DaemonConfig,
+    stop: impl Future<Output = Stop> + Send + 'static,
+) -> Result<()> {
     let dirs = StateDir::new(&config.state_dir);
-    std::fs::create_dir_all(dirs.root()).with_context(|| format!("creating state dir {}", dirs.root().display()))?;
+    std::fs::create_dir_all(dirs.root())
+        .with_context(|| format!("creating state dir {}", dirs.root().display()))?;
     let _lock = lock(&dirs)?;
     let store = store::Store::open(&dirs.db())?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
-    let mut control = Control::new(dirs.clone(), store, tx.clone(), events.clone(), config.exe.clone())?;
+    let mut control = Control::new(
+        dirs.clone(),
+        store,
+        tx.clone(),
+        events.clone(),
+        config.exe.clone(),
+    )?;
     control.adopt().await?;
 
     let socket = dirs.socket();
     if socket.as_os_str().len() > paths::MAX_SOCKET_PATH {
-        anyhow::bail!("state dir path too long for a unix socket ({}); use a shorter state_dir", socket.display());
+        anyhow::bail!(
+            "state dir path too long for a unix socket ({}); use a shorter state_dir",
+            socket.display()
+        );
     }
     let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-    let app = server::router(server::ApiState { tx: tx.clone(), events, dirs: dirs.clone() });
+    let app = server::router(server::ApiState {
+        tx: tx.clone(),
+        events,
+        dirs: dirs.clone(),
+    });
 
     let loop_done = tokio::spawn(control.run(rx));
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
@@ -76,7 +94,12 @@ pub async fn run(config: DaemonConfig, stop: impl Future<Output = Stop> + Send +
     let stopper = tokio::spawn(async move {
         let how = stop.await;
         let (reply, rx) = oneshot::channel();
-        let _ = stop_tx.send(Event::Shutdown { stop_instances: how == Stop::Everything, reply }).await;
+        let _ = stop_tx
+            .send(Event::Shutdown {
+                stop_instances: how == Stop::Everything,
+                reply,
+            })
+            .await;
         let _ = rx.await;
     });
     drop(tx);

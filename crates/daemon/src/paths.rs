@@ -31,7 +31,9 @@ impl StateDir {
     }
     /// Per-spawn directory of one shim: launch file, control socket, exit record.
     pub fn run_dir(&self, app: &str, slot: u32, generation: u64) -> PathBuf {
-        self.root.join("run").join(format!("{app}.{slot}.{generation}"))
+        self.root
+            .join("run")
+            .join(format!("{app}.{slot}.{generation}"))
     }
     pub fn log_dir(&self, app: &str, slot: u32) -> PathBuf {
         self.root.join("logs").join(app).join(slot.to_string())
@@ -62,7 +64,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     ));
     {
         let mut f = std::fs::File::create(&tmp)?;

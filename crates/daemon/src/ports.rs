@@ -28,7 +28,9 @@ pub fn pick(range: PortRange, preferred: Option<u16>, ours: &BTreeSet<u16>) -> R
 
 /// Ports of the range that are neither ours nor free.
 pub fn taken_by_others(range: PortRange, ours: &BTreeSet<u16>) -> Vec<u16> {
-    (range.first..=range.last).filter(|p| !ours.contains(p) && !is_free(*p)).collect()
+    (range.first..=range.last)
+        .filter(|p| !ours.contains(p) && !is_free(*p))
+        .collect()
 }
 
 pub fn describe_exhausted(range: PortRange, ours: &BTreeSet<u16>) -> String {
@@ -38,8 +40,14 @@ pub fn describe_exhausted(range: PortRange, ours: &BTreeSet<u16>) -> String {
         "no free port in {}-{} ({} used by jarfleet instances, {} in use by other processes{})",
         range.first,
         range.last,
-        ours.iter().filter(|p| **p >= range.first && **p <= range.last).count(),
+        ours.iter()
+            .filter(|p| **p >= range.first && **p <= range.last)
+            .count(),
         others.len(),
-        if shown.is_empty() { String::new() } else { format!(": {}", shown.join(", ")) }
+        if shown.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", shown.join(", "))
+        }
     )
 }

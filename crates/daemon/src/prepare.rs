@@ -46,9 +46,11 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
                     path.display()
                 ));
             }
-            let info = jarfleet_java::inspect_jar(path).map_err(|e| format!("apps.{name}.artifact: {e}"))?;
+            let info = jarfleet_java::inspect_jar(path)
+                .map_err(|e| format!("apps.{name}.artifact: {e}"))?;
             min_feature = info.min_java_feature;
-            hash_file(&mut digest, path).map_err(|e| format!("apps.{name}.artifact: reading {}: {e}", path.display()))?;
+            hash_file(&mut digest, path)
+                .map_err(|e| format!("apps.{name}.artifact: reading {}: {e}", path.display()))?;
         }
         Launch::MainClass { classpath, .. } => {
             for entry in classpath {
@@ -57,13 +59,16 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
                     return Err(format!("apps.{name}.classpath: {entry} does not exist"));
                 }
                 if p.is_file() {
-                    hash_file(&mut digest, p).map_err(|e| format!("apps.{name}.classpath: reading {entry}: {e}"))?;
+                    hash_file(&mut digest, p)
+                        .map_err(|e| format!("apps.{name}.classpath: reading {entry}: {e}"))?;
                 }
             }
         }
     }
     let jdk = match &app.java.home {
-        Some(home) => jarfleet_java::jdk_at(home).map_err(|e| format!("apps.{name}.java.home: {e}"))?,
+        Some(home) => {
+            jarfleet_java::jdk_at(home).map_err(|e| format!("apps.{name}.java.home: {e}"))?
+        }
         None => jarfleet_java::select(jdks, app.java.version.as_ref(), min_feature)
             .map_err(|e| format!("apps.{name}: {e}"))?
             .clone(),
@@ -82,7 +87,11 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
         jcmd: jarfleet_java::thread_dump_tool(&jdk),
         java: jdk.java.clone(),
         home: jdk.home.clone(),
-        version: jdk.version.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "unknown".into()),
+        version: jdk
+            .version
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "unknown".into()),
         feature,
         vendor: jdk.vendor.clone(),
     };
@@ -96,7 +105,12 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
     });
     digest.update(release_record.to_string().as_bytes());
     let release = hex::encode(&digest.finalize()[..6]);
-    Ok(PreparedApp { spec: app.clone(), release, runtime, release_record })
+    Ok(PreparedApp {
+        spec: app.clone(),
+        release,
+        runtime,
+        release_record,
+    })
 }
 
 fn hash_file(digest: &mut Sha256, path: &std::path::Path) -> std::io::Result<()> {

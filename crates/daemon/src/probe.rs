@@ -7,14 +7,23 @@ use jarfleet_core::spec::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-pub async fn check(check: &HealthCheck, port: u16, timeout: Duration, vars: &BTreeMap<&'static str, String>) -> Result<(), String> {
+pub async fn check(
+    check: &HealthCheck,
+    port: u16,
+    timeout: Duration,
+    vars: &BTreeMap<&'static str, String>,
+) -> Result<(), String> {
     match tokio::time::timeout(timeout, run(check, port, vars)).await {
         Ok(result) => result,
         Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
     }
 }
 
-async fn run(check: &HealthCheck, port: u16, vars: &BTreeMap<&'static str, String>) -> Result<(), String> {
+async fn run(
+    check: &HealthCheck,
+    port: u16,
+    vars: &BTreeMap<&'static str, String>,
+) -> Result<(), String> {
     match check {
         HealthCheck::Tcp => connect(port).await.map(|_| ()),
         HealthCheck::Http { path } => http_get(port, path).await,
@@ -23,22 +32,32 @@ async fn run(check: &HealthCheck, port: u16, vars: &BTreeMap<&'static str, Strin
 }
 
 async fn connect(port: u16) -> Result<TcpStream, String> {
-    let stream = TcpStream::connect(("127.0.0.1", port)).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => format!("connection refused on port {port}"),
-        _ => format!("connect to port {port}: {e}"),
-    })?;
+    let stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => format!("connection refused on port {port}"),
+            _ => format!("connect to port {port}: {e}"),
+        })?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
 
 async fn http_get(port: u16, path: &str) -> Result<(), String> {
     let mut stream = connect(port).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: jarfleet-health\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.map_err(|e| format!("sending request: {e}"))?;
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: jarfleet-health\r\nConnection: close\r\n\r\n"
+    );
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("sending request: {e}"))?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") {
-        let n = stream.read(&mut buf).await.map_err(|e| format!("reading response: {e}"))?;
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("reading response: {e}"))?;
         if n == 0 {
             return Err("connection closed before a response".into());
         }
@@ -52,15 +71,27 @@ async fn http_get(port: u16, path: &str) -> Result<(), String> {
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP response: {}", line.lines().next().unwrap_or("")))?;
-    if (200..400).contains(&status) { Ok(()) } else { Err(format!("GET {path} answered {status}")) }
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP response: {}",
+                line.lines().next().unwrap_or("")
+            )
+        })?;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}"))
+    }
 }
 
 async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<(), String> {
     let Some(program) = argv.first() else {
         return Err("empty exec check".into());
     };
-    let args: Vec<String> = argv[1..].iter().map(|a| jarfleet_core::interp::resolve_instance(a, vars)).collect();
+    let args: Vec<String> = argv[1..]
+        .iter()
+        .map(|a| jarfleet_core::interp::resolve_instance(a, vars))
+        .collect();
     let status = tokio::process::Command::new(program)
         .args(&args)
         .stdin(std::process::Stdio::null())
@@ -70,5 +101,9 @@ async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<
         .status()
         .await
         .map_err(|e| format!("cannot run {program}: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("{program} exited with {status}")) }
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} exited with {status}"))
+    }
 }

@@ -16,7 +16,9 @@ pub fn parent_of(pid: u32) -> Option<u32> {
 
 /// Direct children of `parent` (by scanning /proc).
 pub fn children_of(parent: u32) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| parent_of(*pid) == Some(parent))
         .collect()

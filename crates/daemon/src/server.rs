@@ -13,8 +13,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use jarfleet_api::{
-    Ack, ActionRequest, ApplyRequest, ErrorBody, ErrorKind, EventRecord, EventsQuery, LogLine, LogsQuery,
-    PROTOCOL, PROTOCOL_HEADER, ScaleRequest, ShutdownRequest, VersionInfo,
+    Ack, ActionRequest, ApplyRequest, ErrorBody, ErrorKind, EventRecord, EventsQuery, LogLine,
+    LogsQuery, PROTOCOL, PROTOCOL_HEADER, ScaleRequest, ShutdownRequest, VersionInfo,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -65,19 +65,29 @@ impl From<ErrorBody> for ApiError {
 fn loop_gone() -> ApiError {
     ApiError(
         StatusCode::SERVICE_UNAVAILABLE,
-        ErrorBody { kind: ErrorKind::Failed, message: "the daemon is shutting down".into(), hint: None },
+        ErrorBody {
+            kind: ErrorKind::Failed,
+            message: "the daemon is shutting down".into(),
+            hint: None,
+        },
     )
 }
 
 async fn check_protocol(req: Request, next: Next) -> Response {
-    let theirs = req.headers().get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u32>().ok());
+    let theirs = req
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u32>().ok());
     if theirs != Some(PROTOCOL) {
         let message = match theirs {
             Some(v) => format!(
                 "this client speaks jarfleet API protocol {v}, but the daemon (version {}) speaks protocol {PROTOCOL}",
                 env!("CARGO_PKG_VERSION")
             ),
-            None => format!("missing {PROTOCOL_HEADER} header; the daemon speaks protocol {PROTOCOL}"),
+            None => {
+                format!("missing {PROTOCOL_HEADER} header; the daemon speaks protocol {PROTOCOL}")
+            }
         };
         let body = ErrorBody {
             kind: ErrorKind::Protocol,
@@ -89,7 +99,10 @@ async fn check_protocol(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-async fn ask<T>(tx: &mpsc::Sender<Event>, make: impl FnOnce(oneshot::Sender<T>) -> Event) -> Result<T, ApiError> {
+async fn ask<T>(
+    tx: &mpsc::Sender<Event>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Event,
+) -> Result<T, ApiError> {
     let (reply, rx) = oneshot::channel();
     tx.send(make(reply)).await.map_err(|_| loop_gone())?;
     rx.await.map_err(|_| loop_gone())
@@ -104,13 +117,28 @@ async fn version(State(st): State<ApiState>) -> Json<VersionInfo> {
     })
 }
 
-async fn apply(State(st): State<ApiState>, Json(req): Json<ApplyRequest>) -> Result<Response, ApiError> {
+async fn apply(
+    State(st): State<ApiState>,
+    Json(req): Json<ApplyRequest>,
+) -> Result<Response, ApiError> {
     let spec = req.spec;
     let source: PathBuf = spec.source.clone();
     let prepared = tokio::task::spawn_blocking(move || crate::prepare::prepare(&spec))
         .await
-        .map_err(|e| ApiError::from(ErrorBody { kind: ErrorKind::Failed, message: format!("preparing: {e}"), hint: None }))??;
-    let result = ask(&st.tx, |reply| Event::Apply { apps: prepared, source, dry_run: req.dry_run, reply }).await??;
+        .map_err(|e| {
+            ApiError::from(ErrorBody {
+                kind: ErrorKind::Failed,
+                message: format!("preparing: {e}"),
+                hint: None,
+            })
+        })??;
+    let result = ask(&st.tx, |reply| Event::Apply {
+        apps: prepared,
+        source,
+        dry_run: req.dry_run,
+        reply,
+    })
+    .await??;
     Ok(Json(result).into_response())
 }
 
@@ -119,16 +147,35 @@ async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {
     Ok(Json(report).into_response())
 }
 
-async fn action(State(st): State<ApiState>, Json(req): Json<ActionRequest>) -> Result<Json<Ack>, ApiError> {
-    Ok(Json(ask(&st.tx, |reply| Event::Action { req, reply }).await??))
+async fn action(
+    State(st): State<ApiState>,
+    Json(req): Json<ActionRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    Ok(Json(
+        ask(&st.tx, |reply| Event::Action { req, reply }).await??,
+    ))
 }
 
-async fn scale(State(st): State<ApiState>, Json(req): Json<ScaleRequest>) -> Result<Json<Ack>, ApiError> {
-    Ok(Json(ask(&st.tx, |reply| Event::Scale { req, reply }).await??))
+async fn scale(
+    State(st): State<ApiState>,
+    Json(req): Json<ScaleRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    Ok(Json(
+        ask(&st.tx, |reply| Event::Scale { req, reply }).await??,
+    ))
 }
 
-async fn shutdown(State(st): State<ApiState>, Json(req): Json<ShutdownRequest>) -> Result<Json<Ack>, ApiError> {
-    Ok(Json(ask(&st.tx, |reply| Event::Shutdown { stop_instances: req.stop_instances, reply }).await?))
+async fn shutdown(
+    State(st): State<ApiState>,
+    Json(req): Json<ShutdownRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    Ok(Json(
+        ask(&st.tx, |reply| Event::Shutdown {
+            stop_instances: req.stop_instances,
+            reply,
+        })
+        .await?,
+    ))
 }
 
 /// A streaming NDJSON body fed by a channel; the producer stops when the client goes away.
@@ -148,21 +195,36 @@ fn line_of<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(v)
 }
 
-async fn logs(State(st): State<ApiState>, Query(q): Query<LogsQuery>) -> Result<Response, ApiError> {
+async fn logs(
+    State(st): State<ApiState>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
     let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
     let Some(app) = report.apps.iter().find(|a| a.name == q.app) else {
         let names: Vec<String> = report.apps.iter().map(|a| a.name.clone()).collect();
         return Err(ErrorBody {
             kind: ErrorKind::Usage,
             message: format!("no app named {:?}", q.app),
-            hint: Some(format!("apps: {}", if names.is_empty() { "none".into() } else { names.join(", ") })),
+            hint: Some(format!(
+                "apps: {}",
+                if names.is_empty() {
+                    "none".into()
+                } else {
+                    names.join(", ")
+                }
+            )),
         }
         .into());
     };
     let slots: Vec<u32> = match q.slot {
         Some(s) if app.instances.iter().any(|i| i.slot == s) => vec![s],
         Some(s) => {
-            return Err(ErrorBody { kind: ErrorKind::Usage, message: format!("{}/{s} does not exist", q.app), hint: None }.into());
+            return Err(ErrorBody {
+                kind: ErrorKind::Usage,
+                message: format!("{}/{s} does not exist", q.app),
+                hint: None,
+            }
+            .into());
         }
         None => app.instances.iter().map(|i| i.slot).collect(),
     };
@@ -176,7 +238,12 @@ async fn logs(State(st): State<ApiState>, Query(q): Query<LogsQuery>) -> Result<
                 let path = dirs.log_dir(&name, *slot).join(format!("{stream}.log"));
                 if let Ok(lines) = tail_lines(&path, q.lines) {
                     for line in lines {
-                        let l = LogLine { app: name.clone(), slot: *slot, stream: stream.into(), line };
+                        let l = LogLine {
+                            app: name.clone(),
+                            slot: *slot,
+                            stream: stream.into(),
+                            line,
+                        };
                         if tx.blocking_send(line_of(&l)).is_err() {
                             return;
                         }
@@ -193,7 +260,12 @@ async fn logs(State(st): State<ApiState>, Query(q): Query<LogsQuery>) -> Result<
                 if let Ok(lines) = f.poll_lines() {
                     for line in lines {
                         any = true;
-                        let l = LogLine { app: name.clone(), slot: *slot, stream: (*stream).into(), line };
+                        let l = LogLine {
+                            app: name.clone(),
+                            slot: *slot,
+                            stream: (*stream).into(),
+                            line,
+                        };
                         if tx.blocking_send(line_of(&l)).is_err() {
                             return;
                         }
@@ -208,15 +280,30 @@ async fn logs(State(st): State<ApiState>, Query(q): Query<LogsQuery>) -> Result<
     Ok(ndjson_stream(rx))
 }
 
-async fn events(State(st): State<ApiState>, Query(q): Query<EventsQuery>) -> Result<Response, ApiError> {
+async fn events(
+    State(st): State<ApiState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
     // Subscribe first so nothing falls between the history and the live stream.
     let mut live = st.events.subscribe();
     let db = st.dirs.db();
     let lines = q.lines;
     let history = tokio::task::spawn_blocking(move || crate::store::read_events(&db, 0, lines))
         .await
-        .map_err(|e| ApiError::from(ErrorBody { kind: ErrorKind::Failed, message: e.to_string(), hint: None }))?
-        .map_err(|e| ApiError::from(ErrorBody { kind: ErrorKind::Failed, message: format!("{e:#}"), hint: None }))?;
+        .map_err(|e| {
+            ApiError::from(ErrorBody {
+                kind: ErrorKind::Failed,
+                message: e.to_string(),
+                hint: None,
+            })
+        })?
+        .map_err(|e| {
+            ApiError::from(ErrorBody {
+                kind: ErrorKind::Failed,
+                message: format!("{e:#}"),
+                hint: None,
+            })
+        })?;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let follow = q.follow;
     tokio::spawn(async move {

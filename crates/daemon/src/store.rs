@@ -84,7 +84,8 @@ pub struct Store {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn = Connection::open(path).with_context(|| format!("opening store {}", path.display()))?;
+        let mut conn =
+            Connection::open(path).with_context(|| format!("opening store {}", path.display()))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -93,7 +94,9 @@ impl Store {
     }
 
     pub fn schema_version(&self) -> Result<i64> {
-        Ok(self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
     pub fn put_app(&self, name: &str, rec: &AppRecord, now: u64) -> Result<()> {
@@ -106,18 +109,23 @@ impl Store {
     }
 
     pub fn delete_app(&self, name: &str) -> Result<()> {
-        self.conn.execute("DELETE FROM instances WHERE app = ?1", params![name])?;
-        self.conn.execute("DELETE FROM apps WHERE name = ?1", params![name])?;
+        self.conn
+            .execute("DELETE FROM instances WHERE app = ?1", params![name])?;
+        self.conn
+            .execute("DELETE FROM apps WHERE name = ?1", params![name])?;
         Ok(())
     }
 
     pub fn apps(&self) -> Result<Vec<(String, AppRecord)>> {
-        let mut stmt = self.conn.prepare("SELECT name, record FROM apps ORDER BY name")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, record FROM apps ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
             let (name, json) = row?;
-            let rec = serde_json::from_str(&json).with_context(|| format!("reading app {name} from the store"))?;
+            let rec = serde_json::from_str(&json)
+                .with_context(|| format!("reading app {name} from the store"))?;
             out.push((name, rec));
         }
         Ok(out)
@@ -127,29 +135,51 @@ impl Store {
         self.conn.execute(
             "INSERT INTO instances (app, slot, record) VALUES (?1, ?2, ?3)
              ON CONFLICT(app, slot) DO UPDATE SET record = excluded.record",
-            params![rec.instance.app, rec.instance.slot, serde_json::to_string(rec)?],
+            params![
+                rec.instance.app,
+                rec.instance.slot,
+                serde_json::to_string(rec)?
+            ],
         )?;
         Ok(())
     }
 
     pub fn delete_instance(&self, app: &str, slot: u32) -> Result<()> {
-        self.conn.execute("DELETE FROM instances WHERE app = ?1 AND slot = ?2", params![app, slot])?;
+        self.conn.execute(
+            "DELETE FROM instances WHERE app = ?1 AND slot = ?2",
+            params![app, slot],
+        )?;
         Ok(())
     }
 
     pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
-        let mut stmt = self.conn.prepare("SELECT app, slot, record FROM instances ORDER BY app, slot")?;
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?)))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT app, slot, record FROM instances ORDER BY app, slot")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
         let mut out = Vec::new();
         for row in rows {
             let (app, slot, json) = row?;
-            let rec = serde_json::from_str(&json).with_context(|| format!("reading instance {app}/{slot} from the store"))?;
+            let rec = serde_json::from_str(&json)
+                .with_context(|| format!("reading instance {app}/{slot} from the store"))?;
             out.push(rec);
         }
         Ok(out)
     }
 
-    pub fn put_release(&self, app: &str, id: &str, record: &serde_json::Value, now: u64) -> Result<()> {
+    pub fn put_release(
+        &self,
+        app: &str,
+        id: &str,
+        record: &serde_json::Value,
+        now: u64,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO releases (app, id, created_at, record) VALUES (?1, ?2, ?3, ?4)",
             params![app, id, now as i64, record.to_string()],
@@ -157,14 +187,24 @@ impl Store {
         Ok(())
     }
 
-    pub fn add_event(&self, ts: u64, kind: &str, app: Option<&str>, slot: Option<u32>, message: &str) -> Result<EventRecord> {
+    pub fn add_event(
+        &self,
+        ts: u64,
+        kind: &str,
+        app: Option<&str>,
+        slot: Option<u32>,
+        message: &str,
+    ) -> Result<EventRecord> {
         self.conn.execute(
             "INSERT INTO events (ts, kind, app, slot, message) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![ts as i64, kind, app, slot, message],
         )?;
         let id = self.conn.last_insert_rowid();
         if id % 1000 == 0 {
-            self.conn.execute("DELETE FROM events WHERE id <= ?1", params![id - EVENT_RETENTION])?;
+            self.conn.execute(
+                "DELETE FROM events WHERE id <= ?1",
+                params![id - EVENT_RETENTION],
+            )?;
         }
         Ok(EventRecord {
             id,
@@ -177,7 +217,12 @@ impl Store {
     }
 
     pub fn max_generation(&self) -> Result<u64> {
-        Ok(self.instances()?.iter().map(|r| r.generation).max().unwrap_or(0))
+        Ok(self
+            .instances()?
+            .iter()
+            .map(|r| r.generation)
+            .max()
+            .unwrap_or(0))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
@@ -217,8 +262,11 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 
 /// Recent events, read through a separate read-only connection (never blocks the loop).
 pub fn read_events(db: &Path, after_id: i64, limit: usize) -> Result<Vec<EventRecord>> {
-    let conn = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_context(|| format!("opening store {}", db.display()))?;
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("opening store {}", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let mut stmt = conn.prepare(
         "SELECT id, ts, kind, app, slot, message FROM

@@ -1,1 +1,96 @@
-fn main() {}
+//! `jarfleet`: one binary that is the daemon, every client command, and the instance shim.
+
+mod args;
+mod commands;
+mod context;
+mod render;
+mod up;
+
+use clap::Parser;
+use jarfleet_api::Action;
+
+use crate::args::{Cli, Command};
+use crate::context::CliError;
+
+fn main() {
+    let cli = Cli::parse();
+    // The shim is a small, long-lived process: no async runtime, no tracing setup.
+    if let Command::Shim { run_dir } = &cli.command {
+        if let Err(e) = jarfleet_daemon::shim::run_shim(run_dir) {
+            eprintln!("jarfleet shim: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    init_tracing(&cli.command);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        e.print();
+        std::process::exit(e.code);
+    }
+}
+
+fn init_tracing(command: &Command) {
+    let default = match command {
+        Command::Daemon => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JARFLEET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(
+            std::env::var_os("NO_COLOR").is_none()
+                && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        )
+        .try_init();
+}
+
+async fn run(cli: Cli) -> Result<(), CliError> {
+    let state = cli.state_dir.as_deref();
+    let client = || context::client(state, None);
+    match cli.command {
+        Command::Up { spec, detach, wait } => up::up(state, spec.as_deref(), detach, wait).await,
+        Command::Daemon => up::daemon(context::state_dir(state, None)).await,
+        Command::Down => commands::down(&client()).await,
+        Command::Apply {
+            spec,
+            dry_run,
+            output,
+        } => commands::apply(state, spec.as_deref(), dry_run, output).await,
+        Command::Validate { spec, offline } => commands::validate(spec.as_deref(), offline).await,
+        Command::Status { app, output } => {
+            commands::status(&client(), app.as_deref(), output).await
+        }
+        Command::Start { target } => commands::action(&client(), &target, Action::Start).await,
+        Command::Stop { target } => commands::action(&client(), &target, Action::Stop).await,
+        Command::Restart { target } => commands::action(&client(), &target, Action::Restart).await,
+        Command::Scale { app, instances } => commands::scale(&client(), &app, instances).await,
+        Command::Logs {
+            target,
+            follow,
+            lines,
+            output,
+        } => commands::logs(&client(), &target, follow, lines, output).await,
+        Command::Events {
+            follow,
+            lines,
+            output,
+        } => commands::events(&client(), follow, lines, output).await,
+        Command::Doctor { output } => {
+            commands::doctor(&context::state_dir(state, None), output).await
+        }
+        Command::Shim { .. } => Ok(()),
+    }
+}

@@ -120,9 +120,29 @@ fn distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// Words users bring from other tools, and the key we use for them.
+const SYNONYMS: &[(&str, &str)] = &[
+    ("replicas", "instances"),
+    ("count", "instances"),
+    ("jar", "artifact"),
+    ("main", "main_class"),
+    ("cp", "classpath"),
+    ("jvm", "java"),
+    ("environment", "env"),
+    ("healthcheck", "health"),
+    ("arguments", "args"),
+    ("port", "ports"),
+];
+
 /// The known key closest to `key`, if it is close enough to be a plausible typo.
 pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
     let lower = key.to_ascii_lowercase().replace('-', "_");
+    if let Some(&(_, ours)) = SYNONYMS.iter().find(|(theirs, _)| *theirs == lower)
+        && let Some(k) = known.iter().find(|k| **k == ours)
+    {
+        return Some(k);
+    }
+
     known
         .iter()
         .map(|k| (distance(&lower, k), *k))
@@ -241,7 +261,8 @@ mod tests {
             ("max-size", Some("max_size")),
             ("max_size_mb", Some("max_size")),
             ("envs", Some("env")),
-            ("replicas", None),
+            ("replicas", Some("instances")),
+            ("sidecars", None),
             ("x", None),
         ];
         for (key, want) in cases {

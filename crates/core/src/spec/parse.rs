@@ -117,14 +117,14 @@ pub fn load(
         .min_by_key(|e| e.span().map_or(0, |s| s.start))
     {
         let at = e.span().map_or(0, |s| s.start);
-        let hint = "fix the TOML syntax first; the other checks run once the file parses";
-        r.push(
-            at,
-            "",
-            None,
-            format!("invalid TOML: {}", e.message().trim()),
-            Some(hint.into()),
-        );
+        let mut message = format!("invalid TOML: {}", e.message().trim());
+        let mut hint = "fix the TOML syntax first; the other checks run once the file parses";
+        if e.message().trim() == "duplicate key" {
+            let name = e.span().and_then(|s| text.get(s)).unwrap_or("").trim();
+            message = format!("invalid TOML: duplicate key `{name}`");
+            hint = "a key can appear only once per table: remove one of them";
+        }
+        r.push(at, "", None, message, Some(hint.into()));
         return Err(SpecErrors(r.errors));
     }
     let root = Table {
@@ -137,7 +137,7 @@ pub fn load(
         return Ok(spec);
     }
     let mut errors = r.errors;
-    errors.sort_by(|a, b| (a.line, a.column).cmp(&(b.line, b.column)));
+    errors.sort_by_key(|e| (e.line, e.column));
     errors.dedup();
     Err(SpecErrors(errors))
 }
@@ -185,12 +185,8 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
             }
             other => {
                 let msg = format!("expected a table of apps, found {}", type_name(other));
-                r.bad(
-                    v,
-                    "apps",
-                    msg,
-                    Some("declare each app as [apps.NAME], e.g. [apps.orders]".into()),
-                );
+                let hint = "declare each app as [apps.NAME], e.g. [apps.orders]";
+                r.push(v.span().start, "apps", None, msg, Some(hint.into()));
             }
         },
     }
@@ -373,19 +369,16 @@ fn launch(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Launch> {
 fn classpath(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Vec<String>> {
     let key = t.key("classpath");
     let entries = r.string_list(t, "classpath", Mode::Plain, "[\"lib/*.jar\"]")?;
-    if entries.is_empty() {
-        if let Some(v) = t.get("classpath") {
-            r.bad(
-                v,
-                &key,
-                "classpath cannot be empty",
-                Some("e.g. classpath = [\"lib/*.jar\"]".into()),
-            );
-        }
-        return None;
+    let mut ok = t.get("classpath").is_some_and(|v| !is_empty_array(v));
+    if !ok && let Some(v) = t.get("classpath") {
+        r.bad(
+            v,
+            &key,
+            "classpath cannot be empty",
+            Some("e.g. classpath = [\"lib/*.jar\"]".into()),
+        );
     }
     let mut out = Vec::new();
-    let mut ok = true;
     for (i, (entry, v)) in entries.into_iter().enumerate() {
         let entry_key = format!("{key}[{i}]");
         if entry.contains(':') {
@@ -436,7 +429,7 @@ fn ports(r: &mut Reader<'_>, t: &Table<'_, '_>, instances: u32) -> Option<PortRa
             range.first
         );
         let msg = format!(
-            "the range holds {count} port{} but instances = {instances} needs {instances}",
+            "the range holds {count} port{} but instances = {instances} needs at least {instances}",
             if count == 1 { "" } else { "s" }
         );
         r.bad(v, &key, msg, Some(hint));
@@ -522,12 +515,20 @@ fn java(r: &mut Reader<'_>, t: &Table<'_, '_>) -> JavaSpec {
         if let Some(s) = r.string_value(v, &key, Mode::Plain, "\">=17\"") {
             match VersionReq::parse(&s) {
                 Ok(req) => java.version = Some(req),
-                Err(msg) => match msg.split_once("; expected ") {
-                    Some((what, accepted)) => {
-                        r.bad(v, &key, what, Some(format!("expected {accepted}")))
+                Err(msg) => {
+                    // javaver's message quotes the value, which the error line already shows.
+                    let prefix = format!("invalid Java version requirement {s:?}: ");
+                    let msg = match msg.strip_prefix(&prefix) {
+                        Some(rest) => format!("invalid Java version requirement: {rest}"),
+                        None => msg,
+                    };
+                    match msg.split_once("; expected ") {
+                        Some((what, accepted)) => {
+                            r.bad(v, &key, what, Some(format!("expected {accepted}")))
+                        }
+                        None => r.bad(v, &key, msg, None),
                     }
-                    None => r.bad(v, &key, msg, None),
-                },
+                }
             }
         }
     }
@@ -629,7 +630,9 @@ fn health(r: &mut Reader<'_>, t: &Table<'_, '_>) -> HealthSpec {
         r.string_list(&ht, "exec", Mode::Template, "[\"./check.sh\", \"${PORT}\"]")
     {
         let argv: Vec<String> = argv.into_iter().map(|(s, _)| s).collect();
-        if argv.first().is_none_or(|a| a.trim().is_empty()) {
+        let empty = ht.get("exec").is_some_and(is_empty_array)
+            || argv.first().is_some_and(|a| a.trim().is_empty());
+        if empty {
             if let Some(v) = ht.get("exec") {
                 let hint =
                     "e.g. exec = [\"curl\", \"-fs\", \"http://127.0.0.1:${PORT}/ping\"] (no shell)";
@@ -689,10 +692,13 @@ fn restart(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RestartSpec {
     restart.backoff_initial = initial.unwrap_or(restart.backoff_initial);
     restart.backoff_max = max.unwrap_or(restart.backoff_max);
     if restart.backoff_max < restart.backoff_initial && (initial.is_some() || max.is_some()) {
-        let (k, other) = if max.is_some() {
-            ("backoff_max", "backoff_initial")
+        let (k, hint) = if max.is_some() {
+            ("backoff_max", "raise backoff_max or lower backoff_initial")
         } else {
-            ("backoff_initial", "backoff_max")
+            (
+                "backoff_initial",
+                "backoff_max defaults to 5m: raise it as well, or lower backoff_initial",
+            )
         };
         if let Some(v) = rt.get(k) {
             let msg = format!(
@@ -700,14 +706,7 @@ fn restart(r: &mut Reader<'_>, t: &Table<'_, '_>) -> RestartSpec {
                 crate::units::format_duration(restart.backoff_max),
                 crate::units::format_duration(restart.backoff_initial)
             );
-            r.bad(
-                v,
-                &rt.key(k),
-                msg,
-                Some(format!(
-                    "raise backoff_max or lower backoff_initial (see {other})"
-                )),
-            );
+            r.bad(v, &rt.key(k), msg, Some(hint.into()));
         }
     }
     restart
@@ -788,16 +787,17 @@ fn deploy(r: &mut Reader<'_>, t: &Table<'_, '_>) -> DeploySpec {
     deploy.max_unavailable = r
         .u32(&dt, "max_unavailable", 0..=1000, unavail_hint)
         .unwrap_or(deploy.max_unavailable);
-    if deploy.max_surge == 0 && deploy.max_unavailable == 0 {
-        if let Some(v) = dt.get("max_surge") {
-            let hint = "keep max_surge = 1 (start a new instance before stopping an old one) or allow max_unavailable = 1";
-            r.bad(
-                v,
-                &dt.key("max_surge"),
-                "max_surge and max_unavailable are both 0: a rollout could never progress",
-                Some(hint.into()),
-            );
-        }
+    if deploy.max_surge == 0
+        && deploy.max_unavailable == 0
+        && let Some(v) = dt.get("max_surge")
+    {
+        let hint = "keep max_surge = 1 (start a new instance before stopping an old one) or allow max_unavailable = 1";
+        r.bad(
+            v,
+            &dt.key("max_surge"),
+            "max_surge and max_unavailable are both 0: a rollout could never progress",
+            Some(hint.into()),
+        );
     }
     deploy.min_healthy = r
         .duration(&dt, "min_healthy", false)
@@ -888,4 +888,92 @@ fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
         )
         .unwrap_or(canary.max_p99_ratio);
     canary
+}
+
+fn is_empty_array(v: &Value<'_>) -> bool {
+    matches!(v.get_ref(), DeValue::Array(items) if items.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "HOME").then(|| "/home/me".to_string())
+    }
+
+    /// (line, column, key, message) of one error.
+    type Found = (usize, usize, String, String);
+
+    fn errors(text: &str) -> Vec<Found> {
+        match load(text, Path::new("f.toml"), &env) {
+            Ok(spec) => panic!("expected errors, got {spec:?}"),
+            Err(errs) => errs
+                .0
+                .into_iter()
+                .map(|e| (e.line, e.column, e.key, e.message))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn positions_and_keys() {
+        let t = |l: usize, c: usize, k: &str, m: &str| (l, c, k.to_string(), m.to_string());
+        let not_set = "environment variable NOPE is not set; set it or write ${NOPE:default}";
+        let cases: &[(&str, Vec<Found>)] = &[
+            ("", vec![t(1, 1, "", "no apps defined")]),
+            ("apps = {}", vec![t(1, 8, "apps", "no apps defined")]),
+            (
+                "[apps.a]\n",
+                vec![
+                    t(
+                        1,
+                        1,
+                        "apps.a",
+                        "missing artifact (or main_class): nothing to run",
+                    ),
+                    t(1, 1, "apps.a", "missing ports"),
+                ],
+            ),
+            // CRLF line endings count as one line break.
+            (
+                "[apps.a]\r\nartifact = \"a.jar\"\r\nports = \"x\"\r\n",
+                vec![t(3, 9, "apps.a.ports", "`x` is not a port number")],
+            ),
+            // Errors point inside plain strings, at the string when it has escapes.
+            (
+                "[apps.a]\nartifact = \"x/${NOPE}\"\nports = \"1\"\n",
+                vec![t(2, 15, "apps.a.artifact", not_set)],
+            ),
+            (
+                "[apps.a]\nartifact = 'x/${NOPE}'\nports = \"1\"\n",
+                vec![t(2, 15, "apps.a.artifact", not_set)],
+            ),
+            (
+                "[apps.a]\nartifact = \"\\u0078/${NOPE}\"\nports = \"1\"\n",
+                vec![t(2, 12, "apps.a.artifact", not_set)],
+            ),
+            (
+                "[apps.a]\nartifact = \"\"\"\nx/${NOPE}\"\"\"\nports = \"1\"\n",
+                vec![t(3, 3, "apps.a.artifact", not_set)],
+            ),
+            // Non-ASCII before the error: columns count characters.
+            (
+                "[apps.a]\nartifact = \"é/${NOPE}\"\nports = \"1\"\n",
+                vec![t(2, 15, "apps.a.artifact", not_set)],
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(&errors(text), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn no_prefix_of_a_valid_spec_panics() {
+        let text = "[daemon]\nhttp = \"127.0.0.1:9900\"\n[apps.é-x]\nartifact = \"${HOME}/a.jar\"\n\
+                    ports = \"9100-9101\"\nenv = { A = \"${PORT}\" }\n[apps.é-x.health]\nexec = [\"x\"]\n";
+        for (i, _) in text.char_indices() {
+            let _ = load(&text[..i], Path::new("f.toml"), &env);
+        }
+    }
 }

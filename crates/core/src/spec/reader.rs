@@ -272,7 +272,7 @@ impl<'a> Reader<'a> {
     ) -> Option<i64> {
         let v = t.get(key)?;
         let full = t.key(key);
-        let example = range.start().max(&1).to_string();
+
         let n = match v.get_ref() {
             DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
                 Ok(n) => n,
@@ -286,13 +286,14 @@ impl<'a> Reader<'a> {
                 self.bad(v, &full, "expected an integer, found a string", Some(fix));
                 return None;
             }
-            _ => {
-                self.wrong_type(v, &full, "an integer", &example);
+            other => {
+                let message = format!("expected an integer, found {}", type_name(other));
+                self.bad(v, &full, message, Some(hint.to_string()));
                 return None;
             }
         };
         if !range.contains(&n) {
-            let message = if *range.end() == i64::MAX {
+            let message = if *range.end() >= i64::from(u32::MAX) {
                 format!("must be at least {}", range.start())
             } else {
                 format!("must be between {} and {}", range.start(), range.end())
@@ -440,7 +441,8 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// An array of strings (each interpolated). `None` if absent or if any element is bad.
+    /// An array of strings (each interpolated). `None` if absent or not an array; bad elements
+    /// are reported and left out (so the caller can still check the good ones).
     pub fn string_list<'t, 'i>(
         &mut self,
         t: &Table<'t, 'i>,
@@ -463,23 +465,22 @@ impl<'a> Reader<'a> {
             return None;
         };
         let mut out = Vec::with_capacity(items.len());
-        let mut ok = true;
         for (i, item) in items.iter().enumerate() {
             let item_key = format!("{full}[{i}]");
             match item.get_ref() {
-                DeValue::String(s) => match self.interp(s, item, &item_key, mode) {
-                    Some(s) => out.push((s, item)),
-                    None => ok = false,
-                },
+                DeValue::String(s) => {
+                    if let Some(s) = self.interp(s, item, &item_key, mode) {
+                        out.push((s, item));
+                    }
+                }
                 other => {
                     let message = format!("expected a string, found {}", type_name(other));
                     let hint = format!("quote it: \"{}\"", self.raw(&item.span()));
                     self.bad(item, &item_key, message, Some(hint));
-                    ok = false;
                 }
             }
         }
-        ok.then_some(out)
+        Some(out)
     }
 
     /// A sub-table (`[a.b]` or `b = { … }`).

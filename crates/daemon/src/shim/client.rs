@@ -19,7 +19,11 @@ use crate::paths::{MAX_SOCKET_PATH, run, write_atomic};
 /// What a shim connection reports to the control loop.
 #[derive(Debug, Clone)]
 pub enum ShimEvent {
-    Hello { shim_pid: u32, pid: u32, started_at: Millis },
+    Hello {
+        shim_pid: u32,
+        pid: u32,
+        started_at: Millis,
+    },
     Exited(ExitInfo),
     /// The connection ended without an exit report (the shim was killed).
     Lost,
@@ -42,17 +46,22 @@ pub fn start(
     for dir in [&launch.cwd, &launch.dump_dir, &launch.hs_err_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    write_atomic(&run_dir.join(run::LAUNCH), &serde_json::to_vec_pretty(launch)?)?;
+    write_atomic(
+        &run_dir.join(run::LAUNCH),
+        &serde_json::to_vec_pretty(launch)?,
+    )?;
     let socket = run_dir.join(run::SOCKET);
     check_socket_path(&socket)?;
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
+    let listener =
+        UnixListener::bind(&socket).with_context(|| format!("binding {}", socket.display()))?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(run_dir.join(run::SHIM_LOG))?;
-    let mut child = spawn::spawn_shim(exe, run_dir, &listener, log).context("starting the instance shim")?;
+    let mut child =
+        spawn::spawn_shim(exe, run_dir, &listener, log).context("starting the instance shim")?;
     // Connect while the listener is still open here too: the connection waits in its backlog.
     let stream = std::os::unix::net::UnixStream::connect(&socket)?;
     drop(listener);
@@ -112,7 +121,14 @@ fn connect_task(
             let tx = tx.clone();
             let app = app.clone();
             async move {
-                let _ = tx.send(Event::Shim { app, slot, generation, event }).await;
+                let _ = tx
+                    .send(Event::Shim {
+                        app,
+                        slot,
+                        generation,
+                        event,
+                    })
+                    .await;
             }
         };
         loop {

@@ -31,7 +31,12 @@ pub struct Launch {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum ShimMessage {
     /// Sent on every new connection.
-    Hello { shim_pid: u32, pid: u32, started_at: Millis, exited: Option<ExitInfo> },
+    Hello {
+        shim_pid: u32,
+        pid: u32,
+        started_at: Millis,
+        exited: Option<ExitInfo>,
+    },
     /// The JVM ended (and every process it forked is gone).
     Exited { exit: ExitInfo },
     /// The JVM could not be started at all.

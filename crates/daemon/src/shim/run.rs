@@ -44,7 +44,8 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     nix::sys::prctl::set_child_subreaper(true).context("becoming a child subreaper")?;
     let launch_path = run_dir.join(run::LAUNCH);
     let launch: Launch = serde_json::from_slice(
-        &std::fs::read(&launch_path).with_context(|| format!("reading {}", launch_path.display()))?,
+        &std::fs::read(&launch_path)
+            .with_context(|| format!("reading {}", launch_path.display()))?,
     )
     .with_context(|| format!("parsing {}", launch_path.display()))?;
 
@@ -107,7 +108,10 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     }
 
     let exit = exit_info(&shared, status, &launch.hs_err_dir);
-    let _ = write_atomic(&run_dir.join(run::EXIT), &serde_json::to_vec(&exit).unwrap_or_default());
+    let _ = write_atomic(
+        &run_dir.join(run::EXIT),
+        &serde_json::to_vec(&exit).unwrap_or_default(),
+    );
     {
         let mut slot = shared.exit.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(exit.clone());
@@ -126,13 +130,19 @@ fn report_spawn_failure(listener: &std::os::unix::net::UnixListener, error: &str
     // Tell the daemon, which connected before we started.
     let _ = listener.set_nonblocking(false);
     if let Ok((mut conn, _)) = listener.accept() {
-        let msg = ShimMessage::SpawnFailed { error: error.to_string() };
+        let msg = ShimMessage::SpawnFailed {
+            error: error.to_string(),
+        };
         let _ = writeln!(conn, "{}", serde_json::to_string(&msg).unwrap_or_default());
         let _ = conn.flush();
     }
 }
 
-fn pump(mut src: impl Read + Send + 'static, mut dst: RotatingWriter, oom: Option<Arc<Shared>>) -> thread::JoinHandle<()> {
+fn pump(
+    mut src: impl Read + Send + 'static,
+    mut dst: RotatingWriter,
+    oom: Option<Arc<Shared>>,
+) -> thread::JoinHandle<()> {
     thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -165,13 +175,32 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn accept_loop(listener: std::os::unix::net::UnixListener, shared: Arc<Shared>, launch: Launch) {
     for conn in listener.incoming() {
         let Ok(mut conn) = conn else { continue };
-        let exited = shared.exit.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let hello = ShimMessage::Hello { shim_pid: std::process::id(), pid: shared.pid, started_at: shared.started_at, exited };
-        if writeln!(conn, "{}", serde_json::to_string(&hello).unwrap_or_default()).is_err() {
+        let exited = shared
+            .exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let hello = ShimMessage::Hello {
+            shim_pid: std::process::id(),
+            pid: shared.pid,
+            started_at: shared.started_at,
+            exited,
+        };
+        if writeln!(
+            conn,
+            "{}",
+            serde_json::to_string(&hello).unwrap_or_default()
+        )
+        .is_err()
+        {
             continue;
         }
         if let Ok(writer) = conn.try_clone() {
-            shared.clients.lock().unwrap_or_else(|e| e.into_inner()).push(writer);
+            shared
+                .clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(writer);
         }
         let shared = shared.clone();
         let launch = launch.clone();
@@ -188,7 +217,9 @@ fn serve_client(conn: UnixStream, shared: Arc<Shared>, launch: Launch) {
                 if !shared.stop_requested.swap(true, Ordering::SeqCst) {
                     let shared = shared.clone();
                     let launch = launch.clone();
-                    thread::spawn(move || stop_sequence(&shared, Duration::from_millis(grace_ms), &launch));
+                    thread::spawn(move || {
+                        stop_sequence(&shared, Duration::from_millis(grace_ms), &launch)
+                    });
                 }
             }
             Ok(ShimCommand::Ack) => {
@@ -227,7 +258,9 @@ fn wait_exit(shared: &Shared, timeout: Duration) -> bool {
 fn thread_dump(jcmd: &Path, pid: u32, dir: &Path) {
     let _ = std::fs::create_dir_all(dir);
     let path = dir.join(format!("threads-{pid}-{}.txt", now_ms()));
-    let Ok(file) = std::fs::File::create(&path) else { return };
+    let Ok(file) = std::fs::File::create(&path) else {
+        return;
+    };
     let Ok(mut child) = std::process::Command::new(jcmd)
         .arg(pid.to_string())
         .arg("Thread.print")
@@ -276,7 +309,8 @@ fn reap_all() {
 
 fn exit_info(shared: &Shared, status: ExitStatus, hs_err_dir: &Path) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
-    let hs_err: Option<PathBuf> = Some(hs_err_dir.join(format!("hs_err_pid{}.log", shared.pid))).filter(|p| p.exists());
+    let hs_err: Option<PathBuf> =
+        Some(hs_err_dir.join(format!("hs_err_pid{}.log", shared.pid))).filter(|p| p.exists());
     ExitInfo {
         code: status.code(),
         signal: status.signal(),

@@ -25,7 +25,11 @@ pub fn spawn_shim(
     let fd = listener.as_raw_fd();
     let err = log.try_clone()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("shim").arg(run_dir).stdin(Stdio::null()).stdout(log).stderr(err);
+    cmd.arg("shim")
+        .arg(run_dir)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
     // SAFETY: the closure only calls async-signal-safe libc functions and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
@@ -86,4 +90,18 @@ pub fn jvm_command(argv0: &str) -> Command {
         });
     }
     cmd
+}
+
+/// Starts `cmd` in a new session (no controlling terminal): used for `jarfleet up -d`.
+pub fn spawn_detached(mut cmd: Command) -> io::Result<std::process::Child> {
+    // SAFETY: setsid is async-signal-safe; nothing is allocated.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
 }

@@ -1,0 +1,103 @@
+//! The command line, defined once (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "jarfleet",
+    version,
+    about = "Run Java services on your own servers with high availability"
+)]
+pub struct Cli {
+    /// State directory of the daemon to talk to (default: the spec's `state_dir`, else `.jarfleet`).
+    #[arg(long, global = true, env = "JARFLEET_STATE", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the daemon, apply the spec and show progress until every app is ready; Ctrl-C stops everything.
+    Up {
+        /// Spec file, or a directory holding jarfleet.toml (default ./jarfleet.toml).
+        spec: Option<PathBuf>,
+        /// Run the daemon in the background and return once the spec is applied.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// With -d: also wait until every instance is ready.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run the daemon in the foreground (for a systemd unit). SIGTERM leaves the JVMs running.
+    Daemon,
+    /// Stop every app (gracefully) and then the daemon.
+    Down,
+    /// Send a spec to the running daemon: print the plan and apply it.
+    Apply {
+        spec: Option<PathBuf>,
+        /// Only print the plan.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Check a spec (syntax, values, artifacts, Java, ports) without changing anything.
+    Validate {
+        spec: Option<PathBuf>,
+        /// Check only the file, not artifacts, JDKs or ports.
+        #[arg(long)]
+        offline: bool,
+    },
+    /// Apps and instances.
+    Status {
+        app: Option<String>,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Start a stopped app or instance (APP or APP/N).
+    Start { target: String },
+    /// Stop an app or instance (APP or APP/N); it stays down until started.
+    Stop { target: String },
+    /// Restart an app (rolling, one instance at a time) or one instance (APP/N).
+    Restart { target: String },
+    /// Change the number of instances of an app.
+    Scale { app: String, instances: u32 },
+    /// Instance output (stdout and stderr), prefixed with APP/N.
+    Logs {
+        /// APP or APP/N.
+        target: String,
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines from the end of each log.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Lifecycle, health and deployment events.
+    Events {
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Installed JDKs, the state dir, and whether a daemon runs.
+    Doctor {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Internal: the per-instance supervisor process started by the daemon.
+    #[command(hide = true)]
+    Shim { run_dir: PathBuf },
+}

@@ -1,0 +1,263 @@
+//! Client commands: each one talks to the daemon over its socket.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use jarfleet_api::{
+    Ack, Action, ActionRequest, ApplyRequest, ApplyResponse, Client, EventRecord, LogLine,
+    ScaleRequest, ShutdownRequest, StatusReport, VersionInfo,
+};
+
+use crate::args::Output;
+use crate::context::{self, CliError};
+use crate::render;
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| CliError::failed(e.to_string()))?;
+    println!("{text}");
+    Ok(())
+}
+
+pub async fn apply(
+    state: Option<&Path>,
+    spec_arg: Option<&Path>,
+    dry_run: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    let spec = context::load_spec(spec_arg)?;
+    let client = context::client(state, Some(&spec));
+    let resp: ApplyResponse = client
+        .post("/v1/apply", &ApplyRequest { spec, dry_run })
+        .await?;
+    match output {
+        Output::Json => print_json(&resp)?,
+        Output::Table => {
+            print!("{}", render::plan(&resp.plan));
+            if dry_run {
+                eprintln!("dry run: nothing was changed");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn validate(spec_arg: Option<&Path>, offline: bool) -> Result<(), CliError> {
+    let spec = context::load_spec(spec_arg)?;
+    if !offline {
+        let checked = spec.clone();
+        tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?
+            .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
+        let mut port_errors = Vec::new();
+        for app in spec.apps.values() {
+            let free = (app.ports.first..=app.ports.last)
+                .filter(|p| jarfleet_daemon::ports::is_free(*p))
+                .count();
+            if free < app.instances as usize {
+                port_errors.push(format!(
+                    "apps.{}.ports: {} instance(s) need {} free port(s) in {}-{}, only {free} free now",
+                    app.name, app.instances, app.instances, app.ports.first, app.ports.last
+                ));
+            }
+        }
+        if !port_errors.is_empty() {
+            // A running fleet holds its own ports: say so rather than fail.
+            let client = context::client(None, Some(&spec));
+            if client.get::<VersionInfo>("/v1/version").await.is_err() {
+                return Err(CliError::usage(
+                    port_errors.join("\n"),
+                    Some("free those ports or widen `ports`"),
+                ));
+            }
+        }
+    }
+    let n = spec.apps.len();
+    println!(
+        "{}: ok ({n} app{})",
+        spec.source.display(),
+        if n == 1 { "" } else { "s" }
+    );
+    Ok(())
+}
+
+pub async fn status(client: &Client, app: Option<&str>, output: Output) -> Result<(), CliError> {
+    let report: StatusReport = client.get("/v1/status").await?;
+    if let Some(name) = app
+        && !report.apps.iter().any(|a| a.name == name)
+    {
+        let names: Vec<&str> = report.apps.iter().map(|a| a.name.as_str()).collect();
+        return Err(CliError::usage(
+            format!("no app named {name:?}"),
+            Some(&format!("apps: {}", names.join(", "))),
+        ));
+    }
+    match output {
+        Output::Json => {
+            let mut report = report;
+            if let Some(name) = app {
+                report.apps.retain(|a| a.name == name);
+            }
+            print_json(&report)
+        }
+        Output::Table => {
+            print!("{}", render::status(&report, app));
+            Ok(())
+        }
+    }
+}
+
+pub async fn action(client: &Client, target: &str, action: Action) -> Result<(), CliError> {
+    let (app, slot) = context::parse_target(target)?;
+    let ack: Ack = client
+        .post("/v1/action", &ActionRequest { app, slot, action })
+        .await?;
+    eprintln!("{}", ack.message);
+    Ok(())
+}
+
+pub async fn scale(client: &Client, app: &str, instances: u32) -> Result<(), CliError> {
+    let ack: Ack = client
+        .post(
+            "/v1/scale",
+            &ScaleRequest {
+                app: app.to_string(),
+                instances,
+            },
+        )
+        .await?;
+    eprintln!("{}", ack.message);
+    Ok(())
+}
+
+pub async fn down(client: &Client) -> Result<(), CliError> {
+    let ack: Ack = client
+        .post(
+            "/v1/shutdown",
+            &ShutdownRequest {
+                stop_instances: true,
+            },
+        )
+        .await?;
+    // Wait until the daemon is really gone.
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if client.get::<VersionInfo>("/v1/version").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("{}", ack.message);
+    Ok(())
+}
+
+pub async fn logs(
+    client: &Client,
+    target: &str,
+    follow: bool,
+    lines: usize,
+    output: Output,
+) -> Result<(), CliError> {
+    let (app, slot) = context::parse_target(target)?;
+    let mut path = format!("/v1/logs?app={app}&lines={lines}&follow={follow}");
+    if let Some(s) = slot {
+        path.push_str(&format!("&slot={s}"));
+    }
+    let mut stream = client.stream::<LogLine>(&path).await?;
+    let stdout = std::io::stdout();
+    while let Some(line) = stream.next().await? {
+        let mut out = stdout.lock();
+        let text = match output {
+            Output::Json => serde_json::to_string(&line).unwrap_or_default(),
+            Output::Table => {
+                let mark = if line.stream == "stderr" { "!" } else { "|" };
+                format!("{}/{} {mark} {}", line.app, line.slot, line.line)
+            }
+        };
+        if writeln!(out, "{text}").is_err() {
+            break; // stdout closed (e.g. piped into head)
+        }
+    }
+    Ok(())
+}
+
+pub async fn events(
+    client: &Client,
+    follow: bool,
+    lines: usize,
+    output: Output,
+) -> Result<(), CliError> {
+    let mut stream = client
+        .stream::<EventRecord>(&format!("/v1/events?lines={lines}&follow={follow}"))
+        .await?;
+    let stdout = std::io::stdout();
+    while let Some(e) = stream.next().await? {
+        let text = match output {
+            Output::Json => serde_json::to_string(&e).unwrap_or_default(),
+            Output::Table => render::event(&e),
+        };
+        if writeln!(stdout.lock(), "{text}").is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
+    let jdks = jarfleet_java::discover();
+    let client = Client::for_state_dir(state);
+    let daemon = client.get::<VersionInfo>("/v1/version").await.ok();
+    let writable = std::fs::create_dir_all(state).is_ok() && tempfile_probe(state);
+    if output == Output::Json {
+        return print_json(&serde_json::json!({
+            "jdks": jdks,
+            "state_dir": state,
+            "state_dir_writable": writable,
+            "daemon": daemon,
+        }));
+    }
+    println!("Java installations ({}):", jdks.len());
+    let rows: Vec<Vec<String>> = jdks
+        .iter()
+        .map(|j| {
+            vec![
+                j.version
+                    .as_ref()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|| "unknown".into()),
+                j.vendor.clone(),
+                if j.is_jdk { "JDK".into() } else { "JRE".into() },
+                j.home.display().to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        render::table(&["VERSION", "VENDOR", "KIND", "HOME"], &rows)
+    );
+    if jdks.is_empty() {
+        println!("  none found: install one, e.g. apt-get install -y openjdk-17-jdk-headless");
+    }
+    println!();
+    println!(
+        "state dir: {} ({})",
+        state.display(),
+        if writable { "writable" } else { "NOT writable" }
+    );
+    match daemon {
+        Some(v) => println!(
+            "daemon: running (pid {}, version {}, protocol {})",
+            v.pid, v.version, v.protocol
+        ),
+        None => println!("daemon: not running (start it with `jarfleet up`)"),
+    }
+    Ok(())
+}
+
+fn tempfile_probe(dir: &Path) -> bool {
+    let p = dir.join(".doctor-probe");
+    let ok = std::fs::write(&p, b"ok").is_ok();
+    let _ = std::fs::remove_file(&p);
+    ok
+}

@@ -1,0 +1,134 @@
+//! Finding the spec and the daemon; rendering errors and exit codes in one place.
+
+use std::path::{Path, PathBuf};
+
+use jarfleet_api::{Client, ClientError};
+use jarfleet_core::spec::{self, FleetSpec};
+
+/// Exit codes (DESIGN §2).
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+/// The one error type of the CLI: what to print and how to exit.
+#[derive(Debug)]
+pub struct CliError {
+    pub code: i32,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl CliError {
+    pub fn usage(message: impl Into<String>, hint: Option<&str>) -> CliError {
+        CliError {
+            code: EXIT_USAGE,
+            message: message.into(),
+            hint: hint.map(str::to_string),
+        }
+    }
+    pub fn failed(message: impl Into<String>) -> CliError {
+        CliError {
+            code: EXIT_FAILED,
+            message: message.into(),
+            hint: None,
+        }
+    }
+    /// Prints `error: …` (and `  hint: …`) to stderr. Spec errors are already fully formatted.
+    pub fn print(&self) {
+        if self.message.starts_with("error:") {
+            eprintln!("{}", self.message);
+        } else {
+            eprintln!("error: {}", self.message);
+        }
+        if let Some(hint) = &self.hint {
+            eprintln!("  hint: {hint}");
+        }
+    }
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> CliError {
+        CliError {
+            code: e.exit_code(),
+            hint: e.hint(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(e: anyhow::Error) -> CliError {
+        CliError::failed(format!("{e:#}"))
+    }
+}
+
+/// `SPEC` may be a file or a directory holding `jarfleet.toml`; default `./jarfleet.toml`.
+pub fn spec_path(arg: Option<&Path>) -> PathBuf {
+    let p = arg
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("jarfleet.toml"));
+    if p.is_dir() {
+        p.join("jarfleet.toml")
+    } else {
+        p
+    }
+}
+
+pub fn absolute(p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    }
+}
+
+/// Reads and validates a spec; every error at once, exit code 2.
+pub fn load_spec(arg: Option<&Path>) -> Result<FleetSpec, CliError> {
+    let path = absolute(&spec_path(arg));
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        CliError::usage(
+            format!("cannot read spec {}: {e}", path.display()),
+            Some("pass the spec file (or its directory) as an argument, e.g. `jarfleet up examples/hello`"),
+        )
+    })?;
+    let env = |k: &str| std::env::var(k).ok();
+    spec::load(&text, &path, &env).map_err(|errors| CliError::usage(errors.to_string(), None))
+}
+
+/// The daemon's state dir: `--state-dir`/`JARFLEET_STATE`, else the spec's, else the spec in
+/// the current directory's, else `.jarfleet`.
+pub fn state_dir(flag: Option<&Path>, spec: Option<&FleetSpec>) -> PathBuf {
+    if let Some(dir) = flag {
+        return absolute(dir);
+    }
+    if let Some(spec) = spec {
+        return absolute(&spec.daemon.state_dir);
+    }
+    if Path::new("jarfleet.toml").is_file()
+        && let Ok(spec) = load_spec(None)
+    {
+        return absolute(&spec.daemon.state_dir);
+    }
+    absolute(Path::new(".jarfleet"))
+}
+
+pub fn client(flag: Option<&Path>, spec: Option<&FleetSpec>) -> Client {
+    Client::for_state_dir(&state_dir(flag, spec))
+}
+
+/// Splits `APP` or `APP/N`.
+pub fn parse_target(target: &str) -> Result<(String, Option<u32>), CliError> {
+    match target.split_once('/') {
+        None => Ok((target.to_string(), None)),
+        Some((app, n)) => n
+            .parse::<u32>()
+            .map(|n| (app.to_string(), Some(n)))
+            .map_err(|_| {
+                CliError::usage(
+                    format!("{target:?} is not APP or APP/N"),
+                    Some("e.g. `orders` or `orders/1`"),
+                )
+            }),
+    }
+}

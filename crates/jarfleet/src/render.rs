@@ -1,0 +1,157 @@
+//! Human-readable output: tables and plans. `-o json` bypasses all of this.
+
+use jarfleet_api::{EventRecord, StatusReport};
+use jarfleet_core::reconcile::{AppChange, Plan};
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                l.push_str(&format!("{:<w$}  ", cell, w = widths[i]));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    out
+}
+
+pub fn duration(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+pub fn bytes(b: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if b as f64 >= 1024.0 * MIB {
+        format!("{:.1}G", b as f64 / (1024.0 * MIB))
+    } else {
+        format!("{:.0}M", b as f64 / MIB)
+    }
+}
+
+pub fn status(report: &StatusReport, only: Option<&str>) -> String {
+    let mut out = String::new();
+    let dash = || "-".to_string();
+    for app in report
+        .apps
+        .iter()
+        .filter(|a| only.is_none_or(|o| o == a.name))
+    {
+        out.push_str(&format!(
+            "{}  {}/{} ready  release {}{}  java {}\n",
+            app.name,
+            app.ready,
+            app.desired,
+            app.release,
+            if app.rolling { " (rolling)" } else { "" },
+            app.java.as_deref().unwrap_or("-"),
+        ));
+        let rows: Vec<Vec<String>> = app
+            .instances
+            .iter()
+            .map(|i| {
+                vec![
+                    format!("{}/{}", i.app, i.slot),
+                    i.state.clone(),
+                    i.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+                    i.port.map(|p| p.to_string()).unwrap_or_else(dash),
+                    i.uptime_secs.map(duration).unwrap_or_else(dash),
+                    i.restarts.to_string(),
+                    i.cpu_percent
+                        .map(|c| format!("{c:.1}%"))
+                        .unwrap_or_else(dash),
+                    i.rss_bytes.map(bytes).unwrap_or_else(dash),
+                    i.release.clone(),
+                    i.health_error
+                        .clone()
+                        .or_else(|| i.last_exit.clone())
+                        .unwrap_or_default(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &[
+                "INSTANCE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "CPU", "RSS", "RELEASE",
+                "LAST",
+            ],
+            &rows,
+        ));
+        out.push('\n');
+    }
+    if out.is_empty() {
+        out.push_str("no apps\n");
+    }
+    out
+}
+
+pub fn plan(plan: &Plan) -> String {
+    let mut out = String::new();
+    for c in &plan.changes {
+        let line = match c {
+            AppChange::Add { app, instances } => {
+                format!("+ {app}: add with {instances} instance(s)")
+            }
+            AppChange::Remove { app } => format!("- {app}: remove (stop all instances)"),
+            AppChange::Scale { app, from, to } => {
+                format!("~ {app}: scale {from} → {to} (nothing else restarts)")
+            }
+            AppChange::Roll { app, from, to, why } => {
+                format!(
+                    "~ {app}: rolling restart, release {from} → {to} ({} changed)",
+                    why.join(", ")
+                )
+            }
+            AppChange::Update { app, fields } => {
+                format!("~ {app}: update live ({})", fields.join(", "))
+            }
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    for app in &plan.unchanged {
+        out.push_str(&format!("  {app}: unchanged\n"));
+    }
+    if plan.changes.is_empty() && plan.unchanged.is_empty() {
+        out.push_str("nothing to do\n");
+    }
+    out
+}
+
+pub fn event(e: &EventRecord) -> String {
+    let secs = e.ts / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let target = match (&e.app, e.slot) {
+        (Some(a), Some(s)) => format!("{a}/{s}"),
+        (Some(a), None) => a.clone(),
+        _ => "-".into(),
+    };
+    format!(
+        "{h:02}:{m:02}:{s:02}.{:03}Z  {:<24} {:<12} {}",
+        e.ts % 1000,
+        e.kind,
+        target,
+        e.message
+    )
+}

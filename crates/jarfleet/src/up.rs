@@ -1,0 +1,291 @@
+//! `jarfleet up` (foreground daemon + progress) and `jarfleet daemon`.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use jarfleet_api::{ApplyRequest, ApplyResponse, Client, EventRecord, StatusReport, VersionInfo};
+use jarfleet_core::spec::FleetSpec;
+use jarfleet_daemon::{DaemonConfig, Stop};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::context::{self, CliError};
+use crate::render;
+
+fn exe() -> Result<PathBuf, CliError> {
+    std::env::current_exe()
+        .map_err(|e| CliError::failed(format!("cannot find the jarfleet binary: {e}")))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn terminated() {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// `jarfleet daemon`: SIGTERM/SIGINT stop the daemon only; the JVMs keep running.
+pub async fn daemon(state: PathBuf) -> Result<(), CliError> {
+    let config = DaemonConfig {
+        state_dir: state,
+        exe: exe()?,
+    };
+    jarfleet_daemon::run(config, async {
+        terminated().await;
+        Stop::DaemonOnly
+    })
+    .await
+    .map_err(|e| CliError {
+        code: context::EXIT_USAGE,
+        message: format!("{e:#}"),
+        hint: None,
+    })
+}
+
+/// Checks the spec against the host (artifacts, JDKs) before anything starts.
+async fn preflight(spec: &FleetSpec) -> Result<(), CliError> {
+    let checked = spec.clone();
+    tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?
+        .map(|_| ())
+        .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))
+}
+
+async fn wait_reachable(
+    client: &Client,
+    deadline: Duration,
+    mut alive: impl FnMut() -> Result<(), CliError>,
+) -> Result<VersionInfo, CliError> {
+    let until = Instant::now() + deadline;
+    loop {
+        if let Ok(v) = client.get::<VersionInfo>("/v1/version").await {
+            return Ok(v);
+        }
+        alive()?;
+        if Instant::now() > until {
+            return Err(CliError::failed(format!(
+                "the daemon did not answer on {} in time",
+                client.socket().display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub async fn up(
+    state_flag: Option<&Path>,
+    spec_arg: Option<&Path>,
+    detach: bool,
+    wait: bool,
+) -> Result<(), CliError> {
+    let spec = context::load_spec(spec_arg)?;
+    let state = context::state_dir(state_flag, Some(&spec));
+    let client = Client::for_state_dir(&state);
+    let running = client.get::<VersionInfo>("/v1/version").await.ok();
+    if detach {
+        if running.is_none() {
+            preflight(&spec).await?;
+            start_detached(&state, &client).await?;
+        }
+        apply(&client, spec.clone()).await?;
+        if wait {
+            wait_ready(&client, &spec).await?;
+        }
+        return Ok(());
+    }
+    if let Some(v) = running {
+        return Err(CliError::usage(
+            format!(
+                "a jarfleet daemon (pid {}) already runs for state dir {}",
+                v.pid,
+                state.display()
+            ),
+            Some(
+                "use `jarfleet apply` to change it, `jarfleet status` to look at it, or `jarfleet down` to stop it",
+            ),
+        ));
+    }
+    preflight(&spec).await?;
+    let config = DaemonConfig {
+        state_dir: state.clone(),
+        exe: exe()?,
+    };
+    let daemon = tokio::spawn(jarfleet_daemon::run(config, async {
+        terminated().await;
+        eprintln!("stopping every instance (Ctrl-C again to leave the rest running)…");
+        Stop::Everything
+    }));
+    let reach = wait_reachable(&client, Duration::from_secs(30), || {
+        if daemon.is_finished() {
+            Err(CliError::failed("the daemon stopped while starting"))
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    if let Err(e) = reach {
+        return match daemon.await {
+            Ok(Err(err)) => Err(CliError::usage(format!("{err:#}"), None)),
+            _ => Err(e),
+        };
+    }
+    let progress = tokio::spawn(show_progress(client.clone(), spec.clone()));
+    if let Err(e) = apply(&client, spec).await {
+        let _ = client
+            .post::<_, jarfleet_api::Ack>(
+                "/v1/shutdown",
+                &jarfleet_api::ShutdownRequest {
+                    stop_instances: true,
+                },
+            )
+            .await;
+        let _ = daemon.await;
+        progress.abort();
+        return Err(e);
+    }
+    let result = daemon.await;
+    progress.abort();
+    match result {
+        Ok(Ok(())) => {
+            eprintln!("jarfleet stopped");
+            Ok(())
+        }
+        Ok(Err(e)) => Err(CliError::failed(format!("{e:#}"))),
+        Err(e) => Err(CliError::failed(format!("daemon task failed: {e}"))),
+    }
+}
+
+async fn apply(client: &Client, spec: FleetSpec) -> Result<(), CliError> {
+    let resp: ApplyResponse = client
+        .post(
+            "/v1/apply",
+            &ApplyRequest {
+                spec,
+                dry_run: false,
+            },
+        )
+        .await?;
+    eprint!("{}", render::plan(&resp.plan));
+    Ok(())
+}
+
+async fn start_detached(state: &Path, client: &Client) -> Result<(), CliError> {
+    std::fs::create_dir_all(state)
+        .map_err(|e| CliError::failed(format!("creating {}: {e}", state.display())))?;
+    let log_path = state.join("daemon.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| CliError::failed(format!("opening {}: {e}", log_path.display())))?;
+    let err = log
+        .try_clone()
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    let mut cmd = std::process::Command::new(exe()?);
+    cmd.arg("daemon")
+        .arg("--state-dir")
+        .arg(state)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err);
+    let mut child = jarfleet_daemon::shim::spawn::spawn_detached(cmd)
+        .map_err(|e| CliError::failed(format!("starting the daemon: {e}")))?;
+    let v = wait_reachable(client, Duration::from_secs(30), || match child.try_wait() {
+        Ok(Some(status)) => {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let last: Vec<&str> = tail.lines().rev().take(5).collect();
+            Err(CliError::failed(format!(
+                "the daemon exited ({status}) while starting:\n{}",
+                last.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )))
+        }
+        _ => Ok(()),
+    })
+    .await?;
+    // Reap it if it exits later; we do not wait for it.
+    std::thread::spawn(move || {
+        let _ = child.wait();
+    });
+    eprintln!(
+        "daemon started (pid {}), state dir {}",
+        v.pid,
+        state.display()
+    );
+    Ok(())
+}
+
+fn all_ready(report: &StatusReport) -> bool {
+    report
+        .apps
+        .iter()
+        .all(|a| a.ready >= a.desired && !a.rolling)
+}
+
+fn summary(report: &StatusReport) -> String {
+    let apps = report.apps.len();
+    let ready: u32 = report.apps.iter().map(|a| a.ready).sum();
+    format!("{ready} instance(s) of {apps} app(s) ready")
+}
+
+async fn wait_ready(client: &Client, spec: &FleetSpec) -> Result<(), CliError> {
+    let longest = spec
+        .apps
+        .values()
+        .map(|a| a.health.start_timeout)
+        .max()
+        .unwrap_or_default();
+    let until = Instant::now() + longest + Duration::from_secs(30);
+    loop {
+        let report: StatusReport = client.get("/v1/status").await?;
+        if all_ready(&report) {
+            eprintln!("{}", summary(&report));
+            return Ok(());
+        }
+        if Instant::now() > until {
+            return Err(CliError::failed(format!(
+                "not every instance became ready in time: {}",
+                summary(&report)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Live progress for the foreground `up`: every event, then a line once everything is ready.
+async fn show_progress(client: Client, _spec: FleetSpec) {
+    let events = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let Ok(mut stream) = client
+                .stream::<EventRecord>("/v1/events?lines=0&follow=true")
+                .await
+            else {
+                return;
+            };
+            while let Ok(Some(e)) = stream.next().await {
+                eprintln!("{}", render::event(&e));
+            }
+        })
+    };
+    let mut announced = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Ok(report) = client.get::<StatusReport>("/v1/status").await else {
+            break;
+        };
+        let ready = all_ready(&report) && !report.apps.is_empty();
+        if ready && !announced {
+            eprintln!("✔ {} — Ctrl-C stops everything", summary(&report));
+        }
+        announced = ready;
+    }
+    events.abort();
+}
