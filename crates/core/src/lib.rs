@@ -10,6 +10,8 @@ pub mod interp;
 pub mod javaver;
 pub mod reconcile;
 pub mod spec;
+#[cfg(test)]
+mod testkit;
 pub mod units;
 
 /// Milliseconds since the Unix epoch (or any fixed origin): the only notion of time in core.

@@ -82,6 +82,30 @@ pub async fn validate(spec_arg: Option<&Path>, offline: bool) -> Result<(), CliE
     Ok(())
 }
 
+/// Apps whose port range lacks enough free ports right now (before any daemon holds them).
+pub fn port_errors(spec: &jarfleet_core::spec::FleetSpec) -> Vec<String> {
+    let none = std::collections::BTreeSet::new();
+    spec.apps
+        .values()
+        .filter_map(|app| {
+            let free = (app.ports.first..=app.ports.last).filter(|p| jarfleet_daemon::ports::is_free(*p)).count();
+            (free < app.instances as usize).then(|| {
+                let taken = jarfleet_daemon::ports::taken_by_others(app.ports, &none);
+                let shown: Vec<String> = taken.iter().take(8).map(u16::to_string).collect();
+                format!(
+                    "apps.{}.ports = \"{}-{}\": {} instance(s) need {} free port(s), only {free} free (in use: {})",
+                    app.name,
+                    app.ports.first,
+                    app.ports.last,
+                    app.instances,
+                    app.instances,
+                    shown.join(", ")
+                )
+            })
+        })
+        .collect()
+}
+
 pub async fn status(client: &Client, app: Option<&str>, output: Output) -> Result<(), CliError> {
     let report: StatusReport = client.get("/v1/status").await?;
     if let Some(name) = app

@@ -49,14 +49,23 @@ pub async fn daemon(state: PathBuf) -> Result<(), CliError> {
     })
 }
 
-/// Checks the spec against the host (artifacts, JDKs) before anything starts.
+/// Checks the spec against the host (artifacts, JDKs, ports) before a new daemon starts.
 async fn preflight(spec: &FleetSpec) -> Result<(), CliError> {
     let checked = spec.clone();
     tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
         .await
         .map_err(|e| CliError::failed(e.to_string()))?
         .map(|_| ())
-        .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))
+        .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
+    let errors = crate::commands::port_errors(spec);
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::usage(
+            errors.join("\n"),
+            Some("free those ports or widen `ports`; nothing was started"),
+        ))
+    }
 }
 
 async fn wait_reachable(
@@ -91,11 +100,18 @@ pub async fn up(
     let client = Client::for_state_dir(&state);
     let running = client.get::<VersionInfo>("/v1/version").await.ok();
     if detach {
-        if running.is_none() {
+        let fresh = running.is_none();
+        if fresh {
             preflight(&spec).await?;
             start_detached(&state, &client).await?;
         }
-        apply(&client, spec.clone()).await?;
+        if let Err(e) = apply(&client, spec.clone()).await {
+            if fresh {
+                // Leave nothing behind from a daemon we started for this spec alone.
+                let _ = crate::commands::down(&client).await;
+            }
+            return Err(e);
+        }
         if wait {
             wait_ready(&client, &spec).await?;
         }

@@ -1,0 +1,364 @@
+//! The integration-test harness: a fleet in a temp dir driven through the real `jarfleet`
+//! binary, polling with deadlines (never sleeping to synchronise), ports chosen at run time.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::fixture;
+
+pub const JVM_OPTS: &str =
+    r#"["-Xmx48m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss512k"]"#;
+
+pub fn jarfleet_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_jarfleet"))
+}
+
+/// Polls `f` every 25 ms until it returns `Some`, or panics after `timeout` naming `what`.
+pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// `n` consecutive free ports, checked by binding them. The base is drawn from the OS: bind
+/// port 0, take the port it gave, and use the run below it if free.
+pub fn free_ports(n: u16) -> (u16, u16) {
+    for _ in 0..200 {
+        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = l.local_addr() else { continue };
+        drop(l);
+        // Ephemeral ports sit high; stepping down keeps our range below the busy end.
+        let base = addr.port().saturating_sub(20_000).max(10_000);
+        let last = base + n - 1;
+        let all_free = (base..=last).all(|p| {
+            TcpListener::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        });
+        if all_free {
+            return (base, last);
+        }
+    }
+    panic!("no run of {n} free ports found");
+}
+
+/// A minimal HTTP/1.1 GET on 127.0.0.1 (no client library: the test talks raw sockets).
+pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("bad response: {text:?}"))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().next())
+            .is_some_and(|s| s != "Z"),
+        Err(_) => false,
+    }
+}
+
+pub fn kill9(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+pub fn port_free(port: u16) -> bool {
+    TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// One fleet: a temp dir with a spec and a state dir, and everything it started.
+pub struct Fleet {
+    pub dir: tempfile::TempDir,
+    pub state: PathBuf,
+    pub ports: (u16, u16),
+    seen_pids: std::cell::RefCell<BTreeSet<u32>>,
+}
+
+/// The spec of one fixture app (`fx` by default); `extra` is appended inside `[apps.NAME]`
+/// before the health table, `tables` after it.
+pub struct AppDef<'a> {
+    pub name: &'a str,
+    pub instances: u32,
+    pub args: &'a [&'a str],
+    pub extra: &'a str,
+    pub health: &'a str,
+    pub tables: &'a str,
+}
+
+impl Default for AppDef<'_> {
+    fn default() -> Self {
+        AppDef {
+            name: "fx",
+            instances: 1,
+            args: &[],
+            extra: "",
+            health: "http = \"/health\"",
+            tables: "",
+        }
+    }
+}
+
+impl Fleet {
+    pub fn new(port_count: u16) -> Fleet {
+        let dir = tempfile::Builder::new()
+            .prefix("jf")
+            .tempdir()
+            .expect("temp dir");
+        let state = dir.path().join("state");
+        Fleet {
+            dir,
+            state,
+            ports: free_ports(port_count),
+            seen_pids: Default::default(),
+        }
+    }
+
+    pub fn spec_path(&self) -> PathBuf {
+        self.dir.path().join("jarfleet.toml")
+    }
+
+    pub fn app_toml(&self, app: &AppDef) -> String {
+        let jar = fixture::fixture_jar();
+        let args: Vec<String> = app.args.iter().map(|a| format!("{a:?}")).collect();
+        format!(
+            "[apps.{name}]\nartifact = {jar:?}\ninstances = {n}\nports = \"{a}-{b}\"\nargs = [{args}]\njava = {{ opts = {opts} }}\n{extra}\n\n[apps.{name}.health]\n{health}\n{tables}\n",
+            name = app.name,
+            jar = jar.display().to_string(),
+            n = app.instances,
+            a = self.ports.0,
+            b = self.ports.1,
+            args = args.join(", "),
+            opts = JVM_OPTS,
+            extra = app.extra,
+            health = app.health,
+            tables = app.tables,
+        )
+    }
+
+    pub fn write_spec(&self, text: &str) {
+        std::fs::write(self.spec_path(), text).expect("writing spec");
+    }
+
+    pub fn write_app(&self, app: &AppDef) {
+        self.write_spec(&self.app_toml(app));
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(jarfleet_bin());
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env("JARFLEET_STATE", &self.state)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `jarfleet ARGS` to completion (bounded: a hung command fails the test).
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running jarfleet");
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("jarfleet {args:?} did not finish within 180 s");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.wait_with_output().expect("collecting output")
+    }
+
+    /// Runs `jarfleet ARGS` and asserts success; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "jarfleet {args:?} failed ({}):\nstdout: {}\nstderr: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `up -d --wait` of the current spec.
+    pub fn up(&self) {
+        self.ok(&["up", "-d", "--wait"]);
+    }
+
+    pub fn status(&self) -> Value {
+        let text = self.ok(&["status", "-o", "json"]);
+        let v: Value = serde_json::from_str(&text).expect("status -o json is JSON");
+        for app in v["apps"].as_array().into_iter().flatten() {
+            for i in app["instances"].as_array().into_iter().flatten() {
+                for key in ["pid", "shim_pid"] {
+                    if let Some(pid) = i[key].as_u64() {
+                        self.seen_pids.borrow_mut().insert(pid as u32);
+                    }
+                }
+            }
+        }
+        v
+    }
+
+    pub fn instances(&self, app: &str) -> Vec<Value> {
+        let status = self.status();
+        status["apps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["name"] == app)
+            .flat_map(|a| a["instances"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    pub fn instance(&self, app: &str, slot: u64) -> Value {
+        self.instances(app)
+            .into_iter()
+            .find(|i| i["slot"] == slot)
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits until `app` has `n` ready instances; returns them.
+    pub fn wait_ready(&self, app: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        wait_until(&format!("{n} ready instance(s) of {app}"), timeout, || {
+            let all = self.instances(app);
+            let ready: Vec<Value> = all.into_iter().filter(|i| i["ready"] == true).collect();
+            (ready.len() == n).then_some(ready)
+        })
+    }
+
+    pub fn events(&self) -> Vec<Value> {
+        let text = self.ok(&["events", "-o", "json", "-n", "10000"]);
+        text.lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// Events of `kind` for `app/slot`, oldest first.
+    pub fn events_of(&self, kind: &str, app: &str, slot: Option<u64>) -> Vec<Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| {
+                e["kind"] == kind
+                    && e["app"] == app
+                    && (slot.is_none() || e["slot"].as_u64() == slot)
+            })
+            .collect()
+    }
+
+    pub fn daemon_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.state.join("daemon.lock"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    pub fn log_dir(&self, app: &str, slot: u32) -> PathBuf {
+        self.state.join("logs").join(app).join(slot.to_string())
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn remember(&self, pid: u32) {
+        self.seen_pids.borrow_mut().insert(pid);
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        // Stop what we started: the daemon (gracefully), then anything it left behind.
+        if self.state.join("jarfleet.sock").exists() {
+            let _ = self
+                .command(&["down"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(pid) = self.daemon_pid()
+            && pid_alive(pid)
+            && is_ours(pid, &self.state)
+        {
+            kill9(pid);
+        }
+        for pid in self.seen_pids.borrow().iter() {
+            if pid_alive(*pid) {
+                kill9(*pid);
+            }
+        }
+        // Shims name their run dir, JVMs their log dir: both live under the state dir.
+        for pid in processes_mentioning(&self.state) {
+            kill9(pid);
+        }
+    }
+}
+
+/// Live processes whose command line mentions `path`.
+pub fn processes_mentioning(path: &Path) -> Vec<u32> {
+    let needle = path.to_string_lossy().into_owned();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| *pid != std::process::id())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&needle))
+                .unwrap_or(false)
+        })
+        .filter(|pid| pid_alive(*pid))
+        .collect()
+}
+
+/// Whether `pid` is a jarfleet daemon of this state dir (guards against pid reuse).
+fn is_ours(pid: u32, state: &Path) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(&*state.to_string_lossy()))
+        .unwrap_or(false)
+}

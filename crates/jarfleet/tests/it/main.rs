@@ -1,0 +1,11 @@
+//! Integration tests: real `jarfleet` binary, real JVMs running the fixture app built from
+//! `fixtures/app`, real sockets on 127.0.0.1. One test binary; see `harness`.
+
+mod fixture;
+mod harness;
+
+mod api;
+mod errors;
+mod logs;
+mod readopt;
+mod supervise;

@@ -1,0 +1,121 @@
+//! The daemon can die without touching any JVM; the next one re-adopts them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::harness::*;
+
+#[test]
+fn daemon_kill9_leaves_jvms_serving_and_a_new_daemon_readopts_them() {
+    let fleet = Fleet::new(10);
+    fleet.write_app(&AppDef {
+        instances: 3,
+        ..Default::default()
+    });
+    fleet.up();
+    let before = fleet.wait_ready("fx", 3, Duration::from_secs(60));
+    let pids: Vec<u64> = before.iter().filter_map(|i| i["pid"].as_u64()).collect();
+    let ports: Vec<u16> = before
+        .iter()
+        .filter_map(|i| i["port"].as_u64())
+        .map(|p| p as u16)
+        .collect();
+    let port0 = ports[0];
+    let (_, first) = http_get(port0, "/log?lines=3&size=40").expect("log before");
+    assert_eq!(first.trim(), "3");
+
+    // Requests to every instance, all the time, from another thread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed, ports) = (stop.clone(), ok.clone(), failed.clone(), ports.clone());
+        std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::SeqCst) && n < 200_000 {
+                match http_get(ports[n % ports.len()], "/") {
+                    Ok((200, _)) => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+                n += 1;
+            }
+        })
+    };
+
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    let served_while_down = ok.load(Ordering::SeqCst);
+    wait_until(
+        "requests answered while no daemon runs",
+        Duration::from_secs(10),
+        || (ok.load(Ordering::SeqCst) > served_while_down + 50).then_some(()),
+    );
+    for pid in &pids {
+        assert!(pid_alive(*pid as u32), "JVM {pid} died with the daemon");
+    }
+
+    // A new daemon adopts the same processes.
+    fleet.ok(&["up", "-d"]);
+    let after = fleet.wait_ready("fx", 3, Duration::from_secs(30));
+    let mut after_pids: Vec<u64> = after.iter().filter_map(|i| i["pid"].as_u64()).collect();
+    let mut expected = pids.clone();
+    after_pids.sort();
+    expected.sort();
+    assert_eq!(after_pids, expected, "re-adopted the same pids");
+    assert!(after.iter().all(|i| i["restarts"] == 0));
+    assert!(!fleet.events_of("instance.adopted", "fx", None).is_empty());
+
+    // Logs continue in the same file, without a gap.
+    let (_, second) = http_get(port0, "/log?lines=2&size=40").expect("log after");
+    assert_eq!(second.trim(), "2");
+    let slot0 = before
+        .iter()
+        .find(|i| i["port"].as_u64() == Some(port0 as u64))
+        .and_then(|i| i["slot"].as_u64())
+        .unwrap_or(0);
+    let log = fleet.log_dir("fx", slot0 as u32).join("stdout.log");
+    let text = wait_until("the 5 log lines", Duration::from_secs(10), || {
+        let t = std::fs::read_to_string(&log).ok()?;
+        (t.lines().filter(|l| l.starts_with("line ")).count() >= 5).then_some(t)
+    });
+    let numbers: Vec<u64> = text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("line ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(numbers.len(), 5, "{text}");
+    assert!(
+        numbers.windows(2).all(|w| w[1] == w[0] + 1),
+        "numbered lines in order, no gap: {numbers:?}"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.join();
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed while the daemon was down or back"
+    );
+    assert!(ok.load(Ordering::SeqCst) > 100);
+
+    // The adopted instances are fully supervised: a crash is still seen and restarted.
+    kill9(pids[0] as u32);
+    wait_until(
+        "the adopted instance restarted",
+        Duration::from_secs(60),
+        || {
+            let i = fleet.instances("fx");
+            (i.iter().filter(|i| i["ready"] == true).count() == 3
+                && i.iter().any(|i| i["restarts"] == 1))
+            .then_some(())
+        },
+    );
+}
