@@ -975,6 +975,7 @@ impl Control {
             .map(|(k, _)| *k)
             .collect();
         let mut to_remove = Vec::new();
+        let mut revive = Vec::new();
         if live.len() > n as usize {
             to_remove = live
                 .iter()
@@ -986,40 +987,48 @@ impl Control {
             let mut missing = n as usize - live.len();
             let mut slot = 0;
             while missing > 0 {
-                if !rt.slots.contains_key(&slot) {
-                    let instance = Instance::new(app, slot, &release, now);
-                    let record = InstanceRecord {
-                        instance,
-                        generation: 0,
-                        restart_generation,
-                        pending_port: None,
-                        last_port: None,
-                        dirty: true,
-                    };
-                    rt.slots.insert(
-                        slot,
-                        Slot {
+                match rt.slots.entry(slot) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let record = InstanceRecord {
+                            instance: Instance::new(app, slot, &release, now),
+                            generation: 0,
+                            restart_generation,
+                            pending_port: None,
+                            last_port: None,
+                            dirty: true,
+                        };
+                        e.insert(Slot {
                             record,
                             commands: None,
                             cpu: None,
-                        },
-                    );
-                    missing -= 1;
-                } else if let Some(s) = rt.slots.get(&slot)
-                    && matches!(
-                        s.record.instance.phase,
-                        Phase::Stopping {
-                            then: AfterStop::Remove,
-                            ..
+                        });
+                        missing -= 1;
+                    }
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        if matches!(
+                            e.get().record.instance.phase,
+                            Phase::Stopping {
+                                then: AfterStop::Remove,
+                                ..
+                            }
+                        ) {
+                            // Being removed but wanted again: it comes back once stopped.
+                            revive.push(slot);
+                            missing -= 1;
                         }
-                    )
-                {
-                    // Being removed but wanted again: let it come back.
-                    missing -= 1;
-                    let _ = slot;
+                    }
                 }
                 slot += 1;
             }
+        }
+        for slot in revive {
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Restart,
+                },
+            );
         }
         for slot in to_remove {
             self.step(

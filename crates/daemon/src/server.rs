@@ -314,7 +314,10 @@ async fn events(
                 return;
             }
         }
-        while follow {
+        if !follow {
+            return;
+        }
+        loop {
             match live.recv().await {
                 Ok(e) if e.id > last => {
                     last = e.id;

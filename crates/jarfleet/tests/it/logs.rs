@@ -68,7 +68,7 @@ fn log_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
                 Some((n, e.path()))
             })
             .collect();
-    rotated.sort_by(|a, b| b.0.cmp(&a.0));
+    rotated.sort_by_key(|r| std::cmp::Reverse(r.0));
     let mut files: Vec<_> = rotated.into_iter().map(|(_, p)| p).collect();
     files.push(path.to_path_buf());
     files
