@@ -114,7 +114,8 @@ pub enum ExitClass {
 pub fn classify(exit: &ExitInfo) -> ExitClass {
     const SIGINT: i32 = 2;
     const SIGTERM: i32 = 15;
-    if exit.oom {
+    // A JVM that printed an OutOfMemoryError and then exited on its own (not on our signal).
+    if exit.oom && !exit.stop_requested {
         return ExitClass::OutOfMemory;
     }
     if let Some(path) = &exit.hs_err {
@@ -295,23 +296,42 @@ impl Instance {
             Input::Start => self.on_start(now),
             Input::Stop { then } => self.on_stop(then, now, spec),
             Input::Spawned { process } => {
+                // A stop asked for while the spawn was under way is carried out now.
+                let stop = match self.phase {
+                    Phase::Stopping { then, .. } => Some(then),
+                    _ => None,
+                };
                 let pid = process.pid;
                 let port = process.port;
                 self.process = Some(process);
                 self.phase = Phase::Starting { since: now };
                 self.probes = ProbeRun::default();
                 self.probe_in_flight = false;
-                vec![note(
+                let mut effects = vec![note(
                     NoteKind::Spawned,
                     format!("started pid {pid} on port {port}"),
-                )]
+                )];
+                if let Some(then) = stop {
+                    effects.extend(self.on_stop(then, now, spec));
+                }
+                effects
             }
             Input::SpawnFailed { error } => {
                 let mut effects = vec![note(
                     NoteKind::SpawnFailed,
                     format!("could not start: {error}"),
                 )];
-                effects.extend(self.after_failure(now, spec, jitter));
+                match self.phase {
+                    // Stopped or removed while the spawn was under way: nothing to restart.
+                    Phase::Stopping {
+                        then: then @ (AfterStop::Halt | AfterStop::Remove),
+                        ..
+                    } => {
+                        self.phase = Phase::Stopped;
+                        effects.extend(self.on_stop(then, now, spec));
+                    }
+                    _ => effects.extend(self.after_failure(now, spec, jitter)),
+                }
                 effects
             }
             Input::Probe { ok, error } => self.on_probe(ok, error, now, spec),
@@ -620,6 +640,1353 @@ impl Instance {
                 Some(probe(false, since).map_or(deadline, |p| p.min(deadline)))
             }
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{
+        NO_JITTER, T0, crash, exited, fresh, messages, probe, shape, spawned, spec, spec_with,
+        stopped,
+    };
+
+    /// `ms` after the test origin.
+    fn t(ms: Millis) -> Millis {
+        T0 + ms
+    }
+
+    const STOP: &str = "StopProcess { grace: 7s }";
+
+    /// One scripted step: at `now`, feed the input; expect these effects, then this phase.
+    type Row<'a> = (Millis, Input, &'a [&'a str], Phase);
+
+    /// Runs a script and returns every step's effects.
+    fn run(i: &mut Instance, spec: &AppSpec, script: &[Row<'_>]) -> Vec<Vec<Effect>> {
+        let mut all = Vec::new();
+        for (n, (now, input, want, phase)) in script.iter().enumerate() {
+            let what = format!("step {n}: {input:?} at +{} ms", now - T0);
+            let got = i.step(input.clone(), *now, spec, NO_JITTER);
+            assert_eq!(shape(&got), *want, "{what}");
+            assert_eq!(&i.phase, phase, "{what}");
+            all.push(got);
+        }
+        all
+    }
+
+    fn step(i: &mut Instance, spec: &AppSpec, input: Input, now: Millis) -> Vec<String> {
+        shape(&i.step(input, now, spec, NO_JITTER))
+    }
+
+    /// Spawned at `at`, not probed yet.
+    fn starting(spec: &AppSpec, at: Millis) -> Instance {
+        let mut i = fresh(at);
+        assert_eq!(step(&mut i, spec, Input::Tick, at), ["Spawn"]);
+        assert_eq!(step(&mut i, spec, spawned(at), at), ["Spawned"]);
+        assert_eq!(i.phase, Phase::Starting { since: at });
+        i
+    }
+
+    /// Ready since `at` (spawned 250 ms earlier, first poll ok).
+    fn ready(spec: &AppSpec, at: Millis) -> Instance {
+        let mut i = starting(spec, at - 250);
+        assert_eq!(step(&mut i, spec, Input::Tick, at), ["Probe"]);
+        assert_eq!(step(&mut i, spec, probe(true), at), ["Ready"]);
+        assert_eq!(i.phase, Phase::Ready { since: at });
+        i
+    }
+
+    /// Unhealthy since `at` (ready at `at - 2000`, two failed probes).
+    fn unhealthy(spec: &AppSpec, at: Millis) -> Instance {
+        let mut i = ready(spec, at - 2_000);
+        for (now, want) in [(at - 1_000, vec![]), (at, vec!["Unhealthy"])] {
+            assert_eq!(step(&mut i, spec, Input::Tick, now), ["Probe"]);
+            assert_eq!(step(&mut i, spec, probe(false), now), want);
+        }
+        assert_eq!(i.phase, Phase::Unhealthy { since: at });
+        i
+    }
+
+    /// An instance of slot 0 in `phase` with `crashes` consecutive crashes, built directly.
+    fn in_phase(phase: Phase, crashes: u32) -> Instance {
+        Instance {
+            phase,
+            consecutive_crashes: crashes,
+            ..fresh(t(0))
+        }
+    }
+
+    #[test]
+    fn start_spawns_polls_every_250_ms_and_turns_ready() {
+        let spec = spec();
+        let mut i = fresh(t(0));
+        assert_eq!(i.state_word(), "pending");
+        assert_eq!(i.next_wakeup(&spec), Some(t(0)));
+        let spawning = Phase::Waiting {
+            at: t(0),
+            spawning: true,
+        };
+        let starting = Phase::Starting { since: t(100) };
+        let out = run(
+            &mut i,
+            &spec,
+            &[
+                (t(0), Input::Tick, &["Spawn"], spawning.clone()),
+                // the spawn is under way: no second one
+                (t(50), Input::Tick, &[], spawning.clone()),
+                (t(100), spawned(t(100)), &["Spawned"], starting.clone()),
+                (t(349), Input::Tick, &[], starting.clone()),
+                (t(350), Input::Tick, &["Probe"], starting.clone()),
+                // due again, but the first probe has not answered yet
+                (t(600), Input::Tick, &[], starting.clone()),
+                (t(620), probe(false), &[], starting.clone()),
+                (t(869), Input::Tick, &[], starting.clone()),
+                (t(870), Input::Tick, &["Probe"], starting.clone()),
+                (
+                    t(900),
+                    probe(true),
+                    &["Ready"],
+                    Phase::Ready { since: t(900) },
+                ),
+            ],
+        );
+        assert_eq!(messages(&out[2]), ["started pid 4242 on port 9100"]);
+        assert_eq!(messages(&out[9]), ["ready after 800 ms"]);
+        assert_eq!(i.state_word(), "ready");
+        assert!(i.is_ready());
+        assert_eq!(i.process.as_ref().map(|p| p.pid), Some(4_242));
+        assert_eq!((i.restarts, i.consecutive_crashes), (0, 0));
+    }
+
+    #[test]
+    fn start_timeout_stops_the_jvm_and_counts_as_a_failure() {
+        let spec = spec();
+        let mut i = starting(&spec, t(0));
+        let stopping = Phase::Stopping {
+            since: t(10_000),
+            then: AfterStop::RestartAfterFailure,
+        };
+        let out = run(
+            &mut i,
+            &spec,
+            &[
+                (
+                    t(9_999),
+                    Input::Tick,
+                    &["Probe"],
+                    Phase::Starting { since: t(0) },
+                ),
+                (t(9_999), probe(false), &[], Phase::Starting { since: t(0) }),
+                (
+                    t(10_000),
+                    Input::Tick,
+                    &["StartTimeout", STOP],
+                    stopping.clone(),
+                ),
+                // the stop sequence is not started twice
+                (t(10_500), Input::Tick, &[], stopping),
+                (
+                    t(12_000),
+                    exited(stopped(Some(143), None, t(12_000))),
+                    // first failure: restarted at once
+                    &["Exited", "RestartScheduled", "Spawn"],
+                    Phase::Waiting {
+                        at: t(12_000),
+                        spawning: true,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(messages(&out[2]), ["not ready within start_timeout (10 s)"]);
+        assert_eq!((i.restarts, i.consecutive_crashes), (1, 1));
+        assert_eq!(i.state_word(), "backoff");
+        assert_eq!(i.last_exit.as_ref().map(|e| &e.1), Some(&ExitClass::Clean));
+        assert_eq!(i.process, None);
+
+        // The second start timeout in a row waits `backoff_initial`.
+        run(
+            &mut i,
+            &spec,
+            &[
+                (
+                    t(12_100),
+                    spawned(t(12_100)),
+                    &["Spawned"],
+                    Phase::Starting { since: t(12_100) },
+                ),
+                (
+                    t(22_100),
+                    Input::Tick,
+                    &["StartTimeout", STOP],
+                    Phase::Stopping {
+                        since: t(22_100),
+                        then: AfterStop::RestartAfterFailure,
+                    },
+                ),
+                (
+                    t(22_200),
+                    exited(stopped(Some(143), None, t(22_200))),
+                    &["Exited", "RestartScheduled"],
+                    Phase::Waiting {
+                        at: t(23_200),
+                        spawning: false,
+                    },
+                ),
+            ],
+        );
+        assert_eq!((i.restarts, i.consecutive_crashes), (2, 2));
+        assert_eq!(i.next_wakeup(&spec), Some(t(23_200)));
+        assert_eq!(i.state_word(), "backoff");
+    }
+
+    #[test]
+    fn classify_exits() {
+        let oom = ExitInfo {
+            oom: true,
+            ..crash(Some(3), None, 0)
+        };
+        let hs_err = ExitInfo {
+            hs_err: Some("/w/hs_err_pid42.log".into()),
+            ..crash(None, Some(6), 0)
+        };
+        let killed = ExitInfo {
+            killed_after_timeout: true,
+            ..stopped(None, Some(9), 0)
+        };
+        let table = [
+            (
+                "sigkill from outside",
+                crash(None, Some(9), 0),
+                ExitClass::Signal { signal: 9 },
+            ),
+            (
+                "status 1",
+                crash(Some(1), None, 0),
+                ExitClass::Error { code: 1 },
+            ),
+            ("out of memory", oom.clone(), ExitClass::OutOfMemory),
+            (
+                "oom while stopping",
+                ExitInfo {
+                    stop_requested: true,
+                    ..oom
+                },
+                ExitClass::OutOfMemory,
+            ),
+            (
+                "hs_err",
+                hs_err,
+                ExitClass::JvmCrash {
+                    hs_err: "/w/hs_err_pid42.log".into(),
+                },
+            ),
+            (
+                "status 0 unasked",
+                crash(Some(0), None, 0),
+                ExitClass::Completed,
+            ),
+            (
+                "status 0 asked",
+                stopped(Some(0), None, 0),
+                ExitClass::Clean,
+            ),
+            (
+                "143 after our SIGTERM",
+                stopped(Some(143), None, 0),
+                ExitClass::Clean,
+            ),
+            (
+                "130 after our SIGINT",
+                stopped(Some(130), None, 0),
+                ExitClass::Clean,
+            ),
+            (
+                "SIGTERM we sent",
+                stopped(None, Some(15), 0),
+                ExitClass::Clean,
+            ),
+            (
+                "SIGINT we sent",
+                stopped(None, Some(2), 0),
+                ExitClass::Clean,
+            ),
+            (
+                "143 nobody asked for",
+                crash(Some(143), None, 0),
+                ExitClass::Error { code: 143 },
+            ),
+            (
+                "SIGTERM from outside",
+                crash(None, Some(15), 0),
+                ExitClass::Signal { signal: 15 },
+            ),
+            (
+                "status 1 while stopping",
+                stopped(Some(1), None, 0),
+                ExitClass::Error { code: 1 },
+            ),
+            (
+                "killed after stop_timeout",
+                killed,
+                ExitClass::KilledAfterTimeout,
+            ),
+            (
+                "nothing reported",
+                crash(None, None, 0),
+                ExitClass::Error { code: -1 },
+            ),
+        ];
+        for (name, exit, want) in table {
+            assert_eq!(classify(&exit), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn describe_exit_classes() {
+        let table = [
+            (ExitClass::Clean, "stopped cleanly"),
+            (
+                ExitClass::KilledAfterTimeout,
+                "killed (SIGKILL) after stop_timeout",
+            ),
+            (
+                ExitClass::Completed,
+                "exited with status 0 without being asked to",
+            ),
+            (ExitClass::Error { code: 3 }, "exited with status 3"),
+            (ExitClass::Signal { signal: 9 }, "killed by signal 9"),
+            (
+                ExitClass::OutOfMemory,
+                "ran out of memory (java.lang.OutOfMemoryError)",
+            ),
+            (
+                ExitClass::JvmCrash {
+                    hs_err: "h.log".into(),
+                },
+                "JVM crashed (see h.log)",
+            ),
+        ];
+        for (class, want) in table {
+            assert_eq!(class.describe(), want);
+        }
+    }
+
+    #[test]
+    fn a_crash_is_classified_and_restarted_at_once() {
+        let spec = spec();
+        let oom = ExitInfo {
+            oom: true,
+            ..crash(Some(3), None, 0)
+        };
+        let hs_err = ExitInfo {
+            hs_err: Some("hs_err_pid4242.log".into()),
+            ..crash(None, Some(6), 0)
+        };
+        let table = [
+            (
+                crash(None, Some(9), 0),
+                ExitClass::Signal { signal: 9 },
+                "pid 4242 killed by signal 9",
+            ),
+            (
+                crash(Some(1), None, 0),
+                ExitClass::Error { code: 1 },
+                "pid 4242 exited with status 1",
+            ),
+            (
+                oom,
+                ExitClass::OutOfMemory,
+                "pid 4242 ran out of memory (java.lang.OutOfMemoryError)",
+            ),
+            (
+                hs_err,
+                ExitClass::JvmCrash {
+                    hs_err: "hs_err_pid4242.log".into(),
+                },
+                "pid 4242 JVM crashed (see hs_err_pid4242.log)",
+            ),
+            (
+                crash(Some(0), None, 0),
+                ExitClass::Completed,
+                "pid 4242 exited with status 0 without being asked to",
+            ),
+        ];
+        let builders: [(&str, fn(&AppSpec, Millis) -> Instance); 3] = [
+            ("starting", starting),
+            ("ready", ready),
+            ("unhealthy", unhealthy),
+        ];
+        for (from, build) in builders {
+            for (exit, class, message) in &table {
+                let now = t(60_000);
+                let mut i = build(&spec, t(50_000));
+                let out = i.step(exited(exit.clone()), now, &spec, NO_JITTER);
+                let what = format!("{class:?} while {from}");
+                assert_eq!(
+                    shape(&out),
+                    ["Exited", "RestartScheduled", "Spawn"],
+                    "{what}"
+                );
+                assert_eq!(messages(&out), [*message, "restart #1 in 0 ms"], "{what}");
+                let spawning = Phase::Waiting {
+                    at: now,
+                    spawning: true,
+                };
+                assert_eq!(i.phase, spawning, "{what}");
+                assert_eq!(i.last_exit.as_ref().map(|e| &e.1), Some(class), "{what}");
+                assert_eq!(i.process, None, "{what}");
+                assert_eq!((i.restarts, i.consecutive_crashes), (1, 1), "{what}");
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_crashes_back_off_and_show_a_crash_loop_once() {
+        let spec = spec();
+        // (crash in a row, delay in ms with jitter 0.5, CrashLoop note, state word while waiting)
+        let table = [
+            (1, 0, false, "backoff"),
+            (2, 1_000, false, "backoff"),
+            (3, 2_000, true, "crash-loop"),
+            (4, 4_000, false, "crash-loop"),
+            (5, 8_000, false, "crash-loop"),
+            (6, 16_000, false, "crash-loop"),
+            (7, 32_000, false, "crash-loop"),
+            (8, 60_000, false, "crash-loop"), // capped by backoff_max
+            (9, 60_000, false, "crash-loop"),
+        ];
+        let mut now = t(0);
+        let mut i = starting(&spec, now);
+        let mut crash_loop_notes = 0;
+        for (n, delay, loop_note, word) in table {
+            now += 500;
+            let out = i.step(exited(crash(Some(1), None, now)), now, &spec, NO_JITTER);
+            let mut want = vec!["Exited"];
+            if loop_note {
+                want.push("CrashLoop");
+            }
+            want.push("RestartScheduled");
+            if delay == 0 {
+                want.push("Spawn");
+            }
+            assert_eq!(shape(&out), want, "crash {n}");
+            assert_eq!(
+                messages(&out).last().map(String::as_str),
+                Some(format!("restart #{n} in {delay} ms").as_str()),
+                "crash {n}"
+            );
+            crash_loop_notes += shape(&out).iter().filter(|k| *k == "CrashLoop").count();
+            let waiting = Phase::Waiting {
+                at: now + delay,
+                spawning: delay == 0,
+            };
+            assert_eq!(i.phase, waiting, "crash {n}");
+            assert_eq!((i.consecutive_crashes, i.restarts), (n, n), "crash {n}");
+            assert_eq!(i.state_word(), word, "crash {n}");
+            if delay > 0 {
+                assert_eq!(i.next_wakeup(&spec), Some(now + delay), "crash {n}");
+                assert!(step(&mut i, &spec, Input::Tick, now + delay - 1).is_empty());
+                now += delay;
+                assert_eq!(
+                    step(&mut i, &spec, Input::Tick, now),
+                    ["Spawn"],
+                    "crash {n}"
+                );
+            }
+            now += 100;
+            assert_eq!(step(&mut i, &spec, spawned(now), now), ["Spawned"]);
+            assert_eq!(i.state_word(), "starting");
+        }
+        assert_eq!(crash_loop_notes, 1);
+    }
+
+    #[test]
+    fn the_restart_delay_uses_the_given_jitter() {
+        let spec = spec();
+        for (jitter, want) in [(0.0, 800), (0.25, 900), (0.5, 1_000), (0.75, 1_100)] {
+            // twice: same inputs, same answer
+            for _ in 0..2 {
+                let mut i = starting(&spec, t(0));
+                i.step(exited(crash(Some(1), None, t(1))), t(1), &spec, jitter);
+                i.step(spawned(t(2)), t(2), &spec, jitter);
+                i.step(exited(crash(Some(1), None, t(3))), t(3), &spec, jitter);
+                let waiting = Phase::Waiting {
+                    at: t(3 + want),
+                    spawning: false,
+                };
+                assert_eq!(i.phase, waiting, "jitter {jitter}");
+            }
+        }
+    }
+
+    #[test]
+    fn backoff_resets_after_reset_after_of_health() {
+        let spec = spec();
+        // (ready for, then a crash: its effects and restart delay)
+        let table: [(Millis, &[&str], Millis); 3] = [
+            (1_000, &["Exited", "RestartScheduled"], 4_000),
+            (29_000, &["Exited", "RestartScheduled"], 4_000),
+            (30_000, &["Exited", "RestartScheduled", "Spawn"], 0),
+        ];
+        for (ready_for, want, delay) in table {
+            // Three crashes in a row, then ready at `r`.
+            let mut i = starting(&spec, t(0));
+            for (at, out) in [(100, ["Exited", "RestartScheduled", "Spawn"].as_slice())] {
+                assert_eq!(
+                    step(&mut i, &spec, exited(crash(Some(1), None, t(at))), t(at)),
+                    out
+                );
+            }
+            step(&mut i, &spec, spawned(t(200)), t(200));
+            step(&mut i, &spec, exited(crash(Some(1), None, t(300))), t(300));
+            assert_eq!(step(&mut i, &spec, Input::Tick, t(1_300)), ["Spawn"]);
+            step(&mut i, &spec, spawned(t(1_400)), t(1_400));
+            step(
+                &mut i,
+                &spec,
+                exited(crash(Some(1), None, t(1_500))),
+                t(1_500),
+            );
+            assert_eq!(step(&mut i, &spec, Input::Tick, t(3_500)), ["Spawn"]);
+            step(&mut i, &spec, spawned(t(3_600)), t(3_600));
+            assert_eq!(step(&mut i, &spec, Input::Tick, t(3_850)), ["Probe"]);
+            assert_eq!(step(&mut i, &spec, probe(true), t(3_850)), ["Ready"]);
+            let r = t(3_850);
+            assert_eq!(i.consecutive_crashes, 3);
+
+            let mut resets = 0;
+            for k in 1..=ready_for / 1_000 {
+                let now = r + k * 1_000;
+                assert_eq!(i.next_wakeup(&spec), Some(now), "ready for {k} s");
+                let out = step(&mut i, &spec, Input::Tick, now);
+                if now >= r + 30_000 {
+                    assert_eq!(out, ["BackoffReset", "Probe"], "ready for {k} s");
+                    resets += 1;
+                } else {
+                    assert_eq!(out, ["Probe"], "ready for {k} s");
+                }
+                assert!(step(&mut i, &spec, probe(true), now).is_empty());
+            }
+            assert_eq!(resets, usize::from(ready_for >= 30_000));
+            let crashes_left = if ready_for >= 30_000 { 0 } else { 3 };
+            assert_eq!(i.consecutive_crashes, crashes_left, "ready for {ready_for}");
+
+            let now = r + ready_for + 500;
+            let out = step(&mut i, &spec, exited(crash(None, Some(9), now)), now);
+            assert_eq!(out, want, "ready for {ready_for}");
+            let waiting = Phase::Waiting {
+                at: now + delay,
+                spawning: delay == 0,
+            };
+            assert_eq!(i.phase, waiting, "ready for {ready_for}");
+        }
+    }
+
+    #[test]
+    fn max_restarts_gives_up() {
+        for max in [0, 1, 2, 5] {
+            let spec = spec_with(&[(
+                "reset_after = \"30s\"",
+                &format!("reset_after = \"30s\"\nmax_restarts = {max}"),
+            )]);
+            assert_eq!(spec.restart.max_restarts, Some(max));
+            let mut now = t(0);
+            let mut i = starting(&spec, now);
+            for n in 0..max {
+                now += 100;
+                let out = step(&mut i, &spec, exited(crash(Some(1), None, now)), now);
+                assert!(
+                    out.contains(&"RestartScheduled".to_string()),
+                    "max {max}, crash {n}"
+                );
+                if let Phase::Waiting {
+                    at,
+                    spawning: false,
+                } = i.phase
+                {
+                    now = at;
+                    assert_eq!(step(&mut i, &spec, Input::Tick, now), ["Spawn"]);
+                }
+                step(&mut i, &spec, spawned(now), now);
+            }
+            now += 100;
+            let out = i.step(exited(crash(Some(1), None, now)), now, &spec, NO_JITTER);
+            assert_eq!(shape(&out), ["Exited", "GaveUp"], "max {max}");
+            let reason = format!("gave up after {max} restarts (max_restarts)");
+            assert_eq!(messages(&out)[1], reason);
+            assert_eq!(i.phase, Phase::Failed { reason }, "max {max}");
+            assert_eq!(i.restarts, max);
+            assert_eq!(i.state_word(), "failed");
+            assert_eq!(i.next_wakeup(&spec), None);
+            assert!(step(&mut i, &spec, Input::Tick, now + 86_400_000).is_empty());
+
+            // Only a user start brings it back.
+            assert!(step(&mut i, &spec, Input::Start, now + 1).is_empty());
+            let pending = Phase::Waiting {
+                at: now + 1,
+                spawning: false,
+            };
+            assert_eq!(i.phase, pending);
+            assert_eq!(i.state_word(), "pending");
+            assert_eq!(step(&mut i, &spec, Input::Tick, now + 1), ["Spawn"]);
+        }
+    }
+
+    #[test]
+    fn stop_sequence_then_exit() {
+        let spec = spec();
+        let killed = ExitInfo {
+            killed_after_timeout: true,
+            ..stopped(None, Some(9), 0)
+        };
+        let spawn_now = |now| Phase::Waiting {
+            at: now,
+            spawning: true,
+        };
+        let stopped_phase = |_| Phase::Stopped;
+        // (then, exit, effects of the exit, phase after it, class, restarts)
+        type After = fn(Millis) -> Phase;
+        let table: [(AfterStop, ExitInfo, &[&str], After, ExitClass, u32); 8] = [
+            (
+                AfterStop::Halt,
+                stopped(Some(143), None, 0),
+                &["Exited", "Stopped"],
+                stopped_phase,
+                ExitClass::Clean,
+                0,
+            ),
+            (
+                AfterStop::Halt,
+                stopped(Some(130), None, 0),
+                &["Exited", "Stopped"],
+                stopped_phase,
+                ExitClass::Clean,
+                0,
+            ),
+            (
+                AfterStop::Halt,
+                stopped(Some(0), None, 0),
+                &["Exited", "Stopped"],
+                stopped_phase,
+                ExitClass::Clean,
+                0,
+            ),
+            (
+                AfterStop::Halt,
+                stopped(None, Some(15), 0),
+                &["Exited", "Stopped"],
+                stopped_phase,
+                ExitClass::Clean,
+                0,
+            ),
+            (
+                AfterStop::Halt,
+                killed,
+                &["Exited", "Stopped"],
+                stopped_phase,
+                ExitClass::KilledAfterTimeout,
+                0,
+            ),
+            (
+                AfterStop::Restart,
+                stopped(Some(143), None, 0),
+                &["Exited", "Spawn"],
+                spawn_now,
+                ExitClass::Clean,
+                0,
+            ),
+            (
+                AfterStop::Remove,
+                stopped(Some(143), None, 0),
+                &["Exited", "Forget"],
+                stopped_phase,
+                ExitClass::Clean,
+                0,
+            ),
+            (
+                AfterStop::RestartAfterFailure,
+                stopped(Some(143), None, 0),
+                &["Exited", "RestartScheduled", "Spawn"],
+                spawn_now,
+                ExitClass::Clean,
+                1,
+            ),
+        ];
+        let builders: [(&str, fn(&AppSpec, Millis) -> Instance); 3] = [
+            ("starting", starting),
+            ("ready", ready),
+            ("unhealthy", unhealthy),
+        ];
+        for (from, build) in builders {
+            for (then, exit, want, phase, class, restarts) in &table {
+                let what = format!("{then:?} from {from}, {class:?}");
+                let mut i = build(&spec, t(50_000));
+                let stopping = Phase::Stopping {
+                    since: t(60_000),
+                    then: *then,
+                };
+                run(
+                    &mut i,
+                    &spec,
+                    &[
+                        (
+                            t(60_000),
+                            Input::Stop { then: *then },
+                            &["Stopping", STOP],
+                            stopping.clone(),
+                        ),
+                        // the shim owns the SIGKILL deadline: no timer here
+                        (t(600_000), Input::Tick, &[], stopping),
+                    ],
+                );
+                assert_eq!(i.state_word(), "stopping", "{what}");
+                assert_eq!(i.next_wakeup(&spec), None, "{what}");
+                let now = t(600_001);
+                assert_eq!(
+                    step(&mut i, &spec, exited(exit.clone()), now),
+                    *want,
+                    "{what}"
+                );
+                assert_eq!(i.phase, phase(now), "{what}");
+                assert_eq!(i.last_exit.as_ref().map(|e| &e.1), Some(class), "{what}");
+                assert_eq!(i.restarts, *restarts, "{what}");
+                assert_eq!(i.process, None, "{what}");
+                if i.phase == Phase::Stopped {
+                    assert_eq!(i.next_wakeup(&spec), None, "{what}");
+                    assert!(step(&mut i, &spec, Input::Tick, now + 86_400_000).is_empty());
+                    assert_eq!(i.phase, Phase::Stopped, "{what}: no restart");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stop_and_start_when_no_process_runs() {
+        let spec = spec();
+        let now = t(9_000);
+        let pending = || {
+            in_phase(
+                Phase::Waiting {
+                    at: t(0),
+                    spawning: false,
+                },
+                0,
+            )
+        };
+        let backoff = || {
+            in_phase(
+                Phase::Waiting {
+                    at: t(20_000),
+                    spawning: false,
+                },
+                2,
+            )
+        };
+        let failed = || {
+            in_phase(
+                Phase::Failed {
+                    reason: "gave up".into(),
+                },
+                4,
+            )
+        };
+        let stopping = |then| in_phase(Phase::Stopping { since: t(5), then }, 0);
+        let waiting_now = Phase::Waiting {
+            at: now,
+            spawning: false,
+        };
+        let halt = Input::Stop {
+            then: AfterStop::Halt,
+        };
+        let remove = Input::Stop {
+            then: AfterStop::Remove,
+        };
+        let restart = Input::Stop {
+            then: AfterStop::Restart,
+        };
+        let table: Vec<(&str, Instance, Input, &[&str], Phase, &str)> = vec![
+            (
+                "pending + halt",
+                pending(),
+                halt.clone(),
+                &["Stopped"],
+                Phase::Stopped,
+                "stopped",
+            ),
+            (
+                "pending + remove",
+                pending(),
+                remove.clone(),
+                &["Forget"],
+                Phase::Stopped,
+                "stopped",
+            ),
+            (
+                "pending + restart",
+                pending(),
+                restart.clone(),
+                &[],
+                waiting_now.clone(),
+                "pending",
+            ),
+            (
+                "backoff + halt",
+                backoff(),
+                halt.clone(),
+                &["Stopped"],
+                Phase::Stopped,
+                "stopped",
+            ),
+            // a restart skips the rest of the backoff wait
+            (
+                "backoff + restart",
+                backoff(),
+                restart.clone(),
+                &[],
+                waiting_now.clone(),
+                "backoff",
+            ),
+            (
+                "stopped + halt",
+                in_phase(Phase::Stopped, 0),
+                halt.clone(),
+                &["Stopped"],
+                Phase::Stopped,
+                "stopped",
+            ),
+            (
+                "stopped + start",
+                in_phase(Phase::Stopped, 0),
+                Input::Start,
+                &[],
+                waiting_now.clone(),
+                "pending",
+            ),
+            (
+                "failed + start",
+                failed(),
+                Input::Start,
+                &[],
+                waiting_now.clone(),
+                "pending",
+            ),
+            (
+                "failed + remove",
+                failed(),
+                remove.clone(),
+                &["Forget"],
+                Phase::Stopped,
+                "stopped",
+            ),
+            (
+                "starting + start",
+                in_phase(Phase::Starting { since: t(1) }, 0),
+                Input::Start,
+                &[],
+                Phase::Starting { since: t(1) },
+                "starting",
+            ),
+            (
+                "ready + start",
+                in_phase(Phase::Ready { since: t(1) }, 0),
+                Input::Start,
+                &[],
+                Phase::Ready { since: t(1) },
+                "ready",
+            ),
+            // start while stopping: run again after the exit
+            (
+                "stopping(halt) + start",
+                stopping(AfterStop::Halt),
+                Input::Start,
+                &[],
+                Phase::Stopping {
+                    since: t(5),
+                    then: AfterStop::Restart,
+                },
+                "stopping",
+            ),
+            (
+                "stopping(remove) + start",
+                stopping(AfterStop::Remove),
+                Input::Start,
+                &[],
+                Phase::Stopping {
+                    since: t(5),
+                    then: AfterStop::Remove,
+                },
+                "stopping",
+            ),
+            // already stopping: only the follow-up changes, the sequence is not restarted
+            (
+                "stopping(halt) + remove",
+                stopping(AfterStop::Halt),
+                remove.clone(),
+                &[],
+                Phase::Stopping {
+                    since: t(5),
+                    then: AfterStop::Remove,
+                },
+                "stopping",
+            ),
+        ];
+        for (name, mut i, input, want, phase, word) in table {
+            assert_eq!(step(&mut i, &spec, input, now), want, "{name}");
+            assert_eq!(i.phase, phase, "{name}");
+            assert_eq!(i.state_word(), word, "{name}");
+            if i.phase == waiting_now {
+                assert_eq!(i.next_wakeup(&spec), Some(now), "{name}");
+                assert_eq!(step(&mut i, &spec, Input::Tick, now), ["Spawn"], "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_stop_during_the_spawn_is_carried_out_when_the_spawn_reports() {
+        let spec = spec();
+        let failed_spawn = || Input::SpawnFailed {
+            error: "no free port".into(),
+        };
+        // (follow-up, what the spawn reports, effects, phase after)
+        let table: Vec<(AfterStop, Input, &[&str], Phase)> = vec![
+            (
+                AfterStop::Halt,
+                spawned(t(20)),
+                &["Spawned", "Stopping", STOP],
+                Phase::Stopping {
+                    since: t(20),
+                    then: AfterStop::Halt,
+                },
+            ),
+            (
+                AfterStop::Remove,
+                spawned(t(20)),
+                &["Spawned", "Stopping", STOP],
+                Phase::Stopping {
+                    since: t(20),
+                    then: AfterStop::Remove,
+                },
+            ),
+            (
+                AfterStop::Restart,
+                spawned(t(20)),
+                &["Spawned", "Stopping", STOP],
+                Phase::Stopping {
+                    since: t(20),
+                    then: AfterStop::Restart,
+                },
+            ),
+            (
+                AfterStop::Halt,
+                failed_spawn(),
+                &["SpawnFailed", "Stopped"],
+                Phase::Stopped,
+            ),
+            (
+                AfterStop::Remove,
+                failed_spawn(),
+                &["SpawnFailed", "Forget"],
+                Phase::Stopped,
+            ),
+            // a restart was wanted anyway: the failed spawn counts like any other
+            (
+                AfterStop::Restart,
+                failed_spawn(),
+                &["SpawnFailed", "RestartScheduled", "Spawn"],
+                Phase::Waiting {
+                    at: t(20),
+                    spawning: true,
+                },
+            ),
+        ];
+        for (then, report, want, phase) in table {
+            let what = format!("{then:?}, {report:?}");
+            let mut i = fresh(t(0));
+            assert_eq!(step(&mut i, &spec, Input::Tick, t(0)), ["Spawn"]);
+            assert!(
+                step(&mut i, &spec, Input::Stop { then }, t(10)).is_empty(),
+                "{what}"
+            );
+            assert_eq!(i.phase, Phase::Stopping { since: t(10), then }, "{what}");
+            assert_eq!(step(&mut i, &spec, report, t(20)), want, "{what}");
+            assert_eq!(i.phase, phase, "{what}");
+            let restarts = u32::from(matches!(i.phase, Phase::Waiting { .. }));
+            assert_eq!(i.restarts, restarts, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_failed_spawn_is_retried_like_a_crash() {
+        let spec = spec();
+        let mut i = fresh(t(0));
+        let failed = || Input::SpawnFailed {
+            error: "no free port in 9100-9199".into(),
+        };
+        let out = run(
+            &mut i,
+            &spec,
+            &[
+                (
+                    t(0),
+                    Input::Tick,
+                    &["Spawn"],
+                    Phase::Waiting {
+                        at: t(0),
+                        spawning: true,
+                    },
+                ),
+                (
+                    t(10),
+                    failed(),
+                    &["SpawnFailed", "RestartScheduled", "Spawn"],
+                    Phase::Waiting {
+                        at: t(10),
+                        spawning: true,
+                    },
+                ),
+                (
+                    t(20),
+                    failed(),
+                    &["SpawnFailed", "RestartScheduled"],
+                    Phase::Waiting {
+                        at: t(1_020),
+                        spawning: false,
+                    },
+                ),
+            ],
+        );
+        assert_eq!(
+            messages(&out[1])[0],
+            "could not start: no free port in 9100-9199"
+        );
+        assert_eq!(i.state_word(), "backoff");
+    }
+
+    #[test]
+    fn failed_checks_must_be_consecutive_to_turn_unhealthy() {
+        let spec = spec();
+        assert_eq!(spec.health.failures, 2);
+        // (probe results, one per interval; index of the one that turns the instance unhealthy)
+        let table: [(&[bool], Option<usize>); 7] = [
+            (&[true, true, true], None),
+            (&[false], None),
+            (&[false, false], Some(1)),
+            (&[false, true, false], None),
+            (&[false, true, false, false], Some(3)),
+            (&[true, true, false, true, false, true], None),
+            (&[true, false, false], Some(2)),
+        ];
+        for (results, turns) in table {
+            let r = t(10_000);
+            let mut i = ready(&spec, r);
+            for (k, ok) in results.iter().enumerate() {
+                let now = r + 1_000 * (k as Millis + 1);
+                let what = format!("{results:?}, probe {k}");
+                assert_eq!(i.next_wakeup(&spec), Some(now), "{what}");
+                assert_eq!(step(&mut i, &spec, Input::Tick, now), ["Probe"], "{what}");
+                let out = i.step(probe(*ok), now, &spec, NO_JITTER);
+                if turns == Some(k) {
+                    assert_eq!(shape(&out), ["Unhealthy"], "{what}");
+                    assert_eq!(
+                        messages(&out),
+                        ["unhealthy after 2 failed checks: HTTP 503"]
+                    );
+                    assert_eq!(i.phase, Phase::Unhealthy { since: now }, "{what}");
+                    assert_eq!(i.state_word(), "unhealthy");
+                    assert!(!i.is_ready());
+                } else {
+                    assert!(out.is_empty(), "{what}");
+                    assert_eq!(i.phase, Phase::Ready { since: r }, "{what}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unhealthy_recovers_on_the_first_good_check() {
+        let spec = spec();
+        let u = t(10_000);
+        let mut i = unhealthy(&spec, u);
+        let out = run(
+            &mut i,
+            &spec,
+            &[
+                (u + 999, Input::Tick, &[], Phase::Unhealthy { since: u }),
+                (
+                    u + 1_000,
+                    Input::Tick,
+                    &["Probe"],
+                    Phase::Unhealthy { since: u },
+                ),
+                (u + 1_000, probe(false), &[], Phase::Unhealthy { since: u }),
+                (
+                    u + 2_000,
+                    Input::Tick,
+                    &["Probe"],
+                    Phase::Unhealthy { since: u },
+                ),
+                (
+                    u + 2_000,
+                    probe(true),
+                    &["Recovered"],
+                    Phase::Ready { since: u + 2_000 },
+                ),
+            ],
+        );
+        assert_eq!(messages(&out[4]), ["healthy again"]);
+        assert_eq!(i.next_wakeup(&spec), Some(u + 3_000));
+        assert_eq!(i.probes.consecutive_failures, 0);
+    }
+
+    #[test]
+    fn unhealthy_too_long_is_restarted_as_a_failure() {
+        let spec = spec();
+        let u = t(10_000);
+        let mut i = unhealthy(&spec, u);
+        let mut script: Vec<Row<'_>> = Vec::new();
+        for k in 1..=4 {
+            script.push((
+                u + k * 1_000,
+                Input::Tick,
+                &["Probe"],
+                Phase::Unhealthy { since: u },
+            ));
+            script.push((
+                u + k * 1_000,
+                probe(false),
+                &[],
+                Phase::Unhealthy { since: u },
+            ));
+        }
+        script.push((u + 4_999, Input::Tick, &[], Phase::Unhealthy { since: u }));
+        let stopping = Phase::Stopping {
+            since: u + 5_000,
+            then: AfterStop::RestartAfterFailure,
+        };
+        script.push((
+            u + 5_000,
+            Input::Tick,
+            &["UnhealthyRestart", STOP],
+            stopping.clone(),
+        ));
+        // a late probe answer changes nothing
+        script.push((u + 5_100, probe(true), &[], stopping));
+        script.push((
+            u + 6_000,
+            exited(stopped(Some(143), None, u + 6_000)),
+            &["Exited", "RestartScheduled", "Spawn"],
+            Phase::Waiting {
+                at: u + 6_000,
+                spawning: true,
+            },
+        ));
+        let out = run(&mut i, &spec, &script);
+        assert_eq!(
+            messages(&out[9]),
+            ["unhealthy for 5 s (unhealthy_restart_after): restarting"]
+        );
+        assert_eq!((i.restarts, i.consecutive_crashes), (1, 1));
+    }
+
+    #[test]
+    fn next_wakeup_is_the_earliest_deadline_and_a_tick_then_acts() {
+        let spec = spec();
+        let (s, r, u) = (t(1_000), t(2_000), t(3_000));
+        let with = |phase: Phase, crashes: u32, last_probe: Option<Millis>, in_flight: bool| {
+            let mut i = in_phase(phase, crashes);
+            i.probes.last_probe_at = last_probe;
+            i.probe_in_flight = in_flight;
+            i
+        };
+        let waiting = |at, spawning| Phase::Waiting { at, spawning };
+        let table = [
+            ("new", fresh(t(0)), Some(t(0))),
+            (
+                "backoff",
+                with(waiting(t(5_000), false), 2, None, false),
+                Some(t(5_000)),
+            ),
+            ("spawning", with(waiting(t(0), true), 0, None, false), None),
+            (
+                "starting, first poll",
+                with(Phase::Starting { since: s }, 0, None, false),
+                Some(s + 250),
+            ),
+            (
+                "starting, polled at +1 s",
+                with(Phase::Starting { since: s }, 0, Some(s + 1_000), false),
+                Some(s + 1_250),
+            ),
+            // a probe from before the start (an older process) does not count
+            (
+                "starting, old probe",
+                with(Phase::Starting { since: s }, 0, Some(s - 100), false),
+                Some(s + 250),
+            ),
+            (
+                "starting, probe in flight",
+                with(Phase::Starting { since: s }, 0, Some(s + 1_000), true),
+                Some(s + 10_000),
+            ),
+            (
+                "starting, next poll after the deadline",
+                with(Phase::Starting { since: s }, 0, Some(s + 9_900), false),
+                Some(s + 10_000),
+            ),
+            (
+                "ready",
+                with(Phase::Ready { since: r }, 0, Some(r), false),
+                Some(r + 1_000),
+            ),
+            (
+                "ready, probe in flight",
+                with(Phase::Ready { since: r }, 0, Some(r), true),
+                None,
+            ),
+            (
+                "ready after crashes",
+                with(Phase::Ready { since: r }, 3, Some(r), false),
+                Some(r + 1_000),
+            ),
+            (
+                "ready after crashes, probe in flight",
+                with(Phase::Ready { since: r }, 3, Some(r), true),
+                Some(r + 30_000),
+            ),
+            (
+                "ready after crashes, reset before the next probe",
+                with(Phase::Ready { since: r }, 1, Some(r + 29_500), false),
+                Some(r + 30_000),
+            ),
+            (
+                "unhealthy",
+                with(Phase::Unhealthy { since: u }, 0, Some(u), false),
+                Some(u + 1_000),
+            ),
+            (
+                "unhealthy, probe in flight",
+                with(Phase::Unhealthy { since: u }, 0, Some(u), true),
+                Some(u + 5_000),
+            ),
+            (
+                "stopping",
+                with(
+                    Phase::Stopping {
+                        since: s,
+                        then: AfterStop::Halt,
+                    },
+                    0,
+                    None,
+                    false,
+                ),
+                None,
+            ),
+            ("stopped", with(Phase::Stopped, 0, None, false), None),
+            (
+                "failed",
+                with(Phase::Failed { reason: "x".into() }, 9, None, false),
+                None,
+            ),
+        ];
+        for (name, i, want) in table {
+            assert_eq!(i.next_wakeup(&spec), want, "{name}");
+            match want {
+                Some(at) => {
+                    // nothing happens a millisecond early, something happens on time
+                    let mut early = i.clone();
+                    assert!(
+                        step(&mut early, &spec, Input::Tick, at - 1).is_empty(),
+                        "{name}"
+                    );
+                    assert_eq!(early, i, "{name}: an early tick changed the instance");
+                    let mut on_time = i.clone();
+                    assert!(
+                        !step(&mut on_time, &spec, Input::Tick, at).is_empty(),
+                        "{name}"
+                    );
+                }
+                None => {
+                    let mut later = i.clone();
+                    let day = 86_400_000;
+                    assert!(
+                        step(&mut later, &spec, Input::Tick, t(day)).is_empty(),
+                        "{name}"
+                    );
+                    assert_eq!(later, i, "{name}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn state_words() {
+        let table = [
+            (
+                Phase::Waiting {
+                    at: 0,
+                    spawning: false,
+                },
+                0,
+                "pending",
+            ),
+            (
+                Phase::Waiting {
+                    at: 0,
+                    spawning: true,
+                },
+                0,
+                "pending",
+            ),
+            (
+                Phase::Waiting {
+                    at: 0,
+                    spawning: false,
+                },
+                1,
+                "backoff",
+            ),
+            (
+                Phase::Waiting {
+                    at: 0,
+                    spawning: true,
+                },
+                2,
+                "backoff",
+            ),
+            (
+                Phase::Waiting {
+                    at: 0,
+                    spawning: false,
+                },
+                3,
+                "crash-loop",
+            ),
+            (
+                Phase::Waiting {
+                    at: 0,
+                    spawning: false,
+                },
+                7,
+                "crash-loop",
+            ),
+            (Phase::Starting { since: 0 }, 5, "starting"),
+            (Phase::Ready { since: 0 }, 5, "ready"),
+            (Phase::Unhealthy { since: 0 }, 0, "unhealthy"),
+            (
+                Phase::Stopping {
+                    since: 0,
+                    then: AfterStop::Restart,
+                },
+                0,
+                "stopping",
+            ),
+            (Phase::Stopped, 3, "stopped"),
+            (Phase::Failed { reason: "x".into() }, 3, "failed"),
+        ];
+        for (phase, crashes, want) in table {
+            let i = in_phase(phase.clone(), crashes);
+            assert_eq!(i.state_word(), want, "{phase:?} after {crashes} crashes");
         }
     }
 }

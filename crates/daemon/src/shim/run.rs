@@ -84,11 +84,11 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         let w = RotatingWriter::open(&launch.stdout_log, launch.log_max_size, launch.log_keep)?;
-        pumps.push(pump(out, w, None));
+        pumps.push(pump(out, w, shared.clone()));
     }
     if let Some(err) = child.stderr.take() {
         let w = RotatingWriter::open(&launch.stderr_log, launch.log_max_size, launch.log_keep)?;
-        pumps.push(pump(err, w, Some(shared.clone())));
+        pumps.push(pump(err, w, shared.clone()));
     }
 
     {
@@ -138,23 +138,30 @@ fn report_spawn_failure(listener: &std::os::unix::net::UnixListener, error: &str
     }
 }
 
+const OOM_MARKER: &[u8] = b"java.lang.OutOfMemoryError";
+
+/// Copies one stream of the JVM into its log, watching for the OOM marker (HotSpot prints
+/// "Terminating due to java.lang.OutOfMemoryError" on stdout, stack traces go to stderr).
 fn pump(
     mut src: impl Read + Send + 'static,
     mut dst: RotatingWriter,
-    oom: Option<Arc<Shared>>,
+    shared: Arc<Shared>,
 ) -> thread::JoinHandle<()> {
     thread::spawn(move || {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = vec![0u8; 16 * 1024];
+        // The end of the previous chunk, so a marker split across two reads is still seen.
+        let mut carry: Vec<u8> = Vec::with_capacity(OOM_MARKER.len() * 2);
         loop {
             match src.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let chunk = &buf[..n];
-                    if let Some(shared) = &oom
-                        && contains(chunk, b"java.lang.OutOfMemoryError")
-                    {
+                    carry.extend_from_slice(&chunk[..chunk.len().min(OOM_MARKER.len())]);
+                    if contains(chunk, OOM_MARKER) || contains(&carry, OOM_MARKER) {
                         shared.oom.store(true, Ordering::SeqCst);
                     }
+                    carry.clear();
+                    carry.extend_from_slice(&chunk[chunk.len().saturating_sub(OOM_MARKER.len())..]);
                     if dst.write_chunk(chunk).is_err() {
                         // Disk trouble: keep draining so the JVM never blocks on a full pipe.
                         continue;

@@ -107,3 +107,27 @@ fn down_stops_every_instance_and_the_daemon() {
         "leftover processes"
     );
 }
+
+#[test]
+fn doctor_lists_the_jdks_of_this_host() {
+    let fleet = Fleet::new(1);
+    let json: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["doctor", "-o", "json"])).expect("doctor -o json");
+    let jdks = json["jdks"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !jdks.is_empty(),
+        "no JDK found: install one (apt-get install -y openjdk-17-jdk-headless)"
+    );
+    assert!(jdks.iter().all(|j| {
+        j["home"]
+            .as_str()
+            .is_some_and(|h| std::path::Path::new(h).join("bin/java").exists())
+    }));
+    assert_eq!(json["state_dir_writable"], true);
+    assert!(json["daemon"].is_null());
+    let table = fleet.ok(&["doctor"]);
+    assert!(
+        table.contains("Java installations") && table.contains("daemon: not running"),
+        "{table}"
+    );
+}

@@ -5,7 +5,9 @@ mod fixture;
 mod harness;
 
 mod api;
+mod crashes;
 mod errors;
+mod foreground;
 mod logs;
 mod readopt;
 mod supervise;

@@ -381,3 +381,40 @@ fn the_example_hello_fleet_runs_as_the_readme_says() {
         );
     }
 }
+
+#[test]
+fn tcp_and_exec_health_checks_gate_readiness() {
+    let fleet = Fleet::new(10);
+    let tcp = fleet.app_toml(&AppDef {
+        name: "bytcp",
+        health: "tcp = true",
+        ..Default::default()
+    });
+    let exec = fleet.app_toml(&AppDef {
+        name: "byexec",
+        health: "exec = [\"bash\", \"-c\", \"exec 3<>/dev/tcp/127.0.0.1/${PORT}\"]",
+        ..Default::default()
+    });
+    let never = fleet.app_toml(&AppDef {
+        name: "never",
+        health: "exec = [\"false\"]\nstart_timeout = \"2s\"",
+        tables: "[apps.never.restart]\nbackoff_initial = \"30s\"\n",
+        ..Default::default()
+    });
+    fleet.write_spec(&format!("{tcp}\n{exec}\n{never}"));
+    fleet.ok(&["up", "-d"]);
+    fleet.wait_ready("bytcp", 1, START);
+    fleet.wait_ready("byexec", 1, START);
+    let timeout = wait_until("the exec check to fail the start", START, || {
+        fleet
+            .events_of("instance.start-timeout", "never", Some(0))
+            .into_iter()
+            .next()
+    });
+    assert!(
+        timeout["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("start_timeout"))
+    );
+    assert_eq!(fleet.instance("never", 0)["ready"], false);
+}
