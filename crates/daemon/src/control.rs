@@ -11,7 +11,7 @@ use jarfleet_api::{
     EventRecord, InstanceStatus, ScaleRequest, StatusReport,
 };
 use jarfleet_core::instance::{
-    AfterStop, Effect, ExitInfo, Input, Instance, Note, Phase, ProcessRef,
+    AfterStop, Effect, ExitInfo, Input, Instance, Note, NoteKind, Phase, ProcessRef,
 };
 use jarfleet_core::reconcile::{self, AppChange, AppState};
 use jarfleet_core::spec::AppSpec;
@@ -214,6 +214,7 @@ impl Control {
                 }
             }
         }
+        self.stop_strays().await;
         self.emit(
             "daemon.started",
             None,
@@ -502,6 +503,15 @@ impl Control {
             }
             Effect::Probe => self.probe(app, slot),
             Effect::Notify(Note { kind, message }) => {
+                let message = if kind == NoteKind::CrashLoop {
+                    // An app that dies at once often says why in its last lines.
+                    format!(
+                        "{message}; last output:\n{}",
+                        self.last_output(app, slot, 8)
+                    )
+                } else {
+                    message
+                };
                 let kind = serde_json::to_value(&kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
@@ -516,6 +526,62 @@ impl Control {
                 self.remove_app_if_done(app);
             }
         }
+    }
+
+    /// The last lines an instance wrote (stderr first, else stdout), for crash reports.
+    fn last_output(&self, app: &str, slot: u32, n: usize) -> String {
+        let dir = self.dirs.log_dir(app, slot);
+        for stream in ["stderr.log", "stdout.log"] {
+            if let Ok(lines) = crate::logfile::tail_lines(&dir.join(stream), n)
+                && !lines.is_empty()
+            {
+                return lines
+                    .iter()
+                    .map(|l| format!("  | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+        }
+        "  (no output)".to_string()
+    }
+
+    /// Shims in `run/` that no instance refers to (left by a daemon that died at a bad moment):
+    /// each is asked to stop its JVM, so nothing runs unsupervised.
+    async fn stop_strays(&mut self) -> usize {
+        let dirs = &self.dirs;
+        let known: BTreeSet<std::path::PathBuf> = self
+            .apps
+            .iter()
+            .flat_map(|(name, a)| {
+                a.slots
+                    .iter()
+                    .map(move |(slot, s)| dirs.run_dir(name, *slot, s.record.generation))
+            })
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.dirs.root().join("run")) else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for dir in entries.flatten().map(|e| e.path()) {
+            if known.contains(&dir) {
+                continue;
+            }
+            match shim_client::stop_stray(&dir).await {
+                Some(pid) => {
+                    stopped += 1;
+                    self.emit(
+                        "daemon.stray-stopped",
+                        None,
+                        None,
+                        format!("stopped JVM {pid} of stray shim {}", dir.display()),
+                    );
+                }
+                None => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        stopped
     }
 
     fn remove_app_if_done(&mut self, app: &str) {

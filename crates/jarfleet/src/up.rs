@@ -137,6 +137,12 @@ pub async fn up(
     let daemon = tokio::spawn(jarfleet_daemon::run(config, async {
         terminated().await;
         eprintln!("stopping every instance (Ctrl-C again to leave the rest running)…");
+        tokio::spawn(async {
+            terminated().await;
+            // The JVMs stay under their shims; the next `jarfleet up` re-adopts them.
+            eprintln!("leaving the remaining instances running; `jarfleet up -d` re-adopts them");
+            std::process::exit(130);
+        });
         Stop::Everything
     }));
     let reach = wait_reachable(&client, Duration::from_secs(30), || {

@@ -88,6 +88,37 @@ pub async fn attach(
     }
 }
 
+/// Asks the shim in `run_dir` (if one answers) to stop its JVM; returns the JVM's pid.
+pub async fn stop_stray(run_dir: &Path) -> Option<u32> {
+    let stream = UnixStream::connect(run_dir.join(run::SOCKET)).await.ok()?;
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let hello = tokio::time::timeout(std::time::Duration::from_secs(2), lines.next_line())
+        .await
+        .ok()?
+        .ok()??;
+    let ShimMessage::Hello {
+        pid, exited: None, ..
+    } = serde_json::from_str(&hello).ok()?
+    else {
+        let _ = write
+            .write_all(format!("{}\n", serde_json::to_string(&ShimCommand::Ack).ok()?).as_bytes())
+            .await;
+        return None;
+    };
+    let stop = serde_json::to_string(&ShimCommand::Stop { grace_ms: 30_000 }).ok()?;
+    write.write_all(format!("{stop}\n").as_bytes()).await.ok()?;
+    // Wait for the exit report, then acknowledge it so the shim goes at once.
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Ok(ShimMessage::Exited { .. }) = serde_json::from_str(&line) {
+            let ack = serde_json::to_string(&ShimCommand::Ack).ok()?;
+            let _ = write.write_all(format!("{ack}\n").as_bytes()).await;
+            break;
+        }
+    }
+    Some(pid)
+}
+
 pub fn read_exit(run_dir: &Path) -> Option<ExitInfo> {
     let bytes = std::fs::read(run_dir.join(run::EXIT)).ok()?;
     serde_json::from_slice(&bytes).ok()
