@@ -155,3 +155,100 @@ pub fn event(e: &EventRecord) -> String {
         e.message
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use jarfleet_api::{AppStatus, DaemonStatus, InstanceStatus};
+
+    use super::*;
+
+    fn instance(slot: u32, state: &str, pid: Option<u32>) -> InstanceStatus {
+        InstanceStatus {
+            app: "orders".into(),
+            slot,
+            state: state.into(),
+            ready: state == "ready",
+            release: "3f2a9c1b7d00".into(),
+            pid,
+            shim_pid: pid.map(|p| p - 1),
+            port: pid.map(|_| 9100 + slot as u16),
+            uptime_secs: pid.map(|_| 3725),
+            restarts: slot,
+            cpu_percent: pid.map(|_| 1.25),
+            rss_bytes: pid.map(|_| 187 * 1024 * 1024),
+            last_exit: (slot == 2).then(|| "killed by signal 9".into()),
+            health_error: (state == "unhealthy").then(|| "GET /health answered 503".into()),
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        let report = StatusReport {
+            daemon: DaemonStatus {
+                pid: 1,
+                version: "0.1.0".into(),
+                state_dir: "/srv/state".into(),
+                uptime_secs: 10,
+                spec: None,
+            },
+            apps: vec![AppStatus {
+                name: "orders".into(),
+                release: "3f2a9c1b7d00".into(),
+                desired: 3,
+                ready: 1,
+                rolling: false,
+                java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+                instances: vec![
+                    instance(0, "ready", Some(4242)),
+                    instance(1, "unhealthy", Some(4250)),
+                    instance(2, "backoff", None),
+                ],
+            }],
+        };
+        insta::assert_snapshot!(status(&report, None));
+    }
+
+    #[test]
+    fn plan_lines() {
+        let plan = Plan {
+            changes: vec![
+                AppChange::Add { app: "billing".into(), instances: 2 },
+                AppChange::Roll {
+                    app: "orders".into(),
+                    from: "3f2a9c1b7d00".into(),
+                    to: "9e8d7c6b5a41".into(),
+                    why: vec!["env".into(), "java".into()],
+                },
+                AppChange::Scale { app: "orders".into(), from: 3, to: 5 },
+                AppChange::Update { app: "orders".into(), fields: vec!["health".into()] },
+                AppChange::Remove { app: "legacy".into() },
+            ],
+            unchanged: vec!["search".into()],
+        };
+        insta::assert_snapshot!(super::plan(&plan));
+        insta::assert_snapshot!("empty_plan", super::plan(&Plan::default()));
+    }
+
+    #[test]
+    fn event_line() {
+        let e = EventRecord {
+            id: 7,
+            ts: 1_795_645_127_867,
+            kind: "instance.exited".into(),
+            app: Some("orders".into()),
+            slot: Some(1),
+            message: "pid 4250 killed by signal 9".into(),
+        };
+        insta::assert_snapshot!(event(&e));
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        let cases = [(5, "5s"), (125, "2m5s"), (3725, "1h2m"), (90_000, "1d1h")];
+        for (secs, want) in cases {
+            assert_eq!(duration(secs), want);
+        }
+        assert_eq!(bytes(187 * 1024 * 1024), "187M");
+        assert_eq!(bytes(3 * 1024 * 1024 * 1024), "3.0G");
+    }
+}
