@@ -708,6 +708,15 @@ mod tests {
         i
     }
 
+    type Build = fn(&AppSpec, Millis) -> Instance;
+
+    /// The phases with a live process, each with a builder taking the time it was entered.
+    const RUNNING: [(&str, Build); 3] = [
+        ("starting", starting),
+        ("ready", ready),
+        ("unhealthy", unhealthy),
+    ];
+
     /// An instance of slot 0 in `phase` with `crashes` consecutive crashes, built directly.
     fn in_phase(phase: Phase, crashes: u32) -> Instance {
         Instance {
@@ -865,14 +874,15 @@ mod tests {
                 crash(Some(1), None, 0),
                 ExitClass::Error { code: 1 },
             ),
-            ("out of memory", oom.clone(), ExitClass::OutOfMemory),
+            ("out of memory", oom, ExitClass::OutOfMemory),
+            // an OOM marker seen earlier does not make our own clean stop a crash
             (
-                "oom while stopping",
+                "oom marker, then our SIGTERM",
                 ExitInfo {
-                    stop_requested: true,
-                    ..oom
+                    oom: true,
+                    ..stopped(Some(143), None, 0)
                 },
-                ExitClass::OutOfMemory,
+                ExitClass::Clean,
             ),
             (
                 "hs_err",
@@ -1012,12 +1022,7 @@ mod tests {
                 "pid 4242 exited with status 0 without being asked to",
             ),
         ];
-        let builders: [(&str, fn(&AppSpec, Millis) -> Instance); 3] = [
-            ("starting", starting),
-            ("ready", ready),
-            ("unhealthy", unhealthy),
-        ];
-        for (from, build) in builders {
+        for (from, build) in RUNNING {
             for (exit, class, message) in &table {
                 let now = t(60_000);
                 let mut i = build(&spec, t(50_000));
@@ -1132,21 +1137,19 @@ mod tests {
         for (ready_for, want, delay) in table {
             // Three crashes in a row, then ready at `r`.
             let mut i = starting(&spec, t(0));
-            for (at, out) in [(100, ["Exited", "RestartScheduled", "Spawn"].as_slice())] {
-                assert_eq!(
-                    step(&mut i, &spec, exited(crash(Some(1), None, t(at))), t(at)),
-                    out
-                );
-            }
+            let crash_at =
+                |i: &mut Instance, at| step(i, &spec, exited(crash(Some(1), None, at)), at);
+            assert_eq!(
+                crash_at(&mut i, t(100)),
+                ["Exited", "RestartScheduled", "Spawn"]
+            );
             step(&mut i, &spec, spawned(t(200)), t(200));
-            step(&mut i, &spec, exited(crash(Some(1), None, t(300))), t(300));
+            assert_eq!(crash_at(&mut i, t(300)), ["Exited", "RestartScheduled"]);
             assert_eq!(step(&mut i, &spec, Input::Tick, t(1_300)), ["Spawn"]);
             step(&mut i, &spec, spawned(t(1_400)), t(1_400));
-            step(
-                &mut i,
-                &spec,
-                exited(crash(Some(1), None, t(1_500))),
-                t(1_500),
+            assert_eq!(
+                crash_at(&mut i, t(1_500)),
+                ["Exited", "CrashLoop", "RestartScheduled"]
             );
             assert_eq!(step(&mut i, &spec, Input::Tick, t(3_500)), ["Spawn"]);
             step(&mut i, &spec, spawned(t(3_600)), t(3_600));
@@ -1247,7 +1250,8 @@ mod tests {
         let stopped_phase = |_| Phase::Stopped;
         // (then, exit, effects of the exit, phase after it, class, restarts)
         type After = fn(Millis) -> Phase;
-        let table: [(AfterStop, ExitInfo, &[&str], After, ExitClass, u32); 8] = [
+        type Case<'a> = (AfterStop, ExitInfo, &'a [&'a str], After, ExitClass, u32);
+        let table: [Case<'_>; 8] = [
             (
                 AfterStop::Halt,
                 stopped(Some(143), None, 0),
@@ -1313,12 +1317,7 @@ mod tests {
                 1,
             ),
         ];
-        let builders: [(&str, fn(&AppSpec, Millis) -> Instance); 3] = [
-            ("starting", starting),
-            ("ready", ready),
-            ("unhealthy", unhealthy),
-        ];
-        for (from, build) in builders {
+        for (from, build) in RUNNING {
             for (then, exit, want, phase, class, restarts) in &table {
                 let what = format!("{then:?} from {from}, {class:?}");
                 let mut i = build(&spec, t(50_000));
@@ -1405,7 +1404,8 @@ mod tests {
         let restart = Input::Stop {
             then: AfterStop::Restart,
         };
-        let table: Vec<(&str, Instance, Input, &[&str], Phase, &str)> = vec![
+        type Case<'a> = (&'a str, Instance, Input, &'a [&'a str], Phase, &'a str);
+        let table: Vec<Case<'_>> = vec![
             (
                 "pending + halt",
                 pending(),
@@ -1787,6 +1787,14 @@ mod tests {
             ["unhealthy for 5 s (unhealthy_restart_after): restarting"]
         );
         assert_eq!((i.restarts, i.consecutive_crashes), (1, 1));
+        // The new process starts with a clean probe record: the old errors are not its own.
+        assert_eq!(i.probes.last_error.as_deref(), Some("HTTP 503"));
+        assert_eq!(
+            step(&mut i, &spec, spawned(u + 6_100), u + 6_100),
+            ["Spawned"]
+        );
+        assert_eq!(i.probes, ProbeRun::default());
+        assert_eq!(i.next_wakeup(&spec), Some(u + 6_350));
     }
 
     #[test]

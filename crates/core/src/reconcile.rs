@@ -135,6 +135,7 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
         ("logs", a.logs != b.logs),
         ("ports", a.ports != b.ports),
         ("listen", a.listen != b.listen),
+        ("deploy", a.deploy != b.deploy),
     ];
     for (name, changed) in pairs {
         if changed {
@@ -179,4 +180,427 @@ pub fn next_to_roll(instances: &[(&Instance, bool)]) -> Vec<u32> {
         .min()
         .into_iter()
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Millis;
+    use crate::instance::{AfterStop, Input};
+    use crate::spec::AppSpec;
+    use crate::testkit::{self, spec, spec_with};
+
+    fn fleet<'a>(apps: &[(&str, &'a AppSpec, &'a str)]) -> BTreeMap<String, AppState<'a>> {
+        apps.iter()
+            .map(|(name, spec, release)| (name.to_string(), AppState { spec, release }))
+            .collect()
+    }
+
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn roll(from: &str, to: &str, why: &[&str]) -> AppChange {
+        AppChange::Roll {
+            app: "web".into(),
+            from: from.into(),
+            to: to.into(),
+            why: words(why),
+        }
+    }
+
+    fn update(fields: &[&str]) -> AppChange {
+        AppChange::Update {
+            app: "web".into(),
+            fields: words(fields),
+        }
+    }
+
+    #[test]
+    fn plan_moves_only_what_changed() {
+        let base = spec();
+        let scaled = spec_with(&[("instances = 2", "instances = 5")]);
+        let env = spec_with(&[("MODE = \"prod\"", "MODE = \"test\"")]);
+        let health = spec_with(&[("interval = \"1s\"", "interval = \"2s\"")]);
+        let args_java = spec_with(&[("--port=", "--server.port="), ("-Xmx64m", "-Xmx128m")]);
+        let artifact = spec_with(&[("web.jar", "web-2.jar")]);
+        let workdir = spec_with(&[("instances = 2", "instances = 2\nworkdir = \"/srv/web\"")]);
+        let env_scaled = spec_with(&[
+            ("MODE = \"prod\"", "MODE = \"x\""),
+            ("instances = 2", "instances = 1"),
+        ]);
+        let everything = spec_with(&[
+            ("MODE = \"prod\"", "MODE = \"x\""),
+            ("instances = 2", "instances = 3"),
+            ("failures = 2", "failures = 4"),
+        ]);
+        let live = spec_with(&[
+            ("reset_after = \"30s\"", "reset_after = \"31s\""),
+            ("stop_timeout = \"7s\"", "stop_timeout = \"8s\""),
+            (
+                "ports = \"9100-9199\"",
+                "ports = \"9200-9299\"\nlisten = \"127.0.0.1:8080\"",
+            ),
+            (
+                "[apps.web.stop]",
+                "[apps.web.logs]\nkeep = 3\n\n[apps.web.stop]",
+            ),
+        ]);
+        let deploy = spec_with(&[(
+            "[apps.web.stop]",
+            "[apps.web.deploy]\nstrategy = \"canary\"\n\n[apps.web.stop]",
+        )]);
+        let add = |app: &str, instances| AppChange::Add {
+            app: app.into(),
+            instances,
+        };
+        let remove = |app: &str| AppChange::Remove { app: app.into() };
+        let scale = |from, to| AppChange::Scale {
+            app: "web".into(),
+            from,
+            to,
+        };
+        type Fleet<'a> = Vec<(&'a str, &'a AppSpec, &'a str)>;
+        type Case<'a> = (&'a str, Fleet<'a>, Fleet<'a>, Vec<AppChange>, &'a [&'a str]);
+        let table: Vec<Case<'_>> = vec![
+            (
+                "same",
+                vec![("web", &base, "r1")],
+                vec![("web", &base, "r1")],
+                vec![],
+                &["web"],
+            ),
+            ("empty", vec![], vec![], vec![], &[]),
+            (
+                "add",
+                vec![],
+                vec![("web", &base, "r1")],
+                vec![add("web", 2)],
+                &[],
+            ),
+            (
+                "remove",
+                vec![("web", &base, "r1")],
+                vec![],
+                vec![remove("web")],
+                &[],
+            ),
+            (
+                "add, remove and keep",
+                vec![("api", &base, "r1"), ("web", &base, "r1")],
+                vec![("jobs", &scaled, "r9"), ("web", &base, "r1")],
+                vec![add("jobs", 5), remove("api")],
+                &["web"],
+            ),
+            // a scale-only change restarts nothing
+            (
+                "scale",
+                vec![("web", &base, "r1")],
+                vec![("web", &scaled, "r1")],
+                vec![scale(2, 5)],
+                &[],
+            ),
+            (
+                "env",
+                vec![("web", &base, "r1")],
+                vec![("web", &env, "r2")],
+                vec![roll("r1", "r2", &["env"])],
+                &[],
+            ),
+            (
+                "args and java",
+                vec![("web", &base, "r1")],
+                vec![("web", &args_java, "r2")],
+                vec![roll("r1", "r2", &["args", "java"])],
+                &[],
+            ),
+            (
+                "artifact path",
+                vec![("web", &base, "r1")],
+                vec![("web", &artifact, "r2")],
+                vec![roll("r1", "r2", &["artifact"])],
+                &[],
+            ),
+            (
+                "workdir",
+                vec![("web", &base, "r1")],
+                vec![("web", &workdir, "r2")],
+                vec![roll("r1", "r2", &["workdir"])],
+                &[],
+            ),
+            // same spec, new jar content: the release id alone tells
+            (
+                "artifact content",
+                vec![("web", &base, "r1")],
+                vec![("web", &base, "r2")],
+                vec![roll("r1", "r2", &["artifact content"])],
+                &[],
+            ),
+            // health applies live: no restart
+            (
+                "health",
+                vec![("web", &base, "r1")],
+                vec![("web", &health, "r1")],
+                vec![update(&["health"])],
+                &[],
+            ),
+            (
+                "restart, stop, logs, ports, listen",
+                vec![("web", &base, "r1")],
+                vec![("web", &live, "r1")],
+                vec![update(&["restart", "stop", "logs", "ports", "listen"])],
+                &[],
+            ),
+            (
+                "deploy",
+                vec![("web", &base, "r1")],
+                vec![("web", &deploy, "r1")],
+                vec![update(&["deploy"])],
+                &[],
+            ),
+            (
+                "env and scale",
+                vec![("web", &base, "r1")],
+                vec![("web", &env_scaled, "r2")],
+                vec![roll("r1", "r2", &["env"]), scale(2, 1)],
+                &[],
+            ),
+            (
+                "roll, scale and update",
+                vec![("web", &base, "r1")],
+                vec![("web", &everything, "r2")],
+                vec![roll("r1", "r2", &["env"]), scale(2, 3), update(&["health"])],
+                &[],
+            ),
+        ];
+        for (name, current, desired, changes, unchanged) in table {
+            let got = plan(&fleet(&current), &fleet(&desired));
+            let want = Plan {
+                changes,
+                unchanged: words(unchanged),
+            };
+            assert_eq!(got, want, "{name}");
+            assert_eq!(got.is_empty(), got.changes.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_spec_field_is_either_a_release_or_a_live_change() {
+        // Guards against a new AppSpec field that `plan` does not look at: its change would be
+        // reported as "unchanged" and never applied.
+        let base = spec();
+        let mut changed = base.clone();
+        let AppSpec {
+            name: _,
+            launch,
+            workdir,
+            instances,
+            ports,
+            args,
+            env,
+            java,
+            listen,
+            health,
+            restart,
+            stop,
+            logs,
+            deploy,
+        } = &mut changed;
+        *launch = crate::spec::Launch::MainClass {
+            main_class: "a.Main".into(),
+            classpath: vec![],
+        };
+        *workdir = Some("/w".into());
+        *instances += 1;
+        ports.last += 1;
+        args.push("-v".into());
+        env.insert("X".into(), "1".into());
+        java.gc_log = !java.gc_log;
+        *listen = Some("127.0.0.1:1".into());
+        health.failures += 1;
+        restart.max_restarts = Some(1);
+        stop.drain_timeout += std::time::Duration::from_secs(1);
+        logs.keep += 1;
+        deploy.max_surge += 1;
+        let got = plan(
+            &fleet(&[("web", &base, "r1")]),
+            &fleet(&[("web", &changed, "r2")]),
+        );
+        let want = vec![
+            roll("r1", "r2", &["artifact", "args", "env", "java", "workdir"]),
+            AppChange::Scale {
+                app: "web".into(),
+                from: 2,
+                to: 3,
+            },
+            update(&[
+                "health", "restart", "stop", "logs", "ports", "listen", "deploy",
+            ]),
+        ];
+        assert_eq!(got.changes, want);
+    }
+
+    /// An instance of `web` in `phase`.
+    fn inst(slot: u32, phase: Phase) -> Instance {
+        Instance {
+            phase,
+            ..Instance::new("web", slot, "r1", testkit::T0)
+        }
+    }
+
+    #[test]
+    fn next_to_roll_keeps_capacity() {
+        let ready = || Phase::Ready { since: 1 };
+        let starting = || Phase::Starting { since: 1 };
+        let stopping = || Phase::Stopping {
+            since: 1,
+            then: AfterStop::Restart,
+        };
+        let waiting = || Phase::Waiting {
+            at: 1,
+            spawning: false,
+        };
+        let unhealthy = || Phase::Unhealthy { since: 1 };
+        let failed = || Phase::Failed { reason: "x".into() };
+        // (slot, phase, outdated) → slots to replace now
+        type Row = Vec<(u32, Phase, bool)>;
+        let table: Vec<(&str, Row, Vec<u32>)> = vec![
+            (
+                "nothing outdated",
+                vec![(0, ready(), false), (1, ready(), false)],
+                vec![],
+            ),
+            ("empty", vec![], vec![]),
+            (
+                "all ready and outdated: one at a time, lowest slot first",
+                vec![(2, ready(), true), (0, ready(), true), (1, ready(), true)],
+                vec![0],
+            ),
+            (
+                "outdated and serving nothing: all at once",
+                vec![
+                    (0, starting(), true),
+                    (1, waiting(), true),
+                    (2, ready(), true),
+                    (3, unhealthy(), true),
+                    (4, failed(), true),
+                ],
+                vec![0, 1, 3, 4],
+            ),
+            (
+                "outdated but stopped on purpose: left alone",
+                vec![(0, Phase::Stopped, true)],
+                vec![],
+            ),
+            (
+                "an up-to-date instance is still starting",
+                vec![(0, starting(), false), (1, ready(), true)],
+                vec![],
+            ),
+            (
+                "an up-to-date instance waits in backoff",
+                vec![(0, waiting(), false), (1, ready(), true)],
+                vec![],
+            ),
+            (
+                "an up-to-date instance is unhealthy",
+                vec![(0, unhealthy(), false), (1, ready(), true)],
+                vec![],
+            ),
+            (
+                "something is stopping",
+                vec![(0, stopping(), false), (1, ready(), true)],
+                vec![],
+            ),
+            (
+                "an outdated one is stopping",
+                vec![(0, stopping(), true), (1, ready(), true)],
+                vec![],
+            ),
+            (
+                "an up-to-date one is stopped on purpose",
+                vec![(0, Phase::Stopped, false), (1, ready(), true)],
+                vec![1],
+            ),
+            (
+                "idle outdated ones go even while another stops",
+                vec![(0, stopping(), false), (1, starting(), true)],
+                vec![1],
+            ),
+            (
+                "the rest up to date and ready",
+                vec![(0, ready(), false), (1, ready(), false), (2, ready(), true)],
+                vec![2],
+            ),
+        ];
+        for (name, rows, want) in table {
+            let instances: Vec<(Instance, bool)> = rows
+                .into_iter()
+                .map(|(slot, phase, outdated)| (inst(slot, phase), outdated))
+                .collect();
+            let view: Vec<(&Instance, bool)> = instances.iter().map(|(i, o)| (i, *o)).collect();
+            assert_eq!(next_to_roll(&view), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_rolling_restart_replaces_one_ready_instance_at_a_time() {
+        // Three ready instances of r1, r2 wanted: drive real instances through the state
+        // machine the way the daemon does and check that at most one is ever out of service.
+        let spec = spec();
+        let mut now: Millis = testkit::T0;
+        let mut fleet: Vec<Instance> = (0..3)
+            .map(|slot| ready_instance(&spec, slot, now))
+            .collect();
+        let mut order = Vec::new();
+        for _ in 0..50 {
+            now += 1_000;
+            let view: Vec<(&Instance, bool)> =
+                fleet.iter().map(|i| (i, i.release != "r2")).collect();
+            let next = next_to_roll(&view);
+            assert!(next.len() <= 1, "{next:?}");
+            for slot in next {
+                let i = &mut fleet[slot as usize];
+                order.push(slot);
+                i.release = "r2".into();
+                let stop = Input::Stop {
+                    then: AfterStop::Restart,
+                };
+                assert!(!i.step(stop, now, &spec, testkit::NO_JITTER).is_empty());
+            }
+            let ready = fleet.iter().filter(|i| i.is_ready()).count();
+            assert!(
+                ready >= 2,
+                "capacity dropped to {ready} at +{} ms",
+                now - testkit::T0
+            );
+            // Everyone moves one step: the stopping one exits, the new one starts and gets ready.
+            for i in &mut fleet {
+                let input = match i.phase {
+                    Phase::Stopping { .. } => {
+                        testkit::exited(testkit::stopped(Some(143), None, now))
+                    }
+                    Phase::Waiting { spawning: true, .. } => testkit::spawned(now),
+                    Phase::Starting { .. } => testkit::probe(true),
+                    _ => Input::Tick,
+                };
+                i.step(input, now, &spec, testkit::NO_JITTER);
+            }
+            if fleet.iter().all(|i| i.release == "r2" && i.is_ready()) {
+                break;
+            }
+        }
+        assert_eq!(order, [0, 1, 2]);
+        assert!(fleet.iter().all(|i| i.release == "r2" && i.is_ready()));
+    }
+
+    fn ready_instance(spec: &AppSpec, slot: u32, now: Millis) -> Instance {
+        let mut i = Instance::new("web", slot, "r1", now);
+        for input in [Input::Tick, testkit::spawned(now), Input::Tick] {
+            i.step(input, now + 250, spec, testkit::NO_JITTER);
+        }
+        i.step(testkit::probe(true), now + 250, spec, testkit::NO_JITTER);
+        assert!(i.is_ready());
+        i
+    }
 }

@@ -3,7 +3,10 @@
 use std::path::Path;
 
 fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
-    for entry in std::fs::read_dir(dir).expect("reading core sources").flatten() {
+    for entry in std::fs::read_dir(dir)
+        .expect("reading core sources")
+        .flatten()
+    {
         let path = entry.path();
         if path.is_dir() {
             sources(&path, out);
@@ -32,11 +35,20 @@ fn core_never_does_io_or_reads_the_clock() {
     ];
     for (path, text) in &files {
         for word in forbidden {
-            assert!(!text.contains(word), "{path} uses {word}: core must stay pure");
+            assert!(
+                !text.contains(word),
+                "{path} uses {word}: core must stay pure"
+            );
         }
     }
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).expect("core Cargo.toml");
-    let deps = manifest.split("[dependencies]").nth(1).unwrap_or("").split("[dev-dependencies]").next().unwrap_or("");
+    let deps = manifest
+        .split("[dependencies]")
+        .nth(1)
+        .unwrap_or("")
+        .split("[dev-dependencies]")
+        .next()
+        .unwrap_or("");
     for dep in ["tokio", "rusqlite", "hyper", "axum", "nix"] {
         assert!(!deps.contains(dep), "core depends on {dep}");
     }

@@ -148,12 +148,13 @@ impl Control {
     /// Loads apps and instances from the store and re-attaches to every shim that still runs.
     pub async fn adopt(&mut self) -> anyhow::Result<()> {
         for (name, rec) in self.store.apps()? {
+            let removing = rec.removing;
             self.apps.insert(
                 name,
                 AppRuntime {
                     rec,
                     slots: BTreeMap::new(),
-                    removing: false,
+                    removing,
                 },
             );
         }
@@ -168,6 +169,10 @@ impl Control {
                 self.store.delete_instance(&app, slot)?;
                 continue;
             };
+            let mut record = record;
+            // A probe that was running when the last daemon died will never answer.
+            record.instance.probe_in_flight = false;
+            let stopping = matches!(record.instance.phase, Phase::Stopping { .. });
             let has_process = record.instance.process.is_some()
                 || matches!(
                     record.instance.phase,
@@ -188,6 +193,18 @@ impl Control {
                 {
                     Ok(commands) => {
                         adopted += 1;
+                        if stopping {
+                            // The stop may not have reached the shim before the daemon died;
+                            // a repeated stop is ignored by the shim.
+                            let grace = self
+                                .apps
+                                .get(&app)
+                                .map(|a| a.rec.spec.stop.stop_timeout)
+                                .unwrap_or_default();
+                            let _ = commands.send(ShimCommand::Stop {
+                                grace_ms: grace.as_millis() as u64,
+                            });
+                        }
                         if let Some(s) =
                             self.apps.get_mut(&app).and_then(|a| a.slots.get_mut(&slot))
                         {
@@ -584,6 +601,15 @@ impl Control {
         stopped
     }
 
+    /// Records (durably, so a daemon restart keeps going) that `app` is being removed.
+    fn mark_removing(&mut self, app: &str) {
+        if let Some(rt) = self.apps.get_mut(app) {
+            rt.removing = true;
+            rt.rec.removing = true;
+            let _ = self.store.put_app(app, &rt.rec, now_ms());
+        }
+    }
+
     fn remove_app_if_done(&mut self, app: &str) {
         if self
             .apps
@@ -866,6 +892,7 @@ impl Control {
                         release: p.release.clone(),
                         runtime: p.runtime.clone(),
                         restart_generation: 0,
+                        removing: false,
                     };
                     let _ = self
                         .store
@@ -890,9 +917,7 @@ impl Control {
                     self.ensure_slots(app, *instances);
                 }
                 AppChange::Remove { app } => {
-                    if let Some(rt) = self.apps.get_mut(app) {
-                        rt.removing = true;
-                    }
+                    self.mark_removing(app);
                     self.emit(
                         "app.removing",
                         Some(app),
@@ -1292,9 +1317,7 @@ impl Control {
                 .flat_map(|(n, a)| a.slots.keys().map(move |s| (n.clone(), *s)))
                 .collect();
             for name in self.apps.keys().cloned().collect::<Vec<_>>() {
-                if let Some(a) = self.apps.get_mut(&name) {
-                    a.removing = true;
-                }
+                self.mark_removing(&name);
             }
             for (app, slot) in all {
                 self.step(

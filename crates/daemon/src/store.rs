@@ -57,6 +57,9 @@ pub struct AppRecord {
     /// Bumped by a rolling `restart APP`.
     #[serde(default)]
     pub restart_generation: u64,
+    /// Being removed: its instances are stopping and it goes once they are gone.
+    #[serde(default)]
+    pub removing: bool,
 }
 
 /// What the store keeps about an instance slot.

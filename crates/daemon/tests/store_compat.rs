@@ -8,7 +8,8 @@ fn load_fixture(sql: &str, version: i64) -> (tempfile::TempDir, std::path::PathB
     let db = dir.path().join("state.db");
     let conn = rusqlite::Connection::open(&db).expect("open");
     conn.execute_batch(sql).expect("loading the fixture dump");
-    conn.pragma_update(None, "user_version", version).expect("user_version");
+    conn.pragma_update(None, "user_version", version)
+        .expect("user_version");
     drop(conn);
     (dir, db)
 }
@@ -25,7 +26,11 @@ fn schema_v1_state_still_loads() {
     assert_eq!(app.spec.instances, 3);
     let instances = store.instances().expect("instances");
     assert_eq!(instances.len(), 3);
-    assert!(instances.iter().all(|r| r.instance.process.is_some() && r.generation > 0));
+    assert!(
+        instances
+            .iter()
+            .all(|r| r.instance.process.is_some() && r.generation > 0)
+    );
     let events = read_events(&db, 0, 100).expect("events");
     assert!(events.iter().any(|e| e.kind == "instance.ready"));
 }

@@ -212,16 +212,28 @@ mod tests {
     fn plan_lines() {
         let plan = Plan {
             changes: vec![
-                AppChange::Add { app: "billing".into(), instances: 2 },
+                AppChange::Add {
+                    app: "billing".into(),
+                    instances: 2,
+                },
                 AppChange::Roll {
                     app: "orders".into(),
                     from: "3f2a9c1b7d00".into(),
                     to: "9e8d7c6b5a41".into(),
                     why: vec!["env".into(), "java".into()],
                 },
-                AppChange::Scale { app: "orders".into(), from: 3, to: 5 },
-                AppChange::Update { app: "orders".into(), fields: vec!["health".into()] },
-                AppChange::Remove { app: "legacy".into() },
+                AppChange::Scale {
+                    app: "orders".into(),
+                    from: 3,
+                    to: 5,
+                },
+                AppChange::Update {
+                    app: "orders".into(),
+                    fields: vec!["health".into()],
+                },
+                AppChange::Remove {
+                    app: "legacy".into(),
+                },
             ],
             unchanged: vec!["search".into()],
         };
