@@ -119,3 +119,49 @@ fn daemon_kill9_leaves_jvms_serving_and_a_new_daemon_readopts_them() {
         },
     );
 }
+
+#[test]
+fn a_stop_interrupted_by_a_daemon_crash_is_finished_by_the_next_daemon() {
+    let fleet = Fleet::new(10);
+    let keep = fleet.app_toml(&AppDef {
+        name: "keep",
+        ..Default::default()
+    });
+    let gone = fleet.app_toml(&AppDef {
+        name: "gone",
+        args: &["--ignore-sigterm"],
+        tables: "[apps.gone.stop]\nstop_timeout = \"4s\"\n",
+        ..Default::default()
+    });
+    fleet.write_spec(&format!("{keep}\n{gone}"));
+    fleet.up();
+    fleet.wait_ready("keep", 1, Duration::from_secs(60));
+    let pid = fleet.wait_ready("gone", 1, Duration::from_secs(60))[0]["pid"]
+        .as_u64()
+        .expect("pid") as u32;
+    // Remove `gone` from the spec; its JVM ignores SIGTERM, so the stop takes stop_timeout.
+    fleet.write_spec(&keep);
+    let plan = fleet.ok(&["apply"]);
+    assert!(plan.contains("- gone: remove"), "{plan}");
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    fleet.ok(&["up", "-d"]);
+    wait_until(
+        "the removed app to be gone",
+        Duration::from_secs(60),
+        || {
+            let status = fleet.status();
+            let names: Vec<String> = status["apps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["name"].as_str().map(str::to_string))
+                .collect();
+            (names == ["keep"]).then_some(())
+        },
+    );
+    assert!(!pid_alive(pid), "the removed app's JVM {pid} survived");
+}
