@@ -343,6 +343,10 @@ impl Instance {
     fn on_start(&mut self, now: Millis) -> Vec<Effect> {
         match self.phase {
             Phase::Stopped | Phase::Failed { .. } => {
+                if matches!(self.phase, Phase::Failed { .. }) {
+                    // A manual start after a give-up grants a fresh `max_restarts` budget.
+                    self.restarts = 0;
+                }
                 self.consecutive_crashes = 0;
                 self.phase = Phase::Waiting {
                     at: now,

@@ -46,7 +46,7 @@ pub(crate) fn host_port(text: &str) -> Result<(), String> {
     }
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
         return v6
-            .parse::<std::net::Ipv6Addr>()
+            .parse::<core::net::Ipv6Addr>()
             .map(|_| ())
             .map_err(|_| format!("`{v6}` is not an IPv6 address"));
     }
