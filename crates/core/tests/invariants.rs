@@ -13,7 +13,10 @@ fn sources(dir: &Path, out: &mut Vec<(String, String)>) {
         } else if path.extension().is_some_and(|e| e == "rs") {
             let text = std::fs::read_to_string(&path).expect("reading a source file");
             // Comments may talk about IO; code may not.
-            let code: Vec<&str> = text.lines().filter(|l| !l.trim_start().starts_with("//")).collect();
+            let code: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("//"))
+                .collect();
             out.push((path.display().to_string(), code.join("\n")));
         }
     }
