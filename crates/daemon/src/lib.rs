@@ -69,10 +69,7 @@ pub async fn run(
             socket.display()
         );
     }
-    let _ = std::fs::remove_file(&socket);
-    let listener = tokio::net::UnixListener::bind(&socket)
-        .with_context(|| format!("binding {}", socket.display()))?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
+    let listener = bind_private(&socket)?;
     let app = server::router(server::ApiState {
         tx: tx.clone(),
         events,
@@ -110,6 +107,24 @@ pub async fn run(
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
+}
+
+/// Binds the API socket so that it is never reachable with other permissions than 0600: bound
+/// inside a fresh 0700 directory, restricted, then renamed into place.
+fn bind_private(socket: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    let parent = socket.parent().unwrap_or(std::path::Path::new("."));
+    let staging = parent.join(format!(".sock-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o700))?;
+    let staged = staging.join("s");
+    let listener = tokio::net::UnixListener::bind(&staged)
+        .with_context(|| format!("binding {}", staged.display()))?;
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+    let _ = std::fs::remove_file(socket);
+    std::fs::rename(&staged, socket).with_context(|| format!("placing {}", socket.display()))?;
+    let _ = std::fs::remove_dir(&staging);
+    Ok(listener)
 }
 
 /// One daemon per state dir: an exclusive `flock` held for the daemon's life.
