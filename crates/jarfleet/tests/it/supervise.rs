@@ -89,6 +89,13 @@ fn killed_instance_is_restarted_at_once_and_the_exit_is_classified() {
     assert_eq!(fleet.instance("fx", 1)["restarts"], 0);
 }
 
+/// utime + stime of `pid`, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("daemon stat");
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
+}
+
 /// Parses "restart #N in D ms".
 fn restart_delay_ms(e: &serde_json::Value) -> Option<u64> {
     e["message"]
@@ -109,6 +116,8 @@ fn crash_loop_backs_off_with_growing_delays() {
         ..Default::default()
     });
     fleet.ok(&["up", "-d"]);
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    let cpu_before = cpu_ticks(daemon);
     let delays = wait_until("five scheduled restarts", Duration::from_secs(90), || {
         let d: Vec<u64> = fleet
             .events_of("instance.restart-scheduled", "fx", Some(0))
@@ -117,6 +126,10 @@ fn crash_loop_backs_off_with_growing_delays() {
             .collect();
         (d.len() >= 5).then_some(d)
     });
+    // No CPU storm: the daemon sleeps between restarts (2 s of CPU is a very generous bound
+    // for five restarts; a polling or spinning loop burns far more).
+    let cpu = cpu_ticks(daemon) - cpu_before;
+    assert!(cpu < 200, "the daemon used {cpu} CPU ticks during the crash loop");
     assert_eq!(delays[0], 0, "first restart immediate: {delays:?}");
     // 300 ms, 600 ms, 1200 ms … each within ±20 % jitter, so strictly growing.
     for w in delays.windows(2).skip(1) {
