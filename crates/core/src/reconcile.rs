@@ -120,6 +120,9 @@ pub fn release_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     if a.workdir != b.workdir {
         why.push("workdir".to_string());
     }
+    if a.user != b.user {
+        why.push("user".to_string());
+    }
     if why.is_empty() {
         why.push("artifact content".to_string());
     }
@@ -394,6 +397,7 @@ mod tests {
             name: _,
             launch,
             workdir,
+            user,
             instances,
             ports,
             args,
@@ -411,6 +415,7 @@ mod tests {
             classpath: vec![],
         };
         *workdir = Some("/w".into());
+        *user = Some("nobody".into());
         *instances += 1;
         ports.last += 1;
         args.push("-v".into());
@@ -427,7 +432,11 @@ mod tests {
             &fleet(&[("web", &changed, "r2")]),
         );
         let want = vec![
-            roll("r1", "r2", &["artifact", "args", "env", "java", "workdir"]),
+            roll(
+                "r1",
+                "r2",
+                &["artifact", "args", "env", "java", "workdir", "user"],
+            ),
             AppChange::Scale {
                 app: "web".into(),
                 from: 2,

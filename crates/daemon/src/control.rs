@@ -664,6 +664,18 @@ impl Control {
                 return;
             }
         };
+        let user = match spec
+            .user
+            .as_deref()
+            .map(|name| launch::resolve_user(app, name))
+            .transpose()
+        {
+            Ok(u) => u,
+            Err(error) => {
+                self.step(app, slot, Input::SpawnFailed { error });
+                return;
+            }
+        };
         if let Some(s) = self.slot_mut(app, slot) {
             s.record.generation = generation;
             s.record.pending_port = Some(port);
@@ -678,10 +690,24 @@ impl Control {
             port,
             dirs: &self.dirs,
             base_env: &self.base_env,
+            user: user.as_ref(),
         });
         let run_dir = self.dirs.run_dir(app, slot, generation);
         // Persist the generation before the process exists, so a crash right now still finds it.
         self.persist_dirty();
+        if let Some(u) = &user
+            && let Err(e) =
+                shim_client::hand_over_dirs(&launch, u.uid, u.gid, spec.workdir.is_none())
+        {
+            self.step(
+                app,
+                slot,
+                Input::SpawnFailed {
+                    error: format!("{e:#}"),
+                },
+            );
+            return;
+        }
         match shim_client::start(
             &self.exe,
             &run_dir,

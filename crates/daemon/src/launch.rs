@@ -80,6 +80,36 @@ pub struct LaunchInput<'a> {
     pub dirs: &'a StateDir,
     /// The environment the JVM inherits before the spec's `env` and jarfleet's variables.
     pub base_env: &'a [(String, String)],
+    /// The spec's `user`, resolved.
+    pub user: Option<&'a UserInfo>,
+}
+
+/// A Unix user the JVMs of an app run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub home: PathBuf,
+}
+
+/// Looks up `name`; `Err` says what is wrong and what to do.
+pub fn resolve_user(app: &str, name: &str) -> Result<UserInfo, String> {
+    let user = nix::unistd::User::from_name(name)
+        .map_err(|e| format!("apps.{app}.user: looking up user {name:?}: {e}"))?
+        .ok_or_else(|| format!("apps.{app}.user: there is no user {name:?} on this host; create it (useradd --system {name}) or fix the spec"))?;
+    let me = nix::unistd::geteuid();
+    if !me.is_root() && user.uid != me {
+        return Err(format!(
+            "apps.{app}.user = {name:?}: the daemon runs as uid {me}, and only root can start processes as another user; run the daemon as root or drop `user`"
+        ));
+    }
+    Ok(UserInfo {
+        name: name.to_string(),
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+        home: user.dir,
+    })
 }
 
 pub fn build(input: &LaunchInput) -> Launch {
@@ -91,6 +121,7 @@ pub fn build(input: &LaunchInput) -> Launch {
         port,
         dirs,
         base_env,
+        user,
     } = *input;
     let vars = instance_vars(&spec.name, slot, port);
     let mut argv = vec![runtime.java.display().to_string()];
@@ -128,6 +159,11 @@ pub fn build(input: &LaunchInput) -> Launch {
     env.insert("JARFLEET_INSTANCE".into(), format!("{}/{slot}", spec.name));
     env.insert("JARFLEET_RELEASE".into(), release.to_string());
     env.insert("JAVA_HOME".into(), runtime.home.display().to_string());
+    if let Some(u) = user {
+        env.insert("USER".into(), u.name.clone());
+        env.insert("LOGNAME".into(), u.name.clone());
+        env.insert("HOME".into(), u.home.display().to_string());
+    }
 
     let log_dir = dirs.log_dir(&spec.name, slot);
     Launch {
@@ -144,5 +180,9 @@ pub fn build(input: &LaunchInput) -> Launch {
         hs_err_dir: log_dir.clone(),
         jcmd: runtime.jcmd.clone(),
         dump_dir: dirs.dumps_dir(&spec.name),
+        run_as: user.map(|u| crate::shim::protocol::RunAs {
+            uid: u.uid,
+            gid: u.gid,
+        }),
     }
 }

@@ -65,6 +65,9 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
             }
         }
     }
+    if let Some(user) = &app.user {
+        crate::launch::resolve_user(name, user)?;
+    }
     let jdk = match &app.java.home {
         Some(home) => {
             jarfleet_java::jdk_at(home).map_err(|e| format!("apps.{name}.java.home: {e}"))?
@@ -101,6 +104,7 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
         "env": app.env,
         "java": app.java,
         "workdir": app.workdir,
+        "user": app.user,
         "runtime": { "home": runtime.home, "version": runtime.version },
     });
     digest.update(release_record.to_string().as_bytes());

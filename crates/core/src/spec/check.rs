@@ -270,3 +270,19 @@ mod tests {
         }
     }
 }
+
+/// A Unix user name: `[a-z_][a-z0-9_-]*`, at most 32 characters (optionally ending in `$`).
+pub fn user_name(s: &str) -> Result<(), String> {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let mut chars = body.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if first_ok && rest_ok && s.len() <= 32 {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid user name"))
+    }
+}

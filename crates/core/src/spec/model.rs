@@ -35,6 +35,10 @@ pub struct AppSpec {
     pub launch: Launch,
     /// Working directory of each instance; `None` = the instance's own dir in the state dir.
     pub workdir: Option<PathBuf>,
+    /// Unix user the JVMs run as (the daemon must run as root to switch); `None` = the
+    /// daemon's own user.
+    #[serde(default)]
+    pub user: Option<String>,
     pub instances: u32,
     pub ports: PortRange,
     /// Program arguments (after the jar / main class). May contain `${PORT}` etc.

@@ -23,6 +23,7 @@ const APP_KEYS: &[&str] = &[
     "main_class",
     "classpath",
     "workdir",
+    "user",
     "instances",
     "ports",
     "args",
@@ -241,6 +242,22 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
 
     let launch = launch(r, t);
     let workdir = r.path(t, "workdir", "\"/srv/orders\"");
+    let user = t.get("user").and_then(|v| {
+        let key = t.key("user");
+        let s = r.string_value(v, &key, Mode::Plain, "\"orders\"")?;
+        match check::user_name(&s) {
+            Ok(()) => Some(s),
+            Err(msg) => {
+                r.bad(
+                    v,
+                    &key,
+                    msg,
+                    Some("a Unix user name, e.g. user = \"orders\"".into()),
+                );
+                None
+            }
+        }
+    });
 
     let instances = r
         .u32(
@@ -271,6 +288,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
         name: name.to_string(),
         launch: launch?,
         workdir,
+        user,
         instances,
         ports: ports?,
         args,

@@ -73,6 +73,23 @@ pub fn start(
     Ok(connect_task(stream, app, slot, generation, tx))
 }
 
+/// Gives the instance's own directories (working dir, log dir, dumps) to the user the JVM runs
+/// as: the JVM itself writes GC logs, hs_err files and heap dumps there.
+/// The working directory is handed over only when it is jarfleet's own (`own_cwd`), never a
+/// `workdir` the spec names.
+pub fn hand_over_dirs(launch: &Launch, uid: u32, gid: u32, own_cwd: bool) -> Result<()> {
+    let mut dirs = vec![&launch.hs_err_dir, &launch.dump_dir];
+    if own_cwd {
+        dirs.push(&launch.cwd);
+    }
+    for dir in dirs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to uid {uid}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// Re-attaches to a running shim. `Err(Some(exit))`: the shim is gone and left its exit record;
 /// `Err(None)`: gone without one.
 pub async fn attach(

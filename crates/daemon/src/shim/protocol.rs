@@ -24,6 +24,15 @@ pub struct Launch {
     pub jcmd: Option<PathBuf>,
     /// Where thread dumps go.
     pub dump_dir: PathBuf,
+    /// Run the JVM as this user (the shim runs as root).
+    #[serde(default)]
+    pub run_as: Option<RunAs>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunAs {
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// Shim → daemon.

@@ -52,7 +52,7 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     let Some(argv0) = launch.argv.first() else {
         anyhow::bail!("{}: empty argv", launch_path.display());
     };
-    let mut cmd = spawn::jvm_command(argv0);
+    let mut cmd = spawn::jvm_command(argv0, launch.run_as);
     cmd.args(&launch.argv[1..])
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))

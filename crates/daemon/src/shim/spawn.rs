@@ -72,13 +72,24 @@ pub fn inherited_listener() -> io::Result<UnixListener> {
 
 /// Prepares the JVM command: its own process group (so the whole group can be signalled), and
 /// SIGKILL if the shim dies (so a JVM is never left without its owner).
-pub fn jvm_command(argv0: &str) -> Command {
+/// With `run_as`, the JVM drops to that user and group (supplementary groups cleared) before exec.
+pub fn jvm_command(argv0: &str, run_as: Option<super::protocol::RunAs>) -> Command {
     let mut cmd = Command::new(argv0);
     cmd.process_group(0);
     let shim_pid = std::process::id() as libc::pid_t;
-    // SAFETY: prctl and getppid are async-signal-safe; nothing is allocated.
+    // SAFETY: prctl, getppid, setgroups, setgid and setuid are async-signal-safe; nothing is
+    // allocated (the group list lives on the stack).
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(user) = run_as {
+                let groups = [user.gid as libc::gid_t];
+                if libc::setgroups(1, groups.as_ptr()) < 0
+                    || libc::setgid(user.gid as libc::gid_t) < 0
+                    || libc::setuid(user.uid as libc::uid_t) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+            }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(io::Error::last_os_error());
             }

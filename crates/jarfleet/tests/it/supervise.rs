@@ -92,7 +92,12 @@ fn killed_instance_is_restarted_at_once_and_the_exit_is_classified() {
 /// utime + stime of `pid`, in clock ticks.
 fn cpu_ticks(pid: u32) -> u64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("daemon stat");
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
     fields[11].parse::<u64>().unwrap_or(0) + fields[12].parse::<u64>().unwrap_or(0)
 }
 
@@ -129,7 +134,10 @@ fn crash_loop_backs_off_with_growing_delays() {
     // No CPU storm: the daemon sleeps between restarts (2 s of CPU is a very generous bound
     // for five restarts; a polling or spinning loop burns far more).
     let cpu = cpu_ticks(daemon) - cpu_before;
-    assert!(cpu < 200, "the daemon used {cpu} CPU ticks during the crash loop");
+    assert!(
+        cpu < 200,
+        "the daemon used {cpu} CPU ticks during the crash loop"
+    );
     assert_eq!(delays[0], 0, "first restart immediate: {delays:?}");
     // 300 ms, 600 ms, 1200 ms … each within ±20 % jitter, so strictly growing.
     for w in delays.windows(2).skip(1) {
@@ -430,4 +438,61 @@ fn tcp_and_exec_health_checks_gate_readiness() {
             .is_some_and(|m| m.contains("start_timeout"))
     );
     assert_eq!(fleet.instance("never", 0)["ready"], false);
+}
+
+#[test]
+fn instances_run_as_the_spec_user_when_the_daemon_is_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "this test needs root (CI and the dev machines run as root)"
+    );
+    let nobody = nix::unistd::User::from_name("nobody")
+        .ok()
+        .flatten()
+        .expect("user nobody");
+    let fleet = Fleet::new(5);
+    // The JVM must be able to reach its state dir.
+    std::fs::set_permissions(
+        fleet.dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .expect("chmod");
+    fleet.write_app(&AppDef {
+        extra: "user = \"nobody\"",
+        ..Default::default()
+    });
+    fleet.up();
+    let i = fleet.wait_ready("fx", 1, START).remove(0);
+    let pid = i["pid"].as_u64().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
+    let uids: Vec<u32> = uid_line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|u| u.parse().ok())
+        .collect();
+    assert!(
+        uids.iter().all(|u| *u == nobody.uid.as_raw()),
+        "JVM runs as {uid_line}"
+    );
+    let port = i["port"].as_u64().expect("port") as u16;
+    let (_, env) = http_get(port, "/env").expect("GET /env");
+    assert!(env.contains("USER=nobody\n"), "{env}");
+    // The JVM itself writes its GC log, as nobody.
+    let gc = fleet.log_dir("fx", 0).join("gc.log");
+    wait_until("the GC log", Duration::from_secs(10), || {
+        gc.exists().then_some(())
+    });
+    // An unknown user is refused before anything starts.
+    let other = Fleet::new(1);
+    other.write_app(&AppDef {
+        extra: "user = \"no-such-user-jf\"",
+        ..Default::default()
+    });
+    let out = other.run(&["up", "-d"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("there is no user \"no-such-user-jf\""));
 }
