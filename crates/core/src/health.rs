@@ -3,8 +3,21 @@
 use crate::Millis;
 use crate::spec::HealthSpec;
 
-/// While starting, readiness is polled this often so it is seen within a fraction of a second.
+/// While starting, readiness is polled every 50 ms for the first 3 s, so a small JVM (ready in a
+/// few hundred ms) is seen within 50 ms of being ready: a restart adds no polling delay.
+pub const START_POLL_FAST_MS: Millis = 50;
+pub const START_POLL_FAST_FOR_MS: Millis = 3_000;
+/// After that, every 250 ms until `start_timeout` (DESIGN §6).
 pub const START_POLL_MS: Millis = 250;
+
+/// The start-time polling period, `elapsed` ms after the instance was spawned.
+pub fn start_poll_period(elapsed: Millis) -> Millis {
+    if elapsed < START_POLL_FAST_FOR_MS {
+        START_POLL_FAST_MS
+    } else {
+        START_POLL_MS
+    }
+}
 
 /// Consecutive probe results, kept per instance.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -35,16 +48,15 @@ impl ProbeRun {
     }
 }
 
-/// When the next probe is due: every 250 ms while starting, every `interval` afterwards.
+/// When the next probe is due: fast while starting (see [`start_poll_period`]), every
+/// `interval` afterwards.
 pub fn next_probe_at(spec: &HealthSpec, run: &ProbeRun, starting: bool, since: Millis) -> Millis {
-    let period = if starting {
-        START_POLL_MS
-    } else {
-        spec.interval.as_millis() as Millis
-    };
-    match run.last_probe_at {
-        Some(last) if last >= since => last + period,
-        _ => since + if starting { START_POLL_MS } else { period },
+    let interval = spec.interval.as_millis() as Millis;
+    match (run.last_probe_at, starting) {
+        (Some(last), true) if last >= since => last + start_poll_period(last - since),
+        (Some(last), false) if last >= since => last + interval,
+        (_, true) => since + START_POLL_FAST_MS,
+        (_, false) => since + interval,
     }
 }
 
@@ -67,12 +79,15 @@ mod tests {
     }
 
     #[test]
-    fn polls_fast_while_starting_then_at_interval() {
+    fn polls_fast_early_in_a_start_then_every_250ms_then_at_interval() {
         let s = spec();
         let mut run = ProbeRun::default();
-        assert_eq!(next_probe_at(&s, &run, true, 1_000), 1_250);
-        run.record(false, 1_250, Some("refused".into()));
-        assert_eq!(next_probe_at(&s, &run, true, 1_000), 1_500);
+        assert_eq!(next_probe_at(&s, &run, true, 1_000), 1_050);
+        run.record(false, 1_050, Some("refused".into()));
+        assert_eq!(next_probe_at(&s, &run, true, 1_000), 1_100);
+        // After the first 3 s of a start: every 250 ms.
+        run.record(false, 4_000, Some("refused".into()));
+        assert_eq!(next_probe_at(&s, &run, true, 1_000), 4_250);
         run.record(true, 1_500, None);
         assert_eq!(next_probe_at(&s, &run, false, 1_500), 6_500);
         // a probe from before `since` (an older phase) does not count

@@ -731,7 +731,7 @@ mod tests {
     }
 
     #[test]
-    fn start_spawns_polls_every_250_ms_and_turns_ready() {
+    fn start_spawns_polls_fast_and_turns_ready() {
         let spec = spec();
         let mut i = fresh(t(0));
         assert_eq!(i.state_word(), "pending");
@@ -749,11 +749,12 @@ mod tests {
                 // the spawn is under way: no second one
                 (t(50), Input::Tick, &[], spawning.clone()),
                 (t(100), spawned(t(100)), &["Spawned"], starting.clone()),
-                (t(349), Input::Tick, &[], starting.clone()),
-                (t(350), Input::Tick, &["Probe"], starting.clone()),
+                // every 50 ms early in a start
+                (t(149), Input::Tick, &[], starting.clone()),
+                (t(150), Input::Tick, &["Probe"], starting.clone()),
                 // due again, but the first probe has not answered yet
                 (t(600), Input::Tick, &[], starting.clone()),
-                (t(620), probe(false), &[], starting.clone()),
+                (t(820), probe(false), &[], starting.clone()),
                 (t(869), Input::Tick, &[], starting.clone()),
                 (t(870), Input::Tick, &["Probe"], starting.clone()),
                 (
@@ -1798,7 +1799,7 @@ mod tests {
             ["Spawned"]
         );
         assert_eq!(i.probes, ProbeRun::default());
-        assert_eq!(i.next_wakeup(&spec), Some(u + 6_350));
+        assert_eq!(i.next_wakeup(&spec), Some(u + 6_150));
     }
 
     #[test]
@@ -1823,18 +1824,23 @@ mod tests {
             (
                 "starting, first poll",
                 with(Phase::Starting { since: s }, 0, None, false),
-                Some(s + 250),
+                Some(s + 50),
             ),
             (
                 "starting, polled at +1 s",
                 with(Phase::Starting { since: s }, 0, Some(s + 1_000), false),
-                Some(s + 1_250),
+                Some(s + 1_050),
+            ),
+            (
+                "starting, polled at +5 s",
+                with(Phase::Starting { since: s }, 0, Some(s + 5_000), false),
+                Some(s + 5_250),
             ),
             // a probe from before the start (an older process) does not count
             (
                 "starting, old probe",
                 with(Phase::Starting { since: s }, 0, Some(s - 100), false),
-                Some(s + 250),
+                Some(s + 50),
             ),
             (
                 "starting, probe in flight",

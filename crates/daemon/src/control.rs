@@ -484,14 +484,14 @@ impl Control {
     fn step(&mut self, app: &str, slot: u32, input: Input) {
         let jitter: f64 = rand::Rng::random(&mut self.rng);
         let now = now_ms();
-        let Some(rt) = self.apps.get_mut(app) else {
+        let Some(AppRuntime { rec, slots, .. }) = self.apps.get_mut(app) else {
             return;
         };
-        let spec = rt.rec.spec.clone();
-        let Some(s) = rt.slots.get_mut(&slot) else {
+        let Some(s) = slots.get_mut(&slot) else {
             return;
         };
-        let effects = s.record.instance.step(input, now, &spec, jitter);
+        let before = durable_view(&s.record.instance);
+        let effects = s.record.instance.step(input, now, &rec.spec, jitter);
         if s.record.instance.process.is_some()
             || !matches!(
                 s.record.instance.phase,
@@ -500,7 +500,11 @@ impl Control {
         {
             s.record.pending_port = None;
         }
-        s.record.dirty = true;
+        // Probe timestamps change every few seconds; only what a restarted daemon needs is
+        // written (a probe result alone costs no disk write).
+        if durable_view(&s.record.instance) != before {
+            s.record.dirty = true;
+        }
         for effect in effects {
             self.execute(app, slot, effect);
         }
@@ -1441,6 +1445,18 @@ impl Control {
             apps,
         }
     }
+}
+
+/// The part of an instance that must survive a daemon restart.
+fn durable_view(i: &Instance) -> (Phase, Option<ProcessRef>, String, u32, u32, bool) {
+    (
+        i.phase.clone(),
+        i.process.clone(),
+        i.release.clone(),
+        i.restarts,
+        i.consecutive_crashes,
+        i.last_exit.is_some(),
+    )
 }
 
 /// CPU % since the previous sample (first call: since process start is not known, so none).

@@ -13,15 +13,19 @@ use crate::args::{Cli, Command};
 use crate::context::CliError;
 
 fn main() {
-    let cli = Cli::parse();
-    // The shim is a small, long-lived process: no async runtime, no tracing setup.
-    if let Command::Shim { run_dir } = &cli.command {
-        if let Err(e) = jarfleet_daemon::shim::run_shim(run_dir) {
+    // The shim is a small, long-lived process, one per JVM: it skips the CLI parser, the async
+    // runtime and tracing, so it touches as little memory as possible.
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == "shim")
+        && let (Some(run_dir), None) = (argv.next(), argv.next())
+    {
+        if let Err(e) = jarfleet_daemon::shim::run_shim(std::path::Path::new(&run_dir)) {
             eprintln!("jarfleet shim: {e:#}");
             std::process::exit(1);
         }
         return;
     }
+    let cli = Cli::parse();
     init_tracing(&cli.command);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -7,6 +7,13 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+
+/// Shim threads only pump bytes and parse one-line commands: small stacks suffice.
+const THREAD_STACK: usize = 128 * 1024;
+
+fn spawn_thread<F: FnOnce() + Send + 'static>(f: F) -> std::io::Result<thread::JoinHandle<()>> {
+    thread::Builder::new().stack_size(THREAD_STACK).spawn(f)
+}
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -84,17 +91,18 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
         let w = RotatingWriter::open(&launch.stdout_log, launch.log_max_size, launch.log_keep)?;
-        pumps.push(pump(out, w, shared.clone()));
+        pumps.push(pump(out, w, shared.clone())?);
     }
     if let Some(err) = child.stderr.take() {
         let w = RotatingWriter::open(&launch.stderr_log, launch.log_max_size, launch.log_keep)?;
-        pumps.push(pump(err, w, shared.clone()));
+        pumps.push(pump(err, w, shared.clone())?);
     }
 
     {
         let shared = shared.clone();
         let launch = launch.clone();
-        thread::spawn(move || accept_loop(listener, shared, launch));
+        spawn_thread(move || accept_loop(listener, shared, launch))
+            .context("starting the accept thread")?;
     }
 
     let status = child.wait().context("waiting for the JVM")?;
@@ -146,8 +154,8 @@ fn pump(
     mut src: impl Read + Send + 'static,
     mut dst: RotatingWriter,
     shared: Arc<Shared>,
-) -> thread::JoinHandle<()> {
-    thread::spawn(move || {
+) -> std::io::Result<thread::JoinHandle<()>> {
+    spawn_thread(move || {
         let mut buf = vec![0u8; 16 * 1024];
         // The end of the previous chunk, so a marker split across two reads is still seen.
         let mut carry: Vec<u8> = Vec::with_capacity(OOM_MARKER.len() * 2);
@@ -211,7 +219,7 @@ fn accept_loop(listener: std::os::unix::net::UnixListener, shared: Arc<Shared>, 
         }
         let shared = shared.clone();
         let launch = launch.clone();
-        thread::spawn(move || serve_client(conn, shared, launch));
+        let _ = spawn_thread(move || serve_client(conn, shared, launch));
     }
 }
 
@@ -224,7 +232,7 @@ fn serve_client(conn: UnixStream, shared: Arc<Shared>, launch: Launch) {
                 if !shared.stop_requested.swap(true, Ordering::SeqCst) {
                     let shared = shared.clone();
                     let launch = launch.clone();
-                    thread::spawn(move || {
+                    let _ = spawn_thread(move || {
                         stop_sequence(&shared, Duration::from_millis(grace_ms), &launch)
                     });
                 }
