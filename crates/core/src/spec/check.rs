@@ -151,6 +151,22 @@ pub(crate) fn closest<'k>(key: &str, known: &[&'k str]) -> Option<&'k str> {
         .map(|(_, k)| k)
 }
 
+/// A Unix user name: `[a-z_][a-z0-9_-]*`, at most 32 characters (optionally ending in `$`).
+pub fn user_name(s: &str) -> Result<(), String> {
+    let body = s.strip_suffix('$').unwrap_or(s);
+    let mut chars = body.chars();
+    let first_ok = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok =
+        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if first_ok && rest_ok && s.len() <= 32 {
+        Ok(())
+    } else {
+        Err(format!("`{s}` is not a valid user name"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,21 +284,5 @@ mod tests {
         for (key, want) in cases {
             assert_eq!(closest(key, &known), *want, "{key}");
         }
-    }
-}
-
-/// A Unix user name: `[a-z_][a-z0-9_-]*`, at most 32 characters (optionally ending in `$`).
-pub fn user_name(s: &str) -> Result<(), String> {
-    let body = s.strip_suffix('$').unwrap_or(s);
-    let mut chars = body.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
-    let rest_ok =
-        chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
-    if first_ok && rest_ok && s.len() <= 32 {
-        Ok(())
-    } else {
-        Err(format!("`{s}` is not a valid user name"))
     }
 }
