@@ -457,10 +457,19 @@ fn instances_run_as_the_spec_user_when_the_daemon_is_root() {
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )
     .expect("chmod");
-    fleet.write_app(&AppDef {
-        extra: "user = \"nobody\"",
-        ..Default::default()
-    });
+    // ... and its jar, wherever the repository was cloned.
+    let jar = fleet.path("fx.jar");
+    std::fs::copy(crate::fixture::fixture_jar(), &jar).expect("copy the fixture jar");
+    let spec = fleet
+        .app_toml(&AppDef {
+            extra: "user = \"nobody\"",
+            ..Default::default()
+        })
+        .replace(
+            &crate::fixture::fixture_jar().display().to_string(),
+            &jar.display().to_string(),
+        );
+    fleet.write_spec(&spec);
     fleet.up();
     let i = fleet.wait_ready("fx", 1, START).remove(0);
     let pid = i["pid"].as_u64().expect("pid");
