@@ -27,8 +27,10 @@ fn main() {
     }
     let cli = Cli::parse();
     init_tracing(&cli.command);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread runs the daemon's loop, API, probes and shim connections: nothing there is
+    // CPU-bound, and one thread means no cross-thread wake-ups (idle CPU is a benchmark goal).
+    // Blocking work (jar hashing, log files, the store readers) goes to the blocking pool.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
