@@ -9,6 +9,7 @@ pub mod instance;
 pub mod interp;
 pub mod javaver;
 pub mod reconcile;
+pub mod rollout;
 pub mod spec;
 #[cfg(test)]
 mod testkit;

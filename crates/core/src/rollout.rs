@@ -1,0 +1,353 @@
+//! The rolling-deploy planner: which instances to start and which to retire next, so that an
+//! app moves from one release to another without ever having fewer than
+//! `instances - max_unavailable` ready instances nor more than `instances + max_surge` running.
+//! Pure: the daemon describes the members, the planner answers with steps.
+//!
+//! A rollback is the same walk with the target swapped: the planner does not care which
+//! release is "old", only which one is the target.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Millis;
+
+/// How the rollout may move (from `[apps.NAME.deploy]` and `[apps.NAME.health]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RolloutParams {
+    /// Desired instance count.
+    pub instances: u32,
+    pub max_surge: u32,
+    pub max_unavailable: u32,
+    /// A new instance counts as healthy only after being ready this long.
+    pub min_healthy: Duration,
+}
+
+/// What the planner needs to know about one instance of the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub slot: u32,
+    /// Runs the target release.
+    pub target: bool,
+    pub state: MemberState,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MemberState {
+    /// Not yet spawned, or spawned and not ready yet.
+    Starting,
+    /// Ready (in the load balancer) since this time.
+    Ready { since: Millis },
+    /// Crashed, not ready by `start_timeout`, or unhealthy: it will not become healthy soon.
+    Failed,
+    /// Being stopped (retired) or stopped.
+    Leaving,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Steps {
+    /// Slots in which to start an instance of the target release.
+    pub start: Vec<u32>,
+    /// Slots whose instance to drain and stop.
+    pub retire: Vec<u32>,
+    pub outcome: Option<Outcome>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Every instance runs the target release and is healthy; nothing else runs.
+    Done,
+    /// A target instance failed; `slot` says which and `why` how.
+    Failed { slot: u32, why: String },
+}
+
+/// The next steps of a rollout. Call again whenever a member changes; steps already under way
+/// show up as members (`Starting`, `Leaving`), so the answer never repeats itself.
+pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> Steps {
+    let n = params.instances;
+    let min_healthy = params.min_healthy.as_millis() as Millis;
+    let mut steps = Steps::default();
+
+    if let Some(failed) = members
+        .iter()
+        .find(|m| m.target && m.state == MemberState::Failed)
+    {
+        steps.outcome = Some(Outcome::Failed {
+            slot: failed.slot,
+            why: "a new instance failed".into(),
+        });
+        return steps;
+    }
+
+    let healthy =
+        |m: &Member| matches!(m.state, MemberState::Ready { since } if now >= since + min_healthy);
+    let is_ready = |m: &Member| matches!(m.state, MemberState::Ready { .. });
+
+    let target_alive: Vec<&Member> = members
+        .iter()
+        .filter(|m| m.target && m.state != MemberState::Leaving)
+        .collect();
+    let target_healthy = target_alive.iter().filter(|m| healthy(m)).count() as u32;
+    let old_alive: Vec<&Member> = members
+        .iter()
+        .filter(|m| !m.target && m.state != MemberState::Leaving)
+        .collect();
+    let old_ready = old_alive.iter().filter(|m| is_ready(m)).count() as u32;
+
+    // Old instances that serve nothing go at once: they hold no capacity.
+    let mut retire: Vec<u32> = old_alive
+        .iter()
+        .filter(|m| !is_ready(m))
+        .map(|m| m.slot)
+        .collect();
+
+    // Ready old instances go one at a time while the ready count stays above the floor. Only
+    // target instances healthy for `min_healthy` count as replacements.
+    let floor = n.saturating_sub(params.max_unavailable);
+    let mut available = old_ready + target_healthy;
+    let mut old_ready_slots: Vec<u32> = old_alive
+        .iter()
+        .filter(|m| is_ready(m))
+        .map(|m| m.slot)
+        .collect();
+    old_ready_slots.sort_unstable();
+    for slot in old_ready_slots {
+        if available > floor {
+            retire.push(slot);
+            available -= 1;
+        } else {
+            break;
+        }
+    }
+
+    // Start target instances while under `n` of them and under the surge ceiling.
+    let running =
+        (old_alive.len() - retire.len().min(old_alive.len())) as u32 + target_alive.len() as u32;
+    let ceiling = n + params.max_surge;
+    let mut to_start = n
+        .saturating_sub(target_alive.len() as u32)
+        .min(ceiling.saturating_sub(running));
+    let taken: Vec<u32> = members.iter().map(|m| m.slot).collect();
+    let mut slot = 0;
+    while to_start > 0 {
+        if !taken.contains(&slot) {
+            steps.start.push(slot);
+            to_start -= 1;
+        }
+        slot += 1;
+    }
+
+    retire.sort_unstable();
+    steps.retire = retire;
+    if steps.start.is_empty()
+        && steps.retire.is_empty()
+        && old_alive.is_empty()
+        && target_healthy >= n
+        && !members.iter().any(|m| m.state == MemberState::Leaving)
+    {
+        steps.outcome = Some(Outcome::Done);
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN_HEALTHY: Millis = 10_000;
+
+    fn params(instances: u32, max_surge: u32, max_unavailable: u32) -> RolloutParams {
+        RolloutParams {
+            instances,
+            max_surge,
+            max_unavailable,
+            min_healthy: Duration::from_millis(MIN_HEALTHY),
+        }
+    }
+
+    fn m(slot: u32, target: bool, state: MemberState) -> Member {
+        Member {
+            slot,
+            target,
+            state,
+        }
+    }
+
+    fn ready(since: Millis) -> MemberState {
+        MemberState::Ready { since }
+    }
+
+    /// Drives a whole rollout: every started instance becomes ready at once and healthy after
+    /// `min_healthy`; every retired one leaves at once. Checks the capacity bounds at each step.
+    fn simulate(p: &RolloutParams, old: u32) -> (Vec<Steps>, Vec<Member>) {
+        let mut members: Vec<Member> = (0..old).map(|s| m(s, false, ready(0))).collect();
+        let mut now = 100_000;
+        let mut log = Vec::new();
+        for _ in 0..100 {
+            let steps = next_steps(p, &members, now);
+            log.push(steps.clone());
+            if steps.outcome.is_some() {
+                return (log, members);
+            }
+            for slot in &steps.retire {
+                members.retain(|x| x.slot != *slot);
+            }
+            for slot in &steps.start {
+                members.push(m(*slot, true, ready(now)));
+            }
+            let running = members.len() as u32;
+            assert!(
+                running <= p.instances + p.max_surge,
+                "over the surge ceiling: {members:?}"
+            );
+            let serving = members
+                .iter()
+                .filter(|x| {
+                    !x.target || matches!(x.state, MemberState::Ready { since } if now >= since)
+                })
+                .count() as u32;
+            assert!(
+                serving >= p.instances - p.max_unavailable,
+                "under the floor: {members:?}"
+            );
+            now += MIN_HEALTHY;
+        }
+        panic!("rollout did not finish: {log:?}");
+    }
+
+    #[test]
+    fn default_rolling_replaces_one_at_a_time_with_one_surge() {
+        let p = params(3, 1, 0);
+        let (log, members) = simulate(&p, 3);
+        let shape: Vec<(Vec<u32>, Vec<u32>)> = log
+            .iter()
+            .map(|s| (s.start.clone(), s.retire.clone()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![
+                (vec![3], vec![]),  // surge: a 4th instance in a free slot
+                (vec![4], vec![0]), // healthy → old 0 goes (its slot is busy until it has left)
+                (vec![0], vec![1]), // … and is reused once free
+                (vec![], vec![2]),
+                (vec![], vec![]),
+            ]
+        );
+        assert_eq!(
+            log.last().and_then(|s| s.outcome.clone()),
+            Some(Outcome::Done)
+        );
+        let mut slots: Vec<u32> = members.iter().map(|x| x.slot).collect();
+        slots.sort_unstable();
+        assert_eq!(slots, vec![0, 3, 4]);
+        assert!(members.iter().all(|x| x.target));
+    }
+
+    #[test]
+    fn bounds_hold_for_every_combination() {
+        for n in 1..=5 {
+            for surge in 0..=2 {
+                for unavailable in 0..=2 {
+                    if surge + unavailable == 0 || unavailable > n {
+                        continue;
+                    }
+                    let (log, members) = simulate(&params(n, surge, unavailable), n);
+                    assert_eq!(
+                        log.last().and_then(|s| s.outcome.clone()),
+                        Some(Outcome::Done),
+                        "n={n} surge={surge} unavailable={unavailable}"
+                    );
+                    assert_eq!(members.len() as u32, n);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_old_instance_is_not_retired_before_min_healthy() {
+        let p = params(2, 1, 0);
+        let members = [
+            m(0, false, ready(0)),
+            m(1, false, ready(0)),
+            m(2, true, ready(50_000)),
+        ];
+        let early = next_steps(&p, &members, 59_999);
+        assert!(
+            early.retire.is_empty() && early.start.is_empty(),
+            "{early:?}"
+        );
+        let later = next_steps(&p, &members, 60_000);
+        assert_eq!(later.retire, vec![0]);
+    }
+
+    #[test]
+    fn old_instances_that_serve_nothing_go_at_once() {
+        let p = params(2, 1, 0);
+        let members = [m(0, false, MemberState::Failed), m(1, false, ready(0))];
+        let steps = next_steps(&p, &members, 1_000);
+        assert_eq!(steps.retire, vec![0]);
+        // the freed capacity is used: two new instances may start (2 running ≤ 3)
+        assert_eq!(steps.start, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_failed_new_instance_fails_the_rollout() {
+        let p = params(3, 1, 0);
+        let members = [
+            m(0, false, ready(0)),
+            m(1, false, ready(0)),
+            m(2, false, ready(0)),
+            m(3, true, MemberState::Failed),
+        ];
+        let steps = next_steps(&p, &members, 1_000);
+        assert_eq!(
+            steps.outcome,
+            Some(Outcome::Failed {
+                slot: 3,
+                why: "a new instance failed".into()
+            })
+        );
+        assert!(steps.start.is_empty() && steps.retire.is_empty());
+    }
+
+    #[test]
+    fn a_rollback_is_the_same_walk_towards_the_old_release() {
+        // v2 was half rolled out (slot 3 healthy, old slot 0 retired) when slot 0's v2 failed:
+        // the target becomes v1 again, so v1 members are `target` now.
+        let p = params(3, 1, 0);
+        let members = [
+            m(1, true, ready(0)),
+            m(2, true, ready(0)),
+            m(3, false, ready(10_000)),
+            m(0, false, MemberState::Failed),
+        ];
+        let steps = next_steps(&p, &members, 50_000);
+        assert_eq!(steps.retire, vec![0], "the failed v2 goes at once");
+        assert_eq!(steps.start, vec![4], "a v1 instance comes back");
+        assert_eq!(steps.outcome, None);
+        let members = [
+            m(1, true, ready(0)),
+            m(2, true, ready(0)),
+            m(3, false, ready(10_000)),
+            m(4, true, ready(50_000)),
+        ];
+        assert_eq!(next_steps(&p, &members, 60_000).retire, vec![3]);
+        let members = [
+            m(1, true, ready(0)),
+            m(2, true, ready(0)),
+            m(4, true, ready(50_000)),
+        ];
+        assert_eq!(
+            next_steps(&p, &members, 60_000).outcome,
+            Some(Outcome::Done)
+        );
+    }
+
+    #[test]
+    fn done_waits_for_leaving_instances() {
+        let p = params(1, 1, 0);
+        let members = [m(0, false, MemberState::Leaving), m(1, true, ready(0))];
+        assert_eq!(next_steps(&p, &members, 50_000).outcome, None);
+    }
+}

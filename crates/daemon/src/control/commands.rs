@@ -1,0 +1,537 @@
+//! API commands: apply (plan, pre-flight, change), start/stop/restart, scale, shutdown.
+
+use super::*;
+
+impl Control {
+    pub(super) fn apply(
+        &mut self,
+        desired: BTreeMap<String, PreparedApp>,
+        source: PathBuf,
+        dry_run: bool,
+    ) -> Result<ApplyResponse, ErrorBody> {
+        let current: BTreeMap<String, AppState> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| !a.removing)
+            .map(|(n, a)| {
+                (
+                    n.clone(),
+                    AppState {
+                        spec: &a.rec.spec,
+                        release: &a.rec.release,
+                    },
+                )
+            })
+            .collect();
+        let wanted: BTreeMap<String, AppState> = desired
+            .iter()
+            .map(|(n, p)| {
+                (
+                    n.clone(),
+                    AppState {
+                        spec: &p.spec,
+                        release: &p.release,
+                    },
+                )
+            })
+            .collect();
+        let plan = reconcile::plan(&current, &wanted);
+        self.preflight(&plan, &desired)?;
+        if dry_run || plan.is_empty() {
+            return Ok(ApplyResponse {
+                plan,
+                applied: !dry_run,
+            });
+        }
+        self.spec_source = Some(source.display().to_string());
+        let _ = self
+            .store
+            .set_meta("spec_source", &source.display().to_string());
+        let now = now_ms();
+        for change in &plan.changes {
+            match change {
+                AppChange::Add { app, instances } => {
+                    let Some(p) = desired.get(app) else { continue };
+                    let rec = AppRecord {
+                        spec: p.spec.clone(),
+                        release: p.release.clone(),
+                        runtime: p.runtime.clone(),
+                        restart_generation: 0,
+                        removing: false,
+                    };
+                    let _ = self
+                        .store
+                        .put_release(app, &p.release, &p.release_record, now);
+                    if let Err(e) = self.store.put_app(app, &rec, now) {
+                        return Err(failed(format!("saving app {app}: {e:#}")));
+                    }
+                    // An app that was being removed comes back: keep its slots, update the spec.
+                    let rt = self.apps.entry(app.clone()).or_insert(AppRuntime {
+                        rec: rec.clone(),
+                        slots: BTreeMap::new(),
+                        removing: false,
+                    });
+                    rt.rec = rec;
+                    rt.removing = false;
+                    self.emit(
+                        "app.added",
+                        Some(app),
+                        None,
+                        format!("added with {instances} instance(s), release {}", p.release),
+                    );
+                    self.ensure_slots(app, *instances);
+                }
+                AppChange::Remove { app } => {
+                    self.mark_removing(app);
+                    self.emit(
+                        "app.removing",
+                        Some(app),
+                        None,
+                        "removing app: stopping its instances".to_string(),
+                    );
+                    let slots: Vec<u32> = self
+                        .apps
+                        .get(app)
+                        .map(|a| a.slots.keys().copied().collect())
+                        .unwrap_or_default();
+                    for slot in slots {
+                        self.step(
+                            app,
+                            slot,
+                            Input::Stop {
+                                then: AfterStop::Remove,
+                            },
+                        );
+                    }
+                    self.remove_app_if_done(app);
+                }
+                AppChange::Scale { app, from, to } => {
+                    self.update_spec(app, &desired);
+                    self.emit(
+                        "app.scaled",
+                        Some(app),
+                        None,
+                        format!("scaled from {from} to {to}"),
+                    );
+                    self.ensure_slots(app, *to);
+                }
+                AppChange::Roll { app, from, to, why } => {
+                    self.update_spec(app, &desired);
+                    if let Some(p) = desired.get(app) {
+                        let _ = self
+                            .store
+                            .put_release(app, &p.release, &p.release_record, now);
+                    }
+                    self.emit(
+                        "app.rolling",
+                        Some(app),
+                        None,
+                        format!("rolling restart {from} → {to} ({} changed)", why.join(", ")),
+                    );
+                }
+                AppChange::Update { app, fields } => {
+                    self.update_spec(app, &desired);
+                    self.emit(
+                        "app.updated",
+                        Some(app),
+                        None,
+                        format!("updated live: {}", fields.join(", ")),
+                    );
+                }
+            }
+        }
+        Ok(ApplyResponse {
+            plan,
+            applied: true,
+        })
+    }
+
+    /// Checks that need the live state (ports) before anything changes.
+    pub(super) fn preflight(
+        &self,
+        plan: &reconcile::Plan,
+        desired: &BTreeMap<String, PreparedApp>,
+    ) -> Result<(), ErrorBody> {
+        let ours = self.ports_in_use();
+        let mut errors = Vec::new();
+        for change in &plan.changes {
+            let (app, need) = match change {
+                AppChange::Add { app, instances } => (app, *instances),
+                AppChange::Scale { app, to, from } if to > from => (app, *to),
+                _ => continue,
+            };
+            let Some(p) = desired.get(app) else { continue };
+            let range = p.spec.ports;
+            let held_by_app: BTreeSet<u16> = self
+                .apps
+                .get(app)
+                .map(|a| {
+                    a.slots
+                        .values()
+                        .filter_map(|s| s.record.instance.process.as_ref().map(|p| p.port))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let usable = (range.first..=range.last)
+                .filter(|port| {
+                    held_by_app.contains(port) || (!ours.contains(port) && ports::is_free(*port))
+                })
+                .count();
+            if usable < need as usize {
+                let taken = ports::taken_by_others(range, &ours);
+                let shown: Vec<String> = taken.iter().take(8).map(u16::to_string).collect();
+                errors.push(format!(
+                    "apps.{app}.ports = \"{}-{}\": {need} instance(s) need {need} free port(s), only {usable} available (in use by other processes: {})",
+                    range.first,
+                    range.last,
+                    if shown.is_empty() { "none".to_string() } else { shown.join(", ") }
+                ));
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(usage(
+                errors.join("\n"),
+                Some("free those ports or widen the `ports` range; nothing was applied"),
+            ))
+        }
+    }
+
+    pub(super) fn update_spec(&mut self, app: &str, desired: &BTreeMap<String, PreparedApp>) {
+        let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) else {
+            return;
+        };
+        rt.rec.spec = p.spec.clone();
+        rt.rec.release = p.release.clone();
+        rt.rec.runtime = p.runtime.clone();
+        let _ = self.store.put_app(app, &rt.rec, now_ms());
+    }
+
+    /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
+    pub(super) fn ensure_slots(&mut self, app: &str, n: u32) {
+        let now = now_ms();
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        let release = rt.rec.release.clone();
+        let restart_generation = rt.rec.restart_generation;
+        let live: Vec<u32> = rt
+            .slots
+            .iter()
+            .filter(|(_, s)| {
+                !matches!(
+                    s.record.instance.phase,
+                    Phase::Stopping {
+                        then: AfterStop::Remove,
+                        ..
+                    }
+                )
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        let mut to_remove = Vec::new();
+        let mut revive = Vec::new();
+        if live.len() > n as usize {
+            to_remove = live
+                .iter()
+                .rev()
+                .take(live.len() - n as usize)
+                .copied()
+                .collect();
+        } else {
+            let mut missing = n as usize - live.len();
+            let mut slot = 0;
+            while missing > 0 {
+                match rt.slots.entry(slot) {
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        let record = InstanceRecord {
+                            instance: Instance::new(app, slot, &release, now),
+                            generation: 0,
+                            restart_generation,
+                            pending_port: None,
+                            last_port: None,
+                            dirty: true,
+                        };
+                        e.insert(Slot {
+                            record,
+                            commands: None,
+                            cpu: None,
+                        });
+                        missing -= 1;
+                    }
+                    std::collections::btree_map::Entry::Occupied(e) => {
+                        if matches!(
+                            e.get().record.instance.phase,
+                            Phase::Stopping {
+                                then: AfterStop::Remove,
+                                ..
+                            }
+                        ) {
+                            // Being removed but wanted again: it comes back once stopped.
+                            revive.push(slot);
+                            missing -= 1;
+                        }
+                    }
+                }
+                slot += 1;
+            }
+        }
+        for slot in revive {
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Restart,
+                },
+            );
+        }
+        for slot in to_remove {
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Remove,
+                },
+            );
+        }
+    }
+
+    pub(super) fn action(&mut self, req: ActionRequest) -> Result<Ack, ErrorBody> {
+        let Some(rt) = self.apps.get(&req.app).filter(|a| !a.removing) else {
+            return Err(self.unknown_app(&req.app));
+        };
+        let slots: Vec<u32> = match req.slot {
+            Some(slot) if rt.slots.contains_key(&slot) => vec![slot],
+            Some(slot) => {
+                let have: Vec<String> = rt
+                    .slots
+                    .keys()
+                    .map(|s| format!("{}/{s}", req.app))
+                    .collect();
+                return Err(usage(
+                    format!("{}/{slot} does not exist", req.app),
+                    Some(&format!("instances of {}: {}", req.app, have.join(", "))),
+                ));
+            }
+            None => rt.slots.keys().copied().collect(),
+        };
+        let target = match req.slot {
+            Some(s) => format!("{}/{s}", req.app),
+            None => req.app.clone(),
+        };
+        match req.action {
+            Action::Start => {
+                for slot in slots {
+                    self.step(&req.app, slot, Input::Start);
+                }
+                self.emit(
+                    "app.start",
+                    Some(&req.app),
+                    req.slot,
+                    format!("start {target}"),
+                );
+                Ok(Ack {
+                    message: format!("starting {target}"),
+                })
+            }
+            Action::Stop => {
+                for slot in slots {
+                    self.step(
+                        &req.app,
+                        slot,
+                        Input::Stop {
+                            then: AfterStop::Halt,
+                        },
+                    );
+                }
+                self.emit(
+                    "app.stop",
+                    Some(&req.app),
+                    req.slot,
+                    format!("stop {target}"),
+                );
+                Ok(Ack {
+                    message: format!("stopping {target}"),
+                })
+            }
+            Action::Restart if req.slot.is_some() => {
+                for slot in slots {
+                    self.step(
+                        &req.app,
+                        slot,
+                        Input::Stop {
+                            then: AfterStop::Restart,
+                        },
+                    );
+                }
+                self.emit(
+                    "app.restart",
+                    Some(&req.app),
+                    req.slot,
+                    format!("restart {target}"),
+                );
+                Ok(Ack {
+                    message: format!("restarting {target}"),
+                })
+            }
+            Action::Restart => {
+                if let Some(rt) = self.apps.get_mut(&req.app) {
+                    rt.rec.restart_generation += 1;
+                    let _ = self.store.put_app(&req.app, &rt.rec, now_ms());
+                }
+                // Stopped instances come back as part of the restart.
+                for slot in slots {
+                    self.step(&req.app, slot, Input::Start);
+                }
+                self.emit(
+                    "app.restart",
+                    Some(&req.app),
+                    None,
+                    format!("rolling restart of {target}"),
+                );
+                Ok(Ack {
+                    message: format!("rolling restart of {target} (one instance at a time)"),
+                })
+            }
+        }
+    }
+
+    pub(super) fn scale(&mut self, req: ScaleRequest) -> Result<Ack, ErrorBody> {
+        let Some(rt) = self.apps.get(&req.app).filter(|a| !a.removing) else {
+            return Err(self.unknown_app(&req.app));
+        };
+        if req.instances > 1000 {
+            return Err(usage(
+                format!(
+                    "cannot scale {} to {}: at most 1000 instances",
+                    req.app, req.instances
+                ),
+                None,
+            ));
+        }
+        let from = rt.rec.spec.instances;
+        let range = rt.rec.spec.ports;
+        let capacity = (range.last - range.first) as u32 + 1;
+        if req.instances > capacity {
+            return Err(usage(
+                format!(
+                    "cannot scale {} to {}: its port range {}-{} holds only {capacity} ports",
+                    req.app, req.instances, range.first, range.last
+                ),
+                Some("widen `ports` in the spec and apply it"),
+            ));
+        }
+        let mut prepared = PreparedApp {
+            spec: rt.rec.spec.clone(),
+            release: rt.rec.release.clone(),
+            runtime: rt.rec.runtime.clone(),
+            release_record: serde_json::Value::Null,
+        };
+        prepared.spec.instances = req.instances;
+        let desired = BTreeMap::from([(req.app.clone(), prepared)]);
+        let plan = reconcile::Plan {
+            changes: vec![AppChange::Scale {
+                app: req.app.clone(),
+                from,
+                to: req.instances,
+            }],
+            unchanged: vec![],
+        };
+        self.preflight(&plan, &desired)?;
+        self.update_spec(&req.app, &desired);
+        self.emit(
+            "app.scaled",
+            Some(&req.app),
+            None,
+            format!("scaled from {from} to {}", req.instances),
+        );
+        self.ensure_slots(&req.app, req.instances);
+        Ok(Ack {
+            message: format!("scaling {} from {from} to {}", req.app, req.instances),
+        })
+    }
+
+    pub(super) fn unknown_app(&self, app: &str) -> ErrorBody {
+        let names: Vec<&str> = self.apps.keys().map(String::as_str).collect();
+        usage(
+            format!("no app named {app:?}"),
+            Some(&if names.is_empty() {
+                "no apps are running; apply a spec first".to_string()
+            } else {
+                format!("apps: {}", names.join(", "))
+            }),
+        )
+    }
+
+    pub(super) fn begin_shutdown(&mut self, stop_instances: bool, reply: oneshot::Sender<Ack>) {
+        match &mut self.shutdown {
+            Some((_, waiters)) => waiters.push(reply),
+            None => self.shutdown = Some((stop_instances, vec![reply])),
+        }
+        if stop_instances {
+            self.emit(
+                "daemon.stopping",
+                None,
+                None,
+                "stopping every instance, then the daemon".to_string(),
+            );
+            let all: Vec<(String, u32)> = self
+                .apps
+                .iter()
+                .flat_map(|(n, a)| a.slots.keys().map(move |s| (n.clone(), *s)))
+                .collect();
+            for name in self.apps.keys().cloned().collect::<Vec<_>>() {
+                self.mark_removing(&name);
+            }
+            for (app, slot) in all {
+                self.step(
+                    &app,
+                    slot,
+                    Input::Stop {
+                        then: AfterStop::Remove,
+                    },
+                );
+            }
+            for name in self.apps.keys().cloned().collect::<Vec<_>>() {
+                self.remove_app_if_done(&name);
+            }
+        } else {
+            self.emit(
+                "daemon.stopping",
+                None,
+                None,
+                "daemon stopping; instances keep running under their shims".to_string(),
+            );
+        }
+    }
+
+    pub(super) fn shutdown_complete(&self) -> bool {
+        match &self.shutdown {
+            None => false,
+            Some((false, _)) => true,
+            Some((true, _)) => self.apps.is_empty(),
+        }
+    }
+
+    /// Records (durably, so a daemon restart keeps going) that `app` is being removed.
+    pub(super) fn mark_removing(&mut self, app: &str) {
+        if let Some(rt) = self.apps.get_mut(app) {
+            rt.removing = true;
+            rt.rec.removing = true;
+            let _ = self.store.put_app(app, &rt.rec, now_ms());
+        }
+    }
+
+    pub(super) fn remove_app_if_done(&mut self, app: &str) {
+        if self
+            .apps
+            .get(app)
+            .is_some_and(|a| a.removing && a.slots.is_empty())
+        {
+            self.apps.remove(app);
+            let _ = self.store.delete_app(app);
+            self.emit("app.removed", Some(app), None, "app removed".to_string());
+        }
+    }
+}

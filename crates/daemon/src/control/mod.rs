@@ -1,0 +1,424 @@
+//! The control loop: the one owner of mutable state. Fed by a closed [`Event`] enum, it steps the
+//! pure instance state machines from `jarfleet_core` and carries out the effects they return.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jarfleet_api::{
+    Ack, Action, ActionRequest, AppStatus, ApplyResponse, DaemonStatus, ErrorBody, ErrorKind,
+    EventRecord, InstanceStatus, ScaleRequest, StatusReport,
+};
+use jarfleet_core::instance::{
+    AfterStop, Effect, ExitInfo, Input, Instance, Note, NoteKind, Phase, ProcessRef,
+};
+use jarfleet_core::reconcile::{self, AppChange, AppState};
+use jarfleet_core::spec::AppSpec;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::clock::now_ms;
+use crate::launch::{self, JavaRuntime, LaunchInput};
+use crate::paths::StateDir;
+use crate::shim::client::{self as shim_client, ShimEvent};
+use crate::shim::protocol::ShimCommand;
+use crate::store::{AppRecord, InstanceRecord, Store};
+use crate::{ports, probe, procinfo};
+
+pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
+
+/// An app as `apply` hands it to the loop, after the IO checks (artifact, JDK, release id).
+#[derive(Debug, Clone)]
+pub struct PreparedApp {
+    pub spec: AppSpec,
+    pub release: String,
+    pub runtime: JavaRuntime,
+    pub release_record: serde_json::Value,
+}
+
+pub enum Event {
+    Apply {
+        apps: BTreeMap<String, PreparedApp>,
+        source: PathBuf,
+        dry_run: bool,
+        reply: Reply<ApplyResponse>,
+    },
+    Action {
+        req: ActionRequest,
+        reply: Reply<Ack>,
+    },
+    Scale {
+        req: ScaleRequest,
+        reply: Reply<Ack>,
+    },
+    Status {
+        reply: oneshot::Sender<StatusReport>,
+    },
+    Shutdown {
+        stop_instances: bool,
+        reply: oneshot::Sender<Ack>,
+    },
+    Shim {
+        app: String,
+        slot: u32,
+        generation: u64,
+        event: ShimEvent,
+    },
+    Probe {
+        app: String,
+        slot: u32,
+        generation: u64,
+        result: Result<(), String>,
+    },
+}
+
+struct Slot {
+    record: InstanceRecord,
+    commands: Option<mpsc::UnboundedSender<ShimCommand>>,
+    cpu: Option<(u64, Instant, f64)>,
+}
+
+struct AppRuntime {
+    rec: AppRecord,
+    slots: BTreeMap<u32, Slot>,
+    removing: bool,
+}
+
+pub struct Control {
+    dirs: StateDir,
+    store: Store,
+    apps: BTreeMap<String, AppRuntime>,
+    tx: mpsc::Sender<Event>,
+    events: broadcast::Sender<EventRecord>,
+    next_generation: u64,
+    exe: PathBuf,
+    base_env: Arc<Vec<(String, String)>>,
+    started: Instant,
+    spec_source: Option<String>,
+    shutdown: Option<(bool, Vec<oneshot::Sender<Ack>>)>,
+    rng: rand::rngs::StdRng,
+}
+
+fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
+    ErrorBody {
+        kind: ErrorKind::Usage,
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
+}
+
+fn failed(message: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        kind: ErrorKind::Failed,
+        message: message.into(),
+        hint: None,
+    }
+}
+
+mod commands;
+mod shims;
+mod status;
+
+impl Control {
+    pub fn new(
+        dirs: StateDir,
+        store: Store,
+        tx: mpsc::Sender<Event>,
+        events: broadcast::Sender<EventRecord>,
+        exe: PathBuf,
+    ) -> anyhow::Result<Control> {
+        use rand::SeedableRng;
+        let next_generation = store.max_generation()? + 1;
+        let spec_source = store.meta("spec_source")?;
+        let base_env: Vec<(String, String)> = std::env::vars()
+            .filter(|(k, _)| !k.starts_with("JARFLEET_"))
+            .collect();
+        Ok(Control {
+            dirs,
+            store,
+            apps: BTreeMap::new(),
+            tx,
+            events,
+            next_generation,
+            exe,
+            base_env: Arc::new(base_env),
+            started: Instant::now(),
+            spec_source,
+            shutdown: None,
+            rng: rand::rngs::StdRng::from_os_rng(),
+        })
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
+        loop {
+            self.tick_all();
+            self.roll_all();
+            self.persist_dirty();
+            if self.shutdown_complete() {
+                break;
+            }
+            let wake = self.next_wakeup();
+            let sleep = wake
+                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .unwrap_or(Duration::from_secs(3600));
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev),
+                    None => break,
+                },
+                _ = tokio::time::sleep(sleep) => {}
+            }
+        }
+        if let Some((_, waiters)) = self.shutdown.take() {
+            for w in waiters {
+                let _ = w.send(Ack {
+                    message: "daemon stopped".into(),
+                });
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Apply {
+                apps,
+                source,
+                dry_run,
+                reply,
+            } => {
+                let _ = reply.send(self.apply(apps, source, dry_run));
+            }
+            Event::Action { req, reply } => {
+                let _ = reply.send(self.action(req));
+            }
+            Event::Scale { req, reply } => {
+                let _ = reply.send(self.scale(req));
+            }
+            Event::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Event::Shutdown {
+                stop_instances,
+                reply,
+            } => self.begin_shutdown(stop_instances, reply),
+            Event::Shim {
+                app,
+                slot,
+                generation,
+                event,
+            } => self.on_shim(app, slot, generation, event),
+            Event::Probe {
+                app,
+                slot,
+                generation,
+                result,
+            } => {
+                if self.current_generation(&app, slot) == Some(generation) {
+                    let (ok, error) = match result {
+                        Ok(()) => (true, None),
+                        Err(e) => (false, Some(e)),
+                    };
+                    self.step(&app, slot, Input::Probe { ok, error });
+                }
+            }
+        }
+    }
+
+    fn current_generation(&self, app: &str, slot: u32) -> Option<u64> {
+        self.apps
+            .get(app)?
+            .slots
+            .get(&slot)
+            .map(|s| s.record.generation)
+    }
+
+    fn slot_mut(&mut self, app: &str, slot: u32) -> Option<&mut Slot> {
+        self.apps.get_mut(app)?.slots.get_mut(&slot)
+    }
+
+    /// Steps one instance and carries out the effects.
+    fn step(&mut self, app: &str, slot: u32, input: Input) {
+        let jitter: f64 = rand::Rng::random(&mut self.rng);
+        let now = now_ms();
+        let Some(AppRuntime { rec, slots, .. }) = self.apps.get_mut(app) else {
+            return;
+        };
+        let Some(s) = slots.get_mut(&slot) else {
+            return;
+        };
+        let before = durable_view(&s.record.instance);
+        let effects = s.record.instance.step(input, now, &rec.spec, jitter);
+        if s.record.instance.process.is_some()
+            || !matches!(
+                s.record.instance.phase,
+                Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+            )
+        {
+            s.record.pending_port = None;
+        }
+        // Probe timestamps change every few seconds; only what a restarted daemon needs is
+        // written (a probe result alone costs no disk write).
+        if durable_view(&s.record.instance) != before {
+            s.record.dirty = true;
+        }
+        for effect in effects {
+            self.execute(app, slot, effect);
+        }
+    }
+
+    fn execute(&mut self, app: &str, slot: u32, effect: Effect) {
+        match effect {
+            Effect::Spawn => self.spawn(app, slot),
+            Effect::StopProcess { grace } => {
+                if let Some(s) = self.slot_mut(app, slot)
+                    && let Some(cmds) = &s.commands
+                {
+                    let _ = cmds.send(ShimCommand::Stop {
+                        grace_ms: grace.as_millis() as u64,
+                    });
+                }
+            }
+            Effect::Probe => self.probe(app, slot),
+            Effect::Notify(Note { kind, message }) => {
+                let message = if kind == NoteKind::CrashLoop {
+                    // An app that dies at once often says why in its last lines.
+                    format!(
+                        "{message}; last output:\n{}",
+                        self.last_output(app, slot, 8)
+                    )
+                } else {
+                    message
+                };
+                let kind = serde_json::to_value(&kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                self.emit(&format!("instance.{kind}"), Some(app), Some(slot), message);
+            }
+            Effect::Forget => {
+                if let Some(rt) = self.apps.get_mut(app) {
+                    rt.slots.remove(&slot);
+                }
+                let _ = self.store.delete_instance(app, slot);
+                self.remove_app_if_done(app);
+            }
+        }
+    }
+
+    fn tick_all(&mut self) {
+        let now = now_ms();
+        let due: Vec<(String, u32)> = self
+            .apps
+            .iter()
+            .flat_map(|(name, rt)| {
+                rt.slots
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.record
+                            .instance
+                            .next_wakeup(&rt.rec.spec)
+                            .is_some_and(|t| t <= now)
+                    })
+                    .map(move |(slot, _)| (name.clone(), *slot))
+            })
+            .collect();
+        for (app, slot) in due {
+            self.step(&app, slot, Input::Tick);
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<u64> {
+        self.apps
+            .values()
+            .flat_map(|rt| {
+                rt.slots
+                    .values()
+                    .filter_map(|s| s.record.instance.next_wakeup(&rt.rec.spec))
+            })
+            .min()
+    }
+
+    /// Moves rolling restarts forward (config change, `restart APP`).
+    fn roll_all(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let mut moves = Vec::new();
+        for (name, rt) in &self.apps {
+            if rt.removing {
+                continue;
+            }
+            let view: Vec<(&Instance, bool)> = rt
+                .slots
+                .values()
+                .map(|s| {
+                    let outdated = s.record.instance.release != rt.rec.release
+                        || s.record.restart_generation < rt.rec.restart_generation;
+                    (&s.record.instance, outdated)
+                })
+                .collect();
+            for slot in reconcile::next_to_roll(&view) {
+                moves.push((name.clone(), slot));
+            }
+        }
+        for (app, slot) in moves {
+            let Some(rt) = self.apps.get_mut(&app) else {
+                continue;
+            };
+            let (release, generation) = (rt.rec.release.clone(), rt.rec.restart_generation);
+            if let Some(s) = rt.slots.get_mut(&slot) {
+                s.record.instance.release = release;
+                s.record.restart_generation = generation;
+                s.record.dirty = true;
+            }
+            self.emit(
+                "instance.rolling",
+                Some(&app),
+                Some(slot),
+                "replacing with the current release".to_string(),
+            );
+            self.step(
+                &app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Restart,
+                },
+            );
+        }
+    }
+
+    fn persist_dirty(&mut self) {
+        for rt in self.apps.values_mut() {
+            for s in rt.slots.values_mut() {
+                if s.record.dirty {
+                    s.record.dirty = false;
+                    if let Err(e) = self.store.put_instance(&s.record) {
+                        tracing::error!(error = %e, "persisting instance");
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn emit(&self, kind: &str, app: Option<&str>, slot: Option<u32>, message: String) {
+        tracing::info!(kind, app, slot, "{message}");
+        match self.store.add_event(now_ms(), kind, app, slot, &message) {
+            Ok(rec) => {
+                let _ = self.events.send(rec);
+            }
+            Err(e) => tracing::error!(error = %e, "recording event"),
+        }
+    }
+}
+
+/// The part of an instance that must survive a daemon restart.
+fn durable_view(i: &Instance) -> (Phase, Option<ProcessRef>, String, u32, u32, bool) {
+    (
+        i.phase.clone(),
+        i.process.clone(),
+        i.release.clone(),
+        i.restarts,
+        i.consecutive_crashes,
+        i.last_exit.is_some(),
+    )
+}

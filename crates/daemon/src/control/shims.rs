@@ -1,0 +1,444 @@
+//! The instance side of the loop: re-adoption, spawning shims, their reports, probes.
+
+use super::*;
+
+impl Control {
+    /// Loads apps and instances from the store and re-attaches to every shim that still runs.
+    pub async fn adopt(&mut self) -> anyhow::Result<()> {
+        for (name, rec) in self.store.apps()? {
+            let removing = rec.removing;
+            self.apps.insert(
+                name,
+                AppRuntime {
+                    rec,
+                    slots: BTreeMap::new(),
+                    removing,
+                },
+            );
+        }
+        let mut adopted = 0;
+        for record in self.store.instances()? {
+            let (app, slot, generation) = (
+                record.instance.app.clone(),
+                record.instance.slot,
+                record.generation,
+            );
+            let Some(rt) = self.apps.get_mut(&app) else {
+                self.store.delete_instance(&app, slot)?;
+                continue;
+            };
+            let mut record = record;
+            // A probe that was running when the last daemon died will never answer.
+            record.instance.probe_in_flight = false;
+            let stopping = matches!(record.instance.phase, Phase::Stopping { .. });
+            let has_process = record.instance.process.is_some()
+                || matches!(
+                    record.instance.phase,
+                    Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+                );
+            rt.slots.insert(
+                slot,
+                Slot {
+                    record,
+                    commands: None,
+                    cpu: None,
+                },
+            );
+            if has_process {
+                let run_dir = self.dirs.run_dir(&app, slot, generation);
+                match shim_client::attach(&run_dir, app.clone(), slot, generation, self.tx.clone())
+                    .await
+                {
+                    Ok(commands) => {
+                        adopted += 1;
+                        if stopping {
+                            // The stop may not have reached the shim before the daemon died;
+                            // a repeated stop is ignored by the shim.
+                            let grace = self
+                                .apps
+                                .get(&app)
+                                .map(|a| a.rec.spec.stop.stop_timeout)
+                                .unwrap_or_default();
+                            let _ = commands.send(ShimCommand::Stop {
+                                grace_ms: grace.as_millis() as u64,
+                            });
+                        }
+                        if let Some(s) =
+                            self.apps.get_mut(&app).and_then(|a| a.slots.get_mut(&slot))
+                        {
+                            s.commands = Some(commands);
+                        }
+                    }
+                    Err(exit) => {
+                        // The shim is gone while we were away: the exit it recorded (or an
+                        // unknown one) is handled now.
+                        let event = match exit {
+                            Some(exit) => ShimEvent::Exited(exit),
+                            None => ShimEvent::Lost,
+                        };
+                        let _ = self
+                            .tx
+                            .send(Event::Shim {
+                                app,
+                                slot,
+                                generation,
+                                event,
+                            })
+                            .await;
+                    }
+                }
+            }
+        }
+        self.stop_strays().await;
+        self.emit(
+            "daemon.started",
+            None,
+            None,
+            format!(
+                "daemon started (pid {}); re-adopted {adopted} running instance(s)",
+                std::process::id()
+            ),
+        );
+        Ok(())
+    }
+
+    pub(super) fn on_shim(&mut self, app: String, slot: u32, generation: u64, event: ShimEvent) {
+        if self.current_generation(&app, slot) != Some(generation) {
+            return; // a message from a process we have already moved on from
+        }
+        match event {
+            ShimEvent::Hello {
+                shim_pid,
+                pid,
+                started_at,
+            } => {
+                let waiting = self
+                    .apps
+                    .get(&app)
+                    .and_then(|a| a.slots.get(&slot))
+                    .is_some_and(|s| {
+                        matches!(
+                            s.record.instance.phase,
+                            Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+                        ) && s.record.instance.process.is_none()
+                    });
+                if waiting {
+                    let port = self.pending_port(&app, slot);
+                    let stopping = self
+                        .apps
+                        .get(&app)
+                        .and_then(|a| a.slots.get(&slot))
+                        .map(|s| s.record.instance.phase.clone());
+                    if let Some(Phase::Stopping { then, .. }) = stopping {
+                        // Asked to stop while spawning: record the process, then stop it.
+                        if let Some(s) = self.slot_mut(&app, slot) {
+                            s.record.instance.process = Some(ProcessRef {
+                                shim_pid,
+                                pid,
+                                port,
+                                started_at,
+                            });
+                            s.record.instance.phase = Phase::Starting { since: started_at };
+                        }
+                        self.step(&app, slot, Input::Stop { then });
+                    } else {
+                        self.step(
+                            &app,
+                            slot,
+                            Input::Spawned {
+                                process: ProcessRef {
+                                    shim_pid,
+                                    pid,
+                                    port,
+                                    started_at,
+                                },
+                            },
+                        );
+                    }
+                } else {
+                    self.emit(
+                        "instance.adopted",
+                        Some(&app),
+                        Some(slot),
+                        format!("re-adopted pid {pid} (shim {shim_pid})"),
+                    );
+                }
+            }
+            ShimEvent::Exited(exit) => {
+                if let Some(s) = self.slot_mut(&app, slot)
+                    && let Some(cmds) = &s.commands
+                {
+                    let _ = cmds.send(ShimCommand::Ack);
+                }
+                if let Some(s) = self.slot_mut(&app, slot) {
+                    s.commands = None;
+                }
+                self.finish_exit(&app, slot, generation, exit);
+            }
+            ShimEvent::Lost => {
+                if let Some(s) = self.slot_mut(&app, slot) {
+                    s.commands = None;
+                }
+                let run_dir = self.dirs.run_dir(&app, slot, generation);
+                let exit = shim_client::read_exit(&run_dir).unwrap_or_else(|| {
+                    // The shim died without a word (killed): its JVM died with it (PDEATHSIG).
+                    ExitInfo {
+                        code: None,
+                        signal: None,
+                        stop_requested: false,
+                        killed_after_timeout: false,
+                        oom: false,
+                        hs_err: None,
+                        at: now_ms(),
+                    }
+                });
+                self.finish_exit(&app, slot, generation, exit);
+            }
+            ShimEvent::SpawnFailed(error) => {
+                if let Some(s) = self.slot_mut(&app, slot) {
+                    s.commands = None;
+                }
+                self.step(&app, slot, Input::SpawnFailed { error });
+                self.cleanup_run_dir(&app, slot, generation);
+            }
+        }
+    }
+
+    pub(super) fn finish_exit(&mut self, app: &str, slot: u32, generation: u64, exit: ExitInfo) {
+        let had_process = self
+            .apps
+            .get(app)
+            .and_then(|a| a.slots.get(&slot))
+            .is_some_and(|s| {
+                s.record.instance.process.is_some()
+                    || matches!(
+                        s.record.instance.phase,
+                        Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
+                    )
+            });
+        if had_process {
+            if let Some(s) = self.slot_mut(app, slot)
+                && s.record.instance.process.is_none()
+                && matches!(
+                    s.record.instance.phase,
+                    Phase::Waiting { spawning: true, .. }
+                )
+            {
+                // Died before it said hello: a failed start.
+                s.record.instance.phase = Phase::Starting { since: exit.at };
+            }
+            self.step(app, slot, Input::Exited { exit });
+        }
+        self.cleanup_run_dir(app, slot, generation);
+    }
+
+    pub(super) fn cleanup_run_dir(&self, app: &str, slot: u32, generation: u64) {
+        let _ = std::fs::remove_dir_all(self.dirs.run_dir(app, slot, generation));
+    }
+
+    /// The last lines an instance wrote (stderr first, else stdout), for crash reports.
+    pub(super) fn last_output(&self, app: &str, slot: u32, n: usize) -> String {
+        let dir = self.dirs.log_dir(app, slot);
+        for stream in ["stderr.log", "stdout.log"] {
+            if let Ok(lines) = crate::logfile::tail_lines(&dir.join(stream), n)
+                && !lines.is_empty()
+            {
+                return lines
+                    .iter()
+                    .map(|l| format!("  | {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n");
+            }
+        }
+        "  (no output)".to_string()
+    }
+
+    /// Shims in `run/` that no instance refers to (left by a daemon that died at a bad moment):
+    /// each is asked to stop its JVM, so nothing runs unsupervised.
+    pub(super) async fn stop_strays(&mut self) -> usize {
+        let dirs = &self.dirs;
+        let known: BTreeSet<std::path::PathBuf> = self
+            .apps
+            .iter()
+            .flat_map(|(name, a)| {
+                a.slots
+                    .iter()
+                    .map(move |(slot, s)| dirs.run_dir(name, *slot, s.record.generation))
+            })
+            .collect();
+        let Ok(entries) = std::fs::read_dir(self.dirs.root().join("run")) else {
+            return 0;
+        };
+        let mut stopped = 0;
+        for dir in entries.flatten().map(|e| e.path()) {
+            if known.contains(&dir) {
+                continue;
+            }
+            match shim_client::stop_stray(&dir).await {
+                Some(pid) => {
+                    stopped += 1;
+                    self.emit(
+                        "daemon.stray-stopped",
+                        None,
+                        None,
+                        format!("stopped JVM {pid} of stray shim {}", dir.display()),
+                    );
+                }
+                None => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
+            }
+        }
+        stopped
+    }
+
+    /// Ports held (or being taken) by our instances, except `skip`'s own.
+    pub(super) fn ports_in_use_except(&self, skip: Option<(&str, u32)>) -> BTreeSet<u16> {
+        self.apps
+            .iter()
+            .flat_map(|(name, a)| {
+                a.slots
+                    .iter()
+                    .map(move |(slot, s)| (name.as_str(), *slot, s))
+            })
+            .filter(|(name, slot, _)| skip != Some((*name, *slot)))
+            .filter_map(|(_, _, s)| {
+                s.record
+                    .instance
+                    .process
+                    .as_ref()
+                    .map(|p| p.port)
+                    .or(s.record.pending_port)
+            })
+            .collect()
+    }
+
+    pub(super) fn ports_in_use(&self) -> BTreeSet<u16> {
+        self.ports_in_use_except(None)
+    }
+
+    pub(super) fn spawn(&mut self, app: &str, slot: u32) {
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let ours = self.ports_in_use_except(Some((app, slot)));
+        let Some(rt) = self.apps.get(app) else { return };
+        let Some(s) = rt.slots.get(&slot) else { return };
+        let preferred = s.record.last_port;
+        let spec = rt.rec.spec.clone();
+        let runtime = rt.rec.runtime.clone();
+        let release = s.record.instance.release.clone();
+        let port = match ports::pick(spec.ports, preferred, &ours) {
+            Ok(p) => p,
+            Err(error) => {
+                self.step(app, slot, Input::SpawnFailed { error });
+                return;
+            }
+        };
+        let user = match spec
+            .user
+            .as_deref()
+            .map(|name| launch::resolve_user(app, name))
+            .transpose()
+        {
+            Ok(u) => u,
+            Err(error) => {
+                self.step(app, slot, Input::SpawnFailed { error });
+                return;
+            }
+        };
+        if let Some(s) = self.slot_mut(app, slot) {
+            s.record.generation = generation;
+            s.record.pending_port = Some(port);
+            s.record.last_port = Some(port);
+            s.record.dirty = true;
+        }
+        let launch = launch::build(&LaunchInput {
+            spec: &spec,
+            runtime: &runtime,
+            release: &release,
+            slot,
+            port,
+            dirs: &self.dirs,
+            base_env: &self.base_env,
+            user: user.as_ref(),
+        });
+        let run_dir = self.dirs.run_dir(app, slot, generation);
+        // Persist the generation before the process exists, so a crash right now still finds it.
+        self.persist_dirty();
+        if let Some(u) = &user
+            && let Err(e) =
+                shim_client::hand_over_dirs(&launch, u.uid, u.gid, spec.workdir.is_none())
+        {
+            self.step(
+                app,
+                slot,
+                Input::SpawnFailed {
+                    error: format!("{e:#}"),
+                },
+            );
+            return;
+        }
+        match shim_client::start(
+            &self.exe,
+            &run_dir,
+            &launch,
+            app.to_string(),
+            slot,
+            generation,
+            self.tx.clone(),
+        ) {
+            Ok(commands) => {
+                if let Some(s) = self.slot_mut(app, slot) {
+                    s.commands = Some(commands);
+                }
+            }
+            Err(error) => self.step(
+                app,
+                slot,
+                Input::SpawnFailed {
+                    error: format!("{error:#}"),
+                },
+            ),
+        }
+    }
+
+    pub(super) fn probe(&mut self, app: &str, slot: u32) {
+        let Some(rt) = self.apps.get(app) else { return };
+        let Some(s) = rt.slots.get(&slot) else { return };
+        let Some(port) = s.record.instance.process.as_ref().map(|p| p.port) else {
+            return;
+        };
+        let check = rt.rec.spec.health.check.clone();
+        let timeout = rt.rec.spec.health.timeout;
+        let generation = s.record.generation;
+        let vars = launch::instance_vars(app, slot, port);
+        let tx = self.tx.clone();
+        let app = app.to_string();
+        tokio::spawn(async move {
+            let result = probe::check(&check, port, timeout, &vars).await;
+            let _ = tx
+                .send(Event::Probe {
+                    app,
+                    slot,
+                    generation,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    pub(super) fn pending_port(&self, app: &str, slot: u32) -> u16 {
+        self.apps
+            .get(app)
+            .and_then(|a| a.slots.get(&slot))
+            .and_then(|s| {
+                s.record
+                    .instance
+                    .process
+                    .as_ref()
+                    .map(|p| p.port)
+                    .or(s.record.pending_port)
+            })
+            .unwrap_or(0)
+    }
+}

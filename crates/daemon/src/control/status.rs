@@ -1,0 +1,97 @@
+//! The `status` report.
+
+use super::*;
+
+impl Control {
+    pub(super) fn status(&mut self) -> StatusReport {
+        let now = now_ms();
+        let mut apps = Vec::new();
+        for (name, rt) in self.apps.iter_mut() {
+            let mut instances = Vec::new();
+            for s in rt.slots.values_mut() {
+                let i = &s.record.instance;
+                let pid = i.process.as_ref().map(|p| p.pid);
+                let (cpu_percent, rss_bytes) = match pid {
+                    Some(pid) => (sample_cpu(&mut s.cpu, pid), procinfo::rss_bytes(pid)),
+                    None => (None, None),
+                };
+                instances.push(InstanceStatus {
+                    app: name.clone(),
+                    slot: i.slot,
+                    state: i.state_word().to_string(),
+                    ready: i.is_ready(),
+                    release: i.release.clone(),
+                    pid,
+                    shim_pid: i.process.as_ref().map(|p| p.shim_pid),
+                    port: i.process.as_ref().map(|p| p.port),
+                    uptime_secs: i
+                        .process
+                        .as_ref()
+                        .map(|p| now.saturating_sub(p.started_at) / 1000),
+                    restarts: i.restarts,
+                    cpu_percent,
+                    rss_bytes,
+                    last_exit: i.last_exit.as_ref().map(|(_, class)| class.describe()),
+                    health_error: i.probes.last_error.clone(),
+                });
+            }
+            let ready = instances.iter().filter(|i| i.ready).count() as u32;
+            let rolling = rt.slots.values().any(|s| {
+                s.record.instance.release != rt.rec.release
+                    || s.record.restart_generation < rt.rec.restart_generation
+            });
+            apps.push(AppStatus {
+                name: name.clone(),
+                release: rt.rec.release.clone(),
+                desired: if rt.removing {
+                    0
+                } else {
+                    rt.rec.spec.instances
+                },
+                ready,
+                rolling,
+                java: Some(format!(
+                    "{} ({})",
+                    rt.rec.runtime.version,
+                    rt.rec.runtime.home.display()
+                )),
+                instances,
+            });
+        }
+        StatusReport {
+            daemon: DaemonStatus {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                state_dir: self.dirs.root().display().to_string(),
+                uptime_secs: self.started.elapsed().as_secs(),
+                spec: self.spec_source.clone(),
+            },
+            apps,
+        }
+    }
+}
+
+/// CPU % since the previous sample (first call: since process start is not known, so none).
+fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, pid: u32) -> Option<f64> {
+    let ticks = procinfo::cpu_ticks(pid)?;
+    let now = Instant::now();
+    let result = match prev {
+        Some((t0, at, last)) => {
+            let dt = now.duration_since(*at).as_secs_f64();
+            if dt < 0.5 {
+                Some(*last)
+            } else {
+                let pct =
+                    (ticks.saturating_sub(*t0)) as f64 / procinfo::CLOCK_TICKS_PER_SEC as f64 / dt
+                        * 100.0;
+                *prev = Some((ticks, now, pct));
+                return Some((pct * 10.0).round() / 10.0);
+            }
+        }
+        None => None,
+    };
+    if result.is_none() {
+        *prev = Some((ticks, now, 0.0));
+    }
+    result
+}
