@@ -81,6 +81,17 @@ pub struct InstanceRecord {
     pub dirty: bool,
 }
 
+impl InstanceRecord {
+    /// The port the instance holds, or is about to hold while its spawn is under way.
+    pub fn port(&self) -> Option<u16> {
+        self.instance
+            .process
+            .as_ref()
+            .map(|p| p.port)
+            .or(self.pending_port)
+    }
+}
+
 pub struct Store {
     conn: Connection,
 }

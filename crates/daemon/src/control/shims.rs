@@ -302,14 +302,7 @@ impl Control {
                     .map(move |(slot, s)| (name.as_str(), *slot, s))
             })
             .filter(|(name, slot, _)| skip != Some((*name, *slot)))
-            .filter_map(|(_, _, s)| {
-                s.record
-                    .instance
-                    .process
-                    .as_ref()
-                    .map(|p| p.port)
-                    .or(s.record.pending_port)
-            })
+            .filter_map(|(_, _, s)| s.record.port())
             .collect()
     }
 
@@ -431,14 +424,7 @@ impl Control {
         self.apps
             .get(app)
             .and_then(|a| a.slots.get(&slot))
-            .and_then(|s| {
-                s.record
-                    .instance
-                    .process
-                    .as_ref()
-                    .map(|p| p.port)
-                    .or(s.record.pending_port)
-            })
+            .and_then(|s| s.record.port())
             .unwrap_or(0)
     }
 }
