@@ -170,6 +170,10 @@ pub struct Instance {
     pub probes: ProbeRun,
     #[serde(default)]
     pub probe_in_flight: bool,
+    /// While stopping: SIGTERM has been asked for (the instance was drained, or the drain timed
+    /// out).
+    #[serde(default)]
+    pub signalled: bool,
 }
 
 /// Inputs to the state machine.
@@ -194,6 +198,8 @@ pub enum Input {
     Exited {
         exit: ExitInfo,
     },
+    /// The load balancer has no request in flight on this instance any more.
+    Drained,
     /// Time passed; deadlines are checked.
     Tick,
 }
@@ -202,6 +208,11 @@ pub enum Input {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Spawn,
+    /// Take the instance out of the load balancer and report `Drained` once its in-flight
+    /// requests reach zero (the instance gets a `Tick` at `timeout` regardless).
+    Drain {
+        timeout: Duration,
+    },
     /// Run the stop sequence: SIGTERM, wait `grace`, thread dump, SIGKILL the group.
     StopProcess {
         grace: Duration,
@@ -264,6 +275,7 @@ impl Instance {
             last_exit: None,
             probes: ProbeRun::default(),
             probe_in_flight: false,
+            signalled: false,
         }
     }
 
@@ -336,6 +348,7 @@ impl Instance {
             }
             Input::Probe { ok, error } => self.on_probe(ok, error, now, spec),
             Input::Exited { exit } => self.on_exit(exit, now, spec, jitter),
+            Input::Drained => self.signal(spec),
             Input::Tick => self.on_tick(now, spec),
         }
     }
@@ -371,13 +384,7 @@ impl Instance {
     fn on_stop(&mut self, then: AfterStop, now: Millis, spec: &AppSpec) -> Vec<Effect> {
         match &self.phase {
             Phase::Starting { .. } | Phase::Ready { .. } | Phase::Unhealthy { .. } => {
-                self.phase = Phase::Stopping { since: now, then };
-                vec![
-                    note(NoteKind::Stopping, "stopping"),
-                    Effect::StopProcess {
-                        grace: spec.stop.stop_timeout,
-                    },
-                ]
+                self.begin_stop(then, now, spec, note(NoteKind::Stopping, "stopping"))
             }
             Phase::Stopping { since, .. } => {
                 // Already stopping: only the follow-up changes.
@@ -545,22 +552,14 @@ impl Instance {
             }
             Phase::Starting { since } => {
                 if now >= since + ms(h.start_timeout) {
-                    self.phase = Phase::Stopping {
-                        since: now,
-                        then: AfterStop::RestartAfterFailure,
-                    };
-                    return vec![
-                        note(
-                            NoteKind::StartTimeout,
-                            format!(
-                                "not ready within start_timeout ({} s)",
-                                h.start_timeout.as_secs()
-                            ),
+                    let why = note(
+                        NoteKind::StartTimeout,
+                        format!(
+                            "not ready within start_timeout ({} s)",
+                            h.start_timeout.as_secs()
                         ),
-                        Effect::StopProcess {
-                            grace: spec.stop.stop_timeout,
-                        },
-                    ];
+                    );
+                    return self.begin_stop(AfterStop::RestartAfterFailure, now, spec, why);
                 }
                 self.probe_if_due(now, spec, true, since)
             }
@@ -578,27 +577,55 @@ impl Instance {
             }
             Phase::Unhealthy { since } => {
                 if now >= since + ms(h.unhealthy_restart_after) {
-                    self.phase = Phase::Stopping {
-                        since: now,
-                        then: AfterStop::RestartAfterFailure,
-                    };
-                    return vec![
-                        note(
-                            NoteKind::UnhealthyRestart,
-                            format!(
-                                "unhealthy for {} s (unhealthy_restart_after): restarting",
-                                h.unhealthy_restart_after.as_secs()
-                            ),
+                    let why = note(
+                        NoteKind::UnhealthyRestart,
+                        format!(
+                            "unhealthy for {} s (unhealthy_restart_after): restarting",
+                            h.unhealthy_restart_after.as_secs()
                         ),
-                        Effect::StopProcess {
-                            grace: spec.stop.stop_timeout,
-                        },
-                    ];
+                    );
+                    return self.begin_stop(AfterStop::RestartAfterFailure, now, spec, why);
                 }
                 self.probe_if_due(now, spec, false, since)
             }
+            Phase::Stopping { since, .. }
+                if !self.signalled && now >= since + ms(spec.stop.drain_timeout) =>
+            {
+                // Still requests in flight after `drain_timeout`: stop anyway.
+                self.signal(spec)
+            }
             _ => vec![],
         }
+    }
+
+    /// Out of the load balancer first; the signal follows once drained (see [`Self::signal`]).
+    fn begin_stop(
+        &mut self,
+        then: AfterStop,
+        now: Millis,
+        spec: &AppSpec,
+        why: Effect,
+    ) -> Vec<Effect> {
+        self.phase = Phase::Stopping { since: now, then };
+        self.signalled = false;
+        vec![
+            why,
+            Effect::Drain {
+                timeout: spec.stop.drain_timeout,
+            },
+        ]
+    }
+
+    /// Drained (or out of time to drain): run the signal part of the stop sequence, once.
+    fn signal(&mut self, spec: &AppSpec) -> Vec<Effect> {
+        if !matches!(self.phase, Phase::Stopping { .. }) || self.signalled || self.process.is_none()
+        {
+            return vec![];
+        }
+        self.signalled = true;
+        vec![Effect::StopProcess {
+            grace: spec.stop.stop_timeout,
+        }]
     }
 
     fn probe_if_due(
@@ -643,6 +670,9 @@ impl Instance {
                 let deadline = since + ms(h.unhealthy_restart_after);
                 Some(probe(false, since).map_or(deadline, |p| p.min(deadline)))
             }
+            Phase::Stopping { since, .. } if !self.signalled && self.process.is_some() => {
+                Some(since + ms(spec.stop.drain_timeout))
+            }
             _ => None,
         }
     }
@@ -662,6 +692,7 @@ mod tests {
     }
 
     const STOP: &str = "StopProcess { grace: 7s }";
+    const DRAIN: &str = "Drain { timeout: 3s }";
 
     /// One scripted step: at `now`, feed the input; expect these effects, then this phase.
     type Row<'a> = (Millis, Input, &'a [&'a str], Phase);
@@ -795,7 +826,7 @@ mod tests {
                 (
                     t(10_000),
                     Input::Tick,
-                    &["StartTimeout", STOP],
+                    &["StartTimeout", DRAIN],
                     stopping.clone(),
                 ),
                 // the stop sequence is not started twice
@@ -832,7 +863,7 @@ mod tests {
                 (
                     t(22_100),
                     Input::Tick,
-                    &["StartTimeout", STOP],
+                    &["StartTimeout", DRAIN],
                     Phase::Stopping {
                         since: t(22_100),
                         then: AfterStop::RestartAfterFailure,
@@ -1337,9 +1368,10 @@ mod tests {
                         (
                             t(60_000),
                             Input::Stop { then: *then },
-                            &["Stopping", STOP],
+                            &["Stopping", DRAIN],
                             stopping.clone(),
                         ),
+                        (t(60_100), Input::Drained, &[STOP], stopping.clone()),
                         // the shim owns the SIGKILL deadline: no timer here
                         (t(600_000), Input::Tick, &[], stopping),
                     ],
@@ -1558,7 +1590,7 @@ mod tests {
             (
                 AfterStop::Halt,
                 spawned(t(20)),
-                &["Spawned", "Stopping", STOP],
+                &["Spawned", "Stopping", DRAIN],
                 Phase::Stopping {
                     since: t(20),
                     then: AfterStop::Halt,
@@ -1567,7 +1599,7 @@ mod tests {
             (
                 AfterStop::Remove,
                 spawned(t(20)),
-                &["Spawned", "Stopping", STOP],
+                &["Spawned", "Stopping", DRAIN],
                 Phase::Stopping {
                     since: t(20),
                     then: AfterStop::Remove,
@@ -1576,7 +1608,7 @@ mod tests {
             (
                 AfterStop::Restart,
                 spawned(t(20)),
-                &["Spawned", "Stopping", STOP],
+                &["Spawned", "Stopping", DRAIN],
                 Phase::Stopping {
                     since: t(20),
                     then: AfterStop::Restart,
@@ -1772,7 +1804,7 @@ mod tests {
         script.push((
             u + 5_000,
             Input::Tick,
-            &["UnhealthyRestart", STOP],
+            &["UnhealthyRestart", DRAIN],
             stopping.clone(),
         ));
         // a late probe answer changes nothing
@@ -2006,5 +2038,44 @@ mod tests {
             let i = in_phase(phase.clone(), crashes);
             assert_eq!(i.state_word(), want, "{phase:?} after {crashes} crashes");
         }
+    }
+
+    #[test]
+    fn a_stop_drains_first_then_signals_once() {
+        let spec = spec();
+        let mut i = fresh(t(0));
+        step(&mut i, &spec, Input::Tick, t(0));
+        step(&mut i, &spec, spawned(t(10)), t(10));
+        step(&mut i, &spec, probe(true), t(60));
+        assert!(i.is_ready());
+        let stop = Input::Stop {
+            then: AfterStop::Halt,
+        };
+        assert_eq!(step(&mut i, &spec, stop, t(1_000)), ["Stopping", DRAIN]);
+        assert!(!i.signalled);
+        // nothing is signalled before the drain is over or `drain_timeout` has passed
+        assert_eq!(i.next_wakeup(&spec), Some(t(4_000)));
+        assert!(step(&mut i, &spec, Input::Tick, t(3_999)).is_empty());
+        assert_eq!(step(&mut i, &spec, Input::Drained, t(2_000)), [STOP]);
+        assert!(i.signalled);
+        // once only: a late drain report or the drain deadline change nothing
+        assert!(step(&mut i, &spec, Input::Drained, t(2_100)).is_empty());
+        assert!(step(&mut i, &spec, Input::Tick, t(4_000)).is_empty());
+        assert_eq!(i.next_wakeup(&spec), None);
+    }
+
+    #[test]
+    fn a_drain_that_takes_too_long_is_cut_short() {
+        let spec = spec();
+        let mut i = fresh(t(0));
+        step(&mut i, &spec, Input::Tick, t(0));
+        step(&mut i, &spec, spawned(t(10)), t(10));
+        step(&mut i, &spec, probe(true), t(60));
+        let stop = Input::Stop {
+            then: AfterStop::Restart,
+        };
+        assert_eq!(step(&mut i, &spec, stop, t(1_000)), ["Stopping", DRAIN]);
+        assert_eq!(step(&mut i, &spec, Input::Tick, t(4_000)), [STOP]);
+        assert!(step(&mut i, &spec, Input::Drained, t(4_100)).is_empty());
     }
 }

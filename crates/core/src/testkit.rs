@@ -41,6 +41,7 @@ reset_after = "30s"
 
 [apps.web.stop]
 stop_timeout = "7s"
+drain_timeout = "3s"
 "#;
 
 /// Loads a spec text through [`spec::load`] and returns its only app.

@@ -279,6 +279,11 @@ impl Control {
                 }
             }
             Effect::Probe => self.probe(app, slot),
+            Effect::Drain { .. } => {
+                // Out of the load balancer. No listener serves this app yet (the proxy lands
+                // with the load balancer), so nothing can be in flight: drained at once.
+                self.step(app, slot, Input::Drained);
+            }
             Effect::Notify(Note { kind, message }) => {
                 let message = if kind == NoteKind::CrashLoop {
                     // An app that dies at once often says why in its last lines.

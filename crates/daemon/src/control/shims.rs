@@ -51,7 +51,12 @@ impl Control {
                 {
                     Ok(commands) => {
                         adopted += 1;
-                        if stopping {
+                        let signalled = self
+                            .apps
+                            .get(&app)
+                            .and_then(|a| a.slots.get(&slot))
+                            .is_some_and(|s| s.record.instance.signalled);
+                        if stopping && signalled {
                             // The stop may not have reached the shim before the daemon died;
                             // a repeated stop is ignored by the shim.
                             let grace = self
@@ -67,6 +72,11 @@ impl Control {
                             self.apps.get_mut(&app).and_then(|a| a.slots.get_mut(&slot))
                         {
                             s.commands = Some(commands);
+                        }
+                        if stopping && !signalled {
+                            // A drain under way died with the last daemon (its proxy with it):
+                            // nothing is in flight any more, so the signal follows now.
+                            self.step(&app, slot, Input::Drained);
                         }
                     }
                     Err(exit) => {
