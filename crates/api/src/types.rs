@@ -159,3 +159,64 @@ pub struct EventsQuery {
     pub lines: usize,
     pub follow: bool,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub app: String,
+    /// Absolute path of the new jar.
+    pub artifact: String,
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    pub app: String,
+    /// A release id (or its prefix) or a version; `None` = the release before the current one.
+    pub to: Option<String>,
+}
+
+/// A deployment: the move of an app from one release to another.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentRecord {
+    #[serde(default)]
+    pub id: i64,
+    pub app: String,
+    pub from: String,
+    pub to: String,
+    pub strategy: String,
+    /// `running`, `rolling-back`, `succeeded`, `rolled-back`, `failed`.
+    pub outcome: String,
+    pub reason: Option<String>,
+    pub started_at: u64,
+    pub ended_at: Option<u64>,
+    pub steps: Vec<DeployStep>,
+}
+
+impl DeploymentRecord {
+    pub fn is_active(&self) -> bool {
+        self.outcome == "running" || self.outcome == "rolling-back"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeployStep {
+    pub at: u64,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseInfo {
+    pub id: String,
+    pub version: Option<String>,
+    pub created_at: u64,
+    pub current: bool,
+    pub artifact: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HistoryReport {
+    pub app: String,
+    pub current: String,
+    pub releases: Vec<ReleaseInfo>,
+    pub deployments: Vec<DeploymentRecord>,
+}

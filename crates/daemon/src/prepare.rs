@@ -98,8 +98,14 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
         feature,
         vendor: jdk.vendor.clone(),
     };
+    // The artifact is identified by its content (hashed above), not its path: the same jar
+    // copied elsewhere is the same release.
+    let launch = match &app.launch {
+        Launch::Jar { .. } => serde_json::json!("jar"),
+        other => serde_json::json!(other),
+    };
     let release_record = serde_json::json!({
-        "launch": app.launch,
+        "launch": launch,
         "args": app.args,
         "env": app.env,
         "java": app.java,
@@ -127,4 +133,52 @@ fn hash_file(digest: &mut Sha256, path: &std::path::Path) -> std::io::Result<()>
         }
         digest.update(&buf[..n]);
     }
+}
+
+/// `jarfleet deploy`: the app's current spec with `artifact` as its jar, prepared like `apply`
+/// does, and the jar copied into `releases/APP/RELEASE/` so the release stays runnable (and
+/// rollback possible) whatever happens to the original file.
+pub fn prepare_release(
+    current: &AppSpec,
+    artifact: &std::path::Path,
+    dirs: &crate::paths::StateDir,
+) -> Result<PreparedApp, ErrorBody> {
+    let usage = |message: String| ErrorBody {
+        kind: ErrorKind::Usage,
+        message,
+        hint: Some("nothing was changed".into()),
+    };
+    let mut spec = current.clone();
+    spec.launch = Launch::Jar {
+        path: artifact.to_path_buf(),
+    };
+    let jdks = jarfleet_java::discover();
+    let mut prepared = prepare_app(&spec, &jdks)
+        .map_err(|e| usage(e.replace(&format!("apps.{}.artifact", current.name), "artifact")))?;
+    let dir = dirs
+        .root()
+        .join("releases")
+        .join(&current.name)
+        .join(&prepared.release);
+    let file = artifact
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "app.jar".into());
+    let dest = dir.join(file);
+    if !dest.is_file() {
+        let copy = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&dir)?;
+            let tmp = dir.join(".incoming.jar");
+            std::fs::copy(artifact, &tmp)?;
+            std::fs::File::open(&tmp)?.sync_all()?;
+            std::fs::rename(&tmp, &dest)
+        };
+        copy().map_err(|e| ErrorBody {
+            kind: ErrorKind::Failed,
+            message: format!("copying {} into {}: {e}", artifact.display(), dir.display()),
+            hint: None,
+        })?;
+    }
+    prepared.spec.launch = Launch::Jar { path: dest };
+    Ok(prepared)
 }

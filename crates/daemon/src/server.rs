@@ -13,8 +13,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use jarfleet_api::{
-    Ack, ActionRequest, ApplyRequest, ErrorBody, ErrorKind, EventRecord, EventsQuery, LogLine,
-    LogsQuery, PROTOCOL, PROTOCOL_HEADER, ScaleRequest, ShutdownRequest, VersionInfo,
+    Ack, ActionRequest, ApplyRequest, DeployRequest, DeploymentRecord, ErrorBody, ErrorKind,
+    EventRecord, EventsQuery, HistoryReport, LogLine, LogsQuery, PROTOCOL, PROTOCOL_HEADER,
+    RollbackRequest, ScaleRequest, ShutdownRequest, VersionInfo,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -39,6 +40,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/logs", get(logs))
         .route("/v1/events", get(events))
+        .route("/v1/deploy", post(deploy))
+        .route("/v1/rollback", post(rollback))
+        .route("/v1/history", get(history))
         .layer(axum::middleware::from_fn(check_protocol))
         .with_state(state)
 }
@@ -140,6 +144,72 @@ async fn apply(
     })
     .await??;
     Ok(Json(result).into_response())
+}
+
+async fn deploy(
+    State(st): State<ApiState>,
+    Json(req): Json<DeployRequest>,
+) -> Result<Json<DeploymentRecord>, ApiError> {
+    let app = req.app.clone();
+    let Some(spec) = ask(&st.tx, |reply| Event::CurrentSpec {
+        app: app.clone(),
+        reply,
+    })
+    .await?
+    else {
+        return Err(ErrorBody {
+            kind: ErrorKind::Usage,
+            message: format!("no app named {app:?}"),
+            hint: Some(
+                "deploy to an app of the applied spec (`jarfleet status` lists them)".into(),
+            ),
+        }
+        .into());
+    };
+    let dirs = st.dirs.clone();
+    let artifact = PathBuf::from(&req.artifact);
+    let prepared = tokio::task::spawn_blocking(move || {
+        crate::prepare::prepare_release(&spec, &artifact, &dirs)
+    })
+    .await
+    .map_err(|e| {
+        ApiError::from(ErrorBody {
+            kind: ErrorKind::Failed,
+            message: format!("preparing: {e}"),
+            hint: None,
+        })
+    })??;
+    let record = ask(&st.tx, |reply| Event::Deploy {
+        app,
+        prepared: Box::new(prepared),
+        version: req.version,
+        reply,
+    })
+    .await??;
+    Ok(Json(record))
+}
+
+async fn rollback(
+    State(st): State<ApiState>,
+    Json(req): Json<RollbackRequest>,
+) -> Result<Json<DeploymentRecord>, ApiError> {
+    Ok(Json(
+        ask(&st.tx, |reply| Event::Rollback { req, reply }).await??,
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct HistoryQuery {
+    app: String,
+}
+
+async fn history(
+    State(st): State<ApiState>,
+    Query(q): Query<HistoryQuery>,
+) -> Result<Json<HistoryReport>, ApiError> {
+    Ok(Json(
+        ask(&st.tx, |reply| Event::History { app: q.app, reply }).await??,
+    ))
 }
 
 async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {

@@ -3,10 +3,11 @@
 //! Owned by the control loop (one connection, one writer). Readers that must not wait for the
 //! loop (event listings) open their own read-only connection.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use jarfleet_api::EventRecord;
+use jarfleet_api::{DeploymentRecord, EventRecord};
 use jarfleet_core::instance::Instance;
 use rusqlite::{Connection, OpenFlags, params};
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,14 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_app ON events (app, id);
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 2: deployments.
+    "CREATE TABLE deployments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX deployments_app ON deployments (app, id);",
 ];
 
 /// Events kept; older ones are pruned.
@@ -60,6 +69,33 @@ pub struct AppRecord {
     /// Being removed: its instances are stopping and it goes once they are gone.
     #[serde(default)]
     pub removing: bool,
+    /// How to run each release the app has (the current one, the one being deployed, and the
+    /// previous ones for rollback), by release id.
+    #[serde(default)]
+    pub releases: BTreeMap<String, ReleaseRecord>,
+}
+
+/// One immutable release: the spec and JDK it runs with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    pub spec: jarfleet_core::spec::AppSpec,
+    pub runtime: crate::launch::JavaRuntime,
+    pub version: Option<String>,
+    pub created_at: u64,
+}
+
+impl AppRecord {
+    /// The spec and JDK of `release` (the app's current ones for a release recorded before
+    /// releases were kept).
+    pub fn release(
+        &self,
+        release: &str,
+    ) -> (&jarfleet_core::spec::AppSpec, &crate::launch::JavaRuntime) {
+        match self.releases.get(release) {
+            Some(r) => (&r.spec, &r.runtime),
+            None => (&self.spec, &self.runtime),
+        }
+    }
 }
 
 /// What the store keeps about an instance slot.
@@ -230,6 +266,43 @@ impl Store {
             slot,
             message: message.to_string(),
         })
+    }
+
+    /// Inserts (`id` = None) or updates a deployment; returns its id.
+    pub fn put_deployment(&self, rec: &DeploymentRecord) -> Result<i64> {
+        let json = serde_json::to_string(rec)?;
+        if rec.id == 0 {
+            self.conn.execute(
+                "INSERT INTO deployments (app, outcome, record) VALUES (?1, ?2, ?3)",
+                params![rec.app, rec.outcome, json],
+            )?;
+            Ok(self.conn.last_insert_rowid())
+        } else {
+            self.conn.execute(
+                "UPDATE deployments SET outcome = ?2, record = ?3 WHERE id = ?1",
+                params![rec.id, rec.outcome, json],
+            )?;
+            Ok(rec.id)
+        }
+    }
+
+    /// Deployments of `app`, oldest first (all apps when `None`).
+    pub fn deployments(&self, app: Option<&str>) -> Result<Vec<DeploymentRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, record FROM deployments WHERE ?1 IS NULL OR app = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![app], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, json) = row?;
+            let mut rec: DeploymentRecord =
+                serde_json::from_str(&json).with_context(|| format!("reading deployment {id}"))?;
+            rec.id = id;
+            out.push(rec);
+        }
+        Ok(out)
     }
 
     pub fn max_generation(&self) -> Result<u64> {

@@ -69,6 +69,36 @@ pub enum Command {
     Stop { target: String },
     /// Restart an app (rolling, one instance at a time) or one instance (APP/N).
     Restart { target: String },
+    /// Roll out a new jar as a new release of APP (rolling, health-gated, automatic rollback).
+    Deploy {
+        app: String,
+        /// The new jar.
+        artifact: PathBuf,
+        /// A version label shown in `history` (and usable with `rollback --to`).
+        #[arg(long)]
+        version: Option<String>,
+        /// Wait for the deployment to finish; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Go back to the previous release (or `--to` a release id or version), health-gated.
+    Rollback {
+        app: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Releases and deployments of an app, with their outcomes.
+    History {
+        app: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Change the number of instances of an app.
     Scale { app: String, instances: u32 },
     /// Instance output (stdout and stderr), prefixed with APP/N.

@@ -5,8 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use jarfleet_api::{
-    Ack, Action, ActionRequest, ApplyRequest, ApplyResponse, Client, EventRecord, LogLine,
-    ScaleRequest, ShutdownRequest, StatusReport, VersionInfo,
+    Ack, Action, ActionRequest, ApplyRequest, ApplyResponse, Client, DeployRequest,
+    DeploymentRecord, EventRecord, HistoryReport, LogLine, RollbackRequest, ScaleRequest,
+    ShutdownRequest, StatusReport, VersionInfo,
 };
 
 use crate::args::Output;
@@ -139,6 +140,106 @@ pub async fn action(client: &Client, target: &str, action: Action) -> Result<(),
         .await?;
     eprintln!("{}", ack.message);
     Ok(())
+}
+
+pub async fn deploy(
+    client: &Client,
+    app: &str,
+    artifact: &Path,
+    version: Option<String>,
+    wait: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    let artifact = context::absolute(artifact);
+    if !artifact.is_file() {
+        return Err(CliError::usage(
+            format!("{} does not exist (or is not a file)", artifact.display()),
+            Some("pass the path of the new jar"),
+        ));
+    }
+    let req = DeployRequest {
+        app: app.to_string(),
+        artifact: artifact.display().to_string(),
+        version,
+    };
+    let started: DeploymentRecord = client.post("/v1/deploy", &req).await?;
+    follow_deployment(client, started, wait, output).await
+}
+
+pub async fn rollback(
+    client: &Client,
+    app: &str,
+    to: Option<String>,
+    wait: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    let req = RollbackRequest {
+        app: app.to_string(),
+        to,
+    };
+    let started: DeploymentRecord = client.post("/v1/rollback", &req).await?;
+    follow_deployment(client, started, wait, output).await
+}
+
+/// Prints a started deployment; with `wait`, follows it to its end (exit 1 unless it succeeded).
+async fn follow_deployment(
+    client: &Client,
+    started: DeploymentRecord,
+    wait: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    eprintln!(
+        "deployment #{} of {}: {} → {}",
+        started.id, started.app, started.from, started.to
+    );
+    if !wait {
+        if output == Output::Json {
+            print_json(&started)?;
+        }
+        return Ok(());
+    }
+    let mut shown = 1;
+    let done = loop {
+        let report: HistoryReport = client
+            .get(&format!("/v1/history?app={}", started.app))
+            .await?;
+        let Some(d) = report.deployments.into_iter().find(|d| d.id == started.id) else {
+            return Err(CliError::failed(format!(
+                "deployment #{} vanished",
+                started.id
+            )));
+        };
+        for step in d.steps.iter().skip(shown) {
+            eprintln!("  {}", step.message);
+        }
+        shown = d.steps.len();
+        if !d.is_active() {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    if output == Output::Json {
+        print_json(&done)?;
+    }
+    match done.outcome.as_str() {
+        "succeeded" => Ok(()),
+        outcome => Err(CliError::failed(format!(
+            "deployment #{} {outcome}: {}",
+            done.id,
+            done.reason.as_deref().unwrap_or("no reason recorded")
+        ))),
+    }
+}
+
+pub async fn history(client: &Client, app: &str, output: Output) -> Result<(), CliError> {
+    let report: HistoryReport = client.get(&format!("/v1/history?app={app}")).await?;
+    match output {
+        Output::Json => print_json(&report),
+        Output::Table => {
+            print!("{}", render::history(&report));
+            Ok(())
+        }
+    }
 }
 
 pub async fn scale(client: &Client, app: &str, instances: u32) -> Result<(), CliError> {

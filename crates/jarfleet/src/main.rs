@@ -82,6 +82,20 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Start { target } => commands::action(&client(), &target, Action::Start).await,
         Command::Stop { target } => commands::action(&client(), &target, Action::Stop).await,
         Command::Restart { target } => commands::action(&client(), &target, Action::Restart).await,
+        Command::Deploy {
+            app,
+            artifact,
+            version,
+            wait,
+            output,
+        } => commands::deploy(&client(), &app, &artifact, version, wait, output).await,
+        Command::Rollback {
+            app,
+            to,
+            wait,
+            output,
+        } => commands::rollback(&client(), &app, to, wait, output).await,
+        Command::History { app, output } => commands::history(&client(), &app, output).await,
         Command::Scale { app, instances } => commands::scale(&client(), &app, instances).await,
         Command::Logs {
             target,

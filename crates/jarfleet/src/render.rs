@@ -1,6 +1,6 @@
 //! Human-readable output: tables and plans. `-o json` bypasses all of this.
 
-use jarfleet_api::{EventRecord, StatusReport};
+use jarfleet_api::{EventRecord, HistoryReport, StatusReport};
 use jarfleet_core::reconcile::{AppChange, Plan};
 
 /// Left-aligned columns, two spaces apart.
@@ -136,6 +136,60 @@ pub fn plan(plan: &Plan) -> String {
     if plan.changes.is_empty() && plan.unchanged.is_empty() {
         out.push_str("nothing to do\n");
     }
+    out
+}
+
+/// `HH:MM:SS` (UTC) of a millisecond timestamp.
+fn clock(ts: u64) -> String {
+    let secs = ts / 1000;
+    format!(
+        "{:02}:{:02}:{:02}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60
+    )
+}
+
+pub fn history(h: &HistoryReport) -> String {
+    let mut out = format!("{}: current release {}\n\nRELEASES\n", h.app, h.current);
+    let rows: Vec<Vec<String>> = h
+        .releases
+        .iter()
+        .map(|r| {
+            vec![
+                if r.current { "*".into() } else { " ".into() },
+                r.id.clone(),
+                r.version.clone().unwrap_or_else(|| "-".into()),
+                clock(r.created_at),
+                r.artifact.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["", "RELEASE", "VERSION", "CREATED", "ARTIFACT"],
+        &rows,
+    ));
+    out.push_str("\nDEPLOYMENTS\n");
+    let rows: Vec<Vec<String>> = h
+        .deployments
+        .iter()
+        .map(|d| {
+            vec![
+                format!("#{}", d.id),
+                format!("{} → {}", d.from, d.to),
+                d.outcome.clone(),
+                clock(d.started_at),
+                d.ended_at
+                    .map(|e| format!("{:.1}s", e.saturating_sub(d.started_at) as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into()),
+                d.reason.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["ID", "RELEASES", "OUTCOME", "STARTED", "TOOK", "REASON"],
+        &rows,
+    ));
     out
 }
 

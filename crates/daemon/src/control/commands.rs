@@ -58,6 +58,15 @@ impl Control {
                         runtime: p.runtime.clone(),
                         restart_generation: 0,
                         removing: false,
+                        releases: BTreeMap::from([(
+                            p.release.clone(),
+                            crate::store::ReleaseRecord {
+                                spec: p.spec.clone(),
+                                runtime: p.runtime.clone(),
+                                version: None,
+                                created_at: now,
+                            },
+                        )]),
                     };
                     let _ = self
                         .store
@@ -70,6 +79,7 @@ impl Control {
                         rec: rec.clone(),
                         slots: BTreeMap::new(),
                         removing: false,
+                        deployment: None,
                     });
                     rt.rec = rec;
                     rt.removing = false;
@@ -115,19 +125,32 @@ impl Control {
                     );
                     self.ensure_slots(app, *to);
                 }
-                AppChange::Roll { app, from, to, why } => {
-                    self.update_spec(app, &desired);
+                AppChange::Roll {
+                    app,
+                    from: _,
+                    to,
+                    why,
+                } => {
+                    // The old release keeps running from its own record; the new one is
+                    // rolled out by a deployment, health-gated, with rollback.
+                    self.remember_current_release(app);
                     if let Some(p) = desired.get(app) {
                         let _ = self
                             .store
                             .put_release(app, &p.release, &p.release_record, now);
+                        self.remember_release(
+                            app,
+                            to,
+                            crate::store::ReleaseRecord {
+                                spec: p.spec.clone(),
+                                runtime: p.runtime.clone(),
+                                version: None,
+                                created_at: now,
+                            },
+                        );
                     }
-                    self.emit(
-                        "app.rolling",
-                        Some(app),
-                        None,
-                        format!("rolling restart {from} → {to} ({} changed)", why.join(", ")),
-                    );
+                    self.update_spec(app, &desired);
+                    self.start_deployment(app, to, &format!("{} changed", why.join(", ")))?;
                 }
                 AppChange::Update { app, fields } => {
                     self.update_spec(app, &desired);
@@ -155,9 +178,30 @@ impl Control {
         let ours = self.ports_in_use();
         let mut errors = Vec::new();
         for change in &plan.changes {
+            let name = match change {
+                AppChange::Add { app, .. }
+                | AppChange::Remove { app }
+                | AppChange::Scale { app, .. }
+                | AppChange::Roll { app, .. }
+                | AppChange::Update { app, .. } => app,
+            };
+            if let Some(d) = self.apps.get(name).and_then(|a| a.deployment.as_ref()) {
+                errors.push(format!(
+                    "apps.{name}: deployment #{} ({} → {}) is still {}; change the app once it has finished",
+                    d.id, d.from, d.to, d.outcome
+                ));
+                continue;
+            }
+        }
+        for change in &plan.changes {
             let (app, need) = match change {
                 AppChange::Add { app, instances } => (app, *instances),
                 AppChange::Scale { app, to, from } if to > from => (app, *to),
+                // A rolling deploy runs up to `max_surge` extra instances for a while.
+                AppChange::Roll { app, .. } => match desired.get(app) {
+                    Some(p) => (app, p.spec.instances + p.spec.deploy.max_surge),
+                    None => continue,
+                },
                 _ => continue,
             };
             let Some(p) = desired.get(app) else { continue };
@@ -202,8 +246,8 @@ impl Control {
         let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) else {
             return;
         };
+        // The desired spec; the running release changes only when a deployment finishes.
         rt.rec.spec = p.spec.clone();
-        rt.rec.release = p.release.clone();
         rt.rec.runtime = p.runtime.clone();
         let _ = self.store.put_app(app, &rt.rec, now_ms());
     }
@@ -376,6 +420,15 @@ impl Control {
                 })
             }
             Action::Restart => {
+                if let Some(d) = self.apps.get(&req.app).and_then(|a| a.deployment.as_ref()) {
+                    return Err(usage(
+                        format!(
+                            "deployment #{} of {} is under way; restart it once it has finished",
+                            d.id, req.app
+                        ),
+                        None,
+                    ));
+                }
                 if let Some(rt) = self.apps.get_mut(&req.app) {
                     rt.rec.restart_generation += 1;
                     let _ = self.store.put_app(&req.app, &rt.rec, now_ms());

@@ -54,6 +54,25 @@ pub enum Event {
     Status {
         reply: oneshot::Sender<StatusReport>,
     },
+    /// The current spec of an app (for `deploy`, which builds a release from it).
+    CurrentSpec {
+        app: String,
+        reply: oneshot::Sender<Option<AppSpec>>,
+    },
+    Deploy {
+        app: String,
+        prepared: Box<PreparedApp>,
+        version: Option<String>,
+        reply: Reply<jarfleet_api::DeploymentRecord>,
+    },
+    Rollback {
+        req: jarfleet_api::RollbackRequest,
+        reply: Reply<jarfleet_api::DeploymentRecord>,
+    },
+    History {
+        app: String,
+        reply: Reply<jarfleet_api::HistoryReport>,
+    },
     Shutdown {
         stop_instances: bool,
         reply: oneshot::Sender<Ack>,
@@ -82,6 +101,8 @@ struct AppRuntime {
     rec: AppRecord,
     slots: BTreeMap<u32, Slot>,
     removing: bool,
+    /// The deployment under way, if any.
+    deployment: Option<jarfleet_api::DeploymentRecord>,
 }
 
 pub struct Control {
@@ -116,6 +137,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
 }
 
 mod commands;
+mod deploy;
 mod shims;
 mod status;
 
@@ -152,6 +174,7 @@ impl Control {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
         loop {
             self.tick_all();
+            self.drive_deployments();
             self.roll_all();
             self.persist_dirty();
             if self.shutdown_complete() {
@@ -196,6 +219,28 @@ impl Control {
             }
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Event::CurrentSpec { app, reply } => {
+                let spec = self
+                    .apps
+                    .get(&app)
+                    .filter(|a| !a.removing)
+                    .map(|a| a.rec.spec.clone());
+                let _ = reply.send(spec);
+            }
+            Event::Deploy {
+                app,
+                prepared,
+                version,
+                reply,
+            } => {
+                let _ = reply.send(self.deploy(&app, *prepared, version));
+            }
+            Event::Rollback { req, reply } => {
+                let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
+            }
+            Event::History { app, reply } => {
+                let _ = reply.send(self.history(&app));
             }
             Event::Shutdown {
                 stop_instances,
@@ -350,15 +395,15 @@ impl Control {
         }
         let mut moves = Vec::new();
         for (name, rt) in &self.apps {
-            if rt.removing {
+            // Release changes move through deployments; this walks `restart APP` only.
+            if rt.removing || rt.deployment.is_some() {
                 continue;
             }
             let view: Vec<(&Instance, bool)> = rt
                 .slots
                 .values()
                 .map(|s| {
-                    let outdated = s.record.instance.release != rt.rec.release
-                        || s.record.restart_generation < rt.rec.restart_generation;
+                    let outdated = s.record.restart_generation < rt.rec.restart_generation;
                     (&s.record.instance, outdated)
                 })
                 .collect();
@@ -370,9 +415,8 @@ impl Control {
             let Some(rt) = self.apps.get_mut(&app) else {
                 continue;
             };
-            let (release, generation) = (rt.rec.release.clone(), rt.rec.restart_generation);
+            let generation = rt.rec.restart_generation;
             if let Some(s) = rt.slots.get_mut(&slot) {
-                s.record.instance.release = release;
                 s.record.restart_generation = generation;
                 s.record.dirty = true;
             }
@@ -380,7 +424,7 @@ impl Control {
                 "instance.rolling",
                 Some(&app),
                 Some(slot),
-                "replacing with the current release".to_string(),
+                "rolling restart".to_string(),
             );
             self.step(
                 &app,

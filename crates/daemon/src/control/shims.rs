@@ -13,8 +13,20 @@ impl Control {
                     rec,
                     slots: BTreeMap::new(),
                     removing,
+                    deployment: None,
                 },
             );
+        }
+        // Deployments that were under way when the last daemon stopped carry on.
+        for d in self
+            .store
+            .deployments(None)?
+            .into_iter()
+            .filter(|d| d.is_active())
+        {
+            if let Some(rt) = self.apps.get_mut(&d.app) {
+                rt.deployment = Some(d);
+            }
         }
         let mut adopted = 0;
         for record in self.store.instances()? {
@@ -327,9 +339,15 @@ impl Control {
         let Some(rt) = self.apps.get(app) else { return };
         let Some(s) = rt.slots.get(&slot) else { return };
         let preferred = s.record.last_port;
-        let spec = rt.rec.spec.clone();
-        let runtime = rt.rec.runtime.clone();
         let release = s.record.instance.release.clone();
+        // Each instance runs its own release (old and new side by side during a deploy); the
+        // port range, health and stop settings are the app's current ones.
+        let (release_spec, runtime) = rt.rec.release(&release);
+        let mut spec = release_spec.clone();
+        let runtime = runtime.clone();
+        spec.ports = rt.rec.spec.ports;
+        spec.stop = rt.rec.spec.stop.clone();
+        spec.logs = rt.rec.spec.logs.clone();
         let port = match ports::pick(spec.ports, preferred, &ours) {
             Ok(p) => p,
             Err(error) => {

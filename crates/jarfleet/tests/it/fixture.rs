@@ -190,3 +190,29 @@ impl Fnv64 {
         self.0
     }
 }
+
+/// A copy of the fixture jar at `dest` whose built-in defaults are `props` (flag name → value,
+/// e.g. `version=v2`, `ready-delay=1h`): a different artifact, as a deploy needs.
+pub fn fixture_variant(dest: &Path, props: &[(&str, &str)]) -> PathBuf {
+    let dir = dest.parent().expect("dest has a parent").join(format!(
+        ".variant-{}",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    fs::create_dir_all(&dir).expect("variant dir");
+    let text: String = props.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
+    fs::write(dir.join("jarfleet-fixture.properties"), text).expect("properties");
+    fs::copy(fixture_jar(), dest).expect("copy the fixture jar");
+    let (_, jar) = find_jdk_tools();
+    let status = Command::new(&jar)
+        .arg("uf")
+        .arg(dest)
+        .arg("-C")
+        .arg(&dir)
+        .arg("jarfleet-fixture.properties")
+        .status()
+        .expect("running jar");
+    assert!(status.success(), "jar uf failed for {}", dest.display());
+    dest.to_path_buf()
+}

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod crashes;
+mod deploy;
 mod errors;
 mod foreground;
 mod logs;

@@ -1,0 +1,461 @@
+//! Deployments: moving an app from one release to another with the rolling planner
+//! (`jarfleet_core::rollout`), rolling back on failure, and recording every step.
+//!
+//! A deployment is persisted on every change, so a daemon that dies mid-way is followed by one
+//! that resumes it: the planner is stateless and reads where things stand from the instances.
+
+use jarfleet_api::{DeployStep, DeploymentRecord, HistoryReport, ReleaseInfo};
+use jarfleet_core::instance::AfterStop;
+use jarfleet_core::rollout::{self, Member, MemberState, Outcome, RolloutParams};
+use jarfleet_core::spec::Launch;
+
+use super::*;
+use crate::store::ReleaseRecord;
+
+/// Outcomes of a deployment record.
+pub(super) const RUNNING: &str = "running";
+pub(super) const ROLLING_BACK: &str = "rolling-back";
+const SUCCEEDED: &str = "succeeded";
+const ROLLED_BACK: &str = "rolled-back";
+const FAILED: &str = "failed";
+
+/// The release a deployment currently moves towards.
+fn target(d: &DeploymentRecord) -> &str {
+    if d.outcome == ROLLING_BACK {
+        &d.from
+    } else {
+        &d.to
+    }
+}
+
+/// How the planner sees an instance.
+fn member(s: &Slot, target: &str) -> Member {
+    let i = &s.record.instance;
+    let state = match &i.phase {
+        Phase::Ready { since } => MemberState::Ready { since: *since },
+        Phase::Unhealthy { .. } | Phase::Failed { .. } => MemberState::Failed,
+        Phase::Stopping {
+            then: AfterStop::RestartAfterFailure,
+            ..
+        } => MemberState::Failed,
+        Phase::Stopping { .. } | Phase::Stopped => MemberState::Leaving,
+        Phase::Waiting { .. } if i.consecutive_crashes > 0 => MemberState::Failed,
+        Phase::Waiting { .. } | Phase::Starting { .. } => MemberState::Starting,
+    };
+    Member {
+        slot: i.slot,
+        target: i.release == target,
+        state,
+    }
+}
+
+/// Why an instance counts as failed, in words.
+fn failure_reason(s: &Slot) -> String {
+    let i = &s.record.instance;
+    let name = i.name();
+    match (&i.phase, &i.last_exit, &i.probes.last_error) {
+        (Phase::Unhealthy { .. }, _, Some(err)) => format!("{name} turned unhealthy: {err}"),
+        (Phase::Stopping { .. }, _, err) => format!(
+            "{name} did not pass its health checks in time (start_timeout or unhealthy_restart_after){}",
+            err.as_ref()
+                .map(|e| format!("; last check: {e}"))
+                .unwrap_or_default()
+        ),
+        (_, Some((_, class)), _) => format!("{name} {}", class.describe()),
+        (_, _, Some(err)) => format!("{name} failed its health checks: {err}"),
+        _ => format!("{name} failed"),
+    }
+}
+
+impl Control {
+    /// Starts moving `app` to `release` (which must be recorded in the app's releases).
+    pub(super) fn start_deployment(
+        &mut self,
+        app: &str,
+        to: &str,
+        why: &str,
+    ) -> Result<DeploymentRecord, ErrorBody> {
+        let Some(rt) = self.apps.get(app).filter(|a| !a.removing) else {
+            return Err(self.unknown_app(app));
+        };
+        if let Some(d) = &rt.deployment {
+            return Err(usage(
+                format!(
+                    "a deployment of {app} is already running (#{}: {} → {}, {})",
+                    d.id, d.from, d.to, d.outcome
+                ),
+                Some("wait for it to finish (`jarfleet history APP`), then try again"),
+            ));
+        }
+        let from = rt.rec.release.clone();
+        if from == to {
+            return Err(usage(format!("{app} already runs release {to}"), None));
+        }
+        let strategy = rt.rec.release(to).0.deploy.strategy;
+        let now = now_ms();
+        let mut rec = DeploymentRecord {
+            id: 0,
+            app: app.to_string(),
+            from: from.clone(),
+            to: to.to_string(),
+            strategy: serde_json::to_value(strategy)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| "rolling".into()),
+            outcome: RUNNING.into(),
+            reason: None,
+            started_at: now,
+            ended_at: None,
+            steps: vec![DeployStep {
+                at: now,
+                message: format!("deploying {from} → {to} ({why})"),
+            }],
+        };
+        rec.id = self
+            .store
+            .put_deployment(&rec)
+            .map_err(|e| failed(format!("recording the deployment: {e:#}")))?;
+        self.emit(
+            "deploy.started",
+            Some(app),
+            None,
+            format!("deployment #{}: {from} → {to} ({why}), rolling", rec.id),
+        );
+        if let Some(rt) = self.apps.get_mut(app) {
+            rt.deployment = Some(rec.clone());
+        }
+        Ok(rec)
+    }
+
+    /// Records `release` of `app` (spec + JDK) so its instances can be started at any time.
+    pub(super) fn remember_release(&mut self, app: &str, release: &str, rec: ReleaseRecord) {
+        if let Some(rt) = self.apps.get_mut(app) {
+            rt.rec.releases.entry(release.to_string()).or_insert(rec);
+            let _ = self.store.put_app(app, &rt.rec, now_ms());
+        }
+    }
+
+    /// Records the app's current release from its current spec, if it is not recorded yet (apps
+    /// created before releases were kept, or before the spec changes).
+    pub(super) fn remember_current_release(&mut self, app: &str) {
+        let Some(rt) = self.apps.get(app) else { return };
+        if rt.rec.releases.contains_key(&rt.rec.release) {
+            return;
+        }
+        let rec = ReleaseRecord {
+            spec: rt.rec.spec.clone(),
+            runtime: rt.rec.runtime.clone(),
+            version: None,
+            created_at: now_ms(),
+        };
+        let release = rt.rec.release.clone();
+        self.remember_release(app, &release, rec);
+    }
+
+    /// Moves every running deployment one planner step forward.
+    pub(super) fn drive_deployments(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        let active: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(_, a)| a.deployment.is_some() && !a.removing)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for app in active {
+            self.drive(&app);
+        }
+    }
+
+    fn drive(&mut self, app: &str) {
+        let now = now_ms();
+        let Some(rt) = self.apps.get(app) else { return };
+        let Some(d) = rt.deployment.clone() else {
+            return;
+        };
+        let target = target(&d).to_string();
+        let spec = rt.rec.release(&target).0;
+        let params = RolloutParams {
+            instances: rt.rec.spec.instances,
+            max_surge: spec.deploy.max_surge,
+            max_unavailable: spec.deploy.max_unavailable,
+            min_healthy: spec.deploy.min_healthy,
+        };
+        let auto_rollback = spec.deploy.auto_rollback;
+        let members: Vec<Member> = rt.slots.values().map(|s| member(s, &target)).collect();
+        let steps = rollout::next_steps(&params, &members, now);
+        let restart_generation = rt.rec.restart_generation;
+        let mut log = Vec::new();
+        for slot in &steps.start {
+            if let Some(rt) = self.apps.get_mut(app) {
+                let record = InstanceRecord {
+                    instance: Instance::new(app, *slot, &target, now),
+                    generation: 0,
+                    restart_generation,
+                    pending_port: None,
+                    last_port: None,
+                    dirty: true,
+                };
+                rt.slots.insert(
+                    *slot,
+                    Slot {
+                        record,
+                        commands: None,
+                        cpu: None,
+                    },
+                );
+            }
+            log.push(format!("start {app}/{slot} on {target}"));
+        }
+        for slot in &steps.retire {
+            log.push(format!("retire {app}/{slot}"));
+            self.step(
+                app,
+                *slot,
+                Input::Stop {
+                    then: AfterStop::Remove,
+                },
+            );
+        }
+        match steps.outcome {
+            None => {}
+            Some(Outcome::Done) => {
+                let rolled_back = d.outcome == ROLLING_BACK;
+                self.finish(
+                    app,
+                    if rolled_back { ROLLED_BACK } else { SUCCEEDED },
+                    &target,
+                    now,
+                );
+                return;
+            }
+            Some(Outcome::Failed { slot, .. }) => {
+                let reason = self
+                    .apps
+                    .get(app)
+                    .and_then(|a| a.slots.get(&slot))
+                    .map(failure_reason)
+                    .unwrap_or_else(|| format!("{app}/{slot} failed"));
+                if d.outcome == ROLLING_BACK || !auto_rollback {
+                    self.record_step(app, format!("failed: {reason}"), now);
+                    if let Some(rt) = self.apps.get_mut(app)
+                        && let Some(d) = rt.deployment.as_mut()
+                    {
+                        d.reason = Some(
+                            d.reason
+                                .clone()
+                                .map_or(reason.clone(), |r| format!("{r}; then {reason}")),
+                        );
+                    }
+                    self.finish(app, FAILED, &d.from, now);
+                    return;
+                }
+                if let Some(rt) = self.apps.get_mut(app)
+                    && let Some(d) = rt.deployment.as_mut()
+                {
+                    d.outcome = ROLLING_BACK.into();
+                    d.reason = Some(reason.clone());
+                }
+                self.record_step(app, format!("rolling back: {reason}"), now);
+                self.emit(
+                    "deploy.rolling-back",
+                    Some(app),
+                    None,
+                    format!("rolling back: {reason}"),
+                );
+                return;
+            }
+        }
+        for message in log {
+            self.record_step(app, message, now);
+        }
+    }
+
+    fn record_step(&mut self, app: &str, message: String, now: u64) {
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        let Some(d) = rt.deployment.as_mut() else {
+            return;
+        };
+        d.steps.push(DeployStep { at: now, message });
+        if let Err(e) = self.store.put_deployment(d) {
+            tracing::error!(error = %e, "recording a deployment step");
+        }
+    }
+
+    /// Ends the app's deployment with `outcome`; `current` is the release the app now runs.
+    fn finish(&mut self, app: &str, outcome: &str, current: &str, now: u64) {
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        let Some(mut d) = rt.deployment.take() else {
+            return;
+        };
+        if outcome != FAILED {
+            rt.rec.release = current.to_string();
+            let (spec, runtime) = rt.rec.release(current);
+            let (spec, runtime) = (spec.clone(), runtime.clone());
+            // The desired count and live settings stay as the user set them.
+            let instances = rt.rec.spec.instances;
+            rt.rec.spec = spec;
+            rt.rec.spec.instances = instances;
+            rt.rec.runtime = runtime;
+            let _ = self.store.put_app(app, &rt.rec, now);
+        }
+        d.outcome = outcome.to_string();
+        d.ended_at = Some(now);
+        d.steps.push(DeployStep {
+            at: now,
+            message: format!(
+                "{outcome} after {:.1} s",
+                now.saturating_sub(d.started_at) as f64 / 1000.0
+            ),
+        });
+        if let Err(e) = self.store.put_deployment(&d) {
+            tracing::error!(error = %e, "recording a deployment");
+        }
+        let message = match &d.reason {
+            Some(r) => format!("deployment #{} {outcome}: {r}", d.id),
+            None => format!("deployment #{} {outcome}: {app} runs {current}", d.id),
+        };
+        self.emit(&format!("deploy.{outcome}"), Some(app), None, message);
+    }
+
+    /// `jarfleet deploy`: a prepared release of a new artifact.
+    pub(super) fn deploy(
+        &mut self,
+        app: &str,
+        prepared: PreparedApp,
+        version: Option<String>,
+    ) -> Result<DeploymentRecord, ErrorBody> {
+        if self.apps.get(app).is_none_or(|a| a.removing) {
+            return Err(self.unknown_app(app));
+        }
+        if let Some(d) = self.apps.get(app).and_then(|a| a.deployment.as_ref()) {
+            return Err(usage(
+                format!(
+                    "a deployment of {app} is already running (#{}: {} → {})",
+                    d.id, d.from, d.to
+                ),
+                Some("wait for it to finish (`jarfleet history APP`), then try again"),
+            ));
+        }
+        self.remember_current_release(app);
+        let now = now_ms();
+        let _ = self
+            .store
+            .put_release(app, &prepared.release, &prepared.release_record, now);
+        let release = prepared.release.clone();
+        let why = match &version {
+            Some(v) => format!("version {v}"),
+            None => "new artifact".to_string(),
+        };
+        self.remember_release(
+            app,
+            &release,
+            ReleaseRecord {
+                spec: prepared.spec,
+                runtime: prepared.runtime,
+                version,
+                created_at: now,
+            },
+        );
+        self.start_deployment(app, &release, &why)
+    }
+
+    /// `jarfleet rollback`: back to the previous release, or to `to` (release id prefix or
+    /// version), through the same health-gated path.
+    pub(super) fn rollback(
+        &mut self,
+        app: &str,
+        to: Option<&str>,
+    ) -> Result<DeploymentRecord, ErrorBody> {
+        let Some(rt) = self.apps.get(app).filter(|a| !a.removing) else {
+            return Err(self.unknown_app(app));
+        };
+        let current = rt.rec.release.clone();
+        let target = match to {
+            Some(want) => {
+                let found: Vec<&String> = rt
+                    .rec
+                    .releases
+                    .iter()
+                    .filter(|(id, r)| id.starts_with(want) || r.version.as_deref() == Some(want))
+                    .map(|(id, _)| id)
+                    .collect();
+                match found.as_slice() {
+                    [one] => (*one).clone(),
+                    [] => {
+                        return Err(usage(
+                            format!("{app} has no release {want:?}"),
+                            Some("`jarfleet history APP` lists its releases"),
+                        ));
+                    }
+                    _ => {
+                        return Err(usage(
+                            format!(
+                                "{want:?} matches several releases of {app}; give more of the id"
+                            ),
+                            None,
+                        ));
+                    }
+                }
+            }
+            None => {
+                let deployments = self.store.deployments(Some(app)).unwrap_or_default();
+                let previous = deployments
+                    .iter()
+                    .rev()
+                    .find(|d| d.outcome == SUCCEEDED && d.to == current)
+                    .map(|d| d.from.clone());
+                match previous {
+                    Some(p) if rt.rec.releases.contains_key(&p) => p,
+                    _ => {
+                        return Err(usage(
+                            format!("{app} has no previous release to go back to"),
+                            Some(
+                                "`jarfleet rollback APP --to RELEASE` names one; `jarfleet history APP` lists them",
+                            ),
+                        ));
+                    }
+                }
+            }
+        };
+        self.start_deployment(app, &target, "rollback")
+    }
+
+    /// `jarfleet history`: releases and deployments.
+    pub(super) fn history(&self, app: &str) -> Result<HistoryReport, ErrorBody> {
+        let Some(rt) = self.apps.get(app) else {
+            return Err(self.unknown_app(app));
+        };
+        let mut releases: Vec<ReleaseInfo> = rt
+            .rec
+            .releases
+            .iter()
+            .map(|(id, r)| ReleaseInfo {
+                id: id.clone(),
+                version: r.version.clone(),
+                created_at: r.created_at,
+                current: *id == rt.rec.release,
+                artifact: match &r.spec.launch {
+                    Launch::Jar { path } => path.display().to_string(),
+                    Launch::MainClass { main_class, .. } => main_class.clone(),
+                },
+            })
+            .collect();
+        releases.sort_by_key(|r| r.created_at);
+        let deployments = self
+            .store
+            .deployments(Some(app))
+            .map_err(|e| failed(format!("reading deployments: {e:#}")))?;
+        Ok(HistoryReport {
+            app: app.to_string(),
+            current: rt.rec.release.clone(),
+            releases,
+            deployments,
+        })
+    }
+}
