@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::instance::{Instance, Phase};
 use crate::spec::AppSpec;
 
 /// An app as the planner sees it: its spec and the release id that spec makes.
@@ -148,50 +147,11 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     fields
 }
 
-/// Rolling restart: which instances to replace now. Each entry is an instance and whether it is
-/// outdated (older release, or older than a requested rolling restart).
-///
-/// Outdated instances that serve nothing (not ready) are replaced at once; ready ones one at a
-/// time, and only while every up-to-date instance is ready and nothing else is stopping, so
-/// capacity never drops by more than one instance.
-pub fn next_to_roll(instances: &[(&Instance, bool)]) -> Vec<u32> {
-    let idle: Vec<u32> = instances
-        .iter()
-        .filter(|(i, outdated)| {
-            *outdated
-                && !matches!(
-                    i.phase,
-                    Phase::Ready { .. } | Phase::Stopping { .. } | Phase::Stopped
-                )
-        })
-        .map(|(i, _)| i.slot)
-        .collect();
-    if !idle.is_empty() {
-        return idle;
-    }
-    let busy = instances.iter().any(|(i, outdated)| {
-        matches!(i.phase, Phase::Stopping { .. })
-            || (!outdated && !matches!(i.phase, Phase::Ready { .. } | Phase::Stopped))
-    });
-    if busy {
-        return vec![];
-    }
-    instances
-        .iter()
-        .filter(|(i, outdated)| *outdated && i.is_ready())
-        .map(|(i, _)| i.slot)
-        .min()
-        .into_iter()
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Millis;
-    use crate::instance::{AfterStop, Input};
     use crate::spec::AppSpec;
-    use crate::testkit::{self, spec, spec_with};
+    use crate::testkit::{spec, spec_with};
 
     fn fleet<'a>(apps: &[(&str, &'a AppSpec, &'a str)]) -> BTreeMap<String, AppState<'a>> {
         apps.iter()
@@ -447,169 +407,5 @@ mod tests {
             ]),
         ];
         assert_eq!(got.changes, want);
-    }
-
-    /// An instance of `web` in `phase`.
-    fn inst(slot: u32, phase: Phase) -> Instance {
-        Instance {
-            phase,
-            ..Instance::new("web", slot, "r1", testkit::T0)
-        }
-    }
-
-    #[test]
-    fn next_to_roll_keeps_capacity() {
-        let ready = || Phase::Ready { since: 1 };
-        let starting = || Phase::Starting { since: 1 };
-        let stopping = || Phase::Stopping {
-            since: 1,
-            then: AfterStop::Restart,
-        };
-        let waiting = || Phase::Waiting {
-            at: 1,
-            spawning: false,
-        };
-        let unhealthy = || Phase::Unhealthy { since: 1 };
-        let failed = || Phase::Failed { reason: "x".into() };
-        // (slot, phase, outdated) → slots to replace now
-        type Row = Vec<(u32, Phase, bool)>;
-        let table: Vec<(&str, Row, Vec<u32>)> = vec![
-            (
-                "nothing outdated",
-                vec![(0, ready(), false), (1, ready(), false)],
-                vec![],
-            ),
-            ("empty", vec![], vec![]),
-            (
-                "all ready and outdated: one at a time, lowest slot first",
-                vec![(2, ready(), true), (0, ready(), true), (1, ready(), true)],
-                vec![0],
-            ),
-            (
-                "outdated and serving nothing: all at once",
-                vec![
-                    (0, starting(), true),
-                    (1, waiting(), true),
-                    (2, ready(), true),
-                    (3, unhealthy(), true),
-                    (4, failed(), true),
-                ],
-                vec![0, 1, 3, 4],
-            ),
-            (
-                "outdated but stopped on purpose: left alone",
-                vec![(0, Phase::Stopped, true)],
-                vec![],
-            ),
-            (
-                "an up-to-date instance is still starting",
-                vec![(0, starting(), false), (1, ready(), true)],
-                vec![],
-            ),
-            (
-                "an up-to-date instance waits in backoff",
-                vec![(0, waiting(), false), (1, ready(), true)],
-                vec![],
-            ),
-            (
-                "an up-to-date instance is unhealthy",
-                vec![(0, unhealthy(), false), (1, ready(), true)],
-                vec![],
-            ),
-            (
-                "something is stopping",
-                vec![(0, stopping(), false), (1, ready(), true)],
-                vec![],
-            ),
-            (
-                "an outdated one is stopping",
-                vec![(0, stopping(), true), (1, ready(), true)],
-                vec![],
-            ),
-            (
-                "an up-to-date one is stopped on purpose",
-                vec![(0, Phase::Stopped, false), (1, ready(), true)],
-                vec![1],
-            ),
-            (
-                "idle outdated ones go even while another stops",
-                vec![(0, stopping(), false), (1, starting(), true)],
-                vec![1],
-            ),
-            (
-                "the rest up to date and ready",
-                vec![(0, ready(), false), (1, ready(), false), (2, ready(), true)],
-                vec![2],
-            ),
-        ];
-        for (name, rows, want) in table {
-            let instances: Vec<(Instance, bool)> = rows
-                .into_iter()
-                .map(|(slot, phase, outdated)| (inst(slot, phase), outdated))
-                .collect();
-            let view: Vec<(&Instance, bool)> = instances.iter().map(|(i, o)| (i, *o)).collect();
-            assert_eq!(next_to_roll(&view), want, "{name}");
-        }
-    }
-
-    #[test]
-    fn a_rolling_restart_replaces_one_ready_instance_at_a_time() {
-        // Three ready instances of r1, r2 wanted: drive real instances through the state
-        // machine the way the daemon does and check that at most one is ever out of service.
-        let spec = spec();
-        let mut now: Millis = testkit::T0;
-        let mut fleet: Vec<Instance> = (0..3)
-            .map(|slot| ready_instance(&spec, slot, now))
-            .collect();
-        let mut order = Vec::new();
-        for _ in 0..50 {
-            now += 1_000;
-            let view: Vec<(&Instance, bool)> =
-                fleet.iter().map(|i| (i, i.release != "r2")).collect();
-            let next = next_to_roll(&view);
-            assert!(next.len() <= 1, "{next:?}");
-            for slot in next {
-                let i = &mut fleet[slot as usize];
-                order.push(slot);
-                i.release = "r2".into();
-                let stop = Input::Stop {
-                    then: AfterStop::Restart,
-                };
-                assert!(!i.step(stop, now, &spec, testkit::NO_JITTER).is_empty());
-            }
-            let ready = fleet.iter().filter(|i| i.is_ready()).count();
-            assert!(
-                ready >= 2,
-                "capacity dropped to {ready} at +{} ms",
-                now - testkit::T0
-            );
-            // Everyone moves one step: the stopping one exits, the new one starts and gets ready.
-            for i in &mut fleet {
-                let input = match i.phase {
-                    Phase::Stopping { .. } => {
-                        testkit::exited(testkit::stopped(Some(143), None, now))
-                    }
-                    Phase::Waiting { spawning: true, .. } => testkit::spawned(now),
-                    Phase::Starting { .. } => testkit::probe(true),
-                    _ => Input::Tick,
-                };
-                i.step(input, now, &spec, testkit::NO_JITTER);
-            }
-            if fleet.iter().all(|i| i.release == "r2" && i.is_ready()) {
-                break;
-            }
-        }
-        assert_eq!(order, [0, 1, 2]);
-        assert!(fleet.iter().all(|i| i.release == "r2" && i.is_ready()));
-    }
-
-    fn ready_instance(spec: &AppSpec, slot: u32, now: Millis) -> Instance {
-        let mut i = Instance::new("web", slot, "r1", now);
-        for input in [Input::Tick, testkit::spawned(now), Input::Tick] {
-            i.step(input, now + 250, spec, testkit::NO_JITTER);
-        }
-        i.step(testkit::probe(true), now + 250, spec, testkit::NO_JITTER);
-        assert!(i.is_ready());
-        i
     }
 }

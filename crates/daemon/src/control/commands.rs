@@ -433,18 +433,17 @@ impl Control {
                     rt.rec.restart_generation += 1;
                     let _ = self.store.put_app(&req.app, &rt.rec, now_ms());
                 }
-                // Stopped instances come back as part of the restart.
-                for slot in slots {
-                    self.step(&req.app, slot, Input::Start);
-                }
-                self.emit(
-                    "app.restart",
-                    Some(&req.app),
-                    None,
-                    format!("rolling restart of {target}"),
-                );
+                // A restart is a deployment to the same release: new instances start next to the
+                // old ones and each old one goes once a new one is healthy (no capacity lost).
+                let release = self
+                    .apps
+                    .get(&req.app)
+                    .map(|a| a.rec.release.clone())
+                    .unwrap_or_default();
+                let _ = slots;
+                let d = self.start_deployment(&req.app, &release, "restart")?;
                 Ok(Ack {
-                    message: format!("rolling restart of {target} (one instance at a time)"),
+                    message: format!("rolling restart of {target} (deployment #{})", d.id),
                 })
             }
         }

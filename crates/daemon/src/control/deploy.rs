@@ -28,9 +28,11 @@ fn target(d: &DeploymentRecord) -> &str {
     }
 }
 
-/// How the planner sees an instance.
-fn member(s: &Slot, target: &str) -> Member {
+/// How the planner sees an instance: on the target release and, for a restart, started since
+/// the restart was asked for (`restart_generation`).
+fn member(s: &Slot, target: &str, restart_generation: u64) -> Member {
     let i = &s.record.instance;
+    let is_target = i.release == target && s.record.restart_generation >= restart_generation;
     let state = match &i.phase {
         Phase::Ready { since } => MemberState::Ready { since: *since },
         Phase::Unhealthy { .. } | Phase::Failed { .. } => MemberState::Failed,
@@ -38,13 +40,17 @@ fn member(s: &Slot, target: &str) -> Member {
             then: AfterStop::RestartAfterFailure,
             ..
         } => MemberState::Failed,
-        Phase::Stopping { .. } | Phase::Stopped => MemberState::Leaving,
+        Phase::Stopping { .. } => MemberState::Leaving,
+        // A stopped old instance is replaced like a crashed one (and removed); a stopped new
+        // one is simply not there.
+        Phase::Stopped if !is_target => MemberState::Failed,
+        Phase::Stopped => MemberState::Leaving,
         Phase::Waiting { .. } if i.consecutive_crashes > 0 => MemberState::Failed,
         Phase::Waiting { .. } | Phase::Starting { .. } => MemberState::Starting,
     };
     Member {
         slot: i.slot,
-        target: i.release == target,
+        target: is_target,
         state,
     }
 }
@@ -88,7 +94,7 @@ impl Control {
             ));
         }
         let from = rt.rec.release.clone();
-        if from == to {
+        if from == to && why != "restart" {
             return Err(usage(format!("{app} already runs release {to}"), None));
         }
         let strategy = rt.rec.release(to).0.deploy.strategy;
@@ -183,7 +189,12 @@ impl Control {
             min_healthy: spec.deploy.min_healthy,
         };
         let auto_rollback = spec.deploy.auto_rollback;
-        let members: Vec<Member> = rt.slots.values().map(|s| member(s, &target)).collect();
+        let generation = rt.rec.restart_generation;
+        let members: Vec<Member> = rt
+            .slots
+            .values()
+            .map(|s| member(s, &target, generation))
+            .collect();
         let steps = rollout::next_steps(&params, &members, now);
         let restart_generation = rt.rec.restart_generation;
         let mut log = Vec::new();
@@ -237,7 +248,8 @@ impl Control {
                     .and_then(|a| a.slots.get(&slot))
                     .map(failure_reason)
                     .unwrap_or_else(|| format!("{app}/{slot} failed"));
-                if d.outcome == ROLLING_BACK || !auto_rollback {
+                // A restart has nothing to roll back to; the supervisor keeps restarting.
+                if d.outcome == ROLLING_BACK || !auto_rollback || d.from == d.to {
                     self.record_step(app, format!("failed: {reason}"), now);
                     if let Some(rt) = self.apps.get_mut(app)
                         && let Some(d) = rt.deployment.as_mut()

@@ -175,7 +175,6 @@ impl Control {
         loop {
             self.tick_all();
             self.drive_deployments();
-            self.roll_all();
             self.persist_dirty();
             if self.shutdown_complete() {
                 break;
@@ -386,54 +385,6 @@ impl Control {
                     .filter_map(|s| s.record.instance.next_wakeup(&rt.rec.spec))
             })
             .min()
-    }
-
-    /// Moves rolling restarts forward (config change, `restart APP`).
-    fn roll_all(&mut self) {
-        if self.shutdown.is_some() {
-            return;
-        }
-        let mut moves = Vec::new();
-        for (name, rt) in &self.apps {
-            // Release changes move through deployments; this walks `restart APP` only.
-            if rt.removing || rt.deployment.is_some() {
-                continue;
-            }
-            let view: Vec<(&Instance, bool)> = rt
-                .slots
-                .values()
-                .map(|s| {
-                    let outdated = s.record.restart_generation < rt.rec.restart_generation;
-                    (&s.record.instance, outdated)
-                })
-                .collect();
-            for slot in reconcile::next_to_roll(&view) {
-                moves.push((name.clone(), slot));
-            }
-        }
-        for (app, slot) in moves {
-            let Some(rt) = self.apps.get_mut(&app) else {
-                continue;
-            };
-            let generation = rt.rec.restart_generation;
-            if let Some(s) = rt.slots.get_mut(&slot) {
-                s.record.restart_generation = generation;
-                s.record.dirty = true;
-            }
-            self.emit(
-                "instance.rolling",
-                Some(&app),
-                Some(slot),
-                "rolling restart".to_string(),
-            );
-            self.step(
-                &app,
-                slot,
-                Input::Stop {
-                    then: AfterStop::Restart,
-                },
-            );
-        }
     }
 
     fn persist_dirty(&mut self) {

@@ -297,3 +297,46 @@ fn a_deploy_interrupted_by_a_daemon_crash_is_finished_by_the_next_daemon() {
         (others().len() == 6).then_some(())
     });
 }
+
+#[test]
+fn restart_of_an_app_is_a_rolling_deploy_that_keeps_capacity() {
+    let (fleet, _) = fleet_v1("");
+    let before: Vec<u64> = fleet
+        .instances("fx")
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    // A stopped instance comes back as part of the restart.
+    let stopped_slot = fleet.instances("fx")[0]["slot"]
+        .as_u64()
+        .expect("slot")
+        .to_string();
+    fleet.ok(&["stop", &format!("fx/{stopped_slot}")]);
+    wait_until("the instance to stop", START, || {
+        fleet
+            .instances("fx")
+            .iter()
+            .any(|i| i["state"] == "stopped")
+            .then_some(())
+    });
+    let (stop, min_ready, watcher) = watch_ready(&fleet);
+    fleet.ok(&["restart", "fx"]);
+    wait_until("the restart deployment to succeed", START, || {
+        (history(&fleet)["deployments"][0]["outcome"] == "succeeded").then_some(())
+    });
+    stop.store(true, Ordering::SeqCst);
+    let _ = watcher.join();
+    assert!(
+        min_ready.load(Ordering::SeqCst) >= 2,
+        "the two running instances stayed up throughout"
+    );
+    let after = fleet.wait_ready("fx", 3, START);
+    assert!(
+        after
+            .iter()
+            .filter_map(|i| i["pid"].as_u64())
+            .all(|p| !before.contains(&p)),
+        "every instance is a new process"
+    );
+    assert_eq!(versions(&fleet), ["v1", "v1", "v1"]);
+}
