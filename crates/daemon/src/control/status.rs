@@ -36,10 +36,7 @@ impl Control {
                 });
             }
             let ready = instances.iter().filter(|i| i.ready).count() as u32;
-            let rolling = rt.slots.values().any(|s| {
-                s.record.instance.release != rt.rec.release
-                    || s.record.restart_generation < rt.rec.restart_generation
-            });
+            let rolling = rt.deployment.is_some();
             apps.push(AppStatus {
                 name: name.clone(),
                 release: rt.rec.release.clone(),
