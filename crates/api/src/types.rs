@@ -98,8 +98,11 @@ pub struct AppStatus {
     pub release: String,
     pub desired: u32,
     pub ready: u32,
-    /// A rolling restart in progress.
+    /// A deployment (deploy, rollback, rolling restart) in progress.
     pub rolling: bool,
+    /// That deployment, e.g. `#4 3f2a9c1b7d00 → 9e8d7c6b5a41 running`.
+    #[serde(default)]
+    pub deployment: Option<String>,
     pub java: Option<String>,
     pub instances: Vec<InstanceStatus>,
 }

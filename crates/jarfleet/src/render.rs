@@ -65,7 +65,10 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
             app.ready,
             app.desired,
             app.release,
-            if app.rolling { " (rolling)" } else { "" },
+            app.deployment
+                .as_ref()
+                .map(|d| format!(" (deployment {d})"))
+                .unwrap_or_default(),
             app.java.as_deref().unwrap_or("-"),
         ));
         let rows: Vec<Vec<String>> = app
@@ -251,6 +254,7 @@ mod tests {
                 desired: 3,
                 ready: 1,
                 rolling: false,
+                deployment: None,
                 java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
                 instances: vec![
                     instance(0, "ready", Some(4242)),

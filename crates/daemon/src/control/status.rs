@@ -47,6 +47,10 @@ impl Control {
                 },
                 ready,
                 rolling,
+                deployment: rt
+                    .deployment
+                    .as_ref()
+                    .map(|d| format!("#{} {} → {} {}", d.id, d.from, d.to, d.outcome)),
                 java: Some(format!(
                     "{} ({})",
                     rt.rec.runtime.version,
