@@ -212,10 +212,24 @@ async fn killed_backend_under_get_load_loses_nothing() {
         }));
     }
     wait_until("load on both backends", || a.hits() > 200 && b.hits() > 200).await;
+    // Requests that are inside `a` when it dies (b answers /hold at once, a never does).
+    b.open_gate();
+    let held: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(addr, "/hold").await }))
+        .collect();
+    wait_until("requests held inside a", || a.holding.load(SeqCst) >= 2).await;
     a.kill();
     let at_kill = ok.load(SeqCst);
     wait_until("load after the kill", || ok.load(SeqCst) > at_kill + 1000).await;
     stop.store(true, SeqCst);
+    for h in held {
+        let r = h.await.expect("join");
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "b"),
+            "held GET retried on b"
+        );
+    }
     for w in workers {
         w.await.expect("join");
     }
@@ -225,7 +239,7 @@ async fn killed_backend_under_get_load_loses_nothing() {
     assert_eq!(sa.counters.ejections, 1, "a ejected once: {sa:?}");
     assert!(sa.ejected);
     assert_eq!(st.totals.requests[4], 0);
-    assert_eq!(st.totals.total_requests(), ok.load(SeqCst));
+    assert_eq!(st.totals.total_requests(), ok.load(SeqCst) + 4);
 }
 
 #[tokio::test]

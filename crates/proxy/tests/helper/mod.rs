@@ -64,6 +64,8 @@ pub struct TestBackend {
     pub hits: Arc<AtomicU64>,
     pub produced: Arc<AtomicU64>,
     pub consumed: Arc<AtomicU64>,
+    /// Requests that reached `/hold` (counted before waiting at the gate).
+    pub holding: Arc<AtomicU64>,
     gate: watch::Sender<bool>,
     kill: watch::Sender<bool>,
 }
@@ -80,6 +82,7 @@ impl TestBackend {
             hits: Arc::default(),
             produced: Arc::default(),
             consumed: Arc::default(),
+            holding: Arc::default(),
             gate,
             kill,
         };
@@ -88,6 +91,7 @@ impl TestBackend {
             hits: b.hits.clone(),
             produced: b.produced.clone(),
             consumed: b.consumed.clone(),
+            holding: b.holding.clone(),
             gate: gate_rx,
         });
         tokio::spawn(async move {
@@ -146,6 +150,7 @@ struct Ctx {
     hits: Arc<AtomicU64>,
     produced: Arc<AtomicU64>,
     consumed: Arc<AtomicU64>,
+    holding: Arc<AtomicU64>,
     gate: watch::Receiver<bool>,
 }
 
@@ -203,6 +208,7 @@ impl Ctx {
                 text(lines.join("\n"))
             }
             "/hold" => {
+                self.holding.fetch_add(1, SeqCst);
                 let mut g = self.gate.clone();
                 let _ = g.wait_for(|open| *open).await;
                 text(self.name.clone())

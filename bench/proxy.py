@@ -1,0 +1,456 @@
+#!/usr/bin/env python3
+"""Proxy benchmark: jarfleet's proxy vs nginx vs HAProxy in front of the same two backends.
+
+One command (from the repository root, as root for apt):
+
+    python3 bench/proxy.py [--runs 3] [--duration 10] [--backends static,jvm] [--write-docs]
+
+* installs nginx, haproxy and wrk with apt when missing;
+* builds `crates/proxy/examples/bench_proxy.rs` (release, the workspace's release profile);
+* backends, each its own process group on 127.0.0.1: `static` = two nginx masters (1 worker
+  each) serving a 1 KiB file; `jvm` = two `examples/hello/hello.jar` JVMs (JDK built-in server);
+* fronts, all started once and kept for the run: nginx (upstream keepalive 128, 2 workers),
+  HAProxy (http mode, keep-alive, 2 threads, retries + redispatch + 1 s health checks) and
+  jarfleet (`bench_proxy`, 2 tokio workers, smooth weighted round-robin);
+* throughput: wrk -t2 -c64 after a warm-up, directly against backend 1 and through each front
+  (the order of fronts rotates from run to run);
+* kill test: wrk -t2 -c64 through each front, backend 1's process group gets SIGKILL mid-run,
+  non-2xx + socket errors counted; backend 1 is restarted before the next front;
+* repeats `--runs` times, reports medians, writes JSON (`--json`) and, with `--write-docs`,
+  the "## Proxy" section of docs/BENCHMARKS.md.
+
+Every load run talks only to 127.0.0.1 and is bounded by wrk's -d; every process started here
+is stopped here, by its process group.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FRONTS = ["nginx", "haproxy", "jarfleet"]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_tools():
+    missing = [t for t in ("nginx", "haproxy", "wrk") if not shutil.which(t) and not os.path.exists(f"/usr/sbin/{t}")]
+    if missing:
+        log("installing", missing)
+        subprocess.run(["apt-get", "update", "-qq"], check=True)
+        subprocess.run(["apt-get", "install", "-y", "-qq", "nginx", "haproxy", "wrk"], check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+
+
+def tool(name):
+    return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def wait_http(port, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing answers 200 on 127.0.0.1:{port}")
+
+
+class Proc:
+    """A process in its own process group, stopped (or killed) as a group."""
+
+    def __init__(self, name, argv, env=None, cwd=None, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+        self.name = name
+        self.argv = argv
+        self.p = subprocess.Popen(argv, env=env, cwd=cwd, stdout=stdout, stderr=stderr, start_new_session=True)
+
+    def kill9(self):
+        try:
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.p.wait()
+
+    def stop(self, timeout=5):
+        if self.p.poll() is not None:
+            return
+        try:
+            os.killpg(self.p.pid, signal.SIGTERM)
+            self.p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill9()
+        except ProcessLookupError:
+            pass
+        try:  # leftovers of the group (nginx workers, a JVM's children)
+            os.killpg(self.p.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def nginx_conf(tmp, name, body):
+    d = os.path.join(tmp, name)
+    os.makedirs(d, exist_ok=True)
+    path = os.path.join(d, "nginx.conf")
+    with open(path, "w") as f:
+        f.write(f"""user root;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log error;
+{body}
+""")
+    return path
+
+
+def http_common(d):
+    return f"""access_log off;
+    client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+    uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+    keepalive_requests 1000000; keepalive_timeout 75s;"""
+
+
+class StaticBackend:
+    def __init__(self, tmp, idx, port):
+        self.port = port
+        www = os.path.join(tmp, "www")
+        os.makedirs(www, exist_ok=True)
+        with open(os.path.join(www, "index.html"), "w") as f:
+            f.write("x" * 1023 + "\n")
+        d = os.path.join(tmp, f"backend{idx}")
+        self.conf = nginx_conf(tmp, f"backend{idx}", f"""worker_processes 1;
+events {{ worker_connections 4096; }}
+http {{
+    {http_common(d)}
+    open_file_cache max=16;
+    server {{ listen 127.0.0.1:{port} reuseport backlog=4096; root {www}; index index.html; }}
+}}""")
+        self.proc = None
+
+    def start(self):
+        self.proc = Proc(f"backend:{self.port}", [tool("nginx"), "-c", self.conf])
+        wait_http(self.port)
+
+
+class JvmBackend:
+    def __init__(self, tmp, idx, port):
+        self.port = port
+        self.proc = None
+
+    def start(self):
+        jar = os.path.join(ROOT, "examples/hello/hello.jar")
+        argv = ["java", "-Xmx64m", "-XX:+UseSerialGC", "-Dsun.net.httpserver.nodelay=true", "-jar", jar]
+        self.proc = Proc(f"jvm:{self.port}", argv, env=dict(os.environ, PORT=str(self.port)))
+        wait_http(self.port)
+
+
+def start_fronts(tmp, ports, backends, proxy_bin):
+    b1, b2 = backends
+    fronts = {}
+    d = os.path.join(tmp, "front-nginx")
+    conf = nginx_conf(tmp, "front-nginx", f"""worker_processes 2;
+events {{ worker_connections 8192; }}
+http {{
+    {http_common(d)}
+    upstream b {{ server 127.0.0.1:{b1}; server 127.0.0.1:{b2}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{ports['nginx']} backlog=4096;
+        location / {{
+            proxy_pass http://b;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+        }}
+    }}
+}}""")
+    fronts["nginx"] = Proc("nginx", [tool("nginx"), "-c", conf])
+    hconf = os.path.join(tmp, "haproxy.cfg")
+    with open(hconf, "w") as f:
+        f.write(f"""global
+    nbthread 2
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 30s
+    timeout server 30s
+    option http-keep-alive
+    option forwardfor
+    retries 3
+    option redispatch
+frontend fe
+    bind 127.0.0.1:{ports['haproxy']}
+    default_backend be
+backend be
+    balance roundrobin
+    http-request set-header X-Forwarded-Proto http
+    default-server check inter 1s
+    server b1 127.0.0.1:{b1}
+    server b2 127.0.0.1:{b2}
+""")
+    fronts["haproxy"] = Proc("haproxy", [tool("haproxy"), "-db", "-f", hconf],
+                             stderr=open(os.path.join(tmp, "haproxy.log"), "a"))
+    fronts["jarfleet"] = Proc("jarfleet", [proxy_bin, f"127.0.0.1:{ports['jarfleet']}", f"127.0.0.1:{b1}",
+                                           f"127.0.0.1:{b2}", "--threads", "2"],
+                              stdout=open(os.path.join(tmp, "jarfleet-stats.jsonl"), "a"))
+    try:
+        for name in FRONTS:
+            wait_http(ports[name])
+    except Exception:
+        for f in fronts.values():
+            f.stop()
+        raise
+    return fronts
+
+
+def wrk(port, seconds, conns, threads, latency=True):
+    argv = ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "5s"]
+    if latency:
+        argv.append("--latency")
+    argv.append(f"http://127.0.0.1:{port}/")
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30).stdout
+    res = {"raw": out}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    res["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(m.group(1)) if m else 0
+    for q in ("50", "99"):
+        m = re.search(rf"^\s+{q}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            v = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+            res[f"p{q}_ms"] = v
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    res["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    res["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    res["failed"] = res["non2xx"] + res["socket_errors"]
+    return res
+
+
+def run_kind(kind, args, tmp, proxy_bin, run_idx):
+    cls = StaticBackend if kind == "static" else JvmBackend
+    bports = [free_port(), free_port()]
+    backends = [cls(tmp, i, p) for i, p in enumerate(bports)]
+    ports = {n: free_port() for n in FRONTS}
+    fronts = {}
+    result = {"throughput": {}, "kill": {}}
+    try:
+        for b in backends:
+            b.start()
+        fronts = start_fronts(tmp, ports, bports, proxy_bin)
+        order = FRONTS[run_idx % 3:] + FRONTS[:run_idx % 3]
+        for target in ["direct"] + order:
+            port = bports[0] if target == "direct" else ports[target]
+            wrk(port, args.warmup, args.connections, args.threads, latency=False)
+            r = wrk(port, args.duration, args.connections, args.threads)
+            r.pop("raw")
+            result["throughput"][target] = r
+            log(f"  {kind} run {run_idx + 1} {target}: {r['rps']:.0f} rps, p50 {r.get('p50_ms')} ms, "
+                f"p99 {r.get('p99_ms')} ms, failed {r['failed']}")
+        for target in order:
+            # Both backends up and known healthy again before each kill.
+            wait_http(bports[0])
+            wrk(ports[target], 2, args.connections, args.threads, latency=False)
+            t = subprocess.Popen(["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.kill_duration}s",
+                                  "--timeout", "5s", f"http://127.0.0.1:{ports[target]}/"],
+                                 stdout=subprocess.PIPE, text=True)
+            time.sleep(args.kill_after)
+            backends[0].proc.kill9()
+            out, _ = t.communicate(timeout=args.kill_duration + 30)
+            m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            non2xx = int(m.group(1)) if m else 0
+            m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+            sock = sum(int(x) for x in m.groups()) if m else 0
+            m = re.search(r"(\d+) requests in", out)
+            total = int(m.group(1)) if m else 0
+            result["kill"][target] = {"failed": non2xx + sock, "non2xx": non2xx, "socket_errors": sock,
+                                      "requests": total}
+            log(f"  {kind} run {run_idx + 1} kill via {target}: {non2xx + sock} failed of {total}")
+            backends[0].start()
+    finally:
+        if "jarfleet" in fronts:
+            fronts["jarfleet"].p.send_signal(signal.SIGTERM)  # prints its stats, then exits
+            try:
+                fronts["jarfleet"].p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        for f in fronts.values():
+            f.stop()
+        for b in backends:
+            if b.proc:
+                b.proc.stop()
+    return result
+
+
+def median(xs):
+    xs = [x for x in xs if x is not None]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(kind, runs):
+    rows = {}
+    for target in ["direct"] + FRONTS:
+        rs = [r["throughput"][target] for r in runs]
+        rows[target] = {
+            "rps": median([r["rps"] for r in rs]),
+            "p50_ms": median([r.get("p50_ms") for r in rs]),
+            "p99_ms": median([r.get("p99_ms") for r in rs]),
+            "failed": sum(r["failed"] for r in rs),
+            "rps_runs": [round(r["rps"]) for r in rs],
+        }
+    kills = {t: [r["kill"][t]["failed"] for r in runs] for t in FRONTS}
+    return {"kind": kind, "throughput": rows, "kill_failed": kills}
+
+
+def fmt(v, nd=2):
+    return "–" if v is None else f"{v:.{nd}f}"
+
+
+def markdown(summary, args, cmd, started, load_start, load_end):
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except Exception:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    ver = lambda argv: subprocess.run(argv, capture_output=True, text=True).stderr.strip().splitlines()[0]
+    nginx_v = ver([tool("nginx"), "-v"])
+    hap_v = subprocess.run([tool("haproxy"), "-v"], capture_output=True, text=True).stdout.splitlines()[0]
+    out = ["## Proxy", "",
+           f"Measured {started:%Y-%m-%d} on {cpu}, nproc {os.cpu_count()}, {mem:.1f} GiB RAM, Linux "
+           f"{platform.release()}; {nginx_v}; {hap_v}; wrk {args.connections} connections, {args.threads} threads, "
+           f"{args.duration} s after a {args.warmup} s warm-up; medians of {args.runs} runs. Load average "
+           f"(1/5/15 min) {load_start} at the start, {load_end} at the end (wrk, the front and both backends "
+           "share the 2 cores, and other work on the machine shares them too).", "",
+           "Reproduce (from the repository root):", "", "```sh", cmd, "```", "",
+           "Fronts, each in front of the same two backends: nginx (`upstream` with `keepalive 128`, "
+           "2 workers, X-Forwarded-* set), HAProxy (http mode, keep-alive, `nbthread 2`, `retries 3`, "
+           "`option redispatch`, health checks every 1 s) and jarfleet (`crates/proxy/examples/bench_proxy.rs`: "
+           "one `Listener`, 2 tokio worker threads, smooth weighted round-robin, built with the workspace's "
+           "release profile). Backends: `static` = two nginx masters with one worker each serving a 1 KiB "
+           "file; `jvm` = two `examples/hello/hello.jar` JVMs (JDK built-in HTTP server, "
+           "`-Xmx64m -XX:+UseSerialGC -Dsun.net.httpserver.nodelay=true`). `direct` is wrk against backend 1 "
+           "alone.", ""]
+    for s in summary:
+        t = s["throughput"]
+        out += [f"Throughput, `{s['kind']}` backends:", "",
+                "| target | req/s (median) | p50 (ms) | p99 (ms) | req/s per run | failed |",
+                "|---|---:|---:|---:|---|---:|"]
+        for target in ["direct"] + FRONTS:
+            r = t[target]
+            out.append(f"| {target} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+                       f"{', '.join(str(x) for x in r['rps_runs'])} | {r['failed']} |")
+        out.append("")
+    out += [f"Failed requests (non-2xx + socket errors, as wrk counts them) when backend 1's process group gets "
+            f"SIGKILL {args.kill_after} s into a {args.kill_duration} s wrk run (-c{args.connections}), per run:", "",
+            "| backends | " + " | ".join(FRONTS) + " |", "|---|" + "---:|" * len(FRONTS)]
+    for s in summary:
+        out.append(f"| {s['kind']} | " + " | ".join(", ".join(str(x) for x in s["kill_failed"][f]) for f in FRONTS)
+                   + " |")
+    out.append("")
+    out += ["Goals (jarfleet):", "", "| backends | goal | measured | met |", "|---|---|---|---|"]
+    for s in summary:
+        t = s["throughput"]
+        j, n = t["jarfleet"], t["nginx"]
+        ratio = j["rps"] / n["rps"] if n["rps"] else 0
+        out.append(f"| {s['kind']} | throughput ≥ 1.1× nginx ({n['rps']:.0f}) | {j['rps']:.0f} ({ratio:.2f}×) | "
+                   f"{'yes' if ratio >= 1.1 else '**missed**'} |")
+        ok = j["p99_ms"] is not None and n["p99_ms"] is not None and j["p99_ms"] <= n["p99_ms"]
+        out.append(f"| {s['kind']} | p99 ≤ nginx's ({fmt(n['p99_ms'])} ms) | {fmt(j['p99_ms'])} ms | "
+                   f"{'yes' if ok else '**missed**'} |")
+        kills = s["kill_failed"]["jarfleet"]
+        out.append(f"| {s['kind']} | zero failed requests on every kill | {', '.join(map(str, kills))} | "
+                   f"{'yes' if all(k == 0 for k in kills) else '**missed**'} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def write_docs(section):
+    path = os.path.join(ROOT, "docs/BENCHMARKS.md")
+    text = open(path).read()
+    m = re.search(r"^## Proxy\n.*?(?=^## |\Z)", text, re.M | re.S)
+    if m:
+        text = text[:m.start()] + section + "\n" + text[m.end():]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--kill-duration", type=int, default=8)
+    ap.add_argument("--kill-after", type=float, default=3.0)
+    ap.add_argument("--backends", default="static,jvm")
+    ap.add_argument("--proxy-bin", help="a prebuilt bench_proxy (default: build it)")
+    ap.add_argument("--json")
+    ap.add_argument("--write-docs", action="store_true")
+    args = ap.parse_args()
+    cmd = "python3 bench/proxy.py " + " ".join(sys.argv[1:])
+    ensure_tools()
+    proxy_bin = args.proxy_bin
+    if not proxy_bin:
+        subprocess.run(["cargo", "build", "--release", "-p", "jarfleet-proxy", "--example", "bench_proxy"],
+                       cwd=ROOT, check=True)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        proxy_bin = os.path.join(target, "release/examples/bench_proxy")
+    started = datetime.datetime.now(datetime.timezone.utc)
+    load_start = "/".join(open("/proc/loadavg").read().split()[:3])
+    summary = []
+    with tempfile.TemporaryDirectory(prefix="jf-proxy-bench-") as tmp:
+        os.chmod(tmp, 0o755)
+        for kind in args.backends.split(","):
+            runs = [run_kind(kind, args, tmp, proxy_bin, i) for i in range(args.runs)]
+            summary.append(summarize(kind, runs))
+            try:
+                with open(os.path.join(tmp, "jarfleet-stats.jsonl")) as f:
+                    for line in f.read().splitlines()[-args.runs:]:
+                        st = json.loads(line)
+                        log(f"  jarfleet stats ({kind}): " + ", ".join(
+                            f"{b['id']}: {b['requests']} errors {b['errors']} retries {b['retries']} "
+                            f"stale {b['stale_retries']} ejections {b['ejections']}" for b in st["backends"]))
+                os.unlink(os.path.join(tmp, "jarfleet-stats.jsonl"))
+            except FileNotFoundError:
+                pass
+    load_end = "/".join(open("/proc/loadavg").read().split()[:3])
+    section = markdown(summary, args, cmd, started, load_start, load_end)
+    print(section)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(summary, f, indent=2)
+    if args.write_docs:
+        write_docs(section)
+
+
+if __name__ == "__main__":
+    main()
