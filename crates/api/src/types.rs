@@ -103,6 +103,13 @@ pub struct AppStatus {
     /// That deployment, e.g. `#4 3f2a9c1b7d00 → 9e8d7c6b5a41 running`.
     #[serde(default)]
     pub deployment: Option<String>,
+    /// The built-in load balancer's address, if the app has one.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Its figures: totals and per backend (requests by status class, errors, retries,
+    /// in-flight, latency).
+    #[serde(default)]
+    pub balancer: Option<serde_json::Value>,
     pub java: Option<String>,
     pub instances: Vec<InstanceStatus>,
 }

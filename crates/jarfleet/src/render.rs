@@ -71,6 +71,26 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
                 .unwrap_or_default(),
             app.java.as_deref().unwrap_or("-"),
         ));
+        if let Some(listen) = &app.listen {
+            let b = app.balancer.as_ref();
+            let totals = b.map(|b| &b["totals"]);
+            let classes: Vec<u64> = totals
+                .and_then(|t| t["requests"].as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
+                .unwrap_or_default();
+            let n = |k: &str| totals.and_then(|t| t[k].as_u64()).unwrap_or(0);
+            let in_flight: u64 = b
+                .and_then(|b| b["backends"].as_array())
+                .map(|a| a.iter().filter_map(|x| x["in_flight"].as_u64()).sum())
+                .unwrap_or(0);
+            out.push_str(&format!(
+                "  load balancer {listen}: {} requests ({} 5xx), {} errors, {} retries, {in_flight} in flight\n",
+                classes.iter().sum::<u64>(),
+                classes.get(4).copied().unwrap_or(0),
+                n("errors"),
+                n("retries"),
+            ));
+        }
         let rows: Vec<Vec<String>> = app
             .instances
             .iter()
@@ -255,6 +275,8 @@ mod tests {
                 ready: 1,
                 rolling: false,
                 deployment: None,
+                listen: None,
+                balancer: None,
                 java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
                 instances: vec![
                     instance(0, "ready", Some(4242)),

@@ -356,6 +356,8 @@ pub(crate) struct Shared {
     epoch: Instant,
     pub table: ArcSwap<Table>,
     registry: Mutex<HashMap<BackendId, Arc<BackendState>>>,
+    /// Counters of backends forgotten since, so totals never go down.
+    retired: Mutex<CounterView>,
     pub no_backend: AtomicU64,
 }
 
@@ -407,7 +409,14 @@ impl Shared {
             }
             s.removed.store(true, Ordering::SeqCst);
             s.pool.clear();
-            s.in_flight.load(Ordering::SeqCst) > 0
+            let keep = s.in_flight.load(Ordering::SeqCst) > 0;
+            if !keep {
+                self.retired
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .add(&s.counters.view());
+            }
+            keep
         });
         let ramp_until = snapshot
             .backends
@@ -498,6 +507,7 @@ impl Listener {
                 swrr: Mutex::new(Vec::new()),
             }),
             registry: Mutex::new(HashMap::new()),
+            retired: Mutex::new(CounterView::default()),
             no_backend: AtomicU64::new(0),
             cfg,
         });
@@ -573,7 +583,7 @@ impl Listener {
         let now_ns = sh.nanos(now);
         let table = sh.table.load();
         let mut backends = Vec::new();
-        let mut totals = CounterView::default();
+        let mut totals = sh.retired.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let mut push = |s: &BackendState, in_snapshot: bool, weight: u32, effective_weight: u64| {
             let counters = s.counters.view();
             totals.add(&counters);

@@ -62,8 +62,8 @@ async fn only_snapshot_backends_get_traffic_and_update_applies_to_new_requests()
     );
     assert_eq!(
         stats.totals.requests,
-        [0, 10, 0, 0, 0],
-        "totals of the backends still known"
+        [0, 30, 0, 0, 0],
+        "totals never go down: forgotten backends still count"
     );
 }
 

@@ -90,6 +90,7 @@ impl Control {
                         format!("added with {instances} instance(s), release {}", p.release),
                     );
                     self.ensure_slots(app, *instances);
+                    self.ensure_listener(app);
                 }
                 AppChange::Remove { app } => {
                     self.mark_removing(app);
@@ -154,6 +155,7 @@ impl Control {
                 }
                 AppChange::Update { app, fields } => {
                     self.update_spec(app, &desired);
+                    self.ensure_listener(app);
                     self.emit(
                         "app.updated",
                         Some(app),
@@ -191,6 +193,17 @@ impl Control {
                     d.id, d.from, d.to, d.outcome
                 ));
                 continue;
+            }
+        }
+        for change in &plan.changes {
+            let app = match change {
+                AppChange::Add { app, .. } | AppChange::Update { app, .. } => app,
+                _ => continue,
+            };
+            if let Some(listen) = desired.get(app).and_then(|p| p.spec.listen.as_deref())
+                && let Err(e) = self.listen_free(app, listen)
+            {
+                errors.push(format!("apps.{app}.{e}"));
             }
         }
         for change in &plan.changes {
@@ -582,6 +595,7 @@ impl Control {
             .is_some_and(|a| a.removing && a.slots.is_empty())
         {
             self.apps.remove(app);
+            self.drop_listener(app);
             let _ = self.store.delete_app(app);
             self.emit("app.removed", Some(app), None, "app removed".to_string());
         }

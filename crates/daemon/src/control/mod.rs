@@ -89,6 +89,12 @@ pub enum Event {
         generation: u64,
         result: Result<(), String>,
     },
+    /// The load balancer has nothing in flight on that instance any more.
+    Drained {
+        app: String,
+        slot: u32,
+        generation: u64,
+    },
 }
 
 struct Slot {
@@ -118,6 +124,7 @@ pub struct Control {
     spec_source: Option<String>,
     shutdown: Option<(bool, Vec<oneshot::Sender<Ack>>)>,
     rng: rand::rngs::StdRng,
+    lb: lb::Balancer,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -138,6 +145,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
 
 mod commands;
 mod deploy;
+mod lb;
 mod shims;
 mod status;
 
@@ -168,6 +176,7 @@ impl Control {
             spec_source,
             shutdown: None,
             rng: rand::rngs::StdRng::from_os_rng(),
+            lb: lb::Balancer::default(),
         })
     }
 
@@ -175,6 +184,7 @@ impl Control {
         loop {
             self.tick_all();
             self.drive_deployments();
+            self.sync_all_lbs();
             self.persist_dirty();
             if self.shutdown_complete() {
                 break;
@@ -251,6 +261,15 @@ impl Control {
                 generation,
                 event,
             } => self.on_shim(app, slot, generation, event),
+            Event::Drained {
+                app,
+                slot,
+                generation,
+            } => {
+                if self.current_generation(&app, slot) == Some(generation) {
+                    self.step(&app, slot, Input::Drained);
+                }
+            }
             Event::Probe {
                 app,
                 slot,
@@ -323,11 +342,7 @@ impl Control {
                 }
             }
             Effect::Probe => self.probe(app, slot),
-            Effect::Drain { .. } => {
-                // Out of the load balancer. No listener serves this app yet (the proxy lands
-                // with the load balancer), so nothing can be in flight: drained at once.
-                self.step(app, slot, Input::Drained);
-            }
+            Effect::Drain { timeout } => self.drain(app, slot, timeout),
             Effect::Notify(Note { kind, message }) => {
                 let message = if kind == NoteKind::CrashLoop {
                     // An app that dies at once often says why in its last lines.

@@ -111,6 +111,10 @@ impl Control {
                 }
             }
         }
+        let names: Vec<String> = self.apps.keys().cloned().collect();
+        for app in names {
+            self.ensure_listener(&app);
+        }
         self.stop_strays().await;
         self.emit(
             "daemon.started",

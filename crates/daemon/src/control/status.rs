@@ -5,6 +5,11 @@ use super::*;
 impl Control {
     pub(super) fn status(&mut self) -> StatusReport {
         let now = now_ms();
+        let mut balancers: BTreeMap<String, serde_json::Value> = self
+            .apps
+            .keys()
+            .filter_map(|a| self.lb_stats(a).map(|v| (a.clone(), v)))
+            .collect();
         let mut apps = Vec::new();
         for (name, rt) in self.apps.iter_mut() {
             let mut instances = Vec::new();
@@ -51,6 +56,8 @@ impl Control {
                     .deployment
                     .as_ref()
                     .map(|d| format!("#{} {} → {} {}", d.id, d.from, d.to, d.outcome)),
+                listen: rt.rec.spec.listen.clone(),
+                balancer: balancers.remove(name),
                 java: Some(format!(
                     "{} ({})",
                     rt.rec.runtime.version,

@@ -5,6 +5,7 @@ mod fixture;
 mod harness;
 
 mod api;
+mod balancer;
 mod crashes;
 mod deploy;
 mod errors;

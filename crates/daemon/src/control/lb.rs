@@ -1,0 +1,234 @@
+//! The built-in load balancer, from the control loop's side: one `jarfleet_proxy::Listener` per
+//! app with a `listen` address, fed a snapshot of the app's ready instances whenever it changes,
+//! and the drain step of every stop.
+//!
+//! The data plane runs on its own multi-threaded runtime so traffic never waits for the loop.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+
+use jarfleet_proxy::{Backend, BackendId, Listener, ListenerConfig, Mode, Snapshot};
+
+use super::*;
+
+/// The proxy runtime and the listeners on it.
+#[derive(Default)]
+pub(super) struct Balancer {
+    runtime: Option<tokio::runtime::Runtime>,
+    apps: BTreeMap<String, AppListener>,
+}
+
+struct AppListener {
+    listener: Arc<Listener>,
+    addr: SocketAddr,
+    /// The backends of the last snapshot pushed, to push only changes.
+    last: Vec<(String, SocketAddr)>,
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        // Listeners first (they stop their accept loops), then the runtime, without blocking
+        // the async context the daemon is dropped in.
+        self.apps.clear();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// `listen` as a socket address (`0.0.0.0:8080`, `127.0.0.1:8080`, `localhost:8080`).
+pub(super) fn listen_addr(listen: &str) -> Result<SocketAddr, String> {
+    listen
+        .to_socket_addrs()
+        .map_err(|e| format!("listen = {listen:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("listen = {listen:?} names no address"))
+}
+
+/// The proxy's id of an instance's current process: a new process is a new backend.
+fn backend_id(app: &str, slot: u32, generation: u64) -> String {
+    format!("{app}/{slot}#{generation}")
+}
+
+impl Balancer {
+    fn runtime(&mut self) -> Result<&tokio::runtime::Runtime, String> {
+        if self.runtime.is_none() {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("jarfleet-lb")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the load balancer runtime: {e}"))?;
+            self.runtime = Some(rt);
+        }
+        self.runtime
+            .as_ref()
+            .ok_or_else(|| "no load balancer runtime".to_string())
+    }
+
+    /// Binds `app`'s listener on `addr` (replacing one on another address).
+    fn bind(&mut self, app: &str, addr: SocketAddr) -> Result<(), String> {
+        if self.apps.get(app).is_some_and(|l| l.addr == addr) {
+            return Ok(());
+        }
+        self.apps.remove(app);
+        let handle = self.runtime()?.handle().clone();
+        let cfg = ListenerConfig::new(app, addr, Mode::Http);
+        // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
+        // thread is inside the daemon's own runtime.
+        let listener = std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(Listener::bind(cfg)))
+                .join()
+                .map_err(|_| "binding the listener panicked".to_string())
+        })?
+        .map_err(|e| e.to_string())?;
+        self.apps.insert(
+            app.to_string(),
+            AppListener {
+                listener: Arc::new(listener),
+                addr,
+                last: Vec::new(),
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Control {
+    /// Makes the app's listener match its spec: bound on `listen`, or gone without one.
+    pub(super) fn ensure_listener(&mut self, app: &str) {
+        let listen = self.apps.get(app).and_then(|a| a.rec.spec.listen.clone());
+        let result = match &listen {
+            None => {
+                self.lb.apps.remove(app);
+                Ok(())
+            }
+            Some(listen) => listen_addr(listen).and_then(|addr| self.lb.bind(app, addr)),
+        };
+        match result {
+            Ok(()) => {
+                if let Some(l) = listen
+                    && self.lb.apps.get(app).is_some_and(|a| a.last.is_empty())
+                {
+                    self.emit(
+                        "lb.listening",
+                        Some(app),
+                        None,
+                        format!("load balancer listening on {l}"),
+                    );
+                }
+            }
+            Err(e) => self.emit("lb.failed", Some(app), None, e),
+        }
+        self.sync_lb(app);
+    }
+
+    /// Stops the app's listener (the app is gone).
+    pub(super) fn drop_listener(&mut self, app: &str) {
+        self.lb.apps.remove(app);
+    }
+
+    /// Pushes the app's ready instances to its listener if they changed.
+    pub(super) fn sync_lb(&mut self, app: &str) {
+        let Some(rt) = self.apps.get(app) else { return };
+        let Some(lb) = self.lb.apps.get_mut(app) else {
+            return;
+        };
+        let now = now_ms();
+        let ready: Vec<(String, SocketAddr, u64, String)> = rt
+            .slots
+            .iter()
+            .filter_map(|(slot, s)| {
+                let i = &s.record.instance;
+                let Phase::Ready { since } = i.phase else {
+                    return None;
+                };
+                let port = i.process.as_ref()?.port;
+                Some((
+                    backend_id(app, *slot, s.record.generation),
+                    SocketAddr::from(([127, 0, 0, 1], port)),
+                    since,
+                    i.release.clone(),
+                ))
+            })
+            .collect();
+        let key: Vec<(String, SocketAddr)> = ready
+            .iter()
+            .map(|(id, addr, ..)| (id.clone(), *addr))
+            .collect();
+        if key == lb.last {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let backends = ready
+            .into_iter()
+            .map(|(id, addr, since, release)| {
+                let mut b = Backend::new(id, addr);
+                b.ready_at = started
+                    .checked_sub(Duration::from_millis(now.saturating_sub(since)))
+                    .unwrap_or(started);
+                b.labels.insert("release".into(), release);
+                b
+            })
+            .collect();
+        lb.listener.update(Snapshot { backends });
+        lb.last = key;
+    }
+
+    pub(super) fn sync_all_lbs(&mut self) {
+        let apps: Vec<String> = self.lb.apps.keys().cloned().collect();
+        for app in apps {
+            self.sync_lb(&app);
+        }
+    }
+
+    /// The drain step of a stop: out of the load balancer, then `Drained` once nothing is in
+    /// flight on it (or at once when the app has no listener).
+    pub(super) fn drain(&mut self, app: &str, slot: u32, timeout: Duration) {
+        self.sync_lb(app);
+        let generation = self.current_generation(app, slot).unwrap_or(0);
+        let Some(listener) = self.lb.apps.get(app).map(|l| l.listener.clone()) else {
+            self.step(app, slot, Input::Drained);
+            return;
+        };
+        let id = BackendId(backend_id(app, slot, generation));
+        if listener.in_flight(&id) == 0 {
+            self.step(app, slot, Input::Drained);
+            return;
+        }
+        let tx = self.tx.clone();
+        let app = app.to_string();
+        tokio::spawn(async move {
+            listener.drained(&id, timeout).await;
+            let _ = tx
+                .send(Event::Drained {
+                    app,
+                    slot,
+                    generation,
+                })
+                .await;
+        });
+    }
+
+    /// The app's listener figures, for `status`.
+    pub(super) fn lb_stats(&self, app: &str) -> Option<serde_json::Value> {
+        let lb = self.lb.apps.get(app)?;
+        serde_json::to_value(lb.listener.stats()).ok()
+    }
+
+    /// Whether `listen` can be bound (or is already ours for `app`).
+    pub(super) fn listen_free(&self, app: &str, listen: &str) -> Result<(), String> {
+        let addr = listen_addr(listen)?;
+        if self.lb.apps.get(app).is_some_and(|l| l.addr == addr) {
+            return Ok(());
+        }
+        if self.lb.apps.values().any(|l| l.addr == addr) {
+            return Err(format!(
+                "listen = {listen:?} is already used by another app"
+            ));
+        }
+        std::net::TcpListener::bind(addr)
+            .map(|_| ())
+            .map_err(|e| format!("listen = {listen:?}: cannot listen there: {e}"))
+    }
+}

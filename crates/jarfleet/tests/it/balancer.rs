@@ -1,0 +1,215 @@
+//! The built-in load balancer with real JVMs: one address, no request lost when an instance
+//! dies, is stopped, or is replaced by a deploy.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::fixture::fixture_variant;
+use crate::harness::*;
+
+const START: Duration = Duration::from_secs(90);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A fleet of `fx` behind the load balancer on `127.0.0.1:PORT`.
+fn fleet_behind_lb(instances: u32, jar: Option<&std::path::Path>) -> (Fleet, u16) {
+    let fleet = Fleet::new(12);
+    let lb = free_port();
+    let listen = format!("listen = \"127.0.0.1:{lb}\"");
+    let mut spec = fleet.app_toml(&AppDef {
+        instances,
+        extra: &listen,
+        health: "http = \"/health\"\ninterval = \"500ms\"\nstart_timeout = \"10s\"",
+        tables: "[apps.fx.deploy]\nmin_healthy = \"500ms\"\n",
+        ..Default::default()
+    });
+    if let Some(jar) = jar {
+        spec = spec.replace(
+            &crate::fixture::fixture_jar().display().to_string(),
+            &jar.display().to_string(),
+        );
+    }
+    fleet.write_spec(&spec);
+    fleet.up();
+    fleet.wait_ready("fx", instances as usize, START);
+    // The balancer knows every ready instance.
+    wait_until("requests spread over every instance", START, || {
+        let pids: BTreeSet<String> = (0..(instances * 6))
+            .filter_map(|_| http_get(lb, "/pid").ok())
+            .map(|(_, p)| p)
+            .collect();
+        (pids.len() == instances as usize).then_some(())
+    });
+    (fleet, lb)
+}
+
+/// Continuous GETs of `path` through the balancer until stopped: (stop, ok, failed, bodies seen last).
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(port: u16, path: &'static str) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let handle = {
+            let (stop, ok, failed, errors) =
+                (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) && n < 500_000 {
+                    n += 1;
+                    match http_get(port, path) {
+                        Ok((200, _)) => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                            if let Ok(mut e) = errors.lock() {
+                                e.push(format!("{other:?}"));
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Load {
+            stop,
+            ok,
+            failed,
+            errors,
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits until `n` more requests succeeded (so the load really ran through an event).
+    fn wait_more(&self, n: u64) {
+        let from = self.ok.load(Ordering::SeqCst);
+        wait_until("more requests answered", Duration::from_secs(30), || {
+            (self.ok.load(Ordering::SeqCst) >= from + n).then_some(())
+        });
+    }
+
+    fn finish(mut self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+        let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+            errors,
+        )
+    }
+}
+
+#[test]
+fn a_killed_instance_loses_no_request_behind_the_balancer() {
+    let (fleet, lb) = fleet_behind_lb(3, None);
+    let load = Load::start(lb, "/");
+    load.wait_more(100);
+    let victim = fleet.instances("fx")[1]["pid"].as_u64().expect("pid") as u32;
+    kill9(victim);
+    wait_until("the killed instance to be replaced", START, || {
+        let i = fleet.instances("fx");
+        (i.iter().filter(|i| i["ready"] == true).count() == 3
+            && i.iter().all(|i| i["pid"].as_u64() != Some(victim as u64)))
+        .then_some(())
+    });
+    load.wait_more(100);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed: {errors:?}",
+        ok + failed
+    );
+    let status = fleet.status();
+    let totals = &status["apps"][0]["balancer"]["totals"];
+    assert!(
+        totals["requests"][1].as_u64().unwrap_or(0) >= ok,
+        "the balancer counted the 2xx: {totals}"
+    );
+}
+
+#[test]
+fn a_request_in_flight_completes_while_its_instance_is_stopped() {
+    let (fleet, lb) = fleet_behind_lb(2, None);
+    let slow = std::thread::spawn(move || http_get(lb, "/slow?ms=3000"));
+    // Find the instance holding the request, then stop it.
+    let slot = wait_until(
+        "the slow request in flight",
+        Duration::from_secs(10),
+        || {
+            let status = fleet.status();
+            let backends = status["apps"][0]["balancer"]["backends"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            backends
+                .iter()
+                .find(|b| b["in_flight"].as_u64() == Some(1))
+                .and_then(|b| {
+                    b["id"]
+                        .as_str()
+                        .and_then(|id| id.split('/').nth(1)?.split('#').next()?.parse::<u32>().ok())
+                })
+        },
+    );
+    fleet.ok(&["stop", &format!("fx/{slot}")]);
+    let (code, body) = slow
+        .join()
+        .expect("slow request thread")
+        .expect("slow request");
+    assert_eq!(
+        (code, body.trim()),
+        (200, "slow done"),
+        "the in-flight request completed"
+    );
+    wait_until("the instance to stop", Duration::from_secs(30), || {
+        (fleet.instance("fx", slot as u64)["state"] == "stopped").then_some(())
+    });
+    // New requests went to the other instance meanwhile.
+    assert_eq!(http_get(lb, "/").map(|(c, _)| c), Ok(200));
+}
+
+#[test]
+fn a_rolling_deploy_under_load_loses_no_request_and_ends_on_v2() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(3, Some(&v1));
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
+    load.wait_more(100);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the deploy: {errors:?}",
+        ok + failed
+    );
+    for _ in 0..30 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!(
+            (code, body.trim()),
+            (200, "v2"),
+            "every response after the deploy comes from v2"
+        );
+    }
+}
