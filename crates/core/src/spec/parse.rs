@@ -275,9 +275,24 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
         .unwrap_or_default();
     let env = env(r, t);
     let java = java(r, t);
-    let listen = t
-        .get("listen")
-        .and_then(|v| host_port(r, v, &t.key("listen"), "\"0.0.0.0:8080\""));
+    let listen = t.get("listen").and_then(|v| {
+        let key = t.key("listen");
+        let text = r.string_value(v, &key, Mode::Plain, "\"0.0.0.0:8080\"")?;
+        let text = text.trim().to_string();
+        // `tcp://` proxies raw TCP (non-HTTP apps); `http://` or no scheme is HTTP.
+        let addr = text
+            .strip_prefix("tcp://")
+            .or_else(|| text.strip_prefix("http://"))
+            .unwrap_or(&text);
+        match check::host_port(addr) {
+            Ok(()) => Some(text),
+            Err(msg) => {
+                let hint = "accepted: [http://|tcp://]host:port, e.g. \"0.0.0.0:8080\" or \"tcp://0.0.0.0:5432\"";
+                r.bad(v, &key, msg, Some(hint.into()));
+                None
+            }
+        }
+    });
     let health = health(r, t);
     let restart = restart(r, t);
     let stop = stop(r, t);

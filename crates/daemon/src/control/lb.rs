@@ -21,6 +21,7 @@ pub(super) struct Balancer {
 struct AppListener {
     listener: Arc<Listener>,
     addr: SocketAddr,
+    mode: Mode,
     /// The backends of the last snapshot pushed, to push only changes.
     last: Vec<(String, SocketAddr)>,
 }
@@ -36,10 +37,18 @@ impl Drop for Balancer {
     }
 }
 
-/// `listen` as a socket address (`0.0.0.0:8080`, `127.0.0.1:8080`, `localhost:8080`).
+/// `listen` as a mode and socket address (`0.0.0.0:8080`, `http://127.0.0.1:8080`,
+/// `tcp://localhost:5432`).
+pub(super) fn listen_mode(listen: &str) -> (Mode, &str) {
+    match listen.strip_prefix("tcp://") {
+        Some(rest) => (Mode::Tcp, rest),
+        None => (Mode::Http, listen.strip_prefix("http://").unwrap_or(listen)),
+    }
+}
+
 pub(super) fn listen_addr(listen: &str) -> Result<SocketAddr, String> {
-    listen
-        .to_socket_addrs()
+    let (_, addr) = listen_mode(listen);
+    addr.to_socket_addrs()
         .map_err(|e| format!("listen = {listen:?}: {e}"))?
         .next()
         .ok_or_else(|| format!("listen = {listen:?} names no address"))
@@ -67,13 +76,17 @@ impl Balancer {
     }
 
     /// Binds `app`'s listener on `addr` (replacing one on another address).
-    fn bind(&mut self, app: &str, addr: SocketAddr) -> Result<(), String> {
-        if self.apps.get(app).is_some_and(|l| l.addr == addr) {
+    fn bind(&mut self, app: &str, addr: SocketAddr, mode: Mode) -> Result<(), String> {
+        if self
+            .apps
+            .get(app)
+            .is_some_and(|l| l.addr == addr && l.mode == mode)
+        {
             return Ok(());
         }
         self.apps.remove(app);
         let handle = self.runtime()?.handle().clone();
-        let cfg = ListenerConfig::new(app, addr, Mode::Http);
+        let cfg = ListenerConfig::new(app, addr, mode);
         // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
         // thread is inside the daemon's own runtime.
         let listener = std::thread::scope(|s| {
@@ -87,6 +100,7 @@ impl Balancer {
             AppListener {
                 listener: Arc::new(listener),
                 addr,
+                mode,
                 last: Vec::new(),
             },
         );
@@ -103,7 +117,10 @@ impl Control {
                 self.lb.apps.remove(app);
                 Ok(())
             }
-            Some(listen) => listen_addr(listen).and_then(|addr| self.lb.bind(app, addr)),
+            Some(listen) => {
+                let mode = listen_mode(listen).0;
+                listen_addr(listen).and_then(|addr| self.lb.bind(app, addr, mode))
+            }
         };
         match result {
             Ok(()) => {

@@ -401,6 +401,20 @@ fn the_example_hello_fleet_runs_as_the_readme_says() {
             "{body}"
         );
     }
+    // ... and behind the one address of the example's load balancer.
+    let seen: std::collections::BTreeSet<String> = wait_until("the balancer", START, || {
+        let bodies: std::collections::BTreeSet<String> = (0..12)
+            .filter_map(|_| http_get(18080, "/").ok())
+            .filter(|(code, _)| *code == 200)
+            .map(|(_, b)| b.split(" (pid").next().unwrap_or_default().to_string())
+            .collect();
+        (bodies.len() == 3).then_some(bodies)
+    });
+    assert!(
+        seen.iter()
+            .all(|b| b.starts_with("hello from instance hello/")),
+        "{seen:?}"
+    );
 }
 
 #[test]
