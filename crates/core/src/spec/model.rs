@@ -169,8 +169,16 @@ pub struct DeploySpec {
     pub auto_rollback: bool,
     /// Blue-green: how long the old set is kept warm for an instant rollback. Default 5 min.
     pub keep_old: Duration,
+    /// Releases kept for rollback; older ones are pruned (never the current or the previous).
+    /// Default 5.
+    #[serde(default = "default_keep_releases")]
+    pub keep_releases: u32,
     /// Canary parameters (used when `strategy` is canary; defaults otherwise).
     pub canary: CanarySpec,
+}
+
+fn default_keep_releases() -> u32 {
+    5
 }
 
 impl Default for DeploySpec {
@@ -182,6 +190,7 @@ impl Default for DeploySpec {
             min_healthy: Duration::from_secs(10),
             auto_rollback: true,
             keep_old: Duration::from_secs(300),
+            keep_releases: default_keep_releases(),
             canary: CanarySpec::default(),
         }
     }

@@ -69,6 +69,7 @@ const DEPLOY_KEYS: &[&str] = &[
     "min_healthy",
     "auto_rollback",
     "keep_old",
+    "keep_releases",
     "canary",
 ];
 const CANARY_KEYS: &[&str] = &["steps", "step_time", "max_error_rate", "max_p99_ratio"];
@@ -841,6 +842,14 @@ fn deploy(r: &mut Reader<'_>, t: &Table<'_, '_>) -> DeploySpec {
     deploy.keep_old = r
         .duration(&dt, "keep_old", false)
         .unwrap_or(deploy.keep_old);
+    deploy.keep_releases = r
+        .u32(
+            &dt,
+            "keep_releases",
+            2..=1000,
+            "releases kept for rollback (at least the current and the previous), e.g. keep_releases = 5",
+        )
+        .unwrap_or(deploy.keep_releases);
     if let Some(ct) = r.table(
         &dt,
         "canary",

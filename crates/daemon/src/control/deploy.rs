@@ -333,6 +333,58 @@ impl Control {
             None => format!("deployment #{} {outcome}: {app} runs {current}", d.id),
         };
         self.emit(&format!("deploy.{outcome}"), Some(app), None, message);
+        let previous = d.from.clone();
+        self.prune_releases(app, current, &previous);
+    }
+
+    /// Keeps the newest `keep_releases` releases of `app` (never `current` nor `previous`) and
+    /// deletes the others' records and jar copies.
+    fn prune_releases(&mut self, app: &str, current: &str, previous: &str) {
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        let keep = rt.rec.spec.deploy.keep_releases.max(2) as usize;
+        let mut by_age: Vec<(u64, String)> = rt
+            .rec
+            .releases
+            .iter()
+            .map(|(id, r)| (r.created_at, id.clone()))
+            .collect();
+        by_age.sort();
+        let in_use: std::collections::BTreeSet<&str> = rt
+            .slots
+            .values()
+            .map(|s| s.record.instance.release.as_str())
+            .chain([current, previous])
+            .collect();
+        let excess = by_age.len().saturating_sub(keep);
+        let doomed: Vec<String> = by_age
+            .into_iter()
+            .map(|(_, id)| id)
+            .filter(|id| !in_use.contains(id.as_str()))
+            .take(excess)
+            .collect();
+        if doomed.is_empty() {
+            return;
+        }
+        for id in &doomed {
+            rt.rec.releases.remove(id);
+        }
+        let _ = self.store.put_app(app, &rt.rec, now_ms());
+        for id in &doomed {
+            let dir = self.dirs.root().join("releases").join(app).join(id);
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        self.emit(
+            "release.pruned",
+            Some(app),
+            None,
+            format!(
+                "pruned {} old release(s): {}",
+                doomed.len(),
+                doomed.join(", ")
+            ),
+        );
     }
 
     /// `jarfleet deploy`: a prepared release of a new artifact.

@@ -340,3 +340,34 @@ fn restart_of_an_app_is_a_rolling_deploy_that_keeps_capacity() {
     );
     assert_eq!(versions(&fleet), ["v1", "v1", "v1"]);
 }
+
+#[test]
+fn old_releases_are_pruned_but_never_the_current_or_the_previous() {
+    let (fleet, _) = fleet_v1("keep_releases = 2\n");
+    for v in ["v2", "v3", "v4"] {
+        let jar = fixture_variant(&fleet.path(&format!("fx-{v}.jar")), &[("version", v)]);
+        fleet.ok(&[
+            "deploy",
+            "fx",
+            &jar.display().to_string(),
+            "--version",
+            v,
+            "--wait",
+        ]);
+    }
+    let h = history(&fleet);
+    let versions_kept: Vec<String> = h["releases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["version"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(versions_kept, ["v3", "v4"], "{h}");
+    let dirs = std::fs::read_dir(fleet.state.join("releases/fx"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(dirs, 2, "the pruned releases' jar copies are gone");
+    // The previous release is still there to roll back to.
+    fleet.ok(&["rollback", "fx", "--wait"]);
+    assert_eq!(versions(&fleet), ["v3", "v3", "v3"]);
+}
