@@ -137,6 +137,7 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
         ("logs", a.logs != b.logs),
         ("ports", a.ports != b.ports),
         ("listen", a.listen != b.listen),
+        ("balancer", a.balancer != b.balancer),
         ("deploy", a.deploy != b.deploy),
     ];
     for (name, changed) in pairs {
@@ -368,6 +369,7 @@ mod tests {
             restart,
             stop,
             logs,
+            balancer,
             deploy,
         } = &mut changed;
         *launch = crate::spec::Launch::MainClass {
@@ -386,6 +388,7 @@ mod tests {
         restart.max_restarts = Some(1);
         stop.drain_timeout += std::time::Duration::from_secs(1);
         logs.keep += 1;
+        balancer.slow_start += std::time::Duration::from_secs(1);
         deploy.max_surge += 1;
         let got = plan(
             &fleet(&[("web", &base, "r1")]),
@@ -403,7 +406,7 @@ mod tests {
                 to: 3,
             },
             update(&[
-                "health", "restart", "stop", "logs", "ports", "listen", "deploy",
+                "health", "restart", "stop", "logs", "ports", "listen", "balancer", "deploy",
             ]),
         ];
         assert_eq!(got.changes, want);

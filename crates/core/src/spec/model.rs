@@ -52,6 +52,9 @@ pub struct AppSpec {
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub logs: LogSpec,
+    /// How the built-in load balancer spreads requests (when `listen` is set).
+    #[serde(default)]
+    pub balancer: BalancerSpec,
     /// `[apps.X.deploy]`: how a new release replaces the running one.
     #[serde(default)]
     pub deploy: DeploySpec,
@@ -217,4 +220,29 @@ impl Default for CanarySpec {
             max_p99_ratio: 1.5,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BalancerSpec {
+    pub balance: Balance,
+    /// A new instance's weight ramps up over this long after it is ready. Default 30 s.
+    pub slow_start: Duration,
+}
+
+impl Default for BalancerSpec {
+    fn default() -> Self {
+        BalancerSpec {
+            balance: Balance::RoundRobin,
+            slow_start: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Balance {
+    /// Smooth weighted round-robin (default).
+    RoundRobin,
+    /// The less loaded of two random instances (power of two choices).
+    LeastRequest,
 }

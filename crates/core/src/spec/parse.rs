@@ -10,8 +10,8 @@ use super::check;
 use super::error::SpecErrors;
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
-    AppSpec, CanarySpec, DaemonSpec, DeploySpec, FleetSpec, HealthCheck, HealthSpec, JavaSpec,
-    Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy,
+    AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, FleetSpec, HealthCheck,
+    HealthSpec, JavaSpec, Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy,
 };
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
@@ -34,6 +34,7 @@ const APP_KEYS: &[&str] = &[
     "restart",
     "stop",
     "logs",
+    "balancer",
     "deploy",
 ];
 const HEALTH_KEYS: &[&str] = &[
@@ -54,6 +55,7 @@ const RESTART_KEYS: &[&str] = &[
 ];
 const STOP_KEYS: &[&str] = &["drain_timeout", "stop_timeout"];
 const LOGS_KEYS: &[&str] = &["max_size", "keep"];
+const BALANCER_KEYS: &[&str] = &["balance", "slow_start"];
 const JAVA_KEYS: &[&str] = &[
     "version",
     "home",
@@ -80,6 +82,7 @@ const APP_SECTIONS: &[(&str, &[&str])] = &[
     ("restart", RESTART_KEYS),
     ("stop", STOP_KEYS),
     ("logs", LOGS_KEYS),
+    ("balancer", BALANCER_KEYS),
     ("java", JAVA_KEYS),
     ("deploy", DEPLOY_KEYS),
 ];
@@ -285,7 +288,13 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
             .strip_prefix("tcp://")
             .or_else(|| text.strip_prefix("http://"))
             .unwrap_or(&text);
-        match check::host_port(addr) {
+        let checked = match addr.split_once("://") {
+            Some((scheme, _)) => Err(format!(
+                "unknown scheme `{scheme}://`; the load balancer speaks http:// (default) or tcp://"
+            )),
+            None => check::host_port(addr),
+        };
+        match checked {
             Ok(()) => Some(text),
             Err(msg) => {
                 let hint = "accepted: [http://|tcp://]host:port, e.g. \"0.0.0.0:8080\" or \"tcp://0.0.0.0:5432\"";
@@ -298,6 +307,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
     let restart = restart(r, t);
     let stop = stop(r, t);
     let logs = logs(r, t);
+    let balancer = balancer(r, t);
     let deploy = deploy(r, t);
 
     Some(AppSpec {
@@ -315,6 +325,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
         restart,
         stop,
         logs,
+        balancer,
         deploy,
     })
 }
@@ -781,6 +792,31 @@ fn logs(r: &mut Reader<'_>, t: &Table<'_, '_>) -> LogSpec {
             .unwrap_or(logs.keep);
     }
     logs
+}
+
+fn balancer(r: &mut Reader<'_>, t: &Table<'_, '_>) -> BalancerSpec {
+    let mut b = BalancerSpec::default();
+    let Some(bt) = r.table(t, "balancer", "{ balance = \"round-robin\" }") else {
+        return b;
+    };
+    r.check_keys(&bt, BALANCER_KEYS, &[]);
+    if let Some(v) = bt.get("balance") {
+        let key = bt.key("balance");
+        if let Some(s) = r.string_value(v, &key, Mode::Plain, "\"round-robin\"") {
+            match s.as_str() {
+                "round-robin" => b.balance = Balance::RoundRobin,
+                "least-request" => b.balance = Balance::LeastRequest,
+                _ => r.bad(
+                    v,
+                    &key,
+                    "unknown balancing",
+                    Some("accepted: round-robin (smooth weighted), least-request (power of two choices)".into()),
+                ),
+            }
+        }
+    }
+    b.slow_start = r.duration(&bt, "slow_start", false).unwrap_or(b.slow_start);
+    b
 }
 
 fn deploy(r: &mut Reader<'_>, t: &Table<'_, '_>) -> DeploySpec {

@@ -75,8 +75,15 @@ impl Balancer {
             .ok_or_else(|| "no load balancer runtime".to_string())
     }
 
-    /// Binds `app`'s listener on `addr` (replacing one on another address).
-    fn bind(&mut self, app: &str, addr: SocketAddr, mode: Mode) -> Result<(), String> {
+    /// Binds `app`'s listener on `addr` (replacing one on another address or mode). The
+    /// balancing settings are taken at bind time.
+    fn bind(
+        &mut self,
+        app: &str,
+        addr: SocketAddr,
+        mode: Mode,
+        balancer: &jarfleet_core::spec::BalancerSpec,
+    ) -> Result<(), String> {
         if self
             .apps
             .get(app)
@@ -86,7 +93,12 @@ impl Balancer {
         }
         self.apps.remove(app);
         let handle = self.runtime()?.handle().clone();
-        let cfg = ListenerConfig::new(app, addr, mode);
+        let mut cfg = ListenerConfig::new(app, addr, mode);
+        cfg.balance = match balancer.balance {
+            jarfleet_core::spec::Balance::RoundRobin => jarfleet_proxy::Balance::RoundRobin,
+            jarfleet_core::spec::Balance::LeastRequest => jarfleet_proxy::Balance::LeastRequest,
+        };
+        cfg.slow_start = balancer.slow_start;
         // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
         // thread is inside the daemon's own runtime.
         let listener = std::thread::scope(|s| {
@@ -112,6 +124,11 @@ impl Control {
     /// Makes the app's listener match its spec: bound on `listen`, or gone without one.
     pub(super) fn ensure_listener(&mut self, app: &str) {
         let listen = self.apps.get(app).and_then(|a| a.rec.spec.listen.clone());
+        let balancer = self
+            .apps
+            .get(app)
+            .map(|a| a.rec.spec.balancer.clone())
+            .unwrap_or_default();
         let result = match &listen {
             None => {
                 self.lb.apps.remove(app);
@@ -119,7 +136,7 @@ impl Control {
             }
             Some(listen) => {
                 let mode = listen_mode(listen).0;
-                listen_addr(listen).and_then(|addr| self.lb.bind(app, addr, mode))
+                listen_addr(listen).and_then(|addr| self.lb.bind(app, addr, mode, &balancer))
             }
         };
         match result {

@@ -19,7 +19,7 @@ fn free_port() -> u16 {
 }
 
 /// A fleet of `fx` behind the load balancer on `127.0.0.1:PORT`.
-fn fleet_behind_lb(instances: u32, jar: Option<&std::path::Path>) -> (Fleet, u16) {
+fn fleet_behind_lb(instances: u32, jar: Option<&std::path::Path>, balance: &str) -> (Fleet, u16) {
     let fleet = Fleet::new(12);
     let lb = free_port();
     let listen = format!("listen = \"127.0.0.1:{lb}\"");
@@ -27,7 +27,7 @@ fn fleet_behind_lb(instances: u32, jar: Option<&std::path::Path>) -> (Fleet, u16
         instances,
         extra: &listen,
         health: "http = \"/health\"\ninterval = \"500ms\"\nstart_timeout = \"10s\"",
-        tables: "[apps.fx.deploy]\nmin_healthy = \"500ms\"\n",
+        tables: &format!("[apps.fx.deploy]\nmin_healthy = \"500ms\"\n\n[apps.fx.balancer]\nbalance = \"{balance}\"\n"),
         ..Default::default()
     });
     if let Some(jar) = jar {
@@ -119,7 +119,7 @@ impl Load {
 
 #[test]
 fn a_killed_instance_loses_no_request_behind_the_balancer() {
-    let (fleet, lb) = fleet_behind_lb(3, None);
+    let (fleet, lb) = fleet_behind_lb(3, None, "round-robin");
     let load = Load::start(lb, "/");
     load.wait_more(100);
     let victim = fleet.instances("fx")[1]["pid"].as_u64().expect("pid") as u32;
@@ -148,7 +148,7 @@ fn a_killed_instance_loses_no_request_behind_the_balancer() {
 
 #[test]
 fn a_request_in_flight_completes_while_its_instance_is_stopped() {
-    let (fleet, lb) = fleet_behind_lb(2, None);
+    let (fleet, lb) = fleet_behind_lb(2, None, "least-request");
     let slow = std::thread::spawn(move || http_get(lb, "/slow?ms=3000"));
     // Find the instance holding the request, then stop it.
     let slot = wait_until(
@@ -191,7 +191,7 @@ fn a_request_in_flight_completes_while_its_instance_is_stopped() {
 fn a_rolling_deploy_under_load_loses_no_request_and_ends_on_v2() {
     let fleet_dir = tempfile::tempdir().expect("temp");
     let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(3, Some(&v1));
+    let (fleet, lb) = fleet_behind_lb(3, Some(&v1), "least-request");
     let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
     let load = Load::start(lb, "/version");
     load.wait_more(100);
