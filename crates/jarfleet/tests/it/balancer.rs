@@ -270,3 +270,76 @@ fn tcp_mode_carries_a_non_http_protocol_with_failover() {
         );
     }
 }
+
+#[test]
+fn a_failed_deploy_under_load_rolls_back_without_a_failed_request() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(3, Some(&v1), "round-robin");
+    let bad = fixture_variant(
+        &fleet.path("bad.jar"),
+        &[("version", "v2"), ("crash-after", "1200ms")],
+    );
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    let out = fleet.run(&["deploy", "fx", &bad.display().to_string(), "--wait"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    load.wait_more(100);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed during the rollback: {errors:?}",
+        ok + failed
+    );
+    for _ in 0..30 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!(
+            (code, body.trim()),
+            (200, "v1"),
+            "the old release serves after the rollback"
+        );
+    }
+}
+
+#[test]
+fn after_a_daemon_crash_mid_deploy_requests_flow_again_and_the_deploy_ends() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(3, Some(&v1), "round-robin");
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string()]);
+    wait_until("the first new instance", START, || {
+        (fleet.events_of("instance.spawned", "fx", None).len() >= 4).then_some(())
+    });
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    fleet.ok(&["up", "-d"]);
+    // The new daemon's balancer serves from the instances that stayed up.
+    wait_until("the balancer back", START, || {
+        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
+    });
+    let load = Load::start(lb, "/version");
+    wait_until("the deployment to end", START, || {
+        let h: serde_json::Value =
+            serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).ok()?;
+        let outcome = h["deployments"][0]["outcome"].as_str()?.to_string();
+        (outcome == "succeeded" || outcome == "rolled-back").then_some(())
+    });
+    load.wait_more(50);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} requests failed once the daemon was back: {errors:?}",
+        ok + failed
+    );
+}
