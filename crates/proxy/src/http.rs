@@ -29,9 +29,11 @@ pub(crate) async fn serve(
     _token: ConnToken,
 ) {
     let svc_sh = sh.clone();
+    let peer_ip = peer_ip(peer);
     let svc = hyper::service::service_fn(move |req| {
         let sh = svc_sh.clone();
-        async move { Ok::<_, Infallible>(proxy(&sh, peer, req).await) }
+        let peer_ip = peer_ip.clone();
+        async move { Ok::<_, Infallible>(proxy(&sh, &peer_ip, req).await) }
     });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -179,9 +181,19 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// The client's address as a header value, made once per client connection.
+fn peer_ip(peer: SocketAddr) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(peer.ip().to_string()))
+        .expect("an IP address is a valid header value")
+}
+
+#[cfg(test)]
 fn forward_headers(h: &mut HeaderMap, peer: SocketAddr) {
+    forward_headers_ip(h, &peer_ip(peer));
+}
+
+fn forward_headers_ip(h: &mut HeaderMap, ip: &HeaderValue) {
     strip_hop_by_hop(h);
-    let ip = peer.ip().to_string();
     let xff = {
         let mut prior = h
             .get_all(&X_FORWARDED_FOR)
@@ -189,11 +201,11 @@ fn forward_headers(h: &mut HeaderMap, peer: SocketAddr) {
             .filter_map(|v| v.to_str().ok())
             .peekable();
         if prior.peek().is_none() {
-            HeaderValue::from_str(&ip)
+            Ok(ip.clone())
         } else {
             let mut s: String = prior.collect::<Vec<_>>().join(", ");
             s.push_str(", ");
-            s.push_str(&ip);
+            s.push_str(ip.to_str().unwrap_or_default());
             HeaderValue::from_str(&s)
         }
     };
@@ -289,11 +301,11 @@ fn local_response(status: StatusCode, body: String) -> Response<ProxyBody> {
     r
 }
 
-async fn proxy(sh: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Response<ProxyBody> {
+async fn proxy(sh: &Shared, peer_ip: &HeaderValue, req: Request<Incoming>) -> Response<ProxyBody> {
     let start = Instant::now();
     let mut table = sh.table.load_full();
     let (mut parts, body) = req.into_parts();
-    forward_headers(&mut parts.headers, peer);
+    forward_headers_ip(&mut parts.headers, peer_ip);
     let replayable = is_idempotent(&parts.method) && body.is_end_stream();
     let template = replayable.then(|| Template {
         method: parts.method.clone(),
