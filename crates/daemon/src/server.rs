@@ -103,6 +103,19 @@ async fn check_protocol(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Runs blocking work (jar hashing, file copies, store reads) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        ApiError::from(ErrorBody {
+            kind: ErrorKind::Failed,
+            message: format!("a background task failed: {e}"),
+            hint: None,
+        })
+    })
+}
+
 async fn ask<T>(
     tx: &mpsc::Sender<Event>,
     make: impl FnOnce(oneshot::Sender<T>) -> Event,
@@ -127,15 +140,7 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     let spec = req.spec;
     let source: PathBuf = spec.source.clone();
-    let prepared = tokio::task::spawn_blocking(move || crate::prepare::prepare(&spec))
-        .await
-        .map_err(|e| {
-            ApiError::from(ErrorBody {
-                kind: ErrorKind::Failed,
-                message: format!("preparing: {e}"),
-                hint: None,
-            })
-        })??;
+    let prepared = blocking(move || crate::prepare::prepare(&spec)).await??;
     let result = ask(&st.tx, |reply| Event::Apply {
         apps: prepared,
         source,
@@ -168,17 +173,8 @@ async fn deploy(
     };
     let dirs = st.dirs.clone();
     let artifact = PathBuf::from(&req.artifact);
-    let prepared = tokio::task::spawn_blocking(move || {
-        crate::prepare::prepare_release(&spec, &artifact, &dirs)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::from(ErrorBody {
-            kind: ErrorKind::Failed,
-            message: format!("preparing: {e}"),
-            hint: None,
-        })
-    })??;
+    let prepared =
+        blocking(move || crate::prepare::prepare_release(&spec, &artifact, &dirs)).await??;
     let record = ask(&st.tx, |reply| Event::Deploy {
         app,
         prepared: Box::new(prepared),
@@ -358,15 +354,8 @@ async fn events(
     let mut live = st.events.subscribe();
     let db = st.dirs.db();
     let lines = q.lines;
-    let history = tokio::task::spawn_blocking(move || crate::store::read_events(&db, 0, lines))
-        .await
-        .map_err(|e| {
-            ApiError::from(ErrorBody {
-                kind: ErrorKind::Failed,
-                message: e.to_string(),
-                hint: None,
-            })
-        })?
+    let history = blocking(move || crate::store::read_events(&db, 0, lines))
+        .await?
         .map_err(|e| {
             ApiError::from(ErrorBody {
                 kind: ErrorKind::Failed,
