@@ -75,21 +75,21 @@ impl Balancer {
             .ok_or_else(|| "no load balancer runtime".to_string())
     }
 
-    /// Binds `app`'s listener on `addr` (replacing one on another address or mode). The
-    /// balancing settings are taken at bind time.
+    /// Binds `app`'s listener on `addr` (replacing one on another address or mode); `true` when
+    /// a listener was (re)bound. The balancing settings are taken at bind time.
     fn bind(
         &mut self,
         app: &str,
         addr: SocketAddr,
         mode: Mode,
         balancer: &jarfleet_core::spec::BalancerSpec,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         if self
             .apps
             .get(app)
             .is_some_and(|l| l.addr == addr && l.mode == mode)
         {
-            return Ok(());
+            return Ok(false);
         }
         self.apps.remove(app);
         let handle = self.runtime()?.handle().clone();
@@ -116,7 +116,7 @@ impl Balancer {
                 last: Vec::new(),
             },
         );
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -132,27 +132,22 @@ impl Control {
         let result = match &listen {
             None => {
                 self.lb.apps.remove(app);
-                Ok(())
+                Ok(false)
             }
             Some(listen) => {
                 let mode = listen_mode(listen).0;
                 listen_addr(listen).and_then(|addr| self.lb.bind(app, addr, mode, &balancer))
             }
         };
-        match result {
-            Ok(()) => {
-                if let Some(l) = listen
-                    && self.lb.apps.get(app).is_some_and(|a| a.last.is_empty())
-                {
-                    self.emit(
-                        "lb.listening",
-                        Some(app),
-                        None,
-                        format!("load balancer listening on {l}"),
-                    );
-                }
-            }
-            Err(e) => self.emit("lb.failed", Some(app), None, e),
+        match (result, listen) {
+            (Ok(true), Some(l)) => self.emit(
+                "lb.listening",
+                Some(app),
+                None,
+                format!("load balancer listening on {l}"),
+            ),
+            (Ok(_), _) => {}
+            (Err(e), _) => self.emit("lb.failed", Some(app), None, e),
         }
         self.sync_lb(app);
     }
