@@ -83,11 +83,7 @@ fn watch_ready(fleet: &Fleet) -> (Arc<AtomicBool>, Arc<AtomicU32>, std::thread::
 #[test]
 fn a_rolling_deploy_replaces_every_instance_and_keeps_capacity() {
     let (fleet, _) = fleet_v1("");
-    let before: Vec<u64> = fleet
-        .instances("fx")
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
+    let before: Vec<u64> = fleet.pids("fx");
     let v2 = fixture_variant(&fleet.path("fx-v2.jar"), &[("version", "v2")]);
     let (stop, min_ready, watcher) = watch_ready(&fleet);
     fleet.ok(&[
@@ -106,11 +102,7 @@ fn a_rolling_deploy_replaces_every_instance_and_keeps_capacity() {
         min_ready.load(Ordering::SeqCst)
     );
     assert_eq!(versions(&fleet), ["v2", "v2", "v2"]);
-    let after: Vec<u64> = fleet
-        .instances("fx")
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
+    let after: Vec<u64> = fleet.pids("fx");
     assert!(
         after.iter().all(|p| !before.contains(p)),
         "an old process survived: {before:?} {after:?}"
@@ -150,11 +142,7 @@ fn a_rolling_deploy_replaces_every_instance_and_keeps_capacity() {
 #[test]
 fn a_release_that_never_gets_ready_is_rolled_back_and_nothing_old_was_touched() {
     let (fleet, _) = fleet_v1("");
-    let before: Vec<u64> = fleet
-        .instances("fx")
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
+    let before: Vec<u64> = fleet.pids("fx");
     let bad = fixture_variant(
         &fleet.path("fx-bad.jar"),
         &[("version", "v2"), ("ready-delay", "1h")],
@@ -171,11 +159,7 @@ fn a_release_that_never_gets_ready_is_rolled_back_and_nothing_old_was_touched() 
         "{reason}"
     );
     assert_eq!(versions(&fleet), ["v1", "v1", "v1"]);
-    let now: Vec<u64> = fleet
-        .instances("fx")
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
+    let now: Vec<u64> = fleet.pids("fx");
     assert_eq!(now, before, "the old instances were never stopped");
     assert_eq!(
         fleet.instances("fx").len(),
@@ -301,11 +285,7 @@ fn a_deploy_interrupted_by_a_daemon_crash_is_finished_by_the_next_daemon() {
 #[test]
 fn restart_of_an_app_is_a_rolling_deploy_that_keeps_capacity() {
     let (fleet, _) = fleet_v1("");
-    let before: Vec<u64> = fleet
-        .instances("fx")
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
+    let before: Vec<u64> = fleet.pids("fx");
     // A stopped instance comes back as part of the restart.
     let stopped_slot = fleet.instances("fx")[0]["slot"]
         .as_u64()

@@ -102,6 +102,19 @@ pub fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// The numbers of the fixture's numbered log lines (`line 000042 …`) in `text`, in order.
+pub fn line_numbers(text: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|l| {
+            l.strip_prefix("line ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
 /// One fleet: a temp dir with a spec and a state dir, and everything it started.
 pub struct Fleet {
     pub dir: tempfile::TempDir,
@@ -252,6 +265,14 @@ impl Fleet {
             .flatten()
             .filter(|a| a["name"] == app)
             .flat_map(|a| a["instances"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+
+    /// The JVM pids of `app`'s instances, in slot order.
+    pub fn pids(&self, app: &str) -> Vec<u64> {
+        self.instances(app)
+            .iter()
+            .filter_map(|i| i["pid"].as_u64())
             .collect()
     }
 

@@ -77,20 +77,7 @@ fn log_files(path: &std::path::Path) -> Vec<std::path::PathBuf> {
 fn numbered_lines(files: &[std::path::PathBuf]) -> Vec<u64> {
     files
         .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .filter_map(|l| {
-            l.strip_prefix("line ")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
+        .flat_map(|f| line_numbers(&std::fs::read_to_string(f).unwrap_or_default()))
         .collect()
 }
 

@@ -81,16 +81,7 @@ fn daemon_kill9_leaves_jvms_serving_and_a_new_daemon_readopts_them() {
         let t = std::fs::read_to_string(&log).ok()?;
         (t.lines().filter(|l| l.starts_with("line ")).count() >= 5).then_some(t)
     });
-    let numbers: Vec<u64> = text
-        .lines()
-        .filter_map(|l| {
-            l.strip_prefix("line ")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
+    let numbers = line_numbers(&text);
     assert_eq!(numbers.len(), 5, "{text}");
     assert!(
         numbers.windows(2).all(|w| w[1] == w[0] + 1),
