@@ -50,15 +50,22 @@ fn history(fleet: &Fleet) -> Value {
     serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history -o json")
 }
 
-/// Samples the number of ready instances until stopped; returns the minimum seen.
-fn watch_ready(fleet: &Fleet) -> (Arc<AtomicBool>, Arc<AtomicU32>, std::thread::JoinHandle<()>) {
+/// Samples the number of ready instances until stopped: the minimum seen, and (from the
+/// thread) how many samples were taken, so a watcher that saw nothing cannot pass.
+fn watch_ready(
+    fleet: &Fleet,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicU32>,
+    std::thread::JoinHandle<usize>,
+) {
     let stop = Arc::new(AtomicBool::new(false));
     let min = Arc::new(AtomicU32::new(u32::MAX));
     let (bin, state) = (jarfleet_bin(), fleet.state.clone());
     let handle = {
         let (stop, min) = (stop.clone(), min.clone());
         std::thread::spawn(move || {
-            let mut n = 0;
+            let (mut n, mut samples) = (0, 0);
             while !stop.load(Ordering::SeqCst) && n < 5_000 {
                 n += 1;
                 let out = std::process::Command::new(&bin)
@@ -74,7 +81,9 @@ fn watch_ready(fleet: &Fleet) -> (Arc<AtomicBool>, Arc<AtomicU32>, std::thread::
                     .map(|a| a.iter().filter(|i| i["ready"] == true).count())
                     .unwrap_or(0);
                 min.fetch_min(ready as u32, Ordering::SeqCst);
+                samples += 1;
             }
+            samples
         })
     };
     (stop, min, handle)
@@ -95,7 +104,8 @@ fn a_rolling_deploy_replaces_every_instance_and_keeps_capacity() {
         "--wait",
     ]);
     stop.store(true, Ordering::SeqCst);
-    let _ = watcher.join();
+    let samples = watcher.join().expect("the ready watcher");
+    assert!(samples > 0, "the ready count was never sampled");
     assert!(
         min_ready.load(Ordering::SeqCst) >= 3,
         "capacity dropped to {} ready during the deploy",
@@ -305,7 +315,8 @@ fn restart_of_an_app_is_a_rolling_deploy_that_keeps_capacity() {
         (history(&fleet)["deployments"][0]["outcome"] == "succeeded").then_some(())
     });
     stop.store(true, Ordering::SeqCst);
-    let _ = watcher.join();
+    let samples = watcher.join().expect("the ready watcher");
+    assert!(samples > 0, "the ready count was never sampled");
     assert!(
         min_ready.load(Ordering::SeqCst) >= 2,
         "the two running instances stayed up throughout"
