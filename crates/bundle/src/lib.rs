@@ -1,0 +1,1 @@
+//! Release bundles (work in progress).

@@ -1,0 +1,1 @@
+//! Signatures and trust (work in progress).
