@@ -64,7 +64,7 @@
 //! backend and tries another once; no backend: the client connection is closed.
 
 mod balance;
-mod http;
+mod h1;
 mod pool;
 mod stats;
 mod tcp;
@@ -670,7 +670,7 @@ async fn accept_loop(
                     let sh = sh.clone();
                     let stop = stop.clone();
                     match sh.cfg.mode {
-                        Mode::Http => tokio::spawn(http::serve(sh, stream, peer, stop, token)),
+                        Mode::Http => tokio::spawn(h1::serve(sh, stream, peer, stop, token)),
                         Mode::Tcp => tokio::spawn(tcp::serve(sh, stream, stop, token)),
                     };
                 }

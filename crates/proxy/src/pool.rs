@@ -1,21 +1,10 @@
-//! Keep-alive connections to one backend: a capped LIFO of idle HTTP/1.1 senders.
+//! Keep-alive connections to one backend: a capped LIFO of idle HTTP/1.1 connections.
 
 use std::collections::VecDeque;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
-
-/// What goes to a backend: the client's streamed body, or nothing (replayable requests).
-pub(crate) type UpBody = Either<Incoming, Empty<Bytes>>;
-pub(crate) type Sender = SendRequest<UpBody>;
+use crate::h1::BackendConn as Sender;
 
 pub(crate) struct Pool {
     idle: Mutex<VecDeque<(Sender, Instant)>>,
@@ -45,7 +34,7 @@ impl Pool {
             }
         }
         while let Some((s, _)) = idle.pop_back() {
-            if !s.is_closed() {
+            if s.is_open() {
                 return Some(s);
             }
         }
@@ -54,9 +43,6 @@ impl Pool {
 
     /// Back into the pool after its response ended; dropped (and so closed) beyond the cap.
     pub fn checkin(&self, s: Sender, now: Instant) {
-        if s.is_closed() {
-            return;
-        }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
             idle.push_back((s, now));
@@ -70,29 +56,4 @@ impl Pool {
     pub fn idle_len(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
-}
-
-/// A fresh connection: TCP connect bounded by `timeout`, TCP_NODELAY, HTTP/1.1 handshake; the
-/// connection's IO runs on its own task until the last sender is gone.
-pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Sender> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(r) => r?,
-        Err(_) => {
-            return Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect to {addr} timed out"),
-            ));
-        }
-    };
-    stream.set_nodelay(true)?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(io::Error::other)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(%addr, error = %e, "backend connection ended");
-        }
-    });
-    Ok(sender)
 }
