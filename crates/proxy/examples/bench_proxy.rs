@@ -28,8 +28,8 @@ fn main() -> Result<(), String> {
         return Err("usage: bench_proxy LISTEN BACKEND... [--threads N] [--least-request]".into());
     }
     let listen = addrs.remove(0);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    jarfleet_proxy::set_worker_threads(threads);
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;

@@ -68,6 +68,7 @@ mod h1;
 mod pool;
 mod stats;
 mod tcp;
+mod workers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -84,6 +85,7 @@ use tokio::task::JoinHandle;
 
 pub use balance::{is_idempotent, p2c, slow_start_weight, swrr};
 pub use stats::{BackendStats, CounterView, LATENCY_BOUNDS_US, ListenerStats};
+pub use workers::set_worker_threads;
 
 /// Opaque identity of a backend, e.g. `orders/1#7` (app/slot#generation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -513,7 +515,9 @@ impl Listener {
         });
         let (stop, stop_rx) = watch::channel(RUNNING);
         let conns = Arc::new(Conns::default());
-        let accept = tokio::spawn(accept_loop(
+        let workers = workers::workers()?;
+        let listener = listener.into_std()?;
+        let accept = workers.next().spawn(accept_loop(
             listener,
             shared.clone(),
             stop_rx,
@@ -655,12 +659,24 @@ fn bind_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
     socket.listen(1024)
 }
 
+/// Accepts on one worker and hands each connection to the next worker, where it is registered
+/// with that worker's reactor and served to its end.
 async fn accept_loop(
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     sh: Arc<Shared>,
     mut stop: watch::Receiver<u8>,
     conns: Arc<Conns>,
 ) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(listener = %sh.cfg.name, error = %e, "cannot accept");
+            return;
+        }
+    };
+    let Ok(workers) = workers::workers() else {
+        return;
+    };
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -669,10 +685,14 @@ async fn accept_loop(
                     let token = ConnToken::new(&conns);
                     let sh = sh.clone();
                     let stop = stop.clone();
-                    match sh.cfg.mode {
-                        Mode::Http => tokio::spawn(h1::serve(sh, stream, peer, stop, token)),
-                        Mode::Tcp => tokio::spawn(tcp::serve(sh, stream, stop, token)),
-                    };
+                    let Ok(stream) = stream.into_std() else { continue };
+                    workers.next().spawn(async move {
+                        let Ok(stream) = tokio::net::TcpStream::from_std(stream) else { return };
+                        match sh.cfg.mode {
+                            Mode::Http => h1::serve(sh, stream, peer, stop, token).await,
+                            Mode::Tcp => tcp::serve(sh, stream, stop, token).await,
+                        }
+                    });
                 }
                 Err(e) => {
                     // EMFILE and friends: back off a little instead of spinning.
