@@ -387,7 +387,11 @@ impl Shared {
                         drained: Notify::new(),
                         ejected_until: AtomicU64::new(0),
                         removed: AtomicBool::new(false),
-                        pool: pool::Pool::new(self.cfg.max_idle_per_backend, self.cfg.idle_timeout),
+                        pool: pool::Pool::new(
+                            self.cfg.max_idle_per_backend,
+                            self.cfg.idle_timeout,
+                            workers::workers().map_or(1, |w| w.len()),
+                        ),
                     });
                     registry.insert(b.id.clone(), s.clone());
                     s

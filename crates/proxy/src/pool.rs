@@ -1,31 +1,47 @@
-//! Keep-alive connections to one backend: a capped LIFO of idle HTTP/1.1 connections.
+//! Keep-alive connections to one backend: per data-plane worker, a capped LIFO of idle
+//! HTTP/1.1 connections.
+//!
+//! A connection is registered with the reactor of the worker that opened it, so it is only
+//! ever reused by that worker: a connection used from another thread would have every one of
+//! its readiness events cross threads (an eventfd write and a wake-up per request).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::h1::BackendConn as Sender;
+use crate::h1::BackendConn;
+use crate::workers;
+
+type Idle = Mutex<VecDeque<(BackendConn, Instant)>>;
 
 pub(crate) struct Pool {
-    idle: Mutex<VecDeque<(Sender, Instant)>>,
+    /// One per worker thread.
+    idle: Vec<Idle>,
+    /// Per worker.
     max_idle: usize,
     idle_timeout: Duration,
 }
 
 impl Pool {
-    pub fn new(max_idle: usize, idle_timeout: Duration) -> Pool {
+    /// `max_idle` in all, split evenly between the `workers`.
+    pub fn new(max_idle: usize, idle_timeout: Duration, workers: usize) -> Pool {
+        let workers = workers.max(1);
         Pool {
-            idle: Mutex::new(VecDeque::new()),
-            max_idle,
+            idle: (0..workers).map(|_| Mutex::new(VecDeque::new())).collect(),
+            max_idle: max_idle.div_ceil(workers),
             idle_timeout,
         }
     }
 
-    /// The most recently used idle connection that is still open. Connections idle longer than
-    /// `idle_timeout` are dropped (closed) on the way; backends close idle ones on their own
-    /// timers, and a fresher connection is less likely to be half-closed.
-    pub fn checkout(&self, now: Instant) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+    fn mine(&self) -> &Idle {
+        &self.idle[workers::current() % self.idle.len()]
+    }
+
+    /// The most recently used idle connection of this worker that is still open. Connections
+    /// idle longer than `idle_timeout` are dropped (closed) on the way; backends close idle ones
+    /// on their own timers, and a fresher connection is less likely to be half-closed.
+    pub fn checkout(&self, now: Instant) -> Option<BackendConn> {
+        let mut idle = self.mine().lock().unwrap_or_else(|p| p.into_inner());
         while let Some((_, since)) = idle.front() {
             if now.saturating_duration_since(*since) > self.idle_timeout {
                 idle.pop_front();
@@ -41,19 +57,24 @@ impl Pool {
         None
     }
 
-    /// Back into the pool after its response ended; dropped (and so closed) beyond the cap.
-    pub fn checkin(&self, s: Sender, now: Instant) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+    /// Back into this worker's pool after its response ended; dropped (closed) beyond the cap.
+    pub fn checkin(&self, s: BackendConn, now: Instant) {
+        let mut idle = self.mine().lock().unwrap_or_else(|p| p.into_inner());
         if idle.len() < self.max_idle {
             idle.push_back((s, now));
         }
     }
 
     pub fn clear(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        for idle in &self.idle {
+            idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
     }
 
     pub fn idle_len(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.idle
+            .iter()
+            .map(|i| i.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 }

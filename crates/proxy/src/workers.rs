@@ -26,6 +26,16 @@ pub(crate) struct Workers {
 static WORKERS: OnceLock<Workers> = OnceLock::new();
 static WANTED: AtomicUsize = AtomicUsize::new(0);
 
+thread_local! {
+    /// This thread's worker index (0 on threads that are not workers).
+    static CURRENT: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The index of the worker running the caller.
+pub(crate) fn current() -> usize {
+    CURRENT.with(std::cell::Cell::get)
+}
+
 /// Sets the number of data-plane threads; only effective before the first listener is bound.
 /// Returns `false` when the workers run already.
 pub fn set_worker_threads(n: usize) -> bool {
@@ -48,6 +58,7 @@ pub(crate) fn workers() -> std::io::Result<&'static Workers> {
         std::thread::Builder::new()
             .name(format!("jarfleet-proxy-{i}"))
             .spawn(move || {
+                CURRENT.with(|c| c.set(i));
                 let rt = match tokio::runtime::Builder::new_current_thread()
                     .enable_all()
                     .build()
@@ -79,5 +90,9 @@ impl Workers {
     pub fn next(&self) -> &Handle {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.handles.len();
         &self.handles[i]
+    }
+
+    pub fn len(&self) -> usize {
+        self.handles.len()
     }
 }
