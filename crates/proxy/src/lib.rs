@@ -6,16 +6,19 @@
 //!
 //! # How a request flows (`Mode::Http`)
 //!
-//! 1. The listener accepts a connection (TCP_NODELAY) and serves it with hyper's HTTP/1.1 server,
-//!    keep-alive on.
+//! 1. The listener accepts a connection (TCP_NODELAY) and hands it to one of the data-plane
+//!    worker threads (`workers`), which serves it to its end: HTTP/1.1 with keep-alive, heads
+//!    parsed with `httparse` and rewritten in one pass, bodies copied through a fixed buffer
+//!    (`h1`).
 //! 2. For each request the handler loads the current table (one atomic `Arc` load) and picks a
 //!    backend: smooth weighted round-robin or power-of-two-choices least-request over the
 //!    backends that are not ejected (all of them if every one is), with each weight ramped by
 //!    slow start. No backend at all: `503` naming the app.
 //! 3. Hop-by-hop headers are stripped, `X-Forwarded-For` is appended to, `X-Forwarded-Proto`
 //!    (`http`) and `X-Forwarded-Host` (the client's `Host`) are set; `Host` is kept.
-//! 4. The request goes out on an idle keep-alive connection of that backend (LIFO, capped at
-//!    `max_idle_per_backend`) or a fresh one. The request body is *streamed* (never buffered).
+//! 4. The request goes out on an idle keep-alive connection of that backend opened by the same
+//!    worker (LIFO, capped at `max_idle_per_backend`) or a fresh one. The request body is
+//!    *streamed* (never buffered).
 //! 5. Failures before any response byte:
 //!    - connect error: the backend is ejected for `eject_for`, and the request, which was never
 //!      sent, goes to another backend once, whatever its method;
@@ -45,8 +48,9 @@
 //!
 //! # Drain
 //!
-//! Every attempt holds an in-flight guard, moved into the response body; it is released when
-//! the response body has been sent (or the client went away). In tcp mode the guard lives as
+//! Every attempt holds an in-flight guard; it is released once the backend's whole response has
+//! been read (or the exchange failed): from then on the backend has nothing more to do for the
+//! request. In tcp mode the guard lives as
 //! long as the proxied connection. [`Listener::drained`] waits on a `Notify` that the guard
 //! fires when a backend's in-flight count reaches zero while someone waits: no polling. The
 //! control loop's stop sequence is `update` (without the instance) → `drained` → SIGTERM.

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use crate::{BackendState, ConnToken, GRACEFUL, HARD, Shared};
+use crate::{BackendState, ConnToken, GRACEFUL, HARD, InFlight, Shared};
 use chunked::Chunked;
 use head::{Framing, RequestHead};
 
@@ -267,9 +267,15 @@ async fn forward(
         if let Some(failed) = exclude.and_then(|i: usize| table.backends.get(i)) {
             failed.state.counters.retries.fetch_add(1, Relaxed);
         }
-        let b = guard.backend();
+        let b = guard.backend().clone();
+        let b = &b;
         last_failed = Some(idx);
-        match exchange(sh, b, client, req, up_head, out, start, replayable, closing).await {
+        let mut guard = Some(guard);
+        match exchange(
+            sh, b, &mut guard, client, req, up_head, out, start, replayable, closing,
+        )
+        .await
+        {
             Ok(next) => return next,
             Err(Failure::Client) => return Next::Close,
             Err(Failure::Connect(e)) => {
@@ -322,6 +328,7 @@ async fn local(
 async fn exchange(
     sh: &Shared,
     b: &BackendState,
+    guard: &mut Option<InFlight>,
     client: &mut Client,
     req: &RequestHead,
     up_head: &[u8],
@@ -364,7 +371,7 @@ async fn exchange(
     b.counters.record_response(resp.status, start.elapsed());
     up.buf.advance(head_len);
     let mut reusable = resp.reusable;
-    match relay_body(&mut up, client, &resp, out).await {
+    match relay_body(&mut up, client, &resp, out, guard).await {
         Ok(clean) => reusable &= clean,
         Err(Relay::Backend(e)) => {
             b.counters.errors.fetch_add(1, Relaxed);
@@ -473,11 +480,14 @@ enum Relay {
 
 /// Writes the response head (in `out`) and streams the body to the client. `Ok(true)`: the
 /// body ended exactly where the backend's framing said, and the connection can be reused.
+/// The backend's in-flight count drops as soon as its whole response has been read: from then
+/// on, stopping the instance cannot hurt this request.
 async fn relay_body(
     up: &mut BackendConn,
     client: &mut Client,
     resp: &head::ResponseHead,
     out: &mut Vec<u8>,
+    guard: &mut Option<InFlight>,
 ) -> Result<bool, Relay> {
     let mut chunked = Chunked::new();
     let mut left = match resp.body {
@@ -515,6 +525,9 @@ async fn relay_body(
                 false
             }
         };
+        if done {
+            guard.take();
+        }
         if !out.is_empty() {
             client
                 .stream
