@@ -11,7 +11,7 @@ One command (from the repository root, as root for apt):
   each) serving a 1 KiB file; `jvm` = two `examples/hello/hello.jar` JVMs (JDK built-in server);
 * fronts, all started once and kept for the run: nginx (upstream keepalive 128, 2 workers),
   HAProxy (http mode, keep-alive, 2 threads, retries + redispatch + 1 s health checks) and
-  jarfleet (`bench_proxy`, 2 tokio workers, smooth weighted round-robin);
+  jarfleet (`bench_proxy`, 2 data-plane worker threads, smooth weighted round-robin);
 * throughput: wrk -t2 -c64 after a warm-up, directly against backend 1 and through each front
   (the order of fronts rotates from run to run);
 * kill test: wrk -t2 -c64 through each front, backend 1's process group gets SIGKILL mid-run,
@@ -64,6 +64,24 @@ def ensure_tools():
 
 def tool(name):
     return shutil.which(name) or f"/usr/sbin/{name}"
+
+
+def group_cpu_seconds(pgid):
+    """User + system CPU time of every process in a process group, from /proc."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / hz
 
 
 def wait_http(port, timeout=30.0):
@@ -265,12 +283,15 @@ def run_kind(kind, args, tmp, proxy_bin, run_idx):
         order = FRONTS[run_idx % 3:] + FRONTS[:run_idx % 3]
         for target in ["direct"] + order:
             port = bports[0] if target == "direct" else ports[target]
+            pgid = backends[0].proc.p.pid if target == "direct" else fronts[target].p.pid
             wrk(port, args.warmup, args.connections, args.threads, latency=False)
+            cpu0 = group_cpu_seconds(pgid)
             r = wrk(port, args.duration, args.connections, args.threads)
+            r["cpu_us_per_req"] = 1e6 * (group_cpu_seconds(pgid) - cpu0) / max(r["requests"], 1)
             r.pop("raw")
             result["throughput"][target] = r
             log(f"  {kind} run {run_idx + 1} {target}: {r['rps']:.0f} rps, p50 {r.get('p50_ms')} ms, "
-                f"p99 {r.get('p99_ms')} ms, failed {r['failed']}")
+                f"p99 {r.get('p99_ms')} ms, {r['cpu_us_per_req']:.1f} µs CPU/request, failed {r['failed']}")
         for target in order:
             # Both backends up and known healthy again before each kill.
             wait_http(bports[0])
@@ -319,6 +340,7 @@ def summarize(kind, runs):
             "rps": median([r["rps"] for r in rs]),
             "p50_ms": median([r.get("p50_ms") for r in rs]),
             "p99_ms": median([r.get("p99_ms") for r in rs]),
+            "cpu_us": median([r.get("cpu_us_per_req") for r in rs]),
             "failed": sum(r["failed"] for r in rs),
             "rps_runs": [round(r["rps"]) for r in rs],
         }
@@ -351,19 +373,20 @@ def markdown(summary, args, cmd, started, load_start, load_end):
            "Fronts, each in front of the same two backends: nginx (`upstream` with `keepalive 128`, "
            "2 workers, X-Forwarded-* set), HAProxy (http mode, keep-alive, `nbthread 2`, `retries 3`, "
            "`option redispatch`, health checks every 1 s) and jarfleet (`crates/proxy/examples/bench_proxy.rs`: "
-           "one `Listener`, 2 tokio worker threads, smooth weighted round-robin, built with the workspace's "
-           "release profile). Backends: `static` = two nginx masters with one worker each serving a 1 KiB "
+           "one `Listener`, 2 data-plane worker threads, smooth weighted round-robin, built with the workspace's "
+           "release profile). CPU per request: user + system time of the front's (for `direct`: backend 1's) "
+           "process group over the measured wrk run, from `/proc`, divided by the requests wrk completed. Backends: `static` = two nginx masters with one worker each serving a 1 KiB "
            "file; `jvm` = two `examples/hello/hello.jar` JVMs (JDK built-in HTTP server, "
            "`-Xmx64m -XX:+UseSerialGC -Dsun.net.httpserver.nodelay=true`). `direct` is wrk against backend 1 "
            "alone.", ""]
     for s in summary:
         t = s["throughput"]
         out += [f"Throughput, `{s['kind']}` backends:", "",
-                "| target | req/s (median) | p50 (ms) | p99 (ms) | req/s per run | failed |",
-                "|---|---:|---:|---:|---|---:|"]
+                "| target | req/s (median) | p50 (ms) | p99 (ms) | CPU per request (µs) | req/s per run | failed |",
+                "|---|---:|---:|---:|---:|---|---:|"]
         for target in ["direct"] + FRONTS:
             r = t[target]
-            out.append(f"| {target} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | "
+            out.append(f"| {target} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['cpu_us'], 1)} | "
                        f"{', '.join(str(x) for x in r['rps_runs'])} | {r['failed']} |")
         out.append("")
     out += [f"Failed requests (non-2xx + socket errors, as wrk counts them) when backend 1's process group gets "
