@@ -139,6 +139,7 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
         ("listen", a.listen != b.listen),
         ("balancer", a.balancer != b.balancer),
         ("deploy", a.deploy != b.deploy),
+        ("trust", a.trust_keys != b.trust_keys),
     ];
     for (name, changed) in pairs {
         if changed {
@@ -371,6 +372,7 @@ mod tests {
             logs,
             balancer,
             deploy,
+            trust_keys,
         } = &mut changed;
         *launch = crate::spec::Launch::MainClass {
             main_class: "a.Main".into(),
@@ -390,6 +392,7 @@ mod tests {
         logs.keep += 1;
         balancer.slow_start += std::time::Duration::from_secs(1);
         deploy.max_surge += 1;
+        trust_keys.push("/k.pub".into());
         let got = plan(
             &fleet(&[("web", &base, "r1")]),
             &fleet(&[("web", &changed, "r2")]),
@@ -407,6 +410,7 @@ mod tests {
             },
             update(&[
                 "health", "restart", "stop", "logs", "ports", "listen", "balancer", "deploy",
+                "trust",
             ]),
         ];
         assert_eq!(got.changes, want);

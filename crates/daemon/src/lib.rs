@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod control;
+pub mod journal;
 pub mod launch;
 pub mod logfile;
 pub mod paths;
@@ -50,6 +51,9 @@ pub async fn run(
     std::fs::create_dir_all(dirs.root())
         .with_context(|| format!("creating state dir {}", dirs.root().display()))?;
     let _lock = lock(&dirs)?;
+    for line in journal::recover(dirs.root())? {
+        tracing::warn!("{line}");
+    }
     let store = store::Store::open(&dirs.db())?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);

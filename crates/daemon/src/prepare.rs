@@ -46,11 +46,17 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
                     path.display()
                 ));
             }
+            check_signature(app, path)?;
             let info = jarfleet_java::inspect_jar(path)
                 .map_err(|e| format!("apps.{name}.artifact: {e}"))?;
             min_feature = info.min_java_feature;
             hash_file(&mut digest, path)
                 .map_err(|e| format!("apps.{name}.artifact: reading {}: {e}", path.display()))?;
+        }
+        Launch::MainClass { .. } if !app.trust_keys.is_empty() => {
+            return Err(format!(
+                "apps.{name}: [trust] lists keys, and a classpath cannot be signed; run a signed jar with `artifact = ...`"
+            ));
         }
         Launch::MainClass { classpath, .. } => {
             for entry in classpath {
@@ -123,6 +129,43 @@ fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp
     })
 }
 
+/// Written by `jarfleet install` into a release dir whose bundle it verified; the jar sits in
+/// its `app/` dir.
+pub const VERIFIED_MARKER: &str = ".jarfleet-verified";
+
+/// With `[trust]` keys, the artifact must carry a good signature by one of them (checked
+/// before anything is copied or started).
+fn check_signature(app: &AppSpec, artifact: &std::path::Path) -> Result<(), String> {
+    if app.trust_keys.is_empty() {
+        return Ok(());
+    }
+    let name = &app.name;
+    // A release that `jarfleet install` verified (as a signed bundle) when it entered the host.
+    if artifact
+        .parent()
+        .and_then(std::path::Path::parent)
+        .is_some_and(|release| release.join(VERIFIED_MARKER).is_file())
+    {
+        return Ok(());
+    }
+    let mut store = jarfleet_trust::TrustStore::new();
+    for key in &app.trust_keys {
+        store
+            .add_key_file(key)
+            .map_err(|e| format!("trust.keys: {}: {e}", key.display()))?;
+    }
+    let Some(sig) = jarfleet_trust::signature_beside(artifact) else {
+        return Err(format!(
+            "apps.{name}.artifact: {} is not signed ([trust] lists keys, and there is no .minisig, .sig or .asc beside it); sign it with `jarfleet sign {0} --key KEY`",
+            artifact.display()
+        ));
+    };
+    store
+        .verify_artifact(artifact, &sig)
+        .map(|_| ())
+        .map_err(|e| format!("apps.{name}.artifact: refused: {e}"))
+}
+
 fn hash_file(digest: &mut Sha256, path: &std::path::Path) -> std::io::Result<()> {
     let mut f = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 256 * 1024];
@@ -171,6 +214,15 @@ pub fn prepare_release(
             let tmp = dir.join(".incoming.jar");
             std::fs::copy(artifact, &tmp)?;
             std::fs::File::open(&tmp)?.sync_all()?;
+            // The signature travels with the jar: the release stays verifiable.
+            if let Some(sig) = jarfleet_trust::signature_beside(artifact)
+                && let (Some(ext), Some(name)) = (sig.extension(), dest.file_name())
+            {
+                let mut sig_name = name.to_os_string();
+                sig_name.push(".");
+                sig_name.push(ext);
+                std::fs::copy(&sig, dir.join(sig_name))?;
+            }
             std::fs::rename(&tmp, &dest)
         };
         copy().map_err(|e| ErrorBody {

@@ -39,3 +39,14 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 pub const CLOCK_TICKS_PER_SEC: u64 = 100;
+
+/// The command line of `pid`, argument by argument.
+pub fn cmdline(pid: i32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}

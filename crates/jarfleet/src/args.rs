@@ -127,6 +127,94 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Build a release bundle NAME-VERSION.jfb (jar, config templates, hooks, optional JRE);
+    /// with --installer also a self-contained installer.
+    Pack {
+        /// The app's jar.
+        jar: PathBuf,
+        #[arg(long)]
+        version: String,
+        /// Default: the jar's file name without `.jar`.
+        #[arg(long)]
+        name: Option<String>,
+        /// Config templates (`${VAR}`, `${VAR:default}`, `${VAR:?message}`), rendered per release.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Hooks: executables named pre_install, post_install, pre_start.
+        #[arg(long)]
+        hooks: Option<PathBuf>,
+        /// A JRE directory to bundle (e.g. made with jlink): the app runs on it.
+        #[arg(long)]
+        jre: Option<PathBuf>,
+        /// The default app spec: a TOML file with the keys of one [apps.NAME] table (no artifact).
+        #[arg(long)]
+        app_spec: Option<PathBuf>,
+        /// The Java requirement, e.g. ">=17".
+        #[arg(long)]
+        java: Option<String>,
+        /// Where to write the bundle (and installer).
+        #[arg(short, long, default_value = ".")]
+        out_dir: PathBuf,
+        /// Also write NAME-VERSION-installer: this binary with the bundle appended.
+        #[arg(long)]
+        installer: bool,
+    },
+    /// Verify and install a bundle as one transaction, then start it (or roll it out).
+    Install {
+        /// The bundle; none: the one embedded in this binary (a self-contained installer).
+        bundle: Option<PathBuf>,
+        /// Install root: jarfleet.toml, state/, releases/, bin/.
+        #[arg(long, default_value = "/opt/jarfleet")]
+        prefix: PathBuf,
+        /// Verify and show what would be done; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// A trusted key (minisign .pub or OpenPGP keyring); repeatable. With keys, an unsigned
+        /// or badly signed bundle is refused.
+        #[arg(long = "trust")]
+        trust: Vec<PathBuf>,
+        /// The signature (default: BUNDLE.minisig, .sig or .asc beside it).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+        /// Install only; do not start the app.
+        #[arg(long)]
+        no_start: bool,
+    },
+    /// Make a minisign-compatible key pair: PATH.key (secret, 0600) and PATH.pub.
+    Keygen {
+        #[arg(short, long, default_value = "jarfleet")]
+        out: PathBuf,
+        /// Leave the secret key unencrypted.
+        #[arg(long)]
+        no_password: bool,
+        /// Read the password from this file instead of the terminal.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Sign a file (bundle, installer, jar): writes FILE.minisig.
+    Sign {
+        file: PathBuf,
+        /// The secret key (from `jarfleet keygen` or `minisign -G`).
+        #[arg(short, long)]
+        key: PathBuf,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The trusted comment (default: timestamp and file name).
+        #[arg(long)]
+        comment: Option<String>,
+    },
+    /// Check a file's signature against trusted keys (minisign .pub files, OpenPGP keyrings).
+    Verify {
+        file: PathBuf,
+        /// A trusted key; repeatable.
+        #[arg(short, long = "key")]
+        keys: Vec<PathBuf>,
+        /// The signature (default: FILE.minisig, .sig or .asc beside it).
+        #[arg(long)]
+        signature: Option<PathBuf>,
+    },
     /// Internal: the per-instance supervisor process started by the daemon.
     #[command(hide = true)]
     Shim { run_dir: PathBuf },

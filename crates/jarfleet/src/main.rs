@@ -3,7 +3,10 @@
 mod args;
 mod commands;
 mod context;
+mod install;
+mod pack;
 mod render;
+mod sign;
 mod up;
 
 use clap::Parser;
@@ -111,6 +114,64 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Doctor { output } => {
             commands::doctor(&context::state_dir(state, None), output).await
         }
+        Command::Pack {
+            jar,
+            version,
+            name,
+            config,
+            hooks,
+            jre,
+            app_spec,
+            java,
+            out_dir,
+            installer,
+        } => pack::run(pack::PackArgs {
+            jar,
+            name,
+            version,
+            config,
+            hooks,
+            jre,
+            app_spec,
+            java,
+            out_dir,
+            installer,
+        }),
+        Command::Install {
+            bundle,
+            prefix,
+            dry_run,
+            trust,
+            signature,
+            no_start,
+        } => {
+            install::run(install::InstallArgs {
+                bundle,
+                prefix,
+                dry_run,
+                trust,
+                signature,
+                start: !no_start,
+            })
+            .await
+        }
+        Command::Keygen {
+            out,
+            no_password,
+            password_file,
+            force,
+        } => sign::keygen(&out, no_password, password_file.as_deref(), force),
+        Command::Sign {
+            file,
+            key,
+            password_file,
+            comment,
+        } => sign::sign(&file, &key, password_file.as_deref(), comment.as_deref()),
+        Command::Verify {
+            file,
+            keys,
+            signature,
+        } => sign::verify(&file, signature.as_deref(), &keys),
         Command::Shim { .. } => Ok(()),
     }
 }

@@ -20,4 +20,4 @@ pub mod minisign;
 pub mod openpgp;
 pub mod trust;
 
-pub use trust::{SignatureKind, Signer, TrustError, TrustStore};
+pub use trust::{SignatureKind, Signer, TrustError, TrustStore, signature_beside};

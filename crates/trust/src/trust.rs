@@ -346,3 +346,15 @@ mod tests {
         );
     }
 }
+
+/// The signature of `artifact` next to it: `ARTIFACT.minisig`, else `ARTIFACT.sig` or
+/// `ARTIFACT.asc` (OpenPGP), the first that exists.
+pub fn signature_beside(artifact: &Path) -> Option<std::path::PathBuf> {
+    ["minisig", "sig", "asc"].iter().find_map(|ext| {
+        let mut s = artifact.as_os_str().to_owned();
+        s.push(".");
+        s.push(ext);
+        let p = std::path::PathBuf::from(s);
+        p.is_file().then_some(p)
+    })
+}

@@ -17,8 +17,18 @@ pub struct FleetSpec {
     /// The spec file this came from (absolute when loaded from disk).
     pub source: PathBuf,
     pub daemon: DaemonSpec,
+    /// Keys that artifacts must be signed with (none: signatures are not required).
+    #[serde(default)]
+    pub trust: TrustSpec,
     /// Apps by name; names are `[a-z0-9][a-z0-9_-]*`, at most 40 chars.
     pub apps: BTreeMap<String, AppSpec>,
+}
+
+/// `[trust]`: with keys listed, every artifact needs a signature by one of them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustSpec {
+    /// minisign public key files or OpenPGP keyrings (absolute after loading).
+    pub keys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +59,10 @@ pub struct AppSpec {
     /// Built-in load balancer listen address (used once the proxy exists).
     pub listen: Option<String>,
     pub health: HealthSpec,
+    /// The fleet's `[trust]` keys, copied to each app so that a later `deploy` checks its
+    /// artifact against them too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust_keys: Vec<PathBuf>,
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub logs: LogSpec,

@@ -11,13 +11,14 @@ use super::error::SpecErrors;
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
     AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, FleetSpec, HealthCheck,
-    HealthSpec, JavaSpec, Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy,
+    HealthSpec, JavaSpec, Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy, TrustSpec,
 };
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
-const TOP_KEYS: &[&str] = &["daemon", "apps"];
+const TOP_KEYS: &[&str] = &["daemon", "trust", "apps"];
 const DAEMON_KEYS: &[&str] = &["state_dir", "http"];
+const TRUST_KEYS: &[&str] = &["keys"];
 const APP_KEYS: &[&str] = &[
     "artifact",
     "main_class",
@@ -86,7 +87,11 @@ const APP_SECTIONS: &[(&str, &[&str])] = &[
     ("java", JAVA_KEYS),
     ("deploy", DEPLOY_KEYS),
 ];
-const TOP_SECTIONS: &[(&str, &[&str])] = &[("daemon", DAEMON_KEYS), ("apps.NAME", APP_KEYS)];
+const TOP_SECTIONS: &[(&str, &[&str])] = &[
+    ("daemon", DAEMON_KEYS),
+    ("trust", TRUST_KEYS),
+    ("apps.NAME", APP_KEYS),
+];
 
 /// Set by jarfleet for every instance; an app's `env` cannot override them.
 const RESERVED_ENV: &[&str] = &[
@@ -151,6 +156,8 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
     r.check_keys(root, TOP_KEYS, TOP_SECTIONS);
     let daemon_table = r.table(root, "daemon", "{ state_dir = \".jarfleet\" }");
     let daemon = daemon(r, daemon_table.as_ref());
+    let trust_table = r.table(root, "trust", "{ keys = [\"release.pub\"] }");
+    let trust = trust(r, trust_table.as_ref());
     let mut apps = BTreeMap::new();
     let no_apps_hint = "add an app, e.g.\n        [apps.orders]\n        artifact = \"build/orders.jar\"\n        ports = \"9100-9199\"";
     match root.get("apps") {
@@ -195,11 +202,37 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
             }
         },
     }
+    for app in apps.values_mut() {
+        app.trust_keys = trust.keys.clone();
+    }
     FleetSpec {
         source: file.to_path_buf(),
         daemon,
+        trust,
         apps,
     }
+}
+
+/// `[trust] keys = [...]`: minisign public keys or OpenPGP keyrings, relative to the spec.
+fn trust(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> TrustSpec {
+    let mut keys = Vec::new();
+    if let Some(t) = t {
+        r.check_keys(t, TRUST_KEYS, &[]);
+        let example = "[\"keys/release.pub\", \"keys/ops.gpg\"]";
+        for (i, (key, v)) in r
+            .string_list(t, "keys", Mode::Plain, example)
+            .unwrap_or_default()
+            .into_iter()
+            .enumerate()
+        {
+            if r.check_path(&key, v, &format!("trust.keys[{i}]"), "\"keys/release.pub\"")
+                .is_some()
+            {
+                keys.push(r.resolve(&key));
+            }
+        }
+    }
+    TrustSpec { keys }
 }
 
 fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
@@ -311,6 +344,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
     let deploy = deploy(r, t);
 
     Some(AppSpec {
+        trust_keys: Vec::new(),
         name: name.to_string(),
         launch: launch?,
         workdir,

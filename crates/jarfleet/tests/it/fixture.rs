@@ -216,3 +216,15 @@ pub fn fixture_variant(dest: &Path, props: &[(&str, &str)]) -> PathBuf {
     assert!(status.success(), "jar uf failed for {}", dest.display());
     dest.to_path_buf()
 }
+
+/// A tool of the JDK that builds the fixtures (`jlink`, `jcmd`, ...).
+pub fn jdk_tool(name: &str) -> PathBuf {
+    let (_, jar) = find_jdk_tools();
+    let tool = jar.with_file_name(name);
+    assert!(
+        tool.is_file(),
+        "{} not found (apt-get install -y openjdk-17-jdk-headless)",
+        tool.display()
+    );
+    tool
+}

@@ -162,6 +162,20 @@ impl Fleet {
         }
     }
 
+    /// Another daemon's fleet (e.g. one `jarfleet install` started under a prefix), with the
+    /// same ports; stopped and cleaned up like this one when dropped.
+    pub fn adopt(like: &Fleet, state: PathBuf) -> Fleet {
+        Fleet {
+            dir: tempfile::Builder::new()
+                .prefix("jf")
+                .tempdir()
+                .expect("temp dir"),
+            state,
+            ports: like.ports,
+            seen_pids: Default::default(),
+        }
+    }
+
     pub fn spec_path(&self) -> PathBuf {
         self.dir.path().join("jarfleet.toml")
     }

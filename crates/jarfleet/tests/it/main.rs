@@ -10,6 +10,7 @@ mod crashes;
 mod deploy;
 mod errors;
 mod foreground;
+mod install;
 mod logs;
 mod readopt;
 mod supervise;
