@@ -101,7 +101,9 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(
         web.launch,
         Launch::Jar {
-            path: "/srv/fleet/web.jar".into()
+            path: "/srv/fleet/web.jar".into(),
+            url: None,
+            sha256: None,
         }
     );
     assert_eq!(web.workdir, None);
@@ -183,7 +185,9 @@ fn state_dir_default_follows_jarfleet_state() {
     assert_eq!(
         spec.apps["web"].launch,
         Launch::Jar {
-            path: "web.jar".into()
+            path: "web.jar".into(),
+            url: None,
+            sha256: None,
         }
     );
 }
@@ -196,7 +200,9 @@ fn design_example_loads_as_documented() {
     assert_eq!(
         orders.launch,
         Launch::Jar {
-            path: "/srv/fleet/build/orders-2.1.0.jar".into()
+            path: "/srv/fleet/build/orders-2.1.0.jar".into(),
+            url: None,
+            sha256: None,
         }
     );
     assert_eq!(orders.instances, 3);
@@ -310,7 +316,9 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
     assert_eq!(
         proxy.launch,
         Launch::Jar {
-            path: "/opt/proxy/proxy.jfb".into()
+            path: "/opt/proxy/proxy.jfb".into(),
+            url: None,
+            sha256: None,
         }
     );
     assert_eq!(proxy.health.check, HealthCheck::Tcp);

@@ -128,7 +128,7 @@ pub fn build(input: &LaunchInput) -> Launch {
     argv.extend(default_jvm_flags(spec, runtime, dirs, slot));
     argv.extend(spec.java.opts.iter().map(|o| resolve(o, &vars)));
     match &spec.launch {
-        LaunchKind::Jar { path } => {
+        LaunchKind::Jar { path, .. } => {
             argv.push("-jar".to_string());
             argv.push(path.display().to_string());
         }

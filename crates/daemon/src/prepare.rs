@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::path::{Path, PathBuf};
 
 use jarfleet_api::{ErrorBody, ErrorKind};
 use jarfleet_core::spec::{AppSpec, FleetSpec, Launch};
@@ -15,8 +16,11 @@ pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorB
     let jdks = jarfleet_java::discover();
     let mut errors = Vec::new();
     let mut out = BTreeMap::new();
+    let cache = spec.daemon.state_dir.join("cache");
     for (name, app) in &spec.apps {
-        match prepare_app(app, &jdks) {
+        let fetched = fetch_remote(app, &cache, spec.trust.ca.as_deref());
+        let prepared = fetched.and_then(|(app, sig)| prepare_app(&app, &jdks, sig.as_deref()));
+        match prepared {
             Ok(p) => {
                 out.insert(name.clone(), p);
             }
@@ -34,19 +38,77 @@ pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorB
     }
 }
 
-fn prepare_app(app: &AppSpec, jdks: &[jarfleet_java::Jdk]) -> Result<PreparedApp, String> {
+/// A remote artifact downloaded into `cache` (once per digest: a pinned one is not fetched
+/// again), and with `[trust]` keys its signature (`URL.minisig`) beside it in the cache; the app
+/// comes back pointing at the local copy. Local artifacts pass through.
+fn fetch_remote(
+    app: &AppSpec,
+    cache: &Path,
+    ca: Option<&Path>,
+) -> Result<(AppSpec, Option<PathBuf>), String> {
+    let Launch::Jar {
+        url: Some(url),
+        sha256,
+        ..
+    } = &app.launch
+    else {
+        return Ok((app.clone(), None));
+    };
+    let name = &app.name;
+    let options = |pin: Option<String>| {
+        let mut o = jarfleet_fetch::FetchOptions::new(cache);
+        o.sha256 = pin;
+        o.extra_ca = ca.map(Path::to_path_buf);
+        o
+    };
+    let got = jarfleet_fetch::fetch(url, &options(sha256.clone()))
+        .map_err(|e| format!("apps.{name}.artifact: {e}"))?;
+    let mut sig = None;
+    if !app.trust_keys.is_empty() {
+        let sig_url = format!("{url}.minisig");
+        let mut o = options(None);
+        o.max_size = 1 << 20;
+        let fetched = jarfleet_fetch::fetch(&sig_url, &o)
+            .map_err(|e| format!("apps.{name}.artifact: its signature: {e}"))?;
+        sig = Some(fetched.path);
+    }
+    let mut local = app.clone();
+    local.launch = Launch::Jar {
+        path: got.path,
+        url: Some(url.clone()),
+        sha256: sha256.clone(),
+    };
+    Ok((local, sig))
+}
+
+fn prepare_app(
+    app: &AppSpec,
+    jdks: &[jarfleet_java::Jdk],
+    sig: Option<&Path>,
+) -> Result<PreparedApp, String> {
     let name = &app.name;
     let mut min_feature = 8;
     let mut digest = Sha256::new();
     match &app.launch {
-        Launch::Jar { path } => {
+        Launch::Jar { path, url, sha256 } => {
             if !path.is_file() {
                 return Err(format!(
                     "apps.{name}.artifact: {} does not exist (or is not a file); build the jar or fix the path",
                     path.display()
                 ));
             }
-            check_signature(app, path)?;
+            check_signature(app, path, sig)?;
+            if let (None, Some(pin)) = (url, sha256) {
+                let actual = sha256_hex(path).map_err(|e| {
+                    format!("apps.{name}.artifact: reading {}: {e}", path.display())
+                })?;
+                if &actual != pin {
+                    return Err(format!(
+                        "apps.{name}.artifact: {} has sha256 {actual}, the spec pins {pin}; refused",
+                        path.display()
+                    ));
+                }
+            }
             let info = jarfleet_java::inspect_jar(path)
                 .map_err(|e| format!("apps.{name}.artifact: {e}"))?;
             min_feature = info.min_java_feature;
@@ -135,7 +197,7 @@ pub const VERIFIED_MARKER: &str = ".jarfleet-verified";
 
 /// With `[trust]` keys, the artifact must carry a good signature by one of them (checked
 /// before anything is copied or started).
-fn check_signature(app: &AppSpec, artifact: &std::path::Path) -> Result<(), String> {
+fn check_signature(app: &AppSpec, artifact: &Path, sig: Option<&Path>) -> Result<(), String> {
     if app.trust_keys.is_empty() {
         return Ok(());
     }
@@ -143,7 +205,7 @@ fn check_signature(app: &AppSpec, artifact: &std::path::Path) -> Result<(), Stri
     // A release that `jarfleet install` verified (as a signed bundle) when it entered the host.
     if artifact
         .parent()
-        .and_then(std::path::Path::parent)
+        .and_then(Path::parent)
         .is_some_and(|release| release.join(VERIFIED_MARKER).is_file())
     {
         return Ok(());
@@ -154,7 +216,10 @@ fn check_signature(app: &AppSpec, artifact: &std::path::Path) -> Result<(), Stri
             .add_key_file(key)
             .map_err(|e| format!("trust.keys: {}: {e}", key.display()))?;
     }
-    let Some(sig) = jarfleet_trust::signature_beside(artifact) else {
+    let Some(sig) = sig
+        .map(Path::to_path_buf)
+        .or_else(|| jarfleet_trust::signature_beside(artifact))
+    else {
         return Err(format!(
             "apps.{name}.artifact: {} is not signed ([trust] lists keys, and there is no .minisig, .sig or .asc beside it); sign it with `jarfleet sign {0} --key KEY`",
             artifact.display()
@@ -164,6 +229,12 @@ fn check_signature(app: &AppSpec, artifact: &std::path::Path) -> Result<(), Stri
         .verify_artifact(artifact, &sig)
         .map(|_| ())
         .map_err(|e| format!("apps.{name}.artifact: refused: {e}"))
+}
+
+fn sha256_hex(path: &Path) -> std::io::Result<String> {
+    let mut d = Sha256::new();
+    hash_file(&mut d, path)?;
+    Ok(d.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn hash_file(digest: &mut Sha256, path: &std::path::Path) -> std::io::Result<()> {
@@ -194,9 +265,11 @@ pub fn prepare_release(
     let mut spec = current.clone();
     spec.launch = Launch::Jar {
         path: artifact.to_path_buf(),
+        url: None,
+        sha256: None,
     };
     let jdks = jarfleet_java::discover();
-    let mut prepared = prepare_app(&spec, &jdks)
+    let mut prepared = prepare_app(&spec, &jdks, None)
         .map_err(|e| usage(e.replace(&format!("apps.{}.artifact", current.name), "artifact")))?;
     let dir = dirs
         .root()
@@ -231,6 +304,10 @@ pub fn prepare_release(
             hint: None,
         })?;
     }
-    prepared.spec.launch = Launch::Jar { path: dest };
+    prepared.spec.launch = Launch::Jar {
+        path: dest,
+        url: None,
+        sha256: None,
+    };
     Ok(prepared)
 }

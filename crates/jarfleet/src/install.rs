@@ -263,6 +263,25 @@ struct Ctx<'a> {
     start: bool,
 }
 
+/// Test-only fault injection, compiled into debug builds only: `JARFLEET_FAULT_AT=STEP` kills
+/// the installer with SIGKILL right after STEP's undo is journaled and before it acts;
+/// `JARFLEET_FAULT_AT=STEP:enospc` makes STEP fail with "No space left on device" instead.
+fn fault(step: &str) -> Result<(), CliError> {
+    #[cfg(debug_assertions)]
+    if let Ok(spec) = std::env::var("JARFLEET_FAULT_AT") {
+        let (at, kind) = spec.split_once(':').unwrap_or((spec.as_str(), "kill"));
+        if at == step {
+            if kind == "enospc" {
+                let e = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                return Err(CliError::failed(format!("{step}: {e}")));
+            }
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _ = step;
+    Ok(())
+}
+
 fn io_err(what: String) -> impl FnOnce(std::io::Error) -> CliError {
     move |e| CliError::failed(format!("{what}: {e}"))
 }
@@ -281,6 +300,7 @@ async fn transaction(c: &Ctx<'_>, j: &mut Journal) -> Result<String, CliError> {
                 path: staging.clone(),
             },
         )?;
+        fault("extract")?;
         let bundle = Bundle::open(c.source.open()?)
             .map_err(|e| CliError::failed(format!("extracting: {e}")))?;
         bundle
@@ -299,6 +319,7 @@ async fn transaction(c: &Ctx<'_>, j: &mut Journal) -> Result<String, CliError> {
                 path: c.release_dir.to_path_buf(),
             },
         )?;
+        fault("activate")?;
         std::fs::rename(&staging, c.release_dir)
             .map_err(io_err(format!("activating {}", c.release_dir.display())))?;
         let marker = format!(
@@ -327,6 +348,7 @@ async fn transaction(c: &Ctx<'_>, j: &mut Journal) -> Result<String, CliError> {
             backup: had_spec.then_some(backup),
         },
     )?;
+    fault("spec")?;
     let text = if c.upgrade {
         let old = std::fs::read_to_string(c.spec_path)
             .map_err(io_err(format!("reading {}", c.spec_path.display())))?;
@@ -354,6 +376,7 @@ async fn transaction(c: &Ctx<'_>, j: &mut Journal) -> Result<String, CliError> {
         .get::<jarfleet_api::VersionInfo>("/v1/version")
         .await
         .is_ok();
+    fault("start")?;
     if running && c.upgrade {
         let jar = c.release_dir.join("app").join(c.jar);
         let jar = jar.display().to_string();
@@ -445,6 +468,7 @@ fn install_binary(
             backup: had.then_some(backup),
         },
     )?;
+    fault("binary")?;
     let tmp = dir.join(".jarfleet.incoming");
     let copy = || -> std::io::Result<()> {
         let mut from = std::fs::File::open(exe)?.take(offset);
@@ -520,6 +544,7 @@ async fn run_hook(
             program: program.clone(),
         },
     )?;
+    fault(which)?;
     let timeout = hook.timeout.unwrap_or(DEFAULT_HOOK_TIMEOUT);
     let output = match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(r) => r.map_err(io_err(format!("{which} hook")))?,

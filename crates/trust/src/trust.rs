@@ -310,6 +310,18 @@ fn read_signature(path: &Path) -> Result<Vec<u8>, TrustError> {
     Ok(bytes)
 }
 
+/// The signature of `artifact` next to it: `ARTIFACT.minisig`, else `ARTIFACT.sig` or
+/// `ARTIFACT.asc` (OpenPGP), the first that exists.
+pub fn signature_beside(artifact: &Path) -> Option<std::path::PathBuf> {
+    ["minisig", "sig", "asc"].iter().find_map(|ext| {
+        let mut s = artifact.as_os_str().to_owned();
+        s.push(".");
+        s.push(ext);
+        let p = std::path::PathBuf::from(s);
+        p.is_file().then_some(p)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,16 +357,4 @@ mod tests {
             "{err:?}"
         );
     }
-}
-
-/// The signature of `artifact` next to it: `ARTIFACT.minisig`, else `ARTIFACT.sig` or
-/// `ARTIFACT.asc` (OpenPGP), the first that exists.
-pub fn signature_beside(artifact: &Path) -> Option<std::path::PathBuf> {
-    ["minisig", "sig", "asc"].iter().find_map(|ext| {
-        let mut s = artifact.as_os_str().to_owned();
-        s.push(".");
-        s.push(ext);
-        let p = std::path::PathBuf::from(s);
-        p.is_file().then_some(p)
-    })
 }

@@ -29,6 +29,9 @@ pub struct FleetSpec {
 pub struct TrustSpec {
     /// minisign public key files or OpenPGP keyrings (absolute after loading).
     pub keys: Vec<PathBuf>,
+    /// A PEM file of CA certificates trusted for `https://` artifacts besides the usual roots.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,8 +79,16 @@ pub struct AppSpec {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Launch {
-    /// `java -jar <path>`; path resolved against the spec file's directory.
-    Jar { path: PathBuf },
+    /// `java -jar <path>`; path resolved against the spec file's directory. For a remote
+    /// artifact, `url` is where it comes from and `path` is empty until it is downloaded.
+    Jar {
+        path: PathBuf,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
+        /// Expected sha256 (64 hex digits) of the jar, local or remote.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sha256: Option<String>,
+    },
     /// `java -cp <classpath> <main_class>`; entries resolved against the spec dir, globs kept.
     MainClass {
         main_class: String,

@@ -18,9 +18,10 @@ use crate::javaver::VersionReq;
 
 const TOP_KEYS: &[&str] = &["daemon", "trust", "apps"];
 const DAEMON_KEYS: &[&str] = &["state_dir", "http"];
-const TRUST_KEYS: &[&str] = &["keys"];
+const TRUST_KEYS: &[&str] = &["keys", "ca"];
 const APP_KEYS: &[&str] = &[
     "artifact",
+    "sha256",
     "main_class",
     "classpath",
     "workdir",
@@ -181,7 +182,7 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
                                 at: app_value.span(),
                                 map,
                             };
-                            if let Some(app) = app(r, name, &t) {
+                            if let Some(app) = app(r, name, &t, !trust.keys.is_empty()) {
                                 apps.insert(name.to_string(), app);
                             }
                         }
@@ -232,7 +233,8 @@ fn trust(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> TrustSpec {
             }
         }
     }
-    TrustSpec { keys }
+    let ca = t.and_then(|t| r.path(t, "ca", "\"certs/internal-ca.pem\""));
+    TrustSpec { keys, ca }
 }
 
 fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
@@ -274,10 +276,10 @@ fn host_port(r: &mut Reader<'_>, v: &Value<'_>, key: &str, example: &str) -> Opt
     }
 }
 
-fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
+fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Option<AppSpec> {
     r.check_keys(t, APP_KEYS, APP_SECTIONS);
 
-    let launch = launch(r, t);
+    let launch = launch(r, t, has_trust);
     let workdir = r.path(t, "workdir", "\"/srv/orders\"");
     let user = t.get("user").and_then(|v| {
         let key = t.key("user");
@@ -364,18 +366,38 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>) -> Option<AppSpec> {
     })
 }
 
-fn launch(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Launch> {
+fn launch(r: &mut Reader<'_>, t: &Table<'_, '_>, has_trust: bool) -> Option<Launch> {
     let artifact_example = "\"build/orders.jar\"";
     let artifact = t.get("artifact").and_then(|v| {
         let key = t.key("artifact");
         let s = r.string_value(v, &key, Mode::Plain, artifact_example)?;
-        if s.starts_with("https://") || s.starts_with("http://") {
-            let hint = "download the jar and point artifact at it, or run `jarfleet deploy APP URL --sha256 HASH`";
-            r.bad(v, &key, "artifact URLs are not supported in the spec yet", Some(hint.into()));
+        if s.starts_with("https://") {
+            return Some((std::path::PathBuf::new(), Some(s)));
+        }
+        if s.contains("://") {
+            let hint = "artifacts are downloaded over https only: use an https:// URL (with sha256 = \"...\"), or a local path";
+            r.bad(v, &key, "not an https URL", Some(hint.into()));
             return None;
         }
         r.check_path(&s, v, &key, artifact_example)?;
-        Some(r.resolve(&s))
+        Some((r.resolve(&s), None))
+    });
+    let sha256 = t.get("sha256").and_then(|v| {
+        let key = t.key("sha256");
+        let s = r.string_value(
+            v,
+            &key,
+            Mode::Plain,
+            "\"9f86d081884c7d65...\" (64 hex digits)",
+        )?;
+        let s = s.trim().to_ascii_lowercase();
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Some(s)
+        } else {
+            let hint = "the sha256 of the jar as 64 hex digits, e.g. from `sha256sum app.jar`";
+            r.bad(v, &key, "not a sha256 digest", Some(hint.into()));
+            None
+        }
     });
     let main_class = t.get("main_class").and_then(|v| {
         let key = t.key("main_class");
@@ -423,7 +445,19 @@ fn launch(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Launch> {
                 );
                 return None;
             }
-            artifact.map(|path| Launch::Jar { path })
+            let (path, url) = artifact?;
+            if url.is_some() && sha256.is_none() && !has_trust {
+                let v = t.get("artifact")?;
+                let hint = "pin it with sha256 = \"<64 hex digits>\", or list signing keys under [trust] (its signature is then fetched from URL.minisig)";
+                r.bad(
+                    v,
+                    &t.key("artifact"),
+                    "a remote artifact needs a sha256 pin or trusted keys",
+                    Some(hint.into()),
+                );
+                return None;
+            }
+            Some(Launch::Jar { path, url, sha256 })
         }
         (false, true) => {
             if !t.has("classpath") {

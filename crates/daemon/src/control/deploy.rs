@@ -505,7 +505,7 @@ impl Control {
                 created_at: r.created_at,
                 current: *id == rt.rec.release,
                 artifact: match &r.spec.launch {
-                    Launch::Jar { path } => path.display().to_string(),
+                    Launch::Jar { path, .. } => path.display().to_string(),
                     Launch::MainClass { main_class, .. } => main_class.clone(),
                 },
             })

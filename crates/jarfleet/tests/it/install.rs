@@ -36,7 +36,7 @@ fn app_spec(fleet: &Fleet) -> PathBuf {
     fs::write(
         &path,
         format!(
-            "instances = 2\nports = \"{}-{}\"\njava = {{ opts = {JVM_OPTS} }}\n\n[health]\nhttp = \"/health\"\n",
+            "instances = 2\nports = \"{}-{}\"\njava = {{ opts = {JVM_OPTS} }}\n\n[health]\nhttp = \"/health\"\n\n[deploy]\nmin_healthy = \"0s\"\n",
             fleet.ports.0, fleet.ports.1
         ),
     )
@@ -370,5 +370,82 @@ fn a_self_contained_installer_installs_its_binary_and_runs_on_its_bundled_jre() 
             "{} is not the bundled JRE",
             exe.display()
         );
+    }
+}
+
+/// Kills the installer (SIGKILL, through the debug-build fault point) right before each journal
+/// step acts, and fails a step with ENOSPC: each time the old release keeps serving, nothing of
+/// the new one stays behind, and running the same install again succeeds.
+#[test]
+fn a_fault_at_every_journal_step_leaves_the_old_release_and_a_rerun_succeeds() {
+    let fleet = Fleet::new(4);
+    let prefix = fleet.path("srv");
+    let v1 = pack(&fleet, "1.0.0", &[]);
+    fleet.ok(&["install", s(&v1), "--prefix", s(&prefix)]);
+    let installed = Fleet::adopt(&fleet, prefix.join("state"));
+    installed.wait_ready("fx", 2, Duration::from_secs(60));
+    let hooks = fleet.path("hooks-ok");
+    write_hook(&hooks, "pre_install", "exit 0");
+    write_hook(&hooks, "post_install", "exit 0");
+
+    let mut serving = "1.0.0".to_string();
+    let faults = [
+        "extract",
+        "pre_install",
+        "activate",
+        "spec",
+        "post_install",
+        "start",
+        "extract:enospc",
+        "spec:enospc",
+    ];
+    for (i, fault) in faults.iter().enumerate() {
+        let version = format!("2.{i}.0");
+        let bundle = pack(&fleet, &version, &["--hooks", s(&hooks)]);
+        let spec_before = fs::read(prefix.join("jarfleet.toml")).expect("spec");
+        let out = fleet
+            .command(&["install", s(&bundle), "--prefix", s(&prefix)])
+            .env("JARFLEET_FAULT_AT", fault)
+            .output()
+            .expect("install");
+        assert!(
+            !out.status.success(),
+            "{fault}: the install must not succeed"
+        );
+        if fault.ends_with(":enospc") {
+            let err = stderr_of(&out);
+            assert!(
+                err.contains("No space left") && err.contains("rolled back"),
+                "{fault}: {err}"
+            );
+        }
+        // The next run rolls an interrupted transaction back before anything else (a dry run
+        // changes nothing else).
+        fleet.ok(&["install", s(&bundle), "--prefix", s(&prefix), "--dry-run"]);
+        assert_eq!(
+            fs::read(prefix.join("jarfleet.toml")).expect("spec"),
+            spec_before,
+            "{fault}: the spec is as before"
+        );
+        let leftovers: Vec<String> = tree(&prefix.join("releases/fx"))
+            .into_iter()
+            .filter(|p| p.starts_with(&version) || p.starts_with(".staging"))
+            .collect();
+        assert!(leftovers.is_empty(), "{fault}: {leftovers:?}");
+        assert!(tree(&prefix.join("state/journal")).is_empty(), "{fault}");
+        assert_eq!(
+            versions(&installed),
+            vec![serving.clone(), serving.clone()],
+            "{fault}"
+        );
+
+        fleet.ok(&["install", s(&bundle), "--prefix", s(&prefix)]);
+        installed.wait_ready("fx", 2, Duration::from_secs(60));
+        assert_eq!(
+            versions(&installed),
+            vec![version.clone(), version.clone()],
+            "{fault}"
+        );
+        serving = version;
     }
 }

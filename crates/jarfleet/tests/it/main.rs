@@ -13,4 +13,5 @@ mod foreground;
 mod install;
 mod logs;
 mod readopt;
+mod remote;
 mod supervise;

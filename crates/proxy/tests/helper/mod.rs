@@ -57,7 +57,8 @@ pub async fn dead_addr() -> SocketAddr {
 /// A hyper HTTP/1.1 backend. Paths:
 /// `/` → its name; `/headers` → the request headers, one per line; `/hold` → its name once the
 /// gate opens; `/big?N` → N bytes, streamed, counted in `produced`; `POST /sink` → reads the body
-/// (pausing after 1 MiB until the gate opens), answers the byte count.
+/// (pausing after 1 MiB until the gate opens), answers the byte count; `/pieces` →
+/// `alpha-beta-gamma` in three chunks of a chunked body.
 pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
@@ -156,7 +157,12 @@ struct Ctx {
 
 pub enum TBody {
     Full(Option<Bytes>),
-    Gen { left: u64, produced: Arc<AtomicU64> },
+    Gen {
+        left: u64,
+        produced: Arc<AtomicU64>,
+    },
+    /// Pieces of unknown total length: sent chunked.
+    Pieces(Vec<Bytes>),
 }
 
 impl Body for TBody {
@@ -168,6 +174,7 @@ impl Body for TBody {
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         match self.get_mut() {
             TBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            TBody::Pieces(p) => Poll::Ready((!p.is_empty()).then(|| Ok(Frame::data(p.remove(0))))),
             TBody::Gen { left, produced } => {
                 if *left == 0 {
                     return Poll::Ready(None);
@@ -184,6 +191,7 @@ impl Body for TBody {
             TBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             TBody::Full(None) => SizeHint::with_exact(0),
             TBody::Gen { left, .. } => SizeHint::with_exact(*left),
+            TBody::Pieces(_) => SizeHint::default(),
         }
     }
 }
@@ -220,6 +228,11 @@ impl Ctx {
                     produced: self.produced.clone(),
                 })
             }
+            "/pieces" => Response::new(TBody::Pieces(vec![
+                Bytes::from_static(b"alpha-"),
+                Bytes::from_static(b"beta-"),
+                Bytes::from_static(b"gamma"),
+            ])),
             "/sink" => {
                 let mut body = req.into_body();
                 let mut n = 0u64;
