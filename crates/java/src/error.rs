@@ -3,6 +3,7 @@
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::discover::Jdk;
 
@@ -44,6 +45,88 @@ pub enum JavaError {
 
     #[error("{0}")]
     NoMatchingJdk(Box<NoMatch>),
+
+    #[error(
+        "{} is not a Spring Boot executable jar (no Start-Class with BOOT-INF content), \
+         so there is no layout to extract: run it as it is",
+        path.display()
+    )]
+    NotBootJar { path: PathBuf },
+
+    #[error("refusing entry {entry:?} of jar {}: {reason}", path.display())]
+    UnsafeEntry {
+        path: PathBuf,
+        entry: String,
+        reason: String,
+    },
+
+    #[error(
+        "cannot extract into {}: it already exists (layouts are made once; remove it to \
+         extract again)",
+        dest.display()
+    )]
+    LayoutExists { dest: PathBuf },
+
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("class path cannot be archived (CDS needs every entry to be a jar file): {reason}")]
+    CdsUnsafeClasspath { reason: String },
+
+    #[error("cannot start {}: {source}", program.display())]
+    Spawn {
+        program: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "training run of {} (pid {pid}) failed: {failure}{}",
+        java.display(),
+        if output.is_empty() { String::new() } else { format!("\n--- last lines of its output ---\n{output}") }
+    )]
+    Train {
+        java: PathBuf,
+        pid: u32,
+        failure: TrainFailure,
+        /// The last lines of the JVM's stdout and stderr.
+        output: String,
+    },
+}
+
+/// How a training run ([`crate::cds::train`]) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TrainFailure {
+    #[error("it exited ({status}) before it was ready")]
+    ExitedBeforeReady { status: String },
+
+    #[error(
+        "it was not ready within {waited:?}; its process group was killed (raise the start \
+         timeout or check the readiness probe)"
+    )]
+    NotReady { waited: Duration },
+
+    #[error(
+        "it did not exit within {waited:?} of SIGTERM; its process group was killed (the \
+         archive is written at exit: raise the stop timeout)"
+    )]
+    StopTimeout { waited: Duration },
+
+    #[error("it exited ({status}) after SIGTERM instead of 0 or 143; the archive is not trusted")]
+    BadExit { status: String },
+
+    #[error("it wrote no usable archive: {reason}")]
+    NoArchive { reason: String },
+
+    #[error("the JVM does not accept the archive it wrote: {reason}")]
+    Rejected { reason: String },
+
+    #[error("{action}: {message}")]
+    Io { action: String, message: String },
 }
 
 /// Why [`crate::select`] found no JDK: the inputs, and every JDK that was considered.

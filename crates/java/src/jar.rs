@@ -55,22 +55,7 @@ impl JarInfo {
 /// Reads the manifest and the first 8 bytes of each base class of the jar at `path`.
 pub fn inspect_jar(path: impl AsRef<Path>) -> Result<JarInfo, JavaError> {
     let path = path.as_ref();
-    let file = File::open(path).map_err(|e| match e.kind() {
-        io::ErrorKind::NotFound => JavaError::JarNotFound {
-            path: path.to_path_buf(),
-        },
-        _ => JavaError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
-    })?;
-    if file.metadata().is_ok_and(|m| m.is_dir()) {
-        return Err(JavaError::NotAJar {
-            path: path.to_path_buf(),
-            reason: "it is a directory".to_string(),
-        });
-    }
-    let mut zip = ZipArchive::new(file).map_err(|e| open_error(path, e))?;
+    let mut zip = open_jar(path)?;
 
     let manifest = read_manifest(&mut zip, path)?;
     let attr = |name: &str| {
@@ -133,6 +118,26 @@ pub fn inspect_jar(path: impl AsRef<Path>) -> Result<JarInfo, JavaError> {
     })
 }
 
+/// Opens the jar at `path` for reading its entries (only the central directory is read).
+pub(crate) fn open_jar(path: &Path) -> Result<ZipArchive<File>, JavaError> {
+    let file = File::open(path).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => JavaError::JarNotFound {
+            path: path.to_path_buf(),
+        },
+        _ => JavaError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        },
+    })?;
+    if file.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(JavaError::NotAJar {
+            path: path.to_path_buf(),
+            reason: "it is a directory".to_string(),
+        });
+    }
+    ZipArchive::new(file).map_err(|e| open_error(path, e))
+}
+
 /// A `.class` entry that any Java loads: not under `META-INF/` (so not a versioned class of a
 /// multi-release jar), and not under `…/META-INF/versions/` of `BOOT-INF/classes/` either.
 fn is_base_class(name: &str) -> bool {
@@ -156,7 +161,7 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 /// Main-section attributes of `META-INF/MANIFEST.MF`, in order; empty when there is none.
-fn read_manifest(
+pub(crate) fn read_manifest(
     zip: &mut ZipArchive<File>,
     path: &Path,
 ) -> Result<Vec<(String, String)>, JavaError> {
@@ -183,7 +188,7 @@ fn read_manifest(
 
 /// Parses the main section of a manifest: `Name: value` lines, continuation lines start with
 /// one space, the section ends at the first empty line.
-fn parse_manifest(text: &str) -> Vec<(String, String)> {
+pub(crate) fn parse_manifest(text: &str) -> Vec<(String, String)> {
     let mut attrs: Vec<(String, String)> = Vec::new();
     for line in text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l)) {
         if line.is_empty() {
@@ -227,7 +232,7 @@ fn open_error(path: &Path, e: ZipError) -> JavaError {
     }
 }
 
-fn entry_error(path: &Path, entry: &str, e: ZipError) -> JavaError {
+pub(crate) fn entry_error(path: &Path, entry: &str, e: ZipError) -> JavaError {
     JavaError::BadEntry {
         path: PathBuf::from(path),
         entry: entry.to_string(),

@@ -6,6 +6,13 @@
 //! * [`inspect_jar`]: manifest attributes and the newest class-file version in a jar, hence
 //!   the minimum Java feature version it needs.
 //! * [`select`]: the best installed JDK for an app's `java.version` requirement and its jar.
+//! * [`boot`]: Spring Boot executable jars: [`boot::detect`] and [`boot::extract_layout`], the
+//!   extracted layout (one `app.jar` plus plain library jars) that starts fast and can be archived.
+//! * [`cds`]: per-release class data sharing archives (dynamic AppCDS before JDK 25, the AOT
+//!   cache from 25 on): [`cds::train`] makes one, [`cds::run_flags`] uses it.
+
+pub mod boot;
+pub mod cds;
 
 mod discover;
 mod error;
@@ -15,7 +22,7 @@ mod select;
 mod testutil;
 
 pub use discover::{Jdk, Source, Sources, discover, discover_in, jdk_at, thread_dump_tool};
-pub use error::{JavaError, NoMatch};
+pub use error::{JavaError, NoMatch, TrainFailure};
 pub use jar::{JarInfo, inspect_jar};
 pub use jarfleet_core::javaver::{JavaVersion, VersionReq, parse_java_version};
 pub use select::select;
