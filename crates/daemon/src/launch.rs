@@ -127,6 +127,7 @@ pub fn build(input: &LaunchInput) -> Launch {
     let mut argv = vec![runtime.java.display().to_string()];
     argv.extend(default_jvm_flags(spec, runtime, dirs, slot));
     argv.extend(spec.java.opts.iter().map(|o| resolve(o, &vars)));
+    argv.extend(crate::faststart::run_flags(spec, runtime, release, dirs));
     match &spec.launch {
         LaunchKind::Jar { path, .. } => {
             argv.push("-jar".to_string());

@@ -4,6 +4,7 @@
 
 pub mod clock;
 pub mod control;
+pub mod faststart;
 pub mod journal;
 pub mod launch;
 pub mod logfile;
@@ -106,6 +107,8 @@ pub async fn run(
     drop(tx);
     let _ = loop_done.await;
     stopper.abort();
+    // A class data archive being trained goes with the daemon (it is trained again later).
+    faststart::kill_stray_trainings(&dirs);
     // Let in-flight replies (the shutdown ack) reach their clients.
     let _ = server_stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;

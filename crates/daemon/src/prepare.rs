@@ -191,6 +191,27 @@ fn prepare_app(
     })
 }
 
+/// A Spring Boot jar's release runs from its extracted layout (`java.fast_start`).
+pub fn fast_start_layout(
+    prepared: &mut PreparedApp,
+    dirs: &crate::paths::StateDir,
+) -> Result<(), ErrorBody> {
+    match crate::faststart::boot_launch(&prepared.spec, &prepared.release, dirs) {
+        Ok(Some(launch)) => {
+            prepared.spec.launch = launch;
+            Ok(())
+        }
+        Ok(None) => Ok(()),
+        Err(message) => Err(ErrorBody {
+            kind: ErrorKind::Failed,
+            message,
+            hint: Some(
+                "nothing was applied; `java = { fast_start = false }` runs the jar as it is".into(),
+            ),
+        }),
+    }
+}
+
 /// Written by `jarfleet install` into a release dir whose bundle it verified; the jar sits in
 /// its `app/` dir.
 pub const VERIFIED_MARKER: &str = ".jarfleet-verified";
@@ -309,5 +330,6 @@ pub fn prepare_release(
         url: None,
         sha256: None,
     };
+    fast_start_layout(&mut prepared, dirs)?;
     Ok(prepared)
 }

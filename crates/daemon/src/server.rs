@@ -140,7 +140,15 @@ async fn apply(
 ) -> Result<Response, ApiError> {
     let spec = req.spec;
     let source: PathBuf = spec.source.clone();
-    let prepared = blocking(move || crate::prepare::prepare(&spec)).await??;
+    let dirs = st.dirs.clone();
+    let prepared = blocking(move || {
+        let mut prepared = crate::prepare::prepare(&spec)?;
+        for p in prepared.values_mut() {
+            crate::prepare::fast_start_layout(p, &dirs)?;
+        }
+        Ok::<_, ErrorBody>(prepared)
+    })
+    .await??;
     let result = ask(&st.tx, |reply| Event::Apply {
         apps: prepared,
         source,

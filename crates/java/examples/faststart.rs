@@ -80,38 +80,43 @@ fn run() -> Result<(), String> {
     let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
     eprintln!("{jdk}; archive: {kind:?}");
 
-    let t = Instant::now();
-    let layout =
-        boot::extract_layout(&args.jar, &tmp.path().join("layout")).map_err(|e| e.to_string())?;
-    eprintln!("extracted in {:?}", t.elapsed());
-    let fat = Target::Jar(std::path::absolute(&args.jar).map_err(|e| e.to_string())?);
-    let extracted = Target::Classpath {
-        classpath: layout.classpath.clone(),
-        main_class: layout.main_class.clone(),
-    };
     let ext = kind.extension();
+    let fat = Target::Jar(std::path::absolute(&args.jar).map_err(|e| e.to_string())?);
     let fat_archive = train(&java, kind, &fat, &tmp.path().join(format!("fat.{ext}")))?;
-    let ext_archive = train(
-        &java,
-        kind,
-        &extracted,
-        &tmp.path().join(format!("ext.{ext}")),
-    )?;
-
-    let modes: Vec<(&str, Vec<String>, Vec<OsString>)> = vec![
-        ("fat jar", vec![], fat.java_args()),
+    let is_boot = boot::detect(&args.jar)
+        .map_err(|e| e.to_string())?
+        .is_some();
+    let mut modes: Vec<(&str, Vec<String>, Vec<OsString>)> = vec![
+        ("as is", vec![], fat.java_args()),
         (
-            "fat jar + archive",
+            "as is + archive",
             cds::run_flags(kind, &fat_archive),
             fat.java_args(),
         ),
-        ("extracted", vec![], extracted.java_args()),
-        (
+    ];
+    // A plain jar has no layout to extract: it runs as it is, with or without an archive.
+    if is_boot {
+        let t = Instant::now();
+        let layout = boot::extract_layout(&args.jar, &tmp.path().join("layout"))
+            .map_err(|e| e.to_string())?;
+        eprintln!("extracted in {:?}", t.elapsed());
+        let extracted = Target::Classpath {
+            classpath: layout.classpath.clone(),
+            main_class: layout.main_class.clone(),
+        };
+        let ext_archive = train(
+            &java,
+            kind,
+            &extracted,
+            &tmp.path().join(format!("ext.{ext}")),
+        )?;
+        modes.push(("extracted", vec![], extracted.java_args()));
+        modes.push((
             "extracted + archive",
             cds::run_flags(kind, &ext_archive),
             extracted.java_args(),
-        ),
-    ];
+        ));
+    }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
     for round in 0..args.runs {
         for (i, (name, flags, target)) in modes.iter().enumerate() {
@@ -122,7 +127,7 @@ fn run() -> Result<(), String> {
     }
 
     println!(
-        "| mode ({}, {} runs) | median to healthy | min | max | vs fat jar |",
+        "| mode ({}, {} runs) | median to healthy | min | max | vs as is |",
         jdk.runtime_version, args.runs
     );
     println!("|---|---:|---:|---:|---:|");

@@ -116,6 +116,14 @@ pub struct JavaSpec {
     pub heap_dump_on_oom: bool,
     /// `-Xlog:gc*` into the instance log dir with rotation (default on).
     pub gc_log: bool,
+    /// Spring Boot jars run from an extracted layout, and every release gets a trained class
+    /// data archive (AppCDS / AOT cache) its instances start with (default on).
+    #[serde(default = "yes")]
+    pub fast_start: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

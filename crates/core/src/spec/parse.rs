@@ -65,6 +65,7 @@ const JAVA_KEYS: &[&str] = &[
     "exit_on_oom",
     "heap_dump_on_oom",
     "gc_log",
+    "fast_start",
 ];
 const DEPLOY_KEYS: &[&str] = &[
     "strategy",
@@ -606,6 +607,7 @@ fn java(r: &mut Reader<'_>, t: &Table<'_, '_>) -> JavaSpec {
         exit_on_oom: true,
         heap_dump_on_oom: true,
         gc_log: true,
+        fast_start: true,
     };
     if let Some(v) = t.get("java")
         && let DeValue::String(s) = v.get_ref()
@@ -671,6 +673,7 @@ fn java(r: &mut Reader<'_>, t: &Table<'_, '_>) -> JavaSpec {
     java.exit_on_oom = r.boolean(&jt, "exit_on_oom").unwrap_or(true);
     java.heap_dump_on_oom = r.boolean(&jt, "heap_dump_on_oom").unwrap_or(true);
     java.gc_log = r.boolean(&jt, "gc_log").unwrap_or(true);
+    java.fast_start = r.boolean(&jt, "fast_start").unwrap_or(true);
     java
 }
 

@@ -89,6 +89,12 @@ pub enum Event {
         generation: u64,
         result: Result<(), String>,
     },
+    /// A release's class data archive was trained (or could not be).
+    Trained {
+        app: String,
+        release: String,
+        result: Result<String, String>,
+    },
     /// The load balancer has nothing in flight on that instance any more.
     Drained {
         app: String,
@@ -125,6 +131,8 @@ pub struct Control {
     shutdown: Option<(bool, Vec<oneshot::Sender<Ack>>)>,
     rng: rand::rngs::StdRng,
     lb: lb::Balancer,
+    /// Releases whose class data archive is being trained (app, release).
+    training: std::collections::BTreeSet<(String, String)>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -177,6 +185,7 @@ impl Control {
             shutdown: None,
             rng: rand::rngs::StdRng::from_os_rng(),
             lb: lb::Balancer::default(),
+            training: Default::default(),
         })
     }
 
@@ -261,6 +270,22 @@ impl Control {
                 generation,
                 event,
             } => self.on_shim(app, slot, generation, event),
+            Event::Trained {
+                app,
+                release,
+                result,
+            } => {
+                self.training.remove(&(app.clone(), release));
+                match result {
+                    Ok(message) => self.emit("cds.trained", Some(&app), None, message),
+                    Err(e) => self.emit(
+                        "cds.failed",
+                        Some(&app),
+                        None,
+                        format!("no class data archive (instances start without one): {e}"),
+                    ),
+                }
+            }
             Event::Drained {
                 app,
                 slot,
@@ -353,11 +378,15 @@ impl Control {
                 } else {
                     message
                 };
+                let ready = kind == NoteKind::Ready;
                 let kind = serde_json::to_value(&kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default();
                 self.emit(&format!("instance.{kind}"), Some(app), Some(slot), message);
+                if ready {
+                    self.train_if_needed(app, slot);
+                }
             }
             Effect::Forget => {
                 if let Some(rt) = self.apps.get_mut(app) {
@@ -413,6 +442,35 @@ impl Control {
                 }
             }
         }
+    }
+
+    /// Once a release's first instance is ready: trains its class data archive in the
+    /// background, unless it has a usable one or one is being trained.
+    fn train_if_needed(&mut self, app: &str, slot: u32) {
+        let Some(rt) = self.apps.get(app) else { return };
+        let Some(s) = rt.slots.get(&slot) else { return };
+        let release = s.record.instance.release.clone();
+        let (spec, runtime) = rt.rec.release(&release);
+        let key = (app.to_string(), release.clone());
+        if self.training.contains(&key)
+            || !crate::faststart::needs_training(spec, runtime, &release, &self.dirs)
+        {
+            return;
+        }
+        self.training.insert(key);
+        let (spec, runtime) = (spec.clone(), runtime.clone());
+        let dirs = self.dirs.clone();
+        let base_env = self.base_env.clone();
+        let tx = self.tx.clone();
+        let app = app.to_string();
+        tokio::task::spawn_blocking(move || {
+            let result = crate::faststart::train(&spec, &runtime, &release, &dirs, &base_env);
+            let _ = tx.blocking_send(Event::Trained {
+                app,
+                release,
+                result,
+            });
+        });
     }
 
     pub fn emit(&self, kind: &str, app: Option<&str>, slot: Option<u32>, message: String) {

@@ -116,6 +116,14 @@ impl Control {
             self.ensure_listener(&app);
         }
         self.stop_strays().await;
+        for pid in crate::faststart::kill_stray_trainings(&self.dirs) {
+            self.emit(
+                "daemon.stray-stopped",
+                None,
+                None,
+                format!("killed training JVM {pid} left by an earlier daemon"),
+            );
+        }
         self.emit(
             "daemon.started",
             None,

@@ -184,7 +184,7 @@ impl Fleet {
         let jar = fixture::fixture_jar();
         let args: Vec<String> = app.args.iter().map(|a| format!("{a:?}")).collect();
         format!(
-            "[apps.{name}]\nartifact = {jar:?}\ninstances = {n}\nports = \"{a}-{b}\"\nargs = [{args}]\njava = {{ opts = {opts} }}\n{extra}\n\n[apps.{name}.health]\n{health}\n{tables}\n",
+            "[apps.{name}]\nartifact = {jar:?}\ninstances = {n}\nports = \"{a}-{b}\"\nargs = [{args}]\njava = {{ opts = {opts}, fast_start = false }}\n{extra}\n\n[apps.{name}.health]\n{health}\n{tables}\n",
             name = app.name,
             jar = jar.display().to_string(),
             n = app.instances,

@@ -36,7 +36,7 @@ fn app_spec(fleet: &Fleet) -> PathBuf {
     fs::write(
         &path,
         format!(
-            "instances = 2\nports = \"{}-{}\"\njava = {{ opts = {JVM_OPTS} }}\n\n[health]\nhttp = \"/health\"\n\n[deploy]\nmin_healthy = \"0s\"\n",
+            "instances = 2\nports = \"{}-{}\"\njava = {{ opts = {JVM_OPTS}, fast_start = false }}\n\n[health]\nhttp = \"/health\"\n\n[deploy]\nmin_healthy = \"0s\"\n",
             fleet.ports.0, fleet.ports.1
         ),
     )

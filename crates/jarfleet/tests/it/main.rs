@@ -9,6 +9,7 @@ mod balancer;
 mod crashes;
 mod deploy;
 mod errors;
+mod faststart;
 mod foreground;
 mod install;
 mod logs;
