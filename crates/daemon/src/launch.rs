@@ -34,6 +34,11 @@ fn resolve(s: &str, vars: &BTreeMap<&'static str, String>) -> String {
     jarfleet_core::interp::resolve_instance(s, vars)
 }
 
+/// Where an instance's rendered config goes.
+pub fn instance_config_dir(dirs: &StateDir, app: &str, slot: u32) -> PathBuf {
+    dirs.instance_dir(app, slot).join("etc")
+}
+
 /// The JVM flags jarfleet adds by default (each can be switched off in `java`).
 pub fn default_jvm_flags(
     spec: &AppSpec,
@@ -153,6 +158,14 @@ pub fn build(input: &LaunchInput) -> Launch {
     let mut env: BTreeMap<String, String> = base_env.iter().cloned().collect();
     for (k, v) in &spec.env {
         env.insert(k.clone(), resolve(v, &vars));
+    }
+    if env.remove(crate::config::TEMPLATES_ENV).is_some() {
+        env.insert(
+            crate::config::CONFIG_DIR_ENV.into(),
+            instance_config_dir(dirs, &spec.name, slot)
+                .display()
+                .to_string(),
+        );
     }
     env.insert("PORT".into(), port.to_string());
     env.insert("JARFLEET_APP".into(), spec.name.clone());

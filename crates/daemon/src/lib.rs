@@ -3,6 +3,7 @@
 //! [`run`] is a library function, so tests and `jarfleet up` start the daemon in-process.
 
 pub mod clock;
+pub mod config;
 pub mod control;
 pub mod faststart;
 pub mod journal;

@@ -86,6 +86,23 @@ fn prepare_app(
     jdks: &[jarfleet_java::Jdk],
     sig: Option<&Path>,
 ) -> Result<PreparedApp, String> {
+    // An installed release's rendered config is part of the release.
+    let with_config;
+    let app = match &app.launch {
+        Launch::Jar { path, .. } => match crate::config::release_templates(path) {
+            Some(etc) => {
+                let mut a = app.clone();
+                a.env.insert(
+                    crate::config::TEMPLATES_ENV.to_string(),
+                    etc.display().to_string(),
+                );
+                with_config = a;
+                &with_config
+            }
+            None => app,
+        },
+        Launch::MainClass { .. } => app,
+    };
     let name = &app.name;
     let mut min_feature = 8;
     let mut digest = Sha256::new();

@@ -385,6 +385,16 @@ impl Control {
             s.record.last_port = Some(port);
             s.record.dirty = true;
         }
+        if let Some(templates) = spec.env.get(crate::config::TEMPLATES_ENV) {
+            let dest = launch::instance_config_dir(&self.dirs, app, slot);
+            let vars = launch::instance_vars(app, slot, port);
+            if let Err(error) =
+                crate::config::render_instance(std::path::Path::new(templates), &dest, &vars)
+            {
+                self.step(app, slot, Input::SpawnFailed { error });
+                return;
+            }
+        }
         let launch = launch::build(&LaunchInput {
             spec: &spec,
             runtime: &runtime,

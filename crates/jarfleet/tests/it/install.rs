@@ -449,3 +449,104 @@ fn a_fault_at_every_journal_step_leaves_the_old_release_and_a_rerun_succeeds() {
         serving = version;
     }
 }
+
+fn environ(pid: u64) -> Vec<(String, String)> {
+    fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv).into_owned();
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Each instance's rendered `app.properties`, found through its `JARFLEET_CONFIG_DIR`.
+fn instance_configs(fleet: &Fleet) -> Vec<(u64, String)> {
+    fleet
+        .instances("fx")
+        .iter()
+        .map(|i| {
+            let pid = i["pid"].as_u64().expect("pid");
+            let dir = environ(pid)
+                .into_iter()
+                .find(|(k, _)| k == "JARFLEET_CONFIG_DIR")
+                .map(|(_, v)| v)
+                .unwrap_or_else(|| panic!("JVM {pid} has no JARFLEET_CONFIG_DIR"));
+            let text = fs::read_to_string(Path::new(&dir).join("app.properties")).expect("config");
+            (i["port"].as_u64().expect("port"), text)
+        })
+        .collect()
+}
+
+#[test]
+fn config_templates_are_rendered_per_release_and_instance_and_roll_back_with_the_code() {
+    let fleet = Fleet::new(4);
+    let config = fleet.path("config");
+    fs::create_dir_all(&config).expect("config dir");
+    fs::write(
+        config.join("app.properties"),
+        "port=${PORT}\ngreeting=${GREETING:hello}\napp=${JARFLEET_APP}\n",
+    )
+    .expect("template");
+    fs::write(
+        config.join("db.properties"),
+        "# the database\nurl=${DB_URL:?set DB_URL to the orders database}\n",
+    )
+    .expect("template");
+    let prefix = fleet.path("srv");
+    let v1 = pack(&fleet, "1.0.0", &["--config", s(&config)]);
+
+    // A required value missing: an install-time error naming file, line and message.
+    let out = fleet
+        .command(&["install", s(&v1), "--prefix", s(&prefix)])
+        .env_remove("DB_URL")
+        .output()
+        .expect("install");
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("db.properties")
+            && err.contains(":2:")
+            && err.contains("set DB_URL to the orders database"),
+        "{err}"
+    );
+    assert!(
+        !tree(&prefix.join("releases/fx"))
+            .iter()
+            .any(|p| p.starts_with("1.0.0"))
+    );
+
+    let install = |bundle: &Path, greeting: &str| {
+        let out = fleet
+            .command(&["install", s(bundle), "--prefix", s(&prefix)])
+            .env("DB_URL", "jdbc:postgresql://db/orders")
+            .env("GREETING", greeting)
+            .output()
+            .expect("install");
+        assert!(out.status.success(), "{}", stderr_of(&out));
+    };
+    install(&v1, "hi");
+    let installed = Fleet::adopt(&fleet, prefix.join("state"));
+    installed.wait_ready("fx", 2, Duration::from_secs(60));
+    for (port, text) in instance_configs(&installed) {
+        assert_eq!(text, format!("port={port}\ngreeting=hi\napp=fx\n"));
+    }
+
+    let v2 = pack(&fleet, "2.0.0", &["--config", s(&config)]);
+    install(&v2, "hey");
+    installed.wait_ready("fx", 2, Duration::from_secs(60));
+    assert_eq!(versions(&installed), vec!["2.0.0", "2.0.0"]);
+    for (port, text) in instance_configs(&installed) {
+        assert_eq!(text, format!("port={port}\ngreeting=hey\napp=fx\n"));
+    }
+
+    // Rolling back the code brings its config back too.
+    installed.ok(&["rollback", "fx", "--wait"]);
+    installed.wait_ready("fx", 2, Duration::from_secs(60));
+    assert_eq!(versions(&installed), vec!["1.0.0", "1.0.0"]);
+    for (port, text) in instance_configs(&installed) {
+        assert_eq!(text, format!("port={port}\ngreeting=hi\napp=fx\n"));
+    }
+}
