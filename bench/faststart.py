@@ -6,7 +6,8 @@
 
 * builds `crates/java/examples/faststart.rs` (release) and the fixtures: `fixtures/boot`
   (a Spring-Boot-shaped fat jar, ~1500 classes loaded at start) and `fixtures/app` (the small
-  plain-jar test service);
+  plain-jar test service); installs Debian's `jetty9` when missing and makes a Jetty base with
+  one static context;
 * for each JDK found (the default JDK 17, and a JDK 25 under /usr/lib/jvm if there is one) runs
   the example: it trains the archives first, then alternates the modes run by run, and prints
   medians of RUNS;
@@ -37,6 +38,21 @@ def jdks():
     return out
 
 
+def jetty(tmp):
+    """A Jetty base with the http and deploy modules and one static context answering /health."""
+    if not os.path.isfile("/usr/share/jetty9/start.jar"):
+        subprocess.run(["apt-get", "install", "-y", "-qq", "jetty9"], check=True,
+                       env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"))
+    base = os.path.join(tmp, "jetty-base")
+    os.makedirs(os.path.join(base, "webapps/ROOT"), exist_ok=True)
+    with open(os.path.join(base, "webapps/ROOT/health"), "w") as f:
+        f.write("ok\n")
+    subprocess.run(["java", "-jar", "/usr/share/jetty9/start.jar", "jetty.home=/usr/share/jetty9",
+                    f"jetty.base={base}", "--add-to-start=http,deploy"], check=True, cwd=base,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return base
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -51,12 +67,17 @@ def main():
     boot_jar = os.path.join(tmp, "boot-app.jar")
     subprocess.run(["bash", os.path.join(ROOT, "fixtures/app/build.sh")], check=True, stdout=subprocess.DEVNULL)
     app_jar = os.path.join(ROOT, "fixtures/app/build/fixture-app.jar")
-    apps = [("Spring-Boot-shaped fixture (`fixtures/boot`)", boot_jar),
-            ("plain-jar fixture (`fixtures/app`)", app_jar)]
+    jetty_base = jetty(tmp)
+    apps = [("Spring-Boot-shaped fixture (`fixtures/boot`)", boot_jar, []),
+            ("plain-jar fixture (`fixtures/app`)", app_jar, []),
+            ("Jetty 9 from Debian (`jetty9`, `start.jar`, http + deploy, one static context)",
+             "/usr/share/jetty9/start.jar",
+             ["--arg", "jetty.home=/usr/share/jetty9", "--arg", f"jetty.base={jetty_base}",
+              "--arg", "jetty.http.port={PORT}"])]
     sections = []
     for java in jdks():
-        for title, jar in apps:
-            r = subprocess.run([exe, "--jar", jar, "--java", java, "--runs", str(args.runs)],
+        for title, jar, extra in apps:
+            r = subprocess.run([exe, "--jar", jar, "--java", java, "--runs", str(args.runs)] + extra,
                                capture_output=True, text=True, timeout=1800)
             if r.returncode != 0:
                 raise SystemExit(f"faststart failed for {jar} on {java}:\n{r.stderr}")

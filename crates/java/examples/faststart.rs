@@ -31,23 +31,45 @@ struct Args {
     jar: PathBuf,
     java: PathBuf,
     runs: usize,
+    /// The app's own arguments; `{PORT}` is replaced by the port of each run.
+    app_args: Vec<String>,
+    health: String,
+}
+
+/// Settings every run shares.
+struct App {
+    app_args: Vec<String>,
+    health: String,
+}
+
+impl App {
+    fn args(&self, port: u16) -> Vec<String> {
+        self.app_args
+            .iter()
+            .map(|a| a.replace("{PORT}", &port.to_string()))
+            .collect()
+    }
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut jar = None;
     let mut java = None;
     let mut runs = 5;
+    let mut app_args = Vec::new();
+    let mut health = "/health".to_string();
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         let mut value = || it.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
             "--jar" => jar = Some(PathBuf::from(value()?)),
             "--java" => java = Some(PathBuf::from(value()?)),
+            "--arg" => app_args.push(value()?),
+            "--health" => health = value()?,
             "--runs" | "-n" => {
                 runs = value()?.parse().map_err(|e| format!("--runs: {e}"))?;
             }
             "-h" | "--help" => {
-                return Err("usage: faststart --jar FAT.jar [--java PATH] [--runs N]".into());
+                return Err("usage: faststart --jar JAR [--java PATH] [--runs N] [--health PATH] [--arg A]... ({PORT} in an --arg is the run's port)".into());
             }
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
@@ -57,7 +79,13 @@ fn parse_args() -> Result<Args, String> {
     if runs == 0 {
         return Err("--runs must be at least 1".into());
     }
-    Ok(Args { jar, java, runs })
+    Ok(Args {
+        jar,
+        java,
+        runs,
+        app_args,
+        health,
+    })
 }
 
 fn main() {
@@ -82,7 +110,17 @@ fn run() -> Result<(), String> {
 
     let ext = kind.extension();
     let fat = Target::Jar(std::path::absolute(&args.jar).map_err(|e| e.to_string())?);
-    let fat_archive = train(&java, kind, &fat, &tmp.path().join(format!("fat.{ext}")))?;
+    let app = App {
+        app_args: args.app_args.clone(),
+        health: args.health.clone(),
+    };
+    let fat_archive = train(
+        &app,
+        &java,
+        kind,
+        &fat,
+        &tmp.path().join(format!("fat.{ext}")),
+    )?;
     let is_boot = boot::detect(&args.jar)
         .map_err(|e| e.to_string())?
         .is_some();
@@ -105,6 +143,7 @@ fn run() -> Result<(), String> {
             main_class: layout.main_class.clone(),
         };
         let ext_archive = train(
+            &app,
             &java,
             kind,
             &extracted,
@@ -120,7 +159,7 @@ fn run() -> Result<(), String> {
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); modes.len()];
     for round in 0..args.runs {
         for (i, (name, flags, target)) in modes.iter().enumerate() {
-            let took = time_to_healthy(&java, flags, target)?;
+            let took = time_to_healthy(&app, &java, flags, target)?;
             eprintln!("run {}: {name}: {took:?}", round + 1);
             times[i].push(took);
         }
@@ -146,17 +185,26 @@ fn run() -> Result<(), String> {
     Ok(())
 }
 
-fn train(java: &Path, kind: ArchiveKind, target: &Target, out: &Path) -> Result<PathBuf, String> {
+fn train(
+    app: &App,
+    java: &Path,
+    kind: ArchiveKind,
+    target: &Target,
+    out: &Path,
+) -> Result<PathBuf, String> {
     let port = http::free_port();
     let report = cds::train(TrainSpec {
         java: java.to_path_buf(),
         target: target.clone(),
-        args: Vec::new(),
+        args: app.args(port),
         env: vec![("PORT".to_string(), port.to_string())],
         jvm_flags: Vec::new(),
         kind,
         archive_out: out.to_path_buf(),
-        ready: Box::new(move || http::ok(port, "/health")),
+        ready: {
+            let health = app.health.clone();
+            Box::new(move || http::ok(port, &health))
+        },
         start_timeout: START_TIMEOUT,
         stop_timeout: Duration::from_secs(120),
         workdir: None,
@@ -172,12 +220,18 @@ fn train(java: &Path, kind: ArchiveKind, target: &Target, out: &Path) -> Result<
 }
 
 /// Spawn → first 200 on /health (polled every 10 ms); then SIGTERM and wait.
-fn time_to_healthy(java: &Path, flags: &[String], target: &[OsString]) -> Result<Duration, String> {
+fn time_to_healthy(
+    app: &App,
+    java: &Path,
+    flags: &[String],
+    target: &[OsString],
+) -> Result<Duration, String> {
     let port = http::free_port();
     let started = Instant::now();
     let mut child = Command::new(java)
         .args(flags)
         .args(target)
+        .args(app.args(port))
         .env("PORT", port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -187,7 +241,7 @@ fn time_to_healthy(java: &Path, flags: &[String], target: &[OsString]) -> Result
         .map_err(|e| format!("spawn {}: {e}", java.display()))?;
     let pid = Pid::from_raw(i32::try_from(child.id()).map_err(|e| e.to_string())?);
     let result = loop {
-        if http::ok(port, "/health") {
+        if http::ok(port, &app.health) {
             break Ok(started.elapsed());
         }
         if let Ok(Some(status)) = child.try_wait() {
