@@ -36,6 +36,13 @@ pub enum Command {
         /// With -d: also wait until every instance is ready.
         #[arg(long)]
         wait: bool,
+        /// From a self-contained installer: install its bundle under DIR first (verified, as one
+        /// transaction), then run DIR/jarfleet.toml.
+        #[arg(long, value_name = "DIR")]
+        prefix: Option<PathBuf>,
+        /// With --prefix: a trusted key for the installer's signature; repeatable.
+        #[arg(long = "trust", requires = "prefix")]
+        trust: Vec<PathBuf>,
     },
     /// Run the daemon in the foreground (for a systemd unit). SIGTERM leaves the JVMs running.
     Daemon,

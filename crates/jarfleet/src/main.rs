@@ -70,7 +70,41 @@ async fn run(cli: Cli) -> Result<(), CliError> {
     let state = cli.state_dir.as_deref();
     let client = || context::client(state, None);
     match cli.command {
-        Command::Up { spec, detach, wait } => up::up(state, spec.as_deref(), detach, wait).await,
+        Command::Up {
+            spec,
+            detach,
+            wait,
+            prefix: None,
+            ..
+        } => up::up(state, spec.as_deref(), detach, wait).await,
+        Command::Up {
+            spec: Some(_),
+            prefix: Some(_),
+            ..
+        } => Err(context::CliError::usage(
+            "give either a spec or --prefix",
+            Some("`up --prefix DIR` installs this installer's bundle under DIR and runs it"),
+        )),
+        Command::Up {
+            spec: None,
+            detach,
+            wait,
+            prefix: Some(prefix),
+            trust,
+        } => {
+            install::run(install::InstallArgs {
+                bundle: None,
+                prefix: prefix.clone(),
+                dry_run: false,
+                trust,
+                signature: None,
+                start: false,
+            })
+            .await?;
+            let spec = context::absolute(&prefix).join("jarfleet.toml");
+            let state = context::absolute(&prefix).join("state");
+            up::up(Some(&state), Some(&spec), detach, wait).await
+        }
         Command::Daemon => up::daemon(context::state_dir(state, None)).await,
         Command::Down => commands::down(&client()).await,
         Command::Apply {

@@ -371,6 +371,22 @@ fn a_self_contained_installer_installs_its_binary_and_runs_on_its_bundled_jre() 
             exe.display()
         );
     }
+    drop(installed);
+
+    // `up --prefix`: install, then run the fleet (here detached, waiting until it is ready).
+    let prefix2 = fleet.path("srv2");
+    let out = std::process::Command::new(&installer)
+        .args(["up", "--prefix", s(&prefix2), "-d", "--wait"])
+        .env("PATH", "/usr/bin/nonexistent")
+        .env_remove("JAVA_HOME")
+        .env_remove("JARFLEET_STATE")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the installer's up");
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let second = Fleet::adopt(&fleet, prefix2.join("state"));
+    second.wait_ready("fx", 2, Duration::from_secs(60));
 }
 
 /// Kills the installer (SIGKILL, through the debug-build fault point) right before each journal
