@@ -61,8 +61,10 @@ fn fetch_remote(
         o.extra_ca = ca.map(Path::to_path_buf);
         o
     };
-    let got = jarfleet_fetch::fetch(url, &options(sha256.clone()))
-        .map_err(|e| format!("apps.{name}.artifact: {e}"))?;
+    let mut opts = options(sha256.clone());
+    opts.progress = tty_progress(url);
+    let got =
+        jarfleet_fetch::fetch(url, &opts).map_err(|e| format!("apps.{name}.artifact: {e}"))?;
     let mut sig = None;
     if !app.trust_keys.is_empty() {
         let sig_url = format!("{url}.minisig");
@@ -79,6 +81,35 @@ fn fetch_remote(
         sha256: sha256.clone(),
     };
     Ok((local, sig))
+}
+
+/// A progress line on stderr while a download runs, when stderr is a terminal (at most ten
+/// updates a second).
+fn tty_progress(url: &str) -> Option<jarfleet_fetch::ProgressFn> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let url = url.to_string();
+    let last = std::sync::Mutex::new(None::<std::time::Instant>);
+    Some(Box::new(move |p: jarfleet_fetch::Progress| {
+        let done = p.total == Some(p.downloaded);
+        let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+        if !done && last.is_some_and(|t| t.elapsed() < std::time::Duration::from_millis(100)) {
+            return;
+        }
+        *last = Some(std::time::Instant::now());
+        let mib = |b: u64| b as f64 / 1_048_576.0;
+        let total = p
+            .total
+            .map(|t| format!(" of {:.1} MiB", mib(t)))
+            .unwrap_or_default();
+        eprint!(
+            "\r\x1b[2Kdownloading {url}: {:.1} MiB{total}{}",
+            mib(p.downloaded),
+            if done { "\n" } else { "" }
+        );
+    }))
 }
 
 fn prepare_app(

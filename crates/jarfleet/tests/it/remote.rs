@@ -22,6 +22,23 @@ fn spec(fleet: &Fleet, url: &str, pin: &str, ca: &std::path::Path) -> String {
     )
 }
 
+/// Runs `cmd` under `script`, on a pseudo-terminal; returns what it printed.
+fn fleet_script(fleet: &Fleet, cmd: &str) -> String {
+    let out = std::process::Command::new("script")
+        .args(["-q", "-e", "-c", cmd, "/dev/null"])
+        .current_dir(fleet.dir.path())
+        .env("JARFLEET_STATE", &fleet.state)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux) runs");
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[test]
 fn a_pinned_https_artifact_is_downloaded_once_and_a_wrong_pin_is_refused() {
     let fleet = Fleet::new(4);
@@ -44,6 +61,17 @@ fn a_pinned_https_artifact_is_downloaded_once_and_a_wrong_pin_is_refused() {
     assert!(fleet.daemon_pid().is_none(), "nothing may start");
 
     fleet.write_spec(&spec(&fleet, &url, &digest, &server.ca_path()));
+    // On a terminal, a download shows its progress (`script` gives the command a pty).
+    let cmd = format!(
+        "{} validate {}",
+        crate::harness::jarfleet_bin().display(),
+        fleet.spec_path().display()
+    );
+    let out = fleet_script(&fleet, &cmd);
+    assert!(
+        out.contains(&format!("downloading {url}")) && out.contains("MiB"),
+        "{out}"
+    );
     fleet.up();
     let ready = fleet.wait_ready("fx", 2, Duration::from_secs(60));
     for i in ready {
