@@ -122,6 +122,9 @@ pub fn release_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     if a.user != b.user {
         why.push("user".to_string());
     }
+    if a.config != b.config || a.config_rendered != b.config_rendered {
+        why.push("config".to_string());
+    }
     if why.is_empty() {
         why.push("artifact content".to_string());
     }
@@ -373,6 +376,8 @@ mod tests {
             balancer,
             deploy,
             trust_keys,
+            config,
+            config_rendered,
         } = &mut changed;
         *launch = crate::spec::Launch::MainClass {
             main_class: "a.Main".into(),
@@ -393,6 +398,8 @@ mod tests {
         balancer.slow_start += std::time::Duration::from_secs(1);
         deploy.max_surge += 1;
         trust_keys.push("/k.pub".into());
+        *config = Some("/etc/app".into());
+        config_rendered.insert("app.properties".into(), "a=1\n".into());
         let got = plan(
             &fleet(&[("web", &base, "r1")]),
             &fleet(&[("web", &changed, "r2")]),
@@ -401,7 +408,9 @@ mod tests {
             roll(
                 "r1",
                 "r2",
-                &["artifact", "args", "env", "java", "workdir", "user"],
+                &[
+                    "artifact", "args", "env", "java", "workdir", "user", "config",
+                ],
             ),
             AppChange::Scale {
                 app: "web".into(),

@@ -19,7 +19,12 @@ pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorB
     let cache = spec.daemon.state_dir.join("cache");
     for (name, app) in &spec.apps {
         let fetched = fetch_remote(app, &cache, spec.trust.ca.as_deref());
-        let prepared = fetched.and_then(|(app, sig)| prepare_app(&app, &jdks, sig.as_deref()));
+        let prepared = fetched
+            .and_then(|(app, sig)| prepare_app(&app, &jdks, sig.as_deref()))
+            .and_then(|mut p| {
+                materialize_config(&mut p, &spec.daemon.state_dir)?;
+                Ok(p)
+            });
         match prepared {
             Ok(p) => {
                 out.insert(name.clone(), p);
@@ -227,6 +232,7 @@ fn prepare_app(
         "java": app.java,
         "workdir": app.workdir,
         "user": app.user,
+        "config": app.config_rendered,
         "runtime": { "home": runtime.home, "version": runtime.version },
     });
     digest.update(release_record.to_string().as_bytes());
@@ -237,6 +243,48 @@ fn prepare_app(
         runtime,
         release_record,
     })
+}
+
+/// The spec's rendered `config` templates become the release's `etc/`
+/// (`STATE/releases/APP/RELEASE/etc`, written once, atomically), rendered again per instance.
+fn materialize_config(prepared: &mut PreparedApp, state_root: &Path) -> Result<(), String> {
+    let spec = &prepared.spec;
+    if spec.config_rendered.is_empty() || spec.env.contains_key(crate::config::TEMPLATES_ENV) {
+        return Ok(());
+    }
+    let name = &spec.name;
+    let release_dir = state_root
+        .join("releases")
+        .join(name)
+        .join(&prepared.release);
+    let etc = release_dir.join("etc");
+    if !etc.is_dir() {
+        let tmp = release_dir.join(".etc.incoming");
+        let write = || -> std::io::Result<()> {
+            let _ = std::fs::remove_dir_all(&tmp);
+            for (rel, text) in &spec.config_rendered {
+                let rel = Path::new(rel);
+                if rel.is_absolute() || rel.components().any(|c| c.as_os_str() == "..") {
+                    return Err(std::io::Error::other(format!(
+                        "bad config file name {}",
+                        rel.display()
+                    )));
+                }
+                let path = tmp.join(rel);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                std::fs::write(&path, text)?;
+            }
+            std::fs::rename(&tmp, &etc)
+        };
+        write().map_err(|e| format!("apps.{name}.config: writing {}: {e}", etc.display()))?;
+    }
+    prepared.spec.env.insert(
+        crate::config::TEMPLATES_ENV.to_string(),
+        etc.display().to_string(),
+    );
+    Ok(())
 }
 
 /// A Spring Boot jar's release runs from its extracted layout (`java.fast_start`).
@@ -378,6 +426,7 @@ pub fn prepare_release(
         url: None,
         sha256: None,
     };
+    materialize_config(&mut prepared, dirs.root()).map_err(usage)?;
     fast_start_layout(&mut prepared, dirs)?;
     Ok(prepared)
 }

@@ -66,6 +66,14 @@ pub struct AppSpec {
     /// artifact against them too.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trust_keys: Vec<PathBuf>,
+    /// `config = "config/"`: a directory of config templates next to the spec, rendered into
+    /// each release and then for each instance.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<PathBuf>,
+    /// The templates of `config` rendered with the environment of whoever loaded the spec
+    /// (relative path → text; per-instance values still `${PORT}` etc.). Filled by the CLI.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_rendered: BTreeMap<String, String>,
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub logs: LogSpec,

@@ -25,6 +25,7 @@ const APP_KEYS: &[&str] = &[
     "main_class",
     "classpath",
     "workdir",
+    "config",
     "user",
     "instances",
     "ports",
@@ -282,6 +283,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
 
     let launch = launch(r, t, has_trust);
     let workdir = r.path(t, "workdir", "\"/srv/orders\"");
+    let config = r.path(t, "config", "\"config/\"");
     let user = t.get("user").and_then(|v| {
         let key = t.key("user");
         let s = r.string_value(v, &key, Mode::Plain, "\"orders\"")?;
@@ -348,6 +350,8 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
 
     Some(AppSpec {
         trust_keys: Vec::new(),
+        config,
+        config_rendered: BTreeMap::new(),
         name: name.to_string(),
         launch: launch?,
         workdir,

@@ -6,6 +6,7 @@ mod harness;
 
 mod api;
 mod balancer;
+mod config;
 mod crashes;
 mod deploy;
 mod errors;

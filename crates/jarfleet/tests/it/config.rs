@@ -1,0 +1,99 @@
+//! `config = "DIR"` next to the spec: templates rendered with the environment of whoever applies
+//! the spec, per release, then per instance; a new rendering is a new release, and a rollback
+//! brings the old config back with the old code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::harness::{AppDef, Fleet};
+
+fn run_with(fleet: &Fleet, args: &[&str], greeting: Option<&str>) -> std::process::Output {
+    let mut cmd = fleet.command(args);
+    match greeting {
+        Some(g) => cmd.env("GREETING", g),
+        None => cmd.env_remove("GREETING"),
+    };
+    cmd.output().expect("jarfleet runs")
+}
+
+/// Each ready instance's `app.properties`, found through the JVM's `JARFLEET_CONFIG_DIR`.
+fn configs(fleet: &Fleet) -> Vec<(u64, String)> {
+    fleet
+        .instances("fx")
+        .iter()
+        .filter(|i| i["ready"] == true)
+        .filter_map(|i| {
+            let pid = i["pid"].as_u64()?;
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let dir = environ
+                .split(|b| *b == 0)
+                .map(|kv| String::from_utf8_lossy(kv).into_owned())
+                .find_map(|kv| kv.strip_prefix("JARFLEET_CONFIG_DIR=").map(str::to_string))
+                .unwrap_or_else(|| panic!("JVM {pid} has no JARFLEET_CONFIG_DIR"));
+            let text = std::fs::read_to_string(Path::new(&dir).join("app.properties")).ok()?;
+            Some((i["port"].as_u64()?, text))
+        })
+        .collect()
+}
+
+#[test]
+fn spec_config_templates_render_per_instance_roll_as_releases_and_roll_back() {
+    let fleet = Fleet::new(4);
+    std::fs::create_dir_all(fleet.path("config")).expect("config dir");
+    std::fs::write(
+        fleet.path("config/app.properties"),
+        "port=${PORT}\ngreeting=${GREETING:?set GREETING for the welcome page}\n",
+    )
+    .expect("template");
+    fleet.write_app(&AppDef {
+        instances: 2,
+        extra: "config = \"config\"",
+        tables: "[apps.fx.deploy]\nmin_healthy = \"0s\"\n",
+        ..AppDef::default()
+    });
+
+    let out = run_with(&fleet, &["up", "-d", "--wait"], None);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("app.properties:2:") && err.contains("set GREETING for the welcome page"),
+        "{err}"
+    );
+    assert!(fleet.daemon_pid().is_none(), "nothing started");
+
+    let out = run_with(&fleet, &["up", "-d", "--wait"], Some("hi"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let all = configs(&fleet);
+    assert_eq!(all.len(), 2, "{all:?}");
+    for (port, text) in all {
+        assert_eq!(text, format!("port={port}\ngreeting=hi\n"));
+    }
+
+    // A new value is a new release, rolled out like any other.
+    let out = run_with(&fleet, &["apply"], Some("hey"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    crate::harness::wait_until("the new config everywhere", Duration::from_secs(60), || {
+        let c = configs(&fleet);
+        (c.len() == 2
+            && c.iter()
+                .all(|(port, t)| *t == format!("port={port}\ngreeting=hey\n")))
+        .then_some(())
+    });
+
+    fleet.ok(&["rollback", "fx", "--wait"]);
+    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let all = configs(&fleet);
+    assert_eq!(all.len(), 2, "{all:?}");
+    for (port, text) in all {
+        assert_eq!(text, format!("port={port}\ngreeting=hi\n"));
+    }
+}
