@@ -17,3 +17,4 @@ mod logs;
 mod readopt;
 mod remote;
 mod supervise;
+mod trust;
