@@ -3,6 +3,10 @@
 
 mod fixture;
 mod harness;
+/// The local HTTPS server with a test CA of the fetch crate's tests.
+#[allow(dead_code)]
+#[path = "../../../fetch/tests/server/mod.rs"]
+mod https_server;
 
 mod api;
 mod balancer;

@@ -1,17 +1,13 @@
 //! `artifact = "https://…"`: downloaded over TLS (a test CA from `[trust] ca`), pinned by
 //! sha256, cached by digest; a wrong pin is refused with both digests named.
 
-#[allow(dead_code)]
-#[path = "../../../fetch/tests/server/mod.rs"]
-mod https_server;
-
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
 use crate::fixture::fixture_variant;
 use crate::harness::{Fleet, JVM_OPTS, http_get};
-use https_server::{FileRoute, Route, TestServer};
+use crate::https_server::{FileRoute, Route, TestServer};
 
 fn spec(fleet: &Fleet, url: &str, pin: &str, ca: &std::path::Path) -> String {
     format!(

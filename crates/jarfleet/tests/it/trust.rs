@@ -1,16 +1,12 @@
 //! `[trust] keys` in the spec: every artifact (apply, deploy, and a remote one through its
 //! `URL.minisig`) must be signed by a listed key, checked before anything starts.
 
-#[allow(dead_code)]
-#[path = "../../../fetch/tests/server/mod.rs"]
-mod https_server;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::fixture::fixture_variant;
 use crate::harness::{AppDef, Fleet, JVM_OPTS, http_get};
-use https_server::{FileRoute, Route, TestServer};
+use crate::https_server::{FileRoute, Route, TestServer};
 
 fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
