@@ -49,3 +49,72 @@ pub fn render_instance(
     let _ = std::fs::remove_dir_all(dest);
     std::fs::rename(&tmp, dest).map_err(|e| format!("placing {}: {e}", dest.display()))
 }
+
+/// Renders the `config` templates of every app of `spec` into `config_rendered`, with `env`
+/// for the values (per-instance ones are left for instance start). Every error of every file.
+pub fn render_spec_config(
+    spec: &mut jarfleet_core::spec::FleetSpec,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), Vec<String>> {
+    const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
+    let mut errors = Vec::new();
+    for app in spec.apps.values_mut() {
+        let Some(dir) = app.config.clone() else {
+            continue;
+        };
+        let mut files = Vec::new();
+        if let Err(e) = collect_files(&dir, &dir, &mut files) {
+            errors.push(format!("apps.{}.config: {}: {e}", app.name, dir.display()));
+            continue;
+        }
+        let name = app.name.clone();
+        let lookup = |var: &str| match var {
+            "JARFLEET_APP" => Some(name.clone()),
+            v if INSTANCE_VARS.contains(&v) => Some(format!("${{{v}}}")),
+            v => env(v),
+        };
+        app.config_rendered.clear();
+        for (rel, path) in files {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!(
+                        "{}: {e} (config templates are text)",
+                        path.display()
+                    ));
+                    continue;
+                }
+            };
+            match jarfleet_bundle::template::render(&path, &text, &lookup) {
+                Ok(out) => {
+                    app.config_rendered.insert(rel, out);
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        if e.file_type()?.is_dir() {
+            collect_files(root, &path, out)?;
+        } else {
+            let rel = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            out.push((rel, path));
+        }
+    }
+    Ok(())
+}

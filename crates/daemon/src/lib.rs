@@ -14,6 +14,7 @@ pub mod ports;
 pub mod prepare;
 pub mod probe;
 pub mod procinfo;
+pub mod reload;
 pub mod server;
 pub mod shim;
 pub mod store;
@@ -83,6 +84,7 @@ pub async fn run(
     });
 
     let loop_done = tokio::spawn(control.run(rx));
+    let reloader = tokio::spawn(reload::on_sighup(tx.clone(), dirs.clone()));
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -108,6 +110,7 @@ pub async fn run(
     drop(tx);
     let _ = loop_done.await;
     stopper.abort();
+    reloader.abort();
     // A class data archive being trained goes with the daemon (it is trained again later).
     faststart::kill_stray_trainings(&dirs);
     // Let in-flight replies (the shutdown ack) reach their clients.

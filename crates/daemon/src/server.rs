@@ -138,24 +138,8 @@ async fn apply(
     State(st): State<ApiState>,
     Json(req): Json<ApplyRequest>,
 ) -> Result<Response, ApiError> {
-    let spec = req.spec;
-    let source: PathBuf = spec.source.clone();
-    let dirs = st.dirs.clone();
-    let prepared = blocking(move || {
-        let mut prepared = crate::prepare::prepare(&spec)?;
-        for p in prepared.values_mut() {
-            crate::prepare::fast_start_layout(p, &dirs)?;
-        }
-        Ok::<_, ErrorBody>(prepared)
-    })
-    .await??;
-    let result = ask(&st.tx, |reply| Event::Apply {
-        apps: prepared,
-        source,
-        dry_run: req.dry_run,
-        reply,
-    })
-    .await??;
+    let source: PathBuf = req.spec.source.clone();
+    let result = crate::reload::apply(&st.tx, &st.dirs, req.spec, &source, req.dry_run).await?;
     Ok(Json(result).into_response())
 }
 

@@ -36,6 +36,10 @@ pub enum Command {
         /// With -d: also wait until every instance is ready.
         #[arg(long)]
         wait: bool,
+        /// In the foreground: apply the spec again whenever its file changes (the plan is shown;
+        /// a spec with errors changes nothing).
+        #[arg(long, conflicts_with = "detach")]
+        watch: bool,
         /// From a self-contained installer: install its bundle under DIR first (verified, as one
         /// transaction), then run DIR/jarfleet.toml.
         #[arg(long, value_name = "DIR")]

@@ -99,74 +99,18 @@ pub fn load_spec(arg: Option<&Path>) -> Result<FleetSpec, CliError> {
     Ok(spec)
 }
 
-/// Renders each app's `config` templates with this environment (per-instance values are left
-/// for instance start); every error of every file at once.
+/// Renders each app's `config` templates with this process's environment; every error of
+/// every file at once.
 fn render_config(spec: &mut FleetSpec) -> Result<(), CliError> {
-    const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
-    let mut errors = Vec::new();
-    for app in spec.apps.values_mut() {
-        let Some(dir) = app.config.clone() else {
-            continue;
-        };
-        let mut files = Vec::new();
-        if let Err(e) = collect_files(&dir, &dir, &mut files) {
-            errors.push(format!("apps.{}.config: {}: {e}", app.name, dir.display()));
-            continue;
-        }
-        let name = app.name.clone();
-        let lookup = |var: &str| match var {
-            "JARFLEET_APP" => Some(name.clone()),
-            v if INSTANCE_VARS.contains(&v) => Some(format!("${{{v}}}")),
-            v => std::env::var(v).ok(),
-        };
-        for (rel, path) in files {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(format!(
-                        "{}: {e} (config templates are text)",
-                        path.display()
-                    ));
-                    continue;
-                }
-            };
-            match jarfleet_bundle::template::render(&path, &text, &lookup) {
-                Ok(out) => {
-                    app.config_rendered.insert(rel, out);
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CliError::usage(
+    let env = |k: &str| std::env::var(k).ok();
+    jarfleet_daemon::config::render_spec_config(spec, &env).map_err(|errors| {
+        CliError::usage(
             errors.join("\n"),
             Some(
                 "set the missing values in the environment, or give them defaults: ${NAME:default}",
             ),
-        ))
-    }
-}
-
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
-        let path = e.path();
-        if e.file_type()?.is_dir() {
-            collect_files(root, &path, out)?;
-        } else {
-            let rel = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .display()
-                .to_string();
-            out.push((rel, path));
-        }
-    }
-    Ok(())
+        )
+    })
 }
 
 /// The daemon's state dir: `--state-dir`/`JARFLEET_STATE`, else the spec's, else the spec in

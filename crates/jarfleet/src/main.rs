@@ -74,9 +74,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             spec,
             detach,
             wait,
+            watch,
             prefix: None,
             ..
-        } => up::up(state, spec.as_deref(), detach, wait).await,
+        } => up::up(state, spec.as_deref(), detach, wait, watch).await,
         Command::Up {
             spec: Some(_),
             prefix: Some(_),
@@ -89,6 +90,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             spec: None,
             detach,
             wait,
+            watch,
             prefix: Some(prefix),
             trust,
         } => {
@@ -103,7 +105,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await?;
             let spec = context::absolute(&prefix).join("jarfleet.toml");
             let state = context::absolute(&prefix).join("state");
-            up::up(Some(&state), Some(&spec), detach, wait).await
+            up::up(Some(&state), Some(&spec), detach, wait, watch).await
         }
         Command::Daemon => up::daemon(context::state_dir(state, None)).await,
         Command::Down => commands::down(&client()).await,

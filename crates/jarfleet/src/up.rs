@@ -94,6 +94,7 @@ pub async fn up(
     spec_arg: Option<&Path>,
     detach: bool,
     wait: bool,
+    watch: bool,
 ) -> Result<(), CliError> {
     let spec = context::load_spec(spec_arg)?;
     let state = context::state_dir(state_flag, Some(&spec));
@@ -160,6 +161,7 @@ pub async fn up(
         };
     }
     let progress = tokio::spawn(show_progress(client.clone(), spec.clone()));
+    let spec_path = spec.source.clone();
     if let Err(e) = apply(&client, spec).await {
         let _ = client
             .post::<_, jarfleet_api::Ack>(
@@ -173,8 +175,12 @@ pub async fn up(
         progress.abort();
         return Err(e);
     }
+    let watcher = watch.then(|| tokio::spawn(watch_spec(client.clone(), spec_path)));
     let result = daemon.await;
     progress.abort();
+    if let Some(w) = watcher {
+        w.abort();
+    }
     match result {
         Ok(Ok(())) => {
             eprintln!("jarfleet stopped");
@@ -182,6 +188,30 @@ pub async fn up(
         }
         Ok(Err(e)) => Err(CliError::failed(format!("{e:#}"))),
         Err(e) => Err(CliError::failed(format!("daemon task failed: {e}"))),
+    }
+}
+
+/// `up --watch`: the spec file is checked twice a second; a changed one is loaded and applied
+/// (its plan shown), a broken one reported with nothing changed.
+async fn watch_spec(client: Client, path: PathBuf) {
+    let read = |p: &Path| std::fs::read(p).ok();
+    let mut last = read(&path);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = read(&path);
+        if now == last {
+            continue;
+        }
+        last = now;
+        eprintln!("{} changed: applying", path.display());
+        let result = match context::load_spec(Some(&path)) {
+            Ok(spec) => apply(&client, spec).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            e.print();
+            eprintln!("nothing changed; fix the spec and save it again");
+        }
     }
 }
 

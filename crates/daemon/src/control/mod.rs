@@ -89,6 +89,8 @@ pub enum Event {
         generation: u64,
         result: Result<(), String>,
     },
+    /// An event from outside the loop (e.g. a SIGHUP reload), recorded like the loop's own.
+    Emit { kind: String, message: String },
     /// A release's class data archive was trained (or could not be).
     Trained {
         app: String,
@@ -270,6 +272,7 @@ impl Control {
                 generation,
                 event,
             } => self.on_shim(app, slot, generation, event),
+            Event::Emit { kind, message } => self.emit(&kind, None, None, message),
             Event::Trained {
                 app,
                 release,

@@ -19,6 +19,7 @@ mod foreground;
 mod install;
 mod logs;
 mod readopt;
+mod reload;
 mod remote;
 mod supervise;
 mod trust;
