@@ -282,7 +282,7 @@ impl Table {
                     slow_start_weight(
                         b.weight,
                         now.saturating_duration_since(b.ready_at),
-                        sh.cfg.slow_start,
+                        sh.slow_start(),
                     )
                 })
                 .collect::<Vec<_>>()
@@ -290,7 +290,7 @@ impl Table {
         } else {
             (&self.base_weights[..]).into()
         };
-        match sh.cfg.balance {
+        match sh.balance() {
             Balance::RoundRobin => {
                 let mut current = self.swrr.lock().unwrap_or_else(|p| p.into_inner());
                 swrr(&mut current, &weights, eligible)
@@ -365,9 +365,25 @@ pub(crate) struct Shared {
     /// Counters of backends forgotten since, so totals never go down.
     retired: Mutex<CounterView>,
     pub no_backend: AtomicU64,
+    /// `Balance` as 0 (round-robin) or 1 (least-request); changed live by `set_balancing`.
+    balance: std::sync::atomic::AtomicU8,
+    slow_start_ms: AtomicU64,
+    /// The snapshot in force, to rebuild the table when the balancing settings change.
+    last: Mutex<Snapshot>,
 }
 
 impl Shared {
+    fn balance(&self) -> Balance {
+        match self.balance.load(Ordering::Relaxed) {
+            1 => Balance::LeastRequest,
+            _ => Balance::RoundRobin,
+        }
+    }
+
+    fn slow_start(&self) -> Duration {
+        Duration::from_millis(self.slow_start_ms.load(Ordering::Relaxed))
+    }
+
     fn nanos(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.epoch)
             .as_nanos()
@@ -431,7 +447,7 @@ impl Shared {
         let ramp_until = snapshot
             .backends
             .iter()
-            .map(|b| b.ready_at + self.cfg.slow_start)
+            .map(|b| b.ready_at + self.slow_start())
             .max();
         Table {
             base_weights: backends.iter().map(|e| u64::from(e.weight)).collect(),
@@ -519,6 +535,11 @@ impl Listener {
             registry: Mutex::new(HashMap::new()),
             retired: Mutex::new(CounterView::default()),
             no_backend: AtomicU64::new(0),
+            balance: std::sync::atomic::AtomicU8::new(balance_code(cfg.balance)),
+            slow_start_ms: AtomicU64::new(
+                cfg.slow_start.as_millis().min(u128::from(u64::MAX)) as u64
+            ),
+            last: Mutex::new(Snapshot::default()),
             cfg,
         });
         let (stop, stop_rx) = watch::channel(RUNNING);
@@ -547,8 +568,27 @@ impl Listener {
     /// Swaps in a new set of backends. Once this returns, a backend not in `snapshot` gets no
     /// new request; its in-flight ones run to completion.
     pub fn update(&self, snapshot: Snapshot) {
+        let mut last = self.shared.last.lock().unwrap_or_else(|p| p.into_inner());
         let table = self.shared.build_table(&snapshot);
         self.shared.table.store(Arc::new(table));
+        *last = snapshot;
+    }
+
+    /// Changes the balancing method and the slow-start ramp of a running listener: new requests
+    /// use them at once, nothing is re-bound and no connection is touched.
+    pub fn set_balancing(&self, balance: Balance, slow_start: Duration) {
+        let sh = &self.shared;
+        let same = sh.balance() == balance && sh.slow_start() == slow_start;
+        if same {
+            return;
+        }
+        sh.balance.store(balance_code(balance), Ordering::Relaxed);
+        sh.slow_start_ms.store(
+            slow_start.as_millis().min(u128::from(u64::MAX)) as u64,
+            Ordering::Relaxed,
+        );
+        let last = sh.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.update(last);
     }
 
     fn state(&self, id: &BackendId) -> Option<Arc<BackendState>> {
@@ -616,7 +656,7 @@ impl Listener {
             let eff = slow_start_weight(
                 e.weight,
                 now.saturating_duration_since(e.ready_at),
-                sh.cfg.slow_start,
+                sh.slow_start(),
             );
             push(&e.state, true, e.weight, eff);
         }
@@ -653,6 +693,13 @@ impl Drop for Listener {
     fn drop(&mut self) {
         self.stop.send_replace(HARD);
         self.accept.abort();
+    }
+}
+
+fn balance_code(b: Balance) -> u8 {
+    match b {
+        Balance::RoundRobin => 0,
+        Balance::LeastRequest => 1,
     }
 }
 

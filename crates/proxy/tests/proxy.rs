@@ -627,3 +627,20 @@ async fn backend_ids_are_opaque_and_new_generation_starts_clean() {
         .collect();
     assert_eq!(got, vec![("orders/1#8".to_owned(), 1)]);
 }
+
+#[tokio::test]
+async fn balancing_settings_change_live_without_a_rebind() {
+    let a = TestBackend::start("a").await;
+    let l = listener(Mode::Http, |_| {}).await;
+    let mut be = a.backend();
+    be.ready_at = Instant::now();
+    l.update(Snapshot { backends: vec![be] });
+    assert_eq!(l.stats().backends[0].effective_weight, 100, "no ramp");
+    let addr = l.local_addr();
+    l.set_balancing(Balance::LeastRequest, Duration::from_secs(600));
+    let eff = l.stats().backends[0].effective_weight;
+    assert!(eff < 100, "a 10-minute ramp has just begun: {eff}");
+    assert_eq!(l.local_addr(), addr);
+    // Still serving, on the same listener.
+    assert_eq!(get(addr, "/").await.body, "a");
+}

@@ -62,8 +62,8 @@ fn backend_id(app: &str, slot: u32, generation: u64) -> String {
 impl Balancer {
     fn runtime(&mut self) -> Result<&tokio::runtime::Runtime, String> {
         if self.runtime.is_none() {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
+            // Only a context for binding: the listeners run on the proxy's own worker threads.
+            let rt = tokio::runtime::Builder::new_current_thread()
                 .thread_name("jarfleet-lb")
                 .enable_all()
                 .build()
@@ -76,7 +76,7 @@ impl Balancer {
     }
 
     /// Binds `app`'s listener on `addr` (replacing one on another address or mode); `true` when
-    /// a listener was (re)bound. The balancing settings are taken at bind time.
+    /// a listener was (re)bound. On the same address the balancing settings change live.
     fn bind(
         &mut self,
         app: &str,
@@ -84,20 +84,22 @@ impl Balancer {
         mode: Mode,
         balancer: &jarfleet_core::spec::BalancerSpec,
     ) -> Result<bool, String> {
-        if self
-            .apps
-            .get(app)
-            .is_some_and(|l| l.addr == addr && l.mode == mode)
+        let balance = match balancer.balance {
+            jarfleet_core::spec::Balance::RoundRobin => jarfleet_proxy::Balance::RoundRobin,
+            jarfleet_core::spec::Balance::LeastRequest => jarfleet_proxy::Balance::LeastRequest,
+        };
+        if let Some(l) = self.apps.get(app)
+            && l.addr == addr
+            && l.mode == mode
         {
+            // Same address: the balancing settings change live.
+            l.listener.set_balancing(balance, balancer.slow_start);
             return Ok(false);
         }
         self.apps.remove(app);
         let handle = self.runtime()?.handle().clone();
         let mut cfg = ListenerConfig::new(app, addr, mode);
-        cfg.balance = match balancer.balance {
-            jarfleet_core::spec::Balance::RoundRobin => jarfleet_proxy::Balance::RoundRobin,
-            jarfleet_core::spec::Balance::LeastRequest => jarfleet_proxy::Balance::LeastRequest,
-        };
+        cfg.balance = balance;
         cfg.slow_start = balancer.slow_start;
         // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
         // thread is inside the daemon's own runtime.
