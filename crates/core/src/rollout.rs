@@ -21,6 +21,9 @@ pub struct RolloutParams {
     pub max_unavailable: u32,
     /// A new instance counts as healthy only after being ready this long.
     pub min_healthy: Duration,
+    /// Blue-green: start the whole new set at once (`max_surge` aside), and retire the whole
+    /// old set together once every new instance is healthy — one switch of the traffic.
+    pub switch: bool,
 }
 
 /// What the planner needs to know about one instance of the app.
@@ -102,9 +105,17 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
         .map(|m| m.slot)
         .collect();
 
+    // Blue-green: the old set goes all at once, and only when the new set is complete.
+    if params.switch && target_healthy >= n {
+        retire.extend(old_alive.iter().filter(|m| is_ready(m)).map(|m| m.slot));
+    }
     // Ready old instances go one at a time while the ready count stays above the floor. Only
     // target instances healthy for `min_healthy` count as replacements.
-    let floor = n.saturating_sub(params.max_unavailable);
+    let floor = if params.switch {
+        u32::MAX
+    } else {
+        n.saturating_sub(params.max_unavailable)
+    };
     let mut available = old_ready + target_healthy;
     let mut old_ready_slots: Vec<u32> = old_alive
         .iter()
@@ -124,7 +135,11 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
     // Start target instances while under `n` of them and under the surge ceiling.
     let running =
         (old_alive.len() - retire.len().min(old_alive.len())) as u32 + target_alive.len() as u32;
-    let ceiling = n + params.max_surge;
+    let ceiling = if params.switch {
+        2 * n
+    } else {
+        n + params.max_surge
+    };
     let mut to_start = n
         .saturating_sub(target_alive.len() as u32)
         .min(ceiling.saturating_sub(running));
@@ -163,7 +178,50 @@ mod tests {
             max_surge,
             max_unavailable,
             min_healthy: Duration::from_millis(MIN_HEALTHY),
+            switch: false,
         }
+    }
+
+    #[test]
+    fn blue_green_starts_the_whole_new_set_then_switches_at_once() {
+        let p = RolloutParams {
+            switch: true,
+            ..params(3, 1, 0)
+        };
+        let old = |slot| m(slot, false, MemberState::Ready { since: 0 });
+        // The whole new set starts at once, surge or not.
+        let s = next_steps(&p, &[old(0), old(1), old(2)], 100_000);
+        assert_eq!((s.start, s.retire), (vec![3, 4, 5], vec![]));
+        // Two of three new ones healthy: nobody old goes yet.
+        let new_ready = |slot, since| m(slot, true, MemberState::Ready { since });
+        let members = [
+            old(0),
+            old(1),
+            old(2),
+            new_ready(3, 0),
+            new_ready(4, 0),
+            m(5, true, MemberState::Starting),
+        ];
+        let s = next_steps(&p, &members, 100_000);
+        assert_eq!((s.start.len(), s.retire.len()), (0, 0));
+        // All three healthy: the old set goes in one step.
+        let members = [
+            old(0),
+            old(1),
+            old(2),
+            new_ready(3, 0),
+            new_ready(4, 0),
+            new_ready(5, 0),
+        ];
+        let s = next_steps(&p, &members, 100_000);
+        assert_eq!(s.retire, vec![0, 1, 2]);
+        assert!(s.start.is_empty());
+        // A new one failing fails the deployment before any switch.
+        let members = [old(0), new_ready(3, 0), m(4, true, MemberState::Failed)];
+        assert!(matches!(
+            next_steps(&p, &members, 100_000).outcome,
+            Some(Outcome::Failed { slot: 4, .. })
+        ));
     }
 
     fn m(slot: u32, target: bool, state: MemberState) -> Member {

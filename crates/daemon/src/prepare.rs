@@ -140,6 +140,11 @@ fn prepare_app(
         Launch::MainClass { .. } => app,
     };
     let name = &app.name;
+    if app.deploy.strategy == jarfleet_core::spec::Strategy::Canary {
+        return Err(format!(
+            "apps.{name}.deploy.strategy = \"canary\": canary releases are not available in this version yet; use \"rolling\" or \"blue-green\""
+        ));
+    }
     let mut min_feature = 8;
     let mut digest = Sha256::new();
     match &app.launch {

@@ -187,6 +187,7 @@ impl Control {
             max_surge: spec.deploy.max_surge,
             max_unavailable: spec.deploy.max_unavailable,
             min_healthy: spec.deploy.min_healthy,
+            switch: spec.deploy.strategy == jarfleet_core::spec::Strategy::BlueGreen,
         };
         let auto_rollback = spec.deploy.auto_rollback;
         let generation = rt.rec.restart_generation;

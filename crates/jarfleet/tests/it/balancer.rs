@@ -343,3 +343,52 @@ fn after_a_daemon_crash_mid_deploy_requests_flow_again_and_the_deploy_ends() {
         ok + failed
     );
 }
+
+#[test]
+fn a_blue_green_deploy_under_load_switches_once_and_loses_no_request() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(3, Some(&v1), "round-robin");
+    // The same app, now blue-green.
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace(
+        "[apps.fx.deploy]\n",
+        "[apps.fx.deploy]\nstrategy = \"blue-green\"\n",
+    ));
+    fleet.ok(&["apply"]);
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
+    load.wait_more(100);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
+    for _ in 0..30 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, "v2"));
+    }
+    // The whole new set was ready before the first old instance was stopped.
+    let events = fleet.events();
+    let deploy_started = events
+        .iter()
+        .position(|e| {
+            e["kind"] == "deploy.started"
+                && e["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.contains("restart"))
+        })
+        .expect("deploy.started");
+    let after = &events[deploy_started..];
+    let first_stop = after
+        .iter()
+        .position(|e| e["kind"] == "instance.stopping")
+        .expect("old instances stopped");
+    let new_ready = after[..first_stop]
+        .iter()
+        .filter(|e| e["kind"] == "instance.ready")
+        .count();
+    assert_eq!(
+        new_ready, 3,
+        "all 3 new instances ready before the switch: {after:#?}"
+    );
+}
