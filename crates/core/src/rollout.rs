@@ -24,6 +24,9 @@ pub struct RolloutParams {
     /// Blue-green: start the whole new set at once (`max_surge` aside), and retire the whole
     /// old set together once every new instance is healthy — one switch of the traffic.
     pub switch: bool,
+    /// Blue-green: after the switch the old set stays running out of traffic (`standby`)
+    /// instead of being retired, so that switching back needs no JVM start.
+    pub keep_old: bool,
 }
 
 /// What the planner needs to know about one instance of the app.
@@ -41,6 +44,8 @@ pub enum MemberState {
     Starting,
     /// Ready (in the load balancer) since this time.
     Ready { since: Millis },
+    /// Ready, but out of the load balancer: a blue-green set kept warm after a switch.
+    Standby,
     /// Crashed, not ready by `start_timeout`, or unhealthy: it will not become healthy soon.
     Failed,
     /// Being stopped (retired) or stopped.
@@ -53,6 +58,12 @@ pub struct Steps {
     pub start: Vec<u32>,
     /// Slots whose instance to drain and stop.
     pub retire: Vec<u32>,
+    /// Slots whose (ready) instance leaves the load balancer but keeps running.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub standby: Vec<u32>,
+    /// Slots whose warm standby instance of the target release goes back into the load balancer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub activate: Vec<u32>,
     pub outcome: Option<Outcome>,
 }
 
@@ -87,15 +98,23 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
         |m: &Member| matches!(m.state, MemberState::Ready { since } if now >= since + min_healthy);
     let is_ready = |m: &Member| matches!(m.state, MemberState::Ready { .. });
 
-    let target_alive: Vec<&Member> = members
+    let gone = |m: &Member| matches!(m.state, MemberState::Leaving | MemberState::Standby);
+    let target_alive: Vec<&Member> = members.iter().filter(|m| m.target && !gone(m)).collect();
+    // A warm standby set of the target (blue-green, switching back): it goes back into traffic
+    // instead of new instances being started.
+    let mut standby_targets: Vec<u32> = members
         .iter()
-        .filter(|m| m.target && m.state != MemberState::Leaving)
+        .filter(|m| m.target && m.state == MemberState::Standby)
+        .map(|m| m.slot)
         .collect();
+    standby_targets.sort_unstable();
+    let wanted = n.saturating_sub(target_alive.len() as u32) as usize;
+    if wanted > 0 && !standby_targets.is_empty() {
+        steps.activate = standby_targets.into_iter().take(wanted).collect();
+        return steps;
+    }
     let target_healthy = target_alive.iter().filter(|m| healthy(m)).count() as u32;
-    let old_alive: Vec<&Member> = members
-        .iter()
-        .filter(|m| !m.target && m.state != MemberState::Leaving)
-        .collect();
+    let old_alive: Vec<&Member> = members.iter().filter(|m| !m.target && !gone(m)).collect();
     let old_ready = old_alive.iter().filter(|m| is_ready(m)).count() as u32;
 
     // Old instances that serve nothing go at once: they hold no capacity.
@@ -107,7 +126,13 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
 
     // Blue-green: the old set goes all at once, and only when the new set is complete.
     if params.switch && target_healthy >= n {
-        retire.extend(old_alive.iter().filter(|m| is_ready(m)).map(|m| m.slot));
+        let ready_old = old_alive.iter().filter(|m| is_ready(m)).map(|m| m.slot);
+        if params.keep_old {
+            steps.standby = ready_old.collect();
+            steps.standby.sort_unstable();
+        } else {
+            retire.extend(ready_old);
+        }
     }
     // Ready old instances go one at a time while the ready count stays above the floor. Only
     // target instances healthy for `min_healthy` count as replacements.
@@ -157,6 +182,7 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
     steps.retire = retire;
     if steps.start.is_empty()
         && steps.retire.is_empty()
+        && steps.standby.is_empty()
         && old_alive.is_empty()
         && target_healthy >= n
         && !members.iter().any(|m| m.state == MemberState::Leaving)
@@ -179,7 +205,59 @@ mod tests {
             max_unavailable,
             min_healthy: Duration::from_millis(MIN_HEALTHY),
             switch: false,
+            keep_old: false,
         }
+    }
+
+    #[test]
+    fn blue_green_keeps_the_old_set_warm_and_switches_back_to_it() {
+        let p = RolloutParams {
+            switch: true,
+            keep_old: true,
+            ..params(2, 1, 0)
+        };
+        let ready = |slot, target| m(slot, target, MemberState::Ready { since: 0 });
+        // The new set is healthy: the old set goes to standby, not away.
+        let s = next_steps(
+            &p,
+            &[
+                ready(0, false),
+                ready(1, false),
+                ready(2, true),
+                ready(3, true),
+            ],
+            100_000,
+        );
+        assert_eq!((s.standby, s.retire), (vec![0, 1], vec![]));
+        assert_eq!(s.outcome, None);
+        let after = [
+            m(0, false, MemberState::Standby),
+            m(1, false, MemberState::Standby),
+            ready(2, true),
+            ready(3, true),
+        ];
+        assert_eq!(next_steps(&p, &after, 100_000).outcome, Some(Outcome::Done));
+        // Switching back: the standby set is the target now; it is activated, nothing starts.
+        let back = [
+            m(0, true, MemberState::Standby),
+            m(1, true, MemberState::Standby),
+            ready(2, false),
+            ready(3, false),
+        ];
+        let s = next_steps(&p, &back, 100_000);
+        assert_eq!((s.activate, s.start), (vec![0, 1], vec![]));
+        // Once active, the other set goes to standby in one step.
+        let s = next_steps(
+            &p,
+            &[
+                ready(0, true),
+                ready(1, true),
+                ready(2, false),
+                ready(3, false),
+            ],
+            100_000,
+        );
+        assert_eq!(s.standby, vec![2, 3]);
     }
 
     #[test]

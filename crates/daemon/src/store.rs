@@ -112,6 +112,10 @@ pub struct InstanceRecord {
     /// The port the slot used last; preferred again on restart.
     #[serde(default)]
     pub last_port: Option<u16>,
+    /// Blue-green: the old set after a switch — running, out of the load balancer, until then
+    /// (epoch ms), ready to be switched back to.
+    #[serde(default)]
+    pub standby_until: Option<u64>,
     /// Changed since last persisted (not stored).
     #[serde(skip)]
     pub dirty: bool,

@@ -277,13 +277,14 @@ impl Control {
             .slots
             .iter()
             .filter(|(_, s)| {
-                !matches!(
-                    s.record.instance.phase,
-                    Phase::Stopping {
-                        then: AfterStop::Remove,
-                        ..
-                    }
-                )
+                s.record.standby_until.is_none()
+                    && !matches!(
+                        s.record.instance.phase,
+                        Phase::Stopping {
+                            then: AfterStop::Remove,
+                            ..
+                        }
+                    )
             })
             .map(|(k, _)| *k)
             .collect();
@@ -308,6 +309,7 @@ impl Control {
                             restart_generation,
                             pending_port: None,
                             last_port: None,
+                            standby_until: None,
                             dirty: true,
                         };
                         e.insert(Slot {

@@ -34,6 +34,7 @@ fn member(s: &Slot, target: &str, restart_generation: u64) -> Member {
     let i = &s.record.instance;
     let is_target = i.release == target && s.record.restart_generation >= restart_generation;
     let state = match &i.phase {
+        Phase::Ready { .. } if s.record.standby_until.is_some() => MemberState::Standby,
         Phase::Ready { since } => MemberState::Ready { since: *since },
         Phase::Unhealthy { .. } | Phase::Failed { .. } => MemberState::Failed,
         Phase::Stopping {
@@ -188,7 +189,10 @@ impl Control {
             max_unavailable: spec.deploy.max_unavailable,
             min_healthy: spec.deploy.min_healthy,
             switch: spec.deploy.strategy == jarfleet_core::spec::Strategy::BlueGreen,
+            keep_old: spec.deploy.strategy == jarfleet_core::spec::Strategy::BlueGreen
+                && !spec.deploy.keep_old.is_zero(),
         };
+        let keep_old_ms = spec.deploy.keep_old.as_millis() as u64;
         let auto_rollback = spec.deploy.auto_rollback;
         let generation = rt.rec.restart_generation;
         let members: Vec<Member> = rt
@@ -207,6 +211,7 @@ impl Control {
                     restart_generation,
                     pending_port: None,
                     last_port: None,
+                    standby_until: None,
                     dirty: true,
                 };
                 rt.slots.insert(
@@ -219,6 +224,29 @@ impl Control {
                 );
             }
             log.push(format!("start {app}/{slot} on {target}"));
+        }
+        let switched = !steps.standby.is_empty() || !steps.activate.is_empty();
+        for slot in &steps.activate {
+            if let Some(s) = self.slot_mut(app, *slot) {
+                s.record.standby_until = None;
+                s.record.dirty = true;
+            }
+            log.push(format!("switch back to the warm {app}/{slot}"));
+        }
+        for slot in &steps.standby {
+            if let Some(s) = self.slot_mut(app, *slot) {
+                s.record.standby_until = Some(now + keep_old_ms);
+                s.record.dirty = true;
+            }
+            log.push(format!(
+                "{app}/{slot} out of traffic, kept warm for {} s",
+                keep_old_ms / 1000
+            ));
+        }
+        if switched {
+            // One snapshot for the whole switch.
+            self.persist_dirty();
+            self.sync_lb(app);
         }
         for slot in &steps.retire {
             log.push(format!("retire {app}/{slot}"));

@@ -174,6 +174,9 @@ impl Control {
                 let Phase::Ready { since } = i.phase else {
                     return None;
                 };
+                if s.record.standby_until.is_some() {
+                    return None; // blue-green's old set, kept warm out of traffic
+                }
                 let port = i.process.as_ref()?.port;
                 Some((
                     backend_id(app, *slot, s.record.generation),

@@ -403,6 +403,38 @@ impl Control {
 
     fn tick_all(&mut self) {
         let now = now_ms();
+        // Warm blue-green sets whose `keep_old` ran out are stopped.
+        let expired: Vec<(String, u32)> = self
+            .apps
+            .iter()
+            .flat_map(|(name, rt)| {
+                rt.slots
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.record.standby_until.is_some_and(|t| t <= now)
+                            && !matches!(
+                                s.record.instance.phase,
+                                Phase::Stopping { .. } | Phase::Stopped
+                            )
+                    })
+                    .map(move |(slot, _)| (name.clone(), *slot))
+            })
+            .collect();
+        for (app, slot) in expired {
+            self.emit(
+                "instance.standby-ended",
+                Some(&app),
+                Some(slot),
+                "keep_old is over: stopping the warm old instance".into(),
+            );
+            self.step(
+                &app,
+                slot,
+                Input::Stop {
+                    then: jarfleet_core::instance::AfterStop::Remove,
+                },
+            );
+        }
         let due: Vec<(String, u32)> = self
             .apps
             .iter()
@@ -427,9 +459,20 @@ impl Control {
         self.apps
             .values()
             .flat_map(|rt| {
-                rt.slots
-                    .values()
-                    .filter_map(|s| s.record.instance.next_wakeup(&rt.rec.spec))
+                rt.slots.values().filter_map(|s| {
+                    let own = s.record.instance.next_wakeup(&rt.rec.spec);
+                    // A standby deadline counts until its stop has begun (no spinning after).
+                    let standby = s.record.standby_until.filter(|_| {
+                        !matches!(
+                            s.record.instance.phase,
+                            Phase::Stopping { .. } | Phase::Stopped
+                        )
+                    });
+                    match (own, standby) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    }
+                })
             })
             .min()
     }

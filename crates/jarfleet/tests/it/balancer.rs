@@ -344,19 +344,30 @@ fn after_a_daemon_crash_mid_deploy_requests_flow_again_and_the_deploy_ends() {
     );
 }
 
+/// Kinds of the events after the last one of `kind`.
+fn events_since(fleet: &Fleet, kind: &str) -> Vec<serde_json::Value> {
+    let events = fleet.events();
+    let last = events
+        .iter()
+        .rposition(|e| e["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} event"));
+    events[last..].to_vec()
+}
+
 #[test]
-fn a_blue_green_deploy_under_load_switches_once_and_loses_no_request() {
+fn a_blue_green_deploy_switches_once_keeps_the_old_set_warm_and_switches_back_instantly() {
     let fleet_dir = tempfile::tempdir().expect("temp");
     let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
     let (fleet, lb) = fleet_behind_lb(3, Some(&v1), "round-robin");
-    // The same app, now blue-green.
     let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
     fleet.write_spec(&spec.replace(
         "[apps.fx.deploy]\n",
-        "[apps.fx.deploy]\nstrategy = \"blue-green\"\n",
+        "[apps.fx.deploy]\nstrategy = \"blue-green\"\nkeep_old = \"5m\"\n",
     ));
     fleet.ok(&["apply"]);
+    let old_pids = fleet.pids("fx");
     let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+
     let load = Load::start(lb, "/version");
     load.wait_more(100);
     fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
@@ -367,28 +378,66 @@ fn a_blue_green_deploy_under_load_switches_once_and_loses_no_request() {
         let (code, body) = http_get(lb, "/version").expect("GET /version");
         assert_eq!((code, body.trim()), (200, "v2"));
     }
-    // The whole new set was ready before the first old instance was stopped.
-    let events = fleet.events();
-    let deploy_started = events
-        .iter()
-        .position(|e| {
-            e["kind"] == "deploy.started"
-                && e["message"]
-                    .as_str()
-                    .is_some_and(|m| !m.contains("restart"))
-        })
-        .expect("deploy.started");
-    let after = &events[deploy_started..];
-    let first_stop = after
-        .iter()
-        .position(|e| e["kind"] == "instance.stopping")
-        .expect("old instances stopped");
-    let new_ready = after[..first_stop]
+    // The whole new set was ready before the switch; the old set still runs, out of traffic.
+    let after = events_since(&fleet, "deploy.started");
+    assert!(
+        after.iter().all(|e| e["kind"] != "instance.stopping"),
+        "{after:#?}"
+    );
+    let ready_new = after
         .iter()
         .filter(|e| e["kind"] == "instance.ready")
         .count();
+    assert_eq!(ready_new, 3, "{after:#?}");
+    let pids = fleet.pids("fx");
+    assert!(
+        old_pids.iter().all(|p| pids.contains(p)),
+        "the old set is kept warm"
+    );
+
+    // Switching back is instant: no JVM starts, nothing lost.
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    fleet.ok(&["rollback", "fx", "--wait"]);
+    load.wait_more(100);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
+    let back = events_since(&fleet, "deploy.started");
+    assert!(
+        back.iter().all(|e| e["kind"] != "instance.spawned"),
+        "no JVM start to switch back: {back:#?}"
+    );
+    for _ in 0..30 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, "v1"));
+    }
+}
+
+#[test]
+fn a_warm_blue_green_set_stops_when_keep_old_is_over() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, _lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace(
+        "[apps.fx.deploy]\n",
+        "[apps.fx.deploy]\nstrategy = \"blue-green\"\nkeep_old = \"1s\"\n",
+    ));
+    fleet.ok(&["apply"]);
+    let old_pids = fleet.pids("fx");
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
+    wait_until("the warm set is stopped", START, || {
+        let pids = fleet.pids("fx");
+        (pids.len() == 2 && old_pids.iter().all(|p| !pids.contains(p))).then_some(())
+    });
+    for pid in old_pids {
+        wait_until("old JVM gone", START, || {
+            (!pid_alive(pid as u32)).then_some(())
+        });
+    }
     assert_eq!(
-        new_ready, 3,
-        "all 3 new instances ready before the switch: {after:#?}"
+        fleet.events_of("instance.standby-ended", "fx", None).len(),
+        2
     );
 }
