@@ -122,7 +122,11 @@ pub fn release_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     if a.user != b.user {
         why.push("user".to_string());
     }
-    if a.config != b.config || a.config_rendered != b.config_rendered {
+    if a.config != b.config
+        || a.config_rendered != b.config_rendered
+        || a.config_etcd != b.config_etcd
+        || a.etcd_env != b.etcd_env
+    {
         why.push("config".to_string());
     }
     if why.is_empty() {
@@ -378,6 +382,8 @@ mod tests {
             trust_keys,
             config,
             config_rendered,
+            config_etcd,
+            etcd_env,
         } = &mut changed;
         *launch = crate::spec::Launch::MainClass {
             main_class: "a.Main".into(),
@@ -400,6 +406,11 @@ mod tests {
         trust_keys.push("/k.pub".into());
         *config = Some("/etc/app".into());
         config_rendered.insert("app.properties".into(), "a=1\n".into());
+        *config_etcd = Some(crate::spec::EtcdSource {
+            endpoints: vec!["http://e:2379".into()],
+            prefix: "/p/".into(),
+        });
+        etcd_env.insert("A".into(), "1".into());
         let got = plan(
             &fleet(&[("web", &base, "r1")]),
             &fleet(&[("web", &changed, "r2")]),

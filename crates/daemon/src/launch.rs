@@ -159,6 +159,10 @@ pub fn build(input: &LaunchInput) -> Launch {
     for (k, v) in &spec.env {
         env.insert(k.clone(), resolve(v, &vars));
     }
+    // The config center's values win over the spec's own.
+    for (k, v) in &spec.etcd_env {
+        env.insert(k.clone(), v.clone());
+    }
     if env.remove(crate::config::TEMPLATES_ENV).is_some() {
         env.insert(
             crate::config::CONFIG_DIR_ENV.into(),

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod etcdconf;
 pub mod faststart;
 pub mod journal;
 pub mod launch;

@@ -18,6 +18,26 @@ pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorB
     let mut out = BTreeMap::new();
     let cache = spec.daemon.state_dir.join("cache");
     for (name, app) in &spec.apps {
+        let with_etcd;
+        let app = match &app.config_etcd {
+            Some(source) => match crate::etcdconf::read(source) {
+                Ok(values) => {
+                    let mut a = app.clone();
+                    a.etcd_env = values;
+                    with_etcd = a;
+                    &with_etcd
+                }
+                Err(e) => {
+                    errors.push(format!(
+                        "apps.{name}.config.etcd: cannot read {} from {}: {e}",
+                        source.prefix,
+                        source.endpoints.join(", ")
+                    ));
+                    continue;
+                }
+            },
+            None => app,
+        };
         let fetched = fetch_remote(app, &cache, spec.trust.ca.as_deref());
         let prepared = fetched
             .and_then(|(app, sig)| prepare_app(&app, &jdks, sig.as_deref()))
@@ -238,6 +258,7 @@ fn prepare_app(
         "workdir": app.workdir,
         "user": app.user,
         "config": app.config_rendered,
+        "etcd": app.etcd_env,
         "runtime": { "home": runtime.home, "version": runtime.version },
     });
     digest.update(release_record.to_string().as_bytes());
@@ -290,6 +311,22 @@ fn materialize_config(prepared: &mut PreparedApp, state_root: &Path) -> Result<(
         etc.display().to_string(),
     );
     Ok(())
+}
+
+/// A new release of a running app whose only change is its etcd config (or anything else the
+/// caller changed in `spec`): prepared like any other, from the release's own files.
+pub fn prepare_changed(
+    spec: &AppSpec,
+    dirs: &crate::paths::StateDir,
+) -> Result<PreparedApp, ErrorBody> {
+    let jdks = jarfleet_java::discover();
+    let mut prepared = prepare_app(spec, &jdks, None).map_err(|message| ErrorBody {
+        kind: ErrorKind::Failed,
+        message,
+        hint: None,
+    })?;
+    fast_start_layout(&mut prepared, dirs)?;
+    Ok(prepared)
 }
 
 /// A Spring Boot jar's release runs from its extracted layout (`java.fast_start`).

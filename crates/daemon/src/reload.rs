@@ -26,6 +26,7 @@ pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir) {
         if tx
             .send(Event::Emit {
                 kind: kind.to_string(),
+                app: None,
                 message,
             })
             .await

@@ -24,6 +24,14 @@ pub struct FleetSpec {
     pub apps: BTreeMap<String, AppSpec>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EtcdSource {
+    /// `http://host:port` client URLs.
+    pub endpoints: Vec<String>,
+    /// Key prefix, e.g. `/config/orders/`; each key below it is one variable.
+    pub prefix: String,
+}
+
 /// `[trust]`: with keys listed, every artifact needs a signature by one of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustSpec {
@@ -74,6 +82,14 @@ pub struct AppSpec {
     /// (relative path → text; per-instance values still `${PORT}` etc.). Filled by the CLI.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub config_rendered: BTreeMap<String, String>,
+    /// `[apps.NAME.config] etcd = { endpoints, prefix }`: keys under the prefix become the
+    /// app's environment (`etcd_env`), kept current by a watch; a change is a new release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_etcd: Option<EtcdSource>,
+    /// The values read from etcd for this release (key under the prefix → value); they win
+    /// over `env`. Filled when the release is prepared.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub etcd_env: BTreeMap<String, String>,
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub logs: LogSpec,

@@ -10,8 +10,9 @@ use super::check;
 use super::error::SpecErrors;
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
-    AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, FleetSpec, HealthCheck,
-    HealthSpec, JavaSpec, Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy, TrustSpec,
+    AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, EtcdSource, FleetSpec,
+    HealthCheck, HealthSpec, JavaSpec, Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy,
+    TrustSpec,
 };
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
@@ -81,7 +82,10 @@ const DEPLOY_KEYS: &[&str] = &[
 const CANARY_KEYS: &[&str] = &["steps", "step_time", "max_error_rate", "max_p99_ratio"];
 
 /// Keys that users put one level too high: named with their section in the error.
+const CONFIG_KEYS: &[&str] = &["templates", "etcd"];
+const ETCD_KEYS: &[&str] = &["endpoints", "prefix"];
 const APP_SECTIONS: &[(&str, &[&str])] = &[
+    ("config", CONFIG_KEYS),
     ("health", HEALTH_KEYS),
     ("restart", RESTART_KEYS),
     ("stop", STOP_KEYS),
@@ -283,7 +287,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
 
     let launch = launch(r, t, has_trust);
     let workdir = r.path(t, "workdir", "\"/srv/orders\"");
-    let config = r.path(t, "config", "\"config/\"");
+    let (config, config_etcd) = app_config(r, t);
     let user = t.get("user").and_then(|v| {
         let key = t.key("user");
         let s = r.string_value(v, &key, Mode::Plain, "\"orders\"")?;
@@ -352,6 +356,8 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
         trust_keys: Vec::new(),
         config,
         config_rendered: BTreeMap::new(),
+        config_etcd,
+        etcd_env: BTreeMap::new(),
         name: name.to_string(),
         launch: launch?,
         workdir,
@@ -867,6 +873,82 @@ fn logs(r: &mut Reader<'_>, t: &Table<'_, '_>) -> LogSpec {
             .unwrap_or(logs.keep);
     }
     logs
+}
+
+/// `config = "DIR"`, or `[apps.NAME.config]` with `templates = "DIR"` and
+/// `etcd = { endpoints = [...], prefix = "..." }`.
+fn app_config(
+    r: &mut Reader<'_>,
+    t: &Table<'_, '_>,
+) -> (Option<std::path::PathBuf>, Option<EtcdSource>) {
+    let is_table = t
+        .get("config")
+        .is_some_and(|v| matches!(v.get_ref(), DeValue::Table(_)));
+    if !is_table {
+        return (r.path(t, "config", "\"config/\""), None);
+    }
+    let Some(ct) = r.table(t, "config", "{ templates = \"config/\" }") else {
+        return (None, None);
+    };
+    r.check_keys(&ct, CONFIG_KEYS, &[]);
+    let templates = r.path(&ct, "templates", "\"config/\"");
+    let etcd = r
+        .table(
+            &ct,
+            "etcd",
+            "{ endpoints = [\"http://127.0.0.1:2379\"], prefix = \"/config/orders/\" }",
+        )
+        .and_then(|et| {
+            r.check_keys(&et, ETCD_KEYS, &[]);
+            let example = "[\"http://10.0.0.1:2379\", \"http://10.0.0.2:2379\"]";
+            let mut endpoints = Vec::new();
+            let mut ok = true;
+            for (i, (e, v)) in r
+                .string_list(&et, "endpoints", Mode::Plain, example)
+                .unwrap_or_default()
+                .into_iter()
+                .enumerate()
+            {
+                if e.starts_with("http://") && e.len() > "http://".len() {
+                    endpoints.push(e);
+                } else {
+                    let hint = "etcd client URLs as http://host:port";
+                    r.bad(
+                        v,
+                        &format!("{}[{i}]", et.key("endpoints")),
+                        "not an http:// URL",
+                        Some(hint.into()),
+                    );
+                    ok = false;
+                }
+            }
+            if endpoints.is_empty() && ok {
+                r.missing(
+                    &et,
+                    "etcd needs at least one endpoint",
+                    Some(format!("endpoints = {example}")),
+                );
+                ok = false;
+            }
+            let prefix = match et.get("prefix") {
+                Some(v) => r.string_value(v, &et.key("prefix"), Mode::Plain, "\"/config/orders/\""),
+                None => {
+                    r.missing(
+                        &et,
+                        "etcd needs a key prefix",
+                        Some("prefix = \"/config/orders/\"".into()),
+                    );
+                    None
+                }
+            };
+            match (ok, prefix) {
+                (true, Some(prefix)) if !prefix.is_empty() => {
+                    Some(EtcdSource { endpoints, prefix })
+                }
+                _ => None,
+            }
+        });
+    (templates, etcd)
 }
 
 fn balancer(r: &mut Reader<'_>, t: &Table<'_, '_>) -> BalancerSpec {

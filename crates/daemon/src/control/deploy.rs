@@ -364,6 +364,7 @@ impl Control {
         self.emit(&format!("deploy.{outcome}"), Some(app), None, message);
         let previous = d.from.clone();
         self.prune_releases(app, current, &previous);
+        self.etcd_after_deployment(app);
     }
 
     /// Keeps the newest `keep_releases` releases of `app` (never `current` nor `previous`) and

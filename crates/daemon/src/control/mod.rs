@@ -90,7 +90,21 @@ pub enum Event {
         result: Result<(), String>,
     },
     /// An event from outside the loop (e.g. a SIGHUP reload), recorded like the loop's own.
-    Emit { kind: String, message: String },
+    Emit {
+        kind: String,
+        app: Option<String>,
+        message: String,
+    },
+    /// The values under an app's etcd prefix (first read of a watch, or a change).
+    EtcdValues {
+        app: String,
+        values: BTreeMap<String, String>,
+    },
+    /// A release prepared for a config change from etcd, ready to roll out.
+    ConfigRelease {
+        app: String,
+        prepared: Box<PreparedApp>,
+    },
     /// A release's class data archive was trained (or could not be).
     Trained {
         app: String,
@@ -135,6 +149,10 @@ pub struct Control {
     lb: lb::Balancer,
     /// Releases whose class data archive is being trained (app, release).
     training: std::collections::BTreeSet<(String, String)>,
+    /// One etcd watch per app with an etcd config source.
+    etcd_watches: BTreeMap<String, (jarfleet_core::spec::EtcdSource, tokio::task::JoinHandle<()>)>,
+    /// The latest etcd values of an app, while they are not yet what it runs.
+    etcd_pending: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -188,6 +206,8 @@ impl Control {
             rng: rand::rngs::StdRng::from_os_rng(),
             lb: lb::Balancer::default(),
             training: Default::default(),
+            etcd_watches: BTreeMap::new(),
+            etcd_pending: BTreeMap::new(),
         })
     }
 
@@ -230,6 +250,21 @@ impl Control {
                 reply,
             } => {
                 let _ = reply.send(self.apply(apps, source, dry_run));
+                let names: Vec<String> = self.apps.keys().cloned().collect();
+                for app in names {
+                    self.ensure_etcd_watch(&app);
+                }
+                let gone: Vec<String> = self
+                    .etcd_watches
+                    .keys()
+                    .filter(|a| !self.apps.contains_key(*a))
+                    .cloned()
+                    .collect();
+                for app in gone {
+                    if let Some((_, h)) = self.etcd_watches.remove(&app) {
+                        h.abort();
+                    }
+                }
             }
             Event::Action { req, reply } => {
                 let _ = reply.send(self.action(req));
@@ -272,7 +307,20 @@ impl Control {
                 generation,
                 event,
             } => self.on_shim(app, slot, generation, event),
-            Event::Emit { kind, message } => self.emit(&kind, None, None, message),
+            Event::Emit { kind, app, message } => self.emit(&kind, app.as_deref(), None, message),
+            Event::EtcdValues { app, values } => self.on_etcd_values(&app, values),
+            Event::ConfigRelease { app, prepared } => {
+                match self.deploy(&app, *prepared, None) {
+                    Ok(d) => self.emit(
+                        "config.rollout",
+                        Some(&app),
+                        None,
+                        format!("etcd config changed: deployment #{} to {}", d.id, d.to),
+                    ),
+                    // A deployment is running: the change waits for it (see `finish`).
+                    Err(e) => self.emit("config.deferred", Some(&app), None, e.message),
+                }
+            }
             Event::Trained {
                 app,
                 release,
@@ -487,6 +535,79 @@ impl Control {
                     }
                 }
             }
+        }
+    }
+
+    /// Starts, keeps or stops the app's etcd watch to match its spec.
+    pub(super) fn ensure_etcd_watch(&mut self, app: &str) {
+        let source = self
+            .apps
+            .get(app)
+            .filter(|a| !a.removing)
+            .and_then(|a| a.rec.spec.config_etcd.clone());
+        match (source, self.etcd_watches.get(app)) {
+            (Some(s), Some((running, _))) if *running == s => {}
+            (Some(s), _) => {
+                if let Some((_, h)) = self.etcd_watches.remove(app) {
+                    h.abort();
+                }
+                let task = tokio::spawn(crate::etcdconf::watch(
+                    app.to_string(),
+                    s.clone(),
+                    self.tx.clone(),
+                ));
+                self.etcd_watches.insert(app.to_string(), (s, task));
+            }
+            (None, Some(_)) => {
+                if let Some((_, h)) = self.etcd_watches.remove(app) {
+                    h.abort();
+                }
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// New etcd values: a new release with them, prepared off the loop, then rolled out.
+    fn on_etcd_values(&mut self, app: &str, values: BTreeMap<String, String>) {
+        let Some(rt) = self.apps.get(app).filter(|a| !a.removing) else {
+            return;
+        };
+        if rt.rec.spec.etcd_env == values {
+            self.etcd_pending.remove(app);
+            return;
+        }
+        if rt.deployment.is_some() {
+            // Rolled out when the running deployment ends.
+            self.etcd_pending.insert(app.to_string(), values);
+            return;
+        }
+        self.etcd_pending.remove(app);
+        let mut spec = rt.rec.release(&rt.rec.release).0.clone();
+        spec.instances = rt.rec.spec.instances;
+        spec.etcd_env = values;
+        let dirs = self.dirs.clone();
+        let tx = self.tx.clone();
+        let app = app.to_string();
+        tokio::task::spawn_blocking(move || {
+            let event = match crate::prepare::prepare_changed(&spec, &dirs) {
+                Ok(prepared) => Event::ConfigRelease {
+                    app,
+                    prepared: Box::new(prepared),
+                },
+                Err(e) => Event::Emit {
+                    kind: "config.failed".into(),
+                    app: Some(app),
+                    message: format!("the new etcd config cannot be prepared: {}", e.message),
+                },
+            };
+            let _ = tx.blocking_send(event);
+        });
+    }
+
+    /// After a deployment ends: an etcd change that waited for it goes out now.
+    pub(super) fn etcd_after_deployment(&mut self, app: &str) {
+        if let Some(values) = self.etcd_pending.remove(app) {
+            self.on_etcd_values(app, values);
         }
     }
 

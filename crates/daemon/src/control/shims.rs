@@ -116,6 +116,10 @@ impl Control {
             self.ensure_listener(&app);
         }
         self.stop_strays().await;
+        let names: Vec<String> = self.apps.keys().cloned().collect();
+        for app in &names {
+            self.ensure_etcd_watch(app);
+        }
         for pid in crate::faststart::kill_stray_trainings(&self.dirs) {
             self.emit(
                 "daemon.stray-stopped",

@@ -1,6 +1,10 @@
 //! Integration tests: real `jarfleet` binary, real JVMs running the fixture app built from
 //! `fixtures/app`, real sockets on 127.0.0.1. One test binary; see `harness`.
 
+/// The etcd test server of the etcd crate's tests.
+#[allow(dead_code)]
+#[path = "../../../etcd/tests/helper/mod.rs"]
+mod etcd_helper;
 mod fixture;
 mod harness;
 /// The local HTTPS server with a test CA of the fetch crate's tests.
@@ -14,6 +18,7 @@ mod config;
 mod crashes;
 mod deploy;
 mod errors;
+mod etcd;
 mod faststart;
 mod foreground;
 mod install;

@@ -1,0 +1,100 @@
+//! The etcd config center (`[apps.NAME.config] etcd = { endpoints, prefix }`): the keys under the
+//! prefix are the app's `etcd_env` (they win over `env`). They are read when a release is
+//! prepared, and a watch per app turns every change into a new release, rolled out by the app's
+//! strategy like any deploy (never all instances at once). When etcd cannot be reached the last
+//! known config keeps running and an event says so; nothing restarts.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use jarfleet_core::spec::EtcdSource;
+use tokio::sync::mpsc;
+
+use crate::control::Event;
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The values under `source.prefix` now (blocking: for preparation, off the control loop).
+pub fn read(source: &EtcdSource) -> Result<BTreeMap<String, String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the etcd client: {e}"))?;
+    rt.block_on(async {
+        let client = jarfleet_etcd::Client::new(source.endpoints.clone(), TIMEOUT)
+            .map_err(|e| e.to_string())?;
+        client
+            .get_prefix(&source.prefix)
+            .await
+            .map(|s| s.values)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Watches an app's prefix until the task is aborted: every change, outage and recovery goes
+/// to the control loop.
+pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
+    let emit = |kind: &str, message: String| Event::Emit {
+        kind: kind.to_string(),
+        app: Some(app.clone()),
+        message,
+    };
+    let client = match jarfleet_etcd::Client::new(source.endpoints.clone(), TIMEOUT) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = tx.send(emit("config.unreachable", e.to_string())).await;
+            return;
+        }
+    };
+    let mut delay = Duration::from_millis(200);
+    let mut announced = false;
+    let (snapshot, mut watcher) = loop {
+        match jarfleet_etcd::Watcher::start(client.clone(), &source.prefix).await {
+            Ok(started) => break started,
+            Err(e) => {
+                if !announced {
+                    let message =
+                        format!("etcd unreachable, the last known config keeps running: {e}");
+                    if tx.send(emit("config.unreachable", message)).await.is_err() {
+                        return;
+                    }
+                    announced = true;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    };
+    if announced
+        && tx
+            .send(emit("config.reconnected", "etcd reachable again".into()))
+            .await
+            .is_err()
+    {
+        return;
+    }
+    let values = |app: &str, values| Event::EtcdValues {
+        app: app.to_string(),
+        values,
+    };
+    if tx.send(values(&app, snapshot.values)).await.is_err() {
+        return;
+    }
+    while let Some(event) = watcher.recv().await {
+        let sent = match event {
+            jarfleet_etcd::WatchEvent::Changed(s) => tx.send(values(&app, s.values)).await,
+            jarfleet_etcd::WatchEvent::Unreachable { error } => {
+                let message =
+                    format!("etcd unreachable, the last known config keeps running: {error}");
+                tx.send(emit("config.unreachable", message)).await
+            }
+            jarfleet_etcd::WatchEvent::Reconnected => {
+                tx.send(emit("config.reconnected", "etcd reachable again".into()))
+                    .await
+            }
+        };
+        if sent.is_err() {
+            return;
+        }
+    }
+}
