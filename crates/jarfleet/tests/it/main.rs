@@ -2,7 +2,6 @@
 //! `fixtures/app`, real sockets on 127.0.0.1. One test binary; see `harness`.
 
 /// The etcd test server of the etcd crate's tests.
-#[allow(dead_code)]
 #[path = "../../../etcd/tests/helper/mod.rs"]
 mod etcd_helper;
 mod fixture;
