@@ -24,11 +24,14 @@ fn configs(fleet: &Fleet) -> Vec<(u64, String)> {
         .filter(|i| i["ready"] == true)
         .filter_map(|i| {
             let pid = i["pid"].as_u64()?;
-            let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-            let dir = environ
-                .split(|b| *b == 0)
-                .map(|kv| String::from_utf8_lossy(kv).into_owned())
-                .find_map(|kv| kv.strip_prefix("JARFLEET_CONFIG_DIR=").map(str::to_string))
+            // A JVM that is just gone (a rolling restart) has no environment to read.
+            let env = crate::harness::environ(pid);
+            if env.is_empty() {
+                return None;
+            }
+            let dir = env
+                .into_iter()
+                .find_map(|(k, v)| (k == "JARFLEET_CONFIG_DIR").then_some(v))
                 .unwrap_or_else(|| panic!("JVM {pid} has no JARFLEET_CONFIG_DIR"));
             let text = std::fs::read_to_string(Path::new(&dir).join("app.properties")).ok()?;
             Some((i["port"].as_u64()?, text))

@@ -1,6 +1,5 @@
 //! `jarfleet up` in the foreground: progress until ready, Ctrl-C stops everything.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -19,32 +18,27 @@ fn up_shows_progress_and_ctrl_c_stops_every_instance() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("jarfleet up");
-    let stderr = up.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut seen = Vec::new();
-    wait_until("the 'ready' progress line", Duration::from_secs(60), || {
-        while let Ok(l) = rx.try_recv() {
-            seen.push(l);
-        }
-        seen.iter()
-            .any(|l| l.contains("2 instance(s) of 1 app(s) ready"))
-            .then_some(())
+    let mut lines = StderrLines::of(&mut up);
+    lines.wait_for("the 'ready' progress line", Duration::from_secs(60), |l| {
+        l.contains("2 instance(s) of 1 app(s) ready")
     });
     assert!(
-        seen.iter()
+        lines
+            .seen
+            .iter()
             .any(|l| l.contains("+ fx: add with 2 instance(s)")),
-        "{seen:#?}"
+        "{:#?}",
+        lines.seen
     );
     assert!(
-        seen.iter().filter(|l| l.contains("instance.ready")).count() >= 2,
-        "{seen:#?}"
+        lines
+            .seen
+            .iter()
+            .filter(|l| l.contains("instance.ready"))
+            .count()
+            >= 2,
+        "{:#?}",
+        lines.seen
     );
     let pids: Vec<u32> = fleet
         .instances("fx")
@@ -65,12 +59,11 @@ fn up_shows_progress_and_ctrl_c_stops_every_instance() {
     for pid in pids {
         assert!(!pid_alive(pid), "JVM {pid} survived Ctrl-C");
     }
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
-        seen.push(l);
-    }
+    lines.rest(Duration::from_secs(5));
     assert!(
-        seen.iter().any(|l| l.contains("stopped cleanly")),
-        "{seen:#?}"
+        lines.seen.iter().any(|l| l.contains("stopped cleanly")),
+        "{:#?}",
+        lines.seen
     );
     assert!(
         processes_mentioning(&fleet.state).is_empty(),

@@ -397,3 +397,60 @@ fn is_ours(pid: u32, state: &Path) -> bool {
         .map(|c| String::from_utf8_lossy(&c).contains(&*state.to_string_lossy()))
         .unwrap_or(false)
 }
+
+/// The lines a child writes to stderr, collected by a thread as they come.
+pub struct StderrLines {
+    rx: std::sync::mpsc::Receiver<String>,
+    pub seen: Vec<String>,
+}
+
+impl StderrLines {
+    /// Takes the child's piped stderr.
+    pub fn of(child: &mut std::process::Child) -> StderrLines {
+        use std::io::{BufRead, BufReader};
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        StderrLines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Collects what is left once the child has exited (its stderr closes), up to `timeout`
+    /// between lines.
+    pub fn rest(&mut self, timeout: Duration) {
+        while let Ok(l) = self.rx.recv_timeout(timeout) {
+            self.seen.push(l);
+        }
+    }
+
+    /// Waits until a line seen so far matches `pred`.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
+        wait_until(what, timeout, || {
+            while let Ok(l) = self.rx.try_recv() {
+                self.seen.push(l);
+            }
+            self.seen.iter().any(|l| pred(l)).then_some(())
+        });
+    }
+}
+
+/// The environment of a running process.
+pub fn environ(pid: u64) -> Vec<(String, String)> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let kv = String::from_utf8_lossy(kv).into_owned();
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}

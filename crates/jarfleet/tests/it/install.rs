@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::fixture::fixture_variant;
-use crate::harness::{Fleet, JVM_OPTS, http_get, kill9, pid_alive, wait_until};
+use crate::harness::{Fleet, JVM_OPTS, environ, http_get, kill9, pid_alive, wait_until};
 
 /// Every file under `dir` (relative paths, sorted): "nothing written" is checked with it.
 fn tree(dir: &Path) -> Vec<String> {
@@ -464,18 +464,6 @@ fn a_fault_at_every_journal_step_leaves_the_old_release_and_a_rerun_succeeds() {
         );
         serving = version;
     }
-}
-
-fn environ(pid: u64) -> Vec<(String, String)> {
-    fs::read(format!("/proc/{pid}/environ"))
-        .unwrap_or_default()
-        .split(|b| *b == 0)
-        .filter_map(|kv| {
-            let kv = String::from_utf8_lossy(kv).into_owned();
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-        })
-        .collect()
 }
 
 /// Each instance's rendered `app.properties`, found through its `JARFLEET_CONFIG_DIR`.

@@ -1,7 +1,6 @@
 //! Hot reload: SIGHUP to the daemon and `up --watch` apply a changed spec; only what changed
 //! moves, and a broken spec changes nothing.
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -113,29 +112,14 @@ fn up_watch_applies_a_saved_spec_and_reports_a_broken_one() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("jarfleet up --watch");
-    let stderr = up.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
+    let mut lines = StderrLines::of(&mut up);
+    lines.wait_for("ready", Duration::from_secs(60), |l| {
+        l.contains("3 instance(s) of 2 app(s) ready")
     });
-    let mut seen = Vec::new();
-    let mut wait_line = |what: &str, pred: &dyn Fn(&str) -> bool| {
-        wait_until(what, Duration::from_secs(60), || {
-            while let Ok(l) = rx.try_recv() {
-                seen.push(l);
-            }
-            seen.iter().any(|l| pred(l)).then_some(())
-        });
-    };
-    wait_line("ready", &|l| l.contains("3 instance(s) of 2 app(s) ready"));
     let fa_before = fleet.pids("fa");
 
     fleet.write_spec("[apps.fb]\ninstances = \"many\"\n");
-    wait_line("the broken spec reported", &|l| {
+    lines.wait_for("the broken spec reported", Duration::from_secs(60), |l| {
         l.contains("nothing changed")
     });
     assert_eq!(fleet.pids("fa"), fa_before);
