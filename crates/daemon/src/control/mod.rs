@@ -310,6 +310,13 @@ impl Control {
             Event::Emit { kind, app, message } => self.emit(&kind, app.as_deref(), None, message),
             Event::EtcdValues { app, values } => self.on_etcd_values(&app, values),
             Event::ConfigRelease { app, prepared } => {
+                let values = prepared.spec.etcd_env.clone();
+                let busy = self.apps.get(&app).is_some_and(|a| a.deployment.is_some());
+                if busy {
+                    // A deployment began meanwhile: the change goes out when it ends.
+                    self.etcd_pending.insert(app, values);
+                    return;
+                }
                 match self.deploy(&app, *prepared, None) {
                     Ok(d) => self.emit(
                         "config.rollout",
