@@ -4,6 +4,7 @@
 //! Time is always a parameter (`now: Millis`). The daemon is the imperative shell around it.
 
 pub mod backoff;
+pub mod canary;
 pub mod health;
 pub mod instance;
 pub mod interp;

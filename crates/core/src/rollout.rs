@@ -27,6 +27,9 @@ pub struct RolloutParams {
     /// Blue-green: after the switch the old set stays running out of traffic (`standby`)
     /// instead of being retired, so that switching back needs no JVM start.
     pub keep_old: bool,
+    /// Canary: the old set stays until the canary steps are through (`switch` starts the whole
+    /// new set; the traffic split is the daemon's business).
+    pub hold: bool,
 }
 
 /// What the planner needs to know about one instance of the app.
@@ -125,7 +128,7 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
         .collect();
 
     // Blue-green: the old set goes all at once, and only when the new set is complete.
-    if params.switch && target_healthy >= n {
+    if params.switch && !params.hold && target_healthy >= n {
         let ready_old = old_alive.iter().filter(|m| is_ready(m)).map(|m| m.slot);
         if params.keep_old {
             steps.standby = ready_old.collect();
@@ -206,6 +209,7 @@ mod tests {
             min_healthy: Duration::from_millis(MIN_HEALTHY),
             switch: false,
             keep_old: false,
+            hold: false,
         }
     }
 

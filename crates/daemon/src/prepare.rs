@@ -160,9 +160,9 @@ fn prepare_app(
         Launch::MainClass { .. } => app,
     };
     let name = &app.name;
-    if app.deploy.strategy == jarfleet_core::spec::Strategy::Canary {
+    if app.deploy.strategy == jarfleet_core::spec::Strategy::Canary && app.listen.is_none() {
         return Err(format!(
-            "apps.{name}.deploy.strategy = \"canary\": canary releases are not available in this version yet; use \"rolling\" or \"blue-green\""
+            "apps.{name}.deploy.strategy = \"canary\": a canary is judged by the built-in load balancer; give the app a `listen` address, or use \"rolling\" or \"blue-green\""
         ));
     }
     let mut min_feature = 8;

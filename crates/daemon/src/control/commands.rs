@@ -80,6 +80,7 @@ impl Control {
                         slots: BTreeMap::new(),
                         removing: false,
                         deployment: None,
+                        canary: None,
                     });
                     rt.rec = rec;
                     rt.removing = false;

@@ -175,7 +175,7 @@ impl Control {
         }
     }
 
-    fn drive(&mut self, app: &str) {
+    pub(super) fn drive(&mut self, app: &str) {
         let now = now_ms();
         let Some(rt) = self.apps.get(app) else { return };
         let Some(d) = rt.deployment.clone() else {
@@ -188,9 +188,13 @@ impl Control {
             max_surge: spec.deploy.max_surge,
             max_unavailable: spec.deploy.max_unavailable,
             min_healthy: spec.deploy.min_healthy,
-            switch: spec.deploy.strategy == jarfleet_core::spec::Strategy::BlueGreen,
+            switch: matches!(
+                spec.deploy.strategy,
+                jarfleet_core::spec::Strategy::BlueGreen | jarfleet_core::spec::Strategy::Canary
+            ),
             keep_old: spec.deploy.strategy == jarfleet_core::spec::Strategy::BlueGreen
                 && !spec.deploy.keep_old.is_zero(),
+            hold: self.canary_holds(app),
         };
         let keep_old_ms = spec.deploy.keep_old.as_millis() as u64;
         let auto_rollback = spec.deploy.auto_rollback;
@@ -202,6 +206,17 @@ impl Control {
             .collect();
         let steps = rollout::next_steps(&params, &members, now);
         let restart_generation = rt.rec.restart_generation;
+        if params.hold {
+            let min_healthy = spec.deploy.min_healthy.as_millis() as u64;
+            let healthy = members
+                .iter()
+                .filter(|m| {
+                    m.target
+                        && matches!(m.state, MemberState::Ready { since } if now >= since + min_healthy)
+                })
+                .count() as u32;
+            self.canary_begin(app, healthy >= params.instances, now);
+        }
         let mut log = Vec::new();
         for slot in &steps.start {
             if let Some(rt) = self.apps.get_mut(app) {
@@ -313,7 +328,7 @@ impl Control {
         }
     }
 
-    fn record_step(&mut self, app: &str, message: String, now: u64) {
+    pub(super) fn record_step(&mut self, app: &str, message: String, now: u64) {
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };
@@ -334,6 +349,7 @@ impl Control {
         let Some(mut d) = rt.deployment.take() else {
             return;
         };
+        rt.canary = None;
         if outcome != FAILED {
             rt.rec.release = current.to_string();
             let (spec, runtime) = rt.rec.release(current);
@@ -365,6 +381,8 @@ impl Control {
         let previous = d.from.clone();
         self.prune_releases(app, current, &previous);
         self.etcd_after_deployment(app);
+        // Without a canary, every backend weighs the same again.
+        self.sync_lb(app);
     }
 
     /// Keeps the newest `keep_releases` releases of `app` (never `current` nor `previous`) and

@@ -22,8 +22,8 @@ struct AppListener {
     listener: Arc<Listener>,
     addr: SocketAddr,
     mode: Mode,
-    /// The backends of the last snapshot pushed, to push only changes.
-    last: Vec<(String, SocketAddr)>,
+    /// The backends of the last snapshot pushed (with their weights), to push only changes.
+    last: Vec<(String, SocketAddr, u32)>,
 }
 
 impl Drop for Balancer {
@@ -161,6 +161,21 @@ impl Control {
 
     /// Pushes the app's ready instances to its listener if they changed.
     pub(super) fn sync_lb(&mut self, app: &str) {
+        // A canary splits the traffic between its release and the rest by weight.
+        let split = self.apps.get(app).and_then(|rt| {
+            let release = rt.canary.as_ref()?.release.clone();
+            let ready = |of_canary: bool| {
+                rt.slots
+                    .values()
+                    .filter(|s| {
+                        matches!(s.record.instance.phase, Phase::Ready { .. })
+                            && s.record.standby_until.is_none()
+                            && (s.record.instance.release == release) == of_canary
+                    })
+                    .count()
+            };
+            self.canary_weights(app, ready(false), ready(true))
+        });
         let Some(rt) = self.apps.get(app) else { return };
         let Some(lb) = self.lb.apps.get_mut(app) else {
             return;
@@ -186,9 +201,19 @@ impl Control {
                 ))
             })
             .collect();
-        let key: Vec<(String, SocketAddr)> = ready
+        let weight = |release: &str| match &split {
+            Some((canary, ws, wc)) => {
+                if release == canary {
+                    *wc
+                } else {
+                    *ws
+                }
+            }
+            None => 100,
+        };
+        let key: Vec<(String, SocketAddr, u32)> = ready
             .iter()
-            .map(|(id, addr, ..)| (id.clone(), *addr))
+            .map(|(id, addr, _, release)| (id.clone(), *addr, weight(release)))
             .collect();
         if key == lb.last {
             return;
@@ -198,6 +223,7 @@ impl Control {
             .into_iter()
             .map(|(id, addr, since, release)| {
                 let mut b = Backend::new(id, addr);
+                b.weight = weight(&release);
                 b.ready_at = started
                     .checked_sub(Duration::from_millis(now.saturating_sub(since)))
                     .unwrap_or(started);
@@ -245,6 +271,11 @@ impl Control {
     }
 
     /// The app's listener figures, for `status`.
+    /// The listener's counters, as the proxy keeps them.
+    pub(super) fn lb_counters(&self, app: &str) -> Option<jarfleet_proxy::ListenerStats> {
+        Some(self.lb.apps.get(app)?.listener.stats())
+    }
+
     pub(super) fn lb_stats(&self, app: &str) -> Option<serde_json::Value> {
         let lb = self.lb.apps.get(app)?;
         serde_json::to_value(lb.listener.stats()).ok()

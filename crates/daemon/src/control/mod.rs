@@ -131,6 +131,8 @@ struct AppRuntime {
     removing: bool,
     /// The deployment under way, if any.
     deployment: Option<jarfleet_api::DeploymentRecord>,
+    /// The canary steps of that deployment, when it is a canary.
+    canary: Option<canary::CanaryRun>,
 }
 
 pub struct Control {
@@ -171,6 +173,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
     }
 }
 
+mod canary;
 mod commands;
 mod deploy;
 mod lb;
@@ -458,6 +461,7 @@ impl Control {
 
     fn tick_all(&mut self) {
         let now = now_ms();
+        self.canary_tick(now);
         // Warm blue-green sets whose `keep_old` ran out are stopped.
         let expired: Vec<(String, u32)> = self
             .apps
@@ -529,6 +533,7 @@ impl Control {
                     }
                 })
             })
+            .chain(self.canary_wakeup())
             .min()
     }
 

@@ -14,6 +14,7 @@ impl Control {
                     slots: BTreeMap::new(),
                     removing,
                     deployment: None,
+                    canary: None,
                 },
             );
         }

@@ -441,3 +441,120 @@ fn a_warm_blue_green_set_stops_when_keep_old_is_over() {
         2
     );
 }
+
+/// The app of `fleet_behind_lb` switched to canary deploys with short steps. `max_p99_ratio`
+/// is generous: the canaries are freshly started JVMs (not yet compiled by the JIT) on a busy
+/// 2-core machine, judged after one second.
+fn make_canary(fleet: &Fleet, steps: &str) {
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace(
+        "[apps.fx.deploy]\n",
+        &format!(
+            "[apps.fx.deploy]\nstrategy = \"canary\"\ncanary = {{ steps = {steps}, step_time = \"1s\", max_error_rate = 0.05, max_p99_ratio = 20.0 }}\n"
+        ),
+    ));
+    fleet.ok(&["apply"]);
+}
+
+#[test]
+fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    make_canary(&fleet, "[20, 50, 100]");
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
+    load.wait_more(50);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
+    let h: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    let d = &h["deployments"][0];
+    assert_eq!(d["outcome"], "succeeded", "{d:#}");
+    let steps: Vec<String> = d["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["message"].as_str().map(str::to_string))
+        .collect();
+    for (n, p) in [(1, 20), (2, 50), (3, 100)] {
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with(&format!("canary step {n} ({p} %) passed: canary "))),
+            "{steps:#?}"
+        );
+    }
+    for _ in 0..20 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, "v2"));
+    }
+}
+
+#[test]
+fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    make_canary(&fleet, "[20, 50, 100]");
+    let bad = fixture_variant(
+        &fleet.path("bad.jar"),
+        &[("version", "v2"), ("error-rate", "0.3")],
+    );
+    let load = Load::start(lb, "/");
+    load.wait_more(100);
+    let out = fleet.run(&["deploy", "fx", &bad.display().to_string(), "--wait"]);
+    assert!(!out.status.success(), "the deploy must fail");
+    load.wait_more(50);
+    let (ok, failed, _) = load.finish();
+    let total = ok + failed;
+    // Only the canary's 20 % share, of which 30 % fail, during the first step.
+    assert!(failed > 0, "the canary did get traffic");
+    assert!(
+        (failed as f64) < 0.2 * 0.3 * total as f64 * 1.5 + 5.0,
+        "{failed} of {total} failed: more than the first step's share"
+    );
+    let h: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    let d = &h["deployments"][0];
+    assert_eq!(d["outcome"], "rolled-back", "{d:#}");
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("canary step 1 (20 %) failed: error rate"),
+        "{reason}"
+    );
+    for _ in 0..20 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, "v1"), "stable keeps serving");
+    }
+}
+
+#[test]
+fn a_canary_much_slower_than_stable_fails_on_max_p99_ratio() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    make_canary(&fleet, "[20, 50, 100]");
+    // This test is about latency: a tighter ratio than `make_canary`'s.
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 2.0"));
+    fleet.ok(&["apply"]);
+    let slow = fixture_variant(
+        &fleet.path("slow.jar"),
+        &[("version", "v2"), ("delay", "300ms")],
+    );
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    let out = fleet.run(&["deploy", "fx", &slow.display().to_string(), "--wait"]);
+    assert!(!out.status.success(), "the deploy must fail");
+    let (_, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "slow is not failed: {errors:?}");
+    let h: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    let d = &h["deployments"][0];
+    assert_eq!(d["outcome"], "rolled-back", "{d:#}");
+    let reason = d["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("max_p99_ratio"), "{reason}");
+}
