@@ -171,8 +171,13 @@ impl Control {
                         now,
                     );
                 }
-                self.sync_lb(app);
-                self.drive(app);
+                if last {
+                    // The old set leaves first, then everyone left weighs the same.
+                    self.drive(app);
+                    self.sync_lb(app);
+                } else {
+                    self.sync_lb(app);
+                }
             }
             Verdict::Fail { figures: f, why } => {
                 run.percent = 0;
