@@ -185,6 +185,14 @@ pub struct RollbackRequest {
     pub to: Option<String>,
 }
 
+/// `promote` (the canary's remaining steps skipped: the new set takes all traffic) or `abort`
+/// (the canary fails now and rolls back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryRequest {
+    pub app: String,
+    pub promote: bool,
+}
+
 /// A deployment: the move of an app from one release to another.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeploymentRecord {

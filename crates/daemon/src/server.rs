@@ -42,6 +42,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/events", get(events))
         .route("/v1/deploy", post(deploy))
         .route("/v1/rollback", post(rollback))
+        .route("/v1/canary", post(canary))
         .route("/v1/history", get(history))
         .layer(axum::middleware::from_fn(check_protocol))
         .with_state(state)
@@ -183,6 +184,15 @@ async fn rollback(
 ) -> Result<Json<DeploymentRecord>, ApiError> {
     Ok(Json(
         ask(&st.tx, |reply| Event::Rollback { req, reply }).await??,
+    ))
+}
+
+async fn canary(
+    State(st): State<ApiState>,
+    Json(req): Json<jarfleet_api::CanaryRequest>,
+) -> Result<Json<DeploymentRecord>, ApiError> {
+    Ok(Json(
+        ask(&st.tx, |reply| Event::Canary { req, reply }).await??,
     ))
 }
 

@@ -104,6 +104,23 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Skip a canary's remaining steps: the new release takes all the traffic.
+    Promote {
+        app: String,
+        /// Wait for the deployment to finish; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Stop a canary now: all traffic back to the stable release, the canary set stopped.
+    Abort {
+        app: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Releases and deployments of an app, with their outcomes.
     History {
         app: String,

@@ -181,6 +181,29 @@ pub async fn rollback(
     follow_deployment(client, started, wait, output).await
 }
 
+/// `promote` / `abort` of a canary.
+pub async fn canary(
+    client: &Client,
+    app: &str,
+    promote: bool,
+    wait: bool,
+    output: Output,
+) -> Result<(), CliError> {
+    let req = jarfleet_api::CanaryRequest {
+        app: app.to_string(),
+        promote,
+    };
+    let d: DeploymentRecord = client.post("/v1/canary", &req).await?;
+    if promote || !wait {
+        return follow_deployment(client, d, wait, output).await;
+    }
+    // An abort "succeeds" when the deployment is rolled back.
+    match follow_deployment(client, d, true, output).await {
+        Err(e) if e.message.contains("rolled-back") => Ok(()),
+        other => other,
+    }
+}
+
 /// Prints a started deployment; with `wait`, follows it to its end (exit 1 unless it succeeded).
 async fn follow_deployment(
     client: &Client,

@@ -134,6 +134,12 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             wait,
             output,
         } => commands::rollback(&client(), &app, to, wait, output).await,
+        Command::Promote { app, wait, output } => {
+            commands::canary(&client(), &app, true, wait, output).await
+        }
+        Command::Abort { app, wait, output } => {
+            commands::canary(&client(), &app, false, wait, output).await
+        }
         Command::History { app, output } => commands::history(&client(), &app, output).await,
         Command::Scale { app, instances } => commands::scale(&client(), &app, instances).await,
         Command::Logs {

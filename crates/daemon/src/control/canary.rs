@@ -200,6 +200,57 @@ impl Control {
         }
     }
 
+    /// `jarfleet promote` / `abort`: ends the canary's steps now, one way or the other.
+    pub(super) fn canary_decide(
+        &mut self,
+        app: &str,
+        promote: bool,
+    ) -> Result<jarfleet_api::DeploymentRecord, ErrorBody> {
+        if !self.canary_holds(app) {
+            return Err(usage(
+                format!("{app} has no canary deployment under way"),
+                Some("`jarfleet history APP` shows its deployments"),
+            ));
+        }
+        let now = now_ms();
+        let Some(rt) = self.apps.get_mut(app) else {
+            return Err(self.unknown_app(app));
+        };
+        let Some(run) = rt.canary.as_mut() else {
+            return Err(usage(format!("{app}'s canary has not started yet"), None));
+        };
+        if promote {
+            run.passed = true;
+            self.record_step(
+                app,
+                "promoted by the operator: the old set goes".into(),
+                now,
+            );
+            self.drive(app);
+            self.sync_lb(app);
+        } else {
+            run.percent = 0;
+            let reason = "aborted by the operator".to_string();
+            if let Some(d) = rt.deployment.as_mut() {
+                d.outcome = ROLLING_BACK.into();
+                d.reason = Some(reason.clone());
+            }
+            self.sync_lb(app);
+            self.record_step(app, format!("rolling back: {reason}"), now);
+            self.emit(
+                "deploy.rolling-back",
+                Some(app),
+                None,
+                format!("rolling back: {reason}"),
+            );
+            self.drive(app);
+        }
+        self.apps
+            .get(app)
+            .and_then(|a| a.deployment.clone())
+            .ok_or_else(|| usage(format!("{app}'s deployment ended"), None))
+    }
+
     /// The balancer's counters of the canary set and of the stable set.
     fn canary_figures(&self, app: &str) -> (SetFigures, SetFigures) {
         let mut canary = SetFigures::default();

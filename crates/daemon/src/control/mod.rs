@@ -69,6 +69,10 @@ pub enum Event {
         req: jarfleet_api::RollbackRequest,
         reply: Reply<jarfleet_api::DeploymentRecord>,
     },
+    Canary {
+        req: jarfleet_api::CanaryRequest,
+        reply: Reply<jarfleet_api::DeploymentRecord>,
+    },
     History {
         app: String,
         reply: Reply<jarfleet_api::HistoryReport>,
@@ -296,6 +300,9 @@ impl Control {
             }
             Event::Rollback { req, reply } => {
                 let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
+            }
+            Event::Canary { req, reply } => {
+                let _ = reply.send(self.canary_decide(&req.app, req.promote));
             }
             Event::History { app, reply } => {
                 let _ = reply.send(self.history(&app));

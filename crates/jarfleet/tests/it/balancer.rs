@@ -471,7 +471,7 @@ fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
     assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
     let h: serde_json::Value =
         serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &h["deployments"][0];
+    let d = &latest(&h);
     assert_eq!(d["outcome"], "succeeded", "{d:#}");
     let steps: Vec<String> = d["steps"]
         .as_array()
@@ -518,7 +518,7 @@ fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
     );
     let h: serde_json::Value =
         serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &h["deployments"][0];
+    let d = &latest(&h);
     assert_eq!(d["outcome"], "rolled-back", "{d:#}");
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(
@@ -553,8 +553,68 @@ fn a_canary_much_slower_than_stable_fails_on_max_p99_ratio() {
     assert_eq!(failed, 0, "slow is not failed: {errors:?}");
     let h: serde_json::Value =
         serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &h["deployments"][0];
+    let d = &latest(&h);
     assert_eq!(d["outcome"], "rolled-back", "{d:#}");
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("max_p99_ratio"), "{reason}");
+}
+
+/// The newest deployment of a `history -o json`.
+fn latest(h: &serde_json::Value) -> serde_json::Value {
+    h["deployments"]
+        .as_array()
+        .and_then(|d| d.iter().max_by_key(|d| d["id"].as_u64()).cloned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_operator_promotes_one_canary_and_aborts_another() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    make_canary(&fleet, "[10, 50, 100]");
+    // Steps far longer than the test: only the operator ends them.
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace("step_time = \"1s\"", "step_time = \"10m\""));
+    fleet.ok(&["apply"]);
+    let in_first_step = |fleet: &Fleet| {
+        wait_until("the canary's first step", START, || {
+            let h: serde_json::Value =
+                serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).ok()?;
+            let steps = latest(&h)["steps"].as_array()?.clone();
+            steps
+                .iter()
+                .any(|s| {
+                    s["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("canary step 1 of 3"))
+                })
+                .then_some(())
+        })
+    };
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string()]);
+    in_first_step(&fleet);
+    fleet.ok(&["promote", "fx", "--wait"]);
+    for _ in 0..20 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, "v2"));
+    }
+
+    let v3 = fixture_variant(&fleet.path("v3.jar"), &[("version", "v3")]);
+    fleet.ok(&["deploy", "fx", &v3.display().to_string()]);
+    in_first_step(&fleet);
+    fleet.ok(&["abort", "fx", "--wait"]);
+    let h: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    assert_eq!(latest(&h)["outcome"], "rolled-back");
+    assert_eq!(latest(&h)["reason"], "aborted by the operator");
+    for _ in 0..20 {
+        let (code, body) = http_get(lb, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, "v2"));
+    }
+    // Nothing to promote any more: a clear error.
+    let out = fleet.run(&["promote", "fx"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no canary deployment"));
 }
