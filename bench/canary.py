@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy import DOC, ROOT, events, free_range, log, run  # noqa: E402
+from deploy import DOC, ROOT, events, free_range, log, run  # noqa: E402,F401
 
 SECTION = "## Canary rollback"
 FIRST_STEP = 10
@@ -77,15 +77,11 @@ class Load:
         return sorted(self.samples)
 
 
-def write_doc(text):
-    doc = DOC.read_text()
-    start = doc.find(SECTION)
-    if start >= 0:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text.rstrip() + "\n" + ("" if end < 0 else doc[end:])
-    else:
-        doc = doc.rstrip() + "\n\n" + text.rstrip() + "\n"
-    DOC.write_text(doc)
+def write_section(text):
+    """bench/deploy.py's writer, for this section."""
+    import deploy
+    deploy.SECTION = SECTION
+    deploy.write_doc(text)
 
 
 def main():
@@ -182,7 +178,7 @@ slow_start = "0s"
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_doc(text)
+        write_section(text)
 
 
 if __name__ == "__main__":

@@ -180,22 +180,8 @@ impl Control {
                 }
             }
             Verdict::Fail { figures: f, why } => {
-                run.percent = 0;
                 let reason = format!("canary step {step_no} ({percent} %) failed: {why} ({f})");
-                if let Some(d) = rt.deployment.as_mut() {
-                    d.outcome = ROLLING_BACK.into();
-                    d.reason = Some(reason.clone());
-                }
-                // No new request to the canary from now on.
-                self.sync_lb(app);
-                self.record_step(app, format!("rolling back: {reason}"), now);
-                self.emit(
-                    "deploy.rolling-back",
-                    Some(app),
-                    None,
-                    format!("rolling back: {reason}"),
-                );
-                self.drive(app);
+                self.canary_fail(app, reason, now);
             }
         }
     }
@@ -229,26 +215,36 @@ impl Control {
             self.drive(app);
             self.sync_lb(app);
         } else {
-            run.percent = 0;
-            let reason = "aborted by the operator".to_string();
-            if let Some(d) = rt.deployment.as_mut() {
-                d.outcome = ROLLING_BACK.into();
-                d.reason = Some(reason.clone());
-            }
-            self.sync_lb(app);
-            self.record_step(app, format!("rolling back: {reason}"), now);
-            self.emit(
-                "deploy.rolling-back",
-                Some(app),
-                None,
-                format!("rolling back: {reason}"),
-            );
-            self.drive(app);
+            self.canary_fail(app, "aborted by the operator".into(), now);
         }
         self.apps
             .get(app)
             .and_then(|a| a.deployment.clone())
             .ok_or_else(|| usage(format!("{app}'s deployment ended"), None))
+    }
+
+    /// The canary fails: its weight drops to 0 at once (no new request reaches it), and the
+    /// deployment rolls back with `reason`.
+    fn canary_fail(&mut self, app: &str, reason: String, now: u64) {
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        if let Some(run) = rt.canary.as_mut() {
+            run.percent = 0;
+        }
+        if let Some(d) = rt.deployment.as_mut() {
+            d.outcome = ROLLING_BACK.into();
+            d.reason = Some(reason.clone());
+        }
+        self.sync_lb(app);
+        self.record_step(app, format!("rolling back: {reason}"), now);
+        self.emit(
+            "deploy.rolling-back",
+            Some(app),
+            None,
+            format!("rolling back: {reason}"),
+        );
+        self.drive(app);
     }
 
     /// The balancer's counters of the canary set and of the stable set.
