@@ -22,6 +22,8 @@ import subprocess
 import tempfile
 import time
 
+from docsection import replace_section
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -92,14 +94,7 @@ def main():
         section = "\n".join(lines)
         print(section)
         if args.write_docs:
-            path = os.path.join(ROOT, "docs/BENCHMARKS.md")
-            text = open(path).read()
-            m = re.search(r"^## Bundle throughput\n.*?(?=^## |\Z)", text, re.M | re.S)
-            if m:
-                text = text[:m.start()] + section + "\n" + text[m.end():]
-            else:
-                text = text.rstrip("\n") + "\n\n" + section
-            open(path, "w").write(text)
+            replace_section("## Bundle throughput", section)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

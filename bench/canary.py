@@ -27,7 +27,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy import DOC, ROOT, events, free_range, log, run  # noqa: E402,F401
+from deploy import ROOT, events, free_range, log, run  # noqa: E402
+from docsection import replace_section  # noqa: E402
 
 SECTION = "## Canary rollback"
 FIRST_STEP = 10
@@ -75,13 +76,6 @@ class Load:
         for t in self.threads:
             t.join(10)
         return sorted(self.samples)
-
-
-def write_section(text):
-    """bench/deploy.py's writer, for this section."""
-    import deploy
-    deploy.SECTION = SECTION
-    deploy.write_doc(text)
 
 
 def main():
@@ -178,7 +172,7 @@ slow_start = "0s"
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        replace_section(SECTION, text)
 
 
 if __name__ == "__main__":

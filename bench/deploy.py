@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from docsection import replace_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "BENCHMARKS.md"
 SECTION = "## Rolling deploy"
@@ -66,17 +68,6 @@ def variant(src, dest, version):
 def events(jf, env):
     out = run([jf, "events", "-o", "json", "-n", "100000"], env=env).stdout
     return [json.loads(line) for line in out.splitlines() if line.strip()]
-
-
-def write_doc(text):
-    doc = DOC.read_text() if DOC.exists() else "# Benchmarks\n"
-    start = doc.find(SECTION)
-    if start >= 0:
-        end = doc.find("\n## ", start + len(SECTION))
-        doc = doc[:start] + text.rstrip() + "\n" + ("" if end < 0 else doc[end:])
-    else:
-        doc = doc.rstrip() + "\n\n" + text.rstrip() + "\n"
-    DOC.write_text(doc)
 
 
 def main():
@@ -165,7 +156,7 @@ progress polling).
 """
     print(text)
     if not args.no_write:
-        write_doc(text)
+        replace_section(SECTION, text)
         log(f"wrote {SECTION} of {DOC}")
 
 

@@ -16,10 +16,11 @@
 import argparse
 import glob
 import os
-import re
 import subprocess
 import tempfile
 import time
+
+from docsection import replace_section
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -95,14 +96,7 @@ def main():
         lines += [f"{title}, `{java}`:", "", table, ""]
     section = "\n".join(lines)
     if args.write_docs:
-        path = os.path.join(ROOT, "docs/BENCHMARKS.md")
-        text = open(path).read()
-        m = re.search(r"^## Fast start\n.*?(?=^## |\Z)", text, re.M | re.S)
-        if m:
-            text = text[:m.start()] + section + "\n" + text[m.end():]
-        else:
-            text = text.rstrip("\n") + "\n\n" + section
-        open(path, "w").write(text)
+        replace_section("## Fast start", section)
     print(section)
 
 
