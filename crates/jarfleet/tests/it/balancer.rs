@@ -204,14 +204,12 @@ fn a_rolling_deploy_under_load_loses_no_request_and_ends_on_v2() {
         "{failed} of {} requests failed during the deploy: {errors:?}",
         ok + failed
     );
-    for _ in 0..30 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!(
-            (code, body.trim()),
-            (200, "v2"),
-            "every response after the deploy comes from v2"
-        );
-    }
+    assert_all_from(
+        lb,
+        "v2",
+        30,
+        "every response after the deploy comes from v2",
+    );
 }
 
 #[test]
@@ -297,14 +295,7 @@ fn a_failed_deploy_under_load_rolls_back_without_a_failed_request() {
         "{failed} of {} requests failed during the rollback: {errors:?}",
         ok + failed
     );
-    for _ in 0..30 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!(
-            (code, body.trim()),
-            (200, "v1"),
-            "the old release serves after the rollback"
-        );
-    }
+    assert_all_from(lb, "v1", 30, "the old release serves after the rollback");
 }
 
 #[test]
@@ -374,10 +365,12 @@ fn a_blue_green_deploy_switches_once_keeps_the_old_set_warm_and_switches_back_in
     load.wait_more(100);
     let (ok, failed, errors) = load.finish();
     assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
-    for _ in 0..30 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!((code, body.trim()), (200, "v2"));
-    }
+    assert_all_from(
+        lb,
+        "v2",
+        30,
+        "every response comes from the release in force",
+    );
     // The whole new set was ready before the switch; the old set still runs, out of traffic.
     let after = events_since(&fleet, "deploy.started");
     assert!(
@@ -407,10 +400,12 @@ fn a_blue_green_deploy_switches_once_keeps_the_old_set_warm_and_switches_back_in
         back.iter().all(|e| e["kind"] != "instance.spawned"),
         "no JVM start to switch back: {back:#?}"
     );
-    for _ in 0..30 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!((code, body.trim()), (200, "v1"));
-    }
+    assert_all_from(
+        lb,
+        "v1",
+        30,
+        "every response comes from the release in force",
+    );
 }
 
 #[test]
@@ -487,10 +482,12 @@ fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
             "{steps:#?}"
         );
     }
-    for _ in 0..20 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!((code, body.trim()), (200, "v2"));
-    }
+    assert_all_from(
+        lb,
+        "v2",
+        20,
+        "every response comes from the release in force",
+    );
 }
 
 #[test]
@@ -525,10 +522,7 @@ fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
         reason.contains("canary step 1 (20 %) failed: error rate"),
         "{reason}"
     );
-    for _ in 0..20 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!((code, body.trim()), (200, "v1"), "stable keeps serving");
-    }
+    assert_all_from(lb, "v1", 20, "stable keeps serving");
 }
 
 #[test]
@@ -596,10 +590,12 @@ fn an_operator_promotes_one_canary_and_aborts_another() {
     fleet.ok(&["deploy", "fx", &v2.display().to_string()]);
     in_first_step(&fleet);
     fleet.ok(&["promote", "fx", "--wait"]);
-    for _ in 0..20 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!((code, body.trim()), (200, "v2"));
-    }
+    assert_all_from(
+        lb,
+        "v2",
+        20,
+        "every response comes from the release in force",
+    );
 
     let v3 = fixture_variant(&fleet.path("v3.jar"), &[("version", "v3")]);
     fleet.ok(&["deploy", "fx", &v3.display().to_string()]);
@@ -609,10 +605,12 @@ fn an_operator_promotes_one_canary_and_aborts_another() {
         serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
     assert_eq!(latest(&h)["outcome"], "rolled-back");
     assert_eq!(latest(&h)["reason"], "aborted by the operator");
-    for _ in 0..20 {
-        let (code, body) = http_get(lb, "/version").expect("GET /version");
-        assert_eq!((code, body.trim()), (200, "v2"));
-    }
+    assert_all_from(
+        lb,
+        "v2",
+        20,
+        "every response comes from the release in force",
+    );
     // Nothing to promote any more: a clear error.
     let out = fleet.run(&["promote", "fx"]);
     assert!(!out.status.success());

@@ -8,22 +8,6 @@ use std::time::Duration;
 use crate::etcd_helper::Etcd;
 use crate::harness::*;
 
-fn greetings(fleet: &Fleet) -> Vec<String> {
-    fleet
-        .instances("fx")
-        .iter()
-        .filter(|i| i["ready"] == true)
-        .filter_map(|i| i["port"].as_u64())
-        .filter_map(|p| http_get(p as u16, "/env").ok())
-        .map(|(_, body)| {
-            body.lines()
-                .find_map(|l| l.strip_prefix("GREETING="))
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn an_etcd_change_rolls_to_every_instance_without_a_failed_request_and_an_outage_restarts_nothing()
 {
@@ -52,7 +36,7 @@ fn an_etcd_change_rolls_to_every_instance_without_a_failed_request_and_an_outage
     });
     fleet.up();
     fleet.wait_ready("fx", 2, Duration::from_secs(60));
-    assert_eq!(greetings(&fleet), vec!["hi", "hi"]);
+    assert_eq!(env_of_ready(&fleet, "fx", "GREETING"), vec!["hi", "hi"]);
 
     // Continuous load through the balancer while the new value rolls out.
     let stop = Arc::new(AtomicBool::new(false));
@@ -76,7 +60,7 @@ fn an_etcd_change_rolls_to_every_instance_without_a_failed_request_and_an_outage
         "the new value on every instance",
         Duration::from_secs(60),
         || {
-            let g = greetings(&fleet);
+            let g = env_of_ready(&fleet, "fx", "GREETING");
             (g.len() == 2 && g.iter().all(|v| v == "hey") && fleet.instances("fx").len() == 2)
                 .then_some(())
         },
@@ -101,5 +85,5 @@ fn an_etcd_change_rolls_to_every_instance_without_a_failed_request_and_an_outage
         fleet.events_of("config.unreachable", "fx", None).pop()
     });
     assert_eq!(fleet.pids("fx"), pids);
-    assert_eq!(greetings(&fleet), vec!["hey", "hey"]);
+    assert_eq!(env_of_ready(&fleet, "fx", "GREETING"), vec!["hey", "hey"]);
 }

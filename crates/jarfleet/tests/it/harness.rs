@@ -454,3 +454,30 @@ pub fn environ(pid: u64) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// The value of `var` in the environment of each ready instance of `app`, as the fixture's
+/// `/env` reports it ("" when unset).
+pub fn env_of_ready(fleet: &Fleet, app: &str, var: &str) -> Vec<String> {
+    let prefix = format!("{var}=");
+    fleet
+        .instances(app)
+        .iter()
+        .filter(|i| i["ready"] == true)
+        .filter_map(|i| i["port"].as_u64())
+        .filter_map(|p| http_get(p as u16, "/env").ok())
+        .map(|(_, body)| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+/// Asserts that `n` requests through the balancer on `port` are all answered 200 by `version`.
+pub fn assert_all_from(port: u16, version: &str, n: usize, why: &str) {
+    for _ in 0..n {
+        let (code, body) = http_get(port, "/version").expect("GET /version");
+        assert_eq!((code, body.trim()), (200, version), "{why}");
+    }
+}

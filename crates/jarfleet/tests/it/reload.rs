@@ -23,22 +23,6 @@ fn two_apps(fleet: &Fleet, x: &str, fb_instances: u32) -> String {
     format!("{fa}\n{fb}")
 }
 
-fn env_x(fleet: &Fleet, app: &str) -> Vec<String> {
-    fleet
-        .instances(app)
-        .iter()
-        .filter(|i| i["ready"] == true)
-        .filter_map(|i| i["port"].as_u64())
-        .filter_map(|p| http_get(p as u16, "/env").ok())
-        .map(|(_, body)| {
-            body.lines()
-                .find_map(|l| l.strip_prefix("X="))
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
-}
-
 #[test]
 fn sighup_applies_the_changed_spec_and_only_what_changed_moves() {
     let fleet = Fleet::new(10);
@@ -69,7 +53,7 @@ fn sighup_applies_the_changed_spec_and_only_what_changed_moves() {
         "{reloaded}"
     );
     wait_until("fa rolled to X=2", Duration::from_secs(60), || {
-        let xs = env_x(&fleet, "fa");
+        let xs = env_of_ready(&fleet, "fa", "X");
         (xs.len() == 2 && xs.iter().all(|x| x == "2")).then_some(())
     });
     fleet.wait_ready("fb", 2, Duration::from_secs(60));
