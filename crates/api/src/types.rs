@@ -111,7 +111,45 @@ pub struct AppStatus {
     #[serde(default)]
     pub balancer: Option<serde_json::Value>,
     pub java: Option<String>,
+    /// The canary under way, with the figures of its current step so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
     pub instances: Vec<InstanceStatus>,
+}
+
+/// A canary deployment's progress as `status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CanaryStatus {
+    /// The release under test.
+    pub release: String,
+    /// The current step (1-based) of `steps`; 0 until the whole canary set is ready.
+    pub step: u32,
+    /// Traffic percentages of every step.
+    pub steps: Vec<u8>,
+    /// The canary's share of the traffic now (0 once it failed).
+    pub percent: u8,
+    /// Judged good at a `pause` step: waiting for `jarfleet promote`.
+    pub paused: bool,
+    /// Every step passed: the old set is going.
+    pub passed: bool,
+    /// How long the current step has run, and how long it runs before it is judged.
+    pub step_elapsed_ms: Option<u64>,
+    pub step_time_ms: u64,
+    /// Both sets' figures over the current step so far.
+    pub canary_figures: SetSummary,
+    pub stable_figures: SetSummary,
+    /// The latest verdict and its figures, e.g. `step 1 passed: canary 40 requests, ...`.
+    pub last_verdict: Option<String>,
+}
+
+/// One set's traffic over a canary step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SetSummary {
+    pub requests: u64,
+    /// 5xx responses and connection failures.
+    pub failures: u64,
+    pub error_rate: f64,
+    pub p99_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,12 +223,15 @@ pub struct RollbackRequest {
     pub to: Option<String>,
 }
 
-/// `promote` (the canary's remaining steps skipped: the new set takes all traffic) or `abort`
-/// (the canary fails now and rolls back).
+/// `promote` or `abort` a canary. Promote on a paused step goes on with the next steps;
+/// otherwise (or with `full`) the remaining steps are skipped and the new set takes all
+/// traffic. Abort fails the canary now and rolls back.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanaryRequest {
     pub app: String,
     pub promote: bool,
+    #[serde(default)]
+    pub full: bool,
 }
 
 /// A deployment: the move of an app from one release to another.

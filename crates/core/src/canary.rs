@@ -6,10 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::CanarySpec;
 
-/// A step is judged only after the canary served at least this many requests in it (until
-/// then the step is extended).
-pub const MIN_REQUESTS: u64 = 20;
-
 /// One set's traffic over a step: responses, failures (5xx and connection failures), and its
 /// latency histogram (bucket counts; the bounds are the caller's).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,7 +83,7 @@ pub enum Verdict {
         figures: String,
         why: String,
     },
-    /// Too few canary requests yet: the step goes on.
+    /// Fewer canary requests than `min_requests` yet: the step goes on.
     Wait {
         figures: String,
     },
@@ -116,7 +112,7 @@ pub fn judge(
         100.0 * stable.error_rate(),
         ms(s99)
     );
-    if canary.requests < MIN_REQUESTS {
+    if canary.requests < spec.min_requests {
         return Verdict::Wait { figures };
     }
     if canary.error_rate() > spec.max_error_rate {

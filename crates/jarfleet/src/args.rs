@@ -104,10 +104,14 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Skip a canary's remaining steps: the new release takes all the traffic.
+    /// Move a canary on: from a paused step to the next step; otherwise (or with --full) skip
+    /// the remaining steps and give the new release all the traffic.
     Promote {
         app: String,
-        /// Wait for the deployment to finish; exit 1 unless it succeeded.
+        /// Skip every remaining step, even from a paused one.
+        #[arg(long)]
+        full: bool,
+        /// Wait for the deployment to finish (or pause again); exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
         #[arg(short, long, value_enum, default_value = "table")]

@@ -163,7 +163,7 @@ pub async fn deploy(
         version,
     };
     let started: DeploymentRecord = client.post("/v1/deploy", &req).await?;
-    follow_deployment(client, started, wait, output).await
+    follow_deployment(client, started, 1, wait, output).await
 }
 
 pub async fn rollback(
@@ -178,36 +178,51 @@ pub async fn rollback(
         to,
     };
     let started: DeploymentRecord = client.post("/v1/rollback", &req).await?;
-    follow_deployment(client, started, wait, output).await
+    follow_deployment(client, started, 1, wait, output).await
 }
 
-/// `promote` / `abort` of a canary.
+/// `promote` (`Some(full)`) / `abort` (`None`) of a canary.
 pub async fn canary(
     client: &Client,
     app: &str,
-    promote: bool,
+    promote: Option<bool>,
     wait: bool,
     output: Output,
 ) -> Result<(), CliError> {
     let req = jarfleet_api::CanaryRequest {
         app: app.to_string(),
-        promote,
+        promote: promote.is_some(),
+        full: promote == Some(true),
     };
+    let promote = req.promote;
     let d: DeploymentRecord = client.post("/v1/canary", &req).await?;
+    // Only what happens from now on is shown (a canary promoted from a pause has a past).
+    let shown = d
+        .steps
+        .iter()
+        .rposition(|s| {
+            s.message.starts_with("promoted by") || s.message.starts_with("rolling back")
+        })
+        .unwrap_or(d.steps.len().saturating_sub(1));
     if promote || !wait {
-        return follow_deployment(client, d, wait, output).await;
+        return follow_deployment(client, d, shown, wait, output).await;
     }
     // An abort "succeeds" when the deployment is rolled back.
-    match follow_deployment(client, d, true, output).await {
+    match follow_deployment(client, d, shown, true, output).await {
         Err(e) if e.message.contains("rolled-back") => Ok(()),
         other => other,
     }
 }
 
-/// Prints a started deployment; with `wait`, follows it to its end (exit 1 unless it succeeded).
+/// How the record of a canary that waits for `promote` begins (see the daemon's canary steps).
+const PAUSED_STEP: &str = "paused at ";
+
+/// Prints a started deployment; with `wait`, follows it to its end (exit 1 unless it succeeded),
+/// or until a canary pauses for `promote`.
 async fn follow_deployment(
     client: &Client,
     started: DeploymentRecord,
+    shown_before: usize,
     wait: bool,
     output: Output,
 ) -> Result<(), CliError> {
@@ -221,7 +236,7 @@ async fn follow_deployment(
         }
         return Ok(());
     }
-    let mut shown = 1;
+    let mut shown = shown_before;
     let done = loop {
         let report: HistoryReport = client
             .get(&format!("/v1/history?app={}", started.app))
@@ -232,10 +247,22 @@ async fn follow_deployment(
                 started.id
             )));
         };
+        let paused = d
+            .steps
+            .iter()
+            .skip(shown)
+            .any(|s| s.message.starts_with(PAUSED_STEP));
         for step in d.steps.iter().skip(shown) {
             eprintln!("  {}", step.message);
         }
         shown = d.steps.len();
+        if paused && d.is_active() {
+            // A canary waiting for `promote`: nothing more happens until someone acts.
+            if output == Output::Json {
+                print_json(&d)?;
+            }
+            return Ok(());
+        }
         if !d.is_active() {
             break d;
         }

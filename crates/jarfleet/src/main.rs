@@ -134,11 +134,14 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             wait,
             output,
         } => commands::rollback(&client(), &app, to, wait, output).await,
-        Command::Promote { app, wait, output } => {
-            commands::canary(&client(), &app, true, wait, output).await
-        }
+        Command::Promote {
+            app,
+            full,
+            wait,
+            output,
+        } => commands::canary(&client(), &app, Some(full), wait, output).await,
         Command::Abort { app, wait, output } => {
-            commands::canary(&client(), &app, false, wait, output).await
+            commands::canary(&client(), &app, None, wait, output).await
         }
         Command::History { app, output } => commands::history(&client(), &app, output).await,
         Command::Scale { app, instances } => commands::scale(&client(), &app, instances).await,

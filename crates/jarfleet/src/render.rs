@@ -51,6 +51,48 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// Two lines on a canary under way: where it is, and its current step's figures.
+fn canary(app: &str, c: &jarfleet_api::CanaryStatus) -> String {
+    let state = if c.passed {
+        "every step passed".to_string()
+    } else if c.step == 0 {
+        "starting its instances".to_string()
+    } else if c.percent == 0 {
+        "failed: traffic back to stable".to_string()
+    } else {
+        let mut s = format!("step {} of {} at {} %", c.step, c.steps.len(), c.percent);
+        if c.paused {
+            s.push_str(&format!(
+                ", paused: `jarfleet promote {app}` goes on, `jarfleet abort {app}` rolls back"
+            ));
+        }
+        if let Some(ms) = c.step_elapsed_ms {
+            s.push_str(&format!(
+                ", {} of {}",
+                duration(ms / 1000),
+                duration(c.step_time_ms / 1000)
+            ));
+        }
+        s
+    };
+    let set = |name: &str, f: &jarfleet_api::SetSummary| {
+        format!(
+            "{name} {} requests, {:.2} % failed, p99 {}",
+            f.requests,
+            100.0 * f.error_rate,
+            f.p99_ms
+                .map(|p| format!("{p:.1} ms"))
+                .unwrap_or_else(|| "-".into())
+        )
+    };
+    format!(
+        "  canary {}: {state}\n    this step: {}; {}\n",
+        c.release,
+        set("canary", &c.canary_figures),
+        set("stable", &c.stable_figures)
+    )
+}
+
 pub fn status(report: &StatusReport, only: Option<&str>) -> String {
     let mut out = String::new();
     let dash = || "-".to_string();
@@ -90,6 +132,9 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
                 n("errors"),
                 n("retries"),
             ));
+        }
+        if let Some(c) = &app.canary {
+            out.push_str(&canary(&app.name, c));
         }
         let rows: Vec<Vec<String>> = app
             .instances
@@ -278,11 +323,57 @@ mod tests {
                 listen: None,
                 balancer: None,
                 java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+                canary: None,
                 instances: vec![
                     instance(0, "ready", Some(4242)),
                     instance(1, "unhealthy", Some(4250)),
                     instance(2, "backoff", None),
                 ],
+            }],
+        };
+        insta::assert_snapshot!(status(&report, None));
+    }
+
+    #[test]
+    fn status_of_a_paused_canary() {
+        let figures = |requests, failures, p99| jarfleet_api::SetSummary {
+            requests,
+            failures,
+            error_rate: failures as f64 / requests as f64,
+            p99_ms: Some(p99),
+        };
+        let report = StatusReport {
+            daemon: DaemonStatus {
+                pid: 1,
+                version: "0.1.0".into(),
+                state_dir: "/srv/state".into(),
+                uptime_secs: 10,
+                spec: None,
+            },
+            apps: vec![AppStatus {
+                name: "orders".into(),
+                release: "3f2a9c1b7d00".into(),
+                desired: 1,
+                ready: 2,
+                rolling: true,
+                deployment: Some("#7 3f2a9c1b7d00 → 9e8d7c6b5a41 running".into()),
+                listen: None,
+                balancer: None,
+                java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+                canary: Some(jarfleet_api::CanaryStatus {
+                    release: "9e8d7c6b5a41".into(),
+                    step: 2,
+                    steps: vec![5, 25, 50, 100],
+                    percent: 25,
+                    paused: true,
+                    passed: false,
+                    step_elapsed_ms: Some(12_400),
+                    step_time_ms: 60_000,
+                    canary_figures: figures(120, 0, 3.2),
+                    stable_figures: figures(360, 1, 2.9),
+                    last_verdict: Some("step 2 passed".into()),
+                }),
+                instances: vec![instance(0, "ready", Some(4242))],
             }],
         };
         insta::assert_snapshot!(status(&report, None));

@@ -264,8 +264,20 @@ pub struct CanarySpec {
     pub step_time: Duration,
     /// Highest tolerated canary error rate (5xx + connection failures), 0..=1. Default 0.01.
     pub max_error_rate: f64,
-    /// Highest tolerated canary p99 latency relative to stable (> 0). Default 1.5.
+    /// Highest tolerated canary p99 latency relative to stable (>= 1). Default 1.5.
     pub max_p99_ratio: f64,
+    /// A step is judged only once the canary served this many requests in it (until then the
+    /// step goes on). Default 20.
+    #[serde(default = "default_min_requests")]
+    pub min_requests: u64,
+    /// Steps (from `steps`) after which the canary waits for `jarfleet promote` once judged
+    /// good; it keeps its share and keeps being judged meanwhile. Default none.
+    #[serde(default)]
+    pub pause: Vec<u8>,
+}
+
+fn default_min_requests() -> u64 {
+    20
 }
 
 impl Default for CanarySpec {
@@ -275,6 +287,8 @@ impl Default for CanarySpec {
             step_time: Duration::from_secs(60),
             max_error_rate: 0.01,
             max_p99_ratio: 1.5,
+            min_requests: default_min_requests(),
+            pause: Vec::new(),
         }
     }
 }

@@ -79,7 +79,14 @@ const DEPLOY_KEYS: &[&str] = &[
     "keep_releases",
     "canary",
 ];
-const CANARY_KEYS: &[&str] = &["steps", "step_time", "max_error_rate", "max_p99_ratio"];
+const CANARY_KEYS: &[&str] = &[
+    "steps",
+    "step_time",
+    "max_error_rate",
+    "max_p99_ratio",
+    "min_requests",
+    "pause",
+];
 
 /// Keys that users put one level too high: named with their section in the error.
 const CONFIG_KEYS: &[&str] = &["templates", "etcd"];
@@ -1072,28 +1079,17 @@ fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
     if let Some(v) = ct.get("steps") {
         let key = ct.key("steps");
         let hint = "percentages of traffic, increasing, each 1-100, e.g. steps = [5, 25, 50, 100]";
-        let steps: Option<Vec<u8>> = match v.get_ref() {
-            DeValue::Array(items) if !items.is_empty() => items
-                .iter()
-                .map(|item| match item.get_ref() {
-                    DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
-                        .ok()
-                        .and_then(|n| u8::try_from(n).ok())
-                        .filter(|n| (1..=100).contains(n)),
-                    _ => None,
-                })
-                .collect(),
-            _ => None,
-        };
-        match steps {
-            Some(steps) if steps.windows(2).all(|w| w[0] < w[1]) => canary.steps = steps,
-            Some(_) => r.bad(
+        match percentages(v) {
+            Some(steps) if !steps.is_empty() && steps.windows(2).all(|w| w[0] < w[1]) => {
+                canary.steps = steps
+            }
+            Some(steps) if !steps.is_empty() => r.bad(
                 v,
                 &key,
                 "steps must be strictly increasing",
                 Some(hint.into()),
             ),
-            None => r.bad(
+            _ => r.bad(
                 v,
                 &key,
                 "expected a non-empty array of percentages 1-100",
@@ -1101,6 +1097,33 @@ fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
             ),
         }
     }
+    if let Some(v) = ct.get("pause") {
+        let key = ct.key("pause");
+        let hint = format!(
+            "steps after which the canary waits for `jarfleet promote`, each one of steps = {:?}, e.g. pause = [{}]",
+            canary.steps,
+            canary
+                .steps
+                .get(canary.steps.len().saturating_sub(2))
+                .copied()
+                .unwrap_or(50)
+        );
+        match percentages(v) {
+            Some(pause) => match pause.iter().find(|p| !canary.steps.contains(p)) {
+                None => canary.pause = pause,
+                Some(p) => r.bad(v, &key, format!("{p} is not one of the steps"), Some(hint)),
+            },
+            None => r.bad(v, &key, "expected an array of step percentages", Some(hint)),
+        }
+    }
+    canary.min_requests = r
+        .int(
+            ct,
+            "min_requests",
+            1..=1_000_000,
+            "canary requests a step needs before it is judged, e.g. min_requests = 20",
+        )
+        .map_or(canary.min_requests, |n| n as u64);
     canary.step_time = r
         .duration(ct, "step_time", true)
         .unwrap_or(canary.step_time);
@@ -1117,12 +1140,29 @@ fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
         .float(
             ct,
             "max_p99_ratio",
-            |f| f > 0.0,
-            "must be greater than 0",
+            |f| f >= 1.0,
+            "must be at least 1 (the canary's p99 may be this many times the stable set's)",
             "1.5",
         )
         .unwrap_or(canary.max_p99_ratio);
     canary
+}
+
+/// An array of integers 1..=100 (`None` if anything else).
+fn percentages(v: &Value<'_>) -> Option<Vec<u8>> {
+    match v.get_ref() {
+        DeValue::Array(items) => items
+            .iter()
+            .map(|item| match item.get_ref() {
+                DeValue::Integer(i) => i64::from_str_radix(i.as_str(), i.radix())
+                    .ok()
+                    .and_then(|n| u8::try_from(n).ok())
+                    .filter(|n| (1..=100).contains(n)),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
 }
 
 fn is_empty_array(v: &Value<'_>) -> bool {

@@ -26,6 +26,10 @@ pub(super) struct CanaryRun {
     baseline: (SetFigures, SetFigures),
     /// Every step passed: the old set may go.
     pub passed: bool,
+    /// Judged good at a `pause` step: waits for `jarfleet promote` (still judged meanwhile).
+    pub paused: bool,
+    /// The latest verdict, with its figures.
+    last: Option<String>,
 }
 
 impl Control {
@@ -60,6 +64,8 @@ impl Control {
             started: None,
             baseline: Default::default(),
             passed: false,
+            paused: false,
+            last: None,
         });
         if run.started.is_some() || !target_healthy {
             return;
@@ -134,49 +140,28 @@ impl Control {
             &stable_now,
             &jarfleet_proxy::LATENCY_BOUNDS_US,
         ) {
-            Verdict::Wait { .. } => {
+            Verdict::Wait { figures: f } => {
                 // Too few requests yet: the step goes on a little.
                 run.started = Some(now.saturating_sub(spec.step_time.as_millis() as u64) + 500);
+                run.last = Some(format!("waiting for {} requests: {f}", spec.min_requests));
+            }
+            Verdict::Pass { figures: f } if run.paused => {
+                // Still good while it waits for the operator: a new window begins.
+                run.started = Some(now);
+                run.baseline = figures;
+                run.last = Some(format!("good while paused: {f}"));
             }
             Verdict::Pass { figures: f } => {
-                let last = run.step + 1 >= spec.steps.len();
-                if last {
-                    run.passed = true;
-                } else {
-                    run.step += 1;
-                    run.percent = spec.steps[run.step];
-                    run.started = Some(now);
-                    run.baseline = figures;
-                }
-                let next = run.percent;
+                run.last = Some(format!("step {step_no} passed: {f}"));
                 self.record_step(
                     app,
                     format!("canary step {step_no} ({percent} %) passed: {f}"),
                     now,
                 );
-                if last {
-                    self.record_step(
-                        app,
-                        "every canary step passed: the old set goes".into(),
-                        now,
-                    );
+                if spec.pause.contains(&percent) {
+                    self.canary_pause(app, figures, now);
                 } else {
-                    self.record_step(
-                        app,
-                        format!(
-                            "canary step {} of {}: {next} % of the traffic",
-                            step_no + 1,
-                            spec.steps.len()
-                        ),
-                        now,
-                    );
-                }
-                if last {
-                    // The old set leaves first, then everyone left weighs the same.
-                    self.drive(app);
-                    self.sync_lb(app);
-                } else {
-                    self.sync_lb(app);
+                    self.canary_advance(app, figures, now);
                 }
             }
             Verdict::Fail { figures: f, why } => {
@@ -186,11 +171,65 @@ impl Control {
         }
     }
 
-    /// `jarfleet promote` / `abort`: ends the canary's steps now, one way or the other.
+    /// A passed `pause` step: the canary keeps its share and is judged on, until the operator
+    /// promotes or aborts it (or it fails).
+    fn canary_pause(&mut self, app: &str, figures: (SetFigures, SetFigures), now: u64) {
+        let Some(run) = self.apps.get_mut(app).and_then(|a| a.canary.as_mut()) else {
+            return;
+        };
+        run.paused = true;
+        run.started = Some(now);
+        run.baseline = figures;
+        let message = format!(
+            "paused at {} %: waiting for `jarfleet promote {app}` (or `abort`)",
+            run.percent
+        );
+        self.record_step(app, message.clone(), now);
+        self.emit("deploy.paused", Some(app), None, message);
+    }
+
+    /// The next step, or after the last one the old set goes.
+    fn canary_advance(&mut self, app: &str, figures: (SetFigures, SetFigures), now: u64) {
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        let Some(run) = rt.canary.as_mut() else {
+            return;
+        };
+        let steps = rt.rec.release(&run.release).0.deploy.canary.steps.clone();
+        run.paused = false;
+        if run.step + 1 >= steps.len() {
+            run.passed = true;
+            self.record_step(
+                app,
+                "every canary step passed: the old set goes".into(),
+                now,
+            );
+            // The old set leaves first, then everyone left weighs the same.
+            self.drive(app);
+        } else {
+            run.step += 1;
+            run.percent = steps[run.step];
+            run.started = Some(now);
+            run.baseline = figures;
+            let message = format!(
+                "canary step {} of {}: {} % of the traffic",
+                run.step + 1,
+                steps.len(),
+                run.percent
+            );
+            self.record_step(app, message, now);
+        }
+        self.sync_lb(app);
+    }
+
+    /// `jarfleet promote` / `abort`. Promote on a paused step goes on with the next steps;
+    /// otherwise (or `full`) it skips the remaining ones. Abort fails the canary now.
     pub(super) fn canary_decide(
         &mut self,
         app: &str,
         promote: bool,
+        full: bool,
     ) -> Result<jarfleet_api::DeploymentRecord, ErrorBody> {
         if !self.canary_holds(app) {
             return Err(usage(
@@ -205,7 +244,12 @@ impl Control {
         let Some(run) = rt.canary.as_mut() else {
             return Err(usage(format!("{app}'s canary has not started yet"), None));
         };
-        if promote {
+        let paused = run.paused;
+        if promote && paused && !full {
+            self.record_step(app, "promoted by the operator".into(), now);
+            let figures = self.canary_figures(app);
+            self.canary_advance(app, figures, now);
+        } else if promote {
             run.passed = true;
             self.record_step(
                 app,
@@ -276,6 +320,41 @@ impl Control {
             }
         }
         (canary, stable)
+    }
+
+    /// `status`'s view of `app`'s canary.
+    pub(super) fn canary_status(&self, app: &str, now: u64) -> Option<jarfleet_api::CanaryStatus> {
+        let rt = self.apps.get(app)?;
+        let run = rt.canary.as_ref()?;
+        let spec = &rt.rec.release(&run.release).0.deploy.canary;
+        let (canary_now, stable_now) = self.canary_figures(app);
+        let bounds = &jarfleet_proxy::LATENCY_BOUNDS_US;
+        let summary = |now: &SetFigures, before: &SetFigures| {
+            let d = now.since(before);
+            jarfleet_api::SetSummary {
+                requests: d.requests,
+                failures: d.failures,
+                error_rate: d.error_rate(),
+                p99_ms: d.quantile_us(0.99, bounds).map(|us| us as f64 / 1000.0),
+            }
+        };
+        Some(jarfleet_api::CanaryStatus {
+            release: run.release.clone(),
+            step: if run.started.is_some() {
+                run.step as u32 + 1
+            } else {
+                0
+            },
+            steps: spec.steps.clone(),
+            percent: run.percent,
+            paused: run.paused,
+            passed: run.passed,
+            step_elapsed_ms: run.started.map(|s| now.saturating_sub(s)),
+            step_time_ms: spec.step_time.as_millis() as u64,
+            canary_figures: summary(&canary_now, &run.baseline.0),
+            stable_figures: summary(&stable_now, &run.baseline.1),
+            last_verdict: run.last.clone(),
+        })
     }
 
     /// The traffic share the load balancer gives a backend of `release` of `app`, if a canary

@@ -302,7 +302,7 @@ impl Control {
                 let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
             }
             Event::Canary { req, reply } => {
-                let _ = reply.send(self.canary_decide(&req.app, req.promote));
+                let _ = reply.send(self.canary_decide(&req.app, req.promote, req.full));
             }
             Event::History { app, reply } => {
                 let _ = reply.send(self.history(&app));

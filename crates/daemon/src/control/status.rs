@@ -10,6 +10,11 @@ impl Control {
             .keys()
             .filter_map(|a| self.lb_stats(a).map(|v| (a.clone(), v)))
             .collect();
+        let mut canaries: BTreeMap<String, jarfleet_api::CanaryStatus> = self
+            .apps
+            .keys()
+            .filter_map(|a| self.canary_status(a, now).map(|c| (a.clone(), c)))
+            .collect();
         let mut apps = Vec::new();
         for (name, rt) in self.apps.iter_mut() {
             let mut instances = Vec::new();
@@ -63,6 +68,7 @@ impl Control {
                     rt.rec.runtime.version,
                     rt.rec.runtime.home.display()
                 )),
+                canary: canaries.remove(name),
                 instances,
             });
         }

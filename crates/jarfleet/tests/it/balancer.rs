@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::fixture::fixture_variant;
 use crate::harness::*;
 
-const START: Duration = Duration::from_secs(90);
+pub(crate) const START: Duration = Duration::from_secs(90);
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -19,7 +19,11 @@ fn free_port() -> u16 {
 }
 
 /// A fleet of `fx` behind the load balancer on `127.0.0.1:PORT`.
-fn fleet_behind_lb(instances: u32, jar: Option<&std::path::Path>, balance: &str) -> (Fleet, u16) {
+pub(crate) fn fleet_behind_lb(
+    instances: u32,
+    jar: Option<&std::path::Path>,
+    balance: &str,
+) -> (Fleet, u16) {
     let fleet = Fleet::new(12);
     let lb = free_port();
     let listen = format!("listen = \"127.0.0.1:{lb}\"");
@@ -51,7 +55,7 @@ fn fleet_behind_lb(instances: u32, jar: Option<&std::path::Path>, balance: &str)
 }
 
 /// Continuous GETs of `path` through the balancer until stopped: (stop, ok, failed, bodies seen last).
-struct Load {
+pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -60,7 +64,7 @@ struct Load {
 }
 
 impl Load {
-    fn start(port: u16, path: &'static str) -> Load {
+    pub(crate) fn start(port: u16, path: &'static str) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -96,14 +100,14 @@ impl Load {
     }
 
     /// Waits until `n` more requests succeeded (so the load really ran through an event).
-    fn wait_more(&self, n: u64) {
+    pub(crate) fn wait_more(&self, n: u64) {
         let from = self.ok.load(Ordering::SeqCst);
         wait_until("more requests answered", Duration::from_secs(30), || {
             (self.ok.load(Ordering::SeqCst) >= from + n).then_some(())
         });
     }
 
-    fn finish(mut self) -> (u64, u64, Vec<String>) {
+    pub(crate) fn finish(mut self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         if let Some(h) = self.handle.take() {
             let _ = h.join();
@@ -435,184 +439,4 @@ fn a_warm_blue_green_set_stops_when_keep_old_is_over() {
         fleet.events_of("instance.standby-ended", "fx", None).len(),
         2
     );
-}
-
-/// The app of `fleet_behind_lb` switched to canary deploys with short steps. `max_p99_ratio`
-/// is generous: the canaries are freshly started JVMs (not yet compiled by the JIT) on a busy
-/// 2-core machine, judged after one second.
-fn make_canary(fleet: &Fleet, steps: &str) {
-    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
-    fleet.write_spec(&spec.replace(
-        "[apps.fx.deploy]\n",
-        &format!(
-            "[apps.fx.deploy]\nstrategy = \"canary\"\ncanary = {{ steps = {steps}, step_time = \"1s\", max_error_rate = 0.05, max_p99_ratio = 20.0 }}\n"
-        ),
-    ));
-    fleet.ok(&["apply"]);
-}
-
-#[test]
-fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[20, 50, 100]");
-    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
-    let load = Load::start(lb, "/version");
-    load.wait_more(100);
-    fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
-    load.wait_more(50);
-    let (ok, failed, errors) = load.finish();
-    assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &latest(&h);
-    assert_eq!(d["outcome"], "succeeded", "{d:#}");
-    let steps: Vec<String> = d["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .filter_map(|s| s["message"].as_str().map(str::to_string))
-        .collect();
-    for (n, p) in [(1, 20), (2, 50), (3, 100)] {
-        assert!(
-            steps
-                .iter()
-                .any(|s| s.starts_with(&format!("canary step {n} ({p} %) passed: canary "))),
-            "{steps:#?}"
-        );
-    }
-    assert_all_from(
-        lb,
-        "v2",
-        20,
-        "every response comes from the release in force",
-    );
-}
-
-#[test]
-fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[20, 50, 100]");
-    let bad = fixture_variant(
-        &fleet.path("bad.jar"),
-        &[("version", "v2"), ("error-rate", "0.3")],
-    );
-    let load = Load::start(lb, "/");
-    load.wait_more(100);
-    let out = fleet.run(&["deploy", "fx", &bad.display().to_string(), "--wait"]);
-    assert!(!out.status.success(), "the deploy must fail");
-    load.wait_more(50);
-    let (ok, failed, _) = load.finish();
-    let total = ok + failed;
-    // Only the canary's 20 % share, of which 30 % fail, during the first step.
-    assert!(failed > 0, "the canary did get traffic");
-    assert!(
-        (failed as f64) < 0.2 * 0.3 * total as f64 * 1.5 + 5.0,
-        "{failed} of {total} failed: more than the first step's share"
-    );
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &latest(&h);
-    assert_eq!(d["outcome"], "rolled-back", "{d:#}");
-    let reason = d["reason"].as_str().unwrap_or_default();
-    assert!(
-        reason.contains("canary step 1 (20 %) failed: error rate"),
-        "{reason}"
-    );
-    assert_all_from(lb, "v1", 20, "stable keeps serving");
-}
-
-#[test]
-fn a_canary_much_slower_than_stable_fails_on_max_p99_ratio() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[20, 50, 100]");
-    // This test is about latency: a tighter ratio than `make_canary`'s.
-    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
-    fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 2.0"));
-    fleet.ok(&["apply"]);
-    let slow = fixture_variant(
-        &fleet.path("slow.jar"),
-        &[("version", "v2"), ("delay", "300ms")],
-    );
-    let load = Load::start(lb, "/version");
-    load.wait_more(100);
-    let out = fleet.run(&["deploy", "fx", &slow.display().to_string(), "--wait"]);
-    assert!(!out.status.success(), "the deploy must fail");
-    let (_, failed, errors) = load.finish();
-    assert_eq!(failed, 0, "slow is not failed: {errors:?}");
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &latest(&h);
-    assert_eq!(d["outcome"], "rolled-back", "{d:#}");
-    let reason = d["reason"].as_str().unwrap_or_default();
-    assert!(reason.contains("max_p99_ratio"), "{reason}");
-}
-
-/// The newest deployment of a `history -o json`.
-fn latest(h: &serde_json::Value) -> serde_json::Value {
-    h["deployments"]
-        .as_array()
-        .and_then(|d| d.iter().max_by_key(|d| d["id"].as_u64()).cloned())
-        .unwrap_or_default()
-}
-
-#[test]
-fn an_operator_promotes_one_canary_and_aborts_another() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[10, 50, 100]");
-    // Steps far longer than the test: only the operator ends them.
-    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
-    fleet.write_spec(&spec.replace("step_time = \"1s\"", "step_time = \"10m\""));
-    fleet.ok(&["apply"]);
-    let in_first_step = |fleet: &Fleet| {
-        wait_until("the canary's first step", START, || {
-            let h: serde_json::Value =
-                serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).ok()?;
-            let steps = latest(&h)["steps"].as_array()?.clone();
-            steps
-                .iter()
-                .any(|s| {
-                    s["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("canary step 1 of 3"))
-                })
-                .then_some(())
-        })
-    };
-    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
-    fleet.ok(&["deploy", "fx", &v2.display().to_string()]);
-    in_first_step(&fleet);
-    fleet.ok(&["promote", "fx", "--wait"]);
-    assert_all_from(
-        lb,
-        "v2",
-        20,
-        "every response comes from the release in force",
-    );
-
-    let v3 = fixture_variant(&fleet.path("v3.jar"), &[("version", "v3")]);
-    fleet.ok(&["deploy", "fx", &v3.display().to_string()]);
-    in_first_step(&fleet);
-    fleet.ok(&["abort", "fx", "--wait"]);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    assert_eq!(latest(&h)["outcome"], "rolled-back");
-    assert_eq!(latest(&h)["reason"], "aborted by the operator");
-    assert_all_from(
-        lb,
-        "v2",
-        20,
-        "every response comes from the release in force",
-    );
-    // Nothing to promote any more: a clear error.
-    let out = fleet.run(&["promote", "fx"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no canary deployment"));
 }

@@ -13,6 +13,7 @@ mod https_server;
 
 mod api;
 mod balancer;
+mod canary;
 mod config;
 mod crashes;
 mod deploy;
