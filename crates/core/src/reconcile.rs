@@ -125,6 +125,8 @@ pub fn release_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     if a.config != b.config
         || a.config_rendered != b.config_rendered
         || a.config_etcd != b.config_etcd
+        || a.config_templates != b.config_templates
+        || a.config_values != b.config_values
         || a.etcd_env != b.etcd_env
     {
         why.push("config".to_string());
@@ -147,6 +149,7 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
         ("balancer", a.balancer != b.balancer),
         ("deploy", a.deploy != b.deploy),
         ("trust", a.trust_keys != b.trust_keys),
+        ("config.on_change", a.config_on_change != b.config_on_change),
     ];
     for (name, changed) in pairs {
         if changed {
@@ -384,6 +387,9 @@ mod tests {
             config_rendered,
             config_etcd,
             etcd_env,
+            config_templates,
+            config_values,
+            config_on_change,
         } = &mut changed;
         *launch = crate::spec::Launch::MainClass {
             main_class: "a.Main".into(),
@@ -411,6 +417,11 @@ mod tests {
             prefix: "/p/".into(),
         });
         etcd_env.insert("A".into(), "1".into());
+        config_templates.insert("app.properties".into(), "a=${A}\n".into());
+        config_values.insert("A".into(), "0".into());
+        *config_on_change = crate::spec::OnChange::Signal {
+            signal: "HUP".into(),
+        };
         let got = plan(
             &fleet(&[("web", &base, "r1")]),
             &fleet(&[("web", &changed, "r2")]),
@@ -429,8 +440,16 @@ mod tests {
                 to: 3,
             },
             update(&[
-                "health", "restart", "stop", "logs", "ports", "listen", "balancer", "deploy",
+                "health",
+                "restart",
+                "stop",
+                "logs",
+                "ports",
+                "listen",
+                "balancer",
+                "deploy",
                 "trust",
+                "config.on_change",
             ]),
         ];
         assert_eq!(got.changes, want);

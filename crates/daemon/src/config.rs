@@ -52,11 +52,14 @@ pub fn render_instance(
 
 /// Renders the `config` templates of every app of `spec` into `config_rendered`, with `env`
 /// for the values (per-instance ones are left for instance start). Every error of every file.
+///
+/// An app with an etcd source keeps its templates as written (`config_templates`) with the
+/// environment's values of the variables they use (`config_values`): the daemon renders them
+/// with the etcd values of each release (`render_with_etcd`).
 pub fn render_spec_config(
     spec: &mut jarfleet_core::spec::FleetSpec,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<(), Vec<String>> {
-    const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
     let mut errors = Vec::new();
     for app in spec.apps.values_mut() {
         let Some(dir) = app.config.clone() else {
@@ -68,6 +71,10 @@ pub fn render_spec_config(
             continue;
         }
         let name = app.name.clone();
+        if app.config_etcd.is_some() {
+            keep_for_etcd(app, files, env, &mut errors);
+            continue;
+        }
         let lookup = |var: &str| match var {
             "JARFLEET_APP" => Some(name.clone()),
             v if INSTANCE_VARS.contains(&v) => Some(format!("${{{v}}}")),
@@ -98,6 +105,98 @@ pub fn render_spec_config(
     } else {
         Err(errors)
     }
+}
+
+/// Values a template is rendered with per instance, when it starts.
+const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
+
+/// An etcd app's templates, checked and kept as written, with the environment's values of the
+/// variables they use.
+fn keep_for_etcd(
+    app: &mut jarfleet_core::spec::AppSpec,
+    files: Vec<(String, PathBuf)>,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+) {
+    app.config_templates.clear();
+    app.config_values.clear();
+    app.config_rendered.clear();
+    for (rel, path) in files {
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(format!(
+                    "{}: {e} (config templates are text)",
+                    path.display()
+                ));
+                continue;
+            }
+        };
+        match jarfleet_bundle::template::variables(&path, &text) {
+            Ok(uses) => {
+                for name in uses.into_iter().map(|u| u.name) {
+                    if INSTANCE_VARS.contains(&name.as_str()) {
+                        continue;
+                    }
+                    let value = if name == "JARFLEET_APP" {
+                        Some(app.name.clone())
+                    } else {
+                        env(&name)
+                    };
+                    if let Some(value) = value {
+                        app.config_values.insert(name, value);
+                    }
+                }
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+        app.config_templates.insert(rel, text);
+    }
+}
+
+/// Renders an etcd app's templates with this release's etcd values (then the loading
+/// environment's) into `config_rendered`; per-instance values are left for instance start.
+/// A new rendering means a new `etc/` for the release, so the previous one's is forgotten.
+pub fn render_with_etcd(app: &mut jarfleet_core::spec::AppSpec) -> Result<(), String> {
+    if app.config_templates.is_empty() {
+        return Ok(());
+    }
+    let lookup = |var: &str| {
+        if INSTANCE_VARS.contains(&var) {
+            Some(format!("${{{var}}}"))
+        } else {
+            app.etcd_env
+                .get(var)
+                .or_else(|| app.config_values.get(var))
+                .cloned()
+        }
+    };
+    let dir = app.config.clone().unwrap_or_default();
+    let mut rendered = BTreeMap::new();
+    let mut errors = Vec::new();
+    for (rel, text) in &app.config_templates {
+        match jarfleet_bundle::template::render(&dir.join(rel), text, &lookup) {
+            Ok(out) => {
+                rendered.insert(rel.clone(), out);
+            }
+            Err(e) => errors.extend(e.0.iter().map(ToString::to_string)),
+        }
+    }
+    if !errors.is_empty() {
+        let prefix = app
+            .config_etcd
+            .as_ref()
+            .map(|e| e.prefix.as_str())
+            .unwrap_or_default();
+        return Err(format!(
+            "apps.{}.config: {} (values come from etcd under {prefix}, then from the environment)",
+            app.name,
+            errors.join("; ")
+        ));
+    }
+    app.config_rendered = rendered;
+    app.env.remove(TEMPLATES_ENV);
+    Ok(())
 }
 
 fn collect_files(root: &Path, dir: &Path, out: &mut Vec<(String, PathBuf)>) -> std::io::Result<()> {

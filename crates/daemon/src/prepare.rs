@@ -24,6 +24,10 @@ pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorB
                 Ok(values) => {
                     let mut a = app.clone();
                     a.etcd_env = values;
+                    if let Err(e) = crate::config::render_with_etcd(&mut a) {
+                        errors.push(e);
+                        continue;
+                    }
                     with_etcd = a;
                     &with_etcd
                 }
@@ -320,11 +324,15 @@ pub fn prepare_changed(
     dirs: &crate::paths::StateDir,
 ) -> Result<PreparedApp, ErrorBody> {
     let jdks = jarfleet_java::discover();
-    let mut prepared = prepare_app(spec, &jdks, None).map_err(|message| ErrorBody {
+    let failed = |message| ErrorBody {
         kind: ErrorKind::Failed,
         message,
         hint: None,
-    })?;
+    };
+    let mut spec = spec.clone();
+    crate::config::render_with_etcd(&mut spec).map_err(failed)?;
+    let mut prepared = prepare_app(&spec, &jdks, None).map_err(failed)?;
+    materialize_config(&mut prepared, dirs.root()).map_err(failed)?;
     fast_start_layout(&mut prepared, dirs)?;
     Ok(prepared)
 }

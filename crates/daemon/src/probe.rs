@@ -47,9 +47,24 @@ async fn connect(port: u16) -> Result<TcpStream, String> {
 }
 
 async fn http_get(port: u16, path: &str) -> Result<(), String> {
+    let status = http_call(port, "GET", path).await?;
+    if (200..400).contains(&status) {
+        Ok(())
+    } else {
+        Err(format!("GET {path} answered {status}"))
+    }
+}
+
+/// One request without a body to the instance on `port`; its status code.
+pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, String> {
     let mut stream = connect(port).await?;
+    let length = if method == "GET" || method == "HEAD" {
+        ""
+    } else {
+        "Content-Length: 0\r\n"
+    };
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: jarfleet-health\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: jarfleet\r\n{length}Connection: close\r\n\r\n"
     );
     stream
         .write_all(req.as_bytes())
@@ -71,8 +86,7 @@ async fn http_get(port: u16, path: &str) -> Result<(), String> {
         }
     }
     let line = String::from_utf8_lossy(&head);
-    let status: u16 = line
-        .split_whitespace()
+    line.split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
@@ -80,12 +94,7 @@ async fn http_get(port: u16, path: &str) -> Result<(), String> {
                 "not an HTTP response: {}",
                 line.lines().next().unwrap_or("")
             )
-        })?;
-    if (200..400).contains(&status) {
-        Ok(())
-    } else {
-        Err(format!("GET {path} answered {status}"))
-    }
+        })
 }
 
 async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<(), String> {

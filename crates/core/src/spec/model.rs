@@ -32,6 +32,31 @@ pub struct EtcdSource {
     pub prefix: String,
 }
 
+/// `[apps.NAME.config] on_change`: what an etcd change does to running instances.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OnChange {
+    /// A new release, rolled out by the app's strategy (default).
+    #[default]
+    Restart,
+    /// The instances' config files are rendered anew, then each instance in turn gets this
+    /// signal (e.g. `HUP`).
+    Signal { signal: String },
+    /// The config files are rendered anew, then each instance in turn gets this request
+    /// (e.g. `POST /actuator/refresh`), which must answer 2xx.
+    Http { method: String, path: String },
+}
+
+impl std::fmt::Display for OnChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OnChange::Restart => write!(f, "restart"),
+            OnChange::Signal { signal } => write!(f, "signal:{signal}"),
+            OnChange::Http { method, path } => write!(f, "http:{method} {path}"),
+        }
+    }
+}
+
 /// `[trust]`: with keys listed, every artifact needs a signature by one of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TrustSpec {
@@ -90,6 +115,18 @@ pub struct AppSpec {
     /// over `env`. Filled when the release is prepared.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub etcd_env: BTreeMap<String, String>,
+    /// With an etcd source: the `config` templates as written (relative path → text), rendered
+    /// by the daemon with the etcd values into `config_rendered` for each release. Filled by
+    /// the CLI.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_templates: BTreeMap<String, String>,
+    /// With an etcd source: the loading environment's values of the variables those templates
+    /// use (etcd's values win over them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_values: BTreeMap<String, String>,
+    /// What an etcd change does to running instances (a new release, or a live refresh).
+    #[serde(default)]
+    pub config_on_change: OnChange,
     pub restart: RestartSpec,
     pub stop: StopSpec,
     pub logs: LogSpec,

@@ -11,8 +11,8 @@ use super::error::SpecErrors;
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
     AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, EtcdSource, FleetSpec,
-    HealthCheck, HealthSpec, JavaSpec, Launch, LogSpec, PortRange, RestartSpec, StopSpec, Strategy,
-    TrustSpec,
+    HealthCheck, HealthSpec, JavaSpec, Launch, LogSpec, OnChange, PortRange, RestartSpec, StopSpec,
+    Strategy, TrustSpec,
 };
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
@@ -89,7 +89,7 @@ const CANARY_KEYS: &[&str] = &[
 ];
 
 /// Keys that users put one level too high: named with their section in the error.
-const CONFIG_KEYS: &[&str] = &["templates", "etcd"];
+const CONFIG_KEYS: &[&str] = &["templates", "etcd", "on_change"];
 const ETCD_KEYS: &[&str] = &["endpoints", "prefix"];
 const APP_SECTIONS: &[(&str, &[&str])] = &[
     ("config", CONFIG_KEYS),
@@ -294,7 +294,7 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
 
     let launch = launch(r, t, has_trust);
     let workdir = r.path(t, "workdir", "\"/srv/orders\"");
-    let (config, config_etcd) = app_config(r, t);
+    let (config, config_etcd, config_on_change) = app_config(r, t);
     let user = t.get("user").and_then(|v| {
         let key = t.key("user");
         let s = r.string_value(v, &key, Mode::Plain, "\"orders\"")?;
@@ -365,6 +365,9 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
         config_rendered: BTreeMap::new(),
         config_etcd,
         etcd_env: BTreeMap::new(),
+        config_templates: BTreeMap::new(),
+        config_values: BTreeMap::new(),
+        config_on_change,
         name: name.to_string(),
         launch: launch?,
         workdir,
@@ -882,20 +885,20 @@ fn logs(r: &mut Reader<'_>, t: &Table<'_, '_>) -> LogSpec {
     logs
 }
 
-/// `config = "DIR"`, or `[apps.NAME.config]` with `templates = "DIR"` and
-/// `etcd = { endpoints = [...], prefix = "..." }`.
+/// `config = "DIR"`, or `[apps.NAME.config]` with `templates = "DIR"`,
+/// `etcd = { endpoints = [...], prefix = "..." }` and `on_change`.
 fn app_config(
     r: &mut Reader<'_>,
     t: &Table<'_, '_>,
-) -> (Option<std::path::PathBuf>, Option<EtcdSource>) {
+) -> (Option<std::path::PathBuf>, Option<EtcdSource>, OnChange) {
     let is_table = t
         .get("config")
         .is_some_and(|v| matches!(v.get_ref(), DeValue::Table(_)));
     if !is_table {
-        return (r.path(t, "config", "\"config/\""), None);
+        return (r.path(t, "config", "\"config/\""), None, OnChange::Restart);
     }
     let Some(ct) = r.table(t, "config", "{ templates = \"config/\" }") else {
-        return (None, None);
+        return (None, None, OnChange::Restart);
     };
     r.check_keys(&ct, CONFIG_KEYS, &[]);
     let templates = r.path(&ct, "templates", "\"config/\"");
@@ -955,7 +958,78 @@ fn app_config(
                 _ => None,
             }
         });
-    (templates, etcd)
+    let on_change = on_change(r, &ct, templates.is_some(), ct.has("etcd"));
+    (templates, etcd, on_change)
+}
+
+/// Signals an app may be sent on a config change (never one that stops it).
+const REFRESH_SIGNALS: &[&str] = &["HUP", "USR1", "USR2"];
+
+/// `on_change = "restart" | "signal:HUP" | "http:POST /actuator/refresh"`.
+fn on_change(r: &mut Reader<'_>, ct: &Table<'_, '_>, templates: bool, etcd: bool) -> OnChange {
+    let Some(v) = ct.get("on_change") else {
+        return OnChange::Restart;
+    };
+    let key = ct.key("on_change");
+    let hint = "accepted: \"restart\" (a new release, default), \"signal:HUP\" (or USR1, USR2), \"http:POST /actuator/refresh\" (any method and path)";
+    let Some(s) = r.string_value(v, &key, Mode::Plain, "\"http:POST /actuator/refresh\"") else {
+        return OnChange::Restart;
+    };
+    let parsed = if s == "restart" {
+        Ok(OnChange::Restart)
+    } else if let Some(sig) = s.strip_prefix("signal:") {
+        let sig = sig.trim().trim_start_matches("SIG").to_ascii_uppercase();
+        if REFRESH_SIGNALS.contains(&sig.as_str()) {
+            Ok(OnChange::Signal { signal: sig })
+        } else {
+            Err(format!(
+                "signal {sig:?} cannot refresh an app (it would stop it or is unknown)"
+            ))
+        }
+    } else if let Some(call) = s.strip_prefix("http:") {
+        match call.trim().split_once(' ') {
+            Some((method, path))
+                if !method.is_empty()
+                    && method.bytes().all(|b| b.is_ascii_uppercase())
+                    && path.trim().starts_with('/')
+                    && !path.trim().contains(char::is_whitespace) =>
+            {
+                Ok(OnChange::Http {
+                    method: method.to_string(),
+                    path: path.trim().to_string(),
+                })
+            }
+            _ => Err("expected \"http:METHOD /path\"".to_string()),
+        }
+    } else {
+        Err("unknown on_change".to_string())
+    };
+    match parsed {
+        Ok(OnChange::Restart) => OnChange::Restart,
+        Ok(_) if !etcd => {
+            r.bad(
+                v,
+                &key,
+                "on_change refreshes instances when etcd values change, and there is no etcd source",
+                Some("add etcd = { endpoints = [...], prefix = \"...\" }, or remove on_change".into()),
+            );
+            OnChange::Restart
+        }
+        Ok(_) if !templates => {
+            r.bad(
+                v,
+                &key,
+                "a live refresh reaches the app through its config files, and there are no templates",
+                Some("add templates = \"config/\" (files that use the etcd values, e.g. ${GREETING}), or remove on_change: a restart brings new values through the environment".into()),
+            );
+            OnChange::Restart
+        }
+        Ok(refresh) => refresh,
+        Err(message) => {
+            r.bad(v, &key, message, Some(hint.into()));
+            OnChange::Restart
+        }
+    }
 }
 
 fn balancer(r: &mut Reader<'_>, t: &Table<'_, '_>) -> BalancerSpec {

@@ -81,6 +81,7 @@ impl Control {
                         removing: false,
                         deployment: None,
                         canary: None,
+                        refresh: None,
                     });
                     rt.rec = rec;
                     rt.removing = false;

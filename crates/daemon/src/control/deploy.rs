@@ -15,7 +15,7 @@ use crate::store::ReleaseRecord;
 /// Outcomes of a deployment record.
 pub(super) const RUNNING: &str = "running";
 pub(super) const ROLLING_BACK: &str = "rolling-back";
-const SUCCEEDED: &str = "succeeded";
+pub(super) const SUCCEEDED: &str = "succeeded";
 const ROLLED_BACK: &str = "rolled-back";
 const FAILED: &str = "failed";
 
@@ -176,6 +176,10 @@ impl Control {
     }
 
     pub(super) fn drive(&mut self, app: &str) {
+        if self.refreshing(app) {
+            // A live config refresh moves the instances itself (see `refresh`).
+            return;
+        }
         let now = now_ms();
         let Some(rt) = self.apps.get(app) else { return };
         let Some(d) = rt.deployment.clone() else {
@@ -342,7 +346,7 @@ impl Control {
     }
 
     /// Ends the app's deployment with `outcome`; `current` is the release the app now runs.
-    fn finish(&mut self, app: &str, outcome: &str, current: &str, now: u64) {
+    pub(super) fn finish(&mut self, app: &str, outcome: &str, current: &str, now: u64) {
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };

@@ -109,6 +109,13 @@ pub enum Event {
         app: String,
         prepared: Box<PreparedApp>,
     },
+    /// An instance's answer to a live config refresh.
+    Refreshed {
+        app: String,
+        slot: u32,
+        generation: u64,
+        result: Result<String, String>,
+    },
     /// A release's class data archive was trained (or could not be).
     Trained {
         app: String,
@@ -137,6 +144,8 @@ struct AppRuntime {
     deployment: Option<jarfleet_api::DeploymentRecord>,
     /// The canary steps of that deployment, when it is a canary.
     canary: Option<canary::CanaryRun>,
+    /// That deployment's progress, when it is a live config refresh.
+    refresh: Option<refresh::RefreshRun>,
 }
 
 pub struct Control {
@@ -181,6 +190,7 @@ mod canary;
 mod commands;
 mod deploy;
 mod lb;
+mod refresh;
 mod shims;
 mod status;
 
@@ -327,17 +337,14 @@ impl Control {
                     self.etcd_pending.insert(app, values);
                     return;
                 }
-                match self.deploy(&app, *prepared, None) {
-                    Ok(d) => self.emit(
-                        "config.rollout",
-                        Some(&app),
-                        None,
-                        format!("etcd config changed: deployment #{} to {}", d.id, d.to),
-                    ),
-                    // A deployment is running: the change waits for it (see `finish`).
-                    Err(e) => self.emit("config.deferred", Some(&app), None, e.message),
-                }
+                self.config_release(&app, *prepared);
             }
+            Event::Refreshed {
+                app,
+                slot,
+                generation,
+                result,
+            } => self.on_refreshed(&app, slot, generation, result),
             Event::Trained {
                 app,
                 release,
@@ -601,8 +608,9 @@ impl Control {
             return;
         }
         self.etcd_pending.remove(app);
-        let mut spec = rt.rec.release(&rt.rec.release).0.clone();
-        spec.instances = rt.rec.spec.instances;
+        // The running spec: the current release's, with the live settings as the user last
+        // set them (on_change among them).
+        let mut spec = rt.rec.spec.clone();
         spec.etcd_env = values;
         let dirs = self.dirs.clone();
         let tx = self.tx.clone();

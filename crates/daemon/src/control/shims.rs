@@ -15,6 +15,7 @@ impl Control {
                     removing,
                     deployment: None,
                     canary: None,
+                    refresh: None,
                 },
             );
         }

@@ -60,4 +60,6 @@ pub enum ShimCommand {
     Stop { grace_ms: u64 },
     /// The exit was recorded: the shim may go.
     Ack,
+    /// Send the JVM (not its group) `signal` (`HUP`, `USR1` or `USR2`): a config refresh.
+    Signal { signal: String },
 }

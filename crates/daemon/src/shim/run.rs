@@ -237,6 +237,7 @@ fn serve_client(conn: UnixStream, shared: Arc<Shared>, launch: Launch) {
                     });
                 }
             }
+            Ok(ShimCommand::Signal { signal }) => signal_jvm(&shared, &signal),
             Ok(ShimCommand::Ack) => {
                 let (lock, cv) = &shared.acked;
                 *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
@@ -244,6 +245,20 @@ fn serve_client(conn: UnixStream, shared: Arc<Shared>, launch: Launch) {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// A refresh signal for the JVM, unless it has exited (its pid may be reused by then).
+fn signal_jvm(shared: &Shared, name: &str) {
+    let signal = match name {
+        "HUP" => Signal::SIGHUP,
+        "USR1" => Signal::SIGUSR1,
+        "USR2" => Signal::SIGUSR2,
+        _ => return,
+    };
+    let exit = shared.exit.lock().unwrap_or_else(|e| e.into_inner());
+    if exit.is_none() {
+        let _ = nix::sys::signal::kill(Pid::from_raw(shared.pid as i32), signal);
     }
 }
 

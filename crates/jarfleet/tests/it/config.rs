@@ -91,6 +91,10 @@ fn spec_config_templates_render_per_instance_roll_as_releases_and_roll_back() {
                 .all(|(port, t)| *t == format!("port={port}\ngreeting=hey\n")))
         .then_some(())
     });
+    crate::harness::wait_until("the deployment's end", Duration::from_secs(60), || {
+        let s = fleet.status();
+        s["apps"][0]["deployment"].is_null().then_some(())
+    });
 
     fleet.ok(&["rollback", "fx", "--wait"]);
     fleet.wait_ready("fx", 2, Duration::from_secs(60));
