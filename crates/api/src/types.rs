@@ -214,6 +214,9 @@ pub struct DeployRequest {
     /// Absolute path of the new jar.
     pub artifact: String,
     pub version: Option<String>,
+    /// This deployment's strategy instead of the app's (`deploy --strategy`).
+    #[serde(default)]
+    pub strategy: Option<jarfleet_core::spec::Strategy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

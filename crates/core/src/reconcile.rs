@@ -137,6 +137,23 @@ pub fn release_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     why
 }
 
+/// Copies the settings that apply live (everything `live_fields_changed` looks at, and the
+/// instance count) from `from` into `to`: what an app keeps from the user's current spec when
+/// it moves to another release's spec (a finished deploy or rollback).
+pub fn keep_live_settings(to: &mut AppSpec, from: &AppSpec) {
+    to.instances = from.instances;
+    to.health = from.health.clone();
+    to.restart = from.restart.clone();
+    to.stop = from.stop.clone();
+    to.logs = from.logs.clone();
+    to.ports = from.ports.clone();
+    to.listen = from.listen.clone();
+    to.balancer = from.balancer.clone();
+    to.deploy = from.deploy.clone();
+    to.trust_keys = from.trust_keys.clone();
+    to.config_on_change = from.config_on_change.clone();
+}
+
 fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
     let mut fields = Vec::new();
     let pairs = [
@@ -453,5 +470,20 @@ mod tests {
             ]),
         ];
         assert_eq!(got.changes, want);
+
+        // Everything that applies live is kept across a change of release.
+        let mut moved = changed.clone();
+        keep_live_settings(&mut moved, &base);
+        let got = plan(
+            &fleet(&[("web", &base, "r1")]),
+            &fleet(&[("web", &moved, "r2")]),
+        );
+        assert!(
+            got.changes
+                .iter()
+                .all(|c| matches!(c, AppChange::Roll { .. })),
+            "{:?}",
+            got.changes
+        );
     }
 }

@@ -164,6 +164,21 @@ async fn deploy(
         }
         .into());
     };
+    let mut spec = spec;
+    if let Some(strategy) = req.strategy {
+        if strategy == jarfleet_core::spec::Strategy::Canary && spec.listen.is_none() {
+            return Err(ErrorBody {
+                kind: ErrorKind::Usage,
+                message: format!(
+                    "a canary of {app} needs its load balancer: the app has no `listen` address"
+                ),
+                hint: Some("set `listen` for the app, or deploy with another strategy".into()),
+            }
+            .into());
+        }
+        // This release goes out by `strategy`; the app's own setting is kept for later ones.
+        spec.deploy.strategy = strategy;
+    }
     let dirs = st.dirs.clone();
     let artifact = PathBuf::from(&req.artifact);
     let prepared =

@@ -24,6 +24,24 @@ pub enum Output {
     Json,
 }
 
+/// `deploy --strategy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    Rolling,
+    Canary,
+    BlueGreen,
+}
+
+impl From<StrategyArg> for jarfleet_core::spec::Strategy {
+    fn from(s: StrategyArg) -> Self {
+        match s {
+            StrategyArg::Rolling => jarfleet_core::spec::Strategy::Rolling,
+            StrategyArg::Canary => jarfleet_core::spec::Strategy::Canary,
+            StrategyArg::BlueGreen => jarfleet_core::spec::Strategy::BlueGreen,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the daemon, apply the spec and show progress until every app is ready; Ctrl-C stops everything.
@@ -88,7 +106,11 @@ pub enum Command {
         /// A version label shown in `history` (and usable with `rollback --to`).
         #[arg(long)]
         version: Option<String>,
-        /// Wait for the deployment to finish; exit 1 unless it succeeded.
+        /// This deployment's strategy instead of the app's `deploy.strategy` (with the app's
+        /// canary and blue-green settings).
+        #[arg(long, value_enum)]
+        strategy: Option<StrategyArg>,
+        /// Wait for the deployment to finish (or a canary to pause); exit 1 unless it succeeded.
         #[arg(long)]
         wait: bool,
         #[arg(short, long, value_enum, default_value = "table")]

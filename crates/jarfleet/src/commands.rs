@@ -147,6 +147,7 @@ pub async fn deploy(
     app: &str,
     artifact: &Path,
     version: Option<String>,
+    strategy: Option<jarfleet_core::spec::Strategy>,
     wait: bool,
     output: Output,
 ) -> Result<(), CliError> {
@@ -161,6 +162,7 @@ pub async fn deploy(
         app: app.to_string(),
         artifact: artifact.display().to_string(),
         version,
+        strategy,
     };
     let started: DeploymentRecord = client.post("/v1/deploy", &req).await?;
     follow_deployment(client, started, 1, wait, output).await

@@ -125,9 +125,13 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             app,
             artifact,
             version,
+            strategy,
             wait,
             output,
-        } => commands::deploy(&client(), &app, &artifact, version, wait, output).await,
+        } => {
+            let strategy = strategy.map(Into::into);
+            commands::deploy(&client(), &app, &artifact, version, strategy, wait, output).await
+        }
         Command::Rollback {
             app,
             to,

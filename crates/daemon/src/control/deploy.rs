@@ -357,11 +357,10 @@ impl Control {
         if outcome != FAILED {
             rt.rec.release = current.to_string();
             let (spec, runtime) = rt.rec.release(current);
-            let (spec, runtime) = (spec.clone(), runtime.clone());
+            let (mut spec, runtime) = (spec.clone(), runtime.clone());
             // The desired count and live settings stay as the user set them.
-            let instances = rt.rec.spec.instances;
+            jarfleet_core::reconcile::keep_live_settings(&mut spec, &rt.rec.spec);
             rt.rec.spec = spec;
-            rt.rec.spec.instances = instances;
             rt.rec.runtime = runtime;
             let _ = self.store.put_app(app, &rt.rec, now);
         }

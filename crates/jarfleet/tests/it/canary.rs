@@ -279,3 +279,53 @@ fn a_paused_canary_waits_for_promote_while_it_is_still_judged_and_status_shows_i
         "every response comes from the release in force",
     );
 }
+
+#[test]
+fn deploy_strategy_makes_one_canary_of_a_rolling_app_and_the_next_deploy_rolls_again() {
+    let fleet_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    fleet.ok(&[
+        "deploy",
+        "fx",
+        &v2.display().to_string(),
+        "--strategy",
+        "canary",
+    ]);
+    // The default canary settings: 5 % for a minute at first.
+    let first = wait_until("the canary's first step", START, || {
+        canary_status(&fleet).filter(|c| c["step"] == 1)
+    });
+    assert_eq!(first["percent"], 5, "{first:#}");
+    fleet.ok(&["promote", "fx", "--full", "--wait"]);
+    let h: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    let d = latest(&h);
+    assert_eq!(
+        (d["strategy"].as_str(), d["outcome"].as_str()),
+        (Some("canary"), Some("succeeded"))
+    );
+    assert_all_from(
+        lb,
+        "v2",
+        20,
+        "every response comes from the release in force",
+    );
+
+    let v3 = fixture_variant(&fleet.path("v3.jar"), &[("version", "v3")]);
+    fleet.ok(&["deploy", "fx", &v3.display().to_string(), "--wait"]);
+    let h: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    assert_eq!(
+        latest(&h)["strategy"],
+        "rolling",
+        "the app's own strategy again"
+    );
+    assert_all_from(
+        lb,
+        "v3",
+        20,
+        "every response comes from the release in force",
+    );
+}

@@ -212,6 +212,10 @@ fn bad_deploys_are_refused_and_change_nothing() {
         (vec!["deploy", "fx", v1s.as_str()], "already runs release"),
         (vec!["rollback", "fx"], "no previous release"),
         (vec!["history", "nope"], "no app named"),
+        (
+            vec!["deploy", "fx", v1s.as_str(), "--strategy", "canary"],
+            "has no `listen` address",
+        ),
     ] {
         let out = fleet.run(&args);
         let err = String::from_utf8_lossy(&out.stderr);
