@@ -146,7 +146,7 @@ pub fn keep_live_settings(to: &mut AppSpec, from: &AppSpec) {
     to.restart = from.restart.clone();
     to.stop = from.stop.clone();
     to.logs = from.logs.clone();
-    to.ports = from.ports.clone();
+    to.ports = from.ports;
     to.listen = from.listen.clone();
     to.balancer = from.balancer.clone();
     to.deploy = from.deploy.clone();
