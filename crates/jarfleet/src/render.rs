@@ -276,6 +276,7 @@ mod tests {
                 rolling: false,
                 deployment: None,
                 listen: None,
+                health: None,
                 balancer: None,
                 java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
                 instances: vec![
