@@ -183,7 +183,11 @@ mod tests {
             "1 app, 1/1 instance ready"
         );
         assert_eq!(
-            status_line(&report(&[("a", 2, 1, true), ("b", 3, 3, false), ("c", 1, 0, true)])),
+            status_line(&report(&[
+                ("a", 2, 1, true),
+                ("b", 3, 3, false),
+                ("c", 1, 0, true)
+            ])),
             "3 apps, 4/6 instances ready, deploying a c"
         );
     }
@@ -210,7 +214,10 @@ mod tests {
             }
         });
         let got = heartbeat(&tx, Duration::from_secs(1)).await;
-        assert_eq!(got.map(|r| status_line(&r)).as_deref(), Some("1 app, 2/2 instances ready"));
+        assert_eq!(
+            got.map(|r| status_line(&r)).as_deref(),
+            Some("1 app, 2/2 instances ready")
+        );
         answering.abort();
     }
 }

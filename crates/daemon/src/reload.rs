@@ -98,7 +98,11 @@ pub async fn apply_at_start(
     let spec = load(path).map_err(|e| anyhow::anyhow!("{e}\nnothing was started"))?;
     let resp = apply(tx, dirs, spec, path, false).await.map_err(|e| {
         let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-        anyhow::anyhow!("applying {}: {}{hint}\nnothing was started", path.display(), e.message)
+        anyhow::anyhow!(
+            "applying {}: {}{hint}\nnothing was started",
+            path.display(),
+            e.message
+        )
     })?;
     Ok(format!(
         "{} applied: {} change(s)",

@@ -25,7 +25,9 @@ pub fn man(out_dir: Option<&Path>) -> Result<(), CliError> {
             .map_err(|e| CliError::failed(format!("rendering the man page: {e}")))?;
         return print(&out);
     };
-    let fail = |e: std::io::Error| CliError::failed(format!("writing man pages to {}: {e}", dir.display()));
+    let fail = |e: std::io::Error| {
+        CliError::failed(format!("writing man pages to {}: {e}", dir.display()))
+    };
     std::fs::create_dir_all(dir).map_err(fail)?;
     clap_mangen::generate_to(cmd.clone(), dir).map_err(fail)?;
     // The main page again, with the sections only it has.
@@ -57,10 +59,14 @@ fn render_main(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
         .control("SH", ["ENVIRONMENT"])
         .control("TP", [])
         .text([roff::bold("JARFLEET_STATE")])
-        .text([roff::roman("the state dir of the daemon to talk to (like --state-dir)")])
+        .text([roff::roman(
+            "the state dir of the daemon to talk to (like --state-dir)",
+        )])
         .control("TP", [])
         .text([roff::bold("JARFLEET_LOG")])
-        .text([roff::roman("log filter of the daemon, e.g. info or jarfleet_daemon=debug")])
+        .text([roff::roman(
+            "log filter of the daemon, e.g. info or jarfleet_daemon=debug",
+        )])
         .control("TP", [])
         .text([roff::bold("NO_COLOR")])
         .text([roff::roman("no colours in the output")])

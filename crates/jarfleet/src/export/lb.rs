@@ -70,9 +70,9 @@ pub fn backends(
             None => None,
         };
         let given = match listen {
-            Some(l) => Some(
-                parse_listen(l).map_err(|e| ExportError::Usage(e, "check --listen".into()))?,
-            ),
+            Some(l) => {
+                Some(parse_listen(l).map_err(|e| ExportError::Usage(e, "check --listen".into()))?)
+            }
             None => None,
         };
         let mode = given
@@ -136,7 +136,7 @@ fn path_fits(path: &str) -> bool {
 }
 
 fn secs(ms: u64) -> String {
-    if ms % 1000 == 0 {
+    if ms.is_multiple_of(1000) {
         format!("{}s", ms / 1000)
     } else {
         format!("{ms}ms")
@@ -400,7 +400,10 @@ mod tests {
         assert_eq!(b[0].listen.as_deref(), Some("127.0.0.1:7000"));
         assert_eq!(b[0].mode, Mode::Tcp, "the app's own mode stays");
         let b = backends(&fleet(), Some("billing"), Some("tcp://[::1]:7000")).expect("exports");
-        assert_eq!((b[0].mode, b[0].listen.as_deref()), (Mode::Tcp, Some("[::1]:7000")));
+        assert_eq!(
+            (b[0].mode, b[0].listen.as_deref()),
+            (Mode::Tcp, Some("[::1]:7000"))
+        );
     }
 
     #[test]
@@ -430,7 +433,9 @@ mod tests {
         assert!(matches!(err(None, None, &empty), ExportError::Usage(..)));
         let mut odd = fleet();
         odd.apps[0].health = http_health("/health check");
-        assert!(matches!(err(None, None, &odd), ExportError::Failed(m, _) if m.contains("health path")));
+        assert!(
+            matches!(err(None, None, &odd), ExportError::Failed(m, _) if m.contains("health path"))
+        );
     }
 
     #[test]
@@ -444,7 +449,15 @@ mod tests {
         for (l, mode, addr) in ok {
             assert_eq!(parse_listen(l), Ok((mode, addr.to_string())), "{l}");
         }
-        for bad in ["8080", ":8080", "host:0", "host:99999", "a b:80", "h:80;", "udp://h:1"] {
+        for bad in [
+            "8080",
+            ":8080",
+            "host:0",
+            "host:99999",
+            "a b:80",
+            "h:80;",
+            "udp://h:1",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }

@@ -38,10 +38,7 @@ pub fn exec_arg(arg: &str) -> Result<String, String> {
     Ok(if plain {
         escaped
     } else {
-        format!(
-            "\"{}\"",
-            escaped.replace('\\', "\\\\").replace('"', "\\\"")
-        )
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
     })
 }
 
@@ -104,7 +101,9 @@ pub fn render(u: &Unit) -> Result<String, String> {
             line("KillMode=process");
         }
         Some(timeout) => {
-            line("# Stopping the unit stops every instance first (drained, then SIGTERM), then the");
+            line(
+                "# Stopping the unit stops every instance first (drained, then SIGTERM), then the",
+            );
             line("# daemon; the fleet is forgotten and --spec starts it again at the next start.");
             line(&format!(
                 "ExecStop={}",
@@ -211,7 +210,10 @@ mod tests {
             spec: Some(Path::new("/etc/jarfleet/jarfleet.toml")),
             user: Some("svc"),
             stop_instances: Some(Duration::from_secs(90)),
-            writable: &[PathBuf::from("/srv/orders"), PathBuf::from("/var/lib/jarfleet")],
+            writable: &[
+                PathBuf::from("/srv/orders"),
+                PathBuf::from("/var/lib/jarfleet"),
+            ],
         })
         .expect("renders");
         insta::assert_snapshot!(unit);

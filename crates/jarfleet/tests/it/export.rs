@@ -20,9 +20,8 @@ fn tool(name: &str, package: &str) -> PathBuf {
         .chain(["/usr/sbin".into(), "/sbin".into()])
         .map(|d| d.join(name))
         .find(|p| p.is_file());
-    found.unwrap_or_else(|| {
-        panic!("`{name}` is missing: install it (apt-get install -y {package})")
-    })
+    found
+        .unwrap_or_else(|| panic!("`{name}` is missing: install it (apt-get install -y {package})"))
 }
 
 fn run_tool(cmd: &mut Command) -> Output {
@@ -59,7 +58,9 @@ impl Drop for Started {
 
 /// Waits (bounded) for a child to exit; its status.
 fn wait_exit(child: &mut Child, what: &str) -> std::process::ExitStatus {
-    wait_until(what, Duration::from_secs(30), || child.try_wait().ok().flatten())
+    wait_until(what, Duration::from_secs(30), || {
+        child.try_wait().ok().flatten()
+    })
 }
 
 #[test]
@@ -82,7 +83,11 @@ fn systemd_unit_passes_systemd_analyze() {
         args.extend_from_slice(extra);
         fleet.ok(&args);
         let verify = run_tool(Command::new(&analyze).arg("verify").arg(&unit));
-        assert!(verify.status.success(), "systemd-analyze verify {name}: {}", text(&verify));
+        assert!(
+            verify.status.success(),
+            "systemd-analyze verify {name}: {}",
+            text(&verify)
+        );
         assert!(
             !String::from_utf8_lossy(&verify.stderr).contains(name),
             "systemd-analyze has remarks on {name}: {}",
@@ -94,7 +99,11 @@ fn systemd_unit_passes_systemd_analyze() {
                 .args(["security", "--offline=true", "--threshold=60", "--no-pager"])
                 .arg(&unit),
         );
-        assert!(security.status.success(), "exposure above 6.0: {}", text(&security));
+        assert!(
+            security.status.success(),
+            "exposure above 6.0: {}",
+            text(&security)
+        );
 
         let unit_text = std::fs::read_to_string(&unit).expect("the unit");
         let lines: BTreeSet<&str> = unit_text.lines().collect();
@@ -104,7 +113,12 @@ fn systemd_unit_passes_systemd_analyze() {
             fleet.state.display(),
             spec.display()
         );
-        for want in [start.as_str(), "Type=notify", "WatchdogSec=30s", "Restart=on-failure"] {
+        for want in [
+            start.as_str(),
+            "Type=notify",
+            "WatchdogSec=30s",
+            "Restart=on-failure",
+        ] {
             assert!(lines.contains(want), "{name} lacks {want:?}:\n{unit_text}");
         }
         if extra.is_empty() {
@@ -128,7 +142,11 @@ fn systemd_unit_passes_systemd_analyze() {
     assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("no user \"no-such-user-jf\""));
     let refused = fleet.run(&["export", "systemd", "--stop-instances"]);
-    assert_eq!(refused.status.code(), Some(2), "--stop-instances needs --spec");
+    assert_eq!(
+        refused.status.code(),
+        Some(2),
+        "--stop-instances needs --spec"
+    );
 }
 
 /// Every datagram the daemon sent to our NOTIFY_SOCKET so far.
@@ -207,7 +225,11 @@ fn daemon_speaks_sd_notify() {
     let mut daemon = start_daemon(&fleet, &notify, "400000");
     notify.wait_for("READY=1", 1, Duration::from_secs(60));
     let first = notify.seen.first().cloned().unwrap_or_default();
-    assert!(first.lines().any(|l| l == "READY=1"), "READY=1 comes first, got {:?}", notify.seen);
+    assert!(
+        first.lines().any(|l| l == "READY=1"),
+        "READY=1 comes first, got {:?}",
+        notify.seen
+    );
     // Once READY=1 is out, the API answers and the spec's app is there.
     let status = fleet.status();
     assert_eq!(status["apps"][0]["name"], "fx", "{status}");
@@ -223,14 +245,18 @@ fn daemon_speaks_sd_notify() {
     let jvm = ready[0]["pid"].as_u64().expect("JVM pid");
     let shim = ready[0]["shim_pid"].as_u64().expect("shim pid");
     notify.wait_for("WATCHDOG=1", 6, Duration::from_secs(10));
-    wait_until("a STATUS line counting the ready instance", Duration::from_secs(10), || {
-        notify.drain();
-        notify
-            .statuses()
-            .iter()
-            .any(|s| s.contains("1/1 instance ready"))
-            .then_some(())
-    });
+    wait_until(
+        "a STATUS line counting the ready instance",
+        Duration::from_secs(10),
+        || {
+            notify.drain();
+            notify
+                .statuses()
+                .iter()
+                .any(|s| s.contains("1/1 instance ready"))
+                .then_some(())
+        },
+    );
     // systemd's variables are the daemon's own: neither the shim nor the JVM gets them.
     for pid in [jvm, shim] {
         let env = environ(pid);
@@ -260,12 +286,19 @@ fn daemon_speaks_sd_notify() {
     let _daemon = Started(start_daemon(&fleet, &notify, "400000"));
     notify.wait_for("READY=1", 1, Duration::from_secs(60));
     assert!(
-        notify.statuses().iter().any(|s| s.contains("carrying on with it")),
+        notify
+            .statuses()
+            .iter()
+            .any(|s| s.contains("carrying on with it")),
         "{:?}",
         notify.seen
     );
     let again = fleet.wait_ready("fx", 1, START);
-    assert_eq!(again[0]["pid"].as_u64(), Some(jvm), "the same JVM, re-adopted");
+    assert_eq!(
+        again[0]["pid"].as_u64(),
+        Some(jvm),
+        "the same JVM, re-adopted"
+    );
 }
 
 #[test]
@@ -297,21 +330,25 @@ fn two_instances() -> (Fleet, BTreeSet<u16>) {
 /// Requests through `port` until every instance port has answered (`hello from v1 on port N`).
 fn served_by_all(port: u16, ports: &BTreeSet<u16>, through: &str) {
     let mut seen = BTreeSet::new();
-    wait_until(&format!("{through} to reach every instance"), Duration::from_secs(30), || {
-        if let Ok((200, body)) = http_get(port, "/") {
-            let from = body
-                .trim()
-                .rsplit(' ')
-                .next()
-                .and_then(|p| p.parse::<u16>().ok());
-            assert!(
-                body.starts_with("hello from v1") && from.is_some_and(|p| ports.contains(&p)),
-                "unexpected answer through {through}: {body:?}"
-            );
-            seen.extend(from);
-        }
-        (seen == *ports).then_some(())
-    });
+    wait_until(
+        &format!("{through} to reach every instance"),
+        Duration::from_secs(30),
+        || {
+            if let Ok((200, body)) = http_get(port, "/") {
+                let from = body
+                    .trim()
+                    .rsplit(' ')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok());
+                assert!(
+                    body.starts_with("hello from v1") && from.is_some_and(|p| ports.contains(&p)),
+                    "unexpected answer through {through}: {body:?}"
+                );
+                seen.extend(from);
+            }
+            (seen == *ports).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -332,11 +369,18 @@ fn nginx_export_checks_and_serves() {
     ]);
     let exported = std::fs::read_to_string(&conf).expect("the export");
     for p in &ports {
-        assert!(exported.contains(&format!("server 127.0.0.1:{p} ")), "{exported}");
+        assert!(
+            exported.contains(&format!("server 127.0.0.1:{p} ")),
+            "{exported}"
+        );
     }
     // A whole nginx.conf around it, everything in the temp dir (runs without root too).
     let d = dir.path().display();
-    let user = if nix::unistd::geteuid().is_root() { "user root;\n" } else { "" };
+    let user = if nix::unistd::geteuid().is_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
     let main = dir.path().join("nginx.conf");
     std::fs::write(
         &main,
@@ -347,7 +391,11 @@ fn nginx_export_checks_and_serves() {
     )
     .expect("nginx.conf");
     let prefix = format!("{d}/");
-    let check = run_tool(Command::new(&nginx).args(["-t", "-p", &prefix, "-c"]).arg(&main));
+    let check = run_tool(
+        Command::new(&nginx)
+            .args(["-t", "-p", &prefix, "-c"])
+            .arg(&main),
+    );
     assert!(check.status.success(), "nginx -t: {}", text(&check));
 
     let _nginx = Started(
@@ -365,7 +413,11 @@ fn nginx_export_checks_and_serves() {
     // Wrong input: a clear error, exit 2; nothing written.
     let out = fleet.run(&["export", "nginx", "nope"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("its apps: fx"), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("its apps: fx"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
@@ -385,8 +437,14 @@ fn haproxy_export_checks_and_serves() {
         &cfg.display().to_string(),
     ]);
     let exported = std::fs::read_to_string(&cfg).expect("the export");
-    assert!(exported.contains("http-check send meth GET uri /health"), "{exported}");
-    assert!(exported.contains("check inter 500ms fall 3 rise 1"), "{exported}");
+    assert!(
+        exported.contains("http-check send meth GET uri /health"),
+        "{exported}"
+    );
+    assert!(
+        exported.contains("check inter 500ms fall 3 rise 1"),
+        "{exported}"
+    );
     let check = run_tool(Command::new(&haproxy).arg("-c").arg("-f").arg(&cfg));
     assert!(check.status.success(), "haproxy -c: {}", text(&check));
     assert!(
@@ -446,9 +504,12 @@ fn bash_completion_loads_and_completes() {
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let first = complete("jarfleet ''");
-    assert!(first.contains("complete -F _jarfleet"), "{first}");
+    assert!(first.contains("-F _jarfleet jarfleet"), "{first}");
     for sub in subcommands(&fleet) {
-        assert!(first.lines().any(|l| l == sub), "`jarfleet <TAB>` lacks {sub}:\n{first}");
+        assert!(
+            first.lines().any(|l| l == sub),
+            "`jarfleet <TAB>` lacks {sub}:\n{first}"
+        );
     }
     let export = complete("jarfleet export ''");
     for target in ["systemd", "nginx", "haproxy"] {
@@ -457,10 +518,17 @@ fn bash_completion_loads_and_completes() {
     // Every other shell gets a script naming the commands too.
     for shell in ["zsh", "fish", "elvish", "powershell"] {
         let script = fleet.ok(&["completions", shell]);
-        assert!(script.contains("export") && script.contains("rollback"), "{shell}: {script}");
+        assert!(
+            script.contains("export") && script.contains("rollback"),
+            "{shell}: {script}"
+        );
     }
     let out = fleet.run(&["completions", "tcsh"]);
-    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
 }
 
 #[test]
@@ -482,24 +550,48 @@ fn man_pages_render() {
     );
     assert!(rendered.status.success(), "man -l: {}", text(&rendered));
     let shown = String::from_utf8_lossy(&rendered.stdout);
-    for section in ["NAME", "SYNOPSIS", "SUBCOMMANDS", "EXIT STATUS", "ENVIRONMENT", "FILES"] {
-        assert!(shown.lines().any(|l| l == section), "no {section} section:\n{shown}");
+    for section in [
+        "NAME",
+        "SYNOPSIS",
+        "SUBCOMMANDS",
+        "EXIT STATUS",
+        "ENVIRONMENT",
+        "FILES",
+    ] {
+        assert!(
+            shown.lines().any(|l| l == section),
+            "no {section} section:\n{shown}"
+        );
     }
     let subs = subcommands(&fleet);
     assert!(subs.len() > 20, "{subs:?}");
     for sub in &subs {
-        assert!(shown.contains(&format!("jarfleet-{sub}(1)")), "{sub} is not listed:\n{shown}");
+        assert!(
+            shown.contains(&format!("jarfleet-{sub}(1)")),
+            "{sub} is not listed:\n{shown}"
+        );
     }
 
     // One page per subcommand, each clean under groff's warnings.
     let dir = fleet.path("man1");
     fleet.ok(&["man", "-o", &dir.display().to_string()]);
     let mut pages: Vec<String> = subs.iter().map(|s| format!("jarfleet-{s}.1")).collect();
-    pages.extend(["jarfleet.1", "jarfleet-export-systemd.1", "jarfleet-export-nginx.1"].map(String::from));
+    pages.extend(
+        [
+            "jarfleet.1",
+            "jarfleet-export-systemd.1",
+            "jarfleet-export-nginx.1",
+        ]
+        .map(String::from),
+    );
     for name in pages {
         let path = dir.join(&name);
         assert!(path.is_file(), "{name} was not written");
-        let out = run_tool(Command::new(&groff).args(["-k", "-man", "-ww", "-z"]).arg(&path));
+        let out = run_tool(
+            Command::new(&groff)
+                .args(["-k", "-man", "-ww", "-z"])
+                .arg(&path),
+        );
         assert!(
             out.status.success() && out.stderr.is_empty(),
             "groff on {name}: {}",
