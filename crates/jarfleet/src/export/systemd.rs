@@ -109,9 +109,10 @@ pub fn render(u: &Unit) -> Result<String, String> {
                 "ExecStop={}",
                 exec_line(&[exe.as_str(), "down", "--state-dir", state.as_str()])?
             ));
-            line("# Should `down` fail, the daemon gets SIGTERM and what is left SIGKILL.");
-            line("KillMode=mixed");
             line(&format!("TimeoutStopSec={}s", timeout.as_secs().max(1)));
+            line("# Should `down` fail (the daemon crashed or is wedged), only the daemon is");
+            line("# killed: the instances keep running and the next daemon re-adopts them.");
+            line("KillMode=process");
         }
     }
     line("Restart=on-failure");
