@@ -95,14 +95,10 @@ pub async fn apply_at_start(
             path.display()
         ));
     }
-    let spec = load(path).map_err(|e| anyhow::anyhow!("{e}\nnothing was started"))?;
+    let spec = load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let resp = apply(tx, dirs, spec, path, false).await.map_err(|e| {
         let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-        anyhow::anyhow!(
-            "applying {}: {}{hint}\nnothing was started",
-            path.display(),
-            e.message
-        )
+        anyhow::anyhow!("applying {}: {}{hint}", path.display(), e.message)
     })?;
     Ok(format!(
         "{} applied: {} change(s)",

@@ -11,8 +11,21 @@ use crate::context::CliError;
 
 pub fn completions(shell: clap_complete::Shell) -> Result<(), CliError> {
     let mut out = Vec::new();
-    clap_complete::generate(shell, &mut Cli::command(), "jarfleet", &mut out);
+    clap_complete::generate(shell, &mut visible(Cli::command()), "jarfleet", &mut out);
     print(&out)
+}
+
+/// The command line without its hidden subcommands (`shim`), which some of clap_complete's
+/// shells would offer.
+fn visible(cmd: clap::Command) -> clap::Command {
+    let mut shown = clap::Command::new("jarfleet")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(cmd.get_arguments().cloned())
+        .subcommands(cmd.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    if let Some(about) = cmd.get_about() {
+        shown = shown.about(about.clone());
+    }
+    shown
 }
 
 /// Without a directory: the main page on stdout. With one: a page per (visible) subcommand,

@@ -338,11 +338,39 @@ fn daemon_speaks_sd_notify() {
 }
 
 #[test]
-fn daemon_refuses_a_missing_spec() {
+fn daemon_refuses_a_spec_it_cannot_apply() {
     let fleet = Fleet::new(1);
     let out = fleet.run(&["daemon", "--spec", "nowhere.toml"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no spec file at"));
+
+    // A spec whose jar is missing: exit 2 at the first start, no READY=1, nothing running.
+    let spec = fleet.app_toml(&AppDef::default()).replace(
+        &crate::fixture::fixture_jar().display().to_string(),
+        &fleet.path("missing.jar").display().to_string(),
+    );
+    fleet.write_spec(&spec);
+    let mut notify = Notifications::bind(fleet.dir.path());
+    let mut daemon = start_daemon(&fleet, &notify, "400000");
+    let code = wait_exit(&mut daemon, "the daemon to give up");
+    assert_eq!(
+        code.code(),
+        Some(2),
+        "a spec that cannot be applied is a usage error"
+    );
+    notify.drain();
+    assert_eq!(notify.count("READY=1"), 0, "{:?}", notify.seen);
+    assert!(
+        !fleet.state.join("jarfleet.sock").exists(),
+        "the API socket is left behind"
+    );
+    let status = fleet.run(&["status"]);
+    assert_eq!(
+        status.status.code(),
+        Some(3),
+        "no daemon answers: {}",
+        text(&status)
+    );
 }
 
 /// A fleet of two `fx` instances (no `listen`: the outside balancer takes the address).
@@ -554,6 +582,10 @@ fn bash_completion_loads_and_completes() {
             "`jarfleet <TAB>` lacks {sub}:\n{first}"
         );
     }
+    assert!(
+        !first.lines().any(|l| l == "shim"),
+        "the internal `shim` is offered:\n{first}"
+    );
     let export = complete("jarfleet export ''");
     for target in ["systemd", "nginx", "haproxy"] {
         assert!(export.lines().any(|l| l == target), "{export}");
