@@ -106,6 +106,9 @@ pub struct AppStatus {
     /// The built-in load balancer's address, if the app has one.
     #[serde(default)]
     pub listen: Option<String>,
+    /// How its instances are health-checked (what `jarfleet export nginx|haproxy` writes).
+    #[serde(default)]
+    pub health: Option<HealthInfo>,
     /// Its figures: totals and per backend (requests by status class, errors, retries,
     /// in-flight, latency).
     #[serde(default)]
@@ -150,6 +153,20 @@ pub struct SetSummary {
     pub failures: u64,
     pub error_rate: f64,
     pub p99_ms: Option<f64>,
+}
+
+/// An app's health check, as a load balancer outside jarfleet needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthInfo {
+    /// `http`, `tcp` or `exec`.
+    pub check: String,
+    /// The HTTP check's path (2xx or 3xx = healthy).
+    #[serde(default)]
+    pub path: Option<String>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    /// Consecutive failed checks before an instance is unhealthy.
+    pub failures: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,6 +10,7 @@ pub mod faststart;
 pub mod journal;
 pub mod launch;
 pub mod logfile;
+pub mod notify;
 pub mod paths;
 pub mod ports;
 pub mod prepare;
@@ -35,6 +36,8 @@ pub struct DaemonConfig {
     pub state_dir: PathBuf,
     /// The `jarfleet` binary, started as `jarfleet shim` for every instance.
     pub exe: PathBuf,
+    /// A spec to apply at start when the store holds no fleet (`jarfleet daemon --spec`).
+    pub spec: Option<PathBuf>,
 }
 
 /// Why the daemon should stop.
@@ -80,7 +83,7 @@ pub async fn run(
     let listener = bind_private(&socket)?;
     let app = server::router(server::ApiState {
         tx: tx.clone(),
-        events,
+        events: events.clone(),
         dirs: dirs.clone(),
     });
 
@@ -97,8 +100,13 @@ pub async fn run(
     tracing::info!(socket = %socket.display(), "daemon listening");
 
     let stop_tx = tx.clone();
+    let (start_failed, start_failed_rx) = oneshot::channel::<()>();
     let stopper = tokio::spawn(async move {
-        let how = stop.await;
+        let how = tokio::select! {
+            how = stop => how,
+            // A start that failed stops the daemon at once (nothing was started).
+            Ok(()) = start_failed_rx => Stop::DaemonOnly,
+        };
         let (reply, rx) = oneshot::channel();
         let _ = stop_tx
             .send(Event::Shutdown {
@@ -108,17 +116,60 @@ pub async fn run(
             .await;
         let _ = rx.await;
     });
+    let started = starting(&tx, &dirs, config.spec.as_deref()).await;
+    let notifier = match &started {
+        Ok(done) => {
+            tracing::info!("{done}");
+            notify::enabled().then(|| {
+                notify::ready(done);
+                tokio::spawn(notify::supervise(tx.clone(), events.subscribe()))
+            })
+        }
+        Err(_) => {
+            let _ = start_failed.send(());
+            None
+        }
+    };
     drop(tx);
     let _ = loop_done.await;
     stopper.abort();
     reloader.abort();
+    if let Some(n) = notifier {
+        n.abort();
+        notify::stopping("daemon stopped");
+    }
     // A class data archive being trained goes with the daemon (it is trained again later).
     faststart::kill_stray_trainings(&dirs);
     // Let in-flight replies (the shutdown ack) reach their clients.
     let _ = server_stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
     let _ = std::fs::remove_file(&socket);
-    Ok(())
+    started.map(|_| ())
+}
+
+/// After the API is up: the spec applied if the store holds no fleet (`--spec`), and the API
+/// seen answering (so `READY=1` means a client gets answers). Returns what was done.
+async fn starting(
+    tx: &mpsc::Sender<Event>,
+    dirs: &StateDir,
+    spec: Option<&std::path::Path>,
+) -> Result<String> {
+    let client = jarfleet_api::Client::for_state_dir(dirs.root());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Err(e) = client.get::<jarfleet_api::VersionInfo>("/v1/version").await {
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the API on {} does not answer: {e}",
+                client.socket().display()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let done = match spec {
+        Some(path) => reload::apply_at_start(tx, dirs, path).await?,
+        None => "no spec given: carrying on with the stored fleet".to_string(),
+    };
+    Ok(format!("serving on {}; {done}", client.socket().display()))
 }
 
 /// Binds the API socket so that it is never reachable with other permissions than 0600: bound

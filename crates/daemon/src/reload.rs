@@ -48,13 +48,7 @@ async fn reload(tx: &mpsc::Sender<Event>, dirs: &StateDir) -> Result<String, Str
         .spec
         .ok_or("no spec was applied yet: nothing to reload (use `jarfleet apply SPEC`)")?;
     let path = PathBuf::from(&source);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("reading {}: {e}; nothing changed", path.display()))?;
-    let env = |k: &str| std::env::var(k).ok();
-    let mut spec = jarfleet_core::spec::load(&text, &path, &env)
-        .map_err(|errors| format!("{errors}\nnothing changed"))?;
-    crate::config::render_spec_config(&mut spec, &env)
-        .map_err(|errors| format!("{}\nnothing changed", errors.join("\n")))?;
+    let spec = load(&path).map_err(|e| format!("{e}\nnothing changed"))?;
     let resp = apply(tx, dirs, spec, &path, false)
         .await
         .map_err(|e| format!("{}; nothing changed", e.message))?;
@@ -69,6 +63,48 @@ async fn reload(tx: &mpsc::Sender<Event>, dirs: &StateDir) -> Result<String, Str
     } else {
         format!("{source} reloaded: {}", changes.join("; "))
     })
+}
+
+/// Reads a spec file with the daemon's own environment; every error at once.
+fn load(path: &Path) -> Result<jarfleet_core::spec::FleetSpec, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let env = |k: &str| std::env::var(k).ok();
+    let mut spec = jarfleet_core::spec::load(&text, path, &env).map_err(|e| e.to_string())?;
+    crate::config::render_spec_config(&mut spec, &env).map_err(|errors| errors.join("\n"))?;
+    Ok(spec)
+}
+
+/// `jarfleet daemon --spec PATH`: applies the spec when the store holds no fleet (first start,
+/// or after `down`). A stored fleet wins: a restarted daemon re-adopts it as it was (a `deploy`
+/// since the spec was applied is not undone); SIGHUP applies the spec. Returns what was done.
+pub async fn apply_at_start(
+    tx: &mpsc::Sender<Event>,
+    dirs: &StateDir,
+    path: &Path,
+) -> anyhow::Result<String> {
+    let (reply, rx) = oneshot::channel::<StatusReport>();
+    let gone = || anyhow::anyhow!("the control loop stopped while starting");
+    tx.send(Event::Status { reply }).await.map_err(|_| gone())?;
+    let report = rx.await.map_err(|_| gone())?;
+    if !report.apps.is_empty() {
+        return Ok(format!(
+            "the store holds a fleet of {} app(s): carrying on with it; {} is applied on SIGHUP \
+             (`systemctl reload`) or with `jarfleet apply`",
+            report.apps.len(),
+            path.display()
+        ));
+    }
+    let spec = load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let resp = apply(tx, dirs, spec, path, false).await.map_err(|e| {
+        let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+        anyhow::anyhow!("applying {}: {}{hint}", path.display(), e.message)
+    })?;
+    Ok(format!(
+        "{} applied: {} change(s)",
+        path.display(),
+        resp.plan.changes.len()
+    ))
 }
 
 /// Prepare (off the loop) and apply (or only plan), for `POST /v1/apply` and reloads.

@@ -67,7 +67,12 @@ pub enum Command {
         trust: Vec<PathBuf>,
     },
     /// Run the daemon in the foreground (for a systemd unit). SIGTERM leaves the JVMs running.
-    Daemon,
+    Daemon {
+        /// Apply this spec at start when the store holds no fleet (first start, or after
+        /// `down`); a stored fleet is carried on as it is. SIGHUP applies the spec again.
+        #[arg(long, value_name = "SPEC")]
+        spec: Option<PathBuf>,
+    },
     /// Stop every app (gracefully) and then the daemon.
     Down,
     /// Send a spec to the running daemon: print the plan and apply it.
@@ -268,6 +273,20 @@ pub enum Command {
         /// The signature (default: FILE.minisig, .sig or .asc beside it).
         #[arg(long)]
         signature: Option<PathBuf>,
+    },
+    /// Write config for the host: a systemd unit for the daemon, or nginx/HAProxy upstreams
+    /// from the running fleet.
+    Export {
+        #[command(subcommand)]
+        target: crate::export::Target,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), or write one page per subcommand into a directory.
+    Man {
+        /// Write jarfleet.1, jarfleet-up.1 and so on into DIR instead.
+        #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Internal: the per-instance supervisor process started by the daemon.
     #[command(hide = true)]

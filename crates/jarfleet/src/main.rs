@@ -2,7 +2,9 @@
 
 mod args;
 mod commands;
+mod completions;
 mod context;
+mod export;
 mod install;
 mod pack;
 mod render;
@@ -51,7 +53,7 @@ fn main() {
 
 fn init_tracing(command: &Command) {
     let default = match command {
-        Command::Daemon => "info",
+        Command::Daemon { .. } => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JARFLEET_LOG")
@@ -107,7 +109,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let state = context::absolute(&prefix).join("state");
             up::up(Some(&state), Some(&spec), detach, wait, watch).await
         }
-        Command::Daemon => up::daemon(context::state_dir(state, None)).await,
+        Command::Daemon { spec } => up::daemon(state, spec.as_deref()).await,
+        Command::Export { target } => export::run(state, target).await,
+        Command::Completions { shell } => completions::completions(shell),
+        Command::Man { out_dir } => completions::man(out_dir.as_deref()),
         Command::Down => commands::down(&client()).await,
         Command::Apply {
             spec,

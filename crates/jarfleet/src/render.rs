@@ -321,6 +321,7 @@ mod tests {
                 rolling: false,
                 deployment: None,
                 listen: None,
+                health: None,
                 balancer: None,
                 java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
                 canary: None,
@@ -360,6 +361,7 @@ mod tests {
                 listen: None,
                 balancer: None,
                 java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+                health: None,
                 canary: Some(jarfleet_api::CanaryStatus {
                     release: "9e8d7c6b5a41".into(),
                     step: 2,

@@ -31,11 +31,27 @@ async fn terminated() {
     }
 }
 
-/// `jarfleet daemon`: SIGTERM/SIGINT stop the daemon only; the JVMs keep running.
-pub async fn daemon(state: PathBuf) -> Result<(), CliError> {
+/// `jarfleet daemon`: SIGTERM/SIGINT stop the daemon only; the JVMs keep running. With `--spec`
+/// the daemon applies it when its store holds no fleet (and reads it itself, with its own
+/// environment: a broken spec does not keep a daemon with a stored fleet from starting).
+pub async fn daemon(state_flag: Option<&Path>, spec_arg: Option<&Path>) -> Result<(), CliError> {
+    let spec = spec_arg.map(|s| context::absolute(&context::spec_path(Some(s))));
+    if let Some(path) = &spec
+        && !path.is_file()
+    {
+        return Err(CliError::usage(
+            format!("no spec file at {}", path.display()),
+            Some("pass the spec file (or its directory) with --spec"),
+        ));
+    }
+    let state = match (&spec, state_flag) {
+        (Some(path), None) => context::state_dir(None, Some(&context::load_spec(Some(path))?)),
+        _ => context::state_dir(state_flag, None),
+    };
     let config = DaemonConfig {
         state_dir: state,
         exe: exe()?,
+        spec,
     };
     jarfleet_daemon::run(config, async {
         terminated().await;
@@ -134,6 +150,7 @@ pub async fn up(
     let config = DaemonConfig {
         state_dir: state.clone(),
         exe: exe()?,
+        spec: None,
     };
     let daemon = tokio::spawn(jarfleet_daemon::run(config, async {
         terminated().await;

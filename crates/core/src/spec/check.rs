@@ -31,7 +31,7 @@ pub(crate) fn app_name(name: &str) -> Result<(), String> {
 }
 
 /// `host:port` with a non-empty host (IPv4, `[IPv6]` or a DNS name) and a port 1..=65535.
-pub(crate) fn host_port(text: &str) -> Result<(), String> {
+pub fn host_port(text: &str) -> Result<(), String> {
     let Some((host, port)) = text.rsplit_once(':') else {
         return Err("expected host:port".into());
     };

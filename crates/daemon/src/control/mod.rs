@@ -206,7 +206,9 @@ impl Control {
         let next_generation = store.max_generation()? + 1;
         let spec_source = store.meta("spec_source")?;
         let base_env: Vec<(String, String)> = std::env::vars()
-            .filter(|(k, _)| !k.starts_with("JARFLEET_"))
+            .filter(|(k, _)| {
+                !k.starts_with("JARFLEET_") && !crate::notify::PRIVATE_VARS.contains(&k.as_str())
+            })
             .collect();
         Ok(Control {
             dirs,

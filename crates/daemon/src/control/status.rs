@@ -62,6 +62,7 @@ impl Control {
                     .as_ref()
                     .map(|d| format!("#{} {} → {} {}", d.id, d.from, d.to, d.outcome)),
                 listen: rt.rec.spec.listen.clone(),
+                health: Some(health_info(&rt.rec.spec.health)),
                 balancer: balancers.remove(name),
                 java: Some(format!(
                     "{} ({})",
@@ -82,6 +83,22 @@ impl Control {
             },
             apps,
         }
+    }
+}
+
+fn health_info(h: &jarfleet_core::spec::HealthSpec) -> jarfleet_api::HealthInfo {
+    use jarfleet_core::spec::HealthCheck;
+    let (check, path) = match &h.check {
+        HealthCheck::Http { path } => ("http", Some(path.clone())),
+        HealthCheck::Tcp => ("tcp", None),
+        HealthCheck::Exec { .. } => ("exec", None),
+    };
+    jarfleet_api::HealthInfo {
+        check: check.to_string(),
+        path,
+        interval_ms: h.interval.as_millis() as u64,
+        timeout_ms: h.timeout.as_millis() as u64,
+        failures: h.failures,
     }
 }
 

@@ -29,9 +29,12 @@ pub fn spawn_shim(
         .arg(run_dir)
         // One malloc arena for all of the shim's threads: less private memory per instance.
         .env("MALLOC_ARENA_MAX", "1")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(err);
+        .stdin(Stdio::null());
+    // systemd's notify socket and watchdog are the daemon's alone.
+    for var in crate::notify::PRIVATE_VARS {
+        cmd.env_remove(var);
+    }
+    cmd.stdout(log).stderr(err);
     // SAFETY: the closure only calls async-signal-safe libc functions and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {

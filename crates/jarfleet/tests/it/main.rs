@@ -19,6 +19,7 @@ mod crashes;
 mod deploy;
 mod errors;
 mod etcd;
+mod export;
 mod faststart;
 mod foreground;
 mod install;
