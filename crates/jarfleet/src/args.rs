@@ -24,6 +24,15 @@ pub enum Output {
     Json,
 }
 
+/// `--interval`: a duration with a unit, at least 100 ms.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    let d = jarfleet_core::units::parse_duration(text)?;
+    if d < std::time::Duration::from_millis(100) {
+        return Err("at least 100ms".into());
+    }
+    Ok(d)
+}
+
 /// `deploy --strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StrategyArg {
@@ -90,19 +99,39 @@ pub enum Command {
         /// Check only the file, not artifacts, JDKs or ports.
         #[arg(long)]
         offline: bool,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
     },
     /// Apps and instances.
     Status {
         app: Option<String>,
+        /// Redraw every --interval until Ctrl-C (with -o json: one JSON document per line).
+        #[arg(short, long)]
+        watch: bool,
+        /// How often --watch redraws, e.g. 500ms, 2s.
+        #[arg(long, default_value = "2s", value_parser = parse_interval)]
+        interval: std::time::Duration,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
     /// Start a stopped app or instance (APP or APP/N).
-    Start { target: String },
+    Start {
+        target: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Stop an app or instance (APP or APP/N); it stays down until started.
-    Stop { target: String },
+    Stop {
+        target: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Restart an app (rolling, one instance at a time) or one instance (APP/N).
-    Restart { target: String },
+    Restart {
+        target: String,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Roll out a new jar as a new release of APP (rolling, health-gated, automatic rollback).
     Deploy {
         app: String,
@@ -159,7 +188,12 @@ pub enum Command {
         output: Output,
     },
     /// Change the number of instances of an app.
-    Scale { app: String, instances: u32 },
+    Scale {
+        app: String,
+        instances: u32,
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
     /// Instance output (stdout and stderr), prefixed with APP/N.
     Logs {
         /// APP or APP/N.

@@ -13,6 +13,7 @@ use jarfleet_api::{
 use crate::args::Output;
 use crate::context::{self, CliError};
 use crate::render;
+use crate::term::Term;
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
     let text = serde_json::to_string_pretty(value).map_err(|e| CliError::failed(e.to_string()))?;
@@ -43,7 +44,11 @@ pub async fn apply(
     Ok(())
 }
 
-pub async fn validate(spec_arg: Option<&Path>, offline: bool) -> Result<(), CliError> {
+pub async fn validate(
+    spec_arg: Option<&Path>,
+    offline: bool,
+    output: Output,
+) -> Result<(), CliError> {
     let spec = context::load_spec(spec_arg)?;
     if !offline {
         let checked = spec.clone();
@@ -75,6 +80,14 @@ pub async fn validate(spec_arg: Option<&Path>, offline: bool) -> Result<(), CliE
         }
     }
     let n = spec.apps.len();
+    if output == Output::Json {
+        return print_json(&serde_json::json!({
+            "spec": spec.source,
+            "ok": true,
+            "checked": if offline { "file" } else { "file, artifacts, JDKs, ports" },
+            "apps": spec.apps.keys().collect::<Vec<_>>(),
+        }));
+    }
     println!(
         "{}: ok ({n} app{})",
         spec.source.display(),
@@ -109,6 +122,73 @@ pub fn port_errors(spec: &jarfleet_core::spec::FleetSpec) -> Vec<String> {
 
 pub async fn status(client: &Client, app: Option<&str>, output: Output) -> Result<(), CliError> {
     let report: StatusReport = client.get("/v1/status").await?;
+    print!(
+        "{}",
+        status_text(report, app, output, &Term::stdout(), true)?
+    );
+    Ok(())
+}
+
+/// `status --watch`: the status again every `interval` until Ctrl-C. On a terminal the screen
+/// is redrawn in place; into a pipe each report follows the last (JSON: one per line).
+pub async fn status_watch(
+    client: &Client,
+    app: Option<&str>,
+    interval: std::time::Duration,
+    output: Output,
+) -> Result<(), CliError> {
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    loop {
+        let term = Term::stdout();
+        let text = match client
+            .get::<StatusReport>("/v1/status")
+            .await
+            .map_err(CliError::from)
+        {
+            Ok(report) => status_text(report, app, output, &term, false)?,
+            // The daemon went away or restarts: say so and keep watching.
+            Err(e) if e.code == context::EXIT_UNREACHABLE => format!("{}\n", e.message),
+            Err(e) => return Err(e),
+        };
+        let frame = match (tty, output) {
+            (true, Output::Table) => format!(
+                "\x1b[H\x1b[2J{}\n\n{text}",
+                term.paint(
+                    anstyle::Style::new().bold(),
+                    &format!(
+                        "every {}: jarfleet status  (Ctrl-C to stop)",
+                        jarfleet_core::units::format_duration(interval)
+                    )
+                )
+            ),
+            (false, Output::Table) => format!("{text}\n"),
+            (_, Output::Json) => text,
+        };
+        {
+            let mut out = std::io::stdout().lock();
+            if out
+                .write_all(frame.as_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                return Ok(()); // the reader went away
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+/// One status report as text: a table, or (`-o json`) JSON, `pretty` or on one line.
+fn status_text(
+    report: StatusReport,
+    app: Option<&str>,
+    output: Output,
+    term: &Term,
+    pretty: bool,
+) -> Result<String, CliError> {
     if let Some(name) = app
         && !report.apps.iter().any(|a| a.name == name)
     {
@@ -124,22 +204,40 @@ pub async fn status(client: &Client, app: Option<&str>, output: Output) -> Resul
             if let Some(name) = app {
                 report.apps.retain(|a| a.name == name);
             }
-            print_json(&report)
+            let json = if pretty {
+                serde_json::to_string_pretty(&report)
+            } else {
+                serde_json::to_string(&report)
+            };
+            json.map(|j| j + "\n")
+                .map_err(|e| CliError::failed(format!("encoding JSON: {e}")))
         }
-        Output::Table => {
-            print!("{}", render::status(&report, app));
-            Ok(())
-        }
+        Output::Table => Ok(render::status(&report, app, term)),
     }
 }
 
-pub async fn action(client: &Client, target: &str, action: Action) -> Result<(), CliError> {
+pub async fn action(
+    client: &Client,
+    target: &str,
+    action: Action,
+    output: Output,
+) -> Result<(), CliError> {
     let (app, slot) = context::parse_target(target)?;
     let ack: Ack = client
         .post("/v1/action", &ActionRequest { app, slot, action })
         .await?;
-    eprintln!("{}", ack.message);
-    Ok(())
+    print_ack(&ack, output)
+}
+
+/// What a state-changing call said: a line on stderr, or (`-o json`) the reply on stdout.
+fn print_ack(ack: &Ack, output: Output) -> Result<(), CliError> {
+    match output {
+        Output::Json => print_json(ack),
+        Output::Table => {
+            eprintln!("{}", ack.message);
+            Ok(())
+        }
+    }
 }
 
 pub async fn deploy(
@@ -239,6 +337,7 @@ async fn follow_deployment(
         return Ok(());
     }
     let mut shown = shown_before;
+    let spinner = crate::term::Spinner::start(&format!("deployment #{} running", started.id));
     let done = loop {
         let report: HistoryReport = client
             .get(&format!("/v1/history?app={}", started.app))
@@ -255,9 +354,15 @@ async fn follow_deployment(
             .skip(shown)
             .any(|s| s.message.starts_with(PAUSED_STEP));
         for step in d.steps.iter().skip(shown) {
-            eprintln!("  {}", step.message);
+            spinner.line(&format!("  {}", step.message));
         }
         shown = d.steps.len();
+        spinner.set(&format!(
+            "deployment #{} {}: {:.0} s",
+            d.id,
+            d.outcome,
+            crate::up::elapsed_secs(d.started_at)
+        ));
         if paused && d.is_active() {
             // A canary waiting for `promote`: nothing more happens until someone acts.
             if output == Output::Json {
@@ -270,6 +375,7 @@ async fn follow_deployment(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    drop(spinner);
     if output == Output::Json {
         print_json(&done)?;
     }
@@ -288,13 +394,18 @@ pub async fn history(client: &Client, app: &str, output: Output) -> Result<(), C
     match output {
         Output::Json => print_json(&report),
         Output::Table => {
-            print!("{}", render::history(&report));
+            print!("{}", render::history(&report, &Term::stdout()));
             Ok(())
         }
     }
 }
 
-pub async fn scale(client: &Client, app: &str, instances: u32) -> Result<(), CliError> {
+pub async fn scale(
+    client: &Client,
+    app: &str,
+    instances: u32,
+    output: Output,
+) -> Result<(), CliError> {
     let ack: Ack = client
         .post(
             "/v1/scale",
@@ -304,8 +415,7 @@ pub async fn scale(client: &Client, app: &str, instances: u32) -> Result<(), Cli
             },
         )
         .await?;
-    eprintln!("{}", ack.message);
-    Ok(())
+    print_ack(&ack, output)
 }
 
 pub async fn down(client: &Client) -> Result<(), CliError> {

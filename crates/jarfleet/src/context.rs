@@ -8,6 +8,7 @@ use jarfleet_core::spec::{self, FleetSpec};
 /// Exit codes (DESIGN §2).
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNREACHABLE: i32 = 3;
 
 /// The one error type of the CLI: what to print and how to exit.
 #[derive(Debug)]

@@ -9,6 +9,7 @@ mod install;
 mod pack;
 mod render;
 mod sign;
+mod term;
 mod up;
 
 use clap::Parser;
@@ -119,13 +120,32 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             dry_run,
             output,
         } => commands::apply(state, spec.as_deref(), dry_run, output).await,
-        Command::Validate { spec, offline } => commands::validate(spec.as_deref(), offline).await,
-        Command::Status { app, output } => {
-            commands::status(&client(), app.as_deref(), output).await
+        Command::Validate {
+            spec,
+            offline,
+            output,
+        } => commands::validate(spec.as_deref(), offline, output).await,
+        Command::Status {
+            app,
+            watch: false,
+            output,
+            ..
+        } => commands::status(&client(), app.as_deref(), output).await,
+        Command::Status {
+            app,
+            watch: true,
+            interval,
+            output,
+        } => commands::status_watch(&client(), app.as_deref(), interval, output).await,
+        Command::Start { target, output } => {
+            commands::action(&client(), &target, Action::Start, output).await
         }
-        Command::Start { target } => commands::action(&client(), &target, Action::Start).await,
-        Command::Stop { target } => commands::action(&client(), &target, Action::Stop).await,
-        Command::Restart { target } => commands::action(&client(), &target, Action::Restart).await,
+        Command::Stop { target, output } => {
+            commands::action(&client(), &target, Action::Stop, output).await
+        }
+        Command::Restart { target, output } => {
+            commands::action(&client(), &target, Action::Restart, output).await
+        }
         Command::Deploy {
             app,
             artifact,
@@ -153,7 +173,11 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             commands::canary(&client(), &app, None, wait, output).await
         }
         Command::History { app, output } => commands::history(&client(), &app, output).await,
-        Command::Scale { app, instances } => commands::scale(&client(), &app, instances).await,
+        Command::Scale {
+            app,
+            instances,
+            output,
+        } => commands::scale(&client(), &app, instances, output).await,
         Command::Logs {
             target,
             follow,

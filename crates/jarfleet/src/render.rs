@@ -3,34 +3,11 @@
 use jarfleet_api::{EventRecord, HistoryReport, StatusReport};
 use jarfleet_core::reconcile::{AppChange, Plan};
 
-/// Left-aligned columns, two spaces apart.
+use crate::term::{self, Fit, Term};
+
+/// Left-aligned columns, two spaces apart, at full width and without colour.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            if i < widths.len() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: Vec<String>| {
-        let mut l = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(cell);
-            } else {
-                l.push_str(&format!("{:<w$}  ", cell, w = widths[i]));
-            }
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
-    }
-    out
+    term::table(&Term::PLAIN, header, rows, Fit::default())
 }
 
 pub fn duration(secs: u64) -> String {
@@ -93,7 +70,7 @@ fn canary(app: &str, c: &jarfleet_api::CanaryStatus) -> String {
     )
 }
 
-pub fn status(report: &StatusReport, only: Option<&str>) -> String {
+pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String {
     let mut out = String::new();
     let dash = || "-".to_string();
     for app in report
@@ -101,7 +78,7 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
         .iter()
         .filter(|a| only.is_none_or(|o| o == a.name))
     {
-        out.push_str(&format!(
+        out.push_str(&term.fit_line(&format!(
             "{}  {}/{} ready  release {}{}  java {}\n",
             app.name,
             app.ready,
@@ -112,7 +89,7 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
                 .map(|d| format!(" (deployment {d})"))
                 .unwrap_or_default(),
             app.java.as_deref().unwrap_or("-"),
-        ));
+        )));
         if let Some(listen) = &app.listen {
             let b = app.balancer.as_ref();
             let totals = b.map(|b| &b["totals"]);
@@ -125,16 +102,18 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
                 .and_then(|b| b["backends"].as_array())
                 .map(|a| a.iter().filter_map(|x| x["in_flight"].as_u64()).sum())
                 .unwrap_or(0);
-            out.push_str(&format!(
+            out.push_str(&term.fit_line(&format!(
                 "  load balancer {listen}: {} requests ({} 5xx), {} errors, {} retries, {in_flight} in flight\n",
                 classes.iter().sum::<u64>(),
                 classes.get(4).copied().unwrap_or(0),
                 n("errors"),
                 n("retries"),
-            ));
+            )));
         }
         if let Some(c) = &app.canary {
-            out.push_str(&canary(&app.name, c));
+            for line in canary(&app.name, c).lines() {
+                out.push_str(&term.fit_line(line));
+            }
         }
         let rows: Vec<Vec<String>> = app
             .instances
@@ -159,12 +138,19 @@ pub fn status(report: &StatusReport, only: Option<&str>) -> String {
                 ]
             })
             .collect();
-        out.push_str(&table(
+        out.push_str(&term::table(
+            term,
             &[
                 "INSTANCE", "STATE", "PID", "PORT", "UPTIME", "RESTARTS", "CPU", "RSS", "RELEASE",
                 "LAST",
             ],
             &rows,
+            Fit {
+                // LAST is cut first, then the columns least needed at a glance go.
+                elastic: Some(9),
+                optional: &[7, 6, 4, 2, 8],
+                state: Some(1),
+            },
         ));
         out.push('\n');
     }
@@ -218,7 +204,7 @@ fn clock(ts: u64) -> String {
     )
 }
 
-pub fn history(h: &HistoryReport) -> String {
+pub fn history(h: &HistoryReport, term: &Term) -> String {
     let mut out = format!("{}: current release {}\n\nRELEASES\n", h.app, h.current);
     let rows: Vec<Vec<String>> = h
         .releases
@@ -233,9 +219,15 @@ pub fn history(h: &HistoryReport) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
+    out.push_str(&term::table(
+        term,
         &["", "RELEASE", "VERSION", "CREATED", "ARTIFACT"],
         &rows,
+        Fit {
+            elastic: Some(4),
+            optional: &[3],
+            state: None,
+        },
     ));
     out.push_str("\nDEPLOYMENTS\n");
     let rows: Vec<Vec<String>> = h
@@ -254,9 +246,15 @@ pub fn history(h: &HistoryReport) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
+    out.push_str(&term::table(
+        term,
         &["ID", "RELEASES", "OUTCOME", "STARTED", "TOOK", "REASON"],
         &rows,
+        Fit {
+            elastic: Some(5),
+            optional: &[3, 4],
+            state: Some(2),
+        },
     ));
     out
 }
@@ -332,7 +330,88 @@ mod tests {
                 ],
             }],
         };
-        insta::assert_snapshot!(status(&report, None));
+        insta::assert_snapshot!(status(&report, None, &Term::PLAIN));
+    }
+
+    #[test]
+    fn status_fits_a_narrow_terminal() {
+        let mut report = StatusReport {
+            daemon: DaemonStatus {
+                pid: 1,
+                version: "0.1.0".into(),
+                state_dir: "/srv/state".into(),
+                uptime_secs: 10,
+                spec: None,
+            },
+            apps: vec![],
+        };
+        report.apps.push(AppStatus {
+            name: "orders".into(),
+            release: "3f2a9c1b7d00".into(),
+            desired: 2,
+            ready: 1,
+            rolling: false,
+            deployment: None,
+            listen: Some("127.0.0.1:8080".into()),
+            balancer: None,
+            java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+            health: None,
+            canary: None,
+            instances: vec![
+                instance(0, "ready", Some(4242)),
+                instance(1, "unhealthy", Some(4250)),
+            ],
+        });
+        let narrow = Term {
+            color: false,
+            width: Some(60),
+        };
+        let out = status(&report, None, &narrow);
+        for line in out.lines() {
+            assert!(line.chars().count() <= 60, "{line:?}");
+        }
+        insta::assert_snapshot!(out);
+    }
+
+    #[test]
+    fn history_table() {
+        let step = |message: &str| jarfleet_api::DeployStep {
+            at: 0,
+            message: message.into(),
+        };
+        let h = HistoryReport {
+            app: "orders".into(),
+            current: "9e8d7c6b5a41".into(),
+            releases: vec![
+                jarfleet_api::ReleaseInfo {
+                    id: "3f2a9c1b7d00".into(),
+                    version: Some("1.4.1".into()),
+                    created_at: 1_700_000_000_000,
+                    current: false,
+                    artifact: "/srv/orders/orders-1.4.1.jar".into(),
+                },
+                jarfleet_api::ReleaseInfo {
+                    id: "9e8d7c6b5a41".into(),
+                    version: Some("1.4.2".into()),
+                    created_at: 1_700_000_360_000,
+                    current: true,
+                    artifact: "/srv/orders/orders-1.4.2.jar".into(),
+                },
+            ],
+            deployments: vec![jarfleet_api::DeploymentRecord {
+                id: 7,
+                app: "orders".into(),
+                from: "3f2a9c1b7d00".into(),
+                to: "9e8d7c6b5a41".into(),
+                strategy: "canary".into(),
+                outcome: "succeeded".into(),
+                reason: None,
+                started_at: 1_700_000_400_000,
+                ended_at: Some(1_700_000_642_500),
+                steps: vec![step("canary step 1 (5 %) passed")],
+            }],
+        };
+        insta::assert_snapshot!(history(&h, &Term::PLAIN));
     }
 
     #[test]
@@ -378,7 +457,7 @@ mod tests {
                 instances: vec![instance(0, "ready", Some(4242))],
             }],
         };
-        insta::assert_snapshot!(status(&report, None));
+        insta::assert_snapshot!(status(&report, None, &Term::PLAIN));
     }
 
     #[test]

@@ -304,6 +304,15 @@ fn summary(report: &StatusReport) -> String {
     format!("{ready} instance(s) of {apps} app(s) ready")
 }
 
+/// Seconds since `epoch_ms` (a record's timestamp).
+pub fn elapsed_secs(epoch_ms: u64) -> f64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(epoch_ms);
+    now.saturating_sub(epoch_ms) as f64 / 1000.0
+}
+
 async fn wait_ready(client: &Client, spec: &FleetSpec) -> Result<(), CliError> {
     let longest = spec
         .apps
@@ -312,12 +321,15 @@ async fn wait_ready(client: &Client, spec: &FleetSpec) -> Result<(), CliError> {
         .max()
         .unwrap_or_default();
     let until = Instant::now() + longest + Duration::from_secs(30);
+    let spinner = crate::term::Spinner::start("waiting for every instance to be ready");
     loop {
         let report: StatusReport = client.get("/v1/status").await?;
         if all_ready(&report) {
+            drop(spinner);
             eprintln!("{}", summary(&report));
             return Ok(());
         }
+        spinner.set(&format!("waiting: {}", summary(&report)));
         if Instant::now() > until {
             return Err(CliError::failed(format!(
                 "not every instance became ready in time: {}",

@@ -28,4 +28,5 @@ mod readopt;
 mod reload;
 mod remote;
 mod supervise;
+mod terminal;
 mod trust;
