@@ -126,7 +126,10 @@ impl Control {
             "deploy.started",
             Some(app),
             None,
-            format!("deployment #{}: {from} → {to} ({why}), rolling", rec.id),
+            format!(
+                "deployment #{}: {from} → {to} ({why}), {}",
+                rec.id, rec.strategy
+            ),
         );
         if let Some(rt) = self.apps.get_mut(app) {
             rt.deployment = Some(rec.clone());
