@@ -82,15 +82,8 @@ pub fn render_spec_config(
         };
         app.config_rendered.clear();
         for (rel, path) in files {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(format!(
-                        "{}: {e} (config templates are text)",
-                        path.display()
-                    ));
-                    continue;
-                }
+            let Some(text) = read_template(&path, &mut errors) else {
+                continue;
             };
             match jarfleet_bundle::template::render(&path, &text, &lookup) {
                 Ok(out) => {
@@ -105,6 +98,18 @@ pub fn render_spec_config(
     } else {
         Err(errors)
     }
+}
+
+/// A template's text; an unreadable or non-text file is an error in `errors`.
+fn read_template(path: &Path, errors: &mut Vec<String>) -> Option<String> {
+    std::fs::read_to_string(path)
+        .map_err(|e| {
+            errors.push(format!(
+                "{}: {e} (config templates are text)",
+                path.display()
+            ))
+        })
+        .ok()
 }
 
 /// Values a template is rendered with per instance, when it starts.
@@ -122,15 +127,8 @@ fn keep_for_etcd(
     app.config_values.clear();
     app.config_rendered.clear();
     for (rel, path) in files {
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(format!(
-                    "{}: {e} (config templates are text)",
-                    path.display()
-                ));
-                continue;
-            }
+        let Some(text) = read_template(&path, errors) else {
+            continue;
         };
         match jarfleet_bundle::template::variables(&path, &text) {
             Ok(uses) => {

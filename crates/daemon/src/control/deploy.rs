@@ -460,16 +460,28 @@ impl Control {
                 Some("wait for it to finish (`jarfleet history APP`), then try again"),
             ));
         }
+        let why = match &version {
+            Some(v) => format!("version {v}"),
+            None => "new artifact".to_string(),
+        };
+        let release = self.record_release(app, prepared, version);
+        self.start_deployment(app, &release, &why)
+    }
+
+    /// Stores a prepared release of `app` (and the current one, if it is not yet): it can be
+    /// started, deployed and rolled back to from now on. Its id.
+    pub(super) fn record_release(
+        &mut self,
+        app: &str,
+        prepared: PreparedApp,
+        version: Option<String>,
+    ) -> String {
         self.remember_current_release(app);
         let now = now_ms();
         let _ = self
             .store
             .put_release(app, &prepared.release, &prepared.release_record, now);
         let release = prepared.release.clone();
-        let why = match &version {
-            Some(v) => format!("version {v}"),
-            None => "new artifact".to_string(),
-        };
         self.remember_release(
             app,
             &release,
@@ -480,7 +492,7 @@ impl Control {
                 created_at: now,
             },
         );
-        self.start_deployment(app, &release, &why)
+        release
     }
 
     /// `jarfleet rollback`: back to the previous release, or to `to` (release id prefix or

@@ -16,7 +16,6 @@ use jarfleet_core::spec::OnChange;
 
 use super::deploy::SUCCEEDED;
 use super::*;
-use crate::store::ReleaseRecord;
 
 pub(super) struct RefreshRun {
     /// The release whose config goes out.
@@ -60,22 +59,8 @@ impl Control {
         prepared: PreparedApp,
         on_change: &OnChange,
     ) -> Result<(), ErrorBody> {
-        self.remember_current_release(app);
         let now = now_ms();
-        let release = prepared.release.clone();
-        let _ = self
-            .store
-            .put_release(app, &release, &prepared.release_record, now);
-        self.remember_release(
-            app,
-            &release,
-            ReleaseRecord {
-                spec: prepared.spec,
-                runtime: prepared.runtime,
-                version: None,
-                created_at: now,
-            },
-        );
+        let release = self.record_release(app, prepared, None);
         self.start_deployment(app, &release, &format!("etcd config changed: {on_change}"))?;
         let Some(rt) = self.apps.get_mut(app) else {
             return Ok(());

@@ -5,6 +5,28 @@ use crate::balancer::{Load, START, fleet_behind_lb};
 use crate::fixture::fixture_variant;
 use crate::harness::*;
 
+/// Two instances of a "v1" fixture behind the balancer (the jar's temp dir first, to keep it);
+/// with `steps`, canary deploys through those steps.
+fn fleet_on_v1(steps: Option<&str>) -> (tempfile::TempDir, Fleet, u16) {
+    let v1_dir = tempfile::tempdir().expect("temp");
+    let v1 = fixture_variant(&v1_dir.path().join("v1.jar"), &[("version", "v1")]);
+    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    if let Some(steps) = steps {
+        make_canary(&fleet, steps);
+    }
+    (v1_dir, fleet, lb)
+}
+
+/// The messages of a deployment record's steps.
+fn step_messages(d: &serde_json::Value) -> Vec<String> {
+    d["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .filter_map(|s| s["message"].as_str().map(str::to_string))
+        .collect()
+}
+
 /// The app of `fleet_behind_lb` switched to canary deploys with short steps. `max_p99_ratio`
 /// is generous: the canaries are freshly started JVMs (not yet compiled by the JIT) on a busy
 /// 2-core machine, judged after one second.
@@ -21,10 +43,7 @@ fn make_canary(fleet: &Fleet, steps: &str) {
 
 #[test]
 fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[20, 50, 100]");
+    let (_v1, fleet, lb) = fleet_on_v1(Some("[20, 50, 100]"));
     let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
     let load = Load::start(lb, "/version");
     load.wait_more(100);
@@ -32,16 +51,9 @@ fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
     load.wait_more(50);
     let (ok, failed, errors) = load.finish();
     assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &latest(&h);
+    let d = latest_deployment(&fleet);
     assert_eq!(d["outcome"], "succeeded", "{d:#}");
-    let steps: Vec<String> = d["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .filter_map(|s| s["message"].as_str().map(str::to_string))
-        .collect();
+    let steps = step_messages(&d);
     for (n, p) in [(1, 20), (2, 50), (3, 100)] {
         assert!(
             steps
@@ -60,10 +72,7 @@ fn a_healthy_canary_goes_through_every_step_without_a_failed_request() {
 
 #[test]
 fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[20, 50, 100]");
+    let (_v1, fleet, lb) = fleet_on_v1(Some("[20, 50, 100]"));
     let bad = fixture_variant(
         &fleet.path("bad.jar"),
         &[("version", "v2"), ("error-rate", "0.3")],
@@ -81,9 +90,7 @@ fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
         (failed as f64) < 0.2 * 0.3 * total as f64 * 1.5 + 5.0,
         "{failed} of {total} failed: more than the first step's share"
     );
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &latest(&h);
+    let d = latest_deployment(&fleet);
     assert_eq!(d["outcome"], "rolled-back", "{d:#}");
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(
@@ -95,10 +102,7 @@ fn a_canary_answering_30_percent_500s_is_rolled_back_at_the_first_step() {
 
 #[test]
 fn a_canary_much_slower_than_stable_fails_on_max_p99_ratio() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[20, 50, 100]");
+    let (_v1, fleet, lb) = fleet_on_v1(Some("[20, 50, 100]"));
     // This test is about latency: a tighter ratio than `make_canary`'s.
     let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
     fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 2.0"));
@@ -113,44 +117,25 @@ fn a_canary_much_slower_than_stable_fails_on_max_p99_ratio() {
     assert!(!out.status.success(), "the deploy must fail");
     let (_, failed, errors) = load.finish();
     assert_eq!(failed, 0, "slow is not failed: {errors:?}");
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = &latest(&h);
+    let d = latest_deployment(&fleet);
     assert_eq!(d["outcome"], "rolled-back", "{d:#}");
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("max_p99_ratio"), "{reason}");
 }
 
 /// The newest deployment of a `history -o json`.
-fn latest(h: &serde_json::Value) -> serde_json::Value {
-    h["deployments"]
-        .as_array()
-        .and_then(|d| d.iter().max_by_key(|d| d["id"].as_u64()).cloned())
-        .unwrap_or_default()
-}
-
 #[test]
 fn an_operator_promotes_one_canary_and_aborts_another() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[10, 50, 100]");
+    let (_v1, fleet, lb) = fleet_on_v1(Some("[10, 50, 100]"));
     // Steps far longer than the test: only the operator ends them.
     let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
     fleet.write_spec(&spec.replace("step_time = \"1s\"", "step_time = \"10m\""));
     fleet.ok(&["apply"]);
     let in_first_step = |fleet: &Fleet| {
         wait_until("the canary's first step", START, || {
-            let h: serde_json::Value =
-                serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).ok()?;
-            let steps = latest(&h)["steps"].as_array()?.clone();
-            steps
+            step_messages(&latest_deployment(fleet))
                 .iter()
-                .any(|s| {
-                    s["message"]
-                        .as_str()
-                        .is_some_and(|m| m.starts_with("canary step 1 of 3"))
-                })
+                .any(|m| m.starts_with("canary step 1 of 3"))
                 .then_some(())
         })
     };
@@ -169,10 +154,11 @@ fn an_operator_promotes_one_canary_and_aborts_another() {
     fleet.ok(&["deploy", "fx", &v3.display().to_string()]);
     in_first_step(&fleet);
     fleet.ok(&["abort", "fx", "--wait"]);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    assert_eq!(latest(&h)["outcome"], "rolled-back");
-    assert_eq!(latest(&h)["reason"], "aborted by the operator");
+    assert_eq!(latest_deployment(&fleet)["outcome"], "rolled-back");
+    assert_eq!(
+        latest_deployment(&fleet)["reason"],
+        "aborted by the operator"
+    );
     assert_all_from(
         lb,
         "v2",
@@ -198,10 +184,7 @@ fn canary_status(fleet: &Fleet) -> Option<serde_json::Value> {
 
 #[test]
 fn a_paused_canary_waits_for_promote_while_it_is_still_judged_and_status_shows_its_figures() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
-    make_canary(&fleet, "[50, 100]");
+    let (_v1, fleet, lb) = fleet_on_v1(Some("[50, 100]"));
     let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
     fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 20.0, pause = [50]"));
     fleet.ok(&["apply"]);
@@ -238,9 +221,7 @@ fn a_paused_canary_waits_for_promote_while_it_is_still_judged_and_status_shows_i
         "{text}"
     );
     assert!(text.contains("this step: canary "), "{text}");
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    assert_eq!(latest(&h)["outcome"], "running");
+    assert_eq!(latest_deployment(&fleet)["outcome"], "running");
     // Both releases answer meanwhile.
     let seen: std::collections::BTreeSet<String> = (0..40)
         .filter_map(|_| http_get(lb, "/version").ok().map(|(_, b)| b))
@@ -252,16 +233,9 @@ fn a_paused_canary_waits_for_promote_while_it_is_still_judged_and_status_shows_i
     load.wait_more(50);
     let (ok, failed, errors) = load.finish();
     assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = latest(&h);
+    let d = latest_deployment(&fleet);
     assert_eq!(d["outcome"], "succeeded", "{d:#}");
-    let steps: Vec<&str> = d["steps"]
-        .as_array()
-        .expect("steps")
-        .iter()
-        .filter_map(|s| s["message"].as_str())
-        .collect();
+    let steps = step_messages(&d);
     let at = |prefix: &str| {
         steps
             .iter()
@@ -282,9 +256,7 @@ fn a_paused_canary_waits_for_promote_while_it_is_still_judged_and_status_shows_i
 
 #[test]
 fn deploy_strategy_makes_one_canary_of_a_rolling_app_and_the_next_deploy_rolls_again() {
-    let fleet_dir = tempfile::tempdir().expect("temp");
-    let v1 = fixture_variant(&fleet_dir.path().join("v1.jar"), &[("version", "v1")]);
-    let (fleet, lb) = fleet_behind_lb(2, Some(&v1), "round-robin");
+    let (_v1, fleet, lb) = fleet_on_v1(None);
     let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
     fleet.ok(&[
         "deploy",
@@ -299,9 +271,7 @@ fn deploy_strategy_makes_one_canary_of_a_rolling_app_and_the_next_deploy_rolls_a
     });
     assert_eq!(first["percent"], 5, "{first:#}");
     fleet.ok(&["promote", "fx", "--full", "--wait"]);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    let d = latest(&h);
+    let d = latest_deployment(&fleet);
     assert_eq!(
         (d["strategy"].as_str(), d["outcome"].as_str()),
         (Some("canary"), Some("succeeded"))
@@ -315,10 +285,8 @@ fn deploy_strategy_makes_one_canary_of_a_rolling_app_and_the_next_deploy_rolls_a
 
     let v3 = fixture_variant(&fleet.path("v3.jar"), &[("version", "v3")]);
     fleet.ok(&["deploy", "fx", &v3.display().to_string(), "--wait"]);
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
     assert_eq!(
-        latest(&h)["strategy"],
+        latest_deployment(&fleet)["strategy"],
         "rolling",
         "the app's own strategy again"
     );

@@ -105,15 +105,6 @@ fn configs_read(fleet: &Fleet) -> Vec<(u16, String)> {
         .collect()
 }
 
-fn latest_deployment(fleet: &Fleet) -> serde_json::Value {
-    let h: serde_json::Value =
-        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
-    h["deployments"]
-        .as_array()
-        .and_then(|d| d.iter().max_by_key(|d| d["id"].as_u64()).cloned())
-        .unwrap_or_default()
-}
-
 /// A fleet of two fixture JVMs whose config template takes GREETING from etcd.
 fn fleet_with_etcd_template(etcd: &Etcd, on_change: &str, env: &str) -> Fleet {
     let fleet = Fleet::new(10);

@@ -457,6 +457,16 @@ pub fn environ(pid: u64) -> Vec<(String, String)> {
 
 /// The value of `var` in the environment of each ready instance of `app`, as the fixture's
 /// `/env` reports it ("" when unset).
+/// The latest deployment record of app `fx` (`null` when there is none).
+pub fn latest_deployment(fleet: &Fleet) -> Value {
+    let h: Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    h["deployments"]
+        .as_array()
+        .and_then(|d| d.iter().max_by_key(|d| d["id"].as_u64()).cloned())
+        .unwrap_or_default()
+}
+
 pub fn env_of_ready(fleet: &Fleet, app: &str, var: &str) -> Vec<String> {
     let prefix = format!("{var}=");
     fleet
