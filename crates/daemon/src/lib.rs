@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod etcdconf;
 pub mod faststart;
+pub mod http;
 pub mod journal;
 pub mod launch;
 pub mod logfile;
@@ -24,6 +25,7 @@ use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -59,8 +61,35 @@ pub async fn run(
         tracing::warn!("{line}");
     }
     let store = store::Store::open(&dirs.db())?;
+    let daemon_settings = store.daemon_settings()?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
+    let remote = Arc::new(http::RemoteApi::new());
+    let app = server::router(server::ApiState {
+        tx: tx.clone(),
+        events: events.clone(),
+        dirs: dirs.clone(),
+        remote: remote.clone(),
+    });
+    remote.set_api(app.clone());
+    // The TCP API of the last applied spec: a token file that became readable by others, or a
+    // certificate gone, stops the daemon here, before it adopts anything.
+    if let Some(daemon) = &daemon_settings {
+        let change = remote.begin().await;
+        let staged = change.stage(daemon).await.map_err(|e| {
+            let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+            anyhow::anyhow!("{}{hint}", e.message)
+        })?;
+        if let Some(message) = change.commit(staged).await {
+            let _ = tx
+                .send(Event::Emit {
+                    kind: "api.listening".into(),
+                    app: None,
+                    message,
+                })
+                .await;
+        }
+    }
     let mut control = Control::new(
         dirs.clone(),
         store,
@@ -78,14 +107,9 @@ pub async fn run(
         );
     }
     let listener = bind_private(&socket)?;
-    let app = server::router(server::ApiState {
-        tx: tx.clone(),
-        events,
-        dirs: dirs.clone(),
-    });
 
     let loop_done = tokio::spawn(control.run(rx));
-    let reloader = tokio::spawn(reload::on_sighup(tx.clone(), dirs.clone()));
+    let reloader = tokio::spawn(reload::on_sighup(tx.clone(), dirs.clone(), remote.clone()));
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -117,6 +141,7 @@ pub async fn run(
     // Let in-flight replies (the shutdown ack) reach their clients.
     let _ = server_stop_tx.send(());
     let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    remote.stop().await;
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

@@ -243,7 +243,23 @@ pub enum Command {
         #[arg(long)]
         signature: Option<PathBuf>,
     },
+    /// API tokens for the daemon's TCP API (`[daemon] token_file`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Internal: the per-instance supervisor process started by the daemon.
     #[command(hide = true)]
     Shim { run_dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new random token to FILE (mode 0600); nothing is printed to stdout.
+    New {
+        file: PathBuf,
+        /// Replace an existing FILE.
+        #[arg(long)]
+        force: bool,
+    },
 }

@@ -51,6 +51,12 @@ pub async fn validate(spec_arg: Option<&Path>, offline: bool) -> Result<(), CliE
             .await
             .map_err(|e| CliError::failed(e.to_string()))?
             .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
+        // The TCP API's token and certificate files, read as the daemon will read them.
+        let daemon = spec.daemon.clone();
+        tokio::task::spawn_blocking(move || jarfleet_daemon::http::load(&daemon).map(|_| ()))
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?
+            .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
         let mut port_errors = Vec::new();
         for app in spec.apps.values() {
             let free = (app.ports.first..=app.ports.last)

@@ -7,6 +7,7 @@ mod install;
 mod pack;
 mod render;
 mod sign;
+mod token;
 mod up;
 
 use clap::Parser;
@@ -214,6 +215,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             keys,
             signature,
         } => sign::verify(&file, signature.as_deref(), &keys),
+        Command::Token {
+            command: args::TokenCommand::New { file, force },
+        } => token::new(&file, force),
         Command::Shim { .. } => Ok(()),
     }
 }

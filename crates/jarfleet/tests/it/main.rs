@@ -25,5 +25,6 @@ mod logs;
 mod readopt;
 mod reload;
 mod remote;
+mod remote_api;
 mod supervise;
 mod trust;
