@@ -15,6 +15,7 @@ mod api;
 mod balancer;
 mod config;
 mod crashes;
+mod dashboard;
 mod deploy;
 mod errors;
 mod etcd;

@@ -28,7 +28,7 @@ const state = {
 
 function notice(text, kind = "info", hint = null) {
   const el = $("#notice");
-  el.replaceChildren(view.h("span", {}, text), hint ? view.h("small", {}, hint) : null);
+  el.replaceChildren(view.h("span", {}, text), ...(hint ? [view.h("small", {}, hint)] : []));
   el.className = `notice ${kind}`;
   el.hidden = false;
 }
@@ -127,9 +127,9 @@ function renderStatus(report) {
   const apps = $("#apps");
   const cards = report.apps.map((app) => {
     const card = appCard(app);
-    card.querySelector(".summary").replaceWith(view.appSummary(app));
+    view.morph(card.querySelector(".summary"), view.appSummary(app));
     const history = state.history.get(app.name);
-    card.querySelector(".app-body").replaceWith(view.appBody(app, state.rates, history && history.report));
+    view.morph(card.querySelector(".app-body"), view.appBody(app, state.rates, history && history.report));
     const input = card.querySelector("input[name=instances]");
     if (document.activeElement !== input && !input.dataset.edited) input.value = app.desired;
     card.classList.toggle("has-canary", Boolean(app.canary) || /canary/.test(app.deployment || ""));
@@ -137,7 +137,7 @@ function renderStatus(report) {
   });
   if (cards.length === 0) {
     apps.replaceChildren(view.h("p", { class: "panel muted" }, "No apps: apply a spec with `jarfleet apply`."));
-  } else {
+  } else if (cards.some((card, i) => apps.children[i] !== card) || apps.children.length !== cards.length) {
     apps.replaceChildren(...cards);
   }
   for (const app of report.apps) maybeFetchHistory(app);

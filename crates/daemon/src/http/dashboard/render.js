@@ -73,8 +73,8 @@ export function instanceRows(app) {
       cell("port", i.port ?? "–"),
       cell("uptime", fmt.duration(i.uptime_secs)),
       cell("restarts", i.restarts),
-      cell("cpu", fmt.percent(i.cpu_percent)),
-      cell("rss", fmt.bytes(i.rss_bytes)),
+      cell("CPU", fmt.percent(i.cpu_percent)),
+      cell("RSS", fmt.bytes(i.rss_bytes)),
       cell(
         "",
         h("span", { class: "row-actions" },
@@ -109,7 +109,8 @@ export function trafficTable(app, rates) {
       cell("backend", h("strong", {}, b.id), flags.length ? h("div", { class: "why" }, flags.join(", ")) : null),
       cell("release", h("code", {}, fmt.release(b.labels && b.labels.release))),
       cell("rate", fmt.rate(r.rate)),
-      cell("errors", `${errors}`, r.errors ? h("span", { class: "bad-text" }, ` (${fmt.rate(r.errors)})`) : null),
+      cell("errors", `${errors}`, total ? h("span", { class: errors ? "bad-text" : "muted" }, ` ${fmt.percent((100 * errors) / total)}`) : null,
+        r.errors ? h("span", { class: "bad-text" }, ` · ${fmt.rate(r.errors)}`) : null),
       cell("p99", fmt.micros(b.p99_us)),
       cell("in flight", b.in_flight ?? 0),
       cell("weight", `${b.effective_weight ?? b.weight ?? "–"}`),
@@ -227,4 +228,35 @@ export function eventItem(e) {
 
 export function logLine(l) {
   return h("span", { class: l.stream === "stderr" ? "stderr" : null }, `${l.line}\n`);
+}
+
+/**
+ * Makes `from` look like `to` while keeping the nodes that are still there: a button under the
+ * pointer stays the same element across live updates (a rebuilt table would swallow clicks).
+ */
+export function morph(from, to) {
+  if (from.nodeType !== to.nodeType || from.nodeName !== to.nodeName) {
+    from.replaceWith(to);
+    return;
+  }
+  if (from.nodeType === Node.TEXT_NODE) {
+    if (from.data !== to.data) from.data = to.data;
+    return;
+  }
+  if (from.nodeType !== Node.ELEMENT_NODE) return;
+  for (const { name } of [...from.attributes]) {
+    if (!to.hasAttribute(name)) from.removeAttribute(name);
+  }
+  for (const { name, value } of [...to.attributes]) {
+    // Styles through the CSSOM: the page's CSP refuses style attributes.
+    if (name === "style") from.style.cssText = to.style.cssText;
+    else if (from.getAttribute(name) !== value) from.setAttribute(name, value);
+  }
+  const old = [...from.childNodes];
+  const fresh = [...to.childNodes];
+  fresh.forEach((node, i) => {
+    if (i < old.length) morph(old[i], node);
+    else from.append(node);
+  });
+  for (const extra of old.slice(fresh.length)) extra.remove();
 }
