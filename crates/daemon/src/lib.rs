@@ -138,10 +138,10 @@ pub async fn run(
     reloader.abort();
     // A class data archive being trained goes with the daemon (it is trained again later).
     faststart::kill_stray_trainings(&dirs);
-    // Let in-flight replies (the shutdown ack) reach their clients.
+    // Let in-flight replies (the shutdown ack) reach their clients, on both listeners.
     let _ = server_stop_tx.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
-    remote.stop().await;
+    let unix = tokio::time::timeout(std::time::Duration::from_secs(2), server);
+    let _ = tokio::join!(unix, remote.stop());
     let _ = std::fs::remove_file(&socket);
     Ok(())
 }

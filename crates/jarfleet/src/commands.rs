@@ -21,13 +21,14 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 }
 
 pub async fn apply(
+    remote: Option<Client>,
     state: Option<&Path>,
     spec_arg: Option<&Path>,
     dry_run: bool,
     output: Output,
 ) -> Result<(), CliError> {
     let spec = context::load_spec(spec_arg)?;
-    let client = context::client(state, Some(&spec));
+    let client = remote.unwrap_or_else(|| context::client(state, Some(&spec)));
     let resp: ApplyResponse = client
         .post("/v1/apply", &ApplyRequest { spec, dry_run })
         .await?;

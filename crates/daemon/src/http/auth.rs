@@ -51,12 +51,18 @@ pub enum TokenFileError {
     TooOpen { path: String, mode: u32 },
     #[error("the API token file {path} is empty")]
     Empty { path: String },
+    #[error(
+        "the API token in {path} holds spaces, control or non-ASCII characters, which cannot be sent in an HTTP header"
+    )]
+    NotVisibleAscii { path: String },
 }
 
 impl TokenFileError {
     pub fn hint(&self) -> &'static str {
         match self {
-            TokenFileError::Unreadable { .. } | TokenFileError::Empty { .. } => {
+            TokenFileError::Unreadable { .. }
+            | TokenFileError::Empty { .. }
+            | TokenFileError::NotVisibleAscii { .. } => {
                 "create one with `jarfleet token new FILE` (a random token, mode 0600)"
             }
             TokenFileError::TooOpen { .. } => {
@@ -66,9 +72,15 @@ impl TokenFileError {
     }
 }
 
-/// Reads a token file: it must exist, be a regular file of mode 0600 (or stricter) and hold a
-/// non-empty token (surrounding whitespace is ignored).
+/// Reads a token file for the daemon; see [`read_secret`].
 pub fn read_token_file(path: &Path) -> Result<Token, TokenFileError> {
+    read_secret(path).map(|s| Token::new(s.as_bytes()))
+}
+
+/// Reads a token file (the daemon's, or a client's copy): it must exist, be a regular file of
+/// mode 0600 (or stricter) and hold a non-empty token of visible ASCII characters (surrounding
+/// whitespace is ignored).
+pub fn read_secret(path: &Path) -> Result<String, TokenFileError> {
     let shown = path.display().to_string();
     let unreadable = |e: std::io::Error| TokenFileError::Unreadable {
         path: shown.clone(),
@@ -90,7 +102,10 @@ pub fn read_token_file(path: &Path) -> Result<Token, TokenFileError> {
     if secret.is_empty() {
         return Err(TokenFileError::Empty { path: shown });
     }
-    Ok(Token::new(secret))
+    if !secret.iter().all(u8::is_ascii_graphic) {
+        return Err(TokenFileError::NotVisibleAscii { path: shown });
+    }
+    Ok(String::from_utf8_lossy(secret).into_owned())
 }
 
 /// Who may do what over TCP.
@@ -280,6 +295,11 @@ mod tests {
         assert!(matches!(
             read_token_file(&path),
             Err(TokenFileError::Empty { .. })
+        ));
+        std::fs::write(&path, "two words\n").expect("write");
+        assert!(matches!(
+            read_token_file(&path),
+            Err(TokenFileError::NotVisibleAscii { .. })
         ));
     }
 }

@@ -17,9 +17,12 @@ use tokio::task::JoinSet;
 pub type SharedTls = Arc<ArcSwap<Option<tokio_rustls::TlsAcceptor>>>;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long open connections get to finish their response once the server stops.
+const DRAIN: Duration = Duration::from_secs(2);
 
-/// Serves `app` on `listener` until `stop` turns true; then every open connection (long
-/// streams included) is closed.
+/// Serves `app` on `listener` until `stop` turns true; then open connections finish their
+/// current response (a shutdown's acknowledgement reaches its client) for up to [`DRAIN`], and
+/// whatever is left (long streams) is closed.
 pub async fn accept_loop(
     listener: TcpListener,
     app: Router,
@@ -45,12 +48,13 @@ pub async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let acceptor = tls.load_full();
+        let stop = stop.clone();
         connections.spawn(async move {
             match acceptor.as_ref() {
-                None => serve_connection(stream, app).await,
+                None => serve_connection(stream, app, stop).await,
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, app).await,
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, app, stop).await,
                         Ok(Err(e)) => tracing::debug!("TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!("TLS handshake timed out"),
                     }
@@ -58,17 +62,31 @@ pub async fn accept_loop(
             }
         });
     }
-    connections.shutdown().await;
+    drop(listener);
+    let drained = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN, drained).await.is_err() {
+        connections.shutdown().await;
+    }
 }
 
-async fn serve_connection<S>(stream: S, app: Router)
+/// One connection; on `stop` it finishes the response in progress and closes.
+async fn serve_connection<S>(stream: S, app: Router, mut stop: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = TowerToHyperService::new(app);
     let conn =
         hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-    if let Err(e) = conn.await {
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        // (The guard `wait_for` returns must not live across the await below.)
+        () = async { let _ = stop.wait_for(|stopped| *stopped).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
         tracing::debug!("TCP API connection ended: {e}");
     }
 }

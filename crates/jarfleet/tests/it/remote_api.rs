@@ -324,6 +324,22 @@ fn open_reads_lets_reads_through_without_the_token_but_not_changes() {
             (i["ready"] == true && i["pid"].as_u64().is_some_and(|p| p != pid)).then_some(())
         },
     );
+
+    // `down` over TCP: refused without the token; with it, acknowledged, then the daemon goes.
+    let out = fleet.run(&["--api", &base, "down"]);
+    assert_eq!(out.status.code(), Some(2), "down without the token");
+    assert!(fleet.state.join("jarfleet.sock").exists());
+    let tf = token_file.display().to_string();
+    let out = fleet.run(&["--api", &base, "--token-file", &tf, "down"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("daemon stopped"));
+    wait_until("the daemon to be gone", Duration::from_secs(30), || {
+        (!fleet.state.join("jarfleet.sock").exists() && port_free(port)).then_some(())
+    });
 }
 
 #[test]
@@ -362,6 +378,54 @@ fn the_tcp_api_speaks_tls_with_the_configured_certificate() {
         text.contains("certificate") || text.contains("issuer"),
         "not a certificate error: {err}"
     );
+    // The CLI as a remote client: --api, --token-file, --ca.
+    let api = format!("https://127.0.0.1:{port}");
+    let (tf, ca_s) = (token_file.display().to_string(), ca.display().to_string());
+    let out = fleet.ok(&[
+        "--api",
+        &api,
+        "--token-file",
+        &tf,
+        "--ca",
+        &ca_s,
+        "status",
+        "-o",
+        "json",
+    ]);
+    let remote: serde_json::Value = serde_json::from_str(&out).expect("status -o json");
+    assert_eq!(remote["apps"][0]["name"], "fx");
+    fleet.ok(&[
+        "--api",
+        &api,
+        "--token-file",
+        &tf,
+        "--ca",
+        &ca_s,
+        "scale",
+        "fx",
+        "2",
+    ]);
+    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let out = fleet.run(&["--api", &api, "--ca", &ca_s, "scale", "fx", "1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("needs the API token") && stderr.contains("--token-file"),
+        "{stderr}"
+    );
+    let out = fleet.run(&["--api", &api, "--token-file", &tf, "status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("TLS") && stderr.contains("--ca"),
+        "{stderr}"
+    );
+    assert_eq!(
+        fleet.status()["apps"][0]["desired"],
+        2,
+        "a refused remote scale changed something"
+    );
+
     // Plain HTTP on the TLS port gets no API answer.
     let plain = call(
         &agent(None),
@@ -397,9 +461,11 @@ fn a_token_file_others_can_read_is_refused_by_up_and_by_a_restarted_daemon() {
         stderr.contains(&shown) && stderr.contains(&format!("chmod 600 {shown}")),
         "the error must name the file and `chmod 600`: {stderr}"
     );
-    assert!(
-        !fleet.state.join("jarfleet.sock").exists(),
-        "a daemon was left running"
+    // `up` stopped the daemon it started (its socket goes last, as it exits).
+    wait_until(
+        "the refused daemon to be gone",
+        Duration::from_secs(10),
+        || (!fleet.state.join("jarfleet.sock").exists()).then_some(()),
     );
     let out = fleet.run(&["validate"]);
     assert_eq!(out.status.code(), Some(2));
