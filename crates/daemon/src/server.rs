@@ -83,7 +83,12 @@ fn loop_gone() -> ApiError {
     )
 }
 
+/// The versioned API (`/v1/…`) needs the client's protocol version; other routes (`/metrics`,
+/// scraped by Prometheus) are not part of that protocol.
 async fn check_protocol(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
     let theirs = req
         .headers()
         .get(PROTOCOL_HEADER)

@@ -557,3 +557,120 @@ fn a_certificate_and_a_key_that_do_not_match_are_named() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("do not go together"));
 }
+
+/// The `(event, data)` pairs of a server-sent-event stream, read by a thread as they come.
+fn sse_events(
+    port: u16,
+    path: &str,
+    token: &str,
+) -> (
+    std::sync::mpsc::Receiver<(String, serde_json::Value)>,
+    Option<String>,
+) {
+    use std::io::BufRead;
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_connect(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent();
+    let resp = agent
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .header("x-jarfleet-protocol", jarfleet_api::PROTOCOL.to_string())
+        .header("authorization", format!("Bearer {token}"))
+        .call()
+        .expect("GET the stream");
+    assert_eq!(resp.status().as_u16(), 200, "GET {path}");
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let reader = std::io::BufReader::new(resp.into_body().into_reader());
+        let mut event = String::new();
+        for line in reader.lines().map_while(Result::ok) {
+            if let Some(name) = line.strip_prefix("event: ") {
+                event = name.to_string();
+            } else if let Some(data) = line.strip_prefix("data: ") {
+                let value = serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
+                if tx.send((event.clone(), value)).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (rx, content_type)
+}
+
+/// Waits for the first pair that `pred` accepts.
+fn next_matching(
+    rx: &std::sync::mpsc::Receiver<(String, serde_json::Value)>,
+    what: &str,
+    pred: impl Fn(&str, &serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rx.recv_timeout(left) {
+            Ok((event, data)) if pred(&event, &data) => return data,
+            Ok(_) => {}
+            Err(_) => panic!("timed out after 30s waiting for {what} on the stream"),
+        }
+    }
+}
+
+#[test]
+fn the_streams_send_status_events_and_logs_as_server_sent_events() {
+    let fleet = Fleet::new(5);
+    let (token_file, token) = new_token(&fleet, "api-token");
+    let port = api_port();
+    fleet.write_spec(&api_spec(
+        &fleet,
+        &AppDef::default(),
+        port,
+        &format!("token_file = {:?}", token_file.display().to_string()),
+    ));
+    fleet.up();
+    let pid = fleet.wait_ready("fx", 1, Duration::from_secs(60))[0]["pid"]
+        .as_u64()
+        .expect("pid");
+    let r = call(
+        &agent(None),
+        "GET",
+        &format!("http://127.0.0.1:{port}/v1/stream"),
+        None,
+        None,
+    )
+    .expect("GET");
+    assert_eq!(r.status, 401, "the stream is a read: it needs the token");
+
+    let (stream, content_type) = sse_events(port, "/v1/stream?events=5", &token);
+    assert_eq!(content_type.as_deref(), Some("text/event-stream"));
+    next_matching(&stream, "a past instance.ready event", |e, d| {
+        e == "event" && d["kind"] == "instance.ready"
+    });
+    next_matching(&stream, "a status snapshot with fx/0's pid", |e, d| {
+        e == "status" && d["apps"][0]["instances"][0]["pid"] == pid
+    });
+    fleet.ok(&["restart", "fx/0"]);
+    next_matching(&stream, "the live instance.stopping event", |e, d| {
+        e == "event" && d["kind"] == "instance.stopping" && d["slot"] == 0
+    });
+    next_matching(&stream, "a status snapshot with fx/0's new JVM", |e, d| {
+        let i = &d["apps"][0]["instances"][0];
+        e == "status" && i["ready"] == true && i["pid"].as_u64().is_some_and(|p| p != pid)
+    });
+
+    let (logs, _) = sse_events(port, "/v1/stream/logs?app=fx&slot=0&lines=20", &token);
+    let line = next_matching(&logs, "fx/0's log", |e, d| {
+        e == "log"
+            && d["line"]
+                .as_str()
+                .is_some_and(|l| l.contains("listening on port"))
+    });
+    assert_eq!(
+        (line["app"].as_str(), line["slot"].as_u64()),
+        (Some("fx"), Some(0))
+    );
+}
