@@ -294,3 +294,139 @@ fn the_dashboard_shows_the_fleet_live_and_acts_only_with_the_token() {
     device(&tab, 390, 844, true);
     screenshot(&tab, "dashboard-phone.png");
 }
+
+#[test]
+fn the_dashboard_follows_a_canary_deployment_and_aborts_it_with_the_token() {
+    let browser = browser();
+    let fleet = Fleet::new(6);
+    let (token_file, token) = new_token(&fleet, "api-token");
+    let (api, listen) = free_ports(2);
+    let v1 = crate::fixture::fixture_variant(&fleet.path("fx-v1.jar"), &[("version", "v1")]);
+    let v2 = crate::fixture::fixture_variant(&fleet.path("fx-v2.jar"), &[("version", "v2")]);
+    let extra = format!("listen = \"127.0.0.1:{listen}\"");
+    // Long steps: the canary stays at its first step until the page aborts it.
+    let tables = "[apps.fx.deploy]\nstrategy = \"canary\"\ncanary = { steps = [50, 100], step_time = \"10m\" }\n";
+    let app = AppDef {
+        instances: 2,
+        extra: &extra,
+        tables,
+        ..AppDef::default()
+    };
+    let spec = api_spec(
+        &fleet,
+        &app,
+        api,
+        &format!("token_file = {:?}", token_file.display().to_string()),
+    )
+    .replace(
+        &format!("{:?}", crate::fixture::fixture_jar().display().to_string()),
+        &format!("{:?}", v1.display().to_string()),
+    );
+    fleet.write_spec(&spec);
+    fleet.up();
+    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+
+    // Reads need the token here: the page asks for it before it shows anything.
+    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
+    tab.navigate_to(&format!("http://127.0.0.1:{api}/"))
+        .expect("navigate")
+        .wait_until_navigated()
+        .expect("the page loads");
+    wait_until(
+        "the page to ask for the token",
+        Duration::from_secs(20),
+        || {
+            (js(&tab, "document.querySelector('#token-form').hidden") == false
+                && notice(&tab).contains("401"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        js(
+            &tab,
+            "document.querySelectorAll('tr[data-instance]').length"
+        ),
+        0,
+        "the fleet was shown without the token"
+    );
+    tab.find_element("#token-input")
+        .expect("the token input")
+        .type_into(&token)
+        .expect("typing the token");
+    tab.press_key("Enter").expect("submit");
+    wait_until(
+        "the instances after the token",
+        Duration::from_secs(20),
+        || {
+            (js(
+                &tab,
+                "document.querySelectorAll('tr[data-instance][data-state=ready]').length",
+            ) == 2)
+                .then_some(())
+        },
+    );
+
+    fleet.ok(&["deploy", "fx", &v2.display().to_string()]);
+    wait_until(
+        "the page to show the canary deployment with its steps",
+        Duration::from_secs(60),
+        || {
+            let shown = js(
+                &tab,
+                "(() => { const d = document.querySelector('.deployment[data-outcome=running]'); \
+                 return d && { steps: d.querySelectorAll('.steps li').length, \
+                 canary: document.querySelector('article.app.has-canary') !== null, \
+                 title: d.querySelector('h3').textContent }; })()",
+            );
+            (shown["steps"].as_u64().is_some_and(|n| n >= 1) && shown["canary"] == true)
+                .then_some(shown)
+        },
+    );
+    screenshot(&tab, "dashboard-canary.png");
+
+    // Abort asks for a second click, then the canary is rolled back.
+    let abort = "article.app[data-app=\"fx\"] button[data-action=\"abort\"]";
+    tab.find_element(abort)
+        .expect("abort")
+        .click()
+        .expect("click");
+    assert_eq!(
+        js(
+            &tab,
+            &format!(
+                "document.querySelector('{}').textContent",
+                abort.replace('\'', "\\'")
+            )
+        ),
+        "Sure?"
+    );
+    tab.find_element(abort)
+        .expect("abort")
+        .click()
+        .expect("click");
+    wait_until(
+        "the canary to be rolled back",
+        Duration::from_secs(60),
+        || {
+            let h: Value =
+                serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).ok()?;
+            let last = h["deployments"].as_array()?.last()?.clone();
+            (last["outcome"] == "rolled-back").then_some(())
+        },
+    );
+    wait_until(
+        "the page to show the rolled-back deployment",
+        Duration::from_secs(30),
+        || {
+            js(&tab, "document.querySelector('.last-deploy')?.textContent")
+                .as_str()
+                .filter(|t| t.contains("rolled-back"))
+                .map(|_| ())
+        },
+    );
+    assert!(
+        notice(&tab).contains("abort canary of fx"),
+        "{}",
+        notice(&tab)
+    );
+}

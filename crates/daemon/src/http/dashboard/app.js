@@ -132,7 +132,7 @@ function renderStatus(report) {
     view.morph(card.querySelector(".app-body"), view.appBody(app, state.rates, history && history.report));
     const input = card.querySelector("input[name=instances]");
     if (document.activeElement !== input && !input.dataset.edited) input.value = app.desired;
-    card.classList.toggle("has-canary", Boolean(app.canary) || /canary/.test(app.deployment || ""));
+    card.classList.toggle("has-canary", Boolean(app.canary) || canaryRunning(history && history.report));
     return card;
   });
   if (cards.length === 0) {
@@ -156,6 +156,11 @@ async function maybeFetchHistory(app, force = false) {
   } catch (_) {
     state.history.set(app.name, { ...(known || {}), at: Date.now(), pending: false });
   }
+}
+
+function canaryRunning(history) {
+  const d = history && history.deployments && history.deployments[history.deployments.length - 1];
+  return isActive(history) && d.strategy === "canary";
 }
 
 function isActive(history) {
