@@ -80,12 +80,12 @@ pub async fn run(
             let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
             anyhow::anyhow!("{}{hint}", e.message)
         })?;
-        if let Some(message) = change.commit(staged).await {
+        if let Some(news) = change.commit(staged).await {
             let _ = tx
                 .send(Event::Emit {
-                    kind: "api.listening".into(),
+                    kind: news.kind.into(),
                     app: None,
-                    message,
+                    message: news.message,
                 })
                 .await;
         }

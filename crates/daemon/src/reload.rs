@@ -117,12 +117,12 @@ pub async fn apply(
     .await
     .map_err(|_| stopping())?;
     let resp = rx.await.map_err(|_| stopping())??;
-    if !dry_run && let Some(message) = change.commit(staged).await {
+    if !dry_run && let Some(news) = change.commit(staged).await {
         let _ = tx
             .send(Event::Emit {
-                kind: "api.listening".into(),
+                kind: news.kind.into(),
                 app: None,
-                message,
+                message: news.message,
             })
             .await;
     }

@@ -156,6 +156,12 @@ pub struct Change<'a> {
     running: MutexGuard<'a, Option<Running>>,
 }
 
+/// An event for the log: `api.listening` (address, scheme, access) or `api.stopped`.
+pub struct Announcement {
+    pub kind: &'static str,
+    pub message: String,
+}
+
 /// Settings checked and, for a new address, already bound: committing cannot fail.
 pub struct Staged {
     loaded: Option<Loaded>,
@@ -208,19 +214,24 @@ impl Change<'_> {
         })
     }
 
-    /// Puts staged settings in force; returns what changed, for the event log (`None`: nothing).
-    pub async fn commit(mut self, staged: Staged) -> Option<String> {
+    /// Puts staged settings in force; returns the event that says what changed (`None`:
+    /// nothing). A replaced listener is closed in the background: the request that applied the
+    /// change may be one of its connections, and gets its answer first.
+    pub async fn commit(mut self, staged: Staged) -> Option<Announcement> {
         let Some(loaded) = staged.loaded else {
             let r = self.running.take()?;
             let local = r.local;
-            stop(r).await;
-            return Some(format!("TCP API on {local} stopped"));
+            tokio::spawn(stop(r));
+            return Some(Announcement {
+                kind: "api.stopped",
+                message: format!("TCP API on {local} stopped ([daemon] http removed)"),
+            });
         };
         self.api.policy.store(Arc::new(loaded.policy.clone()));
         self.api.tls.store(Arc::new(loaded.tls.clone()));
         if let Some(listener) = staged.listener {
             if let Some(old) = self.running.take() {
-                stop(old).await;
+                tokio::spawn(stop(old));
             }
             let local = listener.local_addr().ok()?;
             let app = self.api.app.get()?.clone();
@@ -244,6 +255,9 @@ impl Change<'_> {
             return None;
         }
         running.described = description.clone();
-        Some(description)
+        Some(Announcement {
+            kind: "api.listening",
+            message: description,
+        })
     }
 }

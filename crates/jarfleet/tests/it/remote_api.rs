@@ -674,3 +674,66 @@ fn the_streams_send_status_events_and_logs_as_server_sent_events() {
         (Some("fx"), Some(0))
     );
 }
+
+#[test]
+fn an_applied_spec_rotates_the_token_in_place_and_removing_http_closes_the_port() {
+    let fleet = Fleet::new(5);
+    let (old_file, old) = new_token(&fleet, "old-token");
+    let (new_file, new) = new_token(&fleet, "new-token");
+    let port = api_port();
+    let app = AppDef::default();
+    let with = |file: &Path| {
+        api_spec(
+            &fleet,
+            &app,
+            port,
+            &format!("token_file = {:?}", file.display().to_string()),
+        )
+    };
+    fleet.write_spec(&with(&old_file));
+    fleet.up();
+    let pid = fleet.wait_ready("fx", 1, Duration::from_secs(60))[0]["pid"]
+        .as_u64()
+        .expect("pid");
+    let url = format!("http://127.0.0.1:{port}/v1/status");
+    let agent = agent(None);
+    let status_with = |token: &str| {
+        call(&agent, "GET", &url, Some(token), None)
+            .expect("GET")
+            .status
+    };
+    assert_eq!((status_with(&old), status_with(&new)), (200, 401));
+
+    // A broken token file in the new spec changes nothing, the apps neither.
+    std::fs::set_permissions(&new_file, std::fs::Permissions::from_mode(0o604)).expect("chmod");
+    fleet.write_spec(&with(&new_file).replace("instances = 1", "instances = 2"));
+    let out = fleet.run(&["apply"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+    assert_eq!((status_with(&old), status_with(&new)), (200, 401));
+    assert_eq!(
+        fleet.status()["apps"][0]["desired"],
+        1,
+        "the apps' part was applied"
+    );
+
+    // Fixed: the new token is in force on the same listener, the old one refused.
+    std::fs::set_permissions(&new_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    fleet.write_spec(&with(&new_file));
+    fleet.ok(&["apply"]);
+    assert_eq!((status_with(&old), status_with(&new)), (401, 200));
+
+    // Without `http` the port closes; the instances go on.
+    fleet.write_spec(&fleet.app_toml(&app));
+    fleet.ok(&["apply"]);
+    wait_until(
+        "the TCP API's port to close",
+        Duration::from_secs(10),
+        || port_free(port).then_some(()),
+    );
+    assert!(
+        fleet.events().iter().any(|e| e["kind"] == "api.stopped"),
+        "no api.stopped event"
+    );
+    assert_eq!(fleet.pids("fx"), vec![pid]);
+}
