@@ -132,12 +132,8 @@ impl RemoteApi {
         }
     }
 
-    /// The address the TCP API listens on, if any.
-    pub async fn local_addr(&self) -> Option<SocketAddr> {
-        self.running.lock().await.as_ref().map(|r| r.local)
-    }
-
-    /// Stops listening and closes every connection (streams included).
+    /// Stops listening; open connections finish their current answer, then close (streams
+    /// included).
     pub async fn stop(&self) {
         if let Some(r) = self.running.lock().await.take() {
             stop(r).await;
