@@ -96,6 +96,8 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(spec.source, PathBuf::from("/srv/fleet/jarfleet.toml"));
     assert_eq!(spec.daemon.state_dir, PathBuf::from("/srv/fleet/.jarfleet"));
     assert_eq!(spec.daemon.http, None);
+    assert_eq!(spec.daemon.token_file, None);
+    assert!(!spec.daemon.open_reads);
     let web = &spec.apps["web"];
     assert_eq!(web.name, "web");
     assert_eq!(
@@ -228,6 +230,18 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
     let spec = load_ok("full.toml");
     assert_eq!(spec.daemon.state_dir, PathBuf::from("/srv/fleet/state"));
     assert_eq!(spec.daemon.http.as_deref(), Some("[::1]:9900"));
+    assert_eq!(
+        spec.daemon.token_file,
+        Some(PathBuf::from("/srv/fleet/secrets/api-token"))
+    );
+    assert!(spec.daemon.open_reads);
+    assert_eq!(
+        spec.daemon.tls,
+        Some(spec::TlsSpec {
+            cert: "/srv/fleet/tls/server.pem".into(),
+            key: "/etc/jarfleet/server.key".into(),
+        })
+    );
 
     let h2 = &spec.apps["h2"];
     assert_eq!(

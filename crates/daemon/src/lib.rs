@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod etcdconf;
 pub mod faststart;
+pub mod http;
 pub mod journal;
 pub mod launch;
 pub mod logfile;
@@ -25,6 +26,7 @@ use std::future::Future;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -62,8 +64,35 @@ pub async fn run(
         tracing::warn!("{line}");
     }
     let store = store::Store::open(&dirs.db())?;
+    let daemon_settings = store.daemon_settings()?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
+    let remote = Arc::new(http::RemoteApi::new());
+    let app = server::router(server::ApiState {
+        tx: tx.clone(),
+        events: events.clone(),
+        dirs: dirs.clone(),
+        remote: remote.clone(),
+    });
+    remote.set_api(app.clone());
+    // The TCP API of the last applied spec: a token file that became readable by others, or a
+    // certificate gone, stops the daemon here, before it adopts anything.
+    if let Some(daemon) = &daemon_settings {
+        let change = remote.begin().await;
+        let staged = change.stage(daemon).await.map_err(|e| {
+            let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+            anyhow::anyhow!("{}{hint}", e.message)
+        })?;
+        if let Some(news) = change.commit(staged).await {
+            let _ = tx
+                .send(Event::Emit {
+                    kind: news.kind.into(),
+                    app: None,
+                    message: news.message,
+                })
+                .await;
+        }
+    }
     let mut control = Control::new(
         dirs.clone(),
         store,
@@ -81,14 +110,9 @@ pub async fn run(
         );
     }
     let listener = bind_private(&socket)?;
-    let app = server::router(server::ApiState {
-        tx: tx.clone(),
-        events: events.clone(),
-        dirs: dirs.clone(),
-    });
 
     let loop_done = tokio::spawn(control.run(rx));
-    let reloader = tokio::spawn(reload::on_sighup(tx.clone(), dirs.clone()));
+    let reloader = tokio::spawn(reload::on_sighup(tx.clone(), dirs.clone(), remote.clone()));
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -116,7 +140,7 @@ pub async fn run(
             .await;
         let _ = rx.await;
     });
-    let started = starting(&tx, &dirs, config.spec.as_deref()).await;
+    let started = starting(&tx, &dirs, &remote, config.spec.as_deref()).await;
     let notifier = match &started {
         Ok(done) => {
             tracing::info!("{done}");
@@ -140,9 +164,10 @@ pub async fn run(
     }
     // A class data archive being trained goes with the daemon (it is trained again later).
     faststart::kill_stray_trainings(&dirs);
-    // Let in-flight replies (the shutdown ack) reach their clients.
+    // Let in-flight replies (the shutdown ack) reach their clients, on both listeners.
     let _ = server_stop_tx.send(());
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), server).await;
+    let unix = tokio::time::timeout(std::time::Duration::from_secs(2), server);
+    let _ = tokio::join!(unix, remote.stop());
     let _ = std::fs::remove_file(&socket);
     started.map(|_| ())
 }
@@ -152,6 +177,7 @@ pub async fn run(
 async fn starting(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
+    remote: &Arc<http::RemoteApi>,
     spec: Option<&std::path::Path>,
 ) -> Result<String> {
     let client = jarfleet_api::Client::for_state_dir(dirs.root());
@@ -160,16 +186,16 @@ async fn starting(
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
                 "the API on {} does not answer: {e}",
-                client.socket().display()
+                client.target()
             );
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let done = match spec {
-        Some(path) => reload::apply_at_start(tx, dirs, path).await?,
+        Some(path) => reload::apply_at_start(tx, dirs, remote, path).await?,
         None => "no spec given: carrying on with the stored fleet".to_string(),
     };
-    Ok(format!("serving on {}; {done}", client.socket().display()))
+    Ok(format!("serving on {}; {done}", client.target()))
 }
 
 /// Binds the API socket so that it is never reachable with other permissions than 0600: bound

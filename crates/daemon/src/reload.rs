@@ -4,22 +4,24 @@
 //! (`config.reloaded` with the plan, or `config.reload-failed` with every error).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jarfleet_api::{ApplyResponse, ErrorBody, StatusReport};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::control::Event;
+use crate::http::RemoteApi;
 use crate::paths::StateDir;
 
 /// Runs until the process ends: one reload per SIGHUP.
-pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir) {
+pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir, remote: Arc<RemoteApi>) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: reloads only through `jarfleet apply`");
         return;
     };
     while hup.recv().await.is_some() {
-        let (kind, message) = match reload(&tx, &dirs).await {
+        let (kind, message) = match reload(&tx, &dirs, &remote).await {
             Ok(message) => ("config.reloaded", message),
             Err(error) => ("config.reload-failed", error),
         };
@@ -37,7 +39,11 @@ pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir) {
     }
 }
 
-async fn reload(tx: &mpsc::Sender<Event>, dirs: &StateDir) -> Result<String, String> {
+async fn reload(
+    tx: &mpsc::Sender<Event>,
+    dirs: &StateDir,
+    remote: &RemoteApi,
+) -> Result<String, String> {
     let (reply, rx) = oneshot::channel::<StatusReport>();
     tx.send(Event::Status { reply })
         .await
@@ -49,7 +55,7 @@ async fn reload(tx: &mpsc::Sender<Event>, dirs: &StateDir) -> Result<String, Str
         .ok_or("no spec was applied yet: nothing to reload (use `jarfleet apply SPEC`)")?;
     let path = PathBuf::from(&source);
     let spec = load(&path).map_err(|e| format!("{e}\nnothing changed"))?;
-    let resp = apply(tx, dirs, spec, &path, false)
+    let resp = apply(tx, dirs, remote, spec, &path, false)
         .await
         .map_err(|e| format!("{}; nothing changed", e.message))?;
     let changes: Vec<String> = resp
@@ -81,6 +87,7 @@ fn load(path: &Path) -> Result<jarfleet_core::spec::FleetSpec, String> {
 pub async fn apply_at_start(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
+    remote: &Arc<RemoteApi>,
     path: &Path,
 ) -> anyhow::Result<String> {
     let (reply, rx) = oneshot::channel::<StatusReport>();
@@ -96,7 +103,7 @@ pub async fn apply_at_start(
         ));
     }
     let spec = load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let resp = apply(tx, dirs, spec, path, false).await.map_err(|e| {
+    let resp = apply(tx, dirs, remote, spec, path, false).await.map_err(|e| {
         let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
         anyhow::anyhow!("applying {}: {}{hint}", path.display(), e.message)
     })?;
@@ -108,14 +115,19 @@ pub async fn apply_at_start(
 }
 
 /// Prepare (off the loop) and apply (or only plan), for `POST /v1/apply` and reloads.
+///
+/// The `[daemon]` settings of the TCP API are staged with the apps (files read, a new address
+/// bound) and put in force only when the apps' part applied: an error in either changes nothing.
 pub async fn apply(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
+    remote: &RemoteApi,
     spec: jarfleet_core::spec::FleetSpec,
     source: &Path,
     dry_run: bool,
 ) -> Result<ApplyResponse, ErrorBody> {
     let dirs = dirs.clone();
+    let daemon = spec.daemon.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         let mut prepared = crate::prepare::prepare(&spec)?;
         for p in prepared.values_mut() {
@@ -129,16 +141,29 @@ pub async fn apply(
         message: format!("a background task failed: {e}"),
         hint: None,
     })??;
+    let change = remote.begin().await;
+    let staged = change.stage(&daemon).await?;
     let (reply, rx) = oneshot::channel();
     tx.send(Event::Apply {
         apps: prepared,
+        daemon: Box::new(daemon),
         source: source.to_path_buf(),
         dry_run,
         reply,
     })
     .await
     .map_err(|_| stopping())?;
-    rx.await.map_err(|_| stopping())?
+    let resp = rx.await.map_err(|_| stopping())??;
+    if !dry_run && let Some(news) = change.commit(staged).await {
+        let _ = tx
+            .send(Event::Emit {
+                kind: news.kind.into(),
+                app: None,
+                message: news.message,
+            })
+            .await;
+    }
+    Ok(resp)
 }
 
 fn stopping() -> ErrorBody {

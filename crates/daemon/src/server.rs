@@ -1,8 +1,9 @@
-//! The API over the unix socket (HTTP/1.1 + JSON). Handlers only translate: every state change
-//! is a command sent to the control loop with a reply channel.
+//! The API routes (HTTP/1.1 + JSON), served on the unix socket as they are and on the TCP
+//! address behind the token layer (`http`). Handlers only translate: every state change is a
+//! command sent to the control loop with a reply channel.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -14,20 +15,22 @@ use axum::{Json, Router};
 use bytes::Bytes;
 use jarfleet_api::{
     Ack, ActionRequest, ApplyRequest, DeployRequest, DeploymentRecord, ErrorBody, ErrorKind,
-    EventRecord, EventsQuery, HistoryReport, LogLine, LogsQuery, PROTOCOL, PROTOCOL_HEADER,
-    RollbackRequest, ScaleRequest, ShutdownRequest, VersionInfo,
+    EventsQuery, HistoryReport, LogsQuery, PROTOCOL, PROTOCOL_HEADER, RollbackRequest,
+    ScaleRequest, ShutdownRequest, VersionInfo,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::Event;
-use crate::logfile::{Follower, tail_lines};
+use crate::http::RemoteApi;
 use crate::paths::StateDir;
 
 #[derive(Clone)]
 pub struct ApiState {
     pub tx: mpsc::Sender<Event>,
-    pub events: broadcast::Sender<EventRecord>,
+    pub events: broadcast::Sender<jarfleet_api::EventRecord>,
     pub dirs: StateDir,
+    /// The TCP listener, re-configured by every applied spec's `[daemon]` settings.
+    pub remote: Arc<RemoteApi>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -44,11 +47,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/rollback", post(rollback))
         .route("/v1/canary", post(canary))
         .route("/v1/history", get(history))
+        .route("/v1/stream", get(crate::http::sse::stream))
+        .route("/v1/stream/logs", get(crate::http::sse::logs))
         .layer(axum::middleware::from_fn(check_protocol))
         .with_state(state)
 }
 
-struct ApiError(StatusCode, ErrorBody);
+pub(crate) struct ApiError(StatusCode, ErrorBody);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -78,7 +83,12 @@ fn loop_gone() -> ApiError {
     )
 }
 
+/// The versioned API (`/v1/…`) needs the client's protocol version; other routes (`/metrics`,
+/// scraped by Prometheus) are not part of that protocol.
 async fn check_protocol(req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
     let theirs = req
         .headers()
         .get(PROTOCOL_HEADER)
@@ -105,7 +115,7 @@ async fn check_protocol(req: Request, next: Next) -> Response {
 }
 
 /// Runs blocking work (jar hashing, file copies, store reads) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| {
@@ -117,7 +127,7 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-async fn ask<T>(
+pub(crate) async fn ask<T>(
     tx: &mpsc::Sender<Event>,
     make: impl FnOnce(oneshot::Sender<T>) -> Event,
 ) -> Result<T, ApiError> {
@@ -140,7 +150,8 @@ async fn apply(
     Json(req): Json<ApplyRequest>,
 ) -> Result<Response, ApiError> {
     let source: PathBuf = req.spec.source.clone();
-    let result = crate::reload::apply(&st.tx, &st.dirs, req.spec, &source, req.dry_run).await?;
+    let result =
+        crate::reload::apply(&st.tx, &st.dirs, &st.remote, req.spec, &source, req.dry_run).await?;
     Ok(Json(result).into_response())
 }
 
@@ -278,16 +289,18 @@ fn line_of<T: serde::Serialize>(value: &T) -> Bytes {
     Bytes::from(v)
 }
 
-async fn logs(
-    State(st): State<ApiState>,
-    Query(q): Query<LogsQuery>,
-) -> Result<Response, ApiError> {
+/// The slots whose logs `app` (or `app/slot`) names; a usage error naming what exists otherwise.
+pub(crate) async fn log_slots(
+    st: &ApiState,
+    app: &str,
+    slot: Option<u32>,
+) -> Result<Vec<u32>, ApiError> {
     let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
-    let Some(app) = report.apps.iter().find(|a| a.name == q.app) else {
+    let Some(found) = report.apps.iter().find(|a| a.name == app) else {
         let names: Vec<String> = report.apps.iter().map(|a| a.name.clone()).collect();
         return Err(ErrorBody {
             kind: ErrorKind::Usage,
-            message: format!("no app named {:?}", q.app),
+            message: format!("no app named {app:?}"),
             hint: Some(format!(
                 "apps: {}",
                 if names.is_empty() {
@@ -299,64 +312,34 @@ async fn logs(
         }
         .into());
     };
-    let slots: Vec<u32> = match q.slot {
-        Some(s) if app.instances.iter().any(|i| i.slot == s) => vec![s],
-        Some(s) => {
-            return Err(ErrorBody {
-                kind: ErrorKind::Usage,
-                message: format!("{}/{s} does not exist", q.app),
-                hint: None,
-            }
-            .into());
+    match slot {
+        Some(s) if found.instances.iter().any(|i| i.slot == s) => Ok(vec![s]),
+        Some(s) => Err(ErrorBody {
+            kind: ErrorKind::Usage,
+            message: format!("{app}/{s} does not exist"),
+            hint: None,
         }
-        None => app.instances.iter().map(|i| i.slot).collect(),
-    };
+        .into()),
+        None => Ok(found.instances.iter().map(|i| i.slot).collect()),
+    }
+}
+
+async fn logs(
+    State(st): State<ApiState>,
+    Query(q): Query<LogsQuery>,
+) -> Result<Response, ApiError> {
+    let slots = log_slots(&st, &q.app, q.slot).await?;
+    let mut lines = crate::http::logtail::spawn(st.dirs.clone(), q.app, slots, q.lines, q.follow);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let dirs = st.dirs.clone();
-    let name = q.app.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut followers = Vec::new();
-        for slot in &slots {
-            for stream in ["stdout", "stderr"] {
-                let path = dirs.log_dir(&name, *slot).join(format!("{stream}.log"));
-                if let Ok(lines) = tail_lines(&path, q.lines) {
-                    for line in lines {
-                        let l = LogLine {
-                            app: name.clone(),
-                            slot: *slot,
-                            stream: stream.into(),
-                            line,
-                        };
-                        if tx.blocking_send(line_of(&l)).is_err() {
-                            return;
-                        }
-                    }
-                }
-                if q.follow {
-                    followers.push((*slot, stream, Follower::new(&path, true)));
-                }
-            }
-        }
-        while q.follow && !tx.is_closed() {
-            let mut any = false;
-            for (slot, stream, f) in followers.iter_mut() {
-                if let Ok(lines) = f.poll_lines() {
-                    for line in lines {
-                        any = true;
-                        let l = LogLine {
-                            app: name.clone(),
-                            slot: *slot,
-                            stream: (*stream).into(),
-                            line,
-                        };
-                        if tx.blocking_send(line_of(&l)).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            if !any {
-                std::thread::sleep(Duration::from_millis(150));
+    tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                line = lines.recv() => line,
+                _ = tx.closed() => return,
+            };
+            let Some(line) = line else { return };
+            if tx.send(line_of(&line)).await.is_err() {
+                return;
             }
         }
     });

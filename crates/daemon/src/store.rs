@@ -54,6 +54,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deployments_app ON deployments (app, id);",
 ];
 
+/// The meta key of [`Store::daemon_settings`].
+const DAEMON_SETTINGS: &str = "daemon_settings";
+
 /// Events kept; older ones are pruned.
 pub const EVENT_RETENTION: i64 = 20_000;
 
@@ -324,6 +327,20 @@ impl Store {
             params![key, value],
         )?;
         Ok(())
+    }
+
+    /// The `[daemon]` settings of the last applied spec (the TCP API's, for the next start).
+    pub fn put_daemon_settings(&self, daemon: &jarfleet_core::spec::DaemonSpec) -> Result<()> {
+        self.set_meta(DAEMON_SETTINGS, &serde_json::to_string(daemon)?)
+    }
+
+    pub fn daemon_settings(&self) -> Result<Option<jarfleet_core::spec::DaemonSpec>> {
+        match self.meta(DAEMON_SETTINGS)? {
+            Some(json) => Ok(Some(
+                serde_json::from_str(&json).context("reading the stored [daemon] settings")?,
+            )),
+            None => Ok(None),
+        }
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {

@@ -14,6 +14,15 @@ pub struct Cli {
     /// State directory of the daemon to talk to (default: the spec's `state_dir`, else `.jarfleet`).
     #[arg(long, global = true, env = "JARFLEET_STATE", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// A daemon's TCP API instead of the local socket: http://HOST:PORT or https://HOST:PORT.
+    #[arg(long, global = true, env = "JARFLEET_API", value_name = "URL")]
+    pub api: Option<String>,
+    /// With --api: the file holding the daemon's API token (mode 0600).
+    #[arg(long, global = true, env = "JARFLEET_TOKEN_FILE", value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// With an https --api: trust only this CA's PEM certificate (a private CA).
+    #[arg(long, global = true, env = "JARFLEET_CA", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -322,7 +331,23 @@ pub enum Command {
         #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// API tokens for the daemon's TCP API (`[daemon] token_file`).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
     /// Internal: the per-instance supervisor process started by the daemon.
     #[command(hide = true)]
     Shim { run_dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Write a new random token to FILE (mode 0600); nothing is printed to stdout.
+    New {
+        file: PathBuf,
+        /// Replace an existing FILE.
+        #[arg(long)]
+        force: bool,
+    },
 }

@@ -22,13 +22,14 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
 }
 
 pub async fn apply(
+    remote: Option<Client>,
     state: Option<&Path>,
     spec_arg: Option<&Path>,
     dry_run: bool,
     output: Output,
 ) -> Result<(), CliError> {
     let spec = context::load_spec(spec_arg)?;
-    let client = context::client(state, Some(&spec));
+    let client = remote.unwrap_or_else(|| context::client(state, Some(&spec)));
     let resp: ApplyResponse = client
         .post("/v1/apply", &ApplyRequest { spec, dry_run })
         .await?;
@@ -53,6 +54,12 @@ pub async fn validate(
     if !offline {
         let checked = spec.clone();
         tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
+            .await
+            .map_err(|e| CliError::failed(e.to_string()))?
+            .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
+        // The TCP API's token and certificate files, read as the daemon will read them.
+        let daemon = spec.daemon.clone();
+        tokio::task::spawn_blocking(move || jarfleet_daemon::http::load(&daemon).map(|_| ()))
             .await
             .map_err(|e| CliError::failed(e.to_string()))?
             .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;

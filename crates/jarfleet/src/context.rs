@@ -135,6 +135,46 @@ pub fn client(flag: Option<&Path>, spec: Option<&FleetSpec>) -> Client {
     Client::for_state_dir(&state_dir(flag, spec))
 }
 
+/// The client of a daemon's TCP API from `--api`, `--token-file` and `--ca` (or their
+/// environment variables); `None` without `--api`. The token file is held to the daemon's rule
+/// (mode 0600).
+pub fn remote_client(
+    api: Option<&str>,
+    token_file: Option<&Path>,
+    ca: Option<&Path>,
+) -> Result<Option<Client>, CliError> {
+    let Some(url) = api else {
+        if token_file.is_some() || ca.is_some() {
+            return Err(CliError::usage(
+                "--token-file and --ca are for a daemon's TCP API",
+                Some(
+                    "add --api https://HOST:PORT (or set JARFLEET_API); the local socket needs neither",
+                ),
+            ));
+        }
+        return Ok(None);
+    };
+    let token = match token_file {
+        Some(path) => Some(
+            jarfleet_daemon::http::auth::read_secret(path)
+                .map_err(|e| CliError::usage(e.to_string(), Some(e.hint())))?,
+        ),
+        None => None,
+    };
+    let ca_pem = match ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            CliError::usage(
+                format!("cannot read the CA file {}: {e}", path.display()),
+                Some(
+                    "--ca takes the PEM certificate of the CA that signed the daemon's certificate",
+                ),
+            )
+        })?),
+        None => None,
+    };
+    Ok(Some(Client::remote(url, token, ca_pem.as_deref())?))
+}
+
 /// Splits `APP` or `APP/N`.
 pub fn parse_target(target: &str) -> Result<(String, Option<u32>), CliError> {
     match target.split_once('/') {

@@ -10,6 +10,7 @@ mod pack;
 mod render;
 mod sign;
 mod term;
+mod token;
 mod up;
 
 use clap::Parser;
@@ -52,6 +53,27 @@ fn main() {
     }
 }
 
+/// Commands that are clients of a daemon (and so may use `--api`).
+fn talks_to_a_daemon(command: &Command) -> bool {
+    matches!(
+        command,
+        Command::Down
+            | Command::Apply { .. }
+            | Command::Status { .. }
+            | Command::Start { .. }
+            | Command::Stop { .. }
+            | Command::Restart { .. }
+            | Command::Deploy { .. }
+            | Command::Rollback { .. }
+            | Command::Promote { .. }
+            | Command::Abort { .. }
+            | Command::History { .. }
+            | Command::Scale { .. }
+            | Command::Logs { .. }
+            | Command::Events { .. }
+    )
+}
+
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Daemon { .. } => "info",
@@ -71,7 +93,22 @@ fn init_tracing(command: &Command) {
 
 async fn run(cli: Cli) -> Result<(), CliError> {
     let state = cli.state_dir.as_deref();
-    let client = || context::client(state, None);
+    let remote = context::remote_client(
+        cli.api.as_deref(),
+        cli.token_file.as_deref(),
+        cli.ca.as_deref(),
+    )?;
+    if remote.is_some() && !talks_to_a_daemon(&cli.command) {
+        return Err(CliError::usage(
+            "--api is for commands that talk to a running daemon",
+            Some("this command works on this machine; drop --api (and JARFLEET_API)"),
+        ));
+    }
+    let client = || {
+        remote
+            .clone()
+            .unwrap_or_else(|| context::client(state, None))
+    };
     match cli.command {
         Command::Up {
             spec,
@@ -119,7 +156,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             spec,
             dry_run,
             output,
-        } => commands::apply(state, spec.as_deref(), dry_run, output).await,
+        } => commands::apply(remote.clone(), state, spec.as_deref(), dry_run, output).await,
         Command::Validate {
             spec,
             offline,
@@ -250,6 +287,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             keys,
             signature,
         } => sign::verify(&file, signature.as_deref(), &keys),
+        Command::Token {
+            command: args::TokenCommand::New { file, force },
+        } => token::new(&file, force),
         Command::Shim { .. } => Ok(()),
     }
 }

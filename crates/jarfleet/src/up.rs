@@ -98,7 +98,7 @@ async fn wait_reachable(
         if Instant::now() > until {
             return Err(CliError::failed(format!(
                 "the daemon did not answer on {} in time",
-                client.socket().display()
+                client.target()
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -73,6 +73,23 @@ pub struct DaemonSpec {
     pub state_dir: PathBuf,
     /// Optional TCP address for dashboard + API + /metrics, e.g. `127.0.0.1:9900`.
     pub http: Option<String>,
+    /// The bearer token of the TCP API: a file of mode 0600 (resolved like `state_dir`).
+    /// Without it, nothing that changes state is accepted over TCP.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// Reads (GET: status, history, events, logs, /metrics) over TCP without the token.
+    #[serde(default)]
+    pub open_reads: bool,
+    /// HTTPS for the TCP API: PEM certificate chain and private key.
+    #[serde(default)]
+    pub tls: Option<TlsSpec>,
+}
+
+/// `[daemon] tls = { cert = "...", key = "..." }` (PEM files, resolved against the spec's dir).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

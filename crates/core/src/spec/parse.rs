@@ -12,13 +12,14 @@ use super::reader::{Reader, Table, Value, type_name};
 use super::{
     AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, EtcdSource, FleetSpec,
     HealthCheck, HealthSpec, JavaSpec, Launch, LogSpec, OnChange, PortRange, RestartSpec, StopSpec,
-    Strategy, TrustSpec,
+    Strategy, TlsSpec, TrustSpec,
 };
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
 const TOP_KEYS: &[&str] = &["daemon", "trust", "apps"];
-const DAEMON_KEYS: &[&str] = &["state_dir", "http"];
+const DAEMON_KEYS: &[&str] = &["state_dir", "http", "token_file", "open_reads", "tls"];
+const TLS_KEYS: &[&str] = &["cert", "key"];
 const TRUST_KEYS: &[&str] = &["keys", "ca"];
 const APP_KEYS: &[&str] = &[
     "artifact",
@@ -253,11 +254,33 @@ fn trust(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> TrustSpec {
 fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
     let mut state_dir = None;
     let mut http = None;
+    let mut token_file = None;
+    let mut open_reads = false;
+    let mut tls = None;
     if let Some(t) = t {
         r.check_keys(t, DAEMON_KEYS, &[]);
         state_dir = r.path(t, "state_dir", "\"/var/lib/jarfleet\"");
         if let Some(v) = t.get("http") {
             http = host_port(r, v, "daemon.http", "\"127.0.0.1:9900\"");
+        }
+        token_file = r.path(t, "token_file", "\"/etc/jarfleet/token\"");
+        open_reads = r.boolean(t, "open_reads").unwrap_or(false);
+        tls = daemon_tls(r, t);
+        // The remote API's settings mean nothing without its address.
+        if !t.has("http") {
+            for key in ["token_file", "open_reads", "tls"] {
+                if let Some(v) = t.get(key) {
+                    let hint = format!(
+                        "add http = \"127.0.0.1:9900\" to [daemon] to serve the TCP API, or remove {key}"
+                    );
+                    r.bad(
+                        v,
+                        &t.key(key),
+                        "only used by the TCP API, and [daemon] has no http address",
+                        Some(hint),
+                    );
+                }
+            }
         }
     }
     let state_dir = state_dir.unwrap_or_else(|| {
@@ -270,7 +293,39 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
             &dir
         })
     });
-    DaemonSpec { state_dir, http }
+    DaemonSpec {
+        state_dir,
+        http,
+        token_file,
+        open_reads,
+        tls,
+    }
+}
+
+/// `tls = { cert = "server.pem", key = "server.key" }`: both PEM files, or neither.
+fn daemon_tls(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<TlsSpec> {
+    let example = "{ cert = \"tls/server.pem\", key = \"tls/server.key\" }";
+    let tt = r.table(t, "tls", example)?;
+    r.check_keys(&tt, TLS_KEYS, &[]);
+    let cert = r.path(&tt, "cert", "\"tls/server.pem\"");
+    let key = r.path(&tt, "key", "\"tls/server.key\"");
+    let missing: Vec<&str> = TLS_KEYS.iter().copied().filter(|k| !tt.has(k)).collect();
+    if !missing.is_empty() {
+        let named: Vec<String> = missing.iter().map(|k| format!("`{k}`")).collect();
+        let verb = if named.len() == 1 { "is" } else { "are" };
+        r.missing(
+            &tt,
+            format!(
+                "{} {verb} missing: TLS needs the certificate and its private key",
+                named.join(" and ")
+            ),
+            Some(format!("give both PEM files: tls = {example}")),
+        );
+    }
+    Some(TlsSpec {
+        cert: cert?,
+        key: key?,
+    })
 }
 
 fn host_port(r: &mut Reader<'_>, v: &Value<'_>, key: &str, example: &str) -> Option<String> {

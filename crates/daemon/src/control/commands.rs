@@ -6,6 +6,7 @@ impl Control {
     pub(super) fn apply(
         &mut self,
         desired: BTreeMap<String, PreparedApp>,
+        daemon: &jarfleet_core::spec::DaemonSpec,
         source: PathBuf,
         dry_run: bool,
     ) -> Result<ApplyResponse, ErrorBody> {
@@ -37,6 +38,9 @@ impl Control {
             .collect();
         let plan = reconcile::plan(&current, &wanted);
         self.preflight(&plan, &desired)?;
+        if !dry_run {
+            self.store_daemon_settings(daemon)?;
+        }
         if dry_run || plan.is_empty() {
             return Ok(ApplyResponse {
                 plan,
@@ -171,6 +175,15 @@ impl Control {
             plan,
             applied: true,
         })
+    }
+
+    fn store_daemon_settings(
+        &self,
+        daemon: &jarfleet_core::spec::DaemonSpec,
+    ) -> Result<(), ErrorBody> {
+        self.store
+            .put_daemon_settings(daemon)
+            .map_err(|e| failed(format!("storing the [daemon] settings: {e:#}")))
     }
 
     /// Checks that need the live state (ports) before anything changes.

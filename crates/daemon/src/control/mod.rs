@@ -39,6 +39,8 @@ pub struct PreparedApp {
 pub enum Event {
     Apply {
         apps: BTreeMap<String, PreparedApp>,
+        /// The spec's `[daemon]` settings, kept for the next daemon start (the TCP API's).
+        daemon: Box<jarfleet_core::spec::DaemonSpec>,
         source: PathBuf,
         dry_run: bool,
         reply: Reply<ApplyResponse>,
@@ -264,11 +266,12 @@ impl Control {
         match ev {
             Event::Apply {
                 apps,
+                daemon,
                 source,
                 dry_run,
                 reply,
             } => {
-                let _ = reply.send(self.apply(apps, source, dry_run));
+                let _ = reply.send(self.apply(apps, &daemon, source, dry_run));
                 let names: Vec<String> = self.apps.keys().cloned().collect();
                 for app in names {
                     self.ensure_etcd_watch(&app);
