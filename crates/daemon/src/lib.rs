@@ -184,10 +184,7 @@ async fn starting(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while let Err(e) = client.get::<jarfleet_api::VersionInfo>("/v1/version").await {
         if std::time::Instant::now() > deadline {
-            anyhow::bail!(
-                "the API on {} does not answer: {e}",
-                client.target()
-            );
+            anyhow::bail!("the API on {} does not answer: {e}", client.target());
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }

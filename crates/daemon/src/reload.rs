@@ -103,10 +103,12 @@ pub async fn apply_at_start(
         ));
     }
     let spec = load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let resp = apply(tx, dirs, remote, spec, path, false).await.map_err(|e| {
-        let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
-        anyhow::anyhow!("applying {}: {}{hint}", path.display(), e.message)
-    })?;
+    let resp = apply(tx, dirs, remote, spec, path, false)
+        .await
+        .map_err(|e| {
+            let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
+            anyhow::anyhow!("applying {}: {}{hint}", path.display(), e.message)
+        })?;
     Ok(format!(
         "{} applied: {} change(s)",
         path.display(),

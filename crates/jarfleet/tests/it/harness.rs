@@ -216,26 +216,30 @@ impl Fleet {
         cmd
     }
 
-    /// Runs `jarfleet ARGS` to completion (bounded: a hung command fails the test).
+    /// Runs `jarfleet ARGS` to completion (bounded: a hung command fails the test). Its output
+    /// is read while it runs, so a long one (a completion script) never blocks on a full pipe.
     pub fn run(&self, args: &[&str]) -> Output {
-        let mut child = self
+        let child = self
             .command(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("running jarfleet");
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Ok(Some(_)) = child.try_wait() {
-                break;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
+        let pid = child.id();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(child.wait_with_output());
+        });
+        match rx.recv_timeout(Duration::from_secs(180)) {
+            Ok(out) => out.expect("collecting output"),
+            Err(_) => {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
                 panic!("jarfleet {args:?} did not finish within 180 s");
             }
-            std::thread::sleep(Duration::from_millis(10));
         }
-        child.wait_with_output().expect("collecting output")
     }
 
     /// Runs `jarfleet ARGS` and asserts success; returns stdout.
