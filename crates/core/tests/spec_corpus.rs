@@ -96,6 +96,7 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(spec.source, PathBuf::from("/srv/fleet/jarfleet.toml"));
     assert_eq!(spec.daemon.state_dir, PathBuf::from("/srv/fleet/.jarfleet"));
     assert_eq!(spec.daemon.http, None);
+    assert!(spec.daemon.metrics, "/metrics is on unless switched off");
     let web = &spec.apps["web"];
     assert_eq!(web.name, "web");
     assert_eq!(
@@ -228,6 +229,7 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
     let spec = load_ok("full.toml");
     assert_eq!(spec.daemon.state_dir, PathBuf::from("/srv/fleet/state"));
     assert_eq!(spec.daemon.http.as_deref(), Some("[::1]:9900"));
+    assert!(!spec.daemon.metrics);
 
     let h2 = &spec.apps["h2"];
     assert_eq!(

@@ -48,6 +48,13 @@ pub struct DaemonSpec {
     pub state_dir: PathBuf,
     /// Optional TCP address for dashboard + API + /metrics, e.g. `127.0.0.1:9900`.
     pub http: Option<String>,
+    /// Serve `/metrics` (Prometheus text format). Default on.
+    #[serde(default = "default_true")]
+    pub metrics: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

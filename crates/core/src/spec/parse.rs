@@ -18,7 +18,7 @@ use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
 const TOP_KEYS: &[&str] = &["daemon", "trust", "apps"];
-const DAEMON_KEYS: &[&str] = &["state_dir", "http"];
+const DAEMON_KEYS: &[&str] = &["state_dir", "http", "metrics"];
 const TRUST_KEYS: &[&str] = &["keys", "ca"];
 const APP_KEYS: &[&str] = &[
     "artifact",
@@ -246,8 +246,10 @@ fn trust(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> TrustSpec {
 fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
     let mut state_dir = None;
     let mut http = None;
+    let mut metrics = true;
     if let Some(t) = t {
         r.check_keys(t, DAEMON_KEYS, &[]);
+        metrics = r.boolean(t, "metrics").unwrap_or(true);
         state_dir = r.path(t, "state_dir", "\"/var/lib/jarfleet\"");
         if let Some(v) = t.get("http") {
             http = host_port(r, v, "daemon.http", "\"127.0.0.1:9900\"");
@@ -263,7 +265,11 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
             &dir
         })
     });
-    DaemonSpec { state_dir, http }
+    DaemonSpec {
+        state_dir,
+        http,
+        metrics,
+    }
 }
 
 fn host_port(r: &mut Reader<'_>, v: &Value<'_>, key: &str, example: &str) -> Option<String> {
