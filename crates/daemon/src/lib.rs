@@ -10,6 +10,7 @@ pub mod faststart;
 pub mod journal;
 pub mod launch;
 pub mod logfile;
+pub mod metrics;
 pub mod paths;
 pub mod ports;
 pub mod prepare;

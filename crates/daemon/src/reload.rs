@@ -80,6 +80,7 @@ pub async fn apply(
     dry_run: bool,
 ) -> Result<ApplyResponse, ErrorBody> {
     let dirs = dirs.clone();
+    let metrics = spec.daemon.metrics;
     let prepared = tokio::task::spawn_blocking(move || {
         let mut prepared = crate::prepare::prepare(&spec)?;
         for p in prepared.values_mut() {
@@ -98,6 +99,7 @@ pub async fn apply(
         apps: prepared,
         source: source.to_path_buf(),
         dry_run,
+        metrics,
         reply,
     })
     .await

@@ -133,6 +133,13 @@ pub async fn status(client: &Client, app: Option<&str>, output: Output) -> Resul
     }
 }
 
+/// `jarfleet metrics`: the exposition as a scraper gets it.
+pub async fn metrics(client: &Client) -> Result<(), CliError> {
+    let text = client.get_text(jarfleet_api::METRICS_PATH).await?;
+    print!("{text}");
+    Ok(())
+}
+
 pub async fn action(client: &Client, target: &str, action: Action) -> Result<(), CliError> {
     let (app, slot) = context::parse_target(target)?;
     let ack: Ack = client

@@ -115,6 +115,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             output,
         } => commands::apply(state, spec.as_deref(), dry_run, output).await,
         Command::Validate { spec, offline } => commands::validate(spec.as_deref(), offline).await,
+        Command::Metrics => commands::metrics(&client()).await,
         Command::Status { app, output } => {
             commands::status(&client(), app.as_deref(), output).await
         }

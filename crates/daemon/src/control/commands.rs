@@ -8,6 +8,7 @@ impl Control {
         desired: BTreeMap<String, PreparedApp>,
         source: PathBuf,
         dry_run: bool,
+        metrics: bool,
     ) -> Result<ApplyResponse, ErrorBody> {
         let current: BTreeMap<String, AppState> = self
             .apps
@@ -37,6 +38,9 @@ impl Control {
             .collect();
         let plan = reconcile::plan(&current, &wanted);
         self.preflight(&plan, &desired)?;
+        if !dry_run {
+            self.set_metrics_enabled(metrics);
+        }
         if dry_run || plan.is_empty() {
             return Ok(ApplyResponse {
                 plan,

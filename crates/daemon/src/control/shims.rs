@@ -463,6 +463,7 @@ impl Control {
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = probe::check(&check, port, timeout, &vars).await;
             let _ = tx
                 .send(Event::Probe {
@@ -470,6 +471,7 @@ impl Control {
                     slot,
                     generation,
                     result,
+                    took: started.elapsed(),
                 })
                 .await;
         });
