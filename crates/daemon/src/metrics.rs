@@ -115,8 +115,8 @@ pub struct AppNow {
 pub struct LoopFigures {
     /// Events handled, by kind.
     pub events: BTreeMap<&'static str, u64>,
-    /// Time spent handling events and timers (not waiting).
-    pub busy: Duration,
+    /// Time spent handling events (by kind) and timers (`timers`), not waiting.
+    pub busy: BTreeMap<&'static str, Duration>,
     /// Events waiting in its queue.
     pub queued: usize,
     /// Unix time (ms) the daemon started.
@@ -530,9 +530,12 @@ impl Scrape {
         counters(
             enc,
             "control_busy",
-            "Time the control loop spent handling events and timers (not waiting for them).",
+            "Time the control loop spent handling events, by kind (timers: its own work between events), not waiting for them.",
             Some(&Unit::Seconds),
-            [(none, self.control.busy.as_secs_f64())],
+            self.control
+                .busy
+                .iter()
+                .map(|(kind, t)| ([("event", *kind)], t.as_secs_f64())),
         )?;
         gauges(
             enc,
@@ -655,7 +658,10 @@ mod tests {
             listeners: vec![],
             control: LoopFigures {
                 events: BTreeMap::from([("probe", 7)]),
-                busy: Duration::from_millis(1500),
+                busy: BTreeMap::from([
+                    ("probe", Duration::from_millis(1500)),
+                    ("timers", Duration::from_millis(250)),
+                ]),
                 queued: 0,
                 started_at_ms: 1_700_000_000_000,
             },
@@ -691,7 +697,8 @@ mod tests {
             "jarfleet_daemon_open_fds 9",
             "jarfleet_daemon_start_time_seconds 1700000000.0",
             "jarfleet_control_events_total{event=\"probe\"} 7",
-            "jarfleet_control_busy_seconds_total 1.5",
+            "jarfleet_control_busy_seconds_total{event=\"probe\"} 1.5",
+            "jarfleet_control_busy_seconds_total{event=\"timers\"} 0.25",
             "jarfleet_control_queued_events 0",
         ] {
             assert!(

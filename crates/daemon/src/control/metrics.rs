@@ -16,17 +16,21 @@ pub(super) struct Tally {
     instances: BTreeMap<InstanceKey, InstanceTally>,
     /// Ended deployments by (app, strategy, outcome).
     deployments: BTreeMap<(String, String, String), u64>,
+    /// Events handled and the time spent on them, by kind (`timers` for the loop's own work
+    /// between events: deadlines, deployments, load balancer sync, store writes).
     events: BTreeMap<&'static str, u64>,
-    busy: Duration,
+    busy: BTreeMap<&'static str, Duration>,
 }
 
 impl Tally {
-    pub(super) fn event(&mut self, kind: &'static str) {
+    /// One event of `kind` took `took` of the loop's time.
+    pub(super) fn event(&mut self, kind: &'static str, took: Duration) {
         *self.events.entry(kind).or_default() += 1;
+        self.busy(kind, took);
     }
 
-    pub(super) fn busy(&mut self, took: Duration) {
-        self.busy += took;
+    pub(super) fn busy(&mut self, kind: &'static str, took: Duration) {
+        *self.busy.entry(kind).or_default() += took;
     }
 }
 
@@ -208,7 +212,7 @@ impl Control {
             listeners: self.lb_listeners(),
             control: LoopFigures {
                 events: self.metrics.events.clone(),
-                busy: self.metrics.busy,
+                busy: self.metrics.busy.clone(),
                 queued: self.tx.max_capacity() - self.tx.capacity(),
                 started_at_ms: self.started_at_ms,
             },

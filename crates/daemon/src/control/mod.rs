@@ -251,14 +251,14 @@ impl Control {
             let sleep = wake
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
                 .unwrap_or(Duration::from_secs(3600));
-            self.metrics.busy(busy.elapsed());
+            self.metrics.busy("timers", busy.elapsed());
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => {
                         let busy = Instant::now();
-                        self.metrics.event(ev.kind());
+                        let kind = ev.kind();
                         self.handle(ev);
-                        self.metrics.busy(busy.elapsed());
+                        self.metrics.event(kind, busy.elapsed());
                     }
                     None => break,
                 },
