@@ -614,6 +614,8 @@ fn family<L: EncodeLabelSet, V>(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     fn key(app: &str, slot: u32, release: &str) -> InstanceKey {
@@ -715,6 +717,126 @@ mod tests {
         assert!(!text.contains("result=\"failed\""), "{text}");
         assert!(!text.contains("jarfleet_proxy_"), "{text}");
         assert!(!text.contains("jarfleet_daemon_cpu"), "{text}");
+    }
+
+    /// A scrape in which every family has a row.
+    fn full_scrape() -> Scrape {
+        let mut s = scrape();
+        s.tallies[0].1.health_failed = s.tallies[0].1.health_ok.clone();
+        s.daemon = ProcFigures {
+            cpu_seconds: Some(0.5),
+            rss_bytes: Some(1 << 20),
+        };
+        let mut counters = jarfleet_proxy::CounterView {
+            requests: [0, 7, 0, 1, 2],
+            connections: 3,
+            latency_sum_us: 12_000,
+            latency_buckets: vec![0; LATENCY_BOUNDS_US.len() + 1],
+            ..Default::default()
+        };
+        counters.latency_buckets[3] = 10;
+        let backend = jarfleet_proxy::BackendStats {
+            id: "web/1#4".into(),
+            addr: ([127, 0, 0, 1], 9000).into(),
+            labels: BTreeMap::from([
+                ("release".to_string(), "r1".to_string()),
+                ("slot".to_string(), "1".to_string()),
+            ]),
+            in_snapshot: true,
+            weight: 100,
+            effective_weight: 100,
+            ejected: false,
+            in_flight: 1,
+            idle_connections: 0,
+            counters: counters.clone(),
+        };
+        s.listeners = vec![(
+            "web".into(),
+            ListenerStats {
+                name: "web".into(),
+                listen: ([127, 0, 0, 1], 8080).into(),
+                no_backend: 0,
+                totals: counters,
+                backends: vec![backend],
+            },
+        )];
+        s
+    }
+
+    /// The metric names of the exposition (`# TYPE` lines).
+    fn families(text: &str) -> BTreeMap<String, String> {
+        text.lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("# TYPE ")?.split_whitespace();
+                Some((w.next()?.to_string(), w.next()?.to_string()))
+            })
+            .collect()
+    }
+
+    /// `jarfleet_…` names in `text`, histogram series names folded into their family.
+    fn names_in(text: &str, families: &BTreeMap<String, String>) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("jarfleet_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let folded = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    let base = name.strip_suffix(suffix)?;
+                    (families.get(base).map(String::as_str) == Some("histogram"))
+                        .then(|| base.to_string())
+                })
+                .unwrap_or_else(|| name.to_string());
+            names.insert(folded);
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    fn doc(path: &str) -> String {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(path);
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn every_family_is_documented_and_the_dashboard_uses_only_real_ones() {
+        let text = render(full_scrape());
+        let families = families(&text);
+        let exposed: BTreeSet<String> = families.keys().cloned().collect();
+        assert_eq!(exposed.len(), 29, "{exposed:#?}");
+
+        // docs/metrics.md: its tables name exactly what is exposed.
+        let docs = doc("docs/metrics.md");
+        let table_rows: String = docs
+            .lines()
+            .filter(|l| l.starts_with("| `jarfleet_"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(names_in(&table_rows, &families), exposed);
+        // Every name the page mentions anywhere (queries included) exists.
+        let unknown: Vec<String> = names_in(&docs, &families)
+            .difference(&exposed)
+            .cloned()
+            .collect();
+        assert!(
+            unknown.is_empty(),
+            "docs/metrics.md names unknown metrics: {unknown:?}"
+        );
+
+        let dashboard = doc("docs/grafana-jarfleet.json");
+        let used = names_in(&dashboard, &families);
+        let unknown: Vec<&String> = used.difference(&exposed).collect();
+        assert!(
+            unknown.is_empty(),
+            "the dashboard queries unknown metrics: {unknown:?}"
+        );
+        assert!(used.len() >= 15, "{used:?}");
     }
 
     #[test]

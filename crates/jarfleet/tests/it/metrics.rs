@@ -348,3 +348,76 @@ fn metrics_can_be_switched_off_and_on_again() {
     let (status, _, _) = raw_get(&fleet, "/v1/status");
     assert!(status.contains(" 426 "), "{status}");
 }
+
+/// Every query of a Grafana dashboard, panel by panel (and its annotations).
+fn dashboard_queries(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if let Some(expr) = map.get("expr").and_then(|e| e.as_str()) {
+                out.push(expr.to_string());
+            }
+            map.values().for_each(|v| dashboard_queries(v, out));
+        }
+        serde_json::Value::Array(items) => items.iter().for_each(|v| dashboard_queries(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn grafana_dashboard_is_importable_and_its_queries_parse() {
+    let path = crate::fixture::workspace_root().join("docs/grafana-jarfleet.json");
+    let text = std::fs::read_to_string(&path).expect("docs/grafana-jarfleet.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    // Importable anywhere: the data source is an input chosen at import.
+    assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS");
+    assert_eq!(dash["__inputs"][0]["pluginId"], "prometheus");
+    let panels = dash["panels"].as_array().expect("panels");
+    let mut titles = Vec::new();
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        titles.push(p["title"].as_str().unwrap_or_default().to_string());
+        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+        for t in p["targets"].as_array().expect("targets") {
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+        }
+    }
+    for wanted in [
+        "Instances up and ready",
+        "Restarts",
+        "Requests by status class",
+        "p99 time to response head",
+        "Deployments by outcome",
+    ] {
+        assert!(
+            titles.iter().any(|t| t == wanted),
+            "no panel {wanted:?}: {titles:?}"
+        );
+    }
+
+    // Every query parses as PromQL: promtool checks them as recording rules (JSON is YAML).
+    let mut queries = Vec::new();
+    dashboard_queries(&dash, &mut queries);
+    assert!(queries.len() >= 20, "{queries:?}");
+    let rules: Vec<serde_json::Value> = queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            let expr = q.replace("$__rate_interval", "5m").replace("$app", ".*");
+            serde_json::json!({ "record": format!("dashboard:query_{i}"), "expr": expr })
+        })
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("dashboard-rules.yml");
+    let doc = serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] });
+    std::fs::write(&file, doc.to_string()).expect("writing the rules");
+    let out = Command::new(promtool())
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("running promtool");
+    assert!(
+        out.status.success(),
+        "promtool check rules failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
