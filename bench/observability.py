@@ -433,6 +433,8 @@ def markdown(r, args, started):
         pairs = [on["rps"] / off["rps"] - 1 for on, off in zip(t["on"], t["off"])]
         diff = statistics.median(pairs)
         scr = r["scrapes"]
+        requests_on = sum(x["requests"] for x in t["on"])
+        expected = 1000 * r["scrape_cpu_ms"] * sum(x.get("scrapes", 0) for x in t["on"]) / max(requests_on, 1)
         out += ["**Proxy throughput, metrics off vs on.** 2 fixture JVMs (`-Xmx64m -XX:+UseSerialGC`) behind "
                 f"jarfleet's balancer; `wrk -t{args.threads} -c{args.connections}` for {args.duration} s after a "
                 f"{args.warmup} s warm-up, {args.runs} runs per state in alternating order, same daemon and JVMs "
@@ -453,7 +455,8 @@ def markdown(r, args, started):
                 "wall time under the load) while the load ran.", "",
                 f"The precise figure is the scrape's own CPU: measured on the idle fleet ({args.calls} scrapes in a "
                 f"row), one scrape costs the daemon {r['scrape_cpu_ms']:.2f} ms of CPU, so scraping once a second "
-                f"takes {r['scrape_cpu_ms'] / 10:.2f} % of one core from the balancer.", "",
+                f"takes {r['scrape_cpu_ms'] / 10:.2f} % of one core from the balancer; over the runs above the "
+                f"scrapes come to {expected:+.2f} µs of daemon CPU per request.", "",
                 "What the switch can and cannot save: the balancer's per-backend counters (responses by status "
                 "class, the latency histogram, retries, errors, ejections, in-flight) are atomics the proxy keeps "
                 "whether or not `/metrics` is served, because `jarfleet status` and canary judging read them; "
