@@ -186,6 +186,16 @@ impl Client {
         decode(resp).await
     }
 
+    /// A GET whose body is text (e.g. [`crate::METRICS_PATH`]).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self.send(Method::GET, path, Bytes::new()).await?;
+        if !resp.status().is_success() {
+            return Err(error_from(resp).await);
+        }
+        let (_, body) = read_body(resp).await?;
+        String::from_utf8(body.to_vec()).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
     /// A streaming GET whose body is newline-delimited JSON.
     pub async fn stream<T: DeserializeOwned>(
         &self,

@@ -15,3 +15,6 @@ pub const PROTOCOL: u32 = 1;
 pub const PROTOCOL_HEADER: &str = "x-jarfleet-protocol";
 /// File name of the daemon's unix socket inside the state dir.
 pub const SOCKET_NAME: &str = "jarfleet.sock";
+/// Prometheus metrics (text exposition format 0.0.4); outside the versioned API, so any
+/// scraper can read it.
+pub const METRICS_PATH: &str = "/metrics";

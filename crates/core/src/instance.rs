@@ -141,6 +141,20 @@ pub fn classify(exit: &ExitInfo) -> ExitClass {
 }
 
 impl ExitClass {
+    /// A short fixed word for the class (a metric label, a filter): `clean`,
+    /// `killed-after-timeout`, `completed`, `error`, `signal`, `out-of-memory`, `jvm-crash`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ExitClass::Clean => "clean",
+            ExitClass::KilledAfterTimeout => "killed-after-timeout",
+            ExitClass::Completed => "completed",
+            ExitClass::Error { .. } => "error",
+            ExitClass::Signal { .. } => "signal",
+            ExitClass::OutOfMemory => "out-of-memory",
+            ExitClass::JvmCrash { .. } => "jvm-crash",
+        }
+    }
+
     pub fn describe(&self) -> String {
         match self {
             ExitClass::Clean => "stopped cleanly".into(),
@@ -1015,6 +1029,9 @@ mod tests {
         ];
         for (class, want) in table {
             assert_eq!(class.describe(), want);
+            // The label is the class's name in the stored JSON (its serde tag).
+            let json = serde_json::to_value(&class).expect("serialises");
+            assert_eq!(json["class"], class.label(), "{class:?}");
         }
     }
 

@@ -98,6 +98,7 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(spec.daemon.http, None);
     assert_eq!(spec.daemon.token_file, None);
     assert!(!spec.daemon.open_reads);
+    assert!(spec.daemon.metrics, "/metrics is on unless switched off");
     let web = &spec.apps["web"];
     assert_eq!(web.name, "web");
     assert_eq!(
@@ -242,6 +243,7 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
             key: "/etc/jarfleet/server.key".into(),
         })
     );
+    assert!(!spec.daemon.metrics);
 
     let h2 = &spec.apps["h2"];
     assert_eq!(

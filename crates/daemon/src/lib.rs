@@ -11,6 +11,7 @@ pub mod http;
 pub mod journal;
 pub mod launch;
 pub mod logfile;
+pub mod metrics;
 pub mod notify;
 pub mod paths;
 pub mod ports;

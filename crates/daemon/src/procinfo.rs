@@ -50,3 +50,9 @@ pub fn cmdline(pid: i32) -> Option<Vec<String>> {
             .collect(),
     )
 }
+
+/// Open file descriptors of `pid` (entries of `/proc/PID/fd`).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(dir.count() as u64)
+}

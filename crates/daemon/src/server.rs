@@ -1,6 +1,9 @@
 //! The API routes (HTTP/1.1 + JSON), served on the unix socket as they are and on the TCP
 //! address behind the token layer (`http`). Handlers only translate: every state change is a
 //! command sent to the control loop with a reply channel.
+//!
+//! `/metrics` (Prometheus text format) is outside the versioned API: scrapers send no protocol
+//! header.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,7 +37,7 @@ pub struct ApiState {
 }
 
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/v1/version", get(version))
         .route("/v1/apply", post(apply))
         .route("/v1/status", get(status))
@@ -49,7 +52,8 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/history", get(history))
         .route("/v1/stream", get(crate::http::sse::stream))
         .route("/v1/stream/logs", get(crate::http::sse::logs))
-        .layer(axum::middleware::from_fn(check_protocol))
+        .layer(axum::middleware::from_fn(check_protocol));
+    api.route(jarfleet_api::METRICS_PATH, get(metrics))
         .with_state(state)
 }
 
@@ -239,6 +243,33 @@ async fn history(
 async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {
     let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
     Ok(Json(report).into_response())
+}
+
+/// `GET /metrics`: the loop copies its figures; procfs reads and encoding run off it.
+async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
+    let Some(snapshot) = ask(&st.tx, |reply| Event::Metrics { reply }).await? else {
+        return Err(ApiError(
+            StatusCode::NOT_FOUND,
+            ErrorBody {
+                kind: ErrorKind::Usage,
+                message: "metrics are switched off ([daemon] metrics = false in the applied spec)"
+                    .into(),
+                hint: Some(
+                    "set `metrics = true` under [daemon] (or remove the line) and `jarfleet apply`"
+                        .into(),
+                ),
+            },
+        ));
+    };
+    let text = blocking(move || crate::metrics::render(crate::metrics::collect(snapshot))).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        )],
+        text,
+    )
+        .into_response())
 }
 
 async fn action(

@@ -224,6 +224,8 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// The daemon's Prometheus metrics (`GET /metrics`), printed as the text exposition format.
+    Metrics,
     /// Installed JDKs, the state dir, and whether a daemon runs.
     Doctor {
         #[arg(short, long, value_enum, default_value = "table")]

@@ -223,6 +223,13 @@ fn status_text(
     }
 }
 
+/// `jarfleet metrics`: the exposition as a scraper gets it.
+pub async fn metrics(client: &Client) -> Result<(), CliError> {
+    let text = client.get_text(jarfleet_api::METRICS_PATH).await?;
+    print!("{text}");
+    Ok(())
+}
+
 pub async fn action(
     client: &Client,
     target: &str,

@@ -162,6 +162,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             offline,
             output,
         } => commands::validate(spec.as_deref(), offline, output).await,
+        Command::Metrics => commands::metrics(&client()).await,
         Command::Status {
             app,
             watch: false,

@@ -83,6 +83,13 @@ pub struct DaemonSpec {
     /// HTTPS for the TCP API: PEM certificate chain and private key.
     #[serde(default)]
     pub tls: Option<TlsSpec>,
+    /// Serve `/metrics` (Prometheus text format). Default on.
+    #[serde(default = "default_true")]
+    pub metrics: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// `[daemon] tls = { cert = "...", key = "..." }` (PEM files, resolved against the spec's dir).

@@ -18,7 +18,14 @@ use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
 const TOP_KEYS: &[&str] = &["daemon", "trust", "apps"];
-const DAEMON_KEYS: &[&str] = &["state_dir", "http", "token_file", "open_reads", "tls"];
+const DAEMON_KEYS: &[&str] = &[
+    "state_dir",
+    "http",
+    "token_file",
+    "open_reads",
+    "tls",
+    "metrics",
+];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const TRUST_KEYS: &[&str] = &["keys", "ca"];
 const APP_KEYS: &[&str] = &[
@@ -257,8 +264,10 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
     let mut token_file = None;
     let mut open_reads = false;
     let mut tls = None;
+    let mut metrics = true;
     if let Some(t) = t {
         r.check_keys(t, DAEMON_KEYS, &[]);
+        metrics = r.boolean(t, "metrics").unwrap_or(true);
         state_dir = r.path(t, "state_dir", "\"/var/lib/jarfleet\"");
         if let Some(v) = t.get("http") {
             http = host_port(r, v, "daemon.http", "\"127.0.0.1:9900\"");
@@ -299,6 +308,7 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
         token_file,
         open_reads,
         tls,
+        metrics,
     }
 }
 

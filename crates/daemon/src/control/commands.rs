@@ -40,6 +40,7 @@ impl Control {
         self.preflight(&plan, &desired)?;
         if !dry_run {
             self.store_daemon_settings(daemon)?;
+            self.set_metrics_enabled(daemon.metrics);
         }
         if dry_run || plan.is_empty() {
             return Ok(ApplyResponse {

@@ -384,8 +384,10 @@ impl Control {
             None => format!("deployment #{} {outcome}: {app} runs {current}", d.id),
         };
         self.emit(&format!("deploy.{outcome}"), Some(app), None, message);
+        self.count_deployment(app, &d.strategy, outcome);
         let previous = d.from.clone();
         self.prune_releases(app, current, &previous);
+        self.prune_metrics(app);
         self.etcd_after_deployment(app);
         // Without a canary, every backend weighs the same again.
         self.sync_lb(app);

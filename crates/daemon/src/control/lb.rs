@@ -181,7 +181,7 @@ impl Control {
             return;
         };
         let now = now_ms();
-        let ready: Vec<(String, SocketAddr, u64, String)> = rt
+        let ready: Vec<(String, SocketAddr, u64, String, u32)> = rt
             .slots
             .iter()
             .filter_map(|(slot, s)| {
@@ -198,6 +198,7 @@ impl Control {
                     SocketAddr::from(([127, 0, 0, 1], port)),
                     since,
                     i.release.clone(),
+                    *slot,
                 ))
             })
             .collect();
@@ -213,7 +214,7 @@ impl Control {
         };
         let key: Vec<(String, SocketAddr, u32)> = ready
             .iter()
-            .map(|(id, addr, _, release)| (id.clone(), *addr, weight(release)))
+            .map(|(id, addr, _, release, _)| (id.clone(), *addr, weight(release)))
             .collect();
         if key == lb.last {
             return;
@@ -221,13 +222,14 @@ impl Control {
         let started = std::time::Instant::now();
         let backends = ready
             .into_iter()
-            .map(|(id, addr, since, release)| {
+            .map(|(id, addr, since, release, slot)| {
                 let mut b = Backend::new(id, addr);
                 b.weight = weight(&release);
                 b.ready_at = started
                     .checked_sub(Duration::from_millis(now.saturating_sub(since)))
                     .unwrap_or(started);
                 b.labels.insert("release".into(), release);
+                b.labels.insert("slot".into(), slot.to_string());
                 b
             })
             .collect();
@@ -274,6 +276,15 @@ impl Control {
     /// The listener's counters, as the proxy keeps them.
     pub(super) fn lb_counters(&self, app: &str) -> Option<jarfleet_proxy::ListenerStats> {
         Some(self.lb.apps.get(app)?.listener.stats())
+    }
+
+    /// Every app's listener, for a `/metrics` scrape (read off the loop).
+    pub(super) fn lb_listeners(&self) -> Vec<(String, Arc<Listener>)> {
+        self.lb
+            .apps
+            .iter()
+            .map(|(app, l)| (app.clone(), l.listener.clone()))
+            .collect()
     }
 
     pub(super) fn lb_stats(&self, app: &str) -> Option<serde_json::Value> {

@@ -56,6 +56,10 @@ pub enum Event {
     Status {
         reply: oneshot::Sender<StatusReport>,
     },
+    /// The figures of one `/metrics` scrape (`None` while metrics are off).
+    Metrics {
+        reply: oneshot::Sender<Option<crate::metrics::Snapshot>>,
+    },
     /// The current spec of an app (for `deploy`, which builds a release from it).
     CurrentSpec {
         app: String,
@@ -94,6 +98,8 @@ pub enum Event {
         slot: u32,
         generation: u64,
         result: Result<(), String>,
+        /// How long the check took.
+        took: Duration,
     },
     /// An event from outside the loop (e.g. a SIGHUP reload), recorded like the loop's own.
     Emit {
@@ -170,6 +176,12 @@ pub struct Control {
     etcd_watches: BTreeMap<String, (jarfleet_core::spec::EtcdSource, tokio::task::JoinHandle<()>)>,
     /// The latest etcd values of an app, while they are not yet what it runs.
     etcd_pending: BTreeMap<String, BTreeMap<String, String>>,
+    /// What `/metrics` shows that needs history (`metrics.rs`).
+    metrics: metrics::Tally,
+    /// `/metrics` is served (`[daemon] metrics`).
+    metrics_on: bool,
+    /// Unix time (ms) the daemon started.
+    started_at_ms: u64,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -192,6 +204,7 @@ mod canary;
 mod commands;
 mod deploy;
 mod lb;
+mod metrics;
 mod refresh;
 mod shims;
 mod status;
@@ -207,6 +220,7 @@ impl Control {
         use rand::SeedableRng;
         let next_generation = store.max_generation()? + 1;
         let spec_source = store.meta("spec_source")?;
+        let metrics_on = store.meta("metrics")?.as_deref() != Some("off");
         let base_env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
                 !k.starts_with("JARFLEET_") && !crate::notify::PRIVATE_VARS.contains(&k.as_str())
@@ -229,11 +243,15 @@ impl Control {
             training: Default::default(),
             etcd_watches: BTreeMap::new(),
             etcd_pending: BTreeMap::new(),
+            metrics: metrics::Tally::default(),
+            metrics_on,
+            started_at_ms: now_ms(),
         })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
         loop {
+            let busy = Instant::now();
             self.tick_all();
             self.drive_deployments();
             self.sync_all_lbs();
@@ -245,9 +263,15 @@ impl Control {
             let sleep = wake
                 .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
                 .unwrap_or(Duration::from_secs(3600));
+            self.metrics.busy("timers", busy.elapsed());
             tokio::select! {
                 ev = rx.recv() => match ev {
-                    Some(ev) => self.handle(ev),
+                    Some(ev) => {
+                        let busy = Instant::now();
+                        let kind = ev.kind();
+                        self.handle(ev);
+                        self.metrics.event(kind, busy.elapsed());
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep(sleep) => {}
@@ -296,6 +320,9 @@ impl Control {
             }
             Event::Status { reply } => {
                 let _ = reply.send(self.status());
+            }
+            Event::Metrics { reply } => {
+                let _ = reply.send(self.metrics_snapshot());
             }
             Event::CurrentSpec { app, reply } => {
                 let spec = self
@@ -380,12 +407,14 @@ impl Control {
                 slot,
                 generation,
                 result,
+                took,
             } => {
                 if self.current_generation(&app, slot) == Some(generation) {
                     let (ok, error) = match result {
                         Ok(()) => (true, None),
                         Err(e) => (false, Some(e)),
                     };
+                    self.count_probe(&app, slot, ok, took);
                     self.step(&app, slot, Input::Probe { ok, error });
                 }
             }
@@ -449,6 +478,7 @@ impl Control {
             Effect::Probe => self.probe(app, slot),
             Effect::Drain { timeout } => self.drain(app, slot, timeout),
             Effect::Notify(Note { kind, message }) => {
+                self.count_note(app, slot, &kind);
                 let message = if kind == NoteKind::CrashLoop {
                     // An app that dies at once often says why in its last lines.
                     format!(
@@ -474,6 +504,7 @@ impl Control {
                 }
                 let _ = self.store.delete_instance(app, slot);
                 self.remove_app_if_done(app);
+                self.prune_metrics(app);
             }
         }
     }

@@ -464,6 +464,7 @@ impl Control {
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::spawn(async move {
+            let started = Instant::now();
             let result = probe::check(&check, port, timeout, &vars).await;
             let _ = tx
                 .send(Event::Probe {
@@ -471,6 +472,7 @@ impl Control {
                     slot,
                     generation,
                     result,
+                    took: started.elapsed(),
                 })
                 .await;
         });

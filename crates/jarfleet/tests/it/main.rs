@@ -25,6 +25,7 @@ mod faststart;
 mod foreground;
 mod install;
 mod logs;
+mod metrics;
 mod readopt;
 mod reload;
 mod remote;
