@@ -75,7 +75,7 @@ pub async fn run(
         dirs: dirs.clone(),
         remote: remote.clone(),
     });
-    remote.set_api(app.clone());
+    remote.set_api(app.clone(), tx.clone());
     // The TCP API of the last applied spec: a token file that became readable by others, or a
     // certificate gone, stops the daemon here, before it adopts anything.
     if let Some(daemon) = &daemon_settings {

@@ -162,14 +162,82 @@ fn bearer(header: &[u8]) -> Option<&[u8]> {
 /// The policy in force, swapped whole when a new spec is applied.
 pub type SharedPolicy = Arc<ArcSwap<Policy>>;
 
+/// The layer's state: the policy, and where refusals are reported.
+#[derive(Clone)]
+pub struct Guard {
+    pub policy: SharedPolicy,
+    pub alerts: Arc<Alerts>,
+}
+
+/// Refused requests become events (`security.wrong-token`, `security.refused`), at most one per
+/// [`ALERT_EVERY`]; the next one says how many were refused meanwhile, so a client hammering the
+/// API cannot flood the event store.
+pub struct Alerts {
+    events: tokio::sync::mpsc::Sender<crate::control::Event>,
+    last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
+}
+
+/// The shortest time between two security events.
+pub const ALERT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Alerts {
+    pub fn new(events: tokio::sync::mpsc::Sender<crate::control::Event>) -> Alerts {
+        Alerts {
+            events,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn refused(&self, decision: &Decision, method: &Method, path: &str, why: &str) {
+        self.refused_at(std::time::Instant::now(), decision, method, path, why);
+    }
+
+    fn refused_at(
+        &self,
+        now: std::time::Instant,
+        decision: &Decision,
+        method: &Method,
+        path: &str,
+        why: &str,
+    ) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let before = match *last {
+            Some((at, ref mut n)) if now.duration_since(at) < ALERT_EVERY => {
+                *n += 1;
+                return;
+            }
+            Some((_, n)) => n,
+            None => 0,
+        };
+        *last = Some((now, 0));
+        let kind = match decision {
+            Decision::Wrong => "security.wrong-token",
+            _ => "security.refused",
+        };
+        let mut message = format!("refused {method} {path} over TCP (401): {why}");
+        if before > 0 {
+            message.push_str(&format!(
+                "; {before} more refused in the {} s before",
+                ALERT_EVERY.as_secs()
+            ));
+        }
+        // Never wait on the control loop from a request: a full queue drops the event.
+        let _ = self.events.try_send(crate::control::Event::Emit {
+            kind: kind.into(),
+            app: None,
+            message,
+        });
+    }
+}
+
 /// The layer: lets allowed requests through, answers the others 401 with a JSON [`ErrorBody`]
-/// and `WWW-Authenticate: Bearer` (RFC 6750).
-pub async fn require(State(policy): State<SharedPolicy>, req: Request, next: Next) -> Response {
+/// and `WWW-Authenticate: Bearer` (RFC 6750), and reports them (`Alerts`).
+pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let decision = policy.load().decide(req.method(), auth);
+    let decision = guard.policy.load().decide(req.method(), auth);
     let (message, hint, challenge) = match decision {
         Decision::Allow => return next.run(req).await,
         Decision::Missing => (
@@ -188,6 +256,9 @@ pub async fn require(State(policy): State<SharedPolicy>, req: Request, next: Nex
             "Bearer realm=\"jarfleet\"",
         ),
     };
+    guard
+        .alerts
+        .refused(&decision, req.method(), req.uri().path(), message);
     let body = ErrorBody {
         kind: ErrorKind::Usage,
         message: message.into(),
@@ -204,6 +275,41 @@ pub async fn require(State(policy): State<SharedPolicy>, req: Request, next: Nex
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusals_become_events_at_most_one_per_period() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let alerts = Alerts::new(tx);
+        let t0 = std::time::Instant::now();
+        let post = Method::POST;
+        alerts.refused_at(t0, &Decision::Wrong, &post, "/v1/scale", "wrong API token");
+        for i in 1..5 {
+            let at = t0 + std::time::Duration::from_secs(i);
+            alerts.refused_at(
+                at,
+                &Decision::Missing,
+                &post,
+                "/v1/scale",
+                "needs the token",
+            );
+        }
+        alerts.refused_at(
+            t0 + ALERT_EVERY + std::time::Duration::from_secs(1),
+            &Decision::Missing,
+            &Method::GET,
+            "/v1/status",
+            "needs the token",
+        );
+        let mut got = Vec::new();
+        while let Ok(crate::control::Event::Emit { kind, message, .. }) = rx.try_recv() {
+            got.push((kind, message));
+        }
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].0, "security.wrong-token");
+        assert!(got[0].1.contains("POST /v1/scale"), "{got:?}");
+        assert_eq!(got[1].0, "security.refused");
+        assert!(got[1].1.contains("4 more refused"), "{got:?}");
+    }
 
     fn policy(token: Option<&str>, open_reads: bool) -> Policy {
         Policy {

@@ -113,13 +113,14 @@ impl RemoteApi {
         }
     }
 
-    /// Gives the API routes (the unix socket's router) to serve over TCP; called once, before
-    /// anything is staged.
-    pub fn set_api(&self, api: Router) {
-        let guarded = api.layer(axum::middleware::from_fn_with_state(
-            self.policy.clone(),
-            auth::require,
-        ));
+    /// Gives the API routes (the unix socket's router) to serve over TCP, and where refused
+    /// requests are reported; called once, before anything is staged.
+    pub fn set_api(&self, api: Router, events: tokio::sync::mpsc::Sender<crate::control::Event>) {
+        let guard = auth::Guard {
+            policy: self.policy.clone(),
+            alerts: Arc::new(auth::Alerts::new(events)),
+        };
+        let guarded = api.layer(axum::middleware::from_fn_with_state(guard, auth::require));
         let _ = self.app.set(dashboard::routes().merge(guarded));
     }
 

@@ -215,6 +215,24 @@ fn the_tcp_api_refuses_a_missing_or_wrong_token_with_401_and_changes_nothing() {
         vec![pid],
         "a refused request restarted something"
     );
+    // Refusals are security events (one per 10 s: these six came together).
+    let refused: Vec<serde_json::Value> = fleet
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("security."))
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["kind"], "security.refused");
+    assert!(
+        refused[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("refused GET /v1/status over TCP")),
+        "{refused:?}"
+    );
 
     // The right token reads and changes.
     let r = call(
