@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import time
 from pathlib import Path
 
 from docsection import replace_section
+from ports import free_range
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "BENCHMARKS.md"
@@ -38,22 +38,6 @@ def run(cmd, **kw):
     return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
 
 
-def free_range(n):
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = max(10000, s.getsockname()[1] - 20000)
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as t:
-                try:
-                    t.bind(("0.0.0.0", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base, base + n - 1
-    raise SystemExit("no free port range")
 
 
 def variant(src, dest, version):

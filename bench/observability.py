@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 from docsection import replace_section
+from ports import free_port, free_range
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Cost of observability"
@@ -58,28 +59,8 @@ def loadavg():
     return "/".join(open("/proc/loadavg").read().split()[:3])
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def free_range(n):
-    for _ in range(200):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = max(10000, s.getsockname()[1] - 20000)
-        ok = True
-        for p in range(base, base + n):
-            with socket.socket() as t:
-                try:
-                    t.bind(("0.0.0.0", p))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
-            return base, base + n - 1
-    raise SystemExit("no free port range")
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
