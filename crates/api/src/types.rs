@@ -269,6 +269,20 @@ pub struct DeploymentRecord {
     pub started_at: u64,
     pub ended_at: Option<u64>,
     pub steps: Vec<DeployStep>,
+    /// A canary's progress, kept so that a restarted daemon resumes it where it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryProgress>,
+}
+
+/// Where a canary is: enough to resume it after a daemon restart.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanaryProgress {
+    /// Index of the current step in the release's `canary.steps`.
+    pub step: u32,
+    /// The canary's share of the traffic (0 before the first step and once it failed).
+    pub percent: u8,
+    pub paused: bool,
+    pub passed: bool,
 }
 
 impl DeploymentRecord {

@@ -409,6 +409,7 @@ mod tests {
                 started_at: 1_700_000_400_000,
                 ended_at: Some(1_700_000_642_500),
                 steps: vec![step("canary step 1 (5 %) passed")],
+                canary: None,
             }],
         };
         insta::assert_snapshot!(history(&h, &Term::PLAIN));

@@ -4,8 +4,9 @@
 //! the old set goes. Fail: the canary's weight drops to 0 at once and the deployment rolls back,
 //! with the figures that failed it in the record.
 //!
-//! The run lives in memory: a daemon restarted mid-canary starts the steps again from the
-//! first (the canary set keeps running meanwhile, at the weight the new daemon gives it).
+//! The run's progress (step, share, pause) is kept in the deployment record with every step, so
+//! a daemon restarted mid-canary gives the canary its share again at once and resumes at the
+//! step it was in, with a new window (the figures of the old one are gone with the old daemon).
 
 use jarfleet_core::canary::{self, SetFigures, Verdict};
 use jarfleet_core::spec::Strategy;
@@ -30,6 +31,31 @@ pub(super) struct CanaryRun {
     pub paused: bool,
     /// The latest verdict, with its figures.
     last: Option<String>,
+}
+
+impl CanaryRun {
+    pub(super) fn progress(&self) -> jarfleet_api::CanaryProgress {
+        jarfleet_api::CanaryProgress {
+            step: self.step as u32,
+            percent: self.percent,
+            paused: self.paused,
+            passed: self.passed,
+        }
+    }
+
+    /// The run of a deployment record left by an earlier daemon; its window starts anew.
+    pub(super) fn resumed(release: &str, p: &jarfleet_api::CanaryProgress) -> CanaryRun {
+        CanaryRun {
+            release: release.to_string(),
+            step: p.step as usize,
+            percent: p.percent,
+            started: None,
+            baseline: Default::default(),
+            passed: p.passed,
+            paused: p.paused,
+            last: None,
+        }
+    }
 }
 
 impl Control {
@@ -74,18 +100,27 @@ impl Control {
         let Some(first) = steps.first().copied() else {
             return;
         };
-        run.percent = first;
+        // A run resumed from the record carries on at its step; a new one begins at the first.
+        let resumed = run.percent > 0;
+        if !resumed {
+            run.percent = first;
+        }
         run.started = Some(now);
+        let (step, percent) = (run.step + 1, run.percent);
         let baseline = self.canary_figures(app);
         if let Some(run) = self.apps.get_mut(app).and_then(|a| a.canary.as_mut()) {
             run.baseline = baseline;
         }
         self.sync_lb(app);
-        self.record_step(
-            app,
-            format!("canary step 1 of {}: {first} % of the traffic", steps.len()),
-            now,
-        );
+        let message = if resumed {
+            format!(
+                "canary resumed by a new daemon at step {step} of {}: {percent} % of the traffic",
+                steps.len()
+            )
+        } else {
+            format!("canary step 1 of {}: {first} % of the traffic", steps.len())
+        };
+        self.record_step(app, message, now);
     }
 
     /// The canary's deadline, for the loop's wake-up.

@@ -117,6 +117,7 @@ impl Control {
                 at: now,
                 message: format!("deploying {from} → {to} ({why})"),
             }],
+            canary: None,
         };
         rec.id = self
             .store
@@ -343,6 +344,10 @@ impl Control {
             return;
         };
         d.steps.push(DeployStep { at: now, message });
+        // Every change of a canary's state is recorded as a step: its progress goes with it.
+        if let Some(run) = &rt.canary {
+            d.canary = Some(run.progress());
+        }
         if let Err(e) = self.store.put_deployment(d) {
             tracing::error!(error = %e, "recording a deployment step");
         }

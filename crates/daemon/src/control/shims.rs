@@ -27,6 +27,11 @@ impl Control {
             .filter(|d| d.is_active())
         {
             if let Some(rt) = self.apps.get_mut(&d.app) {
+                rt.canary = d
+                    .canary
+                    .as_ref()
+                    .filter(|_| d.outcome == super::deploy::RUNNING)
+                    .map(|p| canary::CanaryRun::resumed(&d.to, p));
                 rt.deployment = Some(d);
             }
         }

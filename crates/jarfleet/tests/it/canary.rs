@@ -1,6 +1,8 @@
 //! Canary deployments behind the load balancer: steps judged on the balancer's own figures,
 //! rollback of a bad canary, pauses that wait for the operator, promote and abort.
 
+use std::time::Duration;
+
 use crate::balancer::{Load, START, fleet_behind_lb};
 use crate::fixture::fixture_variant;
 use crate::harness::*;
@@ -293,6 +295,100 @@ fn deploy_strategy_makes_one_canary_of_a_rolling_app_and_the_next_deploy_rolls_a
     assert_all_from(
         lb,
         "v3",
+        20,
+        "every response comes from the release in force",
+    );
+}
+
+#[test]
+fn a_daemon_killed_mid_canary_is_followed_by_one_that_resumes_at_the_same_step() {
+    let (_v1, fleet, lb) = fleet_on_v1(Some("[20, 50, 100]"));
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 20.0, pause = [50]"));
+    fleet.ok(&["apply"]);
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    let load = Load::start(lb, "/version");
+    load.wait_more(100);
+    fleet.ok(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
+    let paused = canary_status(&fleet).expect("a canary in status");
+    assert_eq!(
+        (
+            paused["step"].as_u64(),
+            paused["percent"].as_u64(),
+            paused["paused"].as_bool()
+        ),
+        (Some(2), Some(50), Some(true)),
+        "{paused:#}"
+    );
+    let canary_pids: Vec<u64> = fleet
+        .instances("fx")
+        .iter()
+        .filter(|i| i["release"] == latest_deployment(&fleet)["to"])
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    assert_eq!(canary_pids.len(), 2);
+
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
+
+    // The balancer lives in the daemon: requests flow again once the new one is up.
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    fleet.ok(&["up", "-d"]);
+    wait_until("the balancer back", START, || {
+        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
+    });
+    let load = Load::start(lb, "/version");
+    // The new daemon resumes the canary where it was: paused at 50 %, step 1 not run again.
+    let resumed = wait_until("the canary resumed", START, || {
+        canary_status(&fleet).filter(|c| c["step_elapsed_ms"].is_u64())
+    });
+    assert_eq!(
+        (
+            resumed["step"].as_u64(),
+            resumed["percent"].as_u64(),
+            resumed["paused"].as_bool()
+        ),
+        (Some(2), Some(50), Some(true)),
+        "{resumed:#}"
+    );
+    let steps = step_messages(&latest_deployment(&fleet));
+    assert!(
+        steps
+            .iter()
+            .any(|m| m.starts_with("canary resumed by a new daemon at step 2 of 3: 50 %")),
+        "{steps:#?}"
+    );
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|m| m.starts_with("canary step 1 of 3"))
+            .count(),
+        1,
+        "step 1 ran once: {steps:#?}"
+    );
+    // Both releases still answer, from the same canary JVMs.
+    wait_until("both releases answering", START, || {
+        let seen: std::collections::BTreeSet<String> = (0..40)
+            .filter_map(|_| http_get(lb, "/version").ok().map(|(_, b)| b))
+            .collect();
+        (seen.contains("v1") && seen.contains("v2")).then_some(())
+    });
+    for pid in &canary_pids {
+        assert!(pid_alive(*pid as u32), "canary JVM {pid} kept running");
+    }
+
+    fleet.ok(&["promote", "fx", "--wait"]);
+    load.wait_more(50);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
+    assert_eq!(latest_deployment(&fleet)["outcome"], "succeeded");
+    assert_all_from(
+        lb,
+        "v2",
         20,
         "every response comes from the release in force",
     );
