@@ -383,17 +383,7 @@ async fn events(
 ) -> Result<Response, ApiError> {
     // Subscribe first so nothing falls between the history and the live stream.
     let mut live = st.events.subscribe();
-    let db = st.dirs.db();
-    let lines = q.lines;
-    let history = blocking(move || crate::store::read_events(&db, 0, lines))
-        .await?
-        .map_err(|e| {
-            ApiError::from(ErrorBody {
-                kind: ErrorKind::Failed,
-                message: format!("{e:#}"),
-                hint: None,
-            })
-        })?;
+    let history = event_history(&st, q.lines).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let follow = q.follow;
     tokio::spawn(async move {
@@ -422,4 +412,21 @@ async fn events(
         }
     });
     Ok(ndjson_stream(rx))
+}
+
+/// The latest `lines` events from the store (read off the runtime's threads).
+pub(crate) async fn event_history(
+    st: &ApiState,
+    lines: usize,
+) -> Result<Vec<jarfleet_api::EventRecord>, ApiError> {
+    let db = st.dirs.db();
+    blocking(move || crate::store::read_events(&db, 0, lines))
+        .await?
+        .map_err(|e| {
+            ApiError::from(ErrorBody {
+                kind: ErrorKind::Failed,
+                message: format!("{e:#}"),
+                hint: None,
+            })
+        })
 }

@@ -301,9 +301,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn status_table() {
-        let report = StatusReport {
+    /// A status report of one app.
+    fn report(app: AppStatus) -> StatusReport {
+        StatusReport {
             daemon: DaemonStatus {
                 pid: 1,
                 version: "0.1.0".into(),
@@ -311,41 +311,36 @@ mod tests {
                 uptime_secs: 10,
                 spec: None,
             },
-            apps: vec![AppStatus {
-                name: "orders".into(),
-                release: "3f2a9c1b7d00".into(),
-                desired: 3,
-                ready: 1,
-                rolling: false,
-                deployment: None,
-                listen: None,
-                health: None,
-                balancer: None,
-                java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
-                canary: None,
-                instances: vec![
-                    instance(0, "ready", Some(4242)),
-                    instance(1, "unhealthy", Some(4250)),
-                    instance(2, "backoff", None),
-                ],
-            }],
-        };
+            apps: vec![app],
+        }
+    }
+
+    #[test]
+    fn status_table() {
+        let report = report(AppStatus {
+            name: "orders".into(),
+            release: "3f2a9c1b7d00".into(),
+            desired: 3,
+            ready: 1,
+            rolling: false,
+            deployment: None,
+            listen: None,
+            health: None,
+            balancer: None,
+            java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+            canary: None,
+            instances: vec![
+                instance(0, "ready", Some(4242)),
+                instance(1, "unhealthy", Some(4250)),
+                instance(2, "backoff", None),
+            ],
+        });
         insta::assert_snapshot!(status(&report, None, &Term::PLAIN));
     }
 
     #[test]
     fn status_fits_a_narrow_terminal() {
-        let mut report = StatusReport {
-            daemon: DaemonStatus {
-                pid: 1,
-                version: "0.1.0".into(),
-                state_dir: "/srv/state".into(),
-                uptime_secs: 10,
-                spec: None,
-            },
-            apps: vec![],
-        };
-        report.apps.push(AppStatus {
+        let report = report(AppStatus {
             name: "orders".into(),
             release: "3f2a9c1b7d00".into(),
             desired: 2,
@@ -423,41 +418,32 @@ mod tests {
             error_rate: failures as f64 / requests as f64,
             p99_ms: Some(p99),
         };
-        let report = StatusReport {
-            daemon: DaemonStatus {
-                pid: 1,
-                version: "0.1.0".into(),
-                state_dir: "/srv/state".into(),
-                uptime_secs: 10,
-                spec: None,
-            },
-            apps: vec![AppStatus {
-                name: "orders".into(),
-                release: "3f2a9c1b7d00".into(),
-                desired: 1,
-                ready: 2,
-                rolling: true,
-                deployment: Some("#7 3f2a9c1b7d00 → 9e8d7c6b5a41 running".into()),
-                listen: None,
-                balancer: None,
-                java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
-                health: None,
-                canary: Some(jarfleet_api::CanaryStatus {
-                    release: "9e8d7c6b5a41".into(),
-                    step: 2,
-                    steps: vec![5, 25, 50, 100],
-                    percent: 25,
-                    paused: true,
-                    passed: false,
-                    step_elapsed_ms: Some(12_400),
-                    step_time_ms: 60_000,
-                    canary_figures: figures(120, 0, 3.2),
-                    stable_figures: figures(360, 1, 2.9),
-                    last_verdict: Some("step 2 passed".into()),
-                }),
-                instances: vec![instance(0, "ready", Some(4242))],
-            }],
-        };
+        let report = report(AppStatus {
+            name: "orders".into(),
+            release: "3f2a9c1b7d00".into(),
+            desired: 1,
+            ready: 2,
+            rolling: true,
+            deployment: Some("#7 3f2a9c1b7d00 → 9e8d7c6b5a41 running".into()),
+            listen: None,
+            balancer: None,
+            java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+            health: None,
+            canary: Some(jarfleet_api::CanaryStatus {
+                release: "9e8d7c6b5a41".into(),
+                step: 2,
+                steps: vec![5, 25, 50, 100],
+                percent: 25,
+                paused: true,
+                passed: false,
+                step_elapsed_ms: Some(12_400),
+                step_time_ms: 60_000,
+                canary_figures: figures(120, 0, 3.2),
+                stable_figures: figures(360, 1, 2.9),
+                last_verdict: Some("step 2 passed".into()),
+            }),
+            instances: vec![instance(0, "ready", Some(4242))],
+        });
         insta::assert_snapshot!(status(&report, None, &Term::PLAIN));
     }
 

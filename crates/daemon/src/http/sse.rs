@@ -14,12 +14,11 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use jarfleet_api::{ErrorBody, ErrorKind};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::MissedTickBehavior;
 
 use crate::control::Event;
-use crate::server::{ApiError, ApiState, ask, blocking};
+use crate::server::{ApiError, ApiState, ask};
 
 /// How often a status snapshot is sent when nothing happens.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -67,16 +66,7 @@ pub(crate) async fn stream(
 ) -> Result<Response, ApiError> {
     // Subscribe first so nothing falls between the history and the live events.
     let mut live = st.events.subscribe();
-    let db = st.dirs.db();
-    let history = blocking(move || crate::store::read_events(&db, 0, q.events))
-        .await?
-        .map_err(|e| {
-            ApiError::from(ErrorBody {
-                kind: ErrorKind::Failed,
-                message: format!("{e:#}"),
-                hint: None,
-            })
-        })?;
+    let history = crate::server::event_history(&st, q.events).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
         let mut last = 0;

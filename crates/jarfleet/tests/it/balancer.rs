@@ -55,6 +55,20 @@ pub(crate) fn fleet_behind_lb(
 }
 
 /// Continuous GETs of `path` through the balancer until stopped: (stop, ok, failed, bodies seen last).
+/// `kill -9` of the daemon, then a new one (`up -d`) whose balancer on `lb` serves again from
+/// the instances that stayed up.
+pub(crate) fn crash_and_restart_daemon(fleet: &Fleet, lb: u16) {
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    fleet.ok(&["up", "-d"]);
+    wait_until("the balancer back", START, || {
+        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
+    });
+}
+
 pub(crate) struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -312,16 +326,7 @@ fn after_a_daemon_crash_mid_deploy_requests_flow_again_and_the_deploy_ends() {
     wait_until("the first new instance", START, || {
         (fleet.events_of("instance.spawned", "fx", None).len() >= 4).then_some(())
     });
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
-    fleet.ok(&["up", "-d"]);
-    // The new daemon's balancer serves from the instances that stayed up.
-    wait_until("the balancer back", START, || {
-        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
-    });
+    crash_and_restart_daemon(&fleet, lb);
     let load = Load::start(lb, "/version");
     wait_until("the deployment to end", START, || {
         let h: serde_json::Value =

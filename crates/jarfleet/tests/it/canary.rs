@@ -1,9 +1,7 @@
 //! Canary deployments behind the load balancer: steps judged on the balancer's own figures,
 //! rollback of a bad canary, pauses that wait for the operator, promote and abort.
 
-use std::time::Duration;
-
-use crate::balancer::{Load, START, fleet_behind_lb};
+use crate::balancer::{Load, START, crash_and_restart_daemon, fleet_behind_lb};
 use crate::fixture::fixture_variant;
 use crate::harness::*;
 
@@ -17,6 +15,13 @@ fn fleet_on_v1(steps: Option<&str>) -> (tempfile::TempDir, Fleet, u16) {
         make_canary(&fleet, steps);
     }
     (v1_dir, fleet, lb)
+}
+
+/// The canary of `fleet_on_v1` waits for `promote` once its 50 % step passed.
+fn pause_at_50(fleet: &Fleet) {
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 20.0, pause = [50]"));
+    fleet.ok(&["apply"]);
 }
 
 /// The messages of a deployment record's steps.
@@ -187,9 +192,7 @@ fn canary_status(fleet: &Fleet) -> Option<serde_json::Value> {
 #[test]
 fn a_paused_canary_waits_for_promote_while_it_is_still_judged_and_status_shows_its_figures() {
     let (_v1, fleet, lb) = fleet_on_v1(Some("[50, 100]"));
-    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
-    fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 20.0, pause = [50]"));
-    fleet.ok(&["apply"]);
+    pause_at_50(&fleet);
     let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
     let load = Load::start(lb, "/version");
     load.wait_more(100);
@@ -303,9 +306,7 @@ fn deploy_strategy_makes_one_canary_of_a_rolling_app_and_the_next_deploy_rolls_a
 #[test]
 fn a_daemon_killed_mid_canary_is_followed_by_one_that_resumes_at_the_same_step() {
     let (_v1, fleet, lb) = fleet_on_v1(Some("[20, 50, 100]"));
-    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
-    fleet.write_spec(&spec.replace("max_p99_ratio = 20.0", "max_p99_ratio = 20.0, pause = [50]"));
-    fleet.ok(&["apply"]);
+    pause_at_50(&fleet);
     let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
     let load = Load::start(lb, "/version");
     load.wait_more(100);
@@ -332,15 +333,7 @@ fn a_daemon_killed_mid_canary_is_followed_by_one_that_resumes_at_the_same_step()
     assert_eq!(failed, 0, "{failed} of {} failed: {errors:?}", ok + failed);
 
     // The balancer lives in the daemon: requests flow again once the new one is up.
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
-    fleet.ok(&["up", "-d"]);
-    wait_until("the balancer back", START, || {
-        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
-    });
+    crash_and_restart_daemon(&fleet, lb);
     let load = Load::start(lb, "/version");
     // The new daemon resumes the canary where it was: paused at 50 %, step 1 not run again.
     let resumed = wait_until("the canary resumed", START, || {
