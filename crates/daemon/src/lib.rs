@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod etcdconf;
 pub mod faststart;
+pub mod footprint;
 pub mod http;
 pub mod journal;
 pub mod launch;

@@ -35,6 +35,19 @@ impl Tally {
 }
 
 impl Event {
+    /// Whether the event is work that may have mapped code the idle loop does not run: everything
+    /// but health-check results and read-only queries.
+    pub(super) fn is_work(&self) -> bool {
+        !matches!(
+            self,
+            Event::Probe { .. }
+                | Event::Status { .. }
+                | Event::Metrics { .. }
+                | Event::CurrentSpec { .. }
+                | Event::History { .. }
+        )
+    }
+
     /// The event's kind, as `jarfleet_control_events_total` labels it.
     pub(super) fn kind(&self) -> &'static str {
         match self {

@@ -182,6 +182,8 @@ pub struct Control {
     metrics_on: bool,
     /// Unix time (ms) the daemon started.
     started_at_ms: u64,
+    /// When to hand back the code and heap pages the last piece of work needed.
+    trimmer: crate::footprint::Trimmer,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -246,13 +248,16 @@ impl Control {
             metrics: metrics::Tally::default(),
             metrics_on,
             started_at_ms: now_ms(),
+            trimmer: Default::default(),
         })
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
+        self.trimmer.worked(now_ms());
         loop {
             let busy = Instant::now();
             self.tick_all();
+            self.trim_when_quiet();
             self.drive_deployments();
             self.sync_all_lbs();
             self.persist_dirty();
@@ -269,6 +274,9 @@ impl Control {
                     Some(ev) => {
                         let busy = Instant::now();
                         let kind = ev.kind();
+                        if ev.is_work() {
+                            self.trimmer.worked(now_ms());
+                        }
                         self.handle(ev);
                         self.metrics.event(kind, busy.elapsed());
                     }
@@ -584,7 +592,22 @@ impl Control {
                 })
             })
             .chain(self.canary_wakeup())
+            .chain(self.trimmer.due_at())
             .min()
+    }
+
+    /// Once the daemon has been quiet for a while after some work (start-up, a deploy, a crash
+    /// and restart), it hands back the code and heap pages that work needed (see
+    /// [`crate::footprint`]).
+    fn trim_when_quiet(&mut self) {
+        if self.trimmer.take_due(now_ms()) {
+            let trimmed = crate::footprint::trim();
+            tracing::debug!(
+                code_kib = trimmed.code_kib,
+                heap = trimmed.heap,
+                "handed back memory after quiet"
+            );
+        }
     }
 
     fn persist_dirty(&mut self) {

@@ -105,6 +105,12 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
             .context("starting the accept thread")?;
     }
 
+    // From here the shim only waits. Once the JVM's start-up output and the daemon's first
+    // exchange are over, hand back the code and heap they needed (crate::footprint).
+    let _ = spawn_thread(|| {
+        thread::sleep(crate::footprint::QUIET);
+        crate::footprint::trim();
+    });
     let status = child.wait().context("waiting for the JVM")?;
     // The JVM is gone: nothing it forked may outlive it (its group, and anything that escaped
     // the group and was re-parented to us as subreaper).
