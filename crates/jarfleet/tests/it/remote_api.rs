@@ -5,13 +5,14 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
 
 use crate::harness::*;
 
+#[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub www_authenticate: Option<String>,
@@ -389,8 +390,7 @@ fn the_tcp_api_speaks_tls_with_the_configured_certificate() {
 
     // A client that does not trust the test CA refuses the server's certificate.
     let err = call(&agent(None), "GET", &url, Some(&token), None)
-        .err()
-        .expect("the certificate must not be trusted without the test CA");
+        .expect_err("the certificate must not be trusted without the test CA");
     let text = format!("{err}").to_lowercase();
     assert!(
         text.contains("certificate") || text.contains("issuer"),
@@ -500,24 +500,36 @@ fn a_token_file_others_can_read_is_refused_by_up_and_by_a_restarted_daemon() {
     wait_until("the daemon to die", Duration::from_secs(10), || {
         (!pid_alive(daemon)).then_some(())
     });
+    let log = fleet.dir.path().join("restarted-daemon.log");
     let mut child = fleet
         .command(&["daemon"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("daemon log"))
         .spawn()
         .expect("jarfleet daemon");
     fleet.remember(child.id());
     let agent = agent(None);
     let url = format!("http://127.0.0.1:{port}/v1/status");
-    wait_until(
-        "the restarted daemon's TCP API",
-        Duration::from_secs(30),
-        || {
-            call(&agent, "GET", &url, Some(&token), None)
-                .ok()
-                .filter(|r| r.status == 200)
-        },
-    );
+    // Polled here rather than with `wait_until` so a failure shows the daemon's own words.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the restarted daemon ended ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        let last = call(&agent, "GET", &url, Some(&token), None);
+        if last.as_ref().is_ok_and(|r| r.status == 200) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted daemon's TCP API did not answer in 30 s; last: {last:?}\ndaemon log:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
     assert_eq!(fleet.pids("fx"), vec![pid], "the JVM was not re-adopted");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
