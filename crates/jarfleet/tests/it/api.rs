@@ -102,10 +102,19 @@ fn down_stops_every_instance_and_the_daemon() {
     wait_until("the daemon to exit", Duration::from_secs(10), || {
         (!pid_alive(daemon)).then_some(())
     });
-    assert!(
-        processes_mentioning(&fleet.state).is_empty(),
-        "leftover processes"
-    );
+    // A shim leaves a moment after the daemon acknowledged its JVM's exit.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = processes_mentioning(&fleet.state);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "leftover processes 10 s after down: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
 }
 
 #[test]
