@@ -86,13 +86,7 @@ pub async fn run(
             anyhow::anyhow!("{}{hint}", e.message)
         })?;
         if let Some(news) = change.commit(staged).await {
-            let _ = tx
-                .send(Event::Emit {
-                    kind: news.kind.into(),
-                    app: None,
-                    message: news.message,
-                })
-                .await;
+            let _ = tx.send(news.into()).await;
         }
     }
     let mut control = Control::new(

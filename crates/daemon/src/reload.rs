@@ -157,13 +157,7 @@ pub async fn apply(
     .map_err(|_| stopping())?;
     let resp = rx.await.map_err(|_| stopping())??;
     if !dry_run && let Some(news) = change.commit(staged).await {
-        let _ = tx
-            .send(Event::Emit {
-                kind: news.kind.into(),
-                app: None,
-                message: news.message,
-            })
-            .await;
+        let _ = tx.send(news.into()).await;
     }
     Ok(resp)
 }

@@ -159,6 +159,16 @@ pub struct Announcement {
     pub message: String,
 }
 
+impl From<Announcement> for crate::control::Event {
+    fn from(a: Announcement) -> Self {
+        crate::control::Event::Emit {
+            kind: a.kind.into(),
+            app: None,
+            message: a.message,
+        }
+    }
+}
+
 /// Settings checked and, for a new address, already bound: committing cannot fail.
 pub struct Staged {
     loaded: Option<Loaded>,

@@ -103,18 +103,18 @@ fn down_stops_every_instance_and_the_daemon() {
         (!pid_alive(daemon)).then_some(())
     });
     // A shim leaves a moment after the daemon acknowledged its JVM's exit.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = processes_mentioning(&fleet.state);
-        if left.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "leftover processes 10 s after down: {left:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_until_explained(
+        "no process left after down",
+        Duration::from_secs(10),
+        || {
+            let left = processes_mentioning(&fleet.state);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("processes {left:?}"))
+            }
+        },
+    );
 }
 
 #[test]

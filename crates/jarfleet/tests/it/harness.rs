@@ -20,14 +20,37 @@ pub fn jarfleet_bin() -> PathBuf {
 }
 
 /// Polls `f` every 25 ms until it returns `Some`, or panics after `timeout` naming `what`.
-pub fn wait_until<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub fn wait_until<T>(what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_until_with_deadline(timeout, f)
+        .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Like [`wait_until`], for conditions worth explaining: `f` returns `Err(what it saw)` while the
+/// condition does not hold, and the last of those is in the panic after `timeout`.
+pub fn wait_until_explained<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Result<T, String>,
+) -> T {
+    let mut seen = String::new();
+    wait_until_with_deadline(timeout, || match f() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            seen = e;
+            None
+        }
+    })
+    .unwrap_or_else(|| panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}"))
+}
+
+fn wait_until_with_deadline<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
-            return v;
+            return Some(v);
         }
         if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            return None;
         }
         std::thread::sleep(Duration::from_millis(25));
     }

@@ -5,7 +5,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use ureq::tls::{PemItem, RootCerts, TlsConfig};
@@ -510,26 +510,25 @@ fn a_token_file_others_can_read_is_refused_by_up_and_by_a_restarted_daemon() {
     fleet.remember(child.id());
     let agent = agent(None);
     let url = format!("http://127.0.0.1:{port}/v1/status");
-    // Polled here rather than with `wait_until` so a failure shows the daemon's own words.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "the restarted daemon ended ({status}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
-        let last = call(&agent, "GET", &url, Some(&token), None);
-        if last.as_ref().is_ok_and(|r| r.status == 200) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the restarted daemon's TCP API did not answer in 30 s; last: {last:?}\ndaemon log:\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_until_explained(
+        "the restarted daemon's TCP API",
+        Duration::from_secs(30),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!(
+                    "the restarted daemon ended ({status}):\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            match call(&agent, "GET", &url, Some(&token), None) {
+                Ok(r) if r.status == 200 => Ok(()),
+                last => Err(format!(
+                    "reply {last:?}\ndaemon log:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )),
+            }
+        },
+    );
     assert_eq!(fleet.pids("fx"), vec![pid], "the JVM was not re-adopted");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
