@@ -68,7 +68,9 @@
 //! backend and tries another once; no backend: the client connection is closed.
 
 mod balance;
+mod config;
 mod h1;
+mod limits;
 mod pool;
 mod stats;
 mod tcp;
@@ -88,8 +90,20 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 pub use balance::{is_idempotent, p2c, slow_start_weight, swrr};
+pub use config::{Balance, Limits, ListenerConfig, Mode, Outlier, Timeouts};
+pub use limits::{connection_budget, set_connection_budget};
 pub use stats::{BackendStats, CounterView, LATENCY_BOUNDS_US, ListenerStats};
 pub use workers::set_worker_threads;
+
+/// The HTTP/1 wire pieces on their own (pure: bytes in, decisions and bytes out), public for the
+/// fuzz targets and for tests: request and response heads, the chunked decoder.
+pub mod http1 {
+    pub use crate::h1::chunked::{ChunkError, Chunked};
+    pub use crate::h1::head::{
+        Framing, HeadError, MAX_HEAD, MAX_HEADERS, RequestHead, ResponseHead, local_response,
+        parse_request, parse_response,
+    };
+}
 
 /// Opaque identity of a backend, e.g. `orders/1#7` (app/slot#generation).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -140,57 +154,6 @@ pub struct Snapshot {
     pub backends: Vec<Backend>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Http,
-    Tcp,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Balance {
-    /// Smooth weighted round-robin.
-    RoundRobin,
-    /// Least in-flight requests per unit of weight, of two random backends.
-    LeastRequest,
-}
-
-#[derive(Debug, Clone)]
-pub struct ListenerConfig {
-    /// The app's name: in the 503 body and in stats.
-    pub name: String,
-    pub listen: SocketAddr,
-    pub mode: Mode,
-    pub balance: Balance,
-    /// Weight ramp from `ready_at` (default 30 s).
-    pub slow_start: Duration,
-    /// Bound on a TCP connect to a backend (default 2 s).
-    pub connect_timeout: Duration,
-    /// Idle keep-alive connections kept per backend (default 128; the JDK's built-in HTTP
-    /// server keeps at most 200 and closes every connection beyond that after one response).
-    pub max_idle_per_backend: usize,
-    /// Idle connections older than this are closed rather than reused (default 20 s, below the
-    /// usual 30 s+ server idle timeouts).
-    pub idle_timeout: Duration,
-    /// Passive ejection period after a connect error (default 5 s).
-    pub eject_for: Duration,
-}
-
-impl ListenerConfig {
-    pub fn new(name: impl Into<String>, listen: SocketAddr, mode: Mode) -> ListenerConfig {
-        ListenerConfig {
-            name: name.into(),
-            listen,
-            mode,
-            balance: Balance::RoundRobin,
-            slow_start: Duration::from_secs(30),
-            connect_timeout: Duration::from_secs(2),
-            max_idle_per_backend: 128,
-            idle_timeout: Duration::from_secs(20),
-            eject_for: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Per-backend state that outlives snapshots.
 pub(crate) struct BackendState {
     pub id: BackendId,
@@ -211,7 +174,7 @@ impl BackendState {
     /// Ejects for `eject_for` from `now`; counted (and logged) once per ejection, however many
     /// concurrent requests saw the connect error.
     pub fn eject(&self, sh: &Shared, now: Instant) {
-        let until = sh.nanos(now + sh.cfg.eject_for);
+        let until = sh.nanos(now + sh.cfg.outlier.eject_for);
         let prev = self.ejected_until.swap(until, Ordering::Relaxed);
         self.pool.clear();
         if prev > sh.nanos(now) {
@@ -408,8 +371,8 @@ impl Shared {
                         ejected_until: AtomicU64::new(0),
                         removed: AtomicBool::new(false),
                         pool: pool::Pool::new(
-                            self.cfg.max_idle_per_backend,
-                            self.cfg.idle_timeout,
+                            self.cfg.limits.max_idle_per_backend,
+                            self.cfg.timeouts.backend_idle,
                             workers::workers().map_or(1, |w| w.len()),
                         ),
                     });
@@ -589,6 +552,12 @@ impl Listener {
         );
         let last = sh.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
         self.update(last);
+    }
+
+    /// Applies a listener's settings live (everything but `listen` and `mode`, which need a new
+    /// listener): new connections and new requests use them at once; nothing is re-bound.
+    pub fn configure(&self, cfg: &ListenerConfig) {
+        self.set_balancing(cfg.balance, cfg.slow_start);
     }
 
     fn state(&self, id: &BackendId) -> Option<Arc<BackendState>> {

@@ -29,7 +29,7 @@ pub(crate) async fn serve(
         }
         let b = &table.backends[idx].state;
         let connected =
-            tokio::time::timeout(sh.cfg.connect_timeout, TcpStream::connect(b.addr)).await;
+            tokio::time::timeout(sh.cfg.timeouts.connect, TcpStream::connect(b.addr)).await;
         let mut upstream = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {

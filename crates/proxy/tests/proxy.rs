@@ -296,7 +296,10 @@ async fn post_lost_after_sending_is_502_not_retried_but_get_is_retried() {
 async fn connect_error_ejects_and_even_a_post_moves_on_since_nothing_was_sent() {
     let dead = dead_addr().await;
     let b = TestBackend::start("b").await;
-    let l = listener(Mode::Http, |c| c.eject_for = Duration::from_millis(300)).await;
+    let l = listener(Mode::Http, |c| {
+        c.outlier.eject_for = Duration::from_millis(300)
+    })
+    .await;
     l.update(Snapshot {
         backends: vec![Backend::new("dead", dead), b.backend()],
     });

@@ -8,8 +8,8 @@
 //! per-request header map. The rules (retries, stale pooled connections, ejection, counters,
 //! drain) are those described in the crate docs.
 
-mod chunked;
-mod head;
+pub(crate) mod chunked;
+pub(crate) mod head;
 
 use std::io;
 use std::net::SocketAddr;
@@ -342,7 +342,7 @@ async fn exchange(
         let reused = pooled.is_some();
         let mut up = match pooled.take() {
             Some(c) => c,
-            None => BackendConn::connect(b.addr, sh.cfg.connect_timeout)
+            None => BackendConn::connect(b.addr, sh.cfg.timeouts.connect)
                 .await
                 .map_err(Failure::Connect)?,
         };
