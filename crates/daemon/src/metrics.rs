@@ -444,8 +444,22 @@ impl Scrape {
         )?;
         counters(
             enc,
+            "proxy_timeouts",
+            "Requests answered 504 because the backend sent no response head within the response timeout.",
+            None,
+            backends.iter().map(|(l, b)| (*l, b.counters.timeouts)),
+        )?;
+        counters(
+            enc,
+            "proxy_stall_probes",
+            "Stall probes sent to the backend (it had requests waiting and sent nothing for the stall timeout).",
+            None,
+            backends.iter().map(|(l, b)| (*l, b.counters.stall_probes)),
+        )?;
+        counters(
+            enc,
             "proxy_ejections",
-            "Times the backend was passively ejected after a connect error.",
+            "Times the backend was passively ejected (connect error, failures in a row, response timeout, stalled).",
             None,
             backends.iter().map(|(l, b)| (*l, b.counters.ejections)),
         )?;
@@ -474,6 +488,68 @@ impl Scrape {
             self.listeners
                 .iter()
                 .map(|(app, l)| ([("app", app.as_str())], l.no_backend)),
+        )?;
+        gauges(
+            enc,
+            "proxy_client_connections",
+            "Client connections the listener holds now.",
+            None,
+            self.listeners
+                .iter()
+                .map(|(app, l)| ([("app", app.as_str())], l.connections as u64)),
+        )?;
+        counters(
+            enc,
+            "proxy_refused",
+            "Client exchanges the balancer ended itself, by reason: bad_request (400/405/431/501), head_timeout (408 or a silent close), client_timeout (body or response stalled at the client), local_error (503: the balancer was out of file descriptors or memory).",
+            None,
+            self.listeners.iter().flat_map(|(app, l)| {
+                let f = &l.front;
+                [
+                    ("bad_request", f.bad_requests),
+                    ("head_timeout", f.head_timeouts),
+                    ("client_timeout", f.client_timeouts),
+                    ("local_error", f.local_errors),
+                ]
+                .into_iter()
+                .map(move |(reason, n)| ([("app", app.as_str()), ("reason", reason)], n))
+            }),
+        )?;
+        counters(
+            enc,
+            "proxy_reclaimed_connections",
+            "Idle client connections closed to make room at a connection cap.",
+            None,
+            self.listeners
+                .iter()
+                .map(|(app, l)| ([("app", app.as_str())], l.front.reclaimed)),
+        )?;
+        counters(
+            enc,
+            "proxy_accept_pauses",
+            "Times the listener stopped accepting at its connection cap or the process budget.",
+            None,
+            self.listeners
+                .iter()
+                .map(|(app, l)| ([("app", app.as_str())], l.front.paused)),
+        )?;
+        counters(
+            enc,
+            "proxy_tunnels",
+            "WebSocket tunnels opened.",
+            None,
+            self.listeners
+                .iter()
+                .map(|(app, l)| ([("app", app.as_str())], l.front.tunnels)),
+        )?;
+        gauges(
+            enc,
+            "proxy_open_tunnels",
+            "WebSocket tunnels open now.",
+            None,
+            self.listeners
+                .iter()
+                .map(|(app, l)| ([("app", app.as_str())], l.front.tunnels_open)),
         )
     }
 
@@ -746,6 +822,8 @@ mod tests {
             weight: 100,
             effective_weight: 100,
             ejected: false,
+            ejected_reason: None,
+            hung: false,
             in_flight: 1,
             idle_connections: 0,
             counters: counters.clone(),
@@ -756,6 +834,8 @@ mod tests {
                 name: "web".into(),
                 listen: ([127, 0, 0, 1], 8080).into(),
                 no_backend: 0,
+                connections: 2,
+                front: jarfleet_proxy::FrontView::default(),
                 totals: counters,
                 backends: vec![backend],
             },
@@ -809,7 +889,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 29, "{exposed:#?}");
+        assert_eq!(exposed.len(), 37, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");

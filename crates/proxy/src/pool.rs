@@ -17,19 +17,14 @@ type Idle = Mutex<VecDeque<(BackendConn, Instant)>>;
 pub(crate) struct Pool {
     /// One per worker thread.
     idle: Vec<Idle>,
-    /// Per worker.
-    max_idle: usize,
-    idle_timeout: Duration,
 }
 
 impl Pool {
-    /// `max_idle` in all, split evenly between the `workers`.
-    pub fn new(max_idle: usize, idle_timeout: Duration, workers: usize) -> Pool {
-        let workers = workers.max(1);
+    pub fn new(workers: usize) -> Pool {
         Pool {
-            idle: (0..workers).map(|_| Mutex::new(VecDeque::new())).collect(),
-            max_idle: max_idle.div_ceil(workers),
-            idle_timeout,
+            idle: (0..workers.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
         }
     }
 
@@ -40,10 +35,10 @@ impl Pool {
     /// The most recently used idle connection of this worker that is still open. Connections
     /// idle longer than `idle_timeout` are dropped (closed) on the way; backends close idle ones
     /// on their own timers, and a fresher connection is less likely to be half-closed.
-    pub fn checkout(&self, now: Instant) -> Option<BackendConn> {
+    pub fn checkout(&self, now: Instant, idle_timeout: Duration) -> Option<BackendConn> {
         let mut idle = self.mine().lock().unwrap_or_else(|p| p.into_inner());
         while let Some((_, since)) = idle.front() {
-            if now.saturating_duration_since(*since) > self.idle_timeout {
+            if now.saturating_duration_since(*since) > idle_timeout {
                 idle.pop_front();
             } else {
                 break;
@@ -57,10 +52,12 @@ impl Pool {
         None
     }
 
-    /// Back into this worker's pool after its response ended; dropped (closed) beyond the cap.
-    pub fn checkin(&self, s: BackendConn, now: Instant) {
+    /// Back into this worker's pool after its response ended; dropped (closed) beyond
+    /// `max_idle` (in all, split evenly between the workers).
+    pub fn checkin(&self, s: BackendConn, now: Instant, max_idle: usize) {
+        let per_worker = max_idle.div_ceil(self.idle.len());
         let mut idle = self.mine().lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < self.max_idle {
+        if idle.len() < per_worker {
             idle.push_back((s, now));
         }
     }

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub retries: AtomicU64,
     pub stale_retries: AtomicU64,
     pub ejections: AtomicU64,
+    pub timeouts: AtomicU64,
+    pub stall_probes: AtomicU64,
     pub latency: [AtomicU64; BUCKETS],
     pub latency_sum_us: AtomicU64,
 }
@@ -50,6 +52,8 @@ impl Counters {
             retries: self.retries.load(Relaxed),
             stale_retries: self.stale_retries.load(Relaxed),
             ejections: self.ejections.load(Relaxed),
+            timeouts: self.timeouts.load(Relaxed),
+            stall_probes: self.stall_probes.load(Relaxed),
             p50_us: quantile(&latency, 0.50),
             p99_us: quantile(&latency, 0.99),
             latency_sum_us: self.latency_sum_us.load(Relaxed),
@@ -95,8 +99,13 @@ pub struct CounterView {
     /// Requests that failed on a stale pooled connection and were sent again on a fresh one to
     /// the same backend (not errors: the backend closed an idle connection).
     pub stale_retries: u64,
-    /// Times this backend was passively ejected after a connect error.
+    /// Times this backend was passively ejected (connect error, failures in a row, response
+    /// timeout, stalled).
     pub ejections: u64,
+    /// Requests answered `504` because no response head came within the response timeout.
+    pub timeouts: u64,
+    /// Stall probes sent to this backend (it had requests waiting and sent nothing).
+    pub stall_probes: u64,
     /// Time to response head, estimated from the histogram (bucket upper bound), microseconds.
     pub p50_us: Option<u64>,
     pub p99_us: Option<u64>,
@@ -115,6 +124,8 @@ impl CounterView {
         self.retries += o.retries;
         self.stale_retries += o.stale_retries;
         self.ejections += o.ejections;
+        self.timeouts += o.timeouts;
+        self.stall_probes += o.stall_probes;
         self.latency_sum_us += o.latency_sum_us;
         if self.latency_buckets.len() < o.latency_buckets.len() {
             self.latency_buckets.resize(o.latency_buckets.len(), 0);
@@ -145,6 +156,10 @@ pub struct BackendStats {
     pub effective_weight: u64,
     /// Passively ejected now.
     pub ejected: bool,
+    /// Why it was last ejected: `connect`, `failures`, `timeout` or `stalled`.
+    pub ejected_reason: Option<&'static str>,
+    /// Found frozen by a stall probe, and silent since.
+    pub hung: bool,
     pub in_flight: u64,
     pub idle_connections: usize,
     #[serde(flatten)]
@@ -158,8 +173,59 @@ pub struct ListenerStats {
     pub listen: SocketAddr,
     /// Requests answered 503 (or tcp connections closed) because no backend was ready.
     pub no_backend: u64,
+    /// Client connections open now.
+    pub connections: usize,
+    /// What happened at the client side: refused requests, timeouts, reclaimed connections.
+    pub front: FrontView,
     pub totals: CounterView,
     pub backends: Vec<BackendStats>,
+}
+
+/// Listener-wide counters of the client side.
+#[derive(Default)]
+pub(crate) struct FrontCounters {
+    pub bad_requests: AtomicU64,
+    pub head_timeouts: AtomicU64,
+    pub client_timeouts: AtomicU64,
+    pub local_errors: AtomicU64,
+    pub tunnels: AtomicU64,
+    pub tunnels_open: AtomicU64,
+}
+
+impl FrontCounters {
+    pub fn view(&self, reclaimed: u64, paused: u64) -> FrontView {
+        FrontView {
+            bad_requests: self.bad_requests.load(Relaxed),
+            head_timeouts: self.head_timeouts.load(Relaxed),
+            client_timeouts: self.client_timeouts.load(Relaxed),
+            local_errors: self.local_errors.load(Relaxed),
+            reclaimed,
+            paused,
+            tunnels: self.tunnels.load(Relaxed),
+            tunnels_open: self.tunnels_open.load(Relaxed),
+        }
+    }
+}
+
+/// The client side of a listener, counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FrontView {
+    /// Requests refused before reaching an instance (400, 405, 431, 501).
+    pub bad_requests: u64,
+    /// Connections closed (`408`, or silently when nothing was sent) because a request head was
+    /// not complete in time.
+    pub head_timeouts: u64,
+    /// Exchanges ended because the client stopped sending its body or reading the response.
+    pub client_timeouts: u64,
+    /// Requests answered `503` because the proxy itself was out of file descriptors or memory.
+    pub local_errors: u64,
+    /// Idle connections closed to make room at a connection cap.
+    pub reclaimed: u64,
+    /// Times the listener stopped accepting at a connection cap.
+    pub paused: u64,
+    /// WebSocket tunnels opened, and open now.
+    pub tunnels: u64,
+    pub tunnels_open: u64,
 }
 
 #[cfg(test)]

@@ -1,24 +1,26 @@
-//! tcp mode: one backend per client connection, bytes copied both ways.
+//! tcp mode: one backend per client connection, bytes copied both ways until either side
+//! closes or nothing moves for `tcp_idle`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 
-use crate::{ConnToken, HARD, Shared};
+use crate::backend::EjectReason;
+use crate::conns::{ConnToken, HARD};
+use crate::{Shared, table, tunnel};
 
-pub(crate) async fn serve(
-    sh: Arc<Shared>,
-    mut client: TcpStream,
-    mut stop: watch::Receiver<u8>,
-    _token: ConnToken,
-) {
+pub(crate) async fn serve(sh: Arc<Shared>, mut client: TcpStream, token: ConnToken) {
+    let mut signal = token.signal();
     let mut table = sh.table.load_full();
     let mut exclude = None;
+    let (connect_timeout, idle) = {
+        let cfg = sh.config();
+        (cfg.timeouts.connect, cfg.timeouts.tcp_idle)
+    };
     for _ in 0..2 {
-        let Some((idx, guard)) = crate::enter(&sh, &mut table, &mut exclude) else {
+        let Some((idx, guard)) = table::enter(&sh, &mut table, &mut exclude) else {
             if exclude.is_none() {
                 sh.no_backend.fetch_add(1, Relaxed);
             }
@@ -28,43 +30,37 @@ pub(crate) async fn serve(
             failed.state.counters.retries.fetch_add(1, Relaxed);
         }
         let b = &table.backends[idx].state;
-        let connected =
-            tokio::time::timeout(sh.cfg.timeouts.connect, TcpStream::connect(b.addr)).await;
+        let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await;
         let mut upstream = match connected {
             Ok(Ok(s)) => s,
+            Ok(Err(e)) if crate::is_local_exhaustion(&e) => {
+                sh.front.local_errors.fetch_add(1, Relaxed);
+                tracing::warn!(listener = %sh.name, error = %e, "cannot connect to an instance: the proxy is out of resources");
+                return;
+            }
             Ok(Err(e)) => {
-                tracing::debug!(listener = %sh.cfg.name, backend = %b.id, error = %e, "tcp connect failed");
+                tracing::debug!(listener = %sh.name, backend = %b.id, error = %e, "tcp connect failed");
                 b.counters.errors.fetch_add(1, Relaxed);
-                b.eject(&sh, Instant::now());
+                b.eject(&sh, Instant::now(), EjectReason::Connect);
                 exclude = Some(idx);
                 continue;
             }
             Err(_) => {
                 b.counters.errors.fetch_add(1, Relaxed);
-                b.eject(&sh, Instant::now());
+                b.eject(&sh, Instant::now(), EjectReason::Connect);
                 exclude = Some(idx);
                 continue;
             }
         };
         let _ = upstream.set_nodelay(true);
         b.counters.conns.fetch_add(1, Relaxed);
-        let wait_hard = async {
-            loop {
-                if *stop.borrow_and_update() >= HARD {
-                    return;
-                }
-                if stop.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
+            r = tunnel::pump(&mut client, &mut upstream, idle) => {
                 if let Err(e) = r {
-                    tracing::debug!(listener = %sh.cfg.name, backend = %b.id, error = %e, "tcp connection ended with an error");
+                    tracing::debug!(listener = %sh.name, backend = %b.id, error = %e, "tcp connection ended");
                 }
             }
-            _ = wait_hard => {}
+            _ = signal.wait_for(|s| s.stop >= HARD) => {}
         }
         drop(guard);
         return;

@@ -116,7 +116,8 @@ impl Chunked {
                 State::Ext { size } => match b {
                     b'\r' => State::SizeLf { size },
                     b'\n' => return Err(ChunkError("bare LF in chunk size line")),
-                    _ => State::Ext { size },
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => State::Ext { size },
+                    _ => return Err(ChunkError("control character in a chunk extension")),
                 },
                 State::SizeLf { size } => {
                     if b != b'\n' {
@@ -172,6 +173,22 @@ impl Chunked {
         Ok(i)
     }
 }
+
+/// Appends one chunk of the chunked coding holding `payload` (nothing for an empty payload: an
+/// empty chunk would end the body). The proxy writes its own framing: a body it forwards
+/// chunked is decoded and re-encoded, extensions and trailers dropped.
+pub fn encode_chunk(out: &mut Vec<u8>, payload: &[u8]) {
+    if payload.is_empty() {
+        return;
+    }
+    use std::io::Write as _;
+    let _ = write!(out, "{:x}\r\n", payload.len());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The end of a chunked body: the last chunk and an empty trailer section.
+pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 fn hex(b: u8) -> Option<u8> {
     match b {

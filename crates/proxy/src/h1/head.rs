@@ -1,15 +1,32 @@
-//! Request and response heads: parsed with `httparse` and rewritten for the other side in one
-//! pass, straight into an output buffer (no header map, no per-header allocation).
+//! Request and response heads: parsed with `httparse`, checked as strictly as RFC 9110/9112
+//! and nginx/HAProxy, and rewritten for the other side in one pass straight into an output
+//! buffer (no header map, no per-header allocation).
 //!
-//! Requests going to a backend: hop-by-hop headers and those named in `Connection` are
-//! dropped, `X-Forwarded-For` gets the client's address appended (earlier values kept, in
-//! order), `X-Forwarded-Proto` and `X-Forwarded-Host` are set, `Expect: 100-continue` is answered
-//! by the proxy itself (like nginx) and not forwarded, and the request line is always HTTP/1.1
-//! so that backend connections stay alive. Header names keep the client's spelling.
+//! The proxy writes every framing header itself. A client's (or backend's) `Content-Length`
+//! and `Transfer-Encoding` are read, checked and *dropped*; the head sent on carries the one
+//! framing line the proxy chose for the body it will actually send. So nothing a client writes
+//! — `Connection: Content-Length`, a second length, an unknown coding, `Content_Length` — can
+//! make the two sides of the proxy see different message boundaries.
 //!
-//! Responses going to a client: hop-by-hop headers dropped, the body framing chosen for the
-//! client (a chunked body to an HTTP/1.0 client is de-chunked and the connection closed), and
-//! `Connection: close` / `keep-alive` written when needed.
+//! Requests going to a backend: the request line is always HTTP/1.1 in origin form (an
+//! absolute-form target becomes its path, and its authority the `Host`); exactly one `Host`;
+//! hop-by-hop headers and those named in `Connection` are dropped, except `Host` and the
+//! framing headers, which `Connection` can never remove; `X-Forwarded-For` gets the client's
+//! address appended (earlier values kept, in order); `X-Forwarded-Proto` and
+//! `X-Forwarded-Host` are set; `Expect: 100-continue` is answered by the proxy (like nginx)
+//! and not forwarded; a WebSocket upgrade offer is passed on as `Connection: Upgrade` +
+//! `Upgrade: websocket`. Header names keep the client's spelling.
+//!
+//! Refused before anything reaches a backend: anything `httparse` refuses, two `Host` headers
+//! or none in HTTP/1.1, a `Host` that is not a host, both `Content-Length` and
+//! `Transfer-Encoding`, more than one of either, a length that is not plain digits, a
+//! transfer coding other than exactly `chunked` (501), `Transfer-Encoding` in HTTP/1.0, a
+//! header name that differs from a framing header only by `_` for `-`, targets in a form the
+//! method does not allow, `CONNECT` and `TRACE` (405).
+//!
+//! Responses going to a client: hop-by-hop headers dropped, the framing chosen for the client
+//! and written by the proxy (a chunked body to an HTTP/1.0 client is de-chunked and the
+//! connection closed), `Connection: close` / `keep-alive` written when needed.
 
 use std::fmt::Write as _;
 
@@ -39,20 +56,46 @@ pub struct RequestHead {
     pub keep_alive: bool,
     /// The client waits for `100 Continue` before it sends the body.
     pub expect_continue: bool,
+    /// A WebSocket upgrade is offered (GET, HTTP/1.1, no body, `Connection: upgrade`,
+    /// `Upgrade: websocket`): a `101` answer turns the connection into a tunnel.
+    pub websocket: bool,
+    /// Where, in the rewritten head, the framing line starts (it is the last line before the
+    /// blank one), so the proxy can put another framing there once it knows the body it sends:
+    /// see [`reframe`].
+    pub framing_at: usize,
 }
 
+/// Why a request or response head is refused; each maps to the status a client gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadError {
-    /// Not valid HTTP/1.x (400 / 502).
+    /// Not valid or ambiguous HTTP/1.x (400 / 502).
     Invalid(String),
     /// Larger than [`MAX_HEAD`] or more than [`MAX_HEADERS`] headers (431 / 502).
     TooLarge,
+    /// A transfer coding the proxy does not decode (501).
+    NotImplemented(String),
+    /// A method the proxy does not forward (405).
+    MethodNotAllowed(String),
+}
+
+impl HeadError {
+    /// The status line a client gets for this request error.
+    pub fn status(&self) -> (u16, &'static str) {
+        match self {
+            HeadError::Invalid(_) => (400, "Bad Request"),
+            HeadError::TooLarge => (431, "Request Header Fields Too Large"),
+            HeadError::NotImplemented(_) => (501, "Not Implemented"),
+            HeadError::MethodNotAllowed(_) => (405, "Method Not Allowed"),
+        }
+    }
 }
 
 impl std::fmt::Display for HeadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            HeadError::Invalid(s) => f.write_str(s),
+            HeadError::Invalid(s)
+            | HeadError::NotImplemented(s)
+            | HeadError::MethodNotAllowed(s) => f.write_str(s),
             HeadError::TooLarge => write!(
                 f,
                 "head larger than {} KiB or with more than {MAX_HEADERS} headers",
@@ -62,6 +105,10 @@ impl std::fmt::Display for HeadError {
     }
 }
 
+fn invalid(s: impl Into<String>) -> HeadError {
+    HeadError::Invalid(s.into())
+}
+
 fn parse_error(e: httparse::Error) -> HeadError {
     match e {
         httparse::Error::TooManyHeaders => HeadError::TooLarge,
@@ -69,27 +116,52 @@ fn parse_error(e: httparse::Error) -> HeadError {
     }
 }
 
-/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1), and the framing
+/// headers, which the proxy writes itself.
 fn is_hop_by_hop(name: &str) -> bool {
-    const HOP: [&str; 8] = [
+    const HOP: [&str; 10] = [
         "connection",
         "keep-alive",
         "proxy-connection",
         "te",
         "trailer",
         "transfer-encoding",
+        "content-length",
         "upgrade",
         "proxy-authorization",
+        "http2-settings",
     ];
     HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
 }
 
-/// The `Connection` header's tokens of interest: close, keep-alive, and the header names it
-/// lists (which are dropped too).
+/// Headers a `Connection` token may never remove: what frames and routes the message.
+fn is_protected(name: &str) -> bool {
+    ["host", "content-length", "transfer-encoding"]
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(name))
+}
+
+/// `Content_Length`, `transfer_encoding`, `HOST` with an underscore…: a backend that maps `_`
+/// to `-` (CGI-style servers do) would read a framing header the proxy never saw.
+fn aliases_protected(name: &str) -> bool {
+    name.contains('_')
+        && ["host", "content-length", "transfer-encoding"]
+            .iter()
+            .any(|h| {
+                h.len() == name.len()
+                    && h.bytes()
+                        .zip(name.bytes())
+                        .all(|(a, b)| a == b.to_ascii_lowercase() || (a == b'-' && b == b'_'))
+            })
+}
+
+/// The `Connection` header's tokens: close, keep-alive, upgrade, and the header names it lists
+/// (which are dropped too, unless protected).
 #[derive(Default)]
 struct ConnectionTokens<'a> {
     close: bool,
     keep_alive: bool,
+    upgrade: bool,
     named: Vec<&'a str>,
 }
 
@@ -108,7 +180,9 @@ impl<'a> ConnectionTokens<'a> {
                     t.close = true;
                 } else if tok.eq_ignore_ascii_case("keep-alive") {
                     t.keep_alive = true;
-                } else {
+                } else if tok.eq_ignore_ascii_case("upgrade") {
+                    t.upgrade = true;
+                } else if !is_protected(tok) {
                     t.named.push(tok);
                 }
             }
@@ -121,51 +195,181 @@ impl<'a> ConnectionTokens<'a> {
     }
 }
 
-/// Body framing from `Transfer-Encoding` and `Content-Length`, as RFC 9112 §6.3 says.
-/// `Ok(None)`: neither header.
-fn body_framing(
+/// What the framing headers of a message say, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Declared {
+    Nothing,
+    Length(u64),
+    Chunked,
+    /// A transfer coding other than a lone `chunked` (responses: read until close).
+    OtherCoding,
+}
+
+/// Reads `Transfer-Encoding` and `Content-Length` as RFC 9112 §6 says, refusing every
+/// ambiguity: more than one of either header, both, a length that is not plain digits.
+/// Requests may only use `chunked` alone; responses may use any coding (the body then runs
+/// until close).
+fn declared_framing(
     headers: &[httparse::Header<'_>],
     request: bool,
-) -> Result<Option<Framing>, String> {
-    let mut te_last_chunked = None;
+) -> Result<Declared, HeadError> {
+    let mut te: Option<&[u8]> = None;
     let mut length: Option<u64> = None;
     for h in headers {
         if h.name.eq_ignore_ascii_case("transfer-encoding") {
-            let v = std::str::from_utf8(h.value).map_err(|_| "bad Transfer-Encoding")?;
-            if let Some(last) = v.split(',').map(str::trim).rfind(|s| !s.is_empty()) {
-                te_last_chunked = Some(last.eq_ignore_ascii_case("chunked"));
+            if te.is_some() {
+                return Err(invalid("more than one Transfer-Encoding header"));
             }
+            te = Some(h.value);
         } else if h.name.eq_ignore_ascii_case("content-length") {
-            let v = std::str::from_utf8(h.value).map_err(|_| "bad Content-Length")?;
-            for part in v.split(',').map(str::trim) {
-                if part.is_empty() || part.len() > 18 || !part.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(format!("bad Content-Length {part:?}"));
-                }
-                let n: u64 = part
-                    .parse()
-                    .map_err(|_| format!("bad Content-Length {part:?}"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err("conflicting Content-Length values".into());
-                }
-                length = Some(n);
+            let n = parse_length(h.value)?;
+            match length {
+                Some(_) if request => return Err(invalid("more than one Content-Length header")),
+                Some(l) if l != n => return Err(invalid("conflicting Content-Length values")),
+                _ => length = Some(n),
             }
         }
     }
-    match (te_last_chunked, length) {
-        (Some(_), Some(_)) if request => {
-            Err("both Transfer-Encoding and Content-Length (refused: request smuggling)".into())
+    match (te, length) {
+        (Some(_), Some(_)) if request => Err(invalid(
+            "both Transfer-Encoding and Content-Length (refused: request smuggling)",
+        )),
+        (Some(v), _) => {
+            if trim_ows(v).eq_ignore_ascii_case(b"chunked") {
+                Ok(Declared::Chunked)
+            } else if request {
+                Err(HeadError::NotImplemented(format!(
+                    "transfer coding {:?} is not supported: only a lone `chunked`",
+                    String::from_utf8_lossy(v)
+                )))
+            } else {
+                Ok(Declared::OtherCoding)
+            }
         }
-        (Some(true), _) => Ok(Some(Framing::Chunked)),
-        (Some(false), _) if request => Err("Transfer-Encoding without chunked last".into()),
-        (Some(false), _) => Ok(Some(Framing::UntilClose)),
-        (None, Some(0)) => Ok(Some(Framing::None)),
-        (None, Some(n)) => Ok(Some(Framing::Length(n))),
-        (None, None) => Ok(None),
+        (None, Some(n)) => Ok(Declared::Length(n)),
+        (None, None) => Ok(Declared::Nothing),
     }
+}
+
+/// A Content-Length value: 1 to 18 ASCII digits, nothing else (no sign, no list, no spaces
+/// inside).
+fn parse_length(v: &[u8]) -> Result<u64, HeadError> {
+    let v = trim_ows(v);
+    if v.is_empty() || v.len() > 18 || !v.iter().all(u8::is_ascii_digit) {
+        return Err(invalid(format!(
+            "bad Content-Length {:?}",
+            String::from_utf8_lossy(v)
+        )));
+    }
+    Ok(v.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |e| e + 1);
+    &v[start..end.max(start)]
+}
+
+/// `uri-host [ ":" port ]` (RFC 3986): a registered name, an IPv4 address or a bracketed IP
+/// literal, then digits. An empty value is allowed (RFC 9112 §3.2: a target without an
+/// authority).
+fn valid_host(v: &[u8]) -> bool {
+    let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|b| *b == b']') else {
+            return false;
+        };
+        let literal = &rest[..end];
+        if literal.is_empty()
+            || !literal
+                .iter()
+                .all(|b| b.is_ascii_hexdigit() || matches!(b, b':' | b'.' | b'v' | b'V'))
+        {
+            return false;
+        }
+        (&v[..end + 2], &rest[end + 1..])
+    } else {
+        match v.iter().position(|b| *b == b':') {
+            Some(i) => (&v[..i], &v[i..]),
+            None => (v, &v[v.len()..]),
+        }
+    };
+    let host_ok = host.starts_with(b"[")
+        || host.iter().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                )
+        });
+    let port_ok = match port.split_first() {
+        None => true,
+        Some((b':', digits)) => digits.len() <= 5 && digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    };
+    host_ok && port_ok && (port.is_empty() || !host.is_empty())
+}
+
+/// The request target as it goes to the backend: origin form, and the authority of an
+/// absolute-form target (which replaces `Host`, RFC 9112 §3.2.2).
+fn target<'a>(method: &str, target: &'a str) -> Result<(&'a str, Option<&'a str>), HeadError> {
+    if target.starts_with('/') {
+        return Ok((target, None));
+    }
+    if target == "*" {
+        return if method == "OPTIONS" {
+            Ok((target, None))
+        } else {
+            Err(invalid(format!(
+                "target * with {method} (only OPTIONS may use it)"
+            )))
+        };
+    }
+    let lower_scheme = target
+        .get(..7)
+        .is_some_and(|s| s.eq_ignore_ascii_case("http://"));
+    if !lower_scheme {
+        return Err(invalid(format!(
+            "request target {:?} is neither a path nor an http:// URL",
+            target.chars().take(64).collect::<String>()
+        )));
+    }
+    let rest = &target[7..];
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.contains('@') || !valid_host(authority.as_bytes()) {
+        return Err(invalid(format!(
+            "bad authority {:?} in an absolute-form target",
+            authority.chars().take(64).collect::<String>()
+        )));
+    }
+    let path = &rest[end..];
+    Ok((if path.is_empty() { "/" } else { path }, Some(authority)))
 }
 
 /// Parses a request head at the start of `buf`. On success writes the head for the backend
 /// into `out` (cleared first) and returns the head's length in `buf`. `Ok(None)`: incomplete.
+/// The head written ends with the framing line for the body as the client framed it
+/// (`Content-Length: N` or `Transfer-Encoding: chunked`); [`reframe`] replaces it.
 pub fn parse_request(
     buf: &[u8],
     client_ip: &str,
@@ -181,23 +385,69 @@ pub fn parse_request(
     if len > MAX_HEAD {
         return Err(HeadError::TooLarge);
     }
-    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
-        return Err(HeadError::Invalid("incomplete request line".into()));
+    let (Some(method), Some(raw_target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(invalid("incomplete request line"));
     };
+    if method == "CONNECT" || method == "TRACE" {
+        return Err(HeadError::MethodNotAllowed(format!(
+            "{method} is not forwarded by the load balancer"
+        )));
+    }
+    let (path, authority) = target(method, raw_target)?;
     let headers = req.headers;
     let conn = ConnectionTokens::read(headers);
-    let body = body_framing(headers, true).map_err(HeadError::Invalid)?;
-    if minor == 0 && body == Some(Framing::Chunked) {
-        return Err(HeadError::Invalid(
-            "chunked Transfer-Encoding in an HTTP/1.0 request".into(),
-        ));
-    }
-    let body = body.unwrap_or(Framing::None);
+    let declared = declared_framing(headers, true)?;
+    let body = match declared {
+        Declared::Nothing | Declared::Length(0) => Framing::None,
+        Declared::Length(n) => Framing::Length(n),
+        Declared::Chunked if minor == 0 => {
+            return Err(invalid("Transfer-Encoding in an HTTP/1.0 request"));
+        }
+        Declared::Chunked => Framing::Chunked,
+        Declared::OtherCoding => return Err(HeadError::NotImplemented("transfer coding".into())),
+    };
     let keep_alive = if minor == 0 {
         conn.keep_alive && !conn.close
     } else {
         !conn.close
     };
+
+    let mut host: Option<&[u8]> = None;
+    let mut upgrade: Option<&[u8]> = None;
+    for h in headers.iter() {
+        if h.name.eq_ignore_ascii_case("host") {
+            if host.is_some() {
+                return Err(invalid("more than one Host header"));
+            }
+            let v = trim_ows(h.value);
+            if !valid_host(v) {
+                return Err(invalid(format!(
+                    "bad Host {:?}",
+                    String::from_utf8_lossy(v)
+                        .chars()
+                        .take(64)
+                        .collect::<String>()
+                )));
+            }
+            host = Some(v);
+        } else if h.name.eq_ignore_ascii_case("upgrade") {
+            upgrade = Some(h.value);
+        } else if aliases_protected(h.name) {
+            return Err(invalid(format!(
+                "header {:?} differs from a framing header only by `_`",
+                h.name
+            )));
+        }
+    }
+    if minor == 1 && host.is_none() {
+        return Err(invalid("HTTP/1.1 request without Host"));
+    }
+    let host = authority.map(str::as_bytes).or(host);
+    let websocket = conn.upgrade
+        && minor == 1
+        && method == "GET"
+        && body == Framing::None
+        && upgrade.is_some_and(|u| trim_ows(u).eq_ignore_ascii_case(b"websocket"));
 
     out.clear();
     out.extend_from_slice(method.as_bytes());
@@ -205,26 +455,26 @@ pub fn parse_request(
     out.extend_from_slice(path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut expect_continue = false;
-    let mut host: Option<&[u8]> = None;
     let mut xff_seen = false;
     for h in headers.iter() {
         let name = h.name;
-        if is_hop_by_hop(name) && !name.eq_ignore_ascii_case("transfer-encoding") {
-            continue;
-        }
-        if conn.names(name)
+        if is_hop_by_hop(name)
+            || conn.names(name)
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
         {
             continue;
         }
         if name.eq_ignore_ascii_case("expect") {
-            if h.value.eq_ignore_ascii_case(b"100-continue") {
+            if trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
                 continue;
             }
         } else if name.eq_ignore_ascii_case("host") {
-            host = Some(h.value);
+            if let Some(a) = authority {
+                write_header(out, name, a.as_bytes());
+                continue;
+            }
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             // All earlier hops in one header, in order, then this client.
             if xff_seen {
@@ -232,51 +482,71 @@ pub fn parse_request(
             }
             xff_seen = true;
             out.extend_from_slice(b"X-Forwarded-For: ");
-            let mut first = true;
             for v in headers
                 .iter()
                 .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
             {
-                if !first {
-                    out.extend_from_slice(b", ");
-                }
                 out.extend_from_slice(v.value);
-                first = false;
+                out.extend_from_slice(b", ");
             }
-            out.extend_from_slice(b", ");
             out.extend_from_slice(client_ip.as_bytes());
             out.extend_from_slice(b"\r\n");
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        write_header(out, name, h.value);
+    }
+    if authority.is_some() && !headers.iter().any(|h| h.name.eq_ignore_ascii_case("host")) {
+        write_header(out, "Host", host.unwrap_or_default());
     }
     if !xff_seen {
-        out.extend_from_slice(b"X-Forwarded-For: ");
-        out.extend_from_slice(client_ip.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        write_header(out, "X-Forwarded-For", client_ip.as_bytes());
     }
     out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     if let Some(host) = host {
-        out.extend_from_slice(b"X-Forwarded-Host: ");
-        out.extend_from_slice(host);
-        out.extend_from_slice(b"\r\n");
+        write_header(out, "X-Forwarded-Host", host);
     }
+    if websocket {
+        out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n");
+    }
+    let framing_at = out.len();
+    // An explicit `Content-Length: 0` stays explicit (some servers want a length on a POST).
+    let framing = match declared {
+        Declared::Length(0) => Framing::Length(0),
+        _ => body,
+    };
+    write_framing(out, framing);
     out.extend_from_slice(b"\r\n");
-    let idempotent = crate::is_idempotent(method);
     Ok(Some((
         len,
         RequestHead {
-            idempotent,
+            idempotent: crate::is_idempotent(method),
             is_head: method == "HEAD",
             minor,
             body,
             keep_alive,
             expect_continue: expect_continue && body != Framing::None,
+            websocket,
+            framing_at,
         },
     )))
+}
+
+/// Replaces the framing line of a head made by [`parse_request`] with the one for `body`
+/// (a buffered chunked body goes on with its decoded length).
+pub fn reframe(out: &mut Vec<u8>, req: &RequestHead, body: Framing) {
+    out.truncate(req.framing_at);
+    write_framing(out, body);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn write_framing(out: &mut Vec<u8>, body: Framing) {
+    match body {
+        Framing::Length(n) => {
+            let _ = write!(Buf(out), "Content-Length: {n}\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::UntilClose => {}
+    }
 }
 
 /// A backend's response head, as the proxy relays it.
@@ -291,12 +561,15 @@ pub struct ResponseHead {
     pub dechunk: bool,
     /// The client connection stays open after this response.
     pub client_keep_alive: bool,
+    /// `101 Switching Protocols` to a WebSocket offer: the connection becomes a tunnel.
+    pub upgraded: bool,
 }
 
-/// Parses a response head at the start of `buf`. `Ok(None)`: incomplete. 1xx heads are
-/// returned with `status < 200` and no body: the caller skips them (the proxy answers
-/// `Expect` itself and never asks for an upgrade). On a final head, writes the head for the
-/// client into `out` (cleared first). `closing`: the proxy is shutting down.
+/// Parses a response head at the start of `buf`. `Ok(None)`: incomplete. 1xx heads other than
+/// an accepted upgrade are returned with `status < 200` and no body: the caller skips them
+/// (the proxy answers `Expect` itself). On a final head (or a `101` to a WebSocket offer),
+/// writes the head for the client into `out` (cleared first). `closing`: the proxy is shutting
+/// down.
 pub fn parse_response(
     buf: &[u8],
     req: &RequestHead,
@@ -314,8 +587,39 @@ pub fn parse_response(
         return Err(HeadError::TooLarge);
     }
     let (Some(status), Some(minor)) = (resp.code, resp.version) else {
-        return Err(HeadError::Invalid("incomplete status line".into()));
+        return Err(invalid("incomplete status line"));
     };
+    let headers = resp.headers;
+    if status == 101 {
+        let upgrade_ok = headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("upgrade")
+                && trim_ows(h.value).eq_ignore_ascii_case(b"websocket")
+        });
+        if !req.websocket || !upgrade_ok || minor == 0 {
+            return Err(invalid(
+                "101 Switching Protocols without a WebSocket upgrade offered",
+            ));
+        }
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\n");
+        for h in headers.iter() {
+            if !is_hop_by_hop(h.name) {
+                write_header(out, h.name, h.value);
+            }
+        }
+        out.extend_from_slice(b"Connection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+        return Ok(Some((
+            len,
+            ResponseHead {
+                status,
+                body: Framing::None,
+                reusable: false,
+                dechunk: false,
+                client_keep_alive: false,
+                upgraded: true,
+            },
+        )));
+    }
     if status < 200 {
         return Ok(Some((
             len,
@@ -325,20 +629,20 @@ pub fn parse_response(
                 reusable: true,
                 dechunk: false,
                 client_keep_alive: true,
+                upgraded: false,
             },
         )));
     }
-    let headers = resp.headers;
     let conn = ConnectionTokens::read(headers);
-    let declared = body_framing(headers, false).map_err(HeadError::Invalid)?;
-    // With a transfer coding, Content-Length means nothing and must not reach the client.
-    let has_te = headers
-        .iter()
-        .any(|h| h.name.eq_ignore_ascii_case("transfer-encoding"));
-    let body = if req.is_head || status == 204 || status == 304 {
-        Framing::None
-    } else {
-        declared.unwrap_or(Framing::UntilClose)
+    let declared = declared_framing(headers, false)?;
+    let no_body = req.is_head || status == 204 || status == 304;
+    let body = match declared {
+        _ if no_body => Framing::None,
+        Declared::Nothing => Framing::UntilClose,
+        Declared::Length(0) => Framing::None,
+        Declared::Length(n) => Framing::Length(n),
+        Declared::Chunked => Framing::Chunked,
+        Declared::OtherCoding => Framing::UntilClose,
     };
     let backend_keep_alive = if minor == 0 {
         conn.keep_alive && !conn.close
@@ -357,18 +661,26 @@ pub fn parse_response(
     let reason = resp.reason.unwrap_or("");
     let _ = write!(Buf(out), "HTTP/1.1 {status} {reason}\r\n");
     for h in headers.iter() {
-        let name = h.name;
-        if conn.names(name) || (has_te && name.eq_ignore_ascii_case("content-length")) {
+        if is_hop_by_hop(h.name) || conn.names(h.name) {
             continue;
         }
-        if is_hop_by_hop(name) {
-            // The chunked framing passes through as is, unless it is decoded here.
-            if name.eq_ignore_ascii_case("transfer-encoding") && !dechunk {
-                write_header(out, name, h.value);
-            }
-            continue;
+        write_header(out, h.name, h.value);
+    }
+    match (body, declared) {
+        (Framing::Length(n), _) => {
+            let _ = write!(Buf(out), "Content-Length: {n}\r\n");
         }
-        write_header(out, name, h.value);
+        (Framing::Chunked, _) if !dechunk => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n")
+        }
+        // HEAD and 304: the length of the body the request would have had, as declared.
+        (Framing::None, Declared::Length(n)) if status != 204 => {
+            let _ = write!(Buf(out), "Content-Length: {n}\r\n");
+        }
+        (Framing::None, Declared::Chunked) if req.is_head && !dechunk => {
+            out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
+        }
+        _ => {}
     }
     if !client_keep_alive {
         out.extend_from_slice(b"Connection: close\r\n");
@@ -384,6 +696,7 @@ pub fn parse_response(
             reusable,
             dechunk,
             client_keep_alive,
+            upgraded: false,
         },
     )))
 }
@@ -421,169 +734,4 @@ impl std::fmt::Write for Buf<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn request(raw: &str) -> (usize, RequestHead, String) {
-        let mut out = Vec::new();
-        let (n, head) = parse_request(raw.as_bytes(), "127.0.0.9", &mut out)
-            .expect("valid")
-            .expect("complete");
-        (n, head, String::from_utf8(out).expect("utf-8"))
-    }
-
-    #[test]
-    fn request_headers_are_rewritten_for_the_backend() {
-        let raw = "GET /a?b=1 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Private\r\n\
-                   X-Private: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nX-Forwarded-For: 10.0.0.1\r\n\
-                   Accept: */*\r\nx-forwarded-for: 10.0.0.2\r\nX-Forwarded-Proto: https\r\n\
-                   X-Forwarded-Host: evil\r\n\r\nnext";
-        let (n, head, out) = request(raw);
-        assert_eq!(n, raw.len() - 4);
-        assert!(head.keep_alive && head.idempotent && !head.is_head);
-        assert_eq!(head.body, Framing::None);
-        assert_eq!(
-            out,
-            "GET /a?b=1 HTTP/1.1\r\nHost: shop.example\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 127.0.0.9\r\n\
-             Accept: */*\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: shop.example\r\n\r\n"
-        );
-    }
-
-    #[test]
-    fn request_body_framing_and_keep_alive() {
-        let (_, h, out) = request("POST /p HTTP/1.1\r\nContent-Length: 5\r\n\r\n");
-        assert_eq!(h.body, Framing::Length(5));
-        assert!(!h.idempotent);
-        assert!(out.contains("Content-Length: 5\r\n"));
-        let (_, h, out) = request(
-            "PUT /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
-        );
-        assert_eq!(h.body, Framing::Chunked);
-        assert!(h.expect_continue && !h.keep_alive);
-        assert!(out.contains("Transfer-Encoding: chunked\r\n"));
-        assert!(!out.contains("Expect") && !out.contains("Connection"));
-        let (_, h, out) = request("GET / HTTP/1.0\r\n\r\n");
-        assert!(!h.keep_alive && h.minor == 0);
-        assert!(out.starts_with("GET / HTTP/1.1\r\n"));
-        let (_, h, _) = request("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n");
-        assert!(h.keep_alive);
-    }
-
-    #[test]
-    fn bad_requests_are_refused() {
-        for raw in [
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
-            "POST / HTTP/1.1\r\nContent-Length: 1e3\r\n\r\n",
-            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
-            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
-            "GET / HTTP/2.0\r\n\r\n",
-            "GET\r\n\r\n",
-        ] {
-            let r = parse_request(raw.as_bytes(), "1.2.3.4", &mut Vec::new());
-            assert!(
-                matches!(r, Err(HeadError::Invalid(_))),
-                "{raw:?} gave {r:?}"
-            );
-        }
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(MAX_HEAD));
-        assert_eq!(
-            parse_request(big.as_bytes(), "1.2.3.4", &mut Vec::new()),
-            Err(HeadError::TooLarge)
-        );
-        assert_eq!(
-            parse_request(b"GET / HTTP/1.1\r\nHost: x\r\n", "1.2.3.4", &mut Vec::new()),
-            Ok(None)
-        );
-    }
-
-    fn response(raw: &str, req: &RequestHead) -> (ResponseHead, String) {
-        let mut out = Vec::new();
-        let (_, head) = parse_response(raw.as_bytes(), req, false, &mut out)
-            .expect("valid")
-            .expect("complete");
-        (head, String::from_utf8(out).expect("utf-8"))
-    }
-
-    #[test]
-    fn responses_are_framed_for_the_client() {
-        let (_, get11, _) = request("GET / HTTP/1.1\r\n\r\n");
-        let (_, get10, _) = request("GET / HTTP/1.0\r\n\r\n");
-        let (_, head11, _) = request("HEAD / HTTP/1.1\r\n\r\n");
-
-        let (h, out) = response(
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nKeep-Alive: timeout=5\r\nX-A: b\r\n\r\nhi",
-            &get11,
-        );
-        assert_eq!(h.body, Framing::Length(2));
-        assert!(h.reusable && h.client_keep_alive && !h.dechunk);
-        assert_eq!(
-            out,
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\n"
-        );
-
-        let (h, out) = response(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            &get11,
-        );
-        assert_eq!(h.body, Framing::Chunked);
-        assert!(out.contains("Transfer-Encoding: chunked\r\n"));
-
-        let (h, out) = response(
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
-            &get10,
-        );
-        assert!(h.dechunk && !h.client_keep_alive);
-        assert!(!out.contains("Transfer-Encoding") && out.contains("Connection: close\r\n"));
-
-        let (h, out) = response("HTTP/1.0 200 OK\r\n\r\n", &get11);
-        assert_eq!(h.body, Framing::UntilClose);
-        assert!(!h.reusable && !h.client_keep_alive);
-        assert!(out.contains("Connection: close\r\n"));
-
-        let (h, _) = response("HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n", &head11);
-        assert_eq!(h.body, Framing::None);
-        assert!(h.reusable);
-
-        let (h, _) = response("HTTP/1.1 304 Not Modified\r\n\r\n", &get11);
-        assert_eq!(h.body, Framing::None);
-
-        let (h, _) = response(
-            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n",
-            &get11,
-        );
-        assert!(!h.reusable && h.client_keep_alive);
-
-        let (h, _) = response("HTTP/1.1 100 Continue\r\n\r\n", &get11);
-        assert_eq!(h.status, 100);
-
-        let mut out = Vec::new();
-        assert!(
-            parse_response(
-                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                &get11,
-                false,
-                &mut out
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn local_responses_are_complete() {
-        let mut out = Vec::new();
-        local_response(
-            503,
-            "Service Unavailable",
-            "no ready backend\n",
-            true,
-            &mut out,
-        );
-        assert_eq!(
-            String::from_utf8(out).expect("utf-8"),
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: 17\r\n\r\nno ready backend\n"
-        );
-    }
-}
+mod tests;
