@@ -7,38 +7,8 @@ use std::time::Duration;
 
 use helper::*;
 use jarfleet_proxy::Mode;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-
-/// Everything the proxy sends until it closes the connection (bounded by [`DEADLINE`]).
-async fn read_to_close(s: &mut TcpStream) -> String {
-    let mut out = Vec::new();
-    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
-        .await
-        .expect("the proxy closes the connection")
-        .expect("read");
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Reads until `needle` has arrived (bounded by [`DEADLINE`]).
-async fn read_until(s: &mut TcpStream, needle: &str) -> String {
-    let mut out = Vec::new();
-    let mut buf = [0u8; 4096];
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !String::from_utf8_lossy(&out).contains(needle) {
-        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
-            .await
-            .unwrap_or_else(|_| panic!("{needle:?} never came: {}", String::from_utf8_lossy(&out)))
-            .expect("read");
-        assert!(
-            n > 0,
-            "closed before {needle:?}: {}",
-            String::from_utf8_lossy(&out)
-        );
-        out.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 #[tokio::test]
 async fn a_chunked_response_passes_through_to_http11_and_is_dechunked_for_http10() {

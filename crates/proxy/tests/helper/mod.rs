@@ -23,6 +23,53 @@ use tokio::sync::watch;
 
 pub const DEADLINE: Duration = Duration::from_secs(10);
 
+/// Everything the proxy sends until it closes the connection (bounded by [`DEADLINE`]).
+pub async fn read_to_close(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    tokio::time::timeout(DEADLINE, s.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .expect("read");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads until `needle` has arrived (bounded by [`DEADLINE`]).
+pub async fn read_until(s: &mut TcpStream, needle: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !String::from_utf8_lossy(&out).contains(needle) {
+        let n = tokio::time::timeout_at(deadline, s.read(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("{needle:?} never came: {}", String::from_utf8_lossy(&out)))
+            .expect("read");
+        assert!(
+            n > 0,
+            "closed before {needle:?}: {}",
+            String::from_utf8_lossy(&out)
+        );
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A backend frozen like a JVM under `SIGSTOP`: the kernel completes connections into its
+/// backlog and buffers what is sent, and nothing is ever read or answered.
+pub struct FrozenBackend {
+    pub addr: SocketAddr,
+    _socket: std::net::TcpListener,
+}
+
+impl FrozenBackend {
+    pub fn start() -> FrozenBackend {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        FrozenBackend {
+            addr: socket.local_addr().expect("addr"),
+            _socket: socket,
+        }
+    }
+}
+
 /// Polls `cond` until it holds; panics with `what` after [`DEADLINE`].
 pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + DEADLINE;
@@ -67,6 +114,8 @@ pub struct TestBackend {
     pub consumed: Arc<AtomicU64>,
     /// Requests that reached `/hold` (counted before waiting at the gate).
     pub holding: Arc<AtomicU64>,
+    /// Every request's method and target, in arrival order.
+    pub seen: Arc<std::sync::Mutex<Vec<String>>>,
     gate: watch::Sender<bool>,
     kill: watch::Sender<bool>,
 }
@@ -84,6 +133,7 @@ impl TestBackend {
             produced: Arc::default(),
             consumed: Arc::default(),
             holding: Arc::default(),
+            seen: Arc::default(),
             gate,
             kill,
         };
@@ -93,6 +143,7 @@ impl TestBackend {
             produced: b.produced.clone(),
             consumed: b.consumed.clone(),
             holding: b.holding.clone(),
+            seen: b.seen.clone(),
             gate: gate_rx,
         });
         tokio::spawn(async move {
@@ -136,6 +187,11 @@ impl TestBackend {
         self.hits.load(SeqCst)
     }
 
+    /// Method and target of every request so far.
+    pub fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
     pub fn open_gate(&self) {
         self.gate.send_replace(true);
     }
@@ -152,6 +208,7 @@ struct Ctx {
     produced: Arc<AtomicU64>,
     consumed: Arc<AtomicU64>,
     holding: Arc<AtomicU64>,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
     gate: watch::Receiver<bool>,
 }
 
@@ -199,6 +256,10 @@ impl Body for TBody {
 impl Ctx {
     async fn handle(&self, req: Request<Incoming>) -> Response<TBody> {
         self.hits.fetch_add(1, SeqCst);
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(format!("{} {}", req.method(), req.uri()));
         let text = |s: String| {
             let mut r = Response::new(TBody::Full(Some(Bytes::from(s))));
             r.headers_mut()
