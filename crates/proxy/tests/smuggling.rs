@@ -24,11 +24,11 @@
 //!
 //! Each (proxy, shape) pair has its own frontend and its own backend port, so what the backend
 //! records on a port belongs to that shape alone, and all pairs run at once (the whole corpus,
-//! three proxies, in about 2 s; 15 s at most, were every pair to wait out every deadline). Per
+//! three proxies, in about 2 s; 25 s at most, were a pair to wait out every deadline). Per
 //! pair: the first client sends the shape and reads until it has as many responses as it
-//! meant, or the proxy closes, or 3 s pass; then the victim; then the first client half-closes
-//! and reads until the proxy closes (3 s at most); then the sentinel; then the backend port must
-//! go quiet.
+//! meant, or the proxy closes, or 5 s pass; then the victim; then the first client half-closes
+//! and reads until the proxy closes (5 s at most); then the sentinel. Once every pair is there,
+//! the backend ports must go quiet, and the backend's records are judged.
 //!
 //! # Why "forwarded nothing" is sound
 //!
@@ -38,12 +38,12 @@
 //! Whatever the proxy wrote to the backend before that went over loopback, where a completed
 //! write is already in the receiving socket's queue; the sentinel, sent through the same proxy
 //! afterwards and answered, shows the proxy-to-backend path moved past it. Then
-//! `/proc/net/tcp` is polled (bounded, 3 s) until every socket on the backend port has nothing
-//! queued — for the listening socket that is the accept backlog, for a connection the unread
+//! `/proc/net/tcp` is polled (bounded, 5 s) until every socket on the backend ports has nothing
+//! queued — for a listening socket that is the accept backlog, for a connection the unread
 //! bytes — and the backend parses and records whatever it reads before its next `await` on
 //! this test's single-threaded runtime. So once the queues are empty, every byte the proxy sent
 //! is in the record or in a connection's pending bytes. A pair where the proxy did not close
-//! the first client, or the queues did not drain, is marked `undecided` in the report.
+//! the first client, or whose port did not drain, is marked `undecided` in the report.
 //!
 //! Run with `--nocapture` (nextest: `--no-capture`) for the verdict table; it is also written to
 //! `target/tmp/smuggling-report.md`. `SMUGGLING_ONLY=name,name` runs the shapes whose names
@@ -69,9 +69,9 @@ use corpus::Shape;
 use wire::{Conn, End, Piece};
 
 /// How long a client waits for what it expects (a response, the close).
-const WAIT: Duration = Duration::from_secs(3);
-/// How long the backend port may take to go quiet.
-const QUIET: Duration = Duration::from_secs(3);
+const WAIT: Duration = Duration::from_secs(5);
+/// How long the backend ports may take to go quiet.
+const QUIET: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -127,43 +127,51 @@ struct Outcome {
     log: Log,
 }
 
-/// Bytes queued on sockets whose local port is `port` (receive queues; a listening socket's
-/// is its accept backlog), from /proc/net/tcp. Hundreds of pairs ask at once on one thread:
-/// they share one reading of the file for 20 ms (a reading costs milliseconds with a thousand
-/// sockets open, and one each would starve the backend and the clients).
-fn backend_queued(port: u16) -> u64 {
-    type Cache = Option<(std::time::Instant, BTreeMap<u16, u64>)>;
-    static CACHE: Mutex<Cache> = Mutex::new(None);
-    let mut cache = CACHE.lock().expect("proc cache");
-    let fresh = cache
-        .as_ref()
-        .is_some_and(|(at, _)| at.elapsed() < Duration::from_millis(20));
-    if !fresh {
-        let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
-        let mut queued = BTreeMap::new();
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local = f
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            let rx = f
-                .get(4)
-                .and_then(|q| q.split(':').nth(1))
-                .and_then(|q| u64::from_str_radix(q, 16).ok());
-            if let (Some(local), Some(rx)) = (local, rx) {
-                *queued.entry(local).or_insert(0) += rx;
-            }
+/// Bytes queued per local port (receive queues; a listening socket's is its accept backlog),
+/// from /proc/net/tcp.
+fn queued_by_port() -> BTreeMap<u16, u64> {
+    let text = std::fs::read_to_string("/proc/net/tcp").expect("/proc/net/tcp");
+    let mut queued = BTreeMap::new();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local = f
+            .get(1)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        let rx = f
+            .get(4)
+            .and_then(|q| q.split(':').nth(1))
+            .and_then(|q| u64::from_str_radix(q, 16).ok());
+        if let (Some(local), Some(rx)) = (local, rx) {
+            *queued.entry(local).or_insert(0) += rx;
         }
-        *cache = Some((std::time::Instant::now(), queued));
     }
-    cache
-        .as_ref()
-        .and_then(|(_, q)| q.get(&port).copied())
-        .unwrap_or(0)
+    queued
 }
 
-async fn run_pair(n: usize, shape: Arc<Shape>, front: SocketAddr, site: Arc<Site>) -> Outcome {
+/// Waits (bounded by [`QUIET`]) until nothing is queued on any of `ports`; the ports that
+/// did not get there. One reading of /proc/net/tcp serves every port: it costs milliseconds
+/// with a thousand sockets open, and is only done once every client is finished, so that it
+/// never starves the backend or the clients sharing this thread.
+async fn wait_quiet(ports: &[u16]) -> Vec<u16> {
+    let deadline = tokio::time::Instant::now() + QUIET;
+    loop {
+        let queued = queued_by_port();
+        let busy: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|p| queued.get(p).copied().unwrap_or(0) > 0)
+            .collect();
+        if busy.is_empty() || tokio::time::Instant::now() >= deadline {
+            return busy;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// One shape through one proxy, up to the sentinel's answer (the backend's record and the
+/// quiet check come after all pairs are done).
+async fn run_pair(n: usize, shape: Arc<Shape>, front: SocketAddr) -> Outcome {
     let mut a = Conn::send(front, &shape.bytes, WAIT).await;
     a.read(Some(shape.requests), WAIT).await;
     let (a_first_end, a_first_len) = (a.end.clone(), a.raw.len());
@@ -178,25 +186,14 @@ async fn run_pair(n: usize, shape: Arc<Shape>, front: SocketAddr, site: Arc<Site
     let mut sentinel = Conn::send(front, &sbytes, WAIT).await;
     sentinel.read(Some(1), WAIT).await;
 
-    let port = site.addr.port();
-    let deadline = tokio::time::Instant::now() + QUIET;
-    let quiet = loop {
-        if backend_queued(port) == 0 {
-            break true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            break false;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
     Outcome {
-        log: site.snapshot(),
+        log: Log::default(),
         a,
         a_first_end,
         a_first_len,
         victim,
         sentinel,
-        quiet,
+        quiet: false,
     }
 }
 
@@ -593,14 +590,9 @@ async fn smuggling_corpus_against_nginx_and_haproxy() {
     let mut tasks = tokio::task::JoinSet::new();
     for (i, shape) in shapes.iter().enumerate() {
         for kind in Kind::ALL {
-            let (shape, site, front, results) = (
-                shape.clone(),
-                sites[&kind][i].clone(),
-                fronts(kind, i),
-                results.clone(),
-            );
+            let (shape, front, results) = (shape.clone(), fronts(kind, i), results.clone());
             tasks.spawn(async move {
-                let o = run_pair(i, shape, front, site).await;
+                let o = run_pair(i, shape, front).await;
                 results.lock().expect("results").insert((i, kind), o);
             });
         }
@@ -608,8 +600,15 @@ async fn smuggling_corpus_against_nginx_and_haproxy() {
     while let Some(r) = tasks.join_next().await {
         r.expect("a shape's task panicked");
     }
+    let mut results = std::mem::take(&mut *results.lock().expect("results"));
+    let ports: Vec<u16> = sites.values().flatten().map(|s| s.addr.port()).collect();
+    let busy = wait_quiet(&ports).await;
+    for ((i, kind), o) in results.iter_mut() {
+        let site = &sites[kind][*i];
+        o.quiet = !busy.contains(&site.addr.port());
+        o.log = site.snapshot();
+    }
     let took = started.elapsed();
-    let results = std::mem::take(&mut *results.lock().expect("results"));
 
     // Judge and report.
     let mut table = String::new();
@@ -785,6 +784,15 @@ async fn smuggling_corpus_against_nginx_and_haproxy() {
         );
     }
 
+    for p in [&nginx, &haproxy] {
+        let foreign = p.not_solely_ours();
+        assert!(
+            foreign.is_empty(),
+            "another process listened on {} of {}'s ports during the run ({foreign:?}): the verdicts may mix two runs; run again",
+            foreign.len(),
+            p.proc.name
+        );
+    }
     assert!(
         harness.is_empty(),
         "the harness is broken: nginx or HAProxy mishandles a baseline shape: {harness:#?}\nnginx log:\n{}\nHAProxy log:\n{}",

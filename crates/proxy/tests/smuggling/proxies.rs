@@ -101,7 +101,7 @@ fn nginx_conf(dir: &Path, fronts: &[SocketAddr], backends: &[SocketAddr]) -> Str
 
 fn haproxy_conf(fronts: &[SocketAddr], backends: &[SocketAddr]) -> String {
     let mut c = String::from(
-        "global\n  nbthread 1\n  maxconn 4000\n\
+        "global\n  nbthread 1\n  maxconn 4000\n  noreuseport\n\
          defaults\n  mode http\n  timeout connect 2s\n  timeout client 30s\n  timeout server 30s\n  \
          timeout http-request 10s\n  timeout http-keep-alive 30s\n  http-reuse always\n",
     );
@@ -146,15 +146,17 @@ pub async fn haproxy(backends: &[SocketAddr]) -> External {
     .await
 }
 
-/// Starts a proxy with fresh ports until it listens on all of them (a port taken between our
-/// check and its bind: a new set, three tries), each try bounded by 10 s.
+/// Starts a proxy with fresh ports until it listens on all of them, each try bounded by 10 s.
+/// The ports are free when chosen but released before the proxy binds them, and another
+/// process may take one in between (a client's ephemeral port, another test's listener): the
+/// proxy then exits with "Address already in use" and gets a new set, five times at most.
 async fn start(
     name: &'static str,
     backends: &[SocketAddr],
     mut command: impl FnMut(&Path, &[SocketAddr]) -> Command,
 ) -> External {
     let mut last = String::new();
-    for _ in 0..3 {
+    for _ in 0..5 {
         let dir = tempfile::tempdir().expect("temp dir");
         let fronts = free_ports(backends.len());
         let mut cmd = command(dir.path(), &fronts);
@@ -180,29 +182,89 @@ async fn start(
     panic!("{name} did not start: {last}");
 }
 
-/// Waits (10 s at most) until every front accepts a connection, or the process exits.
+/// The inodes of the sockets process `pid` holds.
+fn socket_inodes(pid: u32) -> std::collections::HashSet<u64> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Default::default();
+    };
+    dir.filter_map(|e| {
+        let link = std::fs::read_link(e.ok()?.path()).ok()?;
+        let link = link.to_str()?;
+        link.strip_prefix("socket:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()
+    })
+    .collect()
+}
+
+/// Listening IPv4 sockets by local port: their inodes, from /proc/net/tcp (more than one
+/// where processes share a port with SO_REUSEPORT).
+fn listening_sockets() -> std::collections::HashMap<u16, Vec<u64>> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let mut out: std::collections::HashMap<u16, Vec<u64>> = Default::default();
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.get(3) != Some(&"0A") {
+            continue;
+        }
+        let port = f
+            .get(1)
+            .and_then(|a| a.rsplit(':').next())
+            .and_then(|p| u16::from_str_radix(p, 16).ok());
+        let inode = f.get(9).and_then(|i| i.parse().ok());
+        if let (Some(port), Some(inode)) = (port, inode) {
+            out.entry(port).or_default().push(inode);
+        }
+    }
+    out
+}
+
+impl External {
+    /// The fronts on which somebody else listens too, or nobody (a process sharing a port
+    /// would get some of the connections meant for this proxy).
+    pub fn not_solely_ours(&self) -> Vec<SocketAddr> {
+        let mine = socket_inodes(self.proc.child.id());
+        let listening = listening_sockets();
+        self.fronts
+            .iter()
+            .copied()
+            .filter(|f| {
+                !listening
+                    .get(&f.port())
+                    .is_some_and(|l| l.iter().all(|i| mine.contains(i)))
+            })
+            .collect()
+    }
+}
+
+/// Waits (10 s at most) until the process itself, and nobody else, listens on every front, or
+/// exits. Checked by socket ownership rather than by connecting: a port the process failed to
+/// bind, or shares, may be listened on by somebody else (another run's proxy), whose answers
+/// must never be taken for this one's.
 async fn listening(proc: &mut Proc, fronts: &[SocketAddr]) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut waiting: Vec<SocketAddr> = fronts.to_vec();
     loop {
         if let Ok(Some(status)) = proc.child.try_wait() {
             return Err(format!("{} exited at start: {status}", proc.name));
         }
-        let mut still = Vec::new();
-        for a in waiting {
-            if tokio::net::TcpStream::connect(a).await.is_err() {
-                still.push(a);
-            }
-        }
-        waiting = still;
-        if waiting.is_empty() {
+        let mine = socket_inodes(proc.child.id());
+        let listening = listening_sockets();
+        let missing = fronts
+            .iter()
+            .filter(|f| {
+                !listening
+                    .get(&f.port())
+                    .is_some_and(|l| l.iter().all(|i| mine.contains(i)))
+            })
+            .count();
+        if missing == 0 {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
-                "{} not listening on {} of its {} ports after 10 s",
+                "{} does not listen on {missing} of its {} ports after 10 s",
                 proc.name,
-                waiting.len(),
                 fronts.len()
             ));
         }
