@@ -23,7 +23,10 @@ enum State {
     DataLf,
     /// Start of a trailer line (or the final CRLF).
     TrailerStart,
-    TrailerLine,
+    /// A trailer field's name (token characters up to the colon).
+    TrailerName,
+    /// After the colon: the value, up to CR.
+    TrailerValue,
     TrailerLf,
     EndLf,
     Done,
@@ -145,13 +148,18 @@ impl Chunked {
                 }
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
-                    b'\n' => return Err(ChunkError("bare LF in trailer")),
-                    _ => State::TrailerLine,
+                    b if is_tchar(b) => State::TrailerName,
+                    _ => return Err(ChunkError("bad trailer field name")),
                 },
-                State::TrailerLine => match b {
+                State::TrailerName => match b {
+                    b':' => State::TrailerValue,
+                    b if is_tchar(b) => State::TrailerName,
+                    _ => return Err(ChunkError("bad trailer field name")),
+                },
+                State::TrailerValue => match b {
                     b'\r' => State::TrailerLf,
-                    b'\n' => return Err(ChunkError("bare LF in trailer")),
-                    _ => State::TrailerLine,
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => State::TrailerValue,
+                    _ => return Err(ChunkError("control character in a trailer")),
                 },
                 State::TrailerLf => {
                     if b != b'\n' {
@@ -189,6 +197,11 @@ pub fn encode_chunk(out: &mut Vec<u8>, payload: &[u8]) {
 
 /// The end of a chunked body: the last chunk and an empty trailer section.
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
+
+/// A token character (RFC 9110 §5.6.2).
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
 
 fn hex(b: u8) -> Option<u8> {
     match b {
@@ -248,6 +261,10 @@ mod tests {
             b"5\r\nhelloX",
             b"10000000000000000\r\n",
             b"0\r\nTrailer\n",
+            b"0\r\nNo colon\r\n\r\n",
+            b"0\r\n: empty name\r\n\r\n",
+            b"0\r\nX: a\x00b\r\n\r\n",
+            b"0\r\n folded: x\r\n\r\n",
         ] {
             let mut c = Chunked::new();
             let r = c.feed(bad, |_| {});

@@ -30,9 +30,12 @@
 
 use std::fmt::Write as _;
 
-pub const MAX_HEADERS: usize = 128;
+/// Requests with more header fields are refused (431; HAProxy refuses beyond 101).
+pub const MAX_HEADERS: usize = 100;
 /// Heads larger than this are refused (431 for requests, 502 for responses).
 pub const MAX_HEAD: usize = 64 * 1024;
+/// A request line longer than this is refused (414, as nginx does beyond its 8 KiB buffer).
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
 /// How a message body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +79,8 @@ pub enum HeadError {
     NotImplemented(String),
     /// A method the proxy does not forward (405).
     MethodNotAllowed(String),
+    /// A request line longer than [`MAX_REQUEST_LINE`] (414).
+    UriTooLong,
 }
 
 impl HeadError {
@@ -86,6 +91,7 @@ impl HeadError {
             HeadError::TooLarge => (431, "Request Header Fields Too Large"),
             HeadError::NotImplemented(_) => (501, "Not Implemented"),
             HeadError::MethodNotAllowed(_) => (405, "Method Not Allowed"),
+            HeadError::UriTooLong => (414, "URI Too Long"),
         }
     }
 }
@@ -100,6 +106,11 @@ impl std::fmt::Display for HeadError {
                 f,
                 "head larger than {} KiB or with more than {MAX_HEADERS} headers",
                 MAX_HEAD / 1024
+            ),
+            HeadError::UriTooLong => write!(
+                f,
+                "request line longer than {} KiB",
+                MAX_REQUEST_LINE / 1024
             ),
         }
     }
@@ -277,8 +288,7 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 }
 
 /// `uri-host [ ":" port ]` (RFC 3986): a registered name, an IPv4 address or a bracketed IP
-/// literal, then digits. An empty value is allowed (RFC 9112 §3.2: a target without an
-/// authority).
+/// literal, then digits. (An empty `Host` header is refused by the caller, as nginx does.)
 fn valid_host(v: &[u8]) -> bool {
     let (host, port) = if let Some(rest) = v.strip_prefix(b"[") {
         let Some(end) = rest.iter().position(|b| *b == b']') else {
@@ -375,6 +385,10 @@ pub fn parse_request(
     client_ip: &str,
     out: &mut Vec<u8>,
 ) -> Result<Option<(usize, RequestHead)>, HeadError> {
+    let start = &buf[..buf.len().min(MAX_REQUEST_LINE + 1)];
+    if !start.contains(&b'\n') && start.len() > MAX_REQUEST_LINE {
+        return Err(HeadError::UriTooLong);
+    }
     let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut storage);
     let len = match req.parse(buf).map_err(parse_error)? {
@@ -388,6 +402,15 @@ pub fn parse_request(
     let (Some(method), Some(raw_target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(invalid("incomplete request line"));
     };
+    if !method
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(format!(
+            "method {:?}: methods are upper-case letters",
+            method.chars().take(32).collect::<String>()
+        )));
+    }
     if method == "CONNECT" || method == "TRACE" {
         return Err(HeadError::MethodNotAllowed(format!(
             "{method} is not forwarded by the load balancer"
@@ -420,7 +443,7 @@ pub fn parse_request(
                 return Err(invalid("more than one Host header"));
             }
             let v = trim_ows(h.value);
-            if !valid_host(v) {
+            if v.is_empty() || !valid_host(v) {
                 return Err(invalid(format!(
                     "bad Host {:?}",
                     String::from_utf8_lossy(v)

@@ -242,6 +242,9 @@ fn ambiguous_requests_are_refused_with_the_right_status() {
         ("GET / HTTP/1.1\r\nHost: a:80x\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: :80\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: [zz]\r\n\r\n", 400),
+        ("GET / HTTP/1.1\r\nHost:\r\n\r\n", 400),
+        ("get / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
+        ("Get / HTTP/1.1\r\nHost: h\r\n\r\n", 400),
         // Methods and targets.
         (
             "CONNECT a.example:443 HTTP/1.1\r\nHost: a.example:443\r\n\r\n",
@@ -278,6 +281,16 @@ fn ambiguous_requests_are_refused_with_the_right_status() {
     assert_eq!(
         parse_request(big.as_bytes(), "1.2.3.4", &mut Vec::new()),
         Err(HeadError::TooLarge)
+    );
+    let long = format!(
+        "GET /{} HTTP/1.1\r\nHost: h\r\n\r\n",
+        "a".repeat(MAX_REQUEST_LINE)
+    );
+    assert_eq!(refused(&long).status().0, 414);
+    assert_eq!(
+        refused(&long[..MAX_REQUEST_LINE + 2]).status().0,
+        414,
+        "also before the line ends"
     );
     let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: 1\r\n")).collect();
     let many = format!("GET / HTTP/1.1\r\nHost: h\r\n{many}\r\n");
