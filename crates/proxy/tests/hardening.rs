@@ -623,3 +623,45 @@ async fn websocket_upgrades_are_tunnelled_and_a_drain_waits_for_them() {
     assert!(l.drained(&"ws".into(), DEADLINE).await);
     wait_until("the tunnel is gone", || l.stats().front.tunnels_open == 0).await;
 }
+
+/// Opens `/dev/null` until the process is out of file descriptors; dropping the files gives
+/// them back.
+fn exhaust_fds() -> Vec<std::fs::File> {
+    let mut held = Vec::new();
+    loop {
+        match std::fs::File::open("/dev/null") {
+            Ok(f) => held.push(f),
+            Err(e) => {
+                assert_eq!(e.raw_os_error(), Some(24), "expected EMFILE, got {e}");
+                return held;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn running_out_of_descriptors_is_not_held_against_an_instance() {
+    let a = TestBackend::start("a").await;
+    let l = listener(Mode::Http, |c| c.outlier.failures = 1).await;
+    l.update(snapshot(&[&a]));
+    let mut s = connect(l.local_addr()).await;
+    wait_until("the connection is accepted", || l.stats().connections == 1).await;
+    let held = exhaust_fds();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .expect("write");
+    let resp = read_until(&mut s, "retry shortly").await;
+    drop(held);
+    assert!(resp.starts_with("HTTP/1.1 503 "), "{resp}");
+    let stats = l.stats();
+    assert_eq!(stats.front.local_errors, 1);
+    let b = &stats.backends[0];
+    assert!(!b.ejected, "{b:?}");
+    assert_eq!((b.counters.errors, b.counters.ejections), (0, 0), "{b:?}");
+    // With descriptors back, the same connection is served.
+    s.write_all(b"GET / HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .expect("write");
+    let resp = read_until(&mut s, "\r\n\r\na").await;
+    assert!(resp.contains("HTTP/1.1 200"), "{resp}");
+}
