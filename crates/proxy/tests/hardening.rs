@@ -574,6 +574,9 @@ async fn websocket_echo() -> std::net::SocketAddr {
                     return;
                 };
                 while let Some(Ok(msg)) = ws.next().await {
+                    if msg.to_text().is_ok_and(|t| t == "bye") {
+                        return; // the server ends the session: the TCP connection closes
+                    }
                     if msg.is_text() || msg.is_binary() {
                         if ws.send(msg).await.is_err() {
                             return;
@@ -664,4 +667,30 @@ async fn running_out_of_descriptors_is_not_held_against_an_instance() {
         .expect("write");
     let resp = read_until(&mut s, "\r\n\r\na").await;
     assert!(resp.contains("HTTP/1.1 200"), "{resp}");
+}
+
+#[tokio::test]
+async fn a_tunnel_the_instance_closed_ends_even_if_the_client_stays() {
+    let ws_backend = websocket_echo().await;
+    let l = listener(Mode::Http, |_| {}).await;
+    l.update(Snapshot {
+        backends: vec![Backend::new("ws", ws_backend)],
+    });
+    let stream = connect(l.local_addr()).await;
+    let url = format!("ws://{}/chat", l.local_addr());
+    let (mut ws, _) = tokio::time::timeout(DEADLINE, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("handshake in time")
+        .expect("handshake");
+    ws.send(Message::text("bye")).await.expect("send");
+    // The client keeps its socket; the instance is done: the tunnel ends and releases it.
+    assert!(l.drained(&"ws".into(), DEADLINE).await);
+    wait_until("the tunnel is gone", || l.stats().front.tunnels_open == 0).await;
+    let end = tokio::time::timeout(DEADLINE, ws.next())
+        .await
+        .expect("the close reaches the client");
+    assert!(
+        end.is_none() || end.is_some_and(|m| m.is_err()),
+        "the session is over"
+    );
 }

@@ -406,6 +406,11 @@ async fn stats_count_by_class_and_latency() {
     for _ in 0..7 {
         c.get("/").await.expect("get");
     }
+    // The connection goes back to the pool just after the client has its response.
+    wait_until("the backend connection is pooled", || {
+        l.stats().backends[0].idle_connections == 1
+    })
+    .await;
     let st = l.stats();
     let s = &st.backends[0];
     assert_eq!(s.counters.requests, [0, 7, 0, 0, 0]);

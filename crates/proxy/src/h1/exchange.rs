@@ -40,6 +40,9 @@ enum Failure {
 
 /// How sending a request and reading its response head on one connection failed.
 enum Sent {
+    /// The connection failed before the backend got a single byte of the request: it can go
+    /// anywhere (a pooled connection the backend had closed, or one it closed at once).
+    NeverSent(io::Error),
     /// Nothing came back, and the request can go out again on a fresh connection (it never
     /// reached the backend, or it is replayable): the sign of a stale pooled connection.
     Stale(io::Error),
@@ -279,9 +282,10 @@ async fn attempt_on(
         .await
         {
             Ok((len, resp, progress)) => break (up, resp, len, progress),
-            Err(Sent::Stale(_)) if reused => {
+            Err(Sent::Stale(_) | Sent::NeverSent(_)) if reused => {
                 b.counters.stale_retries.fetch_add(1, Relaxed);
             }
+            Err(Sent::NeverSent(e)) => return Err(Failure::Connect(e)),
             Err(Sent::Stale(e)) => return Err(Failure::Lost(e)),
             Err(Sent::Failed(f)) => return Err(f),
         }
@@ -488,9 +492,11 @@ async fn send_and_read(
 }
 
 /// The backend failed before a response head: retry-worthy on a fresh connection when nothing
-/// came back and the request is replayable or never left (`nothing_sent`).
+/// came back and the request is replayable, and anywhere when it never left (`nothing_sent`).
 fn lost(e: io::Error, received: bool, replayable: bool, nothing_sent: bool) -> Sent {
-    if !received && (replayable || nothing_sent) {
+    if !received && nothing_sent {
+        Sent::NeverSent(e)
+    } else if !received && replayable {
         Sent::Stale(e)
     } else {
         Sent::Failed(Failure::Lost(e))
