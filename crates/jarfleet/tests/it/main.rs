@@ -33,3 +33,4 @@ mod remote_api;
 mod supervise;
 mod terminal;
 mod trust;
+mod websocket;
