@@ -39,7 +39,7 @@ enum Failure {
 }
 
 /// How sending a request and reading its response head on one connection failed.
-enum Sent {
+enum Undelivered {
     /// The connection failed before the backend got a single byte of the request: it can go
     /// anywhere (a pooled connection the backend had closed, or one it closed at once).
     NeverSent(io::Error),
@@ -282,12 +282,12 @@ async fn attempt_on(
         .await
         {
             Ok((len, resp, progress)) => break (up, resp, len, progress),
-            Err(Sent::Stale(_) | Sent::NeverSent(_)) if reused => {
+            Err(Undelivered::Stale(_) | Undelivered::NeverSent(_)) if reused => {
                 b.counters.stale_retries.fetch_add(1, Relaxed);
             }
-            Err(Sent::NeverSent(e)) => return Err(Failure::Connect(e)),
-            Err(Sent::Stale(e)) => return Err(Failure::Lost(e)),
-            Err(Sent::Failed(f)) => return Err(f),
+            Err(Undelivered::NeverSent(e)) => return Err(Failure::Connect(e)),
+            Err(Undelivered::Stale(e)) => return Err(Failure::Lost(e)),
+            Err(Undelivered::Failed(f)) => return Err(f),
         }
     };
     b.succeeded();
@@ -353,7 +353,7 @@ async fn send_and_read(
     replayable: bool,
     out: &mut Vec<u8>,
     closing: bool,
-) -> Result<(usize, ResponseHead, Progress), Sent> {
+) -> Result<(usize, ResponseHead, Progress), Undelivered> {
     let t = &cfg.timeouts;
     let stall = cfg.outlier.stall;
     let (buffered, mut stream): (&[u8], Option<&mut Stream>) = match body {
@@ -398,7 +398,7 @@ async fn send_and_read(
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(Sent::Failed(Failure::Lost(io::Error::new(
+                    return Err(Undelivered::Failed(Failure::Lost(io::Error::new(
                         io::ErrorKind::InvalidData,
                         format!("bad response head: {e}"),
                     ))));
@@ -419,7 +419,7 @@ async fn send_and_read(
             chunk.clear();
             chunk_at = 0;
             s.produce(&mut client.buf, &mut chunk)
-                .map_err(|e| Sent::Failed(Failure::BadBody(e)))?;
+                .map_err(|e| Undelivered::Failed(Failure::BadBody(e)))?;
         }
         let writing: &[u8] = if write_failed {
             &[]
@@ -472,12 +472,12 @@ async fn send_and_read(
                 Err(_) => write_failed = true,
             },
             r = client.fill(), if need_client => match r {
-                Ok(0) | Err(_) => return Err(Sent::Failed(Failure::Client)),
+                Ok(0) | Err(_) => return Err(Undelivered::Failed(Failure::Client)),
                 Ok(_) => last_client = Instant::now(),
             },
             _ = tokio::time::sleep_until(deadline) => match wait {
-                Wait::BackendWrite | Wait::Response => return Err(Sent::Failed(Failure::Timeout)),
-                Wait::ClientBody => return Err(Sent::Failed(Failure::ClientStalled)),
+                Wait::BackendWrite | Wait::Response => return Err(Undelivered::Failed(Failure::Timeout)),
+                Wait::ClientBody => return Err(Undelivered::Failed(Failure::ClientStalled)),
                 Wait::StallCheck => {
                     b.suspect(sh, StdInstant::now());
                     suspected = true;
@@ -485,7 +485,7 @@ async fn send_and_read(
                 }
             },
             _ = b.wait_hung(), if suspected && replayable && !received => {
-                return Err(Sent::Failed(Failure::Hung));
+                return Err(Undelivered::Failed(Failure::Hung));
             }
         }
     }
@@ -493,13 +493,13 @@ async fn send_and_read(
 
 /// The backend failed before a response head: retry-worthy on a fresh connection when nothing
 /// came back and the request is replayable, and anywhere when it never left (`nothing_sent`).
-fn lost(e: io::Error, received: bool, replayable: bool, nothing_sent: bool) -> Sent {
+fn lost(e: io::Error, received: bool, replayable: bool, nothing_sent: bool) -> Undelivered {
     if !received && nothing_sent {
-        Sent::NeverSent(e)
+        Undelivered::NeverSent(e)
     } else if !received && replayable {
-        Sent::Stale(e)
+        Undelivered::Stale(e)
     } else {
-        Sent::Failed(Failure::Lost(e))
+        Undelivered::Failed(Failure::Lost(e))
     }
 }
 
