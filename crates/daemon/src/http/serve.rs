@@ -6,10 +6,11 @@
 //!   request head within the header timeout (from the accept, or from the first byte of a later
 //!   request: bytes trickling in do not move it), and the next request within the idle timeout.
 //!   A request being answered (a stream included) has no deadline;
-//! * at most `max_connections` are open: at the cap the accept loop first closes connections
-//!   that wait for a request, oldest first, then reads let through without the token; when none
-//!   can be closed it stops accepting (new connections wait in the kernel's backlog) until one
-//!   ends. The unix socket is served elsewhere and never capped.
+//! * at most `max_connections` are served: a connection accepted at the cap first has the
+//!   accept loop close connections that wait for a request, oldest first, then reads let through
+//!   without the token; when none can be closed it waits unanswered and the loop stops accepting
+//!   (the next ones wait in the kernel's backlog) until a connection ends. The unix socket is
+//!   served elsewhere and never capped.
 //!
 //! hyper's own `header_read_timeout` is not used: it starts when hyper starts waiting for a head,
 //! so on a kept-alive connection it is also the idle timeout, and it cannot see a TLS handshake.
@@ -178,7 +179,22 @@ pub async fn accept_loop(listener: TcpListener, serving: Serving, mut stop: watc
     let mut tasks = JoinSet::new();
     'accepting: loop {
         while tasks.try_join_next().is_some() {}
-        // At the cap, make room before taking the next connection from the backlog.
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.changed() => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // Out of file descriptors and the like: wait a little instead of spinning.
+                tracing::warn!("TCP API accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // At the cap, make room for it; if nothing can be closed, it waits unanswered (and the
+        // next ones in the kernel's backlog) until a connection ends. Its clock starts when it
+        // is served.
         loop {
             let limits = **serving.limits.load();
             match make_room(&registry, &limits, Instant::now()) {
@@ -212,19 +228,6 @@ pub async fn accept_loop(listener: TcpListener, serving: Serving, mut stop: watc
                 }
             }
         }
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = stop.changed() => break,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // Out of file descriptors and the like: wait a little instead of spinning.
-                tracing::warn!("TCP API accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
             peer,
