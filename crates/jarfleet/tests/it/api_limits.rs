@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::*;
-use crate::remote_api::{api_spec, new_token};
+use crate::remote_api::{agent, api_spec, call, new_token, test_pki};
 
 /// The start of a request head that never ends (a slowloris client).
 const SLOW_HEAD: &[u8] = b"GET /v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
@@ -126,7 +126,8 @@ fn ask(port: u16, path: &str, host: Option<&str>, token: Option<&str>) -> Answer
     read_answer(&mut s).unwrap_or_else(|e| panic!("GET {path} (Host {host:?}): {e}"))
 }
 
-/// Whether the server has closed `s` (end of stream or reset), without consuming anything.
+/// Whether the server has closed `s` (end of stream or reset), without consuming anything
+/// (for sockets no other thread reads: it switches `s` to non-blocking for a moment).
 fn closed(s: &TcpStream) -> bool {
     s.set_nonblocking(true).expect("nonblocking");
     let mut byte = [0u8; 1];
@@ -152,9 +153,13 @@ fn kept_alive(port: u16, token: &str) -> TcpStream {
 
 /// A stream (`path` answered for as long as the client stays) read line by line by a thread:
 /// each line with when it came.
-fn stream_lines(port: u16, path: &str, token: &str) -> (TcpStream, Receiver<(Instant, String)>) {
+fn stream_lines(
+    port: u16,
+    path: &str,
+    token: Option<&str>,
+) -> (TcpStream, Receiver<(Instant, String)>) {
     let mut s = connect(port);
-    s.write_all(get(path, Some("127.0.0.1"), Some(token), false).as_bytes())
+    s.write_all(get(path, Some("127.0.0.1"), token, false).as_bytes())
         .expect("sending the request");
     let mut reader = BufReader::new(s.try_clone().expect("clone"));
     let mut status_line = String::new();
@@ -175,6 +180,18 @@ fn stream_lines(port: u16, path: &str, token: &str) -> (TcpStream, Receiver<(Ins
         }
     });
     (s, rx)
+}
+
+/// Whether the stream read into `rx` has ended (the server closed it). Its socket must not be
+/// given to [`closed`], which would make the reading thread's socket non-blocking.
+fn ended(rx: &Receiver<(Instant, String)>) -> bool {
+    loop {
+        match rx.try_recv() {
+            Ok(_) => {}
+            Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+            Err(std::sync::mpsc::TryRecvError::Disconnected) => return true,
+        }
+    }
 }
 
 /// Waits (at most `timeout`) for a line that came after `after` and that `pred` accepts;
@@ -272,6 +289,68 @@ fn slow_request_heads_are_closed_at_the_header_deadline_while_the_token_holder_i
 }
 
 #[test]
+fn the_header_deadline_covers_the_tls_handshake() {
+    let fleet = Fleet::new(5);
+    let (token_file, token) = new_token(&fleet, "api-token");
+    let (ca, cert, key) = test_pki(fleet.dir.path());
+    let port = free_ports(1).0;
+    fleet.write_spec(&api_spec(
+        &fleet,
+        &AppDef::default(),
+        port,
+        &format!(
+            "token_file = {:?}\ntls = {{ cert = {:?}, key = {:?} }}\nhttp_header_timeout = \"1s\"",
+            token_file.display().to_string(),
+            cert.display().to_string(),
+            key.display().to_string()
+        ),
+    ));
+    fleet.up();
+    fleet.wait_ready("fx", 1, Duration::from_secs(60));
+
+    // Half say nothing; half start a TLS record (a ClientHello of 512 bytes) and send one byte
+    // of it every 200 ms. The handshake alone may take 10 s; the header deadline (1 s from
+    // the accept) comes first.
+    let mut slow: Vec<(TcpStream, Instant, bool, Option<Duration>)> = (0..20)
+        .map(|i| {
+            let started = Instant::now();
+            let mut s = connect(port);
+            let trickles = i % 2 == 1;
+            if trickles {
+                s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00])
+                    .expect("a TLS record header");
+            }
+            (s, started, trickles, None)
+        })
+        .collect();
+    let trusting = agent(Some(&ca));
+    let url = format!("https://127.0.0.1:{port}/v1/status");
+    let r = call(&trusting, "GET", &url, Some(&token), None).expect("GET over TLS");
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while slow.iter().any(|c| c.3.is_none()) && Instant::now() < deadline {
+        for (s, started, trickles, gone) in slow.iter_mut().filter(|c| c.3.is_none()) {
+            if (*trickles && s.write_all(&[0x01]).is_err()) || closed(s) {
+                *gone = Some(started.elapsed());
+            }
+        }
+        // The slow clients' pace; the loop above observes the daemon.
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for (_, _, trickles, gone) in &slow {
+        let what = if *trickles { "trickling" } else { "silent" };
+        let after = gone.unwrap_or_else(|| panic!("a {what} TLS client was still open after 15 s"));
+        assert!(
+            after >= Duration::from_secs(1) && after < Duration::from_secs(8),
+            "a {what} TLS client was closed after {after:?}: want the 1 s header deadline, not the 10 s handshake timeout"
+        );
+    }
+    let r = call(&trusting, "GET", &url, Some(&token), None).expect("GET over TLS");
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[test]
 fn at_the_connection_cap_waiting_connections_make_room_and_the_unix_socket_always_answers() {
     let f = api_fleet(
         "http_max_connections = 6\nhttp_header_timeout = \"30s\"\nhttp_idle_timeout = \"60s\"",
@@ -333,7 +412,7 @@ fn at_the_connection_cap_waiting_connections_make_room_and_the_unix_socket_alway
     // Every slot answering a stream for a token holder: nothing may be closed, so the next
     // connection waits in the backlog until a stream ends; the unix socket answers meanwhile.
     let mut streams: Vec<(TcpStream, Receiver<(Instant, String)>)> = (0..cap)
-        .map(|_| stream_lines(f.port, "/v1/stream?events=0", &f.token))
+        .map(|_| stream_lines(f.port, "/v1/stream?events=0", Some(&f.token)))
         .collect();
     let mut waiting = connect(f.port);
     waiting
@@ -405,11 +484,11 @@ fn idle_kept_alive_connections_close_after_the_idle_timeout_but_streams_stay_ope
 
     // Two streams opened first: server-sent events (a status every second), and a log follow
     // that stays silent until the app logs.
-    let (_sse, sse) = stream_lines(f.port, "/v1/stream?events=0", &f.token);
+    let (_sse, sse) = stream_lines(f.port, "/v1/stream?events=0", Some(&f.token));
     let (_follow, follow) = stream_lines(
         f.port,
         "/v1/logs?app=fx&slot=0&lines=0&follow=true",
-        &f.token,
+        Some(&f.token),
     );
 
     // A kept-alive connection that asks nothing more is closed after the idle timeout, not
@@ -559,4 +638,43 @@ fn reads_without_the_token_answer_only_the_daemons_own_host_names() {
             .is_some_and(|m| m.contains("(403)") && m.contains(&evil)),
         "{refused:?}"
     );
+}
+
+#[test]
+fn streams_read_without_the_token_cannot_hold_every_connection() {
+    let f = api_fleet("open_reads = true\nhttp_max_connections = 4");
+    // Every slot streams events to a reader without the token.
+    let streams: Vec<(TcpStream, Receiver<(Instant, String)>)> = (0..4)
+        .map(|_| stream_lines(f.port, "/v1/stream?events=0", None))
+        .collect();
+    let full = Instant::now();
+    for (_, rx) in &streams {
+        next_line(rx, full, "a status event", Duration::from_secs(10), |l| {
+            l == "event: status"
+        });
+    }
+    // The operator gets in: the oldest of those streams makes room.
+    let asked = Instant::now();
+    let a = ask(f.port, "/v1/status", Some("127.0.0.1"), Some(&f.token));
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the operator waited {:?} behind streams read without the token",
+        asked.elapsed()
+    );
+    wait_until(
+        "the oldest stream read without the token to end",
+        Duration::from_secs(10),
+        || ended(&streams[0].1).then_some(()),
+    );
+    let answered = Instant::now();
+    for (_, rx) in &streams[1..] {
+        next_line(
+            rx,
+            answered,
+            "the other streams to go on",
+            Duration::from_secs(10),
+            |l| l == "event: status",
+        );
+    }
 }
