@@ -224,8 +224,8 @@ fn events_of(fleet: &Fleet, kind: &str) -> Vec<Value> {
 
 #[test]
 fn slow_request_heads_are_closed_at_the_header_deadline_while_the_token_holder_is_served() {
-    let f = api_fleet("http_header_timeout = \"1s\"\nhttp_idle_timeout = \"30s\"");
-    let header_timeout = Duration::from_secs(1);
+    let f = api_fleet("http_header_timeout = \"2s\"\nhttp_idle_timeout = \"30s\"");
+    let header_timeout = Duration::from_secs(2);
 
     // 60 clients that send the start of a head and then one more byte every 200 ms, forever.
     let mut slow: Vec<(TcpStream, Instant, Option<Duration>)> = (0..60)
@@ -257,7 +257,7 @@ fn slow_request_heads_are_closed_at_the_header_deadline_while_the_token_holder_i
     let open = slow.iter().filter(|(_, _, g)| g.is_none()).count();
     assert_eq!(
         open, 0,
-        "{open} of 60 connections trickling a request head were still open after 15 s (header timeout 1 s)"
+        "{open} of 60 connections trickling a request head were still open after 15 s (header timeout {header_timeout:?})"
     );
     for (_, _, gone) in &slow {
         let after = gone.unwrap_or_default();
@@ -266,7 +266,7 @@ fn slow_request_heads_are_closed_at_the_header_deadline_while_the_token_holder_i
             "a slow head was closed after {after:?}, before its deadline ({header_timeout:?} from the accept)"
         );
         assert!(
-            after < Duration::from_secs(8),
+            after < header_timeout + Duration::from_secs(6),
             "a slow head was closed only after {after:?} (header timeout {header_timeout:?})"
         );
     }
