@@ -352,8 +352,8 @@ fn named_host(req: &Request) -> Option<&[u8]> {
 
 /// The layer: lets allowed requests through, answers the others 401 with a JSON [`ErrorBody`]
 /// and `WWW-Authenticate: Bearer` (RFC 6750), or 403 for a read without the token that names
-/// a foreign host, and reports them (`Alerts`). A read let through without the token marks its
-/// connection as one that may be closed when the connections run out (see `serve`).
+/// a foreign host, and reports them (`Alerts`). A request with the right token marks its
+/// connection as one never closed to make room when the connections run out (see `serve`).
 pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let auth = req
         .headers()
@@ -362,13 +362,13 @@ pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Re
     let policy = guard.policy.load();
     let decision = policy.decide(req.method(), auth, named_host(&req));
     let (message, hint, challenge) = match decision {
-        Decision::Allow => return next.run(req).await,
-        Decision::AllowOpen => {
+        Decision::Allow => {
             if let Some(conn) = req.extensions().get::<super::serve::ConnTag>() {
-                conn.open_read();
+                conn.token();
             }
             return next.run(req).await;
         }
+        Decision::AllowOpen => return next.run(req).await,
         Decision::Missing => (
             "this request needs the API token".to_string(),
             "send `Authorization: Bearer <token>` with the token from the daemon's [daemon] token_file".to_string(),

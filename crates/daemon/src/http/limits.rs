@@ -56,9 +56,10 @@ pub enum Phase {
     Head { since: Instant, started: bool },
     /// A response was sent and no byte of the next request has come.
     Idle { since: Instant },
-    /// A request is being answered (a stream too). `open`: a read let through without the token
-    /// (`open_reads`), which may be closed to make room.
-    Busy { since: Instant, open: bool },
+    /// A request is being answered (a stream too). `token`: it came with the right token;
+    /// any other (a read let through by `open_reads`, the dashboard's files, a refusal being
+    /// written to a client that does not read) may be closed to make room.
+    Busy { since: Instant, token: bool },
 }
 
 /// Why a connection's time ran out.
@@ -97,14 +98,14 @@ impl Phase {
     pub fn on_request(self, now: Instant) -> Phase {
         Phase::Busy {
             since: now,
-            open: false,
+            token: false,
         }
     }
 
-    /// The request in progress was let through without the token.
-    pub fn on_open_read(self) -> Phase {
+    /// The request in progress came with the right token.
+    pub fn on_token(self) -> Phase {
         match self {
-            Phase::Busy { since, .. } => Phase::Busy { since, open: true },
+            Phase::Busy { since, .. } => Phase::Busy { since, token: true },
             other => other,
         }
     }
@@ -139,8 +140,11 @@ impl Phase {
     fn reclaim_rank(&self) -> Option<(u8, Instant)> {
         match *self {
             Phase::Head { since, .. } | Phase::Idle { since } => Some((0, since)),
-            Phase::Busy { since, open: true } => Some((1, since)),
-            Phase::Busy { open: false, .. } => None,
+            Phase::Busy {
+                since,
+                token: false,
+            } => Some((1, since)),
+            Phase::Busy { token: true, .. } => None,
         }
     }
 
@@ -165,11 +169,11 @@ impl Phase {
                 started: true,
             } => format!("sending a request head for {}", age(since)),
             Phase::Idle { since } => format!("idle for {}", age(since)),
-            Phase::Busy { since, open } => {
-                let who = if open {
-                    "a read without the token"
+            Phase::Busy { since, token } => {
+                let who = if token {
+                    "a request with the token"
                 } else {
-                    "a request"
+                    "a request without the token"
                 };
                 format!("{who} answered for {}", age(since))
             }
@@ -178,7 +182,7 @@ impl Phase {
 }
 
 /// Which of `conns` to close so that `needed` slots free up: first those waiting for a request
-/// (a head, or idle between requests), then reads let through without the token, each group
+/// (a head, or idle between requests), then requests answered without the token, each group
 /// oldest first; never a request made with the token. Fewer than `needed` when no more can be
 /// closed.
 pub fn to_reclaim<K: Copy>(conns: &[(K, Phase)], needed: usize) -> Vec<K> {
@@ -230,7 +234,10 @@ mod tests {
         let l = limits();
         let t0 = Instant::now();
         let s = |n: u64| Duration::from_secs(n);
-        let busy = Phase::accepted(t0).on_bytes(t0).on_request(t0 + s(1));
+        let busy = Phase::accepted(t0)
+            .on_bytes(t0)
+            .on_request(t0 + s(1))
+            .on_token();
         assert_eq!(
             busy.deadline(&l),
             None,
@@ -251,15 +258,15 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_waiting_and_idle_go_first_then_open_reads_never_token_holders() {
+    fn at_the_cap_waiting_and_idle_go_first_then_requests_without_the_token_never_token_holders() {
         let t0 = Instant::now();
         let at = |n: u64| t0 + Duration::from_secs(n);
         let conns = [
-            ("token-stream", Phase::accepted(at(0)).on_request(at(1))),
             (
-                "open-stream",
-                Phase::accepted(at(0)).on_request(at(2)).on_open_read(),
+                "token-stream",
+                Phase::accepted(at(0)).on_request(at(1)).on_token(),
             ),
+            ("open-stream", Phase::accepted(at(0)).on_request(at(2))),
             (
                 "idle",
                 Phase::accepted(at(0))
@@ -270,7 +277,7 @@ mod tests {
             ("silent", Phase::accepted(at(7))),
             (
                 "older-open-stream",
-                Phase::accepted(at(0)).on_request(at(1)).on_open_read(),
+                Phase::accepted(at(0)).on_request(at(1)),
             ),
         ];
         let cases: &[(usize, &[&str])] = &[
@@ -293,7 +300,7 @@ mod tests {
         for (needed, want) in cases {
             assert_eq!(&to_reclaim(&conns, *needed), want, "needed {needed}");
         }
-        let only_token = [("a", Phase::accepted(at(0)).on_request(at(1)))];
+        let only_token = [("a", Phase::accepted(at(0)).on_request(at(1)).on_token())];
         assert!(to_reclaim(&only_token, 1).is_empty());
         assert!(!only_token[0].1.closable());
     }
@@ -310,8 +317,12 @@ mod tests {
             ),
             (Phase::Idle { since: at(500) }, "idle for 2.0 s"),
             (
-                Phase::accepted(t0).on_request(at(1500)).on_open_read(),
-                "a read without the token answered for 1.0 s",
+                Phase::accepted(t0).on_request(at(1500)),
+                "a request without the token answered for 1.0 s",
+            ),
+            (
+                Phase::accepted(t0).on_request(at(1500)).on_token(),
+                "a request with the token answered for 1.0 s",
             ),
         ];
         for (phase, want) in cases {

@@ -7,8 +7,8 @@
 //!   request: bytes trickling in do not move it), and the next request within the idle timeout.
 //!   A request being answered (a stream included) has no deadline;
 //! * at most `max_connections` are served: a connection accepted at the cap first has the
-//!   accept loop close connections that wait for a request, oldest first, then reads let through
-//!   without the token; when none can be closed it waits unanswered and the loop stops accepting
+//!   accept loop close connections that wait for a request, oldest first, then requests answered
+//!   without the token (open reads, the dashboard's files); when none can be closed it waits unanswered and the loop stops accepting
 //!   (the next ones wait in the kernel's backlog) until a connection ends. The unix socket is
 //!   served elsewhere and never capped.
 //!
@@ -99,14 +99,15 @@ impl Conn {
     }
 }
 
-/// The connection a request came on, in its extensions (TCP only): the token layer marks reads
-/// it lets through without the token ([`ConnTag::open_read`]).
+/// The connection a request came on, in its extensions (TCP only): the token layer marks the
+/// requests that came with the right token ([`ConnTag::token`]); the others may be closed to
+/// make room at the cap.
 #[derive(Clone)]
 pub struct ConnTag(Arc<Conn>);
 
 impl ConnTag {
-    pub fn open_read(&self) {
-        self.0.update(Phase::on_open_read);
+    pub fn token(&self) {
+        self.0.update(Phase::on_token);
     }
 }
 
