@@ -99,6 +99,10 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(spec.daemon.token_file, None);
     assert!(!spec.daemon.open_reads);
     assert!(spec.daemon.metrics, "/metrics is on unless switched off");
+    assert!(spec.daemon.http_hosts.is_empty());
+    assert_eq!(spec.daemon.http_max_connections, 256);
+    assert_eq!(spec.daemon.http_header_timeout, Duration::from_secs(10));
+    assert_eq!(spec.daemon.http_idle_timeout, Duration::from_secs(75));
     let web = &spec.apps["web"];
     assert_eq!(web.name, "web");
     assert_eq!(
@@ -244,6 +248,13 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
         })
     );
     assert!(!spec.daemon.metrics);
+    assert_eq!(
+        spec.daemon.http_hosts,
+        vec!["dash.example.com", "10.1.2.3", "[fd00::1]"]
+    );
+    assert_eq!(spec.daemon.http_max_connections, 64);
+    assert_eq!(spec.daemon.http_header_timeout, Duration::from_secs(5));
+    assert_eq!(spec.daemon.http_idle_timeout, Duration::from_secs(60));
 
     let h2 = &spec.apps["h2"];
     assert_eq!(
@@ -348,4 +359,27 @@ fn spec_round_trips_through_json() {
     let json = serde_json::to_string(&spec).expect("serialises");
     let back: FleetSpec = serde_json::from_str(&json).expect("deserialises");
     assert_eq!(back, spec);
+}
+
+#[test]
+fn daemon_settings_stored_before_the_api_limits_get_their_defaults() {
+    // The store keeps the last applied `[daemon]` settings as JSON; those of an older daemon
+    // lack the TCP API's limits and host names.
+    let spec = load_ok("full.toml");
+    let mut json = serde_json::to_value(&spec.daemon).expect("serialises");
+    let map = json.as_object_mut().expect("an object");
+    for key in [
+        "http_hosts",
+        "http_max_connections",
+        "http_header_timeout",
+        "http_idle_timeout",
+    ] {
+        assert!(map.remove(key).is_some(), "{key} is serialised");
+    }
+    let old: spec::DaemonSpec = serde_json::from_value(json).expect("deserialises");
+    assert!(old.http_hosts.is_empty());
+    assert_eq!(old.http_max_connections, 256);
+    assert_eq!(old.http_header_timeout, Duration::from_secs(10));
+    assert_eq!(old.http_idle_timeout, Duration::from_secs(75));
+    assert_eq!(old.http, spec.daemon.http);
 }

@@ -167,9 +167,85 @@ pub fn user_name(s: &str) -> Result<(), String> {
     }
 }
 
+/// A host name a client may send in `Host` (`[daemon] http_hosts`): a DNS name, an IPv4
+/// address or an `[IPv6]` address, without a port. Returns it in lower case without a trailing
+/// dot, the form it is compared in.
+pub fn host_name(text: &str) -> Result<String, String> {
+    let host = text.trim();
+    if host.is_empty() {
+        return Err("a host name cannot be empty".into());
+    }
+    if host.contains("://") || host.contains('/') {
+        return Err("write the host name only, without a scheme or a path".into());
+    }
+    if host.contains('*') {
+        return Err("wildcards are not accepted; list every name".into());
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let Some((v6, rest)) = inner.split_once(']') else {
+            return Err(format!("`{host}` lacks its closing `]`"));
+        };
+        if !rest.is_empty() {
+            return Err("write the address without a port: every port is accepted".into());
+        }
+        return match v6.parse::<core::net::Ipv6Addr>() {
+            Ok(_) => Ok(host.to_ascii_lowercase()),
+            Err(_) => Err(format!("`{v6}` is not an IPv6 address")),
+        };
+    }
+    if let Some((_, port)) = host.rsplit_once(':') {
+        if host.matches(':').count() == 1 && port.bytes().all(|b| b.is_ascii_digit()) {
+            return Err("write the name without a port: every port is accepted".into());
+        }
+        return Err("write an IPv6 address in brackets, e.g. [::1]".into());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let labels_ok = name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if !labels_ok {
+        return Err(format!("`{host}` is not a valid host name or address"));
+    }
+    Ok(name.to_ascii_lowercase())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names() {
+        let cases: &[(&str, Result<&str, &str>)] = &[
+            ("dash.example.com", Ok("dash.example.com")),
+            (" Dash.Example.COM. ", Ok("dash.example.com")),
+            ("localhost", Ok("localhost")),
+            ("10.0.0.5", Ok("10.0.0.5")),
+            ("[::1]", Ok("[::1]")),
+            ("[FE80::1]", Ok("[fe80::1]")),
+            ("", Err("cannot be empty")),
+            ("dash.example.com:443", Err("without a port")),
+            ("[::1]:9900", Err("without a port")),
+            ("::1", Err("in brackets")),
+            ("[::1", Err("closing")),
+            ("[nope]", Err("not an IPv6 address")),
+            ("https://dash.example.com", Err("without a scheme")),
+            ("dash.example.com/ui", Err("without a scheme or a path")),
+            ("*.example.com", Err("wildcards")),
+            ("dash..example.com", Err("not a valid host name")),
+            ("dash_board.example.com", Err("not a valid host name")),
+            ("dash board", Err("not a valid host name")),
+        ];
+        for (text, want) in cases {
+            match (host_name(text), want) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{text:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{text:?}: {got}"),
+                (got, want) => panic!("{text:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
 
     #[test]
     fn app_names() {

@@ -86,10 +86,44 @@ pub struct DaemonSpec {
     /// Serve `/metrics` (Prometheus text format). Default on.
     #[serde(default = "default_true")]
     pub metrics: bool,
+    /// Host names under which reads without the token (`open_reads`) are answered, besides
+    /// `localhost` and IP addresses (a guard against DNS rebinding). Lower case, no port.
+    #[serde(default)]
+    pub http_hosts: Vec<String>,
+    /// Open TCP API connections at most; at the cap idle ones are closed to make room.
+    #[serde(default = "default_http_max_connections")]
+    pub http_max_connections: u32,
+    /// Time a client has to send a whole request head (from the accept, or from the first
+    /// byte of a request on a kept-alive connection).
+    #[serde(default = "default_http_header_timeout")]
+    pub http_header_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(default = "default_http_idle_timeout")]
+    pub http_idle_timeout: Duration,
 }
+
+/// Default of `[daemon] http_max_connections`.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 256;
+/// Default of `[daemon] http_header_timeout` (nginx's `client_header_timeout` defaults to 60 s;
+/// HAProxy's `timeout http-request` has no default and is commonly set to 5-10 s).
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default of `[daemon] http_idle_timeout` (nginx's `keepalive_timeout`).
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
 
 fn default_true() -> bool {
     true
+}
+
+fn default_http_max_connections() -> u32 {
+    DEFAULT_HTTP_MAX_CONNECTIONS
+}
+
+fn default_http_header_timeout() -> Duration {
+    DEFAULT_HTTP_HEADER_TIMEOUT
+}
+
+fn default_http_idle_timeout() -> Duration {
+    DEFAULT_HTTP_IDLE_TIMEOUT
 }
 
 /// `[daemon] tls = { cert = "...", key = "..." }` (PEM files, resolved against the spec's dir).

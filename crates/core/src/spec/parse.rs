@@ -14,6 +14,7 @@ use super::{
     HealthCheck, HealthSpec, JavaSpec, Launch, LogSpec, OnChange, PortRange, RestartSpec, StopSpec,
     Strategy, TlsSpec, TrustSpec,
 };
+use super::{DEFAULT_HTTP_HEADER_TIMEOUT, DEFAULT_HTTP_IDLE_TIMEOUT, DEFAULT_HTTP_MAX_CONNECTIONS};
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
@@ -25,6 +26,20 @@ const DAEMON_KEYS: &[&str] = &[
     "open_reads",
     "tls",
     "metrics",
+    "http_hosts",
+    "http_max_connections",
+    "http_header_timeout",
+    "http_idle_timeout",
+];
+/// The `[daemon]` keys that only mean something with an `http` address.
+const DAEMON_API_KEYS: &[&str] = &[
+    "token_file",
+    "open_reads",
+    "tls",
+    "http_hosts",
+    "http_max_connections",
+    "http_header_timeout",
+    "http_idle_timeout",
 ];
 const TLS_KEYS: &[&str] = &["cert", "key"];
 const TRUST_KEYS: &[&str] = &["keys", "ca"];
@@ -265,6 +280,10 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
     let mut open_reads = false;
     let mut tls = None;
     let mut metrics = true;
+    let mut http_hosts = Vec::new();
+    let mut http_max_connections = DEFAULT_HTTP_MAX_CONNECTIONS;
+    let mut http_header_timeout = DEFAULT_HTTP_HEADER_TIMEOUT;
+    let mut http_idle_timeout = DEFAULT_HTTP_IDLE_TIMEOUT;
     if let Some(t) = t {
         r.check_keys(t, DAEMON_KEYS, &[]);
         metrics = r.boolean(t, "metrics").unwrap_or(true);
@@ -275,9 +294,22 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
         token_file = r.path(t, "token_file", "\"/etc/jarfleet/token\"");
         open_reads = r.boolean(t, "open_reads").unwrap_or(false);
         tls = daemon_tls(r, t);
+        http_hosts = daemon_http_hosts(r, t);
+        http_max_connections = r
+            .u32(
+                t,
+                "http_max_connections",
+                1..=65_535,
+                "the most TCP API connections open at once, e.g. http_max_connections = 256",
+            )
+            .unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+        http_header_timeout = api_timeout(r, t, "http_header_timeout", "\"10s\"")
+            .unwrap_or(DEFAULT_HTTP_HEADER_TIMEOUT);
+        http_idle_timeout =
+            api_timeout(r, t, "http_idle_timeout", "\"75s\"").unwrap_or(DEFAULT_HTTP_IDLE_TIMEOUT);
         // The remote API's settings mean nothing without its address.
         if !t.has("http") {
-            for key in ["token_file", "open_reads", "tls"] {
+            for key in DAEMON_API_KEYS {
                 if let Some(v) = t.get(key) {
                     let hint = format!(
                         "add http = \"127.0.0.1:9900\" to [daemon] to serve the TCP API, or remove {key}"
@@ -309,7 +341,56 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
         open_reads,
         tls,
         metrics,
+        http_hosts,
+        http_max_connections,
+        http_header_timeout,
+        http_idle_timeout,
     }
+}
+
+/// `http_hosts = ["dash.example.com"]`: host names without a port, kept in lower case.
+fn daemon_http_hosts(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Vec<String> {
+    let example = "[\"dash.example.com\"]";
+    let Some(items) = r.string_list(t, "http_hosts", Mode::Plain, example) else {
+        return Vec::new();
+    };
+    let mut hosts = Vec::new();
+    for (i, (text, v)) in items.into_iter().enumerate() {
+        match check::host_name(&text) {
+            Ok(name) => hosts.push(name),
+            Err(msg) => r.bad(
+                v,
+                &format!("{}[{i}]", t.key("http_hosts")),
+                msg,
+                Some(format!(
+                    "list the names browsers use to reach the dashboard, e.g. http_hosts = {example}"
+                )),
+            ),
+        }
+    }
+    hosts
+}
+
+/// A timeout of the TCP API: a duration of at least one second.
+fn api_timeout(
+    r: &mut Reader<'_>,
+    t: &Table<'_, '_>,
+    key: &str,
+    example: &str,
+) -> Option<Duration> {
+    let d = r.duration(t, key, true)?;
+    if d < Duration::from_secs(1) {
+        if let Some(v) = t.get(key) {
+            r.bad(
+                v,
+                &t.key(key),
+                "must be at least 1s: shorter cuts off clients on a slow network",
+                Some(format!("e.g. {key} = {example}")),
+            );
+        }
+        return None;
+    }
+    Some(d)
 }
 
 /// `tls = { cert = "server.pem", key = "server.key" }`: both PEM files, or neither.

@@ -1,9 +1,15 @@
 //! The TCP API's bearer token: reading it from its 0600 file, deciding who may do what
-//! (pure: [`Policy::decide`]), and the axum layer that refuses with 401 before any handler runs.
+//! (pure: [`Policy::decide`]), and the axum layer that refuses with 401 (or 403) before any
+//! handler runs.
 //!
 //! Reads are `GET`/`HEAD` (status, history, events, logs, streams, `/metrics`); every other
 //! method changes state. The unix socket never goes through this layer: its 0600 mode is its
 //! access control.
+//!
+//! Reads without the token (`open_reads`) are answered only when the request names the daemon
+//! by one of its own names (`Host`: `localhost`, an IP address, or one of `[daemon] http_hosts`):
+//! a web page whose name an attacker re-points at 127.0.0.1 (DNS rebinding) sends its own name,
+//! and is refused.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -115,38 +121,122 @@ pub struct Policy {
     pub token: Option<Token>,
     /// Reads without the token.
     pub open_reads: bool,
+    /// `[daemon] http_hosts`: names besides `localhost` and IP addresses under which reads
+    /// without the token are answered (lower case, no port, no trailing dot).
+    pub hosts: Vec<String>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Decision {
+    /// The right token.
     Allow,
+    /// A read without the (right) token, allowed by `open_reads` for one of the daemon's names.
+    AllowOpen,
     /// 401: no `Authorization: Bearer` header.
     Missing,
     /// 401: a token that is not the daemon's.
     Wrong,
     /// 401: the daemon has no token, so no request of this kind can be allowed.
     NoTokenConfigured,
+    /// 403: a read without the token that names another host than the daemon's (`Host`).
+    ForeignHost,
+}
+
+impl Decision {
+    /// The HTTP status of a refusal.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Decision::Allow | Decision::AllowOpen => StatusCode::OK,
+            Decision::ForeignHost => StatusCode::FORBIDDEN,
+            Decision::Missing | Decision::Wrong | Decision::NoTokenConfigured => {
+                StatusCode::UNAUTHORIZED
+            }
+        }
+    }
 }
 
 impl Policy {
-    /// The decision for one request: its method and its `Authorization` header, if any.
-    pub fn decide(&self, method: &Method, authorization: Option<&[u8]>) -> Decision {
-        let read = method == Method::GET || method == Method::HEAD;
-        if read && self.open_reads {
+    /// The decision for one request: its method, its `Authorization` header and the host it
+    /// names (the URI's authority, else its `Host` header), if any.
+    pub fn decide(
+        &self,
+        method: &Method,
+        authorization: Option<&[u8]>,
+        host: Option<&[u8]>,
+    ) -> Decision {
+        let given = authorization.and_then(bearer);
+        if let (Some(token), Some(given)) = (&self.token, given)
+            && token.matches(given)
+        {
             return Decision::Allow;
         }
-        let Some(token) = &self.token else {
-            return Decision::NoTokenConfigured;
-        };
-        let Some(given) = authorization.and_then(bearer) else {
-            return Decision::Missing;
-        };
-        if token.matches(given) {
-            Decision::Allow
-        } else {
-            Decision::Wrong
+        let read = method == Method::GET || method == Method::HEAD;
+        if read && self.open_reads {
+            if self.host_allowed(host) {
+                return Decision::AllowOpen;
+            }
+            if given.is_none() || self.token.is_none() {
+                return Decision::ForeignHost;
+            }
+        }
+        match (&self.token, given) {
+            (None, _) => Decision::NoTokenConfigured,
+            (Some(_), None) => Decision::Missing,
+            (Some(_), Some(_)) => Decision::Wrong,
         }
     }
+
+    /// Whether `host` (`name` or `name:port`) is one of the daemon's names: `localhost`, an
+    /// IPv4 or `[IPv6]` address (a page can only send an address as its host when the user
+    /// typed that address: DNS rebinding needs a name), or one of `hosts`. Any port.
+    pub fn host_allowed(&self, host: Option<&[u8]>) -> bool {
+        let Some(host) = host.and_then(|h| std::str::from_utf8(h).ok()) else {
+            return false;
+        };
+        let Some(name) = without_port(host.trim()) else {
+            return false;
+        };
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return true;
+        }
+        if let Some(v6) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+            return v6.parse::<std::net::Ipv6Addr>().is_ok();
+        }
+        self.hosts.iter().any(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// `name` of `name` or `name:port` (`[v6]` or `[v6]:port`); `None` when the port is not digits.
+fn without_port(host: &str) -> Option<&str> {
+    let port_ok = |p: &str| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit());
+    if host.starts_with('[') {
+        let end = host.find(']')?;
+        let (name, rest) = host.split_at(end + 1);
+        return match rest.strip_prefix(':') {
+            None if rest.is_empty() => Some(name),
+            Some(port) if port_ok(port) => Some(name),
+            _ => None,
+        };
+    }
+    match host.rsplit_once(':') {
+        None => Some(host),
+        Some((name, port)) if port_ok(port) && !name.contains(':') => Some(name),
+        Some(_) => None,
+    }
+}
+
+/// What a refused request asked for, as shown in messages: at most 80 visible ASCII characters.
+fn shown(text: &[u8]) -> String {
+    let mut out: String = text
+        .iter()
+        .take(80)
+        .map(|&b| if b.is_ascii_graphic() { b as char } else { '?' })
+        .collect();
+    if text.len() > 80 {
+        out.push('…');
+    }
+    out
 }
 
 /// The credentials of `Bearer <token>` (the scheme is case-insensitive, RFC 7235).
@@ -169,9 +259,10 @@ pub struct Guard {
     pub alerts: Arc<Alerts>,
 }
 
-/// Refused requests become events (`security.wrong-token`, `security.refused`), at most one per
-/// [`ALERT_EVERY`]; the next one says how many were refused meanwhile, so a client hammering the
-/// API cannot flood the event store.
+/// Refused requests become events (`security.wrong-token`, `security.refused`,
+/// `security.foreign-host`), at most one per [`ALERT_EVERY`]; the next one says how many were
+/// refused meanwhile, so a client hammering the API cannot flood the event store. The accept
+/// loop reports its refusals through one of these too (`security.connection-limit`, …).
 pub struct Alerts {
     events: tokio::sync::mpsc::Sender<crate::control::Event>,
     last: std::sync::Mutex<Option<(std::time::Instant, u64)>>,
@@ -200,6 +291,31 @@ impl Alerts {
         path: &str,
         why: &str,
     ) {
+        let kind = match decision {
+            Decision::Wrong => "security.wrong-token",
+            Decision::ForeignHost => "security.foreign-host",
+            _ => "security.refused",
+        };
+        let status = decision.status().as_u16();
+        self.emit_at(now, kind, "refused", || {
+            format!("refused {method} {path} over TCP ({status}): {why}")
+        });
+    }
+
+    /// Records the event `kind` with `message()` unless one was recorded less than
+    /// [`ALERT_EVERY`] ago; then it is only counted, and the next recorded one ends with
+    /// "; N more `what` in the 10 s before".
+    pub fn emit(&self, kind: &str, what: &str, message: impl FnOnce() -> String) {
+        self.emit_at(std::time::Instant::now(), kind, what, message);
+    }
+
+    fn emit_at(
+        &self,
+        now: std::time::Instant,
+        kind: &str,
+        what: &str,
+        message: impl FnOnce() -> String,
+    ) {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let before = match *last {
             Some((at, ref mut n)) if now.duration_since(at) < ALERT_EVERY => {
@@ -210,14 +326,10 @@ impl Alerts {
             None => 0,
         };
         *last = Some((now, 0));
-        let kind = match decision {
-            Decision::Wrong => "security.wrong-token",
-            _ => "security.refused",
-        };
-        let mut message = format!("refused {method} {path} over TCP (401): {why}");
+        let mut message = message();
         if before > 0 {
             message.push_str(&format!(
-                "; {before} more refused in the {} s before",
+                "; {before} more {what} in the {} s before",
                 ALERT_EVERY.as_secs()
             ));
         }
@@ -230,46 +342,88 @@ impl Alerts {
     }
 }
 
+/// The host a request names: its URI's authority (absolute form), else its `Host` header.
+fn named_host(req: &Request) -> Option<&[u8]> {
+    match req.uri().authority() {
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => req.headers().get(header::HOST).map(HeaderValue::as_bytes),
+    }
+}
+
 /// The layer: lets allowed requests through, answers the others 401 with a JSON [`ErrorBody`]
-/// and `WWW-Authenticate: Bearer` (RFC 6750), and reports them (`Alerts`).
+/// and `WWW-Authenticate: Bearer` (RFC 6750), or 403 for a read without the token that names
+/// a foreign host, and reports them (`Alerts`). A request with the right token marks its
+/// connection as one never closed to make room when the connections run out (see `serve`).
 pub async fn require(State(guard): State<Guard>, req: Request, next: Next) -> Response {
     let auth = req
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let decision = guard.policy.load().decide(req.method(), auth);
+    let policy = guard.policy.load();
+    let decision = policy.decide(req.method(), auth, named_host(&req));
     let (message, hint, challenge) = match decision {
-        Decision::Allow => return next.run(req).await,
+        Decision::Allow => {
+            if let Some(conn) = req.extensions().get::<super::serve::ConnTag>() {
+                conn.token();
+            }
+            return next.run(req).await;
+        }
+        Decision::AllowOpen => return next.run(req).await,
         Decision::Missing => (
-            "this request needs the API token",
-            "send `Authorization: Bearer <token>` with the token from the daemon's [daemon] token_file",
-            "Bearer realm=\"jarfleet\"",
+            "this request needs the API token".to_string(),
+            "send `Authorization: Bearer <token>` with the token from the daemon's [daemon] token_file".to_string(),
+            Some("Bearer realm=\"jarfleet\""),
         ),
         Decision::Wrong => (
-            "wrong API token",
-            "use the token from the daemon's [daemon] token_file",
-            "Bearer realm=\"jarfleet\", error=\"invalid_token\"",
+            "wrong API token".to_string(),
+            "use the token from the daemon's [daemon] token_file".to_string(),
+            Some("Bearer realm=\"jarfleet\", error=\"invalid_token\""),
         ),
         Decision::NoTokenConfigured => (
-            "this daemon has no API token, so this request is not accepted over TCP",
-            "set [daemon] token_file (see `jarfleet token new`), or open_reads = true for reads only; the unix socket needs no token",
-            "Bearer realm=\"jarfleet\"",
+            "this daemon has no API token, so this request is not accepted over TCP".to_string(),
+            "set [daemon] token_file (see `jarfleet token new`), or open_reads = true for reads only; the unix socket needs no token".to_string(),
+            Some("Bearer realm=\"jarfleet\""),
         ),
+        Decision::ForeignHost => foreign_host(named_host(&req)),
     };
     guard
         .alerts
-        .refused(&decision, req.method(), req.uri().path(), message);
+        .refused(&decision, req.method(), req.uri().path(), &message);
     let body = ErrorBody {
         kind: ErrorKind::Usage,
-        message: message.into(),
-        hint: Some(hint.into()),
+        message,
+        hint: Some(hint),
     };
-    let mut resp = (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
-    resp.headers_mut().insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static(challenge),
-    );
+    let mut resp = (decision.status(), axum::Json(body)).into_response();
+    if let Some(challenge) = challenge {
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
     resp
+}
+
+/// The message and hint of a [`Decision::ForeignHost`] refusal.
+fn foreign_host(host: Option<&[u8]>) -> (String, String, Option<&'static str>) {
+    let Some(host) = host else {
+        return (
+            "a read without the token must name the daemon's host (this request has no Host header)".to_string(),
+            "send `Host:` (every HTTP/1.1 client does), or the token: `Authorization: Bearer <token>`".to_string(),
+            None,
+        );
+    };
+    let host = shown(host);
+    let name = without_port(&host).unwrap_or(&host);
+    (
+        format!(
+            "reads without the token are answered only for the daemon's own names (localhost, its IP addresses, [daemon] http_hosts), and Host `{host}` is not one: a guard against DNS rebinding"
+        ),
+        format!(
+            "if this is a name you reach the daemon by, add it to [daemon] http_hosts, e.g. http_hosts = [\"{name}\"]; or send the token: `Authorization: Bearer <token>`"
+        ),
+        None,
+    )
 }
 
 #[cfg(test)]
@@ -315,6 +469,7 @@ mod tests {
         Policy {
             token: token.map(|t| Token::new(t.as_bytes())),
             open_reads,
+            hosts: vec!["dash.example.com".into()],
         }
     }
 
@@ -337,8 +492,9 @@ mod tests {
             (Some("s3cret"), false, &get, Some("Bearer "), Missing),
             (Some("s3cret"), false, &post, Some("Bearer s3cret"), Allow),
             (Some("s3cret"), false, &post, Some("Bearer nope"), Wrong),
-            (Some("s3cret"), true, &get, None, Allow),
-            (Some("s3cret"), true, &Method::HEAD, None, Allow),
+            (Some("s3cret"), true, &get, None, AllowOpen),
+            (Some("s3cret"), true, &Method::HEAD, None, AllowOpen),
+            (Some("s3cret"), true, &get, Some("Bearer s3cret"), Allow),
             (Some("s3cret"), true, &post, None, Missing),
             (
                 Some("s3cret"),
@@ -347,7 +503,7 @@ mod tests {
                 Some("Bearer x"),
                 Wrong,
             ),
-            (None, true, &get, None, Allow),
+            (None, true, &get, None, AllowOpen),
             (
                 None,
                 true,
@@ -358,12 +514,99 @@ mod tests {
             (None, false, &get, None, NoTokenConfigured),
         ];
         for (token, open, method, header, want) in cases {
-            let got = policy(*token, *open).decide(method, header.map(str::as_bytes));
+            let host = Some(b"127.0.0.1:9900".as_slice());
+            let got = policy(*token, *open).decide(method, header.map(str::as_bytes), host);
             assert_eq!(
                 &got, want,
                 "token {token:?} open_reads {open} {method} {header:?}"
             );
         }
+    }
+
+    /// (token, method, Authorization header, Host, expected decision), all with open_reads.
+    type HostCase<'a> = (
+        Option<&'a str>,
+        &'a Method,
+        Option<&'a str>,
+        Option<&'a str>,
+        Decision,
+    );
+
+    #[test]
+    fn reads_without_the_token_only_for_the_daemons_own_names() {
+        use Decision::*;
+        let get = Method::GET;
+        let post = Method::POST;
+        let tok = Some("s3cret");
+        let right = Some("Bearer s3cret");
+        let cases: &[HostCase] = &[
+            (tok, &get, None, Some("localhost"), AllowOpen),
+            (tok, &get, None, Some("localhost:9900"), AllowOpen),
+            (tok, &get, None, Some("LocalHost.:9900"), AllowOpen),
+            (tok, &get, None, Some("127.0.0.1:9900"), AllowOpen),
+            (tok, &get, None, Some("10.0.0.5:9900"), AllowOpen),
+            (tok, &get, None, Some("[::1]:9900"), AllowOpen),
+            (tok, &get, None, Some("[::1]"), AllowOpen),
+            (tok, &get, None, Some("[fe80::1]:9900"), AllowOpen),
+            (tok, &get, None, Some("dash.example.com"), AllowOpen),
+            (tok, &get, None, Some("Dash.Example.COM:443"), AllowOpen),
+            (
+                tok,
+                &Method::HEAD,
+                None,
+                Some("dash.example.com"),
+                AllowOpen,
+            ),
+            // A wrong token on an open read changes nothing (as before the host check).
+            (tok, &get, Some("Bearer nope"), Some("localhost"), AllowOpen),
+            // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+            (tok, &get, None, Some("evil.example:9900"), ForeignHost),
+            (tok, &get, None, Some("evil.example"), ForeignHost),
+            (tok, &get, None, Some("localhost.evil.example"), ForeignHost),
+            (tok, &get, None, Some("127.0.0.1.nip.io:9900"), ForeignHost),
+            (tok, &get, None, Some("dash.example.com.evil"), ForeignHost),
+            (tok, &get, None, None, ForeignHost),
+            (tok, &get, None, Some(""), ForeignHost),
+            (tok, &get, None, Some("localhost:http"), ForeignHost),
+            (tok, &get, None, Some("[::1]x"), ForeignHost),
+            (tok, &get, None, Some("::1"), ForeignHost),
+            (None, &get, None, Some("evil.example"), ForeignHost),
+            (
+                None,
+                &get,
+                Some("Bearer x"),
+                Some("evil.example"),
+                ForeignHost,
+            ),
+            // A wrong token for a foreign host: the token is what is wrong.
+            (tok, &get, Some("Bearer nope"), Some("evil.example"), Wrong),
+            // The token is accepted whatever the host.
+            (tok, &get, right, Some("evil.example:9900"), Allow),
+            (tok, &get, right, None, Allow),
+            (tok, &post, right, Some("evil.example"), Allow),
+            // Changes need the token whatever the host.
+            (tok, &post, None, Some("localhost"), Missing),
+            (tok, &post, None, Some("evil.example"), Missing),
+            (None, &post, None, Some("localhost"), NoTokenConfigured),
+        ];
+        for (token, method, header, host, want) in cases {
+            let got = policy(*token, true).decide(
+                method,
+                header.map(str::as_bytes),
+                host.map(str::as_bytes),
+            );
+            assert_eq!(
+                &got, want,
+                "token {token:?} {method} {header:?} Host {host:?}"
+            );
+        }
+        // Without open_reads the host does not matter: the token decides.
+        let closed = policy(tok, false);
+        assert_eq!(closed.decide(&get, None, Some(b"localhost")), Missing);
+        assert_eq!(
+            closed.decide(&get, right.map(str::as_bytes), Some(b"evil.example")),
+            Allow
+        );
     }
 
     #[test]

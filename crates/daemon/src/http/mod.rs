@@ -4,10 +4,12 @@
 //! [`RemoteApi`] owns the listener. A spec's `[daemon]` settings are *staged* first (token and
 //! certificate files read, a new address bound) and only *committed* once the rest of the spec
 //! applied, so a bad token file or a busy port changes nothing. With the same address the
-//! listener is kept and only the policy and TLS configuration are swapped.
+//! listener is kept and only the policy, the TLS configuration and the limits ([`limits`]) are
+//! swapped.
 
 pub mod auth;
 pub mod dashboard;
+pub mod limits;
 pub mod logtail;
 mod serve;
 pub mod sse;
@@ -23,25 +25,37 @@ use jarfleet_core::spec::DaemonSpec;
 use tokio::sync::{Mutex, MutexGuard, watch};
 
 use auth::{Policy, SharedPolicy};
-use serve::SharedTls;
+use limits::Limits;
+use serve::{SharedLimits, SharedTls};
 
 /// The `[daemon]` settings of the TCP API with their files read.
 pub struct Loaded {
     addr: String,
     policy: Policy,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
 }
 
 impl Loaded {
     fn describe(&self, local: SocketAddr) -> String {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut hosts = "localhost and IP addresses".to_string();
+        if !self.policy.hosts.is_empty() {
+            hosts = format!("localhost, IP addresses, {}", self.policy.hosts.join(", "));
+        }
         let access = match (&self.policy.token, self.policy.open_reads) {
-            (Some(_), false) => "token required",
-            (Some(_), true) => "reads open, changes need the token",
-            (None, true) => "reads open, no token configured: changes refused",
-            (None, false) => "no token configured: every API request refused",
+            (Some(_), false) => "token required".to_string(),
+            (Some(_), true) => format!("reads open to Host {hosts}, changes need the token"),
+            (None, true) => {
+                format!("reads open to Host {hosts}, no token configured: changes refused")
+            }
+            (None, false) => "no token configured: every API request refused".to_string(),
         };
-        format!("TCP API and dashboard on {scheme}://{local} ({access})")
+        let l = &self.limits;
+        format!(
+            "TCP API and dashboard on {scheme}://{local} ({access}; at most {} connections, request heads within {:?}, idle connections closed after {:?})",
+            l.max_connections, l.header_timeout, l.idle_timeout
+        )
     }
 }
 
@@ -73,8 +87,10 @@ pub fn load(daemon: &DaemonSpec) -> Result<Option<Loaded>, ErrorBody> {
         policy: Policy {
             token,
             open_reads: daemon.open_reads,
+            hosts: daemon.http_hosts.clone(),
         },
         tls,
+        limits: Limits::of(daemon),
     }))
 }
 
@@ -90,7 +106,10 @@ struct Running {
 pub struct RemoteApi {
     policy: SharedPolicy,
     tls: SharedTls,
+    limits: SharedLimits,
     app: OnceLock<Router>,
+    /// Where the accept loop reports refused connections.
+    events: OnceLock<tokio::sync::mpsc::Sender<crate::control::Event>>,
     running: Mutex<Option<Running>>,
 }
 
@@ -106,9 +125,12 @@ impl RemoteApi {
             policy: Arc::new(ArcSwap::from_pointee(Policy {
                 token: None,
                 open_reads: false,
+                hosts: Vec::new(),
             })),
             tls: Arc::new(ArcSwap::from_pointee(None)),
+            limits: Arc::new(ArcSwap::from_pointee(Limits::default())),
             app: OnceLock::new(),
+            events: OnceLock::new(),
             running: Mutex::new(None),
         }
     }
@@ -118,8 +140,9 @@ impl RemoteApi {
     pub fn set_api(&self, api: Router, events: tokio::sync::mpsc::Sender<crate::control::Event>) {
         let guard = auth::Guard {
             policy: self.policy.clone(),
-            alerts: Arc::new(auth::Alerts::new(events)),
+            alerts: Arc::new(auth::Alerts::new(events.clone())),
         };
+        let _ = self.events.set(events);
         let guarded = api.layer(axum::middleware::from_fn_with_state(guard, auth::require));
         let _ = self.app.set(dashboard::routes().merge(guarded));
     }
@@ -236,19 +259,20 @@ impl Change<'_> {
         };
         self.api.policy.store(Arc::new(loaded.policy.clone()));
         self.api.tls.store(Arc::new(loaded.tls.clone()));
+        self.api.limits.store(Arc::new(loaded.limits));
         if let Some(listener) = staged.listener {
             if let Some(old) = self.running.take() {
                 tokio::spawn(stop(old));
             }
             let local = listener.local_addr().ok()?;
-            let app = self.api.app.get()?.clone();
+            let serving = serve::Serving {
+                app: self.api.app.get()?.clone(),
+                tls: self.api.tls.clone(),
+                limits: self.api.limits.clone(),
+                events: self.api.events.get()?.clone(),
+            };
             let (stop_tx, stop_rx) = watch::channel(false);
-            let task = tokio::spawn(serve::accept_loop(
-                listener,
-                app,
-                self.api.tls.clone(),
-                stop_rx,
-            ));
+            let task = tokio::spawn(serve::accept_loop(listener, serving, stop_rx));
             *self.running = Some(Running {
                 local,
                 described: String::new(),

@@ -12,6 +12,7 @@ mod harness;
 mod https_server;
 
 mod api;
+mod api_limits;
 mod balancer;
 mod canary;
 mod config;
