@@ -144,7 +144,8 @@ mod tests {
     fn an_inconclusive_attempt_counts_for_nothing_and_is_retried_soon() {
         let s = spec();
         // (results: Some(ok) or None = inconclusive; failures, successes, inconclusive since)
-        let table: [(&[Option<bool>], u32, u32, Option<Millis>); 6] = [
+        type Row<'a> = (&'a [Option<bool>], u32, u32, Option<Millis>);
+        let table: [Row<'_>; 6] = [
             (&[None], 0, 0, Some(0)),
             (&[Some(false), None], 1, 0, Some(1)),
             (&[Some(false), None, None, Some(false)], 2, 0, None),

@@ -293,18 +293,32 @@ impl Control {
     }
 
     /// Whether `listen` can be bound (or is already ours for `app`).
-    pub(super) fn listen_free(&self, app: &str, listen: &str) -> Result<(), String> {
-        let addr = listen_addr(listen)?;
+    pub(super) fn listen_free(
+        &self,
+        app: &str,
+        listen: &str,
+    ) -> Result<(), crate::fdlimit::Failure> {
+        use crate::fdlimit::{Failure, Op};
+        let addr = listen_addr(listen).map_err(Failure::plain)?;
         if self.lb.apps.get(app).is_some_and(|l| l.addr == addr) {
             return Ok(());
         }
         if self.lb.apps.values().any(|l| l.addr == addr) {
-            return Err(format!(
+            return Err(Failure::plain(format!(
                 "listen = {listen:?} is already used by another app"
-            ));
+            )));
         }
-        std::net::TcpListener::bind(addr)
-            .map(|_| ())
-            .map_err(|e| format!("listen = {listen:?}: cannot listen there: {e}"))
+        std::net::TcpListener::bind(addr).map(|_| ()).map_err(|e| {
+            match crate::fdlimit::of_io(&e, Op::Bind) {
+                Some(s) => Failure {
+                    message: format!(
+                        "listen = {listen:?}: could not check whether it can be listened on: {} ({e})",
+                        s.describe_here()
+                    ),
+                    shortage: Some(s),
+                },
+                None => Failure::plain(format!("listen = {listen:?}: cannot listen there: {e}")),
+            }
+        })
     }
 }
