@@ -398,7 +398,11 @@ impl Control {
             }
             Err(ports::PickError::Unchecked(u)) => {
                 let failure = Failure {
-                    message: u.to_string(),
+                    message: format!(
+                        "checking whether port {} is free: {}",
+                        u.port,
+                        std::io::Error::from_raw_os_error(u.errno)
+                    ),
                     shortage: u.shortage,
                 };
                 self.start_failed(app, slot, failure);

@@ -109,29 +109,118 @@ fn raise_own_limit(need: u64) {
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).expect("raising the test's own limit");
 }
 
-#[test]
-fn fd_shortage_a_flood_of_slow_clients_costs_no_instance_a_restart() {
+/// A fleet of `fx` behind `listen`, its daemon held to [`LIMIT`] descriptors (soft and hard),
+/// with strict health settings: on a daemon that takes its own shortage for failed checks, an
+/// instance turns unhealthy within 0.6 s and is restarted 1 s later. (fleet, listen port, daemon
+/// pid, status before)
+fn limited_fleet(instances: u32) -> (Fleet, u16, u32, Value) {
     raise_own_limit(CLIENTS as u64 + 256);
     let fleet = Fleet::new(8);
     let lb = free_port();
     let listen = format!("listen = \"127.0.0.1:{lb}\"");
-    // Strict health settings: on a daemon that takes its own shortage for failed checks, an
-    // instance turns unhealthy within 0.6 s and is restarted 1 s later.
     fleet.write_spec(&fleet.app_toml(&AppDef {
-        instances: 2,
+        instances,
         extra: &listen,
         health: "http = \"/health\"\ninterval = \"300ms\"\ntimeout = \"1s\"\nfailures = 2\nunhealthy_restart_after = \"1s\"",
         ..Default::default()
     }));
     run_limited(&fleet, LIMIT, LIMIT, &["up", "-d", "--wait"]);
-    fleet.wait_ready("fx", 2, START);
+    fleet.wait_ready("fx", instances as usize, START);
     let daemon = fleet.daemon_pid().expect("daemon pid");
     assert_eq!(
         open_file_limits(u64::from(daemon)),
         (LIMIT, LIMIT),
         "the daemon runs with the limit it was given (the hard one cannot be raised)"
     );
-    let before = fleet.status();
+    wait_until("the balancer to serve", START, || {
+        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
+    });
+    let status = fleet.status();
+    (fleet, lb, daemon, status)
+}
+
+/// Slow clients on the balancer, each sending a request head that never ends, a byte at a time.
+struct Flood {
+    clients: Vec<TcpStream>,
+    refused: usize,
+    round: usize,
+    next_byte: Instant,
+}
+
+impl Flood {
+    fn open(lb: u16, n: usize) -> Flood {
+        let addr = SocketAddr::from(([127, 0, 0, 1], lb));
+        let mut clients: Vec<TcpStream> = Vec::with_capacity(n);
+        for _ in 0..n {
+            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+                Ok(mut s) => {
+                    let _ = s.write_all(b"G");
+                    clients.push(s);
+                }
+                Err(e) => {
+                    // The listen backlog is full (a host with a small somaxconn): the daemon
+                    // is saturated already, and every further connect would wait as long.
+                    eprintln!(
+                        "connect {} failed ({e}): no more clients",
+                        clients.len() + 1
+                    );
+                    break;
+                }
+            }
+        }
+        Flood {
+            refused: n - clients.len(),
+            clients,
+            round: 0,
+            next_byte: Instant::now(),
+        }
+    }
+
+    /// The next byte of the head to every client, every 500 ms (call it often).
+    fn trickle(&mut self) {
+        const HEAD: &[u8] = b"ET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+        if Instant::now() < self.next_byte {
+            return;
+        }
+        let byte = HEAD.get(self.round).copied().unwrap_or(b'a');
+        for c in self.clients.iter_mut() {
+            let _ = c.write_all(&[byte]);
+        }
+        self.round += 1;
+        self.next_byte = Instant::now() + Duration::from_millis(500);
+    }
+}
+
+/// Whether the daemon holds (nearly) every descriptor it may.
+fn exhausted(daemon: u32) -> bool {
+    open_count(daemon).is_some_and(|n| n as u64 >= LIMIT - 4)
+}
+
+/// A `daemon.shortage` event among `events` about `doing` names the limit, and so does the log.
+fn assert_shortage_named(fleet: &Fleet, events: &[&Value], doing: &str) {
+    let shortage = events
+        .iter()
+        .find(|e| {
+            e["kind"] == "daemon.shortage"
+                && e["message"].as_str().is_some_and(|m| m.contains(doing))
+        })
+        .unwrap_or_else(|| panic!("no daemon.shortage event about {doing:?} among {events:#?}"));
+    let message = shortage["message"].as_str().unwrap_or("");
+    eprintln!("the shortage, as reported: {message}");
+    assert!(
+        message.contains(&format!("out of file descriptors (limit {LIMIT})")),
+        "{message}"
+    );
+    assert!(
+        daemon_log(fleet).contains(&format!("out of file descriptors (limit {LIMIT})")),
+        "the daemon's log does not name the shortage:\n{}",
+        daemon_log_tail(fleet)
+    );
+}
+
+#[test]
+fn fd_shortage_a_flood_of_slow_clients_costs_no_instance_a_restart() {
+    let (fleet, lb, daemon, before) = limited_fleet(2);
     let files = &before["daemon"]["open_files"];
     assert_eq!(files["limit"], LIMIT, "{files}");
     assert_eq!(files["hard_limit"], LIMIT, "{files}");
@@ -140,57 +229,23 @@ fn fd_shortage_a_flood_of_slow_clients_costs_no_instance_a_restart() {
     assert_eq!(files["balancer_budget"], 128, "{files}");
     let instances = pids_and_restarts(&before);
     assert_eq!(instances.len(), 2);
-    wait_until("the balancer to serve", START, || {
-        http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
-    });
     let events_before = fleet.events().len();
 
-    // 1,100 clients, each with a request head that never ends.
-    let addr = SocketAddr::from(([127, 0, 0, 1], lb));
-    let mut clients: Vec<TcpStream> = Vec::with_capacity(CLIENTS);
-    let mut refused = 0;
-    for _ in 0..CLIENTS {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(mut s) => {
-                let _ = s.write_all(b"G");
-                clients.push(s);
-            }
-            Err(e) => {
-                // The listen backlog is full (a host with a small somaxconn): the daemon is
-                // saturated already, and every further connect would wait just as long.
-                eprintln!(
-                    "connect {} failed ({e}): no more clients",
-                    clients.len() + 1
-                );
-                refused = CLIENTS - clients.len();
-                break;
-            }
-        }
-    }
-    // Held for a while (several times what an instance needs to be restarted for failed
-    // checks), a byte at a time: the daemon's probes run all along, every 300 ms.
-    let head = b"ET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ";
-    let hold = Duration::from_secs(8);
-    let started = Instant::now();
-    let mut most_open = 0;
-    let mut round = 0;
-    let mut next_byte = Instant::now();
-    let status_during = {
+    let mut flood = Flood::open(lb, CLIENTS);
+    let status_asked = Instant::now();
+    let mut status_during = {
         let mut cmd = fleet.command(&["status", "-o", "json"]);
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.spawn().expect("jarfleet status during the flood")
     };
-    let status_asked = Instant::now();
+    // Held for several times what an instance needs to be restarted for failed checks; the
+    // daemon's probes run all along, every 300 ms.
+    let hold = Duration::from_secs(8);
+    let started = Instant::now();
+    let mut was_exhausted = false;
     while started.elapsed() < hold {
-        if Instant::now() >= next_byte {
-            let byte = head.get(round).copied().unwrap_or(b'a');
-            for c in clients.iter_mut() {
-                let _ = c.write_all(&[byte]);
-            }
-            round += 1;
-            next_byte = Instant::now() + Duration::from_millis(500);
-        }
-        most_open = most_open.max(open_count(daemon).unwrap_or(0));
+        flood.trickle();
+        was_exhausted = was_exhausted || exhausted(daemon);
         for (slot, pid, _) in &instances {
             assert!(
                 pid_alive(*pid as u32),
@@ -202,16 +257,15 @@ fn fd_shortage_a_flood_of_slow_clients_costs_no_instance_a_restart() {
         assert!(pid_alive(daemon), "the daemon died in the flood");
         std::thread::sleep(Duration::from_millis(25));
     }
-    let exhausted = most_open as u64 >= LIMIT - 4;
     eprintln!(
-        "flood: {} clients connected ({refused} not), the daemon held up to {most_open} of {LIMIT} descriptors (exhausted: {exhausted})",
-        clients.len()
+        "flood: {} clients connected ({} not), the daemon exhausted: {was_exhausted}",
+        flood.clients.len(),
+        flood.refused
     );
-    drop(clients);
+    drop(flood);
 
     // The status asked for during the flood is answered (at the latest once it is over), and so
     // is a new one.
-    let mut status_during = status_during;
     wait_until("the status asked for during the flood", START, || {
         status_during.try_wait().ok().flatten()
     });
@@ -255,34 +309,91 @@ fn fd_shortage_a_flood_of_slow_clients_costs_no_instance_a_restart() {
         );
     }
     // The shortage (if the daemon ran out at all) is named, with the limit.
-    if exhausted {
-        let shortage = new
-            .iter()
-            .find(|e| e["kind"] == "daemon.shortage")
-            .unwrap_or_else(|| panic!("no daemon.shortage event among {new:#?}"));
-        let message = shortage["message"].as_str().unwrap_or("");
-        eprintln!("the shortage, as reported: {message}");
-        assert!(
-            message.contains(&format!("out of file descriptors (limit {LIMIT})"))
-                && message.contains("could not be run")
-                && message.contains("not counted against the instance"),
-            "{message}"
-        );
+    if was_exhausted {
+        assert_shortage_named(&fleet, &new, "could not be run");
         let files = &after["daemon"]["open_files"];
         assert!(
             files["shortages"].as_u64().is_some_and(|n| n > 0),
             "{files}"
-        );
-        assert!(
-            daemon_log(&fleet).contains(&format!("out of file descriptors (limit {LIMIT})")),
-            "the daemon's log does not name the shortage:\n{}",
-            daemon_log_tail(&fleet)
         );
     }
     // And the balancer serves again.
     wait_until("the balancer to serve after the flood", START, || {
         http_get(lb, "/version").ok().filter(|(c, _)| *c == 200)
     });
+}
+
+#[test]
+fn fd_shortage_a_crash_in_the_flood_is_restarted_once_without_a_backoff_or_a_port_in_use() {
+    let (fleet, lb, daemon, before) = limited_fleet(1);
+    let instances = pids_and_restarts(&before);
+    let (_, jvm, restarts) = instances[0];
+    assert_eq!(restarts, 0);
+    let events_before = fleet.events().len();
+
+    let mut flood = Flood::open(lb, CLIENTS);
+    wait_until("the daemon out of descriptors", START, || {
+        flood.trickle();
+        exhausted(daemon).then_some(())
+    });
+    // The JVM crashes while the daemon has no descriptor to start another with.
+    kill9(jvm as u32);
+    let killed = Instant::now();
+    while killed.elapsed() < Duration::from_secs(6) {
+        flood.trickle();
+        assert!(pid_alive(daemon), "the daemon died in the flood");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let still_exhausted = exhausted(daemon);
+    drop(flood);
+
+    // Once descriptors are back, the instance is restarted: one restart, for the one crash.
+    let ready = fleet.wait_ready("fx", 1, START);
+    assert_ne!(ready[0]["pid"].as_u64(), Some(jvm), "{ready:?}");
+    assert_eq!(
+        ready[0]["restarts"],
+        1,
+        "{ready:?}\n{}",
+        daemon_log_tail(&fleet)
+    );
+    let events = fleet.events();
+    let new: Vec<&Value> = events.iter().skip(events_before).collect();
+    let kinds: Vec<&str> = new.iter().filter_map(|e| e["kind"].as_str()).collect();
+    for kind in ["instance.spawn-failed", "instance.crash-loop"] {
+        assert!(!kinds.contains(&kind), "{kind} in {new:#?}");
+    }
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "instance.restart-scheduled")
+            .count(),
+        1,
+        "{new:#?}"
+    );
+    for e in &new {
+        let message = e["message"].as_str().unwrap_or("");
+        assert!(
+            !message.contains("in use by other processes"),
+            "a shortage taken for ports in use: {e}"
+        );
+    }
+    assert!(
+        still_exhausted,
+        "the daemon was not out of descriptors any more when the flood ended: the start was not put to the test"
+    );
+    let postponed = new
+        .iter()
+        .find(|e| e["kind"] == "instance.spawn-postponed")
+        .unwrap_or_else(|| panic!("no instance.spawn-postponed among {new:#?}"));
+    let message = postponed["message"].as_str().unwrap_or("");
+    eprintln!("the postponed start, as reported: {message}");
+    assert!(
+        message.contains(&format!("out of file descriptors (limit {LIMIT})"))
+            && message.contains("no restart counted"),
+        "{message}"
+    );
+    // (Reported at most every 10 s: the one about the checks may have come first.)
+    assert_shortage_named(&fleet, &new, "");
 }
 
 fn daemon_log(fleet: &Fleet) -> String {
