@@ -767,7 +767,7 @@ impl Control {
             ));
         }
         message.push_str(&format!(" To do: {}.", shortage.hint()));
-        tracing::warn!("{message}");
+        // `emit` logs it too.
         self.emit("daemon.shortage", None, None, message);
     }
 
