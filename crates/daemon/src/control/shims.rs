@@ -558,19 +558,27 @@ async fn attach_patiently(
     tx: &mpsc::Sender<Event>,
 ) -> anyhow::Result<Result<mpsc::UnboundedSender<ShimCommand>, Option<ExitInfo>>> {
     const TRIES: u32 = 50;
+    let mut last = None;
     for _ in 0..TRIES {
         match shim_client::attach(run_dir, app.to_string(), slot, generation, tx.clone()).await {
             Ok(commands) => return Ok(Ok(commands)),
             Err(shim_client::Unattached::Gone(exit)) => return Ok(Err(exit)),
             Err(shim_client::Unattached::Short(failure)) => {
                 tracing::warn!("re-adopting {app}/{slot}: {}", failure.explained());
+                last = Some(failure);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }
+    let (why, hint) = match last.as_ref().and_then(|f| f.shortage.map(|s| (f, s))) {
+        Some((f, s)) => (f.explained(), s.hint()),
+        None => (
+            "short of resources".to_string(),
+            "free resources on the host",
+        ),
+    };
     anyhow::bail!(
-        "cannot re-adopt {app}/{slot}: the daemon is short of resources ({}) for {} s; its JVM keeps running under its shim. Raise the daemon's open-file limit (LimitNOFILE= in its unit, `ulimit -n`) and start it again",
-        crate::fdlimit::Shortage::Descriptors.describe_here(),
+        "cannot re-adopt {app}/{slot} for {} s: {why}. Its JVM keeps running under its shim; {hint}, then start the daemon again",
         TRIES / 10
     )
 }
