@@ -539,15 +539,21 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
             "state_dir_writable": writable,
             "daemon": daemon,
             "open_files": {
-                "here": here.map(|(soft, hard)| serde_json::json!({
-                    "soft": soft,
-                    "hard": hard,
-                    "daemon_would_get": jarfleet_daemon::fdlimit::Limits::of(
+                // This shell's limit, and what a daemon started from here would make of it.
+                "here": here.map(|(soft, hard)| {
+                    let l = jarfleet_daemon::fdlimit::Limits::of(
                         soft,
                         hard,
                         jarfleet_daemon::fdlimit::raise_target(soft, hard),
-                    ).budget,
-                })),
+                    );
+                    serde_json::json!({
+                        "soft": soft,
+                        "hard": hard,
+                        "daemon_limit": l.soft,
+                        "daemon_reserve": l.reserve,
+                        "balancer_budget": l.budget,
+                    })
+                }),
                 "daemon": daemon_files,
             },
         }));
