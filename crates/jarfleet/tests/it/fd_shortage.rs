@@ -1,10 +1,16 @@
-//! The daemon's open files: its limit raised at start and given back to the JVMs, and — the
-//! review's reproducer — a daemon held to 512 descriptors (soft and hard, so raising cannot help)
-//! flooded with 1,100 slow clients on an app's `listen` address: its health checks cannot run,
-//! and that must cost no instance anything.
+//! The daemon's open files:
+//!
+//! - its soft limit raised at start, while shims start with the one it was given (and JVMs
+//!   raise their own);
+//! - the review's reproducer: a daemon held to 512 descriptors (soft and hard, so raising cannot
+//!   help) flooded with 1,100 slow clients on an app's `listen` address. Its health checks cannot
+//!   run, and that must cost no instance anything;
+//! - a JVM that crashes in that flood: its restart cannot be made while the daemon has no
+//!   descriptor, and must be postponed — not counted, not backed off, no port "in use".
 //!
 //! The daemon is started under util-linux's `prlimit`, so only it and its children have the low
-//! limit.
+//! limit. Whether clients are still *served* during the flood is the balancer's connection cap's
+//! business (`jarfleet_proxy::set_connection_budget`); these tests hold whether it caps or not.
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
