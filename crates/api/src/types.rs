@@ -90,6 +90,30 @@ pub struct DaemonStatus {
     pub state_dir: String,
     pub uptime_secs: u64,
     pub spec: Option<String>,
+    /// The daemon's open files: its limit, the load balancer's share, shortages met.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub open_files: Option<OpenFiles>,
+}
+
+/// The daemon's open-file limit and what it does with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenFiles {
+    /// The soft limit in force (raised to the hard limit at start).
+    pub limit: u64,
+    pub hard_limit: u64,
+    /// The soft limit the daemon was started with; shims, JVMs and exec checks start with it.
+    pub started_with: u64,
+    /// Kept for the control plane: health checks, the API, the store, shims.
+    pub reserve: u64,
+    /// Client connections the load balancer's listeners may hold together.
+    pub balancer_budget: u64,
+    /// Descriptors open now (none when they could not be counted).
+    pub open: Option<u64>,
+    /// Times the daemon was short of descriptors (or memory, local ports, …) since it started;
+    /// none of them was held against an instance.
+    pub shortages: u64,
+    /// The latest of them.
+    pub last_shortage: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -205,9 +205,23 @@ pub enum Input {
     SpawnFailed {
         error: String,
     },
+    /// The instance could not be started for a reason of the daemon's own (out of file
+    /// descriptors, memory or processes; its ports could not be checked): not a failure of the
+    /// app. Tried again after [`SPAWN_RETRY_MS`]; no restart is counted and the backoff does not
+    /// grow.
+    SpawnPostponed {
+        reason: String,
+    },
     Probe {
         ok: bool,
         error: Option<String>,
+    },
+    /// The check could not be run at all for a reason of the daemon's own (out of file
+    /// descriptors, memory or local ports): neither a pass nor a failure. Tried again soon
+    /// ([`crate::health::INCONCLUSIVE_RETRY_MS`]); while nothing is known, `start_timeout` and
+    /// `unhealthy_restart_after` are not enforced.
+    ProbeInconclusive {
+        reason: String,
     },
     Exited {
         exit: ExitInfo,
@@ -253,6 +267,8 @@ pub enum NoteKind {
     CrashLoop,
     GaveUp,
     SpawnFailed,
+    /// A start put off because the daemon was short of resources (not counted).
+    SpawnPostponed,
     BackoffReset,
 }
 
@@ -272,6 +288,10 @@ fn note(kind: NoteKind, message: impl Into<String>) -> Effect {
 fn ms(d: Duration) -> Millis {
     d.as_millis() as Millis
 }
+
+/// A start postponed for a shortage of the daemon's own is tried again this much later: fixed,
+/// short, and never counted as a restart.
+pub const SPAWN_RETRY_MS: Millis = 2_000;
 
 impl Instance {
     pub fn new(app: &str, slot: u32, release: &str, now: Millis) -> Instance {
@@ -360,7 +380,43 @@ impl Instance {
                 }
                 effects
             }
+            Input::SpawnPostponed { reason } => {
+                let mut effects = vec![note(
+                    NoteKind::SpawnPostponed,
+                    format!(
+                        "could not start: {reason}; not a failure of the app (no restart counted): trying again in {} s",
+                        SPAWN_RETRY_MS / 1000
+                    ),
+                )];
+                match self.phase {
+                    Phase::Stopping {
+                        then: then @ (AfterStop::Halt | AfterStop::Remove),
+                        ..
+                    } => {
+                        self.phase = Phase::Stopped;
+                        effects.extend(self.on_stop(then, now, spec));
+                    }
+                    _ => {
+                        self.process = None;
+                        self.phase = Phase::Waiting {
+                            at: now + SPAWN_RETRY_MS,
+                            spawning: false,
+                        };
+                    }
+                }
+                effects
+            }
             Input::Probe { ok, error } => self.on_probe(ok, error, now, spec),
+            Input::ProbeInconclusive { reason: _ } => {
+                self.probe_in_flight = false;
+                if matches!(
+                    self.phase,
+                    Phase::Starting { .. } | Phase::Ready { .. } | Phase::Unhealthy { .. }
+                ) {
+                    self.probes.record_inconclusive(now);
+                }
+                vec![]
+            }
             Input::Exited { exit } => self.on_exit(exit, now, spec, jitter),
             Input::Drained => self.signal(spec),
             Input::Tick => self.on_tick(now, spec),
@@ -565,7 +621,7 @@ impl Instance {
                 vec![Effect::Spawn]
             }
             Phase::Starting { since } => {
-                if now >= since + ms(h.start_timeout) {
+                if now >= since + ms(h.start_timeout) && !self.probes.is_inconclusive() {
                     let why = note(
                         NoteKind::StartTimeout,
                         format!(
@@ -590,7 +646,7 @@ impl Instance {
                 effects
             }
             Phase::Unhealthy { since } => {
-                if now >= since + ms(h.unhealthy_restart_after) {
+                if now >= since + ms(h.unhealthy_restart_after) && !self.probes.is_inconclusive() {
                     let why = note(
                         NoteKind::UnhealthyRestart,
                         format!(
@@ -666,24 +722,31 @@ impl Instance {
         let probe = |starting: bool, since: Millis| {
             (!self.probe_in_flight).then(|| health::next_probe_at(h, &self.probes, starting, since))
         };
+        // While the daemon could not check the instance, its deadline waits for a real result.
+        let deadline = |at: Millis| (!self.probes.is_inconclusive()).then_some(at);
         match self.phase {
             Phase::Waiting {
                 at,
                 spawning: false,
             } => Some(at),
             Phase::Starting { since } => {
-                let deadline = since + ms(h.start_timeout);
-                Some(probe(true, since).map_or(deadline, |p| p.min(deadline)))
+                [probe(true, since), deadline(since + ms(h.start_timeout))]
+                    .into_iter()
+                    .flatten()
+                    .min()
             }
             Phase::Ready { since } => {
                 let reset =
                     (self.consecutive_crashes > 0).then(|| since + ms(spec.restart.reset_after));
                 [probe(false, since), reset].into_iter().flatten().min()
             }
-            Phase::Unhealthy { since } => {
-                let deadline = since + ms(h.unhealthy_restart_after);
-                Some(probe(false, since).map_or(deadline, |p| p.min(deadline)))
-            }
+            Phase::Unhealthy { since } => [
+                probe(false, since),
+                deadline(since + ms(h.unhealthy_restart_after)),
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             Phase::Stopping { since, .. } if !self.signalled && self.process.is_some() => {
                 Some(since + ms(spec.stop.drain_timeout))
             }
@@ -2094,5 +2157,171 @@ mod tests {
         assert_eq!(step(&mut i, &spec, stop, t(1_000)), ["Stopping", DRAIN]);
         assert_eq!(step(&mut i, &spec, Input::Tick, t(4_000)), [STOP]);
         assert!(step(&mut i, &spec, Input::Drained, t(4_100)).is_empty());
+    }
+
+    fn inconclusive() -> Input {
+        Input::ProbeInconclusive {
+            reason: "out of file descriptors".into(),
+        }
+    }
+
+    #[test]
+    fn an_inconclusive_check_is_neither_a_pass_nor_a_failure() {
+        // interval 5 s, so the retry within a second shows
+        let spec = spec_with(&[("interval = \"1s\"", "interval = \"5s\"")]);
+        assert_eq!(spec.health.failures, 2);
+        // (results: Some(ok) or None = could not be run; the index that turns it unhealthy)
+        let table: [(&[Option<bool>], Option<usize>); 6] = [
+            (&[None, None, None, None, None], None),
+            (&[Some(false), None, None, None], None),
+            (&[Some(false), None, Some(false)], Some(2)),
+            (&[None, Some(false), None, None, Some(false)], Some(4)),
+            (&[Some(false), None, Some(true), Some(false)], None),
+            (&[None, Some(true), None, Some(false), Some(false)], Some(4)),
+        ];
+        for (results, turns) in table {
+            let r = t(10_000);
+            let mut i = ready(&spec, r);
+            let mut now = r;
+            for (k, result) in results.iter().enumerate() {
+                let what = format!("{results:?}, probe {k}");
+                now = i.next_wakeup(&spec).expect("a probe is due");
+                assert_eq!(step(&mut i, &spec, Input::Tick, now), ["Probe"], "{what}");
+                let input = match result {
+                    Some(ok) => probe(*ok),
+                    None => inconclusive(),
+                };
+                let out = step(&mut i, &spec, input, now);
+                if turns == Some(k) {
+                    assert_eq!(out, ["Unhealthy"], "{what}");
+                } else {
+                    assert!(out.is_empty(), "{what}");
+                    assert!(i.is_ready(), "{what}");
+                }
+                // Retried a second later, not a whole interval.
+                let retry = if result.is_none() { 1_000 } else { 5_000 };
+                assert_eq!(i.next_wakeup(&spec), Some(now + retry), "{what}");
+            }
+            assert!(now > r, "{results:?}");
+            assert_eq!(i.restarts, 0, "{results:?}");
+        }
+    }
+
+    #[test]
+    fn deadlines_wait_for_a_check_that_could_be_run() {
+        let spec = spec();
+        // start_timeout (10 s) passes while no check can be run: not a start failure
+        let mut i = starting(&spec, t(0));
+        for at in [t(9_000), t(9_900), t(10_500), t(11_500)] {
+            assert_eq!(step(&mut i, &spec, Input::Tick, at), ["Probe"], "at {at}");
+            assert!(
+                step(&mut i, &spec, inconclusive(), at).is_empty(),
+                "at {at}"
+            );
+            // the next wake-up is the retry, not the deadline that passed
+            assert!(i.next_wakeup(&spec).is_some_and(|w| w > at), "at {at}");
+        }
+        assert!(matches!(i.phase, Phase::Starting { .. }));
+        // the check runs again and passes: ready, late but not killed
+        let mut late = i.clone();
+        assert_eq!(step(&mut late, &spec, Input::Tick, t(12_000)), ["Probe"]);
+        assert_eq!(step(&mut late, &spec, probe(true), t(12_000)), ["Ready"]);
+        // or fails: now the deadline counts
+        assert_eq!(step(&mut i, &spec, Input::Tick, t(12_000)), ["Probe"]);
+        assert!(step(&mut i, &spec, probe(false), t(12_000)).is_empty());
+        assert_eq!(i.next_wakeup(&spec), Some(t(10_000)));
+        assert_eq!(
+            step(&mut i, &spec, Input::Tick, t(12_000)),
+            ["StartTimeout", DRAIN]
+        );
+
+        // unhealthy_restart_after (5 s) likewise
+        let u = t(100_000);
+        let mut i = unhealthy(&spec, u);
+        for at in [u + 1_000, u + 2_000, u + 5_000, u + 6_000] {
+            assert_eq!(step(&mut i, &spec, Input::Tick, at), ["Probe"], "at {at}");
+            assert!(
+                step(&mut i, &spec, inconclusive(), at).is_empty(),
+                "at {at}"
+            );
+            assert!(step(&mut i, &spec, Input::Tick, at).is_empty(), "at {at}");
+        }
+        assert_eq!(i.phase, Phase::Unhealthy { since: u });
+        assert_eq!(step(&mut i, &spec, Input::Tick, u + 7_000), ["Probe"]);
+        assert!(step(&mut i, &spec, probe(false), u + 7_000).is_empty());
+        assert_eq!(
+            step(&mut i, &spec, Input::Tick, u + 7_000),
+            ["UnhealthyRestart", DRAIN]
+        );
+    }
+
+    #[test]
+    fn an_inconclusive_answer_outside_a_running_phase_changes_nothing() {
+        let spec = spec();
+        let mut i = fresh(t(0));
+        step(&mut i, &spec, Input::Tick, t(0));
+        let before = i.clone();
+        assert!(step(&mut i, &spec, inconclusive(), t(5)).is_empty());
+        assert_eq!(i, before);
+    }
+
+    #[test]
+    fn a_postponed_spawn_is_retried_soon_and_never_counted() {
+        let spec = spec();
+        let postponed = || Input::SpawnPostponed {
+            reason: "out of file descriptors (open-file limit 512)".into(),
+        };
+        // (consecutive crashes before, state word while waiting)
+        for (crashes, word) in [(0, "pending"), (1, "backoff"), (3, "crash-loop")] {
+            let mut i = in_phase(
+                Phase::Waiting {
+                    at: t(0),
+                    spawning: false,
+                },
+                crashes,
+            );
+            i.restarts = crashes;
+            let mut now = t(0);
+            for round in 0..5 {
+                let what = format!("{crashes} crashes, round {round}");
+                assert_eq!(step(&mut i, &spec, Input::Tick, now), ["Spawn"], "{what}");
+                let out = i.step(postponed(), now + 10, &spec, NO_JITTER);
+                assert_eq!(shape(&out), ["SpawnPostponed"], "{what}");
+                assert_eq!(
+                    messages(&out),
+                    [
+                        "could not start: out of file descriptors (open-file limit 512); not a failure of the app (no restart counted): trying again in 2 s"
+                    ],
+                    "{what}"
+                );
+                assert_eq!(
+                    i.phase,
+                    Phase::Waiting {
+                        at: now + 10 + SPAWN_RETRY_MS,
+                        spawning: false
+                    },
+                    "{what}"
+                );
+                assert_eq!(
+                    (i.restarts, i.consecutive_crashes),
+                    (crashes, crashes),
+                    "{what}"
+                );
+                assert_eq!(i.state_word(), word, "{what}");
+                now = i.next_wakeup(&spec).expect("a retry is due");
+                assert_eq!(now, t(round * 2_010 + 2_010), "{what}");
+            }
+        }
+        // stopped or removed while the spawn was under way: nothing to retry
+        for (then, want) in [
+            (AfterStop::Halt, &["SpawnPostponed", "Stopped"]),
+            (AfterStop::Remove, &["SpawnPostponed", "Forget"]),
+        ] {
+            let mut i = fresh(t(0));
+            step(&mut i, &spec, Input::Tick, t(0));
+            step(&mut i, &spec, Input::Stop { then }, t(5));
+            assert_eq!(step(&mut i, &spec, postponed(), t(10)), want, "{then:?}");
+            assert_eq!(i.phase, Phase::Stopped, "{then:?}");
+        }
     }
 }

@@ -178,6 +178,8 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::spec::AppSpec;
     use crate::testkit::{spec, spec_with};
@@ -373,6 +375,61 @@ mod tests {
             };
             assert_eq!(got, want, "{name}");
             assert_eq!(got.is_empty(), got.changes.is_empty(), "{name}");
+        }
+    }
+
+    #[test]
+    fn every_balancer_setting_changes_live_without_a_restart() {
+        let base = spec();
+        type Edit = fn(&mut crate::spec::BalancerSpec);
+        let edits: [(&str, Edit); 16] = [
+            ("balance", |b| {
+                b.balance = crate::spec::Balance::LeastRequest
+            }),
+            ("slow_start", |b| b.slow_start = Duration::ZERO),
+            ("head_timeout", |b| b.head_timeout = Duration::from_secs(3)),
+            ("keepalive_timeout", |b| {
+                b.keepalive_timeout = Duration::from_secs(5)
+            }),
+            ("body_timeout", |b| b.body_timeout = Duration::from_secs(9)),
+            ("connect_timeout", |b| {
+                b.connect_timeout = Duration::from_millis(300)
+            }),
+            ("response_timeout", |b| {
+                b.response_timeout = Duration::from_secs(600)
+            }),
+            ("backend_idle_timeout", |b| {
+                b.backend_idle_timeout = Duration::from_secs(4)
+            }),
+            ("tcp_idle_timeout", |b| {
+                b.tcp_idle_timeout = Duration::from_secs(60)
+            }),
+            ("max_connections", |b| b.max_connections = 50),
+            ("max_idle_per_backend", |b| b.max_idle_per_backend = 0),
+            ("request_buffer", |b| b.request_buffer = 0),
+            ("eject_for", |b| b.eject_for = Duration::from_secs(60)),
+            ("eject_after", |b| b.eject_after = 1),
+            ("stall_timeout", |b| b.stall_timeout = Duration::ZERO),
+            ("stall_probe_timeout", |b| {
+                b.stall_probe_timeout = Duration::from_millis(200)
+            }),
+        ];
+        for (key, edit) in edits {
+            let mut changed = base.clone();
+            edit(&mut changed.balancer);
+            assert_ne!(
+                changed.balancer, base.balancer,
+                "{key}: the edit changes nothing"
+            );
+            let got = plan(
+                &fleet(&[("web", &base, "r1")]),
+                &fleet(&[("web", &changed, "r1")]),
+            );
+            assert_eq!(got.changes, vec![update(&["balancer"])], "{key}");
+            // and it is kept when the app moves to another release
+            let mut moved = base.clone();
+            keep_live_settings(&mut moved, &changed);
+            assert_eq!(moved.balancer, changed.balancer, "{key}");
         }
     }
 

@@ -178,6 +178,34 @@ fn minimal_spec_gets_every_default() {
     assert!(d.auto_rollback);
     assert_eq!(d.keep_old, Duration::from_secs(300));
     assert_eq!(d.canary.steps, vec![5, 25, 50, 100]);
+    let b = &web.balancer;
+    assert_eq!(*b, spec::BalancerSpec::default());
+    let s = Duration::from_secs;
+    assert_eq!(
+        (
+            b.head_timeout,
+            b.keepalive_timeout,
+            b.body_timeout,
+            b.connect_timeout,
+            b.response_timeout,
+            b.backend_idle_timeout,
+            b.tcp_idle_timeout
+        ),
+        (s(10), s(75), s(30), s(2), s(60), s(20), s(600))
+    );
+    assert_eq!(
+        (b.max_connections, b.max_idle_per_backend, b.request_buffer),
+        (10_000, 128, 64 * 1024)
+    );
+    assert_eq!(
+        (
+            b.eject_for,
+            b.eject_after,
+            b.stall_timeout,
+            b.stall_probe_timeout
+        ),
+        (s(5), 3, s(3), s(1))
+    );
 }
 
 #[test]
@@ -350,6 +378,43 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
     );
     assert_eq!(proxy.health.check, HealthCheck::Tcp);
     assert_eq!(proxy.deploy.strategy, Strategy::BlueGreen);
+    let ms = Duration::from_millis;
+    assert_eq!(
+        proxy.balancer,
+        spec::BalancerSpec {
+            balance: spec::Balance::LeastRequest,
+            slow_start: Duration::ZERO,
+            head_timeout: ms(5_000),
+            keepalive_timeout: ms(120_000),
+            body_timeout: ms(15_000),
+            connect_timeout: ms(500),
+            response_timeout: ms(300_000),
+            backend_idle_timeout: ms(10_000),
+            tcp_idle_timeout: ms(3_600_000),
+            max_connections: 2000,
+            max_idle_per_backend: 0,
+            request_buffer: 0,
+            eject_for: ms(30_000),
+            eject_after: 1,
+            stall_timeout: Duration::ZERO,
+            stall_probe_timeout: ms(250),
+        }
+    );
+}
+
+#[test]
+fn a_stored_balancer_without_the_newer_keys_reads_their_defaults() {
+    // What a daemon of the previous version stored for an app's balancer.
+    let old = r#"{"balance": "least-request", "slow_start": {"secs": 5, "nanos": 0}}"#;
+    let b: spec::BalancerSpec = serde_json::from_str(old).expect("an old record loads");
+    assert_eq!(
+        b,
+        spec::BalancerSpec {
+            balance: spec::Balance::LeastRequest,
+            slow_start: Duration::from_secs(5),
+            ..spec::BalancerSpec::default()
+        }
+    );
 }
 
 #[test]

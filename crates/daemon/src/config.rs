@@ -30,7 +30,8 @@ pub fn render_instance(
     templates: &Path,
     dest: &Path,
     vars: &BTreeMap<&'static str, String>,
-) -> Result<(), String> {
+) -> Result<(), crate::fdlimit::Failure> {
+    use crate::fdlimit::{Failure, Op};
     let lookup = |name: &str| {
         Some(
             vars.get(name)
@@ -41,13 +42,17 @@ pub fn render_instance(
     let tmp = dest.with_extension("incoming");
     let _ = std::fs::remove_dir_all(&tmp);
     if let Some(parent) = tmp.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            Failure::io(format_args!("creating {}", parent.display()), &e, Op::File)
+        })?;
     }
-    jarfleet_bundle::template::render_dir(templates, &tmp, &lookup)
-        .map_err(|e| format!("rendering the config of {}: {e}", templates.display()))?;
+    jarfleet_bundle::template::render_dir(templates, &tmp, &lookup).map_err(|e| Failure {
+        message: format!("rendering the config of {}: {e}", templates.display()),
+        shortage: crate::fdlimit::in_chain(&e, Op::File),
+    })?;
     let _ = std::fs::remove_dir_all(dest);
-    std::fs::rename(&tmp, dest).map_err(|e| format!("placing {}: {e}", dest.display()))
+    std::fs::rename(&tmp, dest)
+        .map_err(|e| Failure::io(format_args!("placing {}", dest.display()), &e, Op::File))
 }
 
 /// Renders the `config` templates of every app of `spec` into `config_rendered`, with `env`

@@ -99,15 +99,20 @@ pub struct UserInfo {
 }
 
 /// Looks up `name`; `Err` says what is wrong and what to do.
-pub fn resolve_user(app: &str, name: &str) -> Result<UserInfo, String> {
+pub fn resolve_user(app: &str, name: &str) -> Result<UserInfo, crate::fdlimit::Failure> {
+    use crate::fdlimit::{Failure, Op, classify};
     let user = nix::unistd::User::from_name(name)
-        .map_err(|e| format!("apps.{app}.user: looking up user {name:?}: {e}"))?
-        .ok_or_else(|| format!("apps.{app}.user: there is no user {name:?} on this host; create it (useradd --system {name}) or fix the spec"))?;
+        .map_err(|e| Failure {
+            message: format!("apps.{app}.user: looking up user {name:?}: {e}"),
+            // Reading the user database needs a descriptor too.
+            shortage: classify(e as i32, Op::File),
+        })?
+        .ok_or_else(|| Failure::plain(format!("apps.{app}.user: there is no user {name:?} on this host; create it (useradd --system {name}) or fix the spec")))?;
     let me = nix::unistd::geteuid();
     if !me.is_root() && user.uid != me {
-        return Err(format!(
+        return Err(Failure::plain(format!(
             "apps.{app}.user = {name:?}: the daemon runs as uid {me}, and only root can start processes as another user; run the daemon as root or drop `user`"
-        ));
+        )));
     }
     Ok(UserInfo {
         name: name.to_string(),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod control;
 pub mod etcdconf;
 pub mod faststart;
+pub mod fdlimit;
 pub mod footprint;
 pub mod http;
 pub mod journal;
@@ -58,6 +59,10 @@ pub async fn run(
     config: DaemonConfig,
     stop: impl Future<Output = Stop> + Send + 'static,
 ) -> Result<()> {
+    // Before anything opens a descriptor or binds a listener: the soft open-file limit up to
+    // the hard one, and the load balancer's share of it (`fdlimit`).
+    let limits = fdlimit::raise();
+    jarfleet_proxy::set_connection_budget(usize::try_from(limits.budget).unwrap_or(usize::MAX));
     let dirs = StateDir::new(&config.state_dir);
     std::fs::create_dir_all(dirs.root())
         .with_context(|| format!("creating state dir {}", dirs.root().display()))?;

@@ -155,6 +155,7 @@ mod tests {
                 state_dir: "/s".into(),
                 uptime_secs: 0,
                 spec: None,
+                open_files: None,
             },
             apps: apps
                 .iter()

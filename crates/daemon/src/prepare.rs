@@ -216,7 +216,7 @@ fn prepare_app(
         }
     }
     if let Some(user) = &app.user {
-        crate::launch::resolve_user(name, user)?;
+        crate::launch::resolve_user(name, user).map_err(|e| e.explained())?;
     }
     let jdk = match &app.java.home {
         Some(home) => {

@@ -1,4 +1,7 @@
-//! Health checks: http, tcp, exec. Each returns `Ok(())` or a short reason.
+//! Health checks: http, tcp, exec. Each ends in an [`Outcome`]: a pass, a failure with a short
+//! reason, or — when the daemon could not even run the check because it is short of something
+//! itself (file descriptors, memory, local ports, processes) — inconclusive, which is never held
+//! against the instance (`jarfleet_core::instance::Input::ProbeInconclusive`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,15 +10,73 @@ use jarfleet_core::spec::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::fdlimit::{self, Op, Shortage};
+
+/// What one health check found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Pass,
+    Fail(String),
+    /// The check could not be run: the daemon's own shortage, not the instance's answer.
+    Inconclusive {
+        shortage: Shortage,
+        error: String,
+    },
+}
+
+/// Why a check did not pass: a reason, and whether it was the daemon's own shortage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckError {
+    pub message: String,
+    pub shortage: Option<Shortage>,
+}
+
+impl CheckError {
+    fn instance(message: impl Into<String>) -> CheckError {
+        CheckError {
+            message: message.into(),
+            shortage: None,
+        }
+    }
+
+    fn io(message: String, e: &std::io::Error, op: Op) -> CheckError {
+        CheckError {
+            message,
+            shortage: fdlimit::of_io(e, op),
+        }
+    }
+}
+
+impl std::fmt::Display for CheckError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A check's result as an outcome. Pure.
+pub fn outcome(result: Result<(), CheckError>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Pass,
+        Err(CheckError {
+            message,
+            shortage: Some(shortage),
+        }) => Outcome::Inconclusive {
+            shortage,
+            error: message,
+        },
+        Err(CheckError { message, .. }) => Outcome::Fail(message),
+    }
+}
+
 pub async fn check(
     check: &HealthCheck,
     port: u16,
     timeout: Duration,
     vars: &BTreeMap<&'static str, String>,
-) -> Result<(), String> {
+) -> Outcome {
     match tokio::time::timeout(timeout, run(check, port, vars)).await {
-        Ok(result) => result,
-        Err(_) => Err(format!("timed out after {} ms", timeout.as_millis())),
+        Ok(result) => outcome(result),
+        Err(_) => Outcome::Fail(format!("timed out after {} ms", timeout.as_millis())),
     }
 }
 
@@ -23,7 +84,7 @@ async fn run(
     check: &HealthCheck,
     port: u16,
     vars: &BTreeMap<&'static str, String>,
-) -> Result<(), String> {
+) -> Result<(), CheckError> {
     match check {
         HealthCheck::Tcp => connect(port).await.map(|_| ()),
         HealthCheck::Http { path } => http_get(port, path).await,
@@ -31,13 +92,20 @@ async fn run(
     }
 }
 
-async fn connect(port: u16) -> Result<TcpStream, String> {
+/// How a failed connect to an instance reads. Pure.
+fn connect_error(port: u16, e: &std::io::Error) -> CheckError {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            CheckError::instance(format!("connection refused on port {port}"))
+        }
+        _ => CheckError::io(format!("connect to port {port}: {e}"), e, Op::Connect),
+    }
+}
+
+async fn connect(port: u16) -> Result<TcpStream, CheckError> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => format!("connection refused on port {port}"),
-            _ => format!("connect to port {port}: {e}"),
-        })?;
+        .map_err(|e| connect_error(port, &e))?;
     let _ = stream.set_nodelay(true);
     // Close checks with a reset, as load balancers do: no FIN exchange and no TIME_WAIT socket
     // left behind for every check (hundreds a minute on a large fleet).
@@ -46,17 +114,19 @@ async fn connect(port: u16) -> Result<TcpStream, String> {
     Ok(stream)
 }
 
-async fn http_get(port: u16, path: &str) -> Result<(), String> {
+async fn http_get(port: u16, path: &str) -> Result<(), CheckError> {
     let status = http_call(port, "GET", path).await?;
     if (200..400).contains(&status) {
         Ok(())
     } else {
-        Err(format!("GET {path} answered {status}"))
+        Err(CheckError::instance(format!(
+            "GET {path} answered {status}"
+        )))
     }
 }
 
 /// One request without a body to the instance on `port`; its status code.
-pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, String> {
+pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, CheckError> {
     let mut stream = connect(port).await?;
     let length = if method == "GET" || method == "HEAD" {
         ""
@@ -69,20 +139,20 @@ pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, Strin
     stream
         .write_all(req.as_bytes())
         .await
-        .map_err(|e| format!("sending request: {e}"))?;
+        .map_err(|e| CheckError::io(format!("sending request: {e}"), &e, Op::File))?;
     let mut head = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     while !head.windows(2).any(|w| w == b"\r\n") {
         let n = stream
             .read(&mut buf)
             .await
-            .map_err(|e| format!("reading response: {e}"))?;
+            .map_err(|e| CheckError::io(format!("reading response: {e}"), &e, Op::File))?;
         if n == 0 {
-            return Err("connection closed before a response".into());
+            return Err(CheckError::instance("connection closed before a response"));
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > 8192 {
-            return Err("response status line too long".into());
+            return Err(CheckError::instance("response status line too long"));
         }
     }
     let line = String::from_utf8_lossy(&head);
@@ -90,22 +160,23 @@ pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, Strin
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| {
-            format!(
+            CheckError::instance(format!(
                 "not an HTTP response: {}",
                 line.lines().next().unwrap_or("")
-            )
+            ))
         })
 }
 
-async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<(), String> {
+async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<(), CheckError> {
     let Some(program) = argv.first() else {
-        return Err("empty exec check".into());
+        return Err(CheckError::instance("empty exec check"));
     };
     let args: Vec<String> = argv[1..]
         .iter()
         .map(|a| jarfleet_core::interp::resolve_instance(a, vars))
         .collect();
-    let status = tokio::process::Command::new(program)
+    let mut cmd = tokio::process::Command::from(crate::shim::spawn::child_command(program));
+    let status = cmd
         .args(&args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -113,10 +184,77 @@ async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<
         .kill_on_drop(true)
         .status()
         .await
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|e| CheckError::io(format!("cannot run {program}: {e}"), &e, Op::Spawn))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("{program} exited with {status}"))
+        Err(CheckError::instance(format!(
+            "{program} exited with {status}"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_the_daemon_could_not_run_is_inconclusive() {
+        let e = |errno| std::io::Error::from_raw_os_error(errno);
+        // (errno of the connect, outcome)
+        let table = [
+            (
+                libc::ECONNREFUSED,
+                Outcome::Fail("connection refused on port 9100".into()),
+            ),
+            (
+                libc::ETIMEDOUT,
+                Outcome::Fail(format!("connect to port 9100: {}", e(libc::ETIMEDOUT))),
+            ),
+            (
+                libc::ECONNRESET,
+                Outcome::Fail(format!("connect to port 9100: {}", e(libc::ECONNRESET))),
+            ),
+            (
+                libc::EMFILE,
+                Outcome::Inconclusive {
+                    shortage: Shortage::Descriptors,
+                    error: format!("connect to port 9100: {}", e(libc::EMFILE)),
+                },
+            ),
+            (
+                libc::ENFILE,
+                Outcome::Inconclusive {
+                    shortage: Shortage::SystemFiles,
+                    error: format!("connect to port 9100: {}", e(libc::ENFILE)),
+                },
+            ),
+            (
+                libc::ENOBUFS,
+                Outcome::Inconclusive {
+                    shortage: Shortage::Memory,
+                    error: format!("connect to port 9100: {}", e(libc::ENOBUFS)),
+                },
+            ),
+            (
+                libc::EADDRNOTAVAIL,
+                Outcome::Inconclusive {
+                    shortage: Shortage::LocalPorts,
+                    error: format!("connect to port 9100: {}", e(libc::EADDRNOTAVAIL)),
+                },
+            ),
+        ];
+        for (errno, want) in table {
+            assert_eq!(
+                outcome(Err(connect_error(9100, &e(errno)))),
+                want,
+                "errno {errno}"
+            );
+        }
+        assert_eq!(outcome(Ok(())), Outcome::Pass);
+        assert_eq!(
+            outcome(Err(CheckError::instance("GET /health answered 503"))),
+            Outcome::Fail("GET /health answered 503".into())
+        );
     }
 }

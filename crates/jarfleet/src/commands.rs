@@ -64,10 +64,16 @@ pub async fn validate(
             .map_err(|e| CliError::failed(e.to_string()))?
             .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
         let mut port_errors = Vec::new();
+        let none = std::collections::BTreeSet::new();
         for app in spec.apps.values() {
-            let free = (app.ports.first..=app.ports.last)
-                .filter(|p| jarfleet_daemon::ports::is_free(*p))
-                .count();
+            let survey = jarfleet_daemon::ports::survey(app.ports, &none);
+            if let Some(u) = survey.unchecked {
+                return Err(CliError::failed(format!(
+                    "apps.{}.ports = \"{}-{}\": {u}; run `jarfleet validate` again once it has descriptors to spare",
+                    app.name, app.ports.first, app.ports.last
+                )));
+            }
+            let free = survey.free.len();
             if free < app.instances as usize {
                 port_errors.push(format!(
                     "apps.{}.ports: {} instance(s) need {} free port(s) in {}-{}, only {free} free now",
@@ -103,16 +109,23 @@ pub async fn validate(
     Ok(())
 }
 
-/// Apps whose port range lacks enough free ports right now (before any daemon holds them).
+/// Apps whose port range lacks enough free ports right now (before any daemon holds them), or
+/// whose ports could not be checked.
 pub fn port_errors(spec: &jarfleet_core::spec::FleetSpec) -> Vec<String> {
     let none = std::collections::BTreeSet::new();
     spec.apps
         .values()
         .filter_map(|app| {
-            let free = (app.ports.first..=app.ports.last).filter(|p| jarfleet_daemon::ports::is_free(*p)).count();
+            let survey = jarfleet_daemon::ports::survey(app.ports, &none);
+            if let Some(u) = &survey.unchecked {
+                return Some(format!(
+                    "apps.{}.ports = \"{}-{}\": {u}",
+                    app.name, app.ports.first, app.ports.last
+                ));
+            }
+            let free = survey.free.len();
             (free < app.instances as usize).then(|| {
-                let taken = jarfleet_daemon::ports::taken_by_others(app.ports, &none);
-                let shown: Vec<String> = taken.iter().take(8).map(u16::to_string).collect();
+                let shown: Vec<String> = survey.in_use.iter().take(8).map(u16::to_string).collect();
                 format!(
                     "apps.{}.ports = \"{}-{}\": {} instance(s) need {} free port(s), only {free} free (in use: {})",
                     app.name,
@@ -509,6 +522,15 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
     let jdks = jarfleet_java::discover();
     let client = Client::for_state_dir(state);
     let daemon = client.get::<VersionInfo>("/v1/version").await.ok();
+    let daemon_files = match daemon {
+        Some(_) => client
+            .get::<StatusReport>("/v1/status")
+            .await
+            .ok()
+            .and_then(|r| r.daemon.open_files),
+        None => None,
+    };
+    let here = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok();
     let writable = std::fs::create_dir_all(state).is_ok() && tempfile_probe(state);
     if output == Output::Json {
         return print_json(&serde_json::json!({
@@ -516,6 +538,24 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
             "state_dir": state,
             "state_dir_writable": writable,
             "daemon": daemon,
+            "open_files": {
+                // This shell's limit, and what a daemon started from here would make of it.
+                "here": here.map(|(soft, hard)| {
+                    let l = jarfleet_daemon::fdlimit::Limits::of(
+                        soft,
+                        hard,
+                        jarfleet_daemon::fdlimit::raise_target(soft, hard),
+                    );
+                    serde_json::json!({
+                        "soft": soft,
+                        "hard": hard,
+                        "daemon_limit": l.soft,
+                        "daemon_reserve": l.reserve,
+                        "balancer_budget": l.budget,
+                    })
+                }),
+                "daemon": daemon_files,
+            },
         }));
     }
     println!("Java installations ({}):", jdks.len());
@@ -553,7 +593,54 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
         ),
         None => println!("daemon: not running (start it with `jarfleet up`)"),
     }
+    println!("{}", open_files_line(daemon_files.as_ref(), here));
     Ok(())
+}
+
+/// `doctor`'s line on open files: the daemon's own figures when it runs, else what a daemon
+/// started from here would get.
+fn open_files_line(daemon: Option<&jarfleet_api::OpenFiles>, here: Option<(u64, u64)>) -> String {
+    use jarfleet_daemon::fdlimit::{LOW_LIMIT, Limits, raise_target};
+    match (daemon, here) {
+        (Some(f), _) => {
+            let mut line = format!(
+                "daemon open files: limit {} ({}; hard {}), {} open, {} kept for the control plane, load balancer budget {} client connections",
+                f.limit,
+                if f.limit > f.started_with {
+                    format!("raised from {}", f.started_with)
+                } else {
+                    "not raised".to_string()
+                },
+                f.hard_limit,
+                f.open.map_or_else(|| "?".to_string(), |n| n.to_string()),
+                f.reserve,
+                f.balancer_budget,
+            );
+            if f.shortages > 0 {
+                line.push_str(&format!(
+                    "; {} shortage(s) so far, the latest: {}",
+                    f.shortages,
+                    f.last_shortage.as_deref().unwrap_or("-")
+                ));
+            }
+            if f.limit < LOW_LIMIT {
+                line.push_str("\n  low: raise the daemon's hard limit (LimitNOFILE= in its unit, or `ulimit -Hn` before starting it)");
+            }
+            line
+        }
+        (None, Some((soft, hard))) => {
+            let l = Limits::of(soft, hard, raise_target(soft, hard));
+            let mut line = format!(
+                "open files here: soft {soft}, hard {hard}; a daemon started from here raises its soft limit to {}, keeps {} for the control plane and gives the load balancer {} client connections",
+                l.soft, l.reserve, l.budget
+            );
+            if l.soft < LOW_LIMIT {
+                line.push_str("\n  low: raise the hard limit (LimitNOFILE= in the daemon's unit, or `ulimit -Hn`)");
+            }
+            line
+        }
+        (None, None) => "open files: the limit cannot be read".to_string(),
+    }
 }
 
 fn tempfile_probe(dir: &Path) -> bool {

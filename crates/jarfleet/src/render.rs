@@ -310,6 +310,7 @@ mod tests {
                 state_dir: "/srv/state".into(),
                 uptime_secs: 10,
                 spec: None,
+                open_files: None,
             },
             apps: vec![app],
         }

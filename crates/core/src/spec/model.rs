@@ -388,11 +388,49 @@ impl Default for CanarySpec {
     }
 }
 
+/// `[apps.NAME.balancer]`: the built-in load balancer's settings for the app's listener. The
+/// defaults are the proxy's own (`jarfleet_proxy::ListenerConfig`; a daemon test keeps them
+/// equal). Every one of them changes live on `apply`. Records stored before a key existed read
+/// its default.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct BalancerSpec {
     pub balance: Balance,
     /// A new instance's weight ramps up over this long after it is ready. Default 30 s.
     pub slow_start: Duration,
+    /// A request head must be complete this long after its first byte (on a new connection,
+    /// after the accept). Default 10 s.
+    pub head_timeout: Duration,
+    /// A keep-alive client connection with no request for this long is closed. Default 75 s.
+    pub keepalive_timeout: Duration,
+    /// The client stalls mid-body (sending the request, or taking the response) this long.
+    /// Default 30 s.
+    pub body_timeout: Duration,
+    /// A connect to an instance. Default 2 s.
+    pub connect_timeout: Duration,
+    /// From the request sent to the response head, and between two reads of the response
+    /// body. Default 60 s.
+    pub response_timeout: Duration,
+    /// A pooled connection to an instance idle longer than this is not reused. Default 20 s.
+    pub backend_idle_timeout: Duration,
+    /// tcp mode and upgraded connections: no byte either way for this long. Default 10 min.
+    pub tcp_idle_timeout: Duration,
+    /// Client connections the app's listener holds at once. Default 10,000.
+    pub max_connections: u32,
+    /// Idle keep-alive connections kept per instance. Default 128.
+    pub max_idle_per_backend: u32,
+    /// Request bodies up to this size are read whole before an instance is picked. Default
+    /// 64 KiB.
+    pub request_buffer: u64,
+    /// How long an ejected instance gets no new request. Default 5 s.
+    pub eject_for: Duration,
+    /// Consecutive gateway failures that eject an instance. Default 3.
+    pub eject_after: u32,
+    /// An instance with requests waiting that sends no byte this long is probed (zero: off).
+    /// Default 3 s.
+    pub stall_timeout: Duration,
+    /// Bound on that probe. Default 1 s.
+    pub stall_probe_timeout: Duration,
 }
 
 impl Default for BalancerSpec {
@@ -400,14 +438,29 @@ impl Default for BalancerSpec {
         BalancerSpec {
             balance: Balance::RoundRobin,
             slow_start: Duration::from_secs(30),
+            head_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(75),
+            body_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(60),
+            backend_idle_timeout: Duration::from_secs(20),
+            tcp_idle_timeout: Duration::from_secs(600),
+            max_connections: 10_000,
+            max_idle_per_backend: 128,
+            request_buffer: 64 * 1024,
+            eject_for: Duration::from_secs(5),
+            eject_after: 3,
+            stall_timeout: Duration::from_secs(3),
+            stall_probe_timeout: Duration::from_secs(1),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Balance {
     /// Smooth weighted round-robin (default).
+    #[default]
     RoundRobin,
     /// The less loaded of two random instances (power of two choices).
     LeastRequest,

@@ -82,7 +82,24 @@ const RESTART_KEYS: &[&str] = &[
 ];
 const STOP_KEYS: &[&str] = &["drain_timeout", "stop_timeout"];
 const LOGS_KEYS: &[&str] = &["max_size", "keep"];
-const BALANCER_KEYS: &[&str] = &["balance", "slow_start"];
+const BALANCER_KEYS: &[&str] = &[
+    "balance",
+    "slow_start",
+    "head_timeout",
+    "keepalive_timeout",
+    "body_timeout",
+    "connect_timeout",
+    "response_timeout",
+    "backend_idle_timeout",
+    "tcp_idle_timeout",
+    "max_connections",
+    "max_idle_per_backend",
+    "request_buffer",
+    "eject_for",
+    "eject_after",
+    "stall_timeout",
+    "stall_probe_timeout",
+];
 const JAVA_KEYS: &[&str] = &[
     "version",
     "home",
@@ -1200,7 +1217,126 @@ fn balancer(r: &mut Reader<'_>, t: &Table<'_, '_>) -> BalancerSpec {
         }
     }
     b.slow_start = r.duration(&bt, "slow_start", false).unwrap_or(b.slow_start);
+    balancer_limits(r, &bt, &mut b);
     b
+}
+
+/// The balancer's timeouts, limits and ejection settings, each within what makes sense (the
+/// bounds are in docs/spec.md).
+fn balancer_limits(r: &mut Reader<'_>, bt: &Table<'_, '_>, b: &mut BalancerSpec) {
+    const MS: Duration = Duration::from_millis(1);
+    const MINUTE: Duration = Duration::from_secs(60);
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86_400);
+    // (key, field, (min, max), what it is: the hint)
+    let timeouts: [(&str, &mut Duration, (Duration, Duration), &str); 7] = [
+        (
+            "head_timeout",
+            &mut b.head_timeout,
+            (MS, 10 * MINUTE),
+            "how long a client may take to send a request head (408 after), e.g. head_timeout = \"10s\"",
+        ),
+        (
+            "keepalive_timeout",
+            &mut b.keepalive_timeout,
+            (MS, HOUR),
+            "how long an idle keep-alive client connection is kept, e.g. keepalive_timeout = \"75s\"",
+        ),
+        (
+            "body_timeout",
+            &mut b.body_timeout,
+            (MS, HOUR),
+            "how long a client may stall while sending a body or taking a response, e.g. body_timeout = \"30s\"",
+        ),
+        (
+            "connect_timeout",
+            &mut b.connect_timeout,
+            (MS, MINUTE),
+            "how long a connect to an instance (on this host) may take, e.g. connect_timeout = \"2s\"",
+        ),
+        (
+            "response_timeout",
+            &mut b.response_timeout,
+            (MS, DAY),
+            "how long an instance may take to start answering, and between two reads of its answer (504 after), e.g. response_timeout = \"60s\"",
+        ),
+        (
+            "backend_idle_timeout",
+            &mut b.backend_idle_timeout,
+            (MS, HOUR),
+            "how long an idle connection to an instance may be reused; keep it below the app's own idle timeout, e.g. backend_idle_timeout = \"20s\"",
+        ),
+        (
+            "tcp_idle_timeout",
+            &mut b.tcp_idle_timeout,
+            (MS, DAY),
+            "how long a tcp (or upgraded) connection may be silent both ways, e.g. tcp_idle_timeout = \"10m\"",
+        ),
+    ];
+    for (key, field, range, hint) in timeouts {
+        if let Some(d) = r.duration_within(bt, key, range, None, hint) {
+            *field = d;
+        }
+    }
+    b.max_connections = r
+        .u32(
+            bt,
+            "max_connections",
+            1..=1_000_000,
+            "client connections the app's listener holds at once (the daemon's open-file limit caps all listeners together), e.g. max_connections = 10000",
+        )
+        .unwrap_or(b.max_connections);
+    b.max_idle_per_backend = r
+        .u32(
+            bt,
+            "max_idle_per_backend",
+            0..=10_000,
+            "idle keep-alive connections kept per instance (0: a new connection for every request), e.g. max_idle_per_backend = 128",
+        )
+        .unwrap_or(b.max_idle_per_backend);
+    b.request_buffer = r
+        .size_up_to(
+            bt,
+            "request_buffer",
+            64 << 20,
+            "request bodies up to this size are read whole before an instance is picked (per connection; \"0B\" streams every body), e.g. request_buffer = \"64KiB\"",
+        )
+        .unwrap_or(b.request_buffer);
+    b.eject_for = r
+        .duration_within(
+            bt,
+            "eject_for",
+            (MS, HOUR),
+            None,
+            "how long an instance that fails at the connection level gets no new request, e.g. eject_for = \"5s\"",
+        )
+        .unwrap_or(b.eject_for);
+    b.eject_after = r
+        .u32(
+            bt,
+            "eject_after",
+            1..=1000,
+            "consecutive failed exchanges that eject an instance, e.g. eject_after = 3",
+        )
+        .unwrap_or(b.eject_after);
+    b.stall_timeout = r
+        .duration_within(
+            bt,
+            "stall_timeout",
+            (Duration::from_millis(100), 10 * MINUTE),
+            Some("off"),
+            "an instance with requests waiting that sends nothing this long is probed and ejected if it does not answer, e.g. stall_timeout = \"3s\"",
+        )
+        .unwrap_or(b.stall_timeout);
+    b.stall_probe_timeout = r
+        .duration_within(
+            bt,
+            "stall_probe_timeout",
+            (MS, MINUTE),
+            None,
+            "how long the stall probe waits for an answer, e.g. stall_probe_timeout = \"1s\"",
+        )
+        .unwrap_or(b.stall_probe_timeout);
 }
 
 fn deploy(r: &mut Reader<'_>, t: &Table<'_, '_>) -> DeploySpec {

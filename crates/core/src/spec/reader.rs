@@ -417,6 +417,64 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A duration within `min..=max`; zero is accepted only with `zero_means` (what it turns
+    /// off, named in the message). Out of range: an error naming the accepted values.
+    pub fn duration_within(
+        &mut self,
+        t: &Table<'_, '_>,
+        key: &str,
+        (min, max): (Duration, Duration),
+        zero_means: Option<&str>,
+        hint: &str,
+    ) -> Option<Duration> {
+        let v = t.get(key)?;
+        let full = t.key(key);
+        let d = self.duration(t, key, false)?;
+        let fmt = units::format_duration;
+        let ok = (d.is_zero() && zero_means.is_some()) || (d >= min && d <= max);
+        if ok {
+            return Some(d);
+        }
+        let message = match zero_means {
+            Some(off) => format!(
+                "must be 0s ({off}) or between {} and {}",
+                fmt(min),
+                fmt(max)
+            ),
+            None if d.is_zero() => "must be greater than 0".to_string(),
+            None if min <= Duration::from_millis(1) => format!("must be at most {}", fmt(max)),
+            None => format!("must be between {} and {}", fmt(min), fmt(max)),
+        };
+        self.bad(v, &full, message, Some(hint.to_string()));
+        None
+    }
+
+    /// A size in bytes (zero allowed) up to `max`.
+    pub fn size_up_to(
+        &mut self,
+        t: &Table<'_, '_>,
+        key: &str,
+        max: u64,
+        hint: &str,
+    ) -> Option<u64> {
+        let v = t.get(key)?;
+        let full = t.key(key);
+        let s = self.time_or_size_text(v, &full, "a size", "B")?;
+        match units::parse_size(&s) {
+            Ok(n) if n <= max => Some(n),
+            Ok(_) => {
+                let message = format!("must be at most {}", units::format_size(max));
+                self.bad(v, &full, message, Some(hint.to_string()));
+                None
+            }
+            Err(msg) => {
+                let accepted = "accepted: an integer with a unit: B, kB, MB (powers of 1000) or KiB, MiB (powers of 1024), e.g. \"64KiB\"";
+                self.bad(v, &full, msg, Some(accepted.into()));
+                None
+            }
+        }
+    }
+
     /// A size in bytes such as "50MB" or "10 MiB".
     pub fn size(&mut self, t: &Table<'_, '_>, key: &str) -> Option<u64> {
         let v = t.get(key)?;

@@ -195,6 +195,8 @@ impl Control {
     ) -> Result<(), ErrorBody> {
         let ours = self.ports_in_use();
         let mut errors = Vec::new();
+        // A check failed for the daemon's own shortage (the hint says so).
+        let mut short = false;
         for change in &plan.changes {
             let name = match change {
                 AppChange::Add { app, .. }
@@ -219,7 +221,8 @@ impl Control {
             if let Some(listen) = desired.get(app).and_then(|p| p.spec.listen.as_deref())
                 && let Err(e) = self.listen_free(app, listen)
             {
-                errors.push(format!("apps.{app}.{e}"));
+                short = short || e.shortage.is_some();
+                errors.push(format!("apps.{app}.{}", e.message));
             }
         }
         for change in &plan.changes {
@@ -245,13 +248,42 @@ impl Control {
                         .collect()
                 })
                 .unwrap_or_default();
-            let usable = (range.first..=range.last)
-                .filter(|port| {
-                    held_by_app.contains(port) || (!ours.contains(port) && ports::is_free(*port))
-                })
-                .count();
+            let spelled = format!("apps.{app}.ports = \"{}-{}\"", range.first, range.last);
+            let mut usable = 0;
+            let mut unchecked = None;
+            for port in range.first..=range.last {
+                if held_by_app.contains(&port) {
+                    usable += 1;
+                    continue;
+                }
+                if ours.contains(&port) {
+                    continue;
+                }
+                match ports::is_free(port) {
+                    Ok(true) => usable += 1,
+                    Ok(false) => {}
+                    // The daemon is short of something itself: nothing is known about the range.
+                    Err(u) if u.shortage.is_some() => {
+                        unchecked = Some(u);
+                        break;
+                    }
+                    Err(_) => {}
+                }
+            }
+            if let Some(u) = unchecked {
+                short = true;
+                errors.push(format!("{spelled}: {u}"));
+                continue;
+            }
             if usable < need as usize {
-                let taken = ports::taken_by_others(range, &ours);
+                let taken = match ports::taken_by_others(range, &ours) {
+                    Ok(taken) => taken,
+                    Err(u) => {
+                        short = short || u.shortage.is_some();
+                        errors.push(format!("{spelled}: {u}"));
+                        continue;
+                    }
+                };
                 let shown: Vec<String> = taken.iter().take(8).map(u16::to_string).collect();
                 errors.push(format!(
                     "apps.{app}.ports = \"{}-{}\": {need} instance(s) need {need} free port(s), only {usable} available (in use by other processes: {})",
@@ -263,6 +295,13 @@ impl Control {
         }
         if errors.is_empty() {
             Ok(())
+        } else if short {
+            Err(usage(
+                errors.join("\n"),
+                Some(
+                    "the daemon is out of file descriptors (or memory): raise its open-file limit (LimitNOFILE= in its unit, `ulimit -n`) or wait for connections to close, then apply again; nothing was applied",
+                ),
+            ))
         } else {
             Err(usage(
                 errors.join("\n"),

@@ -54,6 +54,48 @@ pub(super) fn listen_addr(listen: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("listen = {listen:?} names no address"))
 }
 
+/// The proxy's settings of an app's listener, from its `[balancer]` table and its health check
+/// (whose `http` path the stall probe asks for; else `/`). Pure.
+pub(super) fn listener_config(
+    app: &str,
+    addr: SocketAddr,
+    mode: Mode,
+    b: &jarfleet_core::spec::BalancerSpec,
+    health: &jarfleet_core::spec::HealthSpec,
+) -> ListenerConfig {
+    let mut cfg = ListenerConfig::new(app, addr, mode);
+    cfg.balance = match b.balance {
+        jarfleet_core::spec::Balance::RoundRobin => jarfleet_proxy::Balance::RoundRobin,
+        jarfleet_core::spec::Balance::LeastRequest => jarfleet_proxy::Balance::LeastRequest,
+    };
+    cfg.slow_start = b.slow_start;
+    cfg.timeouts = jarfleet_proxy::Timeouts {
+        head: b.head_timeout,
+        keep_alive: b.keepalive_timeout,
+        body: b.body_timeout,
+        connect: b.connect_timeout,
+        response: b.response_timeout,
+        backend_idle: b.backend_idle_timeout,
+        tcp_idle: b.tcp_idle_timeout,
+    };
+    cfg.limits = jarfleet_proxy::Limits {
+        max_connections: b.max_connections as usize,
+        max_idle_per_backend: b.max_idle_per_backend as usize,
+        request_buffer: usize::try_from(b.request_buffer).unwrap_or(usize::MAX),
+    };
+    cfg.outlier = jarfleet_proxy::Outlier {
+        eject_for: b.eject_for,
+        failures: b.eject_after,
+        stall: b.stall_timeout,
+        probe_timeout: b.stall_probe_timeout,
+        probe_path: match &health.check {
+            jarfleet_core::spec::HealthCheck::Http { path } => path.clone(),
+            _ => "/".into(),
+        },
+    };
+    cfg
+}
+
 /// The proxy's id of an instance's current process: a new process is a new backend.
 fn backend_id(app: &str, slot: u32, generation: u64) -> String {
     format!("{app}/{slot}#{generation}")
@@ -75,32 +117,20 @@ impl Balancer {
             .ok_or_else(|| "no load balancer runtime".to_string())
     }
 
-    /// Binds `app`'s listener on `addr` (replacing one on another address or mode); `true` when
-    /// a listener was (re)bound. On the same address the balancing settings change live.
-    fn bind(
-        &mut self,
-        app: &str,
-        addr: SocketAddr,
-        mode: Mode,
-        balancer: &jarfleet_core::spec::BalancerSpec,
-    ) -> Result<bool, String> {
-        let balance = match balancer.balance {
-            jarfleet_core::spec::Balance::RoundRobin => jarfleet_proxy::Balance::RoundRobin,
-            jarfleet_core::spec::Balance::LeastRequest => jarfleet_proxy::Balance::LeastRequest,
-        };
+    /// Binds `app`'s listener for `cfg` (replacing one on another address or mode); `true` when
+    /// a listener was (re)bound. On the same address every setting changes live.
+    fn bind(&mut self, app: &str, cfg: ListenerConfig) -> Result<bool, String> {
         if let Some(l) = self.apps.get(app)
-            && l.addr == addr
-            && l.mode == mode
+            && l.addr == cfg.listen
+            && l.mode == cfg.mode
         {
-            // Same address: the balancing settings change live.
-            l.listener.set_balancing(balance, balancer.slow_start);
+            // Same address: timeouts, limits, ejection and balancing change live.
+            l.listener.configure(&cfg);
             return Ok(false);
         }
         self.apps.remove(app);
         let handle = self.runtime()?.handle().clone();
-        let mut cfg = ListenerConfig::new(app, addr, mode);
-        cfg.balance = balance;
-        cfg.slow_start = balancer.slow_start;
+        let (addr, mode) = (cfg.listen, cfg.mode);
         // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
         // thread is inside the daemon's own runtime.
         let listener = std::thread::scope(|s| {
@@ -126,11 +156,13 @@ impl Control {
     /// Makes the app's listener match its spec: bound on `listen`, or gone without one.
     pub(super) fn ensure_listener(&mut self, app: &str) {
         let listen = self.apps.get(app).and_then(|a| a.rec.spec.listen.clone());
-        let balancer = self
-            .apps
-            .get(app)
-            .map(|a| a.rec.spec.balancer.clone())
-            .unwrap_or_default();
+        let (balancer, health) = match self.apps.get(app) {
+            Some(a) => (a.rec.spec.balancer.clone(), a.rec.spec.health.clone()),
+            None => {
+                self.lb.apps.remove(app);
+                return;
+            }
+        };
         let result = match &listen {
             None => {
                 self.lb.apps.remove(app);
@@ -138,7 +170,10 @@ impl Control {
             }
             Some(listen) => {
                 let mode = listen_mode(listen).0;
-                listen_addr(listen).and_then(|addr| self.lb.bind(app, addr, mode, &balancer))
+                listen_addr(listen).and_then(|addr| {
+                    let cfg = listener_config(app, addr, mode, &balancer, &health);
+                    self.lb.bind(app, cfg)
+                })
             }
         };
         match (result, listen) {
@@ -293,18 +328,144 @@ impl Control {
     }
 
     /// Whether `listen` can be bound (or is already ours for `app`).
-    pub(super) fn listen_free(&self, app: &str, listen: &str) -> Result<(), String> {
-        let addr = listen_addr(listen)?;
+    pub(super) fn listen_free(
+        &self,
+        app: &str,
+        listen: &str,
+    ) -> Result<(), crate::fdlimit::Failure> {
+        use crate::fdlimit::{Failure, Op};
+        let addr = listen_addr(listen).map_err(Failure::plain)?;
         if self.lb.apps.get(app).is_some_and(|l| l.addr == addr) {
             return Ok(());
         }
         if self.lb.apps.values().any(|l| l.addr == addr) {
-            return Err(format!(
+            return Err(Failure::plain(format!(
                 "listen = {listen:?} is already used by another app"
-            ));
+            )));
         }
-        std::net::TcpListener::bind(addr)
-            .map(|_| ())
-            .map_err(|e| format!("listen = {listen:?}: cannot listen there: {e}"))
+        std::net::TcpListener::bind(addr).map(|_| ()).map_err(|e| {
+            match crate::fdlimit::of_io(&e, Op::Bind) {
+                Some(s) => Failure {
+                    message: format!(
+                        "listen = {listen:?}: could not check whether it can be listened on: {} ({e})",
+                        s.describe_here()
+                    ),
+                    shortage: Some(s),
+                },
+                None => Failure::plain(format!("listen = {listen:?}: cannot listen there: {e}")),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use jarfleet_core::spec::{BalancerSpec, HealthCheck, HealthSpec};
+
+    use super::*;
+
+    fn health(check: HealthCheck) -> HealthSpec {
+        HealthSpec {
+            check,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            failures: 3,
+            start_timeout: Duration::from_secs(120),
+            unhealthy_restart_after: Duration::from_secs(45),
+        }
+    }
+
+    #[test]
+    fn the_spec_defaults_are_the_proxys() {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 8080));
+        let cfg = listener_config(
+            "fx",
+            addr,
+            Mode::Http,
+            &BalancerSpec::default(),
+            &health(HealthCheck::Tcp),
+        );
+        let proxy = ListenerConfig::new("fx", addr, Mode::Http);
+        assert_eq!(cfg.balance, proxy.balance);
+        assert_eq!(cfg.slow_start, proxy.slow_start);
+        assert_eq!(cfg.timeouts, proxy.timeouts);
+        assert_eq!(cfg.limits, proxy.limits);
+        assert_eq!(cfg.outlier, proxy.outlier);
+    }
+
+    #[test]
+    fn every_key_reaches_the_listener() {
+        let ms = Duration::from_millis;
+        let b = BalancerSpec {
+            balance: jarfleet_core::spec::Balance::LeastRequest,
+            slow_start: ms(1),
+            head_timeout: ms(2),
+            keepalive_timeout: ms(3),
+            body_timeout: ms(4),
+            connect_timeout: ms(5),
+            response_timeout: ms(6),
+            backend_idle_timeout: ms(7),
+            tcp_idle_timeout: ms(8),
+            max_connections: 9,
+            max_idle_per_backend: 10,
+            request_buffer: 11,
+            eject_for: ms(12),
+            eject_after: 13,
+            stall_timeout: ms(14),
+            stall_probe_timeout: ms(15),
+        };
+        let addr = SocketAddr::from(([0, 0, 0, 0], 5432));
+        let http = HealthCheck::Http {
+            path: "/actuator/health/liveness".into(),
+        };
+        let cfg = listener_config("db", addr, Mode::Tcp, &b, &health(http));
+        assert_eq!(
+            (cfg.name.as_str(), cfg.listen, cfg.mode),
+            ("db", addr, Mode::Tcp)
+        );
+        assert_eq!(cfg.balance, jarfleet_proxy::Balance::LeastRequest);
+        assert_eq!(cfg.slow_start, ms(1));
+        assert_eq!(
+            cfg.timeouts,
+            jarfleet_proxy::Timeouts {
+                head: ms(2),
+                keep_alive: ms(3),
+                body: ms(4),
+                connect: ms(5),
+                response: ms(6),
+                backend_idle: ms(7),
+                tcp_idle: ms(8),
+            }
+        );
+        assert_eq!(
+            cfg.limits,
+            jarfleet_proxy::Limits {
+                max_connections: 9,
+                max_idle_per_backend: 10,
+                request_buffer: 11,
+            }
+        );
+        assert_eq!(
+            cfg.outlier,
+            jarfleet_proxy::Outlier {
+                eject_for: ms(12),
+                failures: 13,
+                stall: ms(14),
+                probe_timeout: ms(15),
+                probe_path: "/actuator/health/liveness".into(),
+            }
+        );
+        // Without an http check the stall probe asks for `/`.
+        for check in [
+            HealthCheck::Tcp,
+            HealthCheck::Exec {
+                argv: vec!["true".into()],
+            },
+        ] {
+            let cfg = listener_config("db", addr, Mode::Tcp, &b, &health(check));
+            assert_eq!(cfg.outlier.probe_path, "/");
+        }
     }
 }

@@ -97,7 +97,7 @@ pub enum Event {
         app: String,
         slot: u32,
         generation: u64,
-        result: Result<(), String>,
+        outcome: probe::Outcome,
         /// How long the check took.
         took: Duration,
     },
@@ -184,6 +184,8 @@ pub struct Control {
     started_at_ms: u64,
     /// When to hand back the code and heap pages the last piece of work needed.
     trimmer: crate::footprint::Trimmer,
+    /// The daemon's own shortages (file descriptors, memory, …): counted, reported at a rate.
+    shortages: crate::fdlimit::Alerts,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -249,6 +251,7 @@ impl Control {
             metrics_on,
             started_at_ms: now_ms(),
             trimmer: Default::default(),
+            shortages: Default::default(),
         })
     }
 
@@ -414,16 +417,37 @@ impl Control {
                 app,
                 slot,
                 generation,
-                result,
+                outcome,
                 took,
             } => {
                 if self.current_generation(&app, slot) == Some(generation) {
-                    let (ok, error) = match result {
-                        Ok(()) => (true, None),
-                        Err(e) => (false, Some(e)),
+                    let input = match outcome {
+                        probe::Outcome::Pass => {
+                            self.count_probe(&app, slot, true, took);
+                            Input::Probe {
+                                ok: true,
+                                error: None,
+                            }
+                        }
+                        probe::Outcome::Fail(e) => {
+                            self.count_probe(&app, slot, false, took);
+                            Input::Probe {
+                                ok: false,
+                                error: Some(e),
+                            }
+                        }
+                        probe::Outcome::Inconclusive { shortage, error } => {
+                            self.note_shortage(
+                                shortage,
+                                &format!(
+                                    "The health check of {app}/{slot} could not be run ({error}); not counted against the instance, tried again within {} s",
+                                    jarfleet_core::health::INCONCLUSIVE_RETRY_MS / 1000
+                                ),
+                            );
+                            Input::ProbeInconclusive { reason: error }
+                        }
                     };
-                    self.count_probe(&app, slot, ok, took);
-                    self.step(&app, slot, Input::Probe { ok, error });
+                    self.step(&app, slot, input);
                 }
             }
         }
@@ -724,6 +748,27 @@ impl Control {
                 result,
             });
         });
+    }
+
+    /// The daemon was short of something itself while doing `what`: counted, and reported as a
+    /// `daemon.shortage` event at most every 10 s (the next one says how many came between).
+    pub(super) fn note_shortage(&mut self, shortage: crate::fdlimit::Shortage, what: &str) {
+        let described = shortage.describe_here();
+        let line = format!("{described}: {what}");
+        let Some(held) = self.shortages.note(now_ms(), &line) else {
+            tracing::debug!("{line}");
+            return;
+        };
+        let mut message = format!("short of resources: {described}. {what}.");
+        if held > 0 {
+            message.push_str(&format!(
+                " {held} more shortage(s) in the {} s before.",
+                crate::fdlimit::ALERT_EVERY_MS / 1000
+            ));
+        }
+        message.push_str(&format!(" To do: {}.", shortage.hint()));
+        // `emit` logs it too.
+        self.emit("daemon.shortage", None, None, message);
     }
 
     pub fn emit(&self, kind: &str, app: Option<&str>, slot: Option<u32>, message: String) {

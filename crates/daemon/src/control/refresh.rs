@@ -124,8 +124,9 @@ impl Control {
                     std::path::Path::new(&t),
                     &launch::instance_config_dir(&self.dirs, app, slot),
                     &launch::instance_vars(app, slot, port),
-                ),
-                None => Err("the release has no config files".into()),
+                )
+                .map_err(|e| e.explained()),
+                None => Err("the release has no config files".to_string()),
             };
             if let Err(e) = rendered {
                 self.refresh_failed(app, slot, e);
@@ -160,7 +161,15 @@ impl Control {
                                 Ok(format!("{method} {path} answered {status}"))
                             }
                             Ok(Ok(status)) => Err(format!("{method} {path} answered {status}")),
-                            Ok(Err(e)) => Err(format!("{method} {path}: {e}")),
+                            Ok(Err(e)) => Err(match e.shortage {
+                                // Not the instance's answer: said as such (the fallback, a
+                                // rolling restart, waits for new instances to be ready).
+                                Some(s) => format!(
+                                    "{method} {path} could not be sent ({}): {e}",
+                                    s.describe_here()
+                                ),
+                                None => format!("{method} {path}: {e}"),
+                            }),
                             Err(_) => Err(format!(
                                 "{method} {path}: no answer within {} s",
                                 REFRESH_TIMEOUT.as_secs()

@@ -1,6 +1,7 @@
 //! The instance side of the loop: re-adoption, spawning shims, their reports, probes.
 
 use super::*;
+use crate::fdlimit::{Failure, Op};
 
 impl Control {
     /// Loads apps and instances from the store and re-attaches to every shim that still runs.
@@ -65,9 +66,7 @@ impl Control {
             );
             if has_process {
                 let run_dir = self.dirs.run_dir(&app, slot, generation);
-                match shim_client::attach(&run_dir, app.clone(), slot, generation, self.tx.clone())
-                    .await
-                {
+                match attach_patiently(&run_dir, &app, slot, generation, &self.tx).await? {
                     Ok(commands) => {
                         adopted += 1;
                         let signalled = self
@@ -140,8 +139,20 @@ impl Control {
             None,
             None,
             format!(
-                "daemon started (pid {}); re-adopted {adopted} running instance(s)",
-                std::process::id()
+                "daemon started (pid {}); re-adopted {adopted} running instance(s){}",
+                std::process::id(),
+                crate::fdlimit::limits()
+                    .map(|l| format!(
+                        "; open files: limit {}{}, load balancer budget {} client connections",
+                        l.soft,
+                        if l.raised() {
+                            format!(" (raised from {})", l.started_with)
+                        } else {
+                            String::new()
+                        },
+                        l.budget
+                    ))
+                    .unwrap_or_default()
             ),
         );
         Ok(())
@@ -239,11 +250,11 @@ impl Control {
                 });
                 self.finish_exit(&app, slot, generation, exit);
             }
-            ShimEvent::SpawnFailed(error) => {
+            ShimEvent::SpawnFailed(failure) => {
                 if let Some(s) = self.slot_mut(&app, slot) {
                     s.commands = None;
                 }
-                self.step(&app, slot, Input::SpawnFailed { error });
+                self.start_failed(&app, slot, failure);
                 self.cleanup_run_dir(&app, slot, generation);
             }
         }
@@ -320,7 +331,15 @@ impl Control {
                 continue;
             }
             match shim_client::stop_stray(&dir).await {
-                Some(pid) => {
+                Err(failure) => {
+                    // Its shim may be running: nothing is removed on the strength of it.
+                    tracing::warn!(
+                        "left {} alone for now: {}",
+                        dir.display(),
+                        failure.explained()
+                    );
+                }
+                Ok(Some(pid)) => {
                     stopped += 1;
                     self.emit(
                         "daemon.stray-stopped",
@@ -329,7 +348,7 @@ impl Control {
                         format!("stopped JVM {pid} of stray shim {}", dir.display()),
                     );
                 }
-                None => {
+                Ok(None) => {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
             }
@@ -373,8 +392,20 @@ impl Control {
         spec.logs = rt.rec.spec.logs.clone();
         let port = match ports::pick(spec.ports, preferred, &ours) {
             Ok(p) => p,
-            Err(error) => {
+            Err(ports::PickError::Exhausted(error)) => {
                 self.step(app, slot, Input::SpawnFailed { error });
+                return;
+            }
+            Err(ports::PickError::Unchecked(u)) => {
+                let failure = Failure {
+                    message: format!(
+                        "checking whether port {} is free: {}",
+                        u.port,
+                        std::io::Error::from_raw_os_error(u.errno)
+                    ),
+                    shortage: u.shortage,
+                };
+                self.start_failed(app, slot, failure);
                 return;
             }
         };
@@ -385,8 +416,8 @@ impl Control {
             .transpose()
         {
             Ok(u) => u,
-            Err(error) => {
-                self.step(app, slot, Input::SpawnFailed { error });
+            Err(failure) => {
+                self.start_failed(app, slot, failure);
                 return;
             }
         };
@@ -399,10 +430,10 @@ impl Control {
         if let Some(templates) = spec.env.get(crate::config::TEMPLATES_ENV) {
             let dest = launch::instance_config_dir(&self.dirs, app, slot);
             let vars = launch::instance_vars(app, slot, port);
-            if let Err(error) =
+            if let Err(failure) =
                 crate::config::render_instance(std::path::Path::new(templates), &dest, &vars)
             {
-                self.step(app, slot, Input::SpawnFailed { error });
+                self.start_failed(app, slot, failure);
                 return;
             }
         }
@@ -423,13 +454,7 @@ impl Control {
             && let Err(e) =
                 shim_client::hand_over_dirs(&launch, u.uid, u.gid, spec.workdir.is_none())
         {
-            self.step(
-                app,
-                slot,
-                Input::SpawnFailed {
-                    error: format!("{e:#}"),
-                },
-            );
+            self.start_failed(app, slot, Failure::chain(&e, Op::File));
             return;
         }
         match shim_client::start(
@@ -446,11 +471,40 @@ impl Control {
                     s.commands = Some(commands);
                 }
             }
-            Err(error) => self.step(
+            Err(error) => {
+                // Nothing runs from a start that failed half way: no half-made run dir is left.
+                self.cleanup_run_dir(app, slot, generation);
+                self.start_failed(app, slot, Failure::chain(&error, Op::Spawn));
+            }
+        }
+    }
+
+    /// A start that did not happen: the app's failure (counted, with backoff), or — when the
+    /// daemon was short of something itself — postponed for a short fixed delay, not counted,
+    /// and reported as the daemon's shortage.
+    pub(super) fn start_failed(&mut self, app: &str, slot: u32, failure: Failure) {
+        match failure.shortage {
+            Some(shortage) => {
+                self.note_shortage(
+                    shortage,
+                    &format!(
+                        "{app}/{slot} could not be started ({}); postponed, not counted against it",
+                        failure.message
+                    ),
+                );
+                self.step(
+                    app,
+                    slot,
+                    Input::SpawnPostponed {
+                        reason: failure.explained(),
+                    },
+                );
+            }
+            None => self.step(
                 app,
                 slot,
                 Input::SpawnFailed {
-                    error: format!("{error:#}"),
+                    error: failure.message,
                 },
             ),
         }
@@ -470,13 +524,13 @@ impl Control {
         let app = app.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
-            let result = probe::check(&check, port, timeout, &vars).await;
+            let outcome = probe::check(&check, port, timeout, &vars).await;
             let _ = tx
                 .send(Event::Probe {
                     app,
                     slot,
                     generation,
-                    result,
+                    outcome,
                     took: started.elapsed(),
                 })
                 .await;
@@ -490,4 +544,41 @@ impl Control {
             .and_then(|s| s.record.port())
             .unwrap_or(0)
     }
+}
+
+/// Re-attaches to a shim at daemon start. A socket that cannot even be tried because the daemon
+/// is short of something (out of file descriptors) says nothing about the shim: tried again for
+/// a while, and if the shortage lasts, the daemon does not start (the JVMs keep running under
+/// their shims) rather than take a running instance for lost.
+async fn attach_patiently(
+    run_dir: &std::path::Path,
+    app: &str,
+    slot: u32,
+    generation: u64,
+    tx: &mpsc::Sender<Event>,
+) -> anyhow::Result<Result<mpsc::UnboundedSender<ShimCommand>, Option<ExitInfo>>> {
+    const TRIES: u32 = 50;
+    let mut last = None;
+    for _ in 0..TRIES {
+        match shim_client::attach(run_dir, app.to_string(), slot, generation, tx.clone()).await {
+            Ok(commands) => return Ok(Ok(commands)),
+            Err(shim_client::Unattached::Gone(exit)) => return Ok(Err(exit)),
+            Err(shim_client::Unattached::Short(failure)) => {
+                tracing::warn!("re-adopting {app}/{slot}: {}", failure.explained());
+                last = Some(failure);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    let (why, hint) = match last.as_ref().and_then(|f| f.shortage.map(|s| (f, s))) {
+        Some((f, s)) => (f.explained(), s.hint()),
+        None => (
+            "short of resources".to_string(),
+            "free resources on the host",
+        ),
+    };
+    anyhow::bail!(
+        "cannot re-adopt {app}/{slot} for {} s: {why}. Its JVM keeps running under its shim; {hint}, then start the daemon again",
+        TRIES / 10
+    )
 }

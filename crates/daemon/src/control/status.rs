@@ -80,6 +80,16 @@ impl Control {
                 state_dir: self.dirs.root().display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
                 spec: self.spec_source.clone(),
+                open_files: crate::fdlimit::limits().map(|l| jarfleet_api::OpenFiles {
+                    limit: l.soft,
+                    hard_limit: l.hard,
+                    started_with: l.started_with,
+                    reserve: l.reserve,
+                    balancer_budget: l.budget,
+                    open: crate::fdlimit::open_count(),
+                    shortages: self.shortages.total,
+                    last_shortage: self.shortages.last.clone(),
+                }),
             },
             apps,
         }

@@ -27,7 +27,9 @@ pub enum ShimEvent {
     Exited(ExitInfo),
     /// The connection ended without an exit report (the shim was killed).
     Lost,
-    SpawnFailed(String),
+    /// The shim could not start the JVM; `shortage` when that was for want of a resource on
+    /// the host rather than a problem of the app (a missing `java`).
+    SpawnFailed(crate::fdlimit::Failure),
 }
 
 /// Writes the launch file, starts `jarfleet shim` for it and connects. The control socket is
@@ -63,13 +65,22 @@ pub fn start(
     let mut child =
         spawn::spawn_shim(exe, run_dir, &listener, log).context("starting the instance shim")?;
     // Connect while the listener is still open here too: the connection waits in its backlog.
-    let stream = std::os::unix::net::UnixStream::connect(&socket)?;
+    let connected = std::os::unix::net::UnixStream::connect(&socket)
+        .and_then(|stream| {
+            stream.set_nonblocking(true)?;
+            UnixStream::from_std(stream)
+        })
+        .with_context(|| format!("connecting to {}", socket.display()));
     drop(listener);
+    if connected.is_err() {
+        // A shim the daemon cannot talk to must not go on alone: killed (its JVM, if it got
+        // that far, follows by PDEATHSIG) before the start is reported as failed.
+        let _ = child.start_kill();
+    }
     tokio::spawn(async move {
         let _ = child.wait().await;
     });
-    stream.set_nonblocking(true)?;
-    let stream = UnixStream::from_std(stream)?;
+    let stream = connected.context("the shim was started and stopped again")?;
     Ok(connect_task(stream, app, slot, generation, tx))
 }
 
@@ -90,24 +101,62 @@ pub fn hand_over_dirs(launch: &Launch, uid: u32, gid: u32, own_cwd: bool) -> Res
     Ok(())
 }
 
-/// Re-attaches to a running shim. `Err(Some(exit))`: the shim is gone and left its exit record;
-/// `Err(None)`: gone without one.
+/// Why a shim could not be re-attached.
+#[derive(Debug)]
+pub enum Unattached {
+    /// The shim is gone, and left its exit record (or none).
+    Gone(Option<ExitInfo>),
+    /// Its socket could not even be tried: the daemon is short of something itself. The shim
+    /// may well be running; nothing is to be concluded.
+    Short(crate::fdlimit::Failure),
+}
+
+/// Re-attaches to a running shim.
 pub async fn attach(
     run_dir: &Path,
     app: String,
     slot: u32,
     generation: u64,
     tx: mpsc::Sender<Event>,
-) -> Result<mpsc::UnboundedSender<ShimCommand>, Option<ExitInfo>> {
-    match UnixStream::connect(run_dir.join(run::SOCKET)).await {
+) -> Result<mpsc::UnboundedSender<ShimCommand>, Unattached> {
+    let socket = run_dir.join(run::SOCKET);
+    match UnixStream::connect(&socket).await {
         Ok(stream) => Ok(connect_task(stream, app, slot, generation, tx)),
-        Err(_) => Err(read_exit(run_dir)),
+        Err(e) => {
+            let failure = crate::fdlimit::Failure::io(
+                format_args!("connecting to {}", socket.display()),
+                &e,
+                crate::fdlimit::Op::Connect,
+            );
+            match failure.shortage {
+                Some(_) => Err(Unattached::Short(failure)),
+                None => Err(Unattached::Gone(read_exit(run_dir))),
+            }
+        }
     }
 }
 
 /// Asks the shim in `run_dir` (if one answers) to stop its JVM; returns the JVM's pid.
-pub async fn stop_stray(run_dir: &Path) -> Option<u32> {
-    let stream = UnixStream::connect(run_dir.join(run::SOCKET)).await.ok()?;
+/// `Err`: its socket could not even be tried (the daemon is short of something): leave it be.
+pub async fn stop_stray(run_dir: &Path) -> Result<Option<u32>, crate::fdlimit::Failure> {
+    let socket = run_dir.join(run::SOCKET);
+    match UnixStream::connect(&socket).await {
+        Ok(stream) => Ok(stop_stray_on(stream).await),
+        Err(e) => {
+            let failure = crate::fdlimit::Failure::io(
+                format_args!("connecting to {}", socket.display()),
+                &e,
+                crate::fdlimit::Op::Connect,
+            );
+            match failure.shortage {
+                Some(_) => Err(failure),
+                None => Ok(None),
+            }
+        }
+    }
+}
+
+async fn stop_stray_on(stream: UnixStream) -> Option<u32> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let hello = tokio::time::timeout(std::time::Duration::from_secs(2), lines.next_line())
@@ -196,9 +245,13 @@ fn connect_task(
                                 finished = true;
                                 send(ShimEvent::Exited(exit)).await;
                             }
-                            ShimMessage::SpawnFailed { error } => {
+                            ShimMessage::SpawnFailed { error, errno } => {
                                 finished = true;
-                                send(ShimEvent::SpawnFailed(error)).await;
+                                let shortage = errno.and_then(|e| {
+                                    crate::fdlimit::classify(e, crate::fdlimit::Op::Spawn)
+                                });
+                                let failure = crate::fdlimit::Failure { message: error, shortage };
+                                send(ShimEvent::SpawnFailed(failure)).await;
                             }
                         }
                     }

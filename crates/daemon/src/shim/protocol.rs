@@ -48,8 +48,13 @@ pub enum ShimMessage {
     },
     /// The JVM ended (and every process it forked is gone).
     Exited { exit: ExitInfo },
-    /// The JVM could not be started at all.
-    SpawnFailed { error: String },
+    /// The JVM could not be started at all. `errno`: the OS error of the failed spawn, so the
+    /// daemon can tell a shortage of its own (no memory, process limit) from a missing `java`.
+    SpawnFailed {
+        error: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        errno: Option<i32>,
+    },
 }
 
 /// Daemon → shim.

@@ -71,7 +71,7 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
         Ok(child) => child,
         Err(e) => {
             let error = format!("cannot run {argv0}: {e}");
-            report_spawn_failure(&listener, &error);
+            report_spawn_failure(&listener, &error, e.raw_os_error());
             anyhow::bail!(error);
         }
     };
@@ -140,12 +140,17 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn report_spawn_failure(listener: &std::os::unix::net::UnixListener, error: &str) {
+fn report_spawn_failure(
+    listener: &std::os::unix::net::UnixListener,
+    error: &str,
+    errno: Option<i32>,
+) {
     // Tell the daemon, which connected before we started.
     let _ = listener.set_nonblocking(false);
     if let Ok((mut conn, _)) = listener.accept() {
         let msg = ShimMessage::SpawnFailed {
             error: error.to_string(),
+            errno,
         };
         let _ = writeln!(conn, "{}", serde_json::to_string(&msg).unwrap_or_default());
         let _ = conn.flush();

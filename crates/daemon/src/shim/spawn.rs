@@ -1,6 +1,10 @@
 //! The one fenced place with `unsafe`: code that runs between `fork` and `exec`, and adopting an
 //! inherited file descriptor. Everything here is async-signal-safe (`setsid`, `dup2`, `fcntl`,
-//! `prctl`, `getppid`): no allocation, no locks.
+//! `prctl`, `getppid`, `setrlimit`): no allocation, no locks.
+//!
+//! Every process the daemon starts (shims, and through them the JVMs; `exec` health checks) gets
+//! back the open-file limit the daemon was started with, since the daemon raised its own
+//! (`crate::fdlimit` says why).
 #![allow(unsafe_code)]
 
 use std::io;
@@ -23,6 +27,7 @@ pub fn spawn_shim(
     log: std::fs::File,
 ) -> io::Result<tokio::process::Child> {
     let fd = listener.as_raw_fd();
+    let nofile = crate::fdlimit::for_children();
     let err = log.try_clone()?;
     let mut cmd = Command::new(exe);
     cmd.arg("shim")
@@ -41,6 +46,7 @@ pub fn spawn_shim(
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
+            restore_nofile(nofile)?;
             if fd == LISTENER_FD {
                 let flags = libc::fcntl(fd, libc::F_GETFD);
                 if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
@@ -53,6 +59,37 @@ pub fn spawn_shim(
         });
     }
     tokio::process::Command::from(cmd).spawn()
+}
+
+/// `program` as a child of the daemon (an `exec` health check): with the open-file limit the
+/// daemon was started with.
+pub fn child_command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    if let Some(nofile) = crate::fdlimit::for_children() {
+        // SAFETY: setrlimit is async-signal-safe; the limit was read before the fork and the
+        // closure allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || restore_nofile(Some(nofile)));
+        }
+    }
+    cmd
+}
+
+/// Between fork and exec: the open-file limit the daemon was started with (`None`: the daemon
+/// did not change its own, nothing to do).
+fn restore_nofile(nofile: Option<(u64, u64)>) -> io::Result<()> {
+    let Some((soft, hard)) = nofile else {
+        return Ok(());
+    };
+    let limit = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: a plain system call on a valid, initialised struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// The listener the daemon handed over as fd 3. Call once, at shim start.

@@ -345,6 +345,7 @@ mod tests {
                 state_dir: "/srv/state".into(),
                 uptime_secs: 1,
                 spec: None,
+                open_files: None,
             },
             apps: vec![
                 app(

@@ -122,8 +122,11 @@ pub fn render(u: &Unit) -> Result<String, String> {
     line(&format!("WatchdogSec={WATCHDOG}"));
     line("# The first start may download artifacts and check jars.");
     line("TimeoutStartSec=5min");
-    line("# The load balancer and the JVMs hold many connections.");
-    line("LimitNOFILE=65536");
+    line("# The load balancer and the JVMs hold many connections: the daemon raises its soft");
+    line(
+        "# limit to the hard one; shims, JVMs and checks start with soft 1024 (a JVM raises its own).",
+    );
+    line("LimitNOFILE=1024:524288");
     if let Some(user) = u.user {
         line(&format!("User={user}"));
     }

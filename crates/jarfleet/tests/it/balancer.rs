@@ -445,3 +445,65 @@ fn a_warm_blue_green_set_stops_when_keep_old_is_over() {
         2
     );
 }
+
+#[test]
+fn balancer_settings_change_live_on_apply_without_a_restart() {
+    let (fleet, lb) = fleet_behind_lb(2, None, "round-robin");
+    let before: Vec<(u64, u64)> = fleet
+        .instances("fx")
+        .iter()
+        .map(|i| {
+            (
+                i["pid"].as_u64().expect("pid"),
+                i["restarts"].as_u64().expect("restarts"),
+            )
+        })
+        .collect();
+    let load = Load::start(lb, "/version");
+    load.wait_more(20);
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    let tuned = spec.replace(
+        "balance = \"round-robin\"\n",
+        "balance = \"least-request\"\nhead_timeout = \"5s\"\nkeepalive_timeout = \"30s\"\nconnect_timeout = \"500ms\"\nresponse_timeout = \"2m\"\nmax_connections = 500\nmax_idle_per_backend = 16\nrequest_buffer = \"16KiB\"\neject_for = \"2s\"\neject_after = 2\nstall_timeout = \"0s\"\n",
+    );
+    assert_ne!(tuned, spec, "the balancer table is in the spec");
+    fleet.write_spec(&tuned);
+    let plan = fleet.ok(&["apply", "-o", "json"]);
+    let plan: serde_json::Value = serde_json::from_str(&plan).expect("apply -o json");
+    assert_eq!(
+        plan["plan"]["changes"],
+        serde_json::json!([{"change": "update", "app": "fx", "fields": ["balancer"]}]),
+        "{plan}"
+    );
+    load.wait_more(20);
+    let (ok, failed, errors) = load.finish();
+    assert_eq!(failed, 0, "{ok} ok, {failed} failed: {errors:?}");
+    let after: Vec<(u64, u64)> = fleet
+        .instances("fx")
+        .iter()
+        .map(|i| {
+            (
+                i["pid"].as_u64().expect("pid"),
+                i["restarts"].as_u64().expect("restarts"),
+            )
+        })
+        .collect();
+    assert_eq!(after, before, "a balancer setting restarted an instance");
+    let updated = fleet.events_of("app.updated", "fx", None);
+    assert!(
+        updated
+            .last()
+            .and_then(|e| e["message"].as_str())
+            .is_some_and(|m| m.contains("updated live: balancer")),
+        "{updated:?}"
+    );
+    // A value out of range changes nothing: refused with the spec's error, where it is.
+    fleet.write_spec(&tuned.replace("eject_after = 2", "eject_after = 0"));
+    let out = fleet.run(&["apply"]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apps.fx.balancer.eject_after = 0: must be between 1 and 1000"),
+        "{stderr}"
+    );
+}

@@ -23,6 +23,7 @@ mod errors;
 mod etcd;
 mod export;
 mod faststart;
+mod fd_shortage;
 mod foreground;
 mod install;
 mod logs;
