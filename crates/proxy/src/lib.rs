@@ -182,11 +182,17 @@ pub struct Snapshot {
 }
 
 /// Whether an io error is this process running out of something (descriptors, memory,
-/// buffers) rather than a fault of the peer: never held against a backend.
+/// buffers, local ports) rather than a fault of the peer: never held against a backend.
 pub fn is_local_exhaustion(e: &io::Error) -> bool {
     matches!(
         e.raw_os_error(),
-        Some(libc_codes::EMFILE | libc_codes::ENFILE | libc_codes::ENOBUFS | libc_codes::ENOMEM)
+        Some(
+            libc_codes::EMFILE
+                | libc_codes::ENFILE
+                | libc_codes::ENOBUFS
+                | libc_codes::ENOMEM
+                | libc_codes::EADDRNOTAVAIL
+        )
     ) || e.kind() == io::ErrorKind::OutOfMemory
 }
 
@@ -196,6 +202,8 @@ mod libc_codes {
     pub const ENFILE: i32 = 23;
     pub const EMFILE: i32 = 24;
     pub const ENOBUFS: i32 = 105;
+    /// On a connect: no local port left.
+    pub const EADDRNOTAVAIL: i32 = 99;
 }
 
 /// What the accept loop and every connection task share.
