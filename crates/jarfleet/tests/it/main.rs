@@ -25,6 +25,7 @@ mod export;
 mod faststart;
 mod fd_shortage;
 mod foreground;
+mod hung;
 mod install;
 mod logs;
 mod metrics;
