@@ -45,7 +45,10 @@ fn backend(fleet: &Fleet, slot: u64) -> Value {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|b| b["in_snapshot"] == true && b["labels"]["slot"] == slot.to_string())
+        .find(|b| {
+            b["in_snapshot"] == true
+                && b["labels"]["slot"].as_str().and_then(|s| s.parse().ok()) == Some(slot)
+        })
         .cloned()
         .unwrap_or(Value::Null)
 }
