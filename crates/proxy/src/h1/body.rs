@@ -68,6 +68,11 @@ pub(super) async fn take(
             }
             Ok(Body::Buffered(client.buf.split_to(n)))
         }
+        Framing::Chunked if limit == 0 => Ok(Body::Stream(Stream {
+            coding: Coding::Chunked(Chunked::new()),
+            pending: Vec::new(),
+            done: false,
+        })),
         Framing::Chunked => {
             let mut decoder = Chunked::new();
             let mut decoded = BytesMut::new();
