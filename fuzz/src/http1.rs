@@ -37,9 +37,9 @@ fn feed(c: &mut Chunked, buf: &[u8], payload: &mut Vec<u8>) -> Result<usize, Str
 pub const KNOWN_OPEN: &[&str] = &[
     "one-host",
     "te-to-http10",
-    "framing/connection-option",
-    "framing/repeated",
-    "framing/empty-te",
+    "framing-connection-option",
+    "framing-repeated",
+    "framing-empty-te",
 ];
 
 /// Client addresses as the proxy formats them (`SocketAddr::ip()`): one of each family.
@@ -334,25 +334,25 @@ fn framing_excuse(open: &[&str], received: &[(&str, &[u8])]) -> Option<&'static 
     let bugs = [
         (
             // `Connection: content-length` or `transfer-encoding`: the framing header dropped.
-            "framing/connection-option",
+            "framing-connection-option",
             tokens("connection")
                 .iter()
                 .any(|t| t == "content-length" || t == "transfer-encoding"),
         ),
         (
             // `Transfer-Encoding:` with no coding: ignored for the framing, forwarded all the same.
-            "framing/empty-te",
+            "framing-empty-te",
             values(received, "transfer-encoding")
                 .any(|v| lower(v).split(',').all(|t| t.trim().is_empty())),
         ),
         (
             // Framing fields repeated, or a list of lengths: forwarded as received.
-            "framing/repeated",
+            "framing-repeated",
             count(received, "content-length") > 1
                 || values(received, "content-length").any(|v| v.contains(&b',')),
         ),
         (
-            "framing/repeated",
+            "framing-repeated",
             count(received, "transfer-encoding") > 1
                 || tokens("transfer-encoding")
                     .iter()

@@ -4,4 +4,5 @@
 
 pub mod bundle;
 pub mod http1;
+pub mod replay;
 pub mod spec;
