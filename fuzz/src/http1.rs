@@ -30,10 +30,12 @@ fn feed(c: &mut Chunked, buf: &[u8], payload: &mut Vec<u8>) -> Result<usize, Str
 }
 
 /// Bugs of the current parser that fuzzing found and that are reported, not fixed here (the
-/// proxy's parser is being rewritten): the properties (the `[id]` of a failure) that are not
-/// checked until they are fixed, so that fuzzing can find other bugs meanwhile. Each has its
-/// inputs in `fuzz/regressions/<target>/<id>--*`, which `crates/proxy/tests/fuzz_regressions.rs`
-/// replays expecting the failure: once one passes, the bug is fixed and its id leaves this list.
+/// proxy's parser is being rewritten). Each id is a property (the `[id]` of a failure) or, for
+/// `framing-*`, the input shape that breaks the framing property (see `framing_excuse`); the
+/// checks exempt exactly that, so that fuzzing can find other bugs meanwhile. The inputs are in
+/// `fuzz/regressions/<target>/open/<id>/`, and `crates/proxy/tests/fuzz_regressions.rs` checks
+/// that they still fail without their exemption: once one passes, the bug is fixed and its id
+/// leaves this list.
 pub const KNOWN_OPEN: &[&str] = &[
     "one-host",
     "te-to-http10",
