@@ -36,13 +36,7 @@ fn feed(c: &mut Chunked, buf: &[u8], payload: &mut Vec<u8>) -> Result<usize, Str
 /// `fuzz/regressions/<target>/open/<id>/`, and `crates/proxy/tests/fuzz_regressions.rs` checks
 /// that they still fail without their exemption: once one passes, the bug is fixed and its id
 /// leaves this list.
-pub const KNOWN_OPEN: &[&str] = &[
-    "one-host",
-    "te-to-http10",
-    "framing-connection-option",
-    "framing-repeated",
-    "framing-empty-te",
-];
+pub const KNOWN_OPEN: &[&str] = &[];
 
 /// Client addresses as the proxy formats them (`SocketAddr::ip()`): one of each family.
 const CLIENT_IPS: [&str; 2] = ["203.0.113.9", "2001:db8::7"];

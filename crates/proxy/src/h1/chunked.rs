@@ -78,6 +78,9 @@ impl Chunked {
         buf: &[u8],
         mut payload: impl FnMut(&[u8]),
     ) -> Result<usize, ChunkError> {
+        if self.state == State::Done {
+            return Ok(0);
+        }
         let mut i = 0;
         while i < buf.len() {
             if let State::Data(left) = self.state {

@@ -700,7 +700,7 @@ pub fn parse_response(
         (Framing::None, Declared::Length(n)) if status != 204 => {
             let _ = write!(Buf(out), "Content-Length: {n}\r\n");
         }
-        (Framing::None, Declared::Chunked) if req.is_head && !dechunk => {
+        (Framing::None, Declared::Chunked) if req.is_head && req.minor == 1 => {
             out.extend_from_slice(b"Transfer-Encoding: chunked\r\n");
         }
         _ => {}
