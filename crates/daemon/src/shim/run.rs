@@ -273,10 +273,13 @@ fn signal_jvm(shared: &Shared, name: &str) {
     }
 }
 
-/// SIGTERM the group → wait `grace` → thread dump → SIGKILL the group.
+/// SIGTERM the group → wait `grace` → thread dump → SIGKILL the group. A SIGCONT follows the
+/// SIGTERM (as systemd does): a JVM someone stopped (`SIGSTOP`, a debugger, Ctrl-Z) runs again
+/// and shuts down cleanly instead of sitting out `grace` and the thread dump's timeout.
 fn stop_sequence(shared: &Shared, grace: Duration, launch: &Launch) {
     let group = Pid::from_raw(shared.pid as i32);
     let _ = killpg(group, Signal::SIGTERM);
+    let _ = killpg(group, Signal::SIGCONT);
     if wait_exit(shared, grace) {
         return;
     }

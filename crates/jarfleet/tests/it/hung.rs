@@ -137,3 +137,37 @@ fn a_frozen_jvm_leaves_the_balancer_without_a_failed_get_and_a_stuck_post_gets_5
         .sum();
     assert_eq!(restarts, 0);
 }
+
+#[test]
+fn a_stopped_jvm_is_woken_to_shut_down_cleanly_when_it_is_stopped() {
+    let fleet = Fleet::new(6);
+    fleet.write_spec(&fleet.app_toml(&AppDef {
+        instances: 1,
+        // Far longer than the test waits: a stop that sat it out would be plain to see.
+        tables: "[apps.fx.stop]\nstop_timeout = \"120s\"\n",
+        ..Default::default()
+    }));
+    fleet.up();
+    fleet.wait_ready("fx", 1, START);
+    let pid = fleet.instance("fx", 0)["pid"].as_u64().expect("pid") as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    fleet.ok(&["stop", "fx/0"]);
+    let exited = wait_until("the stopped JVM to exit", Duration::from_secs(60), || {
+        fleet
+            .events_of("instance.exited", "fx", Some(0))
+            .into_iter()
+            .last()
+    });
+    let message = exited["message"].as_str().unwrap_or("");
+    assert!(
+        message.contains("stopped cleanly"),
+        "the JVM was not woken to run its shutdown hooks: {exited}"
+    );
+    let log =
+        std::fs::read_to_string(fleet.log_dir("fx", 0).join("stdout.log")).unwrap_or_default();
+    assert!(log.contains("shutting down"), "{log}");
+}
