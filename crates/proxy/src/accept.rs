@@ -14,14 +14,30 @@ const CAP_RECHECK: Duration = Duration::from_millis(200);
 /// How often idle connections are asked to close while the loop waits at a cap.
 const RECLAIM_EVERY: Duration = Duration::from_millis(200);
 
-pub(crate) async fn accept_loop(listener: std::net::TcpListener, sh: Arc<Shared>) {
+/// Runs the accept loop and keeps it running: should it ever panic, the error is logged and
+/// the loop starts again on the same socket, so the listen address never closes while the
+/// listener lives (the socket is only closed when the listener stops).
+pub(crate) async fn supervise(listener: std::net::TcpListener, sh: Arc<Shared>) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
+        Ok(l) => Arc::new(l),
         Err(e) => {
             tracing::error!(listener = %sh.name, error = %e, "cannot accept");
             return;
         }
     };
+    loop {
+        match tokio::spawn(accept_loop(listener.clone(), sh.clone())).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                sh.front.accept_restarts.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(listener = %sh.name, error = %e, "the accept loop panicked; it starts again on the same socket");
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+async fn accept_loop(listener: Arc<tokio::net::TcpListener>, sh: Arc<Shared>) {
     let Ok(workers) = workers::workers() else {
         return;
     };
@@ -93,7 +109,9 @@ pub(crate) async fn accept_loop(listener: std::net::TcpListener, sh: Arc<Shared>
                 if crate::is_local_exhaustion(&e) {
                     Conns::reclaim_everywhere();
                 }
-                tracing::warn!(listener = %sh.name, error = %e, "accept failed");
+                if let Some(since) = sh.warnings.accept_failed.allow(Instant::now()) {
+                    tracing::warn!(listener = %sh.name, error = %e, "accept failed{since}");
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }

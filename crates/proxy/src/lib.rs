@@ -95,6 +95,7 @@ mod pool;
 mod stats;
 mod table;
 mod tcp;
+mod throttle;
 mod tunnel;
 mod workers;
 
@@ -219,6 +220,8 @@ pub(crate) struct Shared {
     retired: Mutex<CounterView>,
     pub no_backend: AtomicU64,
     pub front: stats::FrontCounters,
+    /// Warnings that could come thousands of times a second, logged at most once a second.
+    pub warnings: throttle::Warnings,
     pub conns: Arc<Conns>,
     /// The snapshot in force, to rebuild the table when the balancing settings change.
     last: Mutex<Snapshot>,
@@ -327,6 +330,7 @@ impl Listener {
             retired: Mutex::new(CounterView::default()),
             no_backend: AtomicU64::new(0),
             front: stats::FrontCounters::default(),
+            warnings: throttle::Warnings::default(),
             conns: Conns::new(),
             last: Mutex::new(Snapshot::default()),
             cfg: ArcSwap::from_pointee(cfg),
@@ -335,7 +339,7 @@ impl Listener {
         let listener = listener.into_std()?;
         let accept = workers
             .next()
-            .spawn(accept::accept_loop(listener, shared.clone()));
+            .spawn(accept::supervise(listener, shared.clone()));
         Ok(Listener {
             shared,
             local,

@@ -190,6 +190,7 @@ pub(crate) struct FrontCounters {
     pub local_errors: AtomicU64,
     pub tunnels: AtomicU64,
     pub tunnels_open: AtomicU64,
+    pub accept_restarts: AtomicU64,
 }
 
 impl FrontCounters {
@@ -203,6 +204,7 @@ impl FrontCounters {
             paused,
             tunnels: self.tunnels.load(Relaxed),
             tunnels_open: self.tunnels_open.load(Relaxed),
+            accept_restarts: self.accept_restarts.load(Relaxed),
         }
     }
 }
@@ -226,6 +228,8 @@ pub struct FrontView {
     /// WebSocket tunnels opened, and open now.
     pub tunnels: u64,
     pub tunnels_open: u64,
+    /// Times the accept loop panicked and was started again (0 unless jarfleet has a bug).
+    pub accept_restarts: u64,
 }
 
 #[cfg(test)]

@@ -35,7 +35,9 @@ pub(crate) async fn serve(sh: Arc<Shared>, mut client: TcpStream, token: ConnTok
             Ok(Ok(s)) => s,
             Ok(Err(e)) if crate::is_local_exhaustion(&e) => {
                 sh.front.local_errors.fetch_add(1, Relaxed);
-                tracing::warn!(listener = %sh.name, error = %e, "cannot connect to an instance: the proxy is out of resources");
+                if let Some(since) = sh.warnings.local_error.allow(Instant::now()) {
+                    tracing::warn!(listener = %sh.name, error = %e, "cannot connect to an instance: the load balancer is out of resources{since}");
+                }
                 return;
             }
             Ok(Err(e)) => {

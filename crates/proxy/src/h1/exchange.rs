@@ -163,7 +163,9 @@ pub(super) async fn forward(
             }
             Err(Failure::Local(e)) => {
                 sh.front.local_errors.fetch_add(1, Relaxed);
-                tracing::warn!(listener = %sh.name, error = %e, "cannot connect to an instance: the load balancer is out of resources");
+                if let Some(since) = sh.warnings.local_error.allow(StdInstant::now()) {
+                    tracing::warn!(listener = %sh.name, error = %e, "cannot connect to an instance: the load balancer is out of resources{since}");
+                }
                 let msg = "the load balancer is out of resources; retry shortly\n";
                 let whole = !body.is_stream();
                 return local(
