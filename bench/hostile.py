@@ -96,12 +96,20 @@ def loadavg():
 
 
 def proc_start(pid):
-    """The start time of `pid` (clock ticks since boot), or None if it is gone."""
+    """The start time of `pid` (clock ticks since boot), or None if it is gone (or a zombie)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return int(f.read().rsplit(")", 1)[1].split()[19])
+            fields = f.read().rsplit(")", 1)[1].split()
+        return None if fields[0] in ("Z", "X") else int(fields[19])
     except (OSError, IndexError, ValueError):
         return None
+
+
+def cmdline(pid):
+    try:
+        return open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "?"
 
 
 def nofile_of(pid):
@@ -482,11 +490,15 @@ http = "/health"
             self.cmd("down", check=False, timeout=180)
         except subprocess.TimeoutExpired:
             log("`jarfleet down` did not end within 180 s")
-        # Anything of ours left (it should not be): by pid, and only the very process we saw.
-        time.sleep(0.5)
+        # Anything of ours left 10 s after `down` returned (it should not be): by pid, and only
+        # the very process we saw start.
+        end = time.time() + 10
+        while time.time() < end and any(proc_start(p) == st for p, st in OWNED.items()):
+            time.sleep(0.2)
         for pid in list(OWNED):
+            what = cmdline(pid)
             if kill_owned(pid, signal.SIGKILL):
-                log(f"pid {pid} was still there after `jarfleet down`: killed")
+                log(f"pid {pid} ({what}) was still there 10 s after `jarfleet down`: killed")
             OWNED.pop(pid, None)
         self.daemon = None
 
