@@ -772,6 +772,11 @@ def idle_run(jf, tmp, fixture, args, i):
         }
         sts = timer.samples
         ok = [s for s in sts if s["ok"]]
+        held_ok = [s["ms"] for s in ok if t_hold0 <= s["t"] <= t_hold1]
+        res["status_held"] = {"calls": sum(1 for s in sts if t_hold0 <= s["t"] <= t_hold1), "ok": len(held_ok),
+                              "p50_ms": pct(held_ok, 0.5), "max_ms": max(held_ok, default=None)}
+        res["status_timeline"] = [[round(s["t"] - t_open0, 1), round(s.get("ms", 0)), s["ok"], s.get("connections"),
+                                   s["fds"]] for s in sts]
         res["status"] = {
             "calls": len(sts), "ok": len(ok), "p50_ms": pct([s["ms"] for s in ok], 0.5),
             "p99_ms": pct([s["ms"] for s in ok], 0.99), "max_ms": max((s["ms"] for s in sts), default=None),
@@ -793,8 +798,9 @@ def idle_run(jf, tmp, fixture, args, i):
         log(f"  {c['connected']} connected, {c['answered_200']} answered 200, {c['open_at_end']} still open at the "
             f"end of the hold ({c['closed_before_hold']} closed before it, {c['closed_in_hold']} during it); "
             f"errors {c['error_count']} {c['errors']}")
-        log(f"  probe while held: {p['held_ok']}/{p['held']} ok, p50 {p['held_p50_ms']} ms, p99 {p['held_p99_ms']} ms; "
-            f"status: {s['ok']}/{s['calls']} answered, p50 {s['p50_ms']} ms, max {s['max_ms']} ms; "
+        log(f"  probe while held: {p['held_ok']}/{p['held']} ok, p50 {_f(p['held_p50_ms'])} ms, p99 "
+            f"{_f(p['held_p99_ms'])} ms; status: {s['ok']}/{s['calls']} answered, p50 {_f(s['p50_ms'], 0)} ms, "
+            f"max {_f(s['max_ms'], 0)} ms; "
             f"front {front}; daemon fds max {s['max_fds']}")
         log(f"  restarts {res['restarts']}, pids changed {res['pids_changed']}, health events "
             f"{res['health_event_messages'] or 'none'}")
@@ -1060,6 +1066,7 @@ def markdown(R, args, meta):
                 "| | per run | median (range) |", "|---|---|---:|",
                 f"| daemon's open-file limit (soft/hard, `/proc/PID/limits`) | {', '.join('/'.join(map(str, r['daemon_nofile'] or ['?'])) for r in rs)} | |",
                 f"| connections that got their `200` | {', '.join(str(x['answered_200']) for x in c)} | {mr([x['answered_200'] for x in c], 0)} |",
+                f"| … other answers | {'; '.join(', '.join(x['answer_status']) or '–' for x in c)} | |",
                 f"| connections that failed (connect or answer) | {', '.join(str(x['error_count']) for x in c)} | {mr([x['error_count'] for x in c], 0)} |",
                 f"| … how they failed | {'; '.join(', '.join(x['errors']) or '–' for x in c)} | |",
                 f"| opening all took (s) | {', '.join(_f(r['open_s'], 1) for r in rs)} | {mr([r['open_s'] for r in rs], 1)} |",
@@ -1076,7 +1083,8 @@ def markdown(R, args, meta):
                 f"| probe over the whole run (opening included): 200 | {', '.join(str(x['all_ok']) + '/' + str(x['all']) for x in p)} | |",
                 f"| … probe failures | {'; '.join(', '.join(x['failures']) or '–' for x in p)} | |",
                 f"| `status` answered | {', '.join(str(s['ok']) + '/' + str(s['calls']) for s in st)} | |",
-                f"| `status` latency p50 / max (ms) | {', '.join(_f(s['p50_ms'], 0) + ' / ' + _f(s['max_ms'], 0) for s in st)} | "
+                f"| `status` while held: answered, p50 / max (ms) | {', '.join(str(r['status_held']['ok']) + '/' + str(r['status_held']['calls']) + ', ' + _f(r['status_held']['p50_ms'], 0) + ' / ' + _f(r['status_held']['max_ms'], 0) for r in rs)} | |",
+                f"| `status` over the whole run: latency p50 / max (ms) | {', '.join(_f(s['p50_ms'], 0) + ' / ' + _f(s['max_ms'], 0) for s in st)} | "
                 f"{mr([s['p50_ms'] for s in st], 0)} / {mr([s['max_ms'] for s in st], 0)} |",
                 f"| … `status` errors | {'; '.join(', '.join(s['errors']) or '–' for s in st)} | |",
                 f"| ready instances, min seen | {', '.join(str(s['min_ready']) for s in st)} | |",
