@@ -818,9 +818,12 @@ def idle_run(jf, tmp, fixture, args, i):
 # Scenario 3: SIGSTOP of one JVM
 # ---------------------------------------------------------------------------------------------
 
-def backend_of(app, port):
+def backend_of(app, port=None, bid=None):
+    """The backend with this id (`app/slot#generation`), else the one on this port."""
     for b in (app.get("balancer") or {}).get("backends", []):
-        if str(b.get("addr", "")).endswith(f":{port}"):
+        if bid is not None and b.get("id") == bid:
+            return b
+        if bid is None and str(b.get("addr", "")).endswith(f":{port}"):
             return b
     return None
 
@@ -847,7 +850,7 @@ def sigstop_run(jf, tmp, fixture, args, i, stall_off=False):
         app = fleet.app()
         b = backend_of(app, port)
         res["in_flight_before"] = b["in_flight"] if b else None
-        res["backend"] = b["id"] if b and "id" in b else (b or {}).get("name")
+        bid = res["backend"] = b and b.get("id")
         t0 = time.time()
         if not kill_owned(pid, signal.SIGSTOP):
             raise SystemExit(f"JVM pid {pid} is not one this script saw start")
@@ -861,7 +864,7 @@ def sigstop_run(jf, tmp, fixture, args, i, stall_off=False):
             except (subprocess.TimeoutExpired, subprocess.CalledProcessError, ValueError) as e:
                 timeline.append([time.time() - t0, f"status failed: {type(e).__name__}"])
                 continue
-            b = backend_of(app, port)
+            b = backend_of(app, bid=bid)
             now = time.time() - t0
             state = None if b is None else (b["ejected"], b.get("ejected_reason"), b.get("hung"),
                                             b.get("in_snapshot"), b["in_flight"])
@@ -895,8 +898,12 @@ def sigstop_run(jf, tmp, fixture, args, i, stall_off=False):
         res["gets_failed_detail"] = sorted({f"{r[3]} {r[5]}".strip() for r in gets if r[3] != 200})
         res["gets_slow"] = sum(1 for r in gets if r[1] > 1000)
         res["gets_max_ms"] = max((r[1] for r in gets), default=None)
-        res["gets_to_victim_after_eject"] = sum(1 for r in gets if r[4] == port and t_ejected is not None
-                                                and r[0] >= t0 + t_ejected and r[0] < t_cont)
+        # A GET sent to the frozen JVM after its ejection would wait for the stall detection again.
+        res["gets_held_after_eject"] = sum(1 for r in gets if t_ejected is not None and r[1] > 1000
+                                           and t0 + t_ejected <= r[0] < t_cont)
+        res["in_flight_max_after_eject"] = max(
+            (e[1]["in_flight"] for e in timeline if isinstance(e[1], dict) and t_ejected is not None
+             and e[0] >= t_ejected), default=None)
         stuck = [r for r in posts if r[1] > 2000]
         res["posts_after_t0"] = len(posts)
         res["posts_failed"] = sum(1 for r in posts if r[3] != 200)
@@ -915,8 +922,8 @@ def sigstop_run(jf, tmp, fixture, args, i, stall_off=False):
                                                              "instance.spawned") and e["ts"] >= t0 * 1000), None)
         res["first_restart_event"] = restart_ev and [round(restart_ev["ts"] / 1000 - t0, 2), restart_ev["kind"]]
         log(f"  GETs after t0: {res['gets_after_t0']}, failed {res['gets_failed']} {res['gets_failed_detail']}, "
-            f"> 1 s: {res['gets_slow']} (max {res['gets_max_ms']:.0f} ms), to the frozen JVM after its ejection: "
-            f"{res['gets_to_victim_after_eject']}")
+            f"> 1 s: {res['gets_slow']} (max {res['gets_max_ms']:.0f} ms), sent after the ejection and held > 1 s: "
+            f"{res['gets_held_after_eject']}; in flight on it after the ejection, max {res['in_flight_max_after_eject']}")
         log(f"  POSTs stuck (> 2 s): {res['posts_stuck']}")
         log(f"  slot {slot} events after t0: {res['slot_events']}")
         log(f"  restarted: {res['victim_restarted']} (pid {pid} → {res['victim_pid_after']}, state "
@@ -1125,7 +1132,8 @@ def markdown(R, args, meta):
                     f"| GETs completed after t0 / failed | {', '.join(str(r['gets_after_t0']) + ' / ' + str(r['gets_failed']) for r in rs)} | |",
                     f"| GETs over 1 s after t0 (held by the frozen JVM, then replayed), max (ms) | "
                     f"{', '.join(str(r['gets_slow']) + ', ' + _f(r['gets_max_ms'], 0) for r in rs)} | |",
-                    f"| GETs answered by the frozen JVM between its ejection and SIGCONT | {', '.join(str(r['gets_to_victim_after_eject']) for r in rs)} | |",
+                    f"| GETs sent after the ejection that took > 1 s | {', '.join(str(r['gets_held_after_eject']) for r in rs)} | |",
+                    f"| in flight on the frozen backend after its ejection, max (the stuck POSTs) | {', '.join(str(r['in_flight_max_after_eject']) for r in rs)} | |",
                     f"| POSTs stuck (> 2 s): status, after (s) | {'; '.join(stuck_text(r) for r in rs)} | |",
                     f"| POST statuses seen after t0 | {'; '.join(','.join(map(str, r['post_statuses'])) for r in rs)} | |",
                     f"| first restart event for the slot (s after t0) | {'; '.join(str(r['first_restart_event']) for r in rs)} | |",
