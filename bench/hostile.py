@@ -1039,10 +1039,14 @@ def markdown(R, args, meta):
                 f"{', '.join('/'.join(str(v) for v in x['lb_connections_during']) for x in s)} | |",
                 f"| instance restarts, pids changed | {', '.join(str(r['restarts']) + ', ' + str(r['pids_changed']) for r in rs)} | |",
                 ""]
-        if overlap(un, lo):
-            out += ["The p99 ranges of (a) and (b) overlap: on this machine the difference is within run-to-run noise.", ""]
+        if len(rs) < 2:
+            out += ["One run: no ranges to compare.", ""]
+        elif overlap(un, lo):
+            out += ["The p99 ranges of (a) and (b) overlap: on this machine the difference is within run-to-run "
+                    "noise.", ""]
         else:
-            out += ["The p99 ranges of (a) and (b) do not overlap.", ""]
+            out += [f"The p99 ranges of (a) and (b) do not overlap (loaded {'higher' if med(lo) > med(un) else 'lower'}).",
+                    ""]
         total = [x["connected"] for x in s]
         closed30 = [x["closed_within_30s"] for x in s]
         ratio = [l / u for u, l in zip(un, lo) if u and l]
@@ -1098,6 +1102,16 @@ def markdown(R, args, meta):
                 f"| health events (`unhealthy`, restarts, exits) | {'; '.join(', '.join(r['health_events']) or 'none' for r in rs)} | |",
                 f"| instance restarts, pids changed | {', '.join(str(r['restarts']) + ', ' + str(r['pids_changed']) for r in rs)} | |",
                 ""]
+        soft = [(r["daemon_nofile"] or [None])[0] for r in rs]
+        if any(x is not None and x <= 1024 for x in soft):
+            out += [f"The daemon kept the soft open-file limit it was started with ({', '.join(map(str, soft))}), "
+                    "although docs/load-balancer.md says it raises it to the hard limit at start; at that limit the "
+                    "proxy runs out of descriptors (`accept` or the connect to an instance fails), asks idle "
+                    "connections to close (`front.reclaimed`) and answers `503` where it had accepted a client but "
+                    "could not open a connection to an instance (`front.local_errors`: "
+                    f"{', '.join(str(f.get('local_errors')) for f in fr)} of the idle clients' first GETs). "
+                    "`front.paused` counts stops at a cap (`max_connections` or the process budget): "
+                    f"{', '.join(str(f.get('paused')) for f in fr)}.", ""]
         shown = rs[0]["budget_shown"]
         out += ["Connection budget / open-file limit in `status -o json` or `doctor -o json`: " +
                 (", ".join(f"`{k}` = {json.dumps(v)}" for k, v in shown) if shown else "not shown (yet)") + ".", ""]
@@ -1136,9 +1150,13 @@ def markdown(R, args, meta):
                     f"| in flight on the frozen backend after its ejection, max (the stuck POSTs) | {', '.join(str(r['in_flight_max_after_eject']) for r in rs)} | |",
                     f"| POSTs stuck (> 2 s): status, after (s) | {'; '.join(stuck_text(r) for r in rs)} | |",
                     f"| POST statuses seen after t0 | {'; '.join(','.join(map(str, r['post_statuses'])) for r in rs)} | |",
-                    f"| first restart event for the slot (s after t0) | {'; '.join(str(r['first_restart_event']) for r in rs)} | |",
+                    f"| first restart event for the slot (s after t0) | {'; '.join(restart_text(r) for r in rs)} | |",
                     f"| restarted (new pid) by the end | {', '.join('yes' if r['victim_restarted'] else 'no' for r in rs)} | |",
                     ""]
+            out += ["The frozen backend in `status -o json`, run 1 (s after t0: `ejected`, `ejected_reason`, `hung`, "
+                    "`in_snapshot`, `in_flight`, at each change): " +
+                    "; ".join(f"{t} {'gone' if not isinstance(b, dict) else ', '.join(str(b[k]) for k in ('ejected', 'reason', 'hung', 'in_snapshot', 'in_flight'))}"
+                              for t, b in rs[0]["timeline"][:12]) + ".", ""]
             out += ["Events of the frozen slot, run 1 (s after t0): " +
                     "; ".join(f"{t} `{k}`" for t, k, _ in rs[0]["slot_events"]) + ".", ""]
             stuck = [p for r in rs for p in r["posts_stuck"]]
@@ -1158,6 +1176,9 @@ def markdown(R, args, meta):
             else:
                 goals.append(("sigstop, stall detection off", "(no goal: what the health check alone gives) t0 → ejected",
                               mr(ej, 2, " s"), None))
+    if meta.get("took"):
+        out += ["Time per run of each scenario (fleet start and stop included): " +
+                ", ".join(f"{s} {mr(v, 0, ' s')}" for s, v in meta["took"].items()) + ".", ""]
     if meta.get("notes"):
         out += ["Notes:", ""] + [f"- {n}" for n in meta["notes"]] + [""]
     out += ["Goals:", "", "| scenario | goal | measured | met |", "|---|---|---|---|"]
@@ -1165,6 +1186,11 @@ def markdown(R, args, meta):
         out.append(f"| {sc} | {g} | {m} | {'–' if ok is None else ('yes' if ok else '**missed**')} |")
     out.append("")
     return "\n".join(out)
+
+
+def restart_text(r):
+    e = r["first_restart_event"]
+    return f"`{e[1]}` at {e[0]:.1f}" if e else "none"
 
 
 def stuck_text(r):
@@ -1226,8 +1252,9 @@ def main():
         if ok:
             stall_pass = True
         else:
+            why = re.sub(r"^.*?jarfleet\.toml:\d+:\d+: ", "", text.splitlines()[0]) if text else "?"
             note = ("`[apps.X.balancer] stall_timeout` is not a key of this build (`jarfleet validate`: "
-                    f"{text.splitlines()[0] if text else '?'}): the pass with stall detection off was skipped.")
+                    f"{why}): the pass with stall detection off was skipped.")
             log(note)
             meta["notes"].append(note)
     started = time.time()
@@ -1256,6 +1283,7 @@ def main():
             Path(args.json).write_text(json.dumps({"results": R, "meta": meta, "took_s": took}, indent=1))
         shutil.rmtree(tmp, ignore_errors=True)
     meta["load_end"] = loadavg()
+    meta["took"] = took
     log("time per run: " + ", ".join(f"{s} {mr(v, 0, ' s')}" for s, v in took.items()) +
         f"; all {time.time() - started:.0f} s")
     text = markdown(R, args, meta)
