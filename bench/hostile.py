@@ -138,6 +138,7 @@ def fd_count(pid):
 WORKERS = []  # Popen objects, each the leader of its own process group
 OWNED = {}  # pid -> start time, for every daemon/shim/JVM pid a fleet of ours reported
 STOPPED = set()  # pids we sent SIGSTOP and have not sent SIGCONT yet
+JAVA = []  # the java binary the fleet's instances run, once seen
 
 
 def own(pid):
@@ -460,7 +461,12 @@ http = "/health"
                        capture_output=True, text=True, check=True, timeout=300, preexec_fn=limit)
         self.daemon = int((self.state / "daemon.lock").read_text().split()[0])
         own(self.daemon)
-        self.instances_now()
+        for i in self.instances_now():
+            if i.get("pid") and not JAVA:
+                try:  # the java the instances run (jarfleet picks the JDK, not $PATH)
+                    JAVA.append(os.readlink(f"/proc/{i['pid']}/exe"))
+                except OSError:
+                    pass
 
     def status(self, timeout=10):
         return json.loads(self.cmd("status", "-o", "json", timeout=timeout).stdout)
@@ -978,13 +984,14 @@ def machine():
     except (OSError, StopIteration):
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    java = shutil.which("java") or "java"
+    java = JAVA[0] if JAVA else (shutil.which("java") or "java")
     try:
         jv = subprocess.run([java, "-version"], capture_output=True, text=True, timeout=30).stderr.splitlines()
         jv = next((ln for ln in jv if "Runtime Environment" in ln), jv[0] if jv else "?")
     except (OSError, subprocess.TimeoutExpired):
         jv = "?"
-    return f"{cpu}, nproc {os.cpu_count()}, {mem:.1f} GiB RAM, Linux {platform.release()}; {jv} (`{os.path.realpath(java)}`)"
+    return (f"{cpu}, nproc {os.cpu_count()}, {mem:.1f} GiB RAM, Linux {platform.release()}; instances on {jv} "
+            f"(`{os.path.realpath(java)}`, the JDK jarfleet chose)")
 
 
 def markdown(R, args, meta):
@@ -1229,6 +1236,8 @@ def main():
     for s in scenarios:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s} (known: {', '.join(SCENARIOS)})")
+    # A SIGTERM ends the run through the `finally` blocks: fleets down, load processes killed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("SIGTERM"))
     nofile = raise_nofile()
     log(f"open-file limit raised to {nofile[0]} (hard {nofile[1]})")
 
@@ -1242,7 +1251,7 @@ def main():
     version = subprocess.run([jf, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
     version = version.split()[-1] if version else "?"
     tmp = Path(tempfile.mkdtemp(prefix="jf-hostile-"))
-    meta = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "version": version,
+    meta = {"date": time.strftime("%Y-%m-%d"), "version": version,
             "load_start": loadavg(), "nofile": nofile, "notes": []}
     deadline = time.time() + args.timeout
     R = {s: [] for s in scenarios}
@@ -1283,6 +1292,7 @@ def main():
             Path(args.json).write_text(json.dumps({"results": R, "meta": meta, "took_s": took}, indent=1))
         shutil.rmtree(tmp, ignore_errors=True)
     meta["load_end"] = loadavg()
+    meta["machine"] = machine()
     meta["took"] = took
     log("time per run: " + ", ".join(f"{s} {mr(v, 0, ' s')}" for s, v in took.items()) +
         f"; all {time.time() - started:.0f} s")
