@@ -1227,6 +1227,7 @@ def main():
     ap.add_argument("--cont-after", type=float, default=75)
     ap.add_argument("--after-cont", type=float, default=20)
     ap.add_argument("--timeout", type=float, default=7200, help="give up after this long (s)")
+    ap.add_argument("--keep", action="store_true", help="keep the state directories (daemon logs)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -1290,7 +1291,10 @@ def main():
             kill_owned(pid, signal.SIGCONT)
         if args.json:
             Path(args.json).write_text(json.dumps({"results": R, "meta": meta, "took_s": took}, indent=1))
-        shutil.rmtree(tmp, ignore_errors=True)
+        if args.keep:
+            log(f"kept {tmp} (state directories with the daemons' logs)")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
     meta["load_end"] = loadavg()
     meta["machine"] = machine()
     meta["took"] = took
