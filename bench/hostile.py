@@ -486,6 +486,26 @@ http = "/health"
         out = self.cmd("events", "-o", "json", "-n", "100000", timeout=30).stdout
         return [json.loads(line) for line in out.splitlines() if line.strip()]
 
+    def unusual_log(self, limit=20):
+        """The daemon log's lines other than the expected INFO lines and the proxy's descriptor
+        warnings (a panic, an error), and how many of each warning there were."""
+        try:
+            lines = (self.state / "daemon.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return {"unusual": [], "counts": {}}
+        counts, unusual = {}, []
+        for ln in lines:
+            m = re.search(r"\b(WARN|ERROR)\b\s+(\S+): ([^=]*?)(?: \w+=|$)", ln)
+            if m:
+                key = f"{m.group(1)} {m.group(2)}: {m.group(3)[:80]}"
+                counts[key] = counts.get(key, 0) + 1
+                if m.group(1) == "WARN" and "Too many open files" in ln:
+                    continue
+            if " INFO " in ln and "panic" not in ln:
+                continue
+            unusual.append(ln[:300])
+        return {"unusual": unusual[:limit], "counts": counts}
+
     def down(self):
         for pid in list(STOPPED):
             kill_owned(pid, signal.SIGCONT)
@@ -625,6 +645,9 @@ def slowloris_run(jf, tmp, fixture, args, i):
         res["health_events"] = [e["kind"] for e in evs]
         log(f"  restarts {res['restarts']}, pids changed {res['pids_changed']}, health events "
             f"{res['health_events'] or 'none'}")
+        res["daemon_log"] = fleet.unusual_log()
+        for ln in res["daemon_log"]["unusual"]:
+            log(f"  daemon log: {ln}")
     finally:
         fleet.down()
         cleanup_workers()
@@ -792,6 +815,9 @@ def idle_run(jf, tmp, fixture, args, i):
             "max_fds": max((s["fds"] or 0 for s in sts), default=None),
             "min_ready": min((s["ready"] for s in ok), default=None),
         }
+        fails = [s for s in allp if not s[1]]
+        res["probe_failures_at_s"] = [round(fails[0][0] - t_open0, 1), round(fails[-1][0] - t_open0, 1)] if fails else None
+        res["daemon_log"] = fleet.unusual_log()
         front = fleet.app()["balancer"]["front"]
         res["front"] = front
         r1, pids1 = restarts_and_pids(fleet)
@@ -810,6 +836,12 @@ def idle_run(jf, tmp, fixture, args, i):
             f"front {front}; daemon fds max {s['max_fds']}")
         log(f"  restarts {res['restarts']}, pids changed {res['pids_changed']}, health events "
             f"{res['health_event_messages'] or 'none'}")
+        log(f"  daemon log: {res['daemon_log']['counts']}")
+        for ln in res["daemon_log"]["unusual"]:
+            log(f"  daemon log: {ln}")
+        if fails:
+            log(f"  probe failed from {res['probe_failures_at_s'][0]} s to {res['probe_failures_at_s'][1]} s after "
+                "the connections began to open")
     finally:
         for t in (probe, timer):
             if t is not None:
@@ -934,6 +966,8 @@ def sigstop_run(jf, tmp, fixture, args, i, stall_off=False):
         log(f"  slot {slot} events after t0: {res['slot_events']}")
         log(f"  restarted: {res['victim_restarted']} (pid {pid} → {res['victim_pid_after']}, state "
             f"{res['victim_state_after']})")
+        res["daemon_log"] = fleet.unusual_log()
+        log(f"  daemon log: {res['daemon_log']['counts']}")
     finally:
         stop_file.write_text("stop")
         for p in list(STOPPED):
