@@ -343,7 +343,7 @@ async def idle_conn(pr, rec, sem, stop, opened):
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection("127.0.0.1", pr["port"]), pr["connect_timeout"])
         except Exception as e:  # noqa: BLE001
-            rec.extend([False, None, None, None, type(e).__name__])
+            rec.extend([False, None, None, time.time(), type(e).__name__])
             opened()
             return
         t0 = time.time()
@@ -665,6 +665,7 @@ class Probe(threading.Thread):
         super().__init__(daemon=True)
         self.port, self.every, self.timeout = port, every, timeout
         self.samples, self.stop = [], threading.Event()
+        self.evidence = None
 
     def run(self):
         nxt = time.time()
@@ -679,6 +680,14 @@ class Probe(threading.Thread):
                 self.samples.append([t0, r.status == 200, (time.perf_counter() - p0) * 1000, r.status])
             except Exception as e:  # noqa: BLE001
                 self.samples.append([t0, False, (time.perf_counter() - p0) * 1000, type(e).__name__])
+                if isinstance(e, ConnectionRefusedError) and self.evidence is None:
+                    # Is anything listening on the port at all? (ss, at the first refusal)
+                    try:
+                        self.evidence = subprocess.run(
+                            ["ss", "-Htln", f"sport = :{self.port}"], capture_output=True, text=True,
+                            timeout=10).stdout.strip() or "no listening socket on the port"
+                    except (OSError, subprocess.TimeoutExpired) as e2:
+                        self.evidence = f"ss failed: {e2}"
             nxt += self.every
             self.stop.wait(max(0.0, nxt - time.time()))
             if time.time() - nxt > 1:
@@ -817,6 +826,10 @@ def idle_run(jf, tmp, fixture, args, i):
         }
         fails = [s for s in allp if not s[1]]
         res["probe_failures_at_s"] = [round(fails[0][0] - t_open0, 1), round(fails[-1][0] - t_open0, 1)] if fails else None
+        res["probe_timeline"] = [[round(x[0] - t_open0, 2), x[1], round(x[2], 1), x[3]] for x in allp]
+        res["probe_refused_evidence"] = probe.evidence
+        failed_at = sorted(r[3] - t_open0 for r in recs if r[4] and r[3] is not None)
+        res["conn_failures_at_s"] = [round(failed_at[0], 1), round(failed_at[-1], 1)] if failed_at else None
         res["daemon_log"] = fleet.unusual_log()
         front = fleet.app()["balancer"]["front"]
         res["front"] = front
@@ -839,6 +852,11 @@ def idle_run(jf, tmp, fixture, args, i):
         log(f"  daemon log: {res['daemon_log']['counts']}")
         for ln in res["daemon_log"]["unusual"]:
             log(f"  daemon log: {ln}")
+        if failed_at:
+            log(f"  idle connections failed from {res['conn_failures_at_s'][0]} s to {res['conn_failures_at_s'][1]} s "
+                "after they began to open")
+        if probe.evidence:
+            log(f"  at the probe's first refused connection, listening on port {fleet.lb}: {probe.evidence}")
         if fails:
             log(f"  probe failed from {res['probe_failures_at_s'][0]} s to {res['probe_failures_at_s'][1]} s after "
                 "the connections began to open")
