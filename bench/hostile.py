@@ -834,7 +834,11 @@ def idle_run(jf, tmp, fixture, args, i):
         front = fleet.app()["balancer"]["front"]
         res["front"] = front
         r1, pids1 = restarts_and_pids(fleet)
-        evs = health_events(fleet.events(), t_start)
+        all_evs = fleet.events()
+        evs = health_events(all_evs, t_start)
+        res["other_events"] = [f"{e['kind']}: {e['message'][:150]}" for e in all_evs
+                               if e["ts"] >= t_start and e["kind"] not in HEALTH_EVENTS][:10]
+        res["lb_port"] = fleet.lb
         res["restarts"] = r1 - r0
         res["pids_changed"] = sum(1 for s in pids0 if pids1.get(s) != pids0[s])
         res["health_events"] = [e["kind"] for e in evs]
@@ -850,6 +854,8 @@ def idle_run(jf, tmp, fixture, args, i):
         log(f"  restarts {res['restarts']}, pids changed {res['pids_changed']}, health events "
             f"{res['health_event_messages'] or 'none'}")
         log(f"  daemon log: {res['daemon_log']['counts']}")
+        if res["other_events"]:
+            log(f"  other events: {res['other_events']}")
         for ln in res["daemon_log"]["unusual"]:
             log(f"  daemon log: {ln}")
         if failed_at:
