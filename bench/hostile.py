@@ -1168,6 +1168,11 @@ def markdown(R, args, meta):
                 f"| health events (`unhealthy`, restarts, exits) | {'; '.join(', '.join(r['health_events']) or 'none' for r in rs)} | |",
                 f"| instance restarts, pids changed | {', '.join(str(r['restarts']) + ', ' + str(r['pids_changed']) for r in rs)} | |",
                 ""]
+        if any(r.get("other_events") for r in rs):
+            out[-1:-1] = [f"| other events | {'; '.join(', '.join(r.get('other_events') or []) or 'none' for r in rs)} | |"]
+        if any(r.get("probe_refused_evidence") for r in rs):
+            out[-1:-1] = [f"| at the probe's first refused connection, `ss -tln` on the port | "
+                          f"{'; '.join(str(r.get('probe_refused_evidence')) for r in rs)} | |"]
         soft = [(r["daemon_nofile"] or [None])[0] for r in rs]
         if any(x is not None and x <= 1024 for x in soft):
             out += [f"The daemon kept the soft open-file limit it was started with ({', '.join(map(str, soft))}), "
