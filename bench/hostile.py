@@ -1102,7 +1102,7 @@ def markdown(R, args, meta):
                 f"| bytes sent before the close (max) | {', '.join(str(x['bytes_sent_max']) for x in s)} | |",
                 f"| balancer `connections` at the start / end of the loaded pass | "
                 f"{', '.join('/'.join(str(v) for v in x['lb_connections_during']) for x in s)} | |",
-                f"| instance restarts, pids changed | {', '.join(str(r['restarts']) + ', ' + str(r['pids_changed']) for r in rs)} | |",
+                f"| instance restarts / pids changed | {', '.join(str(r['restarts']) + ' / ' + str(r['pids_changed']) for r in rs)} | |",
                 ""]
         if len(rs) < 2:
             out += ["One run: no ranges to compare.", ""]
@@ -1160,13 +1160,13 @@ def markdown(R, args, meta):
                 f"| probe over the whole run (opening included): 200 | {', '.join(str(x['all_ok']) + '/' + str(x['all']) for x in p)} | |",
                 f"| … probe failures | {'; '.join(', '.join(x['failures']) or '–' for x in p)} | |",
                 f"| `status` answered | {', '.join(str(s['ok']) + '/' + str(s['calls']) for s in st)} | |",
-                f"| `status` while held: answered, p50 / max (ms) | {', '.join(str(r['status_held']['ok']) + '/' + str(r['status_held']['calls']) + ', ' + _f(r['status_held']['p50_ms'], 0) + ' / ' + _f(r['status_held']['max_ms'], 0) for r in rs)} | |",
+                f"| `status` while held: answered, p50 / max (ms) | {'; '.join(str(r['status_held']['ok']) + '/' + str(r['status_held']['calls']) + ', ' + _f(r['status_held']['p50_ms'], 0) + ' / ' + _f(r['status_held']['max_ms'], 0) for r in rs)} | |",
                 f"| `status` over the whole run: latency p50 / max (ms) | {', '.join(_f(s['p50_ms'], 0) + ' / ' + _f(s['max_ms'], 0) for s in st)} | "
                 f"{mr([s['p50_ms'] for s in st], 0)} / {mr([s['max_ms'] for s in st], 0)} |",
                 f"| … `status` errors | {'; '.join(', '.join(s['errors']) or '–' for s in st)} | |",
                 f"| ready instances, min seen | {', '.join(str(s['min_ready']) for s in st)} | |",
                 f"| health events (`unhealthy`, restarts, exits) | {'; '.join(', '.join(r['health_events']) or 'none' for r in rs)} | |",
-                f"| instance restarts, pids changed | {', '.join(str(r['restarts']) + ', ' + str(r['pids_changed']) for r in rs)} | |",
+                f"| instance restarts / pids changed | {', '.join(str(r['restarts']) + ' / ' + str(r['pids_changed']) for r in rs)} | |",
                 ""]
         if any(r.get("other_events") for r in rs):
             out[-1:-1] = [f"| other events | {'; '.join(', '.join(r.get('other_events') or []) or 'none' for r in rs)} | |"]
@@ -1216,7 +1216,7 @@ def markdown(R, args, meta):
                     f"| `ejected_reason`, `hung` when first seen | {'; '.join(str((r['ejected_first'] or {}).get('reason')) + ', ' + str((r['ejected_first'] or {}).get('hung')) for r in rs)} | |",
                     f"| GETs completed after t0 / failed | {', '.join(str(r['gets_after_t0']) + ' / ' + str(r['gets_failed']) for r in rs)} | |",
                     f"| GETs over 1 s after t0 (held by the frozen JVM, then replayed), max (ms) | "
-                    f"{', '.join(str(r['gets_slow']) + ', ' + _f(r['gets_max_ms'], 0) for r in rs)} | |",
+                    f"{'; '.join(str(r['gets_slow']) + ', ' + _f(r['gets_max_ms'], 0) for r in rs)} | |",
                     f"| GETs sent after the ejection that took > 1 s | {', '.join(str(r['gets_held_after_eject']) for r in rs)} | |",
                     f"| in flight on the frozen backend after its ejection, max (the stuck POSTs) | {', '.join(str(r['in_flight_max_after_eject']) for r in rs)} | |",
                     f"| POSTs stuck (> 2 s): status, after (s) | {'; '.join(stuck_text(r) for r in rs)} | |",
@@ -1292,11 +1292,24 @@ def main():
     ap.add_argument("--after-cont", type=float, default=20)
     ap.add_argument("--timeout", type=float, default=7200, help="give up after this long (s)")
     ap.add_argument("--keep", action="store_true", help="keep the state directories (daemon logs)")
+    ap.add_argument("--from-json", help="no measuring: print (and with --write-docs write) the section "
+                    "from a file written by --json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--params", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker_main(args.worker, json.loads(args.params))
+    if args.from_json:
+        saved = json.loads(Path(args.from_json).read_text())
+        meta = saved["meta"]
+        meta.setdefault("took", saved.get("took_s"))
+        args.scenarios = ",".join(saved["results"])
+        args.runs = max(len(v) for v in saved["results"].values() if v)
+        text = markdown(saved["results"], args, meta)
+        print(text)
+        if args.write_docs:
+            replace_section(SECTION, text)
+        return
     scenarios = [s for s in args.scenarios.split(",") if s]
     for s in scenarios:
         if s not in SCENARIOS:
