@@ -1275,7 +1275,7 @@ def _f(v, nd=2):
 # ---------------------------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     ap.add_argument("--scenarios", default=",".join(SCENARIOS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--jarfleet", help="jarfleet binary (default: cargo build --release)")
