@@ -1204,6 +1204,10 @@ def markdown(R, args, meta):
             if not rs:
                 continue
             ej = [r["ejected_after_s"] for r in rs]
+            # Out of rotation: ejected by the balancer, or taken out of its snapshot once the
+            # health check failed, whichever came first.
+            out_at = [next((t for t, b in r["timeline"] if isinstance(b, dict)
+                            and (b["ejected"] or b["in_snapshot"] is False)), None) for r in rs]
             out += [f"### SIGSTOP of one JVM ({title})", "",
                     "3 JVMs; 8 keep-alive threads GET `/` in a loop and 2 threads POST a 3-byte body to `/` (not "
                     "replayable), every client with a 90 s socket timeout. After "
@@ -1213,6 +1217,7 @@ def markdown(R, args, meta):
                     "| | per run | median (range) |", "|---|---|---:|",
                     f"| in flight on the backend just before t0 | {', '.join(str(r['in_flight_before']) for r in rs)} | |",
                     f"| t0 → `ejected` in status (s) | {', '.join(_f(x, 2) for x in ej)} | {mr(ej, 2)} |",
+                    f"| t0 → out of rotation: ejected, or out of the snapshot after failed health checks (s) | {', '.join(_f(x, 2) for x in out_at)} | {mr(out_at, 2)} |",
                     f"| `ejected_reason`, `hung` when first seen | {'; '.join(str((r['ejected_first'] or {}).get('reason')) + ', ' + str((r['ejected_first'] or {}).get('hung')) for r in rs)} | |",
                     f"| GETs completed after t0 / failed | {', '.join(str(r['gets_after_t0']) + ' / ' + str(r['gets_failed']) for r in rs)} | |",
                     f"| GETs over 1 s after t0 (held by the frozen JVM, then replayed), max (ms) | "
@@ -1245,8 +1250,8 @@ def markdown(R, args, meta):
                      all(p["status"] == 504 and RESPONSE_TIMEOUT_S - 5 <= p["after_s"] <= RESPONSE_TIMEOUT_S + 15 for p in stuck)),
                 ]
             else:
-                goals.append(("sigstop, stall detection off", "(no goal: what the health check alone gives) t0 → ejected",
-                              mr(ej, 2, " s"), None))
+                goals.append(("sigstop, stall detection off", "(no goal: what the health check alone gives) t0 → out of rotation",
+                              mr(out_at, 2, " s"), None))
     if meta.get("took"):
         out += ["Time per run of each scenario (fleet start and stop included): " +
                 ", ".join(f"{s} {mr(v, 0, ' s')}" for s, v in meta["took"].items()) + ".", ""]
