@@ -306,7 +306,8 @@ def run_kind(kind, args, tmp, proxy_bin, run_idx):
             total = int(m.group(1)) if m else 0
             result["kill"][target] = {"failed": non2xx + sock, "non2xx": non2xx, "socket_errors": sock,
                                       "requests": total}
-            log(f"  {kind} run {run_idx + 1} kill via {target}: {non2xx + sock} failed of {total}")
+            detail = f" ({non2xx} non-2xx, {sock} socket errors)" if non2xx + sock else ""
+            log(f"  {kind} run {run_idx + 1} kill via {target}: {non2xx + sock} failed of {total}{detail}")
             backends[0].start()
     finally:
         if "jarfleet" in fronts:

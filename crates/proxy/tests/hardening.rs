@@ -694,3 +694,62 @@ async fn a_tunnel_the_instance_closed_ends_even_if_the_client_stays() {
         "the session is over"
     );
 }
+
+/// A backend that answers every request with a head promising a body, then dies before the
+/// body (as a JVM killed between its two writes does).
+async fn head_then_death_backend() -> std::net::SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_instance_dying_between_head_and_body_costs_a_get_nothing() {
+    let dying = head_then_death_backend().await;
+    let a = TestBackend::start("a").await;
+    let l = listener(Mode::Http, |_| {}).await;
+    l.update(Snapshot {
+        backends: vec![Backend::new("dying", dying), a.backend()],
+    });
+    // Round robin: every other request meets the dying instance first.
+    for _ in 0..4 {
+        let r = get(l.local_addr(), "/").await;
+        assert_eq!((r.status, r.body.as_str()), (200, "a"));
+    }
+    let stats = l.stats();
+    assert!(
+        stats.backends[0].counters.retries >= 1,
+        "{:?}",
+        stats.backends[0]
+    );
+    // A POST cannot be sent twice: it gets 502, and nothing of the broken answer.
+    let mut s = connect(l.local_addr()).await;
+    l.update(Snapshot {
+        backends: vec![Backend::new("dying", dying)],
+    });
+    s.write_all(b"POST / HTTP/1.1\r\nHost: shop\r\nContent-Length: 1\r\n\r\nx")
+        .await
+        .expect("write");
+    let resp = read_to_close(&mut s).await;
+    assert!(resp.starts_with("HTTP/1.1 502 "), "{resp}");
+}

@@ -292,9 +292,15 @@ async fn attempt_on(
             Err(Undelivered::Failed(f)) => return Err(f),
         }
     };
+    up.buf.advance(head_len);
+    // A small response is read whole before anything goes to the client: should the instance
+    // die between its head and its body (a JVM writes them apart), a replayable request goes
+    // to another instance and any other gets a clean 502, never a cut answer.
+    if let Framing::Length(n) = resp.body {
+        whole_small_body(sh, cfg, b, &mut up, n).await?;
+    }
     b.succeeded();
     b.counters.record_response(resp.status, start.elapsed());
-    up.buf.advance(head_len);
     if resp.upgraded {
         return Ok(tunnel(sh, cfg, up, client, out, guard).await);
     }
@@ -324,6 +330,44 @@ async fn attempt_on(
     } else {
         Next::Close
     })
+}
+
+/// Bodies up to this size are read whole before a replayable request's response is relayed.
+const SMALL_BODY: u64 = BUF as u64;
+
+/// Reads a body of `n` bytes (when small) into the backend connection's buffer, each read
+/// bounded by the response timeout. A failure is the backend's, before any response byte
+/// reached the client.
+async fn whole_small_body(
+    sh: &Shared,
+    cfg: &ListenerConfig,
+    b: &BackendState,
+    up: &mut BackendConn,
+    n: u64,
+) -> Result<(), Failure> {
+    if n > SMALL_BODY {
+        return Ok(());
+    }
+    while (up.buf.len() as u64) < n {
+        up.buf.reserve(BUF);
+        let read = tokio::time::timeout(
+            cfg.timeouts.response,
+            tokio::io::AsyncReadExt::read_buf(&mut up.stream, &mut up.buf),
+        )
+        .await;
+        match read {
+            Ok(Ok(0)) => {
+                return Err(Failure::Lost(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "backend closed the connection inside the body",
+                )));
+            }
+            Ok(Ok(_)) => b.progress(sh.nanos(StdInstant::now())),
+            Ok(Err(e)) => return Err(Failure::Lost(e)),
+            Err(_) => return Err(Failure::Timeout),
+        }
+    }
+    Ok(())
 }
 
 /// What the wait in [`send_and_read`] is bounded by.
