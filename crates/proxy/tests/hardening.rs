@@ -328,9 +328,13 @@ async fn failures_in_a_row_eject_the_backend() {
     assert_eq!(l.stats().backends[0].ejected_reason, Some("failures"));
 }
 
-/// A backend that answers `413` as soon as it has the head, without reading the body, and
-/// closes.
-async fn early_answer_backend() -> std::net::SocketAddr {
+/// A raw backend: reads the first request head of each connection, then hands the connection
+/// to `then`.
+async fn raw_backend<F, Fut>(then: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
     let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = l.local_addr().expect("addr");
     tokio::spawn(async move {
@@ -338,6 +342,7 @@ async fn early_answer_backend() -> std::net::SocketAddr {
             let Ok((mut s, _)) = l.accept().await else {
                 return;
             };
+            let then = then.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -347,24 +352,34 @@ async fn early_answer_backend() -> std::net::SocketAddr {
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let _ = s
-                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
-                    .await;
-                let _ = s.shutdown().await;
-                // Closing with the body unread would reset the connection; read a little
-                // so the answer gets out first, as servers that linger do.
-                let _ = tokio::time::timeout(MS(500), async {
-                    while let Ok(n) = s.read(&mut chunk).await {
-                        if n == 0 {
-                            break;
-                        }
-                    }
-                })
-                .await;
+                then(s).await;
             });
         }
     });
     addr
+}
+
+/// A backend that answers `413` as soon as it has the head, without reading the body, and
+/// closes.
+async fn early_answer_backend() -> std::net::SocketAddr {
+    raw_backend(|mut s: TcpStream| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large")
+            .await;
+        let _ = s.shutdown().await;
+        // Closing with the body unread would reset the connection; read a little so the
+        // answer gets out first, as servers that linger do.
+        let mut chunk = [0u8; 4096];
+        let _ = tokio::time::timeout(MS(500), async {
+            while let Ok(n) = s.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await;
+    })
+    .await
 }
 
 #[tokio::test]
@@ -698,29 +713,12 @@ async fn a_tunnel_the_instance_closed_ends_even_if_the_client_stays() {
 /// A backend that answers every request with a head promising a body, then dies before the
 /// body (as a JVM killed between its two writes does).
 async fn head_then_death_backend() -> std::net::SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = l.local_addr().expect("addr");
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
-                    .await;
-            });
-        }
-    });
-    addr
+    raw_backend(|mut s: TcpStream| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+            .await;
+    })
+    .await
 }
 
 #[tokio::test]

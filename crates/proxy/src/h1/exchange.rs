@@ -68,35 +68,7 @@ pub(super) async fn forward(
 ) -> Next {
     let mut body = match body::take(client, req, cfg).await {
         Ok(b) => b,
-        Err(BodyError::Gone) => return Next::Close,
-        Err(BodyError::Stalled) => {
-            sh.front.client_timeouts.fetch_add(1, Relaxed);
-            return local(
-                client,
-                req,
-                cfg,
-                408,
-                "Request Timeout",
-                "request body too slow\n",
-                false,
-                out,
-            )
-            .await;
-        }
-        Err(BodyError::Malformed(e)) => {
-            sh.front.bad_requests.fetch_add(1, Relaxed);
-            return local(
-                client,
-                req,
-                cfg,
-                400,
-                "Bad Request",
-                &format!("{e}\n"),
-                false,
-                out,
-            )
-            .await;
-        }
+        Err(e) => return answer_client_failure(sh, client, req, cfg, e.into(), out).await,
     };
     if let Body::Buffered(b) = &body
         && req.body == Framing::Chunked
@@ -141,25 +113,8 @@ pub(super) async fn forward(
         .await;
         match result {
             Ok(next) => return next,
-            Err(Failure::Client) => return Next::Close,
-            Err(Failure::ClientStalled) => {
-                sh.front.client_timeouts.fetch_add(1, Relaxed);
-                let msg = "request body too slow\n";
-                return local(client, req, cfg, 408, "Request Timeout", msg, false, out).await;
-            }
-            Err(Failure::BadBody(e)) => {
-                sh.front.bad_requests.fetch_add(1, Relaxed);
-                return local(
-                    client,
-                    req,
-                    cfg,
-                    400,
-                    "Bad Request",
-                    &format!("{e}\n"),
-                    false,
-                    out,
-                )
-                .await;
+            Err(f @ (Failure::Client | Failure::ClientStalled | Failure::BadBody(_))) => {
+                return answer_client_failure(sh, client, req, cfg, f, out).await;
             }
             Err(Failure::Local(e)) => {
                 sh.front.local_errors.fetch_add(1, Relaxed);
@@ -213,6 +168,44 @@ pub(super) async fn forward(
     }
     let msg = format!("bad gateway: no backend of {} answered\n", sh.name);
     local(client, req, cfg, 502, "Bad Gateway", &msg, false, out).await
+}
+
+impl From<BodyError> for Failure {
+    fn from(e: BodyError) -> Failure {
+        match e {
+            BodyError::Gone => Failure::Client,
+            BodyError::Stalled => Failure::ClientStalled,
+            BodyError::Malformed(e) => Failure::BadBody(e),
+        }
+    }
+}
+
+/// The client's own failure: gone (nothing to answer), stalled (`408`) or a broken body
+/// (`400`); counted, and the connection closed after the answer.
+async fn answer_client_failure(
+    sh: &Shared,
+    client: &mut Client,
+    req: &RequestHead,
+    cfg: &ListenerConfig,
+    failure: Failure,
+    out: &mut Vec<u8>,
+) -> Next {
+    let (status, reason, msg) = match failure {
+        Failure::ClientStalled => {
+            sh.front.client_timeouts.fetch_add(1, Relaxed);
+            (
+                408,
+                "Request Timeout",
+                "request body too slow\n".to_string(),
+            )
+        }
+        Failure::BadBody(e) => {
+            sh.front.bad_requests.fetch_add(1, Relaxed);
+            (400, "Bad Request", format!("{e}\n"))
+        }
+        _ => return Next::Close,
+    };
+    local(client, req, cfg, status, reason, &msg, false, out).await
 }
 
 /// A response made here. The connection stays open only when the client's whole request was
