@@ -446,10 +446,9 @@ fn a_warm_blue_green_set_stops_when_keep_old_is_over() {
     );
 }
 
-#[test]
-fn balancer_settings_change_live_on_apply_without_a_restart() {
-    let (fleet, lb) = fleet_behind_lb(2, None, "round-robin");
-    let before: Vec<(u64, u64)> = fleet
+/// Each `fx` instance's pid and restart count.
+fn pids_and_restarts(fleet: &Fleet) -> Vec<(u64, u64)> {
+    fleet
         .instances("fx")
         .iter()
         .map(|i| {
@@ -458,7 +457,13 @@ fn balancer_settings_change_live_on_apply_without_a_restart() {
                 i["restarts"].as_u64().expect("restarts"),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn balancer_settings_change_live_on_apply_without_a_restart() {
+    let (fleet, lb) = fleet_behind_lb(2, None, "round-robin");
+    let before = pids_and_restarts(&fleet);
     let load = Load::start(lb, "/version");
     load.wait_more(20);
     let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
@@ -478,16 +483,7 @@ fn balancer_settings_change_live_on_apply_without_a_restart() {
     load.wait_more(20);
     let (ok, failed, errors) = load.finish();
     assert_eq!(failed, 0, "{ok} ok, {failed} failed: {errors:?}");
-    let after: Vec<(u64, u64)> = fleet
-        .instances("fx")
-        .iter()
-        .map(|i| {
-            (
-                i["pid"].as_u64().expect("pid"),
-                i["restarts"].as_u64().expect("restarts"),
-            )
-        })
-        .collect();
+    let after = pids_and_restarts(&fleet);
     assert_eq!(after, before, "a balancer setting restarted an instance");
     let updated = fleet.events_of("app.updated", "fx", None);
     assert!(
