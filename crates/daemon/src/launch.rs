@@ -47,7 +47,7 @@ pub fn default_jvm_flags(
     slot: u32,
 ) -> Vec<String> {
     let mut flags = Vec::new();
-    let log_dir = dirs.log_dir(&spec.name, slot);
+    let log_dir = dirs.jvm_log_dir(&spec.name, slot);
     if spec.java.exit_on_oom {
         flags.push("-XX:+ExitOnOutOfMemoryError".to_string());
     }
@@ -200,7 +200,7 @@ pub fn build(input: &LaunchInput) -> Launch {
         stderr_log: log_dir.join("stderr.log"),
         log_max_size: spec.logs.max_size,
         log_keep: spec.logs.keep,
-        hs_err_dir: log_dir.clone(),
+        hs_err_dir: dirs.jvm_log_dir(&spec.name, slot),
         jcmd: runtime.jcmd.clone(),
         dump_dir: dirs.dumps_dir(&spec.name),
         run_as: user.map(|u| crate::shim::protocol::RunAs {

@@ -18,6 +18,7 @@ pub mod notify;
 pub mod paths;
 pub mod ports;
 pub mod prepare;
+pub mod privfs;
 pub mod probe;
 pub mod procinfo;
 pub mod reload;
@@ -64,13 +65,12 @@ pub async fn run(
     let limits = fdlimit::raise();
     jarfleet_proxy::set_connection_budget(usize::try_from(limits.budget).unwrap_or(usize::MAX));
     let dirs = StateDir::new(&config.state_dir);
-    std::fs::create_dir_all(dirs.root())
-        .with_context(|| format!("creating state dir {}", dirs.root().display()))?;
+    make_private(&dirs)?;
     let _lock = lock(&dirs)?;
     for line in journal::recover(dirs.root())? {
         tracing::warn!("{line}");
     }
-    let store = store::Store::open(&dirs.db())?;
+    let store = open_store_private(&dirs)?;
     let daemon_settings = store.daemon_settings()?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
@@ -194,6 +194,57 @@ async fn starting(
         None => "no spec given: carrying on with the stored fleet".to_string(),
     };
     Ok(format!("serving on {}; {done}", client.target()))
+}
+
+/// The state dir is private (0700; 0711 once an app runs as its own user, so its JVM can reach
+/// the directories handed to it, listing nothing), and so is everything in it that holds
+/// secrets: the store (the apps' resolved environments and config-center values) and
+/// `daemon.log` are 0600. A state dir made by an older jarfleet (0755, a 0644 store) is
+/// tightened here, and the daemon says so.
+fn make_private(dirs: &StateDir) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    let root = dirs.root();
+    if !root.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| format!("creating state dir {}", root.display()))?;
+    }
+    // Group and others keep at most the search bit.
+    let mut notes = Vec::new();
+    notes.extend(
+        privfs::tighten_path(root, 0o711)
+            .with_context(|| format!("making state dir {} private", root.display()))?,
+    );
+    let db = dirs.db();
+    for path in [
+        db.clone(),
+        db.with_extension("db-wal"),
+        db.with_extension("db-shm"),
+        dirs.daemon_log(),
+    ] {
+        notes.extend(
+            privfs::tighten_path(&path, privfs::PRIVATE_FILE_MODE).with_context(|| {
+                format!("making {} private (chmod 600 it by hand)", path.display())
+            })?,
+        );
+    }
+    for note in notes {
+        tracing::warn!("{note}: it may hold secrets, and was readable by others");
+    }
+    Ok(())
+}
+
+/// Opens the store with a umask of 077 around SQLite's `open`, so a new `state.db` is created
+/// 0600 (its `-wal` and `-shm` take the database's mode), never made readable and tightened
+/// after.
+fn open_store_private(dirs: &StateDir) -> Result<store::Store> {
+    use nix::sys::stat::{Mode, umask};
+    let old = umask(Mode::from_bits_truncate(0o077));
+    let store = store::Store::open(&dirs.db());
+    umask(old);
+    store
 }
 
 /// Binds the API socket so that it is never reachable with other permissions than 0600: bound

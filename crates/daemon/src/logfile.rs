@@ -17,7 +17,7 @@
 //!
 //! Lines handed out by the readers have no trailing `\n`; invalid UTF-8 is converted lossily.
 
-use std::fs::{self, File, Metadata, OpenOptions};
+use std::fs::{self, File, Metadata};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
@@ -72,14 +72,54 @@ pub struct RotatingWriter {
     mid_line: bool,
     /// The file existed and ended mid-line when opened: terminate that line before writing.
     terminate_dangling: bool,
+    /// The group that may read the files (the app's, when it runs as its own user).
+    group: Option<u32>,
+    /// Lines that could not be written, counted until writing works again.
+    dropped: Option<Dropped>,
+    /// What the writer has to say in the log itself (a link refused, the file recreated).
+    notes: Vec<String>,
 }
 
-fn open_for_append(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .create(true)
-        .open(path)
+/// Lines lost to a failing disk, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Dropped {
+    lines: u64,
+    bytes: u64,
+    reason: String,
+}
+
+/// What a failed write reads like in the log's note. Pure.
+fn write_error_reason(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC) => "no space left on device".into(),
+        Some(libc::EDQUOT) => "disk quota exceeded".into(),
+        Some(libc::EIO) => "input/output error".into(),
+        Some(libc::EROFS) => "read-only file system".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The note written once writing works again. Pure.
+fn dropped_note(lines: u64, bytes: u64, reason: &str) -> String {
+    let s = if lines == 1 { "" } else { "s" };
+    format!("{lines} line{s} ({bytes} bytes) dropped: {reason}")
+}
+
+/// Opens the log file (never through a link: `crate::privfs`), making its directory ours.
+fn open_for_append(path: &Path, group: Option<u32>) -> io::Result<(File, Vec<String>)> {
+    let mut notes = Vec::new();
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        notes.extend(crate::privfs::own_dir(
+            parent,
+            crate::privfs::LOG_DIR_MODE,
+            group,
+        )?);
+    }
+    let (file, note) = crate::privfs::open_append(path, crate::privfs::LOG_FILE_MODE, group)?;
+    notes.extend(note);
+    Ok((file, notes))
 }
 
 fn is_not_found(e: &io::Error) -> bool {
@@ -98,26 +138,26 @@ impl RotatingWriter {
     /// Opens (creating it and its parent directories if needed) `path` for appending.
     /// `max_size` must be at least 1.
     pub fn open(path: &Path, max_size: u64, keep: u32) -> io::Result<RotatingWriter> {
+        RotatingWriter::open_for_group(path, max_size, keep, None)
+    }
+
+    /// [`open`](Self::open), with files (and their directory) readable by `group`. The
+    /// directory is made root's own (`crate::privfs::own_dir`) and the file is never opened
+    /// through a link.
+    pub fn open_for_group(
+        path: &Path,
+        max_size: u64,
+        keep: u32,
+        group: Option<u32>,
+    ) -> io::Result<RotatingWriter> {
         if max_size == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "log max_size must be at least 1 byte",
             ));
         }
-        if let Some(parent) = path.parent()
-            && !parent.as_os_str().is_empty()
-        {
-            fs::create_dir_all(parent)?;
-        }
-        let file = open_for_append(path)?;
-        let size = file.metadata()?.len();
-        let dangling = if size > 0 {
-            let mut last = [0u8];
-            file.read_exact_at(&mut last, size - 1)?;
-            last[0] != b'\n'
-        } else {
-            false
-        };
+        let (file, notes) = open_for_append(path, group)?;
+        let (size, dangling) = end_of(&file)?;
         Ok(RotatingWriter {
             path: path.to_path_buf(),
             max_size,
@@ -127,7 +167,92 @@ impl RotatingWriter {
             pending: Vec::new(),
             mid_line: dangling,
             terminate_dangling: dangling,
+            group,
+            dropped: None,
+            notes,
         })
+    }
+
+    /// Lines dropped since writing last failed (lines, bytes), if any.
+    pub fn dropped(&self) -> Option<(u64, u64)> {
+        self.dropped.as_ref().map(|d| (d.lines, d.bytes))
+    }
+
+    /// Whether `path` still names the file we write (someone may have deleted it, or the whole
+    /// log directory, while the instance runs).
+    fn file_still_named(&self) -> bool {
+        match (
+            fs::symlink_metadata(&self.path),
+            self.out.get_ref().metadata(),
+        ) {
+            (Ok(named), Ok(ours)) => file_id(&named) == file_id(&ours),
+            _ => false,
+        }
+    }
+
+    /// Opens `path` afresh (its directory made again if it is gone), with a note saying so.
+    fn reopen(&mut self, why: String) -> io::Result<()> {
+        let (file, notes) = open_for_append(&self.path, self.group)?;
+        let (size, dangling) = end_of(&file)?;
+        self.discard_buffer(file);
+        self.size = size;
+        self.mid_line = dangling;
+        self.terminate_dangling = dangling;
+        self.notes.push(why);
+        self.notes.extend(notes);
+        Ok(())
+    }
+
+    /// Replaces the output with `file`, throwing away what was buffered for the old one (a
+    /// failed write must not be retried behind the lines that follow it).
+    fn discard_buffer(&mut self, file: File) {
+        let old = std::mem::replace(&mut self.out, BufWriter::new(file));
+        let _ = old.into_parts();
+    }
+
+    /// Writes what the writer has to say (notes, and the count of dropped lines) as lines of
+    /// the log, starting on a fresh line.
+    fn write_notes(&mut self) -> io::Result<()> {
+        let mut text = Vec::new();
+        if let Some(d) = &self.dropped {
+            text.push(dropped_note(d.lines, d.bytes, &d.reason));
+        }
+        text.extend(self.notes.iter().cloned());
+        if text.is_empty() {
+            return Ok(());
+        }
+        if self.mid_line || self.terminate_dangling {
+            self.terminate_dangling = false;
+            self.emit(b"\n")?;
+        }
+        for note in &text {
+            self.emit(format!("[jarfleet] {note}\n").as_bytes())?;
+        }
+        self.out.flush()?;
+        self.dropped = None;
+        self.notes.clear();
+        Ok(())
+    }
+
+    /// A write failed: what was being written is counted as dropped, the buffer thrown away,
+    /// and the file's end read again at the next attempt.
+    fn record_failure(&mut self, e: &io::Error, data: &[u8]) {
+        let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
+        let d = self.dropped.get_or_insert_with(|| Dropped {
+            lines: 0,
+            bytes: 0,
+            reason: write_error_reason(e),
+        });
+        d.lines += lines.max(1);
+        d.bytes += data.len() as u64;
+        self.pending.clear();
+        if let Ok(file) = self.out.get_ref().try_clone() {
+            self.discard_buffer(file);
+        }
+        if let Ok((size, dangling)) = end_of(self.out.get_ref()) {
+            self.size = size;
+            self.mid_line = dangling;
+        }
     }
 
     /// The log's path (the current, newest file).
@@ -137,10 +262,30 @@ impl RotatingWriter {
 
     /// Appends `data` (any slice of the stream, lines may span calls). Complete lines are written
     /// and flushed before returning; a trailing partial line is held (see the type docs).
+    ///
+    /// A log file deleted (or its whole directory) is made again, with a note in it. A write
+    /// that fails (disk full, I/O error) loses `data`, which is counted: once writing works
+    /// again the log says how many lines were dropped and why. The error is returned; the
+    /// writer stays usable.
     pub fn write_chunk(&mut self, data: &[u8]) -> io::Result<()> {
         if data.is_empty() {
             return Ok(());
         }
+        let result = self.write_chunk_inner(data);
+        if let Err(e) = &result {
+            self.record_failure(e, data);
+        }
+        result
+    }
+
+    fn write_chunk_inner(&mut self, data: &[u8]) -> io::Result<()> {
+        if !self.file_still_named() {
+            self.reopen(format!(
+                "{} was deleted while the instance ran: created again",
+                self.path.display()
+            ))?;
+        }
+        self.write_notes()?;
         if self.terminate_dangling {
             self.terminate_dangling = false;
             self.emit(b"\n")?;
@@ -233,11 +378,25 @@ impl RotatingWriter {
             }
             ignore_not_found(fs::rename(&self.path, rotated_path(&self.path, 1)))?;
         }
-        let file = open_for_append(&self.path)?;
+        let (file, notes) = open_for_append(&self.path, self.group)?;
+        self.notes.extend(notes);
         self.size = file.metadata()?.len();
         self.out = BufWriter::new(file);
         Ok(())
     }
+}
+
+/// A file's size, and whether it ends in the middle of a line.
+fn end_of(file: &File) -> io::Result<(u64, bool)> {
+    let size = file.metadata()?.len();
+    let dangling = if size > 0 {
+        let mut last = [0u8];
+        file.read_exact_at(&mut last, size - 1)?;
+        last[0] != b'\n'
+    } else {
+        false
+    };
+    Ok((size, dangling))
 }
 
 impl Drop for RotatingWriter {
@@ -276,11 +435,14 @@ fn tail_lines_with_block(path: &Path, n: usize, block: usize) -> io::Result<Vec<
     let mut seen: Vec<(u64, u64)> = Vec::new();
     'files: for index in 0u32.. {
         let name = rotated_path(path, index);
-        let file = match File::open(&name) {
+        let file = match crate::privfs::open_read(&name) {
             Ok(f) => f,
-            // `path` may be missing mid-rotation; a missing rotated file ends the set.
-            Err(e) if is_not_found(&e) && index == 0 => continue,
-            Err(e) if is_not_found(&e) => break,
+            // `path` may be missing mid-rotation; a missing rotated file ends the set. So does
+            // anything that is not a plain file (a planted link is never read).
+            Err(e) if (is_not_found(&e) || crate::privfs::is_refusal(&e)) && index == 0 => {
+                continue;
+            }
+            Err(e) if is_not_found(&e) || crate::privfs::is_refusal(&e) => break,
             Err(e) => return Err(e),
         };
         let meta = file.metadata()?;
@@ -370,7 +532,7 @@ impl Follower {
             pos: 0,
             partial: Vec::new(),
         };
-        if let Ok(file) = File::open(path)
+        if let Ok(file) = crate::privfs::open_read(path)
             && let Ok(meta) = file.metadata()
         {
             follower.pos = if from_end { meta.len() } else { 0 };
@@ -533,12 +695,13 @@ impl Follower {
 }
 
 fn open_with_id(name: &Path) -> io::Result<Option<(File, FileId)>> {
-    match File::open(name) {
+    match crate::privfs::open_read(name) {
         Ok(file) => {
             let id = file_id(&file.metadata()?);
             Ok(Some((file, id)))
         }
-        Err(e) if is_not_found(&e) => Ok(None),
+        // A planted link or FIFO is never read: as if it were not there.
+        Err(e) if is_not_found(&e) || crate::privfs::is_refusal(&e) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -546,6 +709,7 @@ fn open_with_id(name: &Path) -> io::Result<Option<(File, FileId)>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::OpenOptions;
 
     /// splitmix64: small deterministic PRNG for test data.
     struct Rng(u64);

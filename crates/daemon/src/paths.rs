@@ -35,8 +35,14 @@ impl StateDir {
             .join("run")
             .join(format!("{app}.{slot}.{generation}"))
     }
+    /// An instance's log directory: root's own (`stdout.log`, `stderr.log`, rotated files),
+    /// readable by the app's group.
     pub fn log_dir(&self, app: &str, slot: u32) -> PathBuf {
         self.root.join("logs").join(app).join(slot.to_string())
+    }
+    /// Where the JVM itself writes (GC log, `hs_err_pid*.log`): its user's, inside the log dir.
+    pub fn jvm_log_dir(&self, app: &str, slot: u32) -> PathBuf {
+        self.log_dir(app, slot).join("jvm")
     }
     pub fn app_log_dir(&self, app: &str) -> PathBuf {
         self.root.join("logs").join(app)
@@ -58,9 +64,11 @@ pub mod run {
     pub const SHIM_LOG: &str = "shim.log";
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename, fsync the directory.
+/// Writes `bytes` to `path` atomically: temp file (0600: launch files hold the app's
+/// environment), fsync, rename, fsync the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
@@ -69,7 +77,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
             .unwrap_or_default()
     ));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(crate::privfs::PRIVATE_FILE_MODE)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
     }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::fdlimit::{self, Op, Shortage};
+use crate::shim::protocol::RunAs;
 
 /// What one health check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,13 +69,15 @@ pub fn outcome(result: Result<(), CheckError>) -> Outcome {
     }
 }
 
+/// `run_as`: the app's user, as which an `exec` check runs (like the app's JVMs).
 pub async fn check(
     check: &HealthCheck,
     port: u16,
     timeout: Duration,
     vars: &BTreeMap<&'static str, String>,
+    run_as: Option<RunAs>,
 ) -> Outcome {
-    match tokio::time::timeout(timeout, run(check, port, vars)).await {
+    match tokio::time::timeout(timeout, run(check, port, vars, run_as)).await {
         Ok(result) => outcome(result),
         Err(_) => Outcome::Fail(format!("timed out after {} ms", timeout.as_millis())),
     }
@@ -84,11 +87,12 @@ async fn run(
     check: &HealthCheck,
     port: u16,
     vars: &BTreeMap<&'static str, String>,
+    run_as: Option<RunAs>,
 ) -> Result<(), CheckError> {
     match check {
         HealthCheck::Tcp => connect(port).await.map(|_| ()),
         HealthCheck::Http { path } => http_get(port, path).await,
-        HealthCheck::Exec { argv } => exec(argv, vars).await,
+        HealthCheck::Exec { argv } => exec(argv, vars, run_as).await,
     }
 }
 
@@ -167,7 +171,13 @@ pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, Check
         })
 }
 
-async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<(), CheckError> {
+/// Runs the check's command with an argv (never a shell), as the app's user when it has one and
+/// with `PR_SET_NO_NEW_PRIVS` (`crate::shim::spawn::child_command`).
+async fn exec(
+    argv: &[String],
+    vars: &BTreeMap<&'static str, String>,
+    run_as: Option<RunAs>,
+) -> Result<(), CheckError> {
     let Some(program) = argv.first() else {
         return Err(CheckError::instance("empty exec check"));
     };
@@ -175,7 +185,7 @@ async fn exec(argv: &[String], vars: &BTreeMap<&'static str, String>) -> Result<
         .iter()
         .map(|a| jarfleet_core::interp::resolve_instance(a, vars))
         .collect();
-    let mut cmd = tokio::process::Command::from(crate::shim::spawn::child_command(program));
+    let mut cmd = tokio::process::Command::from(crate::shim::spawn::child_command(program, run_as));
     let status = cmd
         .args(&args)
         .stdin(std::process::Stdio::null())

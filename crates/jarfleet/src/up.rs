@@ -247,12 +247,15 @@ async fn apply(client: &Client, spec: FleetSpec) -> Result<(), CliError> {
 }
 
 async fn start_detached(state: &Path, client: &Client) -> Result<(), CliError> {
+    use std::os::unix::fs::OpenOptionsExt;
     std::fs::create_dir_all(state)
         .map_err(|e| CliError::failed(format!("creating {}: {e}", state.display())))?;
     let log_path = state.join("daemon.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        // The daemon's log may name secrets: root's alone.
+        .mode(0o600)
         .open(&log_path)
         .map_err(|e| CliError::failed(format!("opening {}: {e}", log_path.display())))?;
     let err = log

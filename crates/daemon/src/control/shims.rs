@@ -451,8 +451,13 @@ impl Control {
         // Persist the generation before the process exists, so a crash right now still finds it.
         self.persist_dirty();
         if let Some(u) = &user
-            && let Err(e) =
-                shim_client::hand_over_dirs(&launch, u.uid, u.gid, spec.workdir.is_none())
+            && let Err(e) = shim_client::hand_over_dirs(
+                self.dirs.root(),
+                &launch,
+                u.uid,
+                u.gid,
+                spec.workdir.is_none(),
+            )
         {
             self.start_failed(app, slot, Failure::chain(&e, Op::File));
             return;
@@ -520,11 +525,47 @@ impl Control {
         let timeout = rt.rec.spec.health.timeout;
         let generation = s.record.generation;
         let vars = launch::instance_vars(app, slot, port);
+        // An exec check is the app's code: it runs as the app's user, like its JVMs.
+        let run_as = match (&check, rt.rec.spec.user.as_deref()) {
+            (jarfleet_core::spec::HealthCheck::Exec { .. }, Some(name)) => {
+                match launch::resolve_user(app, name) {
+                    Ok(u) => Some(crate::shim::protocol::RunAs {
+                        uid: u.uid,
+                        gid: u.gid,
+                    }),
+                    Err(failure) => {
+                        let outcome = match failure.shortage {
+                            Some(shortage) => probe::Outcome::Inconclusive {
+                                shortage,
+                                error: failure.message,
+                            },
+                            None => probe::Outcome::Fail(failure.message),
+                        };
+                        let tx = self.tx.clone();
+                        let app = app.to_string();
+                        tokio::spawn(async move {
+                            let took = std::time::Duration::ZERO;
+                            let _ = tx
+                                .send(Event::Probe {
+                                    app,
+                                    slot,
+                                    generation,
+                                    outcome,
+                                    took,
+                                })
+                                .await;
+                        });
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::spawn(async move {
             let started = Instant::now();
-            let outcome = probe::check(&check, port, timeout, &vars).await;
+            let outcome = probe::check(&check, port, timeout, &vars, run_as).await;
             let _ = tx
                 .send(Event::Probe {
                     app,

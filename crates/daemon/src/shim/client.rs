@@ -1,6 +1,6 @@
 //! The daemon's side of a shim: start one, or re-attach to one that outlived a daemon.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
@@ -61,6 +61,7 @@ pub fn start(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(crate::privfs::PRIVATE_FILE_MODE)
         .open(run_dir.join(run::SHIM_LOG))?;
     let mut child =
         spawn::spawn_shim(exe, run_dir, &listener, log).context("starting the instance shim")?;
@@ -84,18 +85,40 @@ pub fn start(
     Ok(connect_task(stream, app, slot, generation, tx))
 }
 
-/// Gives the instance's own directories (working dir, log dir, dumps) to the user the JVM runs
-/// as: the JVM itself writes GC logs, hs_err files and heap dumps there.
-/// The working directory is handed over only when it is jarfleet's own (`own_cwd`), never a
-/// `workdir` the spec names.
-pub fn hand_over_dirs(launch: &Launch, uid: u32, gid: u32, own_cwd: bool) -> Result<()> {
+/// Gives the instance's own directories (its JVM's own log directory, dumps, working dir) to
+/// the user the JVM runs as: the JVM itself writes GC logs, hs_err files and heap dumps there.
+/// The log directory itself (`stdout.log`, `stderr.log`) is root's, readable by the app's group:
+/// it is taken back first when an older jarfleet had handed it over. The working directory is
+/// handed over only when it is jarfleet's own (`own_cwd`), never a `workdir` the spec names.
+/// `state` gets the search bit for others (0711) so the JVM can reach these by their paths; it
+/// lists nothing.
+pub fn hand_over_dirs(
+    state: &Path,
+    launch: &Launch,
+    uid: u32,
+    gid: u32,
+    own_cwd: bool,
+) -> Result<()> {
+    use crate::privfs;
+    if let Ok(meta) = std::fs::metadata(state)
+        && meta.permissions().mode() & 0o001 == 0
+    {
+        let mode = (meta.permissions().mode() & 0o700) | 0o011;
+        std::fs::set_permissions(state, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("letting uid {uid} reach {}", state.display()))?;
+    }
+    if let Some(log_dir) = launch.stdout_log.parent()
+        && let Some(note) = privfs::own_dir(log_dir, privfs::LOG_DIR_MODE, Some(gid))
+            .with_context(|| format!("making {} root's own", log_dir.display()))?
+    {
+        tracing::warn!("{note}");
+    }
     let mut dirs = vec![&launch.hs_err_dir, &launch.dump_dir];
     if own_cwd {
         dirs.push(&launch.cwd);
     }
     for dir in dirs {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        privfs::hand_dir(dir, 0o750, uid, gid)
             .with_context(|| format!("giving {} to uid {uid}", dir.display()))?;
     }
     Ok(())

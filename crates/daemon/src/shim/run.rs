@@ -31,6 +31,8 @@ use crate::paths::{run, write_atomic};
 /// exit stays recorded in `exit.json` for the next daemon).
 const ACK_WAIT: Duration = Duration::from_secs(5);
 const THREAD_DUMP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest pause between two attempts to write `exit.json`.
+const EXIT_RETRY_MAX: Duration = Duration::from_secs(5);
 
 struct Shared {
     pid: u32,
@@ -58,6 +60,20 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
 
     let Some(argv0) = launch.argv.first() else {
         anyhow::bail!("{}: empty argv", launch_path.display());
+    };
+    // The logs are opened (as root, in a directory only root writes) before the JVM exists: a
+    // log that cannot be opened is a start that failed, said as such.
+    let group = launch.run_as.map(|u| u.gid);
+    let writers = [&launch.stdout_log, &launch.stderr_log].map(|path| {
+        RotatingWriter::open_for_group(path, launch.log_max_size, launch.log_keep, group)
+            .map_err(|e| (format!("cannot open the log {}: {e}", path.display()), e))
+    });
+    let [out_log, err_log] = match writers {
+        [Ok(out), Ok(err)] => [out, err],
+        [Err((error, e)), _] | [_, Err((error, e))] => {
+            report_spawn_failure(&listener, &error, e.raw_os_error());
+            anyhow::bail!(error);
+        }
     };
     let mut cmd = spawn::jvm_command(argv0, launch.run_as);
     cmd.args(&launch.argv[1..])
@@ -90,12 +106,10 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
 
     let mut pumps = Vec::new();
     if let Some(out) = child.stdout.take() {
-        let w = RotatingWriter::open(&launch.stdout_log, launch.log_max_size, launch.log_keep)?;
-        pumps.push(pump(out, w, shared.clone())?);
+        pumps.push(pump(out, out_log, shared.clone())?);
     }
     if let Some(err) = child.stderr.take() {
-        let w = RotatingWriter::open(&launch.stderr_log, launch.log_max_size, launch.log_keep)?;
-        pumps.push(pump(err, w, shared.clone())?);
+        pumps.push(pump(err, err_log, shared.clone())?);
     }
 
     {
@@ -122,22 +136,54 @@ pub fn run_shim(run_dir: &Path) -> Result<()> {
     }
 
     let exit = exit_info(&shared, status, &launch.hs_err_dir);
-    let _ = write_atomic(
-        &run_dir.join(run::EXIT),
-        &serde_json::to_vec(&exit).unwrap_or_default(),
-    );
+    let exit_path = run_dir.join(run::EXIT);
+    let exit_bytes = serde_json::to_vec(&exit).unwrap_or_default();
+    let mut recorded = write_exit(&exit_path, &exit_bytes);
     {
         let mut slot = shared.exit.lock().unwrap_or_else(|e| e.into_inner());
         *slot = Some(exit.clone());
         shared.exited.notify_all();
     }
     let delivered = broadcast(&shared, &ShimMessage::Exited { exit });
-    if delivered {
-        let (lock, cv) = &shared.acked;
-        let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = cv.wait_timeout_while(guard, ACK_WAIT, |acked| !*acked);
+    if delivered && wait_ack(&shared, ACK_WAIT) {
+        return Ok(());
+    }
+    // Nobody took the exit: `exit.json` is how the next daemon learns it. Until it is written
+    // (a full or failing disk), the shim stays, and answers the exit to any daemon that
+    // connects (its `hello` carries it).
+    let mut pause = Duration::from_millis(250);
+    while !recorded {
+        if wait_ack(&shared, pause) {
+            return Ok(());
+        }
+        recorded = write_exit(&exit_path, &exit_bytes);
+        pause = (pause * 2).min(EXIT_RETRY_MAX);
     }
     Ok(())
+}
+
+/// Writes `exit.json`; a failure is said in the shim's own log (its stderr).
+fn write_exit(path: &Path, bytes: &[u8]) -> bool {
+    match write_atomic(path, bytes) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!(
+                "jarfleet shim: writing {}: {e}; the exit stays in memory and is answered on the control socket, and the write is retried",
+                path.display()
+            );
+            false
+        }
+    }
+}
+
+/// Waits up to `timeout` for the daemon's acknowledgement of the exit.
+fn wait_ack(shared: &Shared, timeout: Duration) -> bool {
+    let (lock, cv) = &shared.acked;
+    let guard = lock.lock().unwrap_or_else(|e| e.into_inner());
+    let (guard, _) = cv
+        .wait_timeout_while(guard, timeout, |acked| !*acked)
+        .unwrap_or_else(|e| e.into_inner());
+    *guard
 }
 
 fn report_spawn_failure(
@@ -158,6 +204,8 @@ fn report_spawn_failure(
 }
 
 const OOM_MARKER: &[u8] = b"java.lang.OutOfMemoryError";
+/// Thread dumps: the app's user (who owns them) and its group may read them.
+const DUMP_MODE: u32 = 0o640;
 
 /// Copies one stream of the JVM into its log, watching for the OOM marker (HotSpot prints
 /// "Terminating due to java.lang.OutOfMemoryError" on stdout, stack traces go to stderr).
@@ -284,7 +332,7 @@ fn stop_sequence(shared: &Shared, grace: Duration, launch: &Launch) {
         return;
     }
     if let Some(jcmd) = &launch.jcmd {
-        thread_dump(jcmd, shared.pid, &launch.dump_dir);
+        thread_dump(jcmd, shared.pid, launch);
     }
     shared.killed_after_timeout.store(true, Ordering::SeqCst);
     let _ = killpg(group, Signal::SIGKILL);
@@ -299,13 +347,28 @@ fn wait_exit(shared: &Shared, timeout: Duration) -> bool {
     guard.is_some()
 }
 
-fn thread_dump(jcmd: &Path, pid: u32, dir: &Path) {
-    let _ = std::fs::create_dir_all(dir);
-    let path = dir.join(format!("threads-{pid}-{}.txt", now_ms()));
-    let Ok(file) = std::fs::File::create(&path) else {
-        return;
+/// A thread dump into the app's dump directory (which its user owns): the file is created new
+/// through a descriptor of that directory, never through a planted link
+/// (`crate::privfs::create_new_in`), and `jcmd` runs as the app's user.
+fn thread_dump(jcmd: &Path, pid: u32, launch: &Launch) {
+    let dir = &launch.dump_dir;
+    let name = format!("threads-{pid}-{}.txt", now_ms());
+    let owner = launch.run_as.map(|u| u.uid);
+    let file = match crate::privfs::create_new_in(dir, &name, DUMP_MODE, owner) {
+        Ok(file) => file,
+        Err(e) => {
+            eprintln!(
+                "jarfleet shim: no thread dump of pid {pid}: creating {} in {}: {e}",
+                name,
+                dir.display()
+            );
+            return;
+        }
     };
-    let Ok(mut child) = std::process::Command::new(jcmd)
+    if let Some(user) = launch.run_as {
+        let _ = std::os::unix::fs::fchown(&file, Some(user.uid), Some(user.gid));
+    }
+    let Ok(mut child) = spawn::jcmd_command(jcmd, launch.run_as)
         .arg(pid.to_string())
         .arg("Thread.print")
         .stdin(Stdio::null())
@@ -353,8 +416,9 @@ fn reap_all() {
 
 fn exit_info(shared: &Shared, status: ExitStatus, hs_err_dir: &Path) -> ExitInfo {
     use std::os::unix::process::ExitStatusExt;
-    let hs_err: Option<PathBuf> =
-        Some(hs_err_dir.join(format!("hs_err_pid{}.log", shared.pid))).filter(|p| p.exists());
+    // Only named, never opened (the directory is the app's user's).
+    let hs_err: Option<PathBuf> = Some(hs_err_dir.join(format!("hs_err_pid{}.log", shared.pid)))
+        .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file()));
     ExitInfo {
         code: status.code(),
         signal: status.signal(),

@@ -62,17 +62,53 @@ pub fn spawn_shim(
 }
 
 /// `program` as a child of the daemon (an `exec` health check): with the open-file limit the
-/// daemon was started with.
-pub fn child_command(program: &str) -> Command {
+/// daemon was started with, as the app's user when it has one, and never able to gain
+/// privileges (`PR_SET_NO_NEW_PRIVS`: no setuid binary or file capability raises them).
+pub fn child_command(program: &str, run_as: Option<super::protocol::RunAs>) -> Command {
     let mut cmd = Command::new(program);
-    if let Some(nofile) = crate::fdlimit::for_children() {
-        // SAFETY: setrlimit is async-signal-safe; the limit was read before the fork and the
-        // closure allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || restore_nofile(Some(nofile)));
-        }
+    let nofile = crate::fdlimit::for_children();
+    // SAFETY: setrlimit, setgroups, setgid, setuid and prctl are async-signal-safe; the limit
+    // was read before the fork and the closure allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            restore_nofile(nofile)?;
+            confine(run_as)
+        });
     }
     cmd
+}
+
+/// `jcmd` for a thread dump of a JVM that runs as `run_as`: as that same user (the attach
+/// files it creates live in the JVM's directories), never able to gain privileges.
+pub fn jcmd_command(jcmd: &Path, run_as: Option<super::protocol::RunAs>) -> Command {
+    let mut cmd = Command::new(jcmd);
+    // SAFETY: as in `child_command`.
+    unsafe {
+        cmd.pre_exec(move || confine(run_as));
+    }
+    cmd
+}
+
+/// Between fork and exec: become `run_as` (its own group only: supplementary groups cleared)
+/// and set `PR_SET_NO_NEW_PRIVS`, so nothing exec'd from here on gains privileges. The app's
+/// code runs only after this.
+fn confine(run_as: Option<super::protocol::RunAs>) -> io::Result<()> {
+    if let Some(user) = run_as {
+        let groups = [user.gid as libc::gid_t];
+        // SAFETY: plain system calls; the group list lives on the stack.
+        if unsafe {
+            libc::setgroups(1, groups.as_ptr()) < 0
+                || libc::setgid(user.gid as libc::gid_t) < 0
+                || libc::setuid(user.uid as libc::uid_t) < 0
+        } {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: a plain system call with constant arguments.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Between fork and exec: the open-file limit the daemon was started with (`None`: the daemon
@@ -114,7 +150,8 @@ pub fn inherited_listener() -> io::Result<UnixListener> {
 
 /// Prepares the JVM command: its own process group (so the whole group can be signalled), and
 /// SIGKILL if the shim dies (so a JVM is never left without its owner).
-/// With `run_as`, the JVM drops to that user and group (supplementary groups cleared) before exec.
+/// With `run_as`, the JVM drops to that user and group (supplementary groups cleared) before exec;
+/// it always runs with `PR_SET_NO_NEW_PRIVS`.
 pub fn jvm_command(argv0: &str, run_as: Option<super::protocol::RunAs>) -> Command {
     let mut cmd = Command::new(argv0);
     cmd.process_group(0);
@@ -123,15 +160,8 @@ pub fn jvm_command(argv0: &str, run_as: Option<super::protocol::RunAs>) -> Comma
     // allocated (the group list lives on the stack).
     unsafe {
         cmd.pre_exec(move || {
-            if let Some(user) = run_as {
-                let groups = [user.gid as libc::gid_t];
-                if libc::setgroups(1, groups.as_ptr()) < 0
-                    || libc::setgid(user.gid as libc::gid_t) < 0
-                    || libc::setuid(user.uid as libc::uid_t) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-            }
+            // The user first: a change of credentials clears the parent-death signal.
+            confine(run_as)?;
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(io::Error::last_os_error());
             }
