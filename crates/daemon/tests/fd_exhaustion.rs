@@ -95,7 +95,7 @@ fn exhausted() {
 
     // Before: the checks pass (the instance is fine).
     for check in &checks {
-        let outcome = rt.block_on(probe::check(check, port, timeout, &vars));
+        let outcome = rt.block_on(probe::check(check, port, timeout, &vars, None));
         assert_eq!(outcome, Outcome::Pass, "{check:?} before the exhaustion");
     }
 
@@ -110,7 +110,7 @@ fn exhausted() {
 
     // Health checks: inconclusive, for want of descriptors — not a failure of the instance.
     for check in &checks {
-        match rt.block_on(probe::check(check, port, timeout, &vars)) {
+        match rt.block_on(probe::check(check, port, timeout, &vars, None)) {
             Outcome::Inconclusive { shortage, error } => {
                 assert_eq!(shortage, Shortage::Descriptors, "{check:?}: {error}");
             }
@@ -181,7 +181,7 @@ fn exhausted() {
     // Descriptors back: the same checks are conclusive again.
     held.truncate(held.len().saturating_sub(16));
     for check in &checks {
-        let outcome = rt.block_on(probe::check(check, port, timeout, &vars));
+        let outcome = rt.block_on(probe::check(check, port, timeout, &vars, None));
         assert_eq!(outcome, Outcome::Pass, "{check:?} after the exhaustion");
     }
     assert_eq!(ports::is_free(free).map_err(|u| u.to_string()), Ok(true));
