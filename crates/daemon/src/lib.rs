@@ -211,10 +211,11 @@ fn make_private(dirs: &StateDir) -> Result<()> {
             .create(root)
             .with_context(|| format!("creating state dir {}", root.display()))?;
     }
-    // Group and others keep at most the search bit.
+    // Starting an app that runs as its own user gives back the search bit
+    // (`shim::client::hand_over_dirs`).
     let mut notes = Vec::new();
     notes.extend(
-        privfs::tighten_path(root, 0o711)
+        privfs::tighten_path(root, 0o700)
             .with_context(|| format!("making state dir {} private", root.display()))?,
     );
     let db = dirs.db();

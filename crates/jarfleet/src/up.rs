@@ -247,8 +247,12 @@ async fn apply(client: &Client, spec: FleetSpec) -> Result<(), CliError> {
 }
 
 async fn start_detached(state: &Path, client: &Client) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::create_dir_all(state)
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    // Private from the start: the daemon keeps every app's environment here.
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(state)
         .map_err(|e| CliError::failed(format!("creating {}: {e}", state.display())))?;
     let log_path = state.join("daemon.log");
     let log = std::fs::OpenOptions::new()

@@ -354,7 +354,17 @@ fn thread_dump(jcmd: &Path, pid: u32, launch: &Launch) {
     let dir = &launch.dump_dir;
     let name = format!("threads-{pid}-{}.txt", now_ms());
     let owner = launch.run_as.map(|u| u.uid);
-    let file = match crate::privfs::create_new_in(dir, &name, DUMP_MODE, owner) {
+    // A name planted in advance is refused; one other, unguessable name is tried.
+    let file = match crate::privfs::create_new_in(dir, &name, DUMP_MODE, owner).or_else(|e| {
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(e);
+        }
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let other = format!("threads-{pid}-{}-{nanos:09}.txt", now_ms());
+        crate::privfs::create_new_in(dir, &other, DUMP_MODE, owner)
+    }) {
         Ok(file) => file,
         Err(e) => {
             eprintln!(

@@ -29,6 +29,7 @@ mod hung;
 mod install;
 mod logs;
 mod metrics;
+mod privsep;
 mod readopt;
 mod reload;
 mod remote;

@@ -505,7 +505,7 @@ fn instances_run_as_the_spec_user_when_the_daemon_is_root() {
     let (_, env) = http_get(port, "/env").expect("GET /env");
     assert!(env.contains("USER=nobody\n"), "{env}");
     // The JVM itself writes its GC log, as nobody.
-    let gc = fleet.log_dir("fx", 0).join("gc.log");
+    let gc = fleet.log_dir("fx", 0).join("jvm/gc.log");
     wait_until("the GC log", Duration::from_secs(10), || {
         gc.exists().then_some(())
     });
