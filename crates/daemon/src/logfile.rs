@@ -1003,6 +1003,46 @@ mod tests {
     }
 
     #[test]
+    fn a_deleted_log_dir_is_made_again_with_a_note() -> io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("logs/app/0/stdout.log");
+        let mut w = RotatingWriter::open(&path, 1000, 5)?;
+        w.write_chunk(b"before\n")?;
+        fs::remove_dir_all(dir.path().join("logs"))?;
+        w.write_chunk(b"after\n")?;
+        let text = fs::read_to_string(&path)?;
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].starts_with("[jarfleet] ") && lines[0].contains("was deleted"));
+        assert_eq!(lines[1], "after");
+        assert!(tail_lines(&path, 10)?.contains(&"after".to_string()));
+        Ok(())
+    }
+
+    #[test]
+    fn dropped_lines_are_told_in_plain_words() {
+        let table = [
+            (libc::ENOSPC, "no space left on device"),
+            (libc::EIO, "input/output error"),
+            (libc::EDQUOT, "disk quota exceeded"),
+        ];
+        for (errno, want) in table {
+            assert_eq!(
+                write_error_reason(&io::Error::from_raw_os_error(errno)),
+                want
+            );
+        }
+        assert_eq!(
+            dropped_note(312, 62_400, "no space left on device"),
+            "312 lines (62400 bytes) dropped: no space left on device"
+        );
+        assert_eq!(
+            dropped_note(1, 10, "input/output error"),
+            "1 line (10 bytes) dropped: input/output error"
+        );
+    }
+
+    #[test]
     fn zero_max_size_is_rejected() {
         let dir = tempfile::tempdir().expect("tempdir");
         let r = RotatingWriter::open(&dir.path().join("x.log"), 0, 1);
