@@ -772,6 +772,12 @@ impl Control {
     }
 
     pub fn emit(&self, kind: &str, app: Option<&str>, slot: Option<u32>, message: String) {
+        // An app's secrets never reach an event, its stream or the daemon's log (a crash report
+        // quotes the app's own output).
+        let message = match app.and_then(|a| self.apps.get(a)) {
+            Some(rt) => jarfleet_core::redact::Redactor::for_app(&rt.rec.spec).redact(&message),
+            None => message,
+        };
         tracing::info!(kind, app, slot, "{message}");
         match self.store.add_event(now_ms(), kind, app, slot, &message) {
             Ok(rec) => {

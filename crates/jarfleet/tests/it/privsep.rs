@@ -321,6 +321,36 @@ fn privsep_state_is_private_and_secrets_stay_out_of_output() {
     let log = std::fs::read_to_string(fleet.state.join("daemon.log")).unwrap_or_default();
     assert!(!log.contains(&secret), "daemon.log holds the secret");
 
+    // An app that prints its secret as it dies: the crash report (an event, and a line of the
+    // daemon's log) quotes its output with the value redacted.
+    let crashing = Fleet::new(5);
+    let arg = format!("unexpected-{secret}");
+    crashing.write_app(&AppDef {
+        args: &[arg.as_str()],
+        extra: &extra,
+        ..Default::default()
+    });
+    crashing.ok(&["up", "-d"]);
+    let event = wait_until("the crash-loop report", START, || {
+        crashing
+            .events_of("instance.crash-loop", "fx", None)
+            .into_iter()
+            .next()
+    });
+    let message = event["message"].as_str().unwrap_or_default().to_string();
+    assert!(
+        message.contains("unexpected-<redacted:DB_PASSWORD>"),
+        "the report quotes the output, redacted: {message}"
+    );
+    let events = crashing.ok(&["events", "-n", "1000"]);
+    assert!(
+        !events.contains(&secret),
+        "events print the secret: {events}"
+    );
+    let log = std::fs::read_to_string(crashing.state.join("daemon.log")).unwrap_or_default();
+    assert!(!log.contains(&secret), "daemon.log holds the secret: {log}");
+    drop(crashing);
+
     // A state dir an older jarfleet left open is tightened when the daemon starts.
     let daemon = fleet.daemon_pid().expect("daemon pid");
     kill9(daemon);
