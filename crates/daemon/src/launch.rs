@@ -34,9 +34,10 @@ fn resolve(s: &str, vars: &BTreeMap<&'static str, String>) -> String {
     jarfleet_core::interp::resolve_instance(s, vars)
 }
 
-/// Where an instance's rendered config goes.
+/// Where an instance's rendered config goes: never inside a directory the app's user owns
+/// (root renders it there).
 pub fn instance_config_dir(dirs: &StateDir, app: &str, slot: u32) -> PathBuf {
-    dirs.instance_dir(app, slot).join("etc")
+    dirs.config_dir(app).join(slot.to_string())
 }
 
 /// The JVM flags jarfleet adds by default (each can be switched off in `java`).

@@ -50,6 +50,11 @@ impl StateDir {
     pub fn dumps_dir(&self, app: &str) -> PathBuf {
         self.root.join("dumps").join(app)
     }
+    /// Rendered config of an app's instances (`N/` each): root's, readable by the app's group,
+    /// outside the working directory its user owns.
+    pub fn config_dir(&self, app: &str) -> PathBuf {
+        self.root.join("config").join(app)
+    }
     /// Default working directory of an instance.
     pub fn instance_dir(&self, app: &str, slot: u32) -> PathBuf {
         self.root.join("instances").join(app).join(slot.to_string())

@@ -428,6 +428,14 @@ impl Control {
             s.record.dirty = true;
         }
         if let Some(templates) = spec.env.get(crate::config::TEMPLATES_ENV) {
+            // Root's directory, readable by the app's group only (the config may hold secrets).
+            let config_dir = self.dirs.config_dir(app);
+            if let Err(e) = crate::privfs::own_dir(&config_dir, 0o750, user.as_ref().map(|u| u.gid))
+            {
+                let what = format!("preparing {}", config_dir.display());
+                self.start_failed(app, slot, Failure::io(what, &e, Op::File));
+                return;
+            }
             let dest = launch::instance_config_dir(&self.dirs, app, slot);
             let vars = launch::instance_vars(app, slot, port);
             if let Err(failure) =

@@ -98,11 +98,14 @@ fn privsep_links_planted_by_the_app_user_are_never_followed() {
         probe_out.display()
     );
     let health = format!("{check}\ninterval = \"300ms\"");
+    // Config templates, rendered by root for each instance.
+    std::fs::create_dir(fleet.path("conf")).expect("mkdir conf");
+    std::fs::write(fleet.path("conf/app.properties"), "port=${PORT}\n").expect("template");
     fleet.write_spec(&spec_with_jar(
         &fleet,
         &AppDef {
             args: &["--ignore-sigterm"],
-            extra: "user = \"nobody\"",
+            extra: "user = \"nobody\"\nconfig = \"conf\"",
             health: &health,
             tables: "[apps.fx.stop]\nstop_timeout = \"2s\"\n",
             ..Default::default()
@@ -129,6 +132,18 @@ fn privsep_links_planted_by_the_app_user_are_never_followed() {
         "exec check runs as {probe}"
     );
     assert_eq!(nnp.as_deref(), Some("1"), "exec check NoNewPrivs: {probe}");
+
+    // Its rendered config is root's, readable by the app (and not by others), and outside the
+    // working directory the app's user owns.
+    let (code, config) = http_get(port, "/config?file=app.properties").expect("GET /config");
+    assert_eq!(
+        (code, config.trim()),
+        (200, format!("port={port}").as_str())
+    );
+    let config_dir = std::fs::metadata(fleet.state.join("config/fx")).expect("config dir");
+    assert_eq!(config_dir.uid(), 0);
+    assert_eq!(config_dir.mode() & 0o777, 0o750);
+    assert!(!fleet.state.join("instances/fx/0/etc").exists());
 
     // A root-only file the app must never reach through root.
     let shadow = fleet.path("shadow");
