@@ -167,7 +167,9 @@ fn write_exit(path: &Path, bytes: &[u8]) -> bool {
     match write_atomic(path, bytes) {
         Ok(()) => true,
         Err(e) => {
-            eprintln!(
+            // Never `eprintln!`: it panics when the shim's log cannot be written either.
+            let _ = writeln!(
+                std::io::stderr(),
                 "jarfleet shim: writing {}: {e}; the exit stays in memory and is answered on the control socket, and the write is retried",
                 path.display()
             );
@@ -367,7 +369,8 @@ fn thread_dump(jcmd: &Path, pid: u32, launch: &Launch) {
     }) {
         Ok(file) => file,
         Err(e) => {
-            eprintln!(
+            let _ = writeln!(
+                std::io::stderr(),
                 "jarfleet shim: no thread dump of pid {pid}: creating {} in {}: {e}",
                 name,
                 dir.display()

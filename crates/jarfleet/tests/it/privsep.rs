@@ -492,3 +492,75 @@ fn privsep_instance_logs_survive_a_deleted_log_dir_and_a_full_disk() {
     drop(fleet);
     drop(mount);
 }
+
+/// The first line a shim's control socket says (its `hello`), as JSON.
+fn shim_hello(socket: &Path) -> Option<serde_json::Value> {
+    use std::io::BufRead;
+    let stream = std::os::unix::net::UnixStream::connect(socket).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(stream).read_line(&mut line).ok()?;
+    serde_json::from_str(&line).ok()
+}
+
+#[test]
+fn privsep_a_shim_that_cannot_write_its_exit_keeps_it_for_the_next_daemon() {
+    require_root();
+    let fleet = Fleet::new(5);
+    let run = Tmpfs::mount(&fleet.state.join("run"), "1m");
+    fleet.write_app(&AppDef::default());
+    fleet.up();
+    let i = fleet.wait_ready("fx", 1, START).remove(0);
+    let pid = i["pid"].as_u64().expect("pid") as u32;
+    let shim = i["shim_pid"].as_u64().expect("shim pid") as u32;
+    let run_dir = std::fs::read_dir(&run.0)
+        .expect("run dir")
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("fx.0."))
+        })
+        .expect("the shim's run dir");
+    // No daemon to tell, and no room for exit.json.
+    let fill = run.0.join("fill");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&fill).expect("create fill");
+        let block = vec![b'x'; 64 * 1024];
+        while f.write_all(&block).is_ok() {}
+    }
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon gone", START, || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    kill9(pid);
+    wait_until("the JVM gone", START, || (!pid_alive(pid)).then_some(()));
+    // The shim stays, and answers the exit on its socket.
+    let hello = wait_until("the shim to answer its JVM's exit", START, || {
+        shim_hello(&run_dir.join("s.sock")).filter(|h| h["exited"].is_object())
+    });
+    assert_eq!(hello["exited"]["signal"], 9, "{hello}");
+    assert!(!run_dir.join("exit.json").exists());
+    assert!(pid_alive(shim), "the shim left without recording the exit");
+    // Room again: the retry writes exit.json, and the next daemon learns the exit from it.
+    std::fs::remove_file(&fill).expect("free the space");
+    wait_until("exit.json written by a retry", START, || {
+        run_dir.join("exit.json").exists().then_some(())
+    });
+    fleet.ok(&["up", "-d"]);
+    wait_until("fx/0 restarted with a new pid", START, || {
+        let i = fleet.instance("fx", 0);
+        (i["ready"] == true && i["pid"].as_u64() != Some(pid as u64)).then_some(())
+    });
+    let exits = fleet.events_of("instance.exited", "fx", Some(0));
+    assert!(
+        exits.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("pid {pid} killed by signal 9")))),
+        "the exit was learnt: {exits:?}"
+    );
+    drop(fleet);
+    drop(run);
+}
