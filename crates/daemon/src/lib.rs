@@ -197,7 +197,8 @@ async fn starting(
 }
 
 /// The state dir is private (0700; 0711 once an app runs as its own user, so its JVM can reach
-/// the directories handed to it, listing nothing), and so is everything in it that holds
+/// the directories handed to it, listing nothing; 0755 from an older jarfleet becomes 0711), and
+/// so is everything in it that holds
 /// secrets: the store (the apps' resolved environments and config-center values) and
 /// `daemon.log` are 0600. A state dir made by an older jarfleet (0755, a 0644 store) is
 /// tightened here, and the daemon says so.
@@ -211,11 +212,12 @@ fn make_private(dirs: &StateDir) -> Result<()> {
             .create(root)
             .with_context(|| format!("creating state dir {}", root.display()))?;
     }
-    // Starting an app that runs as its own user gives back the search bit
-    // (`shim::client::hand_over_dirs`).
+    // Group and others keep at most the search bit: JVMs of apps that run as their own user
+    // (re-adopted by this daemon) reach their directories through it, and listing nothing.
+    // A state dir that never had a confined app stays 0700.
     let mut notes = Vec::new();
     notes.extend(
-        privfs::tighten_path(root, 0o700)
+        privfs::tighten_path(root, 0o711)
             .with_context(|| format!("making state dir {} private", root.display()))?,
     );
     let db = dirs.db();

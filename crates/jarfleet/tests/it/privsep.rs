@@ -384,7 +384,8 @@ fn privsep_state_is_private_and_secrets_stay_out_of_output() {
         fleet.daemon_pid().filter(|p| *p != daemon)
     });
     fleet.wait_ready("fx", 1, START);
-    assert_eq!(mode(&fleet.state), Some(0o700), "state dir tightened");
+    // Group and others keep only the search bit (a confined app's JVM may need it).
+    assert_eq!(mode(&fleet.state), Some(0o711), "state dir tightened");
     assert_eq!(mode(&fleet.state.join("state.db")), Some(0o600));
     assert_eq!(mode(&fleet.state.join("daemon.log")), Some(0o600));
     let log = std::fs::read_to_string(fleet.state.join("daemon.log")).unwrap_or_default();
