@@ -1,6 +1,9 @@
 //! The one fenced place with `unsafe`: code that runs between `fork` and `exec`, and adopting an
 //! inherited file descriptor. Everything here is async-signal-safe (`setsid`, `dup2`, `fcntl`,
-//! `prctl`, `getppid`, `setrlimit`): no allocation, no locks.
+//! `prctl`, `getppid`, `setrlimit`, `setgroups`, `setgid`, `setuid`): no allocation, no locks.
+//!
+//! Whatever runs the app's code (the JVM, an `exec` health check) or touches its process
+//! (`jcmd`) is confined here: the app's user when it has one, and `PR_SET_NO_NEW_PRIVS` always.
 //!
 //! Every process the daemon starts (shims, and through them the JVMs; `exec` health checks) gets
 //! back the open-file limit the daemon was started with, since the daemon raised its own
