@@ -70,7 +70,7 @@ fn a_jvm_crash_is_classified_with_its_hs_err_file() {
     assert!(
         fleet
             .log_dir("fx", 0)
-            .join(format!("hs_err_pid{pid}.log"))
+            .join(format!("jvm/hs_err_pid{pid}.log"))
             .is_file()
     );
     fleet.wait_ready("fx", 1, START);
