@@ -509,6 +509,43 @@ fn render_config(c: &Ctx<'_>, staging: &Path) -> Result<(), CliError> {
         .map_err(|e| CliError::failed(format!("rendering the config templates: {e}")))
 }
 
+/// The user the app runs as — the `user` of its app table in the spec being installed over,
+/// else the bundle's default spec — as whom its hooks run too. Only root can switch users;
+/// another installer runs hooks as itself.
+fn hook_user(c: &Ctx<'_>) -> Result<Option<jarfleet_daemon::shim::protocol::RunAs>, CliError> {
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(None);
+    }
+    let from_spec = std::fs::read_to_string(c.spec_path)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|spec| {
+            spec.get("apps")?
+                .get(&c.manifest.name)?
+                .get("user")?
+                .as_str()
+                .map(str::to_string)
+        });
+    let name = match from_spec {
+        Some(name) => name,
+        None => match c.manifest.app.get("user").and_then(|u| u.as_str()) {
+            Some(name) => name.to_string(),
+            None => return Ok(None),
+        },
+    };
+    let user = nix::unistd::User::from_name(&name)
+        .map_err(|e| CliError::failed(format!("looking up user {name:?} for the hooks: {e}")))?
+        .ok_or_else(|| {
+            CliError::failed(format!(
+                "the app runs as user {name:?}, and so do its hooks, but there is no such user on this host; create it (useradd --system {name}) or fix `user`"
+            ))
+        })?;
+    Ok(Some(jarfleet_daemon::shim::protocol::RunAs {
+        uid: user.uid.as_raw(),
+        gid: user.gid.as_raw(),
+    }))
+}
+
 async fn run_hook(
     j: &mut Journal,
     which: &str,
@@ -520,7 +557,12 @@ async fn run_hook(
         return Ok(());
     };
     let program = root.join(program);
-    let mut cmd = tokio::process::Command::new(&program);
+    // A hook is the app's code: it runs as the app's user (when the installer can switch), and
+    // never gains privileges (`PR_SET_NO_NEW_PRIVS`), like the app's JVMs.
+    let run_as = hook_user(c)?;
+    let mut cmd = tokio::process::Command::from(jarfleet_daemon::shim::spawn::child_command(
+        &program, run_as,
+    ));
     cmd.args(&hook.argv[1..])
         .current_dir(root)
         .env("JARFLEET_APP", &c.manifest.name)

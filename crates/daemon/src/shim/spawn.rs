@@ -64,10 +64,14 @@ pub fn spawn_shim(
     tokio::process::Command::from(cmd).spawn()
 }
 
-/// `program` as a child of the daemon (an `exec` health check): with the open-file limit the
+/// `program` as a child of the daemon (an `exec` health check) or of the installer (a hook): with
+/// the open-file limit the
 /// daemon was started with, as the app's user when it has one, and never able to gain
 /// privileges (`PR_SET_NO_NEW_PRIVS`: no setuid binary or file capability raises them).
-pub fn child_command(program: &str, run_as: Option<super::protocol::RunAs>) -> Command {
+pub fn child_command(
+    program: impl AsRef<std::ffi::OsStr>,
+    run_as: Option<super::protocol::RunAs>,
+) -> Command {
     let mut cmd = Command::new(program);
     let nofile = crate::fdlimit::for_children();
     // SAFETY: setrlimit, setgroups, setgid, setuid and prctl are async-signal-safe; the limit

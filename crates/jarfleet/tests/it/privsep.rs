@@ -565,3 +565,74 @@ fn privsep_a_shim_that_cannot_write_its_exit_keeps_it_for_the_next_daemon() {
     drop(fleet);
     drop(run);
 }
+
+#[test]
+fn privsep_install_hooks_run_as_the_app_user_with_no_new_privs() {
+    require_root();
+    let fleet = Fleet::new(4);
+    std::fs::set_permissions(fleet.dir.path(), std::fs::Permissions::from_mode(0o755))
+        .expect("chmod the fleet dir");
+    let nobody = nobody_uid();
+    let out_dir = fleet.path("hook-out");
+    std::fs::create_dir(&out_dir).expect("mkdir");
+    std::fs::set_permissions(&out_dir, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let hooks = fleet.path("hooks");
+    std::fs::create_dir(&hooks).expect("mkdir hooks");
+    for name in ["pre_install", "post_install"] {
+        let p = hooks.join(name);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\ngrep -E '^(Uid|NoNewPrivs)' /proc/self/status > {}\n",
+                out_dir.join(name).display()
+            ),
+        )
+        .expect("hook");
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let spec = fleet.path("app-spec.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "user = \"nobody\"\ninstances = 1\nports = \"{}-{}\"\n\n[health]\nhttp = \"/health\"\n",
+            fleet.ports.0, fleet.ports.1
+        ),
+    )
+    .expect("app spec");
+    let jar = fleet.path("fx.jar");
+    std::fs::copy(crate::fixture::fixture_jar(), &jar).expect("copy the fixture jar");
+    let out = fleet.path("out");
+    let s = |p: &Path| p.display().to_string();
+    fleet.ok(&[
+        "pack",
+        &s(&jar),
+        "--name",
+        "fx",
+        "--version",
+        "1.0.0",
+        "--app-spec",
+        &s(&spec),
+        "--hooks",
+        &s(&hooks),
+        "-o",
+        &s(&out),
+    ]);
+    let prefix = fleet.path("srv");
+    fleet.ok(&[
+        "install",
+        &s(&out.join("fx-1.0.0.jfb")),
+        "--prefix",
+        &s(&prefix),
+        "--no-start",
+    ]);
+    for name in ["pre_install", "post_install"] {
+        let text = std::fs::read_to_string(out_dir.join(name))
+            .unwrap_or_else(|e| panic!("the {name} hook left nothing: {e}"));
+        let (uids, nnp) = uid_and_nnp(&text);
+        assert!(
+            !uids.is_empty() && uids.iter().all(|u| *u == nobody),
+            "{name} ran as {text}"
+        );
+        assert_eq!(nnp.as_deref(), Some("1"), "{name}: {text}");
+    }
+}
