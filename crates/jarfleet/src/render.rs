@@ -180,6 +180,9 @@ pub fn plan(plan: &Plan) -> String {
             AppChange::Update { app, fields } => {
                 format!("~ {app}: update live ({})", fields.join(", "))
             }
+            AppChange::Deploying { app, id, from, to } => format!(
+                "  {app}: deployment #{id} {from} → {to} under way; the spec names {from}, where it started: its release is left to the deployment (`jarfleet abort {app}` goes back to {from})"
+            ),
         };
         out.push_str(&line);
         out.push('\n');

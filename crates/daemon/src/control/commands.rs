@@ -44,7 +44,8 @@ impl Control {
                 )
             })
             .collect();
-        let plan = reconcile::plan(&current, &wanted);
+        let mut plan = reconcile::plan(&current, &wanted);
+        self.spec_behind_deployments(&mut plan);
         self.during_deployments(&plan)?;
         self.preflight(&plan, &desired)?;
         if !dry_run {
@@ -179,12 +180,43 @@ impl Control {
                         format!("updated live: {}", fields.join(", ")),
                     );
                 }
+                // The deployment carries on; nothing to do.
+                AppChange::Deploying { .. } => {}
             }
         }
         Ok(ApplyResponse {
             plan,
             applied: true,
         })
+    }
+
+    /// A spec that still names the release a deployment started from (the spec was not
+    /// changed by `jarfleet deploy`; `up -d` after a daemon restart applies it) leaves the
+    /// release to the deployment, and the plan says so instead of a release change.
+    fn spec_behind_deployments(&self, plan: &mut reconcile::Plan) {
+        for change in plan.changes.iter_mut() {
+            let AppChange::Roll {
+                app, to: wanted, ..
+            } = change
+            else {
+                continue;
+            };
+            let Some(d) = self
+                .apps
+                .get(app.as_str())
+                .and_then(|a| a.deployment.as_ref())
+            else {
+                continue;
+            };
+            if d.outcome == super::deploy::RUNNING && d.from != d.to && *wanted == d.from {
+                *change = AppChange::Deploying {
+                    app: app.clone(),
+                    id: d.id,
+                    from: d.from.clone(),
+                    to: d.to.clone(),
+                };
+            }
+        }
     }
 
     /// Each change to an app with a deployment under way, by the table of
@@ -194,7 +226,7 @@ impl Control {
         let mut hint = None;
         for change in &plan.changes {
             let (app, command, what) = match change {
-                AppChange::Add { .. } => continue,
+                AppChange::Add { .. } | AppChange::Deploying { .. } => continue,
                 AppChange::Remove { app } => (app, during::Command::Remove, "removing the app"),
                 AppChange::Scale { app, .. } => {
                     (app, during::Command::Scale, "apply (instance count)")

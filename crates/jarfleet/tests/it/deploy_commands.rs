@@ -201,7 +201,21 @@ fn commands_during_a_deployment_are_refused_naming_it_and_live_settings_apply_at
     let v3 = fixture_variant(&fleet.path("fx-v3.jar"), &[("version", "v3")]);
     let v3 = v3.display().to_string();
 
-    // The spec file still names v1, another release than the deployment's: refused.
+    // The spec file still names v1, where the deployment started: the plan says the release
+    // is left to the deployment, and nothing moves.
+    let pids = fleet.pids("fx");
+    let plan = fleet.ok(&["apply"]);
+    assert!(
+        plan.contains(&format!("fx: deployment #{id} {v1} → "))
+            && plan.contains("under way")
+            && !plan.contains("rolling restart")
+            && !plan.contains("unchanged"),
+        "{plan}"
+    );
+    assert_eq!(fleet.pids("fx"), pids, "the apply moved something");
+
+    // A third release, and every command that would move instances: refused, naming it.
+    fleet.write_spec(&spec(&fleet, std::path::Path::new(&v3), "", ""));
     for args in [
         vec!["apply"],
         vec!["scale", "fx", "5"],
@@ -239,12 +253,16 @@ fn commands_during_a_deployment_are_refused_naming_it_and_live_settings_apply_at
         (Some(id), Some("running"))
     );
 
-    // Turned back, the app runs v1 again; with the v1 spec, a live change is only that…
+    // Turned back, the app runs v1 again and keeps the live settings as last applied…
     fleet.ok(&["abort", "fx", "--wait"]);
     wait_until("the new instance to be gone", START, || {
         (fleet.instances("fx").len() == 3).then_some(())
     });
     fleet.write_spec(&spec(&fleet, &v1_jar, "", "[apps.fx.logs]\nkeep = 7\n"));
+    let plan = fleet.ok(&["apply"]);
+    assert!(plan.contains("fx: unchanged"), "{plan}");
+    // … with the v1 spec, a live change is only that…
+    fleet.write_spec(&spec(&fleet, &v1_jar, "", "[apps.fx.logs]\nkeep = 9\n"));
     let pids = fleet.pids("fx");
     let plan = fleet.ok(&["apply"]);
     assert!(
@@ -253,7 +271,7 @@ fn commands_during_a_deployment_are_refused_naming_it_and_live_settings_apply_at
     );
     assert_eq!(fleet.pids("fx"), pids);
     // … and a release change is the rolling deploy it says.
-    let env = spec(&fleet, &v1_jar, "", "[apps.fx.logs]\nkeep = 7\n")
+    let env = spec(&fleet, &v1_jar, "", "[apps.fx.logs]\nkeep = 9\n")
         .replace("instances = 3", "instances = 3\nenv = { MODE = \"x\" }");
     fleet.write_spec(&env);
     let plan = fleet.ok(&["apply"]);
