@@ -477,6 +477,12 @@ mod tests {
                 AppChange::Remove {
                     app: "legacy".into(),
                 },
+                AppChange::Deploying {
+                    app: "web".into(),
+                    id: 3,
+                    from: "3f2a9c1b7d00".into(),
+                    to: "9e8d7c6b5a41".into(),
+                },
             ],
             unchanged: vec!["search".into()],
         };
