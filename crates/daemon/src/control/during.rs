@@ -162,7 +162,10 @@ impl Control {
         let now = now_ms();
         let reason = "aborted by the operator".to_string();
         match self.guard(app, Command::Abort, "abort")? {
-            Outcome::CanaryAbort if self.apps.get(app).is_some_and(|a| a.canary.is_some()) => {
+            Outcome::CanaryAbort
+                if self.canary_holds(app)
+                    && self.apps.get(app).is_some_and(|a| a.canary.is_some()) =>
+            {
                 return self.canary_decide(app, false, false);
             }
             Outcome::CanaryAbort | Outcome::RollBack => {
