@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod canary;
+pub mod during;
 pub mod health;
 pub mod instance;
 pub mod interp;

@@ -41,6 +41,14 @@ pub enum AppChange {
         app: String,
         fields: Vec<String>,
     },
+    /// Deployment `id` moves the app from `from` to `to` and the spec still names `from`, where
+    /// it started: its release stays as the deployment takes it (`abort` goes back to `from`).
+    Deploying {
+        app: String,
+        id: i64,
+        from: String,
+        to: String,
+    },
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -182,7 +182,9 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
-    /// Stop a canary now: all traffic back to the stable release, the canary set stopped.
+    /// Turn a deployment around: a rolling or blue-green one walks back to the old release
+    /// (what is new goes, the old release returns to the full count), a canary's traffic goes
+    /// back to the stable release at once, a restart ends where it stands.
     Abort {
         app: String,
         #[arg(long)]

@@ -308,7 +308,7 @@ pub async fn rollback(
     follow_deployment(client, started, 1, wait, output).await
 }
 
-/// `promote` (`Some(full)`) / `abort` (`None`) of a canary.
+/// `promote` (`Some(full)`) of a canary / `abort` (`None`) of any deployment.
 pub async fn canary(
     client: &Client,
     app: &str,
@@ -328,15 +328,17 @@ pub async fn canary(
         .steps
         .iter()
         .rposition(|s| {
-            s.message.starts_with("promoted by") || s.message.starts_with("rolling back")
+            s.message.starts_with("promoted by")
+                || s.message.starts_with("rolling back")
+                || s.message.starts_with("aborted by")
         })
         .unwrap_or(d.steps.len().saturating_sub(1));
     if promote || !wait {
         return follow_deployment(client, d, shown, wait, output).await;
     }
-    // An abort "succeeds" when the deployment is rolled back.
+    // An abort "succeeds" when the deployment is rolled back (or, a restart, ended).
     match follow_deployment(client, d, shown, true, output).await {
-        Err(e) if e.message.contains("rolled-back") => Ok(()),
+        Err(e) if e.message.contains(" rolled-back:") || e.message.contains(" aborted:") => Ok(()),
         other => other,
     }
 }

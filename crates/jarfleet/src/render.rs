@@ -180,6 +180,9 @@ pub fn plan(plan: &Plan) -> String {
             AppChange::Update { app, fields } => {
                 format!("~ {app}: update live ({})", fields.join(", "))
             }
+            AppChange::Deploying { app, id, from, to } => format!(
+                "  {app}: deployment #{id} {from} → {to} under way; the spec names {from}, where it started: its release is left to the deployment (`jarfleet abort {app}` goes back to {from})"
+            ),
         };
         out.push_str(&line);
         out.push('\n');
@@ -473,6 +476,12 @@ mod tests {
                 },
                 AppChange::Remove {
                     app: "legacy".into(),
+                },
+                AppChange::Deploying {
+                    app: "web".into(),
+                    id: 3,
+                    from: "3f2a9c1b7d00".into(),
+                    to: "9e8d7c6b5a41".into(),
                 },
             ],
             unchanged: vec!["search".into()],

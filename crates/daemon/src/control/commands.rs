@@ -1,5 +1,7 @@
 //! API commands: apply (plan, pre-flight, change), start/stop/restart, scale, shutdown.
 
+use jarfleet_core::during;
+
 use super::*;
 
 impl Control {
@@ -10,19 +12,25 @@ impl Control {
         source: PathBuf,
         dry_run: bool,
     ) -> Result<ApplyResponse, ErrorBody> {
-        let current: BTreeMap<String, AppState> = self
+        // An app with a deployment under way is compared with where the deployment takes it
+        // (its release, with the live settings as they are), so the plan is what `apply` does.
+        let heading: BTreeMap<String, (AppSpec, String)> = self
             .apps
             .iter()
             .filter(|(_, a)| !a.removing)
-            .map(|(n, a)| {
-                (
-                    n.clone(),
-                    AppState {
-                        spec: &a.rec.spec,
-                        release: &a.rec.release,
-                    },
-                )
+            .map(|(n, a)| match &a.deployment {
+                Some(d) => {
+                    let release = super::deploy::target(d).to_string();
+                    let mut spec = a.rec.release(&release).0.clone();
+                    reconcile::keep_live_settings(&mut spec, &a.rec.spec);
+                    (n.clone(), (spec, release))
+                }
+                None => (n.clone(), (a.rec.spec.clone(), a.rec.release.clone())),
             })
+            .collect();
+        let current: BTreeMap<String, AppState> = heading
+            .iter()
+            .map(|(n, (spec, release))| (n.clone(), AppState { spec, release }))
             .collect();
         let wanted: BTreeMap<String, AppState> = desired
             .iter()
@@ -36,7 +44,9 @@ impl Control {
                 )
             })
             .collect();
-        let plan = reconcile::plan(&current, &wanted);
+        let mut plan = reconcile::plan(&current, &wanted);
+        self.spec_behind_deployments(&mut plan);
+        self.during_deployments(&plan)?;
         self.preflight(&plan, &desired)?;
         if !dry_run {
             self.store_daemon_settings(daemon)?;
@@ -170,12 +180,74 @@ impl Control {
                         format!("updated live: {}", fields.join(", ")),
                     );
                 }
+                // The deployment carries on; nothing to do.
+                AppChange::Deploying { .. } => {}
             }
         }
         Ok(ApplyResponse {
             plan,
             applied: true,
         })
+    }
+
+    /// A spec that still names the release a deployment started from (the spec was not
+    /// changed by `jarfleet deploy`; `up -d` after a daemon restart applies it) leaves the
+    /// release to the deployment, and the plan says so instead of a release change.
+    fn spec_behind_deployments(&self, plan: &mut reconcile::Plan) {
+        for change in plan.changes.iter_mut() {
+            let AppChange::Roll {
+                app, to: wanted, ..
+            } = change
+            else {
+                continue;
+            };
+            let Some(d) = self
+                .apps
+                .get(app.as_str())
+                .and_then(|a| a.deployment.as_ref())
+            else {
+                continue;
+            };
+            if d.outcome == super::deploy::RUNNING && d.from != d.to && *wanted == d.from {
+                *change = AppChange::Deploying {
+                    app: app.clone(),
+                    id: d.id,
+                    from: d.from.clone(),
+                    to: d.to.clone(),
+                };
+            }
+        }
+    }
+
+    /// Each change to an app with a deployment under way, by the table of
+    /// `jarfleet_core::during`: every refusal at once, and then nothing is applied.
+    fn during_deployments(&self, plan: &reconcile::Plan) -> Result<(), ErrorBody> {
+        let mut refused = Vec::new();
+        let mut hint = None;
+        for change in &plan.changes {
+            let (app, command, what) = match change {
+                AppChange::Add { .. } | AppChange::Deploying { .. } => continue,
+                AppChange::Remove { app } => (app, during::Command::Remove, "removing the app"),
+                AppChange::Scale { app, .. } => {
+                    (app, during::Command::Scale, "apply (instance count)")
+                }
+                AppChange::Roll { app, .. } => {
+                    (app, during::Command::ApplyRelease, "apply (new release)")
+                }
+                AppChange::Update { app, .. } => {
+                    (app, during::Command::ApplyLive, "apply (live settings)")
+                }
+            };
+            if let Err(e) = self.guard(app, command, what) {
+                refused.push(e.message);
+                hint = hint.or(e.hint);
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        refused.push("nothing was applied".into());
+        Err(usage(refused.join("\n"), hint.as_deref()))
     }
 
     fn store_daemon_settings(
@@ -197,22 +269,6 @@ impl Control {
         let mut errors = Vec::new();
         // A check failed for the daemon's own shortage (the hint says so).
         let mut short = false;
-        for change in &plan.changes {
-            let name = match change {
-                AppChange::Add { app, .. }
-                | AppChange::Remove { app }
-                | AppChange::Scale { app, .. }
-                | AppChange::Roll { app, .. }
-                | AppChange::Update { app, .. } => app,
-            };
-            if let Some(d) = self.apps.get(name).and_then(|a| a.deployment.as_ref()) {
-                errors.push(format!(
-                    "apps.{name}: deployment #{} ({} → {}) is still {}; change the app once it has finished",
-                    d.id, d.from, d.to, d.outcome
-                ));
-                continue;
-            }
-        }
         for change in &plan.changes {
             let app = match change {
                 AppChange::Add { app, .. } | AppChange::Update { app, .. } => app,
@@ -434,6 +490,31 @@ impl Control {
             Some(s) => format!("{}/{s}", req.app),
             None => req.app.clone(),
         };
+        let command = match (req.action, req.slot) {
+            (Action::Start, _) => during::Command::Start,
+            (Action::Stop, None) => during::Command::Stop,
+            (Action::Stop, Some(_)) => during::Command::StopInstance,
+            (Action::Restart, None) => during::Command::Restart,
+            (Action::Restart, Some(_)) => during::Command::RestartInstance,
+        };
+        let verb = match req.action {
+            Action::Start => "start",
+            Action::Stop => "stop",
+            Action::Restart => "restart",
+        };
+        if self.guard(&req.app, command, verb)? == during::Outcome::Supersede {
+            // `stop APP`: the deployment ends and the app stops on the release it came from.
+            self.stop_superseding(&req.app);
+            self.emit(
+                "app.stop",
+                Some(&req.app),
+                req.slot,
+                format!("stop {target} (its deployment ended: superseded)"),
+            );
+            return Ok(Ack {
+                message: format!("stopping {target}; its deployment was ended (aborted)"),
+            });
+        }
         match req.action {
             Action::Start => {
                 for slot in slots {
@@ -490,15 +571,6 @@ impl Control {
                 })
             }
             Action::Restart => {
-                if let Some(d) = self.apps.get(&req.app).and_then(|a| a.deployment.as_ref()) {
-                    return Err(usage(
-                        format!(
-                            "deployment #{} of {} is under way; restart it once it has finished",
-                            d.id, req.app
-                        ),
-                        None,
-                    ));
-                }
                 if let Some(rt) = self.apps.get_mut(&req.app) {
                     rt.rec.restart_generation += 1;
                     let _ = self.store.put_app(&req.app, &rt.rec, now_ms());
@@ -520,7 +592,11 @@ impl Control {
     }
 
     pub(super) fn scale(&mut self, req: ScaleRequest) -> Result<Ack, ErrorBody> {
-        let Some(rt) = self.apps.get(&req.app).filter(|a| !a.removing) else {
+        if self.apps.get(&req.app).is_none_or(|a| a.removing) {
+            return Err(self.unknown_app(&req.app));
+        }
+        self.guard(&req.app, during::Command::Scale, "scale")?;
+        let Some(rt) = self.apps.get(&req.app) else {
             return Err(self.unknown_app(&req.app));
         };
         if req.instances > 1000 {
@@ -643,6 +719,8 @@ impl Control {
             rt.rec.removing = true;
             let _ = self.store.put_app(app, &rt.rec, now_ms());
         }
+        // A removed app's deployment ends here (a removing app's is never driven on).
+        self.supersede(app, "removing the app");
     }
 
     pub(super) fn remove_app_if_done(&mut self, app: &str) {

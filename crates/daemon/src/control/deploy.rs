@@ -5,6 +5,7 @@
 //! that resumes it: the planner is stateless and reads where things stand from the instances.
 
 use jarfleet_api::{DeployStep, DeploymentRecord, HistoryReport, ReleaseInfo};
+use jarfleet_core::during;
 use jarfleet_core::instance::AfterStop;
 use jarfleet_core::rollout::{self, Member, MemberState, Outcome, RolloutParams};
 use jarfleet_core::spec::Launch;
@@ -16,11 +17,13 @@ use crate::store::ReleaseRecord;
 pub(super) const RUNNING: &str = "running";
 pub(super) const ROLLING_BACK: &str = "rolling-back";
 pub(super) const SUCCEEDED: &str = "succeeded";
-const ROLLED_BACK: &str = "rolled-back";
+pub(super) const ROLLED_BACK: &str = "rolled-back";
 const FAILED: &str = "failed";
+/// Ended by an operator command: `abort` of a restart, or superseded by `stop` or a removal.
+pub(super) const ABORTED: &str = "aborted";
 
 /// The release a deployment currently moves towards.
-fn target(d: &DeploymentRecord) -> &str {
+pub(super) fn target(d: &DeploymentRecord) -> &str {
     if d.outcome == ROLLING_BACK {
         &d.from
     } else {
@@ -30,7 +33,7 @@ fn target(d: &DeploymentRecord) -> &str {
 
 /// How the planner sees an instance: on the target release and, for a restart, started since
 /// the restart was asked for (`restart_generation`).
-fn member(s: &Slot, target: &str, restart_generation: u64) -> Member {
+pub(super) fn member(s: &Slot, target: &str, restart_generation: u64) -> Member {
     let i = &s.record.instance;
     let is_target = i.release == target && s.record.restart_generation >= restart_generation;
     let state = match &i.phase {
@@ -43,9 +46,8 @@ fn member(s: &Slot, target: &str, restart_generation: u64) -> Member {
         } => MemberState::Failed,
         Phase::Stopping { .. } => MemberState::Leaving,
         // A stopped old instance is replaced like a crashed one (and removed); a stopped new
-        // one is simply not there.
-        Phase::Stopped if !is_target => MemberState::Failed,
-        Phase::Stopped => MemberState::Leaving,
+        // one fails the deployment (nothing restarts it, so waiting for it would never end).
+        Phase::Stopped => MemberState::Failed,
         Phase::Waiting { .. } if i.consecutive_crashes > 0 => MemberState::Failed,
         Phase::Waiting { .. } | Phase::Starting { .. } => MemberState::Starting,
     };
@@ -68,6 +70,7 @@ fn failure_reason(s: &Slot) -> String {
                 .map(|e| format!("; last check: {e}"))
                 .unwrap_or_default()
         ),
+        (Phase::Stopped, _, _) => format!("{name} was stopped"),
         (_, Some((_, class)), _) => format!("{name} {}", class.describe()),
         (_, _, Some(err)) => format!("{name} failed its health checks: {err}"),
         _ => format!("{name} failed"),
@@ -85,14 +88,9 @@ impl Control {
         let Some(rt) = self.apps.get(app).filter(|a| !a.removing) else {
             return Err(self.unknown_app(app));
         };
-        if let Some(d) = &rt.deployment {
-            return Err(usage(
-                format!(
-                    "a deployment of {app} is already running (#{}: {} → {}, {})",
-                    d.id, d.from, d.to, d.outcome
-                ),
-                Some("wait for it to finish (`jarfleet history APP`), then try again"),
-            ));
+        if rt.deployment.is_some() {
+            // Every caller asked `during::decide` first; this is the net under them.
+            return Err(self.refused(app, "a new deployment", during::Refusal::WaitOrAbort));
         }
         let from = rt.rec.release.clone();
         if from == to && why != "restart" {
@@ -458,15 +456,7 @@ impl Control {
         if self.apps.get(app).is_none_or(|a| a.removing) {
             return Err(self.unknown_app(app));
         }
-        if let Some(d) = self.apps.get(app).and_then(|a| a.deployment.as_ref()) {
-            return Err(usage(
-                format!(
-                    "a deployment of {app} is already running (#{}: {} → {})",
-                    d.id, d.from, d.to
-                ),
-                Some("wait for it to finish (`jarfleet history APP`), then try again"),
-            ));
-        }
+        self.guard(app, during::Command::Deploy, "deploy")?;
         let why = match &version {
             Some(v) => format!("version {v}"),
             None => "new artifact".to_string(),
@@ -509,7 +499,11 @@ impl Control {
         app: &str,
         to: Option<&str>,
     ) -> Result<DeploymentRecord, ErrorBody> {
-        let Some(rt) = self.apps.get(app).filter(|a| !a.removing) else {
+        if self.apps.get(app).is_none_or(|a| a.removing) {
+            return Err(self.unknown_app(app));
+        }
+        self.guard(app, during::Command::Rollback, "rollback")?;
+        let Some(rt) = self.apps.get(app) else {
             return Err(self.unknown_app(app));
         };
         let current = rt.rec.release.clone();

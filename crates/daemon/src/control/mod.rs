@@ -207,6 +207,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
 mod canary;
 mod commands;
 mod deploy;
+mod during;
 mod lb;
 mod metrics;
 mod refresh;
@@ -355,7 +356,12 @@ impl Control {
                 let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
             }
             Event::Canary { req, reply } => {
-                let _ = reply.send(self.canary_decide(&req.app, req.promote, req.full));
+                let _ = reply.send(if req.promote {
+                    self.canary_decide(&req.app, req.promote, req.full)
+                } else {
+                    // `abort` works on every deployment (a canary's is its own).
+                    self.abort(&req.app)
+                });
             }
             Event::History { app, reply } => {
                 let _ = reply.send(self.history(&app));

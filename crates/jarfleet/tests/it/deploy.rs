@@ -232,7 +232,10 @@ fn bad_deploys_are_refused_and_change_nothing() {
     let out = fleet.run(&["deploy", "fx", &v3.display().to_string()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(err.contains("already running"), "{err}");
+    assert!(
+        err.contains("deploy refused") && err.contains("is running"),
+        "{err}"
+    );
     let out = fleet.run(&["scale", "fx", "5"]);
     assert_eq!(out.status.code(), Some(2), "scale during a deploy");
     wait_until("the first deploy to finish", START, || {
