@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod daemonlog;
 pub mod etcdconf;
 pub mod faststart;
 pub mod fdlimit;
@@ -16,6 +17,7 @@ pub mod logfile;
 pub mod metrics;
 pub mod notify;
 pub mod paths;
+pub mod persist;
 pub mod ports;
 pub mod prepare;
 pub mod probe;
@@ -70,7 +72,21 @@ pub async fn run(
     for line in journal::recover(dirs.root())? {
         tracing::warn!("{line}");
     }
-    let store = store::Store::open(&dirs.db())?;
+    // A start on a full disk: the store is opened for this daemon alone, and normally again
+    // once there is room (`persist`).
+    let (store, degraded) = match store::Store::open(&dirs.db()) {
+        Ok(store) => (store, None),
+        Err(e) if store::is_disk_trouble(&e) => match store::Store::open_exclusive(&dirs.db()) {
+            Ok(store) => {
+                tracing::warn!(
+                    "the store could not be opened normally ({e:#}): opened for this daemon alone; event listings wait until there is room on the disk again"
+                );
+                (store, Some(format!("{e:#}")))
+            }
+            Err(_) => return Err(e),
+        },
+        Err(e) => return Err(e),
+    };
     let daemon_settings = store.daemon_settings()?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
@@ -100,6 +116,7 @@ pub async fn run(
         tx.clone(),
         events.clone(),
         config.exe.clone(),
+        degraded,
     )?;
     control.adopt().await?;
 

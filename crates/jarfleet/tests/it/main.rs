@@ -19,6 +19,7 @@ mod config;
 mod crashes;
 mod dashboard;
 mod deploy;
+mod disk_full;
 mod errors;
 mod etcd;
 mod export;
