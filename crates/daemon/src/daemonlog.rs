@@ -20,10 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::logfile::rotated_path;
 
-/// Rotate the daemon's log once it would pass this size…
-pub const DEFAULT_MAX_SIZE: u64 = 10 * 1024 * 1024;
-/// …keeping this many rotated files.
-pub const DEFAULT_KEEP: u32 = 5;
+/// Rotate the daemon's log once it would pass this size… (`[daemon] log_max_size`)
+pub const DEFAULT_MAX_SIZE: u64 = jarfleet_core::spec::DEFAULT_DAEMON_LOG_MAX_SIZE;
+/// …keeping this many rotated files (`[daemon] log_keep`).
+pub const DEFAULT_KEEP: u32 = jarfleet_core::spec::DEFAULT_DAEMON_LOG_KEEP;
 
 /// What the daemon's log has lost so far.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -88,6 +88,9 @@ pub async fn run(
         Err(e) => return Err(e),
     };
     let daemon_settings = store.daemon_settings()?;
+    if let Some(d) = &daemon_settings {
+        daemonlog::set_rotation(d.log_max_size, d.log_keep);
+    }
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
     let remote = Arc::new(http::RemoteApi::new());

@@ -193,6 +193,7 @@ impl Control {
     ) -> Result<(), ErrorBody> {
         let value = serde_json::to_string(daemon)
             .map_err(|e| failed(format!("storing the [daemon] settings: {e}")))?;
+        crate::daemonlog::set_rotation(daemon.log_max_size, daemon.log_keep);
         self.write(Write::Meta {
             key: crate::store::DAEMON_SETTINGS.into(),
             value,
