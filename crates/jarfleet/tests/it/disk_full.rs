@@ -521,3 +521,40 @@ fn a_daemon_started_on_a_full_disk_readopts_and_balances() {
     assert_eq!(pids_and_restarts(fleet), before);
     let _ = child.try_wait();
 }
+
+#[test]
+fn the_daemon_log_rotates_by_size_and_its_stderr_follows() {
+    let fleet = Fleet::new(6);
+    let app = fleet.app_toml(&AppDef::default());
+    fleet.write_spec(&format!(
+        "[daemon]\nlog_max_size = \"4KB\"\nlog_keep = 2\n\n{app}"
+    ));
+    fleet.up();
+    fleet.wait_ready("fx", 1, START);
+    let log = fleet.state.join("daemon.log");
+    let rotated = |n: u32| fleet.state.join(format!("daemon.log.{n}"));
+    // Each scale logs its events: enough of them rotate the log more than twice.
+    let mut count = ["2", "1"].iter().cycle();
+    wait_until(
+        "the daemon log rotated twice",
+        Duration::from_secs(120),
+        || {
+            fleet.ok(&["scale", "fx", count.next().unwrap_or(&"1")]);
+            rotated(2).exists().then_some(())
+        },
+    );
+    for _ in 0..10 {
+        fleet.ok(&["scale", "fx", count.next().unwrap_or(&"1")]);
+    }
+    assert!(!rotated(3).exists(), "only 2 rotated files are kept");
+    for path in [log.clone(), rotated(1), rotated(2)] {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 0 && size <= 4000, "{}: {size} bytes", path.display());
+    }
+    // The daemon's stderr (and stdout) are the current file, not a rotated or deleted one.
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    for fd in [1, 2] {
+        let target = std::fs::read_link(format!("/proc/{daemon}/fd/{fd}")).expect("fd link");
+        assert_eq!(target, log, "fd {fd} of the daemon");
+    }
+}
