@@ -93,6 +93,41 @@ pub struct DaemonStatus {
     /// The daemon's open files: its limit, the load balancer's share, shortages met.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub open_files: Option<OpenFiles>,
+    /// Whether the daemon can write its state and its log (a full disk).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreHealth>,
+    /// Daemon-level trouble, one line each (e.g. the store cannot be written).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The daemon's writes: its store (state.db) and its log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreHealth {
+    /// The store takes writes (false while they fail, e.g. on a full disk).
+    pub writable: bool,
+    /// Since when writes fail (epoch ms).
+    pub failing_since: Option<u64>,
+    pub last_error: Option<String>,
+    /// Writes kept in memory, to be written when the store takes them again.
+    pub pending_writes: u64,
+    /// Failed store writes (and retries) since the daemon started.
+    pub write_errors: u64,
+    /// Events dropped from the full in-memory queue since the daemon started.
+    pub events_dropped: u64,
+    /// The store was opened for the daemon alone (a start on a full disk): event listings wait.
+    pub exclusive: bool,
+    /// Lines of the daemon's own log that could not be written since it started.
+    pub log_lines_dropped: u64,
+    /// Why the daemon's log cannot be written now, if it cannot.
+    pub log_failing: Option<String>,
+    /// Free space on the state dir's file system (for the daemon; none if it cannot be read).
+    #[serde(default)]
+    pub disk_free_bytes: Option<u64>,
+    /// That space is all but gone (under 1 MiB): writes of the store, the logs and new
+    /// instances' files fail.
+    #[serde(default)]
+    pub disk_full: bool,
 }
 
 /// The daemon's open-file limit and what it does with it.

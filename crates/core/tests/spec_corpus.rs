@@ -103,6 +103,8 @@ fn minimal_spec_gets_every_default() {
     assert_eq!(spec.daemon.http_max_connections, 256);
     assert_eq!(spec.daemon.http_header_timeout, Duration::from_secs(10));
     assert_eq!(spec.daemon.http_idle_timeout, Duration::from_secs(75));
+    assert_eq!(spec.daemon.log_max_size, 10_000_000);
+    assert_eq!(spec.daemon.log_keep, 5);
     let web = &spec.apps["web"];
     assert_eq!(web.name, "web");
     assert_eq!(
@@ -283,6 +285,8 @@ fn full_spec_resolves_paths_and_keeps_instance_vars() {
     assert_eq!(spec.daemon.http_max_connections, 64);
     assert_eq!(spec.daemon.http_header_timeout, Duration::from_secs(5));
     assert_eq!(spec.daemon.http_idle_timeout, Duration::from_secs(60));
+    assert_eq!(spec.daemon.log_max_size, 2_000_000);
+    assert_eq!(spec.daemon.log_keep, 3);
 
     let h2 = &spec.apps["h2"];
     assert_eq!(
@@ -438,6 +442,8 @@ fn daemon_settings_stored_before_the_api_limits_get_their_defaults() {
         "http_max_connections",
         "http_header_timeout",
         "http_idle_timeout",
+        "log_max_size",
+        "log_keep",
     ] {
         assert!(map.remove(key).is_some(), "{key} is serialised");
     }
@@ -446,5 +452,6 @@ fn daemon_settings_stored_before_the_api_limits_get_their_defaults() {
     assert_eq!(old.http_max_connections, 256);
     assert_eq!(old.http_header_timeout, Duration::from_secs(10));
     assert_eq!(old.http_idle_timeout, Duration::from_secs(75));
+    assert_eq!((old.log_max_size, old.log_keep), (10_000_000, 5));
     assert_eq!(old.http, spec.daemon.http);
 }

@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod daemonlog;
 pub mod etcdconf;
 pub mod faststart;
 pub mod fdlimit;
@@ -16,6 +17,7 @@ pub mod logfile;
 pub mod metrics;
 pub mod notify;
 pub mod paths;
+pub mod persist;
 pub mod ports;
 pub mod prepare;
 pub mod privfs;
@@ -70,8 +72,27 @@ pub async fn run(
     for line in journal::recover(dirs.root())? {
         tracing::warn!("{line}");
     }
-    let store = open_store_private(&dirs)?;
+    // A start on a full disk: the store is opened for this daemon alone, and normally again
+    // once there is room (`persist`).
+    let (store, degraded) = match open_store_private(&dirs, store::Store::open) {
+        Ok(store) => (store, None),
+        Err(e) if store::is_disk_trouble(&e) => {
+            match open_store_private(&dirs, store::Store::open_exclusive) {
+                Ok(store) => {
+                    tracing::warn!(
+                        "the store could not be opened normally ({e:#}): opened for this daemon alone; event listings wait until there is room on the disk again"
+                    );
+                    (store, Some(format!("{e:#}")))
+                }
+                Err(_) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    };
     let daemon_settings = store.daemon_settings()?;
+    if let Some(d) = &daemon_settings {
+        daemonlog::set_rotation(d.log_max_size, d.log_keep);
+    }
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
     let remote = Arc::new(http::RemoteApi::new());
@@ -100,6 +121,7 @@ pub async fn run(
         tx.clone(),
         events.clone(),
         config.exe.clone(),
+        degraded,
     )?;
     control.adopt().await?;
 
@@ -242,10 +264,13 @@ fn make_private(dirs: &StateDir) -> Result<()> {
 /// Opens the store with a umask of 077 around SQLite's `open`, so a new `state.db` is created
 /// 0600 (its `-wal` and `-shm` take the database's mode), never made readable and tightened
 /// after.
-fn open_store_private(dirs: &StateDir) -> Result<store::Store> {
+fn open_store_private(
+    dirs: &StateDir,
+    open: fn(&std::path::Path) -> Result<store::Store>,
+) -> Result<store::Store> {
     use nix::sys::stat::{Mode, umask};
     let old = umask(Mode::from_bits_truncate(0o077));
-    let store = store::Store::open(&dirs.db());
+    let store = open(&dirs.db());
     umask(old);
     store
 }

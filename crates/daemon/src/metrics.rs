@@ -121,6 +121,8 @@ pub struct LoopFigures {
     pub queued: usize,
     /// Unix time (ms) the daemon started.
     pub started_at_ms: u64,
+    /// Its writes: the store's and its log's (a full disk).
+    pub store: jarfleet_api::StoreHealth,
 }
 
 /// What the control loop hands out for one scrape.
@@ -593,6 +595,56 @@ impl Scrape {
             Some(&Unit::Seconds),
             [(none, self.control.started_at_ms as f64 / 1000.0)],
         )?;
+        let store = &self.control.store;
+        gauges(
+            enc,
+            "disk_free",
+            "Free space on the state dir's file system.",
+            Some(&Unit::Bytes),
+            store.disk_free_bytes.map(|v| (none, v)),
+        )?;
+        gauges(
+            enc,
+            "disk_full",
+            "1 while the state dir's file system has less than 1 MiB free.",
+            None,
+            [(none, u64::from(store.disk_full))],
+        )?;
+        gauges(
+            enc,
+            "store_writable",
+            "1 while the store (state.db) takes writes, 0 while they fail (a full disk: records and events are kept in memory meanwhile).",
+            None,
+            [(none, u64::from(store.writable))],
+        )?;
+        gauges(
+            enc,
+            "store_pending_writes",
+            "Writes kept in memory because the store did not take them, waiting to be written.",
+            None,
+            [(none, store.pending_writes)],
+        )?;
+        counters(
+            enc,
+            "store_write_errors",
+            "Store writes (and retries of kept writes) that failed.",
+            None,
+            [(none, store.write_errors)],
+        )?;
+        counters(
+            enc,
+            "events_dropped",
+            "Events never stored: dropped from the full in-memory queue while the store could not be written.",
+            None,
+            [(none, store.events_dropped)],
+        )?;
+        counters(
+            enc,
+            "daemon_log_dropped_lines",
+            "Lines of the daemon's own log that could not be written (a full disk, a closed stderr).",
+            None,
+            [(none, store.log_lines_dropped)],
+        )?;
         counters(
             enc,
             "control_events",
@@ -742,6 +794,16 @@ mod tests {
                 ]),
                 queued: 0,
                 started_at_ms: 1_700_000_000_000,
+                store: jarfleet_api::StoreHealth {
+                    writable: false,
+                    pending_writes: 3,
+                    write_errors: 4,
+                    events_dropped: 1,
+                    log_lines_dropped: 12,
+                    disk_free_bytes: Some(4096),
+                    disk_full: true,
+                    ..Default::default()
+                },
             },
             daemon: ProcFigures::default(),
             daemon_fds: Some(9),
@@ -773,6 +835,15 @@ mod tests {
             "jarfleet_deployments_total{app=\"web\",strategy=\"rolling\",outcome=\"succeeded\"} 3",
             "# TYPE jarfleet_build_info gauge",
             "jarfleet_daemon_open_fds 9",
+            "# TYPE jarfleet_store_writable gauge",
+            "jarfleet_store_writable 0",
+            "jarfleet_disk_free_bytes 4096",
+            "jarfleet_disk_full 1",
+            "jarfleet_store_pending_writes 3",
+            "# TYPE jarfleet_store_write_errors_total counter",
+            "jarfleet_store_write_errors_total 4",
+            "jarfleet_events_dropped_total 1",
+            "jarfleet_daemon_log_dropped_lines_total 12",
             "jarfleet_daemon_start_time_seconds 1700000000.0",
             "jarfleet_control_events_total{event=\"probe\"} 7",
             "jarfleet_control_busy_seconds_total{event=\"probe\"} 1.5",
@@ -889,7 +960,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 37, "{exposed:#?}");
+        assert_eq!(exposed.len(), 44, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");

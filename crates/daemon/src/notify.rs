@@ -156,6 +156,8 @@ mod tests {
                 uptime_secs: 0,
                 spec: None,
                 open_files: None,
+                store: None,
+                warnings: Vec::new(),
             },
             apps: apps
                 .iter()

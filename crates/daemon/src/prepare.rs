@@ -115,7 +115,7 @@ fn fetch_remote(
 /// A progress line on stderr while a download runs, when stderr is a terminal (at most ten
 /// updates a second).
 fn tty_progress(url: &str) -> Option<jarfleet_fetch::ProgressFn> {
-    use std::io::IsTerminal;
+    use std::io::{IsTerminal, Write};
     if !std::io::stderr().is_terminal() {
         return None;
     }
@@ -133,7 +133,9 @@ fn tty_progress(url: &str) -> Option<jarfleet_fetch::ProgressFn> {
             .total
             .map(|t| format!(" of {:.1} MiB", mib(t)))
             .unwrap_or_default();
-        eprint!(
+        // Not `eprint!`, which panics when the terminal is gone.
+        let _ = write!(
+            std::io::stderr(),
             "\r\x1b[2Kdownloading {url}: {:.1} MiB{total}{}",
             mib(p.downloaded),
             if done { "\n" } else { "" }

@@ -419,6 +419,10 @@ pub(crate) async fn event_history(
     st: &ApiState,
     lines: usize,
 ) -> Result<Vec<jarfleet_api::EventRecord>, ApiError> {
+    if lines == 0 {
+        // Nothing to read (a follower of new events only): the store is not even opened.
+        return Ok(Vec::new());
+    }
     let db = st.dirs.db();
     blocking(move || crate::store::read_events(&db, 0, lines))
         .await?

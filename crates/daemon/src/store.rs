@@ -55,7 +55,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The meta key of [`Store::daemon_settings`].
-const DAEMON_SETTINGS: &str = "daemon_settings";
+pub const DAEMON_SETTINGS: &str = "daemon_settings";
 
 /// Events kept; older ones are pruned.
 pub const EVENT_RETENTION: i64 = 20_000;
@@ -139,6 +139,63 @@ pub struct Store {
     conn: Connection,
 }
 
+/// One write of the control loop: what [`crate::persist`] keeps in memory and writes again when
+/// the store does not take it (a full disk).
+#[derive(Debug, Clone)]
+pub enum Write {
+    App {
+        name: String,
+        record: Box<AppRecord>,
+        now: u64,
+    },
+    /// The app and its instances.
+    DeleteApp(String),
+    Instance(Box<InstanceRecord>),
+    DeleteInstance {
+        app: String,
+        slot: u32,
+    },
+    Release {
+        app: String,
+        id: String,
+        record: serde_json::Value,
+        now: u64,
+    },
+    /// An update of a recorded deployment (its id is set).
+    Deployment(Box<DeploymentRecord>),
+    Meta {
+        key: String,
+        value: String,
+    },
+    /// An event with its id (given by the loop: [`Store::last_event_id`] + 1, …).
+    Event(EventRecord),
+}
+
+impl Write {
+    /// What the write is about: a later write with the same key replaces an earlier one still
+    /// waiting (latest state wins). Events have none: each is kept.
+    pub fn key(&self) -> Option<WriteKey> {
+        Some(match self {
+            Write::App { name, .. } | Write::DeleteApp(name) => WriteKey::App(name.clone()),
+            Write::Instance(rec) => WriteKey::Instance(rec.instance.app.clone(), rec.instance.slot),
+            Write::DeleteInstance { app, slot } => WriteKey::Instance(app.clone(), *slot),
+            Write::Release { app, id, .. } => WriteKey::Release(app.clone(), id.clone()),
+            Write::Deployment(d) => WriteKey::Deployment(d.id),
+            Write::Meta { key, .. } => WriteKey::Meta(key.clone()),
+            Write::Event(_) => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum WriteKey {
+    App(String),
+    Instance(String, u32),
+    Release(String, String),
+    Deployment(i64),
+    Meta(String),
+}
+
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let mut conn =
@@ -149,6 +206,90 @@ impl Store {
         conn.pragma_update(None, "cache_size", -512)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn).with_context(|| format!("migrating store {}", path.display()))?;
+        Ok(Store { conn })
+    }
+
+    /// Carries out one write.
+    pub fn write(&self, w: &Write) -> Result<()> {
+        match w {
+            Write::App { name, record, now } => self.put_app(name, record, *now),
+            Write::DeleteApp(name) => self.delete_app(name),
+            Write::Instance(rec) => self.put_instance(rec),
+            Write::DeleteInstance { app, slot } => self.delete_instance(app, *slot),
+            Write::Release {
+                app,
+                id,
+                record,
+                now,
+            } => self.put_release(app, id, record, *now),
+            Write::Deployment(d) => self.put_deployment(d).map(|_| ()),
+            Write::Meta { key, value } => self.set_meta(key, value),
+            Write::Event(e) => self.put_event(e),
+        }
+    }
+
+    /// Carries out `writes` in one transaction: all of them, or none.
+    pub fn write_all(&self, writes: &[&Write]) -> Result<()> {
+        let tx = self.conn.unchecked_transaction()?;
+        for w in writes {
+            self.write(w)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The id of the newest event recorded (0 for none).
+    pub fn last_event_id(&self) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),
+                        COALESCE((SELECT MAX(id) FROM events), 0))",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Records an event under its own id (pruning old ones now and then).
+    pub fn put_event(&self, e: &EventRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO events (id, ts, kind, app, slot, message)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![e.id, e.ts as i64, e.kind, e.app, e.slot, e.message],
+        )?;
+        if e.id % 1000 == 0 {
+            self.conn.execute(
+                "DELETE FROM events WHERE id <= ?1",
+                params![e.id - EVENT_RETENTION],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Opens the store on a disk with no room: WAL mode keeps its index in a shared-memory file
+    /// (`state.db-shm`) that a full disk cannot extend, so here it stays in the daemon's memory
+    /// instead (`locking_mode = EXCLUSIVE` before the first access). Other connections (the
+    /// event listings') wait until the daemon opens the store normally again. The schema must
+    /// be current: nothing is migrated.
+    pub fn open_exclusive(path: &Path) -> Result<Store> {
+        let conn =
+            Connection::open(path).with_context(|| format!("opening store {}", path.display()))?;
+        conn.pragma_update(None, "locking_mode", "EXCLUSIVE")?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "cache_size", -512)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != MIGRATIONS.len() as i64 {
+            anyhow::bail!(
+                "the store {} has schema version {version}, and it cannot be migrated on a full disk",
+                path.display()
+            );
+        }
+        Ok(Store { conn })
+    }
+
+    /// A store that takes nothing (every write fails): held for a moment while the real one is
+    /// opened again.
+    pub fn unavailable() -> Result<Store> {
+        let conn = Connection::open_in_memory_with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY)?;
         Ok(Store { conn })
     }
 
@@ -393,4 +534,21 @@ pub fn read_events(db: &Path, after_id: i64, limit: usize) -> Result<Vec<EventRe
         })
     })?;
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+/// Whether opening the store failed the way a full disk makes it fail (no room for the WAL or
+/// its index, an I/O error on them), rather than for a reason a retry would not change.
+pub fn is_disk_trouble(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DiskFull
+                        | rusqlite::ErrorCode::SystemIoFailure
+                        | rusqlite::ErrorCode::CannotOpen
+                )
+        )
+    })
 }

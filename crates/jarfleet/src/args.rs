@@ -90,6 +90,10 @@ pub enum Command {
         /// `down`); a stored fleet is carried on as it is. SIGHUP applies the spec again.
         #[arg(long, value_name = "SPEC")]
         spec: Option<PathBuf>,
+        /// Write the daemon's log to FILE, rotated by size (`[daemon] log_max_size`,
+        /// `log_keep`), instead of stderr. `up -d` uses STATE/daemon.log.
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
     },
     /// Stop every app (gracefully) and then the daemon.
     Down,

@@ -524,14 +524,13 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
     let jdks = jarfleet_java::discover();
     let client = Client::for_state_dir(state);
     let daemon = client.get::<VersionInfo>("/v1/version").await.ok();
-    let daemon_files = match daemon {
-        Some(_) => client
-            .get::<StatusReport>("/v1/status")
-            .await
-            .ok()
-            .and_then(|r| r.daemon.open_files),
+    let report = match daemon {
+        Some(_) => client.get::<StatusReport>("/v1/status").await.ok(),
         None => None,
     };
+    let daemon_files = report.as_ref().and_then(|r| r.daemon.open_files.clone());
+    let daemon_store = report.as_ref().and_then(|r| r.daemon.store.clone());
+    let free = jarfleet_daemon::persist::free_bytes(state);
     let here = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok();
     let writable = std::fs::create_dir_all(state).is_ok() && tempfile_probe(state);
     if output == Output::Json {
@@ -539,7 +538,9 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
             "jdks": jdks,
             "state_dir": state,
             "state_dir_writable": writable,
+            "state_dir_free_bytes": free,
             "daemon": daemon,
+            "daemon_store": daemon_store,
             "open_files": {
                 // This shell's limit, and what a daemon started from here would make of it.
                 "here": here.map(|(soft, hard)| {
@@ -584,9 +585,11 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
     }
     println!();
     println!(
-        "state dir: {} ({})",
+        "state dir: {} ({}{})",
         state.display(),
-        if writable { "writable" } else { "NOT writable" }
+        if writable { "writable" } else { "NOT writable" },
+        free.map(|b| format!(", {} free", render::bytes(b)))
+            .unwrap_or_default()
     );
     match daemon {
         Some(v) => println!(
@@ -596,7 +599,46 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
         None => println!("daemon: not running (start it with `jarfleet up`)"),
     }
     println!("{}", open_files_line(daemon_files.as_ref(), here));
+    if let Some(line) = daemon_store.as_ref().and_then(store_line) {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// `doctor`'s line on the daemon's writes, when they fail (a full disk).
+fn store_line(s: &jarfleet_api::StoreHealth) -> Option<String> {
+    let mut parts = Vec::new();
+    if !s.writable {
+        let since = s
+            .failing_since
+            .map(|t| format!(" for {:.0} s", crate::up::elapsed_secs(t)))
+            .unwrap_or_default();
+        parts.push(format!(
+            "store writes failing{since} ({}); {} write(s) kept in memory until there is room{}",
+            s.last_error.as_deref().unwrap_or("unknown error"),
+            s.pending_writes,
+            if s.exclusive {
+                "; the store is open for the daemon alone (event listings wait)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if s.events_dropped > 0 {
+        parts.push(format!("{} event(s) dropped", s.events_dropped));
+    }
+    if let Some(why) = &s.log_failing {
+        parts.push(format!(
+            "its log cannot be written ({why}), {} line(s) dropped",
+            s.log_lines_dropped
+        ));
+    }
+    (!parts.is_empty()).then(|| {
+        format!(
+            "daemon: {}\n  free space under the state dir (df -h); the daemon recovers by itself",
+            parts.join("; ")
+        )
+    })
 }
 
 /// `doctor`'s line on open files: the daemon's own figures when it runs, else what a daemon

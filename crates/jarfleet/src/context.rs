@@ -34,14 +34,18 @@ impl CliError {
         }
     }
     /// Prints `error: …` (and `  hint: …`) to stderr. Spec errors are already fully formatted.
+    /// A stderr that cannot be written (a full disk under `daemon.log`) costs the message, not
+    /// the exit code (`eprintln!` would panic).
     pub fn print(&self) {
+        use std::io::Write;
+        let mut err = std::io::stderr().lock();
         if self.message.starts_with("error:") {
-            eprintln!("{}", self.message);
+            let _ = writeln!(err, "{}", self.message);
         } else {
-            eprintln!("error: {}", self.message);
+            let _ = writeln!(err, "error: {}", self.message);
         }
         if let Some(hint) = &self.hint {
-            eprintln!("  hint: {hint}");
+            let _ = writeln!(err, "  hint: {hint}");
         }
     }
 }

@@ -13,8 +13,11 @@ mod term;
 mod token;
 mod up;
 
+use std::io::Write;
+
 use clap::Parser;
 use jarfleet_api::Action;
+use jarfleet_daemon::daemonlog::DaemonLog;
 
 use crate::args::{Cli, Command};
 use crate::context::CliError;
@@ -43,7 +46,10 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the async runtime: {e}"
+            );
             std::process::exit(1);
         }
     };
@@ -74,6 +80,9 @@ fn talks_to_a_daemon(command: &Command) -> bool {
     )
 }
 
+/// Logs go to stderr, or for `daemon --log FILE` to that file, rotated by size. The writer never
+/// fails: a line that cannot be written (a full disk, a closed pipe) is counted and dropped, and
+/// tracing's own error report (an `eprintln!`, which panics when stderr fails too) is off.
 fn init_tracing(command: &Command) {
     let default = match command {
         Command::Daemon { .. } => "info",
@@ -81,13 +90,32 @@ fn init_tracing(command: &Command) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("JARFLEET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(
+    let (log, ansi) = match command {
+        Command::Daemon {
+            log: Some(path), ..
+        } => match DaemonLog::file(path) {
+            Ok(log) => (log, false),
+            Err(e) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "jarfleet: cannot open the log file {}: {e}; logging to stderr",
+                    path.display()
+                );
+                (DaemonLog::stream(Box::new(std::io::stderr())), false)
+            }
+        },
+        _ => (
+            DaemonLog::stream(Box::new(std::io::stderr())),
             std::env::var_os("NO_COLOR").is_none()
                 && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        )
+        ),
+    };
+    log.install();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || log.clone())
+        .with_ansi(ansi)
+        .log_internal_errors(false)
         .try_init();
 }
 
@@ -147,7 +175,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             let state = context::absolute(&prefix).join("state");
             up::up(Some(&state), Some(&spec), detach, wait, watch).await
         }
-        Command::Daemon { spec } => up::daemon(state, spec.as_deref()).await,
+        Command::Daemon { spec, .. } => up::daemon(state, spec.as_deref()).await,
         Command::Export { target } => export::run(state, target).await,
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { out_dir } => completions::man(out_dir.as_deref()),

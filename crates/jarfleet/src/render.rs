@@ -72,6 +72,12 @@ fn canary(app: &str, c: &jarfleet_api::CanaryStatus) -> String {
 
 pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String {
     let mut out = String::new();
+    for w in &report.daemon.warnings {
+        out.push_str(&term.paint(
+            anstyle::Style::new().fg_color(Some(anstyle::AnsiColor::Yellow.into())),
+            &format!("warning: {w}\n"),
+        ));
+    }
     let dash = || "-".to_string();
     for app in report
         .apps
@@ -314,6 +320,8 @@ mod tests {
                 uptime_secs: 10,
                 spec: None,
                 open_files: None,
+                store: None,
+                warnings: Vec::new(),
             },
             apps: vec![app],
         }

@@ -1,5 +1,6 @@
 //! `jarfleet up` (foreground daemon + progress) and `jarfleet daemon`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -154,11 +155,18 @@ pub async fn up(
     };
     let daemon = tokio::spawn(jarfleet_daemon::run(config, async {
         terminated().await;
-        eprintln!("stopping every instance (Ctrl-C again to leave the rest running)…");
+        // Not `eprintln!`: it panics when stderr cannot be written (a full disk, a closed pipe).
+        let _ = writeln!(
+            std::io::stderr(),
+            "stopping every instance (Ctrl-C again to leave the rest running)…"
+        );
         tokio::spawn(async {
             terminated().await;
             // The JVMs stay under their shims; the next `jarfleet up` re-adopts them.
-            eprintln!("leaving the remaining instances running; `jarfleet up -d` re-adopts them");
+            let _ = writeln!(
+                std::io::stderr(),
+                "leaving the remaining instances running; `jarfleet up -d` re-adopts them"
+            );
             std::process::exit(130);
         });
         Stop::Everything
@@ -266,9 +274,13 @@ async fn start_detached(state: &Path, client: &Client) -> Result<(), CliError> {
         .try_clone()
         .map_err(|e| CliError::failed(e.to_string()))?;
     let mut cmd = std::process::Command::new(exe()?);
+    // The daemon writes and rotates daemon.log itself; its stdout and stderr (what comes before
+    // its log is set up, a panic) go to the same file and follow it when it rotates.
     cmd.arg("daemon")
         .arg("--state-dir")
         .arg(state)
+        .arg("--log")
+        .arg(&log_path)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);

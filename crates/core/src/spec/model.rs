@@ -100,6 +100,25 @@ pub struct DaemonSpec {
     /// A kept-alive connection with no request for this long is closed.
     #[serde(default = "default_http_idle_timeout")]
     pub http_idle_timeout: Duration,
+    /// The daemon's own log file (`daemon --log`, `up -d`) is rotated past this size…
+    #[serde(default = "default_daemon_log_max_size")]
+    pub log_max_size: u64,
+    /// …keeping this many rotated files.
+    #[serde(default = "default_daemon_log_keep")]
+    pub log_keep: u32,
+}
+
+/// Default of `[daemon] log_max_size`.
+pub const DEFAULT_DAEMON_LOG_MAX_SIZE: u64 = 10_000_000;
+/// Default of `[daemon] log_keep`.
+pub const DEFAULT_DAEMON_LOG_KEEP: u32 = 5;
+
+fn default_daemon_log_max_size() -> u64 {
+    DEFAULT_DAEMON_LOG_MAX_SIZE
+}
+
+fn default_daemon_log_keep() -> u32 {
+    DEFAULT_DAEMON_LOG_KEEP
 }
 
 /// Default of `[daemon] http_max_connections`.

@@ -14,7 +14,10 @@ use super::{
     HealthCheck, HealthSpec, JavaSpec, Launch, LogSpec, OnChange, PortRange, RestartSpec, StopSpec,
     Strategy, TlsSpec, TrustSpec,
 };
-use super::{DEFAULT_HTTP_HEADER_TIMEOUT, DEFAULT_HTTP_IDLE_TIMEOUT, DEFAULT_HTTP_MAX_CONNECTIONS};
+use super::{
+    DEFAULT_DAEMON_LOG_KEEP, DEFAULT_DAEMON_LOG_MAX_SIZE, DEFAULT_HTTP_HEADER_TIMEOUT,
+    DEFAULT_HTTP_IDLE_TIMEOUT, DEFAULT_HTTP_MAX_CONNECTIONS,
+};
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
@@ -30,6 +33,8 @@ const DAEMON_KEYS: &[&str] = &[
     "http_max_connections",
     "http_header_timeout",
     "http_idle_timeout",
+    "log_max_size",
+    "log_keep",
 ];
 /// The `[daemon]` keys that only mean something with an `http` address.
 const DAEMON_API_KEYS: &[&str] = &[
@@ -301,7 +306,18 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
     let mut http_max_connections = DEFAULT_HTTP_MAX_CONNECTIONS;
     let mut http_header_timeout = DEFAULT_HTTP_HEADER_TIMEOUT;
     let mut http_idle_timeout = DEFAULT_HTTP_IDLE_TIMEOUT;
+    let mut log_max_size = DEFAULT_DAEMON_LOG_MAX_SIZE;
+    let mut log_keep = DEFAULT_DAEMON_LOG_KEEP;
     if let Some(t) = t {
+        log_max_size = r.size(t, "log_max_size").unwrap_or(log_max_size);
+        log_keep = r
+            .u32(
+                t,
+                "log_keep",
+                0..=1000,
+                "rotated daemon log files kept, e.g. log_keep = 5",
+            )
+            .unwrap_or(log_keep);
         r.check_keys(t, DAEMON_KEYS, &[]);
         metrics = r.boolean(t, "metrics").unwrap_or(true);
         state_dir = r.path(t, "state_dir", "\"/var/lib/jarfleet\"");
@@ -362,6 +378,8 @@ fn daemon(r: &mut Reader<'_>, t: Option<&Table<'_, '_>>) -> DaemonSpec {
         http_max_connections,
         http_header_timeout,
         http_idle_timeout,
+        log_max_size,
+        log_keep,
     }
 }
 

@@ -59,9 +59,10 @@ impl Control {
             });
         }
         self.spec_source = Some(source.display().to_string());
-        let _ = self
-            .store
-            .set_meta("spec_source", &source.display().to_string());
+        self.write(Write::Meta {
+            key: "spec_source".into(),
+            value: source.display().to_string(),
+        });
         let now = now_ms();
         for change in &plan.changes {
             match change {
@@ -83,12 +84,17 @@ impl Control {
                             },
                         )]),
                     };
-                    let _ = self
-                        .store
-                        .put_release(app, &p.release, &p.release_record, now);
-                    if let Err(e) = self.store.put_app(app, &rec, now) {
-                        return Err(failed(format!("saving app {app}: {e:#}")));
-                    }
+                    self.write(Write::Release {
+                        app: app.clone(),
+                        id: p.release.clone(),
+                        record: p.release_record.clone(),
+                        now,
+                    });
+                    self.write(Write::App {
+                        name: app.clone(),
+                        record: Box::new(rec.clone()),
+                        now,
+                    });
                     // An app that was being removed comes back: keep its slots, update the spec.
                     let rt = self.apps.entry(app.clone()).or_insert(AppRuntime {
                         rec: rec.clone(),
@@ -153,9 +159,12 @@ impl Control {
                     // rolled out by a deployment, health-gated, with rollback.
                     self.remember_current_release(app);
                     if let Some(p) = desired.get(app) {
-                        let _ = self
-                            .store
-                            .put_release(app, &p.release, &p.release_record, now);
+                        self.write(Write::Release {
+                            app: app.clone(),
+                            id: p.release.clone(),
+                            record: p.release_record.clone(),
+                            now,
+                        });
                         self.remember_release(
                             app,
                             to,
@@ -254,9 +263,14 @@ impl Control {
         &self,
         daemon: &jarfleet_core::spec::DaemonSpec,
     ) -> Result<(), ErrorBody> {
-        self.store
-            .put_daemon_settings(daemon)
-            .map_err(|e| failed(format!("storing the [daemon] settings: {e:#}")))
+        let value = serde_json::to_string(daemon)
+            .map_err(|e| failed(format!("storing the [daemon] settings: {e}")))?;
+        crate::daemonlog::set_rotation(daemon.log_max_size, daemon.log_keep);
+        self.write(Write::Meta {
+            key: crate::store::DAEMON_SETTINGS.into(),
+            value,
+        });
+        Ok(())
     }
 
     /// Checks that need the live state (ports) before anything changes.
@@ -373,7 +387,7 @@ impl Control {
         // The desired spec; the running release changes only when a deployment finishes.
         rt.rec.spec = p.spec.clone();
         rt.rec.runtime = p.runtime.clone();
-        let _ = self.store.put_app(app, &rt.rec, now_ms());
+        self.write_app(app);
     }
 
     /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
@@ -573,7 +587,7 @@ impl Control {
             Action::Restart => {
                 if let Some(rt) = self.apps.get_mut(&req.app) {
                     rt.rec.restart_generation += 1;
-                    let _ = self.store.put_app(&req.app, &rt.rec, now_ms());
+                    self.write_app(&req.app);
                 }
                 // A restart is a deployment to the same release: new instances start next to the
                 // old ones and each old one goes once a new one is healthy (no capacity lost).
@@ -717,7 +731,7 @@ impl Control {
         if let Some(rt) = self.apps.get_mut(app) {
             rt.removing = true;
             rt.rec.removing = true;
-            let _ = self.store.put_app(app, &rt.rec, now_ms());
+            self.write_app(app);
         }
         // A removed app's deployment ends here (a removing app's is never driven on).
         self.supersede(app, "removing the app");
@@ -731,7 +745,7 @@ impl Control {
         {
             self.apps.remove(app);
             self.drop_listener(app);
-            let _ = self.store.delete_app(app);
+            self.write(Write::DeleteApp(app.to_string()));
             self.emit("app.removed", Some(app), None, "app removed".to_string());
         }
     }

@@ -140,7 +140,12 @@ impl Control {
     pub(super) fn remember_release(&mut self, app: &str, release: &str, rec: ReleaseRecord) {
         if let Some(rt) = self.apps.get_mut(app) {
             rt.rec.releases.entry(release.to_string()).or_insert(rec);
-            let _ = self.store.put_app(app, &rt.rec, now_ms());
+            let w = Write::App {
+                name: app.to_string(),
+                record: Box::new(rt.rec.clone()),
+                now: now_ms(),
+            };
+            self.write(w);
         }
     }
 
@@ -346,9 +351,8 @@ impl Control {
         if let Some(run) = &rt.canary {
             d.canary = Some(run.progress());
         }
-        if let Err(e) = self.store.put_deployment(d) {
-            tracing::error!(error = %e, "recording a deployment step");
-        }
+        let w = Write::Deployment(Box::new(d.clone()));
+        self.write(w);
     }
 
     /// Ends the app's deployment with `outcome`; `current` is the release the app now runs.
@@ -368,7 +372,12 @@ impl Control {
             jarfleet_core::reconcile::keep_live_settings(&mut spec, &rt.rec.spec);
             rt.rec.spec = spec;
             rt.rec.runtime = runtime;
-            let _ = self.store.put_app(app, &rt.rec, now);
+            let w = Write::App {
+                name: app.to_string(),
+                record: Box::new(rt.rec.clone()),
+                now,
+            };
+            self.write(w);
         }
         d.outcome = outcome.to_string();
         d.ended_at = Some(now);
@@ -379,9 +388,7 @@ impl Control {
                 now.saturating_sub(d.started_at) as f64 / 1000.0
             ),
         });
-        if let Err(e) = self.store.put_deployment(&d) {
-            tracing::error!(error = %e, "recording a deployment");
-        }
+        self.write(Write::Deployment(Box::new(d.clone())));
         let message = match &d.reason {
             Some(r) => format!("deployment #{} {outcome}: {r}", d.id),
             None => format!("deployment #{} {outcome}: {app} runs {current}", d.id),
@@ -429,7 +436,12 @@ impl Control {
         for id in &doomed {
             rt.rec.releases.remove(id);
         }
-        let _ = self.store.put_app(app, &rt.rec, now_ms());
+        let w = Write::App {
+            name: app.to_string(),
+            record: Box::new(rt.rec.clone()),
+            now: now_ms(),
+        };
+        self.write(w);
         for id in &doomed {
             let dir = self.dirs.root().join("releases").join(app).join(id);
             let _ = std::fs::remove_dir_all(dir);
@@ -475,9 +487,12 @@ impl Control {
     ) -> String {
         self.remember_current_release(app);
         let now = now_ms();
-        let _ = self
-            .store
-            .put_release(app, &prepared.release, &prepared.release_record, now);
+        self.write(Write::Release {
+            app: app.to_string(),
+            id: prepared.release.clone(),
+            record: prepared.release_record.clone(),
+            now,
+        });
         let release = prepared.release.clone();
         self.remember_release(
             app,

@@ -160,9 +160,10 @@ impl Control {
             return;
         }
         self.metrics_on = on;
-        let _ = self
-            .store
-            .set_meta("metrics", if on { "on" } else { "off" });
+        self.write(crate::store::Write::Meta {
+            key: "metrics".into(),
+            value: if on { "on" } else { "off" }.into(),
+        });
         self.emit(
             "config.metrics",
             None,
@@ -229,6 +230,7 @@ impl Control {
                 busy: self.metrics.busy.clone(),
                 queued: self.tx.max_capacity() - self.tx.capacity(),
                 started_at_ms: self.started_at_ms,
+                store: self.store_report(),
             },
         })
     }

@@ -20,9 +20,10 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::clock::now_ms;
 use crate::launch::{self, JavaRuntime, LaunchInput};
 use crate::paths::StateDir;
+use crate::persist::{Change, Persist};
 use crate::shim::client::{self as shim_client, ShimEvent};
 use crate::shim::protocol::ShimCommand;
-use crate::store::{AppRecord, InstanceRecord, Store};
+use crate::store::{AppRecord, InstanceRecord, Store, Write};
 use crate::{ports, probe, procinfo};
 
 pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
@@ -186,6 +187,11 @@ pub struct Control {
     trimmer: crate::footprint::Trimmer,
     /// The daemon's own shortages (file descriptors, memory, …): counted, reported at a rate.
     shortages: crate::fdlimit::Alerts,
+    /// Writes to the store: at once, or kept and written again while it fails (`persist`).
+    persist: std::cell::RefCell<Persist>,
+    /// The id of the latest event (events get their ids here, so one kept in memory while the
+    /// store fails is streamed with the id it is stored under later).
+    last_event_id: std::cell::Cell<i64>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -221,9 +227,11 @@ impl Control {
         tx: mpsc::Sender<Event>,
         events: broadcast::Sender<EventRecord>,
         exe: PathBuf,
+        degraded: Option<String>,
     ) -> anyhow::Result<Control> {
         use rand::SeedableRng;
         let next_generation = store.max_generation()? + 1;
+        let last_event_id = store.last_event_id()?;
         let spec_source = store.meta("spec_source")?;
         let metrics_on = store.meta("metrics")?.as_deref() != Some("off");
         let base_env: Vec<(String, String)> = std::env::vars()
@@ -231,7 +239,8 @@ impl Control {
                 !k.starts_with("JARFLEET_") && !crate::notify::PRIVATE_VARS.contains(&k.as_str())
             })
             .collect();
-        Ok(Control {
+        let failing = degraded.clone();
+        let control = Control {
             dirs,
             store,
             apps: BTreeMap::new(),
@@ -253,7 +262,13 @@ impl Control {
             started_at_ms: now_ms(),
             trimmer: Default::default(),
             shortages: Default::default(),
-        })
+            persist: std::cell::RefCell::new(Persist::new(degraded, now_ms())),
+            last_event_id: std::cell::Cell::new(last_event_id),
+        };
+        if let Some(error) = failing {
+            control.store_changed(Change::Failing { error });
+        }
+        Ok(control)
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
@@ -265,6 +280,7 @@ impl Control {
             self.drive_deployments();
             self.sync_all_lbs();
             self.persist_dirty();
+            self.retry_store();
             if self.shutdown_complete() {
                 break;
             }
@@ -540,7 +556,10 @@ impl Control {
                 if let Some(rt) = self.apps.get_mut(app) {
                     rt.slots.remove(&slot);
                 }
-                let _ = self.store.delete_instance(app, slot);
+                self.write(Write::DeleteInstance {
+                    app: app.to_string(),
+                    slot,
+                });
                 self.remove_app_if_done(app);
                 self.prune_metrics(app);
             }
@@ -623,6 +642,7 @@ impl Control {
             })
             .chain(self.canary_wakeup())
             .chain(self.trimmer.due_at())
+            .chain(self.persist.borrow().next_retry())
             .min()
     }
 
@@ -641,15 +661,134 @@ impl Control {
     }
 
     fn persist_dirty(&mut self) {
+        let mut dirty = Vec::new();
         for rt in self.apps.values_mut() {
             for s in rt.slots.values_mut() {
                 if s.record.dirty {
                     s.record.dirty = false;
-                    if let Err(e) = self.store.put_instance(&s.record) {
-                        tracing::error!(error = %e, "persisting instance");
-                    }
+                    dirty.push(s.record.clone());
                 }
             }
+        }
+        for rec in dirty {
+            self.write(Write::Instance(Box::new(rec)));
+        }
+    }
+
+    /// Writes to the store, or keeps the write to be written again when the store does not
+    /// take it (a full disk); never fails.
+    pub(super) fn write(&self, w: Write) {
+        let change = self.persist.borrow_mut().write(&self.store, w, now_ms());
+        if let Some(change) = change {
+            self.store_changed(change);
+        }
+    }
+
+    /// Writes the app's record as it is now.
+    pub(super) fn write_app(&self, app: &str) {
+        if let Some(rt) = self.apps.get(app) {
+            self.write(Write::App {
+                name: app.to_string(),
+                record: Box::new(rt.rec.clone()),
+                now: now_ms(),
+            });
+        }
+    }
+
+    /// While store writes fail: everything kept is written again every second, and a store
+    /// opened for the daemon alone (a start on a full disk) is opened normally again.
+    fn retry_store(&mut self) {
+        let now = now_ms();
+        if !self.persist.borrow().due(now) {
+            return;
+        }
+        let flushed = self.persist.borrow_mut().flush(&self.store, now);
+        let Ok(written) = flushed else { return };
+        if self.persist.borrow().degraded() {
+            match self.reopen_store() {
+                Ok(()) => self.persist.borrow_mut().reopened(),
+                Err(e) => {
+                    self.persist
+                        .borrow_mut()
+                        .still_degraded(format!("{e:#}"), now);
+                    return;
+                }
+            }
+        }
+        let change = self.persist.borrow_mut().recovered(written, now);
+        if let Some(change) = change {
+            self.store_changed(change);
+        }
+    }
+
+    /// Closes the store opened for the daemon alone and opens it normally (readers can use it
+    /// again); when that fails, it is opened for the daemon alone again.
+    fn reopen_store(&mut self) -> anyhow::Result<()> {
+        let db = self.dirs.db();
+        // The exclusive lock goes with the old connection.
+        drop(std::mem::replace(&mut self.store, Store::unavailable()?));
+        match Store::open(&db) {
+            Ok(store) => {
+                self.store = store;
+                Ok(())
+            }
+            Err(e) => {
+                if let Ok(store) = Store::open_exclusive(&db) {
+                    self.store = store;
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn store_changed(&self, change: Change) {
+        match change {
+            Change::Failing { error } => {
+                let message = format!(
+                    "the store ({}) cannot be written: {error}. Instances are supervised and balanced as before; their records and events are kept in memory and written when it can be again (tried every {} s). To do: free space on that disk (df -h {}).",
+                    self.dirs.db().display(),
+                    crate::persist::RETRY_MS / 1000,
+                    self.dirs.root().display()
+                );
+                self.emit("daemon.store-failing", None, None, message);
+            }
+            Change::Recovered {
+                failed_for_ms,
+                written,
+                events_dropped,
+            } => {
+                let mut message = format!(
+                    "the store is written again after {:.1} s: {written} kept write(s) written",
+                    failed_for_ms as f64 / 1000.0
+                );
+                if events_dropped > 0 {
+                    message.push_str(&format!(
+                        "; {events_dropped} event(s) were dropped (more than {} waited)",
+                        crate::persist::EVENT_QUEUE
+                    ));
+                }
+                self.emit("daemon.store-recovered", None, None, message);
+            }
+        }
+    }
+
+    /// The store's and the daemon log's health, for `status` and `/metrics`.
+    pub(super) fn store_report(&self) -> jarfleet_api::StoreHealth {
+        let h = self.persist.borrow().health();
+        let log = crate::daemonlog::stats();
+        let free = crate::persist::free_bytes(self.dirs.root());
+        jarfleet_api::StoreHealth {
+            disk_free_bytes: free,
+            disk_full: free.is_some_and(|b| b < crate::persist::DISK_FULL_BELOW),
+            writable: h.failing_since.is_none(),
+            failing_since: h.failing_since,
+            last_error: h.last_error,
+            pending_writes: h.pending as u64,
+            write_errors: h.write_errors,
+            events_dropped: h.events_dropped,
+            exclusive: h.degraded,
+            log_lines_dropped: log.dropped_lines,
+            log_failing: log.failing,
         }
     }
 
@@ -777,6 +916,8 @@ impl Control {
         self.emit("daemon.shortage", None, None, message);
     }
 
+    /// Records an event (kept in memory while the store cannot be written), streams it and
+    /// logs it.
     pub fn emit(&self, kind: &str, app: Option<&str>, slot: Option<u32>, message: String) {
         // An app's secrets never reach an event, its stream or the daemon's log (a crash report
         // quotes the app's own output).
@@ -785,12 +926,18 @@ impl Control {
             None => message,
         };
         tracing::info!(kind, app, slot, "{message}");
-        match self.store.add_event(now_ms(), kind, app, slot, &message) {
-            Ok(rec) => {
-                let _ = self.events.send(rec);
-            }
-            Err(e) => tracing::error!(error = %e, "recording event"),
-        }
+        let id = self.last_event_id.get() + 1;
+        self.last_event_id.set(id);
+        let rec = EventRecord {
+            id,
+            ts: now_ms(),
+            kind: kind.to_string(),
+            app: app.map(str::to_string),
+            slot,
+            message,
+        };
+        self.write(Write::Event(rec.clone()));
+        let _ = self.events.send(rec);
     }
 }
 

@@ -44,7 +44,7 @@ impl Control {
                 record.generation,
             );
             let Some(rt) = self.apps.get_mut(&app) else {
-                self.store.delete_instance(&app, slot)?;
+                self.write(Write::DeleteInstance { app, slot });
                 continue;
             };
             let mut record = record;

@@ -73,6 +73,7 @@ impl Control {
                 instances,
             });
         }
+        let store = self.store_report();
         StatusReport {
             daemon: DaemonStatus {
                 pid: std::process::id(),
@@ -90,6 +91,8 @@ impl Control {
                     shortages: self.shortages.total,
                     last_shortage: self.shortages.last.clone(),
                 }),
+                store: Some(store.clone()),
+                warnings: warnings(&store, &self.dirs),
             },
             apps,
         }
@@ -135,4 +138,40 @@ fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, pid: u32) -> Option<f64> {
         *prev = Some((ticks, now, 0.0));
     }
     result
+}
+
+/// The daemon-level lines `status` shows: the store or the log cannot be written.
+fn warnings(store: &jarfleet_api::StoreHealth, dirs: &crate::paths::StateDir) -> Vec<String> {
+    let mut out = Vec::new();
+    if store.disk_full {
+        out.push(format!(
+            "the disk under {} is full ({} KiB free): instance logs, the store and new instances' files cannot be written until there is room",
+            dirs.root().display(),
+            store.disk_free_bytes.unwrap_or(0) / 1024
+        ));
+    }
+    if !store.writable {
+        let since = store
+            .failing_since
+            .map(|t| format!(" for {} s", crate::clock::now_ms().saturating_sub(t) / 1000))
+            .unwrap_or_default();
+        out.push(format!(
+            "the store cannot be written{since} ({}): {} write(s) kept in memory{}; instances are supervised and balanced as before. Free space under {}",
+            store.last_error.as_deref().unwrap_or("unknown error"),
+            store.pending_writes,
+            if store.exclusive {
+                ", the store is open for the daemon alone (event listings wait)"
+            } else {
+                ""
+            },
+            dirs.root().display()
+        ));
+    }
+    if let Some(why) = &store.log_failing {
+        out.push(format!(
+            "the daemon's log cannot be written ({why}): {} line(s) dropped so far",
+            store.log_lines_dropped
+        ));
+    }
+    out
 }

@@ -346,6 +346,8 @@ mod tests {
                 uptime_secs: 1,
                 spec: None,
                 open_files: None,
+                store: None,
+                warnings: Vec::new(),
             },
             apps: vec![
                 app(

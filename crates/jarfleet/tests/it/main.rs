@@ -20,6 +20,7 @@ mod crashes;
 mod dashboard;
 mod deploy;
 mod deploy_commands;
+mod disk_full;
 mod errors;
 mod etcd;
 mod export;
