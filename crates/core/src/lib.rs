@@ -10,6 +10,7 @@ pub mod instance;
 pub mod interp;
 pub mod javaver;
 pub mod reconcile;
+pub mod recovery;
 pub mod rollout;
 pub mod spec;
 #[cfg(test)]

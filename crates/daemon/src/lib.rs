@@ -24,6 +24,7 @@ pub mod reload;
 pub mod server;
 pub mod shim;
 pub mod store;
+pub mod storecheck;
 
 use std::future::Future;
 use std::io::Write;
@@ -43,6 +44,9 @@ pub struct DaemonConfig {
     pub exe: PathBuf,
     /// A spec to apply at start when the store holds no fleet (`jarfleet daemon --spec`).
     pub spec: Option<PathBuf>,
+    /// Start with a new, empty store when the one there holds no fleet while shims run, or
+    /// cannot be read (`--new-store`): it is moved aside, the shims are left running as strays.
+    pub new_store: bool,
 }
 
 /// Why the daemon should stop.
@@ -70,7 +74,9 @@ pub async fn run(
     for line in journal::recover(dirs.root())? {
         tracing::warn!("{line}");
     }
-    let store = store::Store::open(&dirs.db())?;
+    // A store that lost the fleet's records while shims run is refused here, before anything
+    // could take the shims for strays (`storecheck`).
+    let (store, shims) = storecheck::open(&dirs, config.new_store).await?;
     let daemon_settings = store.daemon_settings()?;
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
@@ -101,6 +107,7 @@ pub async fn run(
         events.clone(),
         config.exe.clone(),
     )?;
+    control.spawn_generations_above(shims.max_generation);
     control.adopt().await?;
 
     let socket = dirs.socket();

@@ -157,6 +157,7 @@ mod tests {
                 spec: None,
                 open_files: None,
             },
+            strays: vec![],
             apps: apps
                 .iter()
                 .map(|(name, desired, ready, rolling)| AppStatus {
@@ -167,6 +168,7 @@ mod tests {
                     rolling: *rolling,
                     deployment: None,
                     listen: None,
+                    listener: None,
                     health: None,
                     balancer: None,
                     java: None,

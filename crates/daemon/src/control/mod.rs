@@ -130,6 +130,10 @@ pub enum Event {
         release: String,
         result: Result<String, String>,
     },
+    /// `jarfleet down --strays`: the strays are handed over to be stopped off the loop.
+    TakeStrays {
+        reply: oneshot::Sender<Vec<crate::shim::survivors::Survivor>>,
+    },
     /// The load balancer has nothing in flight on that instance any more.
     Drained {
         app: String,
@@ -186,6 +190,8 @@ pub struct Control {
     trimmer: crate::footprint::Trimmer,
     /// The daemon's own shortages (file descriptors, memory, …): counted, reported at a rate.
     shortages: crate::fdlimit::Alerts,
+    /// Shims whose JVM runs but which no instance accounts for: left running, reported.
+    strays: Vec<crate::shim::survivors::Survivor>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -252,6 +258,7 @@ impl Control {
             started_at_ms: now_ms(),
             trimmer: Default::default(),
             shortages: Default::default(),
+            strays: Vec::new(),
         })
     }
 
@@ -413,6 +420,9 @@ impl Control {
                     self.step(&app, slot, Input::Drained);
                 }
             }
+            Event::TakeStrays { reply } => {
+                let _ = reply.send(self.take_strays());
+            }
             Event::Probe {
                 app,
                 slot,
@@ -544,6 +554,7 @@ impl Control {
     fn tick_all(&mut self) {
         let now = now_ms();
         self.canary_tick(now);
+        self.retry_listeners(now);
         // Warm blue-green sets whose `keep_old` ran out are stopped.
         let expired: Vec<(String, u32)> = self
             .apps
@@ -616,6 +627,7 @@ impl Control {
                 })
             })
             .chain(self.canary_wakeup())
+            .chain(self.listener_wakeup())
             .chain(self.trimmer.due_at())
             .min()
     }

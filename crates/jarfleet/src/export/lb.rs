@@ -319,6 +319,7 @@ mod tests {
             rolling: false,
             deployment: None,
             listen: listen.map(str::to_string),
+            listener: None,
             health,
             balancer: None,
             java: None,
@@ -347,6 +348,7 @@ mod tests {
                 spec: None,
                 open_files: None,
             },
+            strays: vec![],
             apps: vec![
                 app(
                     "orders",
