@@ -146,9 +146,11 @@ pub async fn up(
         }
         let held = held_apps(&client).await?;
         if let Err(e) = apply(&client, spec.clone()).await {
-            if started_here && held.is_empty() {
-                // A daemon started for this spec alone runs nothing: it goes again.
-                let _ = crate::commands::down(&client).await;
+            if held.is_empty() {
+                if started_here {
+                    // A daemon started for this spec alone runs nothing: it goes again.
+                    let _ = crate::commands::down(&client).await;
+                }
                 return Err(e);
             }
             return Err(refused(e, &held));
