@@ -235,3 +235,71 @@ fn up_after_a_crash_with_a_tight_port_range_readopts_its_own_jvms() {
     after.sort();
     assert_eq!(after, pids, "re-adopted the same JVMs");
 }
+
+/// The report's case: the spec edited and applied, the daemon killed with SIGKILL mid-rollout,
+/// then `up -d` with the same spec: the apply is refused while the resumed deployment runs, and
+/// the fleet keeps running (before, `up` ran `down`: every JVM stopped, the app forgotten).
+#[test]
+fn up_after_a_crash_mid_deployment_keeps_the_fleet_running() {
+    let fleet = Fleet::new(10);
+    let health = "http = \"/health\"\nstart_timeout = \"120s\"";
+    fleet.write_app(&AppDef {
+        instances: 2,
+        health,
+        ..Default::default()
+    });
+    fleet.up();
+    let mut pids: Vec<u64> = fleet
+        .wait_ready("fx", 2, Duration::from_secs(60))
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    pids.sort();
+    // v2 takes a long while to become ready: the rollout is under way when the daemon dies.
+    fleet.write_app(&AppDef {
+        instances: 2,
+        args: &["--version", "v2", "--ready-delay", "60s"],
+        health,
+        ..Default::default()
+    });
+    fleet.ok(&["apply"]);
+    wait_until(
+        "the rollout to start a v2 instance",
+        Duration::from_secs(30),
+        || {
+            (fleet.instances("fx").len() > 2 || fleet.status()["apps"][0]["rolling"] == true)
+                .then_some(())
+        },
+    );
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    let out = fleet.run(&["up", "-d"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    for pid in &pids {
+        assert!(
+            pid_alive(*pid as u32),
+            "v1 JVM {pid} was stopped:\n{stderr}"
+        );
+    }
+    // The deployment carries on under the new daemon, so the same spec is refused for now.
+    assert!(
+        !out.status.success() && stderr.contains("is still running"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was stopped"), "{stderr}");
+    let status = fleet.status();
+    assert_eq!(
+        status["apps"].as_array().map(Vec::len),
+        Some(1),
+        "{stderr}\n{status}"
+    );
+    let mut after: Vec<u64> = fleet.pids("fx");
+    after.sort();
+    assert!(
+        pids.iter().all(|p| after.contains(p)),
+        "the v1 JVMs are still the fleet's: {after:?}\n{stderr}"
+    );
+}
