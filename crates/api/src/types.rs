@@ -81,7 +81,30 @@ pub enum ErrorKind {
 pub struct StatusReport {
     pub daemon: DaemonStatus,
     pub apps: Vec<AppStatus>,
+    /// Shims whose JVM runs but which no instance accounts for (their records were lost):
+    /// left running, never stopped unasked; `jarfleet down --strays` stops them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub strays: Vec<StrayStatus>,
 }
+
+/// A shim no instance accounts for, and its JVM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StrayStatus {
+    /// Its run dir (`STATE/run/<app>.<slot>.<generation>`).
+    pub run_dir: String,
+    pub app: String,
+    pub slot: u32,
+    pub generation: u64,
+    pub shim_pid: u32,
+    pub pid: u32,
+    /// The port its launch file gave the JVM.
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// `POST /v1/strays/stop` (`jarfleet down --strays`): stops every stray shim's JVM.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StopStraysRequest {}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DaemonStatus {
@@ -165,6 +188,9 @@ pub struct AppStatus {
     /// The built-in load balancer's address, if the app has one.
     #[serde(default)]
     pub listen: Option<String>,
+    /// Whether that listener serves, or why it is not bound (it is retried by itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener: Option<ListenerState>,
     /// How its instances are health-checked (what `jarfleet export nginx|haproxy` writes).
     #[serde(default)]
     pub health: Option<HealthInfo>,
@@ -177,6 +203,21 @@ pub struct AppStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStatus>,
     pub instances: Vec<InstanceStatus>,
+}
+
+/// An app's load balancer listener: serving, or not bound (with the error) and retried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerState {
+    pub bound: bool,
+    /// Why the last attempt to bind failed.
+    #[serde(default)]
+    pub error: Option<String>,
+    /// Failed attempts in a row.
+    #[serde(default)]
+    pub failures: u32,
+    /// When the next attempt is due, from now.
+    #[serde(default)]
+    pub retry_in_ms: Option<u64>,
 }
 
 /// A canary deployment's progress as `status` shows it.

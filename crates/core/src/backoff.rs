@@ -24,6 +24,14 @@ pub fn restart_delay(spec: &RestartSpec, consecutive_crashes: u32, jitter: f64) 
     base.mul_f64(factor).min(spec.backoff_max)
 }
 
+/// Delay before the next attempt to bind a load balancer listener after `failures` failed
+/// attempts in a row: 1 s, 2 s, 4 s, … up to 30 s.
+pub fn listener_retry_delay(failures: u32) -> Duration {
+    const MAX: Duration = Duration::from_secs(30);
+    let exponent = failures.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(MAX)
+}
+
 /// Whether the restart budget (`max_restarts`) is used up.
 pub fn gave_up(spec: &RestartSpec, restarts: u32) -> bool {
     spec.max_restarts.is_some_and(|max| restarts >= max)
@@ -32,6 +40,28 @@ pub fn gave_up(spec: &RestartSpec, restarts: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listener_retries_back_off_to_30_s() {
+        let table = [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (4, 8),
+            (5, 16),
+            (6, 30),
+            (7, 30),
+            (u32::MAX, 30),
+        ];
+        for (failures, secs) in table {
+            assert_eq!(
+                listener_retry_delay(failures),
+                Duration::from_secs(secs),
+                "after {failures} failure(s)"
+            );
+        }
+    }
 
     fn spec() -> RestartSpec {
         RestartSpec {

@@ -11,6 +11,7 @@ pub mod instance;
 pub mod interp;
 pub mod javaver;
 pub mod reconcile;
+pub mod recovery;
 pub mod redact;
 pub mod rollout;
 pub mod spec;

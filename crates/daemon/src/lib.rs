@@ -27,6 +27,7 @@ pub mod reload;
 pub mod server;
 pub mod shim;
 pub mod store;
+pub mod storecheck;
 
 use std::future::Future;
 use std::io::Write;
@@ -46,6 +47,9 @@ pub struct DaemonConfig {
     pub exe: PathBuf,
     /// A spec to apply at start when the store holds no fleet (`jarfleet daemon --spec`).
     pub spec: Option<PathBuf>,
+    /// Start with a new, empty store when the one there holds no fleet while shims run, or
+    /// cannot be read (`--new-store`): it is moved aside, the shims are left running as strays.
+    pub new_store: bool,
 }
 
 /// Why the daemon should stop.
@@ -72,23 +76,10 @@ pub async fn run(
     for line in journal::recover(dirs.root())? {
         tracing::warn!("{line}");
     }
-    // A start on a full disk: the store is opened for this daemon alone, and normally again
-    // once there is room (`persist`).
-    let (store, degraded) = match open_store_private(&dirs, store::Store::open) {
-        Ok(store) => (store, None),
-        Err(e) if store::is_disk_trouble(&e) => {
-            match open_store_private(&dirs, store::Store::open_exclusive) {
-                Ok(store) => {
-                    tracing::warn!(
-                        "the store could not be opened normally ({e:#}): opened for this daemon alone; event listings wait until there is room on the disk again"
-                    );
-                    (store, Some(format!("{e:#}")))
-                }
-                Err(_) => return Err(e),
-            }
-        }
-        Err(e) => return Err(e),
-    };
+    // A store that lost the fleet's records while shims run is refused here, before anything
+    // could take the shims for strays (`storecheck`). A start on a full disk: the store is
+    // opened for this daemon alone, and normally again once there is room (`persist`).
+    let (store, shims, degraded) = storecheck::open(&dirs, config.new_store).await?;
     let daemon_settings = store.daemon_settings()?;
     if let Some(d) = &daemon_settings {
         daemonlog::set_rotation(d.log_max_size, d.log_keep);
@@ -123,6 +114,7 @@ pub async fn run(
         config.exe.clone(),
         degraded,
     )?;
+    control.spawn_generations_above(shims.max_generation);
     control.adopt().await?;
 
     let socket = dirs.socket();
@@ -259,20 +251,6 @@ fn make_private(dirs: &StateDir) -> Result<()> {
         tracing::warn!("{note}: it may hold secrets, and was readable by others");
     }
     Ok(())
-}
-
-/// Opens the store with a umask of 077 around SQLite's `open`, so a new `state.db` is created
-/// 0600 (its `-wal` and `-shm` take the database's mode), never made readable and tightened
-/// after.
-fn open_store_private(
-    dirs: &StateDir,
-    open: fn(&std::path::Path) -> Result<store::Store>,
-) -> Result<store::Store> {
-    use nix::sys::stat::{Mode, umask};
-    let old = umask(Mode::from_bits_truncate(0o077));
-    let store = open(&dirs.db());
-    umask(old);
-    store
 }
 
 /// Binds the API socket so that it is never reachable with other permissions than 0600: bound

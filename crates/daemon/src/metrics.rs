@@ -108,6 +108,10 @@ pub struct AppNow {
     pub deploying: bool,
     /// Ended deployments by (strategy, outcome).
     pub deployments: BTreeMap<(String, String), u64>,
+    /// Its load balancer listener is bound (none without `listen`).
+    pub listener_up: Option<bool>,
+    /// Failed attempts to bind that listener since the daemon started.
+    pub listener_bind_failures: u64,
 }
 
 /// The control loop's own figures.
@@ -337,6 +341,26 @@ impl Scrape {
             self.apps
                 .iter()
                 .map(|a| ([("app", a.name.as_str())], u64::from(a.deploying))),
+        )?;
+        gauges(
+            enc,
+            "listener_up",
+            "1 while the app's load balancer listener is bound, 0 while it is not (it is retried by itself).",
+            None,
+            self.apps.iter().filter_map(|a| {
+                a.listener_up
+                    .map(|up| ([("app", a.name.as_str())], u64::from(up)))
+            }),
+        )?;
+        counters(
+            enc,
+            "listener_bind_failures",
+            "Failed attempts to bind the app's load balancer listener, since the daemon started.",
+            None,
+            self.apps
+                .iter()
+                .filter(|a| a.listener_up.is_some() || a.listener_bind_failures > 0)
+                .map(|a| ([("app", a.name.as_str())], a.listener_bind_failures)),
         )?;
         counters(
             enc,
@@ -784,6 +808,8 @@ mod tests {
                 desired: 2,
                 deploying: true,
                 deployments: BTreeMap::from([(("rolling".into(), "succeeded".into()), 3)]),
+                listener_up: Some(false),
+                listener_bind_failures: 4,
             }],
             listeners: vec![],
             control: LoopFigures {
@@ -833,6 +859,10 @@ mod tests {
             "jarfleet_app_instances_desired{app=\"web\"} 2",
             "jarfleet_deployment_in_progress{app=\"web\"} 1",
             "jarfleet_deployments_total{app=\"web\",strategy=\"rolling\",outcome=\"succeeded\"} 3",
+            "# TYPE jarfleet_listener_up gauge",
+            "jarfleet_listener_up{app=\"web\"} 0",
+            "# TYPE jarfleet_listener_bind_failures_total counter",
+            "jarfleet_listener_bind_failures_total{app=\"web\"} 4",
             "# TYPE jarfleet_build_info gauge",
             "jarfleet_daemon_open_fds 9",
             "# TYPE jarfleet_store_writable gauge",
@@ -960,7 +990,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 44, "{exposed:#?}");
+        assert_eq!(exposed.len(), 46, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");

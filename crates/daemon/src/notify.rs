@@ -159,6 +159,7 @@ mod tests {
                 store: None,
                 warnings: Vec::new(),
             },
+            strays: vec![],
             apps: apps
                 .iter()
                 .map(|(name, desired, ready, rolling)| AppStatus {
@@ -169,6 +170,7 @@ mod tests {
                     rolling: *rolling,
                     deployment: None,
                     listen: None,
+                    listener: None,
                     health: None,
                     balancer: None,
                     java: None,

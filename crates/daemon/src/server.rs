@@ -44,6 +44,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/action", post(action))
         .route("/v1/scale", post(scale))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/strays/stop", post(stop_strays))
         .route("/v1/logs", get(logs))
         .route("/v1/events", get(events))
         .route("/v1/deploy", post(deploy))
@@ -301,6 +302,70 @@ async fn shutdown(
         })
         .await?,
     ))
+}
+
+/// `jarfleet down --strays`: the loop hands its strays over and they are stopped here, off the
+/// loop (a stop waits for the JVM's exit); each stop is recorded as an event.
+async fn stop_strays(
+    State(st): State<ApiState>,
+    Json(_): Json<jarfleet_api::StopStraysRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    let strays = ask(&st.tx, |reply| Event::TakeStrays { reply }).await?;
+    let mut stopped = Vec::new();
+    let mut left = Vec::new();
+    for stray in strays {
+        match crate::shim::client::stop_stray(&stray.run_dir).await {
+            Ok(Some(shim)) => {
+                let _ = std::fs::remove_dir_all(&stray.run_dir);
+                let _ = st
+                    .tx
+                    .send(Event::Emit {
+                        kind: "daemon.stray-stopped".into(),
+                        app: Some(stray.app.clone()),
+                        message: format!(
+                            "stopped JVM {} of stray shim {} (asked by `down --strays`)",
+                            shim.pid,
+                            stray.run_dir.display()
+                        ),
+                    })
+                    .await;
+                stopped.push(shim.pid.to_string());
+            }
+            Ok(None) => {
+                let _ = std::fs::remove_dir_all(&stray.run_dir);
+            }
+            Err(failure) => left.push(format!(
+                "{}: {}",
+                stray.run_dir.display(),
+                failure.explained()
+            )),
+        }
+    }
+    if !left.is_empty() {
+        return Err(ApiError::from(ErrorBody {
+            kind: ErrorKind::Failed,
+            message: format!(
+                "stopped {} stray JVM(s); could not reach: {}",
+                stopped.len(),
+                left.join("; ")
+            ),
+            hint: Some(
+                "run `jarfleet down --strays` again once the daemon has descriptors to spare"
+                    .into(),
+            ),
+        }));
+    }
+    Ok(Json(Ack {
+        message: if stopped.is_empty() {
+            "no stray JVM was running".to_string()
+        } else {
+            format!(
+                "stopped {} stray JVM(s): pid {}",
+                stopped.len(),
+                stopped.join(", ")
+            )
+        },
+    }))
 }
 
 /// A streaming NDJSON body fed by a channel; the producer stops when the client goes away.

@@ -83,6 +83,11 @@ pub enum Command {
         /// With --prefix: a trusted key for the installer's signature; repeatable.
         #[arg(long = "trust", requires = "prefix")]
         trust: Vec<PathBuf>,
+        /// When the store holds no fleet while shims still run JVMs, or cannot be read: move it
+        /// aside and start with a new, empty store; those JVMs are left running as strays
+        /// (`status` lists them, `down --strays` stops them).
+        #[arg(long)]
+        new_store: bool,
     },
     /// Run the daemon in the foreground (for a systemd unit). SIGTERM leaves the JVMs running.
     Daemon {
@@ -94,9 +99,19 @@ pub enum Command {
         /// `log_keep`), instead of stderr. `up -d` uses STATE/daemon.log.
         #[arg(long, value_name = "FILE")]
         log: Option<PathBuf>,
+        /// When the store holds no fleet while shims still run JVMs, or cannot be read: move it
+        /// aside and start with a new, empty store; those JVMs are left running as strays
+        /// (`status` lists them, `down --strays` stops them).
+        #[arg(long)]
+        new_store: bool,
     },
     /// Stop every app (gracefully) and then the daemon.
-    Down,
+    Down {
+        /// Stop only the stray JVMs (shims no instance accounts for, listed by `status`); the
+        /// fleet and the daemon keep running.
+        #[arg(long)]
+        strays: bool,
+    },
     /// Send a spec to the running daemon: print the plan and apply it.
     Apply {
         spec: Option<PathBuf>,

@@ -111,20 +111,29 @@ pub async fn validate(
 
 /// Apps whose port range lacks enough free ports right now (before any daemon holds them), or
 /// whose ports could not be checked.
-pub fn port_errors(spec: &jarfleet_core::spec::FleetSpec) -> Vec<String> {
-    let none = std::collections::BTreeSet::new();
+/// Ports the spec's apps cannot have; `ours`: ports held by the fleet's own JVMs (surviving
+/// shims of this state dir), which the daemon re-adopts: not counted as in use.
+pub fn port_errors(
+    spec: &jarfleet_core::spec::FleetSpec,
+    ours: &std::collections::BTreeSet<u16>,
+) -> Vec<String> {
     spec.apps
         .values()
         .filter_map(|app| {
-            let survey = jarfleet_daemon::ports::survey(app.ports, &none);
+            let survey = jarfleet_daemon::ports::survey(app.ports, ours);
             if let Some(u) = &survey.unchecked {
                 return Some(format!(
                     "apps.{}.ports = \"{}-{}\": {u}",
                     app.name, app.ports.first, app.ports.last
                 ));
             }
+            // The fleet's own JVMs keep their ports when the daemon re-adopts them.
+            let held = ours
+                .iter()
+                .filter(|p| (app.ports.first..=app.ports.last).contains(*p))
+                .count();
             let free = survey.free.len();
-            (free < app.instances as usize).then(|| {
+            (free + held < app.instances as usize).then(|| {
                 let shown: Vec<String> = survey.in_use.iter().take(8).map(u16::to_string).collect();
                 format!(
                     "apps.{}.ports = \"{}-{}\": {} instance(s) need {} free port(s), only {free} free (in use: {})",
@@ -468,6 +477,15 @@ pub async fn down(client: &Client) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `down --strays`: stops the JVMs of stray shims only (`status` lists them).
+pub async fn down_strays(client: &Client) -> Result<(), CliError> {
+    let ack: Ack = client
+        .post("/v1/strays/stop", &jarfleet_api::StopStraysRequest {})
+        .await?;
+    eprintln!("{}", ack.message);
+    Ok(())
+}
+
 pub async fn logs(
     client: &Client,
     target: &str,
@@ -531,6 +549,20 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
     let daemon_files = report.as_ref().and_then(|r| r.daemon.open_files.clone());
     let daemon_store = report.as_ref().and_then(|r| r.daemon.store.clone());
     let free = jarfleet_daemon::persist::free_bytes(state);
+    let strays = match daemon {
+        Some(_) => client
+            .get::<StatusReport>("/v1/status")
+            .await
+            .map(|r| r.strays)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let store = {
+        let state = state.to_path_buf();
+        tokio::task::spawn_blocking(move || store_check(&state))
+            .await
+            .map_err(|e| CliError::failed(format!("checking the store: {e}")))?
+    };
     let here = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok();
     let writable = std::fs::create_dir_all(state).is_ok() && tempfile_probe(state);
     if output == Output::Json {
@@ -541,6 +573,8 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
             "state_dir_free_bytes": free,
             "daemon": daemon,
             "daemon_store": daemon_store,
+            "store": store.json(),
+            "strays": strays,
             "open_files": {
                 // This shell's limit, and what a daemon started from here would make of it.
                 "here": here.map(|(soft, hard)| {
@@ -602,6 +636,19 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
     if let Some(line) = daemon_store.as_ref().and_then(store_line) {
         println!("{line}");
     }
+    for line in store.lines() {
+        println!("{line}");
+    }
+    for s in &strays {
+        println!(
+            "WARNING: stray JVM {} ({}/{}, shim {}{}) runs but no instance accounts for it; `jarfleet down --strays` stops it",
+            s.pid,
+            s.app,
+            s.slot,
+            s.shim_pid,
+            s.port.map(|p| format!(", port {p}")).unwrap_or_default()
+        );
+    }
     Ok(())
 }
 
@@ -639,6 +686,91 @@ fn store_line(s: &jarfleet_api::StoreHealth) -> Option<String> {
             parts.join("; ")
         )
     })
+}
+
+/// `doctor`'s look at the store (read-only: integrity, schema, records) beside the shims that
+/// run in `run/`.
+struct StoreCheck {
+    db: std::path::PathBuf,
+    inspection: jarfleet_daemon::storecheck::Inspection,
+    shims: Vec<jarfleet_daemon::shim::survivors::Survivor>,
+    unclear: usize,
+}
+
+fn store_check(state: &Path) -> StoreCheck {
+    let db = jarfleet_daemon::paths::StateDir::new(state).db();
+    let inspection = jarfleet_daemon::storecheck::inspect(&db, true);
+    let found = jarfleet_daemon::shim::survivors::find(state);
+    StoreCheck {
+        db,
+        inspection,
+        unclear: found.unclear.len(),
+        shims: found.alive,
+    }
+}
+
+impl StoreCheck {
+    fn running(&self) -> usize {
+        self.shims.len() + self.unclear
+    }
+
+    /// A problem the next daemon start would meet, with what to do.
+    fn problem(&self) -> Option<String> {
+        use jarfleet_core::recovery::StoreFound;
+        let i = &self.inspection;
+        let db = self.db.display();
+        match i.found {
+            StoreFound::Unreadable => Some(format!(
+                "the store {}: a daemon will refuse to start; move it aside and restore a backup, or start the daemon with `--new-store`",
+                i.what(&self.db)
+            )),
+            found if found.holds_no_fleet() && self.running() > 0 => Some(format!(
+                "the store {db} {} while {} shim(s) run JVMs: a daemon will refuse to start; restore the store from a backup, or start the daemon with `--new-store` (the JVMs are left running as strays)",
+                i.what(&self.db),
+                self.running()
+            )),
+            _ if self.running() > i.instances => Some(format!(
+                "{} shim(s) run JVMs but the store has {} instance record(s): the others are strays",
+                self.running(),
+                i.instances
+            )),
+            _ => None,
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let i = &self.inspection;
+        let mut out = vec![format!(
+            "store: {} {}{}; {} shim(s) running",
+            self.db.display(),
+            match i.found {
+                jarfleet_core::recovery::StoreFound::Unreadable => "UNREADABLE".to_string(),
+                _ => format!("ok ({})", i.what(&self.db)),
+            },
+            i.schema_version
+                .map(|v| format!(", schema version {v}, {} instance record(s)", i.instances))
+                .unwrap_or_default(),
+            self.running()
+        )];
+        if let Some(p) = self.problem() {
+            out.push(format!("WARNING: {p}"));
+        }
+        out
+    }
+
+    fn json(&self) -> serde_json::Value {
+        let i = &self.inspection;
+        serde_json::json!({
+            "path": self.db,
+            "state": format!("{:?}", i.found),
+            "error": i.error,
+            "schema_version": i.schema_version,
+            "apps": i.apps,
+            "instances": i.instances,
+            "shims_running": self.running(),
+            "problem": self.problem(),
+        })
+    }
 }
 
 /// `doctor`'s line on open files: the daemon's own figures when it runs, else what a daemon

@@ -63,7 +63,7 @@ fn main() {
 fn talks_to_a_daemon(command: &Command) -> bool {
     matches!(
         command,
-        Command::Down
+        Command::Down { .. }
             | Command::Apply { .. }
             | Command::Status { .. }
             | Command::Start { .. }
@@ -144,8 +144,9 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             wait,
             watch,
             prefix: None,
+            new_store,
             ..
-        } => up::up(state, spec.as_deref(), detach, wait, watch).await,
+        } => up::up(state, spec.as_deref(), detach, wait, watch, new_store).await,
         Command::Up {
             spec: Some(_),
             prefix: Some(_),
@@ -161,6 +162,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             watch,
             prefix: Some(prefix),
             trust,
+            new_store,
         } => {
             install::run(install::InstallArgs {
                 bundle: None,
@@ -173,13 +175,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
             .await?;
             let spec = context::absolute(&prefix).join("jarfleet.toml");
             let state = context::absolute(&prefix).join("state");
-            up::up(Some(&state), Some(&spec), detach, wait, watch).await
+            up::up(Some(&state), Some(&spec), detach, wait, watch, new_store).await
         }
-        Command::Daemon { spec, .. } => up::daemon(state, spec.as_deref()).await,
+        Command::Daemon {
+            spec, new_store, ..
+        } => up::daemon(state, spec.as_deref(), new_store).await,
         Command::Export { target } => export::run(state, target).await,
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { out_dir } => completions::man(out_dir.as_deref()),
-        Command::Down => commands::down(&client()).await,
+        Command::Down { strays: false } => commands::down(&client()).await,
+        Command::Down { strays: true } => commands::down_strays(&client()).await,
         Command::Apply {
             spec,
             dry_run,

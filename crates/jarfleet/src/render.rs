@@ -108,6 +108,14 @@ pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String 
                 .and_then(|b| b["backends"].as_array())
                 .map(|a| a.iter().filter_map(|x| x["in_flight"].as_u64()).sum())
                 .unwrap_or(0);
+            if let Some(l) = app.listener.as_ref().filter(|l| !l.bound) {
+                out.push_str(&term.fit_line(&format!(
+                    "  load balancer {listen}: NOT BOUND: {}; retrying in {} ({} failed attempt(s))\n",
+                    l.error.as_deref().unwrap_or("unknown error"),
+                    duration(l.retry_in_ms.unwrap_or(0).div_ceil(1000)),
+                    l.failures
+                )));
+            }
             out.push_str(&term.fit_line(&format!(
                 "  load balancer {listen}: {} requests ({} 5xx), {} errors, {} retries, {in_flight} in flight\n",
                 classes.iter().sum::<u64>(),
@@ -162,6 +170,23 @@ pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String 
     }
     if out.is_empty() {
         out.push_str("no apps\n");
+    }
+    if only.is_none() && !report.strays.is_empty() {
+        out.push_str(&format!(
+            "{} stray JVM(s): running, but no instance accounts for them (`jarfleet down --strays` stops them)\n",
+            report.strays.len()
+        ));
+        for s in &report.strays {
+            out.push_str(&term.fit_line(&format!(
+                "  stray {}/{}  pid {}  shim {}  port {}  {}\n",
+                s.app,
+                s.slot,
+                s.pid,
+                s.shim_pid,
+                s.port.map(|p| p.to_string()).unwrap_or_else(dash),
+                s.run_dir
+            )));
+        }
     }
     out
 }
@@ -323,6 +348,7 @@ mod tests {
                 store: None,
                 warnings: Vec::new(),
             },
+            strays: vec![],
             apps: vec![app],
         }
     }
@@ -337,6 +363,7 @@ mod tests {
             rolling: false,
             deployment: None,
             listen: None,
+            listener: None,
             health: None,
             balancer: None,
             java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
@@ -360,6 +387,7 @@ mod tests {
             rolling: false,
             deployment: None,
             listen: Some("127.0.0.1:8080".into()),
+            listener: None,
             balancer: None,
             java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
             health: None,
@@ -438,6 +466,7 @@ mod tests {
             rolling: true,
             deployment: Some("#7 3f2a9c1b7d00 → 9e8d7c6b5a41 running".into()),
             listen: None,
+            listener: None,
             balancer: None,
             java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
             health: None,

@@ -35,7 +35,11 @@ async fn terminated() {
 /// `jarfleet daemon`: SIGTERM/SIGINT stop the daemon only; the JVMs keep running. With `--spec`
 /// the daemon applies it when its store holds no fleet (and reads it itself, with its own
 /// environment: a broken spec does not keep a daemon with a stored fleet from starting).
-pub async fn daemon(state_flag: Option<&Path>, spec_arg: Option<&Path>) -> Result<(), CliError> {
+pub async fn daemon(
+    state_flag: Option<&Path>,
+    spec_arg: Option<&Path>,
+    new_store: bool,
+) -> Result<(), CliError> {
     let spec = spec_arg.map(|s| context::absolute(&context::spec_path(Some(s))));
     if let Some(path) = &spec
         && !path.is_file()
@@ -53,6 +57,7 @@ pub async fn daemon(state_flag: Option<&Path>, spec_arg: Option<&Path>) -> Resul
         state_dir: state,
         exe: exe()?,
         spec,
+        new_store,
     };
     jarfleet_daemon::run(config, async {
         terminated().await;
@@ -66,15 +71,27 @@ pub async fn daemon(state_flag: Option<&Path>, spec_arg: Option<&Path>) -> Resul
     })
 }
 
-/// Checks the spec against the host (artifacts, JDKs, ports) before a new daemon starts.
-async fn preflight(spec: &FleetSpec) -> Result<(), CliError> {
+/// Checks the spec against the host (artifacts, JDKs, ports) before a new daemon starts. Ports
+/// held by the fleet's own JVMs (shims of this state dir that survived a daemon crash: the new
+/// daemon re-adopts them) are not in the way.
+async fn preflight(spec: &FleetSpec, state: &Path) -> Result<(), CliError> {
     let checked = spec.clone();
     tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
         .await
         .map_err(|e| CliError::failed(e.to_string()))?
         .map(|_| ())
         .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
-    let errors = crate::commands::port_errors(spec);
+    let root = state.to_path_buf();
+    let ours: std::collections::BTreeSet<u16> = tokio::task::spawn_blocking(move || {
+        jarfleet_daemon::shim::survivors::find(&root)
+            .alive
+            .into_iter()
+            .filter_map(|s| s.port)
+            .collect()
+    })
+    .await
+    .unwrap_or_default();
+    let errors = crate::commands::port_errors(spec, &ours);
     if errors.is_empty() {
         Ok(())
     } else {
@@ -106,29 +123,38 @@ async fn wait_reachable(
     }
 }
 
+/// `jarfleet up`: starts a daemon (or joins the one running), which carries on with the fleet
+/// its store holds, and applies the spec through the normal path. Nothing the store already
+/// held is ever stopped because of this command: a refused apply leaves everything running.
+/// Only a daemon this invocation started for an empty store is stopped again on a refusal.
 pub async fn up(
     state_flag: Option<&Path>,
     spec_arg: Option<&Path>,
     detach: bool,
     wait: bool,
     watch: bool,
+    new_store: bool,
 ) -> Result<(), CliError> {
     let spec = context::load_spec(spec_arg)?;
     let state = context::state_dir(state_flag, Some(&spec));
     let client = Client::for_state_dir(&state);
     let running = client.get::<VersionInfo>("/v1/version").await.ok();
     if detach {
-        let fresh = running.is_none();
-        if fresh {
-            preflight(&spec).await?;
-            start_detached(&state, &client).await?;
+        let started_here = running.is_none();
+        if started_here {
+            preflight(&spec, &state).await?;
+            start_detached(&state, &client, new_store).await?;
         }
+        let held = held_apps(&client).await?;
         if let Err(e) = apply(&client, spec.clone()).await {
-            if fresh {
-                // Leave nothing behind from a daemon we started for this spec alone.
-                let _ = crate::commands::down(&client).await;
+            if held.is_empty() {
+                if started_here {
+                    // A daemon started for this spec alone runs nothing: it goes again.
+                    let _ = crate::commands::down(&client).await;
+                }
+                return Err(e);
             }
-            return Err(e);
+            return Err(refused(e, &held));
         }
         if wait {
             wait_ready(&client, &spec).await?;
@@ -147,11 +173,12 @@ pub async fn up(
             ),
         ));
     }
-    preflight(&spec).await?;
+    preflight(&spec, &state).await?;
     let config = DaemonConfig {
         state_dir: state.clone(),
         exe: exe()?,
         spec: None,
+        new_store,
     };
     let daemon = tokio::spawn(jarfleet_daemon::run(config, async {
         terminated().await;
@@ -185,20 +212,27 @@ pub async fn up(
             _ => Err(e),
         };
     }
+    let held = held_apps(&client).await.unwrap_or_default();
     let progress = tokio::spawn(show_progress(client.clone(), spec.clone()));
     let spec_path = spec.source.clone();
     if let Err(e) = apply(&client, spec).await {
-        let _ = client
-            .post::<_, jarfleet_api::Ack>(
-                "/v1/shutdown",
-                &jarfleet_api::ShutdownRequest {
-                    stop_instances: true,
-                },
-            )
-            .await;
-        let _ = daemon.await;
-        progress.abort();
-        return Err(e);
+        if held.is_empty() {
+            // Nothing ran before this `up`, and nothing was applied: the daemon goes again.
+            let _ = client
+                .post::<_, jarfleet_api::Ack>(
+                    "/v1/shutdown",
+                    &jarfleet_api::ShutdownRequest {
+                        stop_instances: true,
+                    },
+                )
+                .await;
+            let _ = daemon.await;
+            progress.abort();
+            return Err(e);
+        }
+        // The fleet the store held runs on under this daemon; the refusal is reported.
+        refused(e, &held).print();
+        eprintln!("carrying on with the stored fleet — Ctrl-C stops everything");
     }
     let watcher = watch.then(|| tokio::spawn(watch_spec(client.clone(), spec_path)));
     let result = daemon.await;
@@ -213,6 +247,30 @@ pub async fn up(
         }
         Ok(Err(e)) => Err(CliError::failed(format!("{e:#}"))),
         Err(e) => Err(CliError::failed(format!("daemon task failed: {e}"))),
+    }
+}
+
+/// The apps the daemon runs before this `up` applies anything (what its store held).
+async fn held_apps(client: &Client) -> Result<Vec<String>, CliError> {
+    let report: StatusReport = client.get("/v1/status").await?;
+    Ok(report.apps.into_iter().map(|a| a.name).collect())
+}
+
+/// A refused apply while the daemon runs a stored fleet: what was refused, and that nothing
+/// was stopped.
+fn refused(e: CliError, held: &[String]) -> CliError {
+    let kept = format!(
+        "the spec was not applied; nothing was stopped: the daemon carries on with the {} app(s) its store holds ({})",
+        held.len(),
+        held.join(", ")
+    );
+    CliError {
+        code: e.code,
+        message: e.message,
+        hint: Some(match e.hint {
+            Some(h) => format!("{h}\n  {kept}"),
+            None => format!("{kept}; `jarfleet status` shows it, `jarfleet apply` tries again"),
+        }),
     }
 }
 
@@ -254,7 +312,7 @@ async fn apply(client: &Client, spec: FleetSpec) -> Result<(), CliError> {
     Ok(())
 }
 
-async fn start_detached(state: &Path, client: &Client) -> Result<(), CliError> {
+async fn start_detached(state: &Path, client: &Client, new_store: bool) -> Result<(), CliError> {
     use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     // Private from the start: the daemon keeps every app's environment here.
     std::fs::DirBuilder::new()
@@ -281,6 +339,7 @@ async fn start_detached(state: &Path, client: &Client) -> Result<(), CliError> {
         .arg(state)
         .arg("--log")
         .arg(&log_path)
+        .args(new_store.then_some("--new-store"))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);

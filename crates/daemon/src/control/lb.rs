@@ -16,6 +16,10 @@ use super::*;
 pub(super) struct Balancer {
     runtime: Option<tokio::runtime::Runtime>,
     apps: BTreeMap<String, AppListener>,
+    /// Listeners that did not bind, by app: tried again until they do.
+    unbound: BTreeMap<String, Unbound>,
+    /// Failed binds by app since the daemon started (`/metrics`).
+    bind_failures: BTreeMap<String, u64>,
 }
 
 struct AppListener {
@@ -101,6 +105,17 @@ fn backend_id(app: &str, slot: u32, generation: u64) -> String {
     format!("{app}/{slot}#{generation}")
 }
 
+/// An app's listener that could not be bound: tried again with backoff until it binds.
+#[derive(Debug, Clone)]
+pub(super) struct Unbound {
+    listen: String,
+    error: String,
+    /// Failed attempts in a row.
+    failures: u32,
+    /// When the next attempt is due (epoch ms).
+    next_try: u64,
+}
+
 impl Balancer {
     fn runtime(&mut self) -> Result<&tokio::runtime::Runtime, String> {
         if self.runtime.is_none() {
@@ -138,7 +153,7 @@ impl Balancer {
                 .join()
                 .map_err(|_| "binding the listener panicked".to_string())
         })?
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| format!("binding {addr}: {e}"))?;
         self.apps.insert(
             app.to_string(),
             AppListener {
@@ -177,21 +192,122 @@ impl Control {
             }
         };
         match (result, listen) {
-            (Ok(true), Some(l)) => self.emit(
-                "lb.listening",
-                Some(app),
-                None,
-                format!("load balancer listening on {l}"),
-            ),
-            (Ok(_), _) => {}
-            (Err(e), _) => self.emit("lb.failed", Some(app), None, e),
+            (Ok(true), Some(l)) => {
+                let after = self
+                    .lb
+                    .unbound
+                    .remove(app)
+                    .map(|u| format!(" (after {} failed attempt(s))", u.failures))
+                    .unwrap_or_default();
+                self.emit(
+                    "lb.listening",
+                    Some(app),
+                    None,
+                    format!("load balancer listening on {l}{after}"),
+                );
+            }
+            (Ok(_), _) => {
+                self.lb.unbound.remove(app);
+            }
+            (Err(e), Some(l)) => self.listener_failed(app, &l, e),
+            (Err(e), None) => self.emit("lb.bind-failed", Some(app), None, e),
         }
         self.sync_lb(app);
+    }
+
+    /// A listener that did not bind: shown in `status`, counted, reported when it first fails
+    /// (or fails differently), and tried again after a backoff (1 s → 30 s).
+    fn listener_failed(&mut self, app: &str, listen: &str, error: String) {
+        let now = now_ms();
+        *self.lb.bind_failures.entry(app.to_string()).or_default() += 1;
+        let previous = self.lb.unbound.get(app).cloned();
+        let failures = previous
+            .as_ref()
+            .filter(|u| u.listen == listen)
+            .map_or(1, |u| u.failures.saturating_add(1));
+        let delay = jarfleet_core::backoff::listener_retry_delay(failures);
+        let news = previous
+            .as_ref()
+            .is_none_or(|u| u.listen != listen || u.error != error);
+        self.lb.unbound.insert(
+            app.to_string(),
+            Unbound {
+                listen: listen.to_string(),
+                error: error.clone(),
+                failures,
+                next_try: now.saturating_add(delay.as_millis() as u64),
+            },
+        );
+        if news {
+            self.emit(
+                "lb.bind-failed",
+                Some(app),
+                None,
+                format!(
+                    "load balancer cannot listen on {listen}: {error}; retrying by itself (every {} s at most)",
+                    jarfleet_core::backoff::listener_retry_delay(u32::MAX).as_secs()
+                ),
+            );
+        }
+    }
+
+    /// Listeners due for another attempt.
+    pub(super) fn retry_listeners(&mut self, now: u64) {
+        let due: Vec<String> = self
+            .lb
+            .unbound
+            .iter()
+            .filter(|(_, u)| u.next_try <= now)
+            .map(|(app, _)| app.clone())
+            .collect();
+        for app in due {
+            if self.apps.contains_key(&app) {
+                self.ensure_listener(&app);
+            } else {
+                self.lb.unbound.remove(&app);
+            }
+        }
+    }
+
+    /// When the next listener attempt is due.
+    pub(super) fn listener_wakeup(&self) -> Option<u64> {
+        self.lb.unbound.values().map(|u| u.next_try).min()
+    }
+
+    /// The app's listener as `status` shows it (none without `listen`).
+    pub(super) fn listener_state(&self, app: &str) -> Option<jarfleet_api::ListenerState> {
+        let now = now_ms();
+        if let Some(u) = self.lb.unbound.get(app) {
+            return Some(jarfleet_api::ListenerState {
+                bound: false,
+                error: Some(u.error.clone()),
+                failures: u.failures,
+                retry_in_ms: Some(u.next_try.saturating_sub(now)),
+            });
+        }
+        self.lb.apps.get(app).map(|_| jarfleet_api::ListenerState {
+            bound: true,
+            error: None,
+            failures: 0,
+            retry_in_ms: None,
+        })
+    }
+
+    /// `/metrics`: whether the app's listener is bound (none without `listen`) and its failed
+    /// binds since the daemon started.
+    pub(super) fn listener_figures(&self, app: &str) -> (Option<bool>, u64) {
+        let up = if self.lb.unbound.contains_key(app) {
+            Some(false)
+        } else {
+            self.lb.apps.get(app).map(|_| true)
+        };
+        (up, self.lb.bind_failures.get(app).copied().unwrap_or(0))
     }
 
     /// Stops the app's listener (the app is gone).
     pub(super) fn drop_listener(&mut self, app: &str) {
         self.lb.apps.remove(app);
+        self.lb.unbound.remove(app);
     }
 
     /// Pushes the app's ready instances to its listener if they changed.

@@ -70,6 +70,7 @@ impl Event {
             Event::Refreshed { .. } => "refreshed",
             Event::Trained { .. } => "trained",
             Event::Drained { .. } => "drained",
+            Event::TakeStrays { .. } => "take-strays",
         }
     }
 }
@@ -204,6 +205,7 @@ impl Control {
                 .filter(|((a, _, _), _)| a == name)
                 .map(|((_, strategy, outcome), n)| ((strategy.clone(), outcome.clone()), *n))
                 .collect();
+            let (listener_up, listener_bind_failures) = self.listener_figures(name);
             apps.push(AppNow {
                 name: name.clone(),
                 desired: if rt.removing {
@@ -213,6 +215,8 @@ impl Control {
                 },
                 deploying: rt.deployment.is_some(),
                 deployments,
+                listener_up,
+                listener_bind_failures,
             });
         }
         Some(Snapshot {

@@ -131,6 +131,10 @@ pub enum Event {
         release: String,
         result: Result<String, String>,
     },
+    /// `jarfleet down --strays`: the strays are handed over to be stopped off the loop.
+    TakeStrays {
+        reply: oneshot::Sender<Vec<crate::shim::survivors::Survivor>>,
+    },
     /// The load balancer has nothing in flight on that instance any more.
     Drained {
         app: String,
@@ -192,6 +196,8 @@ pub struct Control {
     /// The id of the latest event (events get their ids here, so one kept in memory while the
     /// store fails is streamed with the id it is stored under later).
     last_event_id: std::cell::Cell<i64>,
+    /// Shims whose JVM runs but which no instance accounts for: left running, reported.
+    strays: Vec<crate::shim::survivors::Survivor>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -264,6 +270,7 @@ impl Control {
             shortages: Default::default(),
             persist: std::cell::RefCell::new(Persist::new(degraded, now_ms())),
             last_event_id: std::cell::Cell::new(last_event_id),
+            strays: Vec::new(),
         };
         if let Some(error) = failing {
             control.store_changed(Change::Failing { error });
@@ -435,6 +442,9 @@ impl Control {
                     self.step(&app, slot, Input::Drained);
                 }
             }
+            Event::TakeStrays { reply } => {
+                let _ = reply.send(self.take_strays());
+            }
             Event::Probe {
                 app,
                 slot,
@@ -569,6 +579,7 @@ impl Control {
     fn tick_all(&mut self) {
         let now = now_ms();
         self.canary_tick(now);
+        self.retry_listeners(now);
         // Warm blue-green sets whose `keep_old` ran out are stopped.
         let expired: Vec<(String, u32)> = self
             .apps
@@ -641,6 +652,7 @@ impl Control {
                 })
             })
             .chain(self.canary_wakeup())
+            .chain(self.listener_wakeup())
             .chain(self.trimmer.due_at())
             .chain(self.persist.borrow().next_retry())
             .min()

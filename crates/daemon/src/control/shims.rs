@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::fdlimit::{Failure, Op};
+use crate::shim::survivors;
 
 impl Control {
     /// Loads apps and instances from the store and re-attaches to every shim that still runs.
@@ -121,7 +122,7 @@ impl Control {
         for app in names {
             self.ensure_listener(&app);
         }
-        self.stop_strays().await;
+        self.find_strays().await;
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for app in &names {
             self.ensure_etcd_watch(app);
@@ -309,9 +310,11 @@ impl Control {
         "  (no output)".to_string()
     }
 
-    /// Shims in `run/` that no instance refers to (left by a daemon that died at a bad moment):
-    /// each is asked to stop its JVM, so nothing runs unsupervised.
-    pub(super) async fn stop_strays(&mut self) -> usize {
+    /// Shims in `run/` that no instance refers to (left by a daemon that died at a bad moment,
+    /// or whose records the store lost): each whose JVM runs is left running and reported
+    /// (event, `status`, `doctor`) — never stopped without being asked (`jarfleet down
+    /// --strays`); those whose JVM has exited are acknowledged and their run dirs removed.
+    pub(super) async fn find_strays(&mut self) -> usize {
         let dirs = &self.dirs;
         let known: BTreeSet<std::path::PathBuf> = self
             .apps
@@ -325,12 +328,14 @@ impl Control {
         let Ok(entries) = std::fs::read_dir(self.dirs.root().join("run")) else {
             return 0;
         };
-        let mut stopped = 0;
-        for dir in entries.flatten().map(|e| e.path()) {
+        let mut dirs: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        dirs.sort();
+        self.strays.clear();
+        for dir in dirs {
             if known.contains(&dir) {
                 continue;
             }
-            match shim_client::stop_stray(&dir).await {
+            match shim_client::look_at_stray(&dir).await {
                 Err(failure) => {
                     // Its shim may be running: nothing is removed on the strength of it.
                     tracing::warn!(
@@ -339,21 +344,50 @@ impl Control {
                         failure.explained()
                     );
                 }
-                Ok(Some(pid)) => {
-                    stopped += 1;
+                Ok(Some(shim)) => {
+                    let (app, slot, generation) = dir
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(survivors::parse_run_dir_name)
+                        .unwrap_or_default();
+                    let stray = survivors::Survivor {
+                        port: survivors::launch_port(&dir),
+                        run_dir: dir,
+                        app,
+                        slot,
+                        generation,
+                        shim_pid: shim.shim_pid,
+                        pid: shim.pid,
+                    };
+                    let app = stray.app.clone();
                     self.emit(
-                        "daemon.stray-stopped",
+                        "daemon.stray-found",
+                        Some(&app),
                         None,
-                        None,
-                        format!("stopped JVM {pid} of stray shim {}", dir.display()),
+                        format!(
+                            "stray shim {}: JVM {} runs but no instance in the store accounts for it; left running (`jarfleet down --strays` stops it)",
+                            stray.run_dir.display(),
+                            stray.describe()
+                        ),
                     );
+                    self.strays.push(stray);
                 }
                 Ok(None) => {
                     let _ = std::fs::remove_dir_all(&dir);
                 }
             }
         }
-        stopped
+        self.strays.len()
+    }
+
+    /// New spawns get generations above every run dir's, so none reuses a stray's run dir.
+    pub fn spawn_generations_above(&mut self, generation: u64) {
+        self.next_generation = self.next_generation.max(generation.saturating_add(1));
+    }
+
+    /// The strays, handed over to be stopped (`jarfleet down --strays`): the list is emptied.
+    pub(super) fn take_strays(&mut self) -> Vec<survivors::Survivor> {
+        std::mem::take(&mut self.strays)
     }
 
     /// Ports held (or being taken) by our instances, except `skip`'s own.

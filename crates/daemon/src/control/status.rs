@@ -15,6 +15,11 @@ impl Control {
             .keys()
             .filter_map(|a| self.canary_status(a, now).map(|c| (a.clone(), c)))
             .collect();
+        let mut listeners: BTreeMap<String, jarfleet_api::ListenerState> = self
+            .apps
+            .keys()
+            .filter_map(|a| self.listener_state(a).map(|l| (a.clone(), l)))
+            .collect();
         let mut apps = Vec::new();
         for (name, rt) in self.apps.iter_mut() {
             let mut instances = Vec::new();
@@ -62,6 +67,7 @@ impl Control {
                     .as_ref()
                     .map(|d| format!("#{} {} → {} {}", d.id, d.from, d.to, d.outcome)),
                 listen: rt.rec.spec.listen.clone(),
+                listener: listeners.remove(name),
                 health: Some(health_info(&rt.rec.spec.health)),
                 balancer: balancers.remove(name),
                 java: Some(format!(
@@ -95,6 +101,19 @@ impl Control {
                 warnings: warnings(&store, &self.dirs),
             },
             apps,
+            strays: self
+                .strays
+                .iter()
+                .map(|s| jarfleet_api::StrayStatus {
+                    run_dir: s.run_dir.display().to_string(),
+                    app: s.app.clone(),
+                    slot: s.slot,
+                    generation: s.generation,
+                    shim_pid: s.shim_pid,
+                    pid: s.pid,
+                    port: s.port,
+                })
+                .collect(),
         }
     }
 }

@@ -159,12 +159,29 @@ pub async fn attach(
     }
 }
 
-/// Asks the shim in `run_dir` (if one answers) to stop its JVM; returns the JVM's pid.
-/// `Err`: its socket could not even be tried (the daemon is short of something): leave it be.
-pub async fn stop_stray(run_dir: &Path) -> Result<Option<u32>, crate::fdlimit::Failure> {
+/// A shim no instance accounts for, as its socket answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StrayShim {
+    pub shim_pid: u32,
+    pub pid: u32,
+}
+
+/// Asks the shim in `run_dir` (if one answers) to stop its JVM and waits for the exit; returns
+/// it. `Err`: its socket could not even be tried (the daemon is short of something): leave it.
+pub async fn stop_stray(run_dir: &Path) -> Result<Option<StrayShim>, crate::fdlimit::Failure> {
+    stray(run_dir, true).await
+}
+
+/// Looks at the shim in `run_dir` without stopping anything: `Some` while its JVM runs; a shim
+/// whose JVM has exited is acknowledged (so it goes) and `None` returned, as for no shim.
+pub async fn look_at_stray(run_dir: &Path) -> Result<Option<StrayShim>, crate::fdlimit::Failure> {
+    stray(run_dir, false).await
+}
+
+async fn stray(run_dir: &Path, stop: bool) -> Result<Option<StrayShim>, crate::fdlimit::Failure> {
     let socket = run_dir.join(run::SOCKET);
     match UnixStream::connect(&socket).await {
-        Ok(stream) => Ok(stop_stray_on(stream).await),
+        Ok(stream) => Ok(stray_on(stream, stop).await),
         Err(e) => {
             let failure = crate::fdlimit::Failure::io(
                 format_args!("connecting to {}", socket.display()),
@@ -179,7 +196,7 @@ pub async fn stop_stray(run_dir: &Path) -> Result<Option<u32>, crate::fdlimit::F
     }
 }
 
-async fn stop_stray_on(stream: UnixStream) -> Option<u32> {
+async fn stray_on(stream: UnixStream, stop: bool) -> Option<StrayShim> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let hello = tokio::time::timeout(std::time::Duration::from_secs(2), lines.next_line())
@@ -187,7 +204,10 @@ async fn stop_stray_on(stream: UnixStream) -> Option<u32> {
         .ok()?
         .ok()??;
     let ShimMessage::Hello {
-        pid, exited: None, ..
+        pid,
+        shim_pid,
+        exited: None,
+        ..
     } = serde_json::from_str(&hello).ok()?
     else {
         let _ = write
@@ -195,6 +215,10 @@ async fn stop_stray_on(stream: UnixStream) -> Option<u32> {
             .await;
         return None;
     };
+    let found = StrayShim { shim_pid, pid };
+    if !stop {
+        return Some(found);
+    }
     let stop = serde_json::to_string(&ShimCommand::Stop { grace_ms: 30_000 }).ok()?;
     write.write_all(format!("{stop}\n").as_bytes()).await.ok()?;
     // Wait for the exit report, then acknowledge it so the shim goes at once.
@@ -205,7 +229,7 @@ async fn stop_stray_on(stream: UnixStream) -> Option<u32> {
             break;
         }
     }
-    Some(pid)
+    Some(found)
 }
 
 pub fn read_exit(run_dir: &Path) -> Option<ExitInfo> {

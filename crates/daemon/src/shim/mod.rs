@@ -10,5 +10,6 @@ pub mod client;
 pub mod protocol;
 mod run;
 pub mod spawn;
+pub mod survivors;
 
 pub use run::run_shim;

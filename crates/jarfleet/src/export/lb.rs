@@ -319,6 +319,7 @@ mod tests {
             rolling: false,
             deployment: None,
             listen: listen.map(str::to_string),
+            listener: None,
             health,
             balancer: None,
             java: None,
@@ -349,6 +350,7 @@ mod tests {
                 store: None,
                 warnings: Vec::new(),
             },
+            strays: vec![],
             apps: vec![
                 app(
                     "orders",

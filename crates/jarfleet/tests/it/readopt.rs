@@ -161,3 +161,145 @@ fn a_stop_interrupted_by_a_daemon_crash_is_finished_by_the_next_daemon() {
     );
     assert!(!pid_alive(pid), "the removed app's JVM {pid} survived");
 }
+
+/// `up -d` after a daemon crash joins the stored fleet: a refused apply stops nothing (before,
+/// `up` ran `down` on it: every JVM stopped, the app removed from the store).
+#[test]
+fn up_after_a_crash_never_stops_the_stored_fleet_when_its_apply_is_refused() {
+    let fleet = Fleet::new(10);
+    fleet.write_app(&AppDef {
+        instances: 2,
+        ..Default::default()
+    });
+    fleet.up();
+    let mut pids: Vec<u64> = fleet
+        .wait_ready("fx", 2, Duration::from_secs(60))
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    pids.sort();
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+
+    // The spec now asks for a listen address another process holds: the daemon refuses it.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a foreign listener");
+    let port = taken.local_addr().expect("its address").port();
+    fleet.write_app(&AppDef {
+        instances: 2,
+        extra: &format!("listen = \"127.0.0.1:{port}\""),
+        ..Default::default()
+    });
+    let out = fleet.run(&["up", "-d"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "the apply is refused:\n{stderr}");
+    assert!(
+        stderr.contains("nothing was stopped") && stderr.contains("1 app(s) its store holds (fx)"),
+        "the CLI says what happened:\n{stderr}"
+    );
+    for pid in &pids {
+        assert!(pid_alive(*pid as u32), "JVM {pid} was stopped:\n{stderr}");
+    }
+    // The daemon runs on with the stored fleet, the same JVMs re-adopted.
+    let mut after = fleet.pids("fx");
+    after.sort();
+    assert_eq!(after, pids, "the stored fleet carries on");
+    assert!(fleet.events_of("daemon.stray-found", "fx", None).is_empty());
+}
+
+/// With a port range just big enough, the fleet's own surviving JVMs hold every port: `up -d`
+/// after a crash counts them as its own, not as foreign.
+#[test]
+fn up_after_a_crash_with_a_tight_port_range_readopts_its_own_jvms() {
+    let fleet = Fleet::new(2);
+    fleet.write_app(&AppDef {
+        instances: 2,
+        ..Default::default()
+    });
+    fleet.up();
+    let mut pids: Vec<u64> = fleet
+        .wait_ready("fx", 2, Duration::from_secs(60))
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    pids.sort();
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    fleet.ok(&["up", "-d", "--wait"]);
+    let mut after = fleet.pids("fx");
+    after.sort();
+    assert_eq!(after, pids, "re-adopted the same JVMs");
+}
+
+/// The report's case: the spec edited and applied, the daemon killed with SIGKILL mid-rollout,
+/// then `up -d` with the same spec: the apply is refused while the resumed deployment runs, and
+/// the fleet keeps running (before, `up` ran `down`: every JVM stopped, the app forgotten).
+#[test]
+fn up_after_a_crash_mid_deployment_keeps_the_fleet_running() {
+    let fleet = Fleet::new(10);
+    let health = "http = \"/health\"\nstart_timeout = \"120s\"";
+    fleet.write_app(&AppDef {
+        instances: 2,
+        health,
+        ..Default::default()
+    });
+    fleet.up();
+    let mut pids: Vec<u64> = fleet
+        .wait_ready("fx", 2, Duration::from_secs(60))
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    pids.sort();
+    // v2 takes a long while to become ready: the rollout is under way when the daemon dies.
+    fleet.write_app(&AppDef {
+        instances: 2,
+        args: &["--version", "v2", "--ready-delay", "60s"],
+        health,
+        ..Default::default()
+    });
+    fleet.ok(&["apply"]);
+    wait_until(
+        "the rollout to start a v2 instance",
+        Duration::from_secs(30),
+        || {
+            (fleet.instances("fx").len() > 2 || fleet.status()["apps"][0]["rolling"] == true)
+                .then_some(())
+        },
+    );
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    let out = fleet.run(&["up", "-d"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    for pid in &pids {
+        assert!(
+            pid_alive(*pid as u32),
+            "v1 JVM {pid} was stopped:\n{stderr}"
+        );
+    }
+    // The deployment carries on under the new daemon, so the same spec is refused for now.
+    assert!(
+        !out.status.success() && stderr.contains("is still running"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nothing was stopped"), "{stderr}");
+    let status = fleet.status();
+    assert_eq!(
+        status["apps"].as_array().map(Vec::len),
+        Some(1),
+        "{stderr}\n{status}"
+    );
+    let mut after: Vec<u64> = fleet.pids("fx");
+    after.sort();
+    assert!(
+        pids.iter().all(|p| after.contains(p)),
+        "the v1 JVMs are still the fleet's: {after:?}\n{stderr}"
+    );
+}
