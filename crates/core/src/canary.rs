@@ -187,8 +187,8 @@ pub struct StepFigures {
 ///   no reason to roll back; a few failures in a small sample are not either.
 /// * **Latency**, on the canary's warm responses only: slower when a Mann–Whitney U test over
 ///   the two latency histograms says the canary is slower (one-sided, p < [`ALPHA`]) *and* its
-///   median or its p99 is both more than `latency_floor` above the stable set's and more than
-///   `max_p99_ratio` times it. Judged once the canary has `min_requests` warm responses and the
+///   median is both more than `latency_floor` above the stable set's and more than
+///   `max_p99_ratio` times it (the key keeps its name; the p99 is shown, not judged). Judged once the canary has `min_requests` warm responses and the
 ///   stable set `min_requests` responses; until the canary has them the step goes on (`Wait`),
 ///   and with a stable set without traffic (a 100 % step) latency is not judged.
 pub fn judge(spec: &CanarySpec, step: &StepFigures, bounds: &[u64]) -> Verdict {
@@ -262,17 +262,14 @@ pub fn judge(spec: &CanarySpec, step: &StepFigures, bounds: &[u64]) -> Verdict {
         (Some(c), Some(s)) => c - s > floor && c > spec.max_p99_ratio * s,
         _ => false,
     };
-    let which = if slower(c50, s50) {
-        Some(("median", c50, s50))
-    } else if slower(c99, s99) {
-        Some(("p99", c99, s99))
-    } else {
-        None
-    };
+    // The rank test measures a shift of the whole distribution; its effect size is the
+    // median's. A fresh JVM's tail stays heavier for a while (the JIT compiles on the same
+    // cores), so the p99 is shown, not judged.
+    let which = slower(c50, s50).then_some(("median", c50, s50));
     match which {
         Some((name, Some(c), Some(s))) => {
             let why = format!(
-                "slower than the stable set (rank test p = {p:.1e}): {name} {} vs {}, more than {} ms above it and more than max_p99_ratio {} times it",
+                "slower than the stable set (rank test p = {p:.1e}): {name} {} vs {}, more than latency_floor {} ms above it and more than max_p99_ratio {} times it",
                 ms(Some(c)),
                 ms(Some(s)),
                 spec.latency_floor.as_millis(),
@@ -538,9 +535,17 @@ mod tests {
                 V::Pass,
             ),
             (
-                "a slow half: p99 far above, the rank test agrees",
-                step(set(0, &[(900, 100), (40_000, 100)]), stable.clone()),
-                V::Fail("p99"),
+                "a slow majority: the median moves far, the rank test agrees",
+                step(set(0, &[(900, 80), (40_000, 120)]), stable.clone()),
+                V::Fail("median"),
+            ),
+            (
+                "a fresh JVM's heavier tail with a close median passes",
+                step(
+                    set(0, &[(400, 20), (900, 40), (2_500, 30), (40_000, 10)]),
+                    set(0, &[(400, 600), (900, 1000), (1_800, 300), (20_000, 100)]),
+                ),
+                V::Pass,
             ),
             (
                 "one failure in 25 is not significant against a clean stable set",
@@ -588,11 +593,11 @@ mod tests {
     fn cold_outliers_of_the_first_requests_are_not_judged() {
         let spec = CanarySpec::default();
         let stable = set(0, &warm_like(2000));
-        // A fresh canary instance: its first 150 responses take 25-60 ms, then it is warm.
+        // A fresh canary instance: its first 199 responses take 25-60 ms, then it is warm.
         let mut w = WarmUp::default();
         let at_ready = SetFigures::default();
         w.observe(&at_ready, spec.warmup_requests);
-        let cold = set(0, &[(25_000, 100), (60_000, 50)]);
+        let cold = set(0, &[(25_000, 150), (60_000, 49)]);
         w.observe(&cold, spec.warmup_requests);
         assert!(!w.is_warm());
         let mut now = cold.clone();
@@ -600,9 +605,9 @@ mod tests {
         w.observe(&now, spec.warmup_requests);
         assert!(w.is_warm(), "{} requests", now.requests);
         let mut end = now.clone();
-        end.add(&set(0, &warm_like(300)));
+        end.add(&set(0, &warm_like(100)));
         let warm = w.warm_since(&end, &at_ready);
-        assert_eq!(warm.requests, 300);
+        assert_eq!(warm.requests, 100);
         let figures = StepFigures {
             canary: end.clone(),
             canary_warm: warm,

@@ -359,11 +359,12 @@ pub struct CanarySpec {
     pub step_time: Duration,
     /// Highest tolerated canary error rate (5xx + connection failures), 0..=1. Default 0.01.
     pub max_error_rate: f64,
-    /// How many times the stable set's median or p99 the canary's must exceed (besides
-    /// `latency_floor`, and a significant rank test) to be slower (>= 1). Default 1.5.
+    /// How many times the stable set's median the canary's must exceed (besides
+    /// `latency_floor`, and a significant rank test) to be slower (>= 1; the name is kept from
+    /// when the p99 was compared). Default 1.5.
     pub max_p99_ratio: f64,
-    /// How far (absolute) the canary's median or p99 must be above the stable set's to be
-    /// slower. Default 5 ms.
+    /// How far (absolute) the canary's median must be above the stable set's to be slower.
+    /// Default 5 ms.
     #[serde(default = "default_latency_floor")]
     pub latency_floor: Duration,
     /// The first responses of each canary instance that are not judged for latency (a fresh JVM

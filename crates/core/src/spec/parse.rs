@@ -1499,7 +1499,7 @@ fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
             ct,
             "max_p99_ratio",
             |f| f >= 1.0,
-            "must be at least 1 (a canary is slower only when its median or p99 is more than this many times the stable set's)",
+            "must be at least 1 (a canary is slower only when its median is more than this many times the stable set's)",
             "1.5",
         )
         .unwrap_or(canary.max_p99_ratio);
