@@ -22,6 +22,11 @@
 //!   training it skips its own class path check (JDK-8377932; the fix is reported for 25.0.4).
 //! * JDK 17 crashes at start (SIGBUS) when the archive file is truncated, `-Xshare:auto` or not.
 //!
+//! The daemon does not train with a second run of the app: it records in the app's own
+//! instances (JDK 17+: [`RECORD_FLAG`]) and has the JVM dump its loaded classes on demand
+//! ([`dump_command_args`], `jcmd PID VM.cds dynamic_dump FILE`), then checks the file and
+//! [`publish`]es it. [`train`] stays for tools and tests that start a JVM of their own.
+//!
 //! The pure parts (kinds, flags, keys, stamps) are separate from the IO (training, checks).
 
 use std::ffi::OsString;
@@ -89,6 +94,43 @@ impl ArchiveKind {
             ArchiveKind::AotCache => STATIC_MAGIC,
         }
     }
+}
+
+/// The JVM flag that makes an instance keep what a later dump on demand needs (JDK 17+).
+pub const RECORD_FLAG: &str = "-XX:+RecordDynamicDumpInfo";
+
+/// The archive a running JVM of this feature version can dump on demand (`jcmd … VM.cds
+/// dynamic_dump`): a dynamic CDS archive from JDK 17 on (JDK 25's AOT cache cannot be dumped
+/// from a JVM that was not started to record one), none before.
+pub fn dump_kind(feature: u32) -> Option<ArchiveKind> {
+    (feature >= 17).then_some(ArchiveKind::DynamicCds)
+}
+
+/// Why JVM flags rule out recording and dumping an archive (flags that choose an archive of
+/// their own, or turn sharing off): `None` when they do not.
+pub fn dump_blocked_by(jvm_flags: &[String]) -> Option<&str> {
+    jvm_flags
+        .iter()
+        .find(|f| {
+            f.starts_with("-XX:SharedArchiveFile=")
+                || f.starts_with("-XX:ArchiveClassesAtExit=")
+                || f.starts_with("-XX:AOTCache")
+                || f.starts_with("-XX:AOTMode=")
+                || f.as_str() == "-Xshare:off"
+                || f.as_str() == "-XX:-RecordDynamicDumpInfo"
+        })
+        .map(String::as_str)
+}
+
+/// The arguments of `jcmd` that make the JVM `pid` (started with [`RECORD_FLAG`]) write a
+/// dynamic archive of the classes it has loaded to `file` (absolute: the JVM resolves it).
+pub fn dump_command_args(pid: u32, file: &Path) -> Vec<OsString> {
+    vec![
+        pid.to_string().into(),
+        "VM.cds".into(),
+        "dynamic_dump".into(),
+        file.into(),
+    ]
 }
 
 /// What identifies a JDK build for [`archive_key`]: vendor, `JAVA_RUNTIME_VERSION`, architecture
@@ -439,9 +481,26 @@ pub fn validate(
     classpath: &[PathBuf],
     jvm_flags: &[String],
 ) -> Result<(), String> {
+    validate_as(java, kind, archive, classpath, jvm_flags, None)
+}
+
+/// [`validate`] with the JVM run as `run_as` (uid, gid; supplementary groups dropped) — an
+/// archive an app's JVM wrote is mapped only by that app's user.
+pub fn validate_as(
+    java: &Path,
+    kind: ArchiveKind,
+    archive: &Path,
+    classpath: &[PathBuf],
+    jvm_flags: &[String],
+    run_as: Option<(u32, u32)>,
+) -> Result<(), String> {
     let work = tempfile::tempdir().map_err(|e| format!("cannot create a temp dir: {e}"))?;
     let log = work.path().join("output.log");
     let mut cmd = Command::new(java);
+    if let Some((uid, gid)) = run_as {
+        // std drops the supplementary groups (setgroups(0)) when root switches users.
+        cmd.uid(uid).gid(gid).current_dir("/");
+    }
     // Logging flags cannot change whether the archive maps, and may name the instance's log
     // files (GC logs), which this run must not touch.
     cmd.args(jvm_flags.iter().filter(|f| !f.starts_with("-Xlog")))
@@ -467,6 +526,43 @@ pub fn validate(
             java.display()
         )),
     }
+}
+
+/// Makes `candidate` (an archive just dumped, in a directory of the caller's, on the same file
+/// system as `archive_out`) the archive at `archive_out`: it must carry `kind`'s magic number
+/// and be accepted by `java` with `classpath` and `jvm_flags` ([`validate_as`], run as
+/// `run_as`); then its stamp is written and both are renamed into place (the stamp first) and
+/// synced. Returns the archive's size. On `Err` nothing is left at `archive_out`.
+pub fn publish(
+    java: &Path,
+    kind: ArchiveKind,
+    candidate: &Path,
+    archive_out: &Path,
+    classpath: &[PathBuf],
+    jvm_flags: &[String],
+    run_as: Option<(u32, u32)>,
+) -> Result<u64, String> {
+    let size = archive_size(kind, candidate)?;
+    validate_as(java, kind, candidate, classpath, jvm_flags, run_as)?;
+    let stamp = Stamp::of(candidate, classpath)
+        .map_err(|e| format!("cannot read {} or its class path: {e}", candidate.display()))?;
+    let stamp_out = stamp_path(archive_out);
+    let tmp_stamp = stamp_path(candidate);
+    write_synced(&tmp_stamp, stamp.render().as_bytes()).map_err(|e| e.to_string())?;
+    File::open(candidate)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| format!("{}: {e}", candidate.display()))?;
+    fs::rename(&tmp_stamp, &stamp_out).map_err(|e| format!("{}: {e}", stamp_out.display()))?;
+    if let Err(e) = fs::rename(candidate, archive_out) {
+        let _ = fs::remove_file(&stamp_out);
+        return Err(format!("{}: {e}", archive_out.display()));
+    }
+    if let Some(dir) = archive_out.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    Ok(size)
 }
 
 /// Whether the archive at `archive` may be used by an instance whose class path is `classpath`:
@@ -780,6 +876,40 @@ mod tests {
             strict_flags(ArchiveKind::AotCache, a),
             flags(&["-XX:AOTCache=/var/jf/cds/k.aot", "-XX:AOTMode=on"])
         );
+    }
+
+    #[test]
+    fn dumps_on_demand() {
+        for (feature, kind) in [
+            (11, None),
+            (16, None),
+            (17, Some(ArchiveKind::DynamicCds)),
+            (21, Some(ArchiveKind::DynamicCds)),
+            (25, Some(ArchiveKind::DynamicCds)),
+        ] {
+            assert_eq!(dump_kind(feature), kind, "Java {feature}");
+        }
+        assert_eq!(
+            dump_command_args(42, Path::new("/s/cds/a/.dump-x/archive.jsa")),
+            vec![
+                OsString::from("42"),
+                OsString::from("VM.cds"),
+                OsString::from("dynamic_dump"),
+                OsString::from("/s/cds/a/.dump-x/archive.jsa")
+            ]
+        );
+        assert_eq!(
+            dump_blocked_by(&flags(&["-Xmx64m", "-XX:+UseSerialGC"])),
+            None
+        );
+        for f in [
+            "-Xshare:off",
+            "-XX:SharedArchiveFile=/x.jsa",
+            "-XX:ArchiveClassesAtExit=/x.jsa",
+            "-XX:AOTCache=/x.aot",
+        ] {
+            assert_eq!(dump_blocked_by(&flags(&["-Xmx64m", f])), Some(f));
+        }
     }
 
     #[test]

@@ -378,8 +378,18 @@ pub struct CanarySpec {
     pub step_time: Duration,
     /// Highest tolerated canary error rate (5xx + connection failures), 0..=1. Default 0.01.
     pub max_error_rate: f64,
-    /// Highest tolerated canary p99 latency relative to stable (>= 1). Default 1.5.
+    /// How many times the stable set's median the canary's must exceed (besides
+    /// `latency_floor`, and a significant rank test) to be slower (>= 1; the name is kept from
+    /// when the p99 was compared). Default 1.5.
     pub max_p99_ratio: f64,
+    /// How far (absolute) the canary's median must be above the stable set's to be slower.
+    /// Default 5 ms.
+    #[serde(default = "default_latency_floor")]
+    pub latency_floor: Duration,
+    /// The first responses of each canary instance that are not judged for latency (a fresh JVM
+    /// warming up). Default 200.
+    #[serde(default = "default_warmup_requests")]
+    pub warmup_requests: u64,
     /// A step is judged only once the canary served this many requests in it (until then the
     /// step goes on). Default 20.
     #[serde(default = "default_min_requests")]
@@ -394,6 +404,14 @@ fn default_min_requests() -> u64 {
     20
 }
 
+fn default_latency_floor() -> Duration {
+    Duration::from_millis(5)
+}
+
+fn default_warmup_requests() -> u64 {
+    200
+}
+
 impl Default for CanarySpec {
     fn default() -> Self {
         CanarySpec {
@@ -401,6 +419,8 @@ impl Default for CanarySpec {
             step_time: Duration::from_secs(60),
             max_error_rate: 0.01,
             max_p99_ratio: 1.5,
+            latency_floor: default_latency_floor(),
+            warmup_requests: default_warmup_requests(),
             min_requests: default_min_requests(),
             pause: Vec::new(),
         }

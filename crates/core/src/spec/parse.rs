@@ -129,6 +129,8 @@ const CANARY_KEYS: &[&str] = &[
     "step_time",
     "max_error_rate",
     "max_p99_ratio",
+    "latency_floor",
+    "warmup_requests",
     "min_requests",
     "pause",
 ];
@@ -1515,10 +1517,21 @@ fn canary(r: &mut Reader<'_>, ct: &Table<'_, '_>) -> CanarySpec {
             ct,
             "max_p99_ratio",
             |f| f >= 1.0,
-            "must be at least 1 (the canary's p99 may be this many times the stable set's)",
+            "must be at least 1 (a canary is slower only when its median is more than this many times the stable set's)",
             "1.5",
         )
         .unwrap_or(canary.max_p99_ratio);
+    canary.latency_floor = r
+        .duration(ct, "latency_floor", false)
+        .unwrap_or(canary.latency_floor);
+    canary.warmup_requests = r
+        .int(
+            ct,
+            "warmup_requests",
+            0..=1_000_000,
+            "responses of each canary instance not judged for latency while its JVM warms up, e.g. warmup_requests = 200",
+        )
+        .map_or(canary.warmup_requests, |n| n as u64);
     canary
 }
 

@@ -4,15 +4,24 @@
 //! the old set goes. Fail: the canary's weight drops to 0 at once and the deployment rolls back,
 //! with the figures that failed it in the record.
 //!
+//! Latency is judged on the canary's warm responses only: while a canary instance serves its
+//! first `warmup_requests`, the loop looks at its counters a few times a second
+//! ([`CANARY_OBSERVE_MS`]) and marks where its warm-up ended (`jarfleet_core::canary::WarmUp`).
+//!
 //! The run's progress (step, share, pause) is kept in the deployment record with every step, so
 //! a daemon restarted mid-canary gives the canary its share again at once and resumes at the
 //! step it was in, with a new window (the figures of the old one are gone with the old daemon).
 
-use jarfleet_core::canary::{self, SetFigures, Verdict};
+use std::collections::BTreeMap;
+
+use jarfleet_core::canary::{self, SetFigures, StepFigures, Verdict, WarmUp};
 use jarfleet_core::spec::Strategy;
 
 use super::deploy::{ROLLING_BACK, RUNNING};
 use super::*;
+
+/// How often the loop looks at a warming canary instance's counters.
+const CANARY_OBSERVE_MS: u64 = 250;
 
 pub(super) struct CanaryRun {
     /// The release under test.
@@ -31,6 +40,10 @@ pub(super) struct CanaryRun {
     pub paused: bool,
     /// The latest verdict, with its figures.
     last: Option<String>,
+    /// Each canary backend's warm-up, by backend id.
+    warm: BTreeMap<String, WarmUp>,
+    /// Each canary backend's counters when the step began.
+    warm_base: BTreeMap<String, SetFigures>,
 }
 
 impl CanaryRun {
@@ -54,6 +67,8 @@ impl CanaryRun {
             passed: p.passed,
             paused: p.paused,
             last: None,
+            warm: BTreeMap::new(),
+            warm_base: BTreeMap::new(),
         }
     }
 }
@@ -92,6 +107,8 @@ impl Control {
             passed: false,
             paused: false,
             last: None,
+            warm: BTreeMap::new(),
+            warm_base: BTreeMap::new(),
         });
         if run.started.is_some() || !target_healthy {
             return;
@@ -112,6 +129,7 @@ impl Control {
             run.baseline = baseline;
         }
         self.sync_lb(app);
+        self.canary_new_window(app);
         let message = if resumed {
             format!(
                 "canary resumed by a new daemon at step {step} of {}: {percent} % of the traffic",
@@ -130,13 +148,57 @@ impl Control {
             .filter_map(|rt| {
                 let run = rt.canary.as_ref().filter(|r| !r.passed && r.percent > 0)?;
                 let step_time = rt.rec.release(&run.release).0.deploy.canary.step_time;
-                Some(run.started? + step_time.as_millis() as u64)
+                let due = run.started? + step_time.as_millis() as u64;
+                // A canary instance still warming up is looked at again soon.
+                let warming = run.warm.is_empty() || run.warm.values().any(|w| !w.is_warm());
+                Some(if warming {
+                    due.min(now_ms() + CANARY_OBSERVE_MS)
+                } else {
+                    due
+                })
             })
             .min()
     }
 
+    /// Every running canary's instances' counters, for their warm-up.
+    fn canary_observe(&mut self) {
+        let apps: Vec<String> = self
+            .apps
+            .iter()
+            .filter(|(_, rt)| {
+                rt.canary
+                    .as_ref()
+                    .is_some_and(|r| !r.passed && r.percent > 0 && r.started.is_some())
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for app in apps {
+            let backends = self.canary_backends(&app);
+            let Some(rt) = self.apps.get_mut(&app) else {
+                continue;
+            };
+            let Some(run) = rt.canary.as_mut() else {
+                continue;
+            };
+            let n = rt.rec.release(&run.release).0.deploy.canary.warmup_requests;
+            for (id, figures) in backends {
+                run.warm.entry(id).or_default().observe(&figures, n);
+            }
+        }
+    }
+
+    /// A new judging window begins: each canary backend's counters now are its start.
+    fn canary_new_window(&mut self, app: &str) {
+        let backends = self.canary_backends(app);
+        if let Some(run) = self.apps.get_mut(app).and_then(|a| a.canary.as_mut()) {
+            run.warm_base = backends.into_iter().collect();
+        }
+        self.canary_observe();
+    }
+
     /// Judges every canary step whose time is up.
     pub(super) fn canary_tick(&mut self, now: u64) {
+        self.canary_observe();
         let due: Vec<String> = self
             .apps
             .iter()
@@ -158,6 +220,7 @@ impl Control {
 
     fn canary_judge(&mut self, app: &str, now: u64) {
         let figures = self.canary_figures(app);
+        let backends = self.canary_backends(app);
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };
@@ -165,26 +228,35 @@ impl Control {
             return;
         };
         let spec = rt.rec.release(&run.release).0.deploy.canary.clone();
-        let canary_now = figures.0.since(&run.baseline.0);
-        let stable_now = figures.1.since(&run.baseline.1);
+        let mut canary_warm = SetFigures::default();
+        for (id, now_b) in &backends {
+            if let Some(w) = run.warm.get(id) {
+                let start = run.warm_base.get(id).cloned().unwrap_or_default();
+                canary_warm.add(&w.warm_since(now_b, &start));
+            }
+        }
+        let step = StepFigures {
+            canary: figures.0.since(&run.baseline.0),
+            canary_warm,
+            stable: figures.1.since(&run.baseline.1),
+        };
         let step_no = run.step + 1;
         let percent = run.percent;
-        match canary::judge(
-            &spec,
-            &canary_now,
-            &stable_now,
-            &jarfleet_proxy::LATENCY_BOUNDS_US,
-        ) {
+        match canary::judge(&spec, &step, &jarfleet_proxy::LATENCY_BOUNDS_US) {
             Verdict::Wait { figures: f } => {
                 // Too few requests yet: the step goes on a little.
                 run.started = Some(now.saturating_sub(spec.step_time.as_millis() as u64) + 500);
-                run.last = Some(format!("waiting for {} requests: {f}", spec.min_requests));
+                run.last = Some(format!(
+                    "waiting for {} requests ({} warm ones for latency): {f}",
+                    spec.min_requests, spec.min_requests
+                ));
             }
             Verdict::Pass { figures: f } if run.paused => {
                 // Still good while it waits for the operator: a new window begins.
                 run.started = Some(now);
                 run.baseline = figures;
                 run.last = Some(format!("good while paused: {f}"));
+                self.canary_new_window(app);
             }
             Verdict::Pass { figures: f } => {
                 run.last = Some(format!("step {step_no} passed: {f}"));
@@ -219,6 +291,7 @@ impl Control {
             "paused at {} %: waiting for `jarfleet promote {app}` (or `abort`)",
             run.percent
         );
+        self.canary_new_window(app);
         self.record_step(app, message.clone(), now);
         self.emit("deploy.paused", Some(app), None, message);
     }
@@ -254,6 +327,7 @@ impl Control {
                 run.percent
             );
             self.record_step(app, message, now);
+            self.canary_new_window(app);
         }
         self.sync_lb(app);
     }
@@ -342,12 +416,7 @@ impl Control {
             return (canary, stable);
         };
         for b in &stats.backends {
-            let c = &b.counters;
-            let f = SetFigures {
-                requests: c.requests.iter().sum(),
-                failures: c.requests[4] + c.errors,
-                buckets: c.latency_buckets.clone(),
-            };
+            let f = backend_figures(&b.counters);
             if b.labels.get("release") == Some(&release) {
                 canary.add(&f);
             } else {
@@ -355,6 +424,27 @@ impl Control {
             }
         }
         (canary, stable)
+    }
+
+    /// The cumulative counters of each backend of `app`'s canary set, by backend id.
+    fn canary_backends(&self, app: &str) -> Vec<(String, SetFigures)> {
+        let Some(release) = self
+            .apps
+            .get(app)
+            .and_then(|a| a.canary.as_ref())
+            .map(|r| r.release.clone())
+        else {
+            return Vec::new();
+        };
+        let Some(stats) = self.lb_counters(app) else {
+            return Vec::new();
+        };
+        stats
+            .backends
+            .iter()
+            .filter(|b| b.labels.get("release") == Some(&release))
+            .map(|b| (b.id.clone(), backend_figures(&b.counters)))
+            .collect()
     }
 
     /// `status`'s view of `app`'s canary.
@@ -406,5 +496,13 @@ impl Control {
         }
         let (ws, wc) = canary::weights(run.percent, stable, canary_n);
         Some((run.release.clone(), ws, wc))
+    }
+}
+
+fn backend_figures(c: &jarfleet_proxy::CounterView) -> SetFigures {
+    SetFigures {
+        requests: c.requests.iter().sum(),
+        failures: c.requests[4] + c.errors,
+        buckets: c.latency_buckets.clone(),
     }
 }

@@ -429,7 +429,9 @@ impl Control {
                         "cds.failed",
                         Some(&app),
                         None,
-                        format!("no class data archive (instances start without one): {e}"),
+                        format!(
+                            "no class data archive for this release (its instances start without one; not tried again — delete STATE/cds/{app}/*.attempt to retry): {e}"
+                        ),
                     ),
                 }
             }
@@ -878,27 +880,45 @@ impl Control {
         }
     }
 
-    /// Once a release's first instance is ready: trains its class data archive in the
-    /// background, unless it has a usable one or one is being trained.
+    /// Once an instance of a release is ready: if the release has no archive and its one dump
+    /// was not tried yet, that instance dumps it in the background (`faststart::dump`). An
+    /// instance started without the recording flag (e.g. by an older jarfleet) is passed over:
+    /// the next one that has it is asked.
     fn train_if_needed(&mut self, app: &str, slot: u32) {
         let Some(rt) = self.apps.get(app) else { return };
         let Some(s) = rt.slots.get(&slot) else { return };
         let release = s.record.instance.release.clone();
+        let Some(pid) = s.record.instance.process.as_ref().map(|p| p.pid) else {
+            return;
+        };
         let (spec, runtime) = rt.rec.release(&release);
         let key = (app.to_string(), release.clone());
         if self.training.contains(&key)
-            || !crate::faststart::needs_training(spec, runtime, &release, &self.dirs)
+            || !crate::faststart::needs_dump(spec, runtime, &release, &self.dirs)
+            || !(crate::faststart::records_dump_info(pid)
+                || jarfleet_java::cds::dump_blocked_by(&spec.java.opts).is_some())
         {
             return;
         }
+        let run_as = match spec
+            .user
+            .as_deref()
+            .map(|name| crate::launch::resolve_user(app, name))
+            .transpose()
+        {
+            Ok(u) => u.map(|u| crate::shim::protocol::RunAs {
+                uid: u.uid,
+                gid: u.gid,
+            }),
+            Err(_) => return, // the instance could not have started either
+        };
         self.training.insert(key);
         let (spec, runtime) = (spec.clone(), runtime.clone());
         let dirs = self.dirs.clone();
-        let base_env = self.base_env.clone();
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::task::spawn_blocking(move || {
-            let result = crate::faststart::train(&spec, &runtime, &release, &dirs, &base_env);
+            let result = crate::faststart::dump(&spec, &runtime, &release, &dirs, pid, run_as);
             let _ = tx.blocking_send(Event::Trained {
                 app,
                 release,

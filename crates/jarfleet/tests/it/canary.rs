@@ -36,13 +36,14 @@ fn step_messages(d: &serde_json::Value) -> Vec<String> {
 
 /// The app of `fleet_behind_lb` switched to canary deploys with short steps. `max_p99_ratio`
 /// is generous: the canaries are freshly started JVMs (not yet compiled by the JIT) on a busy
-/// 2-core machine, judged after one second.
+/// 2-core machine, judged after one second; a short warm-up keeps the steps short with one
+/// client.
 fn make_canary(fleet: &Fleet, steps: &str) {
     let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
     fleet.write_spec(&spec.replace(
         "[apps.fx.deploy]\n",
         &format!(
-            "[apps.fx.deploy]\nstrategy = \"canary\"\ncanary = {{ steps = {steps}, step_time = \"1s\", max_error_rate = 0.05, max_p99_ratio = 20.0 }}\n"
+            "[apps.fx.deploy]\nstrategy = \"canary\"\ncanary = {{ steps = {steps}, step_time = \"1s\", warmup_requests = 5, max_error_rate = 0.05, max_p99_ratio = 20.0 }}\n"
         ),
     ));
     fleet.ok(&["apply"]);
@@ -128,6 +129,38 @@ fn a_canary_much_slower_than_stable_fails_on_max_p99_ratio() {
     assert_eq!(d["outcome"], "rolled-back", "{d:#}");
     let reason = d["reason"].as_str().unwrap_or_default();
     assert!(reason.contains("max_p99_ratio"), "{reason}");
+}
+
+/// The case: with `step_time = "8s"` and the default judgement settings, a canary of
+/// the same code (a new version string) — freshly started JVMs judged against a warm stable
+/// set — is promoted: its first `warmup_requests` are not judged, and a cold JVM's few slow
+/// responses are neither a significant shift nor above the 5 ms floor.
+#[test]
+fn a_cold_canary_of_the_same_code_with_8s_steps_is_promoted() {
+    let (_v1, fleet, lb) = fleet_on_v1(None);
+    let spec = std::fs::read_to_string(fleet.spec_path()).expect("spec");
+    fleet.write_spec(&spec.replace(
+        "[apps.fx.deploy]\n",
+        "[apps.fx.deploy]\nstrategy = \"canary\"\ncanary = { steps = [20, 50, 100], step_time = \"8s\" }\n",
+    ));
+    fleet.ok(&["apply"]);
+    let v2 = fixture_variant(&fleet.path("v2.jar"), &[("version", "v2")]);
+    let load = Load::start(lb, "/version");
+    load.wait_more(500);
+    let out = fleet.run(&["deploy", "fx", &v2.display().to_string(), "--wait"]);
+    let (_, failed, errors) = load.finish();
+    let d = latest_deployment(&fleet);
+    assert!(out.status.success(), "{d:#}");
+    assert_eq!(d["outcome"], "succeeded", "{d:#}");
+    assert_eq!(failed, 0, "{errors:?}");
+    let steps = step_messages(&d);
+    assert!(
+        steps
+            .iter()
+            .any(|s| s.starts_with("canary step 1 (20 %) passed: canary ")
+                && s.contains(" warm: median ")),
+        "{steps:#?}"
+    );
 }
 
 /// The newest deployment of a `history -o json`.
