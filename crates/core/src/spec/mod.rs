@@ -14,4 +14,4 @@ mod reader;
 pub use check::host_port;
 pub use error::{SpecError, SpecErrors};
 pub use model::*;
-pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, load};
+pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, load, load_bytes};

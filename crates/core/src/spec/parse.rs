@@ -161,6 +161,29 @@ pub const DEFAULT_STATE_DIR: &str = "${JARFLEET_STATE:.jarfleet}";
 /// Default readiness check when none is given.
 pub const DEFAULT_HEALTH_PATH: &str = "/actuator/health/readiness";
 
+/// Loads a fleet spec from the file's bytes: [`load`] once they are checked to be UTF-8. Bytes
+/// that are not UTF-8 are one error at the line and column of the first bad byte.
+pub fn load_bytes(
+    bytes: &[u8],
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FleetSpec, SpecErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load(text, file, env),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            // The prefix before the first bad byte is UTF-8 by definition.
+            let text = std::str::from_utf8(good).unwrap_or_default();
+            let mut r = Reader::new(text, file, env);
+            let bad = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+            let message = format!("the file is not UTF-8: byte 0x{bad:02X} is not valid here");
+            let hint = "the file must be UTF-8; re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE`, or your editor's encoding setting)";
+            r.push(text.len(), "", None, message, Some(hint.into()));
+            Err(SpecErrors(r.errors))
+        }
+    }
+}
+
 /// Loads a fleet spec.
 ///
 /// * `text`: the file's content; `file`: its path as the user named it (used in errors, as
