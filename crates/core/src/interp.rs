@@ -110,14 +110,20 @@ pub fn interpolate(
             continue;
         }
         if !is_var_name(name) {
+            let hint = if name.contains('.') && !name.contains(char::is_whitespace) {
+                // `${catalina.base}`, `${user.home}`: a property the app (or the JVM) resolves.
+                format!("to pass ${{{inner}}} to the app as written, escape it: $${{{inner}}}")
+            } else {
+                "names are letters, digits and _, not starting with a digit; write $${ for a literal ${".to_string()
+            };
             errors.push(InterpError {
                 offset,
                 message: if name.is_empty() {
                     "empty variable name in `${}`".to_string()
                 } else {
-                    format!("`{name}` is not a valid variable name")
+                    format!("`{name}` is not a valid environment variable name")
                 },
-                hint: Some("names are letters, digits and _, not starting with a digit".into()),
+                hint: Some(hint),
             });
             continue;
         }
@@ -310,7 +316,7 @@ mod tests {
             (
                 "${1A}",
                 Mode::Plain,
-                &[(0, "`1A` is not a valid variable name")],
+                &[(0, "`1A` is not a valid environment variable name")],
             ),
             (
                 "${A:${B}}",

@@ -108,7 +108,7 @@ fn render_config(spec: &mut FleetSpec) -> Result<(), CliError> {
         CliError::usage(
             errors.join("\n"),
             Some(
-                "set the missing values in the environment, or give them defaults: ${NAME:default}",
+                "set the missing values in the environment or give them defaults (${NAME:default}); a placeholder the app resolves itself is written $${NAME}, e.g. $${catalina.base}",
             ),
         )
     })
