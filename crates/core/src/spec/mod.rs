@@ -6,6 +6,7 @@
 //! The file format is documented in `docs/spec.md`.
 
 mod check;
+mod clash;
 mod error;
 mod model;
 mod parse;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use super::check;
+use super::clash;
 use super::error::SpecErrors;
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
@@ -279,6 +280,7 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
             }
         },
     }
+    cross_app(r, root, &apps, &daemon);
     for app in apps.values_mut() {
         app.trust_keys = trust.keys.clone();
     }
@@ -287,6 +289,130 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
         daemon,
         trust,
         apps,
+    }
+}
+
+/// One app's value of a key, where it is written.
+struct Placed<'v, 'i> {
+    app: &'v str,
+    value: &'v Value<'i>,
+}
+
+/// Settings that clash across apps (and with the daemon's API address), which `apply` would
+/// refuse: each error points at the later of the two in the file and names the other's line.
+/// Apps with errors of their own are left out. Sorting keeps this O(n log n) in the apps.
+fn cross_app(
+    r: &mut Reader<'_>,
+    root: &Table<'_, '_>,
+    apps: &BTreeMap<String, AppSpec>,
+    daemon: &DaemonSpec,
+) {
+    let Some(DeValue::Table(map)) = root.get("apps").map(|v| v.get_ref()) else {
+        return;
+    };
+    let value_of = |name: &str, key: &str| match map.get(name).map(|v| v.get_ref()) {
+        Some(DeValue::Table(t)) => t.get(key),
+        _ => None,
+    };
+    let daemon_http = match root.get("daemon").map(|v| v.get_ref()) {
+        Some(DeValue::Table(t)) => t.get("http"),
+        _ => None,
+    };
+
+    // Listeners: grouped by port, compared within a port.
+    let mut by_port: BTreeMap<u16, Vec<(&str, &Value<'_>, &str)>> = BTreeMap::new();
+    for (name, app) in apps {
+        let (Some(listen), Some(v)) = (app.listen.as_deref(), value_of(name, "listen")) else {
+            continue;
+        };
+        let port = listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+        if let Some(port) = port {
+            by_port
+                .entry(port)
+                .or_default()
+                .push((name.as_str(), v, listen));
+        }
+        if let (Some(http), Some(hv)) = (daemon.http.as_deref(), daemon_http)
+            && clash::addresses_clash(listen, http)
+        {
+            let line = r.line_of(hv.span().start);
+            let hint = "give the app another listen port, or move the daemon's API to another one"
+                .to_string();
+            r.bad(
+                v,
+                &format!("apps.{name}.listen"),
+                format!("clashes with [daemon] http = {:?} (line {line}): the daemon's API listens there", http),
+                Some(hint),
+            );
+        }
+    }
+    for (_, mut group) in by_port {
+        group.sort_by_key(|(_, v, _)| v.span().start);
+        for i in 1..group.len() {
+            let (name, v, listen) = group[i];
+            if let Some((other, ov, other_listen)) = group[..i]
+                .iter()
+                .find(|(_, _, o)| clash::addresses_clash(listen, o))
+            {
+                let line = r.line_of(ov.span().start);
+                r.bad(
+                    v,
+                    &format!("apps.{name}.listen"),
+                    format!(
+                        "clashes with apps.{other}.listen = {other_listen:?} (line {line}): two apps cannot listen on one address"
+                    ),
+                    Some("give each app its own listen port".into()),
+                );
+            }
+        }
+    }
+
+    // Port ranges: swept in order of their first port.
+    let mut ranges: Vec<(PortRange, Placed<'_, '_>)> = apps
+        .iter()
+        .filter_map(|(name, app)| {
+            let value = value_of(name, "ports")?;
+            Some((app.ports, Placed { app: name, value }))
+        })
+        .collect();
+    ranges.sort_by_key(|(range, p)| (range.first, p.value.span().start));
+    let all: Vec<PortRange> = ranges.iter().map(|(range, _)| *range).collect();
+    let mut widest: Option<usize> = None; // the range reaching furthest so far
+    for i in 0..ranges.len() {
+        if let Some(w) = widest
+            && clash::ranges_overlap(ranges[w].0, ranges[i].0)
+        {
+            // The later one in the file gets the error.
+            let (at, other) = if ranges[i].1.value.span().start > ranges[w].1.value.span().start {
+                (i, w)
+            } else {
+                (w, i)
+            };
+            let (range, placed) = &ranges[at];
+            let (_, other_placed) = &ranges[other];
+            let line = r.line_of(other_placed.value.span().start);
+            let width = range.last - range.first + 1;
+            let hint = match clash::free_range_after(&all, width) {
+                Some(free) => format!(
+                    "give each app its own range, e.g. ports = \"{}-{}\"",
+                    free.first, free.last
+                ),
+                None => "give each app its own range".to_string(),
+            };
+            r.bad(
+                placed.value,
+                &format!("apps.{}.ports", placed.app),
+                format!(
+                    "overlaps apps.{}.ports = {} (line {line}): the instances of two apps would compete for the same ports",
+                    other_placed.app,
+                    r.raw(&other_placed.value.span())
+                ),
+                Some(hint),
+            );
+        }
+        if widest.is_none_or(|w| ranges[i].0.last > ranges[w].0.last) {
+            widest = Some(i);
+        }
     }
 }
 

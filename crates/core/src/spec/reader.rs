@@ -111,6 +111,11 @@ impl<'a> Reader<'a> {
         });
     }
 
+    /// The 1-based line of a byte offset.
+    pub fn line_of(&self, at: usize) -> usize {
+        self.lines.line_col(self.src, at).0
+    }
+
     /// An error about a value: points at it and quotes it (tables are not quoted).
     pub fn bad(
         &mut self,
