@@ -149,7 +149,7 @@ pub fn train(
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .map_err(|e| format!("finding a free port for the training run: {e}"))?;
-    let vars = instance_vars(&spec.name, 0, port);
+    let vars = instance_vars(dirs, &spec.name, 0, port);
     let resolve = |s: &str| jarfleet_core::interp::resolve_instance(s, &vars);
     let target = match &spec.launch {
         Launch::Jar { path, .. } => cds::Target::Jar(path.clone()),

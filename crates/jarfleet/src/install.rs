@@ -22,9 +22,9 @@ use jarfleet_daemon::journal::{Journal, Undo};
 use crate::context::{self, CliError};
 
 use jarfleet_daemon::prepare::VERIFIED_MARKER;
-/// Per-instance values: left as `${NAME}` in the rendered config, resolved when an instance
-/// starts.
-const INSTANCE_VARS: &[&str] = &["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
+// Per-instance values: left as `${NAME}` in the rendered config, resolved when an instance
+// starts.
+use jarfleet_core::spec::INSTANCE_VARS;
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct InstallArgs {

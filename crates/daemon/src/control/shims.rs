@@ -429,7 +429,7 @@ impl Control {
         }
         if let Some(templates) = spec.env.get(crate::config::TEMPLATES_ENV) {
             let dest = launch::instance_config_dir(&self.dirs, app, slot);
-            let vars = launch::instance_vars(app, slot, port);
+            let vars = launch::instance_vars(&self.dirs, app, slot, port);
             if let Err(failure) =
                 crate::config::render_instance(std::path::Path::new(templates), &dest, &vars)
             {
@@ -519,7 +519,7 @@ impl Control {
         let check = rt.rec.spec.health.check.clone();
         let timeout = rt.rec.spec.health.timeout;
         let generation = s.record.generation;
-        let vars = launch::instance_vars(app, slot, port);
+        let vars = launch::instance_vars(&self.dirs, app, slot, port);
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::spawn(async move {
