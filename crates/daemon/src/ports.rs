@@ -49,11 +49,14 @@ fn bind(addr: (&str, u16)) -> Result<(), i32> {
         .map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
+/// How one bind's result is judged.
+type Judge = fn(Result<(), i32>) -> PortState;
+
 /// The addresses a port is tried on, each with how its bind is judged: every IPv4 address and
 /// loopback, every IPv6 address (`::`, which on Linux is dual-stack unless `bindv6only`) and
 /// IPv6 loopback. A listener on any one of them (another process's `[::1]:P`, say) would make
 /// an instance that binds `0.0.0.0` or `::` fail at start, again and again.
-const CHECKED: [(&str, fn(Result<(), i32>) -> PortState); 4] = [
+const CHECKED: [(&str, Judge); 4] = [
     ("0.0.0.0", verdict),
     ("127.0.0.1", verdict),
     ("::", verdict_v6),
