@@ -484,10 +484,7 @@ pub async fn logs(
         let mut out = stdout.lock();
         let text = match output {
             Output::Json => serde_json::to_string(&line).unwrap_or_default(),
-            Output::Table => {
-                let mark = if line.stream == "stderr" { "!" } else { "|" };
-                format!("{}/{} {mark} {}", line.app, line.slot, line.line)
-            }
+            Output::Table => render::log_line(&line),
         };
         if writeln!(out, "{text}").is_err() {
             break; // stdout closed (e.g. piped into head)

@@ -259,6 +259,44 @@ pub fn history(h: &HistoryReport, term: &Term) -> String {
     out
 }
 
+/// Text from an app (log lines, event messages) made safe to print: every control character
+/// but the tab (C0, DEL, C1: ESC, BEL, CR, a terminal's title and clear-screen sequences) and
+/// the invisible bidirectional overrides are written as visible escapes (`\x1b`, `\u{9b}`,
+/// `\u{202e}`), so output can never move the cursor, retitle or clear a terminal, or reorder
+/// what is shown. Borrowed when there is nothing to escape.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write;
+    let hidden = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if !hidden(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// One log line for people: `APP/SLOT | text` (`!` for stderr), the text made [`visible`].
+pub fn log_line(line: &jarfleet_api::LogLine) -> String {
+    let mark = if line.stream == "stderr" { "!" } else { "|" };
+    format!(
+        "{}/{} {mark} {}",
+        visible(&line.app),
+        line.slot,
+        visible(&line.line)
+    )
+}
+
 pub fn event(e: &EventRecord) -> String {
     let secs = e.ts / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -270,9 +308,9 @@ pub fn event(e: &EventRecord) -> String {
     format!(
         "{h:02}:{m:02}:{s:02}.{:03}Z  {:<24} {:<12} {}",
         e.ts % 1000,
-        e.kind,
-        target,
-        e.message
+        visible(&e.kind),
+        visible(&target),
+        visible(&e.message)
     )
 }
 
@@ -492,6 +530,40 @@ mod tests {
             message: "pid 4250 killed by signal 9".into(),
         };
         insta::assert_snapshot!(event(&e));
+    }
+
+    #[test]
+    fn app_output_cannot_drive_the_terminal() {
+        let cases = [
+            ("plain text, tabs\tkept", "plain text, tabs\tkept"),
+            // A title change (OSC … BEL) and a clear screen (CSI 2J).
+            ("\x1b]0;pwned\x07\x1b[2J", "\\x1b]0;pwned\\x07\\x1b[2J"),
+            ("cr\rover", "cr\\x0dover"),
+            ("nul\0 del\x7f", "nul\\x00 del\\x7f"),
+            ("c1 csi \u{9b}31m", "c1 csi \\u{9b}31m"),
+            ("bidi \u{202e}txt.exe", "bidi \\u{202e}txt.exe"),
+            ("ünïcödé ✓", "ünïcödé ✓"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(visible(text), want, "{text:?}");
+        }
+        let line = jarfleet_api::LogLine {
+            app: "fx".into(),
+            slot: 0,
+            stream: "stdout".into(),
+            line: "\x1b]0;pwned\x07\x1b[2J".into(),
+        };
+        assert_eq!(log_line(&line), "fx/0 | \\x1b]0;pwned\\x07\\x1b[2J");
+        let e = EventRecord {
+            id: 8,
+            ts: 1_795_645_127_867,
+            kind: "instance.exited".into(),
+            app: Some("orders".into()),
+            slot: Some(1),
+            message: "last stderr: \x1b[2Jgone".into(),
+        };
+        assert!(!event(&e).contains('\x1b'), "{}", event(&e));
+        assert!(event(&e).ends_with("last stderr: \\x1b[2Jgone"));
     }
 
     #[test]
