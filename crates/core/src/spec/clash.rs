@@ -65,6 +65,79 @@ pub(crate) fn ranges_overlap(a: PortRange, b: PortRange) -> bool {
     a.first <= b.last && b.first <= a.last
 }
 
+/// An app whose range can run out of ports because others share it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Shortfall {
+    /// Index (into the input) of the app short of ports.
+    pub at: usize,
+    /// The apps whose ranges overlap its own, by index.
+    pub others: Vec<usize>,
+    /// The ports left to it when the others' instances take the shared ports first.
+    pub left: u32,
+}
+
+/// Apps (`(range, instances)`) whose instances may find no port: every other app whose range
+/// overlaps takes up to its instance count of the shared ports (the worst case), and fewer
+/// ports than the app's instances are left. Ranges that share ports with room for everyone
+/// are fine. O(n log n) plus the overlaps.
+pub(crate) fn port_shortfalls(apps: &[(PortRange, u32)]) -> Vec<Shortfall> {
+    let mut order: Vec<usize> = (0..apps.len()).collect();
+    order.sort_by_key(|&i| (apps[i].0.first, i));
+    // The furthest `last` among the ranges sorted before each position.
+    let mut reach = Vec::with_capacity(order.len());
+    let mut furthest = 0u16;
+    for &i in &order {
+        furthest = furthest.max(apps[i].0.last);
+        reach.push(furthest);
+    }
+    let mut out = Vec::new();
+    for (pos, &i) in order.iter().enumerate() {
+        let (range, instances) = apps[i];
+        let mut others = Vec::new();
+        // Later ranges start within this one …
+        for &j in &order[pos + 1..] {
+            if apps[j].0.first > range.last {
+                break;
+            }
+            others.push(j);
+        }
+        // … earlier ones reach into it.
+        for back in (0..pos).rev() {
+            if reach[back] < range.first {
+                break;
+            }
+            let j = order[back];
+            if apps[j].0.last >= range.first {
+                others.push(j);
+            }
+        }
+        if others.is_empty() {
+            continue;
+        }
+        let size = u32::from(range.last - range.first) + 1;
+        let taken: u32 = others
+            .iter()
+            .map(|&j| {
+                let shared = u32::from(apps[j].0.last.min(range.last))
+                    - u32::from(apps[j].0.first.max(range.first))
+                    + 1;
+                apps[j].1.min(shared)
+            })
+            .sum();
+        let left = size.saturating_sub(taken);
+        if left < instances {
+            others.sort_unstable();
+            out.push(Shortfall {
+                at: i,
+                others,
+                left,
+            });
+        }
+    }
+    out.sort_by_key(|s| s.at);
+    out
+}
+
 /// A range as wide as `width` ports starting after every range in `taken`, if one fits.
 pub(crate) fn free_range_after(taken: &[PortRange], width: u16) -> Option<PortRange> {
     let start = taken.iter().map(|r| r.last).max()?.checked_add(1)?;
@@ -121,5 +194,43 @@ mod tests {
         assert_eq!(free_range_after(&[r(9100, 65535)], 1), None);
         assert_eq!(free_range_after(&[r(9100, 65500)], 100), None);
         assert_eq!(free_range_after(&[], 10), None);
+    }
+
+    #[test]
+    fn shared_ranges_are_refused_only_when_someone_can_run_out() {
+        let r = |first, last| PortRange { first, last };
+        // (apps as (range, instances), the short ones as (index, others, ports left))
+        type Case = (Vec<(PortRange, u32)>, Vec<(usize, Vec<usize>, u32)>);
+        let cases: Vec<Case> = vec![
+            // Apart.
+            (vec![(r(9100, 9199), 3), (r(9200, 9299), 3)], vec![]),
+            // One range shared by three small apps, with room for all (as tests often do).
+            (
+                vec![(r(9100, 9109), 2), (r(9100, 9109), 2), (r(9100, 9109), 1)],
+                vec![],
+            ),
+            // Three ports, three + two instances: both can run out.
+            (
+                vec![(r(9100, 9102), 3), (r(9101, 9103), 2)],
+                vec![(0, vec![1], 1), (1, vec![0], 1)],
+            ),
+            // A single port each, the same port.
+            (
+                vec![(r(9300, 9300), 1), (r(9300, 9309), 10)],
+                vec![(0, vec![1], 0), (1, vec![0], 9)],
+            ),
+            // A long early range reaching over a later one.
+            (
+                vec![(r(9000, 9500), 1), (r(9100, 9100), 1), (r(9200, 9200), 1)],
+                vec![(1, vec![0], 0), (2, vec![0], 0)],
+            ),
+        ];
+        for (apps, want) in cases {
+            let got: Vec<(usize, Vec<usize>, u32)> = port_shortfalls(&apps)
+                .into_iter()
+                .map(|s| (s.at, s.others, s.left))
+                .collect();
+            assert_eq!(got, want, "{apps:?}");
+        }
     }
 }

@@ -367,52 +367,55 @@ fn cross_app(
         }
     }
 
-    // Port ranges: swept in order of their first port.
-    let mut ranges: Vec<(PortRange, Placed<'_, '_>)> = apps
+    // Port ranges: shared ones only where an app could run out of ports.
+    let ranges: Vec<(PortRange, u32, Placed<'_, '_>)> = apps
         .iter()
         .filter_map(|(name, app)| {
             let value = value_of(name, "ports")?;
-            Some((app.ports, Placed { app: name, value }))
+            Some((app.ports, app.instances, Placed { app: name, value }))
         })
         .collect();
-    ranges.sort_by_key(|(range, p)| (range.first, p.value.span().start));
-    let all: Vec<PortRange> = ranges.iter().map(|(range, _)| *range).collect();
-    let mut widest: Option<usize> = None; // the range reaching furthest so far
-    for i in 0..ranges.len() {
-        if let Some(w) = widest
-            && clash::ranges_overlap(ranges[w].0, ranges[i].0)
-        {
-            // The later one in the file gets the error.
-            let (at, other) = if ranges[i].1.value.span().start > ranges[w].1.value.span().start {
-                (i, w)
-            } else {
-                (w, i)
-            };
-            let (range, placed) = &ranges[at];
-            let (_, other_placed) = &ranges[other];
-            let line = r.line_of(other_placed.value.span().start);
-            let width = range.last - range.first + 1;
-            let hint = match clash::free_range_after(&all, width) {
-                Some(free) => format!(
-                    "give each app its own range, e.g. ports = \"{}-{}\"",
-                    free.first, free.last
-                ),
-                None => "give each app its own range".to_string(),
-            };
-            r.bad(
-                placed.value,
-                &format!("apps.{}.ports", placed.app),
-                format!(
-                    "overlaps apps.{}.ports = {} (line {line}): the instances of two apps would compete for the same ports",
-                    other_placed.app,
-                    r.raw(&other_placed.value.span())
-                ),
-                Some(hint),
-            );
-        }
-        if widest.is_none_or(|w| ranges[i].0.last > ranges[w].0.last) {
-            widest = Some(i);
-        }
+    let sizes: Vec<(PortRange, u32)> = ranges.iter().map(|(p, n, _)| (*p, *n)).collect();
+    let all: Vec<PortRange> = sizes.iter().map(|(p, _)| *p).collect();
+    for short in clash::port_shortfalls(&sizes) {
+        let (range, instances, placed) = &ranges[short.at];
+        let Some(first) = short
+            .others
+            .iter()
+            .min_by_key(|&&j| ranges[j].2.value.span().start)
+        else {
+            continue;
+        };
+        let other = &ranges[*first].2;
+        let line = r.line_of(other.value.span().start);
+        let also = match short.others.len() {
+            1 => String::new(),
+            n => format!(" and {} other app{}", n - 1, if n == 2 { "" } else { "s" }),
+        };
+        let width = range.last - range.first + 1;
+        let hint = match clash::free_range_after(&all, width) {
+            Some(free) => format!(
+                "give each app its own range, e.g. ports = \"{}-{}\"",
+                free.first, free.last
+            ),
+            None => "give each app its own range, or widen the shared one".to_string(),
+        };
+        r.bad(
+            placed.value,
+            &format!("apps.{}.ports", placed.app),
+            format!(
+                "shares ports with apps.{}.ports = {} (line {line}){also}: when their instances take the shared ports, {} left for {instances} instance{}",
+                other.app,
+                r.raw(&other.value.span()),
+                match short.left {
+                    0 => "none is".to_string(),
+                    1 => "1 is".to_string(),
+                    n => format!("{n} are"),
+                },
+                if *instances == 1 { "" } else { "s" },
+            ),
+            Some(hint),
+        );
     }
 }
 
