@@ -1,5 +1,5 @@
 //! Settings that are fine alone but clash across apps: two listeners on one address, a listener
-//! on the daemon's own API address, two apps with overlapping port ranges. Pure comparisons of
+//! on the daemon's own API address, apps sharing a port range too small for all of them. Pure comparisons of
 //! what was written (no name resolution; `localhost` counts as loopback).
 
 use super::PortRange;
@@ -58,11 +58,6 @@ pub(crate) fn addresses_clash(a: &str, b: &str) -> bool {
         (Host::AnyV4, _) | (_, Host::AnyV4) => true,
         _ => ha == hb,
     }
-}
-
-/// Whether two port ranges share a port.
-pub(crate) fn ranges_overlap(a: PortRange, b: PortRange) -> bool {
-    a.first <= b.last && b.first <= a.last
 }
 
 /// An app whose range can run out of ports because others share it.
@@ -174,19 +169,8 @@ mod tests {
     }
 
     #[test]
-    fn ranges() {
+    fn free_ranges() {
         let r = |first, last| PortRange { first, last };
-        let cases = [
-            (r(9100, 9199), r(9150, 9250), true),
-            (r(9100, 9199), r(9199, 9199), true),
-            (r(9100, 9199), r(9000, 9100), true),
-            (r(9100, 9199), r(9200, 9299), false),
-            (r(9100, 9100), r(9101, 9101), false),
-        ];
-        for (a, b, want) in cases {
-            assert_eq!(ranges_overlap(a, b), want, "{a:?} vs {b:?}");
-            assert_eq!(ranges_overlap(b, a), want, "{b:?} vs {a:?}");
-        }
         assert_eq!(
             free_range_after(&[r(9100, 9199), r(9000, 9300)], 100),
             Some(r(9301, 9400))
