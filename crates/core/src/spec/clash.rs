@@ -1,6 +1,6 @@
 //! Settings that are fine alone but clash across apps: two listeners on one address, a listener
-//! on the daemon's own API address, apps sharing a port range too small for all of them. Pure comparisons of
-//! what was written (no name resolution; `localhost` counts as loopback).
+//! on the daemon's own API address, apps sharing a port range too small for all of them. Pure
+//! comparisons of what was written (no name resolution; `localhost` counts as loopback).
 
 use super::PortRange;
 
