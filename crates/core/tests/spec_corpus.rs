@@ -459,3 +459,25 @@ fn daemon_settings_stored_before_the_api_limits_get_their_defaults() {
     assert_eq!(old.http_idle_timeout, Duration::from_secs(75));
     assert_eq!(old.http, spec.daemon.http);
 }
+
+#[test]
+fn twenty_thousand_bad_tables_are_all_reported() {
+    // Each error's position once cost a scan from the start of the file (20,000 errors took
+    // half a minute); the timing lives in docs/BENCHMARKS.md ("Spec errors at scale"), this
+    // checks that every error is there, in order, at its line.
+    let n = 20_000;
+    let text: String = (0..n)
+        .map(|i| {
+            format!(
+                "[apps.app{i}]\nartifact = \"app.jar\"\nports = \"{}\"\nbogus = 1\n\n",
+                10_000 + i
+            )
+        })
+        .collect();
+    let errors = spec::load(&text, Path::new("big.toml"), &env).expect_err("every table is bad");
+    assert_eq!(errors.len(), n);
+    for (i, e) in errors.iter().enumerate() {
+        assert_eq!((e.line, e.column), (5 * i + 4, 1), "{e}");
+        assert_eq!(e.key, format!("apps.app{i}.bogus"));
+    }
+}
