@@ -259,7 +259,14 @@ fn resolve(v: &VarUse, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String
     let value = lookup(name);
     match &v.form {
         VarForm::Plain => value.ok_or_else(|| {
-            format!("${{{name}}}: {name} has no value (set it, or write ${{{name}:default}})")
+            if name.contains('.') {
+                // `${catalina.base}`, `${user.home}`: a property the app resolves itself.
+                format!(
+                    "${{{name}}}: {name} has no value; if the app resolves it itself, write $${{{name}}} to leave it as written (or set it, or write ${{{name}:default}})"
+                )
+            } else {
+                format!("${{{name}}}: {name} has no value (set it, or write ${{{name}:default}})")
+            }
         }),
         VarForm::Default(default) => Ok(value
             .filter(|s| !s.is_empty())
@@ -512,7 +519,7 @@ mod tests {
 
     #[test]
     fn reports_every_error_with_position() {
-        let text = "a=${HOST}\nb=${NOPE}\n  c=${DB:?set the database URL} d=${X:?}\nü${E\nf=${1x} ${} ${A:${B}}\n${EMPTY:?must not be empty}";
+        let text = "a=${HOST}\nb=${NOPE}\n  c=${DB:?set the database URL} d=${X:?}\nü${E\nf=${1x} ${} ${A:${B}}\n${EMPTY:?must not be empty}\ndir=${catalina.base}/logs";
         let got = errors(text);
         let want: Vec<(usize, usize, Option<String>, String)> = vec![
             (2, 3, Some("NOPE".into()), "${NOPE}: NOPE has no value (set it, or write ${NOPE:default})".into()),
@@ -523,6 +530,7 @@ mod tests {
             (5, 9, None, "`${}` has no variable name".into()),
             (5, 13, None, "nested `${` is not supported (a default is plain text)".into()),
             (6, 1, Some("EMPTY".into()), "${EMPTY}: must not be empty".into()),
+            (7, 5, Some("catalina.base".into()), "${catalina.base}: catalina.base has no value; if the app resolves it itself, write $${catalina.base} to leave it as written (or set it, or write ${catalina.base:default})".into()),
         ];
         // Syntax errors are found first, then missing values: compare as sets ordered by position.
         let mut got_sorted = got.clone();

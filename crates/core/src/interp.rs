@@ -14,7 +14,7 @@
 //! nested `${`). Variable names are `[A-Za-z_][A-Za-z0-9_]*`.
 //!
 //! The instance variables [`INSTANCE_VARS`] (`${PORT}`, `${JARFLEET_SLOT}`,
-//! `${JARFLEET_INSTANCE}`) are never taken from the environment. In [`Mode::Template`] they are
+//! `${JARFLEET_INSTANCE}`, `${JARFLEET_CONFIG_DIR}`) are never taken from the environment. In [`Mode::Template`] they are
 //! kept and the result is a *template*: every literal `$` is written `$$`, so that
 //! [`resolve_instance`] at instance start can tell placeholders from text. In [`Mode::Plain`]
 //! they are an error (e.g. in `artifact`: there is no instance yet) and the result is plain text.
@@ -40,7 +40,7 @@ pub struct InterpError {
     pub hint: Option<String>,
 }
 
-/// True for `PORT`, `JARFLEET_SLOT`, `JARFLEET_INSTANCE`.
+/// True for `PORT`, `JARFLEET_SLOT`, `JARFLEET_INSTANCE`, `JARFLEET_CONFIG_DIR`.
 pub fn is_instance_var(name: &str) -> bool {
     INSTANCE_VARS.contains(&name)
 }
@@ -110,14 +110,20 @@ pub fn interpolate(
             continue;
         }
         if !is_var_name(name) {
+            let hint = if name.contains('.') && !name.contains(char::is_whitespace) {
+                // `${catalina.base}`, `${user.home}`: a property the app (or the JVM) resolves.
+                format!("to pass ${{{inner}}} to the app as written, escape it: $${{{inner}}}")
+            } else {
+                "names are letters, digits and _, not starting with a digit; write $${ for a literal ${".to_string()
+            };
             errors.push(InterpError {
                 offset,
                 message: if name.is_empty() {
                     "empty variable name in `${}`".to_string()
                 } else {
-                    format!("`{name}` is not a valid variable name")
+                    format!("`{name}` is not a valid environment variable name")
                 },
-                hint: Some("names are letters, digits and _, not starting with a digit".into()),
+                hint: Some(hint),
             });
             continue;
         }
@@ -135,7 +141,7 @@ pub fn interpolate(
                         "${{{name}}} is only known when an instance starts, it cannot be used here"
                     ),
                     hint: Some(
-                        "${PORT}, ${JARFLEET_SLOT} and ${JARFLEET_INSTANCE} can be used in args, env, java.opts and health.exec"
+                        "${PORT}, ${JARFLEET_SLOT}, ${JARFLEET_INSTANCE} and ${JARFLEET_CONFIG_DIR} can be used in args, env, java.opts and health.exec"
                             .into(),
                     ),
                 }),
@@ -259,6 +265,11 @@ mod tests {
             ("${DOLLAR}", Template, "a$$b"),
             ("${DOLLAR}", Plain, "a$b"),
             ("$${PORT}", Template, "$${PORT}"),
+            (
+                "--config=${JARFLEET_CONFIG_DIR}/app.yml",
+                Template,
+                "--config=${JARFLEET_CONFIG_DIR}/app.yml",
+            ),
         ];
         for (input, mode, want) in cases {
             assert_eq!(
@@ -310,7 +321,7 @@ mod tests {
             (
                 "${1A}",
                 Mode::Plain,
-                &[(0, "`1A` is not a valid variable name")],
+                &[(0, "`1A` is not a valid environment variable name")],
             ),
             (
                 "${A:${B}}",
@@ -365,12 +376,20 @@ mod tests {
             ("PORT", "9101".to_string()),
             ("JARFLEET_SLOT", "1".to_string()),
             ("JARFLEET_INSTANCE", "orders/1".to_string()),
+            (
+                "JARFLEET_CONFIG_DIR",
+                "/var/lib/jf/instances/orders/1/etc".to_string(),
+            ),
         ]
         .into_iter()
         .collect();
         let cases: &[(&str, &str)] = &[
             ("--server.port=${PORT}", "--server.port=9101"),
             ("${JARFLEET_INSTANCE}@${JARFLEET_SLOT}", "orders/1@1"),
+            (
+                "-Dlogging.config=${JARFLEET_CONFIG_DIR}/logback.xml",
+                "-Dlogging.config=/var/lib/jf/instances/orders/1/etc/logback.xml",
+            ),
             ("$${PORT}", "${PORT}"),
             ("a$$b", "a$b"),
             ("${OTHER}", "${OTHER}"),

@@ -1,11 +1,14 @@
 //! Per-instance config files. `jarfleet install` renders a bundle's `config/` templates into the
 //! release's `etc/` with everything but the per-instance values (`${PORT}`, `${JARFLEET_SLOT}`,
-//! `${JARFLEET_INSTANCE}`); when an instance starts, the daemon renders those into the
+//! `${JARFLEET_INSTANCE}`, `${JARFLEET_CONFIG_DIR}`); when an instance starts, the daemon renders those into the
 //! instance's own `etc/` and tells the JVM where it is (`JARFLEET_CONFIG_DIR`). The config
 //! belongs to the release: a rollback brings back the old release's `etc/` with its code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+// Values a template is rendered with per instance, when it starts.
+use jarfleet_core::spec::INSTANCE_VARS;
 
 /// Set on a release (by `prepare`) whose jar comes with rendered templates.
 pub const TEMPLATES_ENV: &str = "JARFLEET_CONFIG_TEMPLATES";
@@ -116,9 +119,6 @@ fn read_template(path: &Path, errors: &mut Vec<String>) -> Option<String> {
         })
         .ok()
 }
-
-/// Values a template is rendered with per instance, when it starts.
-const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
 
 /// An etcd app's templates, checked and kept as written, with the environment's values of the
 /// variables they use.

@@ -21,12 +21,22 @@ pub struct JavaRuntime {
     pub vendor: String,
 }
 
-/// Per-instance values for `${PORT}`, `${JARFLEET_SLOT}`, `${JARFLEET_INSTANCE}`.
-pub fn instance_vars(app: &str, slot: u32, port: u16) -> BTreeMap<&'static str, String> {
+/// Per-instance values for `${PORT}`, `${JARFLEET_SLOT}`, `${JARFLEET_INSTANCE}` and
+/// `${JARFLEET_CONFIG_DIR}` (the instance's rendered config directory).
+pub fn instance_vars(
+    dirs: &StateDir,
+    app: &str,
+    slot: u32,
+    port: u16,
+) -> BTreeMap<&'static str, String> {
     BTreeMap::from([
         ("PORT", port.to_string()),
         ("JARFLEET_SLOT", slot.to_string()),
         ("JARFLEET_INSTANCE", format!("{app}/{slot}")),
+        (
+            "JARFLEET_CONFIG_DIR",
+            instance_config_dir(dirs, app, slot).display().to_string(),
+        ),
     ])
 }
 
@@ -134,7 +144,7 @@ pub fn build(input: &LaunchInput) -> Launch {
         base_env,
         user,
     } = *input;
-    let vars = instance_vars(&spec.name, slot, port);
+    let vars = instance_vars(dirs, &spec.name, slot, port);
     let mut argv = vec![runtime.java.display().to_string()];
     argv.extend(default_jvm_flags(spec, runtime, dirs, slot));
     argv.extend(spec.java.opts.iter().map(|o| resolve(o, &vars)));

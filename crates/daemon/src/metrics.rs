@@ -147,6 +147,16 @@ struct ProcFigures {
 }
 
 impl ProcFigures {
+    /// An instance's figures: all its processes (a launcher's forked JVM, helpers).
+    fn of_instance(procs: &procinfo::ProcTable, pid: u32) -> ProcFigures {
+        ProcFigures {
+            cpu_seconds: procs
+                .cpu_ticks(pid)
+                .map(|t| t as f64 / procinfo::CLOCK_TICKS_PER_SEC as f64),
+            rss_bytes: procs.rss_bytes(pid),
+        }
+    }
+
     fn of(pid: u32) -> ProcFigures {
         ProcFigures {
             cpu_seconds: procinfo::cpu_ticks(pid)
@@ -170,11 +180,15 @@ pub struct Scrape {
 
 /// Reads what the snapshot only points at (blocking IO: run it off the async threads).
 pub fn collect(snapshot: Snapshot) -> Scrape {
+    let procs = procinfo::ProcTable::scan();
     let instances = snapshot
         .instances
         .into_iter()
         .map(|i| {
-            let figures = i.pid.map(ProcFigures::of).unwrap_or_default();
+            let figures = i
+                .pid
+                .map(|pid| ProcFigures::of_instance(&procs, pid))
+                .unwrap_or_default();
             (i, figures)
         })
         .collect();

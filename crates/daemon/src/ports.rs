@@ -34,18 +34,50 @@ pub fn verdict(bind: Result<(), i32>) -> PortState {
     }
 }
 
+/// The verdict of a bind on an IPv6 address. A host without IPv6 (no IPv6 in the kernel, or
+/// the address not configured) has nothing listening there: free, as far as IPv6 goes. Pure.
+pub fn verdict_v6(bind: Result<(), i32>) -> PortState {
+    match bind {
+        Err(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT) => PortState::Free,
+        other => verdict(other),
+    }
+}
+
 fn bind(addr: (&str, u16)) -> Result<(), i32> {
     TcpListener::bind(addr)
         .map(drop)
         .map_err(|e| e.raw_os_error().unwrap_or(0))
 }
 
-/// Whether `port` can be listened on, on any address and on loopback.
+/// How one bind's result is judged.
+type Judge = fn(Result<(), i32>) -> PortState;
+
+/// The addresses a port is tried on, each with how its bind is judged: every IPv4 address and
+/// loopback, every IPv6 address (`::`, which on Linux is dual-stack unless `bindv6only`) and
+/// IPv6 loopback. A listener on any one of them (another process's `[::1]:P`, say) would make
+/// an instance that binds `0.0.0.0` or `::` fail at start, again and again.
+const CHECKED: [(&str, Judge); 4] = [
+    ("0.0.0.0", verdict),
+    ("127.0.0.1", verdict),
+    ("::", verdict_v6),
+    ("::1", verdict_v6),
+];
+
+/// Whether `port` can be listened on, on any address and on loopback, IPv4 and IPv6.
 pub fn state(port: u16) -> PortState {
-    match verdict(bind(("0.0.0.0", port))) {
-        PortState::Free => verdict(bind(("127.0.0.1", port))),
-        other => other,
+    state_with(|host| bind((host, port)))
+}
+
+/// The first verdict that is not "free" over [`CHECKED`], binding with `bind`. Pure given
+/// `bind`.
+pub fn state_with(mut bind: impl FnMut(&str) -> Result<(), i32>) -> PortState {
+    for (host, judge) in CHECKED {
+        match judge(bind(host)) {
+            PortState::Free => {}
+            other => return other,
+        }
     }
+    PortState::Free
 }
 
 /// A port whose state could not be found out.
@@ -278,6 +310,69 @@ mod tests {
         for (bind, want) in table {
             assert_eq!(verdict(bind), want, "{bind:?}");
         }
+    }
+
+    #[test]
+    fn ipv6_listeners_count_and_a_host_without_ipv6_does_not_fail_the_check() {
+        let eaddrinuse = Err(libc::EADDRINUSE);
+        // (result per address: 0.0.0.0, 127.0.0.1, ::, ::1; the verdict)
+        let table = [
+            ([Ok(()), Ok(()), Ok(()), Ok(())], PortState::Free),
+            ([eaddrinuse, Ok(()), Ok(()), Ok(())], PortState::InUse),
+            // A foreign listener on [::1]:P: the wildcard and the loopback bind fail.
+            ([Ok(()), Ok(()), eaddrinuse, eaddrinuse], PortState::InUse),
+            ([Ok(()), Ok(()), Ok(()), eaddrinuse], PortState::InUse),
+            // No IPv6 on this host.
+            (
+                [
+                    Ok(()),
+                    Ok(()),
+                    Err(libc::EAFNOSUPPORT),
+                    Err(libc::EAFNOSUPPORT),
+                ],
+                PortState::Free,
+            ),
+            (
+                [Ok(()), Ok(()), Ok(()), Err(libc::EADDRNOTAVAIL)],
+                PortState::Free,
+            ),
+            // IPv4 has no such excuse.
+            (
+                [Err(libc::EADDRNOTAVAIL), Ok(()), Ok(()), Ok(())],
+                PortState::Unknown {
+                    errno: libc::EADDRNOTAVAIL,
+                    shortage: None,
+                },
+            ),
+            (
+                [Ok(()), Ok(()), Err(libc::EMFILE), Ok(())],
+                PortState::Unknown {
+                    errno: libc::EMFILE,
+                    shortage: Some(Shortage::Descriptors),
+                },
+            ),
+        ];
+        for (results, want) in table {
+            let mut tried = Vec::new();
+            let got = state_with(|host| {
+                tried.push(host.to_string());
+                let i = ["0.0.0.0", "127.0.0.1", "::", "::1"]
+                    .iter()
+                    .position(|h| *h == host)
+                    .expect("a checked address");
+                results[i]
+            });
+            assert_eq!(got, want, "{results:?} (tried {tried:?})");
+        }
+    }
+
+    #[test]
+    fn a_real_ipv6_loopback_listener_makes_its_port_in_use() {
+        let foreign = TcpListener::bind(("::1", 0))
+            .expect("this test needs IPv6 loopback (::1): enable IPv6 on the test host");
+        let port = foreign.local_addr().map(|a| a.port()).unwrap_or_default();
+        assert_eq!(state(port), PortState::InUse);
+        drop(foreign);
     }
 
     fn range() -> PortRange {

@@ -90,7 +90,13 @@ async fn run(
     run_as: Option<RunAs>,
 ) -> Result<(), CheckError> {
     match check {
-        HealthCheck::Tcp => connect(port).await.map(|_| ()),
+        HealthCheck::Tcp => {
+            let stream = open(port).await?;
+            // The check has passed; the close runs on its own, so a slow one neither fails nor
+            // delays it.
+            tokio::spawn(close_gracefully(stream, TCP_CLOSE_WAIT));
+            Ok(())
+        }
         HealthCheck::Http { path } => http_get(port, path).await,
         HealthCheck::Exec { argv } => exec(argv, vars, run_as).await,
     }
@@ -106,16 +112,48 @@ fn connect_error(port: u16, e: &std::io::Error) -> CheckError {
     }
 }
 
-async fn connect(port: u16) -> Result<TcpStream, CheckError> {
+async fn open(port: u16) -> Result<TcpStream, CheckError> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| connect_error(port, &e))?;
     let _ = stream.set_nodelay(true);
-    // Close checks with a reset, as load balancers do: no FIN exchange and no TIME_WAIT socket
-    // left behind for every check (hundreds a minute on a large fleet).
+    Ok(stream)
+}
+
+/// A connection for an HTTP check. Closed with a reset, as load balancers do: no FIN exchange
+/// and no TIME_WAIT socket left behind for every check (hundreds a minute on a large fleet);
+/// the response has been read by then, so the server has nothing left to say.
+async fn connect(port: u16) -> Result<TcpStream, CheckError> {
+    let stream = open(port).await?;
     #[allow(deprecated)]
     let _ = stream.set_linger(Some(std::time::Duration::ZERO));
     Ok(stream)
+}
+
+/// How long a passed TCP check waits for the instance to close its side after ours.
+const TCP_CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// The most a TCP check reads (and drops) from the instance while it waits for that close.
+const TCP_CLOSE_READ_MAX: usize = 64 * 1024;
+
+/// Closes a TCP check's connection as a well-behaved client does: our FIN first, then what the
+/// instance sends (a greeting) is read and dropped until its own FIN, for at most `wait`. A
+/// reset instead (`SO_LINGER` 0, or unread bytes at close) made servers such as ZooKeeper log an
+/// exception with a stack trace for every check.
+async fn close_gracefully(mut stream: TcpStream, wait: Duration) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 1024];
+    let mut read = 0;
+    let _ = tokio::time::timeout(wait, async {
+        while read < TCP_CLOSE_READ_MAX {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => read += n,
+            }
+        }
+    })
+    .await;
 }
 
 async fn http_get(port: u16, path: &str) -> Result<(), CheckError> {
@@ -266,5 +304,57 @@ mod tests {
             outcome(Err(CheckError::instance("GET /health answered 503"))),
             Outcome::Fail("GET /health answered 503".into())
         );
+    }
+
+    /// A raw server that accepts one connection, writes `greeting`, and reads until the end:
+    /// what it saw there, a clean end of stream (a FIN) or an error (a reset).
+    fn one_connection_server(
+        greeting: &'static [u8],
+    ) -> (u16, std::thread::JoinHandle<Result<&'static str, String>>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binding a test port");
+        let port = listener.local_addr().expect("its address").port();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .map_err(|e| e.to_string())?;
+            s.write_all(greeting).map_err(|e| format!("write: {e}"))?;
+            let mut buf = [0u8; 64];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) => return Ok("end of stream"),
+                    Ok(_) => {}
+                    Err(e) => return Err(format!("{:?}: {e}", e.kind())),
+                }
+            }
+        });
+        (port, server)
+    }
+
+    #[tokio::test]
+    async fn a_tcp_check_closes_with_a_fin_not_a_reset() {
+        // A silent server (ZooKeeper), and one that greets first (its bytes are still unread
+        // when the check is done).
+        for greeting in [&b""[..], &b"220 hello\r\n"[..]] {
+            let (port, server) = one_connection_server(greeting);
+            let got = check(
+                &HealthCheck::Tcp,
+                port,
+                Duration::from_secs(10),
+                &BTreeMap::new(),
+            )
+            .await;
+            assert_eq!(got, Outcome::Pass);
+            let seen = tokio::task::spawn_blocking(move || server.join())
+                .await
+                .expect("joined")
+                .expect("the server thread ran");
+            assert_eq!(
+                seen,
+                Ok("end of stream"),
+                "greeting {:?}",
+                String::from_utf8_lossy(greeting)
+            );
+        }
     }
 }

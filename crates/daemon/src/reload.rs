@@ -73,10 +73,10 @@ async fn reload(
 
 /// Reads a spec file with the daemon's own environment; every error at once.
 fn load(path: &Path) -> Result<jarfleet_core::spec::FleetSpec, String> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
     let env = |k: &str| std::env::var(k).ok();
-    let mut spec = jarfleet_core::spec::load(&text, path, &env).map_err(|e| e.to_string())?;
+    let mut spec =
+        jarfleet_core::spec::load_bytes(&bytes, path, &env).map_err(|e| e.to_string())?;
     crate::config::render_spec_config(&mut spec, &env).map_err(|errors| errors.join("\n"))?;
     Ok(spec)
 }

@@ -157,6 +157,10 @@ pub enum Command {
     /// Restart an app (rolling, one instance at a time) or one instance (APP/N).
     Restart {
         target: String,
+        /// Wait for the restart to finish: an app's rolling restart (a deployment) to its end,
+        /// an instance until it is ready again; exit 1 unless it succeeded.
+        #[arg(long)]
+        wait: bool,
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },

@@ -265,6 +265,105 @@ pub async fn action(
     print_ack(&ack, output)
 }
 
+/// `restart TARGET --wait`: an app's rolling restart is a deployment, followed to its end like
+/// `deploy --wait`; one instance is waited for until it is ready again with a new process.
+pub async fn restart_wait(client: &Client, target: &str, output: Output) -> Result<(), CliError> {
+    let (app, slot) = context::parse_target(target)?;
+    match slot {
+        None => {
+            let history = |app: String| async move {
+                client
+                    .get::<HistoryReport>(&format!("/v1/history?app={app}"))
+                    .await
+            };
+            let before = history(app.clone())
+                .await?
+                .deployments
+                .iter()
+                .map(|d| d.id)
+                .max()
+                .unwrap_or(0);
+            let ack: Ack = client
+                .post(
+                    "/v1/action",
+                    &ActionRequest {
+                        app: app.clone(),
+                        slot: None,
+                        action: Action::Restart,
+                    },
+                )
+                .await?;
+            eprintln!("{}", ack.message);
+            // Another deployment of the app cannot start while this one runs: the first one
+            // after those known before is the restart.
+            let started = history(app.clone())
+                .await?
+                .deployments
+                .into_iter()
+                .filter(|d| d.id > before)
+                .min_by_key(|d| d.id)
+                .ok_or_else(|| {
+                    CliError::failed(format!(
+                        "the restart of {app} started no deployment to wait for"
+                    ))
+                })?;
+            follow_deployment(client, started, 1, true, output).await
+        }
+        Some(slot) => {
+            let pid_of = |report: &StatusReport| {
+                report
+                    .apps
+                    .iter()
+                    .filter(|a| a.name == app)
+                    .flat_map(|a| a.instances.iter())
+                    .find(|i| i.slot == slot)
+                    .map(|i| (i.pid, i.state.clone(), i.ready))
+            };
+            let before: StatusReport = client.get("/v1/status").await?;
+            let old_pid = pid_of(&before).and_then(|(pid, _, _)| pid);
+            let ack: Ack = client
+                .post(
+                    "/v1/action",
+                    &ActionRequest {
+                        app: app.clone(),
+                        slot: Some(slot),
+                        action: Action::Restart,
+                    },
+                )
+                .await?;
+            eprintln!("{}", ack.message);
+            let spinner = crate::term::Spinner::start(&format!("restarting {target}"));
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            loop {
+                let now: StatusReport = client.get("/v1/status").await?;
+                let Some((pid, state, ready)) = pid_of(&now) else {
+                    return Err(CliError::failed(format!("{target} is gone")));
+                };
+                spinner.set(&format!("{target}: {state}"));
+                if ready && pid.is_some() && pid != old_pid {
+                    drop(spinner);
+                    eprintln!("{target} is ready (pid {})", pid.unwrap_or_default());
+                    return match output {
+                        Output::Json => print_json(&ack),
+                        Output::Table => Ok(()),
+                    };
+                }
+                if matches!(state.as_str(), "crash-loop" | "failed" | "stopped") {
+                    return Err(CliError::failed(format!(
+                        "{target} did not come back: {state} (see `jarfleet logs {target}`)"
+                    )));
+                }
+                if Instant::now() > deadline {
+                    return Err(CliError::failed(format!(
+                        "{target} is not ready after an hour: {state}"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// What a state-changing call said: a line on stderr, or (`-o json`) the reply on stdout.
 fn print_ack(ack: &Ack, output: Output) -> Result<(), CliError> {
     match output {
@@ -456,7 +555,10 @@ pub async fn scale(
     print_ack(&ack, output)
 }
 
+/// `down`: stops every instance and the daemon. On a terminal each instance and app is named as
+/// it stops, under a spinner; in a pipe only the summary line is written.
 pub async fn down(client: &Client) -> Result<(), CliError> {
+    let before: Option<StatusReport> = client.get("/v1/status").await.ok();
     let ack: Ack = client
         .post(
             "/v1/shutdown",
@@ -465,15 +567,40 @@ pub async fn down(client: &Client) -> Result<(), CliError> {
             },
         )
         .await?;
-    // Wait until the daemon is really gone.
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = before.as_ref().map(render::DownProgress::new);
+    let spinner = tty.then(|| crate::term::Spinner::start("stopping the fleet"));
+    // Wait until the daemon is really gone, naming what stopped meanwhile.
     let deadline = Instant::now() + Duration::from_secs(600);
     while Instant::now() < deadline {
-        if client.get::<VersionInfo>("/v1/version").await.is_err() {
+        let Ok(now) = client.get::<StatusReport>("/v1/status").await else {
             break;
+        };
+        if let Some(p) = progress.as_mut() {
+            let lines = p.seen(Some(&now));
+            if let Some(s) = &spinner {
+                for line in lines {
+                    s.line(&line);
+                }
+                s.set(&p.summary());
+            }
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    eprintln!("{}", ack.message);
+    if let Some(p) = progress.as_mut() {
+        // The daemon is gone: it stopped everything it had.
+        let lines = p.seen(None);
+        if let Some(s) = &spinner {
+            for line in lines {
+                s.line(&line);
+            }
+        }
+    }
+    drop(spinner);
+    match &progress {
+        Some(p) => eprintln!("{}; {}", ack.message, p.summary()),
+        None => eprintln!("{}", ack.message),
+    }
     Ok(())
 }
 
@@ -504,10 +631,7 @@ pub async fn logs(
         let mut out = stdout.lock();
         let text = match output {
             Output::Json => serde_json::to_string(&line).unwrap_or_default(),
-            Output::Table => {
-                let mark = if line.stream == "stderr" { "!" } else { "|" };
-                format!("{}/{} {mark} {}", line.app, line.slot, line.line)
-            }
+            Output::Table => render::log_line(&line),
         };
         if writeln!(out, "{text}").is_err() {
             break; // stdout closed (e.g. piped into head)

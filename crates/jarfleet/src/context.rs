@@ -91,14 +91,14 @@ pub fn absolute(p: &Path) -> PathBuf {
 /// Reads and validates a spec; every error at once, exit code 2.
 pub fn load_spec(arg: Option<&Path>) -> Result<FleetSpec, CliError> {
     let path = absolute(&spec_path(arg));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let bytes = std::fs::read(&path).map_err(|e| {
         CliError::usage(
             format!("cannot read spec {}: {e}", path.display()),
             Some("pass the spec file (or its directory) as an argument, e.g. `jarfleet up examples/hello`"),
         )
     })?;
     let env = |k: &str| std::env::var(k).ok();
-    let mut spec = spec::load(&text, &path, &env)
+    let mut spec = spec::load_bytes(&bytes, &path, &env)
         .map_err(|errors| CliError::usage(errors.to_string(), None))?;
     render_config(&mut spec)?;
     Ok(spec)
@@ -112,7 +112,7 @@ fn render_config(spec: &mut FleetSpec) -> Result<(), CliError> {
         CliError::usage(
             errors.join("\n"),
             Some(
-                "set the missing values in the environment, or give them defaults: ${NAME:default}",
+                "set the missing values in the environment or give them defaults (${NAME:default}); a placeholder the app resolves itself is written $${NAME}, e.g. $${catalina.base}",
             ),
         )
     })

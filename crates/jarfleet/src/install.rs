@@ -22,9 +22,9 @@ use jarfleet_daemon::journal::{Journal, Undo};
 use crate::context::{self, CliError};
 
 use jarfleet_daemon::prepare::VERIFIED_MARKER;
-/// Per-instance values: left as `${NAME}` in the rendered config, resolved when an instance
-/// starts.
-const INSTANCE_VARS: &[&str] = &["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
+// Per-instance values: left as `${NAME}` in the rendered config, resolved when an instance
+// starts.
+use jarfleet_core::spec::INSTANCE_VARS;
 const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub struct InstallArgs {
@@ -167,6 +167,17 @@ pub async fn run(args: InstallArgs) -> Result<(), CliError> {
     let signer = check_signature(&source, args.signature.as_deref(), &keys)?;
     let v = verify_bundle(&source)?;
     let name = v.manifest.name.clone();
+    // The bundle's name becomes the app's name in the spec: refused here, before anything is
+    // written (and by a dry run alike), not by the spec check after the release is in place.
+    jarfleet_core::spec::app_name(&name).map_err(|msg| {
+        CliError::usage(
+            format!(
+                "refused: {}: the bundle's name cannot be an app name: {msg}; nothing was written",
+                source.signed_file().display()
+            ),
+            Some("pack it again with --name of 1-40 characters: a-z, 0-9, `-` and `_`, starting with a letter or digit"),
+        )
+    })?;
     let version = v.manifest.version.clone();
     let jar = jar_name(&v.manifest)?;
     let short = &v.digest[..12.min(v.digest.len())];
@@ -184,7 +195,46 @@ pub async fn run(args: InstallArgs) -> Result<(), CliError> {
             .map(|s| format!(", signed by {s}"))
             .unwrap_or_default()
     );
+    let txid = format!(
+        "{}-{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis()),
+        std::process::id()
+    );
+    let ctx = Ctx {
+        source: &source,
+        prefix: &prefix,
+        spec_path: &spec_path,
+        state: &state,
+        manifest: &v.manifest,
+        digest: &v.digest,
+        signer: signer.as_deref(),
+        release_dir: &release_dir,
+        release_rel: &release_rel,
+        jar: &jar,
+        txid: &txid,
+        upgrade,
+        already,
+        start: args.start,
+    };
     if args.dry_run {
+        // The spec the install would write, checked as the install checks it (in memory: the
+        // release it names is not there).
+        let text = if upgrade {
+            let old = std::fs::read_to_string(&spec_path)
+                .map_err(io_err(format!("reading {}", spec_path.display())))?;
+            upgraded_spec(&old, &ctx)?
+        } else {
+            first_spec(&ctx)?
+        };
+        let env = |k: &str| std::env::var(k).ok();
+        jarfleet_core::spec::load(&text, &spec_path, &env).map_err(|errors| {
+            CliError::usage(
+                format!("the spec this install would write does not load:\n{errors}"),
+                Some("fix the bundle's app spec (pack --app-spec) or the spec in the prefix"),
+            )
+        })?;
         println!(
             "would {} {} into {}{}; {} {}",
             if already { "reuse" } else { "install" },
@@ -202,32 +252,9 @@ pub async fn run(args: InstallArgs) -> Result<(), CliError> {
         return Ok(());
     }
 
-    let txid = format!(
-        "{}-{}",
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis()),
-        std::process::id()
-    );
     std::fs::create_dir_all(&state)
         .map_err(|e| CliError::failed(format!("creating {}: {e}", state.display())))?;
     let mut journal = Journal::begin(&state, &txid)?;
-    let ctx = Ctx {
-        source: &source,
-        prefix: &prefix,
-        spec_path: &spec_path,
-        state: &state,
-        manifest: &v.manifest,
-        digest: &v.digest,
-        signer: signer.as_deref(),
-        release_dir: &release_dir,
-        release_rel: &release_rel,
-        jar: &jar,
-        txid: &txid,
-        upgrade,
-        already,
-        start: args.start,
-    };
     match transaction(&ctx, &mut journal).await {
         Ok(done) => {
             journal.commit()?;

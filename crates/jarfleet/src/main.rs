@@ -214,9 +214,16 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Stop { target, output } => {
             commands::action(&client(), &target, Action::Stop, output).await
         }
-        Command::Restart { target, output } => {
-            commands::action(&client(), &target, Action::Restart, output).await
-        }
+        Command::Restart {
+            target,
+            wait: false,
+            output,
+        } => commands::action(&client(), &target, Action::Restart, output).await,
+        Command::Restart {
+            target,
+            wait: true,
+            output,
+        } => commands::restart_wait(&client(), &target, output).await,
         Command::Deploy {
             app,
             artifact,

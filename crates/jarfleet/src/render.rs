@@ -1,5 +1,7 @@
 //! Human-readable output: tables and plans. `-o json` bypasses all of this.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use jarfleet_api::{EventRecord, HistoryReport, StatusReport};
 use jarfleet_core::reconcile::{AppChange, Plan};
 
@@ -293,6 +295,109 @@ pub fn history(h: &HistoryReport, term: &Term) -> String {
     out
 }
 
+/// What `down` has seen stop: the instances and apps of the report taken before it, named once
+/// each as they go. Pure.
+pub struct DownProgress {
+    /// `app/slot` → pid, of the instances that had a process.
+    running: BTreeMap<String, u32>,
+    apps: BTreeSet<String>,
+    stopped: BTreeSet<String>,
+    removed: BTreeSet<String>,
+}
+
+impl DownProgress {
+    pub fn new(before: &StatusReport) -> DownProgress {
+        DownProgress {
+            running: Self::running(before),
+            apps: before.apps.iter().map(|a| a.name.clone()).collect(),
+            stopped: BTreeSet::new(),
+            removed: BTreeSet::new(),
+        }
+    }
+
+    fn running(report: &StatusReport) -> BTreeMap<String, u32> {
+        report
+            .apps
+            .iter()
+            .flat_map(|a| a.instances.iter())
+            .filter_map(|i| Some((format!("{}/{}", i.app, i.slot), i.pid?)))
+            .collect()
+    }
+
+    /// Lines for what stopped since the last call: `now` is the latest report, `None` once the
+    /// daemon is gone (everything stopped).
+    pub fn seen(&mut self, now: Option<&StatusReport>) -> Vec<String> {
+        let still = now.map(Self::running).unwrap_or_default();
+        let apps: BTreeSet<String> = now
+            .map(|r| r.apps.iter().map(|a| a.name.clone()).collect())
+            .unwrap_or_default();
+        let mut lines = Vec::new();
+        for (key, pid) in &self.running {
+            // A new process in the slot (a restart racing the shutdown) is the old one gone.
+            if still.get(key) != Some(pid) && self.stopped.insert(key.clone()) {
+                lines.push(format!("  stopped {key} (pid {pid})"));
+            }
+        }
+        for app in &self.apps {
+            if !apps.contains(app) && self.removed.insert(app.clone()) {
+                lines.push(format!("  removed {app}"));
+            }
+        }
+        lines
+    }
+
+    /// `N of M instances stopped, K of L apps removed`.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} of {} instance{} stopped, {} of {} app{} removed",
+            self.stopped.len(),
+            self.running.len(),
+            if self.running.len() == 1 { "" } else { "s" },
+            self.removed.len(),
+            self.apps.len(),
+            if self.apps.len() == 1 { "" } else { "s" },
+        )
+    }
+}
+
+/// Text from an app (log lines, event messages) made safe to print: every control character
+/// but the tab (C0, DEL, C1: ESC, BEL, CR, a terminal's title and clear-screen sequences) and
+/// the invisible bidirectional overrides are written as visible escapes (`\x1b`, `\u{9b}`,
+/// `\u{202e}`), so output can never move the cursor, retitle or clear a terminal, or reorder
+/// what is shown. Borrowed when there is nothing to escape.
+pub fn visible(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write;
+    let hidden = |c: char| {
+        (c.is_control() && c != '\t')
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(hidden) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if !hidden(c) {
+            out.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(out, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(out, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// One log line for people: `APP/SLOT | text` (`!` for stderr), the text made [`visible`].
+pub fn log_line(line: &jarfleet_api::LogLine) -> String {
+    let mark = if line.stream == "stderr" { "!" } else { "|" };
+    format!(
+        "{}/{} {mark} {}",
+        visible(&line.app),
+        line.slot,
+        visible(&line.line)
+    )
+}
+
 pub fn event(e: &EventRecord) -> String {
     let secs = e.ts / 1000;
     let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
@@ -304,9 +409,9 @@ pub fn event(e: &EventRecord) -> String {
     format!(
         "{h:02}:{m:02}:{s:02}.{:03}Z  {:<24} {:<12} {}",
         e.ts % 1000,
-        e.kind,
-        target,
-        e.message
+        visible(&e.kind),
+        visible(&target),
+        visible(&e.message)
     )
 }
 
@@ -538,6 +643,93 @@ mod tests {
             message: "pid 4250 killed by signal 9".into(),
         };
         insta::assert_snapshot!(event(&e));
+    }
+
+    #[test]
+    fn app_output_cannot_drive_the_terminal() {
+        let cases = [
+            ("plain text, tabs\tkept", "plain text, tabs\tkept"),
+            // A title change (OSC … BEL) and a clear screen (CSI 2J).
+            ("\x1b]0;pwned\x07\x1b[2J", "\\x1b]0;pwned\\x07\\x1b[2J"),
+            ("cr\rover", "cr\\x0dover"),
+            ("nul\0 del\x7f", "nul\\x00 del\\x7f"),
+            ("c1 csi \u{9b}31m", "c1 csi \\u{9b}31m"),
+            ("bidi \u{202e}txt.exe", "bidi \\u{202e}txt.exe"),
+            ("ünïcödé ✓", "ünïcödé ✓"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(visible(text), want, "{text:?}");
+        }
+        let line = jarfleet_api::LogLine {
+            app: "fx".into(),
+            slot: 0,
+            stream: "stdout".into(),
+            line: "\x1b]0;pwned\x07\x1b[2J".into(),
+        };
+        assert_eq!(log_line(&line), "fx/0 | \\x1b]0;pwned\\x07\\x1b[2J");
+        let e = EventRecord {
+            id: 8,
+            ts: 1_795_645_127_867,
+            kind: "instance.exited".into(),
+            app: Some("orders".into()),
+            slot: Some(1),
+            message: "last stderr: \x1b[2Jgone".into(),
+        };
+        assert!(!event(&e).contains('\x1b'), "{}", event(&e));
+        assert!(event(&e).ends_with("last stderr: \\x1b[2Jgone"));
+    }
+
+    #[test]
+    fn down_names_each_instance_and_app_once_as_they_stop() {
+        let app = |name: &str, pids: &[(u32, Option<u32>)]| AppStatus {
+            name: name.into(),
+            release: "3f2a9c1b7d00".into(),
+            desired: 2,
+            ready: 0,
+            rolling: false,
+            deployment: None,
+            listen: None,
+            health: None,
+            balancer: None,
+            java: None,
+            canary: None,
+            instances: pids
+                .iter()
+                .map(|(slot, pid)| InstanceStatus {
+                    app: name.into(),
+                    ..instance(*slot, "ready", *pid)
+                })
+                .collect(),
+        };
+        let fleet = |apps: Vec<AppStatus>| {
+            let mut r = report(app("x", &[]));
+            r.apps = apps;
+            r
+        };
+        let before = fleet(vec![
+            app("api", &[(0, Some(10)), (1, Some(11))]),
+            app("web", &[(0, Some(20)), (1, None)]),
+        ]);
+        let mut p = DownProgress::new(&before);
+        assert_eq!(p.summary(), "0 of 3 instances stopped, 0 of 2 apps removed");
+        assert!(p.seen(Some(&before)).is_empty());
+        let later = fleet(vec![
+            app("api", &[(0, Some(10)), (1, None)]),
+            app("web", &[(0, Some(20))]),
+        ]);
+        assert_eq!(p.seen(Some(&later)), ["  stopped api/1 (pid 11)"]);
+        assert!(p.seen(Some(&later)).is_empty(), "named once");
+        let later = fleet(vec![app("web", &[(0, Some(21))])]);
+        assert_eq!(
+            p.seen(Some(&later)),
+            [
+                "  stopped api/0 (pid 10)",
+                "  stopped web/0 (pid 20)",
+                "  removed api"
+            ]
+        );
+        assert_eq!(p.seen(None), ["  removed web"]);
+        assert_eq!(p.summary(), "3 of 3 instances stopped, 2 of 2 apps removed");
     }
 
     #[test]

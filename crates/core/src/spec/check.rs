@@ -4,7 +4,7 @@
 use super::PortRange;
 
 /// `[a-z0-9][a-z0-9_-]{0,39}`.
-pub(crate) fn app_name(name: &str) -> Result<(), String> {
+pub fn app_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("an app name cannot be empty".into());
     }

@@ -85,17 +85,34 @@ impl fmt::Display for SpecErrors {
 impl std::error::Error for SpecError {}
 impl std::error::Error for SpecErrors {}
 
-/// Byte offset → (line, column), both 1-based, column counted in characters.
-pub(crate) fn line_col(src: &str, offset: usize) -> (usize, usize) {
-    let mut offset = offset.min(src.len());
-    while !src.is_char_boundary(offset) {
-        offset -= 1;
+/// Where each line of a source starts: built once per file, so turning the offsets of many
+/// errors into positions costs a binary search each instead of a scan from the file's start.
+pub(crate) struct LineIndex {
+    /// Byte offset of the first byte of every line; `starts[0] == 0`.
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    pub(crate) fn new(src: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(src.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        LineIndex { starts }
     }
-    let before = &src[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |p| p + 1);
-    let column = before[line_start..].chars().count() + 1;
-    (line, column)
+
+    /// Byte offset → (line, column), both 1-based, column counted in characters. An offset
+    /// past the end is the end; one inside a character is that character.
+    pub(crate) fn line_col(&self, src: &str, offset: usize) -> (usize, usize) {
+        let mut offset = offset.min(src.len());
+        while !src.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        // The last line starting at or before `offset`.
+        let line = self.starts.partition_point(|&s| s <= offset).max(1);
+        let line_start = self.starts[line - 1];
+        let column = src[line_start..offset].chars().count() + 1;
+        (line, column)
+    }
 }
 
 #[cfg(test)]
@@ -115,8 +132,30 @@ mod tests {
             (99, (4, 5)),
         ];
         for (offset, want) in cases {
-            assert_eq!(line_col(src, offset), want, "offset {offset}");
+            assert_eq!(
+                LineIndex::new(src).line_col(src, offset),
+                want,
+                "offset {offset}"
+            );
         }
+    }
+
+    #[test]
+    fn the_index_agrees_with_a_scan_from_the_start() {
+        let src = "a\n\nbé = \"ü\"\r\nlast line\n";
+        let index = LineIndex::new(src);
+        for offset in 0..=src.len() + 2 {
+            let mut at = offset.min(src.len());
+            while !src.is_char_boundary(at) {
+                at -= 1;
+            }
+            let before = &src[..at];
+            let line = before.matches('\n').count() + 1;
+            let start = before.rfind('\n').map_or(0, |p| p + 1);
+            let want = (line, before[start..].chars().count() + 1);
+            assert_eq!(index.line_col(src, offset), want, "offset {offset}");
+        }
+        assert_eq!(LineIndex::new("").line_col("", 5), (1, 1));
     }
 
     #[test]

@@ -6,12 +6,13 @@
 //! The file format is documented in `docs/spec.md`.
 
 mod check;
+mod clash;
 mod error;
 mod model;
 mod parse;
 mod reader;
 
-pub use check::host_port;
+pub use check::{app_name, host_port};
 pub use error::{SpecError, SpecErrors};
 pub use model::*;
-pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, load};
+pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, load, load_bytes};

@@ -10,7 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::javaver::VersionReq;
 
 /// Placeholders resolved per instance at start (never from the environment at load time).
-pub const INSTANCE_VARS: [&str; 3] = ["PORT", "JARFLEET_SLOT", "JARFLEET_INSTANCE"];
+/// `JARFLEET_CONFIG_DIR` is the instance's rendered config directory
+/// (`STATE/config/APP/SLOT`).
+pub const INSTANCE_VARS: [&str; 4] = [
+    "PORT",
+    "JARFLEET_SLOT",
+    "JARFLEET_INSTANCE",
+    "JARFLEET_CONFIG_DIR",
+];
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FleetSpec {

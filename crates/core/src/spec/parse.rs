@@ -7,6 +7,7 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 
 use super::check;
+use super::clash;
 use super::error::SpecErrors;
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
@@ -168,6 +169,29 @@ pub const DEFAULT_STATE_DIR: &str = "${JARFLEET_STATE:.jarfleet}";
 /// Default readiness check when none is given.
 pub const DEFAULT_HEALTH_PATH: &str = "/actuator/health/readiness";
 
+/// Loads a fleet spec from the file's bytes: [`load`] once they are checked to be UTF-8. Bytes
+/// that are not UTF-8 are one error at the line and column of the first bad byte.
+pub fn load_bytes(
+    bytes: &[u8],
+    file: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<FleetSpec, SpecErrors> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => load(text, file, env),
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            // The prefix before the first bad byte is UTF-8 by definition.
+            let text = std::str::from_utf8(good).unwrap_or_default();
+            let mut r = Reader::new(text, file, env);
+            let bad = bytes.get(e.valid_up_to()).copied().unwrap_or_default();
+            let message = format!("the file is not UTF-8: byte 0x{bad:02X} is not valid here");
+            let hint = "the file must be UTF-8; re-save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 FILE`, or your editor's encoding setting)";
+            r.push(text.len(), "", None, message, Some(hint.into()));
+            Err(SpecErrors(r.errors))
+        }
+    }
+}
+
 /// Loads a fleet spec.
 ///
 /// * `text`: the file's content; `file`: its path as the user named it (used in errors, as
@@ -263,6 +287,7 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
             }
         },
     }
+    cross_app(r, root, &apps, &daemon);
     for app in apps.values_mut() {
         app.trust_keys = trust.keys.clone();
     }
@@ -271,6 +296,133 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
         daemon,
         trust,
         apps,
+    }
+}
+
+/// One app's value of a key, where it is written.
+struct Placed<'v, 'i> {
+    app: &'v str,
+    value: &'v Value<'i>,
+}
+
+/// Settings that clash across apps (and with the daemon's API address), which `apply` would
+/// refuse: each error points at the later of the two in the file and names the other's line.
+/// Apps with errors of their own are left out. Sorting keeps this O(n log n) in the apps.
+fn cross_app(
+    r: &mut Reader<'_>,
+    root: &Table<'_, '_>,
+    apps: &BTreeMap<String, AppSpec>,
+    daemon: &DaemonSpec,
+) {
+    let Some(DeValue::Table(map)) = root.get("apps").map(|v| v.get_ref()) else {
+        return;
+    };
+    let value_of = |name: &str, key: &str| match map.get(name).map(|v| v.get_ref()) {
+        Some(DeValue::Table(t)) => t.get(key),
+        _ => None,
+    };
+    let daemon_http = match root.get("daemon").map(|v| v.get_ref()) {
+        Some(DeValue::Table(t)) => t.get("http"),
+        _ => None,
+    };
+
+    // Listeners: grouped by port, compared within a port.
+    let mut by_port: BTreeMap<u16, Vec<(&str, &Value<'_>, &str)>> = BTreeMap::new();
+    for (name, app) in apps {
+        let (Some(listen), Some(v)) = (app.listen.as_deref(), value_of(name, "listen")) else {
+            continue;
+        };
+        let port = listen.rsplit_once(':').and_then(|(_, p)| p.parse().ok());
+        if let Some(port) = port {
+            by_port
+                .entry(port)
+                .or_default()
+                .push((name.as_str(), v, listen));
+        }
+        if let (Some(http), Some(hv)) = (daemon.http.as_deref(), daemon_http)
+            && clash::addresses_clash(listen, http)
+        {
+            let line = r.line_of(hv.span().start);
+            let hint = "give the app another listen port, or move the daemon's API to another one"
+                .to_string();
+            r.bad(
+                v,
+                &format!("apps.{name}.listen"),
+                format!("clashes with [daemon] http = {:?} (line {line}): the daemon's API listens there", http),
+                Some(hint),
+            );
+        }
+    }
+    for (_, mut group) in by_port {
+        group.sort_by_key(|(_, v, _)| v.span().start);
+        for i in 1..group.len() {
+            let (name, v, listen) = group[i];
+            if let Some((other, ov, other_listen)) = group[..i]
+                .iter()
+                .find(|(_, _, o)| clash::addresses_clash(listen, o))
+            {
+                let line = r.line_of(ov.span().start);
+                r.bad(
+                    v,
+                    &format!("apps.{name}.listen"),
+                    format!(
+                        "clashes with apps.{other}.listen = {other_listen:?} (line {line}): two apps cannot listen on one address"
+                    ),
+                    Some("give each app its own listen port".into()),
+                );
+            }
+        }
+    }
+
+    // Port ranges: shared ones only where an app could run out of ports.
+    let ranges: Vec<(PortRange, u32, Placed<'_, '_>)> = apps
+        .iter()
+        .filter_map(|(name, app)| {
+            let value = value_of(name, "ports")?;
+            Some((app.ports, app.instances, Placed { app: name, value }))
+        })
+        .collect();
+    let sizes: Vec<(PortRange, u32)> = ranges.iter().map(|(p, n, _)| (*p, *n)).collect();
+    let all: Vec<PortRange> = sizes.iter().map(|(p, _)| *p).collect();
+    for short in clash::port_shortfalls(&sizes) {
+        let (range, instances, placed) = &ranges[short.at];
+        let Some(first) = short
+            .others
+            .iter()
+            .min_by_key(|&&j| ranges[j].2.value.span().start)
+        else {
+            continue;
+        };
+        let other = &ranges[*first].2;
+        let line = r.line_of(other.value.span().start);
+        let also = match short.others.len() {
+            1 => String::new(),
+            n => format!(" and {} other app{}", n - 1, if n == 2 { "" } else { "s" }),
+        };
+        let width = range.last - range.first + 1;
+        let hint = match clash::free_range_after(&all, width) {
+            Some(free) => format!(
+                "give each app its own range, e.g. ports = \"{}-{}\"",
+                free.first, free.last
+            ),
+            None => "give each app its own range, or widen the shared one".to_string(),
+        };
+        r.bad(
+            placed.value,
+            &format!("apps.{}.ports", placed.app),
+            format!(
+                "shares ports with apps.{}.ports = {} (line {line}){also}: when their instances take the shared ports, {} left for {instances} instance{}",
+                other.app,
+                r.raw(&other.value.span()),
+                match short.left {
+                    0 => "none is".to_string(),
+                    1 => "1 is".to_string(),
+                    n => format!("{n} are"),
+                },
+                if *instances == 1 { "" } else { "s" },
+            ),
+            Some(hint),
+        );
     }
 }
 

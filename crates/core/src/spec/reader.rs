@@ -9,7 +9,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::check;
-use super::error::{SpecError, line_col};
+use super::error::{LineIndex, SpecError};
 use crate::interp::{self, Mode};
 use crate::units;
 
@@ -63,6 +63,8 @@ pub(crate) struct Reader<'a> {
     pub base: PathBuf,
     pub env: &'a dyn Fn(&str) -> Option<String>,
     pub errors: Vec<SpecError>,
+    /// Line starts of `src`, for error positions.
+    lines: LineIndex,
 }
 
 impl<'a> Reader<'a> {
@@ -73,6 +75,7 @@ impl<'a> Reader<'a> {
             base: file.parent().map(Path::to_path_buf).unwrap_or_default(),
             env,
             errors: Vec::new(),
+            lines: LineIndex::new(src),
         }
     }
 
@@ -96,7 +99,7 @@ impl<'a> Reader<'a> {
         message: impl Into<String>,
         hint: Option<String>,
     ) {
-        let (line, column) = line_col(self.src, at);
+        let (line, column) = self.lines.line_col(self.src, at);
         self.errors.push(SpecError {
             file: self.file.clone(),
             line,
@@ -106,6 +109,11 @@ impl<'a> Reader<'a> {
             message: message.into(),
             hint,
         });
+    }
+
+    /// The 1-based line of a byte offset.
+    pub fn line_of(&self, at: usize) -> usize {
+        self.lines.line_col(self.src, at).0
     }
 
     /// An error about a value: points at it and quotes it (tables are not quoted).

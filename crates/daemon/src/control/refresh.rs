@@ -123,7 +123,7 @@ impl Control {
                 Some(t) => crate::config::render_instance(
                     std::path::Path::new(&t),
                     &launch::instance_config_dir(&self.dirs, app, slot),
-                    &launch::instance_vars(app, slot, port),
+                    &launch::instance_vars(&self.dirs, app, slot, port),
                 )
                 .map_err(|e| e.explained()),
                 None => Err("the release has no config files".to_string()),

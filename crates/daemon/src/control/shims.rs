@@ -471,7 +471,7 @@ impl Control {
                 return;
             }
             let dest = launch::instance_config_dir(&self.dirs, app, slot);
-            let vars = launch::instance_vars(app, slot, port);
+            let vars = launch::instance_vars(&self.dirs, app, slot, port);
             if let Err(failure) =
                 crate::config::render_instance(std::path::Path::new(templates), &dest, &vars)
             {
@@ -566,7 +566,7 @@ impl Control {
         let check = rt.rec.spec.health.check.clone();
         let timeout = rt.rec.spec.health.timeout;
         let generation = s.record.generation;
-        let vars = launch::instance_vars(app, slot, port);
+        let vars = launch::instance_vars(&self.dirs, app, slot, port);
         // An exec check is the app's code: it runs as the app's user, like its JVMs.
         let run_as = match (&check, rt.rec.spec.user.as_deref()) {
             (jarfleet_core::spec::HealthCheck::Exec { .. }, Some(name)) => {

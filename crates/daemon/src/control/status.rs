@@ -21,13 +21,18 @@ impl Control {
             .filter_map(|a| self.listener_state(a).map(|l| (a.clone(), l)))
             .collect();
         let mut apps = Vec::new();
+        // Every process read once: an instance's figures are those of all its processes.
+        let procs = procinfo::ProcTable::scan();
         for (name, rt) in self.apps.iter_mut() {
             let mut instances = Vec::new();
             for s in rt.slots.values_mut() {
                 let i = &s.record.instance;
                 let pid = i.process.as_ref().map(|p| p.pid);
                 let (cpu_percent, rss_bytes) = match pid {
-                    Some(pid) => (sample_cpu(&mut s.cpu, pid), procinfo::rss_bytes(pid)),
+                    Some(pid) => (
+                        sample_cpu(&mut s.cpu, procs.cpu_ticks(pid)),
+                        procs.rss_bytes(pid),
+                    ),
                     None => (None, None),
                 };
                 instances.push(InstanceStatus {
@@ -135,8 +140,8 @@ fn health_info(h: &jarfleet_core::spec::HealthSpec) -> jarfleet_api::HealthInfo 
 }
 
 /// CPU % since the previous sample (first call: since process start is not known, so none).
-fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, pid: u32) -> Option<f64> {
-    let ticks = procinfo::cpu_ticks(pid)?;
+fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, ticks: Option<u64>) -> Option<f64> {
+    let ticks = ticks?;
     let now = Instant::now();
     let result = match prev {
         Some((t0, at, last)) => {

@@ -104,3 +104,55 @@ fn spec_config_templates_render_per_instance_roll_as_releases_and_roll_back() {
         assert_eq!(text, format!("port={port}\ngreeting=hi\n"));
     }
 }
+
+#[test]
+fn the_instance_config_dir_is_a_variable_of_args_env_and_templates() {
+    let fleet = Fleet::new(2);
+    std::fs::create_dir_all(fleet.path("config")).expect("config dir");
+    std::fs::write(
+        fleet.path("config/app.properties"),
+        "self=${JARFLEET_CONFIG_DIR}/app.properties\nport=${PORT}\n",
+    )
+    .expect("template");
+    fleet.write_app(&AppDef {
+        // `/version` answers what `--version` got: the resolved directory.
+        args: &["--version=${JARFLEET_CONFIG_DIR}"],
+        extra: "config = \"config\"\nenv = { APP_CONFIG = \"${JARFLEET_CONFIG_DIR}/app.properties\" }",
+        ..AppDef::default()
+    });
+    fleet.up();
+    let ready = fleet.wait_ready("fx", 1, Duration::from_secs(60));
+    let port = ready[0]["port"].as_u64().expect("a port") as u16;
+    let pid = ready[0]["pid"].as_u64().expect("a pid");
+
+    let (status, dir) = crate::harness::http_get(port, "/version").expect("GET /version");
+    assert_eq!(status, 200);
+    let env = crate::harness::environ(pid);
+    let from_env = env
+        .iter()
+        .find_map(|(k, v)| (k == "JARFLEET_CONFIG_DIR").then_some(v.clone()))
+        .expect("the JVM has JARFLEET_CONFIG_DIR");
+    assert_eq!(
+        dir, from_env,
+        "the variable is the directory the JVM is told"
+    );
+    assert!(
+        Path::new(&dir).ends_with("instances/fx/0/etc"),
+        "the instance's own directory: {dir}"
+    );
+    let app_config = env
+        .iter()
+        .find_map(|(k, v)| (k == "APP_CONFIG").then_some(v.clone()))
+        .expect("the JVM has APP_CONFIG");
+    assert_eq!(app_config, format!("{dir}/app.properties"));
+
+    // The fixture reads the file from that directory; the template named it too.
+    let (status, text) =
+        crate::harness::http_get(port, "/config?file=app.properties").expect("GET /config");
+    assert_eq!(status, 200, "{text}");
+    assert_eq!(text, format!("self={dir}/app.properties\nport={port}\n"));
+    assert_eq!(
+        std::fs::read_to_string(&app_config).expect("the file APP_CONFIG names"),
+        text
+    );
+}

@@ -369,3 +369,64 @@ fn old_releases_are_pruned_but_never_the_current_or_the_previous() {
     fleet.ok(&["rollback", "fx", "--wait"]);
     assert_eq!(versions(&fleet), ["v3", "v3", "v3"]);
 }
+
+#[test]
+fn restart_wait_follows_the_restart_to_its_end_and_fails_with_it() {
+    let (fleet, _) = fleet_v1("");
+    let before = fleet.pids("fx");
+
+    // An app: its rolling restart is a deployment; `--wait` returns once it has ended.
+    let out = fleet.run(&["restart", "fx", "--wait"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("deployment #"), "{err}");
+    let d = &history(&fleet)["deployments"][0];
+    assert_eq!(
+        d["outcome"], "succeeded",
+        "ended when the command returned: {d}"
+    );
+    let after = fleet.pids("fx");
+    assert_eq!(after.len(), 3, "{after:?}");
+    assert!(
+        after.iter().all(|p| !before.contains(p)),
+        "every instance is new: {before:?} → {after:?}"
+    );
+
+    // One instance: `--wait` returns once it is ready again, with a new process.
+    let old = fleet.instance("fx", 0)["pid"]
+        .as_u64()
+        .expect("fx/0 has a pid");
+    fleet.ok(&["restart", "fx/0", "--wait"]);
+    let i = fleet.instance("fx", 0);
+    assert_eq!(i["ready"], true, "{i}");
+    assert_ne!(i["pid"].as_u64(), Some(old), "{i}");
+
+    // A restart that cannot succeed: the jar the instances run is replaced (by a rename: the
+    // running JVMs keep theirs) with one that never gets ready. Exit 1, as `deploy --wait`.
+    let pid = fleet.pids("fx")[0];
+    let argv = std::fs::read(format!("/proc/{pid}/cmdline")).expect("the JVM's command line");
+    let argv: Vec<String> = argv
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let jar = argv
+        .iter()
+        .position(|a| a == "-jar")
+        .and_then(|i| argv.get(i + 1))
+        .expect("the JVM runs -jar")
+        .clone();
+    let never = fixture_variant(
+        &fleet.path("fx-never.jar"),
+        &[("version", "v1"), ("ready-delay", "1h")],
+    );
+    let staged = format!("{jar}.new");
+    std::fs::copy(&never, &staged).expect("staging the replacement");
+    std::fs::rename(&staged, &jar).expect("replacing the jar");
+    let out = fleet.run(&["restart", "fx", "--wait"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("error: deployment #") && err.contains("did not pass its health checks"),
+        "{err}"
+    );
+}

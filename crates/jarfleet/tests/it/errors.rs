@@ -41,6 +41,36 @@ fn a_taken_port_is_refused_before_anything_starts() {
 }
 
 #[test]
+fn a_port_taken_on_ipv6_loopback_is_refused_before_anything_starts() {
+    let fleet = Fleet::new(1);
+    let _taken = TcpListener::bind(("::1", fleet.ports.0))
+        .expect("taking the port on [::1] (this test needs IPv6 loopback)");
+    fleet.write_app(&AppDef::default());
+    let port = fleet.ports.0.to_string();
+    assert_refused(&fleet, &["up", "-d"], &["ports", &port, "in use"]);
+}
+
+#[test]
+fn a_port_taken_on_ipv6_loopback_is_skipped_not_crash_looped() {
+    // What ZooKeeper met: another process on [::1]:P, the JVM binding every address (`::`).
+    let fleet = Fleet::new(2);
+    let _taken = TcpListener::bind(("::1", fleet.ports.0))
+        .expect("taking the port on [::1] (this test needs IPv6 loopback)");
+    fleet.write_app(&AppDef {
+        args: &["--bind=::"],
+        ..AppDef::default()
+    });
+    fleet.up();
+    let ready = fleet.wait_ready("fx", 1, std::time::Duration::from_secs(60));
+    assert_eq!(
+        ready[0]["port"].as_u64(),
+        Some(u64::from(fleet.ports.1)),
+        "the taken port is skipped: {ready:?}"
+    );
+    assert_eq!(ready[0]["restarts"].as_u64(), Some(0), "{ready:?}");
+}
+
+#[test]
 fn a_missing_jar_is_refused() {
     let fleet = Fleet::new(1);
     let spec = fleet.app_toml(&AppDef::default()).replace(

@@ -217,6 +217,72 @@ fn pack_sign_verify_install_up_and_every_bad_bundle_is_refused_before_a_byte_is_
 }
 
 #[test]
+fn a_dry_run_refuses_what_the_install_refuses_a_bundle_named_unlike_an_app() {
+    let fleet = Fleet::new(2);
+    let jar = fixture_variant(&fleet.path("fx.jar"), &[("version", "1")]);
+    let spec = app_spec(&fleet);
+    let out_dir = fleet.path("out");
+    // A valid bundle name, but not an app name (upper case, a dot).
+    fleet.ok(&[
+        "pack",
+        s(&jar),
+        "--name",
+        "Orders.App",
+        "--version",
+        "1.0.0",
+        "--app-spec",
+        s(&spec),
+        "-o",
+        s(&out_dir),
+    ]);
+    let bundle = out_dir.join("Orders.App-1.0.0.jfb");
+    let prefix = fleet.path("srv");
+    for dry_run in [true, false] {
+        let mut args = vec!["install", s(&bundle), "--prefix", s(&prefix)];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = fleet.run(&args);
+        let err = stderr_of(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("Orders.App") && err.contains("app name") && err.contains("hint:"),
+            "{args:?}: {err}"
+        );
+        assert!(
+            tree(&prefix)
+                .iter()
+                .all(|p| p == "state" || p.starts_with("state/")),
+            "{args:?}: nothing but the state dir's journal check: {:?}",
+            tree(&prefix)
+        );
+        assert!(!prefix.join("jarfleet.toml").exists(), "{args:?}");
+        assert!(!prefix.join("releases").exists(), "{args:?}");
+    }
+
+    // A bundle whose app spec cannot load is refused by the dry run too, as by the install.
+    fs::write(&spec, "instances = 0\nports = \"9100\"\n").expect("a bad app spec");
+    fleet.ok(&[
+        "pack",
+        s(&jar),
+        "--name",
+        "fx",
+        "--version",
+        "2.0.0",
+        "--app-spec",
+        s(&spec),
+        "-o",
+        s(&out_dir),
+    ]);
+    let bundle = out_dir.join("fx-2.0.0.jfb");
+    let out = fleet.run(&["install", s(&bundle), "--prefix", s(&prefix), "--dry-run"]);
+    let err = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("apps.fx.instances = 0"), "{err}");
+    assert!(!prefix.join("jarfleet.toml").exists());
+}
+
+#[test]
 fn a_failing_hook_or_a_killed_installer_leaves_the_previous_release_serving() {
     let fleet = Fleet::new(4);
     let prefix = fleet.path("srv");

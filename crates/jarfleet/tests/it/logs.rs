@@ -139,3 +139,48 @@ fn logs_multiplexes_instances_with_prefixes_and_follows() {
     let _ = follow.kill();
     let _ = follow.wait();
 }
+
+#[test]
+fn logs_show_an_apps_terminal_escapes_as_text_never_raw() {
+    let fleet = Fleet::new(1);
+    // The fixture prints its version at start: here a title change (OSC … BEL) and a clear
+    // screen (CSI 2J), as a hostile or broken app could print them.
+    let spec = fleet.app_toml(&AppDef::default()).replace(
+        "args = []",
+        r#"args = ["--version=\u001b]0;pwned\u0007\u001b[2J"]"#,
+    );
+    assert!(spec.contains("pwned"), "the spec has the args line");
+    fleet.write_spec(&spec);
+    fleet.up();
+    fleet.wait_ready("fx", 1, START);
+
+    let shown = wait_until("the start line in `logs`", Duration::from_secs(30), || {
+        let out = fleet.run(&["logs", "fx"]);
+        let text = out.stdout;
+        String::from_utf8_lossy(&text)
+            .contains("fixture starting")
+            .then_some(text)
+    });
+    let text = String::from_utf8_lossy(&shown);
+    assert!(!shown.contains(&0x1b), "no ESC byte in the output:\n{text}");
+    assert!(!shown.contains(&0x07), "no BEL byte in the output:\n{text}");
+    assert!(
+        text.contains(r"version \x1b]0;pwned\x07\x1b[2J, pid"),
+        "the sequence is shown as text:\n{text}"
+    );
+
+    // JSON carries the text exactly, escaped the JSON way.
+    let json = fleet.ok(&["logs", "fx", "-o", "json"]);
+    assert!(!json.contains('\u{1b}'), "{json}");
+    let line = json
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["line"].as_str().is_some_and(|l| l.contains("pwned")))
+        .expect("the start line in the JSON output");
+    assert!(
+        line["line"]
+            .as_str()
+            .is_some_and(|l| l.contains("version \u{1b}]0;pwned\u{7}\u{1b}[2J, pid")),
+        "{line}"
+    );
+}

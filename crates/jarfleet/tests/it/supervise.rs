@@ -519,3 +519,71 @@ fn instances_run_as_the_spec_user_when_the_daemon_is_root() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("there is no user \"no-such-user-jf\""));
 }
+
+/// `/proc/PID/status` VmRSS in bytes.
+fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+/// Sends SIGCONT to a process stopped by a test, whatever happens to the test.
+struct Continue(u32);
+impl Drop for Continue {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.0 as i32),
+            nix::sys::signal::Signal::SIGCONT,
+        );
+    }
+}
+
+#[test]
+fn an_instances_rss_counts_the_processes_its_jvm_started() {
+    let fleet = Fleet::new(1);
+    fleet.write_app(&AppDef {
+        args: &["--spawn-child"],
+        ..Default::default()
+    });
+    fleet.up();
+    let i = fleet.wait_ready("fx", 1, START).remove(0);
+    let pid = i["pid"].as_u64().expect("pid") as u32;
+    let port = i["port"].as_u64().expect("port") as u16;
+    let (_, child) = http_get(port, "/child").expect("GET /child");
+    let child: u32 = child.trim().parse().expect("child pid");
+    fleet.remember(child);
+
+    // Stopped, the JVM's memory holds still (the child sleeps): the figures can be compared
+    // exactly. Health checks fail meanwhile, far from a restart.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP the JVM");
+    let _cont = Continue(pid);
+    wait_until("the JVM stopped", Duration::from_secs(10), || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat
+            .rsplit(')')
+            .next()?
+            .split_whitespace()
+            .next()?
+            .to_string();
+        (state == "T").then_some(())
+    });
+    let (jvm, kid) = (vm_rss(pid), vm_rss(child));
+    assert!(kid > 0, "the child has resident memory");
+    let shown = fleet.instance("fx", 0)["rss_bytes"]
+        .as_u64()
+        .expect("status has rss_bytes");
+    assert_eq!(
+        shown,
+        jvm + kid,
+        "status RSS is the JVM's ({jvm}) and its child's ({kid})"
+    );
+}

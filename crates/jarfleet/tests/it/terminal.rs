@@ -188,3 +188,55 @@ fn strip_escapes(s: &str) -> String {
     }
     out
 }
+
+#[test]
+fn down_names_what_it_stops_on_a_terminal_and_writes_one_line_into_a_pipe() {
+    assert!(
+        std::process::Command::new("script")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "script(1) is missing: apt-get install -y bsdutils"
+    );
+    let fleet = Fleet::new(4);
+    fleet.write_app(&AppDef {
+        instances: 2,
+        ..AppDef::default()
+    });
+    fleet.up();
+    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let pids = fleet.pids("fx");
+
+    // A terminal: each instance and the app named as they stop, then the summary.
+    let tty = on_a_terminal(&fleet, "down", 100, true);
+    let screen = strip_escapes(&tty.wait_for("1 of 1 app removed", 1));
+    for (slot, pid) in pids.iter().enumerate() {
+        assert!(
+            screen.contains(&format!("stopped fx/{slot} (pid {pid})")),
+            "{screen:?}"
+        );
+    }
+    assert!(screen.contains("removed fx"), "{screen:?}");
+    assert!(
+        screen.contains("2 of 2 instances stopped, 1 of 1 app removed"),
+        "{screen:?}"
+    );
+    let mut tty = tty;
+    let status = wait_until("`down` finished", Duration::from_secs(30), || {
+        tty.child.try_wait().ok().flatten()
+    });
+    assert!(status.success(), "{screen:?}");
+
+    // A pipe: the summary line only.
+    fleet.up();
+    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let out = fleet.run(&["down"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err:?}");
+    assert!(
+        err.contains("2 of 2 instances stopped, 1 of 1 app removed"),
+        "{err:?}"
+    );
+    assert!(!err.contains('\u{1b}'), "{err:?}");
+}
