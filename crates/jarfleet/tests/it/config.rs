@@ -137,7 +137,7 @@ fn the_instance_config_dir_is_a_variable_of_args_env_and_templates() {
         "the variable is the directory the JVM is told"
     );
     assert!(
-        Path::new(&dir).ends_with("instances/fx/0/etc"),
+        Path::new(&dir).ends_with("config/fx/0"),
         "the instance's own directory: {dir}"
     );
     let app_config = env
