@@ -342,6 +342,7 @@ mod tests {
                 port,
                 Duration::from_secs(10),
                 &BTreeMap::new(),
+                None,
             )
             .await;
             assert_eq!(got, Outcome::Pass);

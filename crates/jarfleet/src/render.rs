@@ -689,6 +689,7 @@ mod tests {
             rolling: false,
             deployment: None,
             listen: None,
+            listener: None,
             health: None,
             balancer: None,
             java: None,
