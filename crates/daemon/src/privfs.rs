@@ -133,29 +133,7 @@ pub fn open_append(
 /// else (an older jarfleet gave the log directory to the app's user) is taken back, and the note
 /// says so.
 pub fn own_dir(dir: &Path, mode: u32, group: Option<u32>) -> io::Result<Option<String>> {
-    if let Some(parent) = dir.parent()
-        && !parent.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(parent)?;
-    }
-    match std::fs::DirBuilder::new().mode(mode).create(dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let fd = nix::fcntl::open(
-        dir,
-        OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_RDONLY,
-        Mode::empty(),
-    )
-    .map_err(|e| {
-        if e == nix::errno::Errno::ELOOP || e == nix::errno::Errno::ENOTDIR {
-            refused(dir, "is not a directory (a symbolic link?)")
-        } else {
-            io::Error::from(e)
-        }
-    })?;
-    let dir_file = File::from(fd);
+    let dir_file = make_dir_nofollow(dir, mode)?;
     let meta = dir_file.metadata()?;
     let me = nix::unistd::geteuid().as_raw();
     let mut note = None;
@@ -178,6 +156,13 @@ pub fn own_dir(dir: &Path, mode: u32, group: Option<u32>) -> io::Result<Option<S
 /// Gives `dir` (created with `mode` if missing) to `uid`:`gid`, for the app's JVM to write in
 /// (its dumps, its GC log). A link at that name is refused, not followed.
 pub fn hand_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
+    let dir_file = make_dir_nofollow(dir, mode)?;
+    std::os::unix::fs::fchown(&dir_file, Some(uid), Some(gid))
+}
+
+/// Creates `dir` with `mode` if it is missing (and its missing parents), then opens it without
+/// following a link at its last component: a link or a file there is refused.
+fn make_dir_nofollow(dir: &Path, mode: u32) -> io::Result<File> {
     if let Some(parent) = dir.parent()
         && !parent.as_os_str().is_empty()
     {
@@ -200,7 +185,7 @@ pub fn hand_dir(dir: &Path, mode: u32, uid: u32, gid: u32) -> io::Result<()> {
             io::Error::from(e)
         }
     })?;
-    std::os::unix::fs::fchown(&fd, Some(uid), Some(gid))
+    Ok(File::from(fd))
 }
 
 /// Creates the new file `name` in `dir`, a directory the app's user may own and write: through

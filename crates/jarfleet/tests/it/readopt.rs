@@ -42,11 +42,7 @@ fn daemon_kill9_leaves_jvms_serving_and_a_new_daemon_readopts_them() {
         })
     };
 
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    kill_daemon(&fleet);
     let served_while_down = ok.load(Ordering::SeqCst);
     wait_until(
         "requests answered while no daemon runs",
@@ -139,11 +135,7 @@ fn a_stop_interrupted_by_a_daemon_crash_is_finished_by_the_next_daemon() {
     fleet.write_spec(&keep);
     let plan = fleet.ok(&["apply"]);
     assert!(plan.contains("- gone: remove"), "{plan}");
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    kill_daemon(&fleet);
     fleet.ok(&["up", "-d"]);
     wait_until(
         "the removed app to be gone",
@@ -172,17 +164,8 @@ fn up_after_a_crash_never_stops_the_stored_fleet_when_its_apply_is_refused() {
         ..Default::default()
     });
     fleet.up();
-    let mut pids: Vec<u64> = fleet
-        .wait_ready("fx", 2, Duration::from_secs(60))
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
-    pids.sort();
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    let pids = ready_pids(&fleet, "fx", 2);
+    kill_daemon(&fleet);
 
     // The spec now asks for a listen address another process holds: the daemon refuses it.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a foreign listener");
@@ -219,17 +202,8 @@ fn up_after_a_crash_with_a_tight_port_range_readopts_its_own_jvms() {
         ..Default::default()
     });
     fleet.up();
-    let mut pids: Vec<u64> = fleet
-        .wait_ready("fx", 2, Duration::from_secs(60))
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
-    pids.sort();
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    let pids = ready_pids(&fleet, "fx", 2);
+    kill_daemon(&fleet);
     fleet.ok(&["up", "-d", "--wait"]);
     let mut after = fleet.pids("fx");
     after.sort();
@@ -249,12 +223,7 @@ fn up_after_a_crash_mid_deployment_keeps_the_fleet_running() {
         ..Default::default()
     });
     fleet.up();
-    let mut pids: Vec<u64> = fleet
-        .wait_ready("fx", 2, Duration::from_secs(60))
-        .iter()
-        .filter_map(|i| i["pid"].as_u64())
-        .collect();
-    pids.sort();
+    let pids = ready_pids(&fleet, "fx", 2);
     // v2 takes a long while to become ready: the rollout is under way when the daemon dies.
     fleet.write_app(&AppDef {
         instances: 2,
@@ -271,11 +240,7 @@ fn up_after_a_crash_mid_deployment_keeps_the_fleet_running() {
                 .then_some(())
         },
     );
-    let daemon = fleet.daemon_pid().expect("daemon pid");
-    kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    kill_daemon(&fleet);
     let out = fleet.run(&["up", "-d"]);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     for pid in &pids {
@@ -303,4 +268,24 @@ fn up_after_a_crash_mid_deployment_keeps_the_fleet_running() {
         pids.iter().all(|p| after.contains(p)),
         "the v1 JVMs are still the fleet's: {after:?}\n{stderr}"
     );
+}
+
+/// The pids of `app`'s first `n` ready instances, sorted.
+fn ready_pids(fleet: &Fleet, app: &str, n: usize) -> Vec<u64> {
+    let mut pids: Vec<u64> = fleet
+        .wait_ready(app, n, Duration::from_secs(60))
+        .iter()
+        .filter_map(|i| i["pid"].as_u64())
+        .collect();
+    pids.sort();
+    pids
+}
+
+/// `kill -9` of the fleet's daemon, waited for.
+fn kill_daemon(fleet: &Fleet) {
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
 }
