@@ -15,4 +15,4 @@ mod reader;
 pub use check::{app_name, host_port};
 pub use error::{SpecError, SpecErrors};
 pub use model::*;
-pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, load, load_bytes};
+pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, TABLES, load, load_bytes};

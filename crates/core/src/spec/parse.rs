@@ -136,6 +136,26 @@ const CANARY_KEYS: &[&str] = &[
     "pause",
 ];
 
+/// Every table of the spec with the keys the parser takes there: what `docs/spec.md` must
+/// document, no more and no less (`crates/core/tests/spec_docs.rs`). A dotted name is a table
+/// written inline in its parent's section (`daemon.tls` in `[daemon]`).
+pub const TABLES: &[(&str, &[&str])] = &[
+    ("daemon", DAEMON_KEYS),
+    ("daemon.tls", TLS_KEYS),
+    ("trust", TRUST_KEYS),
+    ("apps.NAME", APP_KEYS),
+    ("java", JAVA_KEYS),
+    ("health", HEALTH_KEYS),
+    ("restart", RESTART_KEYS),
+    ("stop", STOP_KEYS),
+    ("logs", LOGS_KEYS),
+    ("deploy", DEPLOY_KEYS),
+    ("canary", CANARY_KEYS),
+    ("balancer", BALANCER_KEYS),
+    ("apps.NAME.config", CONFIG_KEYS),
+    ("apps.NAME.config.etcd", ETCD_KEYS),
+];
+
 /// Keys that users put one level too high: named with their section in the error.
 const CONFIG_KEYS: &[&str] = &["templates", "etcd", "on_change"];
 const ETCD_KEYS: &[&str] = &["endpoints", "prefix"];
