@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod canary;
 pub mod during;
+pub mod events;
 pub mod health;
 pub mod instance;
 pub mod interp;

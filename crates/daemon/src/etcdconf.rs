@@ -4,6 +4,7 @@
 //! strategy like any deploy (never all instances at once). When etcd cannot be reached the last
 //! known config keeps running and an event says so; nothing restarts.
 
+use jarfleet_core::events::EventKind;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -34,15 +35,17 @@ pub fn read(source: &EtcdSource) -> Result<BTreeMap<String, String>, String> {
 /// Watches an app's prefix until the task is aborted: every change, outage and recovery goes
 /// to the control loop.
 pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
-    let emit = |kind: &str, message: String| Event::Emit {
-        kind: kind.to_string(),
+    let emit = |kind: EventKind, message: String| Event::Emit {
+        kind,
         app: Some(app.clone()),
         message,
     };
     let client = match jarfleet_etcd::Client::new(source.endpoints.clone(), TIMEOUT) {
         Ok(c) => c,
         Err(e) => {
-            let _ = tx.send(emit("config.unreachable", e.to_string())).await;
+            let _ = tx
+                .send(emit(EventKind::ConfigUnreachable, e.to_string()))
+                .await;
             return;
         }
     };
@@ -55,7 +58,11 @@ pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
                 if !announced {
                     let message =
                         format!("etcd unreachable, the last known config keeps running: {e}");
-                    if tx.send(emit("config.unreachable", message)).await.is_err() {
+                    if tx
+                        .send(emit(EventKind::ConfigUnreachable, message))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                     announced = true;
@@ -67,7 +74,10 @@ pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
     };
     if announced
         && tx
-            .send(emit("config.reconnected", "etcd reachable again".into()))
+            .send(emit(
+                EventKind::ConfigReconnected,
+                "etcd reachable again".into(),
+            ))
             .await
             .is_err()
     {
@@ -86,11 +96,14 @@ pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
             jarfleet_etcd::WatchEvent::Unreachable { error } => {
                 let message =
                     format!("etcd unreachable, the last known config keeps running: {error}");
-                tx.send(emit("config.unreachable", message)).await
+                tx.send(emit(EventKind::ConfigUnreachable, message)).await
             }
             jarfleet_etcd::WatchEvent::Reconnected => {
-                tx.send(emit("config.reconnected", "etcd reachable again".into()))
-                    .await
+                tx.send(emit(
+                    EventKind::ConfigReconnected,
+                    "etcd reachable again".into(),
+                ))
+                .await
             }
         };
         if sent.is_err() {

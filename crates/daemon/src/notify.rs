@@ -3,6 +3,7 @@
 //! `WATCHDOG=1` pings while the control loop answers (a wedged loop stops them, and systemd
 //! restarts the daemon), and `STOPPING=1`. Nothing is sent unless `NOTIFY_SOCKET` is set.
 
+use jarfleet_core::events::EventKind;
 use std::time::Duration;
 
 use jarfleet_api::{EventRecord, StatusReport};
@@ -114,7 +115,7 @@ pub async fn supervise(tx: mpsc::Sender<Event>, mut events: broadcast::Receiver<
                 ),
             },
             ev = events.recv() => match ev {
-                Ok(e) if e.kind == "daemon.stopping" => stopping(&e.message),
+                Ok(e) if e.kind == EventKind::DaemonStopping.as_str() => stopping(&e.message),
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                 Err(broadcast::error::RecvError::Closed) => return,
             },

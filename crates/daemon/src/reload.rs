@@ -3,6 +3,7 @@
 //! not load, or fails preparation, changes nothing; either way an event says what happened
 //! (`config.reloaded` with the plan, or `config.reload-failed` with every error).
 
+use jarfleet_core::events::EventKind;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,12 +23,12 @@ pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir, remote: Arc<Remo
     };
     while hup.recv().await.is_some() {
         let (kind, message) = match reload(&tx, &dirs, &remote).await {
-            Ok(message) => ("config.reloaded", message),
-            Err(error) => ("config.reload-failed", error),
+            Ok(message) => (EventKind::ConfigReloaded, message),
+            Err(error) => (EventKind::ConfigReloadFailed, error),
         };
         if tx
             .send(Event::Emit {
-                kind: kind.to_string(),
+                kind,
                 app: None,
                 message,
             })

@@ -5,6 +5,7 @@
 //! `/metrics` (Prometheus text format) is outside the versioned API: scrapers send no protocol
 //! header.
 
+use jarfleet_core::events::EventKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -320,7 +321,7 @@ async fn stop_strays(
                 let _ = st
                     .tx
                     .send(Event::Emit {
-                        kind: "daemon.stray-stopped".into(),
+                        kind: EventKind::DaemonStrayStopped,
                         app: Some(stray.app.clone()),
                         message: format!(
                             "stopped JVM {} of stray shim {} (asked by `down --strays`)",

@@ -12,6 +12,7 @@
 //! a daemon restarted mid-canary gives the canary its share again at once and resumes at the
 //! step it was in, with a new window (the figures of the old one are gone with the old daemon).
 
+use jarfleet_core::events::EventKind;
 use std::collections::BTreeMap;
 
 use jarfleet_core::canary::{self, SetFigures, StepFigures, Verdict, WarmUp};
@@ -293,7 +294,7 @@ impl Control {
         );
         self.canary_new_window(app);
         self.record_step(app, message.clone(), now);
-        self.emit("deploy.paused", Some(app), None, message);
+        self.emit(EventKind::DeployPaused, Some(app), None, message);
     }
 
     /// The next step, or after the last one the old set goes.
@@ -392,7 +393,7 @@ impl Control {
         self.sync_lb(app);
         self.record_step(app, format!("rolling back: {reason}"), now);
         self.emit(
-            "deploy.rolling-back",
+            EventKind::DeployRollingBack,
             Some(app),
             None,
             format!("rolling back: {reason}"),

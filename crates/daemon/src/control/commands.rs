@@ -1,6 +1,7 @@
 //! API commands: apply (plan, pre-flight, change), start/stop/restart, scale, shutdown.
 
 use jarfleet_core::during;
+use jarfleet_core::events::EventKind;
 
 use super::*;
 
@@ -107,7 +108,7 @@ impl Control {
                     rt.rec = rec;
                     rt.removing = false;
                     self.emit(
-                        "app.added",
+                        EventKind::AppAdded,
                         Some(app),
                         None,
                         format!("added with {instances} instance(s), release {}", p.release),
@@ -118,7 +119,7 @@ impl Control {
                 AppChange::Remove { app } => {
                     self.mark_removing(app);
                     self.emit(
-                        "app.removing",
+                        EventKind::AppRemoving,
                         Some(app),
                         None,
                         "removing app: stopping its instances".to_string(),
@@ -142,7 +143,7 @@ impl Control {
                 AppChange::Scale { app, from, to } => {
                     self.update_spec(app, &desired);
                     self.emit(
-                        "app.scaled",
+                        EventKind::AppScaled,
                         Some(app),
                         None,
                         format!("scaled from {from} to {to}"),
@@ -183,7 +184,7 @@ impl Control {
                     self.update_spec(app, &desired);
                     self.ensure_listener(app);
                     self.emit(
-                        "app.updated",
+                        EventKind::AppUpdated,
                         Some(app),
                         None,
                         format!("updated live: {}", fields.join(", ")),
@@ -520,7 +521,7 @@ impl Control {
             // `stop APP`: the deployment ends and the app stops on the release it came from.
             self.stop_superseding(&req.app);
             self.emit(
-                "app.stop",
+                EventKind::AppStop,
                 Some(&req.app),
                 req.slot,
                 format!("stop {target} (its deployment ended: superseded)"),
@@ -535,7 +536,7 @@ impl Control {
                     self.step(&req.app, slot, Input::Start);
                 }
                 self.emit(
-                    "app.start",
+                    EventKind::AppStart,
                     Some(&req.app),
                     req.slot,
                     format!("start {target}"),
@@ -555,7 +556,7 @@ impl Control {
                     );
                 }
                 self.emit(
-                    "app.stop",
+                    EventKind::AppStop,
                     Some(&req.app),
                     req.slot,
                     format!("stop {target}"),
@@ -575,7 +576,7 @@ impl Control {
                     );
                 }
                 self.emit(
-                    "app.restart",
+                    EventKind::AppRestart,
                     Some(&req.app),
                     req.slot,
                     format!("restart {target}"),
@@ -653,7 +654,7 @@ impl Control {
         self.preflight(&plan, &desired)?;
         self.update_spec(&req.app, &desired);
         self.emit(
-            "app.scaled",
+            EventKind::AppScaled,
             Some(&req.app),
             None,
             format!("scaled from {from} to {}", req.instances),
@@ -683,7 +684,7 @@ impl Control {
         }
         if stop_instances {
             self.emit(
-                "daemon.stopping",
+                EventKind::DaemonStopping,
                 None,
                 None,
                 "stopping every instance, then the daemon".to_string(),
@@ -710,7 +711,7 @@ impl Control {
             }
         } else {
             self.emit(
-                "daemon.stopping",
+                EventKind::DaemonStopping,
                 None,
                 None,
                 "daemon stopping; instances keep running under their shims".to_string(),
@@ -746,7 +747,12 @@ impl Control {
             self.apps.remove(app);
             self.drop_listener(app);
             self.write(Write::DeleteApp(app.to_string()));
-            self.emit("app.removed", Some(app), None, "app removed".to_string());
+            self.emit(
+                EventKind::AppRemoved,
+                Some(app),
+                None,
+                "app removed".to_string(),
+            );
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use jarfleet_api::{DeployStep, DeploymentRecord, HistoryReport, ReleaseInfo};
 use jarfleet_core::during;
+use jarfleet_core::events::EventKind;
 use jarfleet_core::instance::AfterStop;
 use jarfleet_core::rollout::{self, Member, MemberState, Outcome, RolloutParams};
 use jarfleet_core::spec::Launch;
@@ -122,7 +123,7 @@ impl Control {
             .put_deployment(&rec)
             .map_err(|e| failed(format!("recording the deployment: {e:#}")))?;
         self.emit(
-            "deploy.started",
+            EventKind::DeployStarted,
             Some(app),
             None,
             format!(
@@ -326,7 +327,7 @@ impl Control {
                 }
                 self.record_step(app, format!("rolling back: {reason}"), now);
                 self.emit(
-                    "deploy.rolling-back",
+                    EventKind::DeployRollingBack,
                     Some(app),
                     None,
                     format!("rolling back: {reason}"),
@@ -393,7 +394,10 @@ impl Control {
             Some(r) => format!("deployment #{} {outcome}: {r}", d.id),
             None => format!("deployment #{} {outcome}: {app} runs {current}", d.id),
         };
-        self.emit(&format!("deploy.{outcome}"), Some(app), None, message);
+        // `finish` is only given the four ends (the constants above).
+        debug_assert!(EventKind::of_deployment_end(outcome).is_some(), "{outcome}");
+        let kind = EventKind::of_deployment_end(outcome).unwrap_or(EventKind::DeployFailed);
+        self.emit(kind, Some(app), None, message);
         self.count_deployment(app, &d.strategy, outcome);
         let previous = d.from.clone();
         self.prune_releases(app, current, &previous);
@@ -447,7 +451,7 @@ impl Control {
             let _ = std::fs::remove_dir_all(dir);
         }
         self.emit(
-            "release.pruned",
+            EventKind::ReleasePruned,
             Some(app),
             None,
             format!(

@@ -4,6 +4,7 @@
 
 use jarfleet_api::DeploymentRecord;
 use jarfleet_core::during::{self, Command, Kind, Outcome, Refusal};
+use jarfleet_core::events::EventKind;
 use jarfleet_core::instance::AfterStop;
 use jarfleet_core::rollout::MemberState;
 
@@ -180,7 +181,7 @@ impl Control {
                 }
                 self.record_step(app, format!("rolling back: {reason}"), now);
                 self.emit(
-                    "deploy.rolling-back",
+                    EventKind::DeployRollingBack,
                     Some(app),
                     None,
                     format!("rolling back: {reason}"),

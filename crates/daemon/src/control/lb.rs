@@ -4,6 +4,7 @@
 //!
 //! The data plane runs on its own multi-threaded runtime so traffic never waits for the loop.
 
+use jarfleet_core::events::EventKind;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 
@@ -200,7 +201,7 @@ impl Control {
                     .map(|u| format!(" (after {} failed attempt(s))", u.failures))
                     .unwrap_or_default();
                 self.emit(
-                    "lb.listening",
+                    EventKind::LbListening,
                     Some(app),
                     None,
                     format!("load balancer listening on {l}{after}"),
@@ -210,7 +211,7 @@ impl Control {
                 self.lb.unbound.remove(app);
             }
             (Err(e), Some(l)) => self.listener_failed(app, &l, e),
-            (Err(e), None) => self.emit("lb.bind-failed", Some(app), None, e),
+            (Err(e), None) => self.emit(EventKind::LbBindFailed, Some(app), None, e),
         }
         self.sync_lb(app);
     }
@@ -240,7 +241,7 @@ impl Control {
         );
         if news {
             self.emit(
-                "lb.bind-failed",
+                EventKind::LbBindFailed,
                 Some(app),
                 None,
                 format!(

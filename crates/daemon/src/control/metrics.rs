@@ -8,6 +8,7 @@
 //! its slot is forgotten or its release pruned, an app's with the app.
 
 use crate::metrics::{AppNow, InstanceKey, InstanceNow, InstanceTally, LoopFigures, Snapshot};
+use jarfleet_core::events::EventKind;
 
 use super::*;
 
@@ -166,7 +167,7 @@ impl Control {
             value: if on { "on" } else { "off" }.into(),
         });
         self.emit(
-            "config.metrics",
+            EventKind::ConfigMetrics,
             None,
             None,
             format!(

@@ -1,6 +1,7 @@
 //! The control loop: the one owner of mutable state. Fed by a closed [`Event`] enum, it steps the
 //! pure instance state machines from `jarfleet_core` and carries out the effects they return.
 
+use jarfleet_core::events::EventKind;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,7 +105,7 @@ pub enum Event {
     },
     /// An event from outside the loop (e.g. a SIGHUP reload), recorded like the loop's own.
     Emit {
-        kind: String,
+        kind: EventKind,
         app: Option<String>,
         message: String,
     },
@@ -399,7 +400,7 @@ impl Control {
                 generation,
                 event,
             } => self.on_shim(app, slot, generation, event),
-            Event::Emit { kind, app, message } => self.emit(&kind, app.as_deref(), None, message),
+            Event::Emit { kind, app, message } => self.emit(kind, app.as_deref(), None, message),
             Event::EtcdValues { app, values } => self.on_etcd_values(&app, values),
             Event::ConfigRelease { app, prepared } => {
                 let values = prepared.spec.etcd_env.clone();
@@ -424,9 +425,9 @@ impl Control {
             } => {
                 self.training.remove(&(app.clone(), release));
                 match result {
-                    Ok(message) => self.emit("cds.trained", Some(&app), None, message),
+                    Ok(message) => self.emit(EventKind::CdsTrained, Some(&app), None, message),
                     Err(e) => self.emit(
-                        "cds.failed",
+                        EventKind::CdsFailed,
                         Some(&app),
                         None,
                         format!(
@@ -555,11 +556,7 @@ impl Control {
                     message
                 };
                 let ready = kind == NoteKind::Ready;
-                let kind = serde_json::to_value(&kind)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                self.emit(&format!("instance.{kind}"), Some(app), Some(slot), message);
+                self.emit(EventKind::of_note(kind), Some(app), Some(slot), message);
                 if ready {
                     self.train_if_needed(app, slot);
                 }
@@ -601,7 +598,7 @@ impl Control {
             .collect();
         for (app, slot) in expired {
             self.emit(
-                "instance.standby-ended",
+                EventKind::InstanceStandbyEnded,
                 Some(&app),
                 Some(slot),
                 "keep_old is over: stopping the warm old instance".into(),
@@ -764,7 +761,7 @@ impl Control {
                     crate::persist::RETRY_MS / 1000,
                     self.dirs.root().display()
                 );
-                self.emit("daemon.store-failing", None, None, message);
+                self.emit(EventKind::DaemonStoreFailing, None, None, message);
             }
             Change::Recovered {
                 failed_for_ms,
@@ -781,7 +778,7 @@ impl Control {
                         crate::persist::EVENT_QUEUE
                     ));
                 }
-                self.emit("daemon.store-recovered", None, None, message);
+                self.emit(EventKind::DaemonStoreRecovered, None, None, message);
             }
         }
     }
@@ -864,7 +861,7 @@ impl Control {
                     prepared: Box::new(prepared),
                 },
                 Err(e) => Event::Emit {
-                    kind: "config.failed".into(),
+                    kind: EventKind::ConfigFailed,
                     app: Some(app),
                     message: format!("the new etcd config cannot be prepared: {}", e.message),
                 },
@@ -945,12 +942,13 @@ impl Control {
         }
         message.push_str(&format!(" To do: {}.", shortage.hint()));
         // `emit` logs it too.
-        self.emit("daemon.shortage", None, None, message);
+        self.emit(EventKind::DaemonShortage, None, None, message);
     }
 
     /// Records an event (kept in memory while the store cannot be written), streams it and
     /// logs it.
-    pub fn emit(&self, kind: &str, app: Option<&str>, slot: Option<u32>, message: String) {
+    pub fn emit(&self, kind: EventKind, app: Option<&str>, slot: Option<u32>, message: String) {
+        let kind = kind.as_str();
         // An app's secrets never reach an event, its stream or the daemon's log (a crash report
         // quotes the app's own output).
         let message = match app.and_then(|a| self.apps.get(a)) {

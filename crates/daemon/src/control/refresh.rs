@@ -10,6 +10,7 @@
 //! it yet), so the config reaches every instance either way; a daemon restarted mid-refresh
 //! finishes it the same way.
 
+use jarfleet_core::events::EventKind;
 use std::collections::VecDeque;
 
 use jarfleet_core::spec::OnChange;
@@ -38,18 +39,18 @@ impl Control {
         if on_change == OnChange::Restart || prepared.spec.config_rendered.is_empty() {
             match self.deploy(app, prepared, None) {
                 Ok(d) => self.emit(
-                    "config.rollout",
+                    EventKind::ConfigRollout,
                     Some(app),
                     None,
                     format!("etcd config changed: deployment #{} to {}", d.id, d.to),
                 ),
                 // A deployment is running: the change waits for it (see `finish`).
-                Err(e) => self.emit("config.deferred", Some(app), None, e.message),
+                Err(e) => self.emit(EventKind::ConfigDeferred, Some(app), None, e.message),
             }
             return;
         }
         if let Err(e) = self.refresh_start(app, prepared, &on_change) {
-            self.emit("config.deferred", Some(app), None, e.message);
+            self.emit(EventKind::ConfigDeferred, Some(app), None, e.message);
         }
     }
 
@@ -231,7 +232,12 @@ impl Control {
             "{app}/{slot} could not be refreshed ({error}): a rolling restart brings the new config instead"
         );
         self.record_step(app, message.clone(), now_ms());
-        self.emit("config.refresh-failed", Some(app), Some(slot), message);
+        self.emit(
+            EventKind::ConfigRefreshFailed,
+            Some(app),
+            Some(slot),
+            message,
+        );
         self.drive(app);
     }
 

@@ -3,6 +3,7 @@
 use super::*;
 use crate::fdlimit::{Failure, Op};
 use crate::shim::survivors;
+use jarfleet_core::events::EventKind;
 
 impl Control {
     /// Loads apps and instances from the store and re-attaches to every shim that still runs.
@@ -129,14 +130,14 @@ impl Control {
         }
         for pid in crate::faststart::kill_stray_trainings(&self.dirs) {
             self.emit(
-                "daemon.stray-stopped",
+                EventKind::DaemonStrayStopped,
                 None,
                 None,
                 format!("killed training JVM {pid} left by an earlier daemon"),
             );
         }
         self.emit(
-            "daemon.started",
+            EventKind::DaemonStarted,
             None,
             None,
             format!(
@@ -214,7 +215,7 @@ impl Control {
                     }
                 } else {
                     self.emit(
-                        "instance.adopted",
+                        EventKind::InstanceAdopted,
                         Some(&app),
                         Some(slot),
                         format!("re-adopted pid {pid} (shim {shim_pid})"),
@@ -361,7 +362,7 @@ impl Control {
                     };
                     let app = stray.app.clone();
                     self.emit(
-                        "daemon.stray-found",
+                        EventKind::DaemonStrayFound,
                         Some(&app),
                         None,
                         format!(

@@ -11,6 +11,7 @@
 //! a web page whose name an attacker re-points at 127.0.0.1 (DNS rebinding) sends its own name,
 //! and is refused.
 
+use jarfleet_core::events::EventKind;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -292,9 +293,9 @@ impl Alerts {
         why: &str,
     ) {
         let kind = match decision {
-            Decision::Wrong => "security.wrong-token",
-            Decision::ForeignHost => "security.foreign-host",
-            _ => "security.refused",
+            Decision::Wrong => EventKind::SecurityWrongToken,
+            Decision::ForeignHost => EventKind::SecurityForeignHost,
+            _ => EventKind::SecurityRefused,
         };
         let status = decision.status().as_u16();
         self.emit_at(now, kind, "refused", || {
@@ -305,14 +306,14 @@ impl Alerts {
     /// Records the event `kind` with `message()` unless one was recorded less than
     /// [`ALERT_EVERY`] ago; then it is only counted, and the next recorded one ends with
     /// "; N more `what` in the 10 s before".
-    pub fn emit(&self, kind: &str, what: &str, message: impl FnOnce() -> String) {
+    pub fn emit(&self, kind: EventKind, what: &str, message: impl FnOnce() -> String) {
         self.emit_at(std::time::Instant::now(), kind, what, message);
     }
 
     fn emit_at(
         &self,
         now: std::time::Instant,
-        kind: &str,
+        kind: EventKind,
         what: &str,
         message: impl FnOnce() -> String,
     ) {
@@ -335,7 +336,7 @@ impl Alerts {
         }
         // Never wait on the control loop from a request: a full queue drops the event.
         let _ = self.events.try_send(crate::control::Event::Emit {
-            kind: kind.into(),
+            kind,
             app: None,
             message,
         });
@@ -459,9 +460,9 @@ mod tests {
             got.push((kind, message));
         }
         assert_eq!(got.len(), 2, "{got:?}");
-        assert_eq!(got[0].0, "security.wrong-token");
+        assert_eq!(got[0].0, EventKind::SecurityWrongToken);
         assert!(got[0].1.contains("POST /v1/scale"), "{got:?}");
-        assert_eq!(got[1].0, "security.refused");
+        assert_eq!(got[1].0, EventKind::SecurityRefused);
         assert!(got[1].1.contains("4 more refused"), "{got:?}");
     }
 

@@ -15,6 +15,7 @@ mod serve;
 pub mod sse;
 pub mod tls;
 
+use jarfleet_core::events::EventKind;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
@@ -178,14 +179,14 @@ pub struct Change<'a> {
 
 /// An event for the log: `api.listening` (address, scheme, access) or `api.stopped`.
 pub struct Announcement {
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub message: String,
 }
 
 impl From<Announcement> for crate::control::Event {
     fn from(a: Announcement) -> Self {
         crate::control::Event::Emit {
-            kind: a.kind.into(),
+            kind: a.kind,
             app: None,
             message: a.message,
         }
@@ -253,7 +254,7 @@ impl Change<'_> {
             let local = r.local;
             tokio::spawn(stop(r));
             return Some(Announcement {
-                kind: "api.stopped",
+                kind: EventKind::ApiStopped,
                 message: format!("TCP API on {local} stopped ([daemon] http removed)"),
             });
         };
@@ -287,7 +288,7 @@ impl Change<'_> {
         }
         running.described = description.clone();
         Some(Announcement {
-            kind: "api.listening",
+            kind: EventKind::ApiListening,
             message: description,
         })
     }

@@ -15,6 +15,7 @@
 //! hyper's own `header_read_timeout` is not used: it starts when hyper starts waiting for a head,
 //! so on a kept-alive connection it is also the idle timeout, and it cannot see a TLS handshake.
 
+use jarfleet_core::events::EventKind;
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
@@ -204,7 +205,7 @@ pub async fn accept_loop(listener: TcpListener, serving: Serving, mut stop: watc
                     for (peer, doing) in &closed {
                         tracing::debug!("TCP API at its limit: closing {peer} ({doing})");
                     }
-                    at_limit.emit("security.connection-limit", "at the limit", || {
+                    at_limit.emit(EventKind::SecurityConnectionLimit, "at the limit", || {
                         let (peer, doing) = closed
                             .first()
                             .map(|(p, d)| (p.to_string(), d.as_str()))
@@ -216,7 +217,7 @@ pub async fn accept_loop(listener: TcpListener, serving: Serving, mut stop: watc
                     });
                 }
                 Room::Full => {
-                    at_limit.emit("security.connection-limit", "at the limit", || {
+                    at_limit.emit(EventKind::SecurityConnectionLimit, "at the limit", || {
                         format!(
                             "the TCP API reached its limit of {} connections ([daemon] http_max_connections), all answering requests made with the token: new connections wait until one ends",
                             limits.max_connections
@@ -326,7 +327,7 @@ fn report(closed: Closed, conn: &Conn, limits: &SharedLimits, slow: &Alerts) {
         Closed::Expired(Expired::Head { started: true }) => {
             let timeout = limits.load().header_timeout;
             tracing::debug!("TCP API: closing {peer}, request head not complete in {timeout:?}");
-            slow.emit("security.slow-request", "closed", || {
+            slow.emit(EventKind::SecuritySlowRequest, "closed", || {
                 format!(
                     "closed the TCP API connection from {peer}: its request head did not arrive whole within {timeout:?} ([daemon] http_header_timeout)"
                 )
