@@ -119,6 +119,31 @@ mod tests {
     }
 
     #[test]
+    fn a_hung_command_is_gone_when_the_deadline_fails_it() {
+        let dir = std::env::temp_dir().join(format!("testkit-run-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let pid_file = dir.join("pid");
+        let script = format!("echo $$ > {}; exec sleep 600", pid_file.display());
+        let err = try_run_with_deadline(
+            Command::new("sh").args(["-c", &script]),
+            Duration::from_millis(500),
+        )
+        .expect_err("the deadline fails the run");
+        assert!(
+            err.contains("did not finish") && err.contains("sh"),
+            "{err}"
+        );
+        let pid = std::fs::read_to_string(&pid_file).expect("the child wrote its pid");
+        let _ = std::fs::remove_dir_all(&dir);
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        // Killed and reaped: gone, or (pid reused) no longer our `sleep`.
+        assert!(
+            stat.map_or(true, |s| !s.contains("(sleep)")),
+            "the hung child {pid} still runs"
+        );
+    }
+
+    #[test]
     fn a_missing_tool_is_an_error_for_the_caller() {
         let e = run_with_deadline(
             &mut Command::new("/nonexistent/tool"),
