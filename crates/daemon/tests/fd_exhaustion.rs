@@ -25,16 +25,18 @@ fn out_of_descriptors_blames_no_instance_and_takes_no_port() {
         return;
     }
     let exe = std::env::current_exe().expect("test binary");
-    let out = std::process::Command::new(exe)
-        .args([
-            "out_of_descriptors_blames_no_instance_and_takes_no_port",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .output()
-        .expect("running the test again as a child");
+    let out = jarfleet_testkit::run_with_deadline(
+        std::process::Command::new(exe)
+            .args([
+                "out_of_descriptors_blames_no_instance_and_takes_no_port",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1"),
+        Duration::from_secs(120),
+    )
+    .expect("running the test again as a child");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -73,12 +75,8 @@ fn exhausted() {
         }
     });
     drop(answering);
-    // A free port to check: found, then let go.
-    let free = TcpListener::bind("127.0.0.1:0")
-        .expect("free port")
-        .local_addr()
-        .expect("addr")
-        .port();
+    // A free port to check, from the checked allocator (the code under test binds it).
+    let free = jarfleet_testkit::free_port();
     let run_dir = tempfile::tempdir().expect("temp dir");
     let (tx, _rx) = tokio::sync::mpsc::channel(16);
     let checks = [

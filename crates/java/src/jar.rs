@@ -452,23 +452,36 @@ mod tests {
         )
         .expect("write source");
         let classes = tmp.path().join("classes");
-        let status = Command::new(jdk.home.join("bin/javac"))
-            .args(["--release", "11", "-d"])
-            .arg(&classes)
-            .arg(src.join("Hello.java"))
-            .status()
-            .expect("run javac");
-        assert!(status.success(), "javac failed");
+        let deadline = std::time::Duration::from_secs(300);
+        let out = jarfleet_testkit::run_with_deadline(
+            Command::new(jdk.home.join("bin/javac"))
+                .args(["--release", "11", "-d"])
+                .arg(&classes)
+                .arg(src.join("Hello.java")),
+            deadline,
+        )
+        .expect("run javac");
+        assert!(
+            out.status.success(),
+            "javac failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let jar = tmp.path().join("hello.jar");
-        let status = Command::new(jdk.home.join("bin/jar"))
-            .args(["--create", "--file"])
-            .arg(&jar)
-            .args(["--main-class", "demo.Hello", "-C"])
-            .arg(&classes)
-            .arg(".")
-            .status()
-            .expect("run jar");
-        assert!(status.success(), "jar failed");
+        let out = jarfleet_testkit::run_with_deadline(
+            Command::new(jdk.home.join("bin/jar"))
+                .args(["--create", "--file"])
+                .arg(&jar)
+                .args(["--main-class", "demo.Hello", "-C"])
+                .arg(&classes)
+                .arg("."),
+            deadline,
+        )
+        .expect("run jar");
+        assert!(
+            out.status.success(),
+            "jar failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
 
         let info = inspect_jar(&jar).expect("inspect");
         assert_eq!(info.min_java_feature, 11, "{info:?}");

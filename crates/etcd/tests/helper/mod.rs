@@ -24,11 +24,9 @@ const START_DEADLINE: Duration = Duration::from_secs(15);
 /// How long a test waits for one expected watcher event.
 pub const EVENT_DEADLINE: Duration = Duration::from_secs(10);
 
-/// A free loopback port: bound, read, released.
-pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
+/// A port for etcd (or for nobody, as a dead endpoint): from the checked allocator, never
+/// bound-and-released, so nothing else takes it before etcd binds it.
+pub use jarfleet_testkit::free_port;
 
 /// A single-member etcd with its own data dir and ports, killed (by pid) on drop.
 pub struct Etcd {

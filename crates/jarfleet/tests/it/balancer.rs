@@ -11,13 +11,6 @@ use crate::harness::*;
 
 pub(crate) const START: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// A fleet of `fx` behind the load balancer on `127.0.0.1:PORT`.
 pub(crate) fn fleet_behind_lb(
     instances: u32,

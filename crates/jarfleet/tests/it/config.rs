@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use crate::harness::{AppDef, Fleet};
+use crate::harness::{AppDef, Fleet, run_with_deadline};
 
 fn run_with(fleet: &Fleet, args: &[&str], greeting: Option<&str>) -> std::process::Output {
     let mut cmd = fleet.command(args);
@@ -13,7 +13,7 @@ fn run_with(fleet: &Fleet, args: &[&str], greeting: Option<&str>) -> std::proces
         Some(g) => cmd.env("GREETING", g),
         None => cmd.env_remove("GREETING"),
     };
-    cmd.output().expect("jarfleet runs")
+    run_with_deadline(&mut cmd, Duration::from_secs(180)).expect("jarfleet runs")
 }
 
 /// Each ready instance's `app.properties`, found through the JVM's `JARFLEET_CONFIG_DIR`.

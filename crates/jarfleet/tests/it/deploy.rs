@@ -68,10 +68,12 @@ fn watch_ready(
             let (mut n, mut samples) = (0, 0);
             while !stop.load(Ordering::SeqCst) && n < 5_000 {
                 n += 1;
-                let out = std::process::Command::new(&bin)
-                    .args(["status", "-o", "json"])
-                    .env("JARFLEET_STATE", &state)
-                    .output();
+                let out = run_with_deadline(
+                    std::process::Command::new(&bin)
+                        .args(["status", "-o", "json"])
+                        .env("JARFLEET_STATE", &state),
+                    Duration::from_secs(60),
+                );
                 let Ok(out) = out else { continue };
                 let Ok(v) = serde_json::from_slice::<Value>(&out.stdout) else {
                     continue;

@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -32,7 +32,7 @@ struct Tmpfs {
 impl Tmpfs {
     fn mount(path: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(path).expect("creating the mount point");
-        let out = run_bounded(
+        let out = run_with_deadline(
             Command::new("mount")
                 .args([
                     "-t",
@@ -42,7 +42,9 @@ impl Tmpfs {
                     "tmpfs",
                 ])
                 .arg(path),
-        );
+            HOST_COMMAND,
+        )
+        .unwrap_or_else(|e| panic!("running mount: {e}"));
         assert!(
             out.status.success(),
             "mounting a {size} tmpfs at {} failed ({}): {}\nthis test needs root (or CAP_SYS_ADMIN) to mount a small tmpfs as a full disk",
@@ -58,41 +60,20 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let out = run_bounded(Command::new("umount").arg(&self.path));
-        if !out.status.success() {
-            let _ = run_bounded(Command::new("umount").arg("-l").arg(&self.path));
+        // No panic here (a Drop while unwinding would abort): a failed or hung umount falls
+        // back to a lazy one.
+        let out = try_run_with_deadline(Command::new("umount").arg(&self.path), HOST_COMMAND);
+        if !out.is_ok_and(|o| o.status.success()) {
+            let _ = try_run_with_deadline(
+                Command::new("umount").arg("-l").arg(&self.path),
+                HOST_COMMAND,
+            );
         }
     }
 }
 
-/// Runs a host command with a deadline (30 s).
-fn run_bounded(cmd: &mut Command) -> std::process::Output {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(Duration::from_secs(30)) {
-        Ok(out) => out.expect("collecting output"),
-        Err(_) => {
-            kill9(pid);
-            panic!("{cmd:?} did not finish within 30 s");
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+/// How long a host command (mount, umount) may take.
+const HOST_COMMAND: Duration = Duration::from_secs(30);
 
 /// Two `fx` instances behind the load balancer, state on a 64 MiB tmpfs.
 fn disk_fleet() -> DiskFleet {

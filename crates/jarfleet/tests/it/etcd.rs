@@ -20,10 +20,7 @@ fn an_etcd_change_rolls_to_every_instance_without_a_failed_request_and_an_outage
     rt.block_on(client.put("/fx/GREETING", "hi")).expect("put");
 
     let fleet = Fleet::new(10);
-    let lb = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
+    let lb = free_port();
     let listen = format!("listen = \"127.0.0.1:{lb}\"");
     let tables = format!(
         "[apps.fx.config]\netcd = {{ endpoints = [\"{}\"], prefix = \"/fx/\" }}\n\n[apps.fx.deploy]\nmin_healthy = \"500ms\"\n",

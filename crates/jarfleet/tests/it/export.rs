@@ -25,8 +25,7 @@ fn tool(name: &str, package: &str) -> PathBuf {
 }
 
 fn run_tool(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null())
-        .output()
+    run_with_deadline(cmd, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
@@ -37,13 +36,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// A process we started (nginx, HAProxy, a daemon), stopped by pid when dropped: SIGTERM

@@ -28,13 +28,6 @@ const LIMIT: u64 = 512;
 /// The review's reproducer: more slow clients than the daemon has descriptors.
 const CLIENTS: usize = 1_100;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `jarfleet ARGS` under `prlimit --nofile=SOFT:HARD`, as the fleet's own commands run.
 fn run_limited(fleet: &Fleet, soft: u64, hard: u64, args: &[&str]) -> Output {
     let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
@@ -43,17 +36,18 @@ fn run_limited(fleet: &Fleet, soft: u64, hard: u64, args: &[&str]) -> Output {
         .unwrap_or_else(|| {
             panic!("prlimit is missing: install util-linux (apt-get install -y util-linux)")
         });
-    let out = Command::new(prlimit)
-        .arg(format!("--nofile={soft}:{hard}"))
-        .arg("--")
-        .arg(jarfleet_bin())
-        .args(args)
-        .current_dir(fleet.dir.path())
-        .env("JARFLEET_STATE", &fleet.state)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running jarfleet under prlimit");
+    let out = run_with_deadline(
+        Command::new(prlimit)
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(jarfleet_bin())
+            .args(args)
+            .current_dir(fleet.dir.path())
+            .env("JARFLEET_STATE", &fleet.state)
+            .env("NO_COLOR", "1"),
+        Duration::from_secs(180),
+    )
+    .expect("running jarfleet under prlimit");
     assert!(
         out.status.success(),
         "prlimit --nofile={soft}:{hard} jarfleet {args:?} failed ({}):\nstdout: {}\nstderr: {}",

@@ -118,9 +118,13 @@ fn build_fixture_jar() -> PathBuf {
     jar
 }
 
+/// How long one JDK tool run (javac, jar) may take on a loaded machine.
+const JDK_TOOL_DEADLINE: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Runs a JDK tool; on failure removes `tmp` and panics with the tool's output.
 fn run(mut cmd: Command, tmp: &Path) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
+    let out = jarfleet_testkit::run_with_deadline(&mut cmd, JDK_TOOL_DEADLINE)
+        .unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     if !out.status.success() {
         let _ = fs::remove_dir_all(tmp);
         panic!(
@@ -205,15 +209,22 @@ pub fn fixture_variant(dest: &Path, props: &[(&str, &str)]) -> PathBuf {
     fs::write(dir.join("jarfleet-fixture.properties"), text).expect("properties");
     fs::copy(fixture_jar(), dest).expect("copy the fixture jar");
     let (_, jar) = find_jdk_tools();
-    let status = Command::new(&jar)
-        .arg("uf")
-        .arg(dest)
-        .arg("-C")
-        .arg(&dir)
-        .arg("jarfleet-fixture.properties")
-        .status()
-        .expect("running jar");
-    assert!(status.success(), "jar uf failed for {}", dest.display());
+    let out = jarfleet_testkit::run_with_deadline(
+        Command::new(&jar)
+            .arg("uf")
+            .arg(dest)
+            .arg("-C")
+            .arg(&dir)
+            .arg("jarfleet-fixture.properties"),
+        JDK_TOOL_DEADLINE,
+    )
+    .expect("running jar");
+    assert!(
+        out.status.success(),
+        "jar uf failed for {}: {}",
+        dest.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     dest.to_path_buf()
 }
 

@@ -56,27 +56,12 @@ fn wait_until_with_deadline<T>(timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
-/// `n` consecutive free ports, checked by binding them. The base is drawn from the OS: bind
-/// port 0, take the port it gave, and use the run below it if free.
-pub fn free_ports(n: u16) -> (u16, u16) {
-    for _ in 0..200 {
-        let Ok(l) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = l.local_addr() else { continue };
-        drop(l);
-        // Ephemeral ports sit high; stepping down keeps our range below the busy end.
-        let base = addr.port().saturating_sub(20_000).max(10_000);
-        let last = base + n - 1;
-        let all_free = (base..=last).all(|p| {
-            TcpListener::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
-        });
-        if all_free {
-            return (base, last);
-        }
-    }
-    panic!("no run of {n} free ports found");
-}
+/// The checked port allocator (`free_ports(n)`: `n` consecutive ports, `free_port()`: one):
+/// below the ephemeral range, checked free, and claimed for this test process so no other test
+/// gets them. Every port a test hands to a process that binds it later comes from here.
+pub use jarfleet_testkit::{free_port, free_ports};
+/// Every external command a test runs has a deadline: a hung one is killed and named.
+pub use jarfleet_testkit::{run_with_deadline, try_run_with_deadline, wait_with_deadline};
 
 /// A minimal HTTP/1.1 GET on 127.0.0.1 (no client library: the test talks raw sockets).
 pub fn http_get(port: u16, path: &str) -> Result<(u16, String), String> {
@@ -248,21 +233,11 @@ impl Fleet {
             .stderr(Stdio::piped())
             .spawn()
             .expect("running jarfleet");
-        let pid = child.id();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(child.wait_with_output());
-        });
-        match rx.recv_timeout(Duration::from_secs(180)) {
-            Ok(out) => out.expect("collecting output"),
-            Err(_) => {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-                panic!("jarfleet {args:?} did not finish within 180 s");
-            }
-        }
+        wait_with_deadline(
+            child,
+            &format!("jarfleet {args:?}"),
+            Duration::from_secs(180),
+        )
     }
 
     /// Runs `jarfleet ARGS` and asserts success; returns stdout.
@@ -377,11 +352,7 @@ impl Drop for Fleet {
     fn drop(&mut self) {
         // Stop what we started: the daemon (gracefully), then anything it left behind.
         if self.state.join("jarfleet.sock").exists() {
-            let _ = self
-                .command(&["down"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
+            let _ = try_run_with_deadline(&mut self.command(&["down"]), Duration::from_secs(120));
         }
         if let Some(pid) = self.daemon_pid()
             && pid_alive(pid)

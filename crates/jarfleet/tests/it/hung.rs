@@ -13,13 +13,6 @@ use serde_json::Value;
 use crate::balancer::{Load, START};
 use crate::harness::*;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// `POST /` on a new connection (the fixture answers it like a GET); the status code, or what
 /// went wrong. The client waits far
 /// longer than the balancer's response timeout: an answer must come from the balancer.

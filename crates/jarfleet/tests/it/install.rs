@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::fixture::fixture_variant;
-use crate::harness::{Fleet, JVM_OPTS, environ, http_get, kill9, pid_alive, wait_until};
+use crate::harness::{
+    Fleet, JVM_OPTS, environ, http_get, kill9, pid_alive, run_with_deadline, wait_until,
+};
 
 /// Every file under `dir` (relative paths, sorted): "nothing written" is checked with it.
 fn tree(dir: &Path) -> Vec<String> {
@@ -390,31 +392,34 @@ fn a_self_contained_installer_installs_its_binary_and_runs_on_its_bundled_jre() 
     let fleet = Fleet::new(4);
     let jre = fleet.path("jre");
     let jlink = crate::fixture::jdk_tool("jlink");
-    let status = std::process::Command::new(&jlink)
-        .args([
-            "--add-modules",
-            "java.base,jdk.httpserver",
-            "--no-header-files",
-            "--no-man-pages",
-        ])
-        .arg("--output")
-        .arg(&jre)
-        .status()
-        .expect("running jlink (apt-get install -y openjdk-17-jdk-headless)");
-    assert!(status.success(), "jlink failed");
+    let out = run_with_deadline(
+        std::process::Command::new(&jlink)
+            .args([
+                "--add-modules",
+                "java.base,jdk.httpserver",
+                "--no-header-files",
+                "--no-man-pages",
+            ])
+            .arg("--output")
+            .arg(&jre),
+        Duration::from_secs(300),
+    )
+    .expect("running jlink (apt-get install -y openjdk-17-jdk-headless)");
+    assert!(out.status.success(), "jlink failed: {}", stderr_of(&out));
     let bundle = pack(&fleet, "1.0.0", &["--jre", s(&jre), "--installer"]);
     let installer = bundle.with_file_name("fx-1.0.0-installer");
     assert!(installer.is_file());
     let prefix = fleet.path("srv");
     // No java on PATH, no JAVA_HOME: only the bundled JRE can run the app.
-    let out = std::process::Command::new(&installer)
-        .args(["install", "--prefix", s(&prefix)])
-        .env("PATH", "/usr/bin/nonexistent")
-        .env_remove("JAVA_HOME")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the installer");
+    let out = run_with_deadline(
+        std::process::Command::new(&installer)
+            .args(["install", "--prefix", s(&prefix)])
+            .env("PATH", "/usr/bin/nonexistent")
+            .env_remove("JAVA_HOME")
+            .env("NO_COLOR", "1"),
+        Duration::from_secs(180),
+    )
+    .expect("run the installer");
     assert!(
         out.status.success(),
         "{}\n{}",
@@ -441,15 +446,16 @@ fn a_self_contained_installer_installs_its_binary_and_runs_on_its_bundled_jre() 
 
     // `up --prefix`: install, then run the fleet (here detached, waiting until it is ready).
     let prefix2 = fleet.path("srv2");
-    let out = std::process::Command::new(&installer)
-        .args(["up", "--prefix", s(&prefix2), "-d", "--wait"])
-        .env("PATH", "/usr/bin/nonexistent")
-        .env_remove("JAVA_HOME")
-        .env_remove("JARFLEET_STATE")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the installer's up");
+    let out = run_with_deadline(
+        std::process::Command::new(&installer)
+            .args(["up", "--prefix", s(&prefix2), "-d", "--wait"])
+            .env("PATH", "/usr/bin/nonexistent")
+            .env_remove("JAVA_HOME")
+            .env_remove("JARFLEET_STATE")
+            .env("NO_COLOR", "1"),
+        Duration::from_secs(180),
+    )
+    .expect("run the installer's up");
     assert!(out.status.success(), "{}", stderr_of(&out));
     let second = Fleet::adopt(&fleet, prefix2.join("state"));
     second.wait_ready("fx", 2, Duration::from_secs(60));
@@ -485,11 +491,13 @@ fn a_fault_at_every_journal_step_leaves_the_old_release_and_a_rerun_succeeds() {
         let version = format!("2.{i}.0");
         let bundle = pack(&fleet, &version, &["--hooks", s(&hooks)]);
         let spec_before = fs::read(prefix.join("jarfleet.toml")).expect("spec");
-        let out = fleet
-            .command(&["install", s(&bundle), "--prefix", s(&prefix)])
-            .env("JARFLEET_FAULT_AT", fault)
-            .output()
-            .expect("install");
+        let out = run_with_deadline(
+            fleet
+                .command(&["install", s(&bundle), "--prefix", s(&prefix)])
+                .env("JARFLEET_FAULT_AT", fault),
+            Duration::from_secs(180),
+        )
+        .expect("install");
         assert!(
             !out.status.success(),
             "{fault}: the install must not succeed"
@@ -569,11 +577,13 @@ fn config_templates_are_rendered_per_release_and_instance_and_roll_back_with_the
     let v1 = pack(&fleet, "1.0.0", &["--config", s(&config)]);
 
     // A required value missing: an install-time error naming file, line and message.
-    let out = fleet
-        .command(&["install", s(&v1), "--prefix", s(&prefix)])
-        .env_remove("DB_URL")
-        .output()
-        .expect("install");
+    let out = run_with_deadline(
+        fleet
+            .command(&["install", s(&v1), "--prefix", s(&prefix)])
+            .env_remove("DB_URL"),
+        Duration::from_secs(180),
+    )
+    .expect("install");
     assert!(!out.status.success());
     let err = stderr_of(&out);
     assert!(
@@ -589,12 +599,14 @@ fn config_templates_are_rendered_per_release_and_instance_and_roll_back_with_the
     );
 
     let install = |bundle: &Path, greeting: &str| {
-        let out = fleet
-            .command(&["install", s(bundle), "--prefix", s(&prefix)])
-            .env("DB_URL", "jdbc:postgresql://db/orders")
-            .env("GREETING", greeting)
-            .output()
-            .expect("install");
+        let out = run_with_deadline(
+            fleet
+                .command(&["install", s(bundle), "--prefix", s(&prefix)])
+                .env("DB_URL", "jdbc:postgresql://db/orders")
+                .env("GREETING", greeting),
+            Duration::from_secs(180),
+        )
+        .expect("install");
         assert!(out.status.success(), "{}", stderr_of(&out));
     };
     install(&v1, "hi");

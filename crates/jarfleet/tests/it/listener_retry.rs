@@ -14,10 +14,7 @@ fn listener(fleet: &Fleet) -> serde_json::Value {
 #[test]
 fn a_listener_that_cannot_bind_is_retried_until_it_serves() {
     let fleet = Fleet::new(6);
-    let lb = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
+    let lb = free_port();
     fleet.write_app(&AppDef {
         extra: &format!("listen = \"127.0.0.1:{lb}\""),
         ..Default::default()

@@ -14,13 +14,6 @@ use crate::harness::*;
 
 const START: Duration = Duration::from_secs(90);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 /// Prometheus's `promtool`; the test fails without it.
 fn promtool() -> PathBuf {
     ["/usr/bin/promtool", "/usr/local/bin/promtool"]
@@ -52,7 +45,7 @@ fn assert_promtool_accepts(text: &str) {
         .expect("promtool's stdin")
         .write_all(text.as_bytes())
         .expect("feeding promtool");
-    let out = child.wait_with_output().expect("promtool's result");
+    let out = wait_with_deadline(child, "promtool check metrics", Duration::from_secs(60));
     assert!(
         out.status.success(),
         "promtool check metrics failed ({}):\n{}{}\n--- the exposition:\n{text}",
@@ -409,11 +402,11 @@ fn grafana_dashboard_is_importable_and_its_queries_parse() {
     let file = dir.path().join("dashboard-rules.yml");
     let doc = serde_json::json!({ "groups": [{ "name": "dashboard", "rules": rules }] });
     std::fs::write(&file, doc.to_string()).expect("writing the rules");
-    let out = Command::new(promtool())
-        .args(["check", "rules"])
-        .arg(&file)
-        .output()
-        .expect("running promtool");
+    let out = run_with_deadline(
+        Command::new(promtool()).args(["check", "rules"]).arg(&file),
+        Duration::from_secs(60),
+    )
+    .expect("running promtool");
     assert!(
         out.status.success(),
         "promtool check rules failed:\n{}{}",

@@ -8,7 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::harness::{AppDef, Fleet, http_get, kill9, pid_alive, wait_until};
+use crate::harness::{
+    AppDef, Fleet, http_get, kill9, pid_alive, run_with_deadline, try_run_with_deadline,
+    wait_until, wait_with_deadline,
+};
 
 const START: Duration = Duration::from_secs(90);
 
@@ -29,13 +32,11 @@ fn as_nobody(argv: &[&str]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("running setpriv: install util-linux (apt-get install -y util-linux)");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    rx.recv_timeout(Duration::from_secs(120))
-        .unwrap_or_else(|_| panic!("{argv:?} as nobody did not finish within 120 s"))
-        .expect("collecting output")
+    wait_with_deadline(
+        child,
+        &format!("{argv:?} as nobody"),
+        Duration::from_secs(120),
+    )
 }
 
 /// `Uid:` and `NoNewPrivs:` of a /proc status text.
@@ -398,13 +399,15 @@ struct Tmpfs(PathBuf);
 impl Tmpfs {
     fn mount(at: &Path, size: &str) -> Tmpfs {
         std::fs::create_dir_all(at).expect("mkdir the mount point");
-        let out = Command::new("timeout")
-            .args(["30", "mount", "-t", "tmpfs", "-o"])
-            .arg(format!("size={size},mode=0755"))
-            .arg("tmpfs")
-            .arg(at)
-            .output()
-            .expect("running mount");
+        let out = run_with_deadline(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o"])
+                .arg(format!("size={size},mode=0755"))
+                .arg("tmpfs")
+                .arg(at),
+            Duration::from_secs(30),
+        )
+        .expect("running mount");
         assert!(
             out.status.success(),
             "mounting a tmpfs at {} was refused (the test needs root and mount): {}",
@@ -418,10 +421,10 @@ impl Tmpfs {
 impl Drop for Tmpfs {
     fn drop(&mut self) {
         // Lazy: a JVM or shim still holding a file there must not keep the mount.
-        let _ = Command::new("timeout")
-            .args(["30", "umount", "-l"])
-            .arg(&self.0)
-            .status();
+        let _ = try_run_with_deadline(
+            Command::new("umount").arg("-l").arg(&self.0),
+            Duration::from_secs(30),
+        );
     }
 }
 

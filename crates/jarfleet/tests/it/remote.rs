@@ -6,7 +6,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::fixture::fixture_variant;
-use crate::harness::{Fleet, JVM_OPTS, http_get};
+use crate::harness::{Fleet, JVM_OPTS, http_get, run_with_deadline};
 use crate::https_server::{FileRoute, Route, TestServer};
 
 fn spec(fleet: &Fleet, url: &str, pin: &str, ca: &std::path::Path) -> String {
@@ -20,13 +20,14 @@ fn spec(fleet: &Fleet, url: &str, pin: &str, ca: &std::path::Path) -> String {
 
 /// Runs `cmd` under `script`, on a pseudo-terminal; returns what it printed.
 fn fleet_script(fleet: &Fleet, cmd: &str) -> String {
-    let out = std::process::Command::new("script")
-        .args(["-q", "-e", "-c", cmd, "/dev/null"])
-        .current_dir(fleet.dir.path())
-        .env("JARFLEET_STATE", &fleet.state)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("script (util-linux) runs");
+    let out = run_with_deadline(
+        std::process::Command::new("script")
+            .args(["-q", "-e", "-c", cmd, "/dev/null"])
+            .current_dir(fleet.dir.path())
+            .env("JARFLEET_STATE", &fleet.state),
+        Duration::from_secs(180),
+    )
+    .expect("script (util-linux) runs");
     assert!(
         out.status.success(),
         "{cmd}: {}",

@@ -91,10 +91,11 @@ fn on_a_terminal(fleet: &Fleet, args: &str, cols: u16, no_color: bool) -> Runnin
 #[test]
 fn status_watch_redraws_in_colour_on_a_terminal_and_stays_plain_in_a_pipe() {
     assert!(
-        std::process::Command::new("script")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
+        run_with_deadline(
+            std::process::Command::new("script").arg("--version"),
+            Duration::from_secs(30)
+        )
+        .is_ok_and(|o| o.status.success()),
         "script(1) is missing: apt-get install -y bsdutils"
     );
     let fleet = Fleet::new(4);
@@ -192,10 +193,11 @@ fn strip_escapes(s: &str) -> String {
 #[test]
 fn down_names_what_it_stops_on_a_terminal_and_writes_one_line_into_a_pipe() {
     assert!(
-        std::process::Command::new("script")
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success()),
+        run_with_deadline(
+            std::process::Command::new("script").arg("--version"),
+            Duration::from_secs(30)
+        )
+        .is_ok_and(|o| o.status.success()),
         "script(1) is missing: apt-get install -y bsdutils"
     );
     let fleet = Fleet::new(4);

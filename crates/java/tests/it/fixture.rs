@@ -106,13 +106,15 @@ fn build_boot_jar() -> PathBuf {
         .unwrap_or(0);
     let tmp = cache.join(format!(".tmp-boot-{}-{nanos}", std::process::id()));
     fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("create {}: {e}", tmp.display()));
-    let out = Command::new("bash")
-        .arg(src.join("build.sh"))
-        .arg(&tmp)
-        .env("JAVAC", &javac)
-        .env("JAR", &jar_tool)
-        .output()
-        .unwrap_or_else(|e| panic!("run bash fixtures/boot/build.sh: {e}"));
+    let out = jarfleet_testkit::run_with_deadline(
+        Command::new("bash")
+            .arg(src.join("build.sh"))
+            .arg(&tmp)
+            .env("JAVAC", &javac)
+            .env("JAR", &jar_tool),
+        std::time::Duration::from_secs(300),
+    )
+    .unwrap_or_else(|e| panic!("run bash fixtures/boot/build.sh: {e}"));
     if !out.status.success() {
         let _ = fs::remove_dir_all(&tmp);
         panic!(

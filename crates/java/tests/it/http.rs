@@ -34,10 +34,6 @@ pub fn ok(port: u16, path: &str) -> bool {
     matches!(get(port, path), Some((200, _)))
 }
 
-/// A port that was free a moment ago (bound to 127.0.0.1:0 by the OS, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
-}
+/// A port for a JVM to bind, from the checked allocator (below the ephemeral range, checked
+/// free, claimed for this test process).
+pub use jarfleet_testkit::free_port;

@@ -74,12 +74,12 @@ pub struct External {
     pub fronts: Vec<SocketAddr>,
 }
 
-/// Ports the OS has free now, distinct (each checked by binding; all held until returned).
+/// `n` distinct loopback addresses for the proxy to bind, from the checked allocator (below the
+/// ephemeral range, checked free, claimed for this test process).
 fn free_ports(n: usize) -> Vec<SocketAddr> {
-    let held: Vec<std::net::TcpListener> = (0..n)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("a free port"))
-        .collect();
-    held.iter().map(|l| l.local_addr().expect("port")).collect()
+    (0..n)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], jarfleet_testkit::free_port())))
+        .collect()
 }
 
 fn nginx_conf(dir: &Path, fronts: &[SocketAddr], backends: &[SocketAddr]) -> String {
@@ -147,9 +147,9 @@ pub async fn haproxy(backends: &[SocketAddr]) -> External {
 }
 
 /// Starts a proxy with fresh ports until it listens on all of them, each try bounded by 10 s.
-/// The ports are free when chosen but released before the proxy binds them, and another
-/// process may take one in between (a client's ephemeral port, another test's listener): the
-/// proxy then exits with "Address already in use" and gets a new set, five times at most.
+/// The ports come from the checked allocator, so no other test and no ephemeral port takes
+/// one; should something else bind one anyway, the proxy exits with "Address already in use"
+/// and gets a new set, five times at most.
 async fn start(
     name: &'static str,
     backends: &[SocketAddr],

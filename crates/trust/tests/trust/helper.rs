@@ -5,16 +5,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 pub const INSTALL_HINT: &str = "apt-get install -y minisign gnupg";
+/// How long one run of minisign, gpg or gpgconf may take before it is killed and named.
+const DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Fails the test (never skips it) when `tool` is not installed.
 pub fn require(tool: &str) {
-    let found = Command::new(tool)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok();
+    let found =
+        jarfleet_testkit::run_with_deadline(Command::new(tool).arg("--version"), DEADLINE).is_ok();
     // `minisign --version` exits 2 with usage on some versions; running at all is enough.
     assert!(
         found,
@@ -50,9 +47,7 @@ pub fn run(cmd: &mut Command, stdin: &str) -> Output {
         // A tool that exits without reading stdin closes the pipe; that is not an error here.
         let _ = pipe.write_all(stdin.as_bytes());
     }
-    child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("waiting for {cmd:?}: {e}"))
+    jarfleet_testkit::wait_with_deadline(child, &format!("{cmd:?}"), DEADLINE)
 }
 
 pub fn stdout(out: &Output) -> String {
@@ -178,12 +173,11 @@ impl Gpg {
 
 impl Drop for Gpg {
     fn drop(&mut self) {
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", self.home.path())
-            .args(["--kill", "gpg-agent"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        let _ = jarfleet_testkit::try_run_with_deadline(
+            Command::new("gpgconf")
+                .env("GNUPGHOME", self.home.path())
+                .args(["--kill", "gpg-agent"]),
+            DEADLINE,
+        );
     }
 }
