@@ -78,22 +78,20 @@ class Load:
         return sorted(self.samples)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--step-time", default="3s")
-    ap.add_argument("--rates", default="0.1,0.3,1.0")
-    ap.add_argument("--jarfleet", help="jarfleet binary (default: cargo build --release)")
-    ap.add_argument("--no-write", action="store_true")
-    args = ap.parse_args()
-    step_ms = float(args.step_time.rstrip("s")) * 1000
-    jf = args.jarfleet and str(Path(args.jarfleet).resolve())
+
+def canary_fleet(jarfleet, prefix, canary, extra=""):
+    """Builds jarfleet (unless `jarfleet` names a binary) and the fixture, and writes a spec of 2
+    fixture JVMs (v1, `fast_start = false`: the coldest starts) behind the balancer with the
+    canary strategy; `canary` is the inline `canary` table's contents, `extra` more spec text.
+    Returns (jarfleet binary, fleet dir, env, fixture jar, balancer port)."""
+    jf = jarfleet and str(Path(jarfleet).resolve())
     if not jf:
         log("building jarfleet (release)")
         run(["cargo", "build", "--release", "-p", "jarfleet"], cwd=ROOT)
         jf = str(ROOT / "target" / "release" / "jarfleet")
     run(["bash", str(ROOT / "fixtures" / "app" / "build.sh")])
     fixture = ROOT / "fixtures" / "app" / "build" / "fixture-app.jar"
-    tmp = Path(tempfile.mkdtemp(prefix="jf-canary-"))
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
     env = dict(os.environ, JARFLEET_STATE=str(tmp / "state"), NO_COLOR="1")
     v1 = variant(fixture, tmp / "v1.jar", {"version": "v1"})
     first, last = free_range(12)
@@ -112,8 +110,23 @@ http = "/health"
 [apps.fx.deploy]
 strategy = "canary"
 min_healthy = "0s"
-canary = {{ steps = [{FIRST_STEP}, 50, 100], step_time = "{args.step_time}", max_error_rate = 0.01, max_p99_ratio = 100.0 }}
+canary = {{ {canary} }}
+{extra}""")
+    return jf, tmp, env, fixture, lb
 
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--step-time", default="3s")
+    ap.add_argument("--rates", default="0.1,0.3,1.0")
+    ap.add_argument("--jarfleet", help="jarfleet binary (default: cargo build --release)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    step_ms = float(args.step_time.rstrip("s")) * 1000
+    jf, tmp, env, fixture, lb = canary_fleet(
+        args.jarfleet, "jf-canary-",
+        f'steps = [{FIRST_STEP}, 50, 100], step_time = "{args.step_time}", '
+        'max_error_rate = 0.01, max_p99_ratio = 100.0',
+        """
 [apps.fx.balancer]
 slow_start = "0s"
 """)

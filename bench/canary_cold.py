@@ -22,13 +22,12 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from canary import Load, variant  # noqa: E402
-from deploy import ROOT, free_range, log, run  # noqa: E402
+from canary import Load, canary_fleet, variant  # noqa: E402
+from deploy import log, run  # noqa: E402
 from docsection import replace_section  # noqa: E402
 
 SECTION = "## Canary of cold JVMs"
@@ -46,34 +45,8 @@ def main():
     ap.add_argument("--jarfleet", help="jarfleet binary (default: cargo build --release)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
-    jf = args.jarfleet and str(Path(args.jarfleet).resolve())
-    if not jf:
-        log("building jarfleet (release)")
-        run(["cargo", "build", "--release", "-p", "jarfleet"], cwd=ROOT)
-        jf = str(ROOT / "target" / "release" / "jarfleet")
-    run(["bash", str(ROOT / "fixtures" / "app" / "build.sh")])
-    fixture = ROOT / "fixtures" / "app" / "build" / "fixture-app.jar"
-    tmp = Path(tempfile.mkdtemp(prefix="jf-canary-cold-"))
-    env = dict(os.environ, JARFLEET_STATE=str(tmp / "state"), NO_COLOR="1")
-    v1 = variant(fixture, tmp / "v1.jar", {"version": "v1"})
-    first, last = free_range(12)
-    lb = last + 1
-    (tmp / "jarfleet.toml").write_text(f"""
-[apps.fx]
-artifact = "{v1}"
-instances = 2
-ports = "{first}-{last}"
-listen = "127.0.0.1:{lb}"
-java = {{ opts = ["-Xmx48m", "-XX:+UseSerialGC"], fast_start = false }}
-
-[apps.fx.health]
-http = "/health"
-
-[apps.fx.deploy]
-strategy = "canary"
-min_healthy = "0s"
-canary = {{ step_time = "{args.step_time}" }}
-""")
+    jf, tmp, env, fixture, lb = canary_fleet(
+        args.jarfleet, "jf-canary-cold-", f'step_time = "{args.step_time}"')
     runs = []
     bad_result = None
     started = time.time()
