@@ -33,7 +33,8 @@ fn fleet_v1(extra_tables: &str) -> (Fleet, std::path::PathBuf) {
     (fleet, v1)
 }
 
-fn versions(fleet: &Fleet) -> Vec<String> {
+/// What each of `fx`'s instances answers on `/version` (or why it did not).
+pub(crate) fn versions(fleet: &Fleet) -> Vec<String> {
     fleet
         .instances("fx")
         .iter()

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::deploy::versions;
 use crate::fixture::fixture_variant;
 use crate::harness::*;
 
@@ -51,19 +52,6 @@ fn release_of(fleet: &Fleet) -> String {
         .as_str()
         .unwrap_or_default()
         .to_string()
-}
-
-fn versions(fleet: &Fleet) -> Vec<String> {
-    fleet
-        .instances("fx")
-        .iter()
-        .filter_map(|i| i["port"].as_u64())
-        .map(|p| {
-            http_get(p as u16, "/version")
-                .map(|(_, v)| v.trim().to_string())
-                .unwrap_or_else(|e| e)
-        })
-        .collect()
 }
 
 /// Deploys `jar` and waits until its first new instance runs (spawned, not ready): the
