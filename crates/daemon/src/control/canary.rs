@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use jarfleet_core::canary::{self, SetFigures, StepFigures, Verdict, WarmUp};
 use jarfleet_core::spec::Strategy;
 
-use super::deploy::{ROLLING_BACK, RUNNING};
+use super::deploy::RUNNING;
 use super::*;
 
 /// How often the loop looks at a warming canary instance's counters.
@@ -386,18 +386,8 @@ impl Control {
         if let Some(run) = rt.canary.as_mut() {
             run.percent = 0;
         }
-        if let Some(d) = rt.deployment.as_mut() {
-            d.outcome = ROLLING_BACK.into();
-            d.reason = Some(reason.clone());
-        }
+        self.mark_rolling_back(app, &reason, now);
         self.sync_lb(app);
-        self.record_step(app, format!("rolling back: {reason}"), now);
-        self.emit(
-            EventKind::DeployRollingBack,
-            Some(app),
-            None,
-            format!("rolling back: {reason}"),
-        );
         self.drive(app);
     }
 

@@ -319,19 +319,7 @@ impl Control {
                     self.finish(app, FAILED, &d.from, now);
                     return;
                 }
-                if let Some(rt) = self.apps.get_mut(app)
-                    && let Some(d) = rt.deployment.as_mut()
-                {
-                    d.outcome = ROLLING_BACK.into();
-                    d.reason = Some(reason.clone());
-                }
-                self.record_step(app, format!("rolling back: {reason}"), now);
-                self.emit(
-                    EventKind::DeployRollingBack,
-                    Some(app),
-                    None,
-                    format!("rolling back: {reason}"),
-                );
+                self.mark_rolling_back(app, &reason, now);
                 return;
             }
         }
@@ -357,6 +345,18 @@ impl Control {
     }
 
     /// Ends the app's deployment with `outcome`; `current` is the release the app now runs.
+    /// `app`'s deployment turns to rolling back with `reason`: kept in its record, recorded
+    /// as a step and announced.
+    pub(super) fn mark_rolling_back(&mut self, app: &str, reason: &str, now: u64) {
+        if let Some(d) = self.apps.get_mut(app).and_then(|rt| rt.deployment.as_mut()) {
+            d.outcome = ROLLING_BACK.into();
+            d.reason = Some(reason.to_string());
+        }
+        let step = format!("rolling back: {reason}");
+        self.record_step(app, step.clone(), now);
+        self.emit(EventKind::DeployRollingBack, Some(app), None, step);
+    }
+
     pub(super) fn finish(&mut self, app: &str, outcome: &str, current: &str, now: u64) {
         let Some(rt) = self.apps.get_mut(app) else {
             return;

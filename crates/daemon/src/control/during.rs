@@ -4,7 +4,6 @@
 
 use jarfleet_api::DeploymentRecord;
 use jarfleet_core::during::{self, Command, Kind, Outcome, Refusal};
-use jarfleet_core::events::EventKind;
 use jarfleet_core::instance::AfterStop;
 use jarfleet_core::rollout::MemberState;
 
@@ -175,17 +174,7 @@ impl Control {
                 };
                 // A canary not judged yet (or already through) rolls back like a blue-green.
                 rt.canary = None;
-                if let Some(d) = rt.deployment.as_mut() {
-                    d.outcome = ROLLING_BACK.into();
-                    d.reason = Some(reason.clone());
-                }
-                self.record_step(app, format!("rolling back: {reason}"), now);
-                self.emit(
-                    EventKind::DeployRollingBack,
-                    Some(app),
-                    None,
-                    format!("rolling back: {reason}"),
-                );
+                self.mark_rolling_back(app, &reason, now);
                 self.sync_lb(app);
                 self.drive(app);
             }
