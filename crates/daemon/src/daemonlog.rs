@@ -334,15 +334,21 @@ mod tests {
             .expect("the daemon log never fails");
     }
 
+    /// A daemon log in a new temporary directory (kept while the first value lives).
+    fn temp_log() -> (tempfile::TempDir, std::path::PathBuf, DaemonLog) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("daemon.log");
+        let log = DaemonLog::file(&path).expect("opening the log");
+        (dir, path, log)
+    }
+
     fn read(path: &Path) -> String {
         fs::read_to_string(path).unwrap_or_default()
     }
 
     #[test]
     fn rotates_by_size_and_keeps_n() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("daemon.log");
-        let log = DaemonLog::file(&path).expect("opening the log");
+        let (_dir, path, log) = temp_log();
         log.set_rotation(100, 2);
         for i in 0..20 {
             // 30 bytes a line: 3 lines a file.
@@ -376,9 +382,7 @@ mod tests {
 
     #[test]
     fn keeping_fewer_files_deletes_the_extra_ones() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("daemon.log");
-        let log = DaemonLog::file(&path).expect("opening the log");
+        let (_dir, path, log) = temp_log();
         log.set_rotation(10, 4);
         for i in 0..6 {
             log_line(&log, &format!("{i}........"));
@@ -464,9 +468,7 @@ mod tests {
 
     #[test]
     fn a_rotation_that_fails_keeps_the_line_and_is_tried_again() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("daemon.log");
-        let log = DaemonLog::file(&path).expect("opening the log");
+        let (_dir, path, log) = temp_log();
         log.set_rotation(20, 1);
         // `daemon.log.1` is a directory with something in it: it can be neither deleted nor
         // replaced by the log.

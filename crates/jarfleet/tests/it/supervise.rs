@@ -172,12 +172,7 @@ fn ignoring_sigterm_gets_sigkill_after_stop_timeout_and_its_child_dies_too() {
         ..Default::default()
     });
     fleet.up();
-    let i = fleet.wait_ready("fx", 1, START).remove(0);
-    let pid = i["pid"].as_u64().expect("pid") as u32;
-    let port = i["port"].as_u64().expect("port") as u16;
-    let (_, child) = http_get(port, "/child").expect("GET /child");
-    let child: u32 = child.trim().parse().expect("child pid");
-    fleet.remember(child);
+    let (pid, port, child) = jvm_and_its_child(&fleet);
     assert!(pid_alive(child));
     fleet.ok(&["stop", "fx"]);
     let stopped = wait_until("fx/0 stopped", Duration::from_secs(30), || {
@@ -551,12 +546,7 @@ fn an_instances_rss_counts_the_processes_its_jvm_started() {
         ..Default::default()
     });
     fleet.up();
-    let i = fleet.wait_ready("fx", 1, START).remove(0);
-    let pid = i["pid"].as_u64().expect("pid") as u32;
-    let port = i["port"].as_u64().expect("port") as u16;
-    let (_, child) = http_get(port, "/child").expect("GET /child");
-    let child: u32 = child.trim().parse().expect("child pid");
-    fleet.remember(child);
+    let (pid, _port, child) = jvm_and_its_child(&fleet);
 
     // Stopped, the JVM's memory holds still (the child sleeps): the figures can be compared
     // exactly. Health checks fail meanwhile, far from a restart.
@@ -586,4 +576,16 @@ fn an_instances_rss_counts_the_processes_its_jvm_started() {
         jvm + kid,
         "status RSS is the JVM's ({jvm}) and its child's ({kid})"
     );
+}
+
+/// The pid and port of `fx/0`'s JVM (started with `--spawn-child`) once it is ready, and the pid of the child
+/// process it started (`GET /child`), which the fleet's clean-up will also kill.
+fn jvm_and_its_child(fleet: &Fleet) -> (u32, u16, u32) {
+    let i = fleet.wait_ready("fx", 1, START).remove(0);
+    let pid = i["pid"].as_u64().expect("pid") as u32;
+    let port = i["port"].as_u64().expect("port") as u16;
+    let (_, child) = http_get(port, "/child").expect("GET /child");
+    let child: u32 = child.trim().parse().expect("child pid");
+    fleet.remember(child);
+    (pid, port, child)
 }

@@ -88,8 +88,8 @@ fn on_a_terminal(fleet: &Fleet, args: &str, cols: u16, no_color: bool) -> Runnin
     Running::start(cmd)
 }
 
-#[test]
-fn status_watch_redraws_in_colour_on_a_terminal_and_stays_plain_in_a_pipe() {
+/// A fleet of two ready `fx` instances, once `script(1)` (the terminal) is known to be there.
+fn two_instances_and_script() -> Fleet {
     assert!(
         run_with_deadline(
             std::process::Command::new("script").arg("--version"),
@@ -105,6 +105,12 @@ fn status_watch_redraws_in_colour_on_a_terminal_and_stays_plain_in_a_pipe() {
     });
     fleet.up();
     fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    fleet
+}
+
+#[test]
+fn status_watch_redraws_in_colour_on_a_terminal_and_stays_plain_in_a_pipe() {
+    let fleet = two_instances_and_script();
 
     // A terminal: the screen is cleared and redrawn, states in colour, rows fit 60 columns.
     let tty = on_a_terminal(&fleet, "status --watch --interval 200ms", 60, false);
@@ -192,21 +198,7 @@ fn strip_escapes(s: &str) -> String {
 
 #[test]
 fn down_names_what_it_stops_on_a_terminal_and_writes_one_line_into_a_pipe() {
-    assert!(
-        run_with_deadline(
-            std::process::Command::new("script").arg("--version"),
-            Duration::from_secs(30)
-        )
-        .is_ok_and(|o| o.status.success()),
-        "script(1) is missing: apt-get install -y bsdutils"
-    );
-    let fleet = Fleet::new(4);
-    fleet.write_app(&AppDef {
-        instances: 2,
-        ..AppDef::default()
-    });
-    fleet.up();
-    fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let fleet = two_instances_and_script();
     let pids = fleet.pids("fx");
 
     // A terminal: each instance and the app named as they stop, then the summary.
