@@ -156,7 +156,7 @@ fn apply_undo(undo: &Undo) -> Result<()> {
             },
         },
         Undo::KillGroup { pgid, program } => {
-            let runs_it = crate::procinfo::cmdline(*pgid)
+            let runs_it = jarfleet_shim::procinfo::cmdline(*pgid)
                 .is_some_and(|c| c.iter().any(|a| Path::new(a) == program.as_path()));
             if runs_it {
                 let _ = nix::sys::signal::killpg(

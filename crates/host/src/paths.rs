@@ -1,4 +1,5 @@
-//! The state directory layout (DESIGN §5). Every path the daemon writes is named here.
+//! The state directory layout. Every path the daemon, the CLI and the shim write under the state
+//! dir is named here (the files inside a shim's run dir by `jarfleet-shim`, re-exported as [`run`]).
 
 use std::path::{Path, PathBuf};
 
@@ -61,39 +62,7 @@ impl StateDir {
     }
 }
 
-/// Files inside a shim's run dir.
-pub mod run {
-    pub const LAUNCH: &str = "launch.json";
-    pub const SOCKET: &str = "s.sock";
-    pub const EXIT: &str = "exit.json";
-    pub const SHIM_LOG: &str = "shim.log";
-}
-
-/// Writes `bytes` to `path` atomically: temp file (0600: launch files hold the app's
-/// environment), fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(crate::privfs::PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+/// Writes a private file atomically (`jarfleet-shim`'s `privfs`).
+pub use jarfleet_shim::privfs::write_atomic;
+/// Files inside a shim's run dir (the shim's own protocol, named by `jarfleet-shim`).
+pub use jarfleet_shim::protocol::run_dir as run;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::paths::run;
-use crate::shim::protocol::{Launch, ShimMessage};
+use jarfleet_shim::protocol::{Launch, ShimMessage};
 
 /// A shim that answered and whose JVM still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,11 +5,21 @@
 //! subreaper) and records how the JVM ended. It runs in its own session, so the daemon can crash,
 //! restart or upgrade without touching any JVM; the next daemon re-adopts the shim through its
 //! control socket (newline-delimited JSON, see [`protocol`]).
+//!
+//! This crate is the shim process and the process toolkit it stands on, which the daemon and the
+//! CLI use too: [`spawn`] (children in their own session, confined to an app's user: one of the
+//! two fenced `unsafe` modules), [`footprint`] (start-up code handed back: the other one),
+//! [`logfile`] (size-rotated logs, tail, follow), [`privfs`] (what root may open where a confined
+//! app could plant a name), [`procinfo`] (procfs reads), [`fdlimit`] (the open-file limit).
+//! It depends on no other jarfleet crate but `jarfleet-core`.
 
-pub mod client;
+pub mod fdlimit;
+pub mod footprint;
+pub mod logfile;
+pub mod privfs;
+pub mod procinfo;
 pub mod protocol;
 mod run;
 pub mod spawn;
-pub mod survivors;
 
 pub use run::run_shim;
