@@ -5,7 +5,7 @@
 //! The CLI uses this crate only to run the daemon ([`run`], [`DaemonConfig`], [`Stop`]) and
 //! through the small façade below (the daemon's log writer, what `doctor` reads, the TCP API
 //! settings checked before an apply). Everything else it needs is in `jarfleet-host` and
-//! `jarfleet-shim`; `crates/jarfleet/tests/crates.rs` holds it to that.
+//! `jarfleet-shim`; `crates/testkit/tests/crate_rules.rs` holds it to that.
 
 pub mod clock;
 pub mod control;
