@@ -23,11 +23,7 @@ use crate::launch::JavaRuntime;
 use crate::paths::StateDir;
 
 fn layout_dir(dirs: &StateDir, app: &str, release: &str) -> PathBuf {
-    dirs.root()
-        .join("releases")
-        .join(app)
-        .join(release)
-        .join("boot")
+    dirs.release_dir(app, release).join("boot")
 }
 
 /// For a Spring Boot jar: the launch that runs its extracted layout (extracted now if it is
@@ -115,9 +111,7 @@ pub fn archive(
     let build = format!("{} {} {}", rt.vendor, rt.version, rt.home.display());
     let key = cds::archive_key(release, &build, &spec.java.opts);
     let path = dirs
-        .root()
-        .join("cds")
-        .join(&spec.name)
+        .cds_dir(&spec.name)
         .join(format!("{key}.{}", kind.extension()));
     let classpath = match &spec.launch {
         Launch::Jar { path, .. } => vec![path.clone()],
@@ -445,7 +439,7 @@ fn write_new(path: &Path, text: &str) -> Result<(), String> {
 /// Training runs left behind by a daemon that died while they ran (their JVM waits for a
 /// SIGTERM that will never come): killed, process group and all. Returns their pids.
 pub fn kill_stray_trainings(dirs: &StateDir) -> Vec<i32> {
-    let cds = dirs.root().join("cds");
+    let cds = dirs.cds_root();
     let cds = cds.to_string_lossy();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

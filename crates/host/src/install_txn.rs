@@ -47,7 +47,7 @@ pub struct Journal {
 }
 
 fn journal_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("journal")
+    crate::paths::StateDir::new(state_dir).install_journals()
 }
 
 impl Journal {

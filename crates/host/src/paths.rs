@@ -30,11 +30,33 @@ impl StateDir {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }
+    /// Where the shims' run dirs are (`APP.SLOT.GENERATION` each).
+    pub fn run_root(&self) -> PathBuf {
+        self.root.join("run")
+    }
     /// Per-spawn directory of one shim: launch file, control socket, exit record.
     pub fn run_dir(&self, app: &str, slot: u32, generation: u64) -> PathBuf {
-        self.root
-            .join("run")
-            .join(format!("{app}.{slot}.{generation}"))
+        self.run_root().join(format!("{app}.{slot}.{generation}"))
+    }
+    /// One release of an app: its verified artifact, rendered config (`etc/`), extracted
+    /// layout (`boot/`).
+    pub fn release_dir(&self, app: &str, release: &str) -> PathBuf {
+        self.root.join("releases").join(app).join(release)
+    }
+    /// Remote artifacts, downloaded and kept by digest.
+    pub fn download_cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    /// Install transactions' journals (`TX.journal` each).
+    pub fn install_journals(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+    /// Class data archives, per app (`APP/KEY.jsa`, `.aot`).
+    pub fn cds_root(&self) -> PathBuf {
+        self.root.join("cds")
+    }
+    pub fn cds_dir(&self, app: &str) -> PathBuf {
+        self.cds_root().join(app)
     }
     /// An instance's log directory: root's own (`stdout.log`, `stderr.log`, rotated files),
     /// readable by the app's group.

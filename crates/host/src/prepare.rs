@@ -24,7 +24,7 @@ pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorB
     let jdks = jarfleet_java::discover();
     let mut errors = Vec::new();
     let mut out = BTreeMap::new();
-    let cache = spec.daemon.state_dir.join("cache");
+    let cache = crate::paths::StateDir::new(&spec.daemon.state_dir).download_cache();
     for (name, app) in &spec.apps {
         let with_etcd;
         let app = match &app.config_etcd {
@@ -293,10 +293,7 @@ fn materialize_config(prepared: &mut PreparedApp, state_root: &Path) -> Result<(
         return Ok(());
     }
     let name = &spec.name;
-    let release_dir = state_root
-        .join("releases")
-        .join(name)
-        .join(&prepared.release);
+    let release_dir = crate::paths::StateDir::new(state_root).release_dir(name, &prepared.release);
     let etc = release_dir.join("etc");
     if !etc.is_dir() {
         let tmp = release_dir.join(".etc.incoming");
@@ -448,11 +445,7 @@ pub fn prepare_release(
     let jdks = jarfleet_java::discover();
     let mut prepared = prepare_app(&spec, &jdks, None)
         .map_err(|e| usage(e.replace(&format!("apps.{}.artifact", current.name), "artifact")))?;
-    let dir = dirs
-        .root()
-        .join("releases")
-        .join(&current.name)
-        .join(&prepared.release);
+    let dir = dirs.release_dir(&current.name, &prepared.release);
     let file = artifact
         .file_name()
         .map(|n| n.to_os_string())

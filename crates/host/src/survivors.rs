@@ -66,7 +66,7 @@ pub fn parse_run_dir_name(name: &str) -> Option<(String, u32, u64)> {
 /// at most 2 s per shim). Nothing is sent to a shim but the connection itself.
 pub fn find(state_root: &Path) -> Found {
     let mut found = Found::default();
-    let Ok(entries) = std::fs::read_dir(state_root.join("run")) else {
+    let Ok(entries) = std::fs::read_dir(crate::paths::StateDir::new(state_root).run_root()) else {
         return found;
     };
     for dir in entries.flatten().map(|e| e.path()) {

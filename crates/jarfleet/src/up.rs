@@ -320,7 +320,7 @@ async fn start_detached(state: &Path, client: &Client, new_store: bool) -> Resul
         .mode(0o700)
         .create(state)
         .map_err(|e| CliError::failed(format!("creating {}: {e}", state.display())))?;
-    let log_path = state.join("daemon.log");
+    let log_path = jarfleet_host::paths::StateDir::new(state).daemon_log();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

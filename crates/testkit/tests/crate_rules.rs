@@ -375,3 +375,68 @@ fn unsafe_lives_in_two_modules() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// The state dir's names that only `crates/host/src/paths.rs` may join onto a path.
+const STATE_NAMES: [&str; 11] = [
+    "run",
+    "releases",
+    "cache",
+    "journal",
+    "cds",
+    "logs",
+    "dumps",
+    "instances",
+    "state.db",
+    "daemon.log",
+    "daemon.lock",
+];
+
+/// The code of a source file without its unit tests (everything from `#[cfg(test)]` on).
+fn before_tests(text: &str) -> &str {
+    text.find("#[cfg(test)]").map_or(text, |at| &text[..at])
+}
+
+/// `.join("NAME")` of a state dir name in `code` (the raw text: the names are string literals).
+fn state_joins(code: &str) -> Vec<&'static str> {
+    STATE_NAMES
+        .iter()
+        .copied()
+        .filter(|name| code.contains(&format!(".join(\"{name}\")")))
+        .collect()
+}
+
+#[test]
+fn state_paths_are_built_only_by_paths() {
+    let root = workspace();
+    let mut problems = Vec::new();
+    let mut scanned = 0;
+    for krate in ["shim", "host", "daemon", "jarfleet"] {
+        let mut files = Vec::new();
+        sources(&root.join("crates").join(krate).join("src"), &mut files);
+        for path in files {
+            if path.ends_with("host/src/paths.rs") {
+                continue;
+            }
+            scanned += 1;
+            let text = read(&path);
+            for name in state_joins(before_tests(&text)) {
+                problems.push(format!(
+                    "{} joins \"{name}\" onto a path by hand: use jarfleet_host::paths::StateDir (add a method there if it lacks one)",
+                    path.display()
+                ));
+            }
+        }
+    }
+    assert!(scanned > 50, "found the sources: {scanned}");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+#[test]
+fn hand_built_state_paths_are_seen() {
+    let code = "let a = dirs.root().join(\"releases\").join(app);\nlet b = x.join(\"etc\");";
+    assert_eq!(state_joins(code), ["releases"]);
+    assert_eq!(
+        before_tests("fn a() {}\n#[cfg(test)]\nmod tests { x.join(\"run\") }"),
+        "fn a() {}\n"
+    );
+}

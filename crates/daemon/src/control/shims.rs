@@ -326,7 +326,7 @@ impl Control {
                     .map(move |(slot, s)| dirs.run_dir(name, *slot, s.record.generation))
             })
             .collect();
-        let Ok(entries) = std::fs::read_dir(self.dirs.root().join("run")) else {
+        let Ok(entries) = std::fs::read_dir(self.dirs.run_root()) else {
             return 0;
         };
         let mut dirs: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).collect();
