@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::logfile::rotated_path;
+use jarfleet_shim::logfile::rotated_path;
 
 /// Rotate the daemon's log once it would pass this size… (`[daemon] log_max_size`)
 pub const DEFAULT_MAX_SIZE: u64 = jarfleet_core::spec::DEFAULT_DAEMON_LOG_MAX_SIZE;

@@ -1,31 +1,23 @@
 //! The jarfleet daemon: the imperative shell around `jarfleet_core`.
 //!
 //! [`run`] is a library function, so tests and `jarfleet up` start the daemon in-process.
+//!
+//! The CLI uses this crate only to run the daemon ([`run`], [`DaemonConfig`], [`Stop`]) and
+//! through the small façade below (the daemon's log writer, what `doctor` reads, the TCP API
+//! settings checked before an apply). Everything else it needs is in `jarfleet-host` and
+//! `jarfleet-shim`; `crates/testkit/tests/crate_rules.rs` holds it to that.
 
 pub mod clock;
-pub mod config;
 pub mod control;
 pub mod daemonlog;
-pub mod etcdconf;
-pub mod faststart;
-pub mod fdlimit;
-pub mod footprint;
+pub mod etcd_watch;
 pub mod http;
-pub mod journal;
-pub mod launch;
-pub mod logfile;
 pub mod metrics;
-pub mod notify;
-pub mod paths;
 pub mod persist;
-pub mod ports;
-pub mod prepare;
-pub mod privfs;
 pub mod probe;
-pub mod procinfo;
 pub mod reload;
-pub mod server;
-pub mod shim;
+pub mod sd_notify;
+pub mod shim_client;
 pub mod store;
 pub mod storecheck;
 
@@ -39,7 +31,21 @@ use anyhow::{Context, Result};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::{Control, Event};
-use crate::paths::StateDir;
+use jarfleet_host::{faststart, install_txn, paths};
+use jarfleet_shim::{fdlimit, privfs};
+
+// The façade the CLI may use beyond `run`.
+/// The daemon's own log writer (`jarfleet daemon`, `jarfleet up`).
+pub use daemonlog::DaemonLog;
+/// A token file read as the daemon reads it (clients' copies of the API token).
+pub use http::auth::{TokenFileError, read_secret};
+/// The TCP API settings read and checked before an apply (`jarfleet apply`).
+pub use http::load as load_api_settings;
+use jarfleet_host::paths::StateDir;
+/// Free space on a file system (`doctor`).
+pub use persist::free_bytes;
+/// The store looked at read-only (`doctor`).
+pub use storecheck::{Inspection, inspect as inspect_store};
 
 pub struct DaemonConfig {
     pub state_dir: PathBuf,
@@ -73,7 +79,7 @@ pub async fn run(
     let dirs = StateDir::new(&config.state_dir);
     make_private(&dirs)?;
     let _lock = lock(&dirs)?;
-    for line in journal::recover(dirs.root())? {
+    for line in install_txn::recover(dirs.root())? {
         tracing::warn!("{line}");
     }
     // A store that lost the fleet's records while shims run is refused here, before anything
@@ -87,7 +93,7 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
     let remote = Arc::new(http::RemoteApi::new());
-    let app = server::router(server::ApiState {
+    let app = http::routes::router(http::routes::ApiState {
         tx: tx.clone(),
         events: events.clone(),
         dirs: dirs.clone(),
@@ -159,9 +165,9 @@ pub async fn run(
     let notifier = match &started {
         Ok(done) => {
             tracing::info!("{done}");
-            notify::enabled().then(|| {
-                notify::ready(done);
-                tokio::spawn(notify::supervise(tx.clone(), events.subscribe()))
+            sd_notify::enabled().then(|| {
+                sd_notify::ready(done);
+                tokio::spawn(sd_notify::supervise(tx.clone(), events.subscribe()))
             })
         }
         Err(_) => {
@@ -175,7 +181,7 @@ pub async fn run(
     reloader.abort();
     if let Some(n) = notifier {
         n.abort();
-        notify::stopping("daemon stopped");
+        sd_notify::stopping("daemon stopped");
     }
     // A class data archive being trained goes with the daemon (it is trained again later).
     faststart::kill_stray_trainings(&dirs);

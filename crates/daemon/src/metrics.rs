@@ -24,7 +24,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::procinfo;
+use jarfleet_shim::procinfo;
 
 /// The `Content-Type` of the exposition.
 pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;

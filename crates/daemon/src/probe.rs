@@ -10,8 +10,8 @@ use jarfleet_core::spec::HealthCheck;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::fdlimit::{self, Op, Shortage};
-use crate::shim::protocol::RunAs;
+use jarfleet_shim::fdlimit::{self, Op, Shortage};
+use jarfleet_shim::protocol::RunAs;
 
 /// What one health check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,7 +210,7 @@ pub async fn http_call(port: u16, method: &str, path: &str) -> Result<u16, Check
 }
 
 /// Runs the check's command with an argv (never a shell), as the app's user when it has one and
-/// with `PR_SET_NO_NEW_PRIVS` (`crate::shim::spawn::child_command`).
+/// with `PR_SET_NO_NEW_PRIVS` (`jarfleet_shim::spawn::child_command`).
 async fn exec(
     argv: &[String],
     vars: &BTreeMap<&'static str, String>,
@@ -223,7 +223,8 @@ async fn exec(
         .iter()
         .map(|a| jarfleet_core::interp::resolve_instance(a, vars))
         .collect();
-    let mut cmd = tokio::process::Command::from(crate::shim::spawn::child_command(program, run_as));
+    let mut cmd =
+        tokio::process::Command::from(jarfleet_shim::spawn::child_command(program, run_as));
     let status = cmd
         .args(&args)
         .stdin(std::process::Stdio::null())

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::control::Event;
 use crate::http::RemoteApi;
-use crate::paths::StateDir;
+use jarfleet_host::paths::StateDir;
 
 /// Runs until the process ends: one reload per SIGHUP.
 pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir, remote: Arc<RemoteApi>) {
@@ -78,7 +78,8 @@ fn load(path: &Path) -> Result<jarfleet_core::spec::FleetSpec, String> {
     let env = |k: &str| std::env::var(k).ok();
     let mut spec =
         jarfleet_core::spec::load_bytes(&bytes, path, &env).map_err(|e| e.to_string())?;
-    crate::config::render_spec_config(&mut spec, &env).map_err(|errors| errors.join("\n"))?;
+    jarfleet_host::templates::render_spec_config(&mut spec, &env)
+        .map_err(|errors| errors.join("\n"))?;
     Ok(spec)
 }
 
@@ -132,9 +133,9 @@ pub async fn apply(
     let dirs = dirs.clone();
     let daemon = spec.daemon.clone();
     let prepared = tokio::task::spawn_blocking(move || {
-        let mut prepared = crate::prepare::prepare(&spec)?;
+        let mut prepared = jarfleet_host::prepare::prepare(&spec)?;
         for p in prepared.values_mut() {
-            crate::prepare::fast_start_layout(p, &dirs)?;
+            jarfleet_host::prepare::fast_start_layout(p, &dirs)?;
         }
         Ok::<_, ErrorBody>(prepared)
     })

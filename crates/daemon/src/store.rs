@@ -65,7 +65,7 @@ pub const EVENT_RETENTION: i64 = 20_000;
 pub struct AppRecord {
     pub spec: jarfleet_core::spec::AppSpec,
     pub release: String,
-    pub runtime: crate::launch::JavaRuntime,
+    pub runtime: jarfleet_host::launch::JavaRuntime,
     /// Bumped by a rolling `restart APP`.
     #[serde(default)]
     pub restart_generation: u64,
@@ -82,7 +82,7 @@ pub struct AppRecord {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReleaseRecord {
     pub spec: jarfleet_core::spec::AppSpec,
-    pub runtime: crate::launch::JavaRuntime,
+    pub runtime: jarfleet_host::launch::JavaRuntime,
     pub version: Option<String>,
     pub created_at: u64,
 }
@@ -93,7 +93,10 @@ impl AppRecord {
     pub fn release(
         &self,
         release: &str,
-    ) -> (&jarfleet_core::spec::AppSpec, &crate::launch::JavaRuntime) {
+    ) -> (
+        &jarfleet_core::spec::AppSpec,
+        &jarfleet_host::launch::JavaRuntime,
+    ) {
         match self.releases.get(release) {
             Some(r) => (&r.spec, &r.runtime),
             None => (&self.spec, &self.runtime),

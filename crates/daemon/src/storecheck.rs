@@ -10,9 +10,9 @@ use anyhow::{Context, Result};
 use jarfleet_core::recovery::{StoreFound, StoreVerdict, store_verdict};
 use rusqlite::{Connection, OpenFlags};
 
-use crate::paths::StateDir;
-use crate::shim::survivors::{self, Found};
 use crate::store::Store;
+use jarfleet_host::paths::StateDir;
+use jarfleet_host::survivors::{self, Found};
 
 /// What the store file holds, without changing it.
 #[derive(Debug, Clone)]

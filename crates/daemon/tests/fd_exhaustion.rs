@@ -11,9 +11,9 @@ use std::net::TcpListener;
 use std::time::Duration;
 
 use jarfleet_core::spec::{HealthCheck, PortRange};
-use jarfleet_daemon::fdlimit::{self, Op, Shortage};
-use jarfleet_daemon::ports::{self, PickError};
 use jarfleet_daemon::probe::{self, Outcome};
+use jarfleet_host::ports::{self, PickError};
+use jarfleet_shim::fdlimit::{self, Op, Shortage};
 
 const CHILD: &str = "JARFLEET_TEST_FD_EXHAUSTED";
 const LIMIT: u64 = 64;
@@ -145,7 +145,7 @@ fn exhausted() {
     );
 
     // A shim start: fails, and the failure says it was the daemon's shortage.
-    let launch = jarfleet_daemon::shim::protocol::Launch {
+    let launch = jarfleet_shim::protocol::Launch {
         argv: vec!["java".into()],
         env: vec![],
         cwd: run_dir.path().join("cwd"),
@@ -159,7 +159,7 @@ fn exhausted() {
         run_as: None,
     };
     let started = rt.block_on(async {
-        jarfleet_daemon::shim::client::start(
+        jarfleet_daemon::shim_client::start(
             std::path::Path::new("/bin/false"),
             &run_dir.path().join("run"),
             &launch,

@@ -53,20 +53,22 @@ pub async fn validate(
     let spec = context::load_spec(spec_arg)?;
     if !offline {
         let checked = spec.clone();
-        tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
+        tokio::task::spawn_blocking(move || jarfleet_host::prepare::prepare(&checked))
             .await
             .map_err(|e| CliError::failed(e.to_string()))?
             .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
         // The TCP API's token and certificate files, read as the daemon will read them.
         let daemon = spec.daemon.clone();
-        tokio::task::spawn_blocking(move || jarfleet_daemon::http::load(&daemon).map(|_| ()))
-            .await
-            .map_err(|e| CliError::failed(e.to_string()))?
-            .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
+        tokio::task::spawn_blocking(move || {
+            jarfleet_daemon::load_api_settings(&daemon).map(|_| ())
+        })
+        .await
+        .map_err(|e| CliError::failed(e.to_string()))?
+        .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
         let mut port_errors = Vec::new();
         let none = std::collections::BTreeSet::new();
         for app in spec.apps.values() {
-            let survey = jarfleet_daemon::ports::survey(app.ports, &none);
+            let survey = jarfleet_host::ports::survey(app.ports, &none);
             if let Some(u) = survey.unchecked {
                 return Err(CliError::failed(format!(
                     "apps.{}.ports = \"{}-{}\": {u}; run `jarfleet validate` again once it has descriptors to spare",
@@ -120,7 +122,7 @@ pub fn port_errors(
     spec.apps
         .values()
         .filter_map(|app| {
-            let survey = jarfleet_daemon::ports::survey(app.ports, ours);
+            let survey = jarfleet_host::ports::survey(app.ports, ours);
             if let Some(u) = &survey.unchecked {
                 return Some(format!(
                     "apps.{}.ports = \"{}-{}\": {u}",
@@ -672,7 +674,7 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
     };
     let daemon_files = report.as_ref().and_then(|r| r.daemon.open_files.clone());
     let daemon_store = report.as_ref().and_then(|r| r.daemon.store.clone());
-    let free = jarfleet_daemon::persist::free_bytes(state);
+    let free = jarfleet_daemon::free_bytes(state);
     let strays = match daemon {
         Some(_) => client
             .get::<StatusReport>("/v1/status")
@@ -702,10 +704,10 @@ pub async fn doctor(state: &Path, output: Output) -> Result<(), CliError> {
             "open_files": {
                 // This shell's limit, and what a daemon started from here would make of it.
                 "here": here.map(|(soft, hard)| {
-                    let l = jarfleet_daemon::fdlimit::Limits::of(
+                    let l = jarfleet_shim::fdlimit::Limits::of(
                         soft,
                         hard,
-                        jarfleet_daemon::fdlimit::raise_target(soft, hard),
+                        jarfleet_shim::fdlimit::raise_target(soft, hard),
                     );
                     serde_json::json!({
                         "soft": soft,
@@ -816,15 +818,15 @@ fn store_line(s: &jarfleet_api::StoreHealth) -> Option<String> {
 /// run in `run/`.
 struct StoreCheck {
     db: std::path::PathBuf,
-    inspection: jarfleet_daemon::storecheck::Inspection,
-    shims: Vec<jarfleet_daemon::shim::survivors::Survivor>,
+    inspection: jarfleet_daemon::Inspection,
+    shims: Vec<jarfleet_host::survivors::Survivor>,
     unclear: usize,
 }
 
 fn store_check(state: &Path) -> StoreCheck {
-    let db = jarfleet_daemon::paths::StateDir::new(state).db();
-    let inspection = jarfleet_daemon::storecheck::inspect(&db, true);
-    let found = jarfleet_daemon::shim::survivors::find(state);
+    let db = jarfleet_host::paths::StateDir::new(state).db();
+    let inspection = jarfleet_daemon::inspect_store(&db, true);
+    let found = jarfleet_host::survivors::find(state);
     StoreCheck {
         db,
         inspection,
@@ -900,7 +902,7 @@ impl StoreCheck {
 /// `doctor`'s line on open files: the daemon's own figures when it runs, else what a daemon
 /// started from here would get.
 fn open_files_line(daemon: Option<&jarfleet_api::OpenFiles>, here: Option<(u64, u64)>) -> String {
-    use jarfleet_daemon::fdlimit::{LOW_LIMIT, Limits, raise_target};
+    use jarfleet_shim::fdlimit::{LOW_LIMIT, Limits, raise_target};
     match (daemon, here) {
         (Some(f), _) => {
             let mut line = format!(

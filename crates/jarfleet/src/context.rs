@@ -108,7 +108,7 @@ pub fn load_spec(arg: Option<&Path>) -> Result<FleetSpec, CliError> {
 /// every file at once.
 fn render_config(spec: &mut FleetSpec) -> Result<(), CliError> {
     let env = |k: &str| std::env::var(k).ok();
-    jarfleet_daemon::config::render_spec_config(spec, &env).map_err(|errors| {
+    jarfleet_host::templates::render_spec_config(spec, &env).map_err(|errors| {
         CliError::usage(
             errors.join("\n"),
             Some(
@@ -160,7 +160,7 @@ pub fn remote_client(
     };
     let token = match token_file {
         Some(path) => Some(
-            jarfleet_daemon::http::auth::read_secret(path)
+            jarfleet_daemon::read_secret(path)
                 .map_err(|e| CliError::usage(e.to_string(), Some(e.hint())))?,
         ),
         None => None,

@@ -1,6 +1,6 @@
 //! `jarfleet install [BUNDLE]`: verify a bundle (its signature against the trusted keys, then
 //! every file against its manifest) before anything is written, then install it as one
-//! transaction (`jarfleet_daemon::journal`): extract into a staging dir, render its config
+//! transaction (`jarfleet_host::install_txn`): extract into a staging dir, render its config
 //! templates, run its `pre_install` hook, activate the release dir, write the spec (and, from a
 //! self-contained installer, the jarfleet binary), run `post_install`, then start the app or
 //! roll it out to the running daemon. Any failure, or a crash at any point, leaves the previous
@@ -17,11 +17,11 @@ use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jarfleet_bundle::{Bundle, Hook, Manifest, embed, template};
-use jarfleet_daemon::journal::{Journal, Undo};
+use jarfleet_host::install_txn::{Journal, Undo};
 
 use crate::context::{self, CliError};
 
-use jarfleet_daemon::prepare::VERIFIED_MARKER;
+use jarfleet_host::prepare::VERIFIED_MARKER;
 // Per-instance values: left as `${NAME}` in the rendered config, resolved when an instance
 // starts.
 use jarfleet_core::spec::INSTANCE_VARS;
@@ -159,7 +159,7 @@ pub async fn run(args: InstallArgs) -> Result<(), CliError> {
     let state = prefix.join("state");
 
     // An installer killed earlier: its transaction is undone first.
-    for line in jarfleet_daemon::journal::recover(&state)? {
+    for line in jarfleet_host::install_txn::recover(&state)? {
         eprintln!("{line}");
     }
 
@@ -539,7 +539,7 @@ fn render_config(c: &Ctx<'_>, staging: &Path) -> Result<(), CliError> {
 /// The user the app runs as — the `user` of its app table in the spec being installed over,
 /// else the bundle's default spec — as whom its hooks run too. Only root can switch users;
 /// another installer runs hooks as itself.
-fn hook_user(c: &Ctx<'_>) -> Result<Option<jarfleet_daemon::shim::protocol::RunAs>, CliError> {
+fn hook_user(c: &Ctx<'_>) -> Result<Option<jarfleet_shim::protocol::RunAs>, CliError> {
     if !nix::unistd::geteuid().is_root() {
         return Ok(None);
     }
@@ -567,7 +567,7 @@ fn hook_user(c: &Ctx<'_>) -> Result<Option<jarfleet_daemon::shim::protocol::RunA
                 "the app runs as user {name:?}, and so do its hooks, but there is no such user on this host; create it (useradd --system {name}) or fix `user`"
             ))
         })?;
-    Ok(Some(jarfleet_daemon::shim::protocol::RunAs {
+    Ok(Some(jarfleet_shim::protocol::RunAs {
         uid: user.uid.as_raw(),
         gid: user.gid.as_raw(),
     }))
@@ -587,9 +587,8 @@ async fn run_hook(
     // A hook is the app's code: it runs as the app's user (when the installer can switch), and
     // never gains privileges (`PR_SET_NO_NEW_PRIVS`), like the app's JVMs.
     let run_as = hook_user(c)?;
-    let mut cmd = tokio::process::Command::from(jarfleet_daemon::shim::spawn::child_command(
-        &program, run_as,
-    ));
+    let mut cmd =
+        tokio::process::Command::from(jarfleet_shim::spawn::child_command(&program, run_as));
     cmd.args(&hook.argv[1..])
         .current_dir(root)
         .env("JARFLEET_APP", &c.manifest.name)

@@ -17,7 +17,7 @@ use std::io::Write;
 
 use clap::Parser;
 use jarfleet_api::Action;
-use jarfleet_daemon::daemonlog::DaemonLog;
+use jarfleet_daemon::DaemonLog;
 
 use crate::args::{Cli, Command};
 use crate::context::CliError;
@@ -29,7 +29,7 @@ fn main() {
     if argv.next().is_some_and(|a| a == "shim")
         && let (Some(run_dir), None) = (argv.next(), argv.next())
     {
-        if let Err(e) = jarfleet_daemon::shim::run_shim(std::path::Path::new(&run_dir)) {
+        if let Err(e) = jarfleet_shim::run_shim(std::path::Path::new(&run_dir)) {
             eprintln!("jarfleet shim: {e:#}");
             std::process::exit(1);
         }

@@ -76,14 +76,14 @@ pub async fn daemon(
 /// daemon re-adopts them) are not in the way.
 async fn preflight(spec: &FleetSpec, state: &Path) -> Result<(), CliError> {
     let checked = spec.clone();
-    tokio::task::spawn_blocking(move || jarfleet_daemon::prepare::prepare(&checked))
+    tokio::task::spawn_blocking(move || jarfleet_host::prepare::prepare(&checked))
         .await
         .map_err(|e| CliError::failed(e.to_string()))?
         .map(|_| ())
         .map_err(|e| CliError::usage(e.message, e.hint.as_deref()))?;
     let root = state.to_path_buf();
     let ours: std::collections::BTreeSet<u16> = tokio::task::spawn_blocking(move || {
-        jarfleet_daemon::shim::survivors::find(&root)
+        jarfleet_host::survivors::find(&root)
             .alive
             .into_iter()
             .filter_map(|s| s.port)
@@ -320,7 +320,7 @@ async fn start_detached(state: &Path, client: &Client, new_store: bool) -> Resul
         .mode(0o700)
         .create(state)
         .map_err(|e| CliError::failed(format!("creating {}: {e}", state.display())))?;
-    let log_path = state.join("daemon.log");
+    let log_path = jarfleet_host::paths::StateDir::new(state).daemon_log();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -343,7 +343,7 @@ async fn start_detached(state: &Path, client: &Client, new_store: bool) -> Resul
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(err);
-    let mut child = jarfleet_daemon::shim::spawn::spawn_detached(cmd)
+    let mut child = jarfleet_shim::spawn::spawn_detached(cmd)
         .map_err(|e| CliError::failed(format!("starting the daemon: {e}")))?;
     let v = wait_reachable(client, Duration::from_secs(30), || match child.try_wait() {
         Ok(Some(status)) => {

@@ -447,7 +447,7 @@ impl Control {
         };
         self.write(w);
         for id in &doomed {
-            let dir = self.dirs.root().join("releases").join(app).join(id);
+            let dir = self.dirs.release_dir(app, id);
             let _ = std::fs::remove_dir_all(dir);
         }
         self.emit(

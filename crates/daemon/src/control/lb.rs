@@ -449,8 +449,8 @@ impl Control {
         &self,
         app: &str,
         listen: &str,
-    ) -> Result<(), crate::fdlimit::Failure> {
-        use crate::fdlimit::{Failure, Op};
+    ) -> Result<(), jarfleet_shim::fdlimit::Failure> {
+        use jarfleet_shim::fdlimit::{Failure, Op};
         let addr = listen_addr(listen).map_err(Failure::plain)?;
         if self.lb.apps.get(app).is_some_and(|l| l.addr == addr) {
             return Ok(());
@@ -461,7 +461,7 @@ impl Control {
             )));
         }
         std::net::TcpListener::bind(addr).map(|_| ()).map_err(|e| {
-            match crate::fdlimit::of_io(&e, Op::Bind) {
+            match jarfleet_shim::fdlimit::of_io(&e, Op::Bind) {
                 Some(s) => Failure {
                     message: format!(
                         "listen = {listen:?}: could not check whether it can be listened on: {} ({e})",

@@ -19,24 +19,19 @@ use jarfleet_core::spec::AppSpec;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::clock::now_ms;
-use crate::launch::{self, JavaRuntime, LaunchInput};
-use crate::paths::StateDir;
 use crate::persist::{Change, Persist};
-use crate::shim::client::{self as shim_client, ShimEvent};
-use crate::shim::protocol::ShimCommand;
+use crate::probe;
+use crate::shim_client::{self as shim_client, ShimEvent};
 use crate::store::{AppRecord, InstanceRecord, Store, Write};
-use crate::{ports, probe, procinfo};
+use jarfleet_host::launch::{self, LaunchInput};
+use jarfleet_host::paths::StateDir;
+use jarfleet_host::ports;
+use jarfleet_shim::procinfo;
+use jarfleet_shim::protocol::ShimCommand;
 
 pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 
-/// An app as `apply` hands it to the loop, after the IO checks (artifact, JDK, release id).
-#[derive(Debug, Clone)]
-pub struct PreparedApp {
-    pub spec: AppSpec,
-    pub release: String,
-    pub runtime: JavaRuntime,
-    pub release_record: serde_json::Value,
-}
+pub use jarfleet_host::prepare::PreparedApp;
 
 pub enum Event {
     Apply {
@@ -134,7 +129,7 @@ pub enum Event {
     },
     /// `jarfleet down --strays`: the strays are handed over to be stopped off the loop.
     TakeStrays {
-        reply: oneshot::Sender<Vec<crate::shim::survivors::Survivor>>,
+        reply: oneshot::Sender<Vec<jarfleet_host::survivors::Survivor>>,
     },
     /// The load balancer has nothing in flight on that instance any more.
     Drained {
@@ -189,16 +184,16 @@ pub struct Control {
     /// Unix time (ms) the daemon started.
     started_at_ms: u64,
     /// When to hand back the code and heap pages the last piece of work needed.
-    trimmer: crate::footprint::Trimmer,
+    trimmer: jarfleet_shim::footprint::Trimmer,
     /// The daemon's own shortages (file descriptors, memory, …): counted, reported at a rate.
-    shortages: crate::fdlimit::Alerts,
+    shortages: jarfleet_shim::fdlimit::Alerts,
     /// Writes to the store: at once, or kept and written again while it fails (`persist`).
     persist: std::cell::RefCell<Persist>,
     /// The id of the latest event (events get their ids here, so one kept in memory while the
     /// store fails is streamed with the id it is stored under later).
     last_event_id: std::cell::Cell<i64>,
     /// Shims whose JVM runs but which no instance accounts for: left running, reported.
-    strays: Vec<crate::shim::survivors::Survivor>,
+    strays: Vec<jarfleet_host::survivors::Survivor>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -243,7 +238,7 @@ impl Control {
         let metrics_on = store.meta("metrics")?.as_deref() != Some("off");
         let base_env: Vec<(String, String)> = std::env::vars()
             .filter(|(k, _)| {
-                !k.starts_with("JARFLEET_") && !crate::notify::PRIVATE_VARS.contains(&k.as_str())
+                !k.starts_with("JARFLEET_") && !crate::sd_notify::PRIVATE_VARS.contains(&k.as_str())
             })
             .collect();
         let failing = degraded.clone();
@@ -659,10 +654,10 @@ impl Control {
 
     /// Once the daemon has been quiet for a while after some work (start-up, a deploy, a crash
     /// and restart), it hands back the code and heap pages that work needed (see
-    /// [`crate::footprint`]).
+    /// [`jarfleet_shim::footprint`]).
     fn trim_when_quiet(&mut self) {
         if self.trimmer.take_due(now_ms()) {
-            let trimmed = crate::footprint::trim();
+            let trimmed = jarfleet_shim::footprint::trim();
             tracing::debug!(
                 code_kib = trimmed.code_kib,
                 heap = trimmed.heap,
@@ -816,7 +811,7 @@ impl Control {
                 if let Some((_, h)) = self.etcd_watches.remove(app) {
                     h.abort();
                 }
-                let task = tokio::spawn(crate::etcdconf::watch(
+                let task = tokio::spawn(crate::etcd_watch::watch(
                     app.to_string(),
                     s.clone(),
                     self.tx.clone(),
@@ -855,7 +850,7 @@ impl Control {
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::task::spawn_blocking(move || {
-            let event = match crate::prepare::prepare_changed(&spec, &dirs) {
+            let event = match jarfleet_host::prepare::prepare_changed(&spec, &dirs) {
                 Ok(prepared) => Event::ConfigRelease {
                     app,
                     prepared: Box::new(prepared),
@@ -891,8 +886,8 @@ impl Control {
         let (spec, runtime) = rt.rec.release(&release);
         let key = (app.to_string(), release.clone());
         if self.training.contains(&key)
-            || !crate::faststart::needs_dump(spec, runtime, &release, &self.dirs)
-            || !(crate::faststart::records_dump_info(pid)
+            || !jarfleet_host::faststart::needs_dump(spec, runtime, &release, &self.dirs)
+            || !(jarfleet_host::faststart::records_dump_info(pid)
                 || jarfleet_java::cds::dump_blocked_by(&spec.java.opts).is_some())
         {
             return;
@@ -900,10 +895,10 @@ impl Control {
         let run_as = match spec
             .user
             .as_deref()
-            .map(|name| crate::launch::resolve_user(app, name))
+            .map(|name| jarfleet_host::launch::resolve_user(app, name))
             .transpose()
         {
-            Ok(u) => u.map(|u| crate::shim::protocol::RunAs {
+            Ok(u) => u.map(|u| jarfleet_shim::protocol::RunAs {
                 uid: u.uid,
                 gid: u.gid,
             }),
@@ -915,7 +910,8 @@ impl Control {
         let tx = self.tx.clone();
         let app = app.to_string();
         tokio::task::spawn_blocking(move || {
-            let result = crate::faststart::dump(&spec, &runtime, &release, &dirs, pid, run_as);
+            let result =
+                jarfleet_host::faststart::dump(&spec, &runtime, &release, &dirs, pid, run_as);
             let _ = tx.blocking_send(Event::Trained {
                 app,
                 release,
@@ -926,7 +922,7 @@ impl Control {
 
     /// The daemon was short of something itself while doing `what`: counted, and reported as a
     /// `daemon.shortage` event at most every 10 s (the next one says how many came between).
-    pub(super) fn note_shortage(&mut self, shortage: crate::fdlimit::Shortage, what: &str) {
+    pub(super) fn note_shortage(&mut self, shortage: jarfleet_shim::fdlimit::Shortage, what: &str) {
         let described = shortage.describe_here();
         let line = format!("{described}: {what}");
         let Some(held) = self.shortages.note(now_ms(), &line) else {
@@ -937,7 +933,7 @@ impl Control {
         if held > 0 {
             message.push_str(&format!(
                 " {held} more shortage(s) in the {} s before.",
-                crate::fdlimit::ALERT_EVERY_MS / 1000
+                jarfleet_shim::fdlimit::ALERT_EVERY_MS / 1000
             ));
         }
         message.push_str(&format!(" To do: {}.", shortage.hint()));

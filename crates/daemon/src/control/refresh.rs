@@ -119,9 +119,12 @@ impl Control {
             // on_change is a live setting: as the user set it last.
             let on_change = rt.rec.spec.config_on_change.clone();
             let (spec, _) = rt.rec.release(&release);
-            let templates = spec.env.get(crate::config::TEMPLATES_ENV).cloned();
+            let templates = spec
+                .env
+                .get(jarfleet_host::templates::TEMPLATES_ENV)
+                .cloned();
             let rendered = match templates {
-                Some(t) => crate::config::render_instance(
+                Some(t) => jarfleet_host::templates::render_instance(
                     std::path::Path::new(&t),
                     &launch::instance_config_dir(&self.dirs, app, slot),
                     &launch::instance_vars(&self.dirs, app, slot, port),

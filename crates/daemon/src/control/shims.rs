@@ -1,9 +1,9 @@
 //! The instance side of the loop: re-adoption, spawning shims, their reports, probes.
 
 use super::*;
-use crate::fdlimit::{Failure, Op};
-use crate::shim::survivors;
 use jarfleet_core::events::EventKind;
+use jarfleet_host::survivors;
+use jarfleet_shim::fdlimit::{Failure, Op};
 
 impl Control {
     /// Loads apps and instances from the store and re-attaches to every shim that still runs.
@@ -128,7 +128,7 @@ impl Control {
         for app in &names {
             self.ensure_etcd_watch(app);
         }
-        for pid in crate::faststart::kill_stray_trainings(&self.dirs) {
+        for pid in jarfleet_host::faststart::kill_stray_trainings(&self.dirs) {
             self.emit(
                 EventKind::DaemonStrayStopped,
                 None,
@@ -143,7 +143,7 @@ impl Control {
             format!(
                 "daemon started (pid {}); re-adopted {adopted} running instance(s){}",
                 std::process::id(),
-                crate::fdlimit::limits()
+                jarfleet_shim::fdlimit::limits()
                     .map(|l| format!(
                         "; open files: limit {}{}, load balancer budget {} client connections",
                         l.soft,
@@ -298,7 +298,7 @@ impl Control {
     pub(super) fn last_output(&self, app: &str, slot: u32, n: usize) -> String {
         let dir = self.dirs.log_dir(app, slot);
         for stream in ["stderr.log", "stdout.log"] {
-            if let Ok(lines) = crate::logfile::tail_lines(&dir.join(stream), n)
+            if let Ok(lines) = jarfleet_shim::logfile::tail_lines(&dir.join(stream), n)
                 && !lines.is_empty()
             {
                 return lines
@@ -326,7 +326,7 @@ impl Control {
                     .map(move |(slot, s)| dirs.run_dir(name, *slot, s.record.generation))
             })
             .collect();
-        let Ok(entries) = std::fs::read_dir(self.dirs.root().join("run")) else {
+        let Ok(entries) = std::fs::read_dir(self.dirs.run_root()) else {
             return 0;
         };
         let mut dirs: Vec<std::path::PathBuf> = entries.flatten().map(|e| e.path()).collect();
@@ -462,10 +462,11 @@ impl Control {
             s.record.last_port = Some(port);
             s.record.dirty = true;
         }
-        if let Some(templates) = spec.env.get(crate::config::TEMPLATES_ENV) {
+        if let Some(templates) = spec.env.get(jarfleet_host::templates::TEMPLATES_ENV) {
             // Root's directory, readable by the app's group only (the config may hold secrets).
             let config_dir = self.dirs.config_dir(app);
-            if let Err(e) = crate::privfs::own_dir(&config_dir, 0o750, user.as_ref().map(|u| u.gid))
+            if let Err(e) =
+                jarfleet_shim::privfs::own_dir(&config_dir, 0o750, user.as_ref().map(|u| u.gid))
             {
                 let what = format!("preparing {}", config_dir.display());
                 self.start_failed(app, slot, Failure::io(what, &e, Op::File));
@@ -473,9 +474,11 @@ impl Control {
             }
             let dest = launch::instance_config_dir(&self.dirs, app, slot);
             let vars = launch::instance_vars(&self.dirs, app, slot, port);
-            if let Err(failure) =
-                crate::config::render_instance(std::path::Path::new(templates), &dest, &vars)
-            {
+            if let Err(failure) = jarfleet_host::templates::render_instance(
+                std::path::Path::new(templates),
+                &dest,
+                &vars,
+            ) {
                 self.start_failed(app, slot, failure);
                 return;
             }
@@ -572,7 +575,7 @@ impl Control {
         let run_as = match (&check, rt.rec.spec.user.as_deref()) {
             (jarfleet_core::spec::HealthCheck::Exec { .. }, Some(name)) => {
                 match launch::resolve_user(app, name) {
-                    Ok(u) => Some(crate::shim::protocol::RunAs {
+                    Ok(u) => Some(jarfleet_shim::protocol::RunAs {
                         uid: u.uid,
                         gid: u.gid,
                     }),

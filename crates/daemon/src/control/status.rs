@@ -92,13 +92,13 @@ impl Control {
                 state_dir: self.dirs.root().display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
                 spec: self.spec_source.clone(),
-                open_files: crate::fdlimit::limits().map(|l| jarfleet_api::OpenFiles {
+                open_files: jarfleet_shim::fdlimit::limits().map(|l| jarfleet_api::OpenFiles {
                     limit: l.soft,
                     hard_limit: l.hard,
                     started_with: l.started_with,
                     reserve: l.reserve,
                     balancer_budget: l.budget,
-                    open: crate::fdlimit::open_count(),
+                    open: jarfleet_shim::fdlimit::open_count(),
                     shortages: self.shortages.total,
                     last_shortage: self.shortages.last.clone(),
                 }),
@@ -165,7 +165,10 @@ fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, ticks: Option<u64>) -> Opt
 }
 
 /// The daemon-level lines `status` shows: the store or the log cannot be written.
-fn warnings(store: &jarfleet_api::StoreHealth, dirs: &crate::paths::StateDir) -> Vec<String> {
+fn warnings(
+    store: &jarfleet_api::StoreHealth,
+    dirs: &jarfleet_host::paths::StateDir,
+) -> Vec<String> {
     let mut out = Vec::new();
     if store.disk_full {
         out.push(format!(

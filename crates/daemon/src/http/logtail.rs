@@ -7,8 +7,8 @@ use std::time::Duration;
 use jarfleet_api::LogLine;
 use tokio::sync::mpsc;
 
-use crate::logfile::{Follower, tail_lines};
-use crate::paths::StateDir;
+use jarfleet_host::paths::StateDir;
+use jarfleet_shim::logfile::{Follower, tail_lines};
 
 /// How often followed logs are polled when nothing new was written.
 const POLL: Duration = Duration::from_millis(150);

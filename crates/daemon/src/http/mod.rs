@@ -11,6 +11,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod limits;
 pub mod logtail;
+pub mod routes;
 mod serve;
 pub mod sse;
 pub mod tls;

@@ -18,7 +18,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::time::MissedTickBehavior;
 
 use crate::control::Event;
-use crate::server::{ApiError, ApiState, ask};
+use crate::http::routes::{ApiError, ApiState, ask};
 
 /// How often a status snapshot is sent when nothing happens.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
@@ -66,7 +66,7 @@ pub(crate) async fn stream(
 ) -> Result<Response, ApiError> {
     // Subscribe first so nothing falls between the history and the live events.
     let mut live = st.events.subscribe();
-    let history = crate::server::event_history(&st, q.events).await?;
+    let history = crate::http::routes::event_history(&st, q.events).await?;
     let (tx, rx) = mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
         let mut last = 0;
@@ -116,7 +116,7 @@ pub(crate) async fn logs(
     State(st): State<ApiState>,
     Query(q): Query<LogStreamQuery>,
 ) -> Result<Response, ApiError> {
-    let slots = crate::server::log_slots(&st, &q.app, q.slot).await?;
+    let slots = crate::http::routes::log_slots(&st, &q.app, q.slot).await?;
     let mut lines = super::logtail::spawn(st.dirs.clone(), q.app, slots, q.lines, true);
     let (tx, rx) = mpsc::channel::<SseEvent>(256);
     tokio::spawn(async move {

@@ -328,7 +328,7 @@ impl Fleet {
     }
 
     pub fn daemon_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.state.join("daemon.lock"))
+        std::fs::read_to_string(self.dirs().lock())
             .ok()?
             .trim()
             .parse()
@@ -336,7 +336,12 @@ impl Fleet {
     }
 
     pub fn log_dir(&self, app: &str, slot: u32) -> PathBuf {
-        self.state.join("logs").join(app).join(slot.to_string())
+        self.dirs().log_dir(app, slot)
+    }
+
+    /// The state dir's layout, as the daemon names it (`jarfleet_host::paths`).
+    pub fn dirs(&self) -> jarfleet_host::paths::StateDir {
+        jarfleet_host::paths::StateDir::new(&self.state)
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 
 use jarfleet_core::spec::PortRange;
 
-use crate::fdlimit::{self, Op, Shortage};
+use jarfleet_shim::fdlimit::{self, Op, Shortage};
 
 /// What binding a port told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,5 @@
-//! The state directory layout (DESIGN §5). Every path the daemon writes is named here.
+//! The state directory layout. Every path the daemon, the CLI and the shim write under the state
+//! dir is named here (the files inside a shim's run dir by `jarfleet-shim`, re-exported as [`run`]).
 
 use std::path::{Path, PathBuf};
 
@@ -29,11 +30,33 @@ impl StateDir {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }
+    /// Where the shims' run dirs are (`APP.SLOT.GENERATION` each).
+    pub fn run_root(&self) -> PathBuf {
+        self.root.join("run")
+    }
     /// Per-spawn directory of one shim: launch file, control socket, exit record.
     pub fn run_dir(&self, app: &str, slot: u32, generation: u64) -> PathBuf {
-        self.root
-            .join("run")
-            .join(format!("{app}.{slot}.{generation}"))
+        self.run_root().join(format!("{app}.{slot}.{generation}"))
+    }
+    /// One release of an app: its verified artifact, rendered config (`etc/`), extracted
+    /// layout (`boot/`).
+    pub fn release_dir(&self, app: &str, release: &str) -> PathBuf {
+        self.root.join("releases").join(app).join(release)
+    }
+    /// Remote artifacts, downloaded and kept by digest.
+    pub fn download_cache(&self) -> PathBuf {
+        self.root.join("cache")
+    }
+    /// Install transactions' journals (`TX.journal` each).
+    pub fn install_journals(&self) -> PathBuf {
+        self.root.join("journal")
+    }
+    /// Class data archives, per app (`APP/KEY.jsa`, `.aot`).
+    pub fn cds_root(&self) -> PathBuf {
+        self.root.join("cds")
+    }
+    pub fn cds_dir(&self, app: &str) -> PathBuf {
+        self.cds_root().join(app)
     }
     /// An instance's log directory: root's own (`stdout.log`, `stderr.log`, rotated files),
     /// readable by the app's group.
@@ -61,39 +84,7 @@ impl StateDir {
     }
 }
 
-/// Files inside a shim's run dir.
-pub mod run {
-    pub const LAUNCH: &str = "launch.json";
-    pub const SOCKET: &str = "s.sock";
-    pub const EXIT: &str = "exit.json";
-    pub const SHIM_LOG: &str = "shim.log";
-}
-
-/// Writes `bytes` to `path` atomically: temp file (0600: launch files hold the app's
-/// environment), fsync, rename, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    {
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(crate::privfs::PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+/// Writes a private file atomically (`jarfleet-shim`'s `privfs`).
+pub use jarfleet_shim::privfs::write_atomic;
+/// Files inside a shim's run dir (the shim's own protocol, named by `jarfleet-shim`).
+pub use jarfleet_shim::protocol::run_dir as run;

@@ -7,7 +7,7 @@ use jarfleet_core::spec::{AppSpec, Launch as LaunchKind};
 use serde::{Deserialize, Serialize};
 
 use crate::paths::StateDir;
-use crate::shim::protocol::Launch;
+use jarfleet_shim::protocol::Launch;
 
 /// The JDK an app runs on, chosen at apply time.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -110,8 +110,8 @@ pub struct UserInfo {
 }
 
 /// Looks up `name`; `Err` says what is wrong and what to do.
-pub fn resolve_user(app: &str, name: &str) -> Result<UserInfo, crate::fdlimit::Failure> {
-    use crate::fdlimit::{Failure, Op, classify};
+pub fn resolve_user(app: &str, name: &str) -> Result<UserInfo, jarfleet_shim::fdlimit::Failure> {
+    use jarfleet_shim::fdlimit::{Failure, Op, classify};
     let user = nix::unistd::User::from_name(name)
         .map_err(|e| Failure {
             message: format!("apps.{app}.user: looking up user {name:?}: {e}"),
@@ -179,9 +179,9 @@ pub fn build(input: &LaunchInput) -> Launch {
     for (k, v) in &spec.etcd_env {
         env.insert(k.clone(), v.clone());
     }
-    if env.remove(crate::config::TEMPLATES_ENV).is_some() {
+    if env.remove(crate::templates::TEMPLATES_ENV).is_some() {
         env.insert(
-            crate::config::CONFIG_DIR_ENV.into(),
+            crate::templates::CONFIG_DIR_ENV.into(),
             instance_config_dir(dirs, &spec.name, slot)
                 .display()
                 .to_string(),
@@ -214,7 +214,7 @@ pub fn build(input: &LaunchInput) -> Launch {
         hs_err_dir: dirs.jvm_log_dir(&spec.name, slot),
         jcmd: runtime.jcmd.clone(),
         dump_dir: dirs.dumps_dir(&spec.name),
-        run_as: user.map(|u| crate::shim::protocol::RunAs {
+        run_as: user.map(|u| jarfleet_shim::protocol::RunAs {
             uid: u.uid,
             gid: u.gid,
         }),

@@ -20,6 +20,10 @@ use std::process::{Command, Stdio};
 /// The file descriptor on which a shim finds its control socket's listener.
 pub const LISTENER_FD: i32 = 3;
 
+/// The daemon's own variables from systemd: never passed on to shims or JVMs (an app that
+/// speaks sd_notify itself would otherwise talk to the daemon's unit).
+pub const PRIVATE_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+
 /// Starts `exe shim RUN_DIR` in a new session (so a Ctrl-C on the daemon's terminal or the
 /// daemon's death never reaches it), handing it `listener` as fd 3 so the daemon can connect
 /// before the shim has even started: no race on the socket.
@@ -39,7 +43,7 @@ pub fn spawn_shim(
         .env("MALLOC_ARENA_MAX", "1")
         .stdin(Stdio::null());
     // systemd's notify socket and watchdog are the daemon's alone.
-    for var in crate::notify::PRIVATE_VARS {
+    for var in PRIVATE_VARS {
         cmd.env_remove(var);
     }
     cmd.stdout(log).stderr(err);
@@ -70,7 +74,7 @@ pub fn spawn_shim(
 /// privileges (`PR_SET_NO_NEW_PRIVS`: no setuid binary or file capability raises them).
 pub fn child_command(
     program: impl AsRef<std::ffi::OsStr>,
-    run_as: Option<super::protocol::RunAs>,
+    run_as: Option<crate::protocol::RunAs>,
 ) -> Command {
     let mut cmd = Command::new(program);
     let nofile = crate::fdlimit::for_children();
@@ -87,7 +91,7 @@ pub fn child_command(
 
 /// `jcmd` for a thread dump of a JVM that runs as `run_as`: as that same user (the attach
 /// files it creates live in the JVM's directories), never able to gain privileges.
-pub fn jcmd_command(jcmd: &Path, run_as: Option<super::protocol::RunAs>) -> Command {
+pub fn jcmd_command(jcmd: &Path, run_as: Option<crate::protocol::RunAs>) -> Command {
     let mut cmd = Command::new(jcmd);
     // SAFETY: as in `child_command`.
     unsafe {
@@ -99,7 +103,7 @@ pub fn jcmd_command(jcmd: &Path, run_as: Option<super::protocol::RunAs>) -> Comm
 /// Between fork and exec: become `run_as` (its own group only: supplementary groups cleared)
 /// and set `PR_SET_NO_NEW_PRIVS`, so nothing exec'd from here on gains privileges. The app's
 /// code runs only after this.
-fn confine(run_as: Option<super::protocol::RunAs>) -> io::Result<()> {
+fn confine(run_as: Option<crate::protocol::RunAs>) -> io::Result<()> {
     if let Some(user) = run_as {
         let groups = [user.gid as libc::gid_t];
         // SAFETY: plain system calls; the group list lives on the stack.
@@ -159,7 +163,7 @@ pub fn inherited_listener() -> io::Result<UnixListener> {
 /// SIGKILL if the shim dies (so a JVM is never left without its owner).
 /// With `run_as`, the JVM drops to that user and group (supplementary groups cleared) before exec;
 /// it always runs with `PR_SET_NO_NEW_PRIVS`.
-pub fn jvm_command(argv0: &str, run_as: Option<super::protocol::RunAs>) -> Command {
+pub fn jvm_command(argv0: &str, run_as: Option<crate::protocol::RunAs>) -> Command {
     let mut cmd = Command::new(argv0);
     cmd.process_group(0);
     let shim_pid = std::process::id() as libc::pid_t;

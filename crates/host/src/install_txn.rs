@@ -47,7 +47,7 @@ pub struct Journal {
 }
 
 fn journal_dir(state_dir: &Path) -> PathBuf {
-    state_dir.join("journal")
+    crate::paths::StateDir::new(state_dir).install_journals()
 }
 
 impl Journal {
@@ -156,7 +156,7 @@ fn apply_undo(undo: &Undo) -> Result<()> {
             },
         },
         Undo::KillGroup { pgid, program } => {
-            let runs_it = crate::procinfo::cmdline(*pgid)
+            let runs_it = jarfleet_shim::procinfo::cmdline(*pgid)
                 .is_some_and(|c| c.iter().any(|a| Path::new(a) == program.as_path()));
             if runs_it {
                 let _ = nix::sys::signal::killpg(

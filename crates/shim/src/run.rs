@@ -21,11 +21,11 @@ use jarfleet_core::instance::ExitInfo;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::protocol::{Launch, ShimCommand, ShimMessage};
-use super::spawn;
-use crate::clock::now_ms;
 use crate::logfile::RotatingWriter;
-use crate::paths::{run, write_atomic};
+use crate::privfs::write_atomic;
+use crate::protocol::run_dir as run;
+use crate::protocol::{Launch, ShimCommand, ShimMessage};
+use crate::spawn;
 
 /// How long the shim waits for the daemon to acknowledge an exit before it leaves anyway (the
 /// exit stays recorded in `exit.json` for the next daemon).
@@ -448,4 +448,12 @@ fn broadcast(shared: &Shared, msg: &ShimMessage) -> bool {
     let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
     clients.retain_mut(|c| writeln!(c, "{line}").is_ok());
     !clients.is_empty()
+}
+
+/// Wall-clock milliseconds for the shim's records (the daemon's `clock` is not the shim's).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }

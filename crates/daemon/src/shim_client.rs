@@ -11,10 +11,10 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use super::protocol::{Launch, ShimCommand, ShimMessage};
-use super::spawn;
 use crate::control::Event;
-use crate::paths::{MAX_SOCKET_PATH, run, write_atomic};
+use jarfleet_host::paths::{MAX_SOCKET_PATH, run, write_atomic};
+use jarfleet_shim::protocol::{Launch, ShimCommand, ShimMessage};
+use jarfleet_shim::spawn;
 
 /// What a shim connection reports to the control loop.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ pub enum ShimEvent {
     Lost,
     /// The shim could not start the JVM; `shortage` when that was for want of a resource on
     /// the host rather than a problem of the app (a missing `java`).
-    SpawnFailed(crate::fdlimit::Failure),
+    SpawnFailed(jarfleet_shim::fdlimit::Failure),
 }
 
 /// Writes the launch file, starts `jarfleet shim` for it and connects. The control socket is
@@ -61,7 +61,7 @@ pub fn start(
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .mode(crate::privfs::PRIVATE_FILE_MODE)
+        .mode(jarfleet_shim::privfs::PRIVATE_FILE_MODE)
         .open(run_dir.join(run::SHIM_LOG))?;
     let mut child =
         spawn::spawn_shim(exe, run_dir, &listener, log).context("starting the instance shim")?;
@@ -99,7 +99,7 @@ pub fn hand_over_dirs(
     gid: u32,
     own_cwd: bool,
 ) -> Result<()> {
-    use crate::privfs;
+    use jarfleet_shim::privfs;
     if let Ok(meta) = std::fs::metadata(state)
         && meta.permissions().mode() & 0o001 == 0
     {
@@ -131,7 +131,7 @@ pub enum Unattached {
     Gone(Option<ExitInfo>),
     /// Its socket could not even be tried: the daemon is short of something itself. The shim
     /// may well be running; nothing is to be concluded.
-    Short(crate::fdlimit::Failure),
+    Short(jarfleet_shim::fdlimit::Failure),
 }
 
 /// Re-attaches to a running shim.
@@ -146,10 +146,10 @@ pub async fn attach(
     match UnixStream::connect(&socket).await {
         Ok(stream) => Ok(connect_task(stream, app, slot, generation, tx)),
         Err(e) => {
-            let failure = crate::fdlimit::Failure::io(
+            let failure = jarfleet_shim::fdlimit::Failure::io(
                 format_args!("connecting to {}", socket.display()),
                 &e,
-                crate::fdlimit::Op::Connect,
+                jarfleet_shim::fdlimit::Op::Connect,
             );
             match failure.shortage {
                 Some(_) => Err(Unattached::Short(failure)),
@@ -168,25 +168,32 @@ pub struct StrayShim {
 
 /// Asks the shim in `run_dir` (if one answers) to stop its JVM and waits for the exit; returns
 /// it. `Err`: its socket could not even be tried (the daemon is short of something): leave it.
-pub async fn stop_stray(run_dir: &Path) -> Result<Option<StrayShim>, crate::fdlimit::Failure> {
+pub async fn stop_stray(
+    run_dir: &Path,
+) -> Result<Option<StrayShim>, jarfleet_shim::fdlimit::Failure> {
     stray(run_dir, true).await
 }
 
 /// Looks at the shim in `run_dir` without stopping anything: `Some` while its JVM runs; a shim
 /// whose JVM has exited is acknowledged (so it goes) and `None` returned, as for no shim.
-pub async fn look_at_stray(run_dir: &Path) -> Result<Option<StrayShim>, crate::fdlimit::Failure> {
+pub async fn look_at_stray(
+    run_dir: &Path,
+) -> Result<Option<StrayShim>, jarfleet_shim::fdlimit::Failure> {
     stray(run_dir, false).await
 }
 
-async fn stray(run_dir: &Path, stop: bool) -> Result<Option<StrayShim>, crate::fdlimit::Failure> {
+async fn stray(
+    run_dir: &Path,
+    stop: bool,
+) -> Result<Option<StrayShim>, jarfleet_shim::fdlimit::Failure> {
     let socket = run_dir.join(run::SOCKET);
     match UnixStream::connect(&socket).await {
         Ok(stream) => Ok(stray_on(stream, stop).await),
         Err(e) => {
-            let failure = crate::fdlimit::Failure::io(
+            let failure = jarfleet_shim::fdlimit::Failure::io(
                 format_args!("connecting to {}", socket.display()),
                 &e,
-                crate::fdlimit::Op::Connect,
+                jarfleet_shim::fdlimit::Op::Connect,
             );
             match failure.shortage {
                 Some(_) => Err(failure),
@@ -295,9 +302,9 @@ fn connect_task(
                             ShimMessage::SpawnFailed { error, errno } => {
                                 finished = true;
                                 let shortage = errno.and_then(|e| {
-                                    crate::fdlimit::classify(e, crate::fdlimit::Op::Spawn)
+                                    jarfleet_shim::fdlimit::classify(e, jarfleet_shim::fdlimit::Op::Spawn)
                                 });
-                                let failure = crate::fdlimit::Failure { message: error, shortage };
+                                let failure = jarfleet_shim::fdlimit::Failure { message: error, shortage };
                                 send(ShimEvent::SpawnFailed(failure)).await;
                             }
                         }

@@ -26,7 +26,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::Event;
 use crate::http::RemoteApi;
-use crate::paths::StateDir;
+use jarfleet_host::paths::StateDir;
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -199,7 +199,8 @@ async fn deploy(
     let dirs = st.dirs.clone();
     let artifact = PathBuf::from(&req.artifact);
     let prepared =
-        blocking(move || crate::prepare::prepare_release(&spec, &artifact, &dirs)).await??;
+        blocking(move || jarfleet_host::prepare::prepare_release(&spec, &artifact, &dirs))
+            .await??;
     let record = ask(&st.tx, |reply| Event::Deploy {
         app,
         prepared: Box::new(prepared),
@@ -315,7 +316,7 @@ async fn stop_strays(
     let mut stopped = Vec::new();
     let mut left = Vec::new();
     for stray in strays {
-        match crate::shim::client::stop_stray(&stray.run_dir).await {
+        match crate::shim_client::stop_stray(&stray.run_dir).await {
             Ok(Some(shim)) => {
                 let _ = std::fs::remove_dir_all(&stray.run_dir);
                 let _ = st

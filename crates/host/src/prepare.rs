@@ -9,22 +9,30 @@ use jarfleet_api::{ErrorBody, ErrorKind};
 use jarfleet_core::spec::{AppSpec, FleetSpec, Launch};
 use sha2::{Digest, Sha256};
 
-use crate::control::PreparedApp;
 use crate::launch::JavaRuntime;
+
+/// An app as `apply` hands it to the loop, after the IO checks (artifact, JDK, release id).
+#[derive(Debug, Clone)]
+pub struct PreparedApp {
+    pub spec: AppSpec,
+    pub release: String,
+    pub runtime: JavaRuntime,
+    pub release_record: serde_json::Value,
+}
 
 pub fn prepare(spec: &FleetSpec) -> Result<BTreeMap<String, PreparedApp>, ErrorBody> {
     let jdks = jarfleet_java::discover();
     let mut errors = Vec::new();
     let mut out = BTreeMap::new();
-    let cache = spec.daemon.state_dir.join("cache");
+    let cache = crate::paths::StateDir::new(&spec.daemon.state_dir).download_cache();
     for (name, app) in &spec.apps {
         let with_etcd;
         let app = match &app.config_etcd {
-            Some(source) => match crate::etcdconf::read(source) {
+            Some(source) => match crate::config_center::read(source) {
                 Ok(values) => {
                     let mut a = app.clone();
                     a.etcd_env = values;
-                    if let Err(e) = crate::config::render_with_etcd(&mut a) {
+                    if let Err(e) = crate::templates::render_with_etcd(&mut a) {
                         errors.push(e);
                         continue;
                     }
@@ -151,11 +159,11 @@ fn prepare_app(
     // An installed release's rendered config is part of the release.
     let with_config;
     let app = match &app.launch {
-        Launch::Jar { path, .. } => match crate::config::release_templates(path) {
+        Launch::Jar { path, .. } => match crate::templates::release_templates(path) {
             Some(etc) => {
                 let mut a = app.clone();
                 a.env.insert(
-                    crate::config::TEMPLATES_ENV.to_string(),
+                    crate::templates::TEMPLATES_ENV.to_string(),
                     etc.display().to_string(),
                 );
                 with_config = a;
@@ -281,14 +289,11 @@ fn prepare_app(
 /// (`STATE/releases/APP/RELEASE/etc`, written once, atomically), rendered again per instance.
 fn materialize_config(prepared: &mut PreparedApp, state_root: &Path) -> Result<(), String> {
     let spec = &prepared.spec;
-    if spec.config_rendered.is_empty() || spec.env.contains_key(crate::config::TEMPLATES_ENV) {
+    if spec.config_rendered.is_empty() || spec.env.contains_key(crate::templates::TEMPLATES_ENV) {
         return Ok(());
     }
     let name = &spec.name;
-    let release_dir = state_root
-        .join("releases")
-        .join(name)
-        .join(&prepared.release);
+    let release_dir = crate::paths::StateDir::new(state_root).release_dir(name, &prepared.release);
     let etc = release_dir.join("etc");
     if !etc.is_dir() {
         let tmp = release_dir.join(".etc.incoming");
@@ -313,7 +318,7 @@ fn materialize_config(prepared: &mut PreparedApp, state_root: &Path) -> Result<(
         write().map_err(|e| format!("apps.{name}.config: writing {}: {e}", etc.display()))?;
     }
     prepared.spec.env.insert(
-        crate::config::TEMPLATES_ENV.to_string(),
+        crate::templates::TEMPLATES_ENV.to_string(),
         etc.display().to_string(),
     );
     Ok(())
@@ -332,7 +337,7 @@ pub fn prepare_changed(
         hint: None,
     };
     let mut spec = spec.clone();
-    crate::config::render_with_etcd(&mut spec).map_err(failed)?;
+    crate::templates::render_with_etcd(&mut spec).map_err(failed)?;
     let mut prepared = prepare_app(&spec, &jdks, None).map_err(failed)?;
     materialize_config(&mut prepared, dirs.root()).map_err(failed)?;
     fast_start_layout(&mut prepared, dirs)?;
@@ -440,11 +445,7 @@ pub fn prepare_release(
     let jdks = jarfleet_java::discover();
     let mut prepared = prepare_app(&spec, &jdks, None)
         .map_err(|e| usage(e.replace(&format!("apps.{}.artifact", current.name), "artifact")))?;
-    let dir = dirs
-        .root()
-        .join("releases")
-        .join(&current.name)
-        .join(&prepared.release);
+    let dir = dirs.release_dir(&current.name, &prepared.release);
     let file = artifact
         .file_name()
         .map(|n| n.to_os_string())

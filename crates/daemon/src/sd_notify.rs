@@ -12,9 +12,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::Event;
 
-/// The daemon's own variables from systemd: never passed on to shims or JVMs (an app that
-/// speaks sd_notify itself would otherwise talk to the daemon's unit).
-pub const PRIVATE_VARS: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+/// The daemon's own variables from systemd, never passed on to shims or JVMs (`jarfleet-shim`
+/// removes them from every child it spawns).
+pub use jarfleet_shim::spawn::PRIVATE_VARS;
 
 /// `STATUS=` is refreshed this often when there is no watchdog to ping.
 const STATUS_EVERY: Duration = Duration::from_secs(10);

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::paths::run;
-use crate::shim::protocol::{Launch, ShimMessage};
+use jarfleet_shim::protocol::{Launch, ShimMessage};
 
 /// A shim that answered and whose JVM still runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +66,7 @@ pub fn parse_run_dir_name(name: &str) -> Option<(String, u32, u64)> {
 /// at most 2 s per shim). Nothing is sent to a shim but the connection itself.
 pub fn find(state_root: &Path) -> Found {
     let mut found = Found::default();
-    let Ok(entries) = std::fs::read_dir(state_root.join("run")) else {
+    let Ok(entries) = std::fs::read_dir(crate::paths::StateDir::new(state_root).run_root()) else {
         return found;
     };
     for dir in entries.flatten().map(|e| e.path()) {

@@ -23,11 +23,7 @@ use crate::launch::JavaRuntime;
 use crate::paths::StateDir;
 
 fn layout_dir(dirs: &StateDir, app: &str, release: &str) -> PathBuf {
-    dirs.root()
-        .join("releases")
-        .join(app)
-        .join(release)
-        .join("boot")
+    dirs.release_dir(app, release).join("boot")
 }
 
 /// For a Spring Boot jar: the launch that runs its extracted layout (extracted now if it is
@@ -115,9 +111,7 @@ pub fn archive(
     let build = format!("{} {} {}", rt.vendor, rt.version, rt.home.display());
     let key = cds::archive_key(release, &build, &spec.java.opts);
     let path = dirs
-        .root()
-        .join("cds")
-        .join(&spec.name)
+        .cds_dir(&spec.name)
         .join(format!("{key}.{}", kind.extension()));
     let classpath = match &spec.launch {
         Launch::Jar { path, .. } => vec![path.clone()],
@@ -162,7 +156,7 @@ pub fn needs_dump(spec: &AppSpec, rt: &JavaRuntime, release: &str, dirs: &StateD
 pub fn records_dump_info(pid: u32) -> bool {
     i32::try_from(pid)
         .ok()
-        .and_then(crate::procinfo::cmdline)
+        .and_then(jarfleet_shim::procinfo::cmdline)
         .is_some_and(|argv| argv.iter().any(|a| a == cds::RECORD_FLAG))
 }
 
@@ -183,7 +177,7 @@ pub fn dump(
     release: &str,
     dirs: &StateDir,
     pid: u32,
-    run_as: Option<crate::shim::protocol::RunAs>,
+    run_as: Option<jarfleet_shim::protocol::RunAs>,
 ) -> Result<String, String> {
     let Some(a) = archive(spec, rt, release, dirs) else {
         return Err("fast starts are off for this app or its JDK".into());
@@ -224,7 +218,7 @@ fn dump_into_place(
     a: &Archive,
     dir: &Path,
     pid: u32,
-    run_as: Option<crate::shim::protocol::RunAs>,
+    run_as: Option<jarfleet_shim::protocol::RunAs>,
 ) -> Result<u64, String> {
     if let Some(flag) = cds::dump_blocked_by(&spec.java.opts) {
         return Err(format!(
@@ -316,10 +310,10 @@ fn run_jcmd(
     jcmd: &Path,
     pid: u32,
     file: &Path,
-    run_as: Option<crate::shim::protocol::RunAs>,
+    run_as: Option<jarfleet_shim::protocol::RunAs>,
 ) -> Result<(), String> {
     use std::io::Read;
-    let mut cmd = crate::shim::spawn::jvm_command(&jcmd.display().to_string(), run_as);
+    let mut cmd = jarfleet_shim::spawn::jvm_command(&jcmd.display().to_string(), run_as);
     cmd.args(cds::dump_command_args(pid, file))
         .current_dir("/")
         .stdin(std::process::Stdio::null())
@@ -445,14 +439,14 @@ fn write_new(path: &Path, text: &str) -> Result<(), String> {
 /// Training runs left behind by a daemon that died while they ran (their JVM waits for a
 /// SIGTERM that will never come): killed, process group and all. Returns their pids.
 pub fn kill_stray_trainings(dirs: &StateDir) -> Vec<i32> {
-    let cds = dirs.root().join("cds");
+    let cds = dirs.cds_root();
     let cds = cds.to_string_lossy();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     let mut killed = Vec::new();
     for pid in entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Some(argv) = crate::procinfo::cmdline(pid) else {
+        let Some(argv) = jarfleet_shim::procinfo::cmdline(pid) else {
             continue;
         };
         let training = argv.iter().any(|a| {

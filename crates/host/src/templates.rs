@@ -33,8 +33,8 @@ pub fn render_instance(
     templates: &Path,
     dest: &Path,
     vars: &BTreeMap<&'static str, String>,
-) -> Result<(), crate::fdlimit::Failure> {
-    use crate::fdlimit::{Failure, Op};
+) -> Result<(), jarfleet_shim::fdlimit::Failure> {
+    use jarfleet_shim::fdlimit::{Failure, Op};
     let lookup = |name: &str| {
         Some(
             vars.get(name)
@@ -51,7 +51,7 @@ pub fn render_instance(
     }
     jarfleet_bundle::template::render_dir(templates, &tmp, &lookup).map_err(|e| Failure {
         message: format!("rendering the config of {}: {e}", templates.display()),
-        shortage: crate::fdlimit::in_chain(&e, Op::File),
+        shortage: jarfleet_shim::fdlimit::in_chain(&e, Op::File),
     })?;
     let _ = std::fs::remove_dir_all(dest);
     std::fs::rename(&tmp, dest)

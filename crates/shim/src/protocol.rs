@@ -68,3 +68,11 @@ pub enum ShimCommand {
     /// Send the JVM (not its group) `signal` (`HUP`, `USR1` or `USR2`): a config refresh.
     Signal { signal: String },
 }
+
+/// Files inside a shim's run dir.
+pub mod run_dir {
+    pub const LAUNCH: &str = "launch.json";
+    pub const SOCKET: &str = "s.sock";
+    pub const EXIT: &str = "exit.json";
+    pub const SHIM_LOG: &str = "shim.log";
+}

@@ -1,11 +1,10 @@
-//! The etcd config center (`[apps.NAME.config] etcd = { endpoints, prefix }`): the keys under the
-//! prefix are the app's `etcd_env` (they win over `env`). They are read when a release is
-//! prepared, and a watch per app turns every change into a new release, rolled out by the app's
-//! strategy like any deploy (never all instances at once). When etcd cannot be reached the last
-//! known config keeps running and an event says so; nothing restarts.
+//! The etcd config center's watches (`[apps.NAME.config] etcd = { endpoints, prefix }`; the read
+//! at preparation is `jarfleet_host::config_center`): a watch per app turns every change into a
+//! new release, rolled out by the app's strategy like any deploy (never all instances at once).
+//! When etcd cannot be reached the last known config keeps running and an event says so; nothing
+//! restarts.
 
 use jarfleet_core::events::EventKind;
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jarfleet_core::spec::EtcdSource;
@@ -13,24 +12,7 @@ use tokio::sync::mpsc;
 
 use crate::control::Event;
 
-const TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The values under `source.prefix` now (blocking: for preparation, off the control loop).
-pub fn read(source: &EtcdSource) -> Result<BTreeMap<String, String>, String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting the etcd client: {e}"))?;
-    rt.block_on(async {
-        let client = jarfleet_etcd::Client::new(source.endpoints.clone(), TIMEOUT)
-            .map_err(|e| e.to_string())?;
-        client
-            .get_prefix(&source.prefix)
-            .await
-            .map(|s| s.values)
-            .map_err(|e| e.to_string())
-    })
-}
+use jarfleet_host::config_center::TIMEOUT;
 
 /// Watches an app's prefix until the task is aborted: every change, outage and recovery goes
 /// to the control loop.
