@@ -15,7 +15,7 @@ mod refresh;
 mod tests;
 mod types;
 
-pub use canary_run::{CanaryRun, Counters};
+pub use canary_run::{CanaryRun, Counters, OBSERVE_MS as CANARY_OBSERVE_MS};
 pub use plan::Plan;
 pub use refresh::RefreshRun;
 pub use types::{Kind, Outcome, Phase, Progress, Step};
