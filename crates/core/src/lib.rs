@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod canary;
+pub mod deployment;
 pub mod during;
 pub mod events;
 pub mod health;

@@ -21,7 +21,7 @@ impl Control {
             .filter(|(_, a)| !a.removing)
             .map(|(n, a)| match &a.deployment {
                 Some(d) => {
-                    let release = super::deploy::target(d).to_string();
+                    let release = d.target().to_string();
                     let mut spec = a.rec.release(&release).0.clone();
                     reconcile::keep_live_settings(&mut spec, &a.rec.spec);
                     (n.clone(), (spec, release))
@@ -102,8 +102,6 @@ impl Control {
                         slots: BTreeMap::new(),
                         removing: false,
                         deployment: None,
-                        canary: None,
-                        refresh: None,
                     });
                     rt.rec = rec;
                     rt.removing = false;
@@ -218,7 +216,10 @@ impl Control {
             else {
                 continue;
             };
-            if d.outcome == super::deploy::RUNNING && d.from != d.to && *wanted == d.from {
+            if d.phase == jarfleet_core::deployment::Phase::Running
+                && d.from != d.to
+                && *wanted == d.from
+            {
                 *change = AppChange::Deploying {
                     app: app.clone(),
                     id: d.id,

@@ -1,35 +1,86 @@
-//! Deployments: moving an app from one release to another with the rolling planner
-//! (`jarfleet_core::rollout`), rolling back on failure, and recording every step.
+//! Deployments: moving an app from one release to another. The decisions are the pure machine
+//! `jarfleet_core::deployment::Deployment`; this module feeds it where the instances stand and
+//! carries out its effects (start and retire slots, switch the balancer, persist, announce).
 //!
 //! A deployment is persisted on every change, so a daemon that dies mid-way is followed by one
-//! that resumes it: the planner is stateless and reads where things stand from the instances.
+//! that resumes it: the stored record is a projection of the machine, and the machine is
+//! rebuilt from it (`resume`); the planner is stateless and reads where things stand from the
+//! instances.
 
-use jarfleet_api::{DeployStep, DeploymentRecord, HistoryReport, ReleaseInfo};
+use std::collections::BTreeMap;
+
+use jarfleet_api::{CanaryProgress, DeployStep, DeploymentRecord, HistoryReport, ReleaseInfo};
+use jarfleet_core::deployment::{self as machine, Counters, Deployment, Kind, Outcome, Plan};
 use jarfleet_core::during;
 use jarfleet_core::events::EventKind;
 use jarfleet_core::instance::AfterStop;
-use jarfleet_core::rollout::{self, Member, MemberState, Outcome, RolloutParams};
+use jarfleet_core::rollout::{Member, MemberState, RolloutParams};
 use jarfleet_core::spec::Launch;
 
 use super::*;
 use crate::store::ReleaseRecord;
 
-/// Outcomes of a deployment record.
-pub(super) const RUNNING: &str = "running";
-pub(super) const ROLLING_BACK: &str = "rolling-back";
-pub(super) const SUCCEEDED: &str = "succeeded";
-pub(super) const ROLLED_BACK: &str = "rolled-back";
-const FAILED: &str = "failed";
-/// Ended by an operator command: `abort` of a restart, or superseded by `stop` or a removal.
-pub(super) const ABORTED: &str = "aborted";
-
-/// The release a deployment currently moves towards.
-pub(super) fn target(d: &DeploymentRecord) -> &str {
-    if d.outcome == ROLLING_BACK {
-        &d.from
-    } else {
-        &d.to
+/// The stored and wire record of a deployment: a projection of the machine.
+pub(super) fn record(d: &Deployment) -> DeploymentRecord {
+    DeploymentRecord {
+        id: d.id,
+        app: d.app.clone(),
+        from: d.from.clone(),
+        to: d.to.clone(),
+        strategy: d.kind.as_str().to_string(),
+        outcome: d.phase.as_str().to_string(),
+        reason: d.reason.clone(),
+        started_at: d.started_at,
+        ended_at: d.ended_at,
+        steps: d
+            .steps
+            .iter()
+            .map(|s| DeployStep {
+                at: s.at,
+                message: s.message.clone(),
+            })
+            .collect(),
+        canary: d.progress.map(|p| CanaryProgress {
+            step: p.step,
+            percent: p.percent,
+            paused: p.paused,
+            passed: p.passed,
+        }),
     }
+}
+
+/// The machine of a stored deployment that was under way when the last daemon stopped (`None`
+/// when it has ended).
+pub(super) fn resume(r: DeploymentRecord) -> Option<Deployment> {
+    // An outcome this version does not know is not resumed.
+    let phase = machine::Phase::parse(&r.outcome)?;
+    Deployment::resume(Deployment {
+        id: r.id,
+        kind: Kind::parse(&r.strategy),
+        phase,
+        reason: r.reason,
+        started_at: r.started_at,
+        ended_at: r.ended_at,
+        steps: r
+            .steps
+            .into_iter()
+            .map(|s| machine::Step {
+                at: s.at,
+                message: s.message,
+            })
+            .collect(),
+        progress: r.canary.map(|p| machine::Progress {
+            step: p.step,
+            percent: p.percent,
+            paused: p.paused,
+            passed: p.passed,
+        }),
+        canary: None,
+        refresh: None,
+        app: r.app,
+        from: r.from,
+        to: r.to,
+    })
 }
 
 /// How the planner sees an instance: on the target release and, for a restart, started since
@@ -97,30 +148,12 @@ impl Control {
         if from == to && why != "restart" {
             return Err(usage(format!("{app} already runs release {to}"), None));
         }
-        let strategy = rt.rec.release(to).0.deploy.strategy;
-        let now = now_ms();
-        let mut rec = DeploymentRecord {
-            id: 0,
-            app: app.to_string(),
-            from: from.clone(),
-            to: to.to_string(),
-            strategy: serde_json::to_value(strategy)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_else(|| "rolling".into()),
-            outcome: RUNNING.into(),
-            reason: None,
-            started_at: now,
-            ended_at: None,
-            steps: vec![DeployStep {
-                at: now,
-                message: format!("deploying {from} → {to} ({why})"),
-            }],
-            canary: None,
-        };
-        rec.id = self
+        let kind = Kind::of_strategy(rt.rec.release(to).0.deploy.strategy);
+        let now = self.now_ms();
+        let mut d = Deployment::new(app, &from, to, kind, why, now);
+        d.id = self
             .store
-            .put_deployment(&rec)
+            .put_deployment(&record(&d))
             .map_err(|e| failed(format!("recording the deployment: {e:#}")))?;
         self.emit(
             EventKind::DeployStarted,
@@ -128,11 +161,13 @@ impl Control {
             None,
             format!(
                 "deployment #{}: {from} → {to} ({why}), {}",
-                rec.id, rec.strategy
+                d.id,
+                kind.as_str()
             ),
         );
+        let rec = record(&d);
         if let Some(rt) = self.apps.get_mut(app) {
-            rt.deployment = Some(rec.clone());
+            rt.deployment = Some(d);
         }
         Ok(rec)
     }
@@ -183,17 +218,18 @@ impl Control {
         }
     }
 
+    /// Feeds `app`'s deployment where its instances stand, and carries out what it answers.
     pub(super) fn drive(&mut self, app: &str) {
         if self.refreshing(app) {
             // A live config refresh moves the instances itself (see `refresh`).
             return;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(rt) = self.apps.get(app) else { return };
-        let Some(d) = rt.deployment.clone() else {
+        let Some(d) = rt.deployment.as_ref() else {
             return;
         };
-        let target = target(&d).to_string();
+        let target = d.target().to_string();
         let spec = rt.rec.release(&target).0;
         let params = RolloutParams {
             instances: rt.rec.spec.instances,
@@ -206,166 +242,129 @@ impl Control {
             ),
             keep_old: spec.deploy.strategy == jarfleet_core::spec::Strategy::BlueGreen
                 && !spec.deploy.keep_old.is_zero(),
-            hold: self.canary_holds(app),
+            // The machine's own.
+            hold: false,
         };
         let keep_old_ms = spec.deploy.keep_old.as_millis() as u64;
         let auto_rollback = spec.deploy.auto_rollback;
+        let canary_steps = rt.rec.release(&d.to).0.deploy.canary.steps.clone();
         let generation = rt.rec.restart_generation;
         let members: Vec<Member> = rt
             .slots
             .values()
             .map(|s| member(s, &target, generation))
             .collect();
-        let steps = rollout::next_steps(&params, &members, now);
-        let restart_generation = rt.rec.restart_generation;
-        if params.hold {
-            let min_healthy = spec.deploy.min_healthy.as_millis() as u64;
-            let healthy = members
-                .iter()
-                .filter(|m| {
-                    m.target
-                        && matches!(m.state, MemberState::Ready { since } if now >= since + min_healthy)
-                })
-                .count() as u32;
-            self.canary_begin(app, healthy >= params.instances, now);
+        let failures: BTreeMap<u32, String> = members
+            .iter()
+            .filter(|m| m.state == MemberState::Failed)
+            .filter_map(|m| rt.slots.get(&m.slot).map(|s| (m.slot, failure_reason(s))))
+            .collect();
+        let counters = if d.canary_holds() {
+            self.canary_counters(app)
+        } else {
+            Counters::default()
+        };
+        let plan = Plan {
+            params,
+            members: &members,
+            keep_old_ms,
+            auto_rollback,
+            canary_steps: &canary_steps,
+            failures: &failures,
+            counters: &counters,
+        };
+        self.feed(app, machine::Input::Plan(&plan), now);
+    }
+
+    /// Feeds `input` to `app`'s deployment and carries out its effects.
+    pub(super) fn feed(&mut self, app: &str, input: machine::Input<'_>, now: u64) {
+        let Some(d) = self.apps.get_mut(app).and_then(|a| a.deployment.as_mut()) else {
+            return;
+        };
+        let effects = d.step(input, now);
+        for effect in effects {
+            self.carry_out(app, effect, now);
         }
-        let mut log = Vec::new();
-        for slot in &steps.start {
-            if let Some(rt) = self.apps.get_mut(app) {
-                let record = InstanceRecord {
-                    instance: Instance::new(app, *slot, &target, now),
-                    generation: 0,
-                    restart_generation,
-                    pending_port: None,
-                    last_port: None,
-                    standby_until: None,
-                    dirty: true,
-                };
-                rt.slots.insert(
-                    *slot,
-                    Slot {
-                        record,
-                        commands: None,
-                        cpu: None,
-                    },
-                );
+    }
+
+    fn carry_out(&mut self, app: &str, effect: machine::Effect, now: u64) {
+        use machine::Effect as E;
+        match effect {
+            E::Start { slot, release } => {
+                if let Some(rt) = self.apps.get_mut(app) {
+                    let record = InstanceRecord {
+                        instance: Instance::new(app, slot, &release, now),
+                        generation: 0,
+                        restart_generation: rt.rec.restart_generation,
+                        pending_port: None,
+                        last_port: None,
+                        standby_until: None,
+                        dirty: true,
+                    };
+                    rt.slots.insert(
+                        slot,
+                        Slot {
+                            record,
+                            commands: None,
+                            cpu: None,
+                        },
+                    );
+                }
             }
-            log.push(format!("start {app}/{slot} on {target}"));
-        }
-        let switched = !steps.standby.is_empty() || !steps.activate.is_empty();
-        for slot in &steps.activate {
-            if let Some(s) = self.slot_mut(app, *slot) {
-                s.record.standby_until = None;
-                s.record.dirty = true;
+            E::Activate { slot } => {
+                if let Some(s) = self.slot_mut(app, slot) {
+                    s.record.standby_until = None;
+                    s.record.dirty = true;
+                }
             }
-            log.push(format!("switch back to the warm {app}/{slot}"));
-        }
-        for slot in &steps.standby {
-            if let Some(s) = self.slot_mut(app, *slot) {
-                s.record.standby_until = Some(now + keep_old_ms);
-                s.record.dirty = true;
+            E::Standby { slot, until } => {
+                if let Some(s) = self.slot_mut(app, slot) {
+                    s.record.standby_until = Some(until);
+                    s.record.dirty = true;
+                }
             }
-            log.push(format!(
-                "{app}/{slot} out of traffic, kept warm for {} s",
-                keep_old_ms / 1000
-            ));
-        }
-        if switched {
             // One snapshot for the whole switch.
-            self.persist_dirty();
-            self.sync_lb(app);
-        }
-        for slot in &steps.retire {
-            log.push(format!("retire {app}/{slot}"));
-            self.step(
+            E::PersistInstances => self.persist_dirty(),
+            E::Retire { slot } => self.step(
                 app,
-                *slot,
+                slot,
                 Input::Stop {
                     then: AfterStop::Remove,
                 },
-            );
-        }
-        match steps.outcome {
-            None => {}
-            Some(Outcome::Done) => {
-                let rolled_back = d.outcome == ROLLING_BACK;
-                self.finish(
-                    app,
-                    if rolled_back { ROLLED_BACK } else { SUCCEEDED },
-                    &target,
-                    now,
-                );
-                return;
-            }
-            Some(Outcome::Failed { slot, .. }) => {
-                let reason = self
-                    .apps
-                    .get(app)
-                    .and_then(|a| a.slots.get(&slot))
-                    .map(failure_reason)
-                    .unwrap_or_else(|| format!("{app}/{slot} failed"));
-                // A restart has nothing to roll back to; the supervisor keeps restarting.
-                if d.outcome == ROLLING_BACK || !auto_rollback || d.from == d.to {
-                    self.record_step(app, format!("failed: {reason}"), now);
-                    if let Some(rt) = self.apps.get_mut(app)
-                        && let Some(d) = rt.deployment.as_mut()
-                    {
-                        d.reason = Some(
-                            d.reason
-                                .clone()
-                                .map_or(reason.clone(), |r| format!("{r}; then {reason}")),
-                        );
-                    }
-                    self.finish(app, FAILED, &d.from, now);
-                    return;
+            ),
+            E::SyncLb => self.sync_lb(app),
+            E::Record => {
+                if let Some(d) = self.apps.get(app).and_then(|a| a.deployment.as_ref()) {
+                    let w = Write::Deployment(Box::new(record(d)));
+                    self.write(w);
                 }
-                self.mark_rolling_back(app, &reason, now);
-                return;
             }
-        }
-        for message in log {
-            self.record_step(app, message, now);
+            E::Emit {
+                kind,
+                slot,
+                message,
+            } => self.emit(kind, Some(app), slot, message),
+            E::Observe => self.canary_observe(Some(app)),
+            E::Drive => self.drive(app),
+            E::Refresh { slot, generation } => self.refresh_send(app, slot, generation),
+            E::MoveToRelease { slot, release } => self.move_to_release(app, slot, &release),
+            E::Ended {
+                outcome,
+                current,
+                message,
+            } => self.finish(app, outcome, &current, message, now),
         }
     }
 
-    pub(super) fn record_step(&mut self, app: &str, message: String, now: u64) {
+    /// The app's deployment ended with `outcome`; `current` is the release the app now runs.
+    fn finish(&mut self, app: &str, outcome: Outcome, current: &str, message: String, now: u64) {
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };
-        let Some(d) = rt.deployment.as_mut() else {
+        let Some(d) = rt.deployment.take() else {
             return;
         };
-        d.steps.push(DeployStep { at: now, message });
-        // Every change of a canary's state is recorded as a step: its progress goes with it.
-        if let Some(run) = &rt.canary {
-            d.canary = Some(run.progress());
-        }
-        let w = Write::Deployment(Box::new(d.clone()));
-        self.write(w);
-    }
-
-    /// Ends the app's deployment with `outcome`; `current` is the release the app now runs.
-    /// `app`'s deployment turns to rolling back with `reason`: kept in its record, recorded
-    /// as a step and announced.
-    pub(super) fn mark_rolling_back(&mut self, app: &str, reason: &str, now: u64) {
-        if let Some(d) = self.apps.get_mut(app).and_then(|rt| rt.deployment.as_mut()) {
-            d.outcome = ROLLING_BACK.into();
-            d.reason = Some(reason.to_string());
-        }
-        let step = format!("rolling back: {reason}");
-        self.record_step(app, step.clone(), now);
-        self.emit(EventKind::DeployRollingBack, Some(app), None, step);
-    }
-
-    pub(super) fn finish(&mut self, app: &str, outcome: &str, current: &str, now: u64) {
-        let Some(rt) = self.apps.get_mut(app) else {
-            return;
-        };
-        let Some(mut d) = rt.deployment.take() else {
-            return;
-        };
-        rt.canary = None;
-        if outcome != FAILED {
+        if outcome != Outcome::Failed {
             rt.rec.release = current.to_string();
             let (spec, runtime) = rt.rec.release(current);
             let (mut spec, runtime) = (spec.clone(), runtime.clone());
@@ -380,27 +379,10 @@ impl Control {
             };
             self.write(w);
         }
-        d.outcome = outcome.to_string();
-        d.ended_at = Some(now);
-        d.steps.push(DeployStep {
-            at: now,
-            message: format!(
-                "{outcome} after {:.1} s",
-                now.saturating_sub(d.started_at) as f64 / 1000.0
-            ),
-        });
-        self.write(Write::Deployment(Box::new(d.clone())));
-        let message = match &d.reason {
-            Some(r) => format!("deployment #{} {outcome}: {r}", d.id),
-            None => format!("deployment #{} {outcome}: {app} runs {current}", d.id),
-        };
-        // `finish` is only given the four ends (the constants above).
-        debug_assert!(EventKind::of_deployment_end(outcome).is_some(), "{outcome}");
-        let kind = EventKind::of_deployment_end(outcome).unwrap_or(EventKind::DeployFailed);
-        self.emit(kind, Some(app), None, message);
-        self.count_deployment(app, &d.strategy, outcome);
-        let previous = d.from.clone();
-        self.prune_releases(app, current, &previous);
+        self.write(Write::Deployment(Box::new(record(&d))));
+        self.emit(outcome.event(), Some(app), None, message);
+        self.count_deployment(app, d.kind.as_str(), outcome.as_str());
+        self.prune_releases(app, current, &d.from);
         self.prune_metrics(app);
         self.etcd_after_deployment(app);
         // Without a canary, every backend weighs the same again.
@@ -558,7 +540,7 @@ impl Control {
                 let previous = deployments
                     .iter()
                     .rev()
-                    .find(|d| d.outcome == SUCCEEDED && d.to == current)
+                    .find(|d| d.outcome == Outcome::Succeeded.as_str() && d.to == current)
                     .map(|d| d.from.clone());
                 match previous {
                     Some(p) if rt.rec.releases.contains_key(&p) => p,

@@ -3,27 +3,13 @@
 //! (`abort`), or is refused with the deployment named.
 
 use jarfleet_api::DeploymentRecord;
-use jarfleet_core::during::{self, Command, Kind, Outcome, Refusal};
+use jarfleet_core::deployment::{self as machine, Deployment};
+use jarfleet_core::during::{self, Command, Outcome, Refusal};
 use jarfleet_core::instance::AfterStop;
 use jarfleet_core::rollout::MemberState;
 
-use super::deploy::{ABORTED, ROLLING_BACK, RUNNING, member, target};
+use super::deploy::{member, record};
 use super::*;
-
-/// The table's view of a deployment record.
-fn view(d: &DeploymentRecord) -> during::Deployment {
-    let kind = match d.strategy.as_str() {
-        "refresh" => Kind::Refresh,
-        "canary" => Kind::Canary,
-        "blue-green" => Kind::BlueGreen,
-        _ if d.from == d.to => Kind::Restart,
-        _ => Kind::Rolling,
-    };
-    during::Deployment {
-        kind,
-        rolling_back: d.outcome == ROLLING_BACK,
-    }
-}
 
 impl Control {
     /// What `command` does to `app` now; a refusal is an error naming the deployment.
@@ -34,7 +20,7 @@ impl Control {
         what: &str,
     ) -> Result<Outcome, ErrorBody> {
         let d = self.apps.get(app).and_then(|a| a.deployment.as_ref());
-        match during::decide(command, d.map(view)) {
+        match during::decide(command, d.map(Deployment::during)) {
             Outcome::Refuse(why) => Err(self.refused(app, what, why)),
             outcome => Ok(outcome),
         }
@@ -50,7 +36,7 @@ impl Control {
         else {
             return usage(format!("{what} {app}: nothing to do"), Some(&hint));
         };
-        let towards = target(d);
+        let towards = d.target();
         let ready = rt
             .slots
             .values()
@@ -58,7 +44,7 @@ impl Control {
             .filter(|m| m.target && matches!(m.state, MemberState::Ready { .. }))
             .count();
         let short = |r: &str| r.chars().take(12).collect::<String>();
-        let state = if d.outcome == RUNNING {
+        let state = if d.phase == machine::Phase::Running {
             "is running"
         } else {
             "is rolling back"
@@ -67,7 +53,7 @@ impl Control {
             format!(
                 "{what} refused: app {app}: deployment #{} ({} {} → {}, {ready} of {} instance(s) on {} ready) {state}",
                 d.id,
-                d.strategy,
+                d.kind.as_str(),
                 short(&d.from),
                 short(&d.to),
                 rt.rec.spec.instances,
@@ -80,22 +66,8 @@ impl Control {
     /// Ends `app`'s deployment because `by` supersedes it: recorded as `aborted` with that
     /// reason; the app stays on the release it came from. Nothing runs on from here.
     pub(super) fn supersede(&mut self, app: &str, by: &str) {
-        let now = now_ms();
-        let Some(rt) = self.apps.get_mut(app) else {
-            return;
-        };
-        let Some(d) = rt.deployment.as_mut() else {
-            return;
-        };
-        let reason = format!("superseded by {by}");
-        d.reason = Some(match d.reason.take() {
-            Some(r) => format!("{r}; then {reason}"),
-            None => reason.clone(),
-        });
-        let from = d.from.clone();
-        rt.refresh = None;
-        self.record_step(app, reason, now);
-        self.finish(app, ABORTED, &from, now);
+        let by = by.to_string();
+        self.feed(app, machine::Input::Supersede { by }, self.now_ms());
     }
 
     /// `jarfleet stop APP` during a deployment: the deployment ends, the instances of the new
@@ -159,29 +131,21 @@ impl Control {
         if self.apps.get(app).is_none_or(|a| a.removing) {
             return Err(self.unknown_app(app));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let reason = "aborted by the operator".to_string();
         match self.guard(app, Command::Abort, "abort")? {
             Outcome::CanaryAbort
                 if self.canary_holds(app)
-                    && self.apps.get(app).is_some_and(|a| a.canary.is_some()) =>
+                    && self.apps.get(app).is_some_and(|a| a.canary().is_some()) =>
             {
                 return self.canary_decide(app, false, false);
             }
             Outcome::CanaryAbort | Outcome::RollBack => {
-                let Some(rt) = self.apps.get_mut(app) else {
-                    return Err(self.unknown_app(app));
-                };
-                // A canary not judged yet (or already through) rolls back like a blue-green.
-                rt.canary = None;
-                self.mark_rolling_back(app, &reason, now);
-                self.sync_lb(app);
-                self.drive(app);
+                self.feed(app, machine::Input::RollBack { reason }, now);
             }
             Outcome::End => {
-                let record = self.apps.get(app).and_then(|a| a.deployment.clone());
-                self.end_restart(app, &reason, now);
-                let id = record.map(|d| d.id);
+                let ended = self.end_restart(app, reason, now);
+                let id = ended.map(|d| d.id);
                 return self
                     .store
                     .deployments(Some(app))
@@ -193,22 +157,18 @@ impl Control {
         }
         self.apps
             .get(app)
-            .and_then(|a| a.deployment.clone())
+            .and_then(|a| a.deployment.as_ref())
+            .map(record)
             .ok_or_else(|| usage(format!("{app}'s deployment ended"), None))
     }
 
     /// A restart aborted: the new instances that are not ready yet go, the app keeps its count
-    /// (every instance runs the same release either way).
-    fn end_restart(&mut self, app: &str, reason: &str, now: u64) {
-        let Some(rt) = self.apps.get_mut(app) else {
-            return;
-        };
-        if let Some(d) = rt.deployment.as_mut() {
-            d.reason = Some(reason.to_string());
-        }
+    /// (every instance runs the same release either way). The deployment it ended.
+    fn end_restart(&mut self, app: &str, reason: String, now: u64) -> Option<DeploymentRecord> {
+        let rt = self.apps.get(app)?;
+        let ended = rt.deployment.as_ref().map(record);
         let generation = rt.rec.restart_generation;
         let count = rt.rec.spec.instances;
-        let release = rt.rec.release.clone();
         let unready: Vec<u32> = rt
             .slots
             .iter()
@@ -218,8 +178,7 @@ impl Control {
             })
             .map(|(slot, _)| *slot)
             .collect();
-        self.record_step(app, reason.to_string(), now);
-        self.finish(app, ABORTED, &release, now);
+        self.feed(app, machine::Input::End { reason }, now);
         for slot in unready {
             self.step(
                 app,
@@ -230,5 +189,6 @@ impl Control {
             );
         }
         self.ensure_slots(app, count);
+        ended
     }
 }

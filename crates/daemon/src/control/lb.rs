@@ -315,7 +315,7 @@ impl Control {
     pub(super) fn sync_lb(&mut self, app: &str) {
         // A canary splits the traffic between its release and the rest by weight.
         let split = self.apps.get(app).and_then(|rt| {
-            let release = rt.canary.as_ref()?.release.clone();
+            let release = rt.canary()?.release.clone();
             let ready = |of_canary: bool| {
                 rt.slots
                     .values()

@@ -149,12 +149,15 @@ struct AppRuntime {
     rec: AppRecord,
     slots: BTreeMap<u32, Slot>,
     removing: bool,
-    /// The deployment under way, if any.
-    deployment: Option<jarfleet_api::DeploymentRecord>,
-    /// The canary steps of that deployment, when it is a canary.
-    canary: Option<canary::CanaryRun>,
-    /// That deployment's progress, when it is a live config refresh.
-    refresh: Option<refresh::RefreshRun>,
+    /// The deployment under way, if any (its canary run and live refresh with it).
+    deployment: Option<jarfleet_core::deployment::Deployment>,
+}
+
+impl AppRuntime {
+    /// The canary run of the deployment under way, when it is a canary.
+    fn canary(&self) -> Option<&jarfleet_core::deployment::CanaryRun> {
+        self.deployment.as_ref()?.canary.as_ref()
+    }
 }
 
 pub struct Control {
@@ -977,4 +980,10 @@ fn durable_view(i: &Instance) -> (Phase, Option<ProcessRef>, String, u32, u32, b
         i.consecutive_crashes,
         i.last_exit.is_some(),
     )
+}
+
+impl Control {
+    pub(super) fn now_ms(&self) -> u64 {
+        crate::clock::now_ms()
+    }
 }

@@ -10,22 +10,13 @@
 //! it yet), so the config reaches every instance either way; a daemon restarted mid-refresh
 //! finishes it the same way.
 
+use jarfleet_core::deployment::{Input, Kind};
 use jarfleet_core::events::EventKind;
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 
 use jarfleet_core::spec::OnChange;
 
-use super::deploy::SUCCEEDED;
 use super::*;
-
-pub(super) struct RefreshRun {
-    /// The release whose config goes out.
-    release: String,
-    /// Slots still to refresh, in order.
-    queue: VecDeque<u32>,
-    /// The slot being refreshed (its generation), waiting for its answer.
-    current: Option<(u32, u64)>,
-}
 
 impl Control {
     /// A release prepared for an etcd change: refreshed live when the app says so, else
@@ -60,138 +51,138 @@ impl Control {
         prepared: PreparedApp,
         on_change: &OnChange,
     ) -> Result<(), ErrorBody> {
-        let now = now_ms();
+        let now = self.now_ms();
         let release = self.record_release(app, prepared, None);
         self.start_deployment(app, &release, &format!("etcd config changed: {on_change}"))?;
         let Some(rt) = self.apps.get_mut(app) else {
             return Ok(());
         };
         if let Some(d) = rt.deployment.as_mut() {
-            d.strategy = "refresh".into();
+            d.kind = Kind::Refresh;
         }
-        rt.refresh = Some(RefreshRun {
-            release,
-            queue: rt.slots.keys().copied().collect(),
-            current: None,
-        });
-        self.record_step(
-            app,
-            format!("live refresh ({on_change}) of each instance in turn"),
-            now,
-        );
-        self.refresh_next(app);
+        let slots = rt.slots.keys().copied().collect();
+        let instances = self.refresh_instances(app);
+        let input = Input::RefreshStart {
+            slots,
+            on_change: on_change.to_string(),
+            instances: &instances,
+        };
+        self.feed(app, input, now);
         Ok(())
     }
 
     /// Whether `app`'s deployment is a live refresh (the rollout planner leaves it alone).
     pub(super) fn refreshing(&self, app: &str) -> bool {
-        self.apps.get(app).is_some_and(|a| a.refresh.is_some())
+        self.apps
+            .get(app)
+            .and_then(|a| a.deployment.as_ref())
+            .is_some_and(|d| d.refresh.is_some())
     }
 
-    /// Refreshes the next instance, or ends the refresh when every one is done.
-    fn refresh_next(&mut self, app: &str) {
-        loop {
-            let now = now_ms();
-            let Some(rt) = self.apps.get_mut(app) else {
-                return;
-            };
-            let Some(run) = rt.refresh.as_mut() else {
-                return;
-            };
-            let Some(slot) = run.queue.pop_front() else {
-                let release = run.release.clone();
-                rt.refresh = None;
-                self.sync_lb(app);
-                self.finish(app, SUCCEEDED, &release, now);
-                return;
-            };
-            let release = run.release.clone();
-            let Some(s) = rt.slots.get(&slot) else {
-                continue;
-            };
-            let port = s.record.instance.process.as_ref().map(|p| p.port);
-            let generation = s.record.generation;
-            let Some(port) = port else {
-                // Not running: its next start renders the new config anyway.
-                self.move_to_release(app, slot, &release);
-                continue;
-            };
-            // on_change is a live setting: as the user set it last.
-            let on_change = rt.rec.spec.config_on_change.clone();
-            let (spec, _) = rt.rec.release(&release);
-            let templates = spec
-                .env
-                .get(jarfleet_host::templates::TEMPLATES_ENV)
-                .cloned();
-            let rendered = match templates {
-                Some(t) => jarfleet_host::templates::render_instance(
-                    std::path::Path::new(&t),
-                    &launch::instance_config_dir(&self.dirs, app, slot),
-                    &launch::instance_vars(&self.dirs, app, slot, port),
-                )
-                .map_err(|e| e.explained()),
-                None => Err("the release has no config files".to_string()),
-            };
-            if let Err(e) = rendered {
-                self.refresh_failed(app, slot, e);
-                return;
-            }
-            if let Some(run) = self.apps.get_mut(app).and_then(|a| a.refresh.as_mut()) {
-                run.current = Some((slot, generation));
-            }
-            match on_change {
-                OnChange::Signal { signal } => {
-                    let sent = self
-                        .slot_mut(app, slot)
-                        .and_then(|s| s.commands.as_ref())
-                        .map(|c| {
-                            c.send(ShimCommand::Signal {
-                                signal: signal.clone(),
-                            })
-                        });
-                    let result = match sent {
-                        Some(Ok(())) => Ok(format!("sent SIG{signal}")),
-                        _ => Err("its shim is not connected".to_string()),
-                    };
-                    self.on_refreshed(app, slot, generation, result);
-                }
-                OnChange::Http { method, path } => {
-                    let tx = self.tx.clone();
-                    let app = app.to_string();
-                    tokio::spawn(async move {
-                        let call = probe::http_call(port, &method, &path);
-                        let result = match tokio::time::timeout(REFRESH_TIMEOUT, call).await {
-                            Ok(Ok(status)) if (200..300).contains(&status) => {
-                                Ok(format!("{method} {path} answered {status}"))
-                            }
-                            Ok(Ok(status)) => Err(format!("{method} {path} answered {status}")),
-                            Ok(Err(e)) => Err(match e.shortage {
-                                // Not the instance's answer: said as such (the fallback, a
-                                // rolling restart, waits for new instances to be ready).
-                                Some(s) => format!(
-                                    "{method} {path} could not be sent ({}): {e}",
-                                    s.describe_here()
-                                ),
-                                None => format!("{method} {path}: {e}"),
-                            }),
-                            Err(_) => Err(format!(
-                                "{method} {path}: no answer within {} s",
-                                REFRESH_TIMEOUT.as_secs()
-                            )),
-                        };
-                        let _ = tx
-                            .send(Event::Refreshed {
-                                app,
-                                slot,
-                                generation,
-                                result,
-                            })
-                            .await;
-                    });
-                }
-                OnChange::Restart => self.on_refreshed(app, slot, generation, Ok(String::new())),
-            }
+    /// Each instance's generation when it runs (`None` when it does not), for the refresh.
+    fn refresh_instances(&self, app: &str) -> BTreeMap<u32, Option<u64>> {
+        self.apps
+            .get(app)
+            .map(|a| {
+                a.slots
+                    .iter()
+                    .map(|(slot, s)| {
+                        let running = s.record.instance.process.is_some();
+                        (*slot, running.then_some(s.record.generation))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Tells the instance in `slot` to re-read its config: renders it, then the signal or the
+    /// request of `on_change`; its answer comes back to `on_refreshed`.
+    pub(super) fn refresh_send(&mut self, app: &str, slot: u32, generation: u64) {
+        let Some(rt) = self.apps.get(app) else {
             return;
+        };
+        let Some(d) = rt.deployment.as_ref() else {
+            return;
+        };
+        let release = d.to.clone();
+        let Some(port) = rt
+            .slots
+            .get(&slot)
+            .and_then(|s| s.record.instance.process.as_ref())
+            .map(|p| p.port)
+        else {
+            let error = "it is not running".to_string();
+            self.feed(app, Input::RefreshFailed { slot, error }, self.now_ms());
+            return;
+        };
+        // on_change is a live setting: as the user set it last.
+        let on_change = rt.rec.spec.config_on_change.clone();
+        let (spec, _) = rt.rec.release(&release);
+        let templates = spec.env.get(jarfleet_host::templates::TEMPLATES_ENV).cloned();
+        let rendered = match templates {
+            Some(t) => jarfleet_host::templates::render_instance(
+                std::path::Path::new(&t),
+                &launch::instance_config_dir(&self.dirs, app, slot),
+                &launch::instance_vars(&self.dirs, app, slot, port),
+            )
+            .map_err(|e| e.explained()),
+            None => Err("the release has no config files".to_string()),
+        };
+        if let Err(error) = rendered {
+            self.feed(app, Input::RefreshFailed { slot, error }, self.now_ms());
+            return;
+        }
+        match on_change {
+            OnChange::Signal { signal } => {
+                let sent = self
+                    .slot_mut(app, slot)
+                    .and_then(|s| s.commands.as_ref())
+                    .map(|c| {
+                        c.send(ShimCommand::Signal {
+                            signal: signal.clone(),
+                        })
+                    });
+                let result = match sent {
+                    Some(Ok(())) => Ok(format!("sent SIG{signal}")),
+                    _ => Err("its shim is not connected".to_string()),
+                };
+                self.on_refreshed(app, slot, generation, result);
+            }
+            OnChange::Http { method, path } => {
+                let tx = self.tx.clone();
+                let app = app.to_string();
+                tokio::spawn(async move {
+                    let call = probe::http_call(port, &method, &path);
+                    let result = match tokio::time::timeout(REFRESH_TIMEOUT, call).await {
+                        Ok(Ok(status)) if (200..300).contains(&status) => {
+                            Ok(format!("{method} {path} answered {status}"))
+                        }
+                        Ok(Ok(status)) => Err(format!("{method} {path} answered {status}")),
+                        Ok(Err(e)) => Err(match e.shortage {
+                            // Not the instance's answer: said as such (the fallback, a
+                            // rolling restart, waits for new instances to be ready).
+                            Some(s) => format!(
+                                "{method} {path} could not be sent ({}): {e}",
+                                s.describe_here()
+                            ),
+                            None => format!("{method} {path}: {e}"),
+                        }),
+                        Err(_) => Err(format!(
+                            "{method} {path}: no answer within {} s",
+                            REFRESH_TIMEOUT.as_secs()
+                        )),
+                    };
+                    let _ = tx
+                        .send(Event::Refreshed {
+                            app,
+                            slot,
+                            generation,
+                            result,
+                        })
+                        .await;
+                });
+            }
+            OnChange::Restart => self.on_refreshed(app, slot, generation, Ok(String::new())),
         }
     }
 
@@ -203,49 +194,24 @@ impl Control {
         generation: u64,
         result: Result<String, String>,
     ) {
-        let Some(run) = self.apps.get(app).and_then(|a| a.refresh.as_ref()) else {
-            return;
-        };
-        if run.current != Some((slot, generation)) {
-            return;
-        }
-        let release = run.release.clone();
         let still_there = self
             .apps
             .get(app)
             .and_then(|a| a.slots.get(&slot))
             .is_some_and(|s| s.record.generation == generation);
-        match result {
-            Ok(how) if still_there => {
-                self.move_to_release(app, slot, &release);
-                self.record_step(app, format!("{app}/{slot} refreshed: {how}"), now_ms());
-                self.refresh_next(app);
-            }
-            Ok(_) => self.refresh_failed(app, slot, "it restarted meanwhile".into()),
-            Err(e) => self.refresh_failed(app, slot, e),
-        }
-    }
-
-    /// One instance could not be refreshed: the deployment goes on as a rolling restart.
-    fn refresh_failed(&mut self, app: &str, slot: u32, error: String) {
-        if let Some(rt) = self.apps.get_mut(app) {
-            rt.refresh = None;
-        }
-        let message = format!(
-            "{app}/{slot} could not be refreshed ({error}): a rolling restart brings the new config instead"
-        );
-        self.record_step(app, message.clone(), now_ms());
-        self.emit(
-            EventKind::ConfigRefreshFailed,
-            Some(app),
-            Some(slot),
-            message,
-        );
-        self.drive(app);
+        let instances = self.refresh_instances(app);
+        let input = Input::Refreshed {
+            slot,
+            generation,
+            still_there,
+            result,
+            instances: &instances,
+        };
+        self.feed(app, input, self.now_ms());
     }
 
     /// The instance runs `release` now (its config was refreshed, or it will start with it).
-    fn move_to_release(&mut self, app: &str, slot: u32, release: &str) {
+    pub(super) fn move_to_release(&mut self, app: &str, slot: u32, release: &str) {
         if let Some(s) = self.slot_mut(app, slot) {
             s.record.instance.release = release.to_string();
             s.record.dirty = true;

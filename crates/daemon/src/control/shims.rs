@@ -17,8 +17,6 @@ impl Control {
                     slots: BTreeMap::new(),
                     removing,
                     deployment: None,
-                    canary: None,
-                    refresh: None,
                 },
             );
         }
@@ -30,12 +28,7 @@ impl Control {
             .filter(|d| d.is_active())
         {
             if let Some(rt) = self.apps.get_mut(&d.app) {
-                rt.canary = d
-                    .canary
-                    .as_ref()
-                    .filter(|_| d.outcome == super::deploy::RUNNING)
-                    .map(|p| canary::CanaryRun::resumed(&d.to, p));
-                rt.deployment = Some(d);
+                rt.deployment = super::deploy::resume(d);
             }
         }
         let mut adopted = 0;

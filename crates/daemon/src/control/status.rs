@@ -70,7 +70,7 @@ impl Control {
                 deployment: rt
                     .deployment
                     .as_ref()
-                    .map(|d| format!("#{} {} → {} {}", d.id, d.from, d.to, d.outcome)),
+                    .map(|d| format!("#{} {} → {} {}", d.id, d.from, d.to, d.phase.as_str())),
                 listen: rt.rec.spec.listen.clone(),
                 listener: listeners.remove(name),
                 health: Some(health_info(&rt.rec.spec.health)),
