@@ -257,8 +257,10 @@ impl Deployment {
                 }
             }
             Input::RollBack { reason } => {
-                // A canary not judged yet (or already through) rolls back like a blue-green.
+                // A canary not judged yet (or already through) rolls back like a blue-green;
+                // a live refresh (which `during` does not abort) would stop refreshing.
                 self.canary = None;
+                self.refresh = None;
                 self.roll_back(&reason, now, &mut fx);
                 fx.push(Effect::SyncLb);
                 fx.push(Effect::Drive);

@@ -33,8 +33,10 @@ fn params(n: u32, surge: u32, unavailable: u32) -> RolloutParams {
     }
 }
 
-/// Members from a compact picture: `o` old ready, `n` new healthy, `s` new starting, `f` new
-/// failed, `l` leaving, `w` new warm standby, `b` old standby; slot = position.
+/// Members from a compact picture, "new" meaning on the deployment's target release (the old
+/// one while it rolls back): `o` old ready, `n` new healthy, `y` new ready but not for
+/// `min_healthy` yet, `s` new starting, `f` new failed, `l` old leaving, `w` new warm standby,
+/// `b` old standby; slot = position.
 fn members(picture: &str) -> Vec<Member> {
     picture
         .chars()
@@ -337,6 +339,32 @@ fn canary_at_step_one() -> Deployment {
     dep
 }
 
+/// A canary paused at its first step, waiting for `promote`.
+fn paused_canary() -> Deployment {
+    let mut dep = canary_at_step_one();
+    let input = Input::CanaryJudge {
+        counters: &counters(100, 0),
+        spec: &spec(&[10]),
+        bounds: &[1_000],
+    };
+    dep.step(input, T0 + 70_000);
+    assert!(dep.canary.as_ref().is_some_and(|r| r.paused));
+    dep
+}
+
+/// A canary whose steps are all through (promoted): the old set goes.
+fn passed_canary() -> Deployment {
+    let mut dep = canary_at_step_one();
+    let input = Input::Promote {
+        full: true,
+        counters: &counters(100, 0),
+        spec: &spec(&[]),
+    };
+    dep.step(input, T0 + 20_000);
+    assert!(!dep.canary_holds());
+    dep
+}
+
 #[test]
 fn a_canary_holds_the_old_set_and_begins_when_the_new_set_is_healthy() {
     let mut dep = d(Kind::Canary);
@@ -614,6 +642,24 @@ fn abort_rolls_back_or_ends_from_each_phase() {
             Phase::RollingBack,
         ),
         (
+            paused_canary(),
+            Input::CanaryAbort,
+            "record emit:deploy.rolling-back lb drive",
+            Phase::RollingBack,
+        ),
+        (
+            passed_canary(),
+            back(),
+            "record emit:deploy.rolling-back lb drive",
+            Phase::RollingBack,
+        ),
+        (
+            refreshing(&BTreeMap::from([(0, Some(1))])).0,
+            back(),
+            "record emit:deploy.rolling-back lb drive",
+            Phase::RollingBack,
+        ),
+        (
             restart(),
             Input::End {
                 reason: "aborted by the operator".into(),
@@ -627,6 +673,16 @@ fn abort_rolls_back_or_ends_from_each_phase() {
         let fx = dep.step(input, now);
         assert_eq!(short(&fx), want, "{kind:?}");
         assert_eq!(dep.phase, phase);
+        assert!(dep.refresh.is_none() && !dep.canary_holds());
+        if phase == Phase::RollingBack {
+            // The planner walks back (its target is the old release now: `n` in the
+            // pictures): the new set (`o`) goes.
+            let fx = World::new("nnoo", canary_params()).drive(&mut dep, now + 1);
+            assert_eq!(short(&fx), "-2 -3 record", "{kind:?}");
+            let fx = World::new("nn", canary_params()).drive(&mut dep, now + 2);
+            assert_eq!(short(&fx), "end:rolled-back", "{kind:?}");
+            continue;
+        }
         assert_eq!(dep.reason.as_deref(), Some("aborted by the operator"));
         if phase == Phase::RollingBack {
             assert_eq!(dep.target(), "old");

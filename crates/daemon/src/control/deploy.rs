@@ -591,3 +591,48 @@ impl Control {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records as daemons before the machine stored them (JSON in the store's `deployments`).
+    const STORED: [&str; 3] = [
+        r#"{"id":3,"app":"web","from":"r1","to":"r2","strategy":"canary","outcome":"running","reason":null,"started_at":1000,"ended_at":null,"steps":[{"at":1000,"message":"deploying r1 → r2 (new artifact)"},{"at":2000,"message":"canary step 2 of 4: 25 % of the traffic"}],"canary":{"step":1,"percent":25,"paused":true,"passed":false}}"#,
+        r#"{"id":4,"app":"web","from":"r1","to":"r2","strategy":"blue-green","outcome":"rolling-back","reason":"web/3 exited with status 9","started_at":1000,"ended_at":null,"steps":[{"at":1000,"message":"deploying r1 → r2 (version 2)"}]}"#,
+        r#"{"id":5,"app":"web","from":"r2","to":"r3","strategy":"refresh","outcome":"running","reason":null,"started_at":1000,"ended_at":null,"steps":[]}"#,
+    ];
+
+    #[test]
+    fn a_stored_record_resumes_and_projects_back_to_the_same_json() {
+        for json in STORED {
+            let stored: DeploymentRecord =
+                serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
+            let m = resume(stored.clone()).unwrap_or_else(|| panic!("{json} did not resume"));
+            let back = serde_json::to_string(&record(&m)).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(back, json);
+        }
+    }
+
+    #[test]
+    fn a_resumed_canary_carries_on_at_its_step_and_a_refresh_as_a_rolling_restart() {
+        let canary = resume(serde_json::from_str(STORED[0]).unwrap_or_else(|e| panic!("{e}")));
+        let run = canary.as_ref().and_then(|d| d.canary.as_ref());
+        assert_eq!(
+            run.map(|r| (r.step, r.percent, r.paused)),
+            Some((1, 25, true))
+        );
+        let refresh = resume(serde_json::from_str(STORED[2]).unwrap_or_else(|e| panic!("{e}")));
+        assert!(refresh.is_some_and(|d| d.refresh.is_none() && d.kind == Kind::Refresh));
+    }
+
+    #[test]
+    fn ended_or_unknown_records_are_not_resumed() {
+        for outcome in ["succeeded", "rolled-back", "failed", "aborted", "sideways"] {
+            let json = STORED[1].replace("rolling-back", outcome);
+            let stored: DeploymentRecord =
+                serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+            assert!(resume(stored).is_none(), "{outcome}");
+        }
+    }
+}
