@@ -34,6 +34,9 @@ pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 pub struct PreparedApp {
     pub spec: AppSpec,
     pub release: String,
+    /// The id an older jarfleet gave the same release on this host (it hashed the JDK's
+    /// directory too): a store written then still names the running release so.
+    pub legacy_release: Option<String>,
     pub runtime: JavaRuntime,
     pub release_record: serde_json::Value,
 }
