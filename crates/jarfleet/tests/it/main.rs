@@ -34,6 +34,7 @@ mod logs;
 mod metrics;
 mod privsep;
 mod readopt;
+mod release_id;
 mod reload;
 mod remote;
 mod remote_api;
