@@ -29,6 +29,7 @@ mod fd_shortage;
 mod foreground;
 mod hung;
 mod install;
+mod kill_under_load;
 mod listener_retry;
 mod logs;
 mod metrics;
