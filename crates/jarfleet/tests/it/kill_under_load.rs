@@ -14,9 +14,12 @@ use crate::harness::*;
 /// How long a parked request sleeps inside its instance.
 const PARK_MS: u64 = 8_000;
 
+/// An answer to a parked request: status, body, and the pid of the JVM that answered (`X-Pid`).
+pub(crate) type Parked = (u16, String, Option<u64>);
+
 /// One GET on its own connection with a read deadline long enough for a parked request that is
 /// retried on another instance (two parks).
-fn get_parked(port: u16) -> Result<(u16, String), String> {
+pub(crate) fn get_parked(port: u16) -> Result<Parked, String> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(Duration::from_millis(3 * PARK_MS)))
         .map_err(|e| e.to_string())?;
@@ -33,16 +36,18 @@ fn get_parked(port: u16) -> Result<(u16, String), String> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad response: {text:?}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((code, body))
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let pid = head
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("x-pid"))
+        .and_then(|(_, v)| v.trim().parse().ok());
+    Ok((code, body.to_string(), pid))
 }
 
 /// `n` clients, each on one keep-alive connection pool (ureq's agent), GETting `/` through the
 /// balancer until stopped.
-struct KeepAliveClients {
+pub(crate) struct KeepAliveClients {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -51,7 +56,7 @@ struct KeepAliveClients {
 }
 
 impl KeepAliveClients {
-    fn start(port: u16, n: usize) -> KeepAliveClients {
+    pub(crate) fn start(port: u16, n: usize) -> KeepAliveClients {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -100,14 +105,14 @@ impl KeepAliveClients {
         }
     }
 
-    fn wait_more(&self, n: u64) {
+    pub(crate) fn wait_more(&self, n: u64) {
         let from = self.ok.load(Ordering::SeqCst);
         wait_until("more requests answered", Duration::from_secs(60), || {
             (self.ok.load(Ordering::SeqCst) >= from + n).then_some(())
         });
     }
 
-    fn finish(self) -> (u64, u64, Vec<String>) {
+    pub(crate) fn finish(self) -> (u64, u64, Vec<String>) {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.handles {
             let _ = h.join();
@@ -122,7 +127,7 @@ impl KeepAliveClients {
 }
 
 /// How many `/slow` requests sleep inside the instance on `port` now.
-fn parked_in(port: u16) -> Option<u64> {
+pub(crate) fn parked_in(port: u16) -> Option<u64> {
     match http_get(port, "/parked") {
         Ok((200, body)) => body.trim().parse().ok(),
         _ => None,
@@ -176,9 +181,14 @@ fn kill9_with_requests_parked_inside_loses_none_and_the_balancer_retries_them() 
     for (i, h) in parked.into_iter().enumerate() {
         let answer = h.join().expect("parked request thread");
         assert_eq!(
-            answer.as_ref().map(|(c, b)| (*c, b.trim().to_string())),
+            answer.as_ref().map(|(c, b, _)| (*c, b.trim().to_string())),
             Ok((200, "slow done".to_string())),
             "parked request {i}"
+        );
+        let by = answer.ok().and_then(|(_, _, pid)| pid);
+        assert!(
+            by.is_some_and(|p| p != u64::from(victim_pid)),
+            "parked request {i} answered by {by:?}, the killed JVM was {victim_pid}"
         );
     }
     wait_until("the killed instance to be replaced", START, || {

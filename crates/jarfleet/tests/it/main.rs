@@ -21,6 +21,7 @@ mod dashboard;
 mod deploy;
 mod deploy_commands;
 mod disk_full;
+mod drain_under_load;
 mod errors;
 mod etcd;
 mod export;
