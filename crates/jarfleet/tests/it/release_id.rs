@@ -135,3 +135,128 @@ fn a_store_with_old_style_release_ids_is_taken_over_without_a_restart() {
     );
     assert_eq!(fleet.status()["apps"][0]["release"], next.as_str());
 }
+
+/// A JDK at `dir` that discovery takes for a newer patch of `real` (its `release` file says
+/// `FEATURE.0.99`); its tools are links to the real ones, so JVMs run as before.
+fn newer_patch_of(real: &Path, dir: &Path) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("creating the fake JDK");
+    for tool in ["java", "jcmd", "javac"] {
+        let target = real.join("bin").join(tool);
+        if target.exists() {
+            std::os::unix::fs::symlink(&target, bin.join(tool)).expect("linking a JDK tool");
+        }
+    }
+    let release =
+        std::fs::read_to_string(real.join("release")).expect("the real JDK's release file");
+    let bumped: Vec<String> = release
+        .lines()
+        .map(|l| match l.split_once('=') {
+            Some((k @ ("JAVA_VERSION" | "JAVA_RUNTIME_VERSION"), v)) => {
+                let feature = v.trim_matches('"').split('.').next().unwrap_or("17");
+                format!("{k}=\"{feature}.0.99\"")
+            }
+            _ => l.to_string(),
+        })
+        .collect();
+    std::fs::write(dir.join("release"), bumped.join("\n") + "\n").expect("writing release");
+}
+
+#[test]
+fn another_jdk_on_the_host_restarts_the_same_release_on_it() {
+    let fleet = Fleet::new(10);
+    fleet.write_app(&AppDef {
+        instances: 2,
+        ..Default::default()
+    });
+    fleet.up();
+    let before = fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    let old_pids: Vec<u64> = before.iter().filter_map(|i| i["pid"].as_u64()).collect();
+    let status = fleet.status();
+    let release = status["apps"][0]["release"]
+        .as_str()
+        .expect("release")
+        .to_string();
+    let java = status["apps"][0]["java"]
+        .as_str()
+        .expect("java")
+        .to_string();
+    let home = java
+        .split_once(" (")
+        .map(|(_, h)| h.trim_end_matches(')'))
+        .expect("the JDK's home in status");
+
+    // The host gets a newer JDK: the next daemon finds it (JAVA_HOME) and picks it.
+    let fake = fleet.path("newer-jdk");
+    newer_patch_of(Path::new(home), &fake);
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon to die", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    let out = run_with_deadline(
+        fleet.command(&["up", "-d"]).env("JAVA_HOME", &fake),
+        Duration::from_secs(180),
+    )
+    .expect("running jarfleet up -d");
+    assert!(
+        out.status.success(),
+        "up -d: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Starting, it applied the unchanged spec: the same release restarts, on the new JDK.
+    let moved = fleet.events_of("app.updated", "fx", None);
+    assert!(
+        moved.iter().any(|e| e["message"].as_str().is_some_and(|m| m
+            .contains(&format!("release {release} moves to another JDK"))
+            && m.contains(&fake.display().to_string()))),
+        "{moved:#?}"
+    );
+    let started = fleet.events_of("deploy.started", "fx", None);
+    assert!(
+        started.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&format!("{release} → {release}")))),
+        "{started:#?}"
+    );
+    wait_until(
+        "the restart on the new JDK",
+        Duration::from_secs(120),
+        || (!fleet.events_of("deploy.succeeded", "fx", None).is_empty()).then_some(()),
+    );
+    let after = fleet.wait_ready("fx", 2, Duration::from_secs(60));
+    assert!(
+        after.iter().all(
+            |i| i["pid"].as_u64().is_some_and(|p| !old_pids.contains(&p))
+                && i["release"] == release.as_str()
+        ),
+        "every instance restarted, on the same release: {after:?}"
+    );
+    let status = fleet.status();
+    assert_eq!(status["apps"][0]["release"], release.as_str());
+    let fake_home = fake.display().to_string();
+    assert!(
+        status["apps"][0]["java"]
+            .as_str()
+            .is_some_and(|j| j.contains(&fake_home) && j.contains(".0.99")),
+        "{}",
+        status["apps"][0]["java"]
+    );
+    let history: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["history", "fx", "-o", "json"])).expect("history json");
+    assert_eq!(
+        history["releases"].as_array().map(Vec::len),
+        Some(1),
+        "{history}"
+    );
+    assert!(
+        history["releases"][0]["jdk"]
+            .as_str()
+            .is_some_and(|j| j.contains(&fake_home)),
+        "{history}"
+    );
+    // Applying again changes nothing.
+    let again: serde_json::Value =
+        serde_json::from_str(&fleet.ok(&["apply", "-o", "json"])).expect("apply -o json");
+    assert_eq!(again["plan"]["changes"], serde_json::json!([]), "{again}");
+}
