@@ -404,6 +404,10 @@ pub struct ReleaseInfo {
     pub created_at: u64,
     pub current: bool,
     pub artifact: String,
+    /// The JDK this host runs the release on, e.g. `17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)`
+    /// (not part of the release id: the same release has the same id on every host).
+    #[serde(default)]
+    pub jdk: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

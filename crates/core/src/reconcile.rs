@@ -6,11 +6,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::AppSpec;
 
-/// An app as the planner sees it: its spec and the release id that spec makes.
+/// An app as the planner sees it: its spec, the release id that spec makes, and the JDK this
+/// host runs (or would run) it with (e.g. its home and version).
 #[derive(Debug, Clone)]
 pub struct AppState<'a> {
     pub spec: &'a AppSpec,
     pub release: &'a str,
+    pub jdk: &'a str,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +83,15 @@ pub fn plan(current: &BTreeMap<String, AppState>, desired: &BTreeMap<String, App
                 from: have.release.to_string(),
                 to: want.release.to_string(),
                 why: release_fields_changed(have.spec, want.spec),
+            });
+        } else if have.jdk != want.jdk {
+            // The same release (its id does not depend on the host), another JDK picked on this
+            // host: its instances restart on it, rolling, like a new release.
+            out.changes.push(AppChange::Roll {
+                app: name.clone(),
+                from: have.release.to_string(),
+                to: want.release.to_string(),
+                why: vec!["jdk".to_string()],
             });
         }
         if have.spec.instances != want.spec.instances {
@@ -193,9 +204,59 @@ mod tests {
     use crate::testkit::{spec, spec_with};
 
     fn fleet<'a>(apps: &[(&str, &'a AppSpec, &'a str)]) -> BTreeMap<String, AppState<'a>> {
+        fleet_on(apps, "/usr/lib/jvm/17 17.0.15")
+    }
+
+    fn fleet_on<'a>(
+        apps: &[(&str, &'a AppSpec, &'a str)],
+        jdk: &'a str,
+    ) -> BTreeMap<String, AppState<'a>> {
         apps.iter()
-            .map(|(name, spec, release)| (name.to_string(), AppState { spec, release }))
+            .map(|(name, spec, release)| (name.to_string(), AppState { spec, release, jdk }))
             .collect()
+    }
+
+    #[test]
+    fn another_jdk_on_the_host_restarts_the_same_release() {
+        let base = spec();
+        let scaled = spec_with(&[("instances = 2", "instances = 5")]);
+        let jdk17 = "/usr/lib/jvm/17 17.0.15";
+        let jdk25 = "/usr/lib/jvm/25 25.0.1";
+        let cases: Vec<(&str, &AppSpec, &str, Vec<AppChange>)> = vec![
+            ("same JDK", &base, jdk17, vec![]),
+            (
+                "another JDK",
+                &base,
+                jdk25,
+                vec![roll("r1", "r1", &["jdk"])],
+            ),
+            (
+                "another JDK and more instances",
+                &scaled,
+                jdk25,
+                vec![
+                    roll("r1", "r1", &["jdk"]),
+                    AppChange::Scale {
+                        app: "web".into(),
+                        from: 2,
+                        to: 5,
+                    },
+                ],
+            ),
+        ];
+        for (name, want, jdk, changes) in cases {
+            let plan = plan(
+                &fleet_on(&[("web", &base, "r1")], jdk17),
+                &fleet_on(&[("web", want, "r1")], jdk),
+            );
+            assert_eq!(plan.changes, changes, "{name}");
+        }
+        // A new release is one roll, whatever the JDK does.
+        let plan = plan(
+            &fleet_on(&[("web", &base, "r1")], jdk17),
+            &fleet_on(&[("web", &base, "r2")], jdk25),
+        );
+        assert_eq!(plan.changes, vec![roll("r1", "r2", &["artifact content"])]);
     }
 
     fn words(list: &[&str]) -> Vec<String> {

@@ -16,6 +16,9 @@ use crate::launch::JavaRuntime;
 pub struct PreparedApp {
     pub spec: AppSpec,
     pub release: String,
+    /// The id an older jarfleet gave the same release on this host (it hashed the JDK's
+    /// directory too): a store written then still names the running release so.
+    pub legacy_release: Option<String>,
     pub runtime: JavaRuntime,
     pub release_record: serde_json::Value,
 }
@@ -258,13 +261,80 @@ fn prepare_app(
         feature,
         vendor: jdk.vendor.clone(),
     };
-    // The artifact is identified by its content (hashed above), not its path: the same jar
-    // copied elsewhere is the same release.
+    let templates = match app.env.get(crate::templates::TEMPLATES_ENV) {
+        Some(etc) => Some(
+            templates_digest(Path::new(etc))
+                .map_err(|e| format!("apps.{name}: reading the release's config {etc}: {e}"))?,
+        ),
+        None => None,
+    };
+    let released = released_settings(app, templates.as_deref());
+    let release = release_id(&digest, &released);
+    let legacy_release = legacy_release_id(&digest, app, &runtime);
+    let mut release_record = released;
+    if let Some(map) = release_record.as_object_mut() {
+        map.insert(
+            "jdk".into(),
+            serde_json::json!({
+                "home": runtime.home,
+                "version": runtime.version,
+                "vendor": runtime.vendor,
+            }),
+        );
+    }
+    Ok(PreparedApp {
+        spec: app.clone(),
+        release,
+        legacy_release: Some(legacy_release),
+        runtime,
+        release_record,
+    })
+}
+
+/// What was released, as the release id hashes it beside the artifact's bytes: the launch
+/// settings and the config. Nothing of the host is in it (no JDK, no state-dir path): the same
+/// release has the same id on every host. The artifact is identified by its content, not its
+/// path (the same jar copied elsewhere is the same release); the templates of an installed
+/// release by theirs (`templates`, see [`templates_digest`]), not by where they were installed.
+pub fn released_settings(app: &AppSpec, templates: Option<&str>) -> serde_json::Value {
     let launch = match &app.launch {
         Launch::Jar { .. } => serde_json::json!("jar"),
         other => serde_json::json!(other),
     };
-    let release_record = serde_json::json!({
+    let mut env = app.env.clone();
+    if let Some(t) = templates {
+        env.insert(crate::templates::TEMPLATES_ENV.to_string(), t.to_string());
+    }
+    serde_json::json!({
+        "launch": launch,
+        "args": app.args,
+        "env": env,
+        "java": app.java,
+        "workdir": app.workdir,
+        "user": app.user,
+        "config": app.config_rendered,
+        "etcd": app.etcd_env,
+    })
+}
+
+/// The release id: the first 6 bytes (12 hex digits) of SHA-256 over the artifact's bytes
+/// (`artifact`, fed with them) and then the released settings.
+pub fn release_id(artifact: &Sha256, released: &serde_json::Value) -> String {
+    let mut digest = artifact.clone();
+    digest.update(released.to_string().as_bytes());
+    hex::encode(&digest.finalize()[..6])
+}
+
+/// The id jarfleet gave the same release before ids were independent of the host: it also
+/// hashed the chosen JDK's home directory and version, and the templates' path. A store written
+/// then names its releases this way; `apply` keeps such an id for as long as it still describes
+/// what is to run (see `Control::adopt_stored_ids`), so an upgrade restarts nothing.
+pub fn legacy_release_id(artifact: &Sha256, app: &AppSpec, runtime: &JavaRuntime) -> String {
+    let launch = match &app.launch {
+        Launch::Jar { .. } => serde_json::json!("jar"),
+        other => serde_json::json!(other),
+    };
+    let record = serde_json::json!({
         "launch": launch,
         "args": app.args,
         "env": app.env,
@@ -275,14 +345,40 @@ fn prepare_app(
         "etcd": app.etcd_env,
         "runtime": { "home": runtime.home, "version": runtime.version },
     });
-    digest.update(release_record.to_string().as_bytes());
-    let release = hex::encode(&digest.finalize()[..6]);
-    Ok(PreparedApp {
-        spec: app.clone(),
-        release,
-        runtime,
-        release_record,
-    })
+    let mut digest = artifact.clone();
+    digest.update(record.to_string().as_bytes());
+    hex::encode(&digest.finalize()[..6])
+}
+
+/// The content of an installed release's rendered templates (`RELEASE/etc`): SHA-256 over each
+/// file's path relative to `etc` and its bytes, in path order. Symlinks are not followed.
+fn templates_digest(etc: &Path) -> std::io::Result<String> {
+    fn walk(dir: &Path, rel: &Path, out: &mut Vec<(PathBuf, PathBuf)>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            let rel = rel.join(entry.file_name());
+            if kind.is_dir() {
+                walk(&entry.path(), &rel, out)?;
+            } else if kind.is_file() {
+                out.push((rel, entry.path()));
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(etc, Path::new(""), &mut files)?;
+    files.sort();
+    let mut digest = Sha256::new();
+    for (rel, path) in files {
+        let rel = rel.to_string_lossy();
+        digest.update((rel.len() as u64).to_le_bytes());
+        digest.update(rel.as_bytes());
+        let mut file = Sha256::new();
+        hash_file(&mut file, &path)?;
+        digest.update(file.finalize());
+    }
+    Ok(hex::encode(digest.finalize()))
 }
 
 /// The spec's rendered `config` templates become the release's `etc/`
@@ -482,4 +578,171 @@ pub fn prepare_release(
     materialize_config(&mut prepared, dirs.root()).map_err(usage)?;
     fast_start_layout(&mut prepared, dirs)?;
     Ok(prepared)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use jarfleet_core::spec::AppSpec;
+
+    use super::*;
+
+    /// One app run from a classpath jar in `dir` (no jar inspection, Java 8 and up).
+    fn app(dir: &Path, edit: &str) -> AppSpec {
+        let text = format!(
+            r#"
+[apps.web]
+main_class = "demo.Main"
+classpath = ["{}/lib.jar"]
+instances = 2
+ports = "9100-9199"
+args = ["--port=${{PORT}}"]
+env = {{ MODE = "prod" }}
+java = {{ opts = ["-Xmx64m"] }}
+{edit}
+"#,
+            dir.display()
+        );
+        let fleet = jarfleet_core::spec::load(&text, Path::new("/srv/jarfleet.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("test spec does not load: {e:?}"));
+        fleet.apps.into_values().next().expect("one app")
+    }
+
+    /// A JDK as discovery reports it, at a path of this host (never looked at).
+    fn jdk(home: &str, version: &str) -> jarfleet_java::Jdk {
+        let home = PathBuf::from(home);
+        jarfleet_java::Jdk {
+            java: home.join("bin/java"),
+            home,
+            version: jarfleet_java::parse_java_version(version),
+            vendor: "Eclipse Adoptium".into(),
+            runtime_version: version.into(),
+            is_jdk: true,
+            image_type: Some("JDK".into()),
+            arch: Some("x86_64".into()),
+            sources: Vec::new(),
+        }
+    }
+
+    fn classpath(bytes: &[u8]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("lib.jar"), bytes).expect("writing the classpath jar");
+        dir
+    }
+
+    #[test]
+    fn the_same_release_has_the_same_id_on_hosts_with_other_jdk_paths() {
+        let dir = classpath(b"the artifact");
+        let spec = app(dir.path(), "");
+        let host_a = [jdk("/usr/lib/jvm/java-17-openjdk-amd64", "17.0.15")];
+        let host_b = [jdk("/opt/java/temurin-17", "17.0.15")];
+        let a = prepare_app(&spec, &host_a, None).expect("prepared on host a");
+        let b = prepare_app(&spec, &host_b, None).expect("prepared on host b");
+        assert_eq!(a.release, b.release);
+        assert_eq!(a.release.len(), 12);
+        // The JDK is recorded beside the release, not in its id.
+        assert_ne!(a.runtime.home, b.runtime.home);
+        assert_eq!(
+            a.release_record["jdk"]["home"],
+            "/usr/lib/jvm/java-17-openjdk-amd64"
+        );
+        assert_eq!(a.release_record["jdk"]["vendor"], "Eclipse Adoptium");
+        assert_eq!(b.release_record["jdk"]["home"], "/opt/java/temurin-17");
+        // What an older jarfleet called it depended on the host.
+        assert_ne!(a.legacy_release, b.legacy_release);
+        // Another JDK version is not another release either.
+        let host_c = [jdk("/usr/lib/jvm/temurin-25", "25.0.1")];
+        let c = prepare_app(&spec, &host_c, None).expect("prepared on host c");
+        assert_eq!(a.release, c.release);
+    }
+
+    #[test]
+    fn each_released_input_changes_the_id() {
+        let dir = classpath(b"the artifact");
+        let jdks = [jdk("/usr/lib/jvm/java-17-openjdk-amd64", "17.0.15")];
+        let id = |spec: &AppSpec| prepare_app(spec, &jdks, None).expect("prepared").release;
+        let base = id(&app(dir.path(), ""));
+        let with = |edit: &str| app(dir.path(), edit);
+        let mut config = app(dir.path(), "");
+        config
+            .config_rendered
+            .insert("application.yml".into(), "level: debug".into());
+        let mut etcd = app(dir.path(), "");
+        etcd.etcd_env
+            .insert("DB_URL".into(), "postgres://db".into());
+        let mut args = app(dir.path(), "");
+        args.args.push("--verbose".into());
+        let mut env = app(dir.path(), "");
+        env.env.insert("MODE".into(), "test".into());
+        let mut main = app(dir.path(), "");
+        if let Launch::MainClass { main_class, .. } = &mut main.launch {
+            *main_class = "demo.Other".into();
+        }
+        let cases: Vec<(&str, AppSpec)> = vec![
+            ("args", args),
+            ("env", env),
+            ("java options", {
+                let mut s = app(dir.path(), "");
+                s.java.opts.push("-Xss1m".into());
+                s
+            }),
+            ("workdir", with("workdir = \"/srv/web\"")),
+            ("user", with("user = \"root\"")),
+            ("config", config),
+            ("etcd values", etcd),
+            ("main class", main),
+        ];
+        for (what, spec) in cases {
+            assert_ne!(id(&spec), base, "{what} is part of the release");
+        }
+        // The artifact's bytes, not its path or its JDK.
+        std::fs::write(dir.path().join("lib.jar"), b"another artifact").expect("rewrite");
+        assert_ne!(id(&app(dir.path(), "")), base, "the artifact's content");
+        // Settings that apply live are not part of the release.
+        let mut scaled = app(dir.path(), "");
+        scaled.instances = 5;
+        assert_eq!(id(&scaled), id(&app(dir.path(), "")), "instances");
+    }
+
+    #[test]
+    fn the_legacy_id_is_what_older_jarfleet_stored() {
+        // The id jarfleet gave this release (a wildcard classpath, so no file is read) on this
+        // JDK before release ids were independent of the host: a store written then names the
+        // release so, and `apply` must recognise it.
+        let text = r#"
+[apps.web]
+main_class = "demo.Main"
+classpath = ["/nonexistent-jarfleet-test/*"]
+instances = 2
+ports = "9100-9199"
+env = { MODE = "prod" }
+"#;
+        let fleet = jarfleet_core::spec::load(text, Path::new("/srv/jarfleet.toml"), &|_| None)
+            .unwrap_or_else(|e| panic!("test spec does not load: {e:?}"));
+        let spec = fleet.apps.into_values().next().expect("one app");
+        let jdks = [jdk("/usr/lib/jvm/java-17-openjdk-amd64", "17.0.15")];
+        let p = prepare_app(&spec, &jdks, None).expect("prepared");
+        assert_eq!(p.legacy_release.as_deref(), Some("b6faf44b2886"));
+        assert_ne!(p.release, "b6faf44b2886");
+    }
+
+    #[test]
+    fn installed_templates_count_by_content_not_by_where_they_are() {
+        let a = tempfile::tempdir().expect("temp dir");
+        let b = tempfile::tempdir().expect("temp dir");
+        for root in [a.path(), b.path()] {
+            std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+            std::fs::write(root.join("app.yml"), "port: ${PORT}").expect("write");
+            std::fs::write(root.join("sub/log.xml"), "<x/>").expect("write");
+        }
+        let da = templates_digest(a.path()).expect("digest a");
+        assert_eq!(da, templates_digest(b.path()).expect("digest b"));
+        std::fs::write(b.path().join("sub/log.xml"), "<y/>").expect("write");
+        assert_ne!(da, templates_digest(b.path()).expect("digest b"));
+        std::fs::rename(b.path().join("sub/log.xml"), b.path().join("sub/log2.xml"))
+            .expect("rename");
+        std::fs::write(b.path().join("sub/log2.xml"), "<x/>").expect("write");
+        assert_ne!(da, templates_digest(b.path()).expect("digest b"));
+    }
 }

@@ -251,17 +251,18 @@ pub fn history(h: &HistoryReport, term: &Term) -> String {
                 r.id.clone(),
                 r.version.clone().unwrap_or_else(|| "-".into()),
                 clock(r.created_at),
+                r.jdk.clone().unwrap_or_else(|| "-".into()),
                 r.artifact.clone(),
             ]
         })
         .collect();
     out.push_str(&term::table(
         term,
-        &["", "RELEASE", "VERSION", "CREATED", "ARTIFACT"],
+        &["", "RELEASE", "VERSION", "CREATED", "JDK", "ARTIFACT"],
         &rows,
         Fit {
-            elastic: Some(4),
-            optional: &[3],
+            elastic: Some(5),
+            optional: &[4, 3],
             state: None,
         },
     ));
@@ -529,6 +530,7 @@ mod tests {
                     created_at: 1_700_000_000_000,
                     current: false,
                     artifact: "/srv/orders/orders-1.4.1.jar".into(),
+                    jdk: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
                 },
                 jarfleet_api::ReleaseInfo {
                     id: "9e8d7c6b5a41".into(),
@@ -536,6 +538,7 @@ mod tests {
                     created_at: 1_700_000_360_000,
                     current: true,
                     artifact: "/srv/orders/orders-1.4.2.jar".into(),
+                    jdk: None,
                 },
             ],
             deployments: vec![jarfleet_api::DeploymentRecord {

@@ -8,41 +8,53 @@ use super::*;
 impl Control {
     pub(super) fn apply(
         &mut self,
-        desired: BTreeMap<String, PreparedApp>,
+        mut desired: BTreeMap<String, PreparedApp>,
         daemon: &jarfleet_core::spec::DaemonSpec,
         source: PathBuf,
         dry_run: bool,
     ) -> Result<ApplyResponse, ErrorBody> {
+        for (app, p) in desired.iter_mut() {
+            self.adopt_stored_id(app, p);
+        }
         // An app with a deployment under way is compared with where the deployment takes it
         // (its release, with the live settings as they are), so the plan is what `apply` does.
-        let heading: BTreeMap<String, (AppSpec, String)> = self
+        let heading: BTreeMap<String, (AppSpec, String, String)> = self
             .apps
             .iter()
             .filter(|(_, a)| !a.removing)
-            .map(|(n, a)| match &a.deployment {
-                Some(d) => {
-                    let release = d.target().to_string();
-                    let mut spec = a.rec.release(&release).0.clone();
-                    reconcile::keep_live_settings(&mut spec, &a.rec.spec);
-                    (n.clone(), (spec, release))
-                }
-                None => (n.clone(), (a.rec.spec.clone(), a.rec.release.clone())),
+            .map(|(n, a)| {
+                let (spec, release) = match &a.deployment {
+                    Some(d) => {
+                        let release = d.target().to_string();
+                        let mut spec = a.rec.release(&release).0.clone();
+                        reconcile::keep_live_settings(&mut spec, &a.rec.spec);
+                        (spec, release)
+                    }
+                    None => (a.rec.spec.clone(), a.rec.release.clone()),
+                };
+                let jdk = jdk_key(a.rec.release(&release).1);
+                (n.clone(), (spec, release, jdk))
             })
             .collect();
         let current: BTreeMap<String, AppState> = heading
             .iter()
-            .map(|(n, (spec, release))| (n.clone(), AppState { spec, release }))
+            .map(|(n, (spec, release, jdk))| (n.clone(), AppState { spec, release, jdk }))
+            .collect();
+        let wanted_jdks: BTreeMap<&String, String> = desired
+            .iter()
+            .map(|(n, p)| (n, jdk_key(&p.runtime)))
             .collect();
         let wanted: BTreeMap<String, AppState> = desired
             .iter()
-            .map(|(n, p)| {
-                (
+            .filter_map(|(n, p)| {
+                Some((
                     n.clone(),
                     AppState {
                         spec: &p.spec,
                         release: &p.release,
+                        jdk: wanted_jdks.get(n)?,
                     },
-                )
+                ))
             })
             .collect();
         let mut plan = reconcile::plan(&current, &wanted);
@@ -147,6 +159,25 @@ impl Control {
                         format!("scaled from {from} to {to}"),
                     );
                     self.ensure_slots(app, *to);
+                }
+                AppChange::Roll { app, from, to, .. } if from == to => {
+                    // The same release on another JDK of this host: its instances restart on
+                    // it, rolling and health-gated, like `jarfleet restart`.
+                    self.remember_current_release(app);
+                    if let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) {
+                        if let Some(r) = rt.rec.releases.get_mut(to) {
+                            r.runtime = p.runtime.clone();
+                        }
+                        rt.rec.restart_generation += 1;
+                    }
+                    self.update_spec(app, &desired);
+                    self.emit(
+                        EventKind::AppUpdated,
+                        Some(app),
+                        None,
+                        format!("release {to} moves to another JDK: {}", self.java_of(app)),
+                    );
+                    self.start_deployment(app, to, "restart")?;
                 }
                 AppChange::Roll {
                     app,
@@ -380,6 +411,27 @@ impl Control {
                 Some("free those ports or widen the `ports` range; nothing was applied"),
             ))
         }
+    }
+
+    /// A release prepared by this jarfleet that a store written by an older one names by its
+    /// old id (which hashed the JDK's home too): the stored id is kept while it still describes
+    /// exactly what is to run (the same content, the same JDK), so an upgrade restarts nothing.
+    pub(super) fn adopt_stored_id(&self, app: &str, p: &mut PreparedApp) {
+        let (Some(rt), Some(legacy)) = (self.apps.get(app), p.legacy_release.as_deref()) else {
+            return;
+        };
+        let known = |id: &str| id == rt.rec.release || rt.rec.releases.contains_key(id);
+        if legacy != p.release && !known(&p.release) && known(legacy) {
+            p.release = legacy.to_string();
+        }
+    }
+
+    /// The JDK `app` runs on, as `status` shows it.
+    fn java_of(&self, app: &str) -> String {
+        self.apps
+            .get(app)
+            .map(|a| java_label(&a.rec.runtime))
+            .unwrap_or_default()
     }
 
     pub(super) fn update_spec(&mut self, app: &str, desired: &BTreeMap<String, PreparedApp>) {
@@ -639,6 +691,7 @@ impl Control {
         let mut prepared = PreparedApp {
             spec: rt.rec.spec.clone(),
             release: rt.rec.release.clone(),
+            legacy_release: None,
             runtime: rt.rec.runtime.clone(),
             release_record: serde_json::Value::Null,
         };
@@ -756,4 +809,14 @@ impl Control {
             );
         }
     }
+}
+
+/// Which JDK a release runs on, for comparing: its home and version.
+fn jdk_key(rt: &jarfleet_host::launch::JavaRuntime) -> String {
+    format!("{} {}", rt.home.display(), rt.version)
+}
+
+/// A JDK as `status` and `history` show it: `17.0.15 (/usr/lib/jvm/…)`.
+pub(super) fn java_label(rt: &jarfleet_host::launch::JavaRuntime) -> String {
+    format!("{} ({})", rt.version, rt.home.display())
 }

@@ -471,6 +471,8 @@ impl Control {
         prepared: PreparedApp,
         version: Option<String>,
     ) -> String {
+        let mut prepared = prepared;
+        self.adopt_stored_id(app, &mut prepared);
         self.remember_current_release(app);
         let now = now_ms();
         self.write(Write::Release {
@@ -572,6 +574,7 @@ impl Control {
                 version: r.version.clone(),
                 created_at: r.created_at,
                 current: *id == rt.rec.release,
+                jdk: Some(super::commands::java_label(&r.runtime)),
                 artifact: match &r.spec.launch {
                     Launch::Jar { path, .. } => path.display().to_string(),
                     Launch::MainClass { main_class, .. } => main_class.clone(),

@@ -118,7 +118,10 @@ impl Control {
         // on_change is a live setting: as the user set it last.
         let on_change = rt.rec.spec.config_on_change.clone();
         let (spec, _) = rt.rec.release(&release);
-        let templates = spec.env.get(jarfleet_host::templates::TEMPLATES_ENV).cloned();
+        let templates = spec
+            .env
+            .get(jarfleet_host::templates::TEMPLATES_ENV)
+            .cloned();
         let rendered = match templates {
             Some(t) => jarfleet_host::templates::render_instance(
                 std::path::Path::new(&t),

@@ -75,11 +75,7 @@ impl Control {
                 listener: listeners.remove(name),
                 health: Some(health_info(&rt.rec.spec.health)),
                 balancer: balancers.remove(name),
-                java: Some(format!(
-                    "{} ({})",
-                    rt.rec.runtime.version,
-                    rt.rec.runtime.home.display()
-                )),
+                java: Some(super::commands::java_label(&rt.rec.runtime)),
                 canary: canaries.remove(name),
                 instances,
             });
