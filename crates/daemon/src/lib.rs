@@ -31,17 +31,18 @@ use anyhow::{Context, Result};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::control::{Control, Event};
+use jarfleet_host::paths::StateDir;
 use jarfleet_host::{faststart, install_txn, paths};
 use jarfleet_shim::{fdlimit, privfs};
 
-// The façade the CLI may use beyond `run`.
+// The façade: what the CLI may use beyond `run`, `DaemonConfig` and `Stop`.
+
 /// The daemon's own log writer (`jarfleet daemon`, `jarfleet up`).
 pub use daemonlog::DaemonLog;
 /// A token file read as the daemon reads it (clients' copies of the API token).
 pub use http::auth::{TokenFileError, read_secret};
 /// The TCP API settings read and checked before an apply (`jarfleet apply`).
 pub use http::load as load_api_settings;
-use jarfleet_host::paths::StateDir;
 /// Free space on a file system (`doctor`).
 pub use persist::free_bytes;
 /// The store looked at read-only (`doctor`).
