@@ -37,6 +37,10 @@ pub struct Deployment {
     /// The release it moves to.
     pub to: String,
     pub kind: Kind,
+    /// How the planner walks it: the target release's strategy. The same as `kind`, except for
+    /// a live refresh, which walks so when it falls back to a restart (a canary's steps for a
+    /// canary app).
+    pub walks_as: Kind,
     pub phase: Phase,
     /// Why it rolled back, failed or was aborted.
     pub reason: Option<String>,
@@ -152,6 +156,7 @@ impl Deployment {
             from: from.to_string(),
             to: to.to_string(),
             kind,
+            walks_as: kind,
             phase: Phase::Running,
             reason: None,
             started_at: now,
@@ -221,7 +226,7 @@ impl Deployment {
     /// A canary whose steps are not all through: the old set stays.
     pub fn canary_holds(&self) -> bool {
         self.phase == Phase::Running
-            && self.kind == Kind::Canary
+            && self.walks_as == Kind::Canary
             && !self.canary.as_ref().is_some_and(|c| c.passed)
     }
 

@@ -851,6 +851,41 @@ fn a_refresh_that_fails_falls_back_to_a_rolling_restart() {
 }
 
 #[test]
+fn a_refresh_of_a_canary_app_that_falls_back_walks_as_a_canary() {
+    let instances = BTreeMap::from([(0, Some(1)), (1, Some(1))]);
+    // As the daemon makes it: a deployment of the canary release, then marked a refresh.
+    let mut dep = d(Kind::Canary);
+    dep.kind = Kind::Refresh;
+    dep.step(
+        Input::RefreshStart {
+            slots: vec![0, 1],
+            on_change: "signal:HUP".into(),
+            instances: &instances,
+        },
+        T0,
+    );
+    dep.step(
+        Input::RefreshFailed {
+            slot: 0,
+            error: "the release has no config files".into(),
+        },
+        T0 + 1,
+    );
+    // The restart that brings the config holds the old set for the canary's steps, as a
+    // deployment of the release would; a refresh of a rolling app does not.
+    assert!(dep.canary_holds());
+    let (mut rolling, _) = refreshing(&instances);
+    rolling.step(
+        Input::RefreshFailed {
+            slot: 0,
+            error: "the release has no config files".into(),
+        },
+        T0 + 1,
+    );
+    assert!(!rolling.canary_holds());
+}
+
+#[test]
 fn resume_is_a_function_of_the_stored_record() {
     let progress = Progress {
         step: 1,

@@ -50,13 +50,15 @@ pub(super) fn record(d: &Deployment) -> DeploymentRecord {
 }
 
 /// The machine of a stored deployment that was under way when the last daemon stopped (`None`
-/// when it has ended).
-pub(super) fn resume(r: DeploymentRecord) -> Option<Deployment> {
+/// when it has ended). `walks_as`: the target release's strategy (a refresh that falls back to a
+/// restart walks so).
+pub(super) fn resume(r: DeploymentRecord, walks_as: Kind) -> Option<Deployment> {
     // An outcome this version does not know is not resumed.
     let phase = machine::Phase::parse(&r.outcome)?;
     Deployment::resume(Deployment {
         id: r.id,
         kind: Kind::parse(&r.strategy),
+        walks_as,
         phase,
         reason: r.reason,
         started_at: r.started_at,
@@ -611,7 +613,8 @@ mod tests {
         for json in STORED {
             let stored: DeploymentRecord =
                 serde_json::from_str(json).unwrap_or_else(|e| panic!("{json}: {e}"));
-            let m = resume(stored.clone()).unwrap_or_else(|| panic!("{json} did not resume"));
+            let m = resume(stored.clone(), Kind::Rolling)
+                .unwrap_or_else(|| panic!("{json} did not resume"));
             let back = serde_json::to_string(&record(&m)).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(back, json);
         }
@@ -619,13 +622,19 @@ mod tests {
 
     #[test]
     fn a_resumed_canary_carries_on_at_its_step_and_a_refresh_as_a_rolling_restart() {
-        let canary = resume(serde_json::from_str(STORED[0]).unwrap_or_else(|e| panic!("{e}")));
+        let canary = resume(
+            serde_json::from_str(STORED[0]).unwrap_or_else(|e| panic!("{e}")),
+            Kind::Canary,
+        );
         let run = canary.as_ref().and_then(|d| d.canary.as_ref());
         assert_eq!(
             run.map(|r| (r.step, r.percent, r.paused)),
             Some((1, 25, true))
         );
-        let refresh = resume(serde_json::from_str(STORED[2]).unwrap_or_else(|e| panic!("{e}")));
+        let refresh = resume(
+            serde_json::from_str(STORED[2]).unwrap_or_else(|e| panic!("{e}")),
+            Kind::Rolling,
+        );
         assert!(refresh.is_some_and(|d| d.refresh.is_none() && d.kind == Kind::Refresh));
     }
 
@@ -635,7 +644,7 @@ mod tests {
             let json = STORED[1].replace("rolling-back", outcome);
             let stored: DeploymentRecord =
                 serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
-            assert!(resume(stored).is_none(), "{outcome}");
+            assert!(resume(stored, Kind::Rolling).is_none(), "{outcome}");
         }
     }
 }

@@ -28,7 +28,11 @@ impl Control {
             .filter(|d| d.is_active())
         {
             if let Some(rt) = self.apps.get_mut(&d.app) {
-                rt.deployment = super::deploy::resume(d);
+                let strategy = rt.rec.release(&d.to).0.deploy.strategy;
+                rt.deployment = super::deploy::resume(
+                    d,
+                    jarfleet_core::deployment::Kind::of_strategy(strategy),
+                );
             }
         }
         let mut adopted = 0;
