@@ -12,6 +12,16 @@ use jarfleet_proxy::{Backend, BackendId, Listener, ListenerConfig, Mode, Snapsho
 
 use super::*;
 
+/// What the balancer tells the control loop.
+pub enum BalancerNote {
+    /// Nothing is in flight on that instance any more.
+    Drained {
+        app: String,
+        slot: u32,
+        generation: u64,
+    },
+}
+
 /// The proxy runtime and the listeners on it.
 #[derive(Default)]
 pub(super) struct Balancer {
@@ -415,11 +425,14 @@ impl Control {
         tokio::spawn(async move {
             listener.drained(&id, timeout).await;
             let _ = tx
-                .send(Event::Drained {
-                    app,
-                    slot,
-                    generation,
-                })
+                .send(
+                    BalancerNote::Drained {
+                        app,
+                        slot,
+                        generation,
+                    }
+                    .into(),
+                )
                 .await;
         });
     }

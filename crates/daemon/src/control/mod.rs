@@ -22,12 +22,16 @@ use crate::clock::now_ms;
 use crate::launch::{self, JavaRuntime, LaunchInput};
 use crate::paths::StateDir;
 use crate::persist::{Change, Persist};
-use crate::shim::client::{self as shim_client, ShimEvent};
+use crate::shim::client::{self as shim_client, ShimEvent, ShimNote};
 use crate::shim::protocol::ShimCommand;
 use crate::store::{AppRecord, InstanceRecord, Store, Write};
 use crate::{ports, probe, procinfo};
 
 pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
+
+use crate::etcdconf::EtcdNote;
+pub use event::{ApiRequest, Event, Notice};
+use lb::BalancerNote;
 
 /// An app as `apply` hands it to the loop, after the IO checks (artifact, JDK, release id).
 #[derive(Debug, Clone)]
@@ -36,112 +40,6 @@ pub struct PreparedApp {
     pub release: String,
     pub runtime: JavaRuntime,
     pub release_record: serde_json::Value,
-}
-
-pub enum Event {
-    Apply {
-        apps: BTreeMap<String, PreparedApp>,
-        /// The spec's `[daemon]` settings, kept for the next daemon start (the TCP API's).
-        daemon: Box<jarfleet_core::spec::DaemonSpec>,
-        source: PathBuf,
-        dry_run: bool,
-        reply: Reply<ApplyResponse>,
-    },
-    Action {
-        req: ActionRequest,
-        reply: Reply<Ack>,
-    },
-    Scale {
-        req: ScaleRequest,
-        reply: Reply<Ack>,
-    },
-    Status {
-        reply: oneshot::Sender<StatusReport>,
-    },
-    /// The figures of one `/metrics` scrape (`None` while metrics are off).
-    Metrics {
-        reply: oneshot::Sender<Option<crate::metrics::Snapshot>>,
-    },
-    /// The current spec of an app (for `deploy`, which builds a release from it).
-    CurrentSpec {
-        app: String,
-        reply: oneshot::Sender<Option<AppSpec>>,
-    },
-    Deploy {
-        app: String,
-        prepared: Box<PreparedApp>,
-        version: Option<String>,
-        reply: Reply<jarfleet_api::DeploymentRecord>,
-    },
-    Rollback {
-        req: jarfleet_api::RollbackRequest,
-        reply: Reply<jarfleet_api::DeploymentRecord>,
-    },
-    Canary {
-        req: jarfleet_api::CanaryRequest,
-        reply: Reply<jarfleet_api::DeploymentRecord>,
-    },
-    History {
-        app: String,
-        reply: Reply<jarfleet_api::HistoryReport>,
-    },
-    Shutdown {
-        stop_instances: bool,
-        reply: oneshot::Sender<Ack>,
-    },
-    Shim {
-        app: String,
-        slot: u32,
-        generation: u64,
-        event: ShimEvent,
-    },
-    Probe {
-        app: String,
-        slot: u32,
-        generation: u64,
-        outcome: probe::Outcome,
-        /// How long the check took.
-        took: Duration,
-    },
-    /// An event from outside the loop (e.g. a SIGHUP reload), recorded like the loop's own.
-    Emit {
-        kind: EventKind,
-        app: Option<String>,
-        message: String,
-    },
-    /// The values under an app's etcd prefix (first read of a watch, or a change).
-    EtcdValues {
-        app: String,
-        values: BTreeMap<String, String>,
-    },
-    /// A release prepared for a config change from etcd, ready to roll out.
-    ConfigRelease {
-        app: String,
-        prepared: Box<PreparedApp>,
-    },
-    /// An instance's answer to a live config refresh.
-    Refreshed {
-        app: String,
-        slot: u32,
-        generation: u64,
-        result: Result<String, String>,
-    },
-    /// A release's class data archive was trained (or could not be).
-    Trained {
-        app: String,
-        release: String,
-        result: Result<String, String>,
-    },
-    /// `jarfleet down --strays`: the strays are handed over to be stopped off the loop.
-    TakeStrays {
-        reply: oneshot::Sender<Vec<crate::shim::survivors::Survivor>>,
-    },
-    /// The load balancer has nothing in flight on that instance any more.
-    Drained {
-        app: String,
-        slot: u32,
-        generation: u64,
-    },
 }
 
 struct Slot {
@@ -221,6 +119,7 @@ mod canary;
 mod commands;
 mod deploy;
 mod during;
+mod event;
 mod lb;
 mod metrics;
 mod refresh;
@@ -322,86 +221,20 @@ impl Control {
         }
     }
 
-    fn handle(&mut self, ev: Event) {
+    /// Handles one event (what `run` does for each message it receives).
+    pub(crate) fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Apply {
-                apps,
-                daemon,
-                source,
-                dry_run,
-                reply,
-            } => {
-                let _ = reply.send(self.apply(apps, &daemon, source, dry_run));
-                let names: Vec<String> = self.apps.keys().cloned().collect();
-                for app in names {
-                    self.ensure_etcd_watch(&app);
-                }
-                let gone: Vec<String> = self
-                    .etcd_watches
-                    .keys()
-                    .filter(|a| !self.apps.contains_key(*a))
-                    .cloned()
-                    .collect();
-                for app in gone {
-                    if let Some((_, h)) = self.etcd_watches.remove(&app) {
-                        h.abort();
-                    }
-                }
-            }
-            Event::Action { req, reply } => {
-                let _ = reply.send(self.action(req));
-            }
-            Event::Scale { req, reply } => {
-                let _ = reply.send(self.scale(req));
-            }
-            Event::Status { reply } => {
-                let _ = reply.send(self.status());
-            }
-            Event::Metrics { reply } => {
-                let _ = reply.send(self.metrics_snapshot());
-            }
-            Event::CurrentSpec { app, reply } => {
-                let spec = self
-                    .apps
-                    .get(&app)
-                    .filter(|a| !a.removing)
-                    .map(|a| a.rec.spec.clone());
-                let _ = reply.send(spec);
-            }
-            Event::Deploy {
-                app,
-                prepared,
-                version,
-                reply,
-            } => {
-                let _ = reply.send(self.deploy(&app, *prepared, version));
-            }
-            Event::Rollback { req, reply } => {
-                let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
-            }
-            Event::Canary { req, reply } => {
-                let _ = reply.send(if req.promote {
-                    self.canary_decide(&req.app, req.promote, req.full)
-                } else {
-                    // `abort` works on every deployment (a canary's is its own).
-                    self.abort(&req.app)
-                });
-            }
-            Event::History { app, reply } => {
-                let _ = reply.send(self.history(&app));
-            }
-            Event::Shutdown {
-                stop_instances,
-                reply,
-            } => self.begin_shutdown(stop_instances, reply),
-            Event::Shim {
+            Event::Api(req) => self.handle_api(req),
+            Event::Shim(ShimNote {
                 app,
                 slot,
                 generation,
                 event,
-            } => self.on_shim(app, slot, generation, event),
-            Event::Emit { kind, app, message } => self.emit(kind, app.as_deref(), None, message),
-            Event::EtcdValues { app, values } => self.on_etcd_values(&app, values),
+            }) => self.on_shim(app, slot, generation, event),
+            Event::Notice(Notice { kind, app, message }) => {
+                self.emit(kind, app.as_deref(), None, message)
+            }
+            Event::Etcd(EtcdNote::Values { app, values }) => self.on_etcd_values(&app, values),
             Event::ConfigRelease { app, prepared } => {
                 let values = prepared.spec.etcd_env.clone();
                 let busy = self.apps.get(&app).is_some_and(|a| a.deployment.is_some());
@@ -436,25 +269,22 @@ impl Control {
                     ),
                 }
             }
-            Event::Drained {
+            Event::Balancer(BalancerNote::Drained {
                 app,
                 slot,
                 generation,
-            } => {
+            }) => {
                 if self.current_generation(&app, slot) == Some(generation) {
                     self.step(&app, slot, Input::Drained);
                 }
             }
-            Event::TakeStrays { reply } => {
-                let _ = reply.send(self.take_strays());
-            }
-            Event::Probe {
+            Event::Probe(probe::ProbeResult {
                 app,
                 slot,
                 generation,
                 outcome,
                 took,
-            } => {
+            }) => {
                 if self.current_generation(&app, slot) == Some(generation) {
                     let input = match outcome {
                         probe::Outcome::Pass => {
@@ -484,6 +314,85 @@ impl Control {
                     };
                     self.step(&app, slot, input);
                 }
+            }
+        }
+    }
+
+    /// Answers one API request.
+    fn handle_api(&mut self, req: ApiRequest) {
+        match req {
+            ApiRequest::Apply {
+                apps,
+                daemon,
+                source,
+                dry_run,
+                reply,
+            } => {
+                let _ = reply.send(self.apply(apps, &daemon, source, dry_run));
+                let names: Vec<String> = self.apps.keys().cloned().collect();
+                for app in names {
+                    self.ensure_etcd_watch(&app);
+                }
+                let gone: Vec<String> = self
+                    .etcd_watches
+                    .keys()
+                    .filter(|a| !self.apps.contains_key(*a))
+                    .cloned()
+                    .collect();
+                for app in gone {
+                    if let Some((_, h)) = self.etcd_watches.remove(&app) {
+                        h.abort();
+                    }
+                }
+            }
+            ApiRequest::Action { req, reply } => {
+                let _ = reply.send(self.action(req));
+            }
+            ApiRequest::Scale { req, reply } => {
+                let _ = reply.send(self.scale(req));
+            }
+            ApiRequest::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            ApiRequest::Metrics { reply } => {
+                let _ = reply.send(self.metrics_snapshot());
+            }
+            ApiRequest::CurrentSpec { app, reply } => {
+                let spec = self
+                    .apps
+                    .get(&app)
+                    .filter(|a| !a.removing)
+                    .map(|a| a.rec.spec.clone());
+                let _ = reply.send(spec);
+            }
+            ApiRequest::Deploy {
+                app,
+                prepared,
+                version,
+                reply,
+            } => {
+                let _ = reply.send(self.deploy(&app, *prepared, version));
+            }
+            ApiRequest::Rollback { req, reply } => {
+                let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
+            }
+            ApiRequest::Canary { req, reply } => {
+                let _ = reply.send(if req.promote {
+                    self.canary_decide(&req.app, req.promote, req.full)
+                } else {
+                    // `abort` works on every deployment (a canary's is its own).
+                    self.abort(&req.app)
+                });
+            }
+            ApiRequest::History { app, reply } => {
+                let _ = reply.send(self.history(&app));
+            }
+            ApiRequest::Shutdown {
+                stop_instances,
+                reply,
+            } => self.begin_shutdown(stop_instances, reply),
+            ApiRequest::TakeStrays { reply } => {
+                let _ = reply.send(self.take_strays());
             }
         }
     }
@@ -860,11 +769,11 @@ impl Control {
                     app,
                     prepared: Box::new(prepared),
                 },
-                Err(e) => Event::Emit {
+                Err(e) => Event::Notice(Notice {
                     kind: EventKind::ConfigFailed,
                     app: Some(app),
                     message: format!("the new etcd config cannot be prepared: {}", e.message),
-                },
+                }),
             };
             let _ = tx.blocking_send(event);
         });

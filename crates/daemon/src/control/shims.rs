@@ -108,12 +108,12 @@ impl Control {
                         };
                         let _ = self
                             .tx
-                            .send(Event::Shim {
+                            .send(Event::Shim(ShimNote {
                                 app,
                                 slot,
                                 generation,
                                 event,
-                            })
+                            }))
                             .await;
                     }
                 }
@@ -589,13 +589,13 @@ impl Control {
                         tokio::spawn(async move {
                             let took = std::time::Duration::ZERO;
                             let _ = tx
-                                .send(Event::Probe {
+                                .send(Event::Probe(probe::ProbeResult {
                                     app,
                                     slot,
                                     generation,
                                     outcome,
                                     took,
-                                })
+                                }))
                                 .await;
                         });
                         return;
@@ -610,13 +610,13 @@ impl Control {
             let started = Instant::now();
             let outcome = probe::check(&check, port, timeout, &vars, run_as).await;
             let _ = tx
-                .send(Event::Probe {
+                .send(Event::Probe(probe::ProbeResult {
                     app,
                     slot,
                     generation,
                     outcome,
                     took: started.elapsed(),
-                })
+                }))
                 .await;
         });
     }
