@@ -153,7 +153,7 @@ impl Control {
                 // A canary instance still warming up is looked at again soon.
                 let warming = run.warm.is_empty() || run.warm.values().any(|w| !w.is_warm());
                 Some(if warming {
-                    due.min(now_ms() + CANARY_OBSERVE_MS)
+                    due.min(self.now_ms() + CANARY_OBSERVE_MS)
                 } else {
                     due
                 })
@@ -347,7 +347,7 @@ impl Control {
                 Some("`jarfleet history APP` shows its deployments"),
             ));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(rt) = self.apps.get_mut(app) else {
             return Err(self.unknown_app(app));
         };

@@ -64,7 +64,7 @@ impl Control {
             key: "spec_source".into(),
             value: source.display().to_string(),
         });
-        let now = now_ms();
+        let now = self.now_ms();
         for change in &plan.changes {
             match change {
                 AppChange::Add { app, instances } => {
@@ -393,7 +393,7 @@ impl Control {
 
     /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
     pub(super) fn ensure_slots(&mut self, app: &str, n: u32) {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };

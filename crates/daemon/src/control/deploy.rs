@@ -98,7 +98,7 @@ impl Control {
             return Err(usage(format!("{app} already runs release {to}"), None));
         }
         let strategy = rt.rec.release(to).0.deploy.strategy;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut rec = DeploymentRecord {
             id: 0,
             app: app.to_string(),
@@ -144,7 +144,7 @@ impl Control {
             let w = Write::App {
                 name: app.to_string(),
                 record: Box::new(rt.rec.clone()),
-                now: now_ms(),
+                now: self.now_ms(),
             };
             self.write(w);
         }
@@ -161,7 +161,7 @@ impl Control {
             spec: rt.rec.spec.clone(),
             runtime: rt.rec.runtime.clone(),
             version: None,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         let release = rt.rec.release.clone();
         self.remember_release(app, &release, rec);
@@ -188,7 +188,7 @@ impl Control {
             // A live config refresh moves the instances itself (see `refresh`).
             return;
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(rt) = self.apps.get(app) else { return };
         let Some(d) = rt.deployment.clone() else {
             return;
@@ -443,7 +443,7 @@ impl Control {
         let w = Write::App {
             name: app.to_string(),
             record: Box::new(rt.rec.clone()),
-            now: now_ms(),
+            now: self.now_ms(),
         };
         self.write(w);
         for id in &doomed {
@@ -490,7 +490,7 @@ impl Control {
         version: Option<String>,
     ) -> String {
         self.remember_current_release(app);
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(Write::Release {
             app: app.to_string(),
             id: prepared.release.clone(),

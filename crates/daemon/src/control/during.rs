@@ -80,7 +80,7 @@ impl Control {
     /// Ends `app`'s deployment because `by` supersedes it: recorded as `aborted` with that
     /// reason; the app stays on the release it came from. Nothing runs on from here.
     pub(super) fn supersede(&mut self, app: &str, by: &str) {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };
@@ -159,7 +159,7 @@ impl Control {
         if self.apps.get(app).is_none_or(|a| a.removing) {
             return Err(self.unknown_app(app));
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let reason = "aborted by the operator".to_string();
         match self.guard(app, Command::Abort, "abort")? {
             Outcome::CanaryAbort

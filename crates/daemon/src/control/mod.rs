@@ -18,7 +18,7 @@ use jarfleet_core::reconcile::{self, AppChange, AppState};
 use jarfleet_core::spec::AppSpec;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::launch::{self, JavaRuntime, LaunchInput};
 use crate::paths::StateDir;
 use crate::persist::{Change, Persist};
@@ -73,6 +73,10 @@ pub struct Control {
     spec_source: Option<String>,
     shutdown: Option<(bool, Vec<oneshot::Sender<Ack>>)>,
     rng: rand::rngs::StdRng,
+    /// Where the loop reads the time ([`Control::now_ms`]).
+    clock: Arc<dyn Clock>,
+    /// Shims and health checks ([`host::Host`]).
+    host: Arc<dyn host::Host>,
     lb: lb::Balancer,
     /// Releases whose class data archive is being trained (app, release).
     training: std::collections::BTreeSet<(String, String)>,
@@ -120,11 +124,35 @@ mod commands;
 mod deploy;
 mod during;
 mod event;
+pub mod host;
 mod lb;
 mod metrics;
 mod refresh;
 mod shims;
 mod status;
+
+/// What the loop reaches outside itself that a simulation stands in for: the clock, the host
+/// (shims, their stop commands, health checks) and the seed of its randomness (restart jitter).
+/// The store is the real [`Store`] (a simulation opens one in a temporary directory). The real
+/// daemon passes [`World::real`].
+pub struct World {
+    pub clock: Arc<dyn Clock>,
+    /// Shims and health checks.
+    pub host: Arc<dyn host::Host>,
+    /// `None`: seeded from the OS.
+    pub seed: Option<u64>,
+}
+
+impl World {
+    /// The host's clock and randomness.
+    pub fn real() -> World {
+        World {
+            clock: Arc::new(crate::clock::SystemClock),
+            host: Arc::new(host::RealHost),
+            seed: None,
+        }
+    }
+}
 
 impl Control {
     pub fn new(
@@ -135,7 +163,25 @@ impl Control {
         exe: PathBuf,
         degraded: Option<String>,
     ) -> anyhow::Result<Control> {
+        Control::with_world(dirs, store, tx, events, exe, degraded, World::real())
+    }
+
+    /// A loop that reads the time and its randomness from `world`.
+    pub fn with_world(
+        dirs: StateDir,
+        store: Store,
+        tx: mpsc::Sender<Event>,
+        events: broadcast::Sender<EventRecord>,
+        exe: PathBuf,
+        degraded: Option<String>,
+        world: World,
+    ) -> anyhow::Result<Control> {
         use rand::SeedableRng;
+        let now = world.clock.now_ms();
+        let rng = match world.seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
         let next_generation = store.max_generation()? + 1;
         let last_event_id = store.last_event_id()?;
         let spec_source = store.meta("spec_source")?;
@@ -158,17 +204,19 @@ impl Control {
             started: Instant::now(),
             spec_source,
             shutdown: None,
-            rng: rand::rngs::StdRng::from_os_rng(),
+            rng,
+            clock: world.clock,
+            host: world.host,
             lb: lb::Balancer::default(),
             training: Default::default(),
             etcd_watches: BTreeMap::new(),
             etcd_pending: BTreeMap::new(),
             metrics: metrics::Tally::default(),
             metrics_on,
-            started_at_ms: now_ms(),
+            started_at_ms: now,
             trimmer: Default::default(),
             shortages: Default::default(),
-            persist: std::cell::RefCell::new(Persist::new(degraded, now_ms())),
+            persist: std::cell::RefCell::new(Persist::new(degraded, now)),
             last_event_id: std::cell::Cell::new(last_event_id),
             strays: Vec::new(),
         };
@@ -178,22 +226,20 @@ impl Control {
         Ok(control)
     }
 
+    /// The time now (Unix ms), from the loop's clock.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
-        self.trimmer.worked(now_ms());
+        self.trimmer.worked(self.now_ms());
         loop {
             let busy = Instant::now();
-            self.tick_all();
-            self.trim_when_quiet();
-            self.drive_deployments();
-            self.sync_all_lbs();
-            self.persist_dirty();
-            self.retry_store();
-            if self.shutdown_complete() {
+            let Some(wake) = self.tick() else {
                 break;
-            }
-            let wake = self.next_wakeup();
+            };
             let sleep = wake
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .map(|at| Duration::from_millis(at.saturating_sub(self.now_ms())))
                 .unwrap_or(Duration::from_secs(3600));
             self.metrics.busy("timers", busy.elapsed());
             tokio::select! {
@@ -202,7 +248,7 @@ impl Control {
                         let busy = Instant::now();
                         let kind = ev.kind();
                         if ev.is_work() {
-                            self.trimmer.worked(now_ms());
+                            self.trimmer.worked(self.now_ms());
                         }
                         self.handle(ev);
                         self.metrics.event(kind, busy.elapsed());
@@ -221,8 +267,24 @@ impl Control {
         }
     }
 
+    /// The loop's own work at a wake-up, as `run` does it before it waits: deadlines, deployments,
+    /// the balancer's snapshots, store writes. `None` once a shutdown is complete; otherwise
+    /// when the loop next needs waking (Unix ms; `Some(None)`: only for a message).
+    pub fn tick(&mut self) -> Option<Option<u64>> {
+        self.tick_all();
+        self.trim_when_quiet();
+        self.drive_deployments();
+        self.sync_all_lbs();
+        self.persist_dirty();
+        self.retry_store();
+        if self.shutdown_complete() {
+            return None;
+        }
+        Some(self.next_wakeup())
+    }
+
     /// Handles one event (what `run` does for each message it receives).
-    pub(crate) fn handle(&mut self, ev: Event) {
+    pub fn handle(&mut self, ev: Event) {
         match ev {
             Event::Api(req) => self.handle_api(req),
             Event::Shim(ShimNote {
@@ -412,7 +474,7 @@ impl Control {
     /// Steps one instance and carries out the effects.
     fn step(&mut self, app: &str, slot: u32, input: Input) {
         let jitter: f64 = rand::Rng::random(&mut self.rng);
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(AppRuntime { rec, slots, .. }) = self.apps.get_mut(app) else {
             return;
         };
@@ -485,7 +547,7 @@ impl Control {
     }
 
     fn tick_all(&mut self) {
-        let now = now_ms();
+        let now = self.now_ms();
         self.canary_tick(now);
         self.retry_listeners(now);
         // Warm blue-green sets whose `keep_old` ran out are stopped.
@@ -570,7 +632,7 @@ impl Control {
     /// and restart), it hands back the code and heap pages that work needed (see
     /// [`crate::footprint`]).
     fn trim_when_quiet(&mut self) {
-        if self.trimmer.take_due(now_ms()) {
+        if self.trimmer.take_due(self.now_ms()) {
             let trimmed = crate::footprint::trim();
             tracing::debug!(
                 code_kib = trimmed.code_kib,
@@ -598,7 +660,10 @@ impl Control {
     /// Writes to the store, or keeps the write to be written again when the store does not
     /// take it (a full disk); never fails.
     pub(super) fn write(&self, w: Write) {
-        let change = self.persist.borrow_mut().write(&self.store, w, now_ms());
+        let change = self
+            .persist
+            .borrow_mut()
+            .write(&self.store, w, self.now_ms());
         if let Some(change) = change {
             self.store_changed(change);
         }
@@ -610,7 +675,7 @@ impl Control {
             self.write(Write::App {
                 name: app.to_string(),
                 record: Box::new(rt.rec.clone()),
-                now: now_ms(),
+                now: self.now_ms(),
             });
         }
     }
@@ -618,7 +683,7 @@ impl Control {
     /// While store writes fail: everything kept is written again every second, and a store
     /// opened for the daemon alone (a start on a full disk) is opened normally again.
     fn retry_store(&mut self) {
-        let now = now_ms();
+        let now = self.now_ms();
         if !self.persist.borrow().due(now) {
             return;
         }
@@ -838,7 +903,7 @@ impl Control {
     pub(super) fn note_shortage(&mut self, shortage: crate::fdlimit::Shortage, what: &str) {
         let described = shortage.describe_here();
         let line = format!("{described}: {what}");
-        let Some(held) = self.shortages.note(now_ms(), &line) else {
+        let Some(held) = self.shortages.note(self.now_ms(), &line) else {
             tracing::debug!("{line}");
             return;
         };
@@ -869,7 +934,7 @@ impl Control {
         self.last_event_id.set(id);
         let rec = EventRecord {
             id,
-            ts: now_ms(),
+            ts: self.now_ms(),
             kind: kind.to_string(),
             app: app.map(str::to_string),
             slot,

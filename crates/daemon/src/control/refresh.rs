@@ -60,7 +60,7 @@ impl Control {
         prepared: PreparedApp,
         on_change: &OnChange,
     ) -> Result<(), ErrorBody> {
-        let now = now_ms();
+        let now = self.now_ms();
         let release = self.record_release(app, prepared, None);
         self.start_deployment(app, &release, &format!("etcd config changed: {on_change}"))?;
         let Some(rt) = self.apps.get_mut(app) else {
@@ -91,7 +91,7 @@ impl Control {
     /// Refreshes the next instance, or ends the refresh when every one is done.
     fn refresh_next(&mut self, app: &str) {
         loop {
-            let now = now_ms();
+            let now = self.now_ms();
             let Some(rt) = self.apps.get_mut(app) else {
                 return;
             };
@@ -215,7 +215,7 @@ impl Control {
         match result {
             Ok(how) if still_there => {
                 self.move_to_release(app, slot, &release);
-                self.record_step(app, format!("{app}/{slot} refreshed: {how}"), now_ms());
+                self.record_step(app, format!("{app}/{slot} refreshed: {how}"), self.now_ms());
                 self.refresh_next(app);
             }
             Ok(_) => self.refresh_failed(app, slot, "it restarted meanwhile".into()),
@@ -231,7 +231,7 @@ impl Control {
         let message = format!(
             "{app}/{slot} could not be refreshed ({error}): a rolling restart brings the new config instead"
         );
-        self.record_step(app, message.clone(), now_ms());
+        self.record_step(app, message.clone(), self.now_ms());
         self.emit(
             EventKind::ConfigRefreshFailed,
             Some(app),
