@@ -501,6 +501,23 @@ impl Control {
             }
             None => rt.slots.keys().copied().collect(),
         };
+        // An instance on its way out (scale down, a retired deploy slot) stays on its way out:
+        // a stop or restart would turn its removal into a halt or a restart, and the app would
+        // keep one instance too many.
+        let slots: Vec<u32> = slots
+            .into_iter()
+            .filter(|slot| {
+                !rt.slots.get(slot).is_some_and(|s| {
+                    matches!(
+                        s.record.instance.phase,
+                        Phase::Stopping {
+                            then: AfterStop::Remove,
+                            ..
+                        }
+                    )
+                })
+            })
+            .collect();
         let target = match req.slot {
             Some(s) => format!("{}/{s}", req.app),
             None => req.app.clone(),

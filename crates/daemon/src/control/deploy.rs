@@ -403,6 +403,14 @@ impl Control {
         self.prune_releases(app, current, &previous);
         self.prune_metrics(app);
         self.etcd_after_deployment(app);
+        if outcome == FAILED {
+            // A failed rollout stops where it is: the instances it started beyond `instances`
+            // are stopped (the newest slots, as in a scale down), or the app keeps them forever.
+            let wanted = self.apps.get(app).map(|a| a.rec.spec.instances);
+            if let Some(n) = wanted {
+                self.ensure_slots(app, n);
+            }
+        }
         // Without a canary, every backend weighs the same again.
         self.sync_lb(app);
     }
