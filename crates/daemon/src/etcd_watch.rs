@@ -5,22 +5,35 @@
 //! restarts.
 
 use jarfleet_core::events::EventKind;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use jarfleet_core::spec::EtcdSource;
 use tokio::sync::mpsc;
 
-use crate::control::Event;
+use crate::control::{Event, Notice};
+
+/// What an etcd watch tells the control loop (outages and recoveries go as a [`Notice`]).
+pub enum EtcdNote {
+    /// The values under an app's prefix (first read of a watch, or a change).
+    Values {
+        app: String,
+        values: BTreeMap<String, String>,
+    },
+}
 
 use jarfleet_host::config_center::TIMEOUT;
 
 /// Watches an app's prefix until the task is aborted: every change, outage and recovery goes
 /// to the control loop.
 pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
-    let emit = |kind: EventKind, message: String| Event::Emit {
-        kind,
-        app: Some(app.clone()),
-        message,
+    let emit = |kind: EventKind, message: String| -> Event {
+        Notice {
+            kind,
+            app: Some(app.clone()),
+            message,
+        }
+        .into()
     };
     let client = match jarfleet_etcd::Client::new(source.endpoints.clone(), TIMEOUT) {
         Ok(c) => c,
@@ -65,9 +78,12 @@ pub async fn watch(app: String, source: EtcdSource, tx: mpsc::Sender<Event>) {
     {
         return;
     }
-    let values = |app: &str, values| Event::EtcdValues {
-        app: app.to_string(),
-        values,
+    let values = |app: &str, values| -> Event {
+        EtcdNote::Values {
+            app: app.to_string(),
+            values,
+        }
+        .into()
     };
     if tx.send(values(&app, snapshot.values)).await.is_err() {
         return;

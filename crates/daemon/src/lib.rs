@@ -30,7 +30,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::control::{Control, Event};
+use crate::control::{ApiRequest, Control, Event};
 use jarfleet_host::paths::StateDir;
 use jarfleet_host::{faststart, install_txn, paths};
 use jarfleet_shim::{fdlimit, privfs};
@@ -110,7 +110,7 @@ pub async fn run(
             anyhow::anyhow!("{}{hint}", e.message)
         })?;
         if let Some(news) = change.commit(staged).await {
-            let _ = tx.send(news.into()).await;
+            let _ = tx.send(crate::control::Notice::from(news).into()).await;
         }
     }
     let mut control = Control::new(
@@ -155,10 +155,13 @@ pub async fn run(
         };
         let (reply, rx) = oneshot::channel();
         let _ = stop_tx
-            .send(Event::Shutdown {
-                stop_instances: how == Stop::Everything,
-                reply,
-            })
+            .send(
+                ApiRequest::Shutdown {
+                    stop_instances: how == Stop::Everything,
+                    reply,
+                }
+                .into(),
+            )
             .await;
         let _ = rx.await;
     });

@@ -13,6 +13,17 @@ use tokio::net::TcpStream;
 use jarfleet_shim::fdlimit::{self, Op, Shortage};
 use jarfleet_shim::protocol::RunAs;
 
+/// A health check's finding for one instance, as the prober hands it to the control loop.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub app: String,
+    pub slot: u32,
+    pub generation: u64,
+    pub outcome: Outcome,
+    /// How long the check took.
+    pub took: std::time::Duration,
+}
+
 /// What one health check found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {

@@ -11,7 +11,7 @@ use jarfleet_api::{ApplyResponse, ErrorBody, StatusReport};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::control::Event;
+use crate::control::{ApiRequest, Event, Notice};
 use crate::http::RemoteApi;
 use jarfleet_host::paths::StateDir;
 
@@ -27,11 +27,14 @@ pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir, remote: Arc<Remo
             Err(error) => (EventKind::ConfigReloadFailed, error),
         };
         if tx
-            .send(Event::Emit {
-                kind,
-                app: None,
-                message,
-            })
+            .send(
+                Notice {
+                    kind,
+                    app: None,
+                    message,
+                }
+                .into(),
+            )
             .await
             .is_err()
         {
@@ -46,7 +49,7 @@ async fn reload(
     remote: &RemoteApi,
 ) -> Result<String, String> {
     let (reply, rx) = oneshot::channel::<StatusReport>();
-    tx.send(Event::Status { reply })
+    tx.send(ApiRequest::Status { reply }.into())
         .await
         .map_err(|_| "the daemon is stopping".to_string())?;
     let report = rx.await.map_err(|_| "the daemon is stopping".to_string())?;
@@ -94,7 +97,9 @@ pub async fn apply_at_start(
 ) -> anyhow::Result<String> {
     let (reply, rx) = oneshot::channel::<StatusReport>();
     let gone = || anyhow::anyhow!("the control loop stopped while starting");
-    tx.send(Event::Status { reply }).await.map_err(|_| gone())?;
+    tx.send(ApiRequest::Status { reply }.into())
+        .await
+        .map_err(|_| gone())?;
     let report = rx.await.map_err(|_| gone())?;
     if !report.apps.is_empty() {
         return Ok(format!(
@@ -148,18 +153,21 @@ pub async fn apply(
     let change = remote.begin().await;
     let staged = change.stage(&daemon).await?;
     let (reply, rx) = oneshot::channel();
-    tx.send(Event::Apply {
-        apps: prepared,
-        daemon: Box::new(daemon),
-        source: source.to_path_buf(),
-        dry_run,
-        reply,
-    })
+    tx.send(
+        ApiRequest::Apply {
+            apps: prepared,
+            daemon: Box::new(daemon),
+            source: source.to_path_buf(),
+            dry_run,
+            reply,
+        }
+        .into(),
+    )
     .await
     .map_err(|_| stopping())?;
     let resp = rx.await.map_err(|_| stopping())??;
     if !dry_run && let Some(news) = change.commit(staged).await {
-        let _ = tx.send(news.into()).await;
+        let _ = tx.send(crate::control::Notice::from(news).into()).await;
     }
     Ok(resp)
 }

@@ -10,7 +10,7 @@ use jarfleet_api::{EventRecord, StatusReport};
 use sd_notify::NotifyState;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::control::Event;
+use crate::control::{ApiRequest, Event};
 
 /// The daemon's own variables from systemd, never passed on to shims or JVMs (`jarfleet-shim`
 /// removes them from every child it spawns).
@@ -78,7 +78,7 @@ pub fn stopping(status: &str) {
 pub async fn heartbeat(tx: &mpsc::Sender<Event>, timeout: Duration) -> Option<StatusReport> {
     let (reply, rx) = oneshot::channel();
     let asked = async {
-        tx.send(Event::Status { reply }).await.ok()?;
+        tx.send(ApiRequest::Status { reply }.into()).await.ok()?;
         rx.await.ok()
     };
     tokio::time::timeout(timeout, asked).await.ok().flatten()
@@ -215,7 +215,7 @@ mod tests {
         let (tx, mut rx) = mpsc::channel::<Event>(8);
         let answering = tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
-                if let Event::Status { reply } = ev {
+                if let Some(ApiRequest::Status { reply }) = ev.into_api() {
                     let _ = reply.send(report(&[("a", 2, 2, false)]));
                 }
             }

@@ -11,10 +11,18 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 use tokio::sync::mpsc;
 
-use crate::control::Event;
 use jarfleet_host::paths::{MAX_SOCKET_PATH, run, write_atomic};
 use jarfleet_shim::protocol::{Launch, ShimCommand, ShimMessage};
 use jarfleet_shim::spawn;
+
+/// A shim connection's report, with the instance it is about, as the control loop gets it.
+#[derive(Debug, Clone)]
+pub struct ShimNote {
+    pub app: String,
+    pub slot: u32,
+    pub generation: u64,
+    pub event: ShimEvent,
+}
 
 /// What a shim connection reports to the control loop.
 #[derive(Debug, Clone)]
@@ -34,14 +42,14 @@ pub enum ShimEvent {
 
 /// Writes the launch file, starts `jarfleet shim` for it and connects. The control socket is
 /// bound here and inherited by the shim, so connecting never races the shim's start.
-pub fn start(
+pub fn start<E: From<ShimNote> + Send + 'static>(
     exe: &Path,
     run_dir: &Path,
     launch: &Launch,
     app: String,
     slot: u32,
     generation: u64,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<E>,
 ) -> Result<mpsc::UnboundedSender<ShimCommand>> {
     std::fs::create_dir_all(run_dir).with_context(|| format!("creating {}", run_dir.display()))?;
     std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -135,12 +143,12 @@ pub enum Unattached {
 }
 
 /// Re-attaches to a running shim.
-pub async fn attach(
+pub async fn attach<E: From<ShimNote> + Send + 'static>(
     run_dir: &Path,
     app: String,
     slot: u32,
     generation: u64,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<E>,
 ) -> Result<mpsc::UnboundedSender<ShimCommand>, Unattached> {
     let socket = run_dir.join(run::SOCKET);
     match UnixStream::connect(&socket).await {
@@ -255,12 +263,12 @@ fn check_socket_path(socket: &Path) -> Result<()> {
     Ok(())
 }
 
-fn connect_task(
+fn connect_task<E: From<ShimNote> + Send + 'static>(
     stream: UnixStream,
     app: String,
     slot: u32,
     generation: u64,
-    tx: mpsc::Sender<Event>,
+    tx: mpsc::Sender<E>,
 ) -> mpsc::UnboundedSender<ShimCommand> {
     let (cmd_tx, mut cmd_rx) = mpsc::unbounded_channel::<ShimCommand>();
     tokio::spawn(async move {
@@ -273,12 +281,15 @@ fn connect_task(
             let app = app.clone();
             async move {
                 let _ = tx
-                    .send(Event::Shim {
-                        app,
-                        slot,
-                        generation,
-                        event,
-                    })
+                    .send(
+                        ShimNote {
+                            app,
+                            slot,
+                            generation,
+                            event,
+                        }
+                        .into(),
+                    )
                     .await;
             }
         };

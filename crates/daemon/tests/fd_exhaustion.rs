@@ -78,7 +78,7 @@ fn exhausted() {
     // A free port to check, from the checked allocator (the code under test binds it).
     let free = jarfleet_testkit::free_port();
     let run_dir = tempfile::tempdir().expect("temp dir");
-    let (tx, _rx) = tokio::sync::mpsc::channel(16);
+    let (tx, _rx) = tokio::sync::mpsc::channel::<jarfleet_daemon::shim_client::ShimNote>(16);
     let checks = [
         HealthCheck::Tcp,
         HealthCheck::Http {

@@ -76,7 +76,7 @@ impl Control {
             key: "spec_source".into(),
             value: source.display().to_string(),
         });
-        let now = now_ms();
+        let now = self.now_ms();
         for change in &plan.changes {
             match change {
                 AppChange::Add { app, instances } => {
@@ -446,7 +446,7 @@ impl Control {
 
     /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
     pub(super) fn ensure_slots(&mut self, app: &str, n: u32) {
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(rt) = self.apps.get_mut(app) else {
             return;
         };
@@ -554,6 +554,23 @@ impl Control {
             }
             None => rt.slots.keys().copied().collect(),
         };
+        // An instance on its way out (scale down, a retired deploy slot) stays on its way out:
+        // a stop or restart would turn its removal into a halt or a restart, and the app would
+        // keep one instance too many.
+        let slots: Vec<u32> = slots
+            .into_iter()
+            .filter(|slot| {
+                !rt.slots.get(slot).is_some_and(|s| {
+                    matches!(
+                        s.record.instance.phase,
+                        Phase::Stopping {
+                            then: AfterStop::Remove,
+                            ..
+                        }
+                    )
+                })
+            })
+            .collect();
         let target = match req.slot {
             Some(s) => format!("{}/{s}", req.app),
             None => req.app.clone(),

@@ -181,7 +181,7 @@ impl Control {
             let w = Write::App {
                 name: app.to_string(),
                 record: Box::new(rt.rec.clone()),
-                now: now_ms(),
+                now: self.now_ms(),
             };
             self.write(w);
         }
@@ -198,7 +198,7 @@ impl Control {
             spec: rt.rec.spec.clone(),
             runtime: rt.rec.runtime.clone(),
             version: None,
-            created_at: now_ms(),
+            created_at: self.now_ms(),
         };
         let release = rt.rec.release.clone();
         self.remember_release(app, &release, rec);
@@ -387,6 +387,14 @@ impl Control {
         self.prune_releases(app, current, &d.from);
         self.prune_metrics(app);
         self.etcd_after_deployment(app);
+        if outcome == Outcome::Failed {
+            // A failed rollout stops where it is: the instances it started beyond `instances`
+            // are stopped (the newest slots, as in a scale down), or the app keeps them forever.
+            let wanted = self.apps.get(app).map(|a| a.rec.spec.instances);
+            if let Some(n) = wanted {
+                self.ensure_slots(app, n);
+            }
+        }
         // Without a canary, every backend weighs the same again.
         self.sync_lb(app);
     }
@@ -427,7 +435,7 @@ impl Control {
         let w = Write::App {
             name: app.to_string(),
             record: Box::new(rt.rec.clone()),
-            now: now_ms(),
+            now: self.now_ms(),
         };
         self.write(w);
         for id in &doomed {
@@ -476,7 +484,7 @@ impl Control {
         let mut prepared = prepared;
         self.adopt_stored_id(app, &mut prepared);
         self.remember_current_release(app);
-        let now = now_ms();
+        let now = self.now_ms();
         self.write(Write::Release {
             app: app.to_string(),
             id: prepared.release.clone(),

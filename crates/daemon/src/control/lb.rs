@@ -12,6 +12,16 @@ use jarfleet_proxy::{Backend, BackendId, Listener, ListenerConfig, Mode, Snapsho
 
 use super::*;
 
+/// What the balancer tells the control loop.
+pub enum BalancerNote {
+    /// Nothing is in flight on that instance any more.
+    Drained {
+        app: String,
+        slot: u32,
+        generation: u64,
+    },
+}
+
 /// The proxy runtime and the listeners on it.
 #[derive(Default)]
 pub(super) struct Balancer {
@@ -219,7 +229,7 @@ impl Control {
     /// A listener that did not bind: shown in `status`, counted, reported when it first fails
     /// (or fails differently), and tried again after a backoff (1 s → 30 s).
     fn listener_failed(&mut self, app: &str, listen: &str, error: String) {
-        let now = now_ms();
+        let now = self.now_ms();
         *self.lb.bind_failures.entry(app.to_string()).or_default() += 1;
         let previous = self.lb.unbound.get(app).cloned();
         let failures = previous
@@ -277,7 +287,7 @@ impl Control {
 
     /// The app's listener as `status` shows it (none without `listen`).
     pub(super) fn listener_state(&self, app: &str) -> Option<jarfleet_api::ListenerState> {
-        let now = now_ms();
+        let now = self.now_ms();
         if let Some(u) = self.lb.unbound.get(app) {
             return Some(jarfleet_api::ListenerState {
                 bound: false,
@@ -328,11 +338,11 @@ impl Control {
             };
             self.canary_weights(app, ready(false), ready(true))
         });
+        let now = self.now_ms();
         let Some(rt) = self.apps.get(app) else { return };
         let Some(lb) = self.lb.apps.get_mut(app) else {
             return;
         };
-        let now = now_ms();
         let ready: Vec<(String, SocketAddr, u64, String, u32)> = rt
             .slots
             .iter()
@@ -415,11 +425,14 @@ impl Control {
         tokio::spawn(async move {
             listener.drained(&id, timeout).await;
             let _ = tx
-                .send(Event::Drained {
-                    app,
-                    slot,
-                    generation,
-                })
+                .send(
+                    BalancerNote::Drained {
+                        app,
+                        slot,
+                        generation,
+                    }
+                    .into(),
+                )
                 .await;
         });
     }

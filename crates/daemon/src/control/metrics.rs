@@ -41,37 +41,41 @@ impl Event {
     pub(super) fn is_work(&self) -> bool {
         !matches!(
             self,
-            Event::Probe { .. }
-                | Event::Status { .. }
-                | Event::Metrics { .. }
-                | Event::CurrentSpec { .. }
-                | Event::History { .. }
+            Event::Probe(_)
+                | Event::Api(
+                    ApiRequest::Status { .. }
+                        | ApiRequest::Metrics { .. }
+                        | ApiRequest::CurrentSpec { .. }
+                        | ApiRequest::History { .. }
+                )
         )
     }
 
     /// The event's kind, as `jarfleet_control_events_total` labels it.
     pub(super) fn kind(&self) -> &'static str {
         match self {
-            Event::Apply { .. } => "apply",
-            Event::Action { .. } => "action",
-            Event::Scale { .. } => "scale",
-            Event::Status { .. } => "status",
-            Event::Metrics { .. } => "metrics",
-            Event::CurrentSpec { .. } => "current-spec",
-            Event::Deploy { .. } => "deploy",
-            Event::Rollback { .. } => "rollback",
-            Event::Canary { .. } => "canary",
-            Event::History { .. } => "history",
-            Event::Shutdown { .. } => "shutdown",
-            Event::Shim { .. } => "shim",
-            Event::Probe { .. } => "probe",
-            Event::Emit { .. } => "emit",
-            Event::EtcdValues { .. } => "etcd-values",
+            Event::Api(req) => match req {
+                ApiRequest::Apply { .. } => "apply",
+                ApiRequest::Action { .. } => "action",
+                ApiRequest::Scale { .. } => "scale",
+                ApiRequest::Status { .. } => "status",
+                ApiRequest::Metrics { .. } => "metrics",
+                ApiRequest::CurrentSpec { .. } => "current-spec",
+                ApiRequest::Deploy { .. } => "deploy",
+                ApiRequest::Rollback { .. } => "rollback",
+                ApiRequest::Canary { .. } => "canary",
+                ApiRequest::History { .. } => "history",
+                ApiRequest::Shutdown { .. } => "shutdown",
+                ApiRequest::TakeStrays { .. } => "take-strays",
+            },
+            Event::Shim(_) => "shim",
+            Event::Probe(_) => "probe",
+            Event::Notice(_) => "emit",
+            Event::Etcd(EtcdNote::Values { .. }) => "etcd-values",
             Event::ConfigRelease { .. } => "config-release",
             Event::Refreshed { .. } => "refreshed",
             Event::Trained { .. } => "trained",
-            Event::Drained { .. } => "drained",
-            Event::TakeStrays { .. } => "take-strays",
+            Event::Balancer(BalancerNote::Drained { .. }) => "drained",
         }
     }
 }

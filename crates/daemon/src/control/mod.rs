@@ -18,10 +18,10 @@ use jarfleet_core::reconcile::{self, AppChange, AppState};
 use jarfleet_core::spec::AppSpec;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::clock::now_ms;
+use crate::clock::Clock;
 use crate::persist::{Change, Persist};
 use crate::probe;
-use crate::shim_client::{self as shim_client, ShimEvent};
+use crate::shim_client::{self as shim_client, ShimEvent, ShimNote};
 use crate::store::{AppRecord, InstanceRecord, Store, Write};
 use jarfleet_host::launch::{self, LaunchInput};
 use jarfleet_host::paths::StateDir;
@@ -33,111 +33,9 @@ pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 
 pub use jarfleet_host::prepare::PreparedApp;
 
-pub enum Event {
-    Apply {
-        apps: BTreeMap<String, PreparedApp>,
-        /// The spec's `[daemon]` settings, kept for the next daemon start (the TCP API's).
-        daemon: Box<jarfleet_core::spec::DaemonSpec>,
-        source: PathBuf,
-        dry_run: bool,
-        reply: Reply<ApplyResponse>,
-    },
-    Action {
-        req: ActionRequest,
-        reply: Reply<Ack>,
-    },
-    Scale {
-        req: ScaleRequest,
-        reply: Reply<Ack>,
-    },
-    Status {
-        reply: oneshot::Sender<StatusReport>,
-    },
-    /// The figures of one `/metrics` scrape (`None` while metrics are off).
-    Metrics {
-        reply: oneshot::Sender<Option<crate::metrics::Snapshot>>,
-    },
-    /// The current spec of an app (for `deploy`, which builds a release from it).
-    CurrentSpec {
-        app: String,
-        reply: oneshot::Sender<Option<AppSpec>>,
-    },
-    Deploy {
-        app: String,
-        prepared: Box<PreparedApp>,
-        version: Option<String>,
-        reply: Reply<jarfleet_api::DeploymentRecord>,
-    },
-    Rollback {
-        req: jarfleet_api::RollbackRequest,
-        reply: Reply<jarfleet_api::DeploymentRecord>,
-    },
-    Canary {
-        req: jarfleet_api::CanaryRequest,
-        reply: Reply<jarfleet_api::DeploymentRecord>,
-    },
-    History {
-        app: String,
-        reply: Reply<jarfleet_api::HistoryReport>,
-    },
-    Shutdown {
-        stop_instances: bool,
-        reply: oneshot::Sender<Ack>,
-    },
-    Shim {
-        app: String,
-        slot: u32,
-        generation: u64,
-        event: ShimEvent,
-    },
-    Probe {
-        app: String,
-        slot: u32,
-        generation: u64,
-        outcome: probe::Outcome,
-        /// How long the check took.
-        took: Duration,
-    },
-    /// An event from outside the loop (e.g. a SIGHUP reload), recorded like the loop's own.
-    Emit {
-        kind: EventKind,
-        app: Option<String>,
-        message: String,
-    },
-    /// The values under an app's etcd prefix (first read of a watch, or a change).
-    EtcdValues {
-        app: String,
-        values: BTreeMap<String, String>,
-    },
-    /// A release prepared for a config change from etcd, ready to roll out.
-    ConfigRelease {
-        app: String,
-        prepared: Box<PreparedApp>,
-    },
-    /// An instance's answer to a live config refresh.
-    Refreshed {
-        app: String,
-        slot: u32,
-        generation: u64,
-        result: Result<String, String>,
-    },
-    /// A release's class data archive was trained (or could not be).
-    Trained {
-        app: String,
-        release: String,
-        result: Result<String, String>,
-    },
-    /// `jarfleet down --strays`: the strays are handed over to be stopped off the loop.
-    TakeStrays {
-        reply: oneshot::Sender<Vec<jarfleet_host::survivors::Survivor>>,
-    },
-    /// The load balancer has nothing in flight on that instance any more.
-    Drained {
-        app: String,
-        slot: u32,
-        generation: u64,
-    },
-}
+use crate::etcd_watch::EtcdNote;
+pub use event::{ApiRequest, Event, Notice};
+use lb::BalancerNote;
 
 struct Slot {
     record: InstanceRecord,
@@ -173,6 +71,10 @@ pub struct Control {
     spec_source: Option<String>,
     shutdown: Option<(bool, Vec<oneshot::Sender<Ack>>)>,
     rng: rand::rngs::StdRng,
+    /// Where the loop reads the time ([`Control::now_ms`]).
+    clock: Arc<dyn Clock>,
+    /// Shims and health checks ([`host::Host`]).
+    host: Arc<dyn host::Host>,
     lb: lb::Balancer,
     /// Releases whose class data archive is being trained (app, release).
     training: std::collections::BTreeSet<(String, String)>,
@@ -219,11 +121,36 @@ mod canary;
 mod commands;
 mod deploy;
 mod during;
+mod event;
+pub mod host;
 mod lb;
 mod metrics;
 mod refresh;
 mod shims;
 mod status;
+
+/// What the loop reaches outside itself that a simulation stands in for: the clock, the host
+/// (shims, their stop commands, health checks) and the seed of its randomness (restart jitter).
+/// The store is the real [`Store`] (a simulation opens one in a temporary directory). The real
+/// daemon passes [`World::real`].
+pub struct World {
+    pub clock: Arc<dyn Clock>,
+    /// Shims and health checks.
+    pub host: Arc<dyn host::Host>,
+    /// `None`: seeded from the OS.
+    pub seed: Option<u64>,
+}
+
+impl World {
+    /// The host's clock and randomness.
+    pub fn real() -> World {
+        World {
+            clock: Arc::new(crate::clock::SystemClock),
+            host: Arc::new(host::RealHost),
+            seed: None,
+        }
+    }
+}
 
 impl Control {
     pub fn new(
@@ -234,7 +161,25 @@ impl Control {
         exe: PathBuf,
         degraded: Option<String>,
     ) -> anyhow::Result<Control> {
+        Control::with_world(dirs, store, tx, events, exe, degraded, World::real())
+    }
+
+    /// A loop that reads the time and its randomness from `world`.
+    pub fn with_world(
+        dirs: StateDir,
+        store: Store,
+        tx: mpsc::Sender<Event>,
+        events: broadcast::Sender<EventRecord>,
+        exe: PathBuf,
+        degraded: Option<String>,
+        world: World,
+    ) -> anyhow::Result<Control> {
         use rand::SeedableRng;
+        let now = world.clock.now_ms();
+        let rng = match world.seed {
+            Some(seed) => rand::rngs::StdRng::seed_from_u64(seed),
+            None => rand::rngs::StdRng::from_os_rng(),
+        };
         let next_generation = store.max_generation()? + 1;
         let last_event_id = store.last_event_id()?;
         let spec_source = store.meta("spec_source")?;
@@ -257,17 +202,19 @@ impl Control {
             started: Instant::now(),
             spec_source,
             shutdown: None,
-            rng: rand::rngs::StdRng::from_os_rng(),
+            rng,
+            clock: world.clock,
+            host: world.host,
             lb: lb::Balancer::default(),
             training: Default::default(),
             etcd_watches: BTreeMap::new(),
             etcd_pending: BTreeMap::new(),
             metrics: metrics::Tally::default(),
             metrics_on,
-            started_at_ms: now_ms(),
+            started_at_ms: now,
             trimmer: Default::default(),
             shortages: Default::default(),
-            persist: std::cell::RefCell::new(Persist::new(degraded, now_ms())),
+            persist: std::cell::RefCell::new(Persist::new(degraded, now)),
             last_event_id: std::cell::Cell::new(last_event_id),
             strays: Vec::new(),
         };
@@ -277,22 +224,20 @@ impl Control {
         Ok(control)
     }
 
+    /// The time now (Unix ms), from the loop's clock.
+    pub(super) fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>) {
-        self.trimmer.worked(now_ms());
+        self.trimmer.worked(self.now_ms());
         loop {
             let busy = Instant::now();
-            self.tick_all();
-            self.trim_when_quiet();
-            self.drive_deployments();
-            self.sync_all_lbs();
-            self.persist_dirty();
-            self.retry_store();
-            if self.shutdown_complete() {
+            let Some(wake) = self.tick() else {
                 break;
-            }
-            let wake = self.next_wakeup();
+            };
             let sleep = wake
-                .map(|at| Duration::from_millis(at.saturating_sub(now_ms())))
+                .map(|at| Duration::from_millis(at.saturating_sub(self.now_ms())))
                 .unwrap_or(Duration::from_secs(3600));
             self.metrics.busy("timers", busy.elapsed());
             tokio::select! {
@@ -301,7 +246,7 @@ impl Control {
                         let busy = Instant::now();
                         let kind = ev.kind();
                         if ev.is_work() {
-                            self.trimmer.worked(now_ms());
+                            self.trimmer.worked(self.now_ms());
                         }
                         self.handle(ev);
                         self.metrics.event(kind, busy.elapsed());
@@ -320,86 +265,36 @@ impl Control {
         }
     }
 
-    fn handle(&mut self, ev: Event) {
+    /// The loop's own work at a wake-up, as `run` does it before it waits: deadlines, deployments,
+    /// the balancer's snapshots, store writes. `None` once a shutdown is complete; otherwise
+    /// when the loop next needs waking (Unix ms; `Some(None)`: only for a message).
+    pub fn tick(&mut self) -> Option<Option<u64>> {
+        self.tick_all();
+        self.trim_when_quiet();
+        self.drive_deployments();
+        self.sync_all_lbs();
+        self.persist_dirty();
+        self.retry_store();
+        if self.shutdown_complete() {
+            return None;
+        }
+        Some(self.next_wakeup())
+    }
+
+    /// Handles one event (what `run` does for each message it receives).
+    pub fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Apply {
-                apps,
-                daemon,
-                source,
-                dry_run,
-                reply,
-            } => {
-                let _ = reply.send(self.apply(apps, &daemon, source, dry_run));
-                let names: Vec<String> = self.apps.keys().cloned().collect();
-                for app in names {
-                    self.ensure_etcd_watch(&app);
-                }
-                let gone: Vec<String> = self
-                    .etcd_watches
-                    .keys()
-                    .filter(|a| !self.apps.contains_key(*a))
-                    .cloned()
-                    .collect();
-                for app in gone {
-                    if let Some((_, h)) = self.etcd_watches.remove(&app) {
-                        h.abort();
-                    }
-                }
-            }
-            Event::Action { req, reply } => {
-                let _ = reply.send(self.action(req));
-            }
-            Event::Scale { req, reply } => {
-                let _ = reply.send(self.scale(req));
-            }
-            Event::Status { reply } => {
-                let _ = reply.send(self.status());
-            }
-            Event::Metrics { reply } => {
-                let _ = reply.send(self.metrics_snapshot());
-            }
-            Event::CurrentSpec { app, reply } => {
-                let spec = self
-                    .apps
-                    .get(&app)
-                    .filter(|a| !a.removing)
-                    .map(|a| a.rec.spec.clone());
-                let _ = reply.send(spec);
-            }
-            Event::Deploy {
-                app,
-                prepared,
-                version,
-                reply,
-            } => {
-                let _ = reply.send(self.deploy(&app, *prepared, version));
-            }
-            Event::Rollback { req, reply } => {
-                let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
-            }
-            Event::Canary { req, reply } => {
-                let _ = reply.send(if req.promote {
-                    self.canary_decide(&req.app, req.promote, req.full)
-                } else {
-                    // `abort` works on every deployment (a canary's is its own).
-                    self.abort(&req.app)
-                });
-            }
-            Event::History { app, reply } => {
-                let _ = reply.send(self.history(&app));
-            }
-            Event::Shutdown {
-                stop_instances,
-                reply,
-            } => self.begin_shutdown(stop_instances, reply),
-            Event::Shim {
+            Event::Api(req) => self.handle_api(req),
+            Event::Shim(ShimNote {
                 app,
                 slot,
                 generation,
                 event,
-            } => self.on_shim(app, slot, generation, event),
-            Event::Emit { kind, app, message } => self.emit(kind, app.as_deref(), None, message),
-            Event::EtcdValues { app, values } => self.on_etcd_values(&app, values),
+            }) => self.on_shim(app, slot, generation, event),
+            Event::Notice(Notice { kind, app, message }) => {
+                self.emit(kind, app.as_deref(), None, message)
+            }
+            Event::Etcd(EtcdNote::Values { app, values }) => self.on_etcd_values(&app, values),
             Event::ConfigRelease { app, prepared } => {
                 let values = prepared.spec.etcd_env.clone();
                 let busy = self.apps.get(&app).is_some_and(|a| a.deployment.is_some());
@@ -434,25 +329,22 @@ impl Control {
                     ),
                 }
             }
-            Event::Drained {
+            Event::Balancer(BalancerNote::Drained {
                 app,
                 slot,
                 generation,
-            } => {
+            }) => {
                 if self.current_generation(&app, slot) == Some(generation) {
                     self.step(&app, slot, Input::Drained);
                 }
             }
-            Event::TakeStrays { reply } => {
-                let _ = reply.send(self.take_strays());
-            }
-            Event::Probe {
+            Event::Probe(probe::ProbeResult {
                 app,
                 slot,
                 generation,
                 outcome,
                 took,
-            } => {
+            }) => {
                 if self.current_generation(&app, slot) == Some(generation) {
                     let input = match outcome {
                         probe::Outcome::Pass => {
@@ -486,6 +378,85 @@ impl Control {
         }
     }
 
+    /// Answers one API request.
+    fn handle_api(&mut self, req: ApiRequest) {
+        match req {
+            ApiRequest::Apply {
+                apps,
+                daemon,
+                source,
+                dry_run,
+                reply,
+            } => {
+                let _ = reply.send(self.apply(apps, &daemon, source, dry_run));
+                let names: Vec<String> = self.apps.keys().cloned().collect();
+                for app in names {
+                    self.ensure_etcd_watch(&app);
+                }
+                let gone: Vec<String> = self
+                    .etcd_watches
+                    .keys()
+                    .filter(|a| !self.apps.contains_key(*a))
+                    .cloned()
+                    .collect();
+                for app in gone {
+                    if let Some((_, h)) = self.etcd_watches.remove(&app) {
+                        h.abort();
+                    }
+                }
+            }
+            ApiRequest::Action { req, reply } => {
+                let _ = reply.send(self.action(req));
+            }
+            ApiRequest::Scale { req, reply } => {
+                let _ = reply.send(self.scale(req));
+            }
+            ApiRequest::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            ApiRequest::Metrics { reply } => {
+                let _ = reply.send(self.metrics_snapshot());
+            }
+            ApiRequest::CurrentSpec { app, reply } => {
+                let spec = self
+                    .apps
+                    .get(&app)
+                    .filter(|a| !a.removing)
+                    .map(|a| a.rec.spec.clone());
+                let _ = reply.send(spec);
+            }
+            ApiRequest::Deploy {
+                app,
+                prepared,
+                version,
+                reply,
+            } => {
+                let _ = reply.send(self.deploy(&app, *prepared, version));
+            }
+            ApiRequest::Rollback { req, reply } => {
+                let _ = reply.send(self.rollback(&req.app, req.to.as_deref()));
+            }
+            ApiRequest::Canary { req, reply } => {
+                let _ = reply.send(if req.promote {
+                    self.canary_decide(&req.app, req.promote, req.full)
+                } else {
+                    // `abort` works on every deployment (a canary's is its own).
+                    self.abort(&req.app)
+                });
+            }
+            ApiRequest::History { app, reply } => {
+                let _ = reply.send(self.history(&app));
+            }
+            ApiRequest::Shutdown {
+                stop_instances,
+                reply,
+            } => self.begin_shutdown(stop_instances, reply),
+            ApiRequest::TakeStrays { reply } => {
+                let _ = reply.send(self.take_strays());
+            }
+        }
+    }
+
     fn current_generation(&self, app: &str, slot: u32) -> Option<u64> {
         self.apps
             .get(app)?
@@ -501,7 +472,7 @@ impl Control {
     /// Steps one instance and carries out the effects.
     fn step(&mut self, app: &str, slot: u32, input: Input) {
         let jitter: f64 = rand::Rng::random(&mut self.rng);
-        let now = now_ms();
+        let now = self.now_ms();
         let Some(AppRuntime { rec, slots, .. }) = self.apps.get_mut(app) else {
             return;
         };
@@ -574,7 +545,7 @@ impl Control {
     }
 
     fn tick_all(&mut self) {
-        let now = now_ms();
+        let now = self.now_ms();
         self.canary_tick(now);
         self.retry_listeners(now);
         // Warm blue-green sets whose `keep_old` ran out are stopped.
@@ -659,7 +630,7 @@ impl Control {
     /// and restart), it hands back the code and heap pages that work needed (see
     /// [`jarfleet_shim::footprint`]).
     fn trim_when_quiet(&mut self) {
-        if self.trimmer.take_due(now_ms()) {
+        if self.trimmer.take_due(self.now_ms()) {
             let trimmed = jarfleet_shim::footprint::trim();
             tracing::debug!(
                 code_kib = trimmed.code_kib,
@@ -687,7 +658,10 @@ impl Control {
     /// Writes to the store, or keeps the write to be written again when the store does not
     /// take it (a full disk); never fails.
     pub(super) fn write(&self, w: Write) {
-        let change = self.persist.borrow_mut().write(&self.store, w, now_ms());
+        let change = self
+            .persist
+            .borrow_mut()
+            .write(&self.store, w, self.now_ms());
         if let Some(change) = change {
             self.store_changed(change);
         }
@@ -699,7 +673,7 @@ impl Control {
             self.write(Write::App {
                 name: app.to_string(),
                 record: Box::new(rt.rec.clone()),
-                now: now_ms(),
+                now: self.now_ms(),
             });
         }
     }
@@ -707,7 +681,7 @@ impl Control {
     /// While store writes fail: everything kept is written again every second, and a store
     /// opened for the daemon alone (a start on a full disk) is opened normally again.
     fn retry_store(&mut self) {
-        let now = now_ms();
+        let now = self.now_ms();
         if !self.persist.borrow().due(now) {
             return;
         }
@@ -858,11 +832,11 @@ impl Control {
                     app,
                     prepared: Box::new(prepared),
                 },
-                Err(e) => Event::Emit {
+                Err(e) => Event::Notice(Notice {
                     kind: EventKind::ConfigFailed,
                     app: Some(app),
                     message: format!("the new etcd config cannot be prepared: {}", e.message),
-                },
+                }),
             };
             let _ = tx.blocking_send(event);
         });
@@ -928,7 +902,7 @@ impl Control {
     pub(super) fn note_shortage(&mut self, shortage: jarfleet_shim::fdlimit::Shortage, what: &str) {
         let described = shortage.describe_here();
         let line = format!("{described}: {what}");
-        let Some(held) = self.shortages.note(now_ms(), &line) else {
+        let Some(held) = self.shortages.note(self.now_ms(), &line) else {
             tracing::debug!("{line}");
             return;
         };
@@ -959,7 +933,7 @@ impl Control {
         self.last_event_id.set(id);
         let rec = EventRecord {
             id,
-            ts: now_ms(),
+            ts: self.now_ms(),
             kind: kind.to_string(),
             app: app.map(str::to_string),
             slot,
@@ -980,10 +954,4 @@ fn durable_view(i: &Instance) -> (Phase, Option<ProcessRef>, String, u32, u32, b
         i.consecutive_crashes,
         i.last_exit.is_some(),
     )
-}
-
-impl Control {
-    pub(super) fn now_ms(&self) -> u64 {
-        crate::clock::now_ms()
-    }
 }

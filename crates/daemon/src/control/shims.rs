@@ -65,7 +65,9 @@ impl Control {
             );
             if has_process {
                 let run_dir = self.dirs.run_dir(&app, slot, generation);
-                match attach_patiently(&run_dir, &app, slot, generation, &self.tx).await? {
+                match attach_patiently(&*self.host, &run_dir, &app, slot, generation, &self.tx)
+                    .await?
+                {
                     Ok(commands) => {
                         adopted += 1;
                         let signalled = self
@@ -105,12 +107,12 @@ impl Control {
                         };
                         let _ = self
                             .tx
-                            .send(Event::Shim {
+                            .send(Event::Shim(ShimNote {
                                 app,
                                 slot,
                                 generation,
                                 event,
-                            })
+                            }))
                             .await;
                     }
                 }
@@ -244,7 +246,7 @@ impl Control {
                         killed_after_timeout: false,
                         oom: false,
                         hs_err: None,
-                        at: now_ms(),
+                        at: self.now_ms(),
                     }
                 });
                 self.finish_exit(&app, slot, generation, exit);
@@ -505,7 +507,7 @@ impl Control {
             self.start_failed(app, slot, Failure::chain(&e, Op::File));
             return;
         }
-        match shim_client::start(
+        match self.host.start(
             &self.exe,
             &run_dir,
             &launch,
@@ -589,13 +591,13 @@ impl Control {
                         tokio::spawn(async move {
                             let took = std::time::Duration::ZERO;
                             let _ = tx
-                                .send(Event::Probe {
+                                .send(Event::Probe(probe::ProbeResult {
                                     app,
                                     slot,
                                     generation,
                                     outcome,
                                     took,
-                                })
+                                }))
                                 .await;
                         });
                         return;
@@ -604,21 +606,19 @@ impl Control {
             }
             _ => None,
         };
-        let tx = self.tx.clone();
-        let app = app.to_string();
-        tokio::spawn(async move {
-            let started = Instant::now();
-            let outcome = probe::check(&check, port, timeout, &vars, run_as).await;
-            let _ = tx
-                .send(Event::Probe {
-                    app,
-                    slot,
-                    generation,
-                    outcome,
-                    took: started.elapsed(),
-                })
-                .await;
-        });
+        self.host.probe(
+            host::ProbeRequest {
+                app: app.to_string(),
+                slot,
+                generation,
+                check,
+                port,
+                timeout,
+                vars,
+                run_as,
+            },
+            self.tx.clone(),
+        );
     }
 
     pub(super) fn pending_port(&self, app: &str, slot: u32) -> u16 {
@@ -635,6 +635,7 @@ impl Control {
 /// a while, and if the shortage lasts, the daemon does not start (the JVMs keep running under
 /// their shims) rather than take a running instance for lost.
 async fn attach_patiently(
+    host: &dyn host::Host,
     run_dir: &std::path::Path,
     app: &str,
     slot: u32,
@@ -644,7 +645,10 @@ async fn attach_patiently(
     const TRIES: u32 = 50;
     let mut last = None;
     for _ in 0..TRIES {
-        match shim_client::attach(run_dir, app.to_string(), slot, generation, tx.clone()).await {
+        match host
+            .attach(run_dir, app.to_string(), slot, generation, tx.clone())
+            .await
+        {
             Ok(commands) => return Ok(Ok(commands)),
             Err(shim_client::Unattached::Gone(exit)) => return Ok(Err(exit)),
             Err(shim_client::Unattached::Short(failure)) => {

@@ -4,7 +4,7 @@ use super::*;
 
 impl Control {
     pub(super) fn status(&mut self) -> StatusReport {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut balancers: BTreeMap<String, serde_json::Value> = self
             .apps
             .keys()
@@ -99,7 +99,7 @@ impl Control {
                     last_shortage: self.shortages.last.clone(),
                 }),
                 store: Some(store.clone()),
-                warnings: warnings(&store, &self.dirs),
+                warnings: warnings(&store, &self.dirs, self.now_ms()),
             },
             apps,
             strays: self
@@ -164,6 +164,7 @@ fn sample_cpu(prev: &mut Option<(u64, Instant, f64)>, ticks: Option<u64>) -> Opt
 fn warnings(
     store: &jarfleet_api::StoreHealth,
     dirs: &jarfleet_host::paths::StateDir,
+    now: u64,
 ) -> Vec<String> {
     let mut out = Vec::new();
     if store.disk_full {
@@ -176,7 +177,7 @@ fn warnings(
     if !store.writable {
         let since = store
             .failing_since
-            .map(|t| format!(" for {} s", crate::clock::now_ms().saturating_sub(t) / 1000))
+            .map(|t| format!(" for {} s", now.saturating_sub(t) / 1000))
             .unwrap_or_default();
         out.push(format!(
             "the store cannot be written{since} ({}): {} write(s) kept in memory{}; instances are supervised and balanced as before. Free space under {}",

@@ -335,11 +335,14 @@ impl Alerts {
             ));
         }
         // Never wait on the control loop from a request: a full queue drops the event.
-        let _ = self.events.try_send(crate::control::Event::Emit {
-            kind,
-            app: None,
-            message,
-        });
+        let _ = self.events.try_send(
+            crate::control::Notice {
+                kind,
+                app: None,
+                message,
+            }
+            .into(),
+        );
     }
 }
 
@@ -456,7 +459,9 @@ mod tests {
             "needs the token",
         );
         let mut got = Vec::new();
-        while let Ok(crate::control::Event::Emit { kind, message, .. }) = rx.try_recv() {
+        while let Ok(Some(crate::control::Notice { kind, message, .. })) =
+            rx.try_recv().map(|ev| ev.into_notice())
+        {
             got.push((kind, message));
         }
         assert_eq!(got.len(), 2, "{got:?}");

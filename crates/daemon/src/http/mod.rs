@@ -184,9 +184,9 @@ pub struct Announcement {
     pub message: String,
 }
 
-impl From<Announcement> for crate::control::Event {
+impl From<Announcement> for crate::control::Notice {
     fn from(a: Announcement) -> Self {
-        crate::control::Event::Emit {
+        crate::control::Notice {
             kind: a.kind,
             app: None,
             message: a.message,

@@ -24,7 +24,7 @@ use jarfleet_api::{
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::control::Event;
+use crate::control::{ApiRequest, Event, Notice};
 use crate::http::RemoteApi;
 use jarfleet_host::paths::StateDir;
 
@@ -135,10 +135,10 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 pub(crate) async fn ask<T>(
     tx: &mpsc::Sender<Event>,
-    make: impl FnOnce(oneshot::Sender<T>) -> Event,
+    make: impl FnOnce(oneshot::Sender<T>) -> ApiRequest,
 ) -> Result<T, ApiError> {
     let (reply, rx) = oneshot::channel();
-    tx.send(make(reply)).await.map_err(|_| loop_gone())?;
+    tx.send(make(reply).into()).await.map_err(|_| loop_gone())?;
     rx.await.map_err(|_| loop_gone())
 }
 
@@ -166,7 +166,7 @@ async fn deploy(
     Json(req): Json<DeployRequest>,
 ) -> Result<Json<DeploymentRecord>, ApiError> {
     let app = req.app.clone();
-    let Some(spec) = ask(&st.tx, |reply| Event::CurrentSpec {
+    let Some(spec) = ask(&st.tx, |reply| ApiRequest::CurrentSpec {
         app: app.clone(),
         reply,
     })
@@ -201,7 +201,7 @@ async fn deploy(
     let prepared =
         blocking(move || jarfleet_host::prepare::prepare_release(&spec, &artifact, &dirs))
             .await??;
-    let record = ask(&st.tx, |reply| Event::Deploy {
+    let record = ask(&st.tx, |reply| ApiRequest::Deploy {
         app,
         prepared: Box::new(prepared),
         version: req.version,
@@ -216,7 +216,7 @@ async fn rollback(
     Json(req): Json<RollbackRequest>,
 ) -> Result<Json<DeploymentRecord>, ApiError> {
     Ok(Json(
-        ask(&st.tx, |reply| Event::Rollback { req, reply }).await??,
+        ask(&st.tx, |reply| ApiRequest::Rollback { req, reply }).await??,
     ))
 }
 
@@ -225,7 +225,7 @@ async fn canary(
     Json(req): Json<jarfleet_api::CanaryRequest>,
 ) -> Result<Json<DeploymentRecord>, ApiError> {
     Ok(Json(
-        ask(&st.tx, |reply| Event::Canary { req, reply }).await??,
+        ask(&st.tx, |reply| ApiRequest::Canary { req, reply }).await??,
     ))
 }
 
@@ -239,18 +239,18 @@ async fn history(
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<HistoryReport>, ApiError> {
     Ok(Json(
-        ask(&st.tx, |reply| Event::History { app: q.app, reply }).await??,
+        ask(&st.tx, |reply| ApiRequest::History { app: q.app, reply }).await??,
     ))
 }
 
 async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {
-    let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
+    let report = ask(&st.tx, |reply| ApiRequest::Status { reply }).await?;
     Ok(Json(report).into_response())
 }
 
 /// `GET /metrics`: the loop copies its figures; procfs reads and encoding run off it.
 async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
-    let Some(snapshot) = ask(&st.tx, |reply| Event::Metrics { reply }).await? else {
+    let Some(snapshot) = ask(&st.tx, |reply| ApiRequest::Metrics { reply }).await? else {
         return Err(ApiError(
             StatusCode::NOT_FOUND,
             ErrorBody {
@@ -280,7 +280,7 @@ async fn action(
     Json(req): Json<ActionRequest>,
 ) -> Result<Json<Ack>, ApiError> {
     Ok(Json(
-        ask(&st.tx, |reply| Event::Action { req, reply }).await??,
+        ask(&st.tx, |reply| ApiRequest::Action { req, reply }).await??,
     ))
 }
 
@@ -289,7 +289,7 @@ async fn scale(
     Json(req): Json<ScaleRequest>,
 ) -> Result<Json<Ack>, ApiError> {
     Ok(Json(
-        ask(&st.tx, |reply| Event::Scale { req, reply }).await??,
+        ask(&st.tx, |reply| ApiRequest::Scale { req, reply }).await??,
     ))
 }
 
@@ -298,7 +298,7 @@ async fn shutdown(
     Json(req): Json<ShutdownRequest>,
 ) -> Result<Json<Ack>, ApiError> {
     Ok(Json(
-        ask(&st.tx, |reply| Event::Shutdown {
+        ask(&st.tx, |reply| ApiRequest::Shutdown {
             stop_instances: req.stop_instances,
             reply,
         })
@@ -312,7 +312,7 @@ async fn stop_strays(
     State(st): State<ApiState>,
     Json(_): Json<jarfleet_api::StopStraysRequest>,
 ) -> Result<Json<Ack>, ApiError> {
-    let strays = ask(&st.tx, |reply| Event::TakeStrays { reply }).await?;
+    let strays = ask(&st.tx, |reply| ApiRequest::TakeStrays { reply }).await?;
     let mut stopped = Vec::new();
     let mut left = Vec::new();
     for stray in strays {
@@ -321,15 +321,18 @@ async fn stop_strays(
                 let _ = std::fs::remove_dir_all(&stray.run_dir);
                 let _ = st
                     .tx
-                    .send(Event::Emit {
-                        kind: EventKind::DaemonStrayStopped,
-                        app: Some(stray.app.clone()),
-                        message: format!(
-                            "stopped JVM {} of stray shim {} (asked by `down --strays`)",
-                            shim.pid,
-                            stray.run_dir.display()
-                        ),
-                    })
+                    .send(
+                        Notice {
+                            kind: EventKind::DaemonStrayStopped,
+                            app: Some(stray.app.clone()),
+                            message: format!(
+                                "stopped JVM {} of stray shim {} (asked by `down --strays`)",
+                                shim.pid,
+                                stray.run_dir.display()
+                            ),
+                        }
+                        .into(),
+                    )
                     .await;
                 stopped.push(shim.pid.to_string());
             }
@@ -393,7 +396,7 @@ pub(crate) async fn log_slots(
     app: &str,
     slot: Option<u32>,
 ) -> Result<Vec<u32>, ApiError> {
-    let report = ask(&st.tx, |reply| Event::Status { reply }).await?;
+    let report = ask(&st.tx, |reply| ApiRequest::Status { reply }).await?;
     let Some(found) = report.apps.iter().find(|a| a.name == app) else {
         let names: Vec<String> = report.apps.iter().map(|a| a.name.clone()).collect();
         return Err(ErrorBody {

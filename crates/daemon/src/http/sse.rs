@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::MissedTickBehavior;
 
-use crate::control::Event;
+use crate::control::ApiRequest;
 use crate::http::routes::{ApiError, ApiState, ask};
 
 /// How often a status snapshot is sent when nothing happens.
@@ -84,7 +84,7 @@ pub(crate) async fn stream(
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let Ok(report) = ask(&st.tx, |reply| Event::Status { reply }).await else {
+                    let Ok(report) = ask(&st.tx, |reply| ApiRequest::Status { reply }).await else {
                         return;
                     };
                     let Some(ev) = json_event("status", &report) else { continue };
