@@ -181,6 +181,16 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
         slot += 1;
     }
 
+    // More target instances than wanted (one replaced by its supervisor while the deployment
+    // also started one; a daemon restart in the middle of a step): once the old set is gone, the
+    // surplus goes before the end — the least useful first: not healthy before healthy, then
+    // the newest slots.
+    if old_alive.is_empty() && target_alive.len() > n as usize {
+        let mut surplus = target_alive.clone();
+        surplus.sort_by_key(|m| (healthy(m), std::cmp::Reverse(m.slot)));
+        let extra = target_alive.len() - n as usize;
+        retire.extend(surplus.iter().take(extra).map(|m| m.slot));
+    }
     retire.sort_unstable();
     steps.retire = retire;
     if steps.start.is_empty()
@@ -211,6 +221,32 @@ mod tests {
             keep_old: false,
             hold: false,
         }
+    }
+
+    #[test]
+    fn a_surplus_of_target_instances_is_retired_before_the_end() {
+        let p = params(3, 1, 0);
+        let ready = |slot| m(slot, true, MemberState::Ready { since: 0 });
+        // Found in simulation: a rollback ended with four instances of three wanted.
+        let s = next_steps(&p, &[ready(0), ready(1), ready(2), ready(6)], 100_000);
+        assert_eq!((s.retire, s.outcome), (vec![6], None));
+        // Not healthy before healthy, whatever the slot.
+        let starting = m(1, true, MemberState::Starting);
+        let s = next_steps(&p, &[ready(0), starting, ready(2), ready(3)], 100_000);
+        assert_eq!((s.retire, s.start), (vec![1], vec![]));
+        // While old instances remain, nothing of the target goes.
+        let s = next_steps(
+            &p,
+            &[
+                ready(0),
+                ready(1),
+                ready(2),
+                ready(3),
+                m(4, false, MemberState::Ready { since: 0 }),
+            ],
+            100_000,
+        );
+        assert_eq!(s.retire, vec![4]);
     }
 
     #[test]

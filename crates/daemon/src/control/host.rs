@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use super::Event;
 use crate::probe::{self, ProbeResult};
 use crate::shim_client::{self, Unattached};
+use jarfleet_shim::procinfo::ProcTable;
 use jarfleet_shim::protocol::{Launch, RunAs, ShimCommand};
 
 /// Where an instance's shim reports go, and where its commands (stop) are sent.
@@ -58,6 +59,9 @@ pub trait Host: Send + Sync {
 
     /// Runs a health check off the loop; the result reaches the loop on `tx`.
     fn probe(&self, req: ProbeRequest, tx: mpsc::Sender<Event>);
+
+    /// Every process of the host, read once (for the instances' CPU and memory in `status`).
+    fn processes(&self) -> ProcTable;
 }
 
 /// The host itself: `jarfleet shim` processes and real checks.
@@ -103,5 +107,8 @@ impl Host for RealHost {
                 }))
                 .await;
         });
+    }
+    fn processes(&self) -> ProcTable {
+        ProcTable::scan()
     }
 }

@@ -22,7 +22,7 @@ impl Control {
             .collect();
         let mut apps = Vec::new();
         // Every process read once: an instance's figures are those of all its processes.
-        let procs = procinfo::ProcTable::scan();
+        let procs = self.host.processes();
         for (name, rt) in self.apps.iter_mut() {
             let mut instances = Vec::new();
             for s in rt.slots.values_mut() {

@@ -5,7 +5,7 @@ mod world;
 
 /// The schedules a plain test run tries (`JARFLEET_SIM_SCHEDULES` for more; see
 /// docs/testing.md for the figures).
-const DEFAULT_SCHEDULES: u64 = 50;
+const DEFAULT_SCHEDULES: u64 = 300;
 const STEPS: usize = 40;
 
 fn env_u64(name: &str) -> Option<u64> {

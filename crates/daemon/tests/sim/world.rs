@@ -26,6 +26,7 @@ use jarfleet_daemon::shim_client::{ShimEvent, ShimNote, Unattached};
 use jarfleet_daemon::store::Store;
 use jarfleet_host::launch::JavaRuntime;
 use jarfleet_host::paths::StateDir;
+use jarfleet_shim::procinfo::{ProcEntry, ProcTable};
 use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -203,6 +204,22 @@ impl Host for SimHost {
 
     fn probe(&self, req: ProbeRequest, _tx: mpsc::Sender<Event>) {
         self.lock().probes.push(req);
+    }
+    /// The live fake processes, each its own process group, idle.
+    fn processes(&self) -> ProcTable {
+        let entries = self
+            .lock()
+            .procs
+            .iter()
+            .filter(|p| p.alive)
+            .map(|p| ProcEntry {
+                pid: p.pid,
+                ppid: 1,
+                pgrp: p.pid,
+                ticks: 0,
+            })
+            .collect();
+        ProcTable::from_entries(entries)
     }
 }
 
