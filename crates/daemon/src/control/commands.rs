@@ -16,6 +16,38 @@ impl Control {
         for (app, p) in desired.iter_mut() {
             self.adopt_stored_id(app, p);
         }
+        let mut plan = self.plan_apply(&desired);
+        self.spec_behind_deployments(&mut plan);
+        self.during_deployments(&plan)?;
+        self.preflight(&plan, &desired)?;
+        if !dry_run {
+            self.store_daemon_settings(daemon)?;
+            self.set_metrics_enabled(daemon.metrics);
+        }
+        if dry_run || plan.is_empty() {
+            return Ok(ApplyResponse {
+                plan,
+                applied: !dry_run,
+            });
+        }
+        self.spec_source = Some(source.display().to_string());
+        self.write(Write::Meta {
+            key: "spec_source".into(),
+            value: source.display().to_string(),
+        });
+        let now = self.now_ms();
+        for change in &plan.changes {
+            self.apply_change(change, &desired, now)?;
+        }
+        Ok(ApplyResponse {
+            plan,
+            applied: true,
+        })
+    }
+
+    /// What `apply` would change: every app's current state (where a deployment under way
+    /// takes it) against the desired one.
+    fn plan_apply(&self, desired: &BTreeMap<String, PreparedApp>) -> reconcile::Plan {
         // An app with a deployment under way is compared with where the deployment takes it
         // (its release, with the live settings as they are), so the plan is what `apply` does.
         let heading: BTreeMap<String, (AppSpec, String, String)> = self
@@ -57,176 +89,167 @@ impl Control {
                 ))
             })
             .collect();
-        let mut plan = reconcile::plan(&current, &wanted);
-        self.spec_behind_deployments(&mut plan);
-        self.during_deployments(&plan)?;
-        self.preflight(&plan, &desired)?;
-        if !dry_run {
-            self.store_daemon_settings(daemon)?;
-            self.set_metrics_enabled(daemon.metrics);
-        }
-        if dry_run || plan.is_empty() {
-            return Ok(ApplyResponse {
-                plan,
-                applied: !dry_run,
-            });
-        }
-        self.spec_source = Some(source.display().to_string());
-        self.write(Write::Meta {
-            key: "spec_source".into(),
-            value: source.display().to_string(),
-        });
-        let now = self.now_ms();
-        for change in &plan.changes {
-            match change {
-                AppChange::Add { app, instances } => {
-                    let Some(p) = desired.get(app) else { continue };
-                    let rec = AppRecord {
-                        spec: p.spec.clone(),
-                        release: p.release.clone(),
-                        runtime: p.runtime.clone(),
-                        restart_generation: 0,
-                        removing: false,
-                        releases: BTreeMap::from([(
-                            p.release.clone(),
-                            crate::store::ReleaseRecord {
-                                spec: p.spec.clone(),
-                                runtime: p.runtime.clone(),
-                                version: None,
-                                created_at: now,
-                            },
-                        )]),
-                    };
+        reconcile::plan(&current, &wanted)
+    }
+
+    /// Carries out one change of an applied plan.
+    fn apply_change(
+        &mut self,
+        change: &AppChange,
+        desired: &BTreeMap<String, PreparedApp>,
+        now: u64,
+    ) -> Result<(), ErrorBody> {
+        match change {
+            AppChange::Add { app, instances } => {
+                if let Some(p) = desired.get(app) {
+                    self.add_app(app, *instances, p, now);
+                }
+            }
+            AppChange::Remove { app } => {
+                self.mark_removing(app);
+                self.emit(
+                    EventKind::AppRemoving,
+                    Some(app),
+                    None,
+                    "removing app: stopping its instances".to_string(),
+                );
+                let slots: Vec<u32> = self
+                    .apps
+                    .get(app)
+                    .map(|a| a.slots.keys().copied().collect())
+                    .unwrap_or_default();
+                for slot in slots {
+                    self.step(
+                        app,
+                        slot,
+                        Input::Stop {
+                            then: AfterStop::Remove,
+                        },
+                    );
+                }
+                self.remove_app_if_done(app);
+            }
+            AppChange::Scale { app, from, to } => {
+                self.update_spec(app, desired);
+                self.emit(
+                    EventKind::AppScaled,
+                    Some(app),
+                    None,
+                    format!("scaled from {from} to {to}"),
+                );
+                self.ensure_slots(app, *to);
+            }
+            AppChange::Roll { app, from, to, .. } if from == to => {
+                // The same release on another JDK of this host: its instances restart on
+                // it, rolling and health-gated, like `jarfleet restart`.
+                self.remember_current_release(app);
+                if let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) {
+                    if let Some(r) = rt.rec.releases.get_mut(to) {
+                        r.runtime = p.runtime.clone();
+                    }
+                    rt.rec.restart_generation += 1;
+                }
+                self.update_spec(app, desired);
+                self.emit(
+                    EventKind::AppUpdated,
+                    Some(app),
+                    None,
+                    format!("release {to} moves to another JDK: {}", self.java_of(app)),
+                );
+                self.start_deployment(app, to, "restart")?;
+            }
+            AppChange::Roll {
+                app,
+                from: _,
+                to,
+                why,
+            } => {
+                // The old release keeps running from its own record; the new one is
+                // rolled out by a deployment, health-gated, with rollback.
+                self.remember_current_release(app);
+                if let Some(p) = desired.get(app) {
                     self.write(Write::Release {
                         app: app.clone(),
                         id: p.release.clone(),
                         record: p.release_record.clone(),
                         now,
                     });
-                    self.write(Write::App {
-                        name: app.clone(),
-                        record: Box::new(rec.clone()),
-                        now,
-                    });
-                    // An app that was being removed comes back: keep its slots, update the spec.
-                    let rt = self.apps.entry(app.clone()).or_insert(AppRuntime {
-                        rec: rec.clone(),
-                        slots: BTreeMap::new(),
-                        removing: false,
-                        deployment: None,
-                    });
-                    rt.rec = rec;
-                    rt.removing = false;
-                    self.emit(
-                        EventKind::AppAdded,
-                        Some(app),
-                        None,
-                        format!("added with {instances} instance(s), release {}", p.release),
-                    );
-                    self.ensure_slots(app, *instances);
-                    self.ensure_listener(app);
-                }
-                AppChange::Remove { app } => {
-                    self.mark_removing(app);
-                    self.emit(
-                        EventKind::AppRemoving,
-                        Some(app),
-                        None,
-                        "removing app: stopping its instances".to_string(),
-                    );
-                    let slots: Vec<u32> = self
-                        .apps
-                        .get(app)
-                        .map(|a| a.slots.keys().copied().collect())
-                        .unwrap_or_default();
-                    for slot in slots {
-                        self.step(
-                            app,
-                            slot,
-                            Input::Stop {
-                                then: AfterStop::Remove,
-                            },
-                        );
-                    }
-                    self.remove_app_if_done(app);
-                }
-                AppChange::Scale { app, from, to } => {
-                    self.update_spec(app, &desired);
-                    self.emit(
-                        EventKind::AppScaled,
-                        Some(app),
-                        None,
-                        format!("scaled from {from} to {to}"),
-                    );
-                    self.ensure_slots(app, *to);
-                }
-                AppChange::Roll { app, from, to, .. } if from == to => {
-                    // The same release on another JDK of this host: its instances restart on
-                    // it, rolling and health-gated, like `jarfleet restart`.
-                    self.remember_current_release(app);
-                    if let (Some(p), Some(rt)) = (desired.get(app), self.apps.get_mut(app)) {
-                        if let Some(r) = rt.rec.releases.get_mut(to) {
-                            r.runtime = p.runtime.clone();
-                        }
-                        rt.rec.restart_generation += 1;
-                    }
-                    self.update_spec(app, &desired);
-                    self.emit(
-                        EventKind::AppUpdated,
-                        Some(app),
-                        None,
-                        format!("release {to} moves to another JDK: {}", self.java_of(app)),
-                    );
-                    self.start_deployment(app, to, "restart")?;
-                }
-                AppChange::Roll {
-                    app,
-                    from: _,
-                    to,
-                    why,
-                } => {
-                    // The old release keeps running from its own record; the new one is
-                    // rolled out by a deployment, health-gated, with rollback.
-                    self.remember_current_release(app);
-                    if let Some(p) = desired.get(app) {
-                        self.write(Write::Release {
-                            app: app.clone(),
-                            id: p.release.clone(),
-                            record: p.release_record.clone(),
-                            now,
-                        });
-                        self.remember_release(
-                            app,
-                            to,
-                            crate::store::ReleaseRecord {
-                                spec: p.spec.clone(),
-                                runtime: p.runtime.clone(),
-                                version: None,
-                                created_at: now,
-                            },
-                        );
-                    }
-                    self.update_spec(app, &desired);
-                    self.start_deployment(app, to, &format!("{} changed", why.join(", ")))?;
-                }
-                AppChange::Update { app, fields } => {
-                    self.update_spec(app, &desired);
-                    self.ensure_listener(app);
-                    self.emit(
-                        EventKind::AppUpdated,
-                        Some(app),
-                        None,
-                        format!("updated live: {}", fields.join(", ")),
+                    self.remember_release(
+                        app,
+                        to,
+                        crate::store::ReleaseRecord {
+                            spec: p.spec.clone(),
+                            runtime: p.runtime.clone(),
+                            version: None,
+                            created_at: now,
+                        },
                     );
                 }
-                // The deployment carries on; nothing to do.
-                AppChange::Deploying { .. } => {}
+                self.update_spec(app, desired);
+                self.start_deployment(app, to, &format!("{} changed", why.join(", ")))?;
             }
+            AppChange::Update { app, fields } => {
+                self.update_spec(app, desired);
+                self.ensure_listener(app);
+                self.emit(
+                    EventKind::AppUpdated,
+                    Some(app),
+                    None,
+                    format!("updated live: {}", fields.join(", ")),
+                );
+            }
+            // The deployment carries on; nothing to do.
+            AppChange::Deploying { .. } => {}
         }
-        Ok(ApplyResponse {
-            plan,
-            applied: true,
-        })
+        Ok(())
+    }
+
+    /// A new app (or one being removed that comes back): its record, its slots, its listener.
+    fn add_app(&mut self, app: &str, instances: u32, p: &PreparedApp, now: u64) {
+        let rec = AppRecord {
+            spec: p.spec.clone(),
+            release: p.release.clone(),
+            runtime: p.runtime.clone(),
+            restart_generation: 0,
+            removing: false,
+            releases: BTreeMap::from([(
+                p.release.clone(),
+                crate::store::ReleaseRecord {
+                    spec: p.spec.clone(),
+                    runtime: p.runtime.clone(),
+                    version: None,
+                    created_at: now,
+                },
+            )]),
+        };
+        self.write(Write::Release {
+            app: app.to_string(),
+            id: p.release.clone(),
+            record: p.release_record.clone(),
+            now,
+        });
+        self.write(Write::App {
+            name: app.to_string(),
+            record: Box::new(rec.clone()),
+            now,
+        });
+        // An app that was being removed comes back: keep its slots, update the spec.
+        let rt = self.apps.entry(app.to_string()).or_insert(AppRuntime {
+            rec: rec.clone(),
+            slots: BTreeMap::new(),
+            removing: false,
+            deployment: None,
+        });
+        rt.rec = rec;
+        rt.removing = false;
+        self.emit(
+            EventKind::AppAdded,
+            Some(app),
+            None,
+            format!("added with {instances} instance(s), release {}", p.release),
+        );
+        self.ensure_slots(app, instances);
+        self.ensure_listener(app);
     }
 
     /// A spec that still names the release a deployment started from (the spec was not
