@@ -34,6 +34,10 @@ const DAEMON_FACADE: [&str; 10] = [
     "inspect_store",
 ];
 
+/// Integration tests of the CLI that open the store itself, to make the store an older jarfleet
+/// left behind (release ids of the old scheme): only the store, only there.
+const TESTS_THAT_FORGE_A_STORE: [&str; 1] = ["crates/jarfleet/tests/it/release_id.rs"];
+
 /// The two modules allowed to hold `unsafe` code (and the one test: a counting allocator).
 const UNSAFE_ALLOWED: [&str; 3] = [
     "crates/shim/src/spawn.rs",
@@ -317,7 +321,9 @@ fn nothing_outside_the_daemon_reaches_past_its_facade() {
             continue;
         }
         for name in daemon_paths(code) {
-            if !DAEMON_FACADE.contains(&name.as_str()) {
+            let forges_a_store =
+                TESTS_THAT_FORGE_A_STORE.contains(&path.as_str()) && name == "store";
+            if !DAEMON_FACADE.contains(&name.as_str()) && !forges_a_store {
                 problems.push(format!(
                     "{path} uses jarfleet_daemon::{name}: daemon internals; use jarfleet-host or jarfleet-shim, or add it to the façade (crates/daemon/src/lib.rs, ARCHITECTURE.md)"
                 ));
