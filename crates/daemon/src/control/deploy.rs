@@ -98,6 +98,13 @@ pub(super) fn member(s: &Slot, target: &str, restart_generation: u64) -> Member 
             then: AfterStop::RestartAfterFailure,
             ..
         } => MemberState::Failed,
+        // Stopped to start again at once (`start` while it was being stopped): it comes back in
+        // its slot, so it counts as starting, not as gone — or the planner starts another one
+        // beside it and the deployment runs more than `instances + max_surge`.
+        Phase::Stopping {
+            then: AfterStop::Restart,
+            ..
+        } => MemberState::Starting,
         Phase::Stopping { .. } => MemberState::Leaving,
         // A stopped old instance is replaced like a crashed one (and removed); a stopped new
         // one fails the deployment (nothing restarts it, so waiting for it would never end).

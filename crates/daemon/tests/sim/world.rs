@@ -644,18 +644,23 @@ impl Sim {
             if app.deployment.is_none() {
                 continue;
             }
-            let running = self
+            let running: Vec<String> = self
                 .host
                 .lock()
                 .procs
                 .iter()
                 .filter(|p| p.alive && !p.stop_requested && p.app == app.name)
-                .count() as u32;
+                .map(|p| format!("{}/{} gen {}", p.app, p.slot, p.generation))
+                .collect();
             let bound = app.desired + self.spec.deploy.max_surge.max(1);
-            if running > bound && !self.scaled_during_deploy {
+            if running.len() as u32 > bound && !self.scaled_during_deploy {
                 return Err(self.fail(format!(
-                    "{} runs {running} instances during a deployment, more than instances ({}) + max_surge ({})",
-                    app.name, app.desired, self.spec.deploy.max_surge
+                    "{} runs {} instances during a deployment, more than instances ({}) + max_surge ({}): {}",
+                    app.name,
+                    running.len(),
+                    app.desired,
+                    self.spec.deploy.max_surge,
+                    running.join(", ")
                 )));
             }
         }
