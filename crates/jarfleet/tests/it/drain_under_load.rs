@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::balancer::{START, fleet_behind_lb};
 use crate::fixture::fixture_variant;
 use crate::harness::*;
-use crate::kill_under_load::{KeepAliveClients, get_parked, parked_in};
+use crate::kill_under_load::{KeepAliveClients, park_until, parked_in};
 
 /// Deploys v2 by `strategy` (lines of `[apps.fx.deploy]`) while keep-alive clients run and at
 /// least one request is parked inside every v1 instance; asserts each v1 instance was seen
@@ -33,23 +33,13 @@ fn deploy_draining(strategy: &str) {
         .filter_map(|i| Some((i["pid"].as_u64()?, i["port"].as_u64()? as u16)))
         .collect();
     assert_eq!(old.len(), 2, "two v1 instances");
-    let mut parked = Vec::new();
-    while old.values().any(|p| parked_in(*p).unwrap_or(0) == 0) {
-        assert!(
-            parked.len() < 30,
-            "30 parked requests and a v1 instance holds none: the balancer does not spread them"
-        );
-        parked.push(std::thread::spawn(move || get_parked(lb)));
-        let want = parked.len() as u64;
-        wait_until(
-            "the new request parked inside an instance",
-            Duration::from_secs(10),
-            || {
-                let total: u64 = old.values().filter_map(|p| parked_in(*p)).sum();
-                (total >= want).then_some(())
-            },
-        );
-    }
+    let ports: Vec<u16> = old.values().copied().collect();
+    let parked = park_until(
+        lb,
+        &ports,
+        || old.values().all(|p| parked_in(*p).unwrap_or(0) > 0),
+        "a v1 instance holds none: the balancer does not spread them",
+    );
 
     // Every parked request sleeps in a v1 instance now: how many in each.
     let inside: BTreeMap<u64, u64> = old

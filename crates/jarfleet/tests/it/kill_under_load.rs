@@ -134,6 +134,32 @@ pub(crate) fn parked_in(port: u16) -> Option<u64> {
     }
 }
 
+/// Parks `/slow` requests through the balancer on `lb`, one at a time, each seen sleeping inside
+/// one of the instances on `ports`, until `enough` says so (at most 30: `spread` says what it
+/// means if the balancer never gets there). The parked requests' threads, to join for answers.
+pub(crate) fn park_until(
+    lb: u16,
+    ports: &[u16],
+    enough: impl Fn() -> bool,
+    spread: &str,
+) -> Vec<std::thread::JoinHandle<Result<Parked, String>>> {
+    let mut parked = Vec::new();
+    while !enough() {
+        assert!(parked.len() < 30, "30 parked requests and {spread}");
+        parked.push(std::thread::spawn(move || get_parked(lb)));
+        let want = parked.len() as u64;
+        wait_until(
+            "the new request parked inside an instance",
+            Duration::from_secs(10),
+            || {
+                let total: u64 = ports.iter().filter_map(|p| parked_in(*p)).sum();
+                (total >= want).then_some(())
+            },
+        );
+    }
+    parked
+}
+
 fn balancer_totals(fleet: &Fleet) -> serde_json::Value {
     fleet.status()["apps"][0]["balancer"]["totals"].clone()
 }
@@ -155,23 +181,12 @@ fn kill9_with_requests_parked_inside_loses_none_and_the_balancer_retries_them() 
 
     // Park requests through the balancer, one at a time, each seen sleeping inside some
     // instance, until at least two sleep inside the victim.
-    let mut parked = Vec::new();
-    while parked_in(victim_port).unwrap_or(0) < 2 {
-        assert!(
-            parked.len() < 30,
-            "30 parked requests and fewer than 2 reached the victim: the balancer does not spread them"
-        );
-        parked.push(std::thread::spawn(move || get_parked(lb)));
-        let want = parked.len() as u64;
-        wait_until(
-            "the new request parked inside an instance",
-            Duration::from_secs(10),
-            || {
-                let total: u64 = ports.iter().filter_map(|p| parked_in(*p)).sum();
-                (total >= want).then_some(())
-            },
-        );
-    }
+    let parked = park_until(
+        lb,
+        &ports,
+        || parked_in(victim_port).unwrap_or(0) >= 2,
+        "fewer than 2 reached the victim: the balancer does not spread them",
+    );
     let in_victim = parked_in(victim_port).unwrap_or(0);
     let retries_before = balancer_totals(&fleet)["retries"].as_u64().unwrap_or(0);
 
