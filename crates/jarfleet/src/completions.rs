@@ -78,7 +78,7 @@ fn render_main(cmd: clap::Command, out: &mut Vec<u8>) -> std::io::Result<()> {
         .control("TP", [])
         .text([roff::bold("JARFLEET_LOG")])
         .text([roff::roman(
-            "log filter of the daemon, e.g. info or jarfleet_daemon=debug",
+            "log filter of the daemon, e.g. info, or jarfleet_daemon=debug,jarfleet_host=debug,jarfleet_shim=debug for all of it",
         )])
         .control("TP", [])
         .text([roff::bold("NO_COLOR")])
