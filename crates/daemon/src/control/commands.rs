@@ -505,20 +505,7 @@ impl Control {
             while missing > 0 {
                 match rt.slots.entry(slot) {
                     std::collections::btree_map::Entry::Vacant(e) => {
-                        let record = InstanceRecord {
-                            instance: Instance::new(app, slot, &release, now),
-                            generation: 0,
-                            restart_generation,
-                            pending_port: None,
-                            last_port: None,
-                            standby_until: None,
-                            dirty: true,
-                        };
-                        e.insert(Slot {
-                            record,
-                            commands: None,
-                            cpu: None,
-                        });
+                        e.insert(Slot::new(app, slot, &release, restart_generation, now));
                         missing -= 1;
                     }
                     std::collections::btree_map::Entry::Occupied(e) => {

@@ -301,23 +301,9 @@ impl Control {
         match effect {
             E::Start { slot, release } => {
                 if let Some(rt) = self.apps.get_mut(app) {
-                    let record = InstanceRecord {
-                        instance: Instance::new(app, slot, &release, now),
-                        generation: 0,
-                        restart_generation: rt.rec.restart_generation,
-                        pending_port: None,
-                        last_port: None,
-                        standby_until: None,
-                        dirty: true,
-                    };
-                    rt.slots.insert(
-                        slot,
-                        Slot {
-                            record,
-                            commands: None,
-                            cpu: None,
-                        },
-                    );
+                    let generation = rt.rec.restart_generation;
+                    rt.slots
+                        .insert(slot, Slot::new(app, slot, &release, generation, now));
                 }
             }
             E::Activate { slot } => {

@@ -43,6 +43,30 @@ struct Slot {
     cpu: Option<(u64, Instant, f64)>,
 }
 
+impl Slot {
+    /// A slot for a stored instance, not attached to its shim yet.
+    fn of(record: InstanceRecord) -> Slot {
+        Slot {
+            record,
+            commands: None,
+            cpu: None,
+        }
+    }
+
+    /// A new slot whose instance of `release` has not started yet (to be stored).
+    fn new(app: &str, slot: u32, release: &str, restart_generation: u64, now: u64) -> Slot {
+        Slot::of(InstanceRecord {
+            instance: Instance::new(app, slot, release, now),
+            generation: 0,
+            restart_generation,
+            pending_port: None,
+            last_port: None,
+            standby_until: None,
+            dirty: true,
+        })
+    }
+}
+
 struct AppRuntime {
     rec: AppRecord,
     slots: BTreeMap<u32, Slot>,

@@ -55,14 +55,7 @@ impl Control {
                     record.instance.phase,
                     Phase::Waiting { spawning: true, .. } | Phase::Stopping { .. }
                 );
-            rt.slots.insert(
-                slot,
-                Slot {
-                    record,
-                    commands: None,
-                    cpu: None,
-                },
-            );
+            rt.slots.insert(slot, Slot::of(record));
             if has_process {
                 let run_dir = self.dirs.run_dir(&app, slot, generation);
                 match attach_patiently(&*self.host, &run_dir, &app, slot, generation, &self.tx)
