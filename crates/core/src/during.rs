@@ -115,10 +115,12 @@ pub fn decide(command: Command, deployment: Option<Deployment>) -> Outcome {
     match command {
         // Stopping or removing the app is stronger than any deployment.
         C::Stop | C::Remove => O::Supersede,
-        // Live settings and starting what is stopped move nothing the deployment moves.
-        C::Start | C::ApplyLive => O::Alongside,
-        // Each of these would move the instances the deployment is moving.
-        C::StopInstance
+        // Live settings move nothing the deployment moves.
+        C::ApplyLive => O::Alongside,
+        // Each of these would move the instances the deployment is moving (`start` would add
+        // instances beside the ones it counts, beyond `instances + max_surge`).
+        C::Start
+        | C::StopInstance
         | C::Restart
         | C::RestartInstance
         | C::Scale
@@ -185,7 +187,7 @@ mod tests {
         let table: &[(Command, [Outcome; 6])] = &[
             (C::Stop, [O::Supersede; 6]),
             (C::Remove, [O::Supersede; 6]),
-            (C::Start, [O::Alongside; 6]),
+            (C::Start, [WAIT, WAIT, WAIT, WAIT, REFRESH, BACK]),
             (C::ApplyLive, [O::Alongside; 6]),
             (C::StopInstance, [WAIT, WAIT, WAIT, WAIT, REFRESH, BACK]),
             (C::Restart, [WAIT, WAIT, WAIT, WAIT, REFRESH, BACK]),

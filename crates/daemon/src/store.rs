@@ -209,6 +209,8 @@ impl Store {
         conn.pragma_update(None, "cache_size", -512)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         migrate(&mut conn).with_context(|| format!("migrating store {}", path.display()))?;
+        // Every statement the store runs stays prepared (parsing SQL was a tenth of a write).
+        conn.set_prepared_statement_cache_capacity(32);
         Ok(Store { conn })
     }
 
@@ -233,12 +235,20 @@ impl Store {
 
     /// Carries out `writes` in one transaction: all of them, or none.
     pub fn write_all(&self, writes: &[&Write]) -> Result<()> {
-        let tx = self.conn.unchecked_transaction()?;
-        for w in writes {
-            self.write(w)?;
+        // BEGIN and COMMIT as prepared statements (the loop writes a few times a second).
+        self.conn.prepare_cached("BEGIN")?.execute([])?;
+        let done = (|| -> Result<()> {
+            for w in writes {
+                self.write(w)?;
+            }
+            self.conn.prepare_cached("COMMIT")?.execute([])?;
+            Ok(())
+        })();
+        if done.is_err() && !self.conn.is_autocommit() {
+            // A failed write or commit (a full disk): none of them is kept.
+            let _ = self.conn.execute_batch("ROLLBACK");
         }
-        tx.commit()?;
-        Ok(())
+        done
     }
 
     /// The id of the newest event recorded (0 for none).
@@ -253,16 +263,16 @@ impl Store {
 
     /// Records an event under its own id (pruning old ones now and then).
     pub fn put_event(&self, e: &EventRecord) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO events (id, ts, kind, app, slot, message)
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO events (id, ts, kind, app, slot, message)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![e.id, e.ts as i64, e.kind, e.app, e.slot, e.message],
-        )?;
+            )?
+            .execute(params![e.id, e.ts as i64, e.kind, e.app, e.slot, e.message])?;
         if e.id % 1000 == 0 {
-            self.conn.execute(
-                "DELETE FROM events WHERE id <= ?1",
-                params![e.id - EVENT_RETENTION],
-            )?;
+            self.conn
+                .prepare_cached("DELETE FROM events WHERE id <= ?1")?
+                .execute(params![e.id - EVENT_RETENTION])?;
         }
         Ok(())
     }
@@ -286,6 +296,8 @@ impl Store {
                 path.display()
             );
         }
+        // Every statement the store runs stays prepared (parsing SQL was a tenth of a write).
+        conn.set_prepared_statement_cache_capacity(32);
         Ok(Store { conn })
     }
 
@@ -303,9 +315,8 @@ impl Store {
     }
 
     pub fn put_app(&self, name: &str, rec: &AppRecord, now: u64) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO apps (name, record, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at",
+        self.conn.prepare_cached("INSERT INTO apps (name, record, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET record = excluded.record, updated_at = excluded.updated_at")?.execute(
             params![name, serde_json::to_string(rec)?, now as i64],
         )?;
         Ok(())
@@ -313,16 +324,18 @@ impl Store {
 
     pub fn delete_app(&self, name: &str) -> Result<()> {
         self.conn
-            .execute("DELETE FROM instances WHERE app = ?1", params![name])?;
+            .prepare_cached("DELETE FROM instances WHERE app = ?1")?
+            .execute(params![name])?;
         self.conn
-            .execute("DELETE FROM apps WHERE name = ?1", params![name])?;
+            .prepare_cached("DELETE FROM apps WHERE name = ?1")?
+            .execute(params![name])?;
         Ok(())
     }
 
     pub fn apps(&self) -> Result<Vec<(String, AppRecord)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT name, record FROM apps ORDER BY name")?;
+            .prepare_cached("SELECT name, record FROM apps ORDER BY name")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         let mut out = Vec::new();
         for row in rows {
@@ -335,30 +348,30 @@ impl Store {
     }
 
     pub fn put_instance(&self, rec: &InstanceRecord) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO instances (app, slot, record) VALUES (?1, ?2, ?3)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO instances (app, slot, record) VALUES (?1, ?2, ?3)
              ON CONFLICT(app, slot) DO UPDATE SET record = excluded.record",
-            params![
+            )?
+            .execute(params![
                 rec.instance.app,
                 rec.instance.slot,
                 serde_json::to_string(rec)?
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
     pub fn delete_instance(&self, app: &str, slot: u32) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM instances WHERE app = ?1 AND slot = ?2",
-            params![app, slot],
-        )?;
+        self.conn
+            .prepare_cached("DELETE FROM instances WHERE app = ?1 AND slot = ?2")?
+            .execute(params![app, slot])?;
         Ok(())
     }
 
     pub fn instances(&self) -> Result<Vec<InstanceRecord>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT app, slot, record FROM instances ORDER BY app, slot")?;
+            .prepare_cached("SELECT app, slot, record FROM instances ORDER BY app, slot")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
@@ -383,8 +396,7 @@ impl Store {
         record: &serde_json::Value,
         now: u64,
     ) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO releases (app, id, created_at, record) VALUES (?1, ?2, ?3, ?4)",
+        self.conn.prepare_cached("INSERT OR IGNORE INTO releases (app, id, created_at, record) VALUES (?1, ?2, ?3, ?4)")?.execute(
             params![app, id, now as i64, record.to_string()],
         )?;
         Ok(())
@@ -398,16 +410,16 @@ impl Store {
         slot: Option<u32>,
         message: &str,
     ) -> Result<EventRecord> {
-        self.conn.execute(
-            "INSERT INTO events (ts, kind, app, slot, message) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![ts as i64, kind, app, slot, message],
-        )?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (ts, kind, app, slot, message) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![ts as i64, kind, app, slot, message])?;
         let id = self.conn.last_insert_rowid();
         if id % 1000 == 0 {
-            self.conn.execute(
-                "DELETE FROM events WHERE id <= ?1",
-                params![id - EVENT_RETENTION],
-            )?;
+            self.conn
+                .prepare_cached("DELETE FROM events WHERE id <= ?1")?
+                .execute(params![id - EVENT_RETENTION])?;
         }
         Ok(EventRecord {
             id,
@@ -423,23 +435,23 @@ impl Store {
     pub fn put_deployment(&self, rec: &DeploymentRecord) -> Result<i64> {
         let json = serde_json::to_string(rec)?;
         if rec.id == 0 {
-            self.conn.execute(
-                "INSERT INTO deployments (app, outcome, record) VALUES (?1, ?2, ?3)",
-                params![rec.app, rec.outcome, json],
-            )?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO deployments (app, outcome, record) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![rec.app, rec.outcome, json])?;
             Ok(self.conn.last_insert_rowid())
         } else {
-            self.conn.execute(
-                "UPDATE deployments SET outcome = ?2, record = ?3 WHERE id = ?1",
-                params![rec.id, rec.outcome, json],
-            )?;
+            self.conn
+                .prepare_cached("UPDATE deployments SET outcome = ?2, record = ?3 WHERE id = ?1")?
+                .execute(params![rec.id, rec.outcome, json])?;
             Ok(rec.id)
         }
     }
 
     /// Deployments of `app`, oldest first (all apps when `None`).
     pub fn deployments(&self, app: Option<&str>) -> Result<Vec<DeploymentRecord>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, record FROM deployments WHERE ?1 IS NULL OR app = ?1 ORDER BY id",
         )?;
         let rows = stmt.query_map(params![app], |r| {
@@ -466,8 +478,7 @@ impl Store {
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        self.conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")?.execute(
             params![key, value],
         )?;
         Ok(())
@@ -488,7 +499,9 @@ impl Store {
     }
 
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        let mut stmt = self.conn.prepare("SELECT value FROM meta WHERE key = ?1")?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?;
         let mut rows = stmt.query(params![key])?;
         Ok(match rows.next()? {
             Some(row) => Some(row.get(0)?),

@@ -106,7 +106,12 @@ impl std::fmt::Display for Unchecked {
 /// Whether nothing listens on `port` (any address): `Ok(true)` free, `Ok(false)` in use,
 /// `Err` when it could not be checked.
 pub fn is_free(port: u16) -> Result<bool, Unchecked> {
-    match state(port) {
+    free_as(port, state(port))
+}
+
+/// [`is_free`]'s answer from a port's state. Pure.
+pub fn free_as(port: u16, state: PortState) -> Result<bool, Unchecked> {
+    match state {
         PortState::Free => Ok(true),
         PortState::InUse => Ok(false),
         PortState::Unknown { errno, shortage } => Err(Unchecked {
@@ -144,13 +149,27 @@ pub fn pick(
     preferred: Option<u16>,
     ours: &BTreeSet<u16>,
 ) -> Result<u16, PickError> {
+    pick_by(range, preferred, ours, state)
+}
+
+/// [`pick`], with each port's state from `state`. Pure given `state`.
+pub fn pick_by(
+    range: PortRange,
+    preferred: Option<u16>,
+    ours: &BTreeSet<u16>,
+    mut state: impl FnMut(u16) -> PortState,
+) -> Result<u16, PickError> {
     let candidates = preferred
         .filter(|p| *p >= range.first && *p <= range.last)
         .into_iter()
         .chain(range.first..=range.last);
-    pick_with(candidates, ours, state).map_err(|unchecked| match unchecked {
+    pick_with(candidates, ours, &mut state).map_err(|unchecked| match unchecked {
         Some(u) => PickError::Unchecked(u),
-        None => PickError::Exhausted(describe_exhausted(range, ours)),
+        None => PickError::Exhausted(describe_survey(
+            range,
+            ours,
+            &survey_with(range, ours, &mut state),
+        )),
     })
 }
 
@@ -230,7 +249,16 @@ pub fn survey(range: PortRange, ours: &BTreeSet<u16>) -> Survey {
 
 /// Ports of the range that are neither ours nor free (`Err` when they could not be checked).
 pub fn taken_by_others(range: PortRange, ours: &BTreeSet<u16>) -> Result<Vec<u16>, Unchecked> {
-    let s = survey(range, ours);
+    taken_by_others_by(range, ours, state)
+}
+
+/// [`taken_by_others`], with each port's state from `state`. Pure given `state`.
+pub fn taken_by_others_by(
+    range: PortRange,
+    ours: &BTreeSet<u16>,
+    state: impl FnMut(u16) -> PortState,
+) -> Result<Vec<u16>, Unchecked> {
+    let s = survey_with(range, ours, state);
     match s.unchecked {
         Some(u) => Err(u),
         None => Ok(s.in_use),

@@ -385,7 +385,7 @@ impl Control {
                 if ours.contains(&port) {
                     continue;
                 }
-                match ports::is_free(port) {
+                match ports::free_as(port, self.host.port_state(port)) {
                     Ok(true) => usable += 1,
                     Ok(false) => {}
                     // The daemon is short of something itself: nothing is known about the range.
@@ -402,7 +402,8 @@ impl Control {
                 continue;
             }
             if usable < need as usize {
-                let taken = match ports::taken_by_others(range, &ours) {
+                let host = self.host.clone();
+                let taken = match ports::taken_by_others_by(range, &ours, |p| host.port_state(p)) {
                     Ok(taken) => taken,
                     Err(u) => {
                         short = short || u.shortage.is_some();

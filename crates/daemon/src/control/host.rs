@@ -1,7 +1,8 @@
 //! The outside world the loop acts on — starting a shim, re-attaching to one, running a health
-//! check — behind one small interface, so a simulated host can stand in for the real one. The
-//! real daemon uses [`RealHost`]; stop signals travel on the command channel `start` and
-//! `attach` hand back, and answers come back to the loop as `ShimNote`s and `ProbeResult`s.
+//! check, asking whether a port is taken, stopping stray training JVMs — behind one small
+//! interface, so a simulated host can stand in for the real one. The real daemon uses
+//! [`RealHost`]; stop signals travel on the command channel `start` and `attach` hand back, and
+//! answers come back to the loop as `ShimNote`s and `ProbeResult`s.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -10,6 +11,8 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use jarfleet_core::spec::HealthCheck;
+use jarfleet_host::paths::StateDir;
+use jarfleet_host::ports::{self, PortState};
 use tokio::sync::mpsc;
 
 use super::Event;
@@ -62,6 +65,12 @@ pub trait Host: Send + Sync {
 
     /// Every process of the host, read once (for the instances' CPU and memory in `status`).
     fn processes(&self) -> ProcTable;
+
+    /// Whether something else listens on `port` (checked before an instance is given it).
+    fn port_state(&self, port: u16) -> PortState;
+
+    /// Kills the class-data training JVMs an earlier daemon left behind; their pids.
+    fn stop_stray_trainings(&self, dirs: &StateDir) -> Vec<i32>;
 }
 
 /// The host itself: `jarfleet shim` processes and real checks.
@@ -110,5 +119,13 @@ impl Host for RealHost {
     }
     fn processes(&self) -> ProcTable {
         ProcTable::scan()
+    }
+
+    fn port_state(&self, port: u16) -> PortState {
+        ports::state(port)
+    }
+
+    fn stop_stray_trainings(&self, dirs: &StateDir) -> Vec<i32> {
+        jarfleet_host::faststart::kill_stray_trainings(dirs)
     }
 }

@@ -120,7 +120,7 @@ impl Control {
         for app in &names {
             self.ensure_etcd_watch(app);
         }
-        for pid in jarfleet_host::faststart::kill_stray_trainings(&self.dirs) {
+        for pid in self.host.stop_stray_trainings(&self.dirs) {
             self.emit(
                 EventKind::DaemonStrayStopped,
                 None,
@@ -417,7 +417,8 @@ impl Control {
         spec.ports = rt.rec.spec.ports;
         spec.stop = rt.rec.spec.stop.clone();
         spec.logs = rt.rec.spec.logs.clone();
-        let port = match ports::pick(spec.ports, preferred, &ours) {
+        let host = self.host.clone();
+        let port = match ports::pick_by(spec.ports, preferred, &ours, |p| host.port_state(p)) {
             Ok(p) => p,
             Err(ports::PickError::Exhausted(error)) => {
                 self.step(app, slot, Input::SpawnFailed { error });

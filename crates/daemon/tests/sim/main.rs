@@ -16,12 +16,65 @@ fn env_u64(name: &str) -> Option<u64> {
     }
 }
 
+/// Runs `seeds` on `threads` threads (each with its own runtime); stops early at a failure and
+/// reports the failure of the lowest seed that failed, so a report names one seed to replay.
+fn run_seeds(seeds: &[u64], threads: usize) -> Result<world::Stats, world::Failure> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let trace = std::env::var_os("JARFLEET_SIM_TRACE").is_some();
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let total = Mutex::new(world::Stats::default());
+    let failures = Mutex::new(Vec::<world::Failure>::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime for the simulation");
+                let mut mine = world::Stats::default();
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(seed) = seeds.get(i) else { break };
+                    match rt.block_on(world::run_schedule(*seed, STEPS)) {
+                        Ok(s) => {
+                            if trace {
+                                eprintln!("seed {seed}: {s:?}");
+                            }
+                            mine.add(&s);
+                        }
+                        Err(failure) => {
+                            stop.store(true, Ordering::Relaxed);
+                            failures
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .push(failure);
+                        }
+                    }
+                }
+                total.lock().unwrap_or_else(|e| e.into_inner()).add(&mine);
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|e| e.into_inner());
+    failures.sort_by_key(|f| f.seed);
+    match failures.into_iter().next() {
+        Some(first) => Err(first),
+        None => Ok(total.into_inner().unwrap_or_else(|e| e.into_inner())),
+    }
+}
+
+/// Threads for the schedules: `JARFLEET_SIM_THREADS`, else one per core.
+fn threads() -> usize {
+    match env_u64("JARFLEET_SIM_THREADS") {
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    }
+}
+
 #[test]
 fn seeded_schedules_keep_the_invariants() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the simulation");
     let seeds: Vec<u64> = match env_u64("JARFLEET_SIM_SEED") {
         Some(seed) => vec![seed],
         None => {
@@ -30,28 +83,16 @@ fn seeded_schedules_keep_the_invariants() {
             (base..base + n).collect()
         }
     };
-    let mut total = world::Stats::default();
-    for seed in &seeds {
-        if std::env::var_os("JARFLEET_SIM_TRACE").is_some() {
-            eprintln!("seed {seed}");
-        }
-        match rt.block_on(world::run_schedule(*seed, STEPS)) {
-            Ok(s) => {
-                if std::env::var_os("JARFLEET_SIM_TRACE").is_some() {
-                    eprintln!("  {s:?}");
-                }
-                total.steps += s.steps;
-                total.restarts += s.restarts;
-                total.crashes += s.crashes;
-                total.deploys += s.deploys;
-                total.events += s.events;
-            }
-            Err(failure) => panic!("{failure}"),
-        }
-    }
+    let started = std::time::Instant::now();
+    let threads = threads();
+    let total = match run_seeds(&seeds, threads) {
+        Ok(total) => total,
+        Err(failure) => panic!("{failure}"),
+    };
     eprintln!(
-        "{} schedules: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events",
+        "{} schedules on {threads} thread(s) in {:.1} s: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events",
         seeds.len(),
+        started.elapsed().as_secs_f64(),
         total.steps,
         total.restarts,
         total.crashes,
@@ -72,13 +113,7 @@ fn seeded_schedules_keep_the_invariants() {
 ///   ran one more than `instances + max_surge`.
 #[test]
 fn schedules_that_found_bugs_stay_fixed() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a tokio runtime for the simulation");
-    for seed in [8, 52, 792, 1562] {
-        if let Err(failure) = rt.block_on(world::run_schedule(seed, STEPS)) {
-            panic!("{failure}");
-        }
+    if let Err(failure) = run_seeds(&[8, 52, 792, 1562], 1) {
+        panic!("{failure}");
     }
 }

@@ -26,6 +26,7 @@ use jarfleet_daemon::shim_client::{ShimEvent, ShimNote, Unattached};
 use jarfleet_daemon::store::Store;
 use jarfleet_host::launch::JavaRuntime;
 use jarfleet_host::paths::StateDir;
+use jarfleet_host::ports::PortState;
 use jarfleet_shim::procinfo::{ProcEntry, ProcTable};
 use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -221,6 +222,21 @@ impl Host for SimHost {
             .collect();
         ProcTable::from_entries(entries)
     }
+
+    /// Now and then (while faults run) another process holds a port of the range.
+    fn port_state(&self, _port: u16) -> PortState {
+        let mut st = self.lock();
+        if st.faults && st.rng.chance(2) {
+            PortState::InUse
+        } else {
+            PortState::Free
+        }
+    }
+
+    /// The simulated host trains no class data.
+    fn stop_stray_trainings(&self, _dirs: &StateDir) -> Vec<i32> {
+        Vec::new()
+    }
 }
 
 /// What made a schedule fail: the seed, the step, and what was seen.
@@ -265,6 +281,18 @@ pub struct Stats {
     pub early_wakes: usize,
 }
 
+impl Stats {
+    pub fn add(&mut self, s: &Stats) {
+        self.steps += s.steps;
+        self.restarts += s.restarts;
+        self.crashes += s.crashes;
+        self.deploys += s.deploys;
+        self.events += s.events;
+        self.hops += s.hops;
+        self.early_wakes += s.early_wakes;
+    }
+}
+
 const APP: &str = "web";
 const START_MS: u64 = 1_700_000_000_000;
 
@@ -280,6 +308,8 @@ struct Sim {
     events_rx: broadcast::Receiver<EventRecord>,
     /// Every event any daemon of this schedule emitted.
     emitted: Vec<EventRecord>,
+    /// How many of `emitted` were found in the store already.
+    events_checked: usize,
     spec: jarfleet_core::spec::AppSpec,
     daemon: jarfleet_core::spec::DaemonSpec,
     releases: u32,
@@ -331,7 +361,8 @@ impl Sim {
         };
         let clock = Arc::new(ManualClock::new(START_MS));
         let host = SimHost::new(seed, clock.clone());
-        let (events_tx, events_rx) = broadcast::channel(1 << 16);
+        // Read after every round of the loop: a few hundred slots are plenty.
+        let (events_tx, events_rx) = broadcast::channel(1 << 10);
         Ok(Sim {
             seed,
             rng,
@@ -343,6 +374,7 @@ impl Sim {
             events_tx,
             events_rx,
             emitted: Vec::new(),
+            events_checked: 0,
             spec,
             daemon: fleet.daemon,
             releases: 1,
@@ -667,13 +699,20 @@ impl Sim {
         Ok(())
     }
 
-    /// Every event any daemon emitted is in the store, once, in order.
+    /// Every event any daemon emitted is in the store, once, in order. Events checked before
+    /// are not read again (a store keeps what it once had: nothing prunes them in a schedule).
     fn check_events(&mut self) -> Result<(), Failure> {
         self.collect_events();
-        let stored = jarfleet_daemon::store::read_events(&self.dirs().db(), 0, 1 << 20)
+        let unchecked = &self.emitted[self.events_checked.min(self.emitted.len())..];
+        let after = unchecked
+            .iter()
+            .map(|e| e.id)
+            .min()
+            .map_or(i64::MAX, |id| id - 1);
+        let stored = jarfleet_daemon::store::read_events(&self.dirs().db(), after, 1 << 20)
             .map_err(|e| self.fail(format!("reading events: {e:#}")))?;
         let ids: Vec<i64> = stored.iter().map(|e| e.id).collect();
-        for e in &self.emitted {
+        for e in unchecked {
             if !stored.iter().any(|s| s.id == e.id && s.kind == e.kind) {
                 return Err(self.fail(format!(
                     "event {} ({}) was emitted but is not in the store (stored ids {:?}..)",
@@ -689,6 +728,7 @@ impl Sim {
         if sorted.len() != ids.len() {
             return Err(self.fail("an event id is stored twice"));
         }
+        self.events_checked = self.emitted.len();
         Ok(())
     }
 
@@ -722,7 +762,8 @@ impl Sim {
                 "instance records lost across a daemon restart: before {b:?}, after {a:?}"
             )));
         }
-        self.check_events()
+        // The new daemon's events are checked at the next crash, and at the end.
+        Ok(())
     }
 
     fn crash_instance(&mut self) {
@@ -982,6 +1023,15 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
         waited += 5_000;
         let status = sim.status()?;
         sim.check_invariants(&status)?;
+        // `start` waits for a deployment: once none runs, what is still stopped is started.
+        let stopped = status
+            .apps
+            .iter()
+            .any(|a| a.deployment.is_none() && a.instances.iter().any(|i| i.state == "stopped"));
+        if stopped {
+            let line = sim.action_on(Action::Start, None)?;
+            sim.note(format!("start all: {line}"));
+        }
         why = sim.settled()?;
     }
     sim.crash_daemon().await?;
