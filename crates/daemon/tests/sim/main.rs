@@ -5,7 +5,7 @@ mod world;
 
 /// The schedules a plain test run tries (`JARFLEET_SIM_SCHEDULES` for more; see
 /// docs/testing.md for the figures).
-const DEFAULT_SCHEDULES: u64 = 300;
+const DEFAULT_SCHEDULES: u64 = 1_000;
 const STEPS: usize = 40;
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -110,7 +110,11 @@ fn seeded_schedules_keep_the_invariants() {
 ///   rollback started both ran kept the surplus (4 ready of 3 wanted);
 /// - seed 1562: `start` of an app whose instance was still being stopped, during a rollback:
 ///   the planner counted that instance as gone, started another beside it, and the deployment
-///   ran one more than `instances + max_surge`.
+///   ran one more than `instances + max_surge`. Once ports could be taken by other processes
+///   (another draw of the dice), the same seed found a second one: `stop APP`, `deploy`, then
+///   `start` during its rollback brought back an instance stopped before the deployment beside
+///   the ones it counted (again one more than `instances + max_surge`); `start` now waits for
+///   a deployment like `scale` does (`jarfleet_core::during`).
 #[test]
 fn schedules_that_found_bugs_stay_fixed() {
     if let Err(failure) = run_seeds(&[8, 52, 792, 1562], 1) {

@@ -218,6 +218,7 @@ impl Host for SimHost {
                 ppid: 1,
                 pgrp: p.pid,
                 ticks: 0,
+                rss_bytes: 256 << 20,
             })
             .collect();
         ProcTable::from_entries(entries)
