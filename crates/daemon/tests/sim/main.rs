@@ -1,6 +1,7 @@
 //! The control loop under seeded fault schedules (docs/testing.md, "Simulation").
 //! `JARFLEET_SIM_SEED=N` replays one schedule; `JARFLEET_SIM_SCHEDULES=N` runs more.
 
+mod balancer;
 mod world;
 
 /// The schedules a plain test run tries (`JARFLEET_SIM_SCHEDULES` for more; see
@@ -45,18 +46,20 @@ fn seeded_schedules_keep_the_invariants() {
                 total.crashes += s.crashes;
                 total.deploys += s.deploys;
                 total.events += s.events;
+                total.traffic.add(&s.traffic);
             }
             Err(failure) => panic!("{failure}"),
         }
     }
     eprintln!(
-        "{} schedules: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events",
+        "{} schedules: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events; balancer: {:?}",
         seeds.len(),
         total.steps,
         total.restarts,
         total.crashes,
         total.deploys,
-        total.events
+        total.events,
+        total.traffic
     );
 }
 

@@ -30,6 +30,8 @@ use jarfleet_shim::procinfo::{ProcEntry, ProcTable};
 use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::balancer::{ProcView, SimBalancer};
+
 /// A small deterministic generator (splitmix64): the same seed, the same schedule.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -86,6 +88,8 @@ struct HostState {
     faults: bool,
     next_pid: u32,
     violations: Vec<String>,
+    /// Stop commands received in the last host round (app, slot, generation).
+    stops: Vec<(String, u32, u64)>,
 }
 
 /// The simulated host: fake processes and health checks answered from their state.
@@ -106,6 +110,7 @@ impl SimHost {
                 // Far above any pid the kernel hands out: nothing real is ever looked at.
                 next_pid: 1 << 30,
                 violations: Vec::new(),
+                stops: Vec::new(),
             })),
             clock,
         }
@@ -113,6 +118,22 @@ impl SimHost {
 
     fn lock(&self) -> MutexGuard<'_, HostState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every fake process so far, as the simulated balancer sees it.
+    fn views(&self) -> Vec<ProcView> {
+        let st = self.lock();
+        st.procs
+            .iter()
+            .map(|p| ProcView {
+                app: p.app.clone(),
+                slot: p.slot,
+                generation: p.generation,
+                pid: p.pid,
+                alive: p.alive,
+                reported: p.reported,
+            })
+            .collect()
     }
 }
 
@@ -263,10 +284,12 @@ pub struct Stats {
     /// Clock hops, and hops where the loop's next wake-up was already due.
     pub hops: usize,
     pub early_wakes: usize,
+    /// The simulated balancer's requests and drains.
+    pub traffic: crate::balancer::Traffic,
 }
 
 const APP: &str = "web";
-const START_MS: u64 = 1_700_000_000_000;
+pub const START_MS: u64 = 1_700_000_000_000;
 
 struct Sim {
     seed: u64,
@@ -274,6 +297,9 @@ struct Sim {
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     host: SimHost,
+    /// The load balancer's data plane (used when the app has a `listen` address).
+    balancer: SimBalancer,
+    listen: bool,
     control: Option<Control>,
     rx: Option<mpsc::Receiver<Event>>,
     events_tx: broadcast::Sender<EventRecord>,
@@ -301,16 +327,29 @@ fn runtime() -> JavaRuntime {
     }
 }
 
-fn fleet(seed: &mut Rng) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
+/// The simulated spec. Odd seeds give the app a `listen` address (with a drain timeout of
+/// their own), so its stops drain through the simulated balancer; even ones run without.
+fn fleet(
+    seed: &mut Rng,
+    listen: Option<&mut Rng>,
+) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
     let instances = 1 + seed.below(4);
     let (surge, unavailable) = match seed.below(3) {
         0 => (1, 0),
         1 => (0, 1),
         _ => (2, 1),
     };
-    let text = format!(
+    let mut text = format!(
         "[apps.{APP}]\nartifact = \"web.jar\"\ninstances = {instances}\nports = \"47100-47199\"\n\n[apps.{APP}.deploy]\nmax_surge = {surge}\nmax_unavailable = {unavailable}\n"
     );
+    if let Some(rng) = listen {
+        let drain = crate::balancer::drain_timeout(rng).as_secs();
+        // Never bound: the simulated data plane takes it without a socket.
+        text = text.replacen("ports =", "listen = \"127.0.0.1:47080\"\nports =", 1);
+        text.push_str(&format!(
+            "\n[apps.{APP}.stop]\ndrain_timeout = \"{drain}s\"\n"
+        ));
+    }
     jarfleet_core::spec::load(&text, Path::new("/sim/jarfleet.toml"), &|_| None)
         .map_err(|e| anyhow::anyhow!("the simulation's spec does not load: {e:?}"))
 }
@@ -318,7 +357,9 @@ fn fleet(seed: &mut Rng) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
 impl Sim {
     fn new(seed: u64) -> anyhow::Result<Sim> {
         let mut rng = Rng::new(seed);
-        let fleet = fleet(&mut rng)?;
+        let listen = seed % 2 == 1;
+        let mut balancer_rng = Rng::new(seed ^ 0x0D4A_1400);
+        let fleet = fleet(&mut rng, listen.then_some(&mut balancer_rng))?;
         let spec = fleet
             .apps
             .get(APP)
@@ -331,6 +372,7 @@ impl Sim {
         };
         let clock = Arc::new(ManualClock::new(START_MS));
         let host = SimHost::new(seed, clock.clone());
+        let balancer = SimBalancer::new(balancer_rng.next_u64(), clock.clone());
         let (events_tx, events_rx) = broadcast::channel(1 << 16);
         Ok(Sim {
             seed,
@@ -338,6 +380,8 @@ impl Sim {
             dir: base,
             clock,
             host,
+            balancer,
+            listen,
             control: None,
             rx: None,
             events_tx,
@@ -397,6 +441,7 @@ impl Sim {
         let world = World {
             clock: self.clock.clone(),
             host: Arc::new(self.host.clone()),
+            data_plane: Arc::new(self.balancer.clone()),
             seed: Some(self.rng.next_u64()),
         };
         let mut control = Control::with_world(
@@ -490,7 +535,13 @@ impl Sim {
         for _ in 0..10_000 {
             let mut delivered = 0;
             let now = self.now();
-            let notes = self.host_round(now);
+            let mut notes = self.host_round(now);
+            let stops = std::mem::take(&mut self.host.lock().stops);
+            let procs = self.host.views();
+            match self.balancer.round(now, &stops, &procs) {
+                Ok(drained) => notes.extend(drained),
+                Err(v) => return Err(self.fail(v)),
+            }
             for ev in notes {
                 delivered += 1;
                 self.control()?.handle(ev);
@@ -530,7 +581,11 @@ impl Sim {
         let mut out: Vec<Event> = Vec::new();
         let faults = st.faults;
         let HostState {
-            procs, probes, rng, ..
+            procs,
+            probes,
+            rng,
+            stops,
+            ..
         } = &mut *st;
         for p in procs.iter_mut() {
             if p.alive && !p.greeted && p.commands.is_some() {
@@ -557,6 +612,7 @@ impl Sim {
                 && !p.stop_requested
             {
                 p.stop_requested = true;
+                stops.push((p.app.clone(), p.slot, p.generation));
                 if p.ignores_term || p.hung {
                     p.kill_at = Some(now + grace_ms);
                 } else {
@@ -633,23 +689,32 @@ impl Sim {
                 .push(p.generation);
         }
         drop(st);
+        let procs = self.host.views();
+        if let Err(v) = self.balancer.check_snapshot(status, &procs) {
+            return Err(self.fail(v));
+        }
         if let Some(((app, slot), gens)) = live.iter().find(|(_, g)| g.len() > 1) {
             return Err(self.fail(format!(
                 "two live processes in {app}/{slot}: generations {gens:?}"
             )));
         }
         // A deployment never runs more instances than `instances + max_surge` (those asked to
-        // stop are on their way out).
+        // stop are on their way out, and so are those draining before their stop signal).
         for app in &status.apps {
             if app.deployment.is_none() {
                 continue;
             }
+            let draining = |pid: u32| {
+                app.instances
+                    .iter()
+                    .any(|i| i.pid == Some(pid) && i.state == "stopping")
+            };
             let running: Vec<String> = self
                 .host
                 .lock()
                 .procs
                 .iter()
-                .filter(|p| p.alive && !p.stop_requested && p.app == app.name)
+                .filter(|p| p.alive && !p.stop_requested && p.app == app.name && !draining(p.pid))
                 .map(|p| format!("{}/{} gen {}", p.app, p.slot, p.generation))
                 .collect();
             let bound = app.desired + self.spec.deploy.max_surge.max(1);
@@ -698,6 +763,8 @@ impl Sim {
         self.check_events()?;
         self.control = None;
         self.rx = None;
+        // The balancer runs inside the daemon: it dies with it.
+        self.balancer.crash();
         {
             let mut st = self.host.lock();
             for p in st.procs.iter_mut() {
@@ -710,10 +777,14 @@ impl Sim {
         self.boot().await?;
         self.pump()?;
         let after = self.status()?;
+        // An instance that was stopping (draining, with a listener) may have finished its stop
+        // and been removed meanwhile: the new daemon's balancer has nothing in flight on it.
         let slots = |r: &StatusReport| -> Vec<(String, u32)> {
             r.apps
                 .iter()
-                .flat_map(|a| a.instances.iter().map(|i| (i.app.clone(), i.slot)))
+                .flat_map(|a| a.instances.iter())
+                .filter(|i| i.state != "stopping")
+                .map(|i| (i.app.clone(), i.slot))
                 .collect()
         };
         let (b, a) = (slots(&before), slots(&after));
@@ -872,6 +943,7 @@ impl Sim {
             .filter_map(|p| p.kill_at)
             .min()
             .unwrap_or(u64::MAX)
+            .min(self.balancer.next_deadline())
     }
 
     /// Whether the fleet is settled: no deployment, every instance ready, one process each.
@@ -984,9 +1056,15 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
         sim.check_invariants(&status)?;
         why = sim.settled()?;
     }
+    let status = sim.status()?;
+    let procs = sim.host.views();
+    if let Err(v) = sim.balancer.check_settled(&status, &procs, sim.listen) {
+        return Err(sim.fail(v));
+    }
     sim.crash_daemon().await?;
     sim.check_events()?;
     sim.stats.steps = steps;
     sim.stats.events = sim.emitted.len();
+    sim.stats.traffic = sim.balancer.traffic();
     Ok(sim.stats)
 }
