@@ -560,3 +560,97 @@ impl DataPlane for SimBalancer {
 pub fn drain_timeout(rng: &mut Rng) -> Duration {
     Duration::from_secs([2, 10, 30][rng.below(3) as usize])
 }
+
+/// The checks themselves can fail: a stop while requests are in flight is caught until the
+/// drain timeout passed, a drain is reported only once nothing is in flight (or at its
+/// timeout), and traffic to a dead process fails.
+#[test]
+fn the_simulated_balancer_catches_a_stop_with_requests_in_flight() {
+    let start = crate::world::START_MS;
+    let clock = Arc::new(ManualClock::new(start));
+    let lb = SimBalancer::new(7, clock.clone());
+    let addr = SocketAddr::from(([127, 0, 0, 1], 47080));
+    let cfg = ListenerConfig::new("web", addr, jarfleet_proxy::Mode::Http);
+    lb.bind("web", &cfg).expect("a simulated bind never fails");
+    let entry = BackendEntry {
+        id: "web/0#1".into(),
+        slot: 0,
+        generation: 1,
+        addr: SocketAddr::from(([127, 0, 0, 1], 47100)),
+        weight: 100,
+        ready_for: Duration::from_secs(60),
+        release: "r1".into(),
+    };
+    lb.update("web", vec![entry]);
+    let mut procs = vec![ProcView {
+        app: "web".into(),
+        slot: 0,
+        generation: 1,
+        pid: 1 << 30,
+        alive: true,
+        reported: false,
+    }];
+    // Traffic until something is still running at the end of a round.
+    let mut now = start;
+    while lb.in_flight("web", "web/0#1") == 0 {
+        now += 1_000;
+        assert!(now < start + 600_000, "no request ever in flight");
+        clock.set(now);
+        lb.round(now, &[], &procs).expect("no stop yet");
+    }
+    // Drained: out of the snapshot, and a drain watched.
+    lb.update("web", vec![]);
+    let (tx, _rx) = mpsc::channel(1);
+    let timeout = Duration::from_secs(600);
+    lb.watch_drain(
+        DrainRequest {
+            app: "web".into(),
+            slot: 0,
+            generation: 1,
+            backend: "web/0#1".into(),
+            timeout,
+        },
+        tx,
+    );
+    let stop = [("web".to_string(), 0, 1)];
+    match lb.round(now, &stop, &procs) {
+        Err(e) => assert!(e.contains("in flight"), "{e}"),
+        Ok(_) => panic!("a stop with requests in flight passed the check"),
+    }
+    // Requests end; the drain is reported once, when nothing runs any more.
+    let mut notes = 0;
+    while lb.in_flight("web", "web/0#1") > 0 {
+        now += 100;
+        clock.set(now);
+        notes += lb.round(now, &[], &procs).expect("no stop").len();
+        assert_eq!(notes, usize::from(lb.in_flight("web", "web/0#1") == 0));
+    }
+    assert_eq!(notes, 1);
+    lb.round(now, &stop, &procs)
+        .expect("nothing in flight: the stop is fine");
+    assert_eq!(lb.traffic().drained, 1);
+    // A dead process: what is sent to it fails.
+    let entry = BackendEntry {
+        id: "web/1#2".into(),
+        slot: 1,
+        generation: 2,
+        addr: SocketAddr::from(([127, 0, 0, 1], 47101)),
+        weight: 100,
+        ready_for: Duration::from_secs(60),
+        release: "r1".into(),
+    };
+    lb.update("web", vec![entry]);
+    procs.push(ProcView {
+        app: "web".into(),
+        slot: 1,
+        generation: 2,
+        pid: (1 << 30) + 1,
+        alive: false,
+        reported: false,
+    });
+    let failed = lb.traffic().failed;
+    now += 10_000;
+    lb.round(now, &[], &procs).expect("no stop");
+    assert!(lb.traffic().failed > failed);
+    assert_eq!(lb.in_flight("web", "web/1#2"), 0);
+}
