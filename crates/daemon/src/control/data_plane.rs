@@ -80,8 +80,8 @@ pub trait DataPlane: Send + Sync {
     fn can_listen(&self, addr: SocketAddr) -> std::io::Result<()>;
 }
 
-/// The proxy inside the daemon: a listener per app on the proxy's worker threads, bound from a
-/// small runtime of its own.
+/// The proxy inside the daemon: a listener per app on the proxy's own worker threads (traffic
+/// never waits for the loop), bound from a small runtime of its own.
 #[derive(Default)]
 pub struct InProcess {
     inner: Mutex<Inner>,

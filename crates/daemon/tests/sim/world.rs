@@ -496,6 +496,14 @@ impl Sim {
         Ok(rx.try_recv().ok())
     }
 
+    /// The loop's status as it is now, without delivering anything after it (so it matches
+    /// what the loop last pushed to the balancer).
+    fn peek_status(&mut self) -> Result<StatusReport, Failure> {
+        let (reply, mut rx) = oneshot::channel();
+        self.control()?.handle(ApiRequest::Status { reply }.into());
+        rx.try_recv().map_err(|_| self.fail("status got no answer"))
+    }
+
     fn status(&mut self) -> Result<StatusReport, Failure> {
         match self.ask(|reply| ApiRequest::Status { reply })? {
             Some(r) => Ok(r),
@@ -689,8 +697,11 @@ impl Sim {
                 .push(p.generation);
         }
         drop(st);
+        // The balancer's snapshot against the loop's state at this very moment (`status` was
+        // taken before the pump that followed it).
+        let now_status = self.peek_status()?;
         let procs = self.host.views();
-        if let Err(v) = self.balancer.check_snapshot(status, &procs) {
+        if let Err(v) = self.balancer.check_snapshot(&now_status, &procs) {
             return Err(self.fail(v));
         }
         if let Some(((app, slot), gens)) = live.iter().find(|(_, g)| g.len() > 1) {
@@ -1056,7 +1067,7 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
         sim.check_invariants(&status)?;
         why = sim.settled()?;
     }
-    let status = sim.status()?;
+    let status = sim.peek_status()?;
     let procs = sim.host.views();
     if let Err(v) = sim.balancer.check_settled(&status, &procs, sim.listen) {
         return Err(sim.fail(v));
