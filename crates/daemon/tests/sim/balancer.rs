@@ -441,7 +441,8 @@ fn rel(ms: u64) -> f64 {
 
 impl DataPlane for SimBalancer {
     fn bind(&self, app: &str, cfg: &ListenerConfig) -> Result<(), String> {
-        self.lock().listeners.insert(
+        let mut st = self.lock();
+        let replaced = st.listeners.insert(
             app.to_string(),
             SimListener {
                 listen: cfg.listen,
@@ -449,6 +450,14 @@ impl DataPlane for SimBalancer {
                 no_backend: 0,
             },
         );
+        // A listener bound again (another address) drops what ran through the old one.
+        if let Some(l) = replaced {
+            st.traffic.failed += l
+                .backends
+                .values()
+                .map(|b| b.in_flight.len() as u64)
+                .sum::<u64>();
+        }
         Ok(())
     }
 

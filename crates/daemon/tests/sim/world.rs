@@ -545,10 +545,12 @@ impl Sim {
             let now = self.now();
             let mut notes = self.host_round(now);
             let stops = std::mem::take(&mut self.host.lock().stops);
-            let procs = self.host.views();
-            match self.balancer.round(now, &stops, &procs) {
-                Ok(drained) => notes.extend(drained),
-                Err(v) => return Err(self.fail(v)),
+            if self.listen {
+                let procs = self.host.views();
+                match self.balancer.round(now, &stops, &procs) {
+                    Ok(drained) => notes.extend(drained),
+                    Err(v) => return Err(self.fail(v)),
+                }
             }
             for ev in notes {
                 delivered += 1;
@@ -699,10 +701,12 @@ impl Sim {
         drop(st);
         // The balancer's snapshot against the loop's state at this very moment (`status` was
         // taken before the pump that followed it).
-        let now_status = self.peek_status()?;
-        let procs = self.host.views();
-        if let Err(v) = self.balancer.check_snapshot(&now_status, &procs) {
-            return Err(self.fail(v));
+        if self.listen {
+            let now_status = self.peek_status()?;
+            let procs = self.host.views();
+            if let Err(v) = self.balancer.check_snapshot(&now_status, &procs) {
+                return Err(self.fail(v));
+            }
         }
         if let Some(((app, slot), gens)) = live.iter().find(|(_, g)| g.len() > 1) {
             return Err(self.fail(format!(
