@@ -3,7 +3,8 @@
 //!
 //! Three steps, so that the control loop only copies figures:
 //! 1. the loop hands out a [`Snapshot`]: plain data (what it counted, what every instance is
-//!    now) and handles on the load balancer's listeners (`control/metrics.rs`);
+//!    now) and the load balancer's data plane to ask for its listeners' counters
+//!    (`control/metrics.rs`);
 //! 2. [`collect`] adds what costs IO, off the loop: procfs of every JVM and of the daemon, the
 //!    listeners' counters (atomics the proxy keeps anyway, for `status` and canary judging);
 //! 3. [`render`] encodes the result, without IO.
@@ -134,8 +135,8 @@ pub struct Snapshot {
     pub instances: Vec<InstanceNow>,
     pub tallies: Vec<(InstanceKey, InstanceTally)>,
     pub apps: Vec<AppNow>,
-    /// The load balancer's listener of each app that has one.
-    pub listeners: Vec<(String, Arc<jarfleet_proxy::Listener>)>,
+    /// The apps that have a load balancer listener, and the data plane that counts for them.
+    pub listeners: (Vec<String>, Arc<dyn crate::control::data_plane::DataPlane>),
     pub control: LoopFigures,
 }
 
@@ -192,10 +193,13 @@ pub fn collect(snapshot: Snapshot) -> Scrape {
             (i, figures)
         })
         .collect();
-    let listeners = snapshot
-        .listeners
+    let (apps, data_plane) = snapshot.listeners;
+    let listeners = apps
         .into_iter()
-        .map(|(app, l)| (app, l.stats()))
+        .filter_map(|app| {
+            let stats = data_plane.stats(&app)?;
+            Some((app, stats))
+        })
         .collect();
     Scrape {
         instances,

@@ -12,7 +12,7 @@ use jarfleet_core::events::EventKind;
 use jarfleet_core::spec::AppSpec;
 use tokio::sync::oneshot;
 
-pub use super::lb::BalancerNote;
+pub use super::data_plane::BalancerNote;
 use super::{PreparedApp, Reply};
 use crate::etcd_watch::EtcdNote;
 use crate::probe::ProbeResult;

@@ -1,31 +1,20 @@
-//! The built-in load balancer, from the control loop's side: one `jarfleet_proxy::Listener` per
-//! app with a `listen` address, fed a snapshot of the app's ready instances whenever it changes,
-//! and the drain step of every stop.
-//!
-//! The data plane runs on its own multi-threaded runtime so traffic never waits for the loop.
+//! The built-in load balancer, from the control loop's side: one listener per app with a
+//! `listen` address, fed a snapshot of the app's ready instances whenever it changes, and the
+//! drain step of every stop. The listeners themselves live in the data plane
+//! ([`data_plane::DataPlane`](super::data_plane::DataPlane)), which the loop only sends
+//! settings and snapshots to and reads counters and notes from.
 
 use jarfleet_core::events::EventKind;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
 
-use jarfleet_proxy::{Backend, BackendId, Listener, ListenerConfig, Mode, Snapshot};
+use jarfleet_proxy::{ListenerConfig, Mode};
 
+use super::data_plane::{BackendEntry, DataPlane, DrainRequest};
 use super::*;
 
-/// What the balancer tells the control loop.
-pub enum BalancerNote {
-    /// Nothing is in flight on that instance any more.
-    Drained {
-        app: String,
-        slot: u32,
-        generation: u64,
-    },
-}
-
-/// The proxy runtime and the listeners on it.
+/// The listeners the loop asked for, as it knows them (the data plane holds the sockets).
 #[derive(Default)]
 pub(super) struct Balancer {
-    runtime: Option<tokio::runtime::Runtime>,
     apps: BTreeMap<String, AppListener>,
     /// Listeners that did not bind, by app: tried again until they do.
     unbound: BTreeMap<String, Unbound>,
@@ -34,22 +23,10 @@ pub(super) struct Balancer {
 }
 
 struct AppListener {
-    listener: Arc<Listener>,
     addr: SocketAddr,
     mode: Mode,
     /// The backends of the last snapshot pushed (with their weights), to push only changes.
     last: Vec<(String, SocketAddr, u32)>,
-}
-
-impl Drop for Balancer {
-    fn drop(&mut self) {
-        // Listeners first (they stop their accept loops), then the runtime, without blocking
-        // the async context the daemon is dropped in.
-        self.apps.clear();
-        if let Some(rt) = self.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
 }
 
 /// `listen` as a mode and socket address (`0.0.0.0:8080`, `http://127.0.0.1:8080`,
@@ -128,53 +105,37 @@ pub(super) struct Unbound {
 }
 
 impl Balancer {
-    fn runtime(&mut self) -> Result<&tokio::runtime::Runtime, String> {
-        if self.runtime.is_none() {
-            // Only a context for binding: the listeners run on the proxy's own worker threads.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .thread_name("jarfleet-lb")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting the load balancer runtime: {e}"))?;
-            self.runtime = Some(rt);
-        }
-        self.runtime
-            .as_ref()
-            .ok_or_else(|| "no load balancer runtime".to_string())
-    }
-
     /// Binds `app`'s listener for `cfg` (replacing one on another address or mode); `true` when
     /// a listener was (re)bound. On the same address every setting changes live.
-    fn bind(&mut self, app: &str, cfg: ListenerConfig) -> Result<bool, String> {
+    fn bind(&mut self, dp: &dyn DataPlane, app: &str, cfg: ListenerConfig) -> Result<bool, String> {
         if let Some(l) = self.apps.get(app)
             && l.addr == cfg.listen
             && l.mode == cfg.mode
         {
             // Same address: timeouts, limits, ejection and balancing change live.
-            l.listener.configure(&cfg);
+            dp.configure(app, &cfg);
             return Ok(false);
         }
-        self.apps.remove(app);
-        let handle = self.runtime()?.handle().clone();
-        let (addr, mode) = (cfg.listen, cfg.mode);
-        // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
-        // thread is inside the daemon's own runtime.
-        let listener = std::thread::scope(|s| {
-            s.spawn(|| handle.block_on(Listener::bind(cfg)))
-                .join()
-                .map_err(|_| "binding the listener panicked".to_string())
-        })?
-        .map_err(|e| format!("binding {addr}: {e}"))?;
+        if self.apps.remove(app).is_some() {
+            dp.close(app);
+        }
+        dp.bind(app, &cfg)?;
         self.apps.insert(
             app.to_string(),
             AppListener {
-                listener: Arc::new(listener),
-                addr,
-                mode,
+                addr: cfg.listen,
+                mode: cfg.mode,
                 last: Vec::new(),
             },
         );
         Ok(true)
+    }
+
+    /// Stops `app`'s listener, if it has one.
+    fn close(&mut self, dp: &dyn DataPlane, app: &str) {
+        if self.apps.remove(app).is_some() {
+            dp.close(app);
+        }
     }
 }
 
@@ -185,20 +146,20 @@ impl Control {
         let (balancer, health) = match self.apps.get(app) {
             Some(a) => (a.rec.spec.balancer.clone(), a.rec.spec.health.clone()),
             None => {
-                self.lb.apps.remove(app);
+                self.lb.close(&*self.data_plane, app);
                 return;
             }
         };
         let result = match &listen {
             None => {
-                self.lb.apps.remove(app);
+                self.lb.close(&*self.data_plane, app);
                 Ok(false)
             }
             Some(listen) => {
                 let mode = listen_mode(listen).0;
                 listen_addr(listen).and_then(|addr| {
                     let cfg = listener_config(app, addr, mode, &balancer, &health);
-                    self.lb.bind(app, cfg)
+                    self.lb.bind(&*self.data_plane, app, cfg)
                 })
             }
         };
@@ -317,7 +278,7 @@ impl Control {
 
     /// Stops the app's listener (the app is gone).
     pub(super) fn drop_listener(&mut self, app: &str) {
-        self.lb.apps.remove(app);
+        self.lb.close(&*self.data_plane, app);
         self.lb.unbound.remove(app);
     }
 
@@ -343,7 +304,7 @@ impl Control {
         let Some(lb) = self.lb.apps.get_mut(app) else {
             return;
         };
-        let ready: Vec<(String, SocketAddr, u64, String, u32)> = rt
+        let ready: Vec<BackendEntry> = rt
             .slots
             .iter()
             .filter_map(|(slot, s)| {
@@ -355,47 +316,35 @@ impl Control {
                     return None; // blue-green's old set, kept warm out of traffic
                 }
                 let port = i.process.as_ref()?.port;
-                Some((
-                    backend_id(app, *slot, s.record.generation),
-                    SocketAddr::from(([127, 0, 0, 1], port)),
-                    since,
-                    i.release.clone(),
-                    *slot,
-                ))
+                let weight = match &split {
+                    Some((canary, ws, wc)) => {
+                        if i.release == *canary {
+                            *wc
+                        } else {
+                            *ws
+                        }
+                    }
+                    None => 100,
+                };
+                Some(BackendEntry {
+                    id: backend_id(app, *slot, s.record.generation),
+                    slot: *slot,
+                    generation: s.record.generation,
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    weight,
+                    ready_for: Duration::from_millis(now.saturating_sub(since)),
+                    release: i.release.clone(),
+                })
             })
             .collect();
-        let weight = |release: &str| match &split {
-            Some((canary, ws, wc)) => {
-                if release == canary {
-                    *wc
-                } else {
-                    *ws
-                }
-            }
-            None => 100,
-        };
         let key: Vec<(String, SocketAddr, u32)> = ready
             .iter()
-            .map(|(id, addr, _, release, _)| (id.clone(), *addr, weight(release)))
+            .map(|b| (b.id.clone(), b.addr, b.weight))
             .collect();
         if key == lb.last {
             return;
         }
-        let started = std::time::Instant::now();
-        let backends = ready
-            .into_iter()
-            .map(|(id, addr, since, release, slot)| {
-                let mut b = Backend::new(id, addr);
-                b.weight = weight(&release);
-                b.ready_at = started
-                    .checked_sub(Duration::from_millis(now.saturating_sub(since)))
-                    .unwrap_or(started);
-                b.labels.insert("release".into(), release);
-                b.labels.insert("slot".into(), slot.to_string());
-                b
-            })
-            .collect();
-        lb.listener.update(Snapshot { backends });
+        self.data_plane.update(app, ready);
         lb.last = key;
     }
 
@@ -411,50 +360,46 @@ impl Control {
     pub(super) fn drain(&mut self, app: &str, slot: u32, timeout: Duration) {
         self.sync_lb(app);
         let generation = self.current_generation(app, slot).unwrap_or(0);
-        let Some(listener) = self.lb.apps.get(app).map(|l| l.listener.clone()) else {
-            self.step(app, slot, Input::Drained);
-            return;
-        };
-        let id = BackendId(backend_id(app, slot, generation));
-        if listener.in_flight(&id) == 0 {
+        if !self.lb.apps.contains_key(app) {
             self.step(app, slot, Input::Drained);
             return;
         }
-        let tx = self.tx.clone();
-        let app = app.to_string();
-        tokio::spawn(async move {
-            listener.drained(&id, timeout).await;
-            let _ = tx
-                .send(
-                    BalancerNote::Drained {
-                        app,
-                        slot,
-                        generation,
-                    }
-                    .into(),
-                )
-                .await;
-        });
+        let backend = backend_id(app, slot, generation);
+        if self.data_plane.in_flight(app, &backend) == 0 {
+            self.step(app, slot, Input::Drained);
+            return;
+        }
+        self.data_plane.watch_drain(
+            DrainRequest {
+                app: app.to_string(),
+                slot,
+                generation,
+                backend,
+                timeout,
+            },
+            self.tx.clone(),
+        );
     }
 
-    /// The app's listener figures, for `status`.
-    /// The listener's counters, as the proxy keeps them.
+    /// The listener's counters, as the data plane keeps them (`status`, canary judgement).
     pub(super) fn lb_counters(&self, app: &str) -> Option<jarfleet_proxy::ListenerStats> {
-        Some(self.lb.apps.get(app)?.listener.stats())
+        if !self.lb.apps.contains_key(app) {
+            return None;
+        }
+        self.data_plane.stats(app)
     }
 
-    /// Every app's listener, for a `/metrics` scrape (read off the loop).
-    pub(super) fn lb_listeners(&self) -> Vec<(String, Arc<Listener>)> {
-        self.lb
-            .apps
-            .iter()
-            .map(|(app, l)| (app.clone(), l.listener.clone()))
-            .collect()
+    /// The apps that have a listener and the data plane to read their counters from, for a
+    /// `/metrics` scrape (read off the loop).
+    pub(super) fn lb_listeners(&self) -> (Vec<String>, Arc<dyn DataPlane>) {
+        (
+            self.lb.apps.keys().cloned().collect(),
+            self.data_plane.clone(),
+        )
     }
 
     pub(super) fn lb_stats(&self, app: &str) -> Option<serde_json::Value> {
-        let lb = self.lb.apps.get(app)?;
-        serde_json::to_value(lb.listener.stats()).ok()
+        serde_json::to_value(self.lb_counters(app)?).ok()
     }
 
     /// Whether `listen` can be bound (or is already ours for `app`).
@@ -473,7 +418,7 @@ impl Control {
                 "listen = {listen:?} is already used by another app"
             )));
         }
-        std::net::TcpListener::bind(addr).map(|_| ()).map_err(|e| {
+        self.data_plane.can_listen(addr).map_err(|e| {
             match jarfleet_shim::fdlimit::of_io(&e, Op::Bind) {
                 Some(s) => Failure {
                     message: format!(

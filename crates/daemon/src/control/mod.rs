@@ -34,8 +34,8 @@ pub type Reply<T> = oneshot::Sender<Result<T, ErrorBody>>;
 pub use jarfleet_host::prepare::PreparedApp;
 
 use crate::etcd_watch::EtcdNote;
+use data_plane::BalancerNote;
 pub use event::{ApiRequest, Event, Notice};
-use lb::BalancerNote;
 
 struct Slot {
     record: InstanceRecord,
@@ -99,6 +99,8 @@ pub struct Control {
     clock: Arc<dyn Clock>,
     /// Shims and health checks ([`host::Host`]).
     host: Arc<dyn host::Host>,
+    /// The load balancer's listeners ([`data_plane::DataPlane`]).
+    data_plane: Arc<dyn data_plane::DataPlane>,
     lb: lb::Balancer,
     /// Releases whose class data archive is being trained (app, release).
     training: std::collections::BTreeSet<(String, String)>,
@@ -143,6 +145,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
 
 mod canary;
 mod commands;
+pub mod data_plane;
 mod deploy;
 mod during;
 mod event;
@@ -154,13 +157,16 @@ mod shims;
 mod status;
 
 /// What the loop reaches outside itself that a simulation stands in for: the clock, the host
-/// (shims, their stop commands, health checks) and the seed of its randomness (restart jitter).
+/// (shims, their stop commands, health checks), the load balancer's data plane and the seed of
+/// its randomness (restart jitter).
 /// The store is the real [`Store`] (a simulation opens one in a temporary directory). The real
 /// daemon passes [`World::real`].
 pub struct World {
     pub clock: Arc<dyn Clock>,
     /// Shims and health checks.
     pub host: Arc<dyn host::Host>,
+    /// The load balancer's listeners.
+    pub data_plane: Arc<dyn data_plane::DataPlane>,
     /// `None`: seeded from the OS.
     pub seed: Option<u64>,
 }
@@ -171,6 +177,7 @@ impl World {
         World {
             clock: Arc::new(crate::clock::SystemClock),
             host: Arc::new(host::RealHost),
+            data_plane: Arc::new(data_plane::InProcess::default()),
             seed: None,
         }
     }
@@ -229,6 +236,7 @@ impl Control {
             rng,
             clock: world.clock,
             host: world.host,
+            data_plane: world.data_plane,
             lb: lb::Balancer::default(),
             training: Default::default(),
             etcd_watches: BTreeMap::new(),

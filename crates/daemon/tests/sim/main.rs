@@ -1,6 +1,7 @@
 //! The control loop under seeded fault schedules (docs/testing.md, "Simulation").
 //! `JARFLEET_SIM_SEED=N` replays one schedule; `JARFLEET_SIM_SCHEDULES=N` runs more.
 
+mod balancer;
 mod world;
 
 /// The schedules a plain test run tries (`JARFLEET_SIM_SCHEDULES` for more; see
@@ -90,15 +91,24 @@ fn seeded_schedules_keep_the_invariants() {
         Err(failure) => panic!("{failure}"),
     };
     eprintln!(
-        "{} schedules on {threads} thread(s) in {:.1} s: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events",
+        "{} schedules on {threads} thread(s) in {:.1} s: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events; balancer: {:?}",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.steps,
         total.restarts,
         total.crashes,
         total.deploys,
-        total.events
+        total.events,
+        total.traffic
     );
+    // Half the schedules have a listener: their stops must have gone through real drains.
+    if seeds.len() >= 50 {
+        let t = total.traffic;
+        assert!(
+            t.requests > 0 && t.drained > 0 && t.drain_timeouts > 0,
+            "the simulated balancer carried no traffic or saw no drain: {t:?}"
+        );
+    }
 }
 
 /// Schedules that found real bugs, kept as plain regression tests:

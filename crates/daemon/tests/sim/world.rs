@@ -31,6 +31,8 @@ use jarfleet_shim::procinfo::{ProcEntry, ProcTable};
 use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::balancer::{ProcView, SimBalancer};
+
 /// A small deterministic generator (splitmix64): the same seed, the same schedule.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
@@ -87,6 +89,8 @@ struct HostState {
     faults: bool,
     next_pid: u32,
     violations: Vec<String>,
+    /// Stop commands received in the last host round (app, slot, generation).
+    stops: Vec<(String, u32, u64)>,
 }
 
 /// The simulated host: fake processes and health checks answered from their state.
@@ -107,6 +111,7 @@ impl SimHost {
                 // Far above any pid the kernel hands out: nothing real is ever looked at.
                 next_pid: 1 << 30,
                 violations: Vec::new(),
+                stops: Vec::new(),
             })),
             clock,
         }
@@ -114,6 +119,22 @@ impl SimHost {
 
     fn lock(&self) -> MutexGuard<'_, HostState> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every fake process so far, as the simulated balancer sees it.
+    fn views(&self) -> Vec<ProcView> {
+        let st = self.lock();
+        st.procs
+            .iter()
+            .map(|p| ProcView {
+                app: p.app.clone(),
+                slot: p.slot,
+                generation: p.generation,
+                pid: p.pid,
+                alive: p.alive,
+                reported: p.reported,
+            })
+            .collect()
     }
 }
 
@@ -280,6 +301,8 @@ pub struct Stats {
     /// Clock hops, and hops where the loop's next wake-up was already due.
     pub hops: usize,
     pub early_wakes: usize,
+    /// The simulated balancer's requests and drains.
+    pub traffic: crate::balancer::Traffic,
 }
 
 impl Stats {
@@ -291,11 +314,12 @@ impl Stats {
         self.events += s.events;
         self.hops += s.hops;
         self.early_wakes += s.early_wakes;
+        self.traffic.add(&s.traffic);
     }
 }
 
 const APP: &str = "web";
-const START_MS: u64 = 1_700_000_000_000;
+pub const START_MS: u64 = 1_700_000_000_000;
 
 struct Sim {
     seed: u64,
@@ -303,6 +327,9 @@ struct Sim {
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     host: SimHost,
+    /// The load balancer's data plane (used when the app has a `listen` address).
+    balancer: SimBalancer,
+    listen: bool,
     control: Option<Control>,
     rx: Option<mpsc::Receiver<Event>>,
     events_tx: broadcast::Sender<EventRecord>,
@@ -332,16 +359,29 @@ fn runtime() -> JavaRuntime {
     }
 }
 
-fn fleet(seed: &mut Rng) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
+/// The simulated spec. Odd seeds give the app a `listen` address (with a drain timeout of
+/// their own), so its stops drain through the simulated balancer; even ones run without.
+fn fleet(
+    seed: &mut Rng,
+    listen: Option<&mut Rng>,
+) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
     let instances = 1 + seed.below(4);
     let (surge, unavailable) = match seed.below(3) {
         0 => (1, 0),
         1 => (0, 1),
         _ => (2, 1),
     };
-    let text = format!(
+    let mut text = format!(
         "[apps.{APP}]\nartifact = \"web.jar\"\ninstances = {instances}\nports = \"47100-47199\"\n\n[apps.{APP}.deploy]\nmax_surge = {surge}\nmax_unavailable = {unavailable}\n"
     );
+    if let Some(rng) = listen {
+        let drain = crate::balancer::drain_timeout(rng).as_secs();
+        // Never bound: the simulated data plane takes it without a socket.
+        text = text.replacen("ports =", "listen = \"127.0.0.1:47080\"\nports =", 1);
+        text.push_str(&format!(
+            "\n[apps.{APP}.stop]\ndrain_timeout = \"{drain}s\"\n"
+        ));
+    }
     jarfleet_core::spec::load(&text, Path::new("/sim/jarfleet.toml"), &|_| None)
         .map_err(|e| anyhow::anyhow!("the simulation's spec does not load: {e:?}"))
 }
@@ -349,7 +389,9 @@ fn fleet(seed: &mut Rng) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
 impl Sim {
     fn new(seed: u64) -> anyhow::Result<Sim> {
         let mut rng = Rng::new(seed);
-        let fleet = fleet(&mut rng)?;
+        let listen = seed % 2 == 1;
+        let mut balancer_rng = Rng::new(seed ^ 0x0D4A_1400);
+        let fleet = fleet(&mut rng, listen.then_some(&mut balancer_rng))?;
         let spec = fleet
             .apps
             .get(APP)
@@ -362,6 +404,7 @@ impl Sim {
         };
         let clock = Arc::new(ManualClock::new(START_MS));
         let host = SimHost::new(seed, clock.clone());
+        let balancer = SimBalancer::new(balancer_rng.next_u64(), clock.clone());
         // Read after every round of the loop: a few hundred slots are plenty.
         let (events_tx, events_rx) = broadcast::channel(1 << 10);
         Ok(Sim {
@@ -370,6 +413,8 @@ impl Sim {
             dir: base,
             clock,
             host,
+            balancer,
+            listen,
             control: None,
             rx: None,
             events_tx,
@@ -430,6 +475,7 @@ impl Sim {
         let world = World {
             clock: self.clock.clone(),
             host: Arc::new(self.host.clone()),
+            data_plane: Arc::new(self.balancer.clone()),
             seed: Some(self.rng.next_u64()),
         };
         let mut control = Control::with_world(
@@ -484,6 +530,14 @@ impl Sim {
         Ok(rx.try_recv().ok())
     }
 
+    /// The loop's status as it is now, without delivering anything after it (so it matches
+    /// what the loop last pushed to the balancer).
+    fn peek_status(&mut self) -> Result<StatusReport, Failure> {
+        let (reply, mut rx) = oneshot::channel();
+        self.control()?.handle(ApiRequest::Status { reply }.into());
+        rx.try_recv().map_err(|_| self.fail("status got no answer"))
+    }
+
     fn status(&mut self) -> Result<StatusReport, Failure> {
         match self.ask(|reply| ApiRequest::Status { reply })? {
             Some(r) => Ok(r),
@@ -523,7 +577,15 @@ impl Sim {
         for _ in 0..10_000 {
             let mut delivered = 0;
             let now = self.now();
-            let notes = self.host_round(now);
+            let mut notes = self.host_round(now);
+            let stops = std::mem::take(&mut self.host.lock().stops);
+            if self.listen {
+                let procs = self.host.views();
+                match self.balancer.round(now, &stops, &procs) {
+                    Ok(drained) => notes.extend(drained),
+                    Err(v) => return Err(self.fail(v)),
+                }
+            }
             for ev in notes {
                 delivered += 1;
                 self.control()?.handle(ev);
@@ -563,7 +625,11 @@ impl Sim {
         let mut out: Vec<Event> = Vec::new();
         let faults = st.faults;
         let HostState {
-            procs, probes, rng, ..
+            procs,
+            probes,
+            rng,
+            stops,
+            ..
         } = &mut *st;
         for p in procs.iter_mut() {
             if p.alive && !p.greeted && p.commands.is_some() {
@@ -590,6 +656,7 @@ impl Sim {
                 && !p.stop_requested
             {
                 p.stop_requested = true;
+                stops.push((p.app.clone(), p.slot, p.generation));
                 if p.ignores_term || p.hung {
                     p.kill_at = Some(now + grace_ms);
                 } else {
@@ -666,23 +733,37 @@ impl Sim {
                 .push(p.generation);
         }
         drop(st);
+        // The balancer's snapshot against the loop's state at this very moment (`status` was
+        // taken before the pump that followed it).
+        if self.listen {
+            let now_status = self.peek_status()?;
+            let procs = self.host.views();
+            if let Err(v) = self.balancer.check_snapshot(&now_status, &procs) {
+                return Err(self.fail(v));
+            }
+        }
         if let Some(((app, slot), gens)) = live.iter().find(|(_, g)| g.len() > 1) {
             return Err(self.fail(format!(
                 "two live processes in {app}/{slot}: generations {gens:?}"
             )));
         }
         // A deployment never runs more instances than `instances + max_surge` (those asked to
-        // stop are on their way out).
+        // stop are on their way out, and so are those draining before their stop signal).
         for app in &status.apps {
             if app.deployment.is_none() {
                 continue;
             }
+            let draining = |pid: u32| {
+                app.instances
+                    .iter()
+                    .any(|i| i.pid == Some(pid) && i.state == "stopping")
+            };
             let running: Vec<String> = self
                 .host
                 .lock()
                 .procs
                 .iter()
-                .filter(|p| p.alive && !p.stop_requested && p.app == app.name)
+                .filter(|p| p.alive && !p.stop_requested && p.app == app.name && !draining(p.pid))
                 .map(|p| format!("{}/{} gen {}", p.app, p.slot, p.generation))
                 .collect();
             let bound = app.desired + self.spec.deploy.max_surge.max(1);
@@ -739,6 +820,8 @@ impl Sim {
         self.check_events()?;
         self.control = None;
         self.rx = None;
+        // The balancer runs inside the daemon: it dies with it.
+        self.balancer.crash();
         {
             let mut st = self.host.lock();
             for p in st.procs.iter_mut() {
@@ -751,10 +834,14 @@ impl Sim {
         self.boot().await?;
         self.pump()?;
         let after = self.status()?;
+        // An instance that was stopping (draining, with a listener) may have finished its stop
+        // and been removed meanwhile: the new daemon's balancer has nothing in flight on it.
         let slots = |r: &StatusReport| -> Vec<(String, u32)> {
             r.apps
                 .iter()
-                .flat_map(|a| a.instances.iter().map(|i| (i.app.clone(), i.slot)))
+                .flat_map(|a| a.instances.iter())
+                .filter(|i| i.state != "stopping")
+                .map(|i| (i.app.clone(), i.slot))
                 .collect()
         };
         let (b, a) = (slots(&before), slots(&after));
@@ -914,6 +1001,7 @@ impl Sim {
             .filter_map(|p| p.kill_at)
             .min()
             .unwrap_or(u64::MAX)
+            .min(self.balancer.next_deadline())
     }
 
     /// Whether the fleet is settled: no deployment, every instance ready, one process each.
@@ -1035,9 +1123,15 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
         }
         why = sim.settled()?;
     }
+    let status = sim.peek_status()?;
+    let procs = sim.host.views();
+    if let Err(v) = sim.balancer.check_settled(&status, &procs, sim.listen) {
+        return Err(sim.fail(v));
+    }
     sim.crash_daemon().await?;
     sim.check_events()?;
     sim.stats.steps = steps;
     sim.stats.events = sim.emitted.len();
+    sim.stats.traffic = sim.balancer.traffic();
     Ok(sim.stats)
 }

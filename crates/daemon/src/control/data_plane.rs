@@ -1,0 +1,216 @@
+//! The load balancer's data plane, from the loop's side: one small interface, so a simulated
+//! data plane can stand in for the real one (and, later, one in a process of its own). It is
+//! spoken to in messages: listener settings and backend snapshots go in, counters and
+//! [`BalancerNote`]s come out; no handle on a listener leaves it. The real daemon uses
+//! [`InProcess`], the proxy (`jarfleet_proxy`) running on its own threads inside the daemon.
+//!
+//! What the loop keeps itself (`lb.rs`): which apps have a listener on which address, the last
+//! snapshot pushed, and the retries of a listener that did not bind.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jarfleet_proxy::{Backend, BackendId, Listener, ListenerConfig, ListenerStats, Snapshot};
+use tokio::sync::mpsc;
+
+use super::Event;
+
+/// What the balancer tells the control loop.
+pub enum BalancerNote {
+    /// Nothing is in flight on that instance any more (or its drain timeout passed).
+    Drained {
+        app: String,
+        slot: u32,
+        generation: u64,
+    },
+}
+
+/// One backend of a snapshot: an instance's current process, ready.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendEntry {
+    /// The data plane's id of the process: a new process is a new backend.
+    pub id: String,
+    pub slot: u32,
+    pub generation: u64,
+    pub addr: SocketAddr,
+    /// 0: no new traffic (a canary's split).
+    pub weight: u32,
+    /// How long the instance has been ready (the slow-start ramp starts then).
+    pub ready_for: Duration,
+    pub release: String,
+}
+
+/// One drain to watch; its end reaches the loop as [`BalancerNote::Drained`].
+#[derive(Debug, Clone)]
+pub struct DrainRequest {
+    pub app: String,
+    pub slot: u32,
+    pub generation: u64,
+    /// The backend's id ([`BackendEntry::id`]).
+    pub backend: String,
+    pub timeout: Duration,
+}
+
+pub trait DataPlane: Send + Sync {
+    /// Binds `app`'s listener for `cfg`, replacing the one it had.
+    fn bind(&self, app: &str, cfg: &ListenerConfig) -> Result<(), String>;
+
+    /// Changes the settings of `app`'s listener on the address it has (live).
+    fn configure(&self, app: &str, cfg: &ListenerConfig);
+
+    /// Stops `app`'s listener.
+    fn close(&self, app: &str);
+
+    /// The backends `app`'s listener sends new requests to, from now on (replacing the last
+    /// snapshot whole).
+    fn update(&self, app: &str, backends: Vec<BackendEntry>);
+
+    /// Requests (tcp: connections) still running on a backend, also after its removal.
+    fn in_flight(&self, app: &str, backend: &str) -> u64;
+
+    /// Sends `Drained` on `tx` once nothing runs on the backend any more, or after the timeout.
+    fn watch_drain(&self, req: DrainRequest, tx: mpsc::Sender<Event>);
+
+    /// `app`'s listener's counters (`status`, `/metrics`, canary judgement).
+    fn stats(&self, app: &str) -> Option<ListenerStats>;
+
+    /// Whether a listener could be bound on `addr` now (the check before an apply).
+    fn can_listen(&self, addr: SocketAddr) -> std::io::Result<()>;
+}
+
+/// The proxy inside the daemon: a listener per app on the proxy's own worker threads (traffic
+/// never waits for the loop), bound from a small runtime of its own.
+#[derive(Default)]
+pub struct InProcess {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    runtime: Option<tokio::runtime::Runtime>,
+    listeners: BTreeMap<String, Arc<Listener>>,
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        // Listeners first (they stop their accept loops), then the runtime, without blocking
+        // the async context the daemon is dropped in.
+        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
+        inner.listeners.clear();
+        if let Some(rt) = inner.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl InProcess {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn listener(&self, app: &str) -> Option<Arc<Listener>> {
+        self.lock().listeners.get(app).cloned()
+    }
+}
+
+impl Inner {
+    fn handle(&mut self) -> Result<tokio::runtime::Handle, String> {
+        if self.runtime.is_none() {
+            // Only a context for binding: the listeners run on the proxy's own worker threads.
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .thread_name("jarfleet-lb")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("starting the load balancer runtime: {e}"))?;
+            self.runtime = Some(rt);
+        }
+        self.runtime
+            .as_ref()
+            .map(|rt| rt.handle().clone())
+            .ok_or_else(|| "no load balancer runtime".to_string())
+    }
+}
+
+impl DataPlane for InProcess {
+    fn bind(&self, app: &str, cfg: &ListenerConfig) -> Result<(), String> {
+        let handle = {
+            let mut inner = self.lock();
+            inner.listeners.remove(app);
+            inner.handle()?
+        };
+        let addr = cfg.listen;
+        let cfg = cfg.clone();
+        // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
+        // thread is inside the daemon's own runtime.
+        let listener = std::thread::scope(|s| {
+            s.spawn(|| handle.block_on(Listener::bind(cfg)))
+                .join()
+                .map_err(|_| "binding the listener panicked".to_string())
+        })?
+        .map_err(|e| format!("binding {addr}: {e}"))?;
+        self.lock()
+            .listeners
+            .insert(app.to_string(), Arc::new(listener));
+        Ok(())
+    }
+
+    fn configure(&self, app: &str, cfg: &ListenerConfig) {
+        if let Some(l) = self.listener(app) {
+            l.configure(cfg);
+        }
+    }
+
+    fn close(&self, app: &str) {
+        let gone = self.lock().listeners.remove(app);
+        drop(gone);
+    }
+
+    fn update(&self, app: &str, backends: Vec<BackendEntry>) {
+        let Some(listener) = self.listener(app) else {
+            return;
+        };
+        let now = Instant::now();
+        let backends = backends
+            .into_iter()
+            .map(|e| {
+                let mut b = Backend::new(e.id, e.addr);
+                b.weight = e.weight;
+                b.ready_at = now.checked_sub(e.ready_for).unwrap_or(now);
+                b.labels.insert("release".into(), e.release);
+                b.labels.insert("slot".into(), e.slot.to_string());
+                b
+            })
+            .collect();
+        listener.update(Snapshot { backends });
+    }
+
+    fn in_flight(&self, app: &str, backend: &str) -> u64 {
+        self.listener(app)
+            .map_or(0, |l| l.in_flight(&BackendId(backend.to_string())))
+    }
+
+    fn watch_drain(&self, req: DrainRequest, tx: mpsc::Sender<Event>) {
+        let listener = self.listener(&req.app);
+        tokio::spawn(async move {
+            if let Some(l) = listener {
+                l.drained(&BackendId(req.backend), req.timeout).await;
+            }
+            let note = BalancerNote::Drained {
+                app: req.app,
+                slot: req.slot,
+                generation: req.generation,
+            };
+            let _ = tx.send(note.into()).await;
+        });
+    }
+
+    fn stats(&self, app: &str) -> Option<ListenerStats> {
+        Some(self.listener(app)?.stats())
+    }
+
+    fn can_listen(&self, addr: SocketAddr) -> std::io::Result<()> {
+        std::net::TcpListener::bind(addr).map(|_| ())
+    }
+}
