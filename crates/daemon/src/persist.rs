@@ -42,6 +42,41 @@ impl Target for Store {
     }
 }
 
+/// Writes the store is made to refuse, as a full disk or an I/O error would: a simulation's
+/// hook (the real daemon has none; see `control::World`).
+pub trait Faults: Send + Sync {
+    /// The error the store gives for `writes` now, or `None` to let them through.
+    fn refuse(&self, writes: &[&Write]) -> Option<anyhow::Error>;
+}
+
+/// The store behind the loop's fault hook, if it has one.
+pub struct Guarded<'a> {
+    pub store: &'a Store,
+    pub faults: Option<&'a dyn Faults>,
+}
+
+impl Guarded<'_> {
+    fn refused(&self, writes: &[&Write]) -> anyhow::Result<()> {
+        match self.faults.and_then(|f| f.refuse(writes)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a new deployment (written at once: its id comes from the store).
+    pub fn insert_deployment(&self, rec: &jarfleet_api::DeploymentRecord) -> anyhow::Result<i64> {
+        self.refused(&[&Write::Deployment(Box::new(rec.clone()))])?;
+        self.store.put_deployment(rec)
+    }
+}
+
+impl Target for Guarded<'_> {
+    fn take(&self, writes: &[&Write]) -> anyhow::Result<()> {
+        self.refused(writes)?;
+        self.store.write_all(writes)
+    }
+}
+
 /// A change of the store's state, for the loop to report (event, log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {

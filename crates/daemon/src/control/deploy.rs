@@ -160,9 +160,13 @@ impl Control {
         let kind = Kind::of_strategy(rt.rec.release(to).0.deploy.strategy);
         let now = self.now_ms();
         let mut d = Deployment::new(app, &from, to, kind, why, now);
+        // Its id comes from the store, so it is written at once — after the writes kept while
+        // the store failed, or the store could hold it beside an older deployment still open.
+        self.flush_kept()
+            .map_err(|e| failed(format!("recording the deployment: {e}")))?;
         d.id = self
-            .store
-            .put_deployment(&record(&d))
+            .store_target()
+            .insert_deployment(&record(&d))
             .map_err(|e| failed(format!("recording the deployment: {e:#}")))?;
         self.emit(
             EventKind::DeployStarted,

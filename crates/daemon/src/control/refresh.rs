@@ -152,38 +152,16 @@ impl Control {
                 self.on_refreshed(app, slot, generation, result);
             }
             OnChange::Http { method, path } => {
-                let tx = self.tx.clone();
-                let app = app.to_string();
-                tokio::spawn(async move {
-                    let call = probe::http_call(port, &method, &path);
-                    let result = match tokio::time::timeout(REFRESH_TIMEOUT, call).await {
-                        Ok(Ok(status)) if (200..300).contains(&status) => {
-                            Ok(format!("{method} {path} answered {status}"))
-                        }
-                        Ok(Ok(status)) => Err(format!("{method} {path} answered {status}")),
-                        Ok(Err(e)) => Err(match e.shortage {
-                            // Not the instance's answer: said as such (the fallback, a
-                            // rolling restart, waits for new instances to be ready).
-                            Some(s) => format!(
-                                "{method} {path} could not be sent ({}): {e}",
-                                s.describe_here()
-                            ),
-                            None => format!("{method} {path}: {e}"),
-                        }),
-                        Err(_) => Err(format!(
-                            "{method} {path}: no answer within {} s",
-                            REFRESH_TIMEOUT.as_secs()
-                        )),
-                    };
-                    let _ = tx
-                        .send(Event::Refreshed {
-                            app,
-                            slot,
-                            generation,
-                            result,
-                        })
-                        .await;
-                });
+                let call = super::host::RefreshCall {
+                    app: app.to_string(),
+                    slot,
+                    generation,
+                    port,
+                    method,
+                    path,
+                    timeout: REFRESH_TIMEOUT,
+                };
+                self.host.refresh_call(call, self.tx.clone());
             }
             OnChange::Restart => self.on_refreshed(app, slot, generation, Ok(String::new())),
         }
@@ -225,4 +203,4 @@ impl Control {
 }
 
 /// How long an instance gets to answer its refresh request.
-const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);

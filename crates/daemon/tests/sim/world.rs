@@ -18,8 +18,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use jarfleet_api::{Action, ActionRequest, EventRecord, ScaleRequest, StatusReport};
 use jarfleet_core::instance::ExitInfo;
+use jarfleet_core::spec::EtcdSource;
 use jarfleet_daemon::clock::{Clock, ManualClock};
-use jarfleet_daemon::control::host::{Commands, Host, ProbeRequest};
+use jarfleet_daemon::control::host::{
+    Commands, ConfigRequest, Host, ProbeRequest, RefreshCall, TrainRequest, Watch,
+};
 use jarfleet_daemon::control::{ApiRequest, Control, Event, PreparedApp, World};
 use jarfleet_daemon::probe::{Outcome, ProbeResult};
 use jarfleet_daemon::shim_client::{ShimEvent, ShimNote, Unattached};
@@ -29,6 +32,12 @@ use jarfleet_host::paths::StateDir;
 use jarfleet_shim::procinfo::{ProcEntry, ProcTable};
 use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
+
+#[path = "store_faults.rs"]
+mod store_faults;
+#[path = "strategies.rs"]
+mod strategies;
+use std::path::PathBuf;
 
 /// A small deterministic generator (splitmix64): the same seed, the same schedule.
 #[derive(Debug, Clone)]
@@ -86,6 +95,8 @@ struct HostState {
     faults: bool,
     next_pid: u32,
     violations: Vec<String>,
+    /// Refresh requests, etcd watches, config preparations, archive training.
+    outside: strategies::Outside,
 }
 
 /// The simulated host: fake processes and health checks answered from their state.
@@ -106,6 +117,7 @@ impl SimHost {
                 // Far above any pid the kernel hands out: nothing real is ever looked at.
                 next_pid: 1 << 30,
                 violations: Vec::new(),
+                outside: Default::default(),
             })),
             clock,
         }
@@ -205,6 +217,27 @@ impl Host for SimHost {
     fn probe(&self, req: ProbeRequest, _tx: mpsc::Sender<Event>) {
         self.lock().probes.push(req);
     }
+    fn refresh_call(&self, call: RefreshCall, _tx: mpsc::Sender<Event>) {
+        let now = self.clock.now_ms();
+        self.lock().outside.refresh_call(call, now);
+    }
+
+    fn watch_etcd(&self, app: String, _source: EtcdSource, _tx: mpsc::Sender<Event>) -> Watch {
+        self.lock().outside.watch_etcd(app)
+    }
+
+    fn prepare_config(&self, req: ConfigRequest, _tx: mpsc::Sender<Event>) {
+        self.lock().outside.prepare_config(req);
+    }
+
+    fn records_dump_info(&self, _pid: u32) -> bool {
+        true
+    }
+
+    fn train(&self, req: TrainRequest, _tx: mpsc::Sender<Event>) {
+        self.lock().outside.train(req);
+    }
+
     /// The live fake processes, each its own process group, idle.
     fn processes(&self) -> ProcTable {
         let entries = self
@@ -263,6 +296,12 @@ pub struct Stats {
     /// Clock hops, and hops where the loop's next wake-up was already due.
     pub hops: usize,
     pub early_wakes: usize,
+    /// Store writes refused, events lost with a daemon that crashed while writes failed, and
+    /// the stray shims that left behind.
+    pub refused_writes: u64,
+    pub lost_events: usize,
+    pub lossy_crashes: usize,
+    pub strays: usize,
 }
 
 const APP: &str = "web";
@@ -274,6 +313,7 @@ struct Sim {
     dir: tempfile::TempDir,
     clock: Arc<ManualClock>,
     host: SimHost,
+    disk: store_faults::Disk,
     control: Option<Control>,
     rx: Option<mpsc::Receiver<Event>>,
     events_tx: broadcast::Sender<EventRecord>,
@@ -283,6 +323,9 @@ struct Sim {
     spec: jarfleet_core::spec::AppSpec,
     daemon: jarfleet_core::spec::DaemonSpec,
     releases: u32,
+    /// The app's deployment strategy, and the generator of the operator's and etcd's part.
+    strategy: strategies::Strategy,
+    mix: Rng,
     /// A scale command was taken while a deployment ran (the surge bound moves with it).
     scaled_during_deploy: bool,
     trace: Vec<String>,
@@ -301,7 +344,11 @@ fn runtime() -> JavaRuntime {
     }
 }
 
-fn fleet(seed: &mut Rng) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
+fn fleet(
+    seed: &mut Rng,
+    strategy: &strategies::Strategy,
+    templates: &Path,
+) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
     let instances = 1 + seed.below(4);
     let (surge, unavailable) = match seed.below(3) {
         0 => (1, 0),
@@ -309,28 +356,41 @@ fn fleet(seed: &mut Rng) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
         _ => (2, 1),
     };
     let text = format!(
-        "[apps.{APP}]\nartifact = \"web.jar\"\ninstances = {instances}\nports = \"47100-47199\"\n\n[apps.{APP}.deploy]\nmax_surge = {surge}\nmax_unavailable = {unavailable}\n"
+        "[apps.{APP}]\nartifact = \"web.jar\"\ninstances = {instances}\nports = \"47100-47199\"\n\n[apps.{APP}.deploy]\nmax_surge = {surge}\nmax_unavailable = {unavailable}\n{}",
+        strategy.spec_lines(templates)
     );
     jarfleet_core::spec::load(&text, Path::new("/sim/jarfleet.toml"), &|_| None)
         .map_err(|e| anyhow::anyhow!("the simulation's spec does not load: {e:?}"))
 }
 
 impl Sim {
-    fn new(seed: u64) -> anyhow::Result<Sim> {
+    /// `mixed`: with a picked strategy and failing store writes (else rolling, and a disk
+    /// that never fails: the schedules as they were before those came).
+    fn new(seed: u64, mixed: bool) -> anyhow::Result<Sim> {
         let mut rng = Rng::new(seed);
-        let fleet = fleet(&mut rng)?;
-        let spec = fleet
-            .apps
-            .get(APP)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("no app in the simulation's spec"))?;
+        let strategy = if mixed {
+            strategies::Strategy::pick(seed)
+        } else {
+            strategies::Strategy::Rolling
+        };
         let base = if Path::new("/dev/shm").is_dir() {
             tempfile::tempdir_in("/dev/shm")?
         } else {
             tempfile::tempdir()?
         };
+        let templates = base.path().join("sim-etc");
+        std::fs::create_dir_all(&templates)?;
+        std::fs::write(templates.join("app.conf"), "greeting=${SIM_CONFIG}\n")?;
+        let fleet = fleet(&mut rng, &strategy, &templates)?;
+        let spec = fleet
+            .apps
+            .get(APP)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no app in the simulation's spec"))?;
         let clock = Arc::new(ManualClock::new(START_MS));
         let host = SimHost::new(seed, clock.clone());
+        host.lock().outside.templates = templates;
+        let disk = store_faults::Disk::new(seed, clock.clone(), mixed);
         let (events_tx, events_rx) = broadcast::channel(1 << 16);
         Ok(Sim {
             seed,
@@ -338,6 +398,7 @@ impl Sim {
             dir: base,
             clock,
             host,
+            disk,
             control: None,
             rx: None,
             events_tx,
@@ -346,6 +407,8 @@ impl Sim {
             spec,
             daemon: fleet.daemon,
             releases: 1,
+            strategy,
+            mix: Rng::new(seed ^ 0x0313_5EED),
             scaled_during_deploy: false,
             trace: Vec::new(),
             step: 0,
@@ -398,6 +461,7 @@ impl Sim {
             clock: self.clock.clone(),
             host: Arc::new(self.host.clone()),
             seed: Some(self.rng.next_u64()),
+            store_faults: Some(Arc::new(self.disk.clone())),
         };
         let mut control = Control::with_world(
             dirs,
@@ -409,13 +473,16 @@ impl Sim {
             world,
         )
         .map_err(|e| self.fail(format!("Control::with_world: {e:#}")))?;
-        // As the daemon does: no generation of a shim still running is handed out again.
+        // As the daemon does: no generation of a shim still running is handed out again. After
+        // a crash that lost writes, not those of the strays stopped meanwhile either (the
+        // simulation names a process by its generation).
+        let lossy = self.stats.lossy_crashes > 0;
         let live_max = self
             .host
             .lock()
             .procs
             .iter()
-            .filter(|p| p.alive)
+            .filter(|p| p.alive || lossy)
             .map(|p| p.generation)
             .max()
             .unwrap_or(0);
@@ -584,8 +651,11 @@ impl Sim {
             }
         }
         for req in std::mem::take(probes) {
+            // The newest of that name: a generation is handed out again once no record holds
+            // it (a daemon starts above the stored ones and the running shims').
             let proc = procs
                 .iter()
+                .rev()
                 .find(|p| p.app == req.app && p.slot == req.slot && p.generation == req.generation);
             let outcome = match proc {
                 Some(p) if p.alive && !p.hung && now >= p.ready_at => {
@@ -608,6 +678,7 @@ impl Sim {
                 .into(),
             );
         }
+        st.outside_round(now, &mut out);
         out
     }
 }
@@ -641,25 +712,38 @@ impl Sim {
         // A deployment never runs more instances than `instances + max_surge` (those asked to
         // stop are on their way out).
         for app in &status.apps {
-            if app.deployment.is_none() {
+            let Some(deployment) = &app.deployment else {
                 continue;
-            }
+            };
+            // "#ID FROM → TO PHASE": instances of other releases are a blue-green set kept
+            // warm out of traffic (`keep_old`), not part of this deployment.
+            let mut words = deployment.split(' ');
+            let from = words.nth(1).unwrap_or_default();
+            let to = words.nth(1).unwrap_or_default();
+            let release_of = |slot: u32| {
+                app.instances
+                    .iter()
+                    .find(|i| i.slot == slot)
+                    .map(|i| i.release.as_str())
+            };
             let running: Vec<String> = self
                 .host
                 .lock()
                 .procs
                 .iter()
                 .filter(|p| p.alive && !p.stop_requested && p.app == app.name)
+                .filter(|p| release_of(p.slot).is_none_or(|r| r == from || r == to))
                 .map(|p| format!("{}/{} gen {}", p.app, p.slot, p.generation))
                 .collect();
-            let bound = app.desired + self.spec.deploy.max_surge.max(1);
+            let bound = self.surge_bound(app.desired);
             if running.len() as u32 > bound && !self.scaled_during_deploy {
                 return Err(self.fail(format!(
-                    "{} runs {} instances during a deployment, more than instances ({}) + max_surge ({}): {}",
+                    "{} runs {} instances during a deployment, more than {bound} (instances {}, max_surge {}, {:?}): {}",
                     app.name,
                     running.len(),
                     app.desired,
                     self.spec.deploy.max_surge,
+                    self.strategy,
                     running.join(", ")
                 )));
             }
@@ -667,35 +751,10 @@ impl Sim {
         Ok(())
     }
 
-    /// Every event any daemon emitted is in the store, once, in order.
-    fn check_events(&mut self) -> Result<(), Failure> {
-        self.collect_events();
-        let stored = jarfleet_daemon::store::read_events(&self.dirs().db(), 0, 1 << 20)
-            .map_err(|e| self.fail(format!("reading events: {e:#}")))?;
-        let ids: Vec<i64> = stored.iter().map(|e| e.id).collect();
-        for e in &self.emitted {
-            if !stored.iter().any(|s| s.id == e.id && s.kind == e.kind) {
-                return Err(self.fail(format!(
-                    "event {} ({}) was emitted but is not in the store (stored ids {:?}..)",
-                    e.id,
-                    e.kind,
-                    ids.first()
-                )));
-            }
-        }
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != ids.len() {
-            return Err(self.fail("an event id is stored twice"));
-        }
-        Ok(())
-    }
-
     /// The daemon dies (no goodbye) and a new one starts from the same store.
     async fn crash_daemon(&mut self) -> Result<(), Failure> {
-        let before = self.status()?;
-        self.check_events()?;
+        let lost = self.before_crash()?;
+        let before = self.status_quiet()?;
         self.control = None;
         self.rx = None;
         {
@@ -707,6 +766,9 @@ impl Sim {
             }
         }
         self.stats.restarts += 1;
+        if lost {
+            self.stop_strays()?;
+        }
         self.boot().await?;
         self.pump()?;
         let after = self.status()?;
@@ -717,12 +779,15 @@ impl Sim {
                 .collect()
         };
         let (b, a) = (slots(&before), slots(&after));
-        if b.iter().any(|s| !a.contains(s)) && before.apps.iter().all(|x| x.deployment.is_none()) {
+        if !lost
+            && b.iter().any(|s| !a.contains(s))
+            && before.apps.iter().all(|x| x.deployment.is_none())
+        {
             return Err(self.fail(format!(
                 "instance records lost across a daemon restart: before {b:?}, after {a:?}"
             )));
         }
-        self.check_events()
+        self.check_events().map(|_| ())
     }
 
     fn crash_instance(&mut self) {
@@ -870,6 +935,7 @@ impl Sim {
             .iter()
             .filter(|p| p.alive)
             .filter_map(|p| p.kill_at)
+            .chain(st.outside.next_deadline())
             .min()
             .unwrap_or(u64::MAX)
     }
@@ -924,7 +990,17 @@ fn answer<T>(r: &Option<Result<T, jarfleet_api::ErrorBody>>) -> String {
 /// Runs one seeded schedule of `steps` steps, then a quiet phase; checks the invariants after
 /// every step.
 pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
-    let mut sim = Sim::new(seed).map_err(|e| Failure {
+    run(seed, steps, true).await
+}
+
+/// A schedule as it was before strategies and failing store writes came into the simulation
+/// (rolling, a disk that never fails), for the seeds that found bugs then.
+pub async fn run_plain_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
+    run(seed, steps, false).await
+}
+
+async fn run(seed: u64, steps: usize, mixed: bool) -> Result<Stats, Failure> {
+    let mut sim = Sim::new(seed, mixed).map_err(|e| Failure {
         seed,
         step: 0,
         message: format!("setting up: {e:#}"),
@@ -933,11 +1009,18 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
     sim.boot().await?;
     sim.apply_first()?;
     sim.note(format!(
-        "applied {} instances, max_surge {}, max_unavailable {}",
-        sim.spec.instances, sim.spec.deploy.max_surge, sim.spec.deploy.max_unavailable
+        "applied {} instances, max_surge {}, max_unavailable {}, {:?}",
+        sim.spec.instances,
+        sim.spec.deploy.max_surge,
+        sim.spec.deploy.max_unavailable,
+        sim.strategy
     ));
     for step in 1..=steps {
         sim.step = step;
+        if let Some(line) = sim.disk.maybe_fail() {
+            sim.note(line);
+        }
+        sim.strategy_step()?;
         match sim.rng.below(10) {
             0..=3 => {
                 let ms = sim.rng.below(4_000);
@@ -966,6 +1049,7 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
     // Faults stop: everything must settle (deployments end, every instance ready).
     sim.step = steps + 1;
     sim.host.lock().faults = false;
+    sim.disk.fail_for(0, 0, false);
     sim.note("faults stop".into());
     // Instances stopped by a command are started again, as an operator would.
     let line = sim.action_on(Action::Start, None)?;
@@ -978,15 +1062,19 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
                 "not settled 30 min after the faults stopped: {reason}"
             )));
         }
+        sim.promote_waiting_canary()?;
         sim.advance(5_000)?;
         waited += 5_000;
         let status = sim.status()?;
         sim.check_invariants(&status)?;
         why = sim.settled()?;
     }
+    sim.check_release()?;
+    sim.quiet_outage().await?;
     sim.crash_daemon().await?;
     sim.check_events()?;
     sim.stats.steps = steps;
+    sim.stats.refused_writes = sim.disk.refused();
     sim.stats.events = sim.emitted.len();
     Ok(sim.stats)
 }
