@@ -20,7 +20,7 @@ use jarfleet_daemon::control::host::{
 use jarfleet_daemon::etcd_watch::EtcdNote;
 
 /// Whether schedules pick their strategy (else every one is rolling).
-const PICKED: bool = false;
+const PICKED: bool = true;
 
 /// The app's deployment strategy in one schedule.
 #[derive(Debug, Clone, PartialEq)]
@@ -279,9 +279,16 @@ impl Sim {
 
     /// How many instances not asked to stop a deployment may run: `instances + max_surge`
     /// rolling (a refresh falls back to a rolling restart), a whole second set blue-green and
-    /// canary.
+    /// canary (and the set kept warm by `keep_old`).
     pub(super) fn surge_bound(&self, desired: u32) -> u32 {
-        if self.strategy.switch() {
+        if let Strategy::BlueGreen { keep_old_s } = self.strategy
+            && keep_old_s > 0
+        {
+            // The old set of the last switch stays warm out of traffic until `keep_old` ends,
+            // beside both sets of a deployment started meanwhile (the planner counts it as
+            // gone: it holds no traffic).
+            3 * desired
+        } else if self.strategy.switch() {
             2 * desired
         } else {
             desired + self.spec.deploy.max_surge.max(1)
@@ -308,6 +315,33 @@ impl Sim {
                 answer(&r)
             ));
         }
+        Ok(())
+    }
+
+    /// How the schedule's deployments ended, by strategy (for the summary).
+    pub(super) fn tally_outcomes(&mut self) -> Result<(), Failure> {
+        let store = Store::open(&self.dirs().db())
+            .map_err(|e| self.fail(format!("reading the store: {e:#}")))?;
+        let deployments = store
+            .deployments(Some(APP))
+            .map_err(|e| self.fail(format!("reading deployments: {e:#}")))?;
+        for d in deployments {
+            *self
+                .stats
+                .outcomes
+                .entry(format!("{} {}", d.strategy, d.outcome))
+                .or_default() += 1;
+        }
+        let refreshed = self
+            .emitted
+            .iter()
+            .filter(|e| e.kind == "config.refresh-failed")
+            .count();
+        *self
+            .stats
+            .outcomes
+            .entry("refreshes fallen back to a restart".into())
+            .or_default() += refreshed;
         Ok(())
     }
 

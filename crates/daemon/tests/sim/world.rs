@@ -302,6 +302,8 @@ pub struct Stats {
     pub lost_events: usize,
     pub lossy_crashes: usize,
     pub strays: usize,
+    /// Deployments by "strategy outcome", and live refreshes that fell back to a restart.
+    pub outcomes: BTreeMap<String, usize>,
 }
 
 const APP: &str = "web";
@@ -945,7 +947,15 @@ impl Sim {
         let status = self.status()?;
         for app in &status.apps {
             if let Some(d) = &app.deployment {
-                return Ok(Some(format!("deployment still running: {d}")));
+                let states: Vec<String> = app
+                    .instances
+                    .iter()
+                    .map(|i| format!("{}:{}:{}", i.slot, i.release, i.state))
+                    .collect();
+                return Ok(Some(format!(
+                    "deployment still running: {d} (instances {states:?}, canary {:?})",
+                    app.canary
+                )));
             }
             let ready = app.instances.iter().filter(|i| i.ready).count() as u32;
             if ready != app.desired || app.instances.len() as u32 != app.desired {
@@ -1075,6 +1085,7 @@ async fn run(seed: u64, steps: usize, mixed: bool) -> Result<Stats, Failure> {
     sim.check_events()?;
     sim.stats.steps = steps;
     sim.stats.refused_writes = sim.disk.refused();
+    sim.tally_outcomes()?;
     sim.stats.events = sim.emitted.len();
     Ok(sim.stats)
 }
