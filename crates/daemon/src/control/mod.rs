@@ -738,6 +738,16 @@ impl Control {
         let change = self.persist.borrow_mut().recovered(written, now);
         if let Some(change) = change {
             self.store_changed(change);
+            // etcd changes refused while the store failed go out now.
+            let waiting: Vec<String> = self
+                .etcd_pending
+                .keys()
+                .filter(|a| self.apps.get(*a).is_some_and(|rt| rt.deployment.is_none()))
+                .cloned()
+                .collect();
+            for app in waiting {
+                self.etcd_after_deployment(&app);
+            }
         }
     }
 
@@ -750,7 +760,9 @@ impl Control {
         let now = self.now_ms();
         let flushed = self.persist.borrow_mut().flush(&self.store_target(), now);
         let written = flushed.map_err(|e| {
-            format!("the store cannot be written ({e}); tried again when its writes succeed")
+            format!(
+                "the store cannot be written ({e}); try again once it is (event daemon.store-recovered)"
+            )
         })?;
         let change = self.persist.borrow_mut().recovered(written, now);
         if let Some(change) = change {

@@ -27,6 +27,7 @@ impl Control {
             .get(app)
             .map(|a| a.rec.spec.config_on_change.clone())
             .unwrap_or_default();
+        let values = prepared.spec.etcd_env.clone();
         if on_change == OnChange::Restart || prepared.spec.config_rendered.is_empty() {
             match self.deploy(app, prepared, None) {
                 Ok(d) => self.emit(
@@ -35,14 +36,22 @@ impl Control {
                     None,
                     format!("etcd config changed: deployment #{} to {}", d.id, d.to),
                 ),
-                // A deployment is running: the change waits for it (see `finish`).
-                Err(e) => self.emit(EventKind::ConfigDeferred, Some(app), None, e.message),
+                // A deployment is running, or the store cannot be written: the change waits
+                // for the deployment's end (see `finish`) or the store's recovery.
+                Err(e) => self.config_deferred(app, values, e.message),
             }
             return;
         }
         if let Err(e) = self.refresh_start(app, prepared, &on_change) {
-            self.emit(EventKind::ConfigDeferred, Some(app), None, e.message);
+            self.config_deferred(app, values, e.message);
         }
+    }
+
+    /// An etcd change that could not go out now: announced, and kept to go out after the
+    /// running deployment, or once the store takes writes again.
+    fn config_deferred(&mut self, app: &str, values: BTreeMap<String, String>, why: String) {
+        self.etcd_pending.insert(app.to_string(), values);
+        self.emit(EventKind::ConfigDeferred, Some(app), None, why);
     }
 
     fn refresh_start(

@@ -96,8 +96,12 @@ pub struct Outside {
     trains: VecDeque<TrainRequest>,
     /// The config releases prepared so far.
     configs: u32,
-    /// Values of the next etcd change.
+    /// The version of the app's etcd values now (0: never changed).
     etcd_version: u32,
+    /// The releases prepared for each version of the values.
+    prepared_for: BTreeMap<u32, Vec<String>>,
+    /// What a watch reads first when it starts (the values now), to deliver.
+    first_reads: Vec<Event>,
     /// Where the config templates live (a real directory: the loop renders them).
     pub templates: PathBuf,
 }
@@ -110,6 +114,17 @@ impl Outside {
     pub fn watch_etcd(&mut self, app: String) -> Watch {
         let running = Arc::new(AtomicBool::new(true));
         self.watches.retain(|(_, r)| r.load(Ordering::Relaxed));
+        // A watch starts with a read of the values as they are.
+        if self.etcd_version > 0 {
+            let values = etcd_values(self.etcd_version);
+            self.first_reads.push(
+                EtcdNote::Values {
+                    app: app.clone(),
+                    values,
+                }
+                .into(),
+            );
+        }
         self.watches.push((app, running.clone()));
         Watch::new(move || running.store(false, Ordering::Relaxed))
     }
@@ -126,6 +141,11 @@ impl Outside {
     pub fn next_deadline(&self) -> Option<u64> {
         self.calls.iter().map(|(at, _, _)| *at).min()
     }
+}
+
+/// The app's etcd values at `version`.
+fn etcd_values(version: u32) -> BTreeMap<String, String> {
+    BTreeMap::from([("SIM_CONFIG".to_string(), format!("v{version}"))])
 }
 
 /// Whether a fake process answers requests now.
@@ -203,6 +223,18 @@ impl HostState {
                 self.outside.templates.display().to_string(),
             );
             let release = format!("c{}", self.outside.configs);
+            if let Some(v) = spec
+                .etcd_env
+                .get("SIM_CONFIG")
+                .and_then(|v| v.strip_prefix('v'))
+                .and_then(|v| v.parse().ok())
+            {
+                self.outside
+                    .prepared_for
+                    .entry(v)
+                    .or_default()
+                    .push(release.clone());
+            }
             out.push(
                 ConfigPrepared {
                     app: req.app,
@@ -217,6 +249,7 @@ impl HostState {
                 .into(),
             );
         }
+        out.append(&mut self.outside.first_reads);
         while let Some(req) = self.outside.trains.pop_front() {
             out.push(
                 Trained {
@@ -238,10 +271,7 @@ impl HostState {
             .find(|(_, r)| r.load(Ordering::Relaxed))
             .map(|(a, _)| a.clone())?;
         self.outside.etcd_version += 1;
-        let values = BTreeMap::from([(
-            "SIM_CONFIG".to_string(),
-            format!("v{}", self.outside.etcd_version),
-        )]);
+        let values = etcd_values(self.outside.etcd_version);
         Some(EtcdNote::Values { app, values }.into())
     }
 }
@@ -355,6 +385,24 @@ impl Sim {
             .deployments(Some(APP))
             .map_err(|e| self.fail(format!("reading deployments: {e:#}")))?;
         drop(store);
+        // The last etcd change went out once prepared (a change refused meanwhile waits for the
+        // running deployment or the store; a watch's first read brings it to a new daemon).
+        let (version, prepared) = {
+            let st = self.host.lock();
+            let v = st.outside.etcd_version;
+            (
+                v,
+                st.outside.prepared_for.get(&v).cloned().unwrap_or_default(),
+            )
+        };
+        if version > 0 && !prepared.is_empty() && self.stats.lossy_crashes == 0 {
+            let out = deployments.iter().any(|d| prepared.contains(&d.to));
+            if !out {
+                return Err(self.fail(format!(
+                    "the last etcd change (v{version}, prepared as {prepared:?}) never went out"
+                )));
+            }
+        }
         for app in &status.apps {
             // Judged after the last deployment that ended well; a failed one stops where it
             // is (documented: the fleet may stay mixed), an aborted one (superseded by

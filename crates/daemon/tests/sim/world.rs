@@ -772,8 +772,9 @@ impl Sim {
             self.stop_strays()?;
         }
         self.boot().await?;
+        // What the new daemon loaded, before it does anything with it.
+        let after = self.status_quiet()?;
         self.pump()?;
-        let after = self.status()?;
         let slots = |r: &StatusReport| -> Vec<(String, u32)> {
             r.apps
                 .iter()
@@ -942,9 +943,13 @@ impl Sim {
             .unwrap_or(u64::MAX)
     }
 
-    /// Whether the fleet is settled: no deployment, every instance ready, one process each.
+    /// Whether the fleet is settled: the store takes writes, no deployment, every instance
+    /// ready, one process each.
     fn settled(&mut self) -> Result<Option<String>, Failure> {
         let status = self.status()?;
+        if status.daemon.store.as_ref().is_some_and(|s| !s.writable) {
+            return Ok(Some("the store does not take writes yet".into()));
+        }
         for app in &status.apps {
             if let Some(d) = &app.deployment {
                 let states: Vec<String> = app
