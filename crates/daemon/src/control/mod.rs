@@ -156,9 +156,10 @@ mod shims;
 mod status;
 
 /// What the loop reaches outside itself that a simulation stands in for: the clock, the host
-/// (shims, their stop commands, health checks) and the seed of its randomness (restart jitter).
-/// The store is the real [`Store`] (a simulation opens one in a temporary directory). The real
-/// daemon passes [`World::real`].
+/// (shims, their stop commands, health checks, refresh requests, etcd watches, archive
+/// training) and the seed of its randomness (restart jitter). The store is the real [`Store`]
+/// (a simulation opens one in a temporary directory and may make its writes fail:
+/// `store_faults`). The real daemon passes [`World::real`].
 pub struct World {
     pub clock: Arc<dyn Clock>,
     /// Shims and health checks.

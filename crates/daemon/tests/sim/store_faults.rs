@@ -346,8 +346,18 @@ impl Sim {
         })?;
         self.note(format!("scale to {to}: {}", answer(&r)));
         let end = self.now() + ms;
+        let from = self.emitted.len();
         while self.now() < end {
             self.advance(1_000)?;
+            if self.emitted[from.min(self.emitted.len())..]
+                .iter()
+                .any(|e| e.kind == "deploy.started")
+            {
+                // An etcd change that waited (for a deployment, or for the store) went out: its
+                // deployment replaces instances, which is not the outage's doing.
+                self.note("quiet: a waiting etcd change went out".into());
+                break;
+            }
             let st = self.host.lock();
             let hurt: Vec<String> = st
                 .procs

@@ -102,6 +102,8 @@ pub struct Outside {
     prepared_for: BTreeMap<u32, Vec<String>>,
     /// What a watch reads first when it starts (the values now), to deliver.
     first_reads: Vec<Event>,
+    /// The last preparation failed (the change is dropped until the next one: `config.failed`).
+    last_prepare_failed: bool,
     /// Where the config templates live (a real directory: the loop renders them).
     pub templates: PathBuf,
 }
@@ -200,7 +202,9 @@ impl HostState {
             );
         }
         while let Some(req) = self.outside.prepares.pop_front() {
-            if faults && self.rng.chance(5) {
+            let failed = faults && self.rng.chance(5);
+            self.outside.last_prepare_failed = failed;
+            if failed {
                 out.push(
                     Notice {
                         kind: jarfleet_core::events::EventKind::ConfigFailed,
@@ -386,16 +390,18 @@ impl Sim {
             .map_err(|e| self.fail(format!("reading deployments: {e:#}")))?;
         drop(store);
         // The last etcd change went out once prepared (a change refused meanwhile waits for the
-        // running deployment or the store; a watch's first read brings it to a new daemon).
-        let (version, prepared) = {
+        // running deployment or the store; a watch's first read brings it to a new daemon) —
+        // unless its last preparation failed: then it waits for the next change.
+        let (version, prepared, dropped) = {
             let st = self.host.lock();
             let v = st.outside.etcd_version;
             (
                 v,
                 st.outside.prepared_for.get(&v).cloned().unwrap_or_default(),
+                st.outside.last_prepare_failed,
             )
         };
-        if version > 0 && !prepared.is_empty() && self.stats.lossy_crashes == 0 {
+        if version > 0 && !prepared.is_empty() && !dropped && self.stats.lossy_crashes == 0 {
             let out = deployments.iter().any(|d| prepared.contains(&d.to));
             if !out {
                 return Err(self.fail(format!(

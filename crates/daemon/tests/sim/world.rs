@@ -6,8 +6,9 @@
 //! schedule says so, and obeys or ignores SIGTERM (then it is killed after the grace the loop
 //! gave). Health checks are answered from the fake process's state. One schedule is a seeded
 //! sequence of steps — time passing, faults (crashes, failed checks, failed starts, a daemon
-//! crash and restart from the same store) and commands arriving at any moment (deploy,
-//! rollback, abort, restart, scale, stop, start) — followed by a quiet phase without faults.
+//! crash and restart from the same store, store writes failing: `store_faults.rs`) and commands
+//! arriving at any moment (deploy, rollback, abort, restart, scale, stop, start; the strategy's
+//! own and etcd changes: `strategies.rs`) — followed by a quiet phase without faults.
 //! The invariants are checked after every step ([`run_schedule`]).
 
 use std::collections::BTreeMap;
