@@ -168,6 +168,23 @@ impl Persist {
         }
     }
 
+    /// A write made straight to the store (one that cannot wait: a new deployment's record)
+    /// failed: a failing period begins as if `persist` had made it, so that what waits for the
+    /// store's recovery is told when it comes. Returns `Failing` when it began one.
+    pub fn refused(&mut self, error: String, now: u64) -> Option<Change> {
+        self.write_errors += 1;
+        if self.trouble.is_some() {
+            return None;
+        }
+        self.trouble = Some(Trouble {
+            since: now,
+            error: error.clone(),
+            events_dropped: 0,
+        });
+        self.next_retry = now + RETRY_MS;
+        Some(Change::Failing { error })
+    }
+
     fn keep(&mut self, w: Write) {
         match (w.key(), w) {
             (Some(key), w) => {
@@ -369,6 +386,23 @@ mod tests {
         assert_eq!(p.health().failing_since, None);
         assert_eq!(p.write(&disk, meta("c", "1"), 2200), None);
         assert_eq!(disk.taken.borrow().last().map(String::as_str), Some("c=1"));
+    }
+
+    #[test]
+    fn a_direct_write_that_failed_begins_a_failing_period_that_the_next_retry_ends() {
+        let disk = Disk::default();
+        let mut p = Persist::new(None, 0);
+        let began = p.refused("database or disk is full".into(), 100);
+        assert!(matches!(began, Some(Change::Failing { .. })));
+        assert_eq!(p.refused("again".into(), 150), None, "one period");
+        assert_eq!(p.health().write_errors, 2);
+        assert!(p.due(100 + RETRY_MS));
+        // Nothing was kept: the retry writes nothing and ends the period.
+        assert_eq!(p.flush(&disk, 100 + RETRY_MS), Ok(0));
+        assert!(matches!(
+            p.recovered(0, 100 + RETRY_MS),
+            Some(Change::Recovered { written: 0, .. })
+        ));
     }
 
     #[test]

@@ -164,10 +164,19 @@ impl Control {
         // the store failed, or the store could hold it beside an older deployment still open.
         self.flush_kept()
             .map_err(|e| failed(format!("recording the deployment: {e}")))?;
-        d.id = self
-            .store_target()
-            .insert_deployment(&record(&d))
-            .map_err(|e| failed(format!("recording the deployment: {e:#}")))?;
+        let inserted = self.store_target().insert_deployment(&record(&d));
+        d.id = match inserted {
+            Ok(id) => id,
+            Err(e) => {
+                let error = format!("{e:#}");
+                // What waits for the store (an etcd change) is told when it takes writes again.
+                let change = self.persist.borrow_mut().refused(error.clone(), now);
+                if let Some(change) = change {
+                    self.store_changed(change);
+                }
+                return Err(failed(format!("recording the deployment: {error}")));
+            }
+        };
         self.emit(
             EventKind::DeployStarted,
             Some(app),

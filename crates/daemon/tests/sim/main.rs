@@ -97,7 +97,10 @@ fn seeded_schedules_keep_the_invariants() {
 ///   old set never went — rolling back for good. A switch now retires old instances beyond
 ///   `instances` (`rollout::next_steps`). It also streamed an event whose write began a
 ///   failing period after `daemon.store-failing` (the next id): events are streamed before
-///   they are written.
+///   they are written;
+/// - seed 3877: the same as 207 when the new deployment's own record (written straight to the
+///   store) was the write refused: no failing period began, so no recovery ever sent the
+///   change. That refusal now begins one (`Persist::refused`).
 #[test]
 fn schedules_that_found_bugs_stay_fixed() {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -109,7 +112,7 @@ fn schedules_that_found_bugs_stay_fixed() {
             panic!("{failure}");
         }
     }
-    for seed in [103, 207, 257, 762] {
+    for seed in [103, 207, 257, 762, 3877] {
         if let Err(failure) = rt.block_on(world::run_schedule(seed, STEPS)) {
             panic!("{failure}");
         }
