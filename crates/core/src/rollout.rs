@@ -137,6 +137,20 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
             retire.extend(ready_old);
         }
     }
+    // Blue-green and canary keep the old set whole until the switch — but no more of it than
+    // `instances`: a surplus (left by an earlier deployment that failed, or old only because a
+    // `restart` came since) would hold the new set under the `2 × instances` ceiling for good.
+    // The newest slots go first, as in a scale down.
+    if params.switch {
+        let mut old_ready: Vec<u32> = old_alive
+            .iter()
+            .filter(|m| is_ready(m) && !retire.contains(&m.slot))
+            .map(|m| m.slot)
+            .collect();
+        old_ready.sort_unstable();
+        let surplus = old_ready.len().saturating_sub(n as usize);
+        retire.extend(old_ready.iter().rev().take(surplus));
+    }
     // Ready old instances go one at a time while the ready count stays above the floor. Only
     // target instances healthy for `min_healthy` count as replacements.
     let floor = if params.switch {
@@ -247,6 +261,36 @@ mod tests {
             100_000,
         );
         assert_eq!(s.retire, vec![4]);
+    }
+
+    #[test]
+    fn a_switch_retires_old_instances_beyond_instances_so_the_new_set_can_start() {
+        // Found in simulation (seed 762): a canary rolling back to r1 had five ready instances
+        // counted as old (two of r1 from before a `restart`, three of r2) and three of r1 on
+        // the new restart generation; eight running of a ceiling of eight, so the fourth target
+        // never started and the old set never went: rolling back for good.
+        let p = RolloutParams {
+            switch: true,
+            ..params(4, 1, 0)
+        };
+        let old = |slot| m(slot, false, MemberState::Ready { since: 0 });
+        let new = |slot| m(slot, true, MemberState::Ready { since: 0 });
+        let members = [
+            new(0),
+            new(1),
+            old(2),
+            old(3),
+            old(4),
+            old(5),
+            old(7),
+            new(8),
+        ];
+        let s = next_steps(&p, &members, 100_000);
+        assert_eq!((s.retire, s.start), (vec![7], vec![6]));
+        // At most `instances` old ones: the whole old set stays until the switch.
+        let members = [old(0), old(1), old(2), old(3), new(4), new(5)];
+        let s = next_steps(&p, &members, 100_000);
+        assert_eq!((s.retire, s.start), (vec![], vec![6, 7]));
     }
 
     #[test]

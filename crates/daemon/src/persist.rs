@@ -42,6 +42,41 @@ impl Target for Store {
     }
 }
 
+/// Writes the store is made to refuse, as a full disk or an I/O error would: a simulation's
+/// hook (the real daemon has none; see `control::World`).
+pub trait Faults: Send + Sync {
+    /// The error the store gives for `writes` now, or `None` to let them through.
+    fn refuse(&self, writes: &[&Write]) -> Option<anyhow::Error>;
+}
+
+/// The store behind the loop's fault hook, if it has one.
+pub struct Guarded<'a> {
+    pub store: &'a Store,
+    pub faults: Option<&'a dyn Faults>,
+}
+
+impl Guarded<'_> {
+    fn refused(&self, writes: &[&Write]) -> anyhow::Result<()> {
+        match self.faults.and_then(|f| f.refuse(writes)) {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Records a new deployment (written at once: its id comes from the store).
+    pub fn insert_deployment(&self, rec: &jarfleet_api::DeploymentRecord) -> anyhow::Result<i64> {
+        self.refused(&[&Write::Deployment(Box::new(rec.clone()))])?;
+        self.store.put_deployment(rec)
+    }
+}
+
+impl Target for Guarded<'_> {
+    fn take(&self, writes: &[&Write]) -> anyhow::Result<()> {
+        self.refused(writes)?;
+        self.store.write_all(writes)
+    }
+}
+
 /// A change of the store's state, for the loop to report (event, log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -131,6 +166,23 @@ impl Persist {
                 Some(Change::Failing { error })
             }
         }
+    }
+
+    /// A write made straight to the store (one that cannot wait: a new deployment's record)
+    /// failed: a failing period begins as if `persist` had made it, so that what waits for the
+    /// store's recovery is told when it comes. Returns `Failing` when it began one.
+    pub fn refused(&mut self, error: String, now: u64) -> Option<Change> {
+        self.write_errors += 1;
+        if self.trouble.is_some() {
+            return None;
+        }
+        self.trouble = Some(Trouble {
+            since: now,
+            error: error.clone(),
+            events_dropped: 0,
+        });
+        self.next_retry = now + RETRY_MS;
+        Some(Change::Failing { error })
     }
 
     fn keep(&mut self, w: Write) {
@@ -334,6 +386,23 @@ mod tests {
         assert_eq!(p.health().failing_since, None);
         assert_eq!(p.write(&disk, meta("c", "1"), 2200), None);
         assert_eq!(disk.taken.borrow().last().map(String::as_str), Some("c=1"));
+    }
+
+    #[test]
+    fn a_direct_write_that_failed_begins_a_failing_period_that_the_next_retry_ends() {
+        let disk = Disk::default();
+        let mut p = Persist::new(None, 0);
+        let began = p.refused("database or disk is full".into(), 100);
+        assert!(matches!(began, Some(Change::Failing { .. })));
+        assert_eq!(p.refused("again".into(), 150), None, "one period");
+        assert_eq!(p.health().write_errors, 2);
+        assert!(p.due(100 + RETRY_MS));
+        // Nothing was kept: the retry writes nothing and ends the period.
+        assert_eq!(p.flush(&disk, 100 + RETRY_MS), Ok(0));
+        assert!(matches!(
+            p.recovered(0, 100 + RETRY_MS),
+            Some(Change::Recovered { written: 0, .. })
+        ));
     }
 
     #[test]

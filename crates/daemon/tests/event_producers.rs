@@ -74,7 +74,8 @@ fn no_module_outside_the_loop_builds_a_loop_event() {
     assert!(
         offenders.is_empty(),
         "only crates/daemon/src/control/ builds a loop event; send the producer's own type \
-         (ApiRequest, Notice, ShimNote, ProbeResult, EtcdNote, BalancerNote) with `.into()`:\n{}",
+         (ApiRequest, Notice, ShimNote, ProbeResult, EtcdNote, BalancerNote, Refreshed, \
+         ConfigPrepared, Trained) with `.into()`:\n{}",
         offenders.join("\n")
     );
 }

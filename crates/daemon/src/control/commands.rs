@@ -137,7 +137,7 @@ impl Control {
                     None,
                     format!("scaled from {from} to {to}"),
                 );
-                self.ensure_slots(app, *to);
+                self.scale_to(app, *to);
             }
             AppChange::Roll { app, from, to, .. } if from == to => {
                 // The same release on another JDK of this host: its instances restart on
@@ -468,6 +468,37 @@ impl Control {
         self.write_app(app);
     }
 
+    /// `scale` (or an `apply` that changes `instances`): the app's slots, and the blue-green set
+    /// kept warm after a switch (`keep_old`), to `n` each — a switch back runs no more than the
+    /// app's count (found by the simulation, seed 9018: after a scale down, the warm set of the
+    /// old count ran beside both sets of the next deployment).
+    pub(super) fn scale_to(&mut self, app: &str, n: u32) {
+        let warm: Vec<u32> = self
+            .apps
+            .get(app)
+            .map(|rt| {
+                rt.slots
+                    .iter()
+                    .filter(|(_, s)| {
+                        s.record.standby_until.is_some()
+                            && !matches!(s.record.instance.phase, Phase::Stopping { .. })
+                    })
+                    .map(|(k, _)| *k)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for slot in warm.into_iter().skip(n as usize) {
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Remove,
+                },
+            );
+        }
+        self.ensure_slots(app, n);
+    }
+
     /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
     pub(super) fn ensure_slots(&mut self, app: &str, n: u32) {
         let now = self.now_ms();
@@ -741,7 +772,7 @@ impl Control {
             None,
             format!("scaled from {from} to {}", req.instances),
         );
-        self.ensure_slots(&req.app, req.instances);
+        self.scale_to(&req.app, req.instances);
         Ok(Ack {
             message: format!("scaling {} from {from} to {}", req.app, req.instances),
         })

@@ -160,10 +160,23 @@ impl Control {
         let kind = Kind::of_strategy(rt.rec.release(to).0.deploy.strategy);
         let now = self.now_ms();
         let mut d = Deployment::new(app, &from, to, kind, why, now);
-        d.id = self
-            .store
-            .put_deployment(&record(&d))
-            .map_err(|e| failed(format!("recording the deployment: {e:#}")))?;
+        // Its id comes from the store, so it is written at once — after the writes kept while
+        // the store failed, or the store could hold it beside an older deployment still open.
+        self.flush_kept()
+            .map_err(|e| failed(format!("recording the deployment: {e}")))?;
+        let inserted = self.store_target().insert_deployment(&record(&d));
+        d.id = match inserted {
+            Ok(id) => id,
+            Err(e) => {
+                let error = format!("{e:#}");
+                // What waits for the store (an etcd change) is told when it takes writes again.
+                let change = self.persist.borrow_mut().refused(error.clone(), now);
+                if let Some(change) = change {
+                    self.store_changed(change);
+                }
+                return Err(failed(format!("recording the deployment: {error}")));
+            }
+        };
         self.emit(
             EventKind::DeployStarted,
             Some(app),

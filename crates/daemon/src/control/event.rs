@@ -1,6 +1,8 @@
 //! What reaches the control loop. Each producer speaks its own type — the API an
 //! [`ApiRequest`], a shim connection a [`ShimNote`], a health check a [`ProbeResult`], the
-//! balancer a [`BalancerNote`], an etcd watch an [`EtcdNote`], a signal handler or other
+//! balancer a [`BalancerNote`], an etcd watch an [`EtcdNote`], a live refresh's request a
+//! [`Refreshed`], the preparation of an etcd change a [`ConfigPrepared`], a class data
+//! archive's training a [`Trained`], a signal handler or other
 //! outside task a [`Notice`] — and the loop's closed [`Event`] wraps them. Only the loop builds
 //! an `Event` (producers hand theirs over with `.into()`).
 
@@ -13,6 +15,7 @@ use jarfleet_core::spec::AppSpec;
 use tokio::sync::oneshot;
 
 pub use super::data_plane::BalancerNote;
+use super::host::{ConfigPrepared, Refreshed, Trained};
 use super::{PreparedApp, Reply};
 use crate::etcd_watch::EtcdNote;
 use crate::probe::ProbeResult;
@@ -100,18 +103,9 @@ pub enum Event {
         prepared: Box<PreparedApp>,
     },
     /// An instance's answer to a live config refresh.
-    Refreshed {
-        app: String,
-        slot: u32,
-        generation: u64,
-        result: Result<String, String>,
-    },
+    Refreshed(Refreshed),
     /// A release's class data archive was trained (or could not be).
-    Trained {
-        app: String,
-        release: String,
-        result: Result<String, String>,
-    },
+    Trained(Trained),
 }
 
 impl Event {
@@ -165,5 +159,26 @@ impl From<EtcdNote> for Event {
 impl From<BalancerNote> for Event {
     fn from(n: BalancerNote) -> Event {
         Event::Balancer(n)
+    }
+}
+
+impl From<Refreshed> for Event {
+    fn from(r: Refreshed) -> Event {
+        Event::Refreshed(r)
+    }
+}
+
+impl From<Trained> for Event {
+    fn from(t: Trained) -> Event {
+        Event::Trained(t)
+    }
+}
+
+impl From<ConfigPrepared> for Event {
+    fn from(c: ConfigPrepared) -> Event {
+        Event::ConfigRelease {
+            app: c.app,
+            prepared: c.prepared,
+        }
     }
 }

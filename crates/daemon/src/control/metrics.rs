@@ -73,8 +73,8 @@ impl Event {
             Event::Notice(_) => "emit",
             Event::Etcd(EtcdNote::Values { .. }) => "etcd-values",
             Event::ConfigRelease { .. } => "config-release",
-            Event::Refreshed { .. } => "refreshed",
-            Event::Trained { .. } => "trained",
+            Event::Refreshed(_) => "refreshed",
+            Event::Trained(_) => "trained",
             Event::Balancer(BalancerNote::Drained { .. }) => "drained",
         }
     }

@@ -105,7 +105,7 @@ pub struct Control {
     /// Releases whose class data archive is being trained (app, release).
     training: std::collections::BTreeSet<(String, String)>,
     /// One etcd watch per app with an etcd config source.
-    etcd_watches: BTreeMap<String, (jarfleet_core::spec::EtcdSource, tokio::task::JoinHandle<()>)>,
+    etcd_watches: BTreeMap<String, (jarfleet_core::spec::EtcdSource, host::Watch)>,
     /// The latest etcd values of an app, while they are not yet what it runs.
     etcd_pending: BTreeMap<String, BTreeMap<String, String>>,
     /// What `/metrics` shows that needs history (`metrics.rs`).
@@ -120,6 +120,8 @@ pub struct Control {
     shortages: jarfleet_shim::fdlimit::Alerts,
     /// Writes to the store: at once, or kept and written again while it fails (`persist`).
     persist: std::cell::RefCell<Persist>,
+    /// Store writes refused on purpose (a simulation's full disk; none in the daemon).
+    store_faults: Option<Arc<dyn crate::persist::Faults>>,
     /// The id of the latest event (events get their ids here, so one kept in memory while the
     /// store fails is streamed with the id it is stored under later).
     last_event_id: std::cell::Cell<i64>,
@@ -157,10 +159,10 @@ mod shims;
 mod status;
 
 /// What the loop reaches outside itself that a simulation stands in for: the clock, the host
-/// (shims, their stop commands, health checks), the load balancer's data plane and the seed of
-/// its randomness (restart jitter).
-/// The store is the real [`Store`] (a simulation opens one in a temporary directory). The real
-/// daemon passes [`World::real`].
+/// (shims, their stop commands, health checks, ports, refresh requests, etcd watches, archive
+/// training), the load balancer's data plane and the seed of its randomness (restart jitter).
+/// The store is the real [`Store`] (a simulation opens one in a temporary directory and may make
+/// its writes fail: `store_faults`). The real daemon passes [`World::real`].
 pub struct World {
     pub clock: Arc<dyn Clock>,
     /// Shims and health checks.
@@ -169,6 +171,8 @@ pub struct World {
     pub data_plane: Arc<dyn data_plane::DataPlane>,
     /// `None`: seeded from the OS.
     pub seed: Option<u64>,
+    /// Store writes to refuse as a full disk would (a simulation's); `None` in the daemon.
+    pub store_faults: Option<Arc<dyn crate::persist::Faults>>,
 }
 
 impl World {
@@ -179,6 +183,7 @@ impl World {
             host: Arc::new(host::RealHost),
             data_plane: Arc::new(data_plane::InProcess::default()),
             seed: None,
+            store_faults: None,
         }
     }
 }
@@ -247,6 +252,7 @@ impl Control {
             trimmer: Default::default(),
             shortages: Default::default(),
             persist: std::cell::RefCell::new(Persist::new(degraded, now)),
+            store_faults: world.store_faults,
             last_event_id: std::cell::Cell::new(last_event_id),
             strays: Vec::new(),
         };
@@ -337,17 +343,17 @@ impl Control {
                 }
                 self.config_release(&app, *prepared);
             }
-            Event::Refreshed {
+            Event::Refreshed(host::Refreshed {
                 app,
                 slot,
                 generation,
                 result,
-            } => self.on_refreshed(&app, slot, generation, result),
-            Event::Trained {
+            }) => self.on_refreshed(&app, slot, generation, result),
+            Event::Trained(host::Trained {
                 app,
                 release,
                 result,
-            } => {
+            }) => {
                 self.training.remove(&(app.clone(), release));
                 match result {
                     Ok(message) => self.emit(EventKind::CdsTrained, Some(&app), None, message),
@@ -432,9 +438,8 @@ impl Control {
                     .cloned()
                     .collect();
                 for app in gone {
-                    if let Some((_, h)) = self.etcd_watches.remove(&app) {
-                        h.abort();
-                    }
+                    // Dropping the watch stops it.
+                    self.etcd_watches.remove(&app);
                 }
             }
             ApiRequest::Action { req, reply } => {
@@ -693,9 +698,17 @@ impl Control {
         let change = self
             .persist
             .borrow_mut()
-            .write(&self.store, w, self.now_ms());
+            .write(&self.store_target(), w, self.now_ms());
         if let Some(change) = change {
             self.store_changed(change);
+        }
+    }
+
+    /// The store, behind the fault hook of a simulation.
+    pub(super) fn store_target(&self) -> crate::persist::Guarded<'_> {
+        crate::persist::Guarded {
+            store: &self.store,
+            faults: self.store_faults.as_deref(),
         }
     }
 
@@ -717,7 +730,7 @@ impl Control {
         if !self.persist.borrow().due(now) {
             return;
         }
-        let flushed = self.persist.borrow_mut().flush(&self.store, now);
+        let flushed = self.persist.borrow_mut().flush(&self.store_target(), now);
         let Ok(written) = flushed else { return };
         if self.persist.borrow().degraded() {
             match self.reopen_store() {
@@ -733,7 +746,37 @@ impl Control {
         let change = self.persist.borrow_mut().recovered(written, now);
         if let Some(change) = change {
             self.store_changed(change);
+            // etcd changes refused while the store failed go out now.
+            let waiting: Vec<String> = self
+                .etcd_pending
+                .keys()
+                .filter(|a| self.apps.get(*a).is_some_and(|rt| rt.deployment.is_none()))
+                .cloned()
+                .collect();
+            for app in waiting {
+                self.etcd_after_deployment(&app);
+            }
         }
+    }
+
+    /// Writes what was kept while the store failed now, for a write that cannot wait (it must
+    /// not reach the store before them). `Err` while the store still fails.
+    pub(super) fn flush_kept(&mut self) -> Result<(), String> {
+        if self.persist.borrow().next_retry().is_none() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let flushed = self.persist.borrow_mut().flush(&self.store_target(), now);
+        let written = flushed.map_err(|e| {
+            format!(
+                "the store cannot be written ({e}); try again once it is (event daemon.store-recovered)"
+            )
+        })?;
+        let change = self.persist.borrow_mut().recovered(written, now);
+        if let Some(change) = change {
+            self.store_changed(change);
+        }
+        Ok(())
     }
 
     /// Closes the store opened for the daemon alone and opens it normally (readers can use it
@@ -817,20 +860,15 @@ impl Control {
         match (source, self.etcd_watches.get(app)) {
             (Some(s), Some((running, _))) if *running == s => {}
             (Some(s), _) => {
-                if let Some((_, h)) = self.etcd_watches.remove(app) {
-                    h.abort();
-                }
-                let task = tokio::spawn(crate::etcd_watch::watch(
-                    app.to_string(),
-                    s.clone(),
-                    self.tx.clone(),
-                ));
-                self.etcd_watches.insert(app.to_string(), (s, task));
+                // The old watch (if any) stops as it is dropped.
+                self.etcd_watches.remove(app);
+                let watch = self
+                    .host
+                    .watch_etcd(app.to_string(), s.clone(), self.tx.clone());
+                self.etcd_watches.insert(app.to_string(), (s, watch));
             }
             (None, Some(_)) => {
-                if let Some((_, h)) = self.etcd_watches.remove(app) {
-                    h.abort();
-                }
+                self.etcd_watches.remove(app);
             }
             (None, None) => {}
         }
@@ -855,23 +893,12 @@ impl Control {
         // set them (on_change among them).
         let mut spec = rt.rec.spec.clone();
         spec.etcd_env = values;
-        let dirs = self.dirs.clone();
-        let tx = self.tx.clone();
-        let app = app.to_string();
-        tokio::task::spawn_blocking(move || {
-            let event = match jarfleet_host::prepare::prepare_changed(&spec, &dirs) {
-                Ok(prepared) => Event::ConfigRelease {
-                    app,
-                    prepared: Box::new(prepared),
-                },
-                Err(e) => Event::Notice(Notice {
-                    kind: EventKind::ConfigFailed,
-                    app: Some(app),
-                    message: format!("the new etcd config cannot be prepared: {}", e.message),
-                }),
-            };
-            let _ = tx.blocking_send(event);
-        });
+        let req = host::ConfigRequest {
+            app: app.to_string(),
+            spec,
+            dirs: self.dirs.clone(),
+        };
+        self.host.prepare_config(req, self.tx.clone());
     }
 
     /// After a deployment ends: an etcd change that waited for it goes out now.
@@ -896,7 +923,7 @@ impl Control {
         let key = (app.to_string(), release.clone());
         if self.training.contains(&key)
             || !jarfleet_host::faststart::needs_dump(spec, runtime, &release, &self.dirs)
-            || !(jarfleet_host::faststart::records_dump_info(pid)
+            || !(self.host.records_dump_info(pid)
                 || jarfleet_java::cds::dump_blocked_by(&spec.java.opts).is_some())
         {
             return;
@@ -914,19 +941,16 @@ impl Control {
             Err(_) => return, // the instance could not have started either
         };
         self.training.insert(key);
-        let (spec, runtime) = (spec.clone(), runtime.clone());
-        let dirs = self.dirs.clone();
-        let tx = self.tx.clone();
-        let app = app.to_string();
-        tokio::task::spawn_blocking(move || {
-            let result =
-                jarfleet_host::faststart::dump(&spec, &runtime, &release, &dirs, pid, run_as);
-            let _ = tx.blocking_send(Event::Trained {
-                app,
-                release,
-                result,
-            });
-        });
+        let req = host::TrainRequest {
+            app: app.to_string(),
+            release,
+            spec: spec.clone(),
+            runtime: runtime.clone(),
+            dirs: self.dirs.clone(),
+            pid,
+            run_as,
+        };
+        self.host.train(req, self.tx.clone());
     }
 
     /// The daemon was short of something itself while doing `what`: counted, and reported as a
@@ -971,8 +995,10 @@ impl Control {
             slot,
             message,
         };
-        self.write(Write::Event(rec.clone()));
-        let _ = self.events.send(rec);
+        // Streamed before it is written: a write that fails emits `daemon.store-failing` (the
+        // next id), which must not reach the stream before this one.
+        let _ = self.events.send(rec.clone());
+        self.write(Write::Event(rec));
     }
 }
 

@@ -27,6 +27,7 @@ impl Control {
             .get(app)
             .map(|a| a.rec.spec.config_on_change.clone())
             .unwrap_or_default();
+        let values = prepared.spec.etcd_env.clone();
         if on_change == OnChange::Restart || prepared.spec.config_rendered.is_empty() {
             match self.deploy(app, prepared, None) {
                 Ok(d) => self.emit(
@@ -35,14 +36,22 @@ impl Control {
                     None,
                     format!("etcd config changed: deployment #{} to {}", d.id, d.to),
                 ),
-                // A deployment is running: the change waits for it (see `finish`).
-                Err(e) => self.emit(EventKind::ConfigDeferred, Some(app), None, e.message),
+                // A deployment is running, or the store cannot be written: the change waits
+                // for the deployment's end (see `finish`) or the store's recovery.
+                Err(e) => self.config_deferred(app, values, e.message),
             }
             return;
         }
         if let Err(e) = self.refresh_start(app, prepared, &on_change) {
-            self.emit(EventKind::ConfigDeferred, Some(app), None, e.message);
+            self.config_deferred(app, values, e.message);
         }
+    }
+
+    /// An etcd change that could not go out now: announced, and kept to go out after the
+    /// running deployment, or once the store takes writes again.
+    fn config_deferred(&mut self, app: &str, values: BTreeMap<String, String>, why: String) {
+        self.etcd_pending.insert(app.to_string(), values);
+        self.emit(EventKind::ConfigDeferred, Some(app), None, why);
     }
 
     fn refresh_start(
@@ -152,38 +161,16 @@ impl Control {
                 self.on_refreshed(app, slot, generation, result);
             }
             OnChange::Http { method, path } => {
-                let tx = self.tx.clone();
-                let app = app.to_string();
-                tokio::spawn(async move {
-                    let call = probe::http_call(port, &method, &path);
-                    let result = match tokio::time::timeout(REFRESH_TIMEOUT, call).await {
-                        Ok(Ok(status)) if (200..300).contains(&status) => {
-                            Ok(format!("{method} {path} answered {status}"))
-                        }
-                        Ok(Ok(status)) => Err(format!("{method} {path} answered {status}")),
-                        Ok(Err(e)) => Err(match e.shortage {
-                            // Not the instance's answer: said as such (the fallback, a
-                            // rolling restart, waits for new instances to be ready).
-                            Some(s) => format!(
-                                "{method} {path} could not be sent ({}): {e}",
-                                s.describe_here()
-                            ),
-                            None => format!("{method} {path}: {e}"),
-                        }),
-                        Err(_) => Err(format!(
-                            "{method} {path}: no answer within {} s",
-                            REFRESH_TIMEOUT.as_secs()
-                        )),
-                    };
-                    let _ = tx
-                        .send(Event::Refreshed {
-                            app,
-                            slot,
-                            generation,
-                            result,
-                        })
-                        .await;
-                });
+                let call = super::host::RefreshCall {
+                    app: app.to_string(),
+                    slot,
+                    generation,
+                    port,
+                    method,
+                    path,
+                    timeout: REFRESH_TIMEOUT,
+                };
+                self.host.refresh_call(call, self.tx.clone());
             }
             OnChange::Restart => self.on_refreshed(app, slot, generation, Ok(String::new())),
         }
@@ -225,4 +212,4 @@ impl Control {
 }
 
 /// How long an instance gets to answer its refresh request.
-const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const REFRESH_TIMEOUT: Duration = Duration::from_secs(30);

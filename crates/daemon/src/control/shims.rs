@@ -111,6 +111,17 @@ impl Control {
                 }
             }
         }
+        // The app's count as stored, outside a deployment: a daemon that died while store writes
+        // failed may have stored a scale's new count but not its instances' removal.
+        let settled: Vec<(String, u32)> = self
+            .apps
+            .iter()
+            .filter(|(_, rt)| !rt.removing && rt.deployment.is_none())
+            .map(|(name, rt)| (name.clone(), rt.rec.spec.instances))
+            .collect();
+        for (app, n) in settled {
+            self.ensure_slots(&app, n);
+        }
         let names: Vec<String> = self.apps.keys().cloned().collect();
         for app in names {
             self.ensure_listener(&app);

@@ -342,8 +342,11 @@ impl SimBalancer {
                     continue;
                 }
                 let e = &b.entry;
+                // The newest process of that name: a daemon that crashed while store writes
+                // failed may hand a generation out again.
                 let Some(p) = procs
                     .iter()
+                    .rev()
                     .find(|p| p.app == *app && p.slot == e.slot && p.generation == e.generation)
                 else {
                     return Err(format!(

@@ -6,8 +6,9 @@
 //! schedule says so, and obeys or ignores SIGTERM (then it is killed after the grace the loop
 //! gave). Health checks are answered from the fake process's state. One schedule is a seeded
 //! sequence of steps — time passing, faults (crashes, failed checks, failed starts, a daemon
-//! crash and restart from the same store) and commands arriving at any moment (deploy,
-//! rollback, abort, restart, scale, stop, start) — followed by a quiet phase without faults.
+//! crash and restart from the same store, store writes failing: `store_faults.rs`) and commands
+//! arriving at any moment (deploy, rollback, abort, restart, scale, stop, start; the strategy's
+//! own and etcd changes: `strategies.rs`) — followed by a quiet phase without faults.
 //! The invariants are checked after every step ([`run_schedule`]).
 
 use std::collections::BTreeMap;
@@ -18,8 +19,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use jarfleet_api::{Action, ActionRequest, EventRecord, ScaleRequest, StatusReport};
 use jarfleet_core::instance::ExitInfo;
+use jarfleet_core::spec::EtcdSource;
 use jarfleet_daemon::clock::{Clock, ManualClock};
-use jarfleet_daemon::control::host::{Commands, Host, ProbeRequest};
+use jarfleet_daemon::control::host::{
+    Commands, ConfigRequest, Host, ProbeRequest, RefreshCall, TrainRequest, Watch,
+};
 use jarfleet_daemon::control::{ApiRequest, Control, Event, PreparedApp, World};
 use jarfleet_daemon::probe::{Outcome, ProbeResult};
 use jarfleet_daemon::shim_client::{ShimEvent, ShimNote, Unattached};
@@ -32,6 +36,11 @@ use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::balancer::{ProcView, SimBalancer};
+#[path = "store_faults.rs"]
+mod store_faults;
+#[path = "strategies.rs"]
+mod strategies;
+use std::path::PathBuf;
 
 /// A small deterministic generator (splitmix64): the same seed, the same schedule.
 #[derive(Debug, Clone)]
@@ -91,6 +100,8 @@ struct HostState {
     violations: Vec<String>,
     /// Stop commands received in the last host round (app, slot, generation).
     stops: Vec<(String, u32, u64)>,
+    /// Refresh requests, etcd watches, config preparations, archive training.
+    outside: strategies::Outside,
 }
 
 /// The simulated host: fake processes and health checks answered from their state.
@@ -112,6 +123,7 @@ impl SimHost {
                 next_pid: 1 << 30,
                 violations: Vec::new(),
                 stops: Vec::new(),
+                outside: Default::default(),
             })),
             clock,
         }
@@ -227,6 +239,27 @@ impl Host for SimHost {
     fn probe(&self, req: ProbeRequest, _tx: mpsc::Sender<Event>) {
         self.lock().probes.push(req);
     }
+    fn refresh_call(&self, call: RefreshCall, _tx: mpsc::Sender<Event>) {
+        let now = self.clock.now_ms();
+        self.lock().outside.refresh_call(call, now);
+    }
+
+    fn watch_etcd(&self, app: String, _source: EtcdSource, _tx: mpsc::Sender<Event>) -> Watch {
+        self.lock().outside.watch_etcd(app)
+    }
+
+    fn prepare_config(&self, req: ConfigRequest, _tx: mpsc::Sender<Event>) {
+        self.lock().outside.prepare_config(req);
+    }
+
+    fn records_dump_info(&self, _pid: u32) -> bool {
+        true
+    }
+
+    fn train(&self, req: TrainRequest, _tx: mpsc::Sender<Event>) {
+        self.lock().outside.train(req);
+    }
+
     /// The live fake processes, each its own process group, idle.
     fn processes(&self) -> ProcTable {
         let entries = self
@@ -269,6 +302,8 @@ pub struct Failure {
     pub message: String,
     /// The steps taken, for reading.
     pub trace: Vec<String>,
+    /// The command that replays it (set by [`run`]).
+    pub replay: String,
 }
 
 impl std::fmt::Display for Failure {
@@ -280,8 +315,8 @@ impl std::fmt::Display for Failure {
         )?;
         writeln!(
             f,
-            "replay: JARFLEET_SIM_SEED={} cargo nextest run -p jarfleet-daemon --test sim --no-capture",
-            self.seed
+            "replay: {} cargo nextest run -p jarfleet-daemon --test sim --no-capture -E 'test(seeded)'",
+            self.replay
         )?;
         for line in self.trace.iter().rev().take(400).rev() {
             writeln!(f, "  {line}")?;
@@ -303,6 +338,14 @@ pub struct Stats {
     pub early_wakes: usize,
     /// The simulated balancer's requests and drains.
     pub traffic: crate::balancer::Traffic,
+    /// Store writes refused, events lost with a daemon that crashed while writes failed, and
+    /// the stray shims that left behind.
+    pub refused_writes: u64,
+    pub lost_events: usize,
+    pub lossy_crashes: usize,
+    pub strays: usize,
+    /// Deployments by "strategy outcome", and live refreshes that fell back to a restart.
+    pub outcomes: BTreeMap<String, usize>,
 }
 
 impl Stats {
@@ -315,6 +358,13 @@ impl Stats {
         self.hops += s.hops;
         self.early_wakes += s.early_wakes;
         self.traffic.add(&s.traffic);
+        self.refused_writes += s.refused_writes;
+        self.lost_events += s.lost_events;
+        self.lossy_crashes += s.lossy_crashes;
+        self.strays += s.strays;
+        for (k, n) in &s.outcomes {
+            *self.outcomes.entry(k.clone()).or_default() += n;
+        }
     }
 }
 
@@ -330,17 +380,21 @@ struct Sim {
     /// The load balancer's data plane (used when the app has a `listen` address).
     balancer: SimBalancer,
     listen: bool,
+    disk: store_faults::Disk,
     control: Option<Control>,
     rx: Option<mpsc::Receiver<Event>>,
     events_tx: broadcast::Sender<EventRecord>,
     events_rx: broadcast::Receiver<EventRecord>,
     /// Every event any daemon of this schedule emitted.
     emitted: Vec<EventRecord>,
-    /// How many of `emitted` were found in the store already.
-    events_checked: usize,
+    /// How many of `emitted` were found in the store, in order, at the last check.
+    events_verified: usize,
     spec: jarfleet_core::spec::AppSpec,
     daemon: jarfleet_core::spec::DaemonSpec,
     releases: u32,
+    /// The app's deployment strategy, and the generator of the operator's and etcd's part.
+    strategy: strategies::Strategy,
+    mix: Rng,
     /// A scale command was taken while a deployment ran (the surge bound moves with it).
     scaled_during_deploy: bool,
     trace: Vec<String>,
@@ -364,6 +418,8 @@ fn runtime() -> JavaRuntime {
 fn fleet(
     seed: &mut Rng,
     listen: Option<&mut Rng>,
+    strategy: &strategies::Strategy,
+    templates: &Path,
 ) -> anyhow::Result<jarfleet_core::spec::FleetSpec> {
     let instances = 1 + seed.below(4);
     let (surge, unavailable) = match seed.below(3) {
@@ -372,7 +428,8 @@ fn fleet(
         _ => (2, 1),
     };
     let mut text = format!(
-        "[apps.{APP}]\nartifact = \"web.jar\"\ninstances = {instances}\nports = \"47100-47199\"\n\n[apps.{APP}.deploy]\nmax_surge = {surge}\nmax_unavailable = {unavailable}\n"
+        "[apps.{APP}]\nartifact = \"web.jar\"\ninstances = {instances}\nports = \"47100-47199\"\n\n[apps.{APP}.deploy]\nmax_surge = {surge}\nmax_unavailable = {unavailable}\n{}",
+        strategy.spec_lines(templates)
     );
     if let Some(rng) = listen {
         let drain = crate::balancer::drain_timeout(rng).as_secs();
@@ -387,23 +444,40 @@ fn fleet(
 }
 
 impl Sim {
-    fn new(seed: u64) -> anyhow::Result<Sim> {
+    /// `mixed`: with a picked strategy and failing store writes (else rolling, and a disk
+    /// that never fails: the schedules as they were before those came).
+    fn new(seed: u64, mixed: bool) -> anyhow::Result<Sim> {
         let mut rng = Rng::new(seed);
         let listen = seed % 2 == 1;
         let mut balancer_rng = Rng::new(seed ^ 0x0D4A_1400);
-        let fleet = fleet(&mut rng, listen.then_some(&mut balancer_rng))?;
-        let spec = fleet
-            .apps
-            .get(APP)
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("no app in the simulation's spec"))?;
+        let strategy = if mixed {
+            strategies::Strategy::pick(seed)
+        } else {
+            strategies::Strategy::Rolling
+        };
         let base = if Path::new("/dev/shm").is_dir() {
             tempfile::tempdir_in("/dev/shm")?
         } else {
             tempfile::tempdir()?
         };
+        let templates = base.path().join("sim-etc");
+        std::fs::create_dir_all(&templates)?;
+        std::fs::write(templates.join("app.conf"), "greeting=${SIM_CONFIG}\n")?;
+        let fleet = fleet(
+            &mut rng,
+            listen.then_some(&mut balancer_rng),
+            &strategy,
+            &templates,
+        )?;
+        let spec = fleet
+            .apps
+            .get(APP)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("no app in the simulation's spec"))?;
         let clock = Arc::new(ManualClock::new(START_MS));
         let host = SimHost::new(seed, clock.clone());
+        host.lock().outside.templates = templates;
+        let disk = store_faults::Disk::new(seed, clock.clone(), mixed);
         let balancer = SimBalancer::new(balancer_rng.next_u64(), clock.clone());
         // Read after every round of the loop: a few hundred slots are plenty.
         let (events_tx, events_rx) = broadcast::channel(1 << 10);
@@ -415,15 +489,18 @@ impl Sim {
             host,
             balancer,
             listen,
+            disk,
             control: None,
             rx: None,
             events_tx,
             events_rx,
             emitted: Vec::new(),
-            events_checked: 0,
+            events_verified: 0,
             spec,
             daemon: fleet.daemon,
             releases: 1,
+            strategy,
+            mix: Rng::new(seed ^ 0x0313_5EED),
             scaled_during_deploy: false,
             trace: Vec::new(),
             step: 0,
@@ -459,6 +536,7 @@ impl Sim {
             step: self.step,
             message: message.into(),
             trace,
+            replay: String::new(),
         }
     }
 
@@ -477,6 +555,7 @@ impl Sim {
             host: Arc::new(self.host.clone()),
             data_plane: Arc::new(self.balancer.clone()),
             seed: Some(self.rng.next_u64()),
+            store_faults: Some(Arc::new(self.disk.clone())),
         };
         let mut control = Control::with_world(
             dirs,
@@ -488,13 +567,16 @@ impl Sim {
             world,
         )
         .map_err(|e| self.fail(format!("Control::with_world: {e:#}")))?;
-        // As the daemon does: no generation of a shim still running is handed out again.
+        // As the daemon does: no generation of a shim still running is handed out again. After
+        // a crash that lost writes, not those of the strays stopped meanwhile either (the
+        // simulation names a process by its generation).
+        let lossy = self.stats.lossy_crashes > 0;
         let live_max = self
             .host
             .lock()
             .procs
             .iter()
-            .filter(|p| p.alive)
+            .filter(|p| p.alive || lossy)
             .map(|p| p.generation)
             .max()
             .unwrap_or(0);
@@ -516,6 +598,7 @@ impl Sim {
                 step: self.step,
                 message: "no daemon running".into(),
                 trace: self.trace.clone(),
+                replay: String::new(),
             }),
         }
     }
@@ -684,8 +767,11 @@ impl Sim {
             }
         }
         for req in std::mem::take(probes) {
+            // The newest of that name: a generation is handed out again once no record holds
+            // it (a daemon starts above the stored ones and the running shims').
             let proc = procs
                 .iter()
+                .rev()
                 .find(|p| p.app == req.app && p.slot == req.slot && p.generation == req.generation);
             let outcome = match proc {
                 Some(p) if p.alive && !p.hung && now >= p.ready_at => {
@@ -708,6 +794,7 @@ impl Sim {
                 .into(),
             );
         }
+        st.outside_round(now, &mut out);
         out
     }
 }
@@ -750,13 +837,24 @@ impl Sim {
         // A deployment never runs more instances than `instances + max_surge` (those asked to
         // stop are on their way out, and so are those draining before their stop signal).
         for app in &status.apps {
-            if app.deployment.is_none() {
+            let Some(deployment) = &app.deployment else {
                 continue;
-            }
+            };
             let draining = |pid: u32| {
                 app.instances
                     .iter()
                     .any(|i| i.pid == Some(pid) && i.state == "stopping")
+            };
+            // "#ID FROM → TO PHASE": instances of other releases are a blue-green set kept
+            // warm out of traffic (`keep_old`), not part of this deployment.
+            let mut words = deployment.split(' ');
+            let from = words.nth(1).unwrap_or_default();
+            let to = words.nth(1).unwrap_or_default();
+            let release_of = |slot: u32| {
+                app.instances
+                    .iter()
+                    .find(|i| i.slot == slot)
+                    .map(|i| i.release.as_str())
             };
             let running: Vec<String> = self
                 .host
@@ -764,60 +862,33 @@ impl Sim {
                 .procs
                 .iter()
                 .filter(|p| p.alive && !p.stop_requested && p.app == app.name && !draining(p.pid))
+                .filter(|p| release_of(p.slot).is_none_or(|r| r == from || r == to))
                 .map(|p| format!("{}/{} gen {}", p.app, p.slot, p.generation))
                 .collect();
-            let bound = app.desired + self.spec.deploy.max_surge.max(1);
+            let bound = self.surge_bound(app.desired);
             if running.len() as u32 > bound && !self.scaled_during_deploy {
                 return Err(self.fail(format!(
-                    "{} runs {} instances during a deployment, more than instances ({}) + max_surge ({}): {}",
+                    "{} runs {} instances during a deployment, more than {bound} (instances {}, max_surge {}, {:?}): {} (the loop: {deployment}; {:?})",
                     app.name,
                     running.len(),
                     app.desired,
                     self.spec.deploy.max_surge,
-                    running.join(", ")
+                    self.strategy,
+                    running.join(", "),
+                    app.instances
+                        .iter()
+                        .map(|i| format!("{}:{}:{}:{:?}", i.slot, i.release, i.state, i.pid))
+                        .collect::<Vec<_>>()
                 )));
             }
         }
-        Ok(())
-    }
-
-    /// Every event any daemon emitted is in the store, once, in order. Events checked before
-    /// are not read again (a store keeps what it once had: nothing prunes them in a schedule).
-    fn check_events(&mut self) -> Result<(), Failure> {
-        self.collect_events();
-        let unchecked = &self.emitted[self.events_checked.min(self.emitted.len())..];
-        let after = unchecked
-            .iter()
-            .map(|e| e.id)
-            .min()
-            .map_or(i64::MAX, |id| id - 1);
-        let stored = jarfleet_daemon::store::read_events(&self.dirs().db(), after, 1 << 20)
-            .map_err(|e| self.fail(format!("reading events: {e:#}")))?;
-        let ids: Vec<i64> = stored.iter().map(|e| e.id).collect();
-        for e in unchecked {
-            if !stored.iter().any(|s| s.id == e.id && s.kind == e.kind) {
-                return Err(self.fail(format!(
-                    "event {} ({}) was emitted but is not in the store (stored ids {:?}..)",
-                    e.id,
-                    e.kind,
-                    ids.first()
-                )));
-            }
-        }
-        let mut sorted = ids.clone();
-        sorted.sort_unstable();
-        sorted.dedup();
-        if sorted.len() != ids.len() {
-            return Err(self.fail("an event id is stored twice"));
-        }
-        self.events_checked = self.emitted.len();
         Ok(())
     }
 
     /// The daemon dies (no goodbye) and a new one starts from the same store.
     async fn crash_daemon(&mut self) -> Result<(), Failure> {
-        let before = self.status()?;
-        self.check_events()?;
+        let lost = self.before_crash()?;
+        let before = self.status_quiet()?;
         self.control = None;
         self.rx = None;
         // The balancer runs inside the daemon: it dies with it.
@@ -831,11 +902,13 @@ impl Sim {
             }
         }
         self.stats.restarts += 1;
+        if lost {
+            self.stop_strays()?;
+        }
         self.boot().await?;
+        // What the new daemon loaded, before it does anything with it.
+        let after = self.status_quiet()?;
         self.pump()?;
-        let after = self.status()?;
-        // An instance that was stopping (draining, with a listener) may have finished its stop
-        // and been removed meanwhile: the new daemon's balancer has nothing in flight on it.
         let slots = |r: &StatusReport| -> Vec<(String, u32)> {
             r.apps
                 .iter()
@@ -845,13 +918,24 @@ impl Sim {
                 .collect()
         };
         let (b, a) = (slots(&before), slots(&after));
-        if b.iter().any(|s| !a.contains(s)) && before.apps.iter().all(|x| x.deployment.is_none()) {
+        if !lost
+            && b.iter().any(|s| !a.contains(s))
+            && before.apps.iter().all(|x| x.deployment.is_none())
+        {
+            let states = |r: &StatusReport| -> Vec<String> {
+                r.apps
+                    .iter()
+                    .flat_map(|a| a.instances.iter())
+                    .map(|i| format!("{}:{}:{}", i.slot, i.release, i.state))
+                    .collect()
+            };
             return Err(self.fail(format!(
-                "instance records lost across a daemon restart: before {b:?}, after {a:?}"
+                "instance records lost across a daemon restart: before {b:?}, after {a:?} (before {:?}, after {:?})",
+                states(&before),
+                states(&after)
             )));
         }
-        // The new daemon's events are checked at the next crash, and at the end.
-        Ok(())
+        self.check_events().map(|_| ())
     }
 
     fn crash_instance(&mut self) {
@@ -999,17 +1083,33 @@ impl Sim {
             .iter()
             .filter(|p| p.alive)
             .filter_map(|p| p.kill_at)
+            .chain(st.outside.next_deadline())
             .min()
             .unwrap_or(u64::MAX)
             .min(self.balancer.next_deadline())
     }
 
-    /// Whether the fleet is settled: no deployment, every instance ready, one process each.
+    /// Whether the fleet is settled: the store takes writes, no deployment, every instance
+    /// ready, one process each.
     fn settled(&mut self) -> Result<Option<String>, Failure> {
-        let status = self.status()?;
+        // Everything delivered first, then the state as it is (a status answered before the
+        // pump that follows it may miss a deployment that pump starts).
+        self.pump()?;
+        let status = self.status_quiet()?;
+        if status.daemon.store.as_ref().is_some_and(|s| !s.writable) {
+            return Ok(Some("the store does not take writes yet".into()));
+        }
         for app in &status.apps {
             if let Some(d) = &app.deployment {
-                return Ok(Some(format!("deployment still running: {d}")));
+                let states: Vec<String> = app
+                    .instances
+                    .iter()
+                    .map(|i| format!("{}:{}:{}", i.slot, i.release, i.state))
+                    .collect();
+                return Ok(Some(format!(
+                    "deployment still running: {d} (instances {states:?}, canary {:?})",
+                    app.canary
+                )));
             }
             let ready = app.instances.iter().filter(|i| i.ready).count() as u32;
             if ready != app.desired || app.instances.len() as u32 != app.desired {
@@ -1054,20 +1154,48 @@ fn answer<T>(r: &Option<Result<T, jarfleet_api::ErrorBody>>) -> String {
 /// Runs one seeded schedule of `steps` steps, then a quiet phase; checks the invariants after
 /// every step.
 pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
-    let mut sim = Sim::new(seed).map_err(|e| Failure {
+    run(seed, steps, true).await
+}
+
+/// A schedule as it was before strategies and failing store writes came into the simulation
+/// (rolling, a disk that never fails), for the seeds that found bugs then.
+pub async fn run_plain_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
+    run(seed, steps, false).await
+}
+
+async fn run(seed: u64, steps: usize, mixed: bool) -> Result<Stats, Failure> {
+    run_steps(seed, steps, mixed).await.map_err(|mut f| {
+        f.replay = format!(
+            "JARFLEET_SIM_SEED={seed} JARFLEET_SIM_STEPS={steps}{}",
+            if mixed { "" } else { " JARFLEET_SIM_PLAIN=1" }
+        );
+        f
+    })
+}
+
+async fn run_steps(seed: u64, steps: usize, mixed: bool) -> Result<Stats, Failure> {
+    let mut sim = Sim::new(seed, mixed).map_err(|e| Failure {
         seed,
         step: 0,
         message: format!("setting up: {e:#}"),
         trace: Vec::new(),
+        replay: String::new(),
     })?;
     sim.boot().await?;
     sim.apply_first()?;
     sim.note(format!(
-        "applied {} instances, max_surge {}, max_unavailable {}",
-        sim.spec.instances, sim.spec.deploy.max_surge, sim.spec.deploy.max_unavailable
+        "applied {} instances, max_surge {}, max_unavailable {}, {:?}",
+        sim.spec.instances,
+        sim.spec.deploy.max_surge,
+        sim.spec.deploy.max_unavailable,
+        sim.strategy
     ));
     for step in 1..=steps {
         sim.step = step;
+        if let Some(line) = sim.disk.maybe_fail() {
+            sim.note(line);
+        }
+        sim.strategy_step()?;
         match sim.rng.below(10) {
             0..=3 => {
                 let ms = sim.rng.below(4_000);
@@ -1087,7 +1215,8 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
             }
         }
         sim.pump()?;
-        let status = sim.status()?;
+        // Taken with nothing delivered after it, so it is the state the host is in now.
+        let status = sim.status_quiet()?;
         sim.check_invariants(&status)?;
         if status.apps.iter().all(|a| a.deployment.is_none()) {
             sim.scaled_during_deploy = false;
@@ -1096,6 +1225,7 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
     // Faults stop: everything must settle (deployments end, every instance ready).
     sim.step = steps + 1;
     sim.host.lock().faults = false;
+    sim.disk.fail_for(0, 0, false);
     sim.note("faults stop".into());
     // Instances stopped by a command are started again, as an operator would.
     let line = sim.action_on(Action::Start, None)?;
@@ -1108,9 +1238,10 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
                 "not settled 30 min after the faults stopped: {reason}"
             )));
         }
+        sim.promote_waiting_canary()?;
         sim.advance(5_000)?;
         waited += 5_000;
-        let status = sim.status()?;
+        let status = sim.status_quiet()?;
         sim.check_invariants(&status)?;
         // `start` waits for a deployment: once none runs, what is still stopped is started.
         let stopped = status
@@ -1128,9 +1259,13 @@ pub async fn run_schedule(seed: u64, steps: usize) -> Result<Stats, Failure> {
     if let Err(v) = sim.balancer.check_settled(&status, &procs, sim.listen) {
         return Err(sim.fail(v));
     }
+    sim.check_release()?;
+    sim.quiet_outage().await?;
     sim.crash_daemon().await?;
     sim.check_events()?;
     sim.stats.steps = steps;
+    sim.stats.refused_writes = sim.disk.refused();
+    sim.tally_outcomes()?;
     sim.stats.events = sim.emitted.len();
     sim.stats.traffic = sim.balancer.traffic();
     Ok(sim.stats)
