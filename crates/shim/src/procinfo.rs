@@ -48,8 +48,10 @@ pub struct ProcEntry {
     pub pgrp: u32,
     /// utime + stime in clock ticks.
     pub ticks: u64,
-    /// Resident memory (`rss` of `/proc/PID/stat`, the figure `VmRSS` shows), in bytes.
-    pub rss_bytes: u64,
+    /// Resident memory in bytes when known ahead (a simulated host's); `None`: read from
+    /// `/proc/PID/status` (`VmRSS`) when asked. `stat`'s own `rss` field is the kernel's
+    /// approximate per-CPU count and can be pages off, so it is not used.
+    pub rss_bytes: Option<u64>,
 }
 
 /// Every process of the host, read once: what an instance is made of. A JVM may not be alone:
@@ -67,11 +69,7 @@ impl ProcTable {
         let Ok(dir) = std::fs::read_dir("/proc") else {
             return ProcTable::default();
         };
-        let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|p| u64::try_from(p).ok())
-            .unwrap_or(4096);
+
         let entries = dir
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
             .filter_map(|pid| {
@@ -81,7 +79,7 @@ impl ProcTable {
                     ppid: f.get(1)?.parse().ok()?,
                     pgrp: f.get(2)?.parse().ok()?,
                     ticks: f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?,
-                    rss_bytes: f.get(21)?.parse::<u64>().ok()?.saturating_mul(page),
+                    rss_bytes: None,
                 })
             })
             .collect();
@@ -135,19 +133,29 @@ impl ProcTable {
         )
     }
 
-    /// Resident memory of the whole instance: the sum over its processes as scanned (pages
-    /// they share are counted once per process, as `ps` would). Pure.
+    /// Resident memory of the whole instance: the sum over its processes (pages they share
+    /// are counted once per process, as `ps` would). A member gone since the scan counts
+    /// nothing; the root's own figure is required.
     pub fn rss_bytes(&self, root: u32) -> Option<u64> {
         let members = self.members(root);
         if members.is_empty() {
             return None;
         }
-        Some(
+        let of = |pid: u32| {
             self.entries
                 .iter()
-                .filter(|e| members.binary_search(&e.pid).is_ok())
-                .map(|e| e.rss_bytes)
-                .sum(),
+                .find(|e| e.pid == pid)
+                .and_then(|e| e.rss_bytes)
+                .or_else(|| rss_bytes(pid))
+        };
+        let root_rss = of(root)?;
+        Some(
+            root_rss
+                + members
+                    .iter()
+                    .filter(|p| **p != root)
+                    .filter_map(|p| of(*p))
+                    .sum::<u64>(),
         )
     }
 }
@@ -180,7 +188,7 @@ mod tests {
             ppid,
             pgrp,
             ticks: u64::from(pid),
-            rss_bytes: u64::from(pid) << 20,
+            rss_bytes: Some(u64::from(pid) << 20),
         };
         // 100: a shim; 200: the JVM it started (own group 200); 201: a JVM that 200 forked
         // (Jetty --exec); 202: a helper of 201 in a group of its own (setsid); 203: its child;
@@ -213,8 +221,8 @@ mod tests {
         assert_eq!(table.rss_bytes(999), None);
     }
 
-    /// The scan's resident memory is the figure `/proc/PID/status` shows as `VmRSS` (read a
-    /// moment apart, so within a margin): the field of `stat` is the right one, in bytes.
+    /// A scanned table's resident memory of this process is the figure `/proc/PID/status`
+    /// shows as `VmRSS` (read a moment apart, so within a margin), in bytes.
     #[test]
     fn the_scanned_memory_of_this_process_is_its_vmrss() {
         let keep = vec![1u8; 64 << 20];
@@ -227,7 +235,7 @@ mod tests {
         let (lo, hi) = (status.min(scanned), status.max(scanned));
         assert!(
             lo >= 64 << 20 && hi - lo < hi / 5,
-            "stat says {scanned} bytes, status says {status}"
+            "the table says {scanned} bytes, VmRSS {status}"
         );
     }
 

@@ -272,7 +272,7 @@ impl Host for SimHost {
                 ppid: 1,
                 pgrp: p.pid,
                 ticks: 0,
-                rss_bytes: 256 << 20,
+                rss_bytes: Some(256 << 20),
             })
             .collect();
         ProcTable::from_entries(entries)
@@ -1009,13 +1009,7 @@ impl Sim {
             _ => {
                 let to = 1 + self.rng.below(4) as u32;
                 let deploying = self.status()?.apps.iter().any(|a| a.deployment.is_some());
-                let r = self.ask(|reply| ApiRequest::Scale {
-                    req: ScaleRequest {
-                        app: APP.into(),
-                        instances: to,
-                    },
-                    reply,
-                })?;
+                let r = self.scale(to)?;
                 if deploying && matches!(r, Some(Ok(_))) {
                     self.scaled_during_deploy = true;
                 }
@@ -1024,6 +1018,20 @@ impl Sim {
         };
         self.note(line);
         Ok(())
+    }
+
+    /// `jarfleet scale web TO`.
+    pub(super) fn scale(
+        &mut self,
+        to: u32,
+    ) -> Result<Option<Result<jarfleet_api::Ack, jarfleet_api::ErrorBody>>, Failure> {
+        self.ask(|reply| ApiRequest::Scale {
+            req: ScaleRequest {
+                app: APP.into(),
+                instances: to,
+            },
+            reply,
+        })
     }
 
     fn action(&mut self, action: Action) -> Result<String, Failure> {
