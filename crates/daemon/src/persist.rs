@@ -154,23 +154,15 @@ impl Persist {
         match target.take(&[&w]) {
             Ok(()) => None,
             Err(e) => {
-                let error = format!("{e:#}");
-                self.write_errors += 1;
                 self.keep(w);
-                self.trouble = Some(Trouble {
-                    since: now,
-                    error: error.clone(),
-                    events_dropped: 0,
-                });
-                self.next_retry = now + RETRY_MS;
-                Some(Change::Failing { error })
+                self.refused(format!("{e:#}"), now)
             }
         }
     }
 
-    /// A write made straight to the store (one that cannot wait: a new deployment's record)
-    /// failed: a failing period begins as if `persist` had made it, so that what waits for the
-    /// store's recovery is told when it comes. Returns `Failing` when it began one.
+    /// A write failed: one of ours (kept by the caller), or one made straight to the store (one
+    /// that cannot wait: a new deployment's record). A failing period begins, so that what
+    /// waits for the store's recovery is told when it comes. Returns `Failing` when it began one.
     pub fn refused(&mut self, error: String, now: u64) -> Option<Change> {
         self.write_errors += 1;
         if self.trouble.is_some() {

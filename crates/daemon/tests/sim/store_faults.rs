@@ -345,13 +345,7 @@ impl Sim {
             "quiet: disk fails for {ms} ms ({share}% of writes refused)"
         ));
         let to = self.status()?.apps.first().map_or(1, |a| a.desired) + 1;
-        let r = self.ask(|reply| ApiRequest::Scale {
-            req: ScaleRequest {
-                app: APP.into(),
-                instances: to,
-            },
-            reply,
-        })?;
+        let r = self.scale(to)?;
         self.note(format!("scale to {to}: {}", answer(&r)));
         let end = self.now() + ms;
         let from = self.emitted.len();
