@@ -584,16 +584,17 @@ fn the_simulated_balancer_catches_a_stop_with_requests_in_flight() {
     let addr = SocketAddr::from(([127, 0, 0, 1], 47080));
     let cfg = ListenerConfig::new("web", addr, jarfleet_proxy::Mode::Http);
     lb.bind("web", &cfg).expect("a simulated bind never fails");
-    let entry = BackendEntry {
-        id: "web/0#1".into(),
-        slot: 0,
-        generation: 1,
-        addr: SocketAddr::from(([127, 0, 0, 1], 47100)),
+    // A ready backend of web/SLOT, generation GEN, at full weight.
+    let entry = |slot: u32, generation: u64| BackendEntry {
+        id: format!("web/{slot}#{generation}"),
+        slot,
+        generation,
+        addr: SocketAddr::from(([127, 0, 0, 1], 47100 + slot as u16)),
         weight: 100,
         ready_for: Duration::from_secs(60),
         release: "r1".into(),
     };
-    lb.update("web", vec![entry]);
+    lb.update("web", vec![entry(0, 1)]);
     let mut procs = vec![ProcView {
         app: "web".into(),
         slot: 0,
@@ -642,16 +643,7 @@ fn the_simulated_balancer_catches_a_stop_with_requests_in_flight() {
         .expect("nothing in flight: the stop is fine");
     assert_eq!(lb.traffic().drained, 1);
     // A dead process: what is sent to it fails.
-    let entry = BackendEntry {
-        id: "web/1#2".into(),
-        slot: 1,
-        generation: 2,
-        addr: SocketAddr::from(([127, 0, 0, 1], 47101)),
-        weight: 100,
-        ready_for: Duration::from_secs(60),
-        release: "r1".into(),
-    };
-    lb.update("web", vec![entry]);
+    lb.update("web", vec![entry(1, 2)]);
     procs.push(ProcView {
         app: "web".into(),
         slot: 1,
