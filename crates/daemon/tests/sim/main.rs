@@ -118,7 +118,7 @@ fn seeded_schedules_keep_the_invariants() {
         Err(failure) => panic!("{failure}"),
     };
     eprintln!(
-        "{} schedules on {threads} thread(s) in {:.1} s: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events, {} store writes refused, {} kept events lost with a crashed daemon; balancer: {:?}",
+        "{} schedules on {threads} thread(s) in {:.1} s: {} steps, {} daemon restarts, {} instance crashes, {} deploys, {} events, {} store writes refused, {} kept events lost with a crashed daemon, {} ready instances taken out by a deployment (each judged against max_unavailable); balancer: {:?}",
         seeds.len(),
         started.elapsed().as_secs_f64(),
         total.steps,
@@ -128,6 +128,7 @@ fn seeded_schedules_keep_the_invariants() {
         total.events,
         total.refused_writes,
         total.lost_events,
+        total.take_outs,
         total.traffic
     );
     eprintln!("deployments: {:?}", total.outcomes);

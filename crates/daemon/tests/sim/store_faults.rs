@@ -135,7 +135,9 @@ impl Sim {
     pub(super) fn check_events(&mut self) -> Result<usize, Failure> {
         self.pump()?;
         let status = self.status_quiet()?;
-        self.collect_events();
+        if let Err(v) = self.collect_events() {
+            return Err(self.fail(v));
+        }
         // The events found stored at an earlier check are not read again: the store keeps what
         // it once had (nothing is pruned within a schedule), and what a crash lost was taken out
         // of `emitted` (so the checked part can only shrink with it).

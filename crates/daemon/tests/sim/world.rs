@@ -36,6 +36,8 @@ use jarfleet_shim::protocol::{Launch, ShimCommand};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::balancer::{ProcView, SimBalancer};
+#[path = "availability.rs"]
+mod availability;
 #[path = "store_faults.rs"]
 mod store_faults;
 #[path = "strategies.rs"]
@@ -344,6 +346,8 @@ pub struct Stats {
     pub lost_events: usize,
     pub lossy_crashes: usize,
     pub strays: usize,
+    /// Ready instances a deployment took out, each judged against `max_unavailable`.
+    pub take_outs: usize,
     /// Deployments by "strategy outcome", and live refreshes that fell back to a restart.
     pub outcomes: BTreeMap<String, usize>,
 }
@@ -362,6 +366,7 @@ impl Stats {
         self.lost_events += s.lost_events;
         self.lossy_crashes += s.lossy_crashes;
         self.strays += s.strays;
+        self.take_outs += s.take_outs;
         for (k, n) in &s.outcomes {
             *self.outcomes.entry(k.clone()).or_default() += n;
         }
@@ -397,6 +402,8 @@ struct Sim {
     mix: Rng,
     /// A scale command was taken while a deployment ran (the surge bound moves with it).
     scaled_during_deploy: bool,
+    /// The loop's ready instances as its events tell them (`max_unavailable`).
+    availability: availability::Availability,
     trace: Vec<String>,
     step: usize,
     stats: Stats,
@@ -502,6 +509,7 @@ impl Sim {
             strategy,
             mix: Rng::new(seed ^ 0x0313_5EED),
             scaled_during_deploy: false,
+            availability: availability::Availability::default(),
             trace: Vec::new(),
             step: 0,
             stats: Stats::default(),
@@ -587,6 +595,17 @@ impl Sim {
             .map_err(|e| self.fail(format!("adopt: {e:#}")))?;
         self.control = Some(control);
         self.rx = Some(rx);
+        self.reseed_availability()
+    }
+
+    /// The loop's view of its ready instances taken afresh from its status (after a boot, and
+    /// after each step), once what it emitted before is followed.
+    fn reseed_availability(&mut self) -> Result<(), Failure> {
+        if let Err(v) = self.collect_events() {
+            return Err(self.fail(v));
+        }
+        let status = self.status_quiet()?;
+        self.availability.seed(APP, &status);
         Ok(())
     }
 
@@ -684,7 +703,9 @@ impl Sim {
                 }
             }
             let _ = self.control()?.tick();
-            self.collect_events();
+            if let Err(v) = self.collect_events() {
+                return Err(self.fail(v));
+            }
             let violations = std::mem::take(&mut self.host.lock().violations);
             if let Some(v) = violations.into_iter().next() {
                 return Err(self.fail(v));
@@ -696,10 +717,19 @@ impl Sim {
         Err(self.fail("the loop never settles (10,000 rounds at one instant)"))
     }
 
-    fn collect_events(&mut self) {
+    /// Takes in what the loop emitted, following its view of the ready instances in order
+    /// (`max_unavailable` is judged at each take-out: an error says how it was broken).
+    fn collect_events(&mut self) -> Result<(), String> {
+        let mut broken = Ok(());
         while let Ok(e) = self.events_rx.try_recv() {
+            if broken.is_ok() && !self.scaled_during_deploy {
+                broken = self
+                    .availability
+                    .follow(APP, &e, self.spec.deploy.max_unavailable);
+            }
             self.emitted.push(e);
         }
+        broken
     }
 
     /// What the fake processes and checks have to tell the loop at `now`.
@@ -812,6 +842,10 @@ fn note(p: &Proc, event: ShimEvent) -> Event {
 impl Sim {
     /// The processes alive now, by slot.
     fn check_invariants(&mut self, status: &StatusReport) -> Result<(), Failure> {
+        if let Err(v) = self.collect_events() {
+            return Err(self.fail(v));
+        }
+        self.availability.seed(APP, status);
         let st = self.host.lock();
         let mut live: BTreeMap<(String, u32), Vec<u64>> = BTreeMap::new();
         for p in st.procs.iter().filter(|p| p.alive) {
@@ -1275,6 +1309,7 @@ async fn run_steps(seed: u64, steps: usize, mixed: bool) -> Result<Stats, Failur
     sim.stats.refused_writes = sim.disk.refused();
     sim.tally_outcomes()?;
     sim.stats.events = sim.emitted.len();
+    sim.stats.take_outs = sim.availability.checked;
     sim.stats.traffic = sim.balancer.traffic();
     Ok(sim.stats)
 }
