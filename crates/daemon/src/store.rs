@@ -251,6 +251,12 @@ impl Store {
         done
     }
 
+    /// The newest `limit` events after `after_id`, oldest first (as [`read_events`] reads
+    /// them, through this store's connection).
+    pub fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<EventRecord>> {
+        events_after(&self.conn, after_id, limit)
+    }
+
     /// The id of the newest event recorded (0 for none).
     pub fn last_event_id(&self) -> Result<i64> {
         Ok(self.conn.query_row(
@@ -535,7 +541,12 @@ pub fn read_events(db: &Path, after_id: i64, limit: usize) -> Result<Vec<EventRe
     )
     .with_context(|| format!("opening store {}", db.display()))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let mut stmt = conn.prepare(
+    events_after(&conn, after_id, limit)
+}
+
+/// The newest `limit` events after `after_id`, oldest first.
+fn events_after(conn: &Connection, after_id: i64, limit: usize) -> Result<Vec<EventRecord>> {
+    let mut stmt = conn.prepare_cached(
         "SELECT id, ts, kind, app, slot, message FROM
            (SELECT * FROM events WHERE id > ?1 ORDER BY id DESC LIMIT ?2) ORDER BY id",
     )?;

@@ -197,7 +197,11 @@ impl Control {
     /// Records `release` of `app` (spec + JDK) so its instances can be started at any time.
     pub(super) fn remember_release(&mut self, app: &str, release: &str, rec: ReleaseRecord) {
         if let Some(rt) = self.apps.get_mut(app) {
-            rt.rec.releases.entry(release.to_string()).or_insert(rec);
+            if rt.rec.releases.contains_key(release) {
+                // Already recorded (a release is immutable): nothing to write.
+                return;
+            }
+            rt.rec.releases.insert(release.to_string(), rec);
             let w = Write::App {
                 name: app.to_string(),
                 record: Box::new(rt.rec.clone()),

@@ -125,8 +125,17 @@ impl Sim {
         }
     }
 
-    fn store(&self) -> Result<Store, Failure> {
-        Store::open(&self.dirs().db()).map_err(|e| self.fail(format!("reading the store: {e:#}")))
+    /// The simulation's own connection to the store, for its checks: opened once per
+    /// schedule, and kept across daemon crashes (as an operator's `events -f` would be).
+    pub(super) fn store(&mut self) -> Result<Rc<Store>, Failure> {
+        if let Some(store) = &self.reader {
+            return Ok(store.clone());
+        }
+        let store = Store::open(&self.dirs().db())
+            .map_err(|e| self.fail(format!("reading the store: {e:#}")))?;
+        let store = Rc::new(store);
+        self.reader = Some(store.clone());
+        Ok(store)
     }
 
     /// Every event any daemon emitted is in the store, once, in the order emitted — but for
@@ -143,7 +152,9 @@ impl Sim {
         // of `emitted` (so the checked part can only shrink with it).
         let verified = self.events_verified.min(self.emitted.len());
         let after = verified.checked_sub(1).map_or(0, |i| self.emitted[i].id);
-        let stored = jarfleet_daemon::store::read_events(&self.dirs().db(), after, 1 << 20)
+        let stored = self
+            .store()?
+            .events_after(after, 1 << 20)
             .map_err(|e| self.fail(format!("reading events: {e:#}")))?;
         let emitted = &self.emitted[verified..];
         // Every stored event was emitted, in the same order, with the same content.

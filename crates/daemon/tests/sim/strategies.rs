@@ -354,8 +354,7 @@ impl Sim {
 
     /// How the schedule's deployments ended, by strategy (for the summary).
     pub(super) fn tally_outcomes(&mut self) -> Result<(), Failure> {
-        let store = Store::open(&self.dirs().db())
-            .map_err(|e| self.fail(format!("reading the store: {e:#}")))?;
+        let store = self.store()?;
         let deployments = store
             .deployments(Some(APP))
             .map_err(|e| self.fail(format!("reading deployments: {e:#}")))?;
@@ -383,8 +382,7 @@ impl Sim {
     /// target; a rollback's or abort's old release), every instance of it.
     pub(super) fn check_release(&mut self) -> Result<(), Failure> {
         let status = self.status()?;
-        let store = Store::open(&self.dirs().db())
-            .map_err(|e| self.fail(format!("reading the store: {e:#}")))?;
+        let store = self.store()?;
         let deployments = store
             .deployments(Some(APP))
             .map_err(|e| self.fail(format!("reading deployments: {e:#}")))?;

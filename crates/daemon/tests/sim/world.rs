@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use jarfleet_api::{Action, ActionRequest, EventRecord, ScaleRequest, StatusReport};
@@ -386,6 +387,8 @@ struct Sim {
     balancer: SimBalancer,
     listen: bool,
     disk: store_faults::Disk,
+    /// The simulation's connection to the store (`Sim::store`).
+    reader: Option<Rc<Store>>,
     control: Option<Control>,
     rx: Option<mpsc::Receiver<Event>>,
     events_tx: broadcast::Sender<EventRecord>,
@@ -497,6 +500,7 @@ impl Sim {
             balancer,
             listen,
             disk,
+            reader: None,
             control: None,
             rx: None,
             events_tx,
@@ -840,7 +844,8 @@ fn note(p: &Proc, event: ShimEvent) -> Event {
 }
 
 impl Sim {
-    /// The processes alive now, by slot.
+    /// The invariants, against `status`: a status taken with nothing delivered after it, so
+    /// the loop's state now.
     fn check_invariants(&mut self, status: &StatusReport) -> Result<(), Failure> {
         if let Err(v) = self.collect_events() {
             return Err(self.fail(v));
@@ -854,12 +859,11 @@ impl Sim {
                 .push(p.generation);
         }
         drop(st);
-        // The balancer's snapshot against the loop's state at this very moment (`status` was
-        // taken before the pump that followed it).
+        // The balancer's snapshot against the loop's state at this very moment (`status` is
+        // taken with nothing delivered after it).
         if self.listen {
-            let now_status = self.peek_status()?;
             let procs = self.host.views();
-            if let Err(v) = self.balancer.check_snapshot(&now_status, &procs) {
+            if let Err(v) = self.balancer.check_snapshot(status, &procs) {
                 return Err(self.fail(v));
             }
         }
