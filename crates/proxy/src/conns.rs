@@ -17,9 +17,16 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+/// The stop levels, in order (a listener's level only ever rises).
 pub(crate) const RUNNING: u8 = 0;
-pub(crate) const GRACEFUL: u8 = 1;
-pub(crate) const HARD: u8 = 2;
+/// Handing the address over to another listener on the same socket: no more accepts; each open
+/// connection's next response says `Connection: close` and the connection ends after it. Idle
+/// keep-alive connections are *not* closed — a client may be sending on one right now — but
+/// answered once more.
+pub(crate) const HANDOVER: u8 = 1;
+/// Shutting down: no more accepts, idle connections close, busy ones after their exchange.
+pub(crate) const GRACEFUL: u8 = 2;
+pub(crate) const HARD: u8 = 3;
 
 /// A connection idle for less than this is not reclaimed.
 pub(crate) const RECLAIM_MIN_IDLE: Duration = Duration::from_millis(500);

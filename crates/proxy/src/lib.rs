@@ -112,7 +112,7 @@ use tokio::net::TcpSocket;
 use tokio::task::JoinHandle;
 
 use backend::BackendState;
-use conns::{Conns, GRACEFUL, HARD};
+use conns::{Conns, GRACEFUL, HANDOVER, HARD};
 use table::{Entry, Table};
 
 pub use backend::EjectReason;
@@ -307,6 +307,18 @@ pub struct Listener {
     shared: Arc<Shared>,
     local: SocketAddr,
     accept: JoinHandle<()>,
+    /// A duplicate of the listening socket, for a hand-over ([`Listener::socket`]); given up
+    /// when the listener stops, so that a stopped address refuses rather than queues.
+    socket: Option<std::net::TcpListener>,
+}
+
+/// How a [`Listener::hand_over`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandedOver {
+    /// Every connection ended by itself within the grace.
+    pub finished: bool,
+    /// Connections still open at the end of the grace, closed then.
+    pub cut: usize,
 }
 
 impl Listener {
@@ -320,7 +332,40 @@ impl Listener {
                 format!("listener {}: cannot listen on {addr}: {e}", cfg.name),
             )
         })?;
+        Listener::start(cfg, listener.into_std()?)
+    }
+
+    /// Starts accepting on a socket that is already listening — one handed over by the
+    /// listener that bound it (in this process or another: [`Listener::socket`]) — so the
+    /// address is never closed in between. Connections wait in the socket's backlog until one
+    /// of the listeners on it accepts them.
+    pub async fn adopt(cfg: ListenerConfig, socket: std::net::TcpListener) -> io::Result<Listener> {
+        let local = socket.local_addr()?;
+        if cfg.listen != local && cfg.listen.port() != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listener {}: the socket handed over listens on {local}, not on {}",
+                    cfg.name, cfg.listen
+                ),
+            ));
+        }
+        if !is_listening(&socket)? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "listener {}: the socket handed over for {local} is not listening",
+                    cfg.name
+                ),
+            ));
+        }
+        socket.set_nonblocking(true)?;
+        Listener::start(cfg, socket)
+    }
+
+    fn start(cfg: ListenerConfig, listener: std::net::TcpListener) -> io::Result<Listener> {
         let local = listener.local_addr()?;
+        let socket = listener.try_clone()?;
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
             mode: cfg.mode,
@@ -336,7 +381,6 @@ impl Listener {
             cfg: ArcSwap::from_pointee(cfg),
         });
         let workers = workers::workers()?;
-        let listener = listener.into_std()?;
         let accept = workers
             .next()
             .spawn(accept::supervise(listener, shared.clone()));
@@ -344,7 +388,17 @@ impl Listener {
             shared,
             local,
             accept,
+            socket: Some(socket),
         })
+    }
+
+    /// A duplicate of the listening socket, for the listener that takes the address over
+    /// ([`Listener::adopt`], in this process or, passed as a file descriptor, in another).
+    pub fn socket(&self) -> io::Result<std::net::TcpListener> {
+        match &self.socket {
+            Some(s) => s.try_clone(),
+            None => Err(io::Error::other("the listener is stopping")),
+        }
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -477,9 +531,34 @@ impl Listener {
         }
     }
 
+    /// Hands the address over to the listener(s) holding a duplicate of its socket: stops
+    /// accepting (the socket stays open in them, so no connection is refused), answers the
+    /// next request on each open connection with `Connection: close` — idle keep-alive
+    /// connections included: a client may be sending on one at this very moment — and
+    /// returns once every connection has ended, or after `grace` (then what is left is
+    /// closed). tcp-mode connections run until they end or the grace does.
+    pub async fn hand_over(mut self, grace: Duration) -> HandedOver {
+        self.socket = None;
+        self.shared.conns.set_stop(HANDOVER);
+        if self.shared.conns.wait_zero(grace).await {
+            return HandedOver {
+                finished: true,
+                cut: 0,
+            };
+        }
+        let cut = self.shared.conns.live();
+        self.shared.conns.set_stop(HARD);
+        self.shared.conns.wait_zero(Duration::from_secs(1)).await;
+        HandedOver {
+            finished: false,
+            cut,
+        }
+    }
+
     /// Stops accepting, lets open connections finish their in-flight requests (idle keep-alive
     /// connections are closed at once) for up to `grace`, then closes what is left.
-    pub async fn shutdown(self, grace: Duration) {
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.socket = None;
         self.shared.conns.set_stop(GRACEFUL);
         if !self.shared.conns.wait_zero(grace).await {
             self.shared.conns.set_stop(HARD);
@@ -493,6 +572,12 @@ impl Drop for Listener {
         self.shared.conns.set_stop(HARD);
         self.accept.abort();
     }
+}
+
+/// Whether `socket` is in the listening state (`SO_ACCEPTCONN`).
+fn is_listening(socket: &std::net::TcpListener) -> io::Result<bool> {
+    nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::AcceptConn)
+        .map_err(io::Error::from)
 }
 
 fn bind_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {

@@ -8,12 +8,14 @@
 //!
 //! This crate is the shim process and the process toolkit it stands on, which the daemon and the
 //! CLI use too: [`spawn`] (children in their own session, confined to an app's user: one of the
-//! two fenced `unsafe` modules), [`footprint`] (start-up code handed back: the other one),
+//! three fenced `unsafe` modules), [`footprint`] (start-up code handed back), [`fdpass`]
+//! (descriptors passed between jarfleet's processes: a listening socket changing hands),
 //! [`logfile`] (size-rotated logs, tail, follow), [`privfs`] (what root may open where a confined
 //! app could plant a name), [`procinfo`] (procfs reads), [`fdlimit`] (the open-file limit).
 //! It depends on no other jarfleet crate but `jarfleet-core`.
 
 pub mod fdlimit;
+pub mod fdpass;
 pub mod footprint;
 pub mod logfile;
 pub mod privfs;

@@ -28,7 +28,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Shared;
-use crate::conns::{ConnToken, HARD, RECLAIM_MIN_IDLE, RUNNING, Signal};
+use crate::conns::{ConnToken, GRACEFUL, HARD, RECLAIM_MIN_IDLE, RUNNING, Signal};
 
 /// Read buffer per connection side; bodies are copied through it.
 pub(crate) const BUF: usize = 16 * 1024;
@@ -199,7 +199,9 @@ async fn run(sh: &Arc<Shared>, mut client: Client, token: &ConnToken, accepted: 
         let closing = signal.borrow().stop != RUNNING;
         match exchange::forward(sh, &cfg, &mut client, &req, &mut up_head, &mut out, closing).await
         {
-            Next::KeepAlive if signal.borrow().stop == RUNNING => {}
+            // A hand-over that began during the exchange: the client was told it may send
+            // again, so the next request is answered (with `Connection: close`).
+            Next::KeepAlive if signal.borrow().stop < GRACEFUL => {}
             Next::KeepAlive => return,
             Next::Close => {
                 let _ = client.stream.shutdown().await;
@@ -222,6 +224,7 @@ async fn first_byte(
     token: &ConnToken,
 ) -> FirstByte {
     let idle_since = Instant::now();
+    let mut reclaims_seen = signal.borrow().reclaim;
     loop {
         tokio::select! {
             biased;
@@ -236,10 +239,13 @@ async fn first_byte(
                     return FirstByte::Closed;
                 }
                 let s = *signal.borrow_and_update();
-                if s.stop != RUNNING {
+                if s.stop >= GRACEFUL {
                     return FirstByte::Closed;
                 }
-                if idle_since.elapsed() >= RECLAIM_MIN_IDLE {
+                // A hand-over keeps waiting: the client may be sending its next request now.
+                let reclaim = s.reclaim != reclaims_seen;
+                reclaims_seen = s.reclaim;
+                if reclaim && idle_since.elapsed() >= RECLAIM_MIN_IDLE {
                     token.reclaimed();
                     return FirstByte::Closed;
                 }

@@ -411,6 +411,12 @@ impl Client {
         Ok(Client(send))
     }
 
+    /// Waits until the connection can take a request; `false` once it has closed (after a
+    /// response that said `Connection: close`, or closed by the proxy): nothing is sent then.
+    pub async fn usable(&mut self) -> bool {
+        self.0.ready().await.is_ok()
+    }
+
     pub async fn request(&mut self, method: &str, path: &str, body: &str) -> Result<Resp, String> {
         self.0.ready().await.map_err(|e| e.to_string())?;
         let req = Request::builder()
