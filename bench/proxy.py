@@ -1,21 +1,27 @@
 #!/usr/bin/env python3
-"""Proxy benchmark: jarfleet's proxy vs nginx vs HAProxy in front of the same two backends.
+"""Proxy benchmark: jarfleet vs nginx vs HAProxy in front of the same two backends.
 
 One command (from the repository root, as root for apt):
 
     python3 bench/proxy.py [--runs 3] [--duration 10] [--backends static,jvm] [--write-docs]
 
 * installs nginx, haproxy and wrk with apt when missing;
-* builds `crates/proxy/examples/bench_proxy.rs` (release, the workspace's release profile);
-* backends, each its own process group on 127.0.0.1: `static` = two nginx masters (1 worker
-  each) serving a 1 KiB file; `jvm` = two `examples/hello/hello.jar` JVMs (JDK built-in server);
+* builds jarfleet and `crates/proxy/examples/bench_proxy.rs` (release, the workspace's release
+  profile);
+* backends on 127.0.0.1: `static` = two nginx masters (1 worker each) serving a 1 KiB file;
+  `jvm` = two `examples/hello/hello.jar` JVMs run by a real `jarfleet up` fleet (JDK built-in
+  server), whose instances every front uses;
 * fronts, all started once and kept for the run: nginx (upstream keepalive 128, 2 workers),
-  HAProxy (http mode, keep-alive, 2 threads, retries + redispatch + 1 s health checks) and
-  jarfleet (`bench_proxy`, 2 data-plane worker threads, smooth weighted round-robin);
+  HAProxy (http mode, keep-alive, 2 threads, `retries 3`, `retry-on conn-failure
+  empty-response response-timeout`, `option redispatch`, 1 s health checks), `jarfleet` (`jvm`
+  only: the fleet's own `listen` address, as users run it) and `jarfleet-proxy` (the proxy
+  alone: `bench_proxy`, 2 data-plane worker threads, smooth weighted round-robin);
 * throughput: wrk -t2 -c64 after a warm-up, directly against backend 1 and through each front
   (the order of fronts rotates from run to run);
-* kill test: wrk -t2 -c64 through each front, backend 1's process group gets SIGKILL mid-run,
-  non-2xx + socket errors counted; backend 1 is restarted before the next front;
+* kill test: wrk -t2 -c64 through each front, backend 1 gets SIGKILL mid-run (after it was
+  checked to be receiving traffic: its read bytes grow in /proc/PID/io), non-2xx + socket errors
+  counted; backend 1 is back (restarted here, or by the fleet itself on its port) and answering
+  before the next front;
 * repeats `--runs` times, reports medians, writes JSON (`--json`) and, with `--write-docs`,
   the "## Proxy" section of docs/BENCHMARKS.md.
 
@@ -37,10 +43,13 @@ import sys
 import tempfile
 import time
 import urllib.request
-from ports import free_port
+from ports import free_port, free_range
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FRONTS = ["nginx", "haproxy", "jarfleet"]
+# The fronts of each kind of backend: the real fleet can only front JVMs it runs itself.
+FRONTS_OF = {"static": ["nginx", "haproxy", "jarfleet-proxy"],
+             "jvm": ["nginx", "haproxy", "jarfleet", "jarfleet-proxy"]}
+ALL_FRONTS = ["nginx", "haproxy", "jarfleet", "jarfleet-proxy"]
 
 
 def log(*a):
@@ -166,20 +175,129 @@ http {{
         self.proc = Proc(f"backend:{self.port}", [tool("nginx"), "-c", self.conf])
         wait_http(self.port)
 
+    def pids(self):
+        """The master and its worker (the worker does the reading)."""
+        return group_pids(self.proc.p.pid)
 
-class JvmBackend:
-    def __init__(self, tmp, idx, port):
-        self.port = port
-        self.proc = None
+    def kill(self):
+        self.proc.kill9()
+
+    def restart(self):
+        self.start()
+
+
+class Fleet:
+    """Two hello.jar JVMs under a real `jarfleet up` fleet, with its `listen` address."""
+
+    def __init__(self, tmp, jarfleet, listen_port):
+        self.jf_exe = jarfleet
+        self.work = os.path.join(tmp, "fleet")
+        os.makedirs(self.work, exist_ok=True)
+        self.state = os.path.join(self.work, "state")
+        self.listen = listen_port
+        first, last = free_range(8)
+        jar = os.path.join(ROOT, "examples/hello/hello.jar")
+        self.spec = os.path.join(self.work, "jarfleet.toml")
+        with open(self.spec, "w") as f:
+            f.write(f"""[daemon]
+state_dir = {json.dumps(self.state)}
+
+[apps.hello]
+artifact = {json.dumps(jar)}
+instances = 2
+ports = "{first}-{last}"
+listen = "127.0.0.1:{listen_port}"
+java = {{ opts = ["-Xmx64m", "-XX:+UseSerialGC", "-Dsun.net.httpserver.nodelay=true"], exit_on_oom = false, heap_dump_on_oom = false, gc_log = false }}
+
+[apps.hello.health]
+http = "/health"
+""")
+
+    def jf(self, *args, timeout=120):
+        return subprocess.run([self.jf_exe, "--state-dir", self.state, *args], capture_output=True,
+                              text=True, timeout=timeout, check=True)
 
     def start(self):
-        jar = os.path.join(ROOT, "examples/hello/hello.jar")
-        argv = ["java", "-Xmx64m", "-XX:+UseSerialGC", "-Dsun.net.httpserver.nodelay=true", "-jar", jar]
-        self.proc = Proc(f"jvm:{self.port}", argv, env=dict(os.environ, PORT=str(self.port)))
+        self.jf("up", "-d", self.spec)
+        self.wait_ready()
+        wait_http(self.listen)
+
+    def instances(self):
+        st = json.loads(self.jf("status", "-o", "json", timeout=30).stdout)
+        return sorted((i for a in st["apps"] for i in a["instances"]), key=lambda i: i["slot"])
+
+    def wait_ready(self, timeout=60.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            insts = self.instances()
+            if len(insts) == 2 and all(i["state"] == "ready" and i.get("port") for i in insts):
+                return insts
+            time.sleep(0.1)
+        raise RuntimeError(f"the fleet's 2 instances are not ready: {self.instances()}")
+
+    def stop(self):
+        subprocess.run([self.jf_exe, "--state-dir", self.state, "down"], capture_output=True, timeout=120)
+
+
+class FleetInstance:
+    """One of the fleet's JVMs seen as a backend: killed with SIGKILL, brought back by the fleet."""
+
+    def __init__(self, fleet, slot):
+        self.fleet = fleet
+        self.slot = slot
+        self.port = next(i["port"] for i in fleet.instances() if i["slot"] == slot)
+
+    def pid(self):
+        return next(i["pid"] for i in self.fleet.instances() if i["slot"] == self.slot)
+
+    def pids(self):
+        return [self.pid()]
+
+    def kill(self):
+        os.kill(self.pid(), signal.SIGKILL)
+
+    def restart(self):
+        insts = self.fleet.wait_ready()
+        port = next(i["port"] for i in insts if i["slot"] == self.slot)
+        if port != self.port:
+            raise RuntimeError(f"the fleet restarted slot {self.slot} on port {port}, not {self.port}: "
+                               "the other fronts would lose it")
         wait_http(self.port)
 
 
-def start_fronts(tmp, ports, backends, proxy_bin):
+def group_pids(pgid):
+    """The processes of a process group, from /proc."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
+            out.append(int(pid))
+    return out
+
+
+def read_bytes(pids):
+    """Bytes the processes have read (`rchar` of /proc/PID/io: sockets included)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/io") as f:
+            total += next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+    return total
+
+
+def receiving(pids, window=0.3):
+    """Bytes read by `pids` over `window` seconds: the traffic reaching them now."""
+    before = read_bytes(pids)
+    time.sleep(window)
+    return read_bytes(pids) - before
+
+
+def start_fronts(tmp, ports, backends, proxy_bin, fronts_wanted):
     b1, b2 = backends
     fronts = {}
     d = os.path.join(tmp, "front-nginx")
@@ -215,6 +333,7 @@ defaults
     option http-keep-alive
     option forwardfor
     retries 3
+    retry-on conn-failure empty-response response-timeout
     option redispatch
 frontend fe
     bind 127.0.0.1:{ports['haproxy']}
@@ -228,11 +347,11 @@ backend be
 """)
     fronts["haproxy"] = Proc("haproxy", [tool("haproxy"), "-db", "-f", hconf],
                              stderr=open(os.path.join(tmp, "haproxy.log"), "a"))
-    fronts["jarfleet"] = Proc("jarfleet", [proxy_bin, f"127.0.0.1:{ports['jarfleet']}", f"127.0.0.1:{b1}",
-                                           f"127.0.0.1:{b2}", "--threads", "2"],
-                              stdout=open(os.path.join(tmp, "jarfleet-stats.jsonl"), "a"))
+    fronts["jarfleet-proxy"] = Proc("jarfleet-proxy", [proxy_bin, f"127.0.0.1:{ports['jarfleet-proxy']}",
+                                                       f"127.0.0.1:{b1}", f"127.0.0.1:{b2}", "--threads", "2"],
+                                    stdout=open(os.path.join(tmp, "jarfleet-stats.jsonl"), "a"))
     try:
-        for name in FRONTS:
+        for name in fronts_wanted:
             wait_http(ports[name])
     except Exception:
         for f in fronts.values():
@@ -265,21 +384,35 @@ def wrk(port, seconds, conns, threads, latency=True):
     return res
 
 
-def run_kind(kind, args, tmp, proxy_bin, run_idx):
-    cls = StaticBackend if kind == "static" else JvmBackend
-    bports = [free_port(), free_port()]
-    backends = [cls(tmp, i, p) for i, p in enumerate(bports)]
-    ports = {n: free_port() for n in FRONTS}
+def run_kind(kind, args, tmp, proxy_bin, jarfleet, run_idx):
+    names = FRONTS_OF[kind]
+    ports = {n: free_port() for n in names}
     fronts = {}
+    fleet = None
+    backends = []
     result = {"throughput": {}, "kill": {}}
     try:
-        for b in backends:
-            b.start()
-        fronts = start_fronts(tmp, ports, bports, proxy_bin)
-        order = FRONTS[run_idx % 3:] + FRONTS[:run_idx % 3]
+        if kind == "static":
+            backends = [StaticBackend(tmp, i, free_port()) for i in range(2)]
+            for b in backends:
+                b.start()
+        else:
+            fleet = Fleet(tmp, jarfleet, ports["jarfleet"])
+            fleet.start()
+            backends = [FleetInstance(fleet, 0), FleetInstance(fleet, 1)]
+        bports = [b.port for b in backends]
+        fronts = start_fronts(tmp, ports, bports, proxy_bin, [n for n in names if n != "jarfleet"])
+        if fleet:
+            fronts["jarfleet"] = fleet
+        order = names[run_idx % len(names):] + names[:run_idx % len(names)]
         for target in ["direct"] + order:
             port = bports[0] if target == "direct" else ports[target]
-            pgid = backends[0].proc.p.pid if target == "direct" else fronts[target].p.pid
+            if target == "direct":
+                pgid = os.getpgid(backends[0].pids()[0])
+            elif target == "jarfleet":
+                pgid = os.getpgid(json.loads(fleet.jf("status", "-o", "json").stdout)["daemon"]["pid"])
+            else:
+                pgid = fronts[target].p.pid
             wrk(port, args.warmup, args.connections, args.threads, latency=False)
             cpu0 = group_cpu_seconds(pgid)
             r = wrk(port, args.duration, args.connections, args.threads)
@@ -289,14 +422,22 @@ def run_kind(kind, args, tmp, proxy_bin, run_idx):
             log(f"  {kind} run {run_idx + 1} {target}: {r['rps']:.0f} rps, p50 {r.get('p50_ms')} ms, "
                 f"p99 {r.get('p99_ms')} ms, {r['cpu_us_per_req']:.1f} µs CPU/request, failed {r['failed']}")
         for target in order:
-            # Both backends up and known healthy again before each kill.
+            # Both backends up and answering before each kill.
             wait_http(bports[0])
+            wait_http(bports[1])
             wrk(ports[target], 2, args.connections, args.threads, latency=False)
             t = subprocess.Popen(["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.kill_duration}s",
                                   "--timeout", "5s", f"http://127.0.0.1:{ports[target]}/"],
                                  stdout=subprocess.PIPE, text=True)
-            time.sleep(args.kill_after)
-            backends[0].proc.kill9()
+            time.sleep(max(args.kill_after - 0.3, 0.1))
+            # The victim must be taking traffic through this front when it dies.
+            got = receiving(backends[0].pids())
+            if got < 10_000:
+                t.kill()
+                t.communicate()
+                raise RuntimeError(f"backend 1 read only {got} bytes in 0.3 s through {target}: "
+                                   "it was not taking traffic, so its kill would prove nothing")
+            backends[0].kill()
             out, _ = t.communicate(timeout=args.kill_duration + 30)
             m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
             non2xx = int(m.group(1)) if m else 0
@@ -305,21 +446,25 @@ def run_kind(kind, args, tmp, proxy_bin, run_idx):
             m = re.search(r"(\d+) requests in", out)
             total = int(m.group(1)) if m else 0
             result["kill"][target] = {"failed": non2xx + sock, "non2xx": non2xx, "socket_errors": sock,
-                                      "requests": total}
+                                      "requests": total, "victim_read_bytes_0_3s": got}
             detail = f" ({non2xx} non-2xx, {sock} socket errors)" if non2xx + sock else ""
-            log(f"  {kind} run {run_idx + 1} kill via {target}: {non2xx + sock} failed of {total}{detail}")
-            backends[0].start()
+            log(f"  {kind} run {run_idx + 1} kill via {target}: {non2xx + sock} failed of {total}{detail} "
+                f"(the victim read {got} bytes in the 0.3 s before)")
+            backends[0].restart()
     finally:
-        if "jarfleet" in fronts:
-            fronts["jarfleet"].p.send_signal(signal.SIGTERM)  # prints its stats, then exits
+        if "jarfleet-proxy" in fronts:
+            fronts["jarfleet-proxy"].p.send_signal(signal.SIGTERM)  # prints its stats, then exits
             try:
-                fronts["jarfleet"].p.wait(5)
+                fronts["jarfleet-proxy"].p.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-        for f in fronts.values():
-            f.stop()
+        for name, f in fronts.items():
+            if name != "jarfleet":
+                f.stop()
+        if fleet:
+            fleet.stop()
         for b in backends:
-            if b.proc:
+            if getattr(b, "proc", None):
                 b.proc.stop()
     return result
 
@@ -331,7 +476,7 @@ def median(xs):
 
 def summarize(kind, runs):
     rows = {}
-    for target in ["direct"] + FRONTS:
+    for target in ["direct"] + FRONTS_OF[kind]:
         rs = [r["throughput"][target] for r in runs]
         rows[target] = {
             "rps": median([r["rps"] for r in rs]),
@@ -341,7 +486,7 @@ def summarize(kind, runs):
             "failed": sum(r["failed"] for r in rs),
             "rps_runs": [round(r["rps"]) for r in rs],
         }
-    kills = {t: [r["kill"][t]["failed"] for r in runs] for t in FRONTS}
+    kills = {t: [r["kill"][t]["failed"] for r in runs] for t in FRONTS_OF[kind]}
     return {"kind": kind, "throughput": rows, "kill_failed": kills}
 
 
@@ -369,42 +514,51 @@ def markdown(summary, args, cmd, started, load_start, load_end):
            "Reproduce (from the repository root):", "", "```sh", cmd, "```", "",
            "Fronts, each in front of the same two backends: nginx (`upstream` with `keepalive 128`, "
            "2 workers, X-Forwarded-* set), HAProxy (http mode, keep-alive, `nbthread 2`, `retries 3`, "
-           "`option redispatch`, health checks every 1 s) and jarfleet (`crates/proxy/examples/bench_proxy.rs`: "
-           "one `Listener`, 2 data-plane worker threads, smooth weighted round-robin, built with the workspace's "
-           "release profile). CPU per request: user + system time of the front's (for `direct`: backend 1's) "
-           "process group over the measured wrk run, from `/proc`, divided by the requests wrk completed. Backends: `static` = two nginx masters with one worker each serving a 1 KiB "
-           "file; `jvm` = two `examples/hello/hello.jar` JVMs (JDK built-in HTTP server, "
-           "`-Xmx64m -XX:+UseSerialGC -Dsun.net.httpserver.nodelay=true`). `direct` is wrk against backend 1 "
-           "alone.", ""]
+           "`retry-on conn-failure empty-response response-timeout`, `option redispatch`, health checks every "
+           "1 s), `jarfleet` (`jvm` only: a real `jarfleet up` fleet's `listen` address, the daemon's built-in "
+           "balancer with its defaults, in front of the fleet's own two instances, which every front uses) and "
+           "`jarfleet-proxy` (the proxy alone: `crates/proxy/examples/bench_proxy.rs`, one `Listener`, 2 "
+           "data-plane worker threads, smooth weighted round-robin, built with the workspace's release "
+           "profile). CPU per request: user + system time of the front's process group (`jarfleet`: the "
+           "daemon's, where the balancer runs; `direct`: backend 1's) over the measured wrk run, from `/proc`, divided "
+           "by the requests wrk completed. Backends: `static` = two nginx masters with one worker each "
+           "serving a 1 KiB file; `jvm` = two `examples/hello/hello.jar` JVMs run by the fleet (JDK built-in "
+           "HTTP server, `-Xmx64m -XX:+UseSerialGC -Dsun.net.httpserver.nodelay=true`). `direct` is wrk "
+           "against backend 1 alone.", ""]
     for s in summary:
         t = s["throughput"]
         out += [f"Throughput, `{s['kind']}` backends:", "",
                 "| target | req/s (median) | p50 (ms) | p99 (ms) | CPU per request (µs) | req/s per run | failed |",
                 "|---|---:|---:|---:|---:|---|---:|"]
-        for target in ["direct"] + FRONTS:
+        for target in ["direct"] + FRONTS_OF[s["kind"]]:
             r = t[target]
             out.append(f"| {target} | {r['rps']:.0f} | {fmt(r['p50_ms'])} | {fmt(r['p99_ms'])} | {fmt(r['cpu_us'], 1)} | "
                        f"{', '.join(str(x) for x in r['rps_runs'])} | {r['failed']} |")
         out.append("")
-    out += [f"Failed requests (non-2xx + socket errors, as wrk counts them) when backend 1's process group gets "
-            f"SIGKILL {args.kill_after} s into a {args.kill_duration} s wrk run (-c{args.connections}), per run:", "",
-            "| backends | " + " | ".join(FRONTS) + " |", "|---|" + "---:|" * len(FRONTS)]
+    out += [f"Failed requests (non-2xx + socket errors, as wrk counts them) when backend 1 gets SIGKILL "
+            f"{args.kill_after} s into a {args.kill_duration} s wrk run (-c{args.connections}), per run; each "
+            "kill only after the victim was seen taking traffic through that front (its read bytes grew in "
+            "the 0.3 s before). Under the fleet the victim comes back by itself (jarfleet restarts it on its "
+            "port); `static` backends are restarted by the script:", "",
+            "| backends | " + " | ".join(ALL_FRONTS) + " |", "|---|" + "---:|" * len(ALL_FRONTS)]
     for s in summary:
-        out.append(f"| {s['kind']} | " + " | ".join(", ".join(str(x) for x in s["kill_failed"][f]) for f in FRONTS)
+        out.append(f"| {s['kind']} | " + " | ".join(
+            ", ".join(str(x) for x in s["kill_failed"][f]) if f in s["kill_failed"] else "–" for f in ALL_FRONTS)
                    + " |")
     out.append("")
     out += ["Goals (jarfleet):", "", "| backends | goal | measured | met |", "|---|---|---|---|"]
     for s in summary:
         t = s["throughput"]
-        j, n = t["jarfleet"], t["nginx"]
+        ours = "jarfleet" if "jarfleet" in t else "jarfleet-proxy"
+        j, n = t[ours], t["nginx"]
         ratio = j["rps"] / n["rps"] if n["rps"] else 0
-        out.append(f"| {s['kind']} | throughput ≥ 1.1× nginx ({n['rps']:.0f}) | {j['rps']:.0f} ({ratio:.2f}×) | "
+        out.append(f"| {s['kind']} ({ours}) | throughput ≥ 1.1× nginx ({n['rps']:.0f}) | {j['rps']:.0f} ({ratio:.2f}×) | "
                    f"{'yes' if ratio >= 1.1 else '**missed**'} |")
         ok = j["p99_ms"] is not None and n["p99_ms"] is not None and j["p99_ms"] <= n["p99_ms"]
-        out.append(f"| {s['kind']} | p99 ≤ nginx's ({fmt(n['p99_ms'])} ms) | {fmt(j['p99_ms'])} ms | "
+        out.append(f"| {s['kind']} ({ours}) | p99 ≤ nginx's ({fmt(n['p99_ms'])} ms) | {fmt(j['p99_ms'])} ms | "
                    f"{'yes' if ok else '**missed**'} |")
-        kills = s["kill_failed"]["jarfleet"]
-        out.append(f"| {s['kind']} | zero failed requests on every kill | {', '.join(map(str, kills))} | "
+        kills = s["kill_failed"][ours]
+        out.append(f"| {s['kind']} ({ours}) | zero failed requests on every kill | {', '.join(map(str, kills))} | "
                    f"{'yes' if all(k == 0 for k in kills) else '**missed**'} |")
     out.append("")
     return "\n".join(out)
@@ -433,6 +587,7 @@ def main():
     ap.add_argument("--kill-after", type=float, default=3.0)
     ap.add_argument("--backends", default="static,jvm")
     ap.add_argument("--proxy-bin", help="a prebuilt bench_proxy (default: build it)")
+    ap.add_argument("--jarfleet", help="a prebuilt jarfleet binary (default: build it)")
     ap.add_argument("--json")
     ap.add_argument("--write-docs", action="store_true")
     args = ap.parse_args()
@@ -444,19 +599,24 @@ def main():
                        cwd=ROOT, check=True)
         target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
         proxy_bin = os.path.join(target, "release/examples/bench_proxy")
+    jarfleet = args.jarfleet
+    if not jarfleet and "jvm" in args.backends.split(","):
+        subprocess.run(["cargo", "build", "--release", "-p", "jarfleet"], cwd=ROOT, check=True)
+        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+        jarfleet = os.path.join(target, "release/jarfleet")
     started = datetime.datetime.now(datetime.timezone.utc)
     load_start = "/".join(open("/proc/loadavg").read().split()[:3])
     summary = []
     with tempfile.TemporaryDirectory(prefix="jf-proxy-bench-") as tmp:
         os.chmod(tmp, 0o755)
         for kind in args.backends.split(","):
-            runs = [run_kind(kind, args, tmp, proxy_bin, i) for i in range(args.runs)]
+            runs = [run_kind(kind, args, tmp, proxy_bin, jarfleet, i) for i in range(args.runs)]
             summary.append(summarize(kind, runs))
             try:
                 with open(os.path.join(tmp, "jarfleet-stats.jsonl")) as f:
                     for line in f.read().splitlines()[-args.runs:]:
                         st = json.loads(line)
-                        log(f"  jarfleet stats ({kind}): " + ", ".join(
+                        log(f"  jarfleet-proxy stats ({kind}): " + ", ".join(
                             f"{b['id']}: {b['requests']} errors {b['errors']} retries {b['retries']} "
                             f"stale {b['stale_retries']} ejections {b['ejections']}" for b in st["backends"]))
                 os.unlink(os.path.join(tmp, "jarfleet-stats.jsonl"))
