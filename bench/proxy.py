@@ -430,13 +430,19 @@ def run_kind(kind, args, tmp, proxy_bin, jarfleet, run_idx):
                                   "--timeout", "5s", f"http://127.0.0.1:{ports[target]}/"],
                                  stdout=subprocess.PIPE, text=True)
             time.sleep(max(args.kill_after - 0.3, 0.1))
-            # The victim must be taking traffic through this front when it dies.
-            got = receiving(backends[0].pids())
+            # The victim must be taking traffic through this front when it dies: a front that
+            # has put it aside (nginx does for `fail_timeout` after one failed attempt) would
+            # make its kill prove nothing. Looked at for up to 2 s; no traffic: no kill.
+            got, waited = 0, 0.0
+            while got < 10_000 and waited < 2.0:
+                got = receiving(backends[0].pids())
+                waited += 0.3
             if got < 10_000:
-                t.kill()
-                t.communicate()
-                raise RuntimeError(f"backend 1 read only {got} bytes in 0.3 s through {target}: "
-                                   "it was not taking traffic, so its kill would prove nothing")
+                out, _ = t.communicate(timeout=args.kill_duration + 30)
+                result["kill"][target] = {"failed": None, "skipped": f"the victim read {got} bytes in 0.3 s"}
+                log(f"  {kind} run {run_idx + 1} kill via {target}: not done, the victim took no traffic "
+                    f"through it ({got} bytes read in 0.3 s, looked at for 2 s)")
+                continue
             backends[0].kill()
             out, _ = t.communicate(timeout=args.kill_duration + 30)
             m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -543,8 +549,10 @@ def markdown(summary, args, cmd, started, load_start, load_end):
             "| backends | " + " | ".join(ALL_FRONTS) + " |", "|---|" + "---:|" * len(ALL_FRONTS)]
     for s in summary:
         out.append(f"| {s['kind']} | " + " | ".join(
-            ", ".join(str(x) for x in s["kill_failed"][f]) if f in s["kill_failed"] else "–" for f in ALL_FRONTS)
-                   + " |")
+            ", ".join("no traffic" if x is None else str(x) for x in s["kill_failed"][f])
+            if f in s["kill_failed"] else "–" for f in ALL_FRONTS) + " |")
+    out += ["", "(\"no traffic\": the front had put the victim aside when the kill was due, so it was not "
+            "killed and that run says nothing of the front.)"]
     out.append("")
     out += ["Goals (jarfleet):", "", "| backends | goal | measured | met |", "|---|---|---|---|"]
     for s in summary:
@@ -558,8 +566,10 @@ def markdown(summary, args, cmd, started, load_start, load_end):
         out.append(f"| {s['kind']} ({ours}) | p99 ≤ nginx's ({fmt(n['p99_ms'])} ms) | {fmt(j['p99_ms'])} ms | "
                    f"{'yes' if ok else '**missed**'} |")
         kills = s["kill_failed"][ours]
-        out.append(f"| {s['kind']} ({ours}) | zero failed requests on every kill | {', '.join(map(str, kills))} | "
-                   f"{'yes' if all(k == 0 for k in kills) else '**missed**'} |")
+        done = [k for k in kills if k is not None]
+        shown = ", ".join("no traffic" if k is None else str(k) for k in kills)
+        met = "yes" if done and all(k == 0 for k in done) else ("**missed**" if done else "not measured")
+        out.append(f"| {s['kind']} ({ours}) | zero failed requests on every kill | {shown} | {met} |")
     out.append("")
     return "\n".join(out)
 
