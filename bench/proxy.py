@@ -71,10 +71,8 @@ def tool(name):
     return shutil.which(name) or f"/usr/sbin/{name}"
 
 
-def group_cpu_seconds(pgid):
-    """User + system CPU time of every process in a process group, from /proc."""
-    hz = os.sysconf("SC_CLK_TCK")
-    total = 0
+def proc_stats():
+    """(pid, the fields of /proc/PID/stat after the command name) of every process."""
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
@@ -83,9 +81,13 @@ def group_cpu_seconds(pgid):
                 stat = f.read()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
+        yield int(pid), stat[stat.rindex(")") + 2:].split()
+
+
+def group_cpu_seconds(pgid):
+    """User + system CPU time of every process in a process group, from /proc."""
+    hz = os.sysconf("SC_CLK_TCK")
+    total = sum(int(f[11]) + int(f[12]) for _, f in proc_stats() if int(f[2]) == pgid)
     return total / hz
 
 
@@ -267,18 +269,7 @@ class FleetInstance:
 
 def group_pids(pgid):
     """The processes of a process group, from /proc."""
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if int(stat[stat.rindex(")") + 2:].split()[2]) == pgid:
-            out.append(int(pid))
-    return out
+    return [pid for pid, f in proc_stats() if int(f[2]) == pgid]
 
 
 def read_bytes(pids):
