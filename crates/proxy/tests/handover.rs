@@ -60,6 +60,12 @@ fn start_load(
                         },
                     };
                     n += 1;
+                    // Odd clients think for a moment between requests, as real ones do: their
+                    // connections are idle now and then, which is when a proxy that closes idle
+                    // keep-alive connections on its way out fails the request being sent.
+                    if i % 2 == 1 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     let r = if n.is_multiple_of(2) {
                         c.request("POST", "/sink", "an order").await
                     } else {
