@@ -341,7 +341,13 @@ impl Listener {
     /// of the listeners on it accepts them.
     pub async fn adopt(cfg: ListenerConfig, socket: std::net::TcpListener) -> io::Result<Listener> {
         let local = socket.local_addr()?;
-        if cfg.listen != local && cfg.listen.port() != 0 {
+        // Port 0 (tests): any port, but the address must still be the one asked for.
+        let same = if cfg.listen.port() == 0 {
+            cfg.listen.ip() == local.ip()
+        } else {
+            cfg.listen == local
+        };
+        if !same {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!(

@@ -22,8 +22,16 @@ pub const MAX_FDS: usize = 64;
 /// could not even be seen to be closed).
 const KERNEL_MAX_FDS: usize = 253;
 
-/// Sends `data` (at least one byte) with `fds`, whole.
+/// Sends `data` (at least one byte) with `fds`, whole. `sock` must be in blocking mode: a
+/// message is never left half sent.
 pub fn send(sock: &UnixStream, data: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+    let flags = nix::fcntl::fcntl(sock, nix::fcntl::FcntlArg::F_GETFL).map_err(io::Error::from)?;
+    if nix::fcntl::OFlag::from_bits_truncate(flags).contains(nix::fcntl::OFlag::O_NONBLOCK) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptors are sent on a blocking socket only (a message must not be left half sent)",
+        ));
+    }
     if data.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -140,7 +148,7 @@ mod tests {
     }
 
     #[test]
-    fn long_data_goes_whole_and_a_message_without_data_is_refused() {
+    fn long_data_goes_whole_and_a_message_without_data_or_on_a_nonblocking_socket_is_refused() {
         let (a, b) = UnixStream::pair().expect("socketpair");
         let data = vec![7u8; 300_000];
         let reader = std::thread::spawn(move || {
@@ -159,6 +167,10 @@ mod tests {
         let (c, _d) = UnixStream::pair().expect("socketpair");
         let err = send(&c, b"", &[]).expect_err("no data");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        c.set_nonblocking(true).expect("nonblocking");
+        let err = send(&c, b"x", &[]).expect_err("a nonblocking socket");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(err.to_string().contains("blocking socket only"), "{err}");
     }
 
     #[test]
