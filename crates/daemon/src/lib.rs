@@ -113,13 +113,22 @@ pub async fn run(
             let _ = tx.send(crate::control::Notice::from(news).into()).await;
         }
     }
-    let mut control = Control::new(
+    // The load balancer runs in its own process, which outlives this daemon; one an earlier
+    // daemon left running is taken back here, sockets and all.
+    let data_plane =
+        crate::control::data_plane::OwnProcess::attach(&config.exe, &dirs.data_plane())
+            .context("taking back the load balancer's data plane")?;
+    let mut control = Control::with_world(
         dirs.clone(),
         store,
         tx.clone(),
         events.clone(),
         config.exe.clone(),
         degraded,
+        crate::control::World {
+            data_plane: Arc::new(data_plane),
+            ..crate::control::World::real()
+        },
     )?;
     control.spawn_generations_above(shims.max_generation);
     control.adopt().await?;

@@ -30,6 +30,10 @@ impl StateDir {
     pub fn daemon_log(&self) -> PathBuf {
         self.root.join("daemon.log")
     }
+    /// The load balancer's data plane: its control socket, pid and log (`jarfleet_dataplane`).
+    pub fn data_plane(&self) -> PathBuf {
+        self.root.join("lb")
+    }
     /// Where the shims' run dirs are (`APP.SLOT.GENERATION` each).
     pub fn run_root(&self) -> PathBuf {
         self.root.join("run")

@@ -35,6 +35,27 @@ fn main() {
         }
         return;
     }
+    // The load balancer's data plane: also long-lived, also kept small (no CLI parser).
+    let mut argv = std::env::args_os().skip(1);
+    if argv.next().is_some_and(|a| a == "data-plane")
+        && let (Some(_dir), None) = (argv.next(), argv.next())
+    {
+        let log = DaemonLog::stream(Box::new(std::io::stderr()));
+        log.install();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_env("JARFLEET_LOG")
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .with_writer(move || log.clone())
+            .with_ansi(false)
+            .try_init();
+        if let Err(e) = jarfleet_dataplane::serve::run() {
+            eprintln!("jarfleet data-plane: {e:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = Cli::parse();
     init_tracing(&cli.command);
     // One thread runs the daemon's loop, API, probes and shim connections: nothing there is

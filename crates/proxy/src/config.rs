@@ -5,13 +5,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     Http,
     Tcp,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Balance {
     /// Smooth weighted round-robin.
     RoundRobin,
@@ -21,7 +23,7 @@ pub enum Balance {
 
 /// How long each phase may take. Every one of them is a deadline that ends the phase with a
 /// definite answer to the client (408, 504, a closed connection): nothing waits forever.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeouts {
     /// A request head must be complete this long after its first byte; on a new connection,
     /// after the accept (a client that connects and says nothing). → `408`, closed.
@@ -67,7 +69,7 @@ impl Default for Timeouts {
 
 /// Connection and buffer limits of one listener. The process-wide budget (from the open-file
 /// limit) is set once with [`crate::set_connection_budget`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Limits {
     /// Client connections this listener holds at once. Beyond it the listener stops accepting
     /// (new connections wait in the kernel's backlog) after closing idle keep-alive connections
@@ -95,7 +97,7 @@ impl Default for Limits {
 
 /// Passive outlier detection: instances that fail at the transport level are taken out of
 /// rotation without waiting for the health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outlier {
     /// How long an ejected instance gets no new request (default 5 s).
     pub eject_for: Duration,
@@ -126,7 +128,7 @@ impl Default for Outlier {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListenerConfig {
     /// The app's name: in the 503 body and in stats.
     pub name: String,

@@ -103,6 +103,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -477,6 +478,22 @@ impl Listener {
         }
     }
 
+    /// [`Listener::drained`] as a future that does not borrow the listener (a watcher that
+    /// must not keep the listener from being shut down meanwhile).
+    pub fn drain_watch(
+        &self,
+        id: &BackendId,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = bool> + Send + use<> {
+        let state = self.state(id);
+        async move {
+            match state {
+                Some(s) => s.drained(timeout).await,
+                None => true,
+            }
+        }
+    }
+
     /// Counters per backend (current ones first, in snapshot order, then removed ones still
     /// known) and their totals.
     pub fn stats(&self) -> ListenerStats {
@@ -499,7 +516,7 @@ impl Listener {
                 weight,
                 effective_weight,
                 ejected,
-                ejected_reason: s.eject_reason().map(EjectReason::as_str),
+                ejected_reason: s.eject_reason().map(|r| r.as_str().to_string()),
                 hung: s.is_hung(),
                 in_flight: s.in_flight.load(Ordering::SeqCst),
                 idle_connections: s.pool.idle_len(),
@@ -584,6 +601,30 @@ impl Drop for Listener {
 fn is_listening(socket: &std::net::TcpListener) -> io::Result<bool> {
     nix::sys::socket::getsockopt(socket, nix::sys::socket::sockopt::AcceptConn)
         .map_err(io::Error::from)
+}
+
+/// A listening socket on `addr` as every listener binds it (`SO_REUSEADDR`, backlog 1024), for
+/// a process that binds an address and hands the socket to the one that serves it
+/// ([`Listener::adopt`]). The error names the address.
+pub fn bind_listening(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, bind, listen, setsockopt,
+        socket, sockopt,
+    };
+    let named = |e: nix::Error| {
+        let e = io::Error::from(e);
+        io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+    };
+    let family = if addr.is_ipv4() {
+        AddressFamily::Inet
+    } else {
+        AddressFamily::Inet6
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).map_err(named)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(named)?;
+    bind(fd.as_raw_fd(), &SockaddrStorage::from(addr)).map_err(named)?;
+    listen(&fd, Backlog::new(1024).map_err(named)?).map_err(named)?;
+    Ok(std::net::TcpListener::from(fd))
 }
 
 fn bind_socket(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {

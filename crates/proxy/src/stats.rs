@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Upper bounds of the latency histogram buckets, in microseconds; a last bucket catches the rest.
 pub const LATENCY_BOUNDS_US: [u64; 18] = [
@@ -86,7 +86,7 @@ pub fn quantile(buckets: &[u64], q: f64) -> Option<u64> {
 }
 
 /// A snapshot of counters (per backend, or summed for a listener's totals).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterView {
     /// Responses by status class: `[1xx, 2xx, 3xx, 4xx, 5xx]`, 502s made by the proxy included.
     pub requests: [u64; 5],
@@ -115,7 +115,8 @@ pub struct CounterView {
 }
 
 impl CounterView {
-    pub(crate) fn add(&mut self, o: &CounterView) {
+    /// Adds `o`'s counts to these (a listener's totals; counts carried across processes).
+    pub fn add(&mut self, o: &CounterView) {
         for i in 0..5 {
             self.requests[i] += o.requests[i];
         }
@@ -144,7 +145,7 @@ impl CounterView {
 }
 
 /// One backend as `stats()` sees it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BackendStats {
     pub id: String,
     pub addr: SocketAddr,
@@ -157,7 +158,7 @@ pub struct BackendStats {
     /// Passively ejected now.
     pub ejected: bool,
     /// Why it was last ejected: `connect`, `failures`, `timeout` or `stalled`.
-    pub ejected_reason: Option<&'static str>,
+    pub ejected_reason: Option<String>,
     /// Found frozen by a stall probe, and silent since.
     pub hung: bool,
     pub in_flight: u64,
@@ -167,7 +168,7 @@ pub struct BackendStats {
 }
 
 /// Everything `stats()` reports for one listener.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ListenerStats {
     pub name: String,
     pub listen: SocketAddr,
@@ -210,7 +211,7 @@ impl FrontCounters {
 }
 
 /// The client side of a listener, counted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FrontView {
     /// Requests refused before reaching an instance (400, 405, 431, 501).
     pub bad_requests: u64,

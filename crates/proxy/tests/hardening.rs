@@ -215,7 +215,7 @@ async fn a_backend_that_never_answers_gets_504_at_the_response_timeout_and_is_ej
     let stats = l.stats();
     let b = &stats.backends[0];
     assert!(b.ejected, "{b:?}");
-    assert_eq!(b.ejected_reason, Some("timeout"));
+    assert_eq!(b.ejected_reason.as_deref(), Some("timeout"));
     assert_eq!(b.counters.timeouts, 1);
     assert_eq!(b.counters.requests[4], 1, "the 504 is counted as a 5xx");
 }
@@ -249,7 +249,7 @@ async fn a_frozen_backend_is_ejected_by_the_stall_probe_and_waiting_gets_move_on
     let stats = l.stats();
     let f = &stats.backends[0];
     assert!(f.ejected && f.hung, "{f:?}");
-    assert_eq!(f.ejected_reason, Some("stalled"));
+    assert_eq!(f.ejected_reason.as_deref(), Some("stalled"));
     assert!(f.counters.stall_probes >= 1);
     assert_eq!(f.counters.retries, 3, "{f:?}");
     // New requests go elsewhere at once; a drain of the hung instance does not wait.
@@ -325,7 +325,10 @@ async fn failures_in_a_row_eject_the_backend() {
         let ejected = l.stats().backends[0].ejected;
         assert_eq!(ejected, i == 3, "after {i} failures");
     }
-    assert_eq!(l.stats().backends[0].ejected_reason, Some("failures"));
+    assert_eq!(
+        l.stats().backends[0].ejected_reason.as_deref(),
+        Some("failures")
+    );
 }
 
 /// A raw backend: reads the first request head of each connection, then hands the connection

@@ -33,13 +33,35 @@ pub fn spawn_shim(
     listener: &UnixListener,
     log: std::fs::File,
 ) -> io::Result<tokio::process::Child> {
+    let args = [std::ffi::OsStr::new("shim"), run_dir.as_os_str()];
+    let cmd = helper_command(exe, &args, listener, log)?;
+    tokio::process::Command::from(cmd).spawn()
+}
+
+/// Starts `exe ARGS…` as another of jarfleet's own long-lived processes (the load balancer's
+/// data plane), as [`spawn_shim`] starts a shim: its own session, `listener` as fd 3, `log` as
+/// its output. A plain child, for callers outside an async runtime.
+pub fn spawn_helper(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    listener: &UnixListener,
+    log: std::fs::File,
+) -> io::Result<std::process::Child> {
+    helper_command(exe, args, listener, log)?.spawn()
+}
+
+fn helper_command(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    listener: &UnixListener,
+    log: std::fs::File,
+) -> io::Result<Command> {
     let fd = listener.as_raw_fd();
     let nofile = crate::fdlimit::for_children();
     let err = log.try_clone()?;
     let mut cmd = Command::new(exe);
-    cmd.arg("shim")
-        .arg(run_dir)
-        // One malloc arena for all of the shim's threads: less private memory per instance.
+    cmd.args(args)
+        // One malloc arena for all of the process's threads: less private memory.
         .env("MALLOC_ARENA_MAX", "1")
         .stdin(Stdio::null());
     // systemd's notify socket and watchdog are the daemon's alone.
@@ -65,7 +87,7 @@ pub fn spawn_shim(
             Ok(())
         });
     }
-    tokio::process::Command::from(cmd).spawn()
+    Ok(cmd)
 }
 
 /// `program` as a child of the daemon (an `exec` health check) or of the installer (a hook): with

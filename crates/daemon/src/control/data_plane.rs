@@ -78,6 +78,132 @@ pub trait DataPlane: Send + Sync {
 
     /// Whether a listener could be bound on `addr` now (the check before an apply).
     fn can_listen(&self, addr: SocketAddr) -> std::io::Result<()>;
+
+    /// Once the loop has bound every app's listener after a start: listeners of apps not in
+    /// `apps` (taken back from a data plane that outlived the last daemon) stop.
+    fn retain(&self, _apps: &[String]) {}
+
+    /// The daemon stops. `everything` (`jarfleet down`): the listeners go too; else (a restart,
+    /// an upgrade) they keep serving without it where they can.
+    fn leave(&self, _everything: bool) {}
+
+    /// The data plane's process, for `status` (none when it runs inside the daemon).
+    fn process(&self) -> Option<jarfleet_dataplane::client::Health> {
+        None
+    }
+}
+
+/// The data plane in a process of its own (`jarfleet data-plane`), which outlives the daemon:
+/// [`jarfleet_dataplane::client::Supervisor`] starts it, takes it back after a daemon restart,
+/// and replaces it on the same sockets when it dies.
+pub struct OwnProcess {
+    sup: Arc<jarfleet_dataplane::client::Supervisor>,
+}
+
+impl OwnProcess {
+    /// Takes back the data plane running in `dir`, if one is (else one starts with the first
+    /// listener).
+    pub fn attach(exe: &std::path::Path, dir: &std::path::Path) -> std::io::Result<OwnProcess> {
+        Ok(OwnProcess {
+            sup: jarfleet_dataplane::client::Supervisor::attach(exe, dir)?,
+        })
+    }
+}
+
+impl DataPlane for OwnProcess {
+    fn bind(&self, app: &str, cfg: &ListenerConfig) -> Result<(), String> {
+        self.sup
+            .bind(app, cfg)
+            .map_err(|e| format!("binding {}: {e}", cfg.listen))
+    }
+
+    fn configure(&self, app: &str, cfg: &ListenerConfig) {
+        if let Err(e) = self.sup.configure(app, cfg) {
+            tracing::warn!(app, "the data plane did not take the new settings: {e}");
+        }
+    }
+
+    fn close(&self, app: &str) {
+        if let Err(e) = self.sup.close(app) {
+            tracing::warn!(app, "closing the listener: {e}");
+        }
+    }
+
+    fn update(&self, app: &str, backends: Vec<BackendEntry>) {
+        let wire = backends
+            .into_iter()
+            .map(|e| jarfleet_dataplane::protocol::WireBackend {
+                id: e.id,
+                addr: e.addr,
+                weight: e.weight,
+                ready_for_ms: e.ready_for.as_millis() as u64,
+                labels: [
+                    ("release".to_string(), e.release),
+                    ("slot".to_string(), e.slot.to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            })
+            .collect();
+        if let Err(e) = self.sup.update(app, wire) {
+            tracing::warn!(app, "the data plane did not take the snapshot: {e}");
+        }
+    }
+
+    fn in_flight(&self, app: &str, backend: &str) -> u64 {
+        // Unknown: watched instead, which ends at once if the data plane cannot watch.
+        self.sup.in_flight(app, backend).unwrap_or(1)
+    }
+
+    fn watch_drain(&self, req: DrainRequest, tx: mpsc::Sender<Event>) {
+        let (app, slot, generation) = (req.app.clone(), req.slot, req.generation);
+        let done = Box::new(move || {
+            let note: Event = BalancerNote::Drained {
+                app,
+                slot,
+                generation,
+            }
+            .into();
+            if let Err(mpsc::error::TrySendError::Full(note)) = tx.try_send(note) {
+                // Never block the caller (the loop itself, or the data plane's note reader).
+                std::thread::spawn(move || {
+                    let _ = tx.blocking_send(note);
+                });
+            }
+        });
+        if let Err(e) = self
+            .sup
+            .watch_drain(&req.app, &req.backend, req.timeout, done)
+        {
+            tracing::warn!(app = req.app, "watching a drain: {e}");
+        }
+    }
+
+    fn stats(&self, app: &str) -> Option<ListenerStats> {
+        self.sup.stats(app)
+    }
+
+    fn can_listen(&self, addr: SocketAddr) -> std::io::Result<()> {
+        std::net::TcpListener::bind(addr).map(|_| ())
+    }
+
+    fn retain(&self, apps: &[String]) {
+        if let Err(e) = self.sup.retain(apps) {
+            tracing::warn!("closing listeners of apps that are gone: {e}");
+        }
+    }
+
+    fn leave(&self, everything: bool) {
+        if everything {
+            self.sup.stop(std::time::Duration::from_secs(5));
+        } else {
+            self.sup.detach();
+        }
+    }
+
+    fn process(&self) -> Option<jarfleet_dataplane::client::Health> {
+        Some(self.sup.health())
+    }
 }
 
 /// The proxy inside the daemon: a listener per app on the proxy's own worker threads (traffic

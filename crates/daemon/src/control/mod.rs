@@ -294,7 +294,10 @@ impl Control {
                 _ = tokio::time::sleep(sleep) => {}
             }
         }
-        if let Some((_, waiters)) = self.shutdown.take() {
+        if let Some((everything, waiters)) = self.shutdown.take() {
+            // `down`: the listeners went with their apps, and the data plane goes now; a
+            // restart leaves it serving for the next daemon.
+            self.data_plane.leave(everything);
             for w in waiters {
                 let _ = w.send(Ack {
                     message: "daemon stopped".into(),

@@ -36,6 +36,7 @@ impl Control {
             }
         }
         let mut adopted = 0;
+        let mut redrain = Vec::new();
         for record in self.store.instances()? {
             let (app, slot, generation) = (
                 record.instance.app.clone(),
@@ -86,9 +87,10 @@ impl Control {
                             s.commands = Some(commands);
                         }
                         if stopping && !signalled {
-                            // A drain under way died with the last daemon (its proxy with it):
-                            // nothing is in flight any more, so the signal follows now.
-                            self.step(&app, slot, Input::Drained);
+                            // A drain under way when the last daemon went: the data plane
+                            // outlived it, so the drain is watched again once the listeners
+                            // are back (the instance's own drain deadline still holds).
+                            redrain.push((app.clone(), slot));
                         }
                     }
                     Err(exit) => {
@@ -123,8 +125,18 @@ impl Control {
             self.ensure_slots(&app, n);
         }
         let names: Vec<String> = self.apps.keys().cloned().collect();
-        for app in names {
-            self.ensure_listener(&app);
+        for app in &names {
+            self.ensure_listener(app);
+        }
+        // What a data plane that outlived the last daemon serves for apps that are gone stops.
+        self.data_plane.retain(&names);
+        for (app, slot) in redrain {
+            let timeout = self
+                .apps
+                .get(&app)
+                .map(|a| a.rec.spec.stop.drain_timeout)
+                .unwrap_or_default();
+            self.drain(&app, slot, timeout);
         }
         self.find_strays().await;
         let names: Vec<String> = self.apps.keys().cloned().collect();
