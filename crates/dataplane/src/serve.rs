@@ -227,7 +227,10 @@ fn handle(served: &Arc<Served>, ch: &mut Channel, req: Request) -> Answer {
             if served.lock().leaving {
                 return error("this data plane is handing over and takes on nothing new");
             }
-            let listener = match served.handle.block_on(Listener::adopt((*cfg).clone(), socket)) {
+            let listener = match served
+                .handle
+                .block_on(Listener::adopt((*cfg).clone(), socket))
+            {
                 Ok(l) => Arc::new(l),
                 Err(e) => return error(e.to_string()),
             };

@@ -15,9 +15,21 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The short names of the workspace's crates, as the code map names them (`crates/NAME`).
-const SHORT: [&str; 13] = [
-    "core", "api", "java", "trust", "bundle", "fetch", "etcd", "shim", "host", "daemon", "proxy",
-    "jarfleet", "testkit",
+const SHORT: [&str; 14] = [
+    "core",
+    "api",
+    "java",
+    "trust",
+    "bundle",
+    "fetch",
+    "etcd",
+    "shim",
+    "host",
+    "daemon",
+    "proxy",
+    "dataplane",
+    "jarfleet",
+    "testkit",
 ];
 
 /// What the CLI may use of the daemon crate: running it, and the documented façade.
