@@ -11,6 +11,32 @@ pub struct VersionInfo {
     pub version: String,
     pub pid: u32,
     pub state_dir: String,
+    /// The binary's build id (two builds of one version differ here); empty if unknown.
+    #[serde(default)]
+    pub build: String,
+}
+
+/// What a `jarfleet` binary says of itself (`jarfleet version --json`): what `jarfleet upgrade`
+/// checks before a running daemon hands over to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildInfo {
+    pub version: String,
+    #[serde(default)]
+    pub build: String,
+    /// The API protocol it speaks.
+    pub protocol: u32,
+    /// The protocol its daemon speaks to its load balancer's data plane.
+    pub data_plane_protocol: u32,
+}
+
+/// `POST /v1/upgrade` (`jarfleet upgrade`): the daemon and its data plane hand over to another
+/// binary.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    /// The new binary (absolute path).
+    pub binary: String,
+    /// How long the old data plane may finish the requests and connections it holds.
+    pub grace_ms: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -110,6 +136,12 @@ pub struct StopStraysRequest {}
 pub struct DaemonStatus {
     pub pid: u32,
     pub version: String,
+    /// The daemon binary's build id (see [`VersionInfo::build`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub build: String,
+    /// The load balancer's data-plane process, when one runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_plane: Option<DataPlaneStatus>,
     pub state_dir: String,
     pub uptime_secs: u64,
     pub spec: Option<String>,
@@ -122,6 +154,16 @@ pub struct DaemonStatus {
     /// Daemon-level trouble, one line each (e.g. the store cannot be written).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// The load balancer's own process (it outlives the daemon).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataPlaneStatus {
+    pub pid: Option<u32>,
+    /// Times this daemon replaced it (it died or stopped answering).
+    pub replaced: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_replaced_because: Option<String>,
 }
 
 /// The daemon's writes: its store (state.db) and its log.

@@ -81,6 +81,8 @@ event_kinds! {
     InstanceUnhealthyRestart => "instance.unhealthy-restart",
     LbBindFailed => "lb.bind-failed",
     LbListening => "lb.listening",
+    LbReplaced => "lb.replaced",
+    LbTakenBack => "lb.taken-back",
     ReleasePruned => "release.pruned",
     SecurityConnectionLimit => "security.connection-limit",
     SecurityForeignHost => "security.foreign-host",

@@ -20,6 +20,7 @@ pub mod sd_notify;
 pub mod shim_client;
 pub mod store;
 pub mod storecheck;
+pub mod upgrade;
 
 use std::future::Future;
 use std::io::Write;
@@ -57,6 +58,9 @@ pub struct DaemonConfig {
     /// Start with a new, empty store when the one there holds no fleet while shims run, or
     /// cannot be read (`--new-store`): it is moved aside, the shims are left running as strays.
     pub new_store: bool,
+    /// The arguments a new binary is started with in this daemon's place (`jarfleet upgrade`),
+    /// or why this daemon cannot be replaced in place.
+    pub reexec: Result<Vec<std::ffi::OsString>, String>,
 }
 
 /// Why the daemon should stop.
@@ -75,6 +79,8 @@ pub async fn run(
 ) -> Result<()> {
     // Before anything opens a descriptor or binds a listener: the soft open-file limit up to
     // the hard one, and the load balancer's share of it (`fdlimit`).
+    // Children an earlier program in this process left (an upgrade `exec`s in place).
+    upgrade::reap_inherited();
     let limits = fdlimit::raise();
     jarfleet_proxy::set_connection_budget(usize::try_from(limits.budget).unwrap_or(usize::MAX));
     let dirs = StateDir::new(&config.state_dir);
@@ -94,11 +100,13 @@ pub async fn run(
     let (tx, rx) = mpsc::channel::<Event>(1024);
     let (events, _) = broadcast::channel(1024);
     let remote = Arc::new(http::RemoteApi::new());
+    let upgrade = Arc::new(upgrade::Upgrade::new(config.reexec.clone()));
     let app = http::routes::router(http::routes::ApiState {
         tx: tx.clone(),
         events: events.clone(),
         dirs: dirs.clone(),
         remote: remote.clone(),
+        upgrade: upgrade.clone(),
     });
     remote.set_api(app.clone(), tx.clone());
     // The TCP API of the last applied spec: a token file that became readable by others, or a
@@ -116,7 +124,7 @@ pub async fn run(
     // The load balancer runs in its own process, which outlives this daemon; one an earlier
     // daemon left running is taken back here, sockets and all.
     let data_plane =
-        crate::control::data_plane::OwnProcess::attach(&config.exe, &dirs.data_plane())
+        crate::control::data_plane::OwnProcess::attach(&config.exe, &dirs.data_plane(), tx.clone())
             .context("taking back the load balancer's data plane")?;
     let mut control = Control::with_world(
         dirs.clone(),
@@ -203,7 +211,13 @@ pub async fn run(
     let unix = tokio::time::timeout(std::time::Duration::from_secs(2), server);
     let _ = tokio::join!(unix, remote.stop());
     let _ = std::fs::remove_file(&socket);
-    started.map(|_| ())
+    started?;
+    if let Some(binary) = upgrade.decided() {
+        tracing::info!("becoming {}", binary.display());
+        drop(_lock);
+        return Err(upgrade.exec(&binary));
+    }
+    Ok(())
 }
 
 /// After the API is up: the spec applied if the store holds no fleet (`--spec`), and the API

@@ -153,6 +153,8 @@ mod tests {
             daemon: DaemonStatus {
                 pid: 1,
                 version: "0".into(),
+                build: String::new(),
+                data_plane: None,
                 state_dir: "/s".into(),
                 uptime_secs: 0,
                 spec: None,

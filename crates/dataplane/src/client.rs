@@ -37,6 +37,18 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// Called when a watched drain ends.
 pub type DrainDone = Box<dyn FnOnce() + Send>;
 
+/// What the supervisor tells its owner as it happens (the daemon records these as events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Told {
+    /// A data plane died or stopped answering; another serves on the same sockets.
+    Replaced(String),
+    /// The data plane an earlier daemon left running was taken back.
+    TakenBack(String),
+}
+
+/// Where [`Told`]s go.
+pub type Teller = Box<dyn Fn(Told) + Send + Sync>;
+
 /// What the daemon sees of the data plane, for `status` and `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Health {
@@ -48,13 +60,15 @@ pub struct Health {
 }
 
 pub struct Supervisor {
-    exe: PathBuf,
     dir: PathBuf,
     state: Mutex<State>,
+    tell: Teller,
 }
 
 #[derive(Default)]
 struct State {
+    /// The binary a data plane is started from (another after a hand-over).
+    exe: PathBuf,
     conn: Option<Conn>,
     listeners: BTreeMap<String, Want>,
     drains: BTreeMap<u64, Drain>,
@@ -98,14 +112,17 @@ impl Supervisor {
     /// The supervisor of the data plane in `dir` (created private), started from `exe`. A data
     /// plane an earlier daemon left running there is taken back: its listeners, sockets and
     /// snapshots become this supervisor's. None is started until a listener is wanted.
-    pub fn attach(exe: &Path, dir: &Path) -> io::Result<Arc<Supervisor>> {
+    pub fn attach(exe: &Path, dir: &Path, tell: Teller) -> io::Result<Arc<Supervisor>> {
         std::fs::create_dir_all(dir)
             .map_err(|e| err(format!("creating {}: {e}", dir.display())))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
         let sup = Arc::new(Supervisor {
-            exe: exe.to_path_buf(),
             dir: dir.to_path_buf(),
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                exe: exe.to_path_buf(),
+                ..State::default()
+            }),
+            tell,
         });
         sup.take_back()?;
         let weak = Arc::downgrade(&sup);
@@ -163,11 +180,9 @@ impl Supervisor {
                 other => return Err(err(format!("the data plane listed {other:?}"))),
             }
         }
-        tracing::info!(
-            pid,
-            listeners = count,
-            "took over the data plane that was running"
-        );
+        (self.tell)(Told::TakenBack(format!(
+            "took back data plane {pid}, serving {count} listener(s)"
+        )));
         self.connected(&mut st, ch, notes_ch, pid)?;
         // Counters to carry, should it die before the first poll.
         let apps: Vec<String> = st.listeners.keys().cloned().collect();
@@ -227,13 +242,15 @@ impl Supervisor {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let (control, notes, pid) = self.spawn()?;
+        let (control, notes, pid) = self.spawn(&st.exe)?;
         let (ch, _) = hello(control, Role::Control)?;
         let (notes_ch, _) = hello(notes, Role::Notes)?;
         if let Some(because) = because {
             st.health.replaced += 1;
             st.health.last_replaced_because = Some(because.to_string());
-            tracing::warn!(pid, "data plane replaced: {because}");
+            (self.tell)(Told::Replaced(format!(
+                "data plane replaced by a new one (pid {pid}) on the same sockets: {because}"
+            )));
         } else {
             tracing::info!(pid, "data plane started");
         }
@@ -245,11 +262,6 @@ impl Supervisor {
                 continue;
             };
             let socket = w.socket.try_clone()?;
-            let adopt = Request::Adopt {
-                app: app.clone(),
-                cfg: Box::new(w.cfg.clone()),
-                carry: w.stats.as_ref().map(|s| Box::new(Carry::of(s))),
-            };
             let elapsed = now.saturating_duration_since(w.sent).as_millis() as u64;
             let backends: Vec<WireBackend> = w
                 .backends
@@ -259,8 +271,14 @@ impl Supervisor {
                     ..b.clone()
                 })
                 .collect();
+            // Serving from its first connection: settings, counts and snapshot in one message.
+            let adopt = Request::Adopt {
+                app: app.clone(),
+                cfg: Box::new(w.cfg.clone()),
+                carry: w.stats.as_ref().map(|s| Box::new(Carry::of(s))),
+                backends,
+            };
             ok(self.ask(st, &adopt, Some(&socket))?)?;
-            ok(self.ask(st, &Request::Update { app, backends }, None)?)?;
         }
         // Drains under way: what was in flight died with the last process, so these end at
         // once unless the new one has taken requests on the backend (it has not: it is no
@@ -291,7 +309,7 @@ impl Supervisor {
 
     /// Starts `exe data-plane DIR` with its control socket bound here first (connections wait
     /// in its backlog until it runs: no race), and connects twice.
-    fn spawn(&self) -> io::Result<(UnixStream, UnixStream, u32)> {
+    fn spawn(&self, exe: &Path) -> io::Result<(UnixStream, UnixStream, u32)> {
         let socket = self.dir.join(SOCKET);
         let staged = self.dir.join(format!(".{SOCKET}.{}", std::process::id()));
         let _ = std::fs::remove_file(&staged);
@@ -303,13 +321,8 @@ impl Supervisor {
             .append(true)
             .open(self.dir.join(LOG))?;
         let args = [std::ffi::OsStr::new("data-plane"), self.dir.as_os_str()];
-        let mut child = jarfleet_shim::spawn::spawn_helper(&self.exe, &args, &listener, log)
-            .map_err(|e| {
-                err(format!(
-                    "starting the data plane ({}): {e}",
-                    self.exe.display()
-                ))
-            })?;
+        let mut child = jarfleet_shim::spawn::spawn_helper(exe, &args, &listener, log)
+            .map_err(|e| err(format!("starting the data plane ({}): {e}", exe.display())))?;
         let pid = child.id();
         let control = UnixStream::connect(&staged);
         let notes = UnixStream::connect(&staged);
@@ -397,6 +410,7 @@ impl Supervisor {
             app: app.to_string(),
             cfg: Box::new(cfg.clone()),
             carry: None,
+            backends: Vec::new(),
         };
         ok(self.request(&mut st, &adopt, Some(&socket))?)?;
         st.listeners.insert(
@@ -569,6 +583,83 @@ impl Supervisor {
             w.stats = Some(s);
         }
         w.stats.clone()
+    }
+
+    /// Hands every listener over to a data plane started from `exe` (`jarfleet upgrade`): the
+    /// new one is given the sockets, settings, counts and snapshots and serves; only then is
+    /// the old one told to stop accepting and finish what it holds (for up to `grace`), and it
+    /// exits by itself. If the new one cannot start or serve, it is stopped and the old one
+    /// goes on as before. Returns the new process's pid (`None`: no data plane ran, and the
+    /// next one will be started from `exe`).
+    pub fn hand_over_to(self: &Arc<Self>, exe: &Path, grace: Duration) -> io::Result<Option<u32>> {
+        let mut st = self.lock();
+        if st.detached {
+            return Err(err("the daemon is stopping"));
+        }
+        let previous_exe = std::mem::replace(&mut st.exe, exe.to_path_buf());
+        let Some(old) = st.conn.take() else {
+            return Ok(None);
+        };
+        // Counts to carry, as of now.
+        let apps: Vec<String> = st.listeners.keys().cloned().collect();
+        st.conn = Some(old);
+        for app in &apps {
+            let _ = self.stats_locked(&mut st, app);
+        }
+        let Some(mut old) = st.conn.take() else {
+            return Err(err(
+                "the data plane went away during the hand-over; it was replaced",
+            ));
+        };
+        if let Err(e) = self.start(&mut st, None) {
+            // The new one is stopped (if it got that far) and the old one serves on.
+            if let Some(new) = st.conn.take() {
+                let _ = new.notes.shutdown(std::net::Shutdown::Both);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(new.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            st.exe = previous_exe;
+            st.conn = Some(old);
+            return Err(err(format!(
+                "the new data plane ({}) did not start serving: {e}; the old one serves on",
+                exe.display()
+            )));
+        }
+        let new_pid = st.conn.as_ref().map(|c| c.pid);
+        let handed = old
+            .ch
+            .send(
+                &Request::HandOver {
+                    grace_ms: grace.as_millis() as u64,
+                },
+                None,
+            )
+            .and_then(|()| old.ch.recv::<Reply>());
+        // Its notes reader sees it go later, and does nothing: it is no longer the current one.
+        let _ = old.notes.shutdown(std::net::Shutdown::Both);
+        if let Err(e) = handed.map_err(|e| e.to_string()).and_then(|r| match r {
+            Some(Reply::Ok) => Ok(()),
+            other => Err(format!("it answered {other:?}")),
+        }) {
+            // Both serve the same sockets; the old one is stopped hard rather than left.
+            tracing::warn!(
+                pid = old.pid,
+                "the old data plane did not take the hand-over ({e}); stopped"
+            );
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(old.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        tracing::info!(
+            old = old.pid,
+            new = ?new_pid,
+            "data plane handed over to {}",
+            exe.display()
+        );
+        Ok(new_pid)
     }
 
     pub fn health(&self) -> Health {

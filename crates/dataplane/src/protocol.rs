@@ -53,6 +53,9 @@ pub enum Request {
         cfg: Box<ListenerConfig>,
         #[serde(default)]
         carry: Option<Box<Carry>>,
+        /// The backends to serve from the first connection accepted (a replacement's).
+        #[serde(default)]
+        backends: Vec<WireBackend>,
     },
     /// New settings for `app`'s listener, on the address it has.
     Configure {
@@ -319,6 +322,7 @@ mod tests {
                 app: app.into(),
                 cfg: Box::new(cfg(l)),
                 carry: None,
+                backends: Vec::new(),
             };
             sender.send(&msg, Some(l)).expect("send");
         }

@@ -219,7 +219,12 @@ fn error(message: impl Into<String>) -> Answer {
 fn handle(served: &Arc<Served>, ch: &mut Channel, req: Request) -> Answer {
     match req {
         Request::Hello { .. } => error("hello was said already"),
-        Request::Adopt { app, cfg, carry } => {
+        Request::Adopt {
+            app,
+            cfg,
+            carry,
+            backends,
+        } => {
             let socket = match ch.take_fd() {
                 Ok(fd) => std::net::TcpListener::from(fd),
                 Err(e) => return error(e.to_string()),
@@ -227,10 +232,12 @@ fn handle(served: &Arc<Served>, ch: &mut Channel, req: Request) -> Answer {
             if served.lock().leaving {
                 return error("this data plane is handing over and takes on nothing new");
             }
-            let listener = match served
-                .handle
-                .block_on(Listener::adopt((*cfg).clone(), socket))
-            {
+            let (snapshot, timed) = snapshot_of(backends);
+            let listener = match served.handle.block_on(Listener::adopt_serving(
+                (*cfg).clone(),
+                socket,
+                snapshot,
+            )) {
                 Ok(l) => Arc::new(l),
                 Err(e) => return error(e.to_string()),
             };
@@ -240,7 +247,7 @@ fn handle(served: &Arc<Served>, ch: &mut Channel, req: Request) -> Answer {
                     listener,
                     cfg: *cfg,
                     carry,
-                    backends: Vec::new(),
+                    backends: timed,
                 },
             );
             if let Some(old) = old {
@@ -267,32 +274,11 @@ fn handle(served: &Arc<Served>, ch: &mut Channel, req: Request) -> Answer {
             one(Reply::Ok)
         }
         Request::Update { app, backends } => {
-            let now = Instant::now();
             let mut inner = served.lock();
             let Some(h) = inner.listeners.get_mut(&app) else {
                 return error(format!("no listener for {app}"));
             };
-            let timed: Vec<(WireBackend, Instant)> = backends
-                .into_iter()
-                .map(|b| {
-                    let ready_at = now
-                        .checked_sub(Duration::from_millis(b.ready_for_ms))
-                        .unwrap_or(now);
-                    (b, ready_at)
-                })
-                .collect();
-            let snapshot = Snapshot {
-                backends: timed
-                    .iter()
-                    .map(|(b, ready_at)| {
-                        let mut backend = Backend::new(b.id.clone(), b.addr);
-                        backend.weight = b.weight;
-                        backend.ready_at = *ready_at;
-                        backend.labels = b.labels.clone();
-                        backend
-                    })
-                    .collect(),
-            };
+            let (snapshot, timed) = snapshot_of(backends);
             h.listener.update(snapshot);
             h.backends = timed;
             one(Reply::Ok)
@@ -368,6 +354,33 @@ fn handle(served: &Arc<Served>, ch: &mut Channel, req: Request) -> Answer {
         Request::HandOver { grace_ms } => leave(served, grace_ms, true),
         Request::Exit { grace_ms } => leave(served, grace_ms, false),
     }
+}
+
+/// The proxy's snapshot of `backends`, and each with when it became ready (kept for `List`).
+fn snapshot_of(backends: Vec<WireBackend>) -> (Snapshot, Vec<(WireBackend, Instant)>) {
+    let now = Instant::now();
+    let timed: Vec<(WireBackend, Instant)> = backends
+        .into_iter()
+        .map(|b| {
+            let ready_at = now
+                .checked_sub(Duration::from_millis(b.ready_for_ms))
+                .unwrap_or(now);
+            (b, ready_at)
+        })
+        .collect();
+    let snapshot = Snapshot {
+        backends: timed
+            .iter()
+            .map(|(b, ready_at)| {
+                let mut backend = Backend::new(b.id.clone(), b.addr);
+                backend.weight = b.weight;
+                backend.ready_at = *ready_at;
+                backend.labels = b.labels.clone();
+                backend
+            })
+            .collect(),
+    };
+    (snapshot, timed)
 }
 
 /// Hands every listener over (or shuts it down), then exits once they are all done.

@@ -11,6 +11,7 @@
 //! It depends on `jarfleet-shim` (the run dir protocol, spawning confined children), never on
 //! the daemon.
 
+pub mod build;
 pub mod config_center;
 pub mod faststart;
 pub mod install_txn;

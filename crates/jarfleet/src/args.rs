@@ -33,6 +33,15 @@ pub enum Output {
     Json,
 }
 
+/// `--grace`: a duration with a unit, at most an hour.
+fn parse_grace(text: &str) -> Result<std::time::Duration, String> {
+    let d = jarfleet_core::units::parse_duration(text)?;
+    if d > std::time::Duration::from_secs(3600) {
+        return Err("at most 1h".into());
+    }
+    Ok(d)
+}
+
 /// `--interval`: a duration with a unit, at least 100 ms.
 fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     let d = jarfleet_core::units::parse_duration(text)?;
@@ -104,6 +113,23 @@ pub enum Command {
         /// (`status` lists them, `down --strays` stops them).
         #[arg(long)]
         new_store: bool,
+    },
+    /// Replace the running daemon and its load balancer by another jarfleet binary, with no
+    /// failed request: the new load balancer takes over the listening sockets, the old one
+    /// finishes what it holds, and the daemon restarts in place as the new binary (its JVMs
+    /// keep running). A binary that cannot take over is refused before anything changes.
+    Upgrade {
+        /// The new binary (default: this one, the `jarfleet` you run `upgrade` with).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+        /// How long the old load balancer may finish its requests and keep-alive connections.
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_grace)]
+        grace: std::time::Duration,
+    },
+    /// Print this binary's version and build (`--json`: also the protocols it speaks).
+    Version {
+        #[arg(long)]
+        json: bool,
     },
     /// Stop every app (gracefully) and then the daemon.
     Down {

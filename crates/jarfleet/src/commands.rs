@@ -607,6 +607,79 @@ pub async fn down(client: &Client) -> Result<(), CliError> {
 }
 
 /// `down --strays`: stops the JVMs of stray shims only (`status` lists them).
+/// `jarfleet version`.
+pub fn version(json: bool) -> Result<(), CliError> {
+    let own = jarfleet_host::build::own();
+    if json {
+        let info = jarfleet_api::BuildInfo {
+            version: own.version.to_string(),
+            build: own.id.clone().unwrap_or_default(),
+            protocol: jarfleet_api::PROTOCOL,
+            data_plane_protocol: jarfleet_dataplane::PROTOCOL,
+        };
+        let text = serde_json::to_string(&info).map_err(|e| CliError::failed(e.to_string()))?;
+        println!("{text}");
+    } else {
+        println!("jarfleet {}", own.describe());
+    }
+    Ok(())
+}
+
+/// `jarfleet upgrade`: asks the daemon to hand over to `binary`, then waits until the same
+/// daemon (same pid) answers as the new build.
+pub async fn upgrade(
+    client: &Client,
+    binary: Option<&std::path::Path>,
+    grace: Duration,
+) -> Result<(), CliError> {
+    let binary = match binary {
+        Some(b) => crate::context::absolute(b),
+        None => std::env::current_exe()
+            .map_err(|e| CliError::failed(format!("cannot find this binary: {e}")))?,
+    };
+    let before: jarfleet_api::VersionInfo = client.get("/v1/version").await?;
+    let want = jarfleet_host::build::build_id(&binary).unwrap_or_default();
+    let ack: Ack = client
+        .post(
+            "/v1/upgrade",
+            &jarfleet_api::UpgradeRequest {
+                binary: binary.display().to_string(),
+                grace_ms: grace.as_millis() as u64,
+            },
+        )
+        .await?;
+    eprintln!("{}", ack.message);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(now) = client.get::<jarfleet_api::VersionInfo>("/v1/version").await
+            && now.pid == before.pid
+            && (want.is_empty() || now.build == want)
+            && (now.build != before.build || want == before.build)
+        {
+            let build = if now.build.is_empty() {
+                String::new()
+            } else {
+                format!(" (build {})", &now.build[..now.build.len().min(12)])
+            };
+            eprintln!(
+                "upgraded: daemon pid {} runs jarfleet {}{build}; the old load balancer finishes its connections (up to {} s) and exits",
+                now.pid,
+                now.version,
+                grace.as_secs()
+            );
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(CliError::failed(format!(
+                "the daemon did not come back as {} within 120 s; see its log ({}/daemon.log)",
+                binary.display(),
+                before.state_dir
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 pub async fn down_strays(client: &Client) -> Result<(), CliError> {
     let ack: Ack = client
         .post("/v1/strays/stop", &jarfleet_api::StopStraysRequest {})

@@ -85,6 +85,7 @@ fn talks_to_a_daemon(command: &Command) -> bool {
     matches!(
         command,
         Command::Down { .. }
+            | Command::Upgrade { .. }
             | Command::Apply { .. }
             | Command::Status { .. }
             | Command::Start { .. }
@@ -204,6 +205,10 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Export { target } => export::run(state, target).await,
         Command::Completions { shell } => completions::completions(shell),
         Command::Man { out_dir } => completions::man(out_dir.as_deref()),
+        Command::Upgrade { binary, grace } => {
+            commands::upgrade(&client(), binary.as_deref(), grace).await
+        }
+        Command::Version { json } => commands::version(json),
         Command::Down { strays: false } => commands::down(&client()).await,
         Command::Down { strays: true } => commands::down_strays(&client()).await,
         Command::Apply {

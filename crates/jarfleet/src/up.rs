@@ -58,6 +58,8 @@ pub async fn daemon(
         exe: exe()?,
         spec,
         new_store,
+        // `jarfleet upgrade` starts the new binary with the same arguments.
+        reexec: Ok(std::env::args_os().skip(1).collect()),
     };
     jarfleet_daemon::run(config, async {
         terminated().await;
@@ -179,6 +181,9 @@ pub async fn up(
         exe: exe()?,
         spec: None,
         new_store,
+        reexec: Err(
+            "it runs in the foreground of `jarfleet up`, which stops the fleet on Ctrl-C".into(),
+        ),
     };
     let daemon = tokio::spawn(jarfleet_daemon::run(config, async {
         terminated().await;

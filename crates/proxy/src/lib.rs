@@ -333,7 +333,7 @@ impl Listener {
                 format!("listener {}: cannot listen on {addr}: {e}", cfg.name),
             )
         })?;
-        Listener::start(cfg, listener.into_std()?)
+        Listener::start(cfg, listener.into_std()?, Snapshot::default())
     }
 
     /// Starts accepting on a socket that is already listening — one handed over by the
@@ -341,6 +341,16 @@ impl Listener {
     /// address is never closed in between. Connections wait in the socket's backlog until one
     /// of the listeners on it accepts them.
     pub async fn adopt(cfg: ListenerConfig, socket: std::net::TcpListener) -> io::Result<Listener> {
+        Listener::adopt_serving(cfg, socket, Snapshot::default()).await
+    }
+
+    /// [`Listener::adopt`] with the backends to serve from its first accepted connection (a
+    /// listener taking over from another: not one request may find it without backends).
+    pub async fn adopt_serving(
+        cfg: ListenerConfig,
+        socket: std::net::TcpListener,
+        snapshot: Snapshot,
+    ) -> io::Result<Listener> {
         let local = socket.local_addr()?;
         // Port 0 (tests): any port, but the address must still be the one asked for.
         let same = if cfg.listen.port() == 0 {
@@ -367,10 +377,14 @@ impl Listener {
             ));
         }
         socket.set_nonblocking(true)?;
-        Listener::start(cfg, socket)
+        Listener::start(cfg, socket, snapshot)
     }
 
-    fn start(cfg: ListenerConfig, listener: std::net::TcpListener) -> io::Result<Listener> {
+    fn start(
+        cfg: ListenerConfig,
+        listener: std::net::TcpListener,
+        snapshot: Snapshot,
+    ) -> io::Result<Listener> {
         let local = listener.local_addr()?;
         let socket = listener.try_clone()?;
         let shared = Arc::new(Shared {
@@ -387,6 +401,11 @@ impl Listener {
             last: Mutex::new(Snapshot::default()),
             cfg: ArcSwap::from_pointee(cfg),
         });
+        if !snapshot.backends.is_empty() {
+            let table = shared.build_table(&snapshot);
+            shared.table.store(Arc::new(table));
+            *shared.last.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        }
         let workers = workers::workers()?;
         let accept = workers
             .next()

@@ -91,6 +91,12 @@ pub trait DataPlane: Send + Sync {
     fn process(&self) -> Option<jarfleet_dataplane::client::Health> {
         None
     }
+
+    /// Hands every listener over to a data plane of the binary `exe` (`jarfleet upgrade`); the
+    /// old one finishes what it holds for up to `grace`. On an error nothing changed.
+    fn hand_over_to(&self, _exe: &std::path::Path, _grace: Duration) -> Result<String, String> {
+        Err("this data plane runs inside the daemon and cannot be handed over".into())
+    }
 }
 
 /// The data plane in a process of its own (`jarfleet data-plane`), which outlives the daemon:
@@ -103,9 +109,33 @@ pub struct OwnProcess {
 impl OwnProcess {
     /// Takes back the data plane running in `dir`, if one is (else one starts with the first
     /// listener).
-    pub fn attach(exe: &std::path::Path, dir: &std::path::Path) -> std::io::Result<OwnProcess> {
+    pub fn attach(
+        exe: &std::path::Path,
+        dir: &std::path::Path,
+        tx: mpsc::Sender<Event>,
+    ) -> std::io::Result<OwnProcess> {
+        use jarfleet_core::events::EventKind;
+        use jarfleet_dataplane::client::Told;
+        let tell = Box::new(move |told: Told| {
+            let (kind, message) = match told {
+                Told::Replaced(m) => (EventKind::LbReplaced, m),
+                Told::TakenBack(m) => (EventKind::LbTakenBack, m),
+            };
+            let note: Event = super::Notice {
+                kind,
+                app: None,
+                message,
+            }
+            .into();
+            if let Err(mpsc::error::TrySendError::Full(note)) = tx.try_send(note) {
+                let tx = tx.clone();
+                std::thread::spawn(move || {
+                    let _ = tx.blocking_send(note);
+                });
+            }
+        });
         Ok(OwnProcess {
-            sup: jarfleet_dataplane::client::Supervisor::attach(exe, dir)?,
+            sup: jarfleet_dataplane::client::Supervisor::attach(exe, dir, tell)?,
         })
     }
 }
@@ -203,6 +233,14 @@ impl DataPlane for OwnProcess {
 
     fn process(&self) -> Option<jarfleet_dataplane::client::Health> {
         Some(self.sup.health())
+    }
+
+    fn hand_over_to(&self, exe: &std::path::Path, grace: Duration) -> Result<String, String> {
+        match self.sup.hand_over_to(exe, grace) {
+            Ok(Some(pid)) => Ok(format!("the load balancer now runs as pid {pid}")),
+            Ok(None) => Ok("no load balancer runs".into()),
+            Err(e) => Err(e.to_string()),
+        }
     }
 }
 

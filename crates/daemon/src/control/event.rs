@@ -74,6 +74,12 @@ pub enum ApiRequest {
         stop_instances: bool,
         reply: oneshot::Sender<Ack>,
     },
+    /// `jarfleet upgrade`: the data plane hands over to `binary`'s (checked already).
+    HandOver {
+        binary: std::path::PathBuf,
+        grace: std::time::Duration,
+        reply: Reply<Ack>,
+    },
     /// `jarfleet down --strays`: the strays are handed over to be stopped off the loop.
     TakeStrays {
         reply: oneshot::Sender<Vec<jarfleet_host::survivors::Survivor>>,

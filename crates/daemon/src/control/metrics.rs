@@ -66,6 +66,7 @@ impl Event {
                 ApiRequest::Canary { .. } => "canary",
                 ApiRequest::History { .. } => "history",
                 ApiRequest::Shutdown { .. } => "shutdown",
+                ApiRequest::HandOver { .. } => "upgrade",
                 ApiRequest::TakeStrays { .. } => "take-strays",
             },
             Event::Shim(_) => "shim",

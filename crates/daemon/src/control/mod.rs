@@ -491,6 +491,21 @@ impl Control {
                 stop_instances,
                 reply,
             } => self.begin_shutdown(stop_instances, reply),
+            ApiRequest::HandOver {
+                binary,
+                grace,
+                reply,
+            } => {
+                let answer = if self.shutdown.is_some() {
+                    Err(usage("the daemon is stopping", None))
+                } else {
+                    self.data_plane
+                        .hand_over_to(&binary, grace)
+                        .map(|message| Ack { message })
+                        .map_err(failed)
+                };
+                let _ = reply.send(answer);
+            }
             ApiRequest::TakeStrays { reply } => {
                 let _ = reply.send(self.take_strays());
             }

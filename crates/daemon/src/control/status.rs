@@ -85,6 +85,15 @@ impl Control {
             daemon: DaemonStatus {
                 pid: std::process::id(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
+                build: jarfleet_host::build::own().id.clone().unwrap_or_default(),
+                data_plane: self
+                    .data_plane
+                    .process()
+                    .map(|h| jarfleet_api::DataPlaneStatus {
+                        pid: h.pid,
+                        replaced: h.replaced,
+                        last_replaced_because: h.last_replaced_because,
+                    }),
                 state_dir: self.dirs.root().display().to_string(),
                 uptime_secs: self.started.elapsed().as_secs(),
                 spec: self.spec_source.clone(),

@@ -35,6 +35,8 @@ pub struct ApiState {
     pub dirs: StateDir,
     /// The TCP listener, re-configured by every applied spec's `[daemon]` settings.
     pub remote: Arc<RemoteApi>,
+    /// `jarfleet upgrade`: whether and how this daemon replaces itself.
+    pub upgrade: Arc<crate::upgrade::Upgrade>,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -45,6 +47,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/action", post(action))
         .route("/v1/scale", post(scale))
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/upgrade", post(upgrade))
         .route("/v1/strays/stop", post(stop_strays))
         .route("/v1/logs", get(logs))
         .route("/v1/events", get(events))
@@ -148,6 +151,7 @@ async fn version(State(st): State<ApiState>) -> Json<VersionInfo> {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         state_dir: st.dirs.root().display().to_string(),
+        build: jarfleet_host::build::own().id.clone().unwrap_or_default(),
     })
 }
 
@@ -304,6 +308,46 @@ async fn shutdown(
         })
         .await?,
     ))
+}
+
+/// `jarfleet upgrade`: the new binary checked, the data plane handed over to it, then the daemon
+/// stops and `exec`s it (`crate::upgrade`). Answered before the daemon goes.
+async fn upgrade(
+    State(st): State<ApiState>,
+    Json(req): Json<jarfleet_api::UpgradeRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    st.upgrade.possible()?;
+    let binary = PathBuf::from(&req.binary);
+    let info = crate::upgrade::check(&binary).await?;
+    let grace = std::time::Duration::from_millis(req.grace_ms);
+    let handed = ask(&st.tx, |reply| ApiRequest::HandOver {
+        binary: binary.clone(),
+        grace,
+        reply,
+    })
+    .await??;
+    st.upgrade.decide(binary.clone());
+    let tx = st.tx.clone();
+    tokio::spawn(async move {
+        let _ = ask(&tx, |reply| ApiRequest::Shutdown {
+            stop_instances: false,
+            reply,
+        })
+        .await;
+    });
+    let build = if info.build.is_empty() {
+        String::new()
+    } else {
+        format!(" (build {})", &info.build[..info.build.len().min(12)])
+    };
+    Ok(Json(Ack {
+        message: format!(
+            "{}; the daemon now becomes {} {}{build}",
+            handed.message,
+            binary.display(),
+            info.version
+        ),
+    }))
 }
 
 /// `jarfleet down --strays`: the loop hands its strays over and they are stopped here, off the

@@ -343,6 +343,8 @@ mod tests {
             daemon: DaemonStatus {
                 pid: 1,
                 version: "0.1.0".into(),
+                build: String::new(),
+                data_plane: None,
                 state_dir: "/srv/state".into(),
                 uptime_secs: 1,
                 spec: None,

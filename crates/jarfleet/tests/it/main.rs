@@ -28,6 +28,7 @@ mod export;
 mod faststart;
 mod fd_shortage;
 mod foreground;
+mod front_door;
 mod hung;
 mod install;
 mod kill_under_load;
