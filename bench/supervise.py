@@ -179,6 +179,15 @@ def split_tree(root: int):
     return sup, jvms
 
 
+def is_data_plane(pid: int) -> bool:
+    """jarfleet's load balancer process (`jarfleet data-plane DIR`)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"\0data-plane\0" in f.read()
+    except OSError:
+        return False
+
+
 def smaps_rollup(pid: int) -> dict[str, int]:
     out = {}
     try:
@@ -458,9 +467,11 @@ class Supervisor:
 class Jarfleet(Supervisor):
     name = "jarfleet"
 
-    def __init__(self, *a, exe: Path, **kw):
+    def __init__(self, *a, exe: Path, listen: int | None = None, **kw):
         super().__init__(*a, **kw)
         self.exe = exe
+        # With `--listen`: the app has a load balancer address, so the data plane runs too.
+        self.listen = listen
         self.state = self.work / "state"
         self._root: int | None = None
 
@@ -482,8 +493,9 @@ class Jarfleet(Supervisor):
             # The same java command line as under the other supervisors: jarfleet's default
             # extra flags (OOM exit, heap dump, GC log) off.
             f"java = {{ home = {json.dumps(self.java_home)}, opts = [{opts}], "
-            "exit_on_oom = false, heap_dump_on_oom = false, gc_log = false }\n\n"
-            "[apps.hello.health]\n"
+            "exit_on_oom = false, heap_dump_on_oom = false, gc_log = false }\n"
+            + (f'listen = "127.0.0.1:{self.listen}"\n' if self.listen else "")
+            + "\n[apps.hello.health]\n"
             'http = "/health"\n'
         )
         self.jf("up", "-d", str(spec))
@@ -683,7 +695,7 @@ def footprint(sup: Supervisor, idle_seconds: float) -> dict:
     root = sup.root()
     per = {}
     for pid, st in sup_procs.items():
-        per[pid] = {"comm": st[0], "root": pid == root,
+        per[pid] = {"comm": st[0], "root": pid == root, "data_plane": is_data_plane(pid),
                     "idle_cpu_ms": per_ticks.get(pid, 0) * TICK_MS, **smaps_rollup(pid)}
     pss_kib = sum(v.get("Pss", 0) for v in per.values())
     return {
@@ -828,6 +840,10 @@ def run_one(name: str, n: int, args, env: dict, top: Path) -> dict:
     base = free_port_block(n + 16)
     cls = {"jarfleet": Jarfleet, "supervisord": Supervisord, "pm2": Pm2}[name]
     kw = {"exe": env["jarfleet_exe"]} if name == "jarfleet" else {}
+    if name == "jarfleet" and args.listen:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            kw["listen"] = probe.getsockname()[1]
     sup = cls(work, env["java"], env["java_home"], n, base, **kw)
     own_base = base + n + 10  # spare ports after jarfleet's range
     res: dict = {"supervisor": name, "n": n}
@@ -916,7 +932,8 @@ def jarfleet_breakdown(r: dict) -> str:
     """Daemon vs shims, from the smaps_rollup figures taken with the PSS sample."""
     per = r.get("per_process", {})
     daemon = next((v for v in per.values() if v.get("root")), None)
-    shims = [v for v in per.values() if not v.get("root")]
+    planes = [v for v in per.values() if v.get("data_plane")]
+    shims = [v for v in per.values() if not v.get("root") and not v.get("data_plane")]
     if daemon is None:
         return ""
     keys = ("Rss", "Pss", "Pss_Anon", "Pss_File", "Private_Dirty", "Private_Clean", "Shared_Dirty",
@@ -936,6 +953,9 @@ def jarfleet_breakdown(r: dict) -> str:
              + f" | {mean('idle_cpu_ms'):.1f} |",
              "| all shims (sum) | " + " | ".join(str(total(k)) for k in keys)
              + f" | {total('idle_cpu_ms'):.0f} |"]
+    for dp in planes:
+        lines.append("| load balancer (data plane) | " + " | ".join(str(dp.get(k, 0)) for k in keys)
+                     + f" | {dp.get('idle_cpu_ms', 0):.0f} |")
     return "\n".join(lines)
 
 
@@ -1081,7 +1101,7 @@ def report(results: list[dict], meta: dict) -> str:
     return "\n".join(out)
 
 
-def write_section(text: str, path: Path) -> None:
+def write_section(text: str, path: Path, section: str = SECTION) -> None:
     """Replaces (or appends) only the `## Supervision footprint` section of `path`."""
     if path.exists():
         doc = path.read_text()
@@ -1089,7 +1109,7 @@ def write_section(text: str, path: Path) -> None:
         doc = ("# Benchmarks\n\nFigures measured on this project's machines by the scripts in "
                "`bench/`; each section names the command that reproduces it.\n\n")
     lines = doc.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == SECTION), None)
+    start = next((i for i, l in enumerate(lines) if l.rstrip("\n") == section), None)
     body = text.rstrip("\n") + "\n"
     if start is None:
         if not doc.endswith("\n"):
@@ -1120,6 +1140,9 @@ def main() -> int:
     ap.add_argument("--supervisors", default=",".join(SUPERVISORS),
                     help="comma-separated subset of jarfleet,supervisord,pm2")
     ap.add_argument("--jarfleet", type=Path, help="use this jarfleet binary instead of building")
+    ap.add_argument("--listen", action="store_true",
+                    help="give jarfleet's app a `listen` address: its load balancer's process is counted")
+    ap.add_argument("--section", default=SECTION, help="the docs section to write (## Supervision footprint)")
     ap.add_argument("--java", help="java binary (default: `java` on PATH)")
     ap.add_argument("--start-timeout", type=float, default=180.0,
                     help="seconds for a fleet to come up / settle (180)")
@@ -1198,12 +1221,14 @@ def main() -> int:
     meta.update({"date": dt.date.today().isoformat(), "machine": machine(), "command": cmd.strip(),
                  "idle_seconds": args.idle_seconds, "kills": args.kills})
     text = report(results, meta)
+    if args.section != SECTION:
+        text = text.replace(SECTION, args.section, 1)
     print(text)
     if args.json:
         args.json.write_text(json.dumps({"meta": meta, "results": results}, indent=1, default=str))
     if not args.no_write:
-        write_section(text, args.doc)
-        log(f"wrote section '{SECTION}' of {args.doc}")
+        write_section(text, args.doc, args.section)
+        log(f"wrote section '{args.section}' of {args.doc}")
     return 0
 
 

@@ -124,7 +124,23 @@ impl Supervisor {
             }),
             tell,
         });
-        sup.take_back()?;
+        if let Err(e) = sup.take_back() {
+            // One that cannot be talked to (another protocol, hung) holds the addresses for
+            // nothing: it is stopped, and the listeners are bound anew.
+            let stopped = sup.stop_unreachable();
+            (sup.tell)(Told::Replaced(format!(
+                "the data plane that was running could not be taken back ({e}){}; the listeners are bound anew",
+                match stopped {
+                    Some(pid) => format!(", so it was stopped (pid {pid})"),
+                    None => String::new(),
+                }
+            )));
+            let mut st = sup.lock();
+            st.listeners.clear();
+            if let Some(c) = st.conn.take() {
+                let _ = c.notes.shutdown(std::net::Shutdown::Both);
+            }
+        }
         let weak = Arc::downgrade(&sup);
         std::thread::Builder::new()
             .name("jarfleet-lb-poll".into())
@@ -190,6 +206,29 @@ impl Supervisor {
             let _ = self.stats_locked(&mut st, &app);
         }
         Ok(())
+    }
+
+    /// Kills the data plane named by the pid file, if that pid is still a data plane of this
+    /// directory (a pid can be reused), and waits for it to go.
+    fn stop_unreachable(&self) -> Option<u32> {
+        let pid: u32 = std::fs::read_to_string(self.dir.join(PID))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        let ours = args.get(1) == Some(&b"data-plane".as_slice())
+            && args.get(2) == Some(&self.dir.as_os_str().as_encoded_bytes());
+        if !ours {
+            return None;
+        }
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        wait_gone(pid, Duration::from_secs(5));
+        Some(pid)
     }
 
     fn connected(

@@ -195,6 +195,10 @@ impl FrontLoad {
         self.ok.load(Ordering::SeqCst)
     }
 
+    pub(crate) fn failed(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::SeqCst)
     }
@@ -481,4 +485,83 @@ fn an_upgrade_to_a_binary_that_cannot_take_over_is_refused_and_changes_nothing()
         assert_eq!(data_plane_pid(&fleet), dp);
         assert_eq!(http_get(lb, "/pid").map(|(c, _)| c), Ok(200));
     }
+}
+
+#[test]
+fn a_stopped_data_plane_is_replaced() {
+    let (fleet, lb) = fleet_behind_lb(2, None, "round-robin");
+    let load = FrontLoad::start(lb, 4, 2);
+    load.wait_more(300);
+    let dp = data_plane_pid(&fleet);
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dp as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .expect("SIGSTOP");
+    let in_flight = load.in_flight();
+    // The daemon finds it silent (it asks every second, waits 2 s) and replaces it.
+    wait_until("a new data plane", Duration::from_secs(20), || {
+        let path = fleet.dirs().data_plane().join("pid");
+        let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
+        (pid != dp && pid_alive(pid)).then_some(())
+    });
+    wait_until("the stopped one killed", Duration::from_secs(10), || {
+        (!pid_alive(dp)).then_some(())
+    });
+    load.wait_more(300);
+    let tally = load.finish();
+    eprintln!(
+        "data plane SIGSTOP: {} answered, {} failed ({} refused), {in_flight} in flight at the stop",
+        tally.ok, tally.failed, tally.refused
+    );
+    assert_eq!(tally.refused, 0, "{:?}", tally.errors);
+    assert!(tally.failed <= in_flight, "{:?}", tally.errors);
+    let replaced = fleet
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "lb.replaced")
+        .map(|e| e["message"].as_str().unwrap_or_default().to_string())
+        .collect::<Vec<_>>();
+    assert!(
+        replaced.iter().any(|m| m.contains("did not answer")),
+        "{replaced:?}"
+    );
+}
+
+#[test]
+fn with_no_daemon_an_instance_that_dies_is_ejected_and_no_request_fails() {
+    let (fleet, lb) = fleet_behind_lb(2, None, "round-robin");
+    let victim = fleet.instances("fx")[0]["pid"]
+        .as_u64()
+        .expect("an instance's pid") as u32;
+    let load = FrontLoad::start(lb, 4, 2);
+    load.wait_more(300);
+    let daemon = fleet.daemon_pid().expect("daemon pid");
+    kill9(daemon);
+    wait_until("the daemon gone", Duration::from_secs(10), || {
+        (!pid_alive(daemon)).then_some(())
+    });
+    load.wait_more(200);
+    // No daemon to see it or start another: the data plane alone takes it out of rotation.
+    // Only requests inside the JVM when it died may fail (a POST there cannot be sent again);
+    // every one after is served by the other instance.
+    kill9(victim);
+    let in_flight = load.in_flight();
+    load.wait_more(200);
+    let failed_at_the_kill = load.failed();
+    load.wait_more(1000);
+    let tally = load.finish();
+    eprintln!(
+        "an instance killed while no daemon runs: {} answered, {} failed at the kill ({in_flight} in flight), {} after",
+        tally.ok,
+        failed_at_the_kill,
+        tally.failed - failed_at_the_kill
+    );
+    assert!(failed_at_the_kill <= in_flight, "{:?}", tally.errors);
+    assert_eq!(
+        tally.failed, failed_at_the_kill,
+        "failed after the kill: {:?}",
+        tally.errors
+    );
+    assert_eq!(tally.refused, 0);
 }

@@ -26,13 +26,17 @@ fn a_listener_that_cannot_bind_is_retried_until_it_serves() {
     });
     assert_eq!(listener(&fleet)["bound"], true);
 
-    // The daemon dies (its listener with it); a foreign socket takes the port before the next
-    // daemon starts.
+    // The daemon and its load balancer's process both die (nothing holds the socket any more);
+    // a foreign socket takes the port before the next daemon starts.
     let daemon = fleet.daemon_pid().expect("daemon pid");
+    let data_plane = crate::front_door::data_plane_pid(&fleet);
     kill9(daemon);
-    wait_until("the daemon to die", Duration::from_secs(10), || {
-        (!pid_alive(daemon)).then_some(())
-    });
+    kill9(data_plane);
+    wait_until(
+        "the daemon and the data plane to die",
+        Duration::from_secs(10),
+        || (!pid_alive(daemon) && !pid_alive(data_plane)).then_some(()),
+    );
     let foreign = wait_until(
         "the foreign socket to bind",
         Duration::from_secs(10),

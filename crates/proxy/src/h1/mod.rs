@@ -61,7 +61,23 @@ impl BackendConn {
     /// Still usable after sitting idle: the backend neither closed it nor sent anything.
     pub(crate) fn is_open(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        if !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        {
+            return false;
+        }
+        // The reactor may not have seen the peer's FIN or RST yet (an instance that died a
+        // moment ago): the kernel knows. A request written on such a connection would be lost,
+        // and one that is not replayable (a POST) could not go anywhere else.
+        use nix::sys::socket::{MsgFlags, recv};
+        use std::os::fd::AsRawFd;
+        matches!(
+            recv(
+                self.stream.as_raw_fd(),
+                &mut probe,
+                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+            ),
+            Err(nix::errno::Errno::EAGAIN)
+        )
     }
 }
 
