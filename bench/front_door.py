@@ -80,6 +80,17 @@ def pid_alive(pid):
         return False
 
 
+def fully_dead(pid):
+    """Gone, or a zombie whose every thread has exited (its files, sockets included, are
+    closed only when the last thread goes: the leader shows `Z` before that)."""
+    if pid_alive(pid):
+        return False
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) <= 1
+    except OSError:
+        return True
+
+
 def wait_for(what, pred, timeout=60.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,14 +102,18 @@ def wait_for(what, pred, timeout=60.0):
 
 
 def get(port, timeout=5.0):
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            b = s.recv(65536)
-            if not b:
-                break
-            data += b
+    """Whether a GET / on a new connection is answered 200."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+    except OSError:
+        return False
     return data.startswith(b"HTTP/1.1 200")
 
 
@@ -116,6 +131,7 @@ class Load:
         self.refused = 0
         self.in_flight = 0
         self.errors = []
+        self.log = []  # (sent, ended, ok) of every request, monotonic seconds
         self.threads = [threading.Thread(target=self.client, args=(i < keep_alive,), daemon=True)
                         for i in range(keep_alive + fresh)]
         for t in self.threads:
@@ -194,7 +210,9 @@ class Load:
             if conn is not None and not self.still_open(conn):
                 conn[0].close()
                 conn = None
+            opened = None
             if conn is None:
+                opened = time.monotonic()  # a request on a new connection starts at its connect
                 try:
                     conn = self.connect()
                 except ConnectionRefusedError as e:
@@ -207,10 +225,13 @@ class Load:
                     time.sleep(0.005)
                     continue
             self.count("in_flight")
+            sent = opened or time.monotonic()
             try:
                 reusable, conn2 = self.exchange(conn, n % 2 == 0, not keep_alive)
                 self.count("in_flight", -1)
                 self.count("ok")
+                with self.lock:
+                    self.log.append((sent, time.monotonic(), True, ""))
                 if reusable:
                     conn = conn2
                 else:
@@ -219,11 +240,23 @@ class Load:
             except (OSError, ValueError, IndexError) as e:
                 self.count("in_flight", -1)
                 self.count("failed", error=str(e))
+                with self.lock:
+                    self.log.append((sent, time.monotonic(), False, f"{'kept' if opened is None else 'new'}: {e}"))
                 try:
                     conn[0].close()
                 except OSError:
                     pass
                 conn = None
+
+    def around(self, instant):
+        """(failed requests sent before `instant`, failed ones sent after, requests in flight
+        at `instant`)."""
+        with self.lock:
+            log = list(self.log)
+        before = sum(1 for s, _, ok, _ in log if not ok and s <= instant)
+        after = [(round((s - instant) * 1000, 3), why) for s, _, ok, why in log if not ok and s > instant]
+        in_flight = sum(1 for s, e, _, _ in log if s <= instant < e)
+        return before, after, in_flight
 
     def snapshot(self):
         with self.lock:
@@ -373,8 +406,9 @@ backend b
         wait_for(f"{self.kind} serving", lambda: get(self.port))
 
     def haproxy_spawn(self, extra):
+        log_file = open(os.path.join(self.dir, "haproxy.log"), "a")
         p = subprocess.Popen([tool("haproxy"), "-f", self.conf, *extra],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=log_file, stderr=log_file)
         self.pids_started.append(p.pid)
         self.proc = p
 
@@ -450,23 +484,38 @@ def run_event(name, fleet, fronts, builds, state):
         out["old_gone_ms"] = (time.monotonic() - t0) * 1000
     elif name == "data-plane-kill9":
         pid = fleet.data_plane_pid()
+        probe = {}
+
+        def first_get():
+            probe["ok"] = get(fleet.listen, timeout=10)
+            probe["at"] = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         t0 = time.monotonic()
-        _, _, _, in_flight = load.snapshot()
-        ok = get(fleet.listen, timeout=10)
-        out["serving_again_ms"] = (time.monotonic() - t0) * 1000
-        out["in_flight_at_kill"] = in_flight
-        if not ok:
+        prober = threading.Thread(target=first_get)
+        prober.start()
+        # The instant it is dead (its sockets closed: a zombie, or gone).
+        while not fully_dead(pid):  # no pause: the instant matters, and it comes within a moment
+            if time.monotonic() > t0 + 10:
+                raise RuntimeError("the killed data plane did not die")
+        dead = time.monotonic()
+        prober.join(timeout=15)
+        out["serving_again_ms"] = (probe["at"] - t0) * 1000
+        out["death"] = dead
+        if not probe.get("ok"):
             raise RuntimeError("the first GET after the kill was not answered 200")
     else:
         fronts[name.split("-")[0]].replace()
     time.sleep(2.0)
     ok, failed, refused, _ = load.finish()
     out.update(ok=ok, failed=failed, refused=refused, errors=load.errors[:5])
+    if "death" in out:
+        before, after, in_flight = load.around(out.pop("death"))
+        out.update(in_flight_at_kill=in_flight, failed_sent_after_death=len(after), after_death=after)
     log(f"  {name}: {ok} answered, {failed} failed ({refused} refused)"
-        + (f", {out['in_flight_at_kill']} in flight at the kill, serving again after "
+        + (f", {out['in_flight_at_kill']} in flight when it died ({out['failed_sent_after_death']} failed sent after), serving again after "
            f"{out['serving_again_ms']:.1f} ms" if "serving_again_ms" in out else "")
-        + (f", errors {out['errors']}" if failed else ""))
+        + (f", errors {out['errors']}" if failed else "")
+        + (f", after its death: {out['after_death']}" if out.get("after_death") else ""))
     return out
 
 
@@ -483,10 +532,14 @@ def report(results, args, cmd, started):
              "with a new connection per request (Python, so a few thousand requests a second). "
              "Each event: 1.5 s of load, the event, 2 s of load after it. The issue's bar: 0 failed for "
              "a daemon crash + restart 1 s later, a graceful restart and an upgrade; for a kill of the "
-             "data plane, failures at most the requests in flight at the kill, no refused connection, "
-             "serving again within 50 ms.", "",
-             "| event | runs | answered per run (median) | failed per run: median (range) | refused (total) | in flight at the kill (median) | serving again, ms: median (range) |",
-             "|---|---|---|---|---|---|---|"]
+             "data plane, failures at most the requests in flight at that instant, no refused connection, "
+             "serving again within 50 ms. The instant a killed data plane is dead (its sockets closed) is "
+             "when `/proc` shows it gone or a zombie, polled without pause after `kill`; every request "
+             "is logged with when it was sent and when it ended, so the requests in flight at that "
+             "instant are counted, not guessed. \"Serving again\": a GET on a new connection sent right "
+             "after the kill, until its answer (it waits in the socket's backlog meanwhile).", "",
+             "| event | runs | answered per run (median) | failed per run: median (range) | refused (total) | in flight when the data plane died: median (range) | failed among requests sent after it died (total) | serving again, ms: median (range) |",
+             "|---|---|---|---|---|---|---|---|"]
     for e in events:
         rs = [r for r in results if r["event"] == e]
         if not rs:
@@ -496,7 +549,9 @@ def report(results, args, cmd, started):
         infl = [r["in_flight_at_kill"] for r in rs if "in_flight_at_kill" in r]
         lines.append(
             f"| {e} | {len(rs)} | {median([r['ok'] for r in rs]):.0f} | {median(failed):g} ({min(failed)}–{max(failed)}) | "
-            f"{sum(r['refused'] for r in rs)} | {median(infl) if infl else '—'} | "
+            f"{sum(r['refused'] for r in rs)} | "
+            + (f"{median(infl):g} ({min(infl)}–{max(infl)})" if infl else "—") + " | "
+            + (f"{sum(r['failed_sent_after_death'] for r in rs)}" if infl else "—") + " | "
             + (f"{median(again):.1f} ({min(again):.1f}–{max(again):.1f})" if again else "—") + " |")
     up = [r for r in results if r["event"] == "upgrade"]
     if up:

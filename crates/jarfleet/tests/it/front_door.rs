@@ -32,6 +32,8 @@ pub(crate) struct FrontLoad {
     refused: Arc<AtomicU64>,
     in_flight: Arc<AtomicU64>,
     errors: Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every request: when it was sent, when it ended, whether it was answered.
+    log: Arc<std::sync::Mutex<Vec<(Instant, Instant, bool)>>>,
     handles: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -119,16 +121,18 @@ impl FrontLoad {
         let refused = Arc::new(AtomicU64::new(0));
         let in_flight = Arc::new(AtomicU64::new(0));
         let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let mut handles = Vec::new();
         for i in 0..keep_alive + fresh {
             let reuse = i < keep_alive;
-            let (stop, ok, failed, refused, in_flight, errors) = (
+            let (stop, ok, failed, refused, in_flight, errors, log) = (
                 stop.clone(),
                 ok.clone(),
                 failed.clone(),
                 refused.clone(),
                 in_flight.clone(),
                 errors.clone(),
+                log.clone(),
             );
             handles.push(std::thread::spawn(move || {
                 let mut conn: Option<BufReader<TcpStream>> = None;
@@ -138,6 +142,9 @@ impl FrontLoad {
                     if conn.as_ref().is_some_and(|c| !still_open(c)) {
                         conn = None;
                     }
+                    // A request on a new connection starts at its connect.
+                    let opened = Instant::now();
+                    let fresh = conn.is_none();
                     let stream = match conn.take() {
                         Some(c) => c,
                         None => match TcpStream::connect(("127.0.0.1", port)) {
@@ -161,8 +168,12 @@ impl FrontLoad {
                     };
                     let mut stream = stream;
                     in_flight.fetch_add(1, Ordering::SeqCst);
+                    let sent = if fresh { opened } else { Instant::now() };
                     let answer = exchange(&mut stream, n.is_multiple_of(2), !reuse);
                     in_flight.fetch_sub(1, Ordering::SeqCst);
+                    if let Ok(mut l) = log.lock() {
+                        l.push((sent, Instant::now(), answer.is_ok()));
+                    }
                     match answer {
                         Ok(reusable) => {
                             ok.fetch_add(1, Ordering::SeqCst);
@@ -187,8 +198,28 @@ impl FrontLoad {
             refused,
             in_flight,
             errors,
+            log,
             handles,
         }
+    }
+
+    /// Of the requests that failed: how many were sent before `instant`, and how many after;
+    /// and how many requests (answered or not) were in flight at `instant`.
+    pub(crate) fn around(&self, instant: Instant) -> (u64, u64, u64) {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let failed_before = log
+            .iter()
+            .filter(|(sent, _, ok)| !ok && *sent <= instant)
+            .count() as u64;
+        let failed_after = log
+            .iter()
+            .filter(|(sent, _, ok)| !ok && *sent > instant)
+            .count() as u64;
+        let in_flight = log
+            .iter()
+            .filter(|(sent, ended, _)| *sent <= instant && *ended > instant)
+            .count() as u64;
+        (failed_before, failed_after, in_flight)
     }
 
     pub(crate) fn answered(&self) -> u64 {
@@ -333,40 +364,64 @@ fn data_plane_kill9_fails_at_most_what_was_in_flight_and_refuses_no_connection()
     let (fleet, lb) = fleet_behind_lb(2, None, "round-robin");
     let load = FrontLoad::start(lb, 4, 2);
     load.wait_more(300);
-    let mut failed_at_most = 0;
-    let mut before = load.answered();
+    let mut deaths = Vec::new();
     // Three kills in a row: each new data plane is found and killed in turn.
     for round in 0..3 {
         let dp = data_plane_pid(&fleet);
+        let before = load.answered();
         kill9(dp);
-        let in_flight = load.in_flight();
-        failed_at_most += in_flight;
-        let killed = Instant::now();
+        // The instant it is dead: its sockets are closed (gone, or a zombie whose every thread
+        // has exited: the leader shows `Z` while the others still close its files).
+        let dead = wait_until("the data plane dead", Duration::from_secs(10), || {
+            let threads = std::fs::read_dir(format!("/proc/{dp}/task")).map_or(0, |d| d.count());
+            (!pid_alive(dp) && threads <= 1).then(Instant::now)
+        });
+        deaths.push(dead);
         wait_until("a new data plane", Duration::from_secs(10), || {
             let path = fleet.dirs().data_plane().join("pid");
             let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
             (pid != dp && pid_alive(pid)).then_some(())
         });
         load.wait_more(200);
-        eprintln!(
-            "round {round}: {in_flight} in flight at the kill; serving again after {:?}",
-            killed.elapsed()
-        );
-        assert!(load.answered() > before);
-        before = load.answered();
+        assert!(load.answered() > before, "round {round}: serving again");
     }
+    let failed = load.failed();
+    let mut in_flight_at_deaths = 0;
+    let mut failed_near = 0;
+    for (round, dead) in deaths.iter().enumerate() {
+        // Failures belong to the kill they came after.
+        let (before, _, in_flight) = load.around(*dead);
+        let earlier = if round == 0 {
+            0
+        } else {
+            load.around(deaths[round - 1]).0
+        };
+        eprintln!(
+            "round {round}: {} failed, {in_flight} in flight when it died",
+            before - earlier
+        );
+        assert!(
+            before - earlier <= in_flight,
+            "round {round}: {} failed, {in_flight} were in flight when the data plane died",
+            before - earlier
+        );
+        in_flight_at_deaths += in_flight;
+        failed_near += before - earlier;
+    }
+    let last = *deaths.last().expect("three kills");
+    let (_, failed_after, _) = load.around(last);
     let tally = load.finish();
     eprintln!(
-        "data plane kill -9 ×3: {} answered, {} failed ({} refused), at most {failed_at_most} in flight at the kills",
+        "data plane kill -9 ×3: {} answered, {} failed ({} refused), {in_flight_at_deaths} in flight at the deaths",
         tally.ok, tally.failed, tally.refused
     );
     assert_eq!(tally.refused, 0, "refused: {:?}", tally.errors);
-    assert!(
-        tally.failed <= failed_at_most,
-        "{} failed, {failed_at_most} were in flight at the kills: {:?}",
-        tally.failed,
+    assert_eq!(
+        failed_after, 0,
+        "requests sent after the last death failed: {:?}",
         tally.errors
     );
+    assert_eq!(failed, failed_near + failed_after);
     // The daemon says it replaced its data plane, and why.
     let events = fleet.events();
     assert!(
