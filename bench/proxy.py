@@ -402,15 +402,22 @@ def run_kind(kind, args, tmp, proxy_bin, jarfleet, run_idx):
         for target in ["direct"] + order:
             port = bports[0] if target == "direct" else ports[target]
             if target == "direct":
-                pgid = os.getpgid(backends[0].pids()[0])
+                pgids = [os.getpgid(backends[0].pids()[0])]
             elif target == "jarfleet":
-                pgid = os.getpgid(json.loads(fleet.jf("status", "-o", "json").stdout)["daemon"]["pid"])
+                # The daemon, and the load balancer's own process (its own session, so its
+                # own process group) where the requests go through.
+                daemon = json.loads(fleet.jf("status", "-o", "json").stdout)["daemon"]
+                pgids = [os.getpgid(daemon["pid"])]
+                dp = (daemon.get("data_plane") or {}).get("pid")
+                if dp:
+                    pgids.append(os.getpgid(dp))
             else:
-                pgid = fronts[target].p.pid
+                pgids = [fronts[target].p.pid]
             wrk(port, args.warmup, args.connections, args.threads, latency=False)
-            cpu0 = group_cpu_seconds(pgid)
+            cpu0 = sum(group_cpu_seconds(g) for g in pgids)
             r = wrk(port, args.duration, args.connections, args.threads)
-            r["cpu_us_per_req"] = 1e6 * (group_cpu_seconds(pgid) - cpu0) / max(r["requests"], 1)
+            cpu1 = sum(group_cpu_seconds(g) for g in pgids)
+            r["cpu_us_per_req"] = 1e6 * (cpu1 - cpu0) / max(r["requests"], 1)
             r.pop("raw")
             result["throughput"][target] = r
             log(f"  {kind} run {run_idx + 1} {target}: {r['rps']:.0f} rps ({r['ok_rps']:.0f} successful), p50 {r.get('p50_ms')} ms, "
@@ -516,12 +523,12 @@ def markdown(summary, args, cmd, started, load_start, load_end):
            "Fronts, each in front of the same two backends: nginx (`upstream` with `keepalive 128`, "
            "2 workers, X-Forwarded-* set), HAProxy (http mode, keep-alive, `nbthread 2`, `retries 3`, "
            "`retry-on conn-failure empty-response response-timeout`, `option redispatch`, health checks every "
-           "1 s), `jarfleet` (`jvm` only: a real `jarfleet up` fleet's `listen` address, the daemon's built-in "
-           "balancer with its defaults, in front of the fleet's own two instances, which every front uses) and "
+           "1 s), `jarfleet` (`jvm` only: a real `jarfleet up` fleet's `listen` address, served by the fleet's "
+           "load balancer process (`jarfleet data-plane`) with its defaults, in front of the fleet's own two instances, which every front uses) and "
            "`jarfleet-proxy` (the proxy alone: `crates/proxy/examples/bench_proxy.rs`, one `Listener`, 2 "
            "data-plane worker threads, smooth weighted round-robin, built with the workspace's release "
            "profile). CPU per request: user + system time of the front's process group (`jarfleet`: the "
-           "daemon's, where the balancer runs; `direct`: backend 1's) over the measured wrk run, from `/proc`, divided "
+           "daemon's and its load balancer's; `direct`: backend 1's) over the measured wrk run, from `/proc`, divided "
            "by the requests wrk completed. Successful req/s: wrk's rate times the share of its requests that "
            "were answered 2xx/3xx (a front answering errors at once does not count as fast). Backends: `static` = two nginx masters with one worker each "
            "serving a 1 KiB file; `jvm` = two `examples/hello/hello.jar` JVMs run by the fleet (JDK built-in "

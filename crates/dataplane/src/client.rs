@@ -29,8 +29,11 @@ pub const LOG: &str = "data-plane.log";
 /// Its pid, for `doctor` and for tests.
 pub const PID: &str = "pid";
 
-/// How long a request may wait for its answer before the data plane is taken for hung.
-const ANSWER_WITHIN: Duration = Duration::from_secs(2);
+/// How long a request may wait for its answer before the data plane is taken for hung (and
+/// replaced): long enough that a busy machine is not mistaken for a hang.
+const ANSWER_WITHIN: Duration = Duration::from_secs(5);
+/// How long a data plane that was just started may take to say hello.
+const HELLO_WITHIN: Duration = Duration::from_secs(15);
 /// How often the counters are read (the counts carried to a replacement are at most this old).
 const POLL_EVERY: Duration = Duration::from_secs(1);
 
@@ -281,7 +284,35 @@ impl Supervisor {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        let (control, notes, pid) = self.spawn(&st.exe)?;
+        let (control, notes, pid, staged) = self.spawn(&st.exe)?;
+        match self.serve_everything(st, control, notes, pid, because) {
+            Ok(()) => {
+                // Only now does its socket take the name (the next daemon finds this one) and
+                // its pid go on record: a new one that failed leaves both to the old one.
+                std::fs::rename(&staged, self.dir.join(SOCKET))?;
+                let _ = std::fs::write(self.dir.join(PID), format!("{pid}\n"));
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&staged);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+                Err(e)
+            }
+        }
+    }
+
+    /// Says hello to a new data plane and gives it every listener and drain.
+    fn serve_everything(
+        self: &Arc<Self>,
+        st: &mut State,
+        control: UnixStream,
+        notes: UnixStream,
+        pid: u32,
+        because: Option<&str>,
+    ) -> io::Result<()> {
         let (ch, _) = hello(control, Role::Control)?;
         let (notes_ch, _) = hello(notes, Role::Notes)?;
         if let Some(because) = because {
@@ -348,8 +379,7 @@ impl Supervisor {
 
     /// Starts `exe data-plane DIR` with its control socket bound here first (connections wait
     /// in its backlog until it runs: no race), and connects twice.
-    fn spawn(&self, exe: &Path) -> io::Result<(UnixStream, UnixStream, u32)> {
-        let socket = self.dir.join(SOCKET);
+    fn spawn(&self, exe: &Path) -> io::Result<(UnixStream, UnixStream, u32, PathBuf)> {
         let staged = self.dir.join(format!(".{SOCKET}.{}", std::process::id()));
         let _ = std::fs::remove_file(&staged);
         let listener = UnixListener::bind(&staged)
@@ -365,15 +395,14 @@ impl Supervisor {
         let pid = child.id();
         let control = UnixStream::connect(&staged);
         let notes = UnixStream::connect(&staged);
-        // The new socket takes the name: the next daemon finds this process.
-        let placed = std::fs::rename(&staged, &socket);
         drop(listener);
-        let (control, notes) = match (control, notes, placed) {
-            (Ok(c), Ok(n), Ok(())) => (c, n),
-            (c, n, p) => {
+        let (control, notes) = match (control, notes) {
+            (Ok(c), Ok(n)) => (c, n),
+            (c, n) => {
                 let _ = child.kill();
                 let _ = child.wait();
-                let why = [c.err(), n.err(), p.err()]
+                let _ = std::fs::remove_file(&staged);
+                let why = [c.err(), n.err()]
                     .into_iter()
                     .flatten()
                     .map(|e| e.to_string())
@@ -382,14 +411,13 @@ impl Supervisor {
                 return Err(err(format!("connecting to the new data plane: {why}")));
             }
         };
-        let _ = std::fs::write(self.dir.join(PID), format!("{pid}\n"));
         // Reaped here while this daemon runs (a later one finds it by its socket).
         let _ = std::thread::Builder::new()
             .name("jarfleet-lb-reap".into())
             .spawn(move || {
                 let _ = child.wait();
             });
-        Ok((control, notes, pid))
+        Ok((control, notes, pid, staged))
     }
 
     /// One request and its answer. Starts a data plane when none runs; replaces one that does
@@ -757,7 +785,7 @@ fn ok(reply: Reply) -> io::Result<()> {
 
 /// Says hello on a fresh connection; the data plane's pid.
 fn hello(sock: UnixStream, role: Role) -> io::Result<(Channel, u32)> {
-    sock.set_read_timeout(Some(ANSWER_WITHIN))?;
+    sock.set_read_timeout(Some(HELLO_WITHIN))?;
     sock.set_write_timeout(Some(ANSWER_WITHIN))?;
     let mut ch = Channel::new(sock);
     ch.send(
@@ -769,9 +797,10 @@ fn hello(sock: UnixStream, role: Role) -> io::Result<(Channel, u32)> {
     )?;
     match ch.recv::<Reply>()? {
         Some(Reply::Hello { pid, .. }) => {
-            if role == Role::Notes {
-                ch.socket().set_read_timeout(None)?;
-            }
+            ch.socket().set_read_timeout(match role {
+                Role::Notes => None,
+                Role::Control => Some(ANSWER_WITHIN),
+            })?;
             Ok((ch, pid))
         }
         Some(Reply::Error { message }) => Err(err(message)),

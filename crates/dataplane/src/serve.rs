@@ -423,3 +423,150 @@ fn leave(served: &Served, grace_ms: u64, hand_over: bool) -> Answer {
     });
     one(Reply::Ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+
+    /// A data plane served on one end of a socket pair, as the daemon would reach it.
+    fn served() -> (Arc<Served>, tokio::runtime::Runtime) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (exit, _) = mpsc::unbounded_channel();
+        let served = Arc::new(Served {
+            handle: runtime.handle().clone(),
+            inner: Mutex::new(Inner::default()),
+            exit,
+        });
+        (served, runtime)
+    }
+
+    fn connect(served: &Arc<Served>, protocol: u32) -> (Channel, Option<Reply>) {
+        let (a, b) = UnixStream::pair().expect("pair");
+        let s = served.clone();
+        std::thread::spawn(move || serve_connection(b, &s));
+        a.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let mut ch = Channel::new(a);
+        ch.send(
+            &Request::Hello {
+                protocol,
+                role: Role::Control,
+            },
+            None,
+        )
+        .expect("hello");
+        let reply = ch.recv::<Reply>().expect("an answer");
+        (ch, reply)
+    }
+
+    fn ask(ch: &mut Channel, req: &Request, fd: Option<&TcpListener>) -> Reply {
+        ch.send(req, fd.map(|f| f as &dyn std::os::fd::AsFd))
+            .expect("send");
+        ch.recv::<Reply>().expect("recv").expect("a reply")
+    }
+
+    #[test]
+    fn another_protocol_is_refused_naming_both_versions() {
+        let (served, _rt) = served();
+        let (_, reply) = connect(&served, PROTOCOL + 1);
+        match reply {
+            Some(Reply::Error { message }) => {
+                assert!(
+                    message.contains(&format!("protocol {PROTOCOL}")),
+                    "{message}"
+                );
+                assert!(message.contains(&format!("{}", PROTOCOL + 1)), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_socket_handed_in_serves_its_snapshot_counts_with_what_is_carried_and_is_listed_back() {
+        let (served, _rt) = served();
+        let (mut ch, hello) = connect(&served, PROTOCOL);
+        assert!(matches!(hello, Some(Reply::Hello { .. })), "{hello:?}");
+        // A backend: answers one request per connection.
+        let backend = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let backend_addr = backend.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            for conn in backend.incoming().take(4) {
+                let Ok(mut c) = conn else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf);
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                );
+            }
+        });
+        let socket =
+            jarfleet_proxy::bind_listening("127.0.0.1:0".parse().expect("addr")).expect("listen");
+        let addr = socket.local_addr().expect("addr");
+        let mut cfg = ListenerConfig::new("app", addr, jarfleet_proxy::Mode::Http);
+        cfg.slow_start = Duration::ZERO;
+        let mut carry = Carry::default();
+        carry.totals.requests = [0, 40, 0, 0, 2];
+        carry.backends.insert(
+            "app/0#1".into(),
+            jarfleet_proxy::CounterView {
+                requests: [0, 40, 0, 0, 0],
+                ..Default::default()
+            },
+        );
+        let backends = vec![WireBackend {
+            id: "app/0#1".into(),
+            addr: backend_addr,
+            weight: 100,
+            ready_for_ms: 60_000,
+            labels: BTreeMap::new(),
+        }];
+        let adopt = Request::Adopt {
+            app: "app".into(),
+            cfg: Box::new(cfg),
+            carry: Some(Box::new(carry)),
+            backends,
+        };
+        assert!(matches!(ask(&mut ch, &adopt, Some(&socket)), Reply::Ok));
+        drop(socket);
+        // Served at once, from the snapshot that came with the socket.
+        let mut client = TcpStream::connect(addr).expect("connect");
+        client
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        client
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        let mut answer = String::new();
+        client.read_to_string(&mut answer).expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        // Its own request, plus what was carried.
+        let stats = match ask(&mut ch, &Request::Stats { app: "app".into() }, None) {
+            Reply::Stats { stats: Some(s) } => s,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(stats.totals.requests, [0, 41, 0, 0, 2]);
+        assert_eq!(stats.backends[0].counters.requests[1], 41);
+        // Listed back with a duplicate of the same socket.
+        ch.send(&Request::List, None).expect("list");
+        assert!(matches!(
+            ch.recv::<Reply>().expect("recv"),
+            Some(Reply::Listed { count: 1 })
+        ));
+        match ch.recv::<Reply>().expect("recv") {
+            Some(Reply::Held { app, backends, .. }) => {
+                assert_eq!(app, "app");
+                assert_eq!(backends.len(), 1);
+                assert!(backends[0].ready_for_ms >= 60_000);
+            }
+            other => panic!("{other:?}"),
+        }
+        let dup = TcpListener::from(ch.take_fd().expect("the socket"));
+        assert_eq!(dup.local_addr().expect("addr"), addr);
+    }
+}

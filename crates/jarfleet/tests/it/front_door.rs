@@ -520,20 +520,35 @@ fn an_upgrade_to_a_binary_that_cannot_take_over_is_refused_and_changes_nothing()
         std::fs::set_permissions(f, std::os::unix::fs::PermissionsExt::from_mode(0o755))
             .expect("chmod");
     }
+    // Says the right things, but its data plane does not start.
+    let broken = fleet.path("broken-data-plane");
+    std::fs::write(
+        &broken,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = version ]; then exec {} \"$@\"; fi\nexit 1\n",
+            jarfleet_bin().display()
+        ),
+    )
+    .expect("write");
     let missing = fleet.path("no-such-binary");
+    std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
     for (binary, says) in [
         (&other_protocol, "data-plane protocol 999"),
         (&not_jarfleet, "is not a jarfleet binary"),
         (&missing, "no-such-binary"),
+        (&broken, "did not start serving"),
     ] {
         let out = fleet.run(&["upgrade", "--binary", &binary.display().to_string()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{binary:?} was taken: {stderr}");
-        assert!(
-            stderr.contains(says) && stderr.contains("nothing was changed")
-                || stderr.contains(says) && binary == &missing,
-            "{binary:?}: {stderr}"
-        );
+        assert!(stderr.contains(says), "{binary:?}: {stderr}");
+        if binary == &other_protocol || binary == &not_jarfleet {
+            assert!(stderr.contains("nothing was changed"), "{stderr}");
+        }
+        if binary == &broken {
+            assert!(stderr.contains("the old one serves on"), "{stderr}");
+        }
         // Nothing changed: the same daemon, build and data plane, serving.
         assert_eq!(fleet.daemon_pid(), Some(daemon));
         assert_eq!(fleet.status()["daemon"]["build"], build);
@@ -554,7 +569,7 @@ fn a_stopped_data_plane_is_replaced() {
     )
     .expect("SIGSTOP");
     let in_flight = load.in_flight();
-    // The daemon finds it silent (it asks every second, waits 2 s) and replaces it.
+    // The daemon finds it silent (it asks every second, waits 5 s) and replaces it.
     wait_until("a new data plane", Duration::from_secs(20), || {
         let path = fleet.dirs().data_plane().join("pid");
         let pid: u32 = std::fs::read_to_string(path).ok()?.trim().parse().ok()?;
