@@ -495,7 +495,18 @@ def summarize(kind, runs):
             "failed_runs": [r["failed"] for r in rs],
         }
     kills = {t: [r["kill"][t]["failed"] for r in runs] for t in FRONTS_OF[kind]}
-    return {"kind": kind, "throughput": rows, "kill_failed": kills}
+    # Each run's fronts were measured within a minute of each other: on a shared machine whose
+    # load drifts over minutes, the ratio inside a run is steadier than a ratio of medians.
+    paired = {}
+    for t in FRONTS_OF[kind]:
+        if t == "nginx":
+            continue
+        ratios = [r["throughput"][t]["ok_rps"] / r["throughput"]["nginx"]["ok_rps"]
+                  for r in runs if r["throughput"]["nginx"]["ok_rps"]]
+        p99 = [r["throughput"][t].get("p99_ms") / r["throughput"]["nginx"]["p99_ms"]
+               for r in runs if r["throughput"]["nginx"].get("p99_ms") and r["throughput"][t].get("p99_ms")]
+        paired[t] = {"rps": ratios, "p99": p99}
+    return {"kind": kind, "throughput": rows, "kill_failed": kills, "paired": paired}
 
 
 def fmt(v, nd=2):
@@ -556,6 +567,18 @@ def markdown(summary, args, cmd, started, load_start, load_end):
             if f in s["kill_failed"] else "–" for f in ALL_FRONTS) + " |")
     out += ["", "(\"no traffic\": the front had put the victim aside when the kill was due, so it was not "
             "killed and that run says nothing of the front.)"]
+    out.append("")
+    out += ["Paired within each run (each front's figure over nginx's, measured in the same run, a minute "
+            "apart at most): median (range) over the runs. A run where nginx collapsed (see the failed "
+            "column) gives a large ratio: the range shows it.", "",
+            "| backends | front | req/s ÷ nginx's | p99 ÷ nginx's |", "|---|---|---|---|"]
+    for s in summary:
+        for t, pr in s["paired"].items():
+            if not pr["rps"]:
+                continue
+            r, q = pr["rps"], pr["p99"]
+            out.append(f"| {s['kind']} | {t} | {median(r):.2f} ({min(r):.2f}–{max(r):.2f}) | "
+                       + (f"{median(q):.2f} ({min(q):.2f}–{max(q):.2f})" if q else "—") + " |")
     out.append("")
     out += ["Goals (jarfleet):", "", "| backends | goal | measured | met |", "|---|---|---|---|"]
     for s in summary:
