@@ -46,8 +46,9 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ports import free_port, free_range  # noqa: E402
+from ports import free_port  # noqa: E402
 import docsection  # noqa: E402
+import proxy  # noqa: E402  (its Fleet)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTION = "## Front door"
@@ -275,30 +276,13 @@ class Load:
 
 # ---- the fleet and the other fronts ----
 
-class Fleet:
+class Fleet(proxy.Fleet):
+    """The proxy benchmark's fleet (two hello.jar JVMs behind its `listen` address), seen from
+    the outside: its daemon, its data plane, and any build of jarfleet to run commands with."""
+
     def __init__(self, tmp, jarfleet):
+        super().__init__(tmp, jarfleet, free_port())
         self.exe = jarfleet
-        self.work = os.path.join(tmp, "fleet")
-        os.makedirs(self.work, exist_ok=True)
-        self.state = os.path.join(self.work, "state")
-        self.listen = free_port()
-        first, last = free_range(8)
-        jar = os.path.join(ROOT, "examples/hello/hello.jar")
-        self.spec = os.path.join(self.work, "jarfleet.toml")
-        with open(self.spec, "w") as f:
-            f.write(f"""[daemon]
-state_dir = {json.dumps(self.state)}
-
-[apps.hello]
-artifact = {json.dumps(jar)}
-instances = 2
-ports = "{first}-{last}"
-listen = "127.0.0.1:{self.listen}"
-java = {{ opts = ["-Xmx64m", "-XX:+UseSerialGC", "-Dsun.net.httpserver.nodelay=true"], exit_on_oom = false, heap_dump_on_oom = false, gc_log = false }}
-
-[apps.hello.health]
-http = "/health"
-""")
 
     def jf(self, *args, exe=None, timeout=120):
         return subprocess.run([exe or self.exe, "--state-dir", self.state, *args], capture_output=True,

@@ -226,10 +226,7 @@ impl Supervisor {
         if !ours {
             return None;
         }
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
+        sigkill(pid);
         wait_gone(pid, Duration::from_secs(5));
         Some(pid)
     }
@@ -279,10 +276,7 @@ impl Supervisor {
         if let Some(old) = st.conn.take() {
             let _ = old.notes.shutdown(std::net::Shutdown::Both);
             // One that stopped answering may still hold connections it will never serve.
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(old.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            sigkill(old.pid);
         }
         let (control, notes, pid, staged) = self.spawn(&st.exe)?;
         match self.serve_everything(st, control, notes, pid, because) {
@@ -295,10 +289,7 @@ impl Supervisor {
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                sigkill(pid);
                 Err(e)
             }
         }
@@ -682,10 +673,7 @@ impl Supervisor {
             // The new one is stopped (if it got that far) and the old one serves on.
             if let Some(new) = st.conn.take() {
                 let _ = new.notes.shutdown(std::net::Shutdown::Both);
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(new.pid as i32),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
+                sigkill(new.pid);
             }
             st.exe = previous_exe;
             st.conn = Some(old);
@@ -715,10 +703,7 @@ impl Supervisor {
                 pid = old.pid,
                 "the old data plane did not take the hand-over ({e}); stopped"
             );
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(old.pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            sigkill(old.pid);
         }
         tracing::info!(
             old = old.pid,
@@ -806,6 +791,13 @@ fn hello(sock: UnixStream, role: Role) -> io::Result<(Channel, u32)> {
         Some(Reply::Error { message }) => Err(err(message)),
         other => Err(err(format!("the data plane said {other:?} to hello"))),
     }
+}
+
+fn sigkill(pid: u32) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
 }
 
 /// Whether `pid` still runs (a zombie counts as gone).

@@ -182,16 +182,7 @@ impl Carry {
     pub fn add_to(&self, stats: &mut ListenerStats) {
         stats.totals.add(&self.totals);
         stats.no_backend += self.no_backend;
-        let f = &mut stats.front;
-        let c = &self.front;
-        f.bad_requests += c.bad_requests;
-        f.head_timeouts += c.head_timeouts;
-        f.client_timeouts += c.client_timeouts;
-        f.local_errors += c.local_errors;
-        f.reclaimed += c.reclaimed;
-        f.paused += c.paused;
-        f.tunnels += c.tunnels;
-        f.accept_restarts += c.accept_restarts;
+        stats.front.add(&self.front);
         for b in &mut stats.backends {
             if let Some(carried) = self.backends.get(&b.id) {
                 b.counters.add(carried);

@@ -233,6 +233,21 @@ pub struct FrontView {
     pub accept_restarts: u64,
 }
 
+impl FrontView {
+    /// Adds `o`'s counts to these (counts carried across processes). `tunnels_open` is a
+    /// level, not a count: it stays.
+    pub fn add(&mut self, o: &FrontView) {
+        self.bad_requests += o.bad_requests;
+        self.head_timeouts += o.head_timeouts;
+        self.client_timeouts += o.client_timeouts;
+        self.local_errors += o.local_errors;
+        self.reclaimed += o.reclaimed;
+        self.paused += o.paused;
+        self.tunnels += o.tunnels;
+        self.accept_restarts += o.accept_restarts;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,6 +268,18 @@ pub(crate) fn data_plane_pid(fleet: &Fleet) -> u32 {
     pid
 }
 
+/// `jarfleet up -d` with the stored fleet, until the new daemon answers.
+fn start_daemon_again(fleet: &Fleet) {
+    fleet.ok(&["up", "-d"]);
+    wait_until("the new daemon answering", START, || {
+        fleet
+            .run(&["status", "-o", "json"])
+            .status
+            .success()
+            .then_some(())
+    });
+}
+
 fn assert_none_failed(what: &str, tally: &Tally) {
     eprintln!(
         "{what}: {} answered, {} failed ({} refused)",
@@ -295,14 +307,7 @@ fn daemon_kill9_and_a_new_daemon_a_second_later_fail_no_request() {
     // No daemon: the data plane serves on.
     load.wait_more(300);
     std::thread::sleep(Duration::from_secs(1)); // the bar: a new daemon one second later
-    fleet.ok(&["up", "-d"]);
-    wait_until("the new daemon answering", START, || {
-        fleet
-            .run(&["status", "-o", "json"])
-            .status
-            .success()
-            .then_some(())
-    });
+    start_daemon_again(&fleet);
     load.wait_more(300);
     let tally = load.finish();
     assert_eq!(
@@ -341,14 +346,7 @@ fn a_graceful_daemon_restart_fails_no_request() {
         (!pid_alive(daemon)).then_some(())
     });
     load.wait_more(200);
-    fleet.ok(&["up", "-d"]);
-    wait_until("the new daemon answering", START, || {
-        fleet
-            .run(&["status", "-o", "json"])
-            .status
-            .success()
-            .then_some(())
-    });
+    start_daemon_again(&fleet);
     load.wait_more(300);
     let tally = load.finish();
     assert_eq!(
