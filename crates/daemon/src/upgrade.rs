@@ -2,8 +2,9 @@
 //! without closing the front door.
 //!
 //! 1. The new binary is asked what it is (`BINARY version --json`, with a deadline): a binary
-//!    that does not run here, or speaks another API or data-plane protocol, is refused before
-//!    anything changes.
+//!    that another user could replace (it or a directory above it not the daemon's user's
+//!    alone), that does not run here, or that speaks another API or data-plane protocol, is
+//!    refused before anything changes.
 //! 2. The loop has the data plane hand over ([`crate::control::data_plane::DataPlane::hand_over_to`]):
 //!    a data plane of the new binary is given every socket and serves; the old one stops
 //!    accepting, finishes what it holds, and exits. If the new one does not serve, the old one
@@ -83,20 +84,65 @@ impl Upgrade {
     }
 }
 
-/// What `binary` says of itself, checked against this daemon: it must run here and speak the
-/// same API and data-plane protocols.
-pub async fn check(binary: &Path) -> Result<BuildInfo, ErrorBody> {
+/// Why a binary at `real` (a resolved path) could be swapped by someone else between the check
+/// and the `exec`, if it could: the file and every directory above it must belong to root or to
+/// the daemon's user and be writable by no one else (a sticky directory such as `/tmp` is fine:
+/// nobody else can replace an entry in it). The daemon runs as root; an app's user must never
+/// be able to choose what it becomes.
+fn not_ours_alone(real: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let me = nix::unistd::geteuid().as_raw();
+    let mut path = Some(real);
+    while let Some(p) = path {
+        let meta = match std::fs::symlink_metadata(p) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("{}: {e}", p.display())),
+        };
+        let owner_ok = meta.uid() == 0 || meta.uid() == me;
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        let writable_by_others = meta.mode() & 0o022 != 0 && !sticky_dir;
+        if !owner_ok || writable_by_others {
+            let what = if owner_ok {
+                "writable by its group or others".to_string()
+            } else {
+                format!("owned by uid {}", meta.uid())
+            };
+            return Some(format!(
+                "{} is {what} (mode {:o}): another user could replace the binary",
+                p.display(),
+                meta.mode() & 0o7777
+            ));
+        }
+        path = p.parent();
+    }
+    None
+}
+
+/// What `binary` says of itself, checked against this daemon: it must be the daemon's user's
+/// alone, run here and speak the same API and data-plane protocols. Returns the resolved path
+/// (what is then started) with the answer.
+pub async fn check(binary: &Path) -> Result<(PathBuf, BuildInfo), ErrorBody> {
     if !binary.is_absolute() {
         return Err(usage(
             format!("{} is not an absolute path", binary.display()),
             None,
         ));
     }
+    let real = binary
+        .canonicalize()
+        .map_err(|e| usage(format!("{}: {e}", binary.display()), None))?;
     let meta =
-        std::fs::metadata(binary).map_err(|e| usage(format!("{}: {e}", binary.display()), None))?;
+        std::fs::metadata(&real).map_err(|e| usage(format!("{}: {e}", real.display()), None))?;
     if !meta.is_file() {
         return Err(usage(format!("{} is not a file", binary.display()), None));
     }
+    if let Some(why) = not_ours_alone(&real) {
+        return Err(usage(
+            format!("{why}; nothing was changed"),
+            Some("install the new binary where only root can write (e.g. /usr/local/bin)"),
+        ));
+    }
+    let binary = real.as_path();
     let mut cmd = tokio::process::Command::new(binary);
     cmd.args(["version", "--json"])
         .stdin(std::process::Stdio::null())
@@ -155,7 +201,7 @@ pub async fn check(binary: &Path) -> Result<BuildInfo, ErrorBody> {
             Some("stop the fleet with `jarfleet down` and start it with the new binary"),
         ));
     }
-    Ok(info)
+    Ok((real.clone(), info))
 }
 
 /// Collects the exits of the children this process inherited from the program it was before

@@ -317,8 +317,7 @@ async fn upgrade(
     Json(req): Json<jarfleet_api::UpgradeRequest>,
 ) -> Result<Json<Ack>, ApiError> {
     st.upgrade.possible()?;
-    let binary = PathBuf::from(&req.binary);
-    let info = crate::upgrade::check(&binary).await?;
+    let (binary, info) = crate::upgrade::check(&PathBuf::from(&req.binary)).await?;
     let grace = std::time::Duration::from_millis(req.grace_ms);
     let handed = ask(&st.tx, |reply| ApiRequest::HandOver {
         binary: binary.clone(),

@@ -529,6 +529,16 @@ fn an_upgrade_to_a_binary_that_cannot_take_over_is_refused_and_changes_nothing()
     )
     .expect("write");
     let missing = fleet.path("no-such-binary");
+    // Where another user could swap it between the check and the start.
+    let open_dir = fleet.path("open-to-all");
+    std::fs::create_dir(&open_dir).expect("mkdir");
+    std::fs::set_permissions(
+        &open_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .expect("chmod");
+    let swappable = open_dir.join("jarfleet");
+    std::fs::copy(&broken, &swappable).expect("copy");
     std::fs::set_permissions(&broken, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .expect("chmod");
     for (binary, says) in [
@@ -536,12 +546,13 @@ fn an_upgrade_to_a_binary_that_cannot_take_over_is_refused_and_changes_nothing()
         (&not_jarfleet, "is not a jarfleet binary"),
         (&missing, "no-such-binary"),
         (&broken, "did not start serving"),
+        (&swappable, "another user could replace the binary"),
     ] {
         let out = fleet.run(&["upgrade", "--binary", &binary.display().to_string()]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{binary:?} was taken: {stderr}");
         assert!(stderr.contains(says), "{binary:?}: {stderr}");
-        if binary == &other_protocol || binary == &not_jarfleet {
+        if binary == &other_protocol || binary == &not_jarfleet || binary == &swappable {
             assert!(stderr.contains("nothing was changed"), "{stderr}");
         }
         if binary == &broken {
