@@ -133,10 +133,7 @@ pub async fn run(
         events.clone(),
         config.exe.clone(),
         degraded,
-        crate::control::World {
-            data_plane: Arc::new(data_plane),
-            ..crate::control::World::real()
-        },
+        crate::control::World::real(Arc::new(data_plane)),
     )?;
     control.spawn_generations_above(shims.max_generation);
     control.adopt().await?;

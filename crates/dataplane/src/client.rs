@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -290,6 +289,12 @@ impl Supervisor {
             Err(e) => {
                 let _ = std::fs::remove_file(&staged);
                 sigkill(pid);
+                // It may have been made the current one before it failed: it is not.
+                if st.conn.as_ref().is_some_and(|c| c.pid == pid)
+                    && let Some(c) = st.conn.take()
+                {
+                    let _ = c.notes.shutdown(std::net::Shutdown::Both);
+                }
                 Err(e)
             }
         }
@@ -484,14 +489,6 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Whether `app` is served on `addr` (taken back from a data plane that was running).
-    pub fn serves(&self, app: &str, addr: SocketAddr) -> bool {
-        self.lock()
-            .listeners
-            .get(app)
-            .is_some_and(|w| w.cfg.listen == addr)
-    }
-
     pub fn configure(self: &Arc<Self>, app: &str, cfg: &ListenerConfig) -> io::Result<()> {
         let mut st = self.lock();
         self.configure_locked(&mut st, app, cfg)
@@ -559,16 +556,6 @@ impl Supervisor {
             backends,
         };
         ok(self.request(&mut st, &req, None)?)
-    }
-
-    /// The backends of the snapshot the data plane serves for `app` (taken back from a running
-    /// one, or the last pushed).
-    pub fn backends(&self, app: &str) -> Vec<WireBackend> {
-        self.lock()
-            .listeners
-            .get(app)
-            .map(|w| w.backends.clone())
-            .unwrap_or_default()
     }
 
     pub fn in_flight(self: &Arc<Self>, app: &str, backend: &str) -> io::Result<u64> {
@@ -655,12 +642,11 @@ impl Supervisor {
             return Err(err("the daemon is stopping"));
         }
         let previous_exe = std::mem::replace(&mut st.exe, exe.to_path_buf());
-        let Some(old) = st.conn.take() else {
+        if st.conn.is_none() {
             return Ok(None);
-        };
+        }
         // Counts to carry, as of now.
         let apps: Vec<String> = st.listeners.keys().cloned().collect();
-        st.conn = Some(old);
         for app in &apps {
             let _ = self.stats_locked(&mut st, app);
         }
@@ -670,11 +656,7 @@ impl Supervisor {
             ));
         };
         if let Err(e) = self.start(&mut st, None) {
-            // The new one is stopped (if it got that far) and the old one serves on.
-            if let Some(new) = st.conn.take() {
-                let _ = new.notes.shutdown(std::net::Shutdown::Both);
-                sigkill(new.pid);
-            }
+            // The new one was stopped (if it got that far); the old one serves on.
             st.exe = previous_exe;
             st.conn = Some(old);
             return Err(err(format!(

@@ -1,18 +1,17 @@
 //! The load balancer's data plane, from the loop's side: one small interface, so a simulated
-//! data plane can stand in for the real one (and, later, one in a process of its own). It is
-//! spoken to in messages: listener settings and backend snapshots go in, counters and
-//! [`BalancerNote`]s come out; no handle on a listener leaves it. The real daemon uses
-//! [`InProcess`], the proxy (`jarfleet_proxy`) running on its own threads inside the daemon.
+//! data plane can stand in for the real one. It is spoken to in messages: listener settings and
+//! backend snapshots go in, counters and [`BalancerNote`]s come out; no handle on a listener
+//! leaves it. The real daemon uses [`OwnProcess`], the proxy (`jarfleet_proxy`) in a process of
+//! its own that outlives the daemon.
 //!
 //! What the loop keeps itself (`lb.rs`): which apps have a listener on which address, the last
 //! snapshot pushed, and the retries of a listener that did not bind.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use jarfleet_proxy::{Backend, BackendId, Listener, ListenerConfig, ListenerStats, Snapshot};
+use jarfleet_proxy::{ListenerConfig, ListenerStats};
 use tokio::sync::mpsc;
 
 use super::Event;
@@ -241,140 +240,5 @@ impl DataPlane for OwnProcess {
             Ok(None) => Ok("no load balancer runs".into()),
             Err(e) => Err(e.to_string()),
         }
-    }
-}
-
-/// The proxy inside the daemon: a listener per app on the proxy's own worker threads (traffic
-/// never waits for the loop), bound from a small runtime of its own.
-#[derive(Default)]
-pub struct InProcess {
-    inner: Mutex<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    runtime: Option<tokio::runtime::Runtime>,
-    listeners: BTreeMap<String, Arc<Listener>>,
-}
-
-impl Drop for InProcess {
-    fn drop(&mut self) {
-        // Listeners first (they stop their accept loops), then the runtime, without blocking
-        // the async context the daemon is dropped in.
-        let inner = self.inner.get_mut().unwrap_or_else(|p| p.into_inner());
-        inner.listeners.clear();
-        if let Some(rt) = inner.runtime.take() {
-            rt.shutdown_background();
-        }
-    }
-}
-
-impl InProcess {
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn listener(&self, app: &str) -> Option<Arc<Listener>> {
-        self.lock().listeners.get(app).cloned()
-    }
-}
-
-impl Inner {
-    fn handle(&mut self) -> Result<tokio::runtime::Handle, String> {
-        if self.runtime.is_none() {
-            // Only a context for binding: the listeners run on the proxy's own worker threads.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .thread_name("jarfleet-lb")
-                .enable_all()
-                .build()
-                .map_err(|e| format!("starting the load balancer runtime: {e}"))?;
-            self.runtime = Some(rt);
-        }
-        self.runtime
-            .as_ref()
-            .map(|rt| rt.handle().clone())
-            .ok_or_else(|| "no load balancer runtime".to_string())
-    }
-}
-
-impl DataPlane for InProcess {
-    fn bind(&self, app: &str, cfg: &ListenerConfig) -> Result<(), String> {
-        let handle = {
-            let mut inner = self.lock();
-            inner.listeners.remove(app);
-            inner.handle()?
-        };
-        let addr = cfg.listen;
-        let cfg = cfg.clone();
-        // `bind` spawns onto the proxy runtime; run it there from a plain thread, since this
-        // thread is inside the daemon's own runtime.
-        let listener = std::thread::scope(|s| {
-            s.spawn(|| handle.block_on(Listener::bind(cfg)))
-                .join()
-                .map_err(|_| "binding the listener panicked".to_string())
-        })?
-        .map_err(|e| format!("binding {addr}: {e}"))?;
-        self.lock()
-            .listeners
-            .insert(app.to_string(), Arc::new(listener));
-        Ok(())
-    }
-
-    fn configure(&self, app: &str, cfg: &ListenerConfig) {
-        if let Some(l) = self.listener(app) {
-            l.configure(cfg);
-        }
-    }
-
-    fn close(&self, app: &str) {
-        let gone = self.lock().listeners.remove(app);
-        drop(gone);
-    }
-
-    fn update(&self, app: &str, backends: Vec<BackendEntry>) {
-        let Some(listener) = self.listener(app) else {
-            return;
-        };
-        let now = Instant::now();
-        let backends = backends
-            .into_iter()
-            .map(|e| {
-                let mut b = Backend::new(e.id, e.addr);
-                b.weight = e.weight;
-                b.ready_at = now.checked_sub(e.ready_for).unwrap_or(now);
-                b.labels.insert("release".into(), e.release);
-                b.labels.insert("slot".into(), e.slot.to_string());
-                b
-            })
-            .collect();
-        listener.update(Snapshot { backends });
-    }
-
-    fn in_flight(&self, app: &str, backend: &str) -> u64 {
-        self.listener(app)
-            .map_or(0, |l| l.in_flight(&BackendId(backend.to_string())))
-    }
-
-    fn watch_drain(&self, req: DrainRequest, tx: mpsc::Sender<Event>) {
-        let listener = self.listener(&req.app);
-        tokio::spawn(async move {
-            if let Some(l) = listener {
-                l.drained(&BackendId(req.backend), req.timeout).await;
-            }
-            let note = BalancerNote::Drained {
-                app: req.app,
-                slot: req.slot,
-                generation: req.generation,
-            };
-            let _ = tx.send(note.into()).await;
-        });
-    }
-
-    fn stats(&self, app: &str) -> Option<ListenerStats> {
-        Some(self.listener(app)?.stats())
-    }
-
-    fn can_listen(&self, addr: SocketAddr) -> std::io::Result<()> {
-        std::net::TcpListener::bind(addr).map(|_| ())
     }
 }

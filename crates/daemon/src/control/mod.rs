@@ -176,12 +176,12 @@ pub struct World {
 }
 
 impl World {
-    /// The host's clock and randomness.
-    pub fn real() -> World {
+    /// The host's clock, shims and randomness, with `data_plane` for the listeners.
+    pub fn real(data_plane: Arc<dyn data_plane::DataPlane>) -> World {
         World {
             clock: Arc::new(crate::clock::SystemClock),
             host: Arc::new(host::RealHost),
-            data_plane: Arc::new(data_plane::InProcess::default()),
+            data_plane,
             seed: None,
             store_faults: None,
         }
@@ -189,17 +189,6 @@ impl World {
 }
 
 impl Control {
-    pub fn new(
-        dirs: StateDir,
-        store: Store,
-        tx: mpsc::Sender<Event>,
-        events: broadcast::Sender<EventRecord>,
-        exe: PathBuf,
-        degraded: Option<String>,
-    ) -> anyhow::Result<Control> {
-        Control::with_world(dirs, store, tx, events, exe, degraded, World::real())
-    }
-
     /// A loop that reads the time and its randomness from `world`.
     pub fn with_world(
         dirs: StateDir,
