@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod canary;
+pub mod cluster;
 pub mod deployment;
 pub mod during;
 pub mod events;

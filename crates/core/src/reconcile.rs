@@ -171,6 +171,7 @@ pub fn keep_live_settings(to: &mut AppSpec, from: &AppSpec) {
     to.deploy = from.deploy.clone();
     to.trust_keys = from.trust_keys.clone();
     to.config_on_change = from.config_on_change.clone();
+    to.placement = from.placement.clone();
 }
 
 fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
@@ -186,6 +187,7 @@ fn live_fields_changed(a: &AppSpec, b: &AppSpec) -> Vec<String> {
         ("deploy", a.deploy != b.deploy),
         ("trust", a.trust_keys != b.trust_keys),
         ("config.on_change", a.config_on_change != b.config_on_change),
+        ("placement", a.placement != b.placement),
     ];
     for (name, changed) in pairs {
         if changed {
@@ -533,6 +535,7 @@ mod tests {
             config_templates,
             config_values,
             config_on_change,
+            placement,
         } = &mut changed;
         *launch = crate::spec::Launch::MainClass {
             main_class: "a.Main".into(),
@@ -555,6 +558,7 @@ mod tests {
         trust_keys.push("/k.pub".into());
         *config = Some("/etc/app".into());
         config_rendered.insert("app.properties".into(), "a=1\n".into());
+        placement.max_per_node = Some(1);
         *config_etcd = Some(crate::spec::EtcdSource {
             endpoints: vec!["http://e:2379".into()],
             prefix: "/p/".into(),
@@ -593,6 +597,7 @@ mod tests {
                 "deploy",
                 "trust",
                 "config.on_change",
+                "placement",
             ]),
         ];
         assert_eq!(got.changes, want);

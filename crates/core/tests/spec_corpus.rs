@@ -102,6 +102,35 @@ fn every_good_spec_loads() {
 }
 
 #[test]
+fn a_cluster_node_spec_needs_no_apps_and_gets_its_defaults() {
+    let spec = load_ok("cluster-node.toml");
+    assert!(spec.apps.is_empty());
+    let c = spec.cluster.expect("[cluster]");
+    assert_eq!(c.name, "prod");
+    assert_eq!(
+        c.etcd,
+        [
+            "http://10.0.0.1:2379",
+            "http://10.0.0.2:2379",
+            "http://10.0.0.3:2379"
+        ]
+    );
+    assert_eq!(c.node.as_deref(), Some("web-1"));
+    assert_eq!(c.advertise, "10.0.0.11");
+    assert_eq!(c.peer_port, 9901);
+    assert_eq!(c.labels["zone"], "eu-1a");
+    assert_eq!(c.memory, Some(6 << 30));
+    assert_eq!(c.lease_ttl, Duration::from_secs(6));
+    assert_eq!(c.probe_interval, Duration::from_millis(500));
+    assert_eq!(c.probe_timeout, Duration::from_millis(300));
+    // Without [cluster], a spec still needs an app, and gets none of this.
+    let minimal = load_ok("minimal.toml");
+    assert!(minimal.cluster.is_none());
+    assert_eq!(minimal.apps["web"].placement, Default::default());
+    assert_eq!(minimal.apps["web"].instance_memory(), 512 << 20);
+}
+
+#[test]
 fn minimal_spec_gets_every_default() {
     let spec = load_ok("minimal.toml");
     assert_eq!(spec.source, PathBuf::from("/srv/fleet/jarfleet.toml"));

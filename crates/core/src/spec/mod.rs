@@ -10,9 +10,11 @@ mod clash;
 mod error;
 mod model;
 mod parse;
+mod parse_cluster;
 mod reader;
 
 pub use check::{app_name, host_port};
 pub use error::{SpecError, SpecErrors};
 pub use model::*;
 pub use parse::{DEFAULT_HEALTH_PATH, DEFAULT_STATE_DIR, TABLES, load, load_bytes};
+pub use parse_cluster::node_name;

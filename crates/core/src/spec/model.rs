@@ -29,6 +29,103 @@ pub struct FleetSpec {
     pub trust: TrustSpec,
     /// Apps by name; names are `[a-z0-9][a-z0-9_-]*`, at most 40 chars.
     pub apps: BTreeMap<String, AppSpec>,
+    /// `[cluster]`: this host is a node of a cluster whose shared state is in etcd (apps are
+    /// then applied to the cluster, and a node's spec may name none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterSpec>,
+}
+
+/// `[cluster]`: what a node needs to join a cluster. Everything but `name`, `etcd` and
+/// `advertise` has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterSpec {
+    /// The cluster's name: every key it has in etcd is under `/jarfleet/<name>/`.
+    pub name: String,
+    /// etcd client URLs (`http://host:port`); any one that answers will do.
+    pub etcd: Vec<String>,
+    /// This node's name, unique in the cluster; `None` = the host name.
+    pub node: Option<String>,
+    /// The address other nodes reach this node and its instances on (an IP address or a
+    /// host name, no port).
+    pub advertise: String,
+    /// The port of this node's peer endpoint on `advertise` (peers probe it; a node's
+    /// instances leave every balancer when it stops answering).
+    pub peer_port: u16,
+    /// Labels apps can require (`[apps.NAME.placement] node_labels`).
+    pub labels: BTreeMap<String, String>,
+    /// Memory this node offers to instances; `None` = the machine's memory less 10 %.
+    pub memory: Option<u64>,
+    /// The node's membership lease: a node silent for this long is down and its instances
+    /// are placed elsewhere.
+    pub lease_ttl: Duration,
+    /// How often each node probes every peer's endpoint…
+    pub probe_interval: Duration,
+    /// …and how long one probe may take before it counts as a miss.
+    pub probe_timeout: Duration,
+}
+
+/// Default of `[cluster] peer_port`.
+pub const DEFAULT_PEER_PORT: u16 = 9901;
+/// Default of `[cluster] lease_ttl`: a lost host is noticed within this, and an etcd leader
+/// change (about 1-2 s) costs at most two of its once-a-second keep-alives.
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);
+/// Default of `[cluster] probe_interval`.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// Default of `[cluster] probe_timeout`.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// `[apps.NAME.placement]`: where a cluster may run the app's instances (ignored on one host).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacementSpec {
+    /// Memory one instance needs; `None` = the JVM's `-Xmx` plus a quarter, or
+    /// [`DEFAULT_INSTANCE_MEMORY`] without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// At most this many of the app's instances on one node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_per_node: Option<u32>,
+    /// Only nodes with every one of these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_labels: BTreeMap<String, String>,
+}
+
+/// What one instance is counted for when it has no `placement.memory` and no `-Xmx`.
+pub const DEFAULT_INSTANCE_MEMORY: u64 = 512 * 1024 * 1024;
+
+impl AppSpec {
+    /// Memory one instance is counted for by placement: `placement.memory`, else the last
+    /// `-Xmx` in the JVM options plus a quarter (metaspace, threads, code cache), else
+    /// [`DEFAULT_INSTANCE_MEMORY`].
+    pub fn instance_memory(&self) -> u64 {
+        if let Some(m) = self.placement.memory {
+            return m;
+        }
+        self.java
+            .opts
+            .iter()
+            .rev()
+            .find_map(|o| o.strip_prefix("-Xmx").and_then(parse_jvm_size))
+            .map(|heap| heap.saturating_add(heap / 4))
+            .unwrap_or(DEFAULT_INSTANCE_MEMORY)
+    }
+}
+
+/// A JVM size such as `512m`, `2G` or `1048576` (bytes).
+fn parse_jvm_size(text: &str) -> Option<u64> {
+    let (digits, unit) = match text.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => text.split_at(i),
+        None => (text, ""),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" | "K" => 1 << 10,
+        "m" | "M" => 1 << 20,
+        "g" | "G" => 1 << 30,
+        "t" | "T" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(factor)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,6 +317,9 @@ pub struct AppSpec {
     /// `[apps.X.deploy]`: how a new release replaces the running one.
     #[serde(default)]
     pub deploy: DeploySpec,
+    /// `[apps.X.placement]`: where a cluster may run the instances.
+    #[serde(default)]
+    pub placement: PlacementSpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,6 +9,7 @@ use toml::de::{DeTable, DeValue};
 use super::check;
 use super::clash;
 use super::error::SpecErrors;
+use super::parse_cluster::{CLUSTER_KEYS, PLACEMENT_KEYS};
 use super::reader::{Reader, Table, Value, type_name};
 use super::{
     AppSpec, Balance, BalancerSpec, CanarySpec, DaemonSpec, DeploySpec, EtcdSource, FleetSpec,
@@ -22,7 +23,7 @@ use super::{
 use crate::interp::Mode;
 use crate::javaver::VersionReq;
 
-const TOP_KEYS: &[&str] = &["daemon", "trust", "apps"];
+const TOP_KEYS: &[&str] = &["daemon", "trust", "cluster", "apps"];
 const DAEMON_KEYS: &[&str] = &[
     "state_dir",
     "http",
@@ -69,6 +70,7 @@ const APP_KEYS: &[&str] = &[
     "logs",
     "balancer",
     "deploy",
+    "placement",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "http",
@@ -143,6 +145,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
     ("daemon", DAEMON_KEYS),
     ("daemon.tls", TLS_KEYS),
     ("trust", TRUST_KEYS),
+    ("cluster", CLUSTER_KEYS),
     ("apps.NAME", APP_KEYS),
     ("java", JAVA_KEYS),
     ("health", HEALTH_KEYS),
@@ -152,6 +155,7 @@ pub const TABLES: &[(&str, &[&str])] = &[
     ("deploy", DEPLOY_KEYS),
     ("canary", CANARY_KEYS),
     ("balancer", BALANCER_KEYS),
+    ("placement", PLACEMENT_KEYS),
     ("apps.NAME.config", CONFIG_KEYS),
     ("apps.NAME.config.etcd", ETCD_KEYS),
 ];
@@ -168,10 +172,12 @@ const APP_SECTIONS: &[(&str, &[&str])] = &[
     ("balancer", BALANCER_KEYS),
     ("java", JAVA_KEYS),
     ("deploy", DEPLOY_KEYS),
+    ("placement", PLACEMENT_KEYS),
 ];
 const TOP_SECTIONS: &[(&str, &[&str])] = &[
     ("daemon", DAEMON_KEYS),
     ("trust", TRUST_KEYS),
+    ("cluster", CLUSTER_KEYS),
     ("apps.NAME", APP_KEYS),
 ];
 
@@ -263,9 +269,18 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
     let daemon = daemon(r, daemon_table.as_ref());
     let trust_table = r.table(root, "trust", "{ keys = [\"release.pub\"] }");
     let trust = trust(r, trust_table.as_ref());
+    let cluster = r
+        .table(
+            root,
+            "cluster",
+            "{ name = \"prod\", etcd = [\"http://10.0.0.1:2379\"], advertise = \"10.0.0.11\" }",
+        )
+        .and_then(|t| super::parse_cluster::cluster(r, &t));
     let mut apps = BTreeMap::new();
     let no_apps_hint = "add an app, e.g.\n        [apps.orders]\n        artifact = \"build/orders.jar\"\n        ports = \"9100-9199\"";
     match root.get("apps") {
+        // A cluster node's own spec may name no apps: they are applied to the cluster.
+        None if root.has("cluster") => {}
         None => r.push(0, "", None, "no apps defined", Some(no_apps_hint.into())),
         Some(v) => match v.get_ref() {
             DeValue::Table(map) if map.is_empty() => {
@@ -316,6 +331,7 @@ fn fleet(r: &mut Reader<'_>, root: &Table<'_, '_>, file: &Path) -> FleetSpec {
         daemon,
         trust,
         apps,
+        cluster,
     }
 }
 
@@ -713,8 +729,10 @@ fn app(r: &mut Reader<'_>, name: &str, t: &Table<'_, '_>, has_trust: bool) -> Op
     let logs = logs(r, t);
     let balancer = balancer(r, t);
     let deploy = deploy(r, t);
+    let placement = super::parse_cluster::placement(r, t);
 
     Some(AppSpec {
+        placement,
         trust_keys: Vec::new(),
         config,
         config_rendered: BTreeMap::new(),

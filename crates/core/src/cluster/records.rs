@@ -1,0 +1,206 @@
+//! The values the cluster keeps in etcd, as JSON. Unknown fields are ignored (a newer node may
+//! write more), but every record is checked after decoding ([`Record::check`]): a value that
+//! does not decode or does not hold is reported with its key, never taken half.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::spec::node_name;
+
+/// A stored value: checked after decoding.
+pub trait Record: Serialize + DeserializeOwned {
+    /// What is wrong with a decoded value, if anything.
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// Decodes and checks a stored value; the error names the key.
+pub fn decode<T: Record>(key: &str, value: &str) -> Result<T, String> {
+    let record: T = serde_json::from_str(value).map_err(|e| format!("{key}: {e}"))?;
+    record.check().map_err(|e| format!("{key}: {e}"))?;
+    Ok(record)
+}
+
+/// Encodes a value to store.
+pub fn encode<T: Record>(record: &T) -> String {
+    // Our records are plain data (strings, numbers, maps with string keys): serialising them
+    // cannot fail.
+    serde_json::to_string(record).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+}
+
+/// `nodes/<node>` (on the node's lease) and `known/<node>` (kept): a node's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub name: String,
+    /// Where other nodes reach it and its instances (`[cluster] advertise`).
+    pub address: String,
+    /// Its peer endpoint's port on `address`.
+    pub peer_port: u16,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Memory it offers to instances, in bytes.
+    pub memory: u64,
+    /// jarfleet's version and build id.
+    pub version: String,
+    #[serde(default)]
+    pub build: Option<String>,
+    /// New at every registration: a node that comes back after its lease expired is told
+    /// from the one that went.
+    pub boot_id: String,
+    /// When it registered (ms since the epoch).
+    pub registered_ms: u64,
+}
+
+impl Record for NodeRecord {
+    fn check(&self) -> Result<(), String> {
+        node_name(&self.name)?;
+        if self.address.is_empty() {
+            return Err("the node has no address".into());
+        }
+        if self.peer_port == 0 {
+            return Err("the node's peer port is 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// `admin/<node>`: what an operator said of a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminRecord {
+    /// `cluster ineligible NODE`: nothing new is placed on it (what runs there stays).
+    #[serde(default)]
+    pub ineligible: bool,
+    /// `cluster drain NODE`: its instances are moved elsewhere.
+    #[serde(default)]
+    pub draining: bool,
+}
+
+impl Record for AdminRecord {}
+
+/// `leader`: the scheduler, on its lease. The key's create revision is its fencing epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderRecord {
+    pub node: String,
+    pub boot_id: String,
+    pub since_ms: u64,
+}
+
+impl Record for LeaderRecord {
+    fn check(&self) -> Result<(), String> {
+        node_name(&self.node)
+    }
+}
+
+/// `alloc/<app>/<slot>`: where a slot runs, written by the scheduler only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllocRecord {
+    pub node: String,
+    /// Raised every time the slot is placed anew: a node's copy of an older generation is a
+    /// leftover (drained once the new one is ready).
+    pub generation: u64,
+    /// Why it was placed (first placement, node lost, failing on a node, …): shown and kept
+    /// in events.
+    #[serde(default)]
+    pub reason: String,
+    /// When it was placed (ms since the epoch).
+    #[serde(default)]
+    pub placed_ms: u64,
+}
+
+impl Record for AllocRecord {
+    fn check(&self) -> Result<(), String> {
+        node_name(&self.node)?;
+        if self.generation == 0 {
+            return Err("generation 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// An instance's state as its node sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InstanceState {
+    Starting,
+    /// Passing its health check: every node's balancer sends it requests.
+    Ready,
+    /// On its way out: no balancer sends it anything new.
+    Draining,
+    /// Its node gave up on it (restarts exhausted, or it cannot start there).
+    Failed,
+}
+
+impl std::fmt::Display for InstanceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            InstanceState::Starting => "starting",
+            InstanceState::Ready => "ready",
+            InstanceState::Draining => "draining",
+            InstanceState::Failed => "failed",
+        })
+    }
+}
+
+/// `status/<node>/<app>/<slot>` (on the node's lease): an instance as its node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// The placement's generation this copy runs for.
+    pub generation: u64,
+    pub state: InstanceState,
+    /// Where it answers: the node's address and the instance's port.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub release: String,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub restarts: u32,
+}
+
+impl Record for StatusRecord {
+    fn check(&self) -> Result<(), String> {
+        if self.state == InstanceState::Ready && (self.address.is_none() || self.port.is_none()) {
+            return Err("a ready instance without an address".into());
+        }
+        if self.port == Some(0) {
+            return Err("port 0".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_bad_ones_are_refused_naming_the_key() {
+        let alloc = AllocRecord {
+            node: "web-1".into(),
+            generation: 3,
+            reason: "node web-2 lost".into(),
+            placed_ms: 1,
+        };
+        let back: AllocRecord = decode("k", &encode(&alloc)).expect("decodes");
+        assert_eq!(back, alloc);
+
+        let err = decode::<AllocRecord>("/x/alloc/a/1", r#"{"node":"Web","generation":1}"#)
+            .expect_err("a bad node name");
+        assert!(err.starts_with("/x/alloc/a/1: "), "{err}");
+        assert!(decode::<AllocRecord>("k", r#"{"node":"a","generation":0}"#).is_err());
+        assert!(decode::<AllocRecord>("k", "not json").is_err());
+        // A newer node's extra fields are ignored.
+        let newer: AllocRecord =
+            decode("k", r#"{"node":"a","generation":1,"release":"r9"}"#).expect("decodes");
+        assert_eq!(newer.generation, 1);
+
+        let ready_without_port = r#"{"generation":1,"state":"ready","address":"10.0.0.1"}"#;
+        assert!(decode::<StatusRecord>("k", ready_without_port).is_err());
+    }
+}
