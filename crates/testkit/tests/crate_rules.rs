@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The short names of the workspace's crates, as the code map names them (`crates/NAME`).
-const SHORT: [&str; 14] = [
+const SHORT: [&str; 15] = [
     "core",
     "api",
     "java",
@@ -23,6 +23,7 @@ const SHORT: [&str; 14] = [
     "bundle",
     "fetch",
     "etcd",
+    "cluster",
     "shim",
     "host",
     "daemon",
