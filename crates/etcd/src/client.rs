@@ -20,6 +20,18 @@ use serde_json::json;
 use crate::error::{Attempt, Error, Result};
 use crate::wire::{self, GatewayError, RangeResponse, WatchDecoder, WatchResult, WriteResponse};
 
+/// Sent with every request: a member that has no leader refuses at once with "etcdserver: no
+/// leader" (gRPC `UNAVAILABLE`) instead of holding a write or linearizable read until its own
+/// timeout (then `context deadline exceeded`) or, for a watch, opening a stream that never
+/// delivers. It also makes etcd cut an open watch once its member has been without a leader for
+/// three election timeouts. (etcd's `rpctypes.MetadataRequireLeaderKey`, passed by the gateway
+/// as gRPC metadata; checked against etcd 3.4.)
+const HAS_LEADER: (&str, &str) = ("grpc-metadata-hasleader", "true");
+
+/// etcd's refusal under [`HAS_LEADER`]. Given before the request is looked at, so the request
+/// was certainly not applied: any request, writes included, may go to another member.
+const NO_LEADER: &str = "etcdserver: no leader";
+
 /// The values under a prefix at one revision.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -32,21 +44,23 @@ pub struct Snapshot {
 
 /// An etcd v3 client over the HTTP/JSON gateway. Cheap to clone (shares one connection pool).
 ///
-/// Requests go to the endpoint that last answered; on a connection failure they fail over to
-/// the next endpoint, and the endpoint that failed stops being the first choice. Reads and
-/// watches also fail over when a request was sent but not answered (timeout, connection lost)
-/// or refused as `UNAVAILABLE` (e.g. a member without leader). Writes do not: a write that
-/// may have been applied is reported, not repeated.
+/// Requests go to the endpoint that last answered; on a connection failure, or when the member
+/// refuses for having no leader, they fail over to the next endpoint, and the endpoint that
+/// failed stops being the first choice. Reads, lease calls and watches also fail over when a
+/// request was sent but not answered (timeout, connection lost) or refused as `UNAVAILABLE`.
+/// Writes (put, delete, txn) do not: a write that may have been applied is reported, not
+/// repeated (a repeated compare-and-swap would fail against its own success).
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    /// Bounds each request to one endpoint.
+    timeout: Duration,
 }
 
 struct Inner {
     endpoints: Vec<String>,
     /// Index of the endpoint tried first.
     preferred: AtomicUsize,
-    timeout: Duration,
     http: HttpClient<HttpConnector, Full<Bytes>>,
 }
 
@@ -54,7 +68,7 @@ impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
             .field("endpoints", &self.inner.endpoints)
-            .field("timeout", &self.inner.timeout)
+            .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
 }
@@ -67,6 +81,8 @@ enum Failure {
     MaybeSent(String),
     /// etcd answered with a gRPC error.
     Rejected { code: i32, message: String },
+    /// The member refused for having no leader ([`NO_LEADER`]): not applied, try another.
+    NoLeader(String),
     /// etcd answered with something that is not the gateway's JSON.
     Unreadable(String),
 }
@@ -78,6 +94,9 @@ impl fmt::Display for Failure {
             Failure::Rejected { code, message } => {
                 write!(f, "refused: {message} (gRPC code {code})")
             }
+            Failure::NoLeader(message) => {
+                write!(f, "refused: {message} (gRPC code {UNAVAILABLE})")
+            }
         }
     }
 }
@@ -86,7 +105,7 @@ impl fmt::Display for Failure {
 const UNAVAILABLE: i32 = 14;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Retry {
+pub(crate) enum Retry {
     /// Safe to send again to another endpoint whatever happened.
     Idempotent,
     /// Only sent to another endpoint when it certainly did not reach this one.
@@ -123,10 +142,26 @@ impl Client {
             inner: Arc::new(Inner {
                 endpoints,
                 preferred: AtomicUsize::new(0),
-                timeout,
                 http,
             }),
+            timeout,
         })
+    }
+
+    /// The same client (connection pool, endpoint preference) with another per-request
+    /// timeout: a lease keeper wants attempts much shorter than its interval, while a large
+    /// read may need longer. Connecting still gets at most half of the timeout given to
+    /// [`Client::new`].
+    pub fn with_timeout(&self, timeout: Duration) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            timeout,
+        }
+    }
+
+    /// The per-request timeout.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// The endpoints, normalised (`http://host:port`).
@@ -206,7 +241,7 @@ impl Client {
         &self,
         prefix: &str,
         start_revision: i64,
-    ) -> Result<(WatchStream, WatchResult)> {
+    ) -> Result<(RawWatch, WatchResult)> {
         let op = format!("watch {prefix:?} from revision {start_revision}");
         let (key, end) = wire::prefix_range(prefix.as_bytes());
         let body = json!({ "create_request": {
@@ -220,7 +255,7 @@ impl Client {
         let body = Bytes::from(body.to_string());
         let mut attempts = Vec::new();
         for index in self.order() {
-            let timeout = self.inner.timeout;
+            let timeout = self.timeout;
             let opening = async {
                 let resp = self
                     .inner
@@ -236,7 +271,7 @@ impl Client {
                         Err(e) => format!("HTTP {status}, then {}", error_chain(&e)),
                     });
                 }
-                let mut stream = WatchStream {
+                let mut stream = RawWatch {
                     endpoint: index,
                     body: resp.into_body(),
                     decoder: WatchDecoder::default(),
@@ -296,6 +331,7 @@ impl Client {
     ) -> Result<Request<Full<Bytes>>, String> {
         Request::post(format!("{}{path}", self.endpoint(index)))
             .header(CONTENT_TYPE, "application/json")
+            .header(HAS_LEADER.0, HAS_LEADER.1)
             .body(Full::new(body))
             .map_err(|e| format!("cannot build the request: {e}"))
     }
@@ -303,7 +339,7 @@ impl Client {
     /// One request to one endpoint, bounded by the timeout.
     async fn exchange(&self, index: usize, path: &str, body: Bytes) -> Result<Bytes, Failure> {
         let request = self.request(index, path, body).map_err(Failure::NotSent)?;
-        let timeout = self.inner.timeout;
+        let timeout = self.timeout;
         let work = async {
             let resp = self.inner.http.request(request).await.map_err(|e| {
                 if e.is_connect() {
@@ -334,26 +370,61 @@ impl Client {
     }
 
     /// A unary call with failover; returns the index of the endpoint that answered.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         op: &str,
         path: &str,
         body: &serde_json::Value,
         retry: Retry,
     ) -> Result<(usize, T)> {
+        self.call_with(op, path, body, retry, |answer| {
+            serde_json::from_slice(answer)
+                .map_err(|e| Failure::Unreadable(format!("{e} in {}", snippet(answer))))
+        })
+        .await
+    }
+
+    /// A one-shot streaming call (one JSON body in, one message out, like the lease
+    /// keep-alive): its 200 answer may still carry an error, in the stream's own shape.
+    pub(crate) async fn call_stream<T>(
+        &self,
+        op: &str,
+        path: &str,
+        body: &serde_json::Value,
+        retry: Retry,
+        decode: impl Fn(&[u8]) -> Result<T, wire::StreamError>,
+    ) -> Result<(usize, T)> {
+        self.call_with(op, path, body, retry, |answer| {
+            decode(answer).map_err(|e| match e {
+                wire::StreamError::Refused(e) => refusal(e),
+                wire::StreamError::Unreadable(reason) => {
+                    Failure::Unreadable(format!("{reason} in {}", snippet(answer)))
+                }
+            })
+        })
+        .await
+    }
+
+    /// A call with failover, `decode` reading a 200 answer.
+    async fn call_with<T>(
+        &self,
+        op: &str,
+        path: &str,
+        body: &serde_json::Value,
+        retry: Retry,
+        decode: impl Fn(&[u8]) -> Result<T, Failure>,
+    ) -> Result<(usize, T)> {
         let body = Bytes::from(body.to_string());
         let mut attempts = Vec::new();
         for index in self.order() {
-            match self.exchange(index, path, body.clone()).await {
+            let outcome = match self.exchange(index, path, body.clone()).await {
+                Ok(answer) => decode(&answer),
+                Err(failure) => Err(failure),
+            };
+            match outcome {
                 Ok(answer) => {
                     self.prefer(index);
-                    return serde_json::from_slice(&answer)
-                        .map(|t| (index, t))
-                        .map_err(|e| Error::BadResponse {
-                            endpoint: self.endpoint(index).to_owned(),
-                            op: op.to_owned(),
-                            reason: format!("{e} in {}", snippet(&answer)),
-                        });
+                    return Ok((index, answer));
                 }
                 Err(Failure::Rejected { code, message })
                     if code != UNAVAILABLE || retry == Retry::WhenNotSent =>
@@ -399,13 +470,21 @@ impl Client {
 }
 
 /// A watch response body being read.
-pub(crate) struct WatchStream {
+pub(crate) struct RawWatch {
     pub(crate) endpoint: usize,
     body: Incoming,
     decoder: WatchDecoder,
 }
 
-impl WatchStream {
+impl fmt::Debug for RawWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawWatch")
+            .field("endpoint", &self.endpoint)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawWatch {
     /// The next message; an error when the stream broke or ended. Cancel-safe: bytes read are
     /// kept in the decoder.
     pub(crate) async fn next(&mut self) -> Result<WatchResult, String> {
@@ -464,14 +543,23 @@ fn parse_endpoint(raw: &str) -> Result<String, String> {
     Ok(format!("http://{authority}"))
 }
 
-/// A non-200 answer: the gateway's gRPC status if it is one.
+/// A non-200 answer: the gateway's gRPC status if it is one (in either shape, see `wire.rs`).
 fn rejection(status: StatusCode, body: &[u8]) -> Failure {
-    match serde_json::from_slice::<GatewayError>(body) {
-        Ok(e) if !e.text().is_empty() => Failure::Rejected {
+    match GatewayError::parse(body) {
+        Some(e) => refusal(e),
+        None => Failure::Unreadable(format!("HTTP {status}: {}", snippet(body))),
+    }
+}
+
+/// etcd's refusal, told apart when it is the no-leader one.
+fn refusal(e: GatewayError) -> Failure {
+    if e.code == UNAVAILABLE && e.message == NO_LEADER {
+        Failure::NoLeader(e.message)
+    } else {
+        Failure::Rejected {
             code: e.code,
-            message: e.text().to_owned(),
-        },
-        _ => Failure::Unreadable(format!("HTTP {status}: {}", snippet(body))),
+            message: e.message,
+        }
     }
 }
 
@@ -529,6 +617,29 @@ mod tests {
                 (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn no_leader_is_told_apart() {
+        let stream =
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#;
+        let unary =
+            br#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#;
+        for body in [&stream[..], &unary[..]] {
+            assert!(matches!(
+                rejection(StatusCode::SERVICE_UNAVAILABLE, body),
+                Failure::NoLeader(_)
+            ));
+        }
+        let timed_out = br#"{"error":"etcdserver: request timed out","message":"etcdserver: request timed out","code":14}"#;
+        assert!(matches!(
+            rejection(StatusCode::SERVICE_UNAVAILABLE, timed_out),
+            Failure::Rejected { code: 14, .. }
+        ));
+        assert!(matches!(
+            rejection(StatusCode::BAD_GATEWAY, b"<html>"),
+            Failure::Unreadable(_)
+        ));
     }
 
     #[test]

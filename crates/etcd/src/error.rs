@@ -39,13 +39,36 @@ pub enum Error {
         key: String,
         problem: String,
     },
+
+    /// A watch's start revision is older than the history etcd keeps (it was compacted up to
+    /// `compact_revision`): the changes in between are lost. Read the prefix again
+    /// ([`Client::range_prefix`](crate::Client::range_prefix)) and watch from its revision + 1.
+    #[error(
+        "etcd {endpoint}, {op}: history up to revision {compact_revision} was compacted; \
+         read the prefix again and watch from there"
+    )]
+    Compacted {
+        endpoint: String,
+        op: String,
+        compact_revision: i64,
+    },
+
+    /// A watch stream ended: the connection broke, etcd ended or canceled it (a member that
+    /// lost its leader cuts its watches), or it sent something unreadable. Watch again from
+    /// the last revision delivered + 1, from another endpoint if need be.
+    #[error("etcd {endpoint}, {op}: the watch ended: {reason}")]
+    WatchEnded {
+        endpoint: String,
+        op: String,
+        reason: String,
+    },
 }
 
 impl Error {
     /// Whether trying again later may succeed without anyone changing anything.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } => true,
+            Error::Unavailable { .. } | Error::WatchEnded { .. } => true,
             // UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED (e.g. "too many requests").
             Error::Rejected { code, .. } => matches!(code, 4 | 8 | 14),
             _ => false,

@@ -7,7 +7,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, sleep, timeout, timeout_at};
 
-use crate::client::{Client, Snapshot, WatchStream};
+use crate::client::{Client, RawWatch, Snapshot};
 use crate::error::Result;
 use crate::wire::{self, WatchResult};
 
@@ -281,7 +281,7 @@ impl Task {
     /// Takes more messages arriving within the coalescing window into `pending`.
     async fn coalesce(
         &mut self,
-        stream: &mut WatchStream,
+        stream: &mut RawWatch,
         pending: &mut Option<(BTreeMap<String, String>, i64)>,
         endpoint: &str,
     ) -> Result<(), End> {

@@ -12,7 +12,22 @@
 //!   `{"error":{...}}` instead;
 //! - a watch whose start revision was compacted first answers `created:true`, then
 //!   `canceled:true` with `compact_revision` (and a header without `revision`), and the
-//!   stream stays open: the client must drop it.
+//!   stream stays open: the client must drop it;
+//! - errors come in two shapes: a unary call answers a non-200 status with
+//!   `{"error":"..","message":"..","code":14}`, a streaming call (watch, lease keep-alive)
+//!   with `{"error":{"grpc_code":14,"http_code":503,"message":"..",..}}`, either as the whole
+//!   body of a non-200 answer or as a message inside a 200 stream;
+//! - `/v3/lease/keepalive` is a bidirectional stream behind the gateway, but a POST with one
+//!   JSON body gets exactly one `{"result":{..}}` and the body ends; a lease that does not
+//!   exist (revoked, expired, never granted) is not an error there: the result simply has no
+//!   `TTL`. `/v3/lease/timetolive` says the same with `"TTL":"-1"`, and `/v3/lease/revoke`
+//!   with gRPC code 5 "requested lease not found";
+//! - in a txn compare, the value to compare with is a oneof (`create_revision`,
+//!   `mod_revision`, `version`, `value`): 3.4 reads an omitted one as zero, but we always
+//!   send it, zero included (`"create_revision":"0"` is "the key is absent"). A `VALUE`
+//!   compare on an absent key is false whatever the operator, `NOT_EQUAL` included;
+//! - a txn's `succeeded` is omitted when false, and each of its `responses` is one of
+//!   `response_range`, `response_put`, `response_delete_range` (a oneof).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -84,7 +99,42 @@ pub(crate) struct KeyValue {
     #[serde(default, deserialize_with = "de_b64")]
     pub value: Vec<u8>,
     #[serde(default, deserialize_with = "de_i64")]
+    pub create_revision: i64,
+    #[serde(default, deserialize_with = "de_i64")]
     pub mod_revision: i64,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub version: i64,
+    #[serde(default, deserialize_with = "de_i64")]
+    pub lease: i64,
+}
+
+impl KeyValue {
+    /// The public form: key and value as text (the crate's rule), full key kept.
+    pub(crate) fn into_public(self) -> Result<crate::kv::KeyValue, EntryError> {
+        let key = match String::from_utf8(self.key) {
+            Ok(key) => key,
+            Err(e) => {
+                return Err(EntryError {
+                    key: String::from_utf8_lossy(e.as_bytes()).into_owned(),
+                    problem: EntryProblem::KeyNotUtf8,
+                });
+            }
+        };
+        let value = value_text(key.as_bytes(), self.value)?;
+        Ok(crate::kv::KeyValue {
+            key,
+            value,
+            create_revision: self.create_revision,
+            mod_revision: self.mod_revision,
+            version: self.version,
+            lease: self.lease,
+        })
+    }
+}
+
+/// Converts every key-value of a response (see [`KeyValue::into_public`]).
+pub(crate) fn public_kvs(kvs: Vec<KeyValue>) -> Result<Vec<crate::kv::KeyValue>, EntryError> {
+    kvs.into_iter().map(KeyValue::into_public).collect()
 }
 
 /// `POST /v3/kv/range`.
@@ -103,34 +153,118 @@ pub(crate) struct WriteResponse {
     pub header: Header,
 }
 
-/// What the gateway answers with a non-200 status: a gRPC status as JSON.
+/// `POST /v3/kv/deleterange`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DeleteResponse {
+    #[serde(default, deserialize_with = "de_i64")]
+    pub deleted: i64,
+}
+
+/// `POST /v3/lease/grant`.
 #[derive(Debug, Deserialize)]
-pub(crate) struct GatewayError {
-    #[serde(default)]
-    pub code: i32,
-    #[serde(default)]
-    pub message: String,
+pub(crate) struct GrantResponse {
+    #[serde(default, rename = "ID", deserialize_with = "de_i64")]
+    pub id: i64,
+    #[serde(default, rename = "TTL", deserialize_with = "de_i64")]
+    pub ttl: i64,
+    /// LeaseGrantResponse has an error string of its own (unused by etcd 3.4, but checked).
     #[serde(default)]
     pub error: String,
 }
 
+/// One message of `POST /v3/lease/keepalive`. `TTL` is absent (0) when the lease is gone.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct KeepAliveResult {
+    #[serde(default, rename = "ID", deserialize_with = "de_i64")]
+    pub id: i64,
+    #[serde(default, rename = "TTL", deserialize_with = "de_i64")]
+    pub ttl: i64,
+}
+
+/// `POST /v3/lease/timetolive`. `TTL` is -1 when the lease is gone.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TimeToLiveResponse {
+    #[serde(default, rename = "TTL", deserialize_with = "de_i64")]
+    pub ttl: i64,
+    #[serde(default, rename = "grantedTTL", deserialize_with = "de_i64")]
+    pub granted_ttl: i64,
+    #[serde(default, deserialize_with = "de_b64_list")]
+    pub keys: Vec<Vec<u8>>,
+}
+
+fn de_b64_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .into_iter()
+        .map(|s| {
+            STANDARD
+                .decode(s.as_bytes())
+                .map_err(|e| de::Error::custom(format!("bad base64 {s:?}: {e}")))
+        })
+        .collect()
+}
+
+/// `POST /v3/kv/txn`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct TxnResponse {
+    #[serde(default)]
+    pub header: Header,
+    #[serde(default)]
+    pub succeeded: bool,
+    #[serde(default)]
+    pub responses: Vec<ResponseOp>,
+}
+
+/// One op's answer inside a txn: exactly one field is set.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ResponseOp {
+    pub response_range: Option<RangeResponse>,
+    pub response_put: Option<WriteResponse>,
+    pub response_delete_range: Option<DeleteResponse>,
+}
+
+/// A gRPC status as the gateway renders it: `code` and the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GatewayError {
+    pub code: i32,
+    pub message: String,
+}
+
 impl GatewayError {
-    pub(crate) fn text(&self) -> &str {
-        if self.message.is_empty() {
-            &self.error
-        } else {
-            &self.message
+    /// Reads either shape (see the module docs): unary `{"code":..,"message":..}` or streaming
+    /// `{"error":{"grpc_code":..,"message":..}}`. `None` if it is neither or has no text.
+    pub(crate) fn parse(body: &[u8]) -> Option<GatewayError> {
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        GatewayError::from_value(&value)
+    }
+
+    fn from_value(value: &serde_json::Value) -> Option<GatewayError> {
+        let text = |v: &serde_json::Value, field: &str| {
+            v.get(field)
+                .and_then(|m| m.as_str())
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+        };
+        let code = |v: &serde_json::Value, field: &str| {
+            v.get(field)
+                .and_then(|c| c.as_i64())
+                .and_then(|c| i32::try_from(c).ok())
+                .unwrap_or(0)
+        };
+        match value.get("error") {
+            Some(inner @ serde_json::Value::Object(_)) => Some(GatewayError {
+                code: code(inner, "grpc_code"),
+                message: text(inner, "message")?,
+            }),
+            _ => Some(GatewayError {
+                code: code(value, "code"),
+                message: text(value, "message").or_else(|| text(value, "error"))?,
+            }),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) enum EventKind {
-    /// Omitted on the wire: it is the enum's default value.
-    #[default]
-    Put,
-    Delete,
-}
+// Omitted on the wire for a put: it is the enum's default value.
+pub(crate) use crate::kv::EventKind;
 
 impl<'de> Deserialize<'de> for EventKind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -176,10 +310,67 @@ pub(crate) struct WatchResult {
     pub events: Vec<Event>,
 }
 
+/// One message of a streaming call: its result, or the error that ended the stream.
 #[derive(Deserialize)]
-struct WatchFrame {
-    result: Option<WatchResult>,
+struct Frame<T> {
+    result: Option<T>,
     error: Option<serde_json::Value>,
+}
+
+impl<T> Frame<T> {
+    fn into_result(self) -> Result<T, StreamError> {
+        match self {
+            Frame {
+                error: Some(error), ..
+            } => Err(StreamError::Refused(render_stream_error(&error))),
+            Frame {
+                result: Some(result),
+                ..
+            } => Ok(result),
+            Frame {
+                result: None,
+                error: None,
+            } => Err(StreamError::Unreadable(
+                "a stream message with neither result nor error".to_owned(),
+            )),
+        }
+    }
+}
+
+/// Why a streaming call's message is not a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum StreamError {
+    /// etcd's own error message, like "etcdserver: no leader".
+    Refused(GatewayError),
+    /// Not the gateway's JSON.
+    Unreadable(String),
+}
+
+impl fmt::Display for StreamError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamError::Refused(e) if e.code != 0 => {
+                write!(f, "{} (gRPC code {})", e.message, e.code)
+            }
+            StreamError::Refused(e) => f.write_str(&e.message),
+            StreamError::Unreadable(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The answer to a one-shot `POST /v3/lease/keepalive`: its first (only) message.
+pub(crate) fn keepalive_answer(body: &[u8]) -> Result<KeepAliveResult, StreamError> {
+    let mut stream =
+        serde_json::Deserializer::from_slice(body).into_iter::<Frame<KeepAliveResult>>();
+    match stream.next() {
+        Some(Ok(frame)) => frame.into_result(),
+        Some(Err(e)) => Err(StreamError::Unreadable(format!(
+            "undecodable keep-alive answer: {e}"
+        ))),
+        None => Err(StreamError::Unreadable(
+            "an empty keep-alive answer".to_owned(),
+        )),
+    }
 }
 
 /// Largest watch message we buffer. etcd caps a request at 1.5 MiB by default; a message this
@@ -200,7 +391,8 @@ impl WatchDecoder {
     /// The next complete message; `Ok(None)` when more bytes are needed. An `{"error":..}`
     /// message is returned as `Err` with the gateway's text.
     pub(crate) fn next(&mut self) -> Result<Option<WatchResult>, String> {
-        let mut stream = serde_json::Deserializer::from_slice(&self.buf).into_iter::<WatchFrame>();
+        let mut stream =
+            serde_json::Deserializer::from_slice(&self.buf).into_iter::<Frame<WatchResult>>();
         let frame = match stream.next() {
             None => {
                 // Only whitespace so far.
@@ -218,31 +410,20 @@ impl WatchDecoder {
         };
         let used = stream.byte_offset();
         self.buf.drain(..used);
-        match frame {
-            WatchFrame {
-                error: Some(error), ..
-            } => Err(render_stream_error(&error)),
-            WatchFrame {
-                result: Some(result),
-                ..
-            } => Ok(Some(result)),
-            WatchFrame {
-                result: None,
-                error: None,
-            } => Err("watch message with neither result nor error".to_owned()),
-        }
+        frame.into_result().map(Some).map_err(|e| match e {
+            StreamError::Unreadable(_) => "watch message with neither result nor error".to_owned(),
+            refused => refused.to_string(),
+        })
     }
 }
 
 /// grpc-gateway's stream error: `{"grpc_code":14,"http_code":503,"message":"..",...}`.
-fn render_stream_error(error: &serde_json::Value) -> String {
-    match error.get("message").and_then(|m| m.as_str()) {
-        Some(message) => match error.get("grpc_code").and_then(|c| c.as_i64()) {
-            Some(code) => format!("{message} (gRPC code {code})"),
-            None => message.to_owned(),
-        },
-        None => error.to_string(),
-    }
+fn render_stream_error(error: &serde_json::Value) -> GatewayError {
+    let wrapped = serde_json::json!({ "error": error });
+    GatewayError::from_value(&wrapped).unwrap_or_else(|| GatewayError {
+        code: 0,
+        message: error.to_string(),
+    })
 }
 
 /// A key or value that is not what the config center can hold.
@@ -380,6 +561,7 @@ mod tests {
             key: key.to_vec(),
             value: value.to_vec(),
             mod_revision: 1,
+            ..KeyValue::default()
         };
         let cases: &[(&[u8], &[u8], EntryProblem)] = &[
             (b"app/x", b"\xff", EntryProblem::ValueNotUtf8),
@@ -427,6 +609,128 @@ mod tests {
             );
             assert!(values.is_empty());
         }
+    }
+
+    #[test]
+    fn key_values_with_metadata() {
+        let body = r#"{"header":{"revision":"9"},"kvs":[
+            {"key":"bm9kZS8x","create_revision":"4","mod_revision":"9","version":"2","value":"dXA=","lease":"7587862072907233292"},
+            {"key":"bm9kZS8y","create_revision":"5","mod_revision":"5","version":"1"}]}"#;
+        let resp: RangeResponse = serde_json::from_str(body).unwrap();
+        let kvs = public_kvs(resp.kvs).unwrap();
+        assert_eq!(
+            kvs[0],
+            crate::kv::KeyValue {
+                key: "node/1".into(),
+                value: "up".into(),
+                create_revision: 4,
+                mod_revision: 9,
+                version: 2,
+                lease: 7_587_862_072_907_233_292,
+            }
+        );
+        // Omitted: an empty value, no lease.
+        assert_eq!((kvs[1].value.as_str(), kvs[1].lease), ("", 0));
+
+        let bad = KeyValue {
+            key: b"k\xff".to_vec(),
+            ..KeyValue::default()
+        };
+        assert_eq!(
+            bad.into_public().unwrap_err().problem,
+            EntryProblem::KeyNotUtf8
+        );
+    }
+
+    #[test]
+    fn gateway_errors_in_both_shapes() {
+        let unary =
+            br#"{"error":"etcdserver: no leader","message":"etcdserver: no leader","code":14}"#;
+        let stream = br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader","http_status":"Service Unavailable"}}"#;
+        let expected = GatewayError {
+            code: 14,
+            message: "etcdserver: no leader".into(),
+        };
+        assert_eq!(GatewayError::parse(unary), Some(expected.clone()));
+        assert_eq!(GatewayError::parse(stream), Some(expected));
+        // Only "error" (older gateways).
+        assert_eq!(
+            GatewayError::parse(br#"{"error":"x","code":5}"#),
+            Some(GatewayError {
+                code: 5,
+                message: "x".into()
+            })
+        );
+        assert_eq!(GatewayError::parse(b"<html>"), None);
+        assert_eq!(GatewayError::parse(br#"{"code":2}"#), None);
+    }
+
+    #[test]
+    fn keepalive_answers() {
+        // What etcd 3.4 answers a one-shot POST: one result, then the body ends.
+        let alive = br#"{"result":{"header":{"revision":"1","raft_term":"2"},"ID":"4111120497036431365","TTL":"5"}}
+"#;
+        let a = keepalive_answer(alive).unwrap();
+        assert_eq!((a.id, a.ttl), (4_111_120_497_036_431_365, 5));
+        // A lease etcd does not hold: no TTL at all.
+        let gone = br#"{"result":{"header":{"revision":"1"},"ID":"12345"}}"#;
+        assert_eq!(keepalive_answer(gone).unwrap().ttl, 0);
+        let refused =
+            br#"{"error":{"grpc_code":14,"http_code":503,"message":"etcdserver: no leader"}}"#;
+        assert_eq!(
+            keepalive_answer(refused).unwrap_err().to_string(),
+            "etcdserver: no leader (gRPC code 14)"
+        );
+        assert!(matches!(
+            keepalive_answer(b""),
+            Err(StreamError::Unreadable(_))
+        ));
+        assert!(matches!(
+            keepalive_answer(br#"{"ID":"1","TTL":"5"}"#),
+            Err(StreamError::Unreadable(_))
+        ));
+    }
+
+    #[test]
+    fn lease_and_txn_responses() {
+        let ttl: TimeToLiveResponse = serde_json::from_str(
+            r#"{"header":{"revision":"3"},"ID":"7","TTL":"2","grantedTTL":"5","keys":["YQ=="]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (ttl.ttl, ttl.granted_ttl, ttl.keys),
+            (2, 5, vec![b"a".to_vec()])
+        );
+        let gone: TimeToLiveResponse =
+            serde_json::from_str(r#"{"header":{"revision":"3"},"ID":"7","TTL":"-1"}"#).unwrap();
+        assert_eq!(gone.ttl, -1);
+
+        // A failed txn: no "succeeded" at all.
+        let txn: TxnResponse = serde_json::from_str(
+            r#"{"header":{"revision":"3"},"responses":[{"response_range":{"header":{"revision":"3"},
+                "kvs":[{"key":"YQ==","create_revision":"3","mod_revision":"3","version":"1","value":"djE="}],"count":"1"}},
+                {"response_delete_range":{"header":{"revision":"4"},"deleted":"1"}},
+                {"response_put":{"header":{"revision":"4"}}}]}"#,
+        )
+        .unwrap();
+        assert!(!txn.succeeded);
+        assert_eq!(txn.header.revision, 3);
+        assert_eq!(
+            txn.responses[0].response_range.as_ref().unwrap().kvs.len(),
+            1
+        );
+        assert_eq!(
+            txn.responses[1]
+                .response_delete_range
+                .as_ref()
+                .unwrap()
+                .deleted,
+            1
+        );
+        assert!(txn.responses[2].response_put.is_some());
+        let txn: TxnResponse =
+            serde_json::from_str(r#"{"header":{"revision":"4"},"succeeded":true}"#).unwrap();
+        assert!(txn.succeeded && txn.responses.is_empty());
     }
 
     #[test]

@@ -254,3 +254,84 @@ mod tests {
         assert!(members.contains(&child.id()), "{members:?}");
     }
 }
+
+/// Established TCP connections to local `port` from addresses that are not loopback (in this
+/// network namespace): what other hosts still have open to an instance, read from
+/// `/proc/net/tcp` and `/proc/net/tcp6`.
+pub fn established_from_elsewhere(port: u16) -> std::io::Result<usize> {
+    let mut n = 0;
+    for (file, v6) in [("/proc/net/tcp", false), ("/proc/net/tcp6", true)] {
+        match std::fs::read_to_string(file) {
+            Ok(text) => n += count_established(&text, port, v6),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The lines of a `/proc/net/tcp{,6}` table in state ESTABLISHED (`01`) with local `port`
+/// and a remote address outside 127.0.0.0/8 and ::1 (an IPv4-mapped loopback included).
+fn count_established(table: &str, port: u16, v6: bool) -> usize {
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(remote), Some(state)) = (f.get(1), f.get(2), f.get(3)) else {
+                return false;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            *state == "01" && local_port == Some(port) && !is_loopback(remote, v6)
+        })
+        .count()
+}
+
+/// Whether a `/proc/net/tcp` address (`0100007F:1F90`, or 32 hex digits for IPv6, each 32-bit
+/// word in host order) is a loopback address.
+fn is_loopback(addr: &str, v6: bool) -> bool {
+    let Some((ip, _)) = addr.split_once(':') else {
+        return false;
+    };
+    // Each 32-bit word is printed as a number in host (little-endian) order.
+    let word = |i: usize| {
+        ip.get(i * 8..i * 8 + 8)
+            .and_then(|w| u32::from_str_radix(w, 16).ok())
+    };
+    if !v6 {
+        // Stored as the address's bytes in host (little-endian) order: 0100007F = 127.0.0.1.
+        return u32::from_str_radix(ip, 16)
+            .map(|v| v.to_le_bytes()[0] == 127)
+            .unwrap_or(false);
+    }
+    let words: Option<Vec<u32>> = (0..4).map(word).collect();
+    let Some(w) = words else { return false };
+    let bytes: Vec<u8> = w.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let ip = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(bytes.as_slice()).unwrap_or([0; 16]));
+    ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+}
+
+#[cfg(test)]
+mod established_tests {
+    use super::*;
+
+    #[test]
+    fn established_connections_from_other_hosts_are_counted_and_loopback_is_not() {
+        // Local port 0x1F90 = 8080. Rows: from 10.0.0.2 (established), from 127.0.0.1
+        // (established), from 10.0.0.3 in TIME_WAIT (06), another port.
+        let v4 = "  sl  local_address rem_address   st\n\
+   0: 0B00000A:1F90 0200000A:D431 01 0\n\
+   1: 0100007F:1F90 0100007F:D432 01 0\n\
+   2: 0B00000A:1F90 0300000A:D433 06 0\n\
+   3: 0B00000A:1F91 0200000A:D434 01 0\n";
+        assert_eq!(count_established(v4, 8080, false), 1);
+        // ::1, ::ffff:127.0.0.1 and ::ffff:10.0.0.2.
+        let v6 = "  sl  local_address rem_address st\n\
+   0: 00000000000000000000000000000000:1F90 00000000000000000000000001000000:D431 01 0\n\
+   1: 00000000000000000000000000000000:1F90 0000000000000000FFFF00000100007F:D432 01 0\n\
+   2: 00000000000000000000000000000000:1F90 0000000000000000FFFF00000200000A:D433 01 0\n";
+        assert_eq!(count_established(v6, 8080, true), 1);
+    }
+}

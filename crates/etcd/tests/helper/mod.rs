@@ -1,7 +1,10 @@
-//! Test harness: a real etcd on free loopback ports, a TCP relay that can cut the network, raw
-//! gateway calls, and waiting for watcher events with a deadline.
+//! Test harness: a real etcd on free loopback ports, a 3-member cluster (`cluster`), a TCP
+//! relay that can cut the network, raw gateway calls, and waiting for watcher and lease keeper
+//! events with a deadline.
 
 #![allow(dead_code)]
+
+pub mod cluster;
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
@@ -10,7 +13,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use jarfleet_etcd::{WatchEvent, Watcher};
+use jarfleet_etcd::{KeeperEvent, LeaseKeeper, WatchEvent, Watcher};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tempfile::TempDir;
@@ -33,11 +36,18 @@ pub struct Etcd {
     dir: TempDir,
     client_port: u16,
     peer_port: u16,
+    /// More command-line flags, like `--experimental-watch-progress-notify-interval=200ms`.
+    extra: Vec<String>,
     child: Option<Child>,
 }
 
 impl Etcd {
     pub async fn start() -> Etcd {
+        Etcd::start_with(&[]).await
+    }
+
+    /// Started with `extra` flags too.
+    pub async fn start_with(extra: &[&str]) -> Etcd {
         // Another test may grab a port between our probe and etcd's bind: try fresh ports.
         let mut last_log = String::new();
         for _ in 0..3 {
@@ -45,6 +55,7 @@ impl Etcd {
                 dir: tempfile::tempdir().expect("temp dir"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                extra: extra.iter().map(|a| (*a).to_owned()).collect(),
                 child: None,
             };
             etcd.spawn();
@@ -121,6 +132,7 @@ impl Etcd {
             .arg("--election-timeout=100")
             .arg("--logger=zap")
             .arg("--log-outputs=stderr")
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
@@ -340,5 +352,18 @@ pub async fn next_event(watcher: &mut Watcher, expecting: &str) -> WatchEvent {
 pub fn assert_no_event(watcher: &mut Watcher, context: &str) {
     if let Some(event) = watcher.try_recv() {
         panic!("unexpected watcher event {event:?} {context}");
+    }
+}
+
+/// The next lease keeper event within `within`, or a panic naming what was expected.
+pub async fn next_keeper_event(
+    keeper: &mut LeaseKeeper,
+    within: Duration,
+    expecting: &str,
+) -> KeeperEvent {
+    match tokio::time::timeout(within, keeper.recv()).await {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("lease keeper stopped while expecting {expecting}"),
+        Err(_) => panic!("no lease keeper event within {within:?}, expecting {expecting}"),
     }
 }

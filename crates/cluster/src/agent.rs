@@ -1,0 +1,316 @@
+//! The agent: the cluster tasks of one node, started together and stopped together.
+//!
+//! Besides starting [`sync`](crate::sync), [`session`](crate::session),
+//! [`scheduler`](crate::scheduler), [`publish`](crate::publish) and [`peers`](crate::peers),
+//! it runs the node's own decision: on every change of the mirror, of the daemon's instances
+//! or of the peers out of reach, what this node runs (`jarfleet_core::cluster::assign`) and
+//! which instances elsewhere its balancers send to — each sent to the daemon when it changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use jarfleet_core::cluster::assign::{Seen, assign};
+use jarfleet_core::cluster::keys::Keys;
+use jarfleet_core::cluster::records::{AdminRecord, InstanceState, encode};
+use jarfleet_core::events::EventKind;
+use jarfleet_etcd::Client;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::apply::Applied;
+use crate::mirror::{ClusterApp, Mirror};
+use crate::session::SessionInfo;
+use crate::sync::SyncNote;
+use crate::{Assignment, Config, LocalView, Note, RemoteInstance, Result};
+
+/// Each etcd request to one endpoint may take this long before the next endpoint is tried.
+const ETCD_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A running agent; dropping it stops every task (the lease then expires after its TTL).
+pub struct Agent {
+    client: Client,
+    keys: Keys,
+    config: Arc<Config>,
+    mirror: watch::Receiver<Option<Arc<Mirror>>>,
+    session: watch::Receiver<Option<SessionInfo>>,
+    ejected: watch::Receiver<BTreeSet<String>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Agent {
+    /// Binds the peer endpoint and starts every task. `local` is the daemon's view of its
+    /// instances; `notes` receives what the daemon must do and record.
+    pub async fn start(
+        config: Config,
+        local: watch::Receiver<LocalView>,
+        notes: mpsc::UnboundedSender<Note>,
+    ) -> Result<Agent> {
+        let client = Client::new(config.spec.etcd.clone(), ETCD_TIMEOUT)?;
+        let keys = Keys::new(&config.spec.name);
+        let config = Arc::new(config);
+        let listener = crate::peers::bind(&config).await?;
+        let (mirror_tx, mirror) = watch::channel(None);
+        let (session_tx, session) = watch::channel(None);
+        let (ejected_tx, ejected) = watch::channel(BTreeSet::new());
+        let (sync_tx, sync_rx) = mpsc::unbounded_channel();
+        let resync = Arc::new(Notify::new());
+        let tasks = vec![
+            tokio::spawn(crate::sync::run(
+                client.clone(),
+                keys.clone(),
+                mirror_tx,
+                sync_tx,
+                resync.clone(),
+            )),
+            tokio::spawn(crate::session::run(
+                client.clone(),
+                keys.clone(),
+                config.clone(),
+                session_tx,
+                notes.clone(),
+            )),
+            tokio::spawn(crate::scheduler::run(
+                client.clone(),
+                keys.clone(),
+                config.clone(),
+                mirror.clone(),
+                session.clone(),
+                notes.clone(),
+            )),
+            tokio::spawn(crate::publish::run(
+                client.clone(),
+                keys.clone(),
+                config.clone(),
+                local.clone(),
+                session.clone(),
+            )),
+            tokio::spawn(crate::peers::serve(
+                listener,
+                config.clone(),
+                session.clone(),
+            )),
+            tokio::spawn(crate::peers::probe_peers(
+                config.clone(),
+                mirror.clone(),
+                ejected_tx,
+                notes.clone(),
+            )),
+            tokio::spawn(decide(
+                config.clone(),
+                mirror.clone(),
+                local,
+                ejected.clone(),
+                sync_rx,
+                resync,
+                notes,
+            )),
+        ];
+        Ok(Agent {
+            client,
+            keys,
+            config,
+            mirror,
+            session,
+            ejected,
+            tasks,
+        })
+    }
+
+    /// Stops every task and waits until they are gone (the peer endpoint's port is free
+    /// again). The lease is left to expire, as when the process dies.
+    pub async fn stop(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
+            t.abort();
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.config.node
+    }
+
+    /// The registration in force, if any.
+    pub fn session(&self) -> Option<SessionInfo> {
+        self.session.borrow().clone()
+    }
+
+    /// The cluster as last read (`None` before the first read).
+    pub fn mirror(&self) -> Option<Arc<Mirror>> {
+        self.mirror.borrow().clone()
+    }
+
+    /// Peers this node's probes cannot reach.
+    pub fn unreachable_peers(&self) -> BTreeSet<String> {
+        self.ejected.borrow().clone()
+    }
+
+    /// Applies `desired` (every app of the fleet) to the cluster.
+    pub async fn apply(
+        &self,
+        desired: &BTreeMap<String, ClusterApp>,
+        dry_run: bool,
+    ) -> Result<Applied> {
+        crate::apply::apply(&self.client, &self.keys, desired, dry_run).await
+    }
+
+    /// Sets what an operator says of `node` (`cluster eligible|ineligible`).
+    pub async fn set_admin(&self, node: &str, edit: impl Fn(&mut AdminRecord)) -> Result<()> {
+        let key = self.keys.admin(node);
+        let (kv, _) = self.client.get(&key).await?;
+        let mut record: AdminRecord = kv
+            .as_ref()
+            .and_then(|kv| serde_json::from_str(&kv.value).ok())
+            .unwrap_or_default();
+        edit(&mut record);
+        self.client.put(&key, &encode(&record)).await?;
+        Ok(())
+    }
+}
+
+/// What this node runs and which remote instances its balancers use, sent on every change.
+async fn decide(
+    config: Arc<Config>,
+    mut mirror: watch::Receiver<Option<Arc<Mirror>>>,
+    mut local: watch::Receiver<LocalView>,
+    mut ejected: watch::Receiver<BTreeSet<String>>,
+    mut sync_notes: mpsc::UnboundedReceiver<SyncNote>,
+    resync: Arc<Notify>,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    let mut last_assignment: Option<Assignment> = None;
+    let mut last_remote: Option<BTreeMap<String, Vec<RemoteInstance>>> = None;
+    let mut moving_said: BTreeMap<(String, u32), String> = BTreeMap::new();
+    let mut holding_said = false;
+    loop {
+        let m = mirror.borrow_and_update().clone();
+        let view = local.borrow_and_update().clone();
+        let out = ejected.borrow_and_update().clone();
+        if let Some(m) = m {
+            let seen = Seen {
+                me: &config.node,
+                apps: m.apps.keys().cloned().collect(),
+                allocs: m
+                    .allocs
+                    .iter()
+                    .map(|(k, p)| (k.clone(), p.record.clone()))
+                    .collect(),
+                statuses: m.statuses.clone(),
+                local: view
+                    .iter()
+                    .map(|(k, i)| (k.clone(), i.generation))
+                    .collect(),
+            };
+            let decided = assign(&seen);
+            match &decided.holding {
+                Some(why) if !holding_said => {
+                    holding_said = true;
+                    let _ = notes.send(Note::Event {
+                        kind: EventKind::ClusterHolding,
+                        app: None,
+                        message: why.clone(),
+                    });
+                }
+                None => holding_said = false,
+                _ => {}
+            }
+            for ((app, slot), to) in &decided.handing_over {
+                if moving_said.get(&(app.clone(), *slot)) != Some(to) {
+                    let _ = notes.send(Note::Event {
+                        kind: EventKind::ClusterMoving,
+                        app: Some(app.clone()),
+                        message: format!(
+                            "{app}/{slot} is placed on node {to}: this copy serves until that one is ready"
+                        ),
+                    });
+                }
+            }
+            moving_said = decided.handing_over.clone();
+            let assignment = Assignment {
+                apps: m
+                    .apps
+                    .iter()
+                    .map(|(n, (a, _))| (n.clone(), a.clone()))
+                    .collect(),
+                run: decided.run,
+                stop: decided.stop,
+            };
+            if last_assignment.as_ref() != Some(&assignment) {
+                let _ = notes.send(Note::Assignment(assignment.clone()));
+                last_assignment = Some(assignment);
+            }
+            let remote = remote_instances(&config.node, &m, &out);
+            if last_remote.as_ref() != Some(&remote) {
+                let _ = notes.send(Note::Remote(remote.clone()));
+                last_remote = Some(remote);
+            }
+        }
+        tokio::select! {
+            changed = mirror.changed() => if changed.is_err() { return },
+            changed = local.changed() => if changed.is_err() { return },
+            changed = ejected.changed() => if changed.is_err() { return },
+            note = sync_notes.recv() => match note {
+                Some(SyncNote::Unreachable(why)) => {
+                    let _ = notes.send(Note::Event {
+                        kind: EventKind::ClusterUnreachable,
+                        app: None,
+                        message: format!("cannot read the cluster's state from etcd: {why}; nothing stops or restarts, placements and applies wait"),
+                    });
+                }
+                Some(SyncNote::Reachable) => {
+                    let _ = notes.send(Note::Event {
+                        kind: EventKind::ClusterReachable,
+                        app: None,
+                        message: "the cluster's state is read from etcd again".into(),
+                    });
+                    resync.notify_one();
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// The ready instances of other nodes that are registered and answer this node's probes.
+pub fn remote_instances(
+    me: &str,
+    m: &Mirror,
+    unreachable: &BTreeSet<String>,
+) -> BTreeMap<String, Vec<RemoteInstance>> {
+    let mut out: BTreeMap<String, Vec<RemoteInstance>> =
+        m.apps.keys().map(|a| (a.clone(), Vec::new())).collect();
+    for ((node, app, slot), s) in &m.statuses {
+        if node == me || !m.nodes.contains_key(node) || unreachable.contains(node) {
+            continue;
+        }
+        if s.state != InstanceState::Ready {
+            continue;
+        }
+        let (Some(address), Some(port)) = (&s.address, s.port) else {
+            continue;
+        };
+        if let Some(list) = out.get_mut(app) {
+            list.push(RemoteInstance {
+                node: node.clone(),
+                slot: *slot,
+                generation: s.generation,
+                address: address.clone(),
+                port,
+                release: s.release.clone(),
+            });
+        }
+    }
+    out
+}

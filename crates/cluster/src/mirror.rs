@@ -1,0 +1,229 @@
+//! The node's copy of the cluster's state in etcd: loaded from one read of the cluster's
+//! prefix at a revision, then kept current by the watch from the next revision on.
+//!
+//! A value that does not decode or does not hold is left out and named in `bad` (with its
+//! key), never taken half: one bad record must not hide the rest of the cluster.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jarfleet_core::cluster::keys::{Key, Keys};
+use jarfleet_core::cluster::records::{
+    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, StatusRecord, decode,
+};
+use jarfleet_core::cluster::schedule::{Demand, Placed, View};
+use jarfleet_etcd::{Event, EventKind, KeyValue};
+use serde::{Deserialize, Serialize};
+
+/// `apps/<app>`: an app as applied to the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterApp {
+    pub spec: jarfleet_core::spec::AppSpec,
+    /// The release id the applying node prepared (the same on every host for the same
+    /// artifact, settings and JDK).
+    pub release: String,
+    /// The node it was applied through, and when (ms since the epoch).
+    #[serde(default)]
+    pub applied_by: String,
+    #[serde(default)]
+    pub applied_ms: u64,
+}
+
+impl Record for ClusterApp {
+    fn check(&self) -> Result<(), String> {
+        jarfleet_core::spec::app_name(&self.spec.name)
+    }
+}
+
+/// The leader key as read: its record and the revision that created it (the fencing epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub record: LeaderRecord,
+    pub epoch: i64,
+    pub lease: i64,
+}
+
+/// A node's registration as read, with the lease it rides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    pub record: NodeRecord,
+    pub lease: i64,
+}
+
+/// Everything of one cluster under `/jarfleet/<cluster>/`, as of `revision`.
+#[derive(Debug, Clone, Default)]
+pub struct Mirror {
+    /// Every change up to this revision is in.
+    pub revision: i64,
+    pub apps: BTreeMap<String, (ClusterApp, i64)>,
+    pub nodes: BTreeMap<String, Registered>,
+    pub known: BTreeMap<String, NodeRecord>,
+    pub admin: BTreeMap<String, AdminRecord>,
+    pub leader: Option<Leader>,
+    pub allocs: BTreeMap<(String, u32), Placed>,
+    pub statuses: BTreeMap<(String, String, u32), StatusRecord>,
+    /// Keys under the prefix whose value was refused, with why.
+    pub bad: BTreeMap<String, String>,
+    /// Every key read or watched, with the revision of its last change: what a fresh read is
+    /// compared with ([`Mirror::same_keys`]).
+    seen: BTreeMap<String, i64>,
+}
+
+impl Mirror {
+    /// The state read at `revision`.
+    pub fn load(keys: &Keys, kvs: &[KeyValue], revision: i64) -> Mirror {
+        let mut m = Mirror {
+            revision,
+            ..Mirror::default()
+        };
+        for kv in kvs {
+            m.put(keys, kv);
+        }
+        m
+    }
+
+    /// Applies one watch event.
+    pub fn apply(&mut self, keys: &Keys, event: &Event) {
+        match event.kind {
+            EventKind::Put => self.put(keys, &event.kv),
+            EventKind::Delete => self.delete(keys, &event.kv.key),
+        }
+        self.revision = self.revision.max(event.kv.mod_revision);
+    }
+
+    /// Whether `other` holds the same keys at the same revisions (a fresh read of a mirror
+    /// that missed nothing).
+    pub fn same_keys(&self, other: &Mirror) -> bool {
+        self.seen == other.seen
+    }
+
+    fn put(&mut self, keys: &Keys, kv: &KeyValue) {
+        self.seen.insert(kv.key.clone(), kv.mod_revision);
+        let Some(key) = keys.parse(&kv.key) else {
+            return;
+        };
+        self.bad.remove(&kv.key);
+        let result = match key {
+            Key::App(app) => decode::<ClusterApp>(&kv.key, &kv.value).and_then(|a| {
+                if a.spec.name == app {
+                    self.apps.insert(app, (a, kv.mod_revision));
+                    Ok(())
+                } else {
+                    Err(format!("{}: holds app {:?}", kv.key, a.spec.name))
+                }
+            }),
+            Key::Node(node) => decode::<NodeRecord>(&kv.key, &kv.value).and_then(|r| {
+                named(&kv.key, &r.name, &node)?;
+                self.nodes.insert(
+                    node,
+                    Registered {
+                        record: r,
+                        lease: kv.lease,
+                    },
+                );
+                Ok(())
+            }),
+            Key::Known(node) => decode::<NodeRecord>(&kv.key, &kv.value).and_then(|r| {
+                named(&kv.key, &r.name, &node)?;
+                self.known.insert(node, r);
+                Ok(())
+            }),
+            Key::Admin(node) => decode::<AdminRecord>(&kv.key, &kv.value).map(|r| {
+                self.admin.insert(node, r);
+            }),
+            Key::Leader => decode::<LeaderRecord>(&kv.key, &kv.value).map(|r| {
+                self.leader = Some(Leader {
+                    record: r,
+                    epoch: kv.create_revision,
+                    lease: kv.lease,
+                });
+            }),
+            Key::Alloc { app, slot } => decode::<AllocRecord>(&kv.key, &kv.value).map(|r| {
+                self.allocs.insert(
+                    (app, slot),
+                    Placed {
+                        record: r,
+                        mod_revision: kv.mod_revision,
+                    },
+                );
+            }),
+            Key::Status { node, app, slot } => {
+                decode::<StatusRecord>(&kv.key, &kv.value).map(|r| {
+                    self.statuses.insert((node, app, slot), r);
+                })
+            }
+        };
+        if let Err(why) = result {
+            // What was there before stays out too: a key is what it holds now, or nothing.
+            self.delete(keys, &kv.key);
+            self.seen.insert(kv.key.clone(), kv.mod_revision);
+            self.bad.insert(kv.key.clone(), why);
+        }
+    }
+
+    fn delete(&mut self, keys: &Keys, key: &str) {
+        self.seen.remove(key);
+        self.bad.remove(key);
+        match keys.parse(key) {
+            Some(Key::App(app)) => {
+                self.apps.remove(&app);
+            }
+            Some(Key::Node(node)) => {
+                self.nodes.remove(&node);
+            }
+            Some(Key::Known(node)) => {
+                self.known.remove(&node);
+            }
+            Some(Key::Admin(node)) => {
+                self.admin.remove(&node);
+            }
+            Some(Key::Leader) => self.leader = None,
+            Some(Key::Alloc { app, slot }) => {
+                self.allocs.remove(&(app, slot));
+            }
+            Some(Key::Status { node, app, slot }) => {
+                self.statuses.remove(&(node, app, slot));
+            }
+            None => {}
+        }
+    }
+
+    /// What the scheduler reconciles: the apps' demands, the nodes that are up, what
+    /// operators said, the placements, and the slots whose node reports them failed.
+    pub fn view(&self) -> View {
+        let failed: BTreeSet<(String, u32, u64)> = self
+            .statuses
+            .iter()
+            .filter(|((node, app, slot), s)| {
+                s.state == jarfleet_core::cluster::records::InstanceState::Failed
+                    && self
+                        .allocs
+                        .get(&(app.clone(), *slot))
+                        .is_some_and(|p| p.record.node == *node)
+            })
+            .map(|((_, app, slot), s)| (app.clone(), *slot, s.generation))
+            .collect();
+        View {
+            apps: self
+                .apps
+                .iter()
+                .map(|(name, (a, _))| (name.clone(), Demand::of(&a.spec)))
+                .collect(),
+            nodes: self
+                .nodes
+                .iter()
+                .map(|(n, r)| (n.clone(), r.record.clone()))
+                .collect(),
+            admin: self.admin.clone(),
+            allocs: self.allocs.clone(),
+            failed,
+        }
+    }
+}
+
+fn named(key: &str, inside: &str, named: &str) -> Result<(), String> {
+    if inside == named {
+        Ok(())
+    } else {
+        Err(format!("{key}: holds node {inside:?}"))
+    }
+}

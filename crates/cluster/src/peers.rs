@@ -1,0 +1,258 @@
+//! The data-plane tier of failure detection: every node answers on its peer endpoint
+//! (`[cluster] advertise`:`peer_port`), and probes every other node's every
+//! `probe_interval`. A peer that misses 3 probes in a row leaves this node's balancers (its
+//! instances get no new requests from here); 2 answers in a row bring it back
+//! (`jarfleet_core::cluster::peers`). This only ever takes instances out of a balancer, which
+//! is always safe; placing them elsewhere is the scheduler's, on lease expiry.
+//!
+//! The endpoint answers one request, `GET /v1/cluster/ping`, with the node's and the
+//! cluster's names and its boot id; anything else is 404. A probe opens a new connection each
+//! time (a kept-alive one would not notice a host that went silent) and checks that the
+//! answer comes from the node it expects.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use jarfleet_core::cluster::peers::{PeerProbe, Verdict};
+use jarfleet_core::events::EventKind;
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::mirror::Mirror;
+use crate::session::SessionInfo;
+use crate::{Config, Note};
+
+/// The endpoint's one path.
+pub const PING_PATH: &str = "/v1/cluster/ping";
+/// Connections the endpoint serves at once; more wait in the backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// A connection has this long to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The endpoint's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pong {
+    pub cluster: String,
+    pub node: String,
+    #[serde(default)]
+    pub boot_id: String,
+}
+
+/// Binds the peer endpoint (an error names the address: the port may be taken).
+pub async fn bind(config: &Config) -> crate::Result<TcpListener> {
+    let host = config.spec.advertise.trim_matches(['[', ']']);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, config.spec.peer_port))
+        .await
+        .map_err(|e| refused(config, &e.to_string()))?
+        .collect();
+    let mut last = String::from("the address resolves to nothing");
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(refused(config, &last))
+}
+
+fn refused(config: &Config, why: &str) -> crate::Error {
+    crate::Error::Refused {
+        message: format!(
+            "cannot listen for peers on {}:{}: {why}",
+            config.spec.advertise, config.spec.peer_port
+        ),
+        hint: Some(
+            "`[cluster] advertise` must be an address of this host, and `peer_port` free".into(),
+        ),
+    }
+}
+
+/// Serves the endpoint until the session's sender is gone.
+pub async fn serve(
+    listener: TcpListener,
+    config: Arc<Config>,
+    session: watch::Receiver<Option<SessionInfo>>,
+) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("peer endpoint accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if session.has_changed().is_err() {
+            return;
+        }
+        let config = config.clone();
+        let session = session.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let answer = answer(&req, &config, &session);
+                async move { Ok::<_, std::convert::Infallible>(answer) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT)
+                .max_buf_size(8192)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = timeout(REQUEST_TIMEOUT * 2, conn).await;
+            drop(permit);
+        });
+    }
+}
+
+fn answer(
+    req: &Request<Incoming>,
+    config: &Config,
+    session: &watch::Receiver<Option<SessionInfo>>,
+) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: String| {
+        let mut r = Response::new(Full::new(Bytes::from(body)));
+        *r.status_mut() = status;
+        r
+    };
+    if req.method() != hyper::Method::GET || req.uri().path() != PING_PATH {
+        return reply(StatusCode::NOT_FOUND, String::new());
+    }
+    let pong = Pong {
+        cluster: config.spec.name.clone(),
+        node: config.node.clone(),
+        boot_id: session
+            .borrow()
+            .as_ref()
+            .map(|s| s.boot_id.clone())
+            .unwrap_or_default(),
+    };
+    reply(
+        StatusCode::OK,
+        serde_json::to_string(&pong).unwrap_or_default(),
+    )
+}
+
+/// One probe: a new connection, one request, the answer checked, all within `limit`.
+pub async fn probe(addr: &str, port: u16, cluster: &str, node: &str, limit: Duration) -> bool {
+    let attempt = async {
+        let stream = TcpStream::connect((addr.trim_matches(['[', ']']), port))
+            .await
+            .ok()?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .ok()?;
+        tokio::spawn(conn);
+        let req = Request::get(PING_PATH)
+            .header(hyper::header::HOST, format!("{addr}:{port}"))
+            .body(Empty::<Bytes>::new())
+            .ok()?;
+        let resp = sender.send_request(req).await.ok()?;
+        if resp.status() != StatusCode::OK {
+            return None;
+        }
+        let body = Limited::new(resp.into_body(), 4096).collect().await.ok()?;
+        let pong: Pong = serde_json::from_slice(&body.to_bytes()).ok()?;
+        Some(pong.cluster == cluster && pong.node == node)
+    };
+    matches!(timeout(limit, attempt).await, Ok(Some(true)))
+}
+
+/// Probes every registered peer every `probe_interval`; publishes the set of peers out of
+/// this node's balancers. Runs until the mirror's sender is gone.
+pub async fn probe_peers(
+    config: Arc<Config>,
+    mirror: watch::Receiver<Option<Arc<Mirror>>>,
+    out: watch::Sender<BTreeSet<String>>,
+    notes: mpsc::UnboundedSender<Note>,
+) {
+    let mut probes: BTreeMap<String, PeerProbe> = BTreeMap::new();
+    let mut next = Instant::now();
+    loop {
+        next += config.spec.probe_interval;
+        if mirror.has_changed().is_err() {
+            return;
+        }
+        let peers: Vec<(String, String, u16)> = mirror
+            .borrow()
+            .as_ref()
+            .map(|m| {
+                m.nodes
+                    .values()
+                    .filter(|n| n.record.name != config.node)
+                    .map(|n| {
+                        (
+                            n.record.name.clone(),
+                            n.record.address.clone(),
+                            n.record.peer_port,
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // A peer no longer registered is forgotten (the watch already took its instances out).
+        probes.retain(|name, _| peers.iter().any(|(n, _, _)| n == name));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (name, addr, port) in peers {
+            let cluster = config.spec.name.clone();
+            let limit = config.spec.probe_timeout;
+            tasks.spawn(async move {
+                let ok = probe(&addr, port, &cluster, &name, limit).await;
+                (name, ok)
+            });
+        }
+        let mut changed = false;
+        while let Some(Ok((name, ok))) = tasks.join_next().await {
+            let p = probes.entry(name.clone()).or_default();
+            match p.observe(ok) {
+                Some(Verdict::Eject) => {
+                    changed = true;
+                    let _ = notes.send(Note::Event {
+                        kind: EventKind::ClusterPeerDown,
+                        app: None,
+                        message: format!(
+                            "node {name} does not answer this node's probes: its instances are out of this node's balancers"
+                        ),
+                    });
+                }
+                Some(Verdict::Restore) => {
+                    changed = true;
+                    let _ = notes.send(Note::Event {
+                        kind: EventKind::ClusterPeerUp,
+                        app: None,
+                        message: format!("node {name} answers again: its instances are back in this node's balancers"),
+                    });
+                }
+                None => {}
+            }
+        }
+        let ejected: BTreeSet<String> = probes
+            .iter()
+            .filter(|(_, p)| p.ejected())
+            .map(|(n, _)| n.clone())
+            .collect();
+        if changed || *out.borrow() != ejected {
+            out.send_replace(ejected);
+        }
+        if out.is_closed() {
+            return;
+        }
+        sleep_until(next).await;
+        let now = Instant::now();
+        if next < now {
+            next = now;
+        }
+    }
+}

@@ -1,0 +1,107 @@
+//! This node's instances as every balancer sees them: `status/<node>/<app>/<slot>` on the
+//! node's lease, written when an instance's state changes and all again under a new lease.
+//! A write that fails is tried again; the keys vanish by themselves with the lease.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jarfleet_core::cluster::keys::Keys;
+use jarfleet_core::cluster::records::{StatusRecord, encode};
+use jarfleet_etcd::Client;
+use tokio::sync::watch;
+use tokio::time::sleep;
+
+use crate::session::SessionInfo;
+use crate::{Config, LocalView};
+
+/// After a failed write, the next attempt.
+const RETRY: Duration = Duration::from_millis(300);
+
+/// The status record of each local instance.
+pub fn records(config: &Config, local: &LocalView) -> BTreeMap<(String, u32), StatusRecord> {
+    local
+        .iter()
+        .map(|((app, slot), i)| {
+            let ready = i.port.is_some();
+            (
+                (app.clone(), *slot),
+                StatusRecord {
+                    generation: i.generation,
+                    state: i.state,
+                    address: ready.then(|| config.spec.advertise.clone()),
+                    port: i.port,
+                    release: i.release.clone(),
+                    pid: i.pid,
+                    restarts: i.restarts,
+                },
+            )
+        })
+        .collect()
+}
+
+/// Runs until `local`'s sender is gone.
+pub async fn run(
+    client: Client,
+    keys: Keys,
+    config: Arc<Config>,
+    mut local: watch::Receiver<LocalView>,
+    mut session: watch::Receiver<Option<SessionInfo>>,
+) {
+    // What etcd holds, as far as this node knows, and under which lease.
+    let mut written: BTreeMap<(String, u32), StatusRecord> = BTreeMap::new();
+    let mut under: Option<i64> = None;
+    loop {
+        let want = records(&config, &local.borrow_and_update());
+        let lease = session.borrow_and_update().as_ref().map(|s| s.lease);
+        let mut failed = false;
+        if let Some(lease) = lease {
+            if under != Some(lease) {
+                // A new lease: nothing of ours is there any more.
+                written.clear();
+                under = Some(lease);
+            }
+            for (key, record) in &want {
+                if written.get(key) == Some(record) {
+                    continue;
+                }
+                let k = keys.status(&config.node, &key.0, key.1);
+                match client.put_with_lease(&k, &encode(record), lease).await {
+                    Ok(_) => {
+                        written.insert(key.clone(), record.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!("publishing {k}: {e}");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let gone: Vec<(String, u32)> = written
+                .keys()
+                .filter(|k| !want.contains_key(*k))
+                .cloned()
+                .collect();
+            for key in gone {
+                if failed {
+                    break;
+                }
+                let k = keys.status(&config.node, &key.0, key.1);
+                match client.delete(&k).await {
+                    Ok(_) => {
+                        written.remove(&key);
+                    }
+                    Err(e) => {
+                        tracing::debug!("unpublishing {k}: {e}");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        tokio::select! {
+            changed = local.changed() => if changed.is_err() { return },
+            changed = session.changed() => if changed.is_err() { return },
+            _ = sleep(RETRY), if failed => {}
+        }
+    }
+}

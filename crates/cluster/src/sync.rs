@@ -1,0 +1,124 @@
+//! Keeping the node's [`Mirror`] of the cluster current: read the whole prefix at a revision,
+//! watch from the next one, and read again when the watch ends (a member died, lost its
+//! leader, history was compacted) or when the agent asks (etcd was unreachable: a watch on a
+//! member that froze can stay open and silent). Every [`RELIST_EVERY`] the prefix is read
+//! again anyway and compared with the mirror, which catches a watch that went silent without
+//! ending.
+//!
+//! The mirror is shared through a `watch` channel: `None` until the first read succeeds, so
+//! nothing is decided on a cluster the node has not seen yet.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use jarfleet_core::cluster::keys::Keys;
+use jarfleet_etcd::Client;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::{Instant, sleep, timeout_at};
+
+use crate::mirror::Mirror;
+
+/// How often the prefix is read again and compared with the mirror.
+pub const RELIST_EVERY: Duration = Duration::from_secs(10);
+/// Waits between failed reads: doubling from the first to the last.
+const RETRY: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(2));
+
+/// What the sync task says besides the mirror itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncNote {
+    /// The prefix could not be read (first failure of an outage).
+    Unreachable(String),
+    /// Read again after an outage.
+    Reachable,
+}
+
+/// Runs until the receivers are gone. `resync` asks for a new read at once.
+pub async fn run(
+    client: Client,
+    keys: Keys,
+    mirror: watch::Sender<Option<Arc<Mirror>>>,
+    notes: mpsc::UnboundedSender<SyncNote>,
+    resync: Arc<Notify>,
+) {
+    let root = keys.root().to_string();
+    let mut wait = RETRY.0;
+    let mut out = false;
+    loop {
+        if mirror.is_closed() {
+            return;
+        }
+        let (kvs, revision) = match client.range_prefix(&root, None).await {
+            Ok(read) => read,
+            Err(e) => {
+                if !out {
+                    out = true;
+                    let _ = notes.send(SyncNote::Unreachable(e.to_string()));
+                }
+                tokio::select! {
+                    _ = sleep(wait) => {}
+                    _ = resync.notified() => {}
+                }
+                wait = (wait * 2).min(RETRY.1);
+                continue;
+            }
+        };
+        if out {
+            out = false;
+            let _ = notes.send(SyncNote::Reachable);
+        }
+        wait = RETRY.0;
+        let mut current = Mirror::load(&keys, &kvs, revision);
+        mirror.send_replace(Some(Arc::new(current.clone())));
+        let mut stream = match client.watch_prefix(&root, revision + 1).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("cluster watch: {e}");
+                continue;
+            }
+        };
+        let mut relist_at = Instant::now() + RELIST_EVERY;
+        loop {
+            tokio::select! {
+                batch = timeout_at(relist_at, stream.next()) => match batch {
+                    Ok(Ok(batch)) => {
+                        for event in &batch.events {
+                            current.apply(&keys, event);
+                        }
+                        current.revision = current.revision.max(batch.delivered_through());
+                        if !batch.events.is_empty() {
+                            mirror.send_replace(Some(Arc::new(current.clone())));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!("cluster watch ended: {e}");
+                        break;
+                    }
+                    Err(_) => {
+                        // Time to compare with a fresh read.
+                        match client.range_prefix(&root, None).await {
+                            Ok((kvs, revision)) => {
+                                let fresh = Mirror::load(&keys, &kvs, revision);
+                                if !fresh.same_keys(&current) {
+                                    tracing::info!(
+                                        "cluster watch fell behind (revision {} read as {}): reading again",
+                                        current.revision, revision
+                                    );
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                if !out {
+                                    out = true;
+                                    let _ = notes.send(SyncNote::Unreachable(e.to_string()));
+                                }
+                                break;
+                            }
+                        }
+                        relist_at = Instant::now() + RELIST_EVERY;
+                    }
+                },
+                _ = resync.notified() => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,410 @@
+//! The agent against a real etcd: several agents on one machine (each its own node, its peer
+//! endpoint on its own port), the daemon's side played by the test (a local view it sets, the
+//! notes it reads).
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use jarfleet_cluster::agent::Agent;
+use jarfleet_cluster::{ClusterApp, Config, LocalInstance, LocalView, Note, RemoteInstance};
+use jarfleet_core::cluster::keys::Keys;
+use jarfleet_core::cluster::records::{AllocRecord, InstanceState};
+use jarfleet_core::cluster::schedule::Write;
+use jarfleet_core::events::EventKind;
+use jarfleet_core::spec::ClusterSpec;
+use jarfleet_testkit::etcd_cluster::EtcdCluster;
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, sleep};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn spec(etcd: &EtcdCluster, name: &str) -> ClusterSpec {
+    ClusterSpec {
+        name: name.into(),
+        etcd: etcd.client_urls(),
+        node: None,
+        advertise: "127.0.0.1".into(),
+        peer_port: jarfleet_testkit::free_port(),
+        labels: BTreeMap::new(),
+        memory: None,
+        lease_ttl: Duration::from_secs(3),
+        probe_interval: Duration::from_millis(200),
+        probe_timeout: Duration::from_millis(150),
+    }
+}
+
+/// One node: its agent, the view of its instances the test plays, the notes it got.
+struct Node {
+    name: String,
+    agent: Option<Agent>,
+    local: watch::Sender<LocalView>,
+    notes: mpsc::UnboundedReceiver<Note>,
+    /// The latest of each kind of note.
+    assignment: Option<jarfleet_cluster::Assignment>,
+    remote: BTreeMap<String, Vec<RemoteInstance>>,
+    events: Vec<(EventKind, String)>,
+    config: Config,
+}
+
+impl Node {
+    async fn start(etcd: &EtcdCluster, cluster: &str, name: &str) -> Node {
+        let config = Config {
+            spec: spec(etcd, cluster),
+            node: name.into(),
+            memory: 4 << 30,
+            version: "test".into(),
+            build: None,
+            previous_lease: None,
+        };
+        Node::start_with(config).await
+    }
+
+    async fn start_with(config: Config) -> Node {
+        let (local, view) = watch::channel(LocalView::new());
+        let (tx, notes) = mpsc::unbounded_channel();
+        let agent = Agent::start(config.clone(), view, tx)
+            .await
+            .expect("the agent starts");
+        Node {
+            name: config.node.clone(),
+            agent: Some(agent),
+            local,
+            notes,
+            assignment: None,
+            remote: BTreeMap::new(),
+            events: Vec::new(),
+            config,
+        }
+    }
+
+    fn agent(&self) -> &Agent {
+        self.agent.as_ref().expect("running")
+    }
+
+    fn drain_notes(&mut self) {
+        while let Ok(n) = self.notes.try_recv() {
+            match n {
+                Note::Assignment(a) => self.assignment = Some(a),
+                Note::Remote(r) => self.remote = r,
+                Note::Event { kind, message, .. } => self.events.push((kind, message)),
+            }
+        }
+    }
+
+    fn runs(&self, app: &str) -> BTreeMap<u32, u64> {
+        self.assignment
+            .as_ref()
+            .and_then(|a| a.run.get(app).cloned())
+            .unwrap_or_default()
+    }
+
+    /// Plays the daemon: runs what it is assigned, ready on port 9000 + slot.
+    fn run_assigned(&self, app: &str) {
+        let mut view = LocalView::new();
+        for (slot, generation) in self.runs(app) {
+            view.insert(
+                (app.to_string(), slot),
+                LocalInstance {
+                    generation,
+                    state: InstanceState::Ready,
+                    port: Some(9000 + u16::try_from(slot).expect("small")),
+                    pid: Some(1000 + slot),
+                    release: "r1".into(),
+                    restarts: 0,
+                },
+            );
+        }
+        self.local.send_replace(view);
+    }
+}
+
+fn app(name: &str, instances: u32) -> ClusterApp {
+    let text = format!(
+        "[apps.{name}]\nartifact = \"/srv/{name}.jar\"\nports = \"9000-9099\"\ninstances = {instances}\n"
+    );
+    let spec = jarfleet_core::spec::load(&text, std::path::Path::new("/srv/apps.toml"), &|_| None)
+        .expect("the spec loads");
+    ClusterApp {
+        spec: spec.apps[name].clone(),
+        release: "r1".into(),
+        applied_by: "test".into(),
+        applied_ms: 0,
+    }
+}
+
+/// Polls `nodes` (reading their notes) until `done` holds, or fails naming `what`.
+async fn until(nodes: &mut [&mut Node], what: &str, done: impl Fn(&[&mut Node]) -> bool) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for n in nodes.iter_mut() {
+            n.drain_notes();
+        }
+        if done(nodes) {
+            return;
+        }
+        if Instant::now() > deadline {
+            let state: Vec<String> = nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "{}: runs {:?}, remote {:?}, events {:?}",
+                        n.name,
+                        n.assignment.as_ref().map(|a| &a.run),
+                        n.remote,
+                        n.events
+                    )
+                })
+                .collect();
+            panic!("not within {DEADLINE:?}: {what}\n{}", state.join("\n"));
+        }
+        sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn etcd() -> EtcdCluster {
+    EtcdCluster::start(1, Ipv4Addr::LOCALHOST).expect("etcd starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_applied_on_any_node_are_spread_and_each_slot_runs_on_exactly_one_node() {
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t1", "a").await;
+    let mut b = Node::start(&etcd, "t1", "b").await;
+    let mut c = Node::start(&etcd, "t1", "c").await;
+    let desired = BTreeMap::from([("web".to_string(), app("web", 4))]);
+    let applied = b.agent().apply(&desired, false).await.expect("applies");
+    assert!(applied.applied);
+    assert_eq!(applied.plan.changes.len(), 1);
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "every slot placed once",
+        |ns| {
+            let mut all: Vec<u32> = ns.iter().flat_map(|n| n.runs("web").into_keys()).collect();
+            all.sort();
+            all == vec![0, 1, 2, 3]
+        },
+    )
+    .await;
+    for n in [&a, &b, &c] {
+        assert!(
+            !n.runs("web").is_empty(),
+            "{} runs nothing: not spread",
+            n.name
+        );
+        // Every node knows every app (to serve its `listen`).
+        assert!(
+            n.assignment
+                .as_ref()
+                .is_some_and(|x| x.apps.contains_key("web"))
+        );
+    }
+    // The same apply again changes nothing; a dry run writes nothing.
+    let again = a.agent().apply(&desired, false).await.expect("applies");
+    assert!(again.plan.is_empty());
+    let mut more = desired.clone();
+    more.insert("api".into(), app("api", 1));
+    let dry = c.agent().apply(&more, true).await.expect("plans");
+    assert!(!dry.applied);
+    assert_eq!(dry.plan.changes.len(), 1);
+    let m = a.agent().mirror().expect("read");
+    assert!(!m.apps.contains_key("api"), "a dry run wrote");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_node_is_replaced_on_the_others_and_its_instances_leave_every_balancer_first() {
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t2", "a").await;
+    let mut b = Node::start(&etcd, "t2", "b").await;
+    let mut c = Node::start(&etcd, "t2", "c").await;
+    let desired = BTreeMap::from([("web".to_string(), app("web", 3))]);
+    a.agent().apply(&desired, false).await.expect("applies");
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "one slot on each node",
+        |ns| ns.iter().all(|n| n.runs("web").len() == 1),
+    )
+    .await;
+    for n in [&a, &b, &c] {
+        n.run_assigned("web");
+    }
+    // Every balancer sees the two other nodes' instances.
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "each node sees 2 remote instances",
+        |ns| {
+            ns.iter()
+                .all(|n| n.remote.get("web").is_some_and(|r| r.len() == 2))
+        },
+    )
+    .await;
+    let lost_slot = *c.runs("web").keys().next().expect("c runs one");
+
+    // c dies: its agent stops without a word (its lease is not revoked).
+    let died = Instant::now();
+    drop(c.agent.take());
+    until(
+        &mut [&mut a, &mut b],
+        "c's instance out of a's and b's balancers",
+        |ns| {
+            ns.iter().all(|n| {
+                n.remote
+                    .get("web")
+                    .is_some_and(|r| r.iter().all(|i| i.node != "c"))
+            })
+        },
+    )
+    .await;
+    let out_after = died.elapsed();
+    assert!(
+        out_after < Duration::from_secs(3),
+        "the probes took c out after {out_after:?}, its lease of 3 s would have done it anyway"
+    );
+    until(&mut [&mut a, &mut b], "c's slot placed on a or b", |ns| {
+        ns.iter().any(|n| n.runs("web").contains_key(&lost_slot))
+    })
+    .await;
+    let owner = [&a, &b]
+        .into_iter()
+        .find(|n| n.runs("web").contains_key(&lost_slot))
+        .expect("someone");
+    assert_eq!(owner.runs("web")[&lost_slot], 2, "a new generation");
+    // Nothing else moved.
+    for n in [&a, &b] {
+        assert!(
+            n.runs("web").values().filter(|g| **g == 1).count() == 1,
+            "{} lost its own slot",
+            n.name
+        );
+    }
+    let placed: Vec<&String> = [&a, &b]
+        .iter()
+        .flat_map(|n| n.events.iter())
+        .filter(|(k, _)| *k == EventKind::ClusterPlaced)
+        .map(|(_, m)| m)
+        .collect();
+    assert!(
+        placed.iter().any(|m| m.contains("node c lost")),
+        "{placed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_s_death_elects_another_and_a_deposed_scheduler_writes_nothing() {
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t3", "a").await;
+    let mut b = Node::start(&etcd, "t3", "b").await;
+    let desired = BTreeMap::from([("web".to_string(), app("web", 2))]);
+    a.agent().apply(&desired, false).await.expect("applies");
+    until(&mut [&mut a, &mut b], "placed", |ns| {
+        ns.iter().map(|n| n.runs("web").len()).sum::<usize>() == 2
+    })
+    .await;
+    let m = a.agent().mirror().expect("read");
+    let old = m.leader.clone().expect("a scheduler");
+    let (leader, other) = if old.record.node == "a" {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut other = other;
+    let client =
+        jarfleet_etcd::Client::new(etcd.client_urls(), Duration::from_secs(2)).expect("client");
+    let keys = Keys::new("t3");
+
+    drop(leader);
+    until(
+        &mut [&mut other],
+        "the other node is the scheduler and runs both slots",
+        |ns| {
+            let m = ns[0].agent().mirror();
+            m.and_then(|m| m.leader.clone())
+                .is_some_and(|l| l.record.node == ns[0].name)
+                && ns[0].runs("web").len() == 2
+        },
+    )
+    .await;
+    let new = other
+        .agent()
+        .mirror()
+        .and_then(|m| m.leader.clone())
+        .expect("leader");
+    assert!(new.epoch > old.epoch);
+
+    // The old scheduler's epoch writes nothing now.
+    let (before, _) = client.get(&keys.alloc("web", 0)).await.expect("read");
+    let stale = Write::Put {
+        app: "web".into(),
+        slot: 0,
+        record: AllocRecord {
+            node: "zombie".into(),
+            generation: 99,
+            reason: "a deposed scheduler".into(),
+            placed_ms: 0,
+        },
+        expect: before.as_ref().map_or(0, |kv| kv.mod_revision),
+    };
+    let wrote = jarfleet_cluster::scheduler::write_fenced(&client, &keys, old.epoch, &stale)
+        .await
+        .expect("etcd answers");
+    assert!(!wrote, "a deposed scheduler wrote");
+    let (after, _) = client.get(&keys.alloc("web", 0)).await.expect("read");
+    assert_eq!(before, after);
+    // The current epoch with a stale revision writes nothing either.
+    let Write::Put {
+        app, slot, record, ..
+    } = stale
+    else {
+        unreachable!()
+    };
+    let stale_rev = Write::Put {
+        app,
+        slot,
+        record,
+        expect: 1,
+    };
+    assert!(
+        !jarfleet_cluster::scheduler::write_fenced(&client, &keys, new.epoch, &stale_rev)
+            .await
+            .expect("answers")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_keeps_its_registration_and_a_taken_name_is_refused() {
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t4", "a").await;
+    until(&mut [&mut a], "registered", |ns| {
+        ns[0].agent().session().is_some()
+    })
+    .await;
+    let first = a.agent().session().expect("registered");
+    let mut config = a.config.clone();
+    config.previous_lease = Some((first.lease, first.boot_id.clone()));
+    a.agent.take().expect("running").stop().await;
+    let mut again = Node::start_with(config).await;
+    until(&mut [&mut again], "registered again", |ns| {
+        ns[0].agent().session().is_some()
+    })
+    .await;
+    assert_eq!(
+        again.agent().session(),
+        Some(first),
+        "a new lease or boot id"
+    );
+
+    // Another host (another address) under the same name is refused.
+    let mut other = again.config.clone();
+    other.previous_lease = None;
+    other.spec.advertise = "127.0.0.2".into();
+    other.spec.peer_port = jarfleet_testkit::free_port();
+    let mut dup = Node::start_with(other).await;
+    until(&mut [&mut dup], "the duplicate name refused", |ns| {
+        ns[0]
+            .events
+            .iter()
+            .any(|(_, m)| m.contains("is registered by another live node"))
+    })
+    .await;
+    assert!(dup.agent().session().is_none());
+}
