@@ -459,3 +459,46 @@ pub struct HistoryReport {
     pub releases: Vec<ReleaseInfo>,
     pub deployments: Vec<DeploymentRecord>,
 }
+
+/// `GET /v1/cluster/nodes`: every node of the cluster this daemon belongs to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNodes {
+    pub cluster: String,
+    /// The node answering.
+    pub me: String,
+    /// The scheduler's node, if one is elected.
+    pub leader: Option<String>,
+    pub nodes: Vec<ClusterNode>,
+    /// Why the answer may be stale (etcd not read yet, or not reachable), if it may be.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale: Option<String>,
+}
+
+/// One node in [`ClusterNodes`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub name: String,
+    /// `ready`, `suspect`, `down`, `draining` or `ineligible`.
+    pub state: String,
+    pub address: String,
+    pub peer_port: u16,
+    pub version: String,
+    /// Memory offered to instances, in bytes, and how much of it placements take.
+    pub memory: u64,
+    pub memory_used: u64,
+    /// Slots placed on it.
+    pub instances: u32,
+    /// Its instances that are ready.
+    pub ready: u32,
+    /// Seconds since its lease was last renewed (`None` when down or not known).
+    pub heartbeat_secs_ago: Option<u64>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /v1/cluster/eligibility`: `cluster eligible|ineligible NODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EligibilityRequest {
+    pub node: String,
+    pub eligible: bool,
+}

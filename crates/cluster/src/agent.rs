@@ -147,6 +147,21 @@ impl Agent {
         self.session.borrow().clone()
     }
 
+    /// The registration, as it changes (a daemon keeps it so a restart renews the same lease).
+    pub fn session_changes(&self) -> watch::Receiver<Option<SessionInfo>> {
+        self.session.clone()
+    }
+
+    /// The etcd client the agent uses (for reads such as a node's lease time to live).
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// The cluster's keys.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
     /// The cluster as last read (`None` before the first read).
     pub fn mirror(&self) -> Option<Arc<Mirror>> {
         self.mirror.borrow().clone()

@@ -8,6 +8,7 @@
 //! `jarfleet-shim`; `crates/testkit/tests/crate_rules.rs` holds it to that.
 
 pub mod clock;
+pub mod cluster_link;
 pub mod control;
 pub mod daemonlog;
 pub mod etcd_watch;
@@ -101,12 +102,14 @@ pub async fn run(
     let (events, _) = broadcast::channel(1024);
     let remote = Arc::new(http::RemoteApi::new());
     let upgrade = Arc::new(upgrade::Upgrade::new(config.reexec.clone()));
+    let cluster = cluster_link::ClusterLink::new();
     let app = http::routes::router(http::routes::ApiState {
         tx: tx.clone(),
         events: events.clone(),
         dirs: dirs.clone(),
         remote: remote.clone(),
         upgrade: upgrade.clone(),
+        cluster: cluster.clone(),
     });
     remote.set_api(app.clone(), tx.clone());
     // The TCP API of the last applied spec: a token file that became readable by others, or a
@@ -148,7 +151,12 @@ pub async fn run(
     let listener = bind_private(&socket)?;
 
     let loop_done = tokio::spawn(control.run(rx));
-    let reloader = tokio::spawn(reload::on_sighup(tx.clone(), dirs.clone(), remote.clone()));
+    let reloader = tokio::spawn(reload::on_sighup(
+        tx.clone(),
+        dirs.clone(),
+        remote.clone(),
+        cluster.clone(),
+    ));
     let (server_stop_tx, server_stop_rx) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -179,7 +187,7 @@ pub async fn run(
             .await;
         let _ = rx.await;
     });
-    let started = starting(&tx, &dirs, &remote, config.spec.as_deref()).await;
+    let started = starting(&tx, &dirs, &remote, &cluster, config.spec.as_deref()).await;
     let notifier = match &started {
         Ok(done) => {
             tracing::info!("{done}");
@@ -223,6 +231,7 @@ async fn starting(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
     remote: &Arc<http::RemoteApi>,
+    cluster: &cluster_link::ClusterLink,
     spec: Option<&std::path::Path>,
 ) -> Result<String> {
     let client = jarfleet_api::Client::for_state_dir(dirs.root());
@@ -233,8 +242,11 @@ async fn starting(
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // A node of a cluster rejoins it (renewing its lease if it still lives) before anything
+    // else: until the cluster is read, what the store holds runs on as it was.
+    cluster.rejoin(tx, dirs).await?;
     let done = match spec {
-        Some(path) => reload::apply_at_start(tx, dirs, remote, path).await?,
+        Some(path) => reload::apply_at_start(tx, dirs, remote, cluster, path).await?,
         None => "no spec given: carrying on with the stored fleet".to_string(),
     };
     Ok(format!("serving on {}; {done}", client.target()))

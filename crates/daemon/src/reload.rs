@@ -11,18 +11,24 @@ use jarfleet_api::{ApplyResponse, ErrorBody, StatusReport};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster_link::ClusterLink;
 use crate::control::{ApiRequest, Event, Notice};
 use crate::http::RemoteApi;
 use jarfleet_host::paths::StateDir;
 
 /// Runs until the process ends: one reload per SIGHUP.
-pub async fn on_sighup(tx: mpsc::Sender<Event>, dirs: StateDir, remote: Arc<RemoteApi>) {
+pub async fn on_sighup(
+    tx: mpsc::Sender<Event>,
+    dirs: StateDir,
+    remote: Arc<RemoteApi>,
+    cluster: Arc<ClusterLink>,
+) {
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP: reloads only through `jarfleet apply`");
         return;
     };
     while hup.recv().await.is_some() {
-        let (kind, message) = match reload(&tx, &dirs, &remote).await {
+        let (kind, message) = match reload(&tx, &dirs, &remote, &cluster).await {
             Ok(message) => (EventKind::ConfigReloaded, message),
             Err(error) => (EventKind::ConfigReloadFailed, error),
         };
@@ -47,6 +53,7 @@ async fn reload(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
     remote: &RemoteApi,
+    cluster: &ClusterLink,
 ) -> Result<String, String> {
     let (reply, rx) = oneshot::channel::<StatusReport>();
     tx.send(ApiRequest::Status { reply }.into())
@@ -59,7 +66,7 @@ async fn reload(
         .ok_or("no spec was applied yet: nothing to reload (use `jarfleet apply SPEC`)")?;
     let path = PathBuf::from(&source);
     let spec = load(&path).map_err(|e| format!("{e}\nnothing changed"))?;
-    let resp = apply(tx, dirs, remote, spec, &path, false)
+    let resp = apply(tx, dirs, remote, cluster, spec, &path, false)
         .await
         .map_err(|e| format!("{}; nothing changed", e.message))?;
     let changes: Vec<String> = resp
@@ -93,6 +100,7 @@ pub async fn apply_at_start(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
     remote: &Arc<RemoteApi>,
+    cluster: &ClusterLink,
     path: &Path,
 ) -> anyhow::Result<String> {
     let (reply, rx) = oneshot::channel::<StatusReport>();
@@ -110,7 +118,7 @@ pub async fn apply_at_start(
         ));
     }
     let spec = load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let resp = apply(tx, dirs, remote, spec, path, false)
+    let resp = apply(tx, dirs, remote, cluster, spec, path, false)
         .await
         .map_err(|e| {
             let hint = e.hint.map(|h| format!("\n  hint: {h}")).unwrap_or_default();
@@ -131,10 +139,21 @@ pub async fn apply(
     tx: &mpsc::Sender<Event>,
     dirs: &StateDir,
     remote: &RemoteApi,
+    cluster: &ClusterLink,
     spec: jarfleet_core::spec::FleetSpec,
     source: &Path,
     dry_run: bool,
 ) -> Result<ApplyResponse, ErrorBody> {
+    if let Some(table) = &spec.cluster
+        && !dry_run
+    {
+        cluster
+            .join(table.clone(), spec.daemon.clone(), tx, dirs)
+            .await?;
+    }
+    if cluster.joined().await || spec.cluster.is_some() {
+        return apply_to_cluster(tx, remote, cluster, spec, source, dry_run).await;
+    }
     let dirs = dirs.clone();
     let daemon = spec.daemon.clone();
     let prepared = tokio::task::spawn_blocking(move || {
@@ -167,6 +186,56 @@ pub async fn apply(
     .map_err(|_| stopping())?;
     let resp = rx.await.map_err(|_| stopping())??;
     if !dry_run && let Some(news) = change.commit(staged).await {
+        let _ = tx.send(crate::control::Notice::from(news).into()).await;
+    }
+    Ok(resp)
+}
+
+/// A node of a cluster: the spec's apps go to the cluster (a node spec that names none
+/// changes no app), its `[daemon]` settings to this daemon, as on one host.
+async fn apply_to_cluster(
+    tx: &mpsc::Sender<Event>,
+    remote: &RemoteApi,
+    cluster: &ClusterLink,
+    spec: jarfleet_core::spec::FleetSpec,
+    source: &Path,
+    dry_run: bool,
+) -> Result<ApplyResponse, ErrorBody> {
+    let daemon = spec.daemon.clone();
+    // Only a node's own spec (with `[cluster]`) speaks for this daemon's `[daemon]` settings:
+    // an apps file applied to the cluster from here leaves them alone.
+    let node_spec = spec.cluster.is_some();
+    let node_spec_only = node_spec && spec.apps.is_empty();
+    let change = remote.begin().await;
+    let staged = if node_spec {
+        Some(change.stage(&daemon).await?)
+    } else {
+        None
+    };
+    let resp = if node_spec_only || !cluster.joined().await {
+        ApplyResponse {
+            plan: Default::default(),
+            applied: !dry_run,
+        }
+    } else {
+        cluster.apply(spec, dry_run).await?
+    };
+    let Some(staged) = staged.filter(|_| !dry_run) else {
+        return Ok(resp);
+    };
+    let (reply, rx) = oneshot::channel();
+    tx.send(
+        ApiRequest::DaemonSettings {
+            daemon: Box::new(daemon),
+            source: source.to_path_buf(),
+            reply,
+        }
+        .into(),
+    )
+    .await
+    .map_err(|_| stopping())?;
+    rx.await.map_err(|_| stopping())??;
+    if let Some(news) = change.commit(staged).await {
         let _ = tx.send(crate::control::Notice::from(news).into()).await;
     }
     Ok(resp)

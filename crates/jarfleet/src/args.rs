@@ -384,6 +384,11 @@ pub enum Command {
         #[arg(short = 'o', long = "out-dir", value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
+    /// The cluster this daemon is a node of: its nodes, and which may take new instances.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// API tokens for the daemon's TCP API (`[daemon] token_file`).
     Token {
         #[command(subcommand)]
@@ -392,6 +397,20 @@ pub enum Command {
     /// Internal: the per-instance supervisor process started by the daemon.
     #[command(hide = true)]
     Shim { run_dir: PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Every node: its state (ready, suspect, down, draining, ineligible), address, version,
+    /// memory, instances and last heartbeat.
+    Nodes {
+        #[arg(short, long, value_enum, default_value = "table")]
+        output: Output,
+    },
+    /// Let the scheduler place new instances on NODE again.
+    Eligible { node: String },
+    /// Place nothing new on NODE; what runs there stays.
+    Ineligible { node: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -528,6 +528,39 @@ async fn follow_deployment(
     }
 }
 
+async fn set_eligible(client: &Client, node: String, eligible: bool) -> Result<(), CliError> {
+    let ack: Ack = client
+        .post(
+            "/v1/cluster/eligibility",
+            &jarfleet_api::EligibilityRequest { node, eligible },
+        )
+        .await?;
+    println!("{}", ack.message);
+    Ok(())
+}
+
+/// `jarfleet cluster …`.
+pub async fn cluster(
+    client: &Client,
+    command: crate::args::ClusterCommand,
+) -> Result<(), CliError> {
+    use crate::args::ClusterCommand;
+    match command {
+        ClusterCommand::Nodes { output } => {
+            let report: jarfleet_api::ClusterNodes = client.get("/v1/cluster/nodes").await?;
+            match output {
+                Output::Json => print_json(&report),
+                Output::Table => {
+                    print!("{}", render::cluster_nodes(&report));
+                    Ok(())
+                }
+            }
+        }
+        ClusterCommand::Eligible { node } => set_eligible(client, node, true).await,
+        ClusterCommand::Ineligible { node } => set_eligible(client, node, false).await,
+    }
+}
+
 pub async fn history(client: &Client, app: &str, output: Output) -> Result<(), CliError> {
     let report: HistoryReport = client.get(&format!("/v1/history?app={app}")).await?;
     match output {

@@ -99,6 +99,7 @@ fn talks_to_a_daemon(command: &Command) -> bool {
             | Command::Scale { .. }
             | Command::Logs { .. }
             | Command::Events { .. }
+            | Command::Cluster { .. }
     )
 }
 
@@ -357,6 +358,7 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token {
             command: args::TokenCommand::New { file, force },
         } => token::new(&file, force),
+        Command::Cluster { command } => commands::cluster(&client(), command).await,
         Command::Shim { .. } => Ok(()),
     }
 }

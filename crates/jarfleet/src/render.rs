@@ -30,6 +30,51 @@ pub fn bytes(b: u64) -> String {
     }
 }
 
+/// `cluster nodes`: one row per node, the scheduler marked.
+pub fn cluster_nodes(report: &jarfleet_api::ClusterNodes) -> String {
+    let rows: Vec<Vec<String>> = report
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut name = n.name.clone();
+            if report.leader.as_deref() == Some(n.name.as_str()) {
+                name.push_str(" (scheduler)");
+            }
+            if n.name == report.me {
+                name.push_str(" *");
+            }
+            vec![
+                name,
+                n.state.clone(),
+                format!("{}:{}", n.address, n.peer_port),
+                n.version.clone(),
+                format!("{}/{}", bytes(n.memory_used), bytes(n.memory)),
+                format!("{}/{}", n.ready, n.instances),
+                n.heartbeat_secs_ago
+                    .map(|s| format!("{} ago", duration(s)))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let mut out = format!("cluster {}\n", report.cluster);
+    if let Some(why) = &report.stale {
+        out.push_str(&format!("(may be out of date: {why})\n"));
+    }
+    out.push_str(&table(
+        &[
+            "NODE",
+            "STATE",
+            "ADDRESS",
+            "VERSION",
+            "MEMORY",
+            "READY",
+            "HEARTBEAT",
+        ],
+        &rows,
+    ));
+    out
+}
+
 /// Two lines on a canary under way: where it is, and its current step's figures.
 fn canary(app: &str, c: &jarfleet_api::CanaryStatus) -> String {
     let state = if c.passed {

@@ -31,11 +31,11 @@ impl Table {
         }
     }
 
-    /// The next backend, `exclude` aside (the one that just failed).
-    pub fn pick(&self, sh: &Shared, now: Instant, exclude: Option<usize>) -> Option<usize> {
+    /// The next backend, `exclude` aside (those that failed this request).
+    pub fn pick(&self, sh: &Shared, now: Instant, exclude: &[usize]) -> Option<usize> {
         let n = self.backends.len();
         let now_ns = sh.nanos(now);
-        let allowed = |i: usize| Some(i) != exclude && self.backends[i].weight > 0;
+        let allowed = |i: usize| !exclude.contains(&i) && self.backends[i].weight > 0;
         let any_healthy = (0..n).any(|i| allowed(i) && !self.backends[i].state.is_ejected(now_ns));
         let eligible =
             |i: usize| allowed(i) && (!any_healthy || !self.backends[i].state.is_ejected(now_ns));
@@ -92,6 +92,12 @@ fn rand_u64() -> u64 {
     })
 }
 
+/// Tries one request (or tcp connection) gets: the first and up to three more, each on an
+/// instance that has not failed it (HAProxy's `retries 3` with `option redispatch`; nginx's
+/// `proxy_next_upstream` goes through every server). Two instances going down together — a
+/// host lost with its instances — still leave a request a live one to go to.
+pub(crate) const ATTEMPTS: usize = 4;
+
 /// Picks a backend and enters it (in-flight + 1). Should `update` have removed the backend
 /// between our table load and the enter, the enter is undone and the pick is redone on the
 /// current table: once `update` has returned, a removed backend gets no new request, and
@@ -99,25 +105,25 @@ fn rand_u64() -> u64 {
 pub(crate) fn enter(
     sh: &Shared,
     table: &mut Arc<Table>,
-    exclude: &mut Option<usize>,
+    exclude: &mut Vec<usize>,
 ) -> Option<(usize, InFlight)> {
     for _ in 0..8 {
-        let idx = table.pick(sh, Instant::now(), *exclude)?;
+        let idx = table.pick(sh, Instant::now(), exclude)?;
         let guard = InFlight::enter(&table.backends[idx].state);
         if !guard.backend().removed.load(Ordering::SeqCst) {
             return Some((idx, guard));
         }
         drop(guard);
-        let excluded = exclude
-            .and_then(|i| table.backends.get(i))
-            .map(|e| e.state.clone());
+        let excluded: Vec<_> = exclude
+            .iter()
+            .filter_map(|i| table.backends.get(*i))
+            .map(|e| e.state.clone())
+            .collect();
         *table = sh.table.load_full();
-        *exclude = excluded.and_then(|x| {
-            table
-                .backends
-                .iter()
-                .position(|e| Arc::ptr_eq(&e.state, &x))
-        });
+        *exclude = excluded
+            .iter()
+            .filter_map(|x| table.backends.iter().position(|e| Arc::ptr_eq(&e.state, x)))
+            .collect();
     }
     None
 }

@@ -14,19 +14,19 @@ use crate::{Shared, table, tunnel};
 pub(crate) async fn serve(sh: Arc<Shared>, mut client: TcpStream, token: ConnToken) {
     let mut signal = token.signal();
     let mut table = sh.table.load_full();
-    let mut exclude = None;
+    let mut exclude = Vec::new();
     let (connect_timeout, idle) = {
         let cfg = sh.config();
         (cfg.timeouts.connect, cfg.timeouts.tcp_idle)
     };
-    for _ in 0..2 {
+    for _ in 0..table::ATTEMPTS {
         let Some((idx, guard)) = table::enter(&sh, &mut table, &mut exclude) else {
-            if exclude.is_none() {
+            if exclude.is_empty() {
                 sh.no_backend.fetch_add(1, Relaxed);
             }
             return; // dropping the client closes it
         };
-        if let Some(failed) = exclude.and_then(|i: usize| table.backends.get(i)) {
+        if let Some(failed) = exclude.last().and_then(|i| table.backends.get(*i)) {
             failed.state.counters.retries.fetch_add(1, Relaxed);
         }
         let b = &table.backends[idx].state;
@@ -44,13 +44,13 @@ pub(crate) async fn serve(sh: Arc<Shared>, mut client: TcpStream, token: ConnTok
                 tracing::debug!(listener = %sh.name, backend = %b.id, error = %e, "tcp connect failed");
                 b.counters.errors.fetch_add(1, Relaxed);
                 b.eject(&sh, Instant::now(), EjectReason::Connect);
-                exclude = Some(idx);
+                exclude.push(idx);
                 continue;
             }
             Err(_) => {
                 b.counters.errors.fetch_add(1, Relaxed);
                 b.eject(&sh, Instant::now(), EjectReason::Connect);
-                exclude = Some(idx);
+                exclude.push(idx);
                 continue;
             }
         };

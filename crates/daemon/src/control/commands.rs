@@ -45,6 +45,27 @@ impl Control {
         })
     }
 
+    /// Cluster mode: runs the apps the cluster assigned this node (each with as many instances
+    /// as slots assigned here) through `apply`'s plan, checks and changes; the spec file and
+    /// the `[daemon]` settings are not this path's.
+    pub(super) fn apply_apps(
+        &mut self,
+        mut desired: BTreeMap<String, PreparedApp>,
+    ) -> Result<reconcile::Plan, ErrorBody> {
+        for (app, p) in desired.iter_mut() {
+            self.adopt_stored_id(app, p);
+        }
+        let mut plan = self.plan_apply(&desired);
+        self.spec_behind_deployments(&mut plan);
+        self.during_deployments(&plan)?;
+        self.preflight(&plan, &desired)?;
+        let now = self.now_ms();
+        for change in &plan.changes {
+            self.apply_change(change, &desired, now)?;
+        }
+        Ok(plan)
+    }
+
     /// What `apply` would change: every app's current state (where a deployment under way
     /// takes it) against the desired one.
     fn plan_apply(&self, desired: &BTreeMap<String, PreparedApp>) -> reconcile::Plan {
@@ -315,6 +336,23 @@ impl Control {
         Err(usage(refused.join("\n"), hint.as_deref()))
     }
 
+    /// A node spec's `[daemon]` settings and where it came from (cluster mode: its apps are
+    /// the cluster's).
+    pub(super) fn keep_daemon_settings(
+        &mut self,
+        daemon: &jarfleet_core::spec::DaemonSpec,
+        source: PathBuf,
+    ) -> Result<(), ErrorBody> {
+        self.store_daemon_settings(daemon)?;
+        self.set_metrics_enabled(daemon.metrics);
+        self.spec_source = Some(source.display().to_string());
+        self.write(Write::Meta {
+            key: "spec_source".into(),
+            value: source.display().to_string(),
+        });
+        Ok(())
+    }
+
     fn store_daemon_settings(
         &self,
         daemon: &jarfleet_core::spec::DaemonSpec,
@@ -499,8 +537,13 @@ impl Control {
         self.ensure_slots(app, n);
     }
 
-    /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept).
+    /// Creates or removes slots so that exactly `n` instances run (lowest slot numbers kept);
+    /// in cluster mode, exactly the slots the cluster assigned this node.
     pub(super) fn ensure_slots(&mut self, app: &str, n: u32) {
+        if let Some(wanted) = self.assigned_slots(app) {
+            self.ensure_slot_set(app, &wanted);
+            return;
+        }
         let now = self.now_ms();
         let Some(rt) = self.apps.get_mut(app) else {
             return;

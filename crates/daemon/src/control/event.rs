@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 pub use super::data_plane::BalancerNote;
 use super::host::{ConfigPrepared, Refreshed, Trained};
 use super::{PreparedApp, Reply};
+use crate::cluster_link::ClusterNote;
 use crate::etcd_watch::EtcdNote;
 use crate::probe::ProbeResult;
 use crate::shim_client::ShimNote;
@@ -31,6 +32,13 @@ pub enum ApiRequest {
         source: PathBuf,
         dry_run: bool,
         reply: Reply<ApplyResponse>,
+    },
+    /// Cluster mode: a spec's `[daemon]` settings and its source, kept as `Apply` keeps them
+    /// (its apps went to the cluster).
+    DaemonSettings {
+        daemon: Box<jarfleet_core::spec::DaemonSpec>,
+        source: PathBuf,
+        reply: Reply<()>,
     },
     Action {
         req: ActionRequest,
@@ -103,6 +111,8 @@ pub enum Event {
     Notice(Notice),
     Etcd(EtcdNote),
     Balancer(BalancerNote),
+    /// Cluster mode: the node's agent (what this node runs, the other nodes' instances).
+    Cluster(ClusterNote),
     /// A release prepared (off the loop) for a config change from etcd, ready to roll out.
     ConfigRelease {
         app: String,
@@ -159,6 +169,12 @@ impl From<Notice> for Event {
 impl From<EtcdNote> for Event {
     fn from(n: EtcdNote) -> Event {
         Event::Etcd(n)
+    }
+}
+
+impl From<ClusterNote> for Event {
+    fn from(n: ClusterNote) -> Event {
+        Event::Cluster(n)
     }
 }
 

@@ -300,11 +300,12 @@ impl Control {
             self.canary_weights(app, ready(false), ready(true))
         });
         let now = self.now_ms();
+        let remote = self.remote_backends(app);
         let Some(rt) = self.apps.get(app) else { return };
         let Some(lb) = self.lb.apps.get_mut(app) else {
             return;
         };
-        let ready: Vec<BackendEntry> = rt
+        let mut ready: Vec<BackendEntry> = rt
             .slots
             .iter()
             .filter_map(|(slot, s)| {
@@ -337,6 +338,7 @@ impl Control {
                 })
             })
             .collect();
+        ready.extend(remote);
         let key: Vec<(String, SocketAddr, u32)> = ready
             .iter()
             .map(|b| (b.id.clone(), b.addr, b.weight))
@@ -359,6 +361,14 @@ impl Control {
     /// flight on it (or at once when the app has no listener).
     pub(super) fn drain(&mut self, app: &str, slot: u32, timeout: Duration) {
         self.sync_lb(app);
+        if self.drain_across_nodes(app, slot, timeout) {
+            return;
+        }
+        self.drain_here(app, slot, timeout);
+    }
+
+    /// The drain on this node's balancer: `Drained` once nothing is in flight on it here.
+    pub(super) fn drain_here(&mut self, app: &str, slot: u32, timeout: Duration) {
         let generation = self.current_generation(app, slot).unwrap_or(0);
         if !self.lb.apps.contains_key(app) {
             self.step(app, slot, Input::Drained);

@@ -57,6 +57,7 @@ impl Event {
             Event::Api(req) => match req {
                 ApiRequest::Apply { .. } => "apply",
                 ApiRequest::Action { .. } => "action",
+                ApiRequest::DaemonSettings { .. } => "daemon-settings",
                 ApiRequest::Scale { .. } => "scale",
                 ApiRequest::Status { .. } => "status",
                 ApiRequest::Metrics { .. } => "metrics",
@@ -77,6 +78,7 @@ impl Event {
             Event::Refreshed(_) => "refreshed",
             Event::Trained(_) => "trained",
             Event::Balancer(BalancerNote::Drained { .. }) => "drained",
+            Event::Cluster(_) => "cluster",
         }
     }
 }

@@ -127,6 +127,8 @@ pub struct Control {
     last_event_id: std::cell::Cell<i64>,
     /// Shims whose JVM runs but which no instance accounts for: left running, reported.
     strays: Vec<jarfleet_host::survivors::Survivor>,
+    /// Cluster mode: what the cluster assigned this node, and the other nodes' instances.
+    cluster: Option<cluster::ClusterState>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -146,6 +148,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
 }
 
 mod canary;
+mod cluster;
 mod commands;
 pub mod data_plane;
 mod deploy;
@@ -244,6 +247,7 @@ impl Control {
             store_faults: world.store_faults,
             last_event_id: std::cell::Cell::new(last_event_id),
             strays: Vec::new(),
+            cluster: None,
         };
         if let Some(error) = failing {
             control.store_changed(Change::Failing { error });
@@ -303,6 +307,7 @@ impl Control {
         self.trim_when_quiet();
         self.drive_deployments();
         self.sync_all_lbs();
+        self.publish_cluster_view();
         self.persist_dirty();
         self.retry_store();
         if self.shutdown_complete() {
@@ -325,6 +330,7 @@ impl Control {
                 self.emit(kind, app.as_deref(), None, message)
             }
             Event::Etcd(EtcdNote::Values { app, values }) => self.on_etcd_values(&app, values),
+            Event::Cluster(note) => self.on_cluster(note),
             Event::ConfigRelease { app, prepared } => {
                 let values = prepared.spec.etcd_env.clone();
                 let busy = self.apps.get(&app).is_some_and(|a| a.deployment.is_some());
@@ -411,6 +417,13 @@ impl Control {
     /// Answers one API request.
     fn handle_api(&mut self, req: ApiRequest) {
         match req {
+            ApiRequest::DaemonSettings {
+                daemon,
+                source,
+                reply,
+            } => {
+                let _ = reply.send(self.keep_daemon_settings(&daemon, source));
+            }
             ApiRequest::Apply {
                 apps,
                 daemon,

@@ -37,11 +37,15 @@ pub struct ApiState {
     pub remote: Arc<RemoteApi>,
     /// `jarfleet upgrade`: whether and how this daemon replaces itself.
     pub upgrade: Arc<crate::upgrade::Upgrade>,
+    /// Cluster mode: this daemon as a node of a cluster, once it joined one.
+    pub cluster: Arc<crate::cluster_link::ClusterLink>,
 }
 
 pub fn router(state: ApiState) -> Router {
     let api = Router::new()
         .route("/v1/version", get(version))
+        .route("/v1/cluster/nodes", get(cluster_nodes))
+        .route("/v1/cluster/eligibility", post(cluster_eligibility))
         .route("/v1/apply", post(apply))
         .route("/v1/status", get(status))
         .route("/v1/action", post(action))
@@ -155,13 +159,45 @@ async fn version(State(st): State<ApiState>) -> Json<VersionInfo> {
     })
 }
 
+async fn cluster_nodes(
+    State(st): State<ApiState>,
+) -> Result<Json<jarfleet_api::ClusterNodes>, ApiError> {
+    Ok(Json(st.cluster.nodes().await?))
+}
+
+async fn cluster_eligibility(
+    State(st): State<ApiState>,
+    Json(req): Json<jarfleet_api::EligibilityRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    st.cluster.set_eligible(&req.node, req.eligible).await?;
+    Ok(Json(Ack {
+        message: format!(
+            "node {} is {}",
+            req.node,
+            if req.eligible {
+                "eligible: new instances may be placed on it"
+            } else {
+                "ineligible: nothing new is placed on it, what runs there stays"
+            }
+        ),
+    }))
+}
+
 async fn apply(
     State(st): State<ApiState>,
     Json(req): Json<ApplyRequest>,
 ) -> Result<Response, ApiError> {
     let source: PathBuf = req.spec.source.clone();
-    let result =
-        crate::reload::apply(&st.tx, &st.dirs, &st.remote, req.spec, &source, req.dry_run).await?;
+    let result = crate::reload::apply(
+        &st.tx,
+        &st.dirs,
+        &st.remote,
+        &st.cluster,
+        req.spec,
+        &source,
+        req.dry_run,
+    )
+    .await?;
     Ok(Json(result).into_response())
 }
 

@@ -115,6 +115,22 @@ impl FrontLoad {
     /// `keep_alive` clients on kept-alive connections (GET and POST in turn) and `fresh`
     /// clients with a new connection per request.
     pub(crate) fn start(port: u16, keep_alive: usize, fresh: usize) -> FrontLoad {
+        FrontLoad::start_at(
+            std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            keep_alive,
+            fresh,
+            true,
+        )
+    }
+
+    /// [`FrontLoad::start`] against any address; without `posts`, GETs only (every request
+    /// replayable).
+    pub(crate) fn start_at(
+        addr: std::net::SocketAddr,
+        keep_alive: usize,
+        fresh: usize,
+        posts: bool,
+    ) -> FrontLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicU64::new(0));
@@ -147,7 +163,7 @@ impl FrontLoad {
                     let fresh = conn.is_none();
                     let stream = match conn.take() {
                         Some(c) => c,
-                        None => match TcpStream::connect(("127.0.0.1", port)) {
+                        None => match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
                             Ok(s) => {
                                 let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
                                 let _ = s.set_nodelay(true);
@@ -169,7 +185,7 @@ impl FrontLoad {
                     let mut stream = stream;
                     in_flight.fetch_add(1, Ordering::SeqCst);
                     let sent = if fresh { opened } else { Instant::now() };
-                    let answer = exchange(&mut stream, n.is_multiple_of(2), !reuse);
+                    let answer = exchange(&mut stream, posts && n.is_multiple_of(2), !reuse);
                     in_flight.fetch_sub(1, Ordering::SeqCst);
                     if let Ok(mut l) = log.lock() {
                         l.push((sent, Instant::now(), answer.is_ok()));

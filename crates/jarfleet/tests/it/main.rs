@@ -15,6 +15,7 @@ mod api;
 mod api_limits;
 mod balancer;
 mod canary;
+mod cluster;
 mod config;
 mod crashes;
 mod dashboard;

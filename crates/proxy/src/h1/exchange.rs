@@ -78,9 +78,9 @@ pub(super) async fn forward(
     let replayable = req.idempotent && !body.is_stream();
     let start = StdInstant::now();
     let mut table = sh.table.load_full();
-    let mut exclude = None;
+    let mut exclude = Vec::new();
     let mut last_failed = None;
-    for attempt in 0..2 {
+    for attempt in 0..table::ATTEMPTS {
         let Some((idx, guard)) = table::enter(sh, &mut table, &mut exclude) else {
             if attempt == 0 {
                 sh.no_backend.fetch_add(1, Relaxed);
@@ -100,7 +100,7 @@ pub(super) async fn forward(
             }
             break;
         };
-        if let Some(failed) = exclude.and_then(|i: usize| table.backends.get(i)) {
+        if let Some(failed) = exclude.last().and_then(|i| table.backends.get(*i)) {
             failed.state.counters.retries.fetch_add(1, Relaxed);
         }
         let b = guard.backend().clone();
@@ -161,7 +161,7 @@ pub(super) async fn forward(
                 return local(client, req, cfg, 504, "Gateway Timeout", &msg, false, out).await;
             }
         }
-        exclude = Some(idx);
+        exclude.push(idx);
     }
     if let Some(b) = last_failed.and_then(|i| table.backends.get(i)) {
         b.state.counters.record_response(502, start.elapsed());

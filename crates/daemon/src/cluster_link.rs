@@ -1,0 +1,524 @@
+//! Cluster mode from the daemon's side, outside the loop: joining (a node spec's `[cluster]`,
+//! applied by `up`, or the one kept from before a restart), the node's agent
+//! (`jarfleet_cluster`), and what goes between them:
+//!
+//! - the agent's assignments are prepared here (artifact, JDK: off the loop, as an apply's
+//!   are) and handed to the loop as [`ClusterNote::Assign`]; an app that does not prepare on
+//!   this node keeps the release it ran, and the failure is an event;
+//! - the other nodes' instances go to the loop for its balancers ([`ClusterNote::Remote`]);
+//! - the agent's events become the loop's events;
+//! - `apply` on a node of a cluster prepares the apps here (every error as on one host) and
+//!   writes them to the cluster in one compare-and-swap.
+//!
+//! What a restarted daemon needs to rejoin (the cluster table, the `[daemon]` settings, the
+//! lease it held) is kept in `STATE/cluster.json` (0600).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jarfleet_api::{ApplyResponse, ErrorBody, ErrorKind};
+use jarfleet_cluster::{Agent, ClusterApp, Config, LocalView, Note, RemoteInstance};
+use jarfleet_core::spec::{ClusterSpec, DaemonSpec, FleetSpec};
+use jarfleet_host::paths::StateDir;
+use jarfleet_host::prepare::PreparedApp;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{Mutex, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::control::{Event, Notice};
+
+/// What the cluster side tells the loop.
+pub enum ClusterNote {
+    /// Cluster mode begins: the loop tells the agent its instances through `local`.
+    Attach { local: watch::Sender<LocalView> },
+    /// What this node runs: every app of the cluster (prepared here) and, per app, the slots
+    /// it runs with their placement's generation.
+    Assign {
+        apps: BTreeMap<String, PreparedApp>,
+        run: BTreeMap<String, BTreeMap<u32, u64>>,
+    },
+    /// The ready instances on other nodes, per app.
+    Remote(BTreeMap<String, Vec<RemoteInstance>>),
+    /// A stopping instance may now be drained here: the other nodes' balancers have let go.
+    DrainDue {
+        app: String,
+        slot: u32,
+        generation: u64,
+        timeout: Duration,
+    },
+}
+
+/// What `STATE/cluster.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Saved {
+    cluster: ClusterSpec,
+    daemon: DaemonSpec,
+    #[serde(default)]
+    lease: Option<(i64, String)>,
+}
+
+/// The daemon's cluster membership: none until a spec with `[cluster]` is applied (or one was
+/// kept from before a restart).
+#[derive(Default)]
+pub struct ClusterLink {
+    joined: Mutex<Option<Joined>>,
+}
+
+struct Joined {
+    agent: Arc<Agent>,
+    spec: ClusterSpec,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Joined {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn refused(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
+    ErrorBody {
+        kind: ErrorKind::Usage,
+        message: message.into(),
+        hint: hint.map(str::to_string),
+    }
+}
+
+fn failed(message: impl Into<String>) -> ErrorBody {
+    ErrorBody {
+        kind: ErrorKind::Failed,
+        message: message.into(),
+        hint: None,
+    }
+}
+
+impl ClusterLink {
+    pub fn new() -> Arc<ClusterLink> {
+        Arc::new(ClusterLink::default())
+    }
+
+    /// Whether this daemon is a node of a cluster.
+    pub async fn joined(&self) -> bool {
+        self.joined.lock().await.is_some()
+    }
+
+    /// The agent, once joined.
+    pub async fn agent(&self) -> Option<Arc<Agent>> {
+        self.joined.lock().await.as_ref().map(|j| j.agent.clone())
+    }
+
+    /// Rejoins the cluster kept in `STATE/cluster.json`, if any (a daemon start).
+    pub async fn rejoin(&self, tx: &mpsc::Sender<Event>, dirs: &StateDir) -> anyhow::Result<()> {
+        let path = saved_path(dirs);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => anyhow::bail!("reading {}: {e}", path.display()),
+        };
+        let saved: Saved = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("{} is not readable: {e}", path.display()))?;
+        self.join(saved.cluster, saved.daemon, tx, dirs)
+            .await
+            .map_err(|e| anyhow::anyhow!("rejoining the cluster: {}", e.message))
+    }
+
+    /// Joins the cluster of `spec` (nothing to do if this daemon already is a node of it).
+    pub async fn join(
+        &self,
+        spec: ClusterSpec,
+        daemon: DaemonSpec,
+        tx: &mpsc::Sender<Event>,
+        dirs: &StateDir,
+    ) -> Result<(), ErrorBody> {
+        let mut joined = self.joined.lock().await;
+        if let Some(j) = joined.as_ref() {
+            if j.spec == spec {
+                return Ok(());
+            }
+            return Err(refused(
+                format!(
+                    "this daemon is node {} of cluster {:?}; its [cluster] table cannot change while it runs",
+                    j.agent.node(),
+                    j.spec.name
+                ),
+                Some(
+                    "stop the daemon (`jarfleet down --keep` leaves the JVMs running), then `up -d` with the new table",
+                ),
+            ));
+        }
+        let node = match &spec.node {
+            Some(n) => n.clone(),
+            None => host_name()?,
+        };
+        let previous = read_saved(dirs)
+            .filter(|s| {
+                s.cluster.name == spec.name && s.cluster.node.as_ref().unwrap_or(&node) == &node
+            })
+            .and_then(|s| s.lease);
+        let config = Config {
+            spec: spec.clone(),
+            node: node.clone(),
+            memory: spec.memory.unwrap_or_else(offered_memory),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            build: jarfleet_host::build::own().id.clone(),
+            previous_lease: previous.clone(),
+        };
+        let (local_tx, local_rx) = watch::channel(LocalView::new());
+        let (notes_tx, notes_rx) = mpsc::unbounded_channel();
+        let agent = Agent::start(config, local_rx, notes_tx)
+            .await
+            .map_err(|e| match e {
+                jarfleet_cluster::Error::Refused { message, hint } => {
+                    refused(message, hint.as_deref())
+                }
+                other => failed(format!("joining cluster {:?}: {other}", spec.name)),
+            })?;
+        let agent = Arc::new(agent);
+        tx.send(ClusterNote::Attach { local: local_tx }.into())
+            .await
+            .map_err(|_| failed("the daemon is stopping"))?;
+        let saved = Saved {
+            cluster: spec.clone(),
+            daemon: daemon.clone(),
+            lease: previous,
+        };
+        write_saved(dirs, &saved).map_err(|e| failed(format!("keeping the cluster table: {e}")))?;
+        let tasks = vec![
+            tokio::spawn(forward(notes_rx, tx.clone(), daemon, dirs.clone())),
+            tokio::spawn(keep_lease(agent.clone(), saved, dirs.clone())),
+        ];
+        *joined = Some(Joined { agent, spec, tasks });
+        Ok(())
+    }
+
+    /// `apply` on a node: the apps prepared here (every error as on one host: nothing is
+    /// written), then written to the cluster together.
+    pub async fn apply(&self, spec: FleetSpec, dry_run: bool) -> Result<ApplyResponse, ErrorBody> {
+        let Some(agent) = self.agent().await else {
+            return Err(failed("this daemon is not a node of a cluster"));
+        };
+        let checked = spec.clone();
+        let prepared =
+            tokio::task::spawn_blocking(move || jarfleet_host::prepare::prepare(&checked))
+                .await
+                .map_err(|e| failed(format!("a background task failed: {e}")))??;
+        let me = agent.node().to_string();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let desired: BTreeMap<String, ClusterApp> = prepared
+            .into_iter()
+            .map(|(name, p)| {
+                (
+                    name,
+                    ClusterApp {
+                        spec: p.spec,
+                        release: p.release,
+                        applied_by: me.clone(),
+                        applied_ms: now,
+                    },
+                )
+            })
+            .collect();
+        let applied = agent.apply(&desired, dry_run).await.map_err(|e| match e {
+            jarfleet_cluster::Error::Refused { message, hint } => refused(message, hint.as_deref()),
+            other => ErrorBody {
+                kind: ErrorKind::Failed,
+                message: format!("the cluster's etcd did not take the apply: {other}"),
+                hint: Some("nothing was applied; apply again once etcd answers (`jarfleet events` says when)".into()),
+            },
+        })?;
+        Ok(ApplyResponse {
+            plan: applied.plan,
+            applied: applied.applied,
+        })
+    }
+}
+
+impl ClusterLink {
+    /// `cluster nodes`: every node the cluster knows, with its state as this node sees it.
+    pub async fn nodes(&self) -> Result<jarfleet_api::ClusterNodes, ErrorBody> {
+        use jarfleet_core::cluster::records::InstanceState;
+        let agent = self.agent().await.ok_or_else(not_a_node)?;
+        let cluster = self
+            .joined
+            .lock()
+            .await
+            .as_ref()
+            .map(|j| j.spec.name.clone())
+            .unwrap_or_default();
+        let Some(m) = agent.mirror() else {
+            return Ok(jarfleet_api::ClusterNodes {
+                cluster,
+                me: agent.node().to_string(),
+                leader: None,
+                nodes: Vec::new(),
+                stale: Some("the cluster's state has not been read from etcd yet".into()),
+            });
+        };
+        let unreachable = agent.unreachable_peers();
+        let mut names: Vec<String> = m.known.keys().cloned().collect();
+        for n in m.nodes.keys() {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+        names.sort();
+        let mut nodes = Vec::new();
+        for name in names {
+            let registered = m.nodes.get(&name);
+            let Some(record) = registered.map(|r| &r.record).or_else(|| m.known.get(&name)) else {
+                continue;
+            };
+            let admin = m.admin.get(&name).cloned().unwrap_or_default();
+            let state = jarfleet_core::cluster::nodes::state(
+                registered.is_some(),
+                unreachable.contains(&name),
+                &admin,
+            );
+            let placed: Vec<&String> = m
+                .allocs
+                .iter()
+                .filter(|(_, p)| p.record.node == name)
+                .map(|((app, _), _)| app)
+                .filter(|app| m.apps.contains_key(*app))
+                .collect();
+            let memory_used = placed
+                .iter()
+                .filter_map(|app| m.apps.get(*app))
+                .map(|(a, _)| a.spec.instance_memory())
+                .sum();
+            let ready = m
+                .statuses
+                .iter()
+                .filter(|((n, _, _), s)| *n == name && s.state == InstanceState::Ready)
+                .count() as u32;
+            let heartbeat_secs_ago = match registered {
+                Some(r) => match agent.client().time_to_live(r.lease).await {
+                    Ok(Some(info)) => Some(u64::try_from(info.granted_ttl - info.ttl).unwrap_or(0)),
+                    _ => None,
+                },
+                None => None,
+            };
+            nodes.push(jarfleet_api::ClusterNode {
+                name: name.clone(),
+                state: state.to_string(),
+                address: record.address.clone(),
+                peer_port: record.peer_port,
+                version: record.version.clone(),
+                memory: record.memory,
+                memory_used,
+                instances: placed.len() as u32,
+                ready,
+                heartbeat_secs_ago,
+                labels: record.labels.clone(),
+            });
+        }
+        Ok(jarfleet_api::ClusterNodes {
+            cluster,
+            me: agent.node().to_string(),
+            leader: m.leader.as_ref().map(|l| l.record.node.clone()),
+            nodes,
+            stale: None,
+        })
+    }
+
+    /// `cluster eligible|ineligible NODE`.
+    pub async fn set_eligible(&self, node: &str, eligible: bool) -> Result<(), ErrorBody> {
+        let agent = self.agent().await.ok_or_else(not_a_node)?;
+        jarfleet_core::spec::node_name(node).map_err(|e| refused(e, None))?;
+        let known = agent
+            .mirror()
+            .is_some_and(|m| m.known.contains_key(node) || m.nodes.contains_key(node));
+        if !known {
+            return Err(refused(
+                format!("the cluster has no node named {node:?}"),
+                Some("`jarfleet cluster nodes` lists them"),
+            ));
+        }
+        agent
+            .set_admin(node, |a| a.ineligible = !eligible)
+            .await
+            .map_err(|e| ErrorBody {
+                kind: ErrorKind::Failed,
+                message: format!("etcd did not take it: {e}"),
+                hint: Some("nothing was changed; try again once etcd answers".into()),
+            })
+    }
+}
+
+fn not_a_node() -> ErrorBody {
+    refused(
+        "this daemon is not a node of a cluster",
+        Some("add a [cluster] table to the node's spec and `jarfleet up -d` it (docs/cluster.md)"),
+    )
+}
+
+/// The agent's notes to the loop: assignments prepared here first.
+async fn forward(
+    mut notes: mpsc::UnboundedReceiver<Note>,
+    tx: mpsc::Sender<Event>,
+    daemon: DaemonSpec,
+    dirs: StateDir,
+) {
+    // The last preparation of each app, kept while its cluster record is the same.
+    let mut prepared: BTreeMap<String, (ClusterApp, PreparedApp)> = BTreeMap::new();
+    while let Some(note) = notes.recv().await {
+        let event: Event = match note {
+            Note::Assignment(a) => {
+                let mut apps = BTreeMap::new();
+                for (name, wanted) in &a.apps {
+                    if let Some((had, p)) = prepared.get(name)
+                        && had == wanted
+                    {
+                        apps.insert(name.clone(), p.clone());
+                        continue;
+                    }
+                    match prepare_one(wanted, &daemon, &dirs).await {
+                        Ok(p) => {
+                            prepared.insert(name.clone(), (wanted.clone(), p.clone()));
+                            apps.insert(name.clone(), p);
+                        }
+                        Err(e) => {
+                            let kept = prepared.get(name).map(|(_, p)| p.clone());
+                            let what = if kept.is_some() {
+                                "it keeps running its current release"
+                            } else {
+                                "it does not run here"
+                            };
+                            let _ = tx
+                                .send(
+                                    Notice {
+                                        kind: jarfleet_core::events::EventKind::ClusterFailed,
+                                        app: Some(name.clone()),
+                                        message: format!(
+                                            "{name} as applied to the cluster does not prepare on this node ({what}): {}",
+                                            e.message
+                                        ),
+                                    }
+                                    .into(),
+                                )
+                                .await;
+                            if let Some(p) = kept {
+                                apps.insert(name.clone(), p);
+                            }
+                        }
+                    }
+                }
+                prepared.retain(|name, _| a.apps.contains_key(name));
+                let run = a
+                    .run
+                    .into_iter()
+                    .filter(|(app, _)| apps.contains_key(app))
+                    .collect();
+                ClusterNote::Assign { apps, run }.into()
+            }
+            Note::Remote(r) => ClusterNote::Remote(r).into(),
+            Note::Event { kind, app, message } => Notice { kind, app, message }.into(),
+        };
+        if tx.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One app of the cluster prepared on this node.
+async fn prepare_one(
+    app: &ClusterApp,
+    daemon: &DaemonSpec,
+    dirs: &StateDir,
+) -> Result<PreparedApp, ErrorBody> {
+    let fleet = FleetSpec {
+        source: std::path::PathBuf::from("cluster"),
+        daemon: daemon.clone(),
+        trust: jarfleet_core::spec::TrustSpec {
+            keys: app.spec.trust_keys.clone(),
+            ca: None,
+        },
+        apps: BTreeMap::from([(app.spec.name.clone(), app.spec.clone())]),
+        cluster: None,
+    };
+    let dirs = dirs.clone();
+    let name = app.spec.name.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut prepared = jarfleet_host::prepare::prepare(&fleet)?;
+        for p in prepared.values_mut() {
+            jarfleet_host::prepare::fast_start_layout(p, &dirs)?;
+        }
+        prepared
+            .remove(&name)
+            .ok_or_else(|| failed(format!("{name} was not prepared")))
+    })
+    .await
+    .map_err(|e| failed(format!("a background task failed: {e}")))?
+}
+
+/// Keeps the lease in force in `STATE/cluster.json`, so a restarted daemon renews it.
+async fn keep_lease(agent: Arc<Agent>, mut saved: Saved, dirs: StateDir) {
+    let mut changes = agent.session_changes();
+    loop {
+        let now = changes
+            .borrow_and_update()
+            .as_ref()
+            .map(|s| (s.lease, s.boot_id.clone()));
+        if now.is_some() && now != saved.lease {
+            saved.lease = now;
+            if let Err(e) = write_saved(&dirs, &saved) {
+                tracing::warn!(
+                    "keeping the cluster lease in {}: {e}",
+                    saved_path(&dirs).display()
+                );
+            }
+        }
+        if changes.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+fn saved_path(dirs: &StateDir) -> std::path::PathBuf {
+    dirs.root().join("cluster.json")
+}
+
+fn read_saved(dirs: &StateDir) -> Option<Saved> {
+    let text = std::fs::read_to_string(saved_path(dirs)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_saved(dirs: &StateDir, saved: &Saved) -> std::io::Result<()> {
+    let text = serde_json::to_vec_pretty(saved).map_err(std::io::Error::other)?;
+    jarfleet_shim::privfs::write_atomic(&saved_path(dirs), &text)
+}
+
+/// This host's name, as a node name.
+fn host_name() -> Result<String, ErrorBody> {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| failed(format!("reading the host name: {e}")))?;
+    let name = raw.trim().to_ascii_lowercase();
+    jarfleet_core::spec::node_name(&name).map_err(|e| {
+        refused(
+            format!("the host name cannot name this node: {e}"),
+            Some("set `[cluster] node = \"web-1\"`"),
+        )
+    })?;
+    Ok(name)
+}
+
+/// The machine's memory less 10 %, offered to instances when `[cluster] memory` is not set.
+fn offered_memory() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb * 1024)
+        .unwrap_or(4 << 30);
+    total - total / 10
+}

@@ -1,0 +1,299 @@
+//! Cluster mode from the loop's side: what the node's agent assigned it (the apps of the
+//! cluster and the slots this node runs of each), the instances on other nodes its balancers
+//! also send to, its own instances told back to the agent, and the stop of an instance other
+//! nodes' balancers may still be sending to.
+//!
+//! The loop runs the assignment with the machinery of `apply`: each app's instance count is
+//! the number of slots this node runs, and [`Control::ensure_slots`] keeps exactly the
+//! assigned slot numbers. Before the first assignment (a daemon just started) the loop runs
+//! what its store says, as on one host: nothing is stopped because the cluster has not been
+//! read yet.
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+
+use jarfleet_cluster::{LocalInstance, LocalView, RemoteInstance};
+use jarfleet_core::cluster::records::InstanceState;
+use jarfleet_core::events::EventKind;
+use tokio::sync::watch;
+
+use super::data_plane::BackendEntry;
+use super::*;
+use crate::cluster_link::ClusterNote;
+
+/// How long a stopping instance stays up after it left this node's balancer before anything
+/// else happens, so that every other node's balancer has seen it leave (the status key's
+/// deletion travels through etcd's watch in milliseconds; this is a bound with room).
+pub const PROPAGATION: Duration = Duration::from_millis(1000);
+
+/// The loop's part of cluster mode.
+pub(super) struct ClusterState {
+    /// This node's instances, for the agent.
+    local: watch::Sender<LocalView>,
+    /// Per app: slot → the placement's generation, of every slot this node runs; `None`
+    /// before the first assignment.
+    assigned: Option<BTreeMap<String, BTreeMap<u32, u64>>>,
+    /// Ready instances on other nodes, per app.
+    remote: BTreeMap<String, Vec<RemoteInstance>>,
+}
+
+impl Control {
+    pub(super) fn on_cluster(&mut self, note: ClusterNote) {
+        match note {
+            ClusterNote::Attach { local } => {
+                self.cluster = Some(ClusterState {
+                    local,
+                    assigned: None,
+                    remote: BTreeMap::new(),
+                });
+                self.publish_cluster_view();
+            }
+            ClusterNote::Assign { apps, run } => self.cluster_assign(apps, run),
+            ClusterNote::Remote(remote) => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.remote = remote;
+                }
+                self.sync_all_lbs();
+            }
+            ClusterNote::DrainDue {
+                app,
+                slot,
+                generation,
+                timeout,
+            } => {
+                if self.current_generation(&app, slot) == Some(generation) {
+                    self.drain_here(&app, slot, timeout);
+                }
+            }
+        }
+    }
+
+    /// Runs what the cluster assigned this node: every app (with the slots it runs here),
+    /// through `apply`'s plan, checks and changes.
+    fn cluster_assign(
+        &mut self,
+        mut apps: BTreeMap<String, PreparedApp>,
+        run: BTreeMap<String, BTreeMap<u32, u64>>,
+    ) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        c.assigned = Some(run.clone());
+        for (name, p) in apps.iter_mut() {
+            p.spec.instances = run.get(name).map_or(0, |s| s.len() as u32);
+        }
+        if let Err(e) = self.apply_apps(apps.clone()) {
+            self.emit(
+                EventKind::ClusterFailed,
+                None,
+                None,
+                format!(
+                    "this node cannot run what the cluster assigned it: {}",
+                    e.message
+                ),
+            );
+        }
+        for (name, p) in &apps {
+            let busy = self.apps.get(name).is_some_and(|a| a.deployment.is_some());
+            if !busy {
+                self.ensure_slots(name, p.spec.instances);
+            }
+        }
+        self.publish_cluster_view();
+    }
+
+    /// The slots the cluster assigned `app` on this node, once an assignment came.
+    pub(super) fn assigned_slots(&self, app: &str) -> Option<BTreeSet<u32>> {
+        let assigned = self.cluster.as_ref()?.assigned.as_ref()?;
+        Some(
+            assigned
+                .get(app)
+                .map(|s| s.keys().copied().collect())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Makes `app` run exactly `wanted` slots: the others are drained and stopped, the
+    /// missing ones started (a slot on its way out that is wanted again comes back).
+    pub(super) fn ensure_slot_set(&mut self, app: &str, wanted: &BTreeSet<u32>) {
+        let now = self.now_ms();
+        let Some(rt) = self.apps.get_mut(app) else {
+            return;
+        };
+        let release = rt.rec.release.clone();
+        let restart_generation = rt.rec.restart_generation;
+        let leaving = |s: &Slot| {
+            matches!(
+                s.record.instance.phase,
+                Phase::Stopping {
+                    then: AfterStop::Remove,
+                    ..
+                }
+            )
+        };
+        let to_remove: Vec<u32> = rt
+            .slots
+            .iter()
+            .filter(|(slot, s)| !wanted.contains(slot) && !leaving(s))
+            .map(|(slot, _)| *slot)
+            .collect();
+        let mut revive = Vec::new();
+        for slot in wanted {
+            match rt.slots.get(slot) {
+                None => {
+                    rt.slots.insert(
+                        *slot,
+                        Slot::new(app, *slot, &release, restart_generation, now),
+                    );
+                }
+                Some(s) if leaving(s) => revive.push(*slot),
+                Some(_) => {}
+            }
+        }
+        for slot in revive {
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Restart,
+                },
+            );
+        }
+        for slot in to_remove {
+            self.step(
+                app,
+                slot,
+                Input::Stop {
+                    then: AfterStop::Remove,
+                },
+            );
+        }
+    }
+
+    /// Tells the agent this node's instances (only the assigned slots: a deployment's extra
+    /// instances are this node's business), when they changed.
+    pub(super) fn publish_cluster_view(&self) {
+        let Some(c) = self.cluster.as_ref() else {
+            return;
+        };
+        let Some(assigned) = c.assigned.as_ref() else {
+            return;
+        };
+        let mut view = LocalView::new();
+        for (app, slots) in assigned {
+            let Some(rt) = self.apps.get(app) else {
+                continue;
+            };
+            for (slot, generation) in slots {
+                let Some(s) = rt.slots.get(slot) else {
+                    continue;
+                };
+                let i = &s.record.instance;
+                let state = match &i.phase {
+                    Phase::Ready { .. } if s.record.standby_until.is_none() => InstanceState::Ready,
+                    Phase::Ready { .. } | Phase::Stopping { .. } | Phase::Stopped => {
+                        InstanceState::Draining
+                    }
+                    Phase::Failed { .. } => InstanceState::Failed,
+                    Phase::Waiting { .. } | Phase::Starting { .. } | Phase::Unhealthy { .. } => {
+                        InstanceState::Starting
+                    }
+                };
+                view.insert(
+                    (app.clone(), *slot),
+                    LocalInstance {
+                        generation: *generation,
+                        state,
+                        port: i.process.as_ref().map(|p| p.port),
+                        pid: i.process.as_ref().map(|p| p.pid),
+                        release: i.release.clone(),
+                        restarts: i.restarts,
+                    },
+                );
+            }
+        }
+        c.local.send_if_modified(|old| {
+            if *old == view {
+                false
+            } else {
+                *old = view;
+                true
+            }
+        });
+    }
+
+    /// The instances on other nodes `app`'s balancer sends to.
+    pub(super) fn remote_backends(&self, app: &str) -> Vec<BackendEntry> {
+        let Some(c) = self.cluster.as_ref() else {
+            return Vec::new();
+        };
+        c.remote
+            .get(app)
+            .map(|list| {
+                list.iter()
+                    .filter_map(|r| {
+                        let ip: IpAddr = r.address.trim_matches(['[', ']']).parse().ok()?;
+                        Some(BackendEntry {
+                            id: format!("{app}/{}@{}#{}", r.slot, r.node, r.generation),
+                            slot: r.slot,
+                            generation: r.generation,
+                            addr: SocketAddr::new(ip, r.port),
+                            weight: 100,
+                            // Warmed up where it runs: no slow start from here.
+                            ready_for: Duration::from_secs(3600),
+                            release: r.release.clone(),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// A stop's drain in cluster mode: the instance has left this node's balancer and its
+    /// status is withdrawn; after [`PROPAGATION`], and once no other host holds a connection
+    /// to it (bounded by `timeout`), the drain goes on here. `false` when not in cluster mode
+    /// (the drain goes on at once).
+    pub(super) fn drain_across_nodes(&mut self, app: &str, slot: u32, timeout: Duration) -> bool {
+        if self.cluster.is_none() {
+            return false;
+        }
+        self.publish_cluster_view();
+        let Some(generation) = self.current_generation(app, slot) else {
+            return false;
+        };
+        let port = self
+            .apps
+            .get(app)
+            .and_then(|a| a.slots.get(&slot))
+            .and_then(|s| s.record.instance.process.as_ref())
+            .map(|p| p.port);
+        let tx = self.tx.clone();
+        let app = app.to_string();
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            tokio::time::sleep(PROPAGATION.min(timeout)).await;
+            if let Some(port) = port {
+                let deadline = started + timeout;
+                while tokio::time::Instant::now() < deadline {
+                    match jarfleet_shim::procinfo::established_from_elsewhere(port) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    }
+                }
+            }
+            let left = timeout.saturating_sub(started.elapsed());
+            let _ = tx
+                .send(
+                    ClusterNote::DrainDue {
+                        app,
+                        slot,
+                        generation,
+                        timeout: left,
+                    }
+                    .into(),
+                )
+                .await;
+        });
+        true
+    }
+}
