@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::apply::Applied;
 use crate::mirror::{ClusterApp, Mirror};
+use crate::peers::PeerView;
 use crate::session::SessionInfo;
 use crate::sync::SyncNote;
 use crate::{Assignment, Config, LocalView, Note, RemoteInstance, Result};
@@ -34,7 +35,7 @@ pub struct Agent {
     config: Arc<Config>,
     mirror: watch::Receiver<Option<Arc<Mirror>>>,
     session: watch::Receiver<Option<SessionInfo>>,
-    ejected: watch::Receiver<BTreeSet<String>>,
+    peers: watch::Receiver<PeerView>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -60,7 +61,8 @@ impl Agent {
         let listener = crate::peers::bind(&config).await?;
         let (mirror_tx, mirror) = watch::channel(None);
         let (session_tx, session) = watch::channel(None);
-        let (ejected_tx, ejected) = watch::channel(BTreeSet::new());
+        let (peers_tx, peers) = watch::channel(PeerView::default());
+        let (reachable_tx, reachable) = watch::channel(true);
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
         let resync = Arc::new(Notify::new());
         let tasks = vec![
@@ -70,6 +72,7 @@ impl Agent {
                 mirror_tx,
                 sync_tx,
                 resync.clone(),
+                reachable_tx,
             )),
             tokio::spawn(crate::session::run(
                 client.clone(),
@@ -101,14 +104,15 @@ impl Agent {
             tokio::spawn(crate::peers::probe_peers(
                 config.clone(),
                 mirror.clone(),
-                ejected_tx,
+                peers_tx,
                 notes.clone(),
             )),
             tokio::spawn(decide(
                 config.clone(),
                 mirror.clone(),
                 local,
-                ejected.clone(),
+                peers.clone(),
+                reachable,
                 sync_rx,
                 resync,
                 notes,
@@ -120,7 +124,7 @@ impl Agent {
             config,
             mirror,
             session,
-            ejected,
+            peers,
             tasks,
         })
     }
@@ -169,7 +173,7 @@ impl Agent {
 
     /// Peers this node's probes cannot reach.
     pub fn unreachable_peers(&self) -> BTreeSet<String> {
-        self.ejected.borrow().clone()
+        self.peers.borrow().ejected.clone()
     }
 
     /// Applies `desired` (every app of the fleet) to the cluster.
@@ -196,15 +200,30 @@ impl Agent {
 }
 
 /// What this node runs and which remote instances its balancers use, sent on every change.
+///
+/// - Nothing is decided before the daemon has told its instances (a daemon just started):
+///   a copy kept for a move must not be taken for one that is not there.
+/// - While etcd cannot be read the assignment is held: nothing starts or stops because of a
+///   view of the cluster that may be old. The balancers still follow the probes.
+/// - A copy of this node's is stopped for its replacement elsewhere only on the word of a
+///   peer that answers this node's probes (a replacement on a host that died is still
+///   "ready" in etcd until that host's lease expires).
+/// - The other nodes' instances go to the daemon before the assignment, so that a copy
+///   stopped here leaves a balancer that already has its replacement.
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     config: Arc<Config>,
     mut mirror: watch::Receiver<Option<Arc<Mirror>>>,
     mut local: watch::Receiver<LocalView>,
-    mut ejected: watch::Receiver<BTreeSet<String>>,
+    mut peers: watch::Receiver<PeerView>,
+    mut reachable: watch::Receiver<bool>,
     mut sync_notes: mpsc::UnboundedReceiver<SyncNote>,
     resync: Arc<Notify>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
+    if local.changed().await.is_err() {
+        return;
+    }
     let mut last_assignment: Option<Assignment> = None;
     let mut last_remote: Option<BTreeMap<String, Vec<RemoteInstance>>> = None;
     let mut moving_said: BTreeMap<(String, u32), String> = BTreeMap::new();
@@ -212,70 +231,81 @@ async fn decide(
     loop {
         let m = mirror.borrow_and_update().clone();
         let view = local.borrow_and_update().clone();
-        let out = ejected.borrow_and_update().clone();
+        let peer_view = peers.borrow_and_update().clone();
+        let etcd_ok = *reachable.borrow_and_update();
         if let Some(m) = m {
-            let seen = Seen {
-                me: &config.node,
-                apps: m.apps.keys().cloned().collect(),
-                allocs: m
-                    .allocs
-                    .iter()
-                    .map(|(k, p)| (k.clone(), p.record.clone()))
-                    .collect(),
-                statuses: m.statuses.clone(),
-                local: view
-                    .iter()
-                    .map(|(k, i)| (k.clone(), i.generation))
-                    .collect(),
-            };
-            let decided = assign(&seen);
-            match &decided.holding {
-                Some(why) if !holding_said => {
-                    holding_said = true;
-                    let _ = notes.send(Note::Event {
-                        kind: EventKind::ClusterHolding,
-                        app: None,
-                        message: why.clone(),
-                    });
-                }
-                None => holding_said = false,
-                _ => {}
-            }
-            for ((app, slot), to) in &decided.handing_over {
-                if moving_said.get(&(app.clone(), *slot)) != Some(to) {
-                    let _ = notes.send(Note::Event {
-                        kind: EventKind::ClusterMoving,
-                        app: Some(app.clone()),
-                        message: format!(
-                            "{app}/{slot} is placed on node {to}: this copy serves until that one is ready"
-                        ),
-                    });
-                }
-            }
-            moving_said = decided.handing_over.clone();
-            let assignment = Assignment {
-                apps: m
-                    .apps
-                    .iter()
-                    .map(|(n, (a, _))| (n.clone(), a.clone()))
-                    .collect(),
-                run: decided.run,
-                stop: decided.stop,
-            };
-            if last_assignment.as_ref() != Some(&assignment) {
-                let _ = notes.send(Note::Assignment(assignment.clone()));
-                last_assignment = Some(assignment);
-            }
-            let remote = remote_instances(&config.node, &m, &out);
+            let remote = remote_instances(&config.node, &m, &peer_view.ejected);
             if last_remote.as_ref() != Some(&remote) {
                 let _ = notes.send(Note::Remote(remote.clone()));
                 last_remote = Some(remote);
+            }
+            if etcd_ok {
+                let trusted =
+                    |node: &str| node == config.node || peer_view.answering.contains(node);
+                let seen = Seen {
+                    me: &config.node,
+                    apps: m.apps.keys().cloned().collect(),
+                    allocs: m
+                        .allocs
+                        .iter()
+                        .map(|(k, p)| (k.clone(), p.record.clone()))
+                        .collect(),
+                    statuses: m
+                        .statuses
+                        .iter()
+                        .filter(|((node, _, _), _)| trusted(node))
+                        .map(|(k, s)| (k.clone(), s.clone()))
+                        .collect(),
+                    local: view
+                        .iter()
+                        .map(|(k, i)| (k.clone(), i.generation))
+                        .collect(),
+                };
+                let decided = assign(&seen);
+                match &decided.holding {
+                    Some(why) if !holding_said => {
+                        holding_said = true;
+                        let _ = notes.send(Note::Event {
+                            kind: EventKind::ClusterHolding,
+                            app: None,
+                            message: why.clone(),
+                        });
+                    }
+                    None => holding_said = false,
+                    _ => {}
+                }
+                for ((app, slot), to) in &decided.handing_over {
+                    if moving_said.get(&(app.clone(), *slot)) != Some(to) {
+                        let _ = notes.send(Note::Event {
+                            kind: EventKind::ClusterMoving,
+                            app: Some(app.clone()),
+                            message: format!(
+                                "{app}/{slot} is placed on node {to}: this copy serves until that one is ready"
+                            ),
+                        });
+                    }
+                }
+                moving_said = decided.handing_over.clone();
+                let assignment = Assignment {
+                    apps: m
+                        .apps
+                        .iter()
+                        .map(|(n, (a, _))| (n.clone(), a.clone()))
+                        .collect(),
+                    run: decided.run,
+                    stop: decided.stop,
+                };
+                if last_assignment.as_ref() != Some(&assignment) {
+                    let _ = notes.send(Note::Assignment(assignment.clone()));
+                    last_assignment = Some(assignment);
+                }
             }
         }
         tokio::select! {
             changed = mirror.changed() => if changed.is_err() { return },
             changed = local.changed() => if changed.is_err() { return },
-            changed = ejected.changed() => if changed.is_err() { return },
+            changed = peers.changed() => if changed.is_err() { return },
+            changed = reachable.changed() => if changed.is_err() { return },
             note = sync_notes.recv() => match note {
                 Some(SyncNote::Unreachable(why)) => {
                     let _ = notes.send(Note::Event {

@@ -170,14 +170,25 @@ pub async fn probe(addr: &str, port: u16, cluster: &str, node: &str, limit: Dura
     matches!(timeout(limit, attempt).await, Ok(Some(true)))
 }
 
-/// Probes every registered peer every `probe_interval`; publishes the set of peers out of
-/// this node's balancers. Runs until the mirror's sender is gone.
+/// What this node's probes say of its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// Out of this node's balancers (3 misses in a row, not yet 2 answers).
+    pub ejected: BTreeSet<String>,
+    /// Answered the last probe and not ejected: the peers whose word (an instance of theirs
+    /// ready) this node acts on when it stops a copy of its own.
+    pub answering: BTreeSet<String>,
+}
+
+/// Probes every registered peer every `probe_interval`; publishes what the probes say.
+/// Runs until the mirror's sender is gone.
 pub async fn probe_peers(
     config: Arc<Config>,
     mirror: watch::Receiver<Option<Arc<Mirror>>>,
-    out: watch::Sender<BTreeSet<String>>,
+    out: watch::Sender<PeerView>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
+    let mut last_answer: BTreeMap<String, bool> = BTreeMap::new();
     let mut probes: BTreeMap<String, PeerProbe> = BTreeMap::new();
     let mut next = Instant::now();
     loop {
@@ -204,6 +215,7 @@ pub async fn probe_peers(
             .unwrap_or_default();
         // A peer no longer registered is forgotten (the watch already took its instances out).
         probes.retain(|name, _| peers.iter().any(|(n, _, _)| n == name));
+        last_answer.retain(|name, _| peers.iter().any(|(n, _, _)| n == name));
         let mut tasks = tokio::task::JoinSet::new();
         for (name, addr, port) in peers {
             let cluster = config.spec.name.clone();
@@ -215,6 +227,7 @@ pub async fn probe_peers(
         }
         let mut changed = false;
         while let Some(Ok((name, ok))) = tasks.join_next().await {
+            last_answer.insert(name.clone(), ok);
             let p = probes.entry(name.clone()).or_default();
             match p.observe(ok) {
                 Some(Verdict::Eject) => {
@@ -243,8 +256,14 @@ pub async fn probe_peers(
             .filter(|(_, p)| p.ejected())
             .map(|(n, _)| n.clone())
             .collect();
-        if changed || *out.borrow() != ejected {
-            out.send_replace(ejected);
+        let answering: BTreeSet<String> = last_answer
+            .iter()
+            .filter(|(n, ok)| **ok && !ejected.contains(*n))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let view = PeerView { ejected, answering };
+        if changed || *out.borrow() != view {
+            out.send_replace(view);
         }
         if out.is_closed() {
             return;

@@ -40,6 +40,38 @@ pub fn records(config: &Config, local: &LocalView) -> BTreeMap<(String, u32), St
         .collect()
 }
 
+/// This node's status keys in etcd that ride `lease` (keys of an older lease vanish with it).
+async fn already_there(
+    client: &Client,
+    keys: &Keys,
+    node: &str,
+    lease: i64,
+) -> jarfleet_etcd::Result<BTreeMap<(String, u32), StatusRecord>> {
+    let (kvs, _) = client.range_prefix(&keys.node_statuses(node), None).await?;
+    let mut out = BTreeMap::new();
+    for kv in kvs {
+        let Some(jarfleet_core::cluster::keys::Key::Status { app, slot, .. }) = keys.parse(&kv.key)
+        else {
+            continue;
+        };
+        // A value that does not read is rewritten or deleted like any other.
+        let record = jarfleet_core::cluster::records::decode::<StatusRecord>(&kv.key, &kv.value)
+            .unwrap_or(StatusRecord {
+                generation: 0,
+                state: jarfleet_core::cluster::records::InstanceState::Failed,
+                address: None,
+                port: None,
+                release: String::new(),
+                pid: None,
+                restarts: 0,
+            });
+        if kv.lease == lease {
+            out.insert((app, slot), record);
+        }
+    }
+    Ok(out)
+}
+
 /// Runs until `local`'s sender is gone.
 pub async fn run(
     client: Client,
@@ -55,12 +87,21 @@ pub async fn run(
         let want = records(&config, &local.borrow_and_update());
         let lease = session.borrow_and_update().as_ref().map(|s| s.lease);
         let mut failed = false;
-        if let Some(lease) = lease {
-            if under != Some(lease) {
-                // A new lease: nothing of ours is there any more.
-                written.clear();
-                under = Some(lease);
+        if let Some(lease) = lease
+            && under != Some(lease)
+        {
+            match already_there(&client, &keys, &config.node, lease).await {
+                Ok(there) => {
+                    written = there;
+                    under = Some(lease);
+                }
+                Err(e) => {
+                    tracing::debug!("reading this node's status keys: {e}");
+                    failed = true;
+                }
             }
+        }
+        if let Some(lease) = lease.filter(|_| !failed) {
             for (key, record) in &want {
                 if written.get(key) == Some(record) {
                     continue;

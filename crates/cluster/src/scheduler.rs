@@ -39,9 +39,27 @@ pub async fn run(
 ) {
     let mut leading: Option<i64> = None;
     let mut unplaced_said: BTreeMap<(String, u32), String> = BTreeMap::new();
+    // When this node's registration in force began (a new boot id: a new registration).
+    let mut registered: Option<(String, tokio::time::Instant)> = None;
+    // This node's first registration since the daemon started counts as new only if the
+    // daemon could not renew its predecessor's lease.
+    let kept = config.previous_lease.as_ref().map(|(_, boot)| boot.clone());
     loop {
         let m = mirror.borrow_and_update().clone();
         let s = session.borrow_and_update().clone();
+        if let Some(s) = &s
+            && registered.as_ref().is_none_or(|(b, _)| *b != s.boot_id)
+        {
+            let at = if kept.as_deref() == Some(s.boot_id.as_str()) {
+                tokio::time::Instant::now() - config.spec.lease_ttl
+            } else {
+                tokio::time::Instant::now()
+            };
+            registered = Some((s.boot_id.clone(), at));
+        }
+        let newly_registered = registered
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < config.spec.lease_ttl);
         if let (Some(m), Some(s)) = (m, s) {
             let mine = m
                 .leader
@@ -67,7 +85,16 @@ pub async fn run(
             }
             match (leading, &m.leader) {
                 (Some(epoch), _) => {
-                    schedule_once(&client, &keys, epoch, &m, &notes, &mut unplaced_said).await
+                    schedule_once(
+                        &client,
+                        &keys,
+                        epoch,
+                        &m,
+                        newly_registered,
+                        &notes,
+                        &mut unplaced_said,
+                    )
+                    .await
                 }
                 (None, None) => campaign(&client, &keys, &config, &s).await,
                 (None, Some(_)) => {}
@@ -131,16 +158,29 @@ async fn campaign(client: &Client, keys: &Keys, config: &Config, s: &SessionInfo
     }
 }
 
-/// One reconciliation and its writes, each fenced.
+/// One reconciliation and its writes, each fenced. A scheduler whose own registration is new
+/// (`newly_registered`: it lost its lease, as every node does when etcd is cut off from them
+/// all) leaves the slots of nodes not registered where they are for one lease's time: they
+/// may be registering again too.
 async fn schedule_once(
     client: &Client,
     keys: &Keys,
     epoch: i64,
     m: &Mirror,
+    newly_registered: bool,
     notes: &mpsc::UnboundedSender<Note>,
     unplaced_said: &mut BTreeMap<(String, u32), String>,
 ) {
-    let pass = schedule::reconcile(&m.view(), crate::now_ms());
+    let mut view = m.view();
+    if newly_registered {
+        view.returning = m
+            .allocs
+            .values()
+            .map(|p| p.record.node.clone())
+            .filter(|n| !view.nodes.contains_key(n))
+            .collect();
+    }
+    let pass = schedule::reconcile(&view, crate::now_ms());
     for write in pass.writes {
         match write_fenced(client, keys, epoch, &write).await {
             Ok(true) => {

@@ -39,6 +39,7 @@ pub async fn run(
     mirror: watch::Sender<Option<Arc<Mirror>>>,
     notes: mpsc::UnboundedSender<SyncNote>,
     resync: Arc<Notify>,
+    reachable: watch::Sender<bool>,
 ) {
     let root = keys.root().to_string();
     let mut wait = RETRY.0;
@@ -52,6 +53,7 @@ pub async fn run(
             Err(e) => {
                 if !out {
                     out = true;
+                    reachable.send_replace(false);
                     let _ = notes.send(SyncNote::Unreachable(e.to_string()));
                 }
                 tokio::select! {
@@ -69,6 +71,7 @@ pub async fn run(
         wait = RETRY.0;
         let mut current = Mirror::load(&keys, &kvs, revision);
         mirror.send_replace(Some(Arc::new(current.clone())));
+        reachable.send_if_modified(|r| !std::mem::replace(r, true));
         let mut stream = match client.watch_prefix(&root, revision + 1).await {
             Ok(s) => s,
             Err(e) => {
@@ -109,6 +112,7 @@ pub async fn run(
                             Err(e) => {
                                 if !out {
                                     out = true;
+                                    reachable.send_replace(false);
                                     let _ = notes.send(SyncNote::Unreachable(e.to_string()));
                                 }
                                 break;

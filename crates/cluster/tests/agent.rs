@@ -66,6 +66,8 @@ impl Node {
         let agent = Agent::start(config.clone(), view, tx)
             .await
             .expect("the agent starts");
+        // The daemon's first report (it runs nothing yet): the agent decides nothing before.
+        local.send_replace(LocalView::new());
         Node {
             name: config.node.clone(),
             agent: Some(agent),
@@ -172,6 +174,16 @@ async fn apps_applied_on_any_node_are_spread_and_each_slot_runs_on_exactly_one_n
     let mut a = Node::start(&etcd, "t1", "a").await;
     let mut b = Node::start(&etcd, "t1", "b").await;
     let mut c = Node::start(&etcd, "t1", "c").await;
+    // Placement spreads over the nodes registered when it places: all three, here.
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "every node registered",
+        |ns| {
+            ns.iter()
+                .all(|n| n.agent().mirror().is_some_and(|m| m.nodes.len() == 3))
+        },
+    )
+    .await;
     let desired = BTreeMap::from([("web".to_string(), app("web", 4))]);
     let applied = b.agent().apply(&desired, false).await.expect("applies");
     assert!(applied.applied);
@@ -217,6 +229,15 @@ async fn a_lost_node_is_replaced_on_the_others_and_its_instances_leave_every_bal
     let mut a = Node::start(&etcd, "t2", "a").await;
     let mut b = Node::start(&etcd, "t2", "b").await;
     let mut c = Node::start(&etcd, "t2", "c").await;
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "every node registered",
+        |ns| {
+            ns.iter()
+                .all(|n| n.agent().mirror().is_some_and(|m| m.nodes.len() == 3))
+        },
+    )
+    .await;
     let desired = BTreeMap::from([("web".to_string(), app("web", 3))]);
     a.agent().apply(&desired, false).await.expect("applies");
     until(

@@ -58,6 +58,11 @@ pub struct View {
     pub allocs: BTreeMap<(String, u32), Placed>,
     /// Slots whose node says their instance failed, at that placement's generation.
     pub failed: BTreeSet<(String, u32, u64)>,
+    /// Nodes not registered now that may well be on their way back: their slots stay where
+    /// they are for now, and nothing new goes to them. (A scheduler whose own registration is
+    /// new — every node lost its lease to an etcd cut off from them all — gives the others
+    /// one lease's time to register again, or the first node back would get everything.)
+    pub returning: BTreeSet<String>,
 }
 
 /// One write to `alloc/<app>/<slot>`, valid only if the key is still at `expect`
@@ -96,13 +101,14 @@ pub struct Pass {
 pub fn reconcile(view: &View, now: Millis) -> Pass {
     let mut usage = usage_of(view);
     let mut pass = Pass::default();
+    let up = |node: &str| view.nodes.contains_key(node) || view.returning.contains(node);
 
     // What stays counts first, so what is placed next sees it.
     for ((app, slot), placed) in &view.allocs {
         let kept = view
             .apps
             .get(app)
-            .filter(|d| *slot < d.instances && view.nodes.contains_key(&placed.record.node));
+            .filter(|d| *slot < d.instances && up(&placed.record.node));
         if let Some(demand) = kept {
             usage.take(&placed.record.node, app, demand.memory);
         }
@@ -123,7 +129,7 @@ pub fn reconcile(view: &View, now: Millis) -> Pass {
             let current = view.allocs.get(&(app.clone(), slot));
             let (avoid, reason, next_generation) = match current {
                 None => (None, "placed".to_string(), 1),
-                Some(p) if !view.nodes.contains_key(&p.record.node) => (
+                Some(p) if !up(&p.record.node) => (
                     None,
                     format!("node {} lost", p.record.node),
                     p.record.generation + 1,

@@ -46,7 +46,10 @@ impl Control {
                     assigned: None,
                     remote: BTreeMap::new(),
                 });
-                self.publish_cluster_view();
+                // The agent decides nothing before this first report (even an empty one).
+                if let Some(c) = self.cluster.as_ref() {
+                    c.local.send_replace(self.cluster_view());
+                }
             }
             ClusterNote::Assign { apps, run } => self.cluster_assign(apps, run),
             ClusterNote::Remote(remote) => {
@@ -170,16 +173,43 @@ impl Control {
         }
     }
 
-    /// Tells the agent this node's instances (only the assigned slots: a deployment's extra
-    /// instances are this node's business), when they changed.
+    /// Tells the agent this node's instances, when they changed.
     pub(super) fn publish_cluster_view(&self) {
         let Some(c) = self.cluster.as_ref() else {
             return;
         };
-        let Some(assigned) = c.assigned.as_ref() else {
-            return;
-        };
+        let view = self.cluster_view();
+        c.local.send_if_modified(|old| {
+            if *old == view {
+                false
+            } else {
+                *old = view;
+                true
+            }
+        });
+    }
+
+    /// This node's instances for the agent: the assigned slots with their placement's
+    /// generation (a deployment's extra instances are this node's business); before the first
+    /// assignment, every slot it runs, generation unknown (0), so that a copy kept for a move
+    /// is known to be here.
+    fn cluster_view(&self) -> LocalView {
         let mut view = LocalView::new();
+        let Some(c) = self.cluster.as_ref() else {
+            return view;
+        };
+        let everything: BTreeMap<String, BTreeMap<u32, u64>>;
+        let assigned = match c.assigned.as_ref() {
+            Some(a) => a,
+            None => {
+                everything = self
+                    .apps
+                    .iter()
+                    .map(|(app, rt)| (app.clone(), rt.slots.keys().map(|s| (*s, 0)).collect()))
+                    .collect();
+                &everything
+            }
+        };
         for (app, slots) in assigned {
             let Some(rt) = self.apps.get(app) else {
                 continue;
@@ -212,14 +242,7 @@ impl Control {
                 );
             }
         }
-        c.local.send_if_modified(|old| {
-            if *old == view {
-                false
-            } else {
-                *old = view;
-                true
-            }
-        });
+        view
     }
 
     /// The instances on other nodes `app`'s balancer sends to.

@@ -179,11 +179,11 @@ impl Cluster {
 }
 
 #[test]
-fn a_host_killed_outright_is_replaced_on_the_others_and_no_request_through_them_fails() {
+fn the_scheduler_s_host_killed_outright_is_replaced_on_the_others_and_no_request_through_them_fails()
+ {
     let c = Cluster::start(3);
     let apps = c.apps_file(4);
-    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
-    let out = c.ok(n1, &["apply", &apps.display().to_string()]);
+    let out = c.ok(&c.nodes[1], &["apply", &apps.display().to_string()]);
     assert!(out.contains("web"), "the plan names the app: {out}");
 
     // Placed across the hosts, 4 ready, every host serving the app.
@@ -191,7 +191,7 @@ fn a_host_killed_outright_is_replaced_on_the_others_and_no_request_through_them_
         "4 ready instances across 3 ready nodes",
         Duration::from_secs(120),
         || {
-            let seen = c.ready_per_node(n0);
+            let seen = c.ready_per_node(&c.nodes[0]);
             let ready: u64 = seen.iter().map(|(_, _, r)| r).sum();
             let all_up = seen.len() == 3 && seen.iter().all(|(_, s, _)| s == "ready");
             let spread = seen.iter().all(|(_, _, r)| *r >= 1);
@@ -202,7 +202,7 @@ fn a_host_killed_outright_is_replaced_on_the_others_and_no_request_through_them_
             }
         },
     );
-    let text = c.ok(n2, &["cluster", "nodes"]);
+    let text = c.ok(&c.nodes[2], &["cluster", "nodes"]);
     for n in ["n0", "n1", "n2", "(scheduler)"] {
         assert!(text.contains(n), "`cluster nodes` names {n}:\n{text}");
     }
@@ -217,31 +217,40 @@ fn a_host_killed_outright_is_replaced_on_the_others_and_no_request_through_them_
         assert!(from.len() >= 3, "through {} only {from:?}", n.name);
     }
 
-    // Load through n0 and n1 (GETs: replayable), then n2 dies outright.
-    let loads = [
-        FrontLoad::start_at(c.balancer(n0), 3, 1, false),
-        FrontLoad::start_at(c.balancer(n1), 3, 1, false),
-    ];
+    // The scheduler's host dies outright, under load through the two others (GETs:
+    // replayable).
+    let leader = c.nodes_seen_by(&c.nodes[0])["leader"]
+        .as_str()
+        .expect("a scheduler")
+        .to_string();
+    let dead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
+    let alive: Vec<&Node> = c.nodes.iter().filter(|n| n.name != leader).collect();
+    let loads: Vec<FrontLoad> = alive
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 3, 1, false))
+        .collect();
     for l in &loads {
         l.wait_more(50);
     }
     let killed = Instant::now();
-    c.kill_host(n2);
+    c.kill_host(dead);
     wait_until_explained(
-        "n2 down and its instances ready on n0 and n1",
+        "a new scheduler, the dead host down and its instances ready on the others",
         Duration::from_secs(60),
         || {
-            let seen = c.ready_per_node(n0);
+            let report = c.nodes_seen_by(alive[0]);
+            let seen = c.ready_per_node(alive[0]);
             let ready: u64 = seen
                 .iter()
-                .filter(|(n, _, _)| n != "n2")
+                .filter(|(n, _, _)| *n != leader)
                 .map(|(_, _, r)| r)
                 .sum();
-            let down = seen.iter().any(|(n, s, _)| n == "n2" && s == "down");
-            if ready == 4 && down {
+            let down = seen.iter().any(|(n, s, _)| *n == leader && s == "down");
+            let new_leader = report["leader"].as_str().is_some_and(|l| l != leader);
+            if ready == 4 && down && new_leader {
                 Ok(())
             } else {
-                Err(format!("{seen:?}"))
+                Err(format!("{report}"))
             }
         },
     );
@@ -249,18 +258,19 @@ fn a_host_killed_outright_is_replaced_on_the_others_and_no_request_through_them_
     for l in &loads {
         l.wait_more(50);
     }
-    for (l, n) in loads.into_iter().zip([n0, n1]) {
+    for (l, n) in loads.into_iter().zip(&alive) {
         let t = l.finish();
         assert_eq!(
             t.failed, 0,
-            "requests through {} failed while n2 died (replaced after {replaced_after:?}): {:?}",
+            "requests through {} failed while {leader} died (replaced after {replaced_after:?}): {:?}",
             n.name, t.errors
         );
         assert!(t.ok > 100, "too few requests through {}: {}", n.name, t.ok);
     }
-    let events = c.ok(n0, &["events", "-o", "json"]);
+    let events =
+        c.ok(alive[0], &["events", "-o", "json"]) + &c.ok(alive[1], &["events", "-o", "json"]);
     assert!(
-        events.contains("node n2 lost"),
+        events.contains(&format!("node {leader} lost")),
         "the re-placement is an event naming why:\n{events}"
     );
 }
@@ -389,4 +399,250 @@ fn the_etcd_leader_killed_during_load_and_an_apply_moves_and_restarts_nothing() 
         let t = l.finish();
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
     }
+}
+
+#[test]
+fn a_partitioned_host_keeps_serving_is_replaced_and_after_the_heal_its_copy_is_drained_without_a_failure()
+ {
+    let c = Cluster::start(3);
+    let apps = c.apps_file(3);
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    c.ok(n0, &["apply", &apps.display().to_string()]);
+    c.wait_ready(n0, 3);
+    let before = c.jvms(&[n0, n1, n2]);
+    let n2_slot = before
+        .keys()
+        .find(|(n, _)| n == "n2")
+        .map(|(_, s)| *s)
+        .expect("n2 runs an instance");
+    // Clients of n0 and n1 from outside, and a client of n2 on n2 itself (it stays with its
+    // host when the host is cut off).
+    let outside: Vec<FrontLoad> = [n0, n1]
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, false))
+        .collect();
+    let listen = c.listen;
+    let inside = c
+        .lab
+        .host(2)
+        .run_in(move || {
+            FrontLoad::start_at(SocketAddr::from(([127, 0, 0, 1], listen)), 2, 1, false)
+        })
+        .expect("a client inside n2");
+    for l in outside.iter().chain([&inside]) {
+        l.wait_more(30);
+    }
+
+    c.lab.host(2).cut().expect("cutting n2 off");
+    // The majority re-places n2's slot once its lease expired; n2 serves on meanwhile.
+    wait_until_explained(
+        "n2 down for the others and its slot ready on n0 or n1",
+        Duration::from_secs(60),
+        || {
+            let seen = c.ready_per_node(n0);
+            let ready: u64 = seen
+                .iter()
+                .filter(|(n, _, _)| n != "n2")
+                .map(|(_, _, r)| r)
+                .sum();
+            let down = seen.iter().any(|(n, s, _)| n == "n2" && s == "down");
+            if ready == 3 && down {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}"))
+            }
+        },
+    );
+    let served = inside.answered();
+    inside.wait_more(30);
+    assert!(
+        inside.answered() > served,
+        "n2 stopped serving its own clients"
+    );
+    let during = c.jvms(&[n2]);
+    assert_eq!(
+        during.get(&("n2".to_string(), n2_slot)),
+        before.get(&("n2".to_string(), n2_slot)),
+        "n2's instance must keep running while it is cut off"
+    );
+
+    c.lab.host(2).heal().expect("healing n2");
+    // n2 registers again, finds its slot placed elsewhere, and drains its copy once that one
+    // is ready: three instances in all, none of the others restarted.
+    wait_until_explained(
+        "n2 back, ready, and running nothing",
+        Duration::from_secs(60),
+        || {
+            let seen = c.ready_per_node(n0);
+            let n2_back = seen.iter().any(|(n, s, _)| n == "n2" && s == "ready");
+            let jvms = c.jvms(&[n2]);
+            if n2_back && jvms.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{seen:?}; n2 runs {jvms:?}"))
+            }
+        },
+    );
+    let after = c.jvms(&[n0, n1]);
+    for (key, pid) in before.iter().filter(|(k, _)| k.0 != "n2") {
+        assert_eq!(after.get(key), Some(pid), "{key:?} restarted: {after:?}");
+    }
+    assert_eq!(after.len(), 3, "{after:?}");
+    for l in outside.iter().chain([&inside]) {
+        l.wait_more(30);
+    }
+    for (l, who) in outside
+        .into_iter()
+        .chain([inside])
+        .zip(["n0", "n1", "n2 (inside)"])
+    {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {who}: {:?}", t.errors);
+    }
+    let events = c.ok(n2, &["events", "-o", "json"]);
+    assert!(
+        events.contains("cluster.moving"),
+        "n2 said its copy moves:\n{events}"
+    );
+}
+
+#[test]
+fn a_frozen_daemon_and_a_short_link_cut_move_and_restart_nothing() {
+    let c = Cluster::start(3);
+    let apps = c.apps_file(3);
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    c.ok(n0, &["apply", &apps.display().to_string()]);
+    c.wait_ready(n0, 3);
+    let before = c.jvms(&[n0, n1, n2]);
+    let placed_before: usize = [n0, n1, n2].iter().map(|n| c.placements(n)).sum();
+    let loads: Vec<FrontLoad> = [n0, n2]
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, false))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    // n1's daemon frozen for 3 s (half its lease).
+    let status: Value = serde_json::from_str(&c.ok(n1, &["status", "-o", "json"])).expect("status");
+    let daemon = status["daemon"]["pid"].as_u64().expect("the daemon's pid");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(daemon).expect("a pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let frozen = Instant::now();
+    while frozen.elapsed() < Duration::from_secs(3) {
+        for l in &loads {
+            let _ = l.answered();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
+    for l in &loads {
+        l.wait_more(30);
+    }
+    // n2's link down for 3 s.
+    c.lab.host(2).cut().expect("cut");
+    let cut = Instant::now();
+    while cut.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    c.lab.host(2).heal().expect("heal");
+    // Past a whole lease after both: nothing may have expired or moved.
+    wait_until_explained("every node ready again", Duration::from_secs(30), || {
+        let seen = c.ready_per_node(n0);
+        if seen.iter().all(|(_, s, r)| s == "ready" && *r == 1) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    let settle = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        c.jvms(&[n0, n1, n2]),
+        before,
+        "something restarted or moved"
+    );
+    let placed_after: usize = [n0, n1, n2].iter().map(|n| c.placements(n)).sum();
+    assert_eq!(placed_after, placed_before, "something was placed anew");
+    for (l, n) in loads.into_iter().zip([n0, n2]) {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+    }
+}
+
+#[test]
+fn with_etcd_down_nothing_stops_applies_say_why_and_afterwards_they_go_through() {
+    let mut c = Cluster::start(3);
+    let apps = c.apps_file(3);
+    c.ok(&c.nodes[0], &["apply", &apps.display().to_string()]);
+    c.wait_ready(&c.nodes[0], 3);
+    let all: Vec<&Node> = c.nodes.iter().collect();
+    let before = c.jvms(&all);
+    let loads: Vec<FrontLoad> = c
+        .nodes
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, false))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for i in 0..3 {
+        c.etcd.kill(i);
+    }
+    // Three lease lifetimes without etcd.
+    let out_since = Instant::now();
+    let apps4 = c.apps_file(4);
+    let mut cmd = c.lab.host(0).command(jarfleet_bin());
+    cmd.args(["apply", &apps4.display().to_string()])
+        .env("JARFLEET_STATE", &c.nodes[0].state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let refused = jarfleet_testkit::wait_with_deadline(
+        cmd.spawn().expect("apply"),
+        "apply while etcd is down",
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(
+        !refused.status.success(),
+        "an apply with etcd down succeeded"
+    );
+    assert!(
+        err.contains("nothing was applied"),
+        "the refusal says nothing was applied: {err}"
+    );
+    while out_since.elapsed() < Duration::from_secs(18) {
+        for l in &loads {
+            let _ = l.answered();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let all: Vec<&Node> = c.nodes.iter().collect();
+    assert_eq!(
+        c.jvms(&all),
+        before,
+        "an instance stopped or restarted while etcd was down"
+    );
+    c.etcd
+        .restart_all()
+        .unwrap_or_else(|e| panic!("restarting etcd: {e}"));
+    let nodes: Vec<&Node> = c.nodes.iter().collect();
+    c.ok(nodes[1], &["apply", &apps4.display().to_string()]);
+    c.wait_ready(nodes[0], 4);
+    let after = c.jvms(&nodes);
+    for (key, pid) in &before {
+        assert_eq!(
+            after.get(key),
+            Some(pid),
+            "{key:?} restarted after etcd came back"
+        );
+    }
+    for (l, n) in loads.into_iter().zip(&nodes) {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+    }
+    let events = c.ok(nodes[0], &["events", "-o", "json"]);
+    assert!(events.contains("cluster.unreachable"), "{events}");
 }

@@ -234,6 +234,16 @@ impl EtcdCluster {
         self.member_mut(i).kill();
     }
 
+    /// Starts every member again (the whole cluster was down: none can be healthy alone) on
+    /// the same ports and data dirs, and waits until they all are.
+    pub fn restart_all(&mut self) -> Result<(), Error> {
+        for i in 0..self.members.len() {
+            self.member_mut(i).kill();
+            self.spawn_member(i)?;
+        }
+        self.wait_healthy(START_DEADLINE)
+    }
+
     /// Starts member `i` again (killing it first if it runs) on the same ports and data dir,
     /// and waits until it is healthy.
     pub fn restart(&mut self, i: usize) -> Result<(), Error> {

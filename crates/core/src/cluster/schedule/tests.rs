@@ -142,6 +142,28 @@ fn a_lost_nodes_slots_are_placed_anew_at_once_and_the_others_stay() {
 }
 
 #[test]
+fn a_node_that_may_be_returning_keeps_its_slots_and_gets_nothing_new() {
+    let mut v = view(&["a", "b"], &[("web", 2)]);
+    let mut rev = 0;
+    let first = reconcile(&v, 0);
+    apply(&mut v, &first, &mut rev);
+    let on_b = on(&v, "b");
+    v.nodes.remove("b");
+    v.returning.insert("b".into());
+    v.apps.insert("web".into(), demand(3));
+    let pass = reconcile(&v, 1);
+    apply(&mut v, &pass, &mut rev);
+    assert_eq!(on(&v, "b"), on_b, "b's slot stays while it may come back");
+    assert_eq!(on(&v, "a").len(), 2, "the new slot goes to a");
+    // Once it is no longer expected back, its slot moves.
+    v.returning.clear();
+    let pass = reconcile(&v, 2);
+    apply(&mut v, &pass, &mut rev);
+    assert!(on(&v, "b").is_empty());
+    assert_eq!(on(&v, "a").len(), 3);
+}
+
+#[test]
 fn scaling_down_and_removing_an_app_delete_placements() {
     let mut v = view(&["a", "b"], &[("web", 4), ("api", 2)]);
     let mut rev = 0;
