@@ -36,6 +36,7 @@ pub struct Agent {
     mirror: watch::Receiver<Option<Arc<Mirror>>>,
     session: watch::Receiver<Option<SessionInfo>>,
     peers: watch::Receiver<PeerView>,
+    reachable: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -112,7 +113,7 @@ impl Agent {
                 mirror.clone(),
                 local,
                 peers.clone(),
-                reachable,
+                reachable.clone(),
                 sync_rx,
                 resync,
                 notes,
@@ -125,6 +126,7 @@ impl Agent {
             mirror,
             session,
             peers,
+            reachable,
             tasks,
         })
     }
@@ -169,6 +171,11 @@ impl Agent {
     /// The cluster as last read (`None` before the first read).
     pub fn mirror(&self) -> Option<Arc<Mirror>> {
         self.mirror.borrow().clone()
+    }
+
+    /// Whether the cluster's state was last read from etcd successfully.
+    pub fn etcd_reachable(&self) -> bool {
+        *self.reachable.borrow()
     }
 
     /// Peers this node's probes cannot reach.

@@ -327,6 +327,66 @@ impl ClusterLink {
         })
     }
 
+    /// What `/metrics` shows of the cluster (`None` on one host).
+    pub async fn figures(&self) -> Option<crate::metrics::ClusterFigures> {
+        use jarfleet_core::cluster::records::InstanceState;
+        let (agent, cluster) = {
+            let joined = self.joined.lock().await;
+            let j = joined.as_ref()?;
+            (j.agent.clone(), j.spec.name.clone())
+        };
+        let session = agent.session();
+        let mut figures = crate::metrics::ClusterFigures {
+            cluster,
+            node: agent.node().to_string(),
+            registered: session.is_some(),
+            etcd_reachable: agent.etcd_reachable(),
+            ..Default::default()
+        };
+        let Some(m) = agent.mirror() else {
+            return Some(figures);
+        };
+        figures.scheduler = m.leader.as_ref().is_some_and(|l| {
+            l.record.node == agent.node() && session.as_ref().is_some_and(|s| s.lease == l.lease)
+        });
+        let unreachable = agent.unreachable_peers();
+        let mut by_state: BTreeMap<String, u64> =
+            ["ready", "suspect", "down", "draining", "ineligible"]
+                .iter()
+                .map(|s| (s.to_string(), 0))
+                .collect();
+        let mut names: std::collections::BTreeSet<&String> = m.known.keys().collect();
+        names.extend(m.nodes.keys());
+        for name in names {
+            let admin = m.admin.get(name).cloned().unwrap_or_default();
+            let state = jarfleet_core::cluster::nodes::state(
+                m.nodes.contains_key(name),
+                unreachable.contains(name),
+                &admin,
+            );
+            *by_state.entry(state.to_string()).or_default() += 1;
+        }
+        figures.nodes = by_state.into_iter().collect();
+        figures.placed_here = m
+            .allocs
+            .values()
+            .filter(|p| p.record.node == agent.node())
+            .count() as u64;
+        let mut remote: BTreeMap<String, u64> = m.apps.keys().map(|a| (a.clone(), 0)).collect();
+        for ((node, app, _), s) in &m.statuses {
+            if node != agent.node()
+                && s.state == InstanceState::Ready
+                && m.nodes.contains_key(node)
+                && !unreachable.contains(node)
+                && let Some(n) = remote.get_mut(app)
+            {
+                *n += 1;
+            }
+        }
+        figures.remote = remote.into_iter().collect();
+        Some(figures)
+    }
+
     /// `cluster eligible|ineligible NODE`.
     pub async fn set_eligible(&self, node: &str, eligible: bool) -> Result<(), ErrorBody> {
         let agent = self.agent().await.ok_or_else(not_a_node)?;

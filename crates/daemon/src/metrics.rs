@@ -167,9 +167,26 @@ impl ProcFigures {
     }
 }
 
+/// Cluster mode's figures, as this node sees them (read off the loop, from the agent).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFigures {
+    pub cluster: String,
+    pub node: String,
+    pub scheduler: bool,
+    pub registered: bool,
+    pub etcd_reachable: bool,
+    /// Nodes by state (`ready`, `suspect`, `down`, `draining`, `ineligible`).
+    pub nodes: Vec<(String, u64)>,
+    /// Ready instances on other nodes this node's balancers send to, per app.
+    pub remote: Vec<(String, u64)>,
+    /// Slots placed on this node.
+    pub placed_here: u64,
+}
+
 /// Everything one exposition shows: the snapshot, completed with what costs IO.
 #[derive(Debug)]
 pub struct Scrape {
+    cluster: Option<ClusterFigures>,
     instances: Vec<(InstanceNow, ProcFigures)>,
     tallies: Vec<(InstanceKey, InstanceTally)>,
     apps: Vec<AppNow>,
@@ -180,7 +197,7 @@ pub struct Scrape {
 }
 
 /// Reads what the snapshot only points at (blocking IO: run it off the async threads).
-pub fn collect(snapshot: Snapshot) -> Scrape {
+pub fn collect(snapshot: Snapshot, cluster: Option<ClusterFigures>) -> Scrape {
     let procs = procinfo::ProcTable::scan();
     let instances = snapshot
         .instances
@@ -202,6 +219,7 @@ pub fn collect(snapshot: Snapshot) -> Scrape {
         })
         .collect();
     Scrape {
+        cluster,
         instances,
         tallies: snapshot.tallies,
         apps: snapshot.apps,
@@ -229,6 +247,7 @@ impl Collector for Scrape {
         self.encode_instances(&mut enc)?;
         self.encode_apps(&mut enc)?;
         self.encode_proxy(&mut enc)?;
+        self.encode_cluster(&mut enc)?;
         self.encode_daemon(&mut enc)
     }
 }
@@ -594,6 +613,62 @@ impl Scrape {
             self.listeners
                 .iter()
                 .map(|(app, l)| ([("app", app.as_str())], l.front.tunnels_open)),
+        )
+    }
+
+    fn encode_cluster(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        let none: [(&str, &str); 0] = [];
+        let mut info = enc.encode_descriptor(
+            "cluster_node",
+            "This daemon as a node of a cluster; always 1.",
+            None,
+            MetricType::Info,
+        )?;
+        info.encode_info(&[("cluster", c.cluster.clone()), ("node", c.node.clone())])?;
+        gauges(
+            enc,
+            "cluster_registered",
+            "1 while this node is registered on a live lease.",
+            None,
+            [(none, u64::from(c.registered))],
+        )?;
+        gauges(
+            enc,
+            "cluster_scheduler",
+            "1 while this node is the cluster's scheduler.",
+            None,
+            [(none, u64::from(c.scheduler))],
+        )?;
+        gauges(
+            enc,
+            "cluster_etcd_reachable",
+            "1 while this node reads the cluster's state from etcd, 0 while it cannot (nothing stops or restarts meanwhile).",
+            None,
+            [(none, u64::from(c.etcd_reachable))],
+        )?;
+        gauges(
+            enc,
+            "cluster_nodes",
+            "The cluster's nodes by state, as this node sees them.",
+            None,
+            c.nodes.iter().map(|(s, n)| ([("state", s.as_str())], *n)),
+        )?;
+        gauges(
+            enc,
+            "cluster_slots_here",
+            "Slots the cluster placed on this node.",
+            None,
+            [(none, c.placed_here)],
+        )?;
+        gauges(
+            enc,
+            "cluster_remote_instances",
+            "Ready instances on other nodes that this node's balancers send to, per app.",
+            None,
+            c.remote.iter().map(|(a, n)| ([("app", a.as_str())], *n)),
         )
     }
 

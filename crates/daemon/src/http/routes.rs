@@ -304,7 +304,9 @@ async fn metrics(State(st): State<ApiState>) -> Result<Response, ApiError> {
             },
         ));
     };
-    let text = blocking(move || crate::metrics::render(crate::metrics::collect(snapshot))).await?;
+    let cluster = st.cluster.figures().await;
+    let text = blocking(move || crate::metrics::render(crate::metrics::collect(snapshot, cluster)))
+        .await?;
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

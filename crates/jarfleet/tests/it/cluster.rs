@@ -267,6 +267,16 @@ fn the_scheduler_s_host_killed_outright_is_replaced_on_the_others_and_no_request
         );
         assert!(t.ok > 100, "too few requests through {}: {}", n.name, t.ok);
     }
+    let metrics = c.ok(alive[0], &["metrics"]);
+    crate::metrics::assert_promtool_accepts(&metrics);
+    for line in [
+        "jarfleet_cluster_nodes{state=\"down\"} 1",
+        "jarfleet_cluster_nodes{state=\"ready\"} 2",
+        "jarfleet_cluster_registered 1",
+        "jarfleet_cluster_etcd_reachable 1",
+    ] {
+        assert!(metrics.contains(line), "/metrics lacks {line}:\n{metrics}");
+    }
     let events =
         c.ok(alive[0], &["events", "-o", "json"]) + &c.ok(alive[1], &["events", "-o", "json"]);
     assert!(
@@ -624,6 +634,11 @@ fn with_etcd_down_nothing_stops_applies_say_why_and_afterwards_they_go_through()
         c.jvms(&all),
         before,
         "an instance stopped or restarted while etcd was down"
+    );
+    let metrics = c.ok(all[0], &["metrics"]);
+    assert!(
+        metrics.contains("jarfleet_cluster_etcd_reachable 0"),
+        "/metrics says etcd is out of reach:\n{metrics}"
     );
     c.etcd
         .restart_all()

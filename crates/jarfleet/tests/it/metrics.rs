@@ -31,7 +31,7 @@ fn promtool() -> PathBuf {
 }
 
 /// `promtool check metrics` on `text`: parse errors and lint problems both fail.
-fn assert_promtool_accepts(text: &str) {
+pub(crate) fn assert_promtool_accepts(text: &str) {
     let mut child = Command::new(promtool())
         .args(["check", "metrics"])
         .stdin(Stdio::piped())
