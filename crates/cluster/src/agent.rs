@@ -247,8 +247,12 @@ async fn decide(
                 last_remote = Some(remote);
             }
             if etcd_ok {
+                // Fresh: answered within the last probe round (and the time that round may
+                // take).
+                let fresh = config.spec.probe_interval + config.spec.probe_timeout;
+                let now = tokio::time::Instant::now();
                 let trusted =
-                    |node: &str| node == config.node || peer_view.answering.contains(node);
+                    |node: &str| node == config.node || peer_view.answering(node, now, fresh);
                 let seen = Seen {
                     me: &config.node,
                     apps: m.apps.keys().cloned().collect(),

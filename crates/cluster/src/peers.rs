@@ -175,9 +175,23 @@ pub async fn probe(addr: &str, port: u16, cluster: &str, node: &str, limit: Dura
 pub struct PeerView {
     /// Out of this node's balancers (3 misses in a row, not yet 2 answers).
     pub ejected: BTreeSet<String>,
-    /// Answered the last probe and not ejected: the peers whose word (an instance of theirs
-    /// ready) this node acts on when it stops a copy of its own.
-    pub answering: BTreeSet<String>,
+    /// When each peer not ejected last answered a probe. A peer whose answer is fresh
+    /// ([`PeerView::answering`]) is one whose word (an instance of theirs ready) this node
+    /// acts on when it stops a copy of its own.
+    pub answered_at: BTreeMap<String, Instant>,
+}
+
+impl PeerView {
+    /// Whether `peer` answered within `fresh` of `now` and is not ejected. An answer from
+    /// before a pause of this process (a frozen daemon) is old when it resumes, so a peer
+    /// that died meanwhile is not believed on its last word.
+    pub fn answering(&self, peer: &str, now: Instant, fresh: Duration) -> bool {
+        !self.ejected.contains(peer)
+            && self
+                .answered_at
+                .get(peer)
+                .is_some_and(|at| now.saturating_duration_since(*at) <= fresh)
+    }
 }
 
 /// Probes every registered peer every `probe_interval`; publishes what the probes say.
@@ -188,7 +202,7 @@ pub async fn probe_peers(
     out: watch::Sender<PeerView>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
-    let mut last_answer: BTreeMap<String, bool> = BTreeMap::new();
+    let mut answered_at: BTreeMap<String, Instant> = BTreeMap::new();
     let mut probes: BTreeMap<String, PeerProbe> = BTreeMap::new();
     let mut next = Instant::now();
     loop {
@@ -215,7 +229,7 @@ pub async fn probe_peers(
             .unwrap_or_default();
         // A peer no longer registered is forgotten (the watch already took its instances out).
         probes.retain(|name, _| peers.iter().any(|(n, _, _)| n == name));
-        last_answer.retain(|name, _| peers.iter().any(|(n, _, _)| n == name));
+        answered_at.retain(|name, _| peers.iter().any(|(n, _, _)| n == name));
         let mut tasks = tokio::task::JoinSet::new();
         for (name, addr, port) in peers {
             let cluster = config.spec.name.clone();
@@ -227,7 +241,9 @@ pub async fn probe_peers(
         }
         let mut changed = false;
         while let Some(Ok((name, ok))) = tasks.join_next().await {
-            last_answer.insert(name.clone(), ok);
+            if ok {
+                answered_at.insert(name.clone(), Instant::now());
+            }
             let p = probes.entry(name.clone()).or_default();
             match p.observe(ok) {
                 Some(Verdict::Eject) => {
@@ -256,12 +272,14 @@ pub async fn probe_peers(
             .filter(|(_, p)| p.ejected())
             .map(|(n, _)| n.clone())
             .collect();
-        let answering: BTreeSet<String> = last_answer
-            .iter()
-            .filter(|(n, ok)| **ok && !ejected.contains(*n))
-            .map(|(n, _)| n.clone())
-            .collect();
-        let view = PeerView { ejected, answering };
+        let view = PeerView {
+            answered_at: answered_at
+                .iter()
+                .filter(|(n, _)| !ejected.contains(*n))
+                .map(|(n, at)| (n.clone(), *at))
+                .collect(),
+            ejected,
+        };
         if changed || *out.borrow() != view {
             out.send_replace(view);
         }

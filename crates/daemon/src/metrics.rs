@@ -882,6 +882,16 @@ mod tests {
             health_failed: None,
         };
         Scrape {
+            cluster: Some(ClusterFigures {
+                cluster: "prod".into(),
+                node: "web-1".into(),
+                scheduler: true,
+                registered: true,
+                etcd_reachable: true,
+                nodes: vec![("ready".into(), 3), ("down".into(), 0)],
+                remote: vec![("web".into(), 2)],
+                placed_here: 1,
+            }),
             instances: vec![(
                 InstanceNow {
                     key: key("web", 1, "r1"),
@@ -1083,7 +1093,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 46, "{exposed:#?}");
+        assert_eq!(exposed.len(), 53, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");

@@ -2,25 +2,29 @@
 //! on the instances the daemon reported), the daemon doing what it was assigned (start what is
 //! missing, stop what is not in the assignment, a kept copy taking its new generation), and
 //! the publisher (`crates/cluster/src/publish.rs`): status keys on the node's lease, written
-//! when they change, all again under a new lease, tried again after a failure.
+//! when they change; under a new lease (a restarted daemon's renewed one too) the keys
+//! already on it are listed first and taken as written, so that what is not wanted goes; a
+//! failure is tried again a little later.
 //!
-//! The daemon reports its instances only for the slots it was assigned, and nothing before
-//! its first assignment (`publish_cluster_view` in `crates/daemon/src/control/cluster.rs`).
+//! As `decide` in `crates/cluster/src/agent.rs`: nothing is decided before the daemon's first
+//! report of its instances, nor while the sync cannot read etcd (the last assignment holds);
+//! the statuses decided on are this node's own and those of the peers that answered their
+//! last probe and are not ejected. (The balancers are not modelled: that the other nodes'
+//! instances go to the daemon before the assignment does not show here.)
+//!
+//! The daemon (`cluster_view` in `crates/daemon/src/control/cluster.rs`) reports every slot
+//! it runs, generation 0 (unknown), until its first assignment; then only the assigned slots,
+//! with their placement's generation.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use jarfleet_core::cluster::assign::{Assignment, Seen, assign};
 use jarfleet_core::cluster::keys::Key;
 use jarfleet_core::cluster::records::{InstanceState, StatusRecord};
 
-use crate::etcd::Ms;
 use crate::etcd::Value;
 use crate::node::Run;
-use crate::world::{PROBE_INTERVAL, PUBLISH_RETRY, Step, World};
-
-/// With [`Fixes::probed_replacement`](crate::world::Fixes): how long a peer's last answer
-/// vouches for its statuses.
-const TRUSTED_FOR: Ms = 2 * PROBE_INTERVAL;
+use crate::world::{PROBE_FRESH, PUBLISH_RETRY, Step, World};
 
 /// The daemon's report of its instances: (app, slot) → (generation, state, instance id).
 pub type LocalView = BTreeMap<(String, u32), (u64, InstanceState, u64)>;
@@ -30,10 +34,10 @@ pub type LocalView = BTreeMap<(String, u32), (u64, InstanceState, u64)>;
 const ROUNDS: usize = 4;
 
 impl World {
-    /// What the daemon tells the agent it runs.
+    /// What the daemon tells the agent it runs (nothing before it attached).
     pub fn local_view(&self, n: usize) -> LocalView {
         let node = &self.nodes[n];
-        let Some(p) = node.process.as_ref() else {
+        let Some(p) = node.process.as_ref().filter(|p| p.attached) else {
             return LocalView::new();
         };
         let instance = |key: &(String, u32), generation: u64| {
@@ -47,45 +51,56 @@ impl World {
                 .flat_map(|(app, slots)| slots.iter().map(move |(s, g)| ((app.clone(), *s), *g)))
                 .filter_map(|(key, generation)| instance(&key, generation))
                 .collect(),
-            None if self.fixes.wait_for_local_view => node
+            None => node
                 .instances
-                .iter()
-                .filter_map(|(key, i)| instance(key, i.generation))
+                .keys()
+                .filter_map(|key| instance(key, 0))
                 .collect(),
-            None => LocalView::new(),
         }
     }
 
-    /// The agent decides on its mirror and the daemon carries it out; then the publisher runs.
+    /// The agent decides on its mirror and the daemon carries it out (unless the daemon has
+    /// not attached yet, the cluster was never read, or etcd cannot be read: then the last
+    /// assignment holds); then the publisher runs.
     pub fn decide(&mut self, n: usize) {
         for _ in 0..ROUNDS {
-            if self.nodes[n]
-                .process
-                .as_ref()
-                .and_then(|p| p.mirror.as_ref())
-                .is_none()
-            {
-                return;
-            }
-            let before = self.local_view(n);
-            let me = self.nodes[n].name.clone();
-            let statuses = self.statuses_to_trust(n);
-            let Some(m) = self.nodes[n]
-                .process
-                .as_ref()
-                .and_then(|p| p.mirror.as_ref())
-            else {
+            let Some(p) = self.nodes[n].process.as_ref() else {
                 return;
             };
+            if !p.attached || p.unreachable {
+                break;
+            }
+            let Some(m) = p.mirror.as_ref() else {
+                break;
+            };
+            let before = self.local_view(n);
+            let me = self.nodes[n].name.as_str();
+            // `PeerView::answering`: a peer's answer counts while it is fresh (a probe round
+            // and the time the round may take); a daemon resumed from a pause finds its
+            // answers from before the pause old.
+            let now = self.now;
+            let trusted = |node: &str| {
+                node == me
+                    || (!p.peers.ejected.contains(node)
+                        && p.peers
+                            .answered_at
+                            .get(node)
+                            .is_some_and(|at| now.saturating_sub(*at) <= PROBE_FRESH))
+            };
             let seen = Seen {
-                me: &me,
+                me,
                 apps: m.apps.keys().cloned().collect(),
                 allocs: m
                     .allocs
                     .iter()
                     .map(|(k, p)| (k.clone(), p.record.clone()))
                     .collect(),
-                statuses,
+                statuses: m
+                    .statuses
+                    .iter()
+                    .filter(|((node, _, _), _)| trusted(node))
+                    .map(|(k, s)| (k.clone(), s.clone()))
+                    .collect(),
                 local: before
                     .iter()
                     .map(|(k, (g, _, _))| (k.clone(), *g))
@@ -98,47 +113,6 @@ impl World {
             }
         }
         self.publish(n);
-    }
-
-    /// The peers whose last answer to this node's probes is recent (and that are not
-    /// ejected): with [`Fixes::probed_replacement`](crate::world::Fixes), only their statuses
-    /// count. A status outlives its node by up to the lease's TTL; a probe notices within an
-    /// interval; a daemon that just started or resumed from a pause knows nothing yet.
-    pub fn trusted_peers(&self, n: usize) -> BTreeSet<String> {
-        let Some(p) = self.nodes[n].process.as_ref() else {
-            return BTreeSet::new();
-        };
-        p.answered_at
-            .iter()
-            .filter(|(peer, at)| **at + TRUSTED_FOR >= self.now && !p.ejected.contains(*peer))
-            .map(|(peer, _)| peer.clone())
-            .collect()
-    }
-
-    /// The statuses the node decides on; with [`Fixes::probed_replacement`] only the
-    /// trusted peers', and the set trusted is kept: the probes decide again as soon as it
-    /// differs from the one the last decision used.
-    fn statuses_to_trust(&mut self, n: usize) -> BTreeMap<(String, String, u32), StatusRecord> {
-        let trusted = self.trusted_peers(n);
-        let fix = self.fixes.probed_replacement;
-        let Some(p) = self.nodes[n].process.as_mut() else {
-            return BTreeMap::new();
-        };
-        let Some(m) = p.mirror.as_ref() else {
-            return BTreeMap::new();
-        };
-        if !fix {
-            return m.statuses.clone();
-        }
-        let behind = p.mirror_behind;
-        let statuses = m
-            .statuses
-            .iter()
-            .filter(|((node, _, _), _)| !behind && trusted.contains(node))
-            .map(|(k, s)| (k.clone(), s.clone()))
-            .collect();
-        p.trusted = trusted;
-        statuses
     }
 
     /// The daemon runs exactly the assigned slots.
@@ -210,36 +184,35 @@ impl World {
         let reaches = self.nodes[n].reaches_etcd();
         let name = self.nodes[n].name.clone();
         let mut failed = false;
-        let fresh = {
-            let Some(p) = self.nodes[n].process.as_mut() else {
-                return;
-            };
-            if p.publisher.under != Some(lease) {
-                // A new lease: nothing of ours is there any more (as far as this process
-                // knows).
-                p.publisher.written.clear();
-                p.publisher.under = Some(lease);
-                true
+        let under = self.nodes[n]
+            .process
+            .as_ref()
+            .and_then(|p| p.publisher.under);
+        if under != Some(lease) {
+            // A new lease (the first too, a renewed one as well): what is already on it is
+            // taken as written, so that what is not wanted goes.
+            if reaches {
+                let prefix = self.keys.node_statuses(&name);
+                let there: BTreeMap<(String, u32), StatusRecord> = self
+                    .etcd
+                    .range(&prefix)
+                    .filter(|kv| kv.lease == lease)
+                    .filter_map(|kv| match (self.keys.parse(&kv.key), &kv.value) {
+                        (Some(Key::Status { app, slot, .. }), Value::Status(s)) => {
+                            Some(((app, slot), s.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                if let Some(p) = self.nodes[n].process.as_mut() {
+                    p.publisher.written = there;
+                    p.publisher.under = Some(lease);
+                }
             } else {
-                false
-            }
-        };
-        if fresh && self.fixes.publisher_clears_leftovers && reaches {
-            let prefix = self.keys.node_statuses(&name);
-            let leftovers: Vec<String> = self
-                .etcd
-                .range(&prefix)
-                .filter(|kv| match self.keys.parse(&kv.key) {
-                    Some(Key::Status { app, slot, .. }) => !want.contains_key(&(app, slot)),
-                    _ => false,
-                })
-                .map(|kv| kv.key.clone())
-                .collect();
-            for key in leftovers {
-                self.etcd.delete(&key);
+                failed = true;
             }
         }
-        for (key, record) in &want {
+        for (key, record) in want.iter().filter(|_| !failed) {
             let written = self.nodes[n]
                 .process
                 .as_ref()

@@ -21,17 +21,19 @@ use jarfleet_core::cluster::records::InstanceState;
 use crate::etcd::Value;
 use crate::world::{RACE_WINDOW, World};
 
-/// Which invariant broke, with the finer cause where the cause is a known bug.
+/// Which invariant broke, with the finer cause where the seeds once found a bug there (each
+/// replayed by a regression test in `main.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Fencing,
     /// A copy stopped for a replacement that is not really ready (its node died, or never
     /// ran it, while its status key still says ready).
     StoppedForGhost,
-    /// The same, for a replacement whose host died within [`RACE_WINDOW`] of the stop.
+    /// The same, for a replacement whose host died within [`RACE_WINDOW`] of the stop: the
+    /// one violation no protocol that decides on reports avoids, tolerated.
     StoppedInRace,
     /// A ready copy stopped although nothing said so: it was not in the daemon's assignment
-    /// (the first one after a restart, decided before the daemon reported its instances).
+    /// (say one decided before the daemon reported the copies it kept).
     StoppedUnassigned,
     /// Any other stop of a ready copy that nothing justified.
     NeedlessStop,

@@ -148,6 +148,7 @@ impl Mirror {
             admin: self.admin.clone(),
             allocs: self.allocs.clone(),
             failed,
+            returning: BTreeSet::new(),
         }
     }
 }

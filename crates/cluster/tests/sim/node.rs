@@ -87,25 +87,41 @@ impl Instance {
 pub struct Process {
     /// The lease the daemon kept on disk, tried at its first registration only.
     pub previous_lease: Option<(LeaseId, String)>,
+    /// The daemon has made its first report of its instances (`ClusterNote::Attach`): the
+    /// agent decides nothing before.
+    pub attached: bool,
     pub session: Session,
     /// `None` until the first read.
     pub mirror: Option<Mirror>,
     /// The latest time a watch delivery was scheduled for: deliveries keep revision order.
     pub delivery_at: Ms,
-    /// A delivery was lost to a cut: the mirror is behind until the next one gets through.
-    pub mirror_behind: bool,
+    /// The sync's `reachable` is false: a read failed (here: a delivery was lost to a cut,
+    /// the watch broke and reading again failed), and no full read succeeded since. The
+    /// agent holds its last assignment meanwhile, and no watch delivers anything.
+    pub unreachable: bool,
     pub scheduler: Scheduler,
-    /// The daemon's last assignment (`None` before the first: it then publishes nothing, as
-    /// `publish_cluster_view` in the daemon does).
+    /// The daemon's last assignment (`None` before the first: it then reports every slot it
+    /// runs, generation 0, as `cluster_view` in the daemon does).
     pub assigned: Option<Run>,
     pub publisher: Publisher,
     pub probes: BTreeMap<String, PeerProbe>,
-    pub ejected: BTreeSet<String>,
+    /// Whether each registered peer answered its last probe.
+    pub last_answer: BTreeMap<String, bool>,
     /// When each peer last answered a probe.
     pub answered_at: BTreeMap<String, Ms>,
-    /// The peers whose statuses the last decision trusted (with
-    /// [`Fixes::probed_replacement`](crate::world::Fixes)).
-    pub trusted: BTreeSet<String>,
+    /// What the probes last said (`peers::PeerView`): every change is a decision.
+    pub peers: PeerView,
+}
+
+/// `peers::PeerView`: what this node's probes say of its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerView {
+    /// Out of this node's balancers (3 misses in a row, not yet 2 answers).
+    pub ejected: BTreeSet<String>,
+    /// When each peer not ejected last answered: only the statuses of peers whose answer is
+    /// fresh at the decision (and this node's own) count when `decide` stops a copy for its
+    /// replacement.
+    pub answered_at: BTreeMap<String, Ms>,
 }
 
 /// The registration in force, as `session::run` keeps it.
@@ -131,8 +147,13 @@ pub struct Scheduler {
     /// The epoch it believes it leads at, and the lease it saw the leader key on (its own
     /// session's at the time).
     pub leading: Option<(Revision, LeaseId)>,
-    /// When it came to lead (with [`Fixes::election_grace`](crate::world::Fixes)).
-    pub leading_since: Ms,
+    /// The boot id of the lease the daemon kept on disk (`config.previous_lease`): a
+    /// registration that renewed it is not new.
+    pub kept_boot: Option<String>,
+    /// The registration in force as the scheduler saw it (its boot id), and until when it
+    /// is new: a lease's TTL after the scheduler first saw it, unless it renewed the kept
+    /// lease (the real code dates that one a TTL back).
+    pub registered: Option<(String, Ms)>,
     pub pending: VecDeque<Write>,
     /// The epoch the pass in flight writes under.
     pub pass_epoch: Option<Revision>,

@@ -3,7 +3,9 @@
 //! of that key on its lease when its mirror shows none; while leading, every change of the
 //! mirror or session and every tick is a pass (`schedule::reconcile` on the mirror's view)
 //! whose writes go one after the other, each fenced as `write_fenced` fences it, the first
-//! that does not hold ending the pass.
+//! that does not hold ending the pass. While the scheduler's own registration is new (a new
+//! boot id seen less than a lease's TTL ago; not the renewal of the lease the daemon kept),
+//! the nodes not registered that still have slots are `returning`: their slots stay.
 
 use jarfleet_core::cluster::records::LeaderRecord;
 use jarfleet_core::cluster::schedule::{self, Write};
@@ -23,6 +25,23 @@ impl World {
             p.scheduler.dirty = true;
             return;
         }
+        // A registration the scheduler has not seen yet (a new boot id) is new for a lease's
+        // TTL, unless it renewed the lease the daemon kept.
+        if let Some(s) = p.session.info.as_ref()
+            && p.scheduler
+                .registered
+                .as_ref()
+                .is_none_or(|(boot, _)| *boot != s.boot_id)
+        {
+            let kept = p.scheduler.kept_boot.as_deref() == Some(s.boot_id.as_str());
+            let new_until = if kept { now } else { now + LEASE_TTL };
+            p.scheduler.registered = Some((s.boot_id.clone(), new_until));
+        }
+        let newly_registered = p
+            .scheduler
+            .registered
+            .as_ref()
+            .is_some_and(|(_, until)| now < *until);
         let (Some(m), Some(s)) = (p.mirror.as_ref(), p.session.info.clone()) else {
             return;
         };
@@ -34,18 +53,17 @@ impl World {
         let leader_seen = m.leader.is_some();
         let changed = mine != p.scheduler.leading;
         p.scheduler.leading = mine;
-        if changed {
-            p.scheduler.leading_since = now;
-        }
-        let grace = self.fixes.election_grace && now < p.scheduler.leading_since + LEASE_TTL;
         let writes = mine.map(|_| {
-            let mut writes = schedule::reconcile(&m.view(), now).writes;
-            if grace {
-                writes.retain(
-                    |w| !matches!(w, Write::Put { record, .. } if record.reason.ends_with(" lost")),
-                );
+            let mut view = m.view();
+            if newly_registered {
+                view.returning = m
+                    .allocs
+                    .values()
+                    .map(|p| p.record.node.clone())
+                    .filter(|node| !view.nodes.contains_key(node))
+                    .collect();
             }
-            writes
+            schedule::reconcile(&view, now).writes
         });
         if changed {
             let what = match mine {

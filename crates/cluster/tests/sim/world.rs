@@ -6,7 +6,7 @@
 //! wait while the daemon is frozen: when it resumes they run in a shuffled order, so a resumed
 //! scheduler may well write with the view it had before the pause.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jarfleet_core::cluster::keys::Keys;
 use jarfleet_core::cluster::schedule::Demand;
@@ -15,7 +15,7 @@ use crate::check::Violation;
 use crate::etcd::{Etcd, Ms};
 use crate::faults::{Fault, Plan};
 use crate::mirror::Mirror;
-use crate::node::{Instance, Node, Process};
+use crate::node::{Instance, Node, PeerView, Process};
 use crate::queue::Queue;
 use crate::rng::Rng;
 use crate::trace::Trace;
@@ -25,6 +25,8 @@ pub const LEASE_TTL: Ms = 6_000;
 pub const KEEPALIVE: Ms = 1_000;
 pub const SCHEDULER_TICK: Ms = 2_000;
 pub const PROBE_INTERVAL: Ms = 500;
+/// How long a peer's answer counts for `decide` (`probe_interval + probe_timeout`).
+pub const PROBE_FRESH: Ms = PROBE_INTERVAL + 300;
 pub const PUBLISH_RETRY: Ms = 300;
 /// An instance is ready this long after its start.
 pub const START_TIME: (Ms, Ms) = (1_500, 12_000);
@@ -34,26 +36,9 @@ pub const MIB: u64 = 1024 * 1024;
 /// stop is a race, counted apart from the stops for replacements dead for longer.
 pub const RACE_WINDOW: Ms = PROBE_INTERVAL + 500;
 
-/// Proposed fixes, tried in the model to see that they remove what the seeds found (the real
-/// code is not changed by the simulation).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Fixes {
-    /// The agent decides nothing until the daemon has told it which instances it runs, and
-    /// the daemon tells it before its first assignment.
-    pub wait_for_local_view: bool,
-    /// A restarted publisher deletes every status key under its node it did not write.
-    pub publisher_clears_leftovers: bool,
-    /// A replacement counts as ready only while its node answers this node's probes, and
-    /// not at all while the node's mirror is behind after a cut (a fresh read is due).
-    pub probed_replacement: bool,
-    /// A newly elected scheduler leaves the slots of lost nodes where they are for a lease's
-    /// TTL, so that the nodes lost with it (etcd cut off from all) register again first.
-    pub election_grace: bool,
-}
-
 /// What happens next.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub enum Happening {
     /// A step of node `node`'s daemon, incarnation `incarnation`.
     Node {
         node: usize,
@@ -73,6 +58,9 @@ pub enum Event {
 /// One step of a daemon's tasks.
 #[derive(Debug, Clone)]
 pub enum Step {
+    /// The daemon's first report of its instances (`ClusterNote::Attach`, sent as soon as
+    /// the agent is started).
+    Attach,
     Register,
     KeepAlive,
     /// The watch delivers every change up to this entry of etcd's log.
@@ -93,15 +81,14 @@ pub struct World {
     pub etcd: Etcd,
     pub keys: Keys,
     pub nodes: Vec<Node>,
-    pub fixes: Fixes,
     pub trace: Trace,
     /// Violations that end the history.
     pub violations: Vec<Violation>,
-    /// Kinds of violation that are recorded in `known` and let the history go on (known bugs
-    /// not fixed yet).
+    /// Kinds of violation that are recorded in `known` and let the history go on (the race
+    /// no protocol closes).
     pub tolerated: Vec<crate::check::Kind>,
     pub known: Vec<Violation>,
-    queue: Queue<Event>,
+    queue: Queue<Happening>,
     next_instance: u64,
     next_boot: u64,
     /// The log's length when deliveries were last scheduled.
@@ -109,7 +96,7 @@ pub struct World {
 }
 
 impl World {
-    pub fn new(seed: u64, fixes: Fixes) -> World {
+    pub fn new(seed: u64) -> World {
         let mut rng = Rng::new(seed);
         let count = rng.between(3, 5) as usize;
         let nodes = (1..=count)
@@ -121,7 +108,6 @@ impl World {
             etcd: Etcd::default(),
             keys: Keys::new("sim"),
             nodes,
-            fixes,
             trace: Trace::default(),
             violations: Vec::new(),
             tolerated: Vec::new(),
@@ -133,7 +119,7 @@ impl World {
         }
     }
 
-    pub fn at(&mut self, at: Ms, event: Event) {
+    pub fn at(&mut self, at: Ms, event: Happening) {
         self.queue.push(at, event);
     }
 
@@ -142,7 +128,7 @@ impl World {
         let incarnation = self.nodes[n].incarnation;
         self.queue.push(
             at,
-            Event::Node {
+            Happening::Node {
                 node: n,
                 incarnation,
                 step,
@@ -174,13 +160,13 @@ impl World {
     /// found, tolerated ones included, and the trace's tail.
     pub fn run(mut self, plan: &Plan) -> (Vec<Violation>, String) {
         for (at, fault) in &plan.faults {
-            self.at(*at, Event::Fault(fault.clone()));
+            self.at(*at, Happening::Fault(fault.clone()));
         }
-        self.at(plan.judge_at, Event::Judge);
+        self.at(plan.judge_at, Happening::Judge);
         while let Some((at, event)) = self.queue.pop() {
             self.now = at;
             self.expire_leases();
-            let judged = matches!(event, Event::Judge);
+            let judged = matches!(event, Happening::Judge);
             self.handle(event);
             self.commit();
             self.check_step();
@@ -193,9 +179,9 @@ impl World {
         (self.known, tail)
     }
 
-    fn handle(&mut self, event: Event) {
+    fn handle(&mut self, event: Happening) {
         match event {
-            Event::Node {
+            Happening::Node {
                 node,
                 incarnation,
                 step,
@@ -209,7 +195,7 @@ impl World {
                     let at = n.frozen_until + self.rng.between(0, 30);
                     self.at(
                         at,
-                        Event::Node {
+                        Happening::Node {
                             node,
                             incarnation,
                             step,
@@ -219,7 +205,7 @@ impl World {
                 }
                 self.node_step(node, step);
             }
-            Event::InstanceReady { node, id } => {
+            Happening::InstanceReady { node, id } => {
                 let Some(i) = self.nodes[node]
                     .instances
                     .values_mut()
@@ -235,13 +221,19 @@ impl World {
                     self.step_at(node, now, Step::LocalChanged);
                 }
             }
-            Event::Fault(fault) => self.fault(fault),
-            Event::Judge => self.judge(),
+            Happening::Fault(fault) => self.fault(fault),
+            Happening::Judge => self.judge(),
         }
     }
 
     fn node_step(&mut self, n: usize, step: Step) {
         match step {
+            Step::Attach => {
+                if let Some(p) = self.nodes[n].process.as_mut() {
+                    p.attached = true;
+                }
+                self.decide(n);
+            }
             Step::Register => self.register(n),
             Step::KeepAlive => self.keep_alive(n),
             Step::Deliver { through } => self.deliver(n, through),
@@ -324,31 +316,46 @@ impl World {
     }
 
     /// The watch's delivery (or, for a daemon that has not read the cluster yet, its first
-    /// read). Nothing gets through to a node that is cut off: it is caught up after the heal.
+    /// read). Nothing gets through to a node that is cut off: its watch breaks and its sync
+    /// fails to read again (`reachable` goes false); it is caught up by a read after the heal,
+    /// and until then no watch is open to deliver anything.
     fn deliver(&mut self, n: usize, through: usize) {
+        let read = through == usize::MAX;
         if self.nodes[n].partitioned {
-            if let Some(p) = self.nodes[n].process.as_mut() {
-                p.mirror_behind = true;
+            if let Some(p) = self.nodes[n].process.as_mut()
+                && !p.unreachable
+            {
+                p.unreachable = true;
+                self.say_node(n, "cannot read etcd: holds its assignment");
             }
             return;
         }
-        let changed = {
+        let (changed, back) = {
             let keys = &self.keys;
             let etcd = &self.etcd;
             let Some(p) = self.nodes[n].process.as_mut() else {
                 return;
             };
-            p.mirror_behind = false;
-            match p.mirror.as_mut() {
+            if p.unreachable && !read {
+                return;
+            }
+            let back = std::mem::take(&mut p.unreachable);
+            let changed = match p.mirror.as_mut() {
                 None => {
                     p.mirror = Some(Mirror::load(keys, etcd));
                     true
                 }
                 Some(m) => m.catch_up(keys, etcd.log(), through),
-            }
+            };
+            (changed, back)
         };
+        if back {
+            self.say_node(n, "reads etcd again");
+        }
         if changed {
             self.scheduler_wake(n);
+        }
+        if changed || back {
             self.decide(n);
         }
     }
@@ -376,7 +383,8 @@ impl World {
     }
 
     /// One round of this node's peer probes (`peers::probe_peers`): a peer answers when both
-    /// ends are connected and its daemon runs and is not frozen.
+    /// ends are connected and its daemon runs and is not frozen. Peers no longer registered
+    /// are forgotten; a change of what the probes say is a decision.
     fn probe(&mut self, n: usize) {
         let peers: Vec<String> = match self.nodes[n]
             .process
@@ -402,29 +410,39 @@ impl World {
                     .is_some_and(|x| x.awake(now) && !x.partitioned);
             answers.insert(peer.clone(), answered);
         }
-        if let Some(p) = self.nodes[n].process.as_mut() {
-            for (peer, answered) in answers {
-                if answered {
-                    p.answered_at.insert(peer.clone(), now);
-                }
-                let probe = p.probes.entry(peer.clone()).or_default();
-                probe.observe(answered);
-                if probe.ejected() {
-                    p.ejected.insert(peer);
-                } else {
-                    p.ejected.remove(&peer);
-                }
+        let Some(p) = self.nodes[n].process.as_mut() else {
+            return;
+        };
+        p.probes.retain(|name, _| answers.contains_key(name));
+        p.last_answer.retain(|name, _| answers.contains_key(name));
+        for (peer, answered) in answers {
+            p.last_answer.insert(peer.clone(), answered);
+            if answered {
+                p.answered_at.insert(peer.clone(), now);
             }
+            p.probes.entry(peer).or_default().observe(answered);
         }
-        if self.fixes.probed_replacement {
-            let trusted = self.trusted_peers(n);
-            if self.nodes[n]
-                .process
-                .as_ref()
-                .is_some_and(|p| p.trusted != trusted)
-            {
-                self.decide(n);
-            }
+        let known = p.last_answer.clone();
+        p.answered_at.retain(|name, _| known.contains_key(name));
+        let ejected: BTreeSet<String> = p
+            .probes
+            .iter()
+            .filter(|(_, probe)| probe.ejected())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let answered_at = p
+            .answered_at
+            .iter()
+            .filter(|(name, _)| !ejected.contains(*name))
+            .map(|(name, at)| (name.clone(), *at))
+            .collect();
+        let view = PeerView {
+            ejected,
+            answered_at,
+        };
+        if p.peers != view {
+            p.peers = view;
+            self.decide(n);
         }
     }
 
@@ -435,13 +453,18 @@ impl World {
         }
         self.nodes[n].incarnation += 1;
         self.nodes[n].frozen_until = 0;
-        self.nodes[n].process = Some(Process {
-            previous_lease: self.nodes[n].saved_lease.clone(),
+        let previous_lease = self.nodes[n].saved_lease.clone();
+        let mut process = Process {
+            previous_lease: previous_lease.clone(),
             ..Process::default()
-        });
+        };
+        process.scheduler.kept_boot = previous_lease.map(|(_, boot)| boot);
+        self.nodes[n].process = Some(process);
         let kept = self.nodes[n].instances.len();
         self.say_node(n, &format!("daemon starts ({kept} instance(s) running)"));
         let now = self.now;
+        // The daemon attaches as soon as the agent started, before any round trip to etcd.
+        self.step_at(n, now, Step::Attach);
         self.step_at(n, now, Step::Register);
         self.catch_up_later(n);
         let tick = now + self.rng.between(0, SCHEDULER_TICK);
@@ -463,7 +486,7 @@ impl World {
             },
         );
         let ready_at = self.now + self.rng.between(START_TIME.0, START_TIME.1);
-        self.at(ready_at, Event::InstanceReady { node: n, id });
+        self.at(ready_at, Happening::InstanceReady { node: n, id });
     }
 
     /// The operator's apply of one app (`None`: removed).

@@ -91,6 +91,20 @@ impl Cluster {
         for n in &c.nodes {
             c.ok(n, &["up", "-d", "--wait", &n.spec.display().to_string()]);
         }
+        // Every node registered before anything is applied (placement spreads over the nodes
+        // that are up when it places).
+        wait_until_explained(
+            &format!("{hosts} ready nodes"),
+            Duration::from_secs(60),
+            || {
+                let seen = c.ready_per_node(&c.nodes[0]);
+                if seen.len() == hosts && seen.iter().all(|(_, s, _)| s == "ready") {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            },
+        );
         c
     }
 
