@@ -235,6 +235,8 @@ async fn decide(
     let mut last_remote: Option<BTreeMap<String, Vec<RemoteInstance>>> = None;
     let mut moving_said: BTreeMap<(String, u32), String> = BTreeMap::new();
     let mut holding_said = false;
+    // Copies whose stop was said (until they are gone from the daemon's report).
+    let mut stopping_said: std::collections::BTreeSet<(String, u32)> = Default::default();
     loop {
         let m = mirror.borrow_and_update().clone();
         let view = local.borrow_and_update().clone();
@@ -297,6 +299,16 @@ async fn decide(
                     }
                 }
                 moving_said = decided.handing_over.clone();
+                for ((app, slot), why) in &decided.stop {
+                    if stopping_said.insert((app.clone(), *slot)) {
+                        let _ = notes.send(Note::Event {
+                            kind: EventKind::ClusterMoving,
+                            app: Some(app.clone()),
+                            message: format!("{app}/{slot} is drained and stopped here: {why}"),
+                        });
+                    }
+                }
+                stopping_said.retain(|k| view.contains_key(k));
                 let assignment = Assignment {
                     apps: m
                         .apps

@@ -675,3 +675,120 @@ fn with_etcd_down_nothing_stops_applies_say_why_and_afterwards_they_go_through()
     let events = c.ok(nodes[0], &["events", "-o", "json"]);
     assert!(events.contains("cluster.unreachable"), "{events}");
 }
+
+#[test]
+fn a_cluster_node_s_daemon_killed_comes_back_on_its_lease_and_nothing_moves_or_restarts() {
+    let c = Cluster::start(3);
+    let apps = c.apps_file(3);
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    c.ok(n0, &["apply", &apps.display().to_string()]);
+    c.wait_ready(n0, 3);
+    let before = c.jvms(&[n0, n1, n2]);
+    let placed_before: usize = [n0, n1, n2].iter().map(|n| c.placements(n)).sum();
+    let loads: Vec<FrontLoad> = [n0, n1, n2]
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, false))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    let status: Value = serde_json::from_str(&c.ok(n1, &["status", "-o", "json"])).expect("status");
+    let daemon = status["daemon"]["pid"].as_u64().expect("the daemon's pid");
+    let lease_before = std::fs::read_to_string(n1.state.join("cluster.json")).expect("kept");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon).expect("a pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    // A new daemon from the same state dir, in the same host: it rejoins on its lease.
+    c.ok(n1, &["up", "-d", &n1.spec.display().to_string()]);
+    wait_until_explained("n1's daemon back, 3 ready", Duration::from_secs(60), || {
+        let seen = c.ready_per_node(n1);
+        if seen.iter().all(|(_, s, r)| s == "ready" && *r == 1) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    let lease_after = std::fs::read_to_string(n1.state.join("cluster.json")).expect("kept");
+    let lease = |text: &str| -> Value {
+        serde_json::from_str::<Value>(text).expect("json")["lease"].clone()
+    };
+    assert_eq!(
+        lease(&lease_before),
+        lease(&lease_after),
+        "a new lease: the cluster saw n1 go"
+    );
+    // A whole lease later nothing has moved or restarted.
+    let settle = Instant::now() + Duration::from_secs(7);
+    while Instant::now() < settle {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        c.jvms(&[n0, n1, n2]),
+        before,
+        "something restarted or moved"
+    );
+    let placed_after: usize = [n0, n1, n2].iter().map(|n| c.placements(n)).sum();
+    assert_eq!(placed_after, placed_before, "something was placed anew");
+    for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+    }
+}
+
+#[test]
+fn an_ineligible_node_keeps_what_it_runs_and_gets_nothing_new() {
+    let c = Cluster::start(3);
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    c.ok(n0, &["apply", &c.apps_file(3).display().to_string()]);
+    c.wait_ready(n0, 3);
+    let before = c.jvms(&[n2]);
+    let out = c.ok(n1, &["cluster", "ineligible", "n2"]);
+    assert!(out.contains("ineligible"), "{out}");
+    wait_until_explained("n2 shown ineligible", Duration::from_secs(20), || {
+        let seen = c.ready_per_node(n0);
+        if seen.iter().any(|(n, s, _)| n == "n2" && s == "ineligible") {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    c.ok(n0, &["apply", &c.apps_file(6).display().to_string()]);
+    c.wait_ready(n0, 6);
+    assert_eq!(
+        c.jvms(&[n2]),
+        before,
+        "n2 got a new instance, or lost its own"
+    );
+    c.ok(n1, &["cluster", "eligible", "n2"]);
+    wait_until_explained("n2 eligible again", Duration::from_secs(20), || {
+        let seen = c.ready_per_node(n0);
+        if seen.iter().any(|(n, s, _)| n == "n2" && s == "ready") {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    let refused = c
+        .lab
+        .host(0)
+        .command(jarfleet_bin())
+        .args(["cluster", "ineligible", "nope"])
+        .env("JARFLEET_STATE", &n0.state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jarfleet");
+    let out = jarfleet_testkit::wait_with_deadline(
+        refused,
+        "cluster ineligible nope",
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no node named"),
+        "{out:?}"
+    );
+}
