@@ -340,6 +340,24 @@ impl Cluster {
         out
     }
 
+    /// Watches the cluster for a whole lease (6 s) and a second more, then checks that the JVMs
+    /// of `nodes` are still `before` (none restarted or moved) and that no slot was placed
+    /// anew: what a fault shorter than a lease must leave.
+    pub(crate) fn assert_still_after_a_lease(
+        &self,
+        nodes: &[&Node],
+        before: &std::collections::BTreeMap<(String, u64), u64>,
+        placed_before: usize,
+    ) {
+        let settle = Instant::now() + Duration::from_secs(7);
+        while Instant::now() < settle {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(self.jvms(nodes), *before, "something restarted or moved");
+        let placed_after: usize = nodes.iter().map(|n| self.placements(n)).sum();
+        assert_eq!(placed_after, placed_before, "something was placed anew");
+    }
+
     /// How many `cluster.placed` events `node` recorded.
     pub(crate) fn placements(&self, node: &Node) -> usize {
         let text = self.ok(node, &["events", "-o", "json"]);
@@ -578,17 +596,7 @@ fn a_frozen_daemon_and_a_short_link_cut_move_and_restart_nothing() {
             Err(format!("{seen:?}"))
         }
     });
-    let settle = Instant::now() + Duration::from_secs(7);
-    while Instant::now() < settle {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(
-        c.jvms(&[n0, n1, n2]),
-        before,
-        "something restarted or moved"
-    );
-    let placed_after: usize = [n0, n1, n2].iter().map(|n| c.placements(n)).sum();
-    assert_eq!(placed_after, placed_before, "something was placed anew");
+    c.assert_still_after_a_lease(&[n0, n1, n2], &before, placed_before);
     for (l, n) in loads.into_iter().zip([n0, n2]) {
         let t = l.finish();
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
@@ -720,17 +728,7 @@ fn a_cluster_node_s_daemon_killed_comes_back_on_its_lease_and_nothing_moves_or_r
         "a new lease: the cluster saw n1 go"
     );
     // A whole lease later nothing has moved or restarted.
-    let settle = Instant::now() + Duration::from_secs(7);
-    while Instant::now() < settle {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(
-        c.jvms(&[n0, n1, n2]),
-        before,
-        "something restarted or moved"
-    );
-    let placed_after: usize = [n0, n1, n2].iter().map(|n| c.placements(n)).sum();
-    assert_eq!(placed_after, placed_before, "something was placed anew");
+    c.assert_still_after_a_lease(&[n0, n1, n2], &before, placed_before);
     for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
         let t = l.finish();
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
