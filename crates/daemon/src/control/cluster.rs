@@ -153,24 +153,7 @@ impl Control {
                 Some(_) => {}
             }
         }
-        for slot in revive {
-            self.step(
-                app,
-                slot,
-                Input::Stop {
-                    then: AfterStop::Restart,
-                },
-            );
-        }
-        for slot in to_remove {
-            self.step(
-                app,
-                slot,
-                Input::Stop {
-                    then: AfterStop::Remove,
-                },
-            );
-        }
+        self.revive_and_remove(app, revive, to_remove);
     }
 
     /// Tells the agent this node's instances, when they changed.

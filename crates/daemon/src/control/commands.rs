@@ -600,6 +600,12 @@ impl Control {
                 slot += 1;
             }
         }
+        self.revive_and_remove(app, revive, to_remove);
+    }
+
+    /// The slots of `app` being removed that are wanted again come back once stopped; the
+    /// `to_remove` ones are drained, stopped and removed.
+    pub(super) fn revive_and_remove(&mut self, app: &str, revive: Vec<u32>, to_remove: Vec<u32>) {
         for slot in revive {
             self.step(
                 app,
