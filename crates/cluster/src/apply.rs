@@ -14,6 +14,10 @@ use crate::{Error, Result};
 
 /// Times the read-plan-write is tried when another apply changed the apps in between.
 const ATTEMPTS: usize = 3;
+/// How long an apply keeps trying while etcd cannot answer (an etcd leader election takes
+/// 1-2 s, during which every member refuses or holds requests): a compare-and-swap read
+/// again and planned again is safe to send again.
+const RIDE_OUT: std::time::Duration = std::time::Duration::from_secs(6);
 
 /// What an apply did (or would do, in a dry run).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,8 +28,28 @@ pub struct Applied {
     pub revision: i64,
 }
 
-/// Applies `desired` (the whole fleet of apps) to the cluster.
+/// Applies `desired` (the whole fleet of apps) to the cluster, riding out an etcd leader
+/// election (up to [`RIDE_OUT`]); an etcd that stays out of reach is an error and nothing is
+/// applied.
 pub async fn apply(
+    client: &Client,
+    keys: &Keys,
+    desired: &BTreeMap<String, ClusterApp>,
+    dry_run: bool,
+) -> Result<Applied> {
+    let until = tokio::time::Instant::now() + RIDE_OUT;
+    loop {
+        match apply_once(client, keys, desired, dry_run).await {
+            Err(Error::Etcd(e)) if e.is_retryable() && tokio::time::Instant::now() < until => {
+                tracing::debug!("apply: etcd did not answer, trying again: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn apply_once(
     client: &Client,
     keys: &Keys,
     desired: &BTreeMap<String, ClusterApp>,

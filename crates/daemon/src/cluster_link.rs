@@ -180,6 +180,11 @@ impl ClusterLink {
         tx.send(ClusterNote::Attach { local: local_tx }.into())
             .await
             .map_err(|_| failed("the daemon is stopping"))?;
+        // `up -d` returns once the node is registered (bounded: with etcd out of reach the
+        // node registers by itself later), so that an apply right after it counts this node.
+        let mut session = agent.session_changes();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), session.wait_for(|s| s.is_some())).await;
         let saved = Saved {
             cluster: spec.clone(),
             daemon: daemon.clone(),

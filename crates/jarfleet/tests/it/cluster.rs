@@ -360,7 +360,7 @@ impl Cluster {
 
     /// How many `cluster.placed` events `node` recorded.
     pub(crate) fn placements(&self, node: &Node) -> usize {
-        let text = self.ok(node, &["events", "-o", "json"]);
+        let text = self.ok(node, &["events", "-n", "100000", "-o", "json"]);
         text.matches("\"cluster.placed\"").count()
     }
 
