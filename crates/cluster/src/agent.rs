@@ -15,7 +15,7 @@ use jarfleet_core::cluster::keys::Keys;
 use jarfleet_core::cluster::records::{AdminRecord, InstanceState, encode};
 use jarfleet_core::events::EventKind;
 use jarfleet_etcd::Client;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::apply::Applied;
@@ -65,14 +65,12 @@ impl Agent {
         let (peers_tx, peers) = watch::channel(PeerView::default());
         let (reachable_tx, reachable) = watch::channel(true);
         let (sync_tx, sync_rx) = mpsc::unbounded_channel();
-        let resync = Arc::new(Notify::new());
         let tasks = vec![
             tokio::spawn(crate::sync::run(
                 client.clone(),
                 keys.clone(),
                 mirror_tx,
                 sync_tx,
-                resync.clone(),
                 reachable_tx,
             )),
             tokio::spawn(crate::session::run(
@@ -115,7 +113,6 @@ impl Agent {
                 peers.clone(),
                 reachable.clone(),
                 sync_rx,
-                resync,
                 notes,
             )),
         ];
@@ -225,7 +222,6 @@ async fn decide(
     mut peers: watch::Receiver<PeerView>,
     mut reachable: watch::Receiver<bool>,
     mut sync_notes: mpsc::UnboundedReceiver<SyncNote>,
-    resync: Arc<Notify>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
     if local.changed().await.is_err() {
@@ -343,7 +339,6 @@ async fn decide(
                         app: None,
                         message: "the cluster's state is read from etcd again".into(),
                     });
-                    resync.notify_one();
                 }
                 None => return,
             },

@@ -1,9 +1,8 @@
 //! Keeping the node's [`Mirror`] of the cluster current: read the whole prefix at a revision,
 //! watch from the next one, and read again when the watch ends (a member died, lost its
-//! leader, history was compacted) or when the agent asks (etcd was unreachable: a watch on a
-//! member that froze can stay open and silent). Every [`RELIST_EVERY`] the prefix is read
-//! again anyway and compared with the mirror, which catches a watch that went silent without
-//! ending.
+//! leader, history was compacted). Every [`RELIST_EVERY`] the prefix is read again anyway and
+//! compared with the mirror, which catches a watch that went silent without ending (on a
+//! member that froze, or was cut off from this node).
 //!
 //! The mirror is shared through a `watch` channel: `None` until the first read succeeds, so
 //! nothing is decided on a cluster the node has not seen yet.
@@ -13,7 +12,7 @@ use std::time::Duration;
 
 use jarfleet_core::cluster::keys::Keys;
 use jarfleet_etcd::Client;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep, timeout_at};
 
 use crate::mirror::Mirror;
@@ -32,13 +31,12 @@ pub enum SyncNote {
     Reachable,
 }
 
-/// Runs until the receivers are gone. `resync` asks for a new read at once.
+/// Runs until the receivers are gone.
 pub async fn run(
     client: Client,
     keys: Keys,
     mirror: watch::Sender<Option<Arc<Mirror>>>,
     notes: mpsc::UnboundedSender<SyncNote>,
-    resync: Arc<Notify>,
     reachable: watch::Sender<bool>,
 ) {
     let root = keys.root().to_string();
@@ -56,10 +54,7 @@ pub async fn run(
                     reachable.send_replace(false);
                     let _ = notes.send(SyncNote::Unreachable(e.to_string()));
                 }
-                tokio::select! {
-                    _ = sleep(wait) => {}
-                    _ = resync.notified() => {}
-                }
+                sleep(wait).await;
                 wait = (wait * 2).min(RETRY.1);
                 continue;
             }
@@ -81,47 +76,45 @@ pub async fn run(
         };
         let mut relist_at = Instant::now() + RELIST_EVERY;
         loop {
-            tokio::select! {
-                batch = timeout_at(relist_at, stream.next()) => match batch {
-                    Ok(Ok(batch)) => {
-                        for event in &batch.events {
-                            current.apply(&keys, event);
-                        }
-                        current.revision = current.revision.max(batch.delivered_through());
-                        if !batch.events.is_empty() {
-                            mirror.send_replace(Some(Arc::new(current.clone())));
-                        }
+            match timeout_at(relist_at, stream.next()).await {
+                Ok(Ok(batch)) => {
+                    for event in &batch.events {
+                        current.apply(&keys, event);
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!("cluster watch ended: {e}");
-                        break;
+                    current.revision = current.revision.max(batch.delivered_through());
+                    if !batch.events.is_empty() {
+                        mirror.send_replace(Some(Arc::new(current.clone())));
                     }
-                    Err(_) => {
-                        // Time to compare with a fresh read.
-                        match client.range_prefix(&root, None).await {
-                            Ok((kvs, revision)) => {
-                                let fresh = Mirror::load(&keys, &kvs, revision);
-                                if !fresh.same_keys(&current) {
-                                    tracing::info!(
-                                        "cluster watch fell behind (revision {} read as {}): reading again",
-                                        current.revision, revision
-                                    );
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                if !out {
-                                    out = true;
-                                    reachable.send_replace(false);
-                                    let _ = notes.send(SyncNote::Unreachable(e.to_string()));
-                                }
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!("cluster watch ended: {e}");
+                    break;
+                }
+                Err(_) => {
+                    // Time to compare with a fresh read.
+                    match client.range_prefix(&root, None).await {
+                        Ok((kvs, revision)) => {
+                            let fresh = Mirror::load(&keys, &kvs, revision);
+                            if !fresh.same_keys(&current) {
+                                tracing::info!(
+                                    "cluster watch fell behind (revision {} read as {}): reading again",
+                                    current.revision,
+                                    revision
+                                );
                                 break;
                             }
                         }
-                        relist_at = Instant::now() + RELIST_EVERY;
+                        Err(e) => {
+                            if !out {
+                                out = true;
+                                reachable.send_replace(false);
+                                let _ = notes.send(SyncNote::Unreachable(e.to_string()));
+                            }
+                            break;
+                        }
                     }
-                },
-                _ = resync.notified() => break,
+                    relist_at = Instant::now() + RELIST_EVERY;
+                }
             }
         }
     }

@@ -164,6 +164,17 @@ async fn until(nodes: &mut [&mut Node], what: &str, done: impl Fn(&[&mut Node]) 
     }
 }
 
+/// Waits until every node of `nodes` sees all of them registered (placement spreads over
+/// the nodes registered when it places).
+async fn all_registered(nodes: &mut [&mut Node]) {
+    let n = nodes.len();
+    until(nodes, "every node registered", |ns| {
+        ns.iter()
+            .all(|x| x.agent().mirror().is_some_and(|m| m.nodes.len() == n))
+    })
+    .await;
+}
+
 fn etcd() -> EtcdCluster {
     EtcdCluster::start(1, Ipv4Addr::LOCALHOST).expect("etcd starts")
 }
@@ -175,15 +186,7 @@ async fn apps_applied_on_any_node_are_spread_and_each_slot_runs_on_exactly_one_n
     let mut b = Node::start(&etcd, "t1", "b").await;
     let mut c = Node::start(&etcd, "t1", "c").await;
     // Placement spreads over the nodes registered when it places: all three, here.
-    until(
-        &mut [&mut a, &mut b, &mut c],
-        "every node registered",
-        |ns| {
-            ns.iter()
-                .all(|n| n.agent().mirror().is_some_and(|m| m.nodes.len() == 3))
-        },
-    )
-    .await;
+    all_registered(&mut [&mut a, &mut b, &mut c]).await;
     let desired = BTreeMap::from([("web".to_string(), app("web", 4))]);
     let applied = b.agent().apply(&desired, false).await.expect("applies");
     assert!(applied.applied);
@@ -229,15 +232,7 @@ async fn a_lost_node_is_replaced_on_the_others_and_its_instances_leave_every_bal
     let mut a = Node::start(&etcd, "t2", "a").await;
     let mut b = Node::start(&etcd, "t2", "b").await;
     let mut c = Node::start(&etcd, "t2", "c").await;
-    until(
-        &mut [&mut a, &mut b, &mut c],
-        "every node registered",
-        |ns| {
-            ns.iter()
-                .all(|n| n.agent().mirror().is_some_and(|m| m.nodes.len() == 3))
-        },
-    )
-    .await;
+    all_registered(&mut [&mut a, &mut b, &mut c]).await;
     let desired = BTreeMap::from([("web".to_string(), app("web", 3))]);
     a.agent().apply(&desired, false).await.expect("applies");
     until(
