@@ -492,8 +492,26 @@ pub struct ClusterNode {
     pub ready: u32,
     /// Seconds since its lease was last renewed (`None` when down or not known).
     pub heartbeat_secs_ago: Option<u64>,
+    /// Instances its daemon runs now, whatever their state (a node being drained is done
+    /// when this and `instances` are 0).
+    #[serde(default)]
+    pub running: u32,
+    /// When its drain's deadline passes (ms since the epoch), while it is being drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_ms: Option<u64>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+}
+
+/// `POST /v1/cluster/drain`: `cluster drain|undrain NODE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRequest {
+    pub node: String,
+    /// `false`: `undrain`.
+    pub drain: bool,
+    /// How long the instances may take to move before whatever still runs there is stopped.
+    #[serde(default)]
+    pub deadline_secs: Option<u64>,
 }
 
 /// `POST /v1/cluster/eligibility`: `cluster eligible|ineligible NODE`.

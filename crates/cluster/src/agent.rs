@@ -12,9 +12,9 @@ use std::time::Duration;
 
 use jarfleet_core::cluster::assign::{Seen, assign};
 use jarfleet_core::cluster::keys::Keys;
-use jarfleet_core::cluster::records::{AdminRecord, InstanceState, encode};
+use jarfleet_core::cluster::records::{AdminRecord, InstanceState, decode, encode};
 use jarfleet_core::events::EventKind;
-use jarfleet_etcd::Client;
+use jarfleet_etcd::{Client, Compare, CompareOp, Op, Txn};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -189,17 +189,34 @@ impl Agent {
         crate::apply::apply(&self.client, &self.keys, desired, dry_run).await
     }
 
-    /// Sets what an operator says of `node` (`cluster eligible|ineligible`).
+    /// Sets what an operator says of `node` (`cluster eligible|ineligible|drain|undrain`): a
+    /// compare-and-swap on the record as read, so two operators' changes never lose one
+    /// another (a change that lost the race is read and made again).
     pub async fn set_admin(&self, node: &str, edit: impl Fn(&mut AdminRecord)) -> Result<()> {
         let key = self.keys.admin(node);
-        let (kv, _) = self.client.get(&key).await?;
-        let mut record: AdminRecord = kv
-            .as_ref()
-            .and_then(|kv| serde_json::from_str(&kv.value).ok())
-            .unwrap_or_default();
-        edit(&mut record);
-        self.client.put(&key, &encode(&record)).await?;
-        Ok(())
+        for _ in 0..8 {
+            let (kv, _) = self.client.get(&key).await?;
+            // A record that does not read is replaced whole by the operator's word.
+            let mut record: AdminRecord = kv
+                .as_ref()
+                .and_then(|kv| decode::<AdminRecord>(&kv.key, &kv.value).ok())
+                .unwrap_or_default();
+            edit(&mut record);
+            let unchanged = match &kv {
+                Some(kv) => Compare::mod_revision(&key, CompareOp::Equal, kv.mod_revision),
+                None => Compare::absent(&key),
+            };
+            let txn = Txn::new()
+                .when([unchanged])
+                .and_then([Op::put(&key, &encode(&record))]);
+            if self.client.txn(txn).await?.succeeded {
+                return Ok(());
+            }
+        }
+        Err(crate::Error::Refused {
+            message: format!("node {node}'s record kept changing while this was written"),
+            hint: Some("someone else is changing it at the same time: try again".into()),
+        })
     }
 }
 
@@ -234,6 +251,8 @@ async fn decide(
     // Copies whose stop was said (until they are gone from the daemon's report).
     let mut stopping_said: std::collections::BTreeSet<(String, u32)> = Default::default();
     loop {
+        // When this node's drain deadline passes, if it is being drained with one still ahead.
+        let mut drain_due: Option<tokio::time::Instant> = None;
         let m = mirror.borrow_and_update().clone();
         let view = local.borrow_and_update().clone();
         let peer_view = peers.borrow_and_update().clone();
@@ -269,8 +288,15 @@ async fn decide(
                         .iter()
                         .map(|(k, i)| (k.clone(), i.generation))
                         .collect(),
+                    drain_overdue: m
+                        .admin
+                        .get(&config.node)
+                        .is_some_and(|a| a.drain_overdue(crate::now_ms())),
                 };
                 let decided = assign(&seen);
+                if let Some(deadline) = drain_deadline_ahead(&m, &config.node, crate::now_ms()) {
+                    drain_due = Some(tokio::time::Instant::now() + deadline);
+                }
                 match &decided.holding {
                     Some(why) if !holding_said => {
                         holding_said = true;
@@ -320,7 +346,14 @@ async fn decide(
                 }
             }
         }
+        let overdue_at = async {
+            match drain_due {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
+            () = overdue_at => {}
             changed = mirror.changed() => if changed.is_err() { return },
             changed = local.changed() => if changed.is_err() { return },
             changed = peers.changed() => if changed.is_err() { return },
@@ -344,6 +377,14 @@ async fn decide(
             },
         }
     }
+}
+
+/// How long until this node's drain deadline passes, if it is being drained and it is still
+/// ahead.
+fn drain_deadline_ahead(m: &Mirror, me: &str, now_ms: u64) -> Option<Duration> {
+    let admin = m.admin.get(me).filter(|a| a.draining)?;
+    let deadline = admin.drain_deadline_ms?;
+    (deadline > now_ms).then(|| Duration::from_millis(deadline - now_ms))
 }
 
 /// The ready instances of other nodes that are registered and answer this node's probes.

@@ -103,8 +103,17 @@ impl Node {
 
     /// Plays the daemon: runs what it is assigned, ready on port 9000 + slot.
     fn run_assigned(&self, app: &str) {
+        self.run_assigned_of(&[app]);
+    }
+
+    /// [`Node::run_assigned`] for several apps: copies it no longer runs are gone.
+    fn run_assigned_of(&self, apps: &[&str]) {
         let mut view = LocalView::new();
-        for (slot, generation) in self.runs(app) {
+        for (app, slot, generation) in apps.iter().flat_map(|app| {
+            self.runs(app)
+                .into_iter()
+                .map(move |(slot, generation)| (*app, slot, generation))
+        }) {
             view.insert(
                 (app.to_string(), slot),
                 LocalInstance {
@@ -122,8 +131,13 @@ impl Node {
 }
 
 fn app(name: &str, instances: u32) -> ClusterApp {
+    app_with(name, instances, "")
+}
+
+/// An app with more of its spec (`more`: TOML lines of its table).
+fn app_with(name: &str, instances: u32, more: &str) -> ClusterApp {
     let text = format!(
-        "[apps.{name}]\nartifact = \"/srv/{name}.jar\"\nports = \"9000-9099\"\ninstances = {instances}\n"
+        "[apps.{name}]\nartifact = \"/srv/{name}.jar\"\nports = \"9000-9099\"\ninstances = {instances}\n{more}"
     );
     let spec = jarfleet_core::spec::load(&text, std::path::Path::new("/srv/apps.toml"), &|_| None)
         .expect("the spec loads");
@@ -423,4 +437,137 @@ async fn a_restarted_agent_keeps_its_registration_and_a_taken_name_is_refused() 
     })
     .await;
     assert!(dup.agent().session().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_hands_each_copy_over_once_its_replacement_is_ready_and_stops_the_rest_at_the_deadline()
+ {
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t5", "a").await;
+    let mut b = Node::start(&etcd, "t5", "b").await;
+    let mut c = Node::start(&etcd, "t5", "c").await;
+    all_registered(&mut [&mut a, &mut b, &mut c]).await;
+    // `web` may run once per node: its slot on a drained node has nowhere to go. `api` may
+    // go anywhere.
+    let desired = BTreeMap::from([
+        (
+            "web".to_string(),
+            app_with("web", 3, "placement = { max_per_node = 1 }\n"),
+        ),
+        ("api".to_string(), app("api", 3)),
+    ]);
+    a.agent().apply(&desired, false).await.expect("applies");
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "one slot of each app on each node",
+        |ns| {
+            ns.iter()
+                .all(|n| n.runs("web").len() == 1 && n.runs("api").len() == 1)
+        },
+    )
+    .await;
+    for n in [&a, &b, &c] {
+        n.run_assigned_of(&["web", "api"]);
+    }
+    let web_slot = *c.runs("web").keys().next().expect("c runs web");
+    let api_slot = *c.runs("api").keys().next().expect("c runs api");
+
+    // Drained with a deadline 4 s away.
+    let deadline = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        + Duration::from_secs(4);
+    let deadline_ms = u64::try_from(deadline.as_millis()).expect("ms");
+    a.agent()
+        .set_admin("c", |r| {
+            r.draining = true;
+            r.drain_deadline_ms = Some(deadline_ms);
+        })
+        .await
+        .expect("drains");
+    let drained_at = Instant::now();
+    // api's slot is placed anew elsewhere; c keeps serving it until that copy is ready.
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "c's api slot placed on a or b, c still running it",
+        |ns| {
+            let moved = ns[..2]
+                .iter()
+                .any(|n| n.runs("api").get(&api_slot) == Some(&2));
+            moved && ns[2].runs("api").contains_key(&api_slot)
+        },
+    )
+    .await;
+    assert!(
+        c.assignment
+            .as_ref()
+            .is_some_and(|x| x.stop.is_empty() && x.run["web"].contains_key(&web_slot)),
+        "c stopped something before any replacement was ready: {:?}",
+        c.assignment
+    );
+    // The replacement gets ready: c's copy is stopped, its web slot still runs.
+    for n in [&a, &b] {
+        n.run_assigned_of(&["web", "api"]);
+    }
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "c's api copy stopped",
+        |ns| {
+            ns[2].assignment.as_ref().is_some_and(|x| {
+                x.stop.iter().any(|((app, slot), why)| {
+                    app == "api" && *slot == api_slot && why.starts_with("replaced by")
+                }) && x.run.get("web").is_some_and(|r| r.contains_key(&web_slot))
+            })
+        },
+    )
+    .await;
+    c.run_assigned_of(&["web", "api"]);
+    // web's slot stays (the scheduler says why), until the deadline.
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "the scheduler says web's slot stays on c",
+        |ns| {
+            ns.iter().flat_map(|n| n.events.iter()).any(|(k, m)| {
+                *k == EventKind::ClusterUnplaced && m.contains("stays on draining node c")
+            })
+        },
+    )
+    .await;
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "c stops web's slot at the deadline",
+        |ns| {
+            ns[2].assignment.as_ref().is_some_and(|x| {
+                x.run.is_empty()
+                    && x.stop.iter().any(|((app, slot), why)| {
+                        app == "web" && *slot == web_slot && why.contains("drain deadline passed")
+                    })
+            })
+        },
+    )
+    .await;
+    assert!(
+        drained_at.elapsed() >= Duration::from_secs(3),
+        "stopped {:?} after the drain, before its deadline",
+        drained_at.elapsed()
+    );
+    // Nothing else moved: a and b still run their own slots of the first generation.
+    for n in [&a, &b] {
+        assert_eq!(n.runs("web").len(), 1, "{}", n.name);
+        assert!(n.runs("web").values().all(|g| *g == 1), "{}", n.name);
+    }
+    // Undrained: nothing is moved back, and the next slot may go to c again.
+    a.agent()
+        .set_admin("c", |r| {
+            r.draining = false;
+            r.drain_deadline_ms = None;
+        })
+        .await
+        .expect("undrains");
+    until(
+        &mut [&mut a, &mut b, &mut c],
+        "web's slot runs on c again",
+        |ns| ns[2].runs("web").contains_key(&web_slot),
+    )
+    .await;
 }

@@ -302,6 +302,11 @@ impl ClusterLink {
                 .iter()
                 .filter(|((n, _, _), s)| *n == name && s.state == InstanceState::Ready)
                 .count() as u32;
+            let running = if registered.is_some() {
+                m.statuses.keys().filter(|(n, _, _)| *n == name).count() as u32
+            } else {
+                0
+            };
             let heartbeat_secs_ago = match registered {
                 Some(r) => match agent.client().time_to_live(r.lease).await {
                     Ok(Some(info)) => Some(u64::try_from(info.granted_ttl - info.ttl).unwrap_or(0)),
@@ -320,6 +325,8 @@ impl ClusterLink {
                 instances: placed.len() as u32,
                 ready,
                 heartbeat_secs_ago,
+                running,
+                drain_deadline_ms: admin.drain_deadline_ms.filter(|_| admin.draining),
                 labels: record.labels.clone(),
             });
         }
@@ -394,6 +401,36 @@ impl ClusterLink {
 
     /// `cluster eligible|ineligible NODE`.
     pub async fn set_eligible(&self, node: &str, eligible: bool) -> Result<(), ErrorBody> {
+        self.set_admin(node, |a| a.ineligible = !eligible).await
+    }
+
+    /// `cluster drain NODE [--deadline]` (`Some(deadline)`) and `cluster undrain NODE`
+    /// (`None`). Returns when the deadline passes (ms since the epoch), for a drain.
+    pub async fn set_draining(
+        &self,
+        node: &str,
+        deadline: Option<Duration>,
+    ) -> Result<Option<u64>, ErrorBody> {
+        let at = deadline.map(|d| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            u64::try_from(now.saturating_add(d).as_millis()).unwrap_or(u64::MAX)
+        });
+        self.set_admin(node, |a| {
+            a.draining = at.is_some();
+            a.drain_deadline_ms = at;
+        })
+        .await?;
+        Ok(at)
+    }
+
+    /// Changes what an operator says of `node`, once it is known to the cluster.
+    async fn set_admin(
+        &self,
+        node: &str,
+        edit: impl Fn(&mut jarfleet_core::cluster::records::AdminRecord),
+    ) -> Result<(), ErrorBody> {
         let agent = self.agent().await.ok_or_else(not_a_node)?;
         jarfleet_core::spec::node_name(node).map_err(|e| refused(e, None))?;
         let known = agent
@@ -405,14 +442,11 @@ impl ClusterLink {
                 Some("`jarfleet cluster nodes` lists them"),
             ));
         }
-        agent
-            .set_admin(node, |a| a.ineligible = !eligible)
-            .await
-            .map_err(|e| ErrorBody {
-                kind: ErrorKind::Failed,
-                message: format!("etcd did not take it: {e}"),
-                hint: Some("nothing was changed; try again once etcd answers".into()),
-            })
+        agent.set_admin(node, edit).await.map_err(|e| ErrorBody {
+            kind: ErrorKind::Failed,
+            message: format!("etcd did not take it: {e}"),
+            hint: Some("nothing was changed; try again once etcd answers".into()),
+        })
     }
 }
 

@@ -51,6 +51,18 @@ fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+/// `cluster drain --deadline`: a duration with a unit, from 1 s to 7 days.
+fn parse_drain_deadline(text: &str) -> Result<std::time::Duration, String> {
+    let d = jarfleet_core::units::parse_duration(text)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("at least 1s: the instances need time to start elsewhere".into());
+    }
+    if d > std::time::Duration::from_secs(7 * 24 * 3600) {
+        return Err("at most 7d".into());
+    }
+    Ok(d)
+}
+
 /// `deploy --strategy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum StrategyArg {
@@ -411,6 +423,20 @@ pub enum ClusterCommand {
     Eligible { node: String },
     /// Place nothing new on NODE; what runs there stays.
     Ineligible { node: String },
+    /// Move every instance off NODE (each new one ready before the old one is drained and
+    /// stopped) and place nothing new there; waits until NODE runs nothing.
+    Drain {
+        node: String,
+        /// How long the instances may take to move; whatever still runs on NODE then is
+        /// drained and stopped anyway (e.g. 90s, 10m, 1h).
+        #[arg(long, default_value = "1h", value_parser = parse_drain_deadline)]
+        deadline: std::time::Duration,
+        /// Return once the drain is started, without waiting for it.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// Stop draining NODE: new instances may be placed on it again.
+    Undrain { node: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -558,6 +558,116 @@ pub async fn cluster(
         }
         ClusterCommand::Eligible { node } => set_eligible(client, node, true).await,
         ClusterCommand::Ineligible { node } => set_eligible(client, node, false).await,
+        ClusterCommand::Drain {
+            node,
+            deadline,
+            detach,
+        } => drain(client, node, deadline, detach).await,
+        ClusterCommand::Undrain { node } => {
+            let ack: Ack = client
+                .post(
+                    "/v1/cluster/drain",
+                    &jarfleet_api::DrainRequest {
+                        node,
+                        drain: false,
+                        deadline_secs: None,
+                    },
+                )
+                .await?;
+            println!("{}", ack.message);
+            Ok(())
+        }
+    }
+}
+
+/// `cluster drain NODE`: starts the drain and, unless `detach`, follows it until the node
+/// runs nothing (exit 1 if that is not so a little after the deadline).
+async fn drain(
+    client: &Client,
+    node: String,
+    deadline: Duration,
+    detach: bool,
+) -> Result<(), CliError> {
+    let started = std::time::Instant::now();
+    let ack: Ack = client
+        .post(
+            "/v1/cluster/drain",
+            &jarfleet_api::DrainRequest {
+                node: node.clone(),
+                drain: true,
+                deadline_secs: Some(deadline.as_secs().max(1)),
+            },
+        )
+        .await?;
+    eprintln!("{}", ack.message);
+    if detach {
+        return Ok(());
+    }
+    // The node stops what is left at the deadline; give that stop its drain time too.
+    let give_up = deadline + Duration::from_secs(60);
+    let spinner = crate::term::Spinner::start(&format!("draining node {node}"));
+    let mut last = None;
+    loop {
+        let report: jarfleet_api::ClusterNodes = client.get("/v1/cluster/nodes").await?;
+        let Some(n) = report.nodes.iter().find(|n| n.name == node) else {
+            return Err(CliError::failed(format!(
+                "node {node} is no longer known to the cluster"
+            )));
+        };
+        if n.state == "down" {
+            return Err(CliError::failed(format!(
+                "node {node} went down while draining: its instances are placed elsewhere by the scheduler"
+            )));
+        }
+        if n.state != "draining" && n.state != "suspect" {
+            return Err(CliError::failed(format!(
+                "node {node} is {} now: someone undrained it",
+                n.state
+            )));
+        }
+        let left = (n.instances, n.running);
+        if last != Some(left) {
+            spinner.line(&format!(
+                "  {:.1} s: {} placed on {node}, {} running there",
+                started.elapsed().as_secs_f64(),
+                n.instances,
+                n.running
+            ));
+            last = Some(left);
+        }
+        if left == (0, 0) {
+            drop(spinner);
+            println!(
+                "node {node} drained in {:.1} s: it runs nothing and nothing new is placed on it (`jarfleet cluster undrain {node}` takes it back)",
+                started.elapsed().as_secs_f64()
+            );
+            return Ok(());
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let overdue = n.drain_deadline_ms.is_some_and(|d| now_ms >= d);
+        if overdue && n.running == 0 {
+            return Err(CliError::failed(format!(
+                "node {node} reached its drain deadline with {} instance(s) that fit on no other node: they were stopped and run nowhere now",
+                n.instances
+            ))
+            .with_hint(format!(
+                "`jarfleet events` on the scheduler ({}) says why they fit nowhere; add room (a node, memory, a higher max_per_node) and they are placed, or `jarfleet cluster undrain {node}` runs them there again",
+                report.leader.as_deref().unwrap_or("none elected")
+            )));
+        }
+        if started.elapsed() > give_up {
+            return Err(CliError::failed(format!(
+                "node {node} still has {} placed and {} running after the deadline",
+                n.instances, n.running
+            ))
+            .with_hint(format!(
+                "an instance that fits nowhere else stays placed on {node}: `jarfleet events` on the scheduler ({}) says why",
+                report.leader.as_deref().unwrap_or("none elected")
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

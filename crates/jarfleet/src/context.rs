@@ -33,6 +33,10 @@ impl CliError {
             hint: None,
         }
     }
+    pub fn with_hint(mut self, hint: impl Into<String>) -> CliError {
+        self.hint = Some(hint.into());
+        self
+    }
     /// Prints `error: …` (and `  hint: …`) to stderr. Spec errors are already fully formatted.
     /// A stderr that cannot be written (a full disk under `daemon.log`) costs the message, not
     /// the exit code (`eprintln!` would panic).

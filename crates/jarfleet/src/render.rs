@@ -43,9 +43,14 @@ pub fn cluster_nodes(report: &jarfleet_api::ClusterNodes) -> String {
             if n.name == report.me {
                 name.push_str(" *");
             }
+            let state = if n.state == "draining" && n.instances == 0 && n.running == 0 {
+                "draining (done)".to_string()
+            } else {
+                n.state.clone()
+            };
             vec![
                 name,
-                n.state.clone(),
+                state,
                 format!("{}:{}", n.address, n.peer_port),
                 n.version.clone(),
                 format!("{}/{}", bytes(n.memory_used), bytes(n.memory)),

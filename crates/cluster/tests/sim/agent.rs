@@ -105,6 +105,8 @@ impl World {
                     .iter()
                     .map(|(k, (g, _, _))| (k.clone(), *g))
                     .collect(),
+                // Operators' drains are not part of the simulated histories.
+                drain_overdue: false,
             };
             let decided = assign(&seen);
             self.carry_out(n, decided);

@@ -9,6 +9,9 @@
 //!   (During a partition both run: over-capacity for a while is the price of availability.)
 //! - A copy whose slot is no longer placed anywhere (scaled down, app removed) is drained and
 //!   stopped.
+//! - On a node being drained, copies hand over like any moved copy; once the drain's deadline
+//!   has passed, whatever still runs there is drained and stopped, replacement ready or not
+//!   (and a slot that could not be moved runs nowhere until room appears).
 //! - When the cluster's state holds no app and no placement at all while this node runs
 //!   instances, nothing is stopped: an emptied or replaced etcd is not an order to stop the
 //!   fleet. The node holds what it runs and says why.
@@ -29,6 +32,8 @@ pub struct Seen<'a> {
     pub statuses: BTreeMap<(String, String, u32), StatusRecord>,
     /// The copies this node runs: (app, slot) → the generation it runs for.
     pub local: BTreeMap<(String, u32), u64>,
+    /// This node is being drained and the drain's deadline has passed.
+    pub drain_overdue: bool,
 }
 
 /// What this node should run.
@@ -56,8 +61,9 @@ pub fn assign(seen: &Seen<'_>) -> Assignment {
             seen.local.len()
         ));
     }
+    let overdue = seen.drain_overdue && !emptied;
     for ((app, slot), alloc) in &seen.allocs {
-        if alloc.node == seen.me && seen.apps.contains(app) {
+        if alloc.node == seen.me && seen.apps.contains(app) && !overdue {
             out.run
                 .entry(app.clone())
                 .or_default()
@@ -75,6 +81,17 @@ pub fn assign(seen: &Seen<'_>) -> Assignment {
         }
         if !seen.apps.contains(app) {
             out.stop.push((key, "the app was removed".into()));
+            continue;
+        }
+        if overdue {
+            let why = match seen.allocs.get(&key) {
+                Some(alloc) if alloc.node != seen.me => format!(
+                    "the node's drain deadline passed before its replacement on node {} was ready",
+                    alloc.node
+                ),
+                _ => "the node's drain deadline passed with nowhere else for it to go".into(),
+            };
+            out.stop.push((key, why));
             continue;
         }
         match seen.allocs.get(&key) {
@@ -201,6 +218,43 @@ mod tests {
                 (key(1), "the slot is no longer placed".to_string()),
             ]
         );
+    }
+
+    #[test]
+    fn past_a_drain_s_deadline_everything_here_stops_ready_replacement_or_not() {
+        let mut s = seen();
+        s.allocs.insert(key(0), alloc("b", 2));
+        s.allocs.insert(key(1), alloc("a", 1));
+        s.local.insert(key(0), 1);
+        s.local.insert(key(1), 1);
+        let before = assign(&s);
+        assert_eq!(before.run["web"], BTreeMap::from([(0, 1), (1, 1)]));
+        assert!(before.stop.is_empty());
+
+        s.drain_overdue = true;
+        let got = assign(&s);
+        assert!(got.run.is_empty(), "{got:?}");
+        assert!(got.handing_over.is_empty());
+        assert_eq!(
+            got.stop,
+            vec![
+                (
+                    key(0),
+                    "the node's drain deadline passed before its replacement on node b was ready"
+                        .to_string()
+                ),
+                (
+                    key(1),
+                    "the node's drain deadline passed with nowhere else for it to go".to_string()
+                ),
+            ]
+        );
+        // An emptied store still stops nothing.
+        s.apps.clear();
+        s.allocs.clear();
+        let got = assign(&s);
+        assert!(got.stop.is_empty());
+        assert!(got.holding.is_some());
     }
 
     #[test]

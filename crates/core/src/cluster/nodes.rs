@@ -57,13 +57,14 @@ mod tests {
         let drain = AdminRecord {
             ineligible: true,
             draining: true,
+            drain_deadline_ms: None,
         };
         assert_eq!(state(false, true, &drain), NodeState::Down);
         assert_eq!(state(true, true, &drain), NodeState::Suspect);
         assert_eq!(state(true, false, &drain), NodeState::Draining);
         let inel = AdminRecord {
             ineligible: true,
-            draining: false,
+            ..AdminRecord::default()
         };
         assert_eq!(state(true, false, &inel), NodeState::Ineligible);
         assert_eq!(

@@ -73,12 +73,32 @@ pub struct AdminRecord {
     /// `cluster ineligible NODE`: nothing new is placed on it (what runs there stays).
     #[serde(default)]
     pub ineligible: bool,
-    /// `cluster drain NODE`: its instances are moved elsewhere.
+    /// `cluster drain NODE`: its instances are moved elsewhere (each new copy ready before
+    /// the old one is drained and stopped), and nothing new goes there.
     #[serde(default)]
     pub draining: bool,
+    /// When the drain's deadline passes (ms since the epoch, by the clock of the node that
+    /// took the `drain`): whatever still runs on the node is then drained and stopped, moved
+    /// or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_ms: Option<u64>,
 }
 
-impl Record for AdminRecord {}
+impl AdminRecord {
+    /// Whether the node is draining and its deadline has passed at `now_ms`.
+    pub fn drain_overdue(&self, now_ms: u64) -> bool {
+        self.draining && self.drain_deadline_ms.is_some_and(|d| now_ms >= d)
+    }
+}
+
+impl Record for AdminRecord {
+    fn check(&self) -> Result<(), String> {
+        if self.drain_deadline_ms.is_some() && !self.draining {
+            return Err("a drain deadline on a node that is not draining".into());
+        }
+        Ok(())
+    }
+}
 
 /// `leader`: the scheduler, on its lease. The key's create revision is its fencing epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

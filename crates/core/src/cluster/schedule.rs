@@ -7,6 +7,9 @@
 //!   once, with the next generation: a node loss is not a crash, so there is no back-off.
 //! - A slot whose node reports it failed (restarts exhausted there) moves to another node that
 //!   fits; if none does, it stays and says why.
+//! - A slot on a node an operator drains moves to another node that fits, all of the node's
+//!   slots at once (the node keeps each copy serving until its replacement is ready); one that
+//!   fits nowhere stays, and says why, until room appears or the drain's deadline passes.
 //! - Slots beyond an app's count, and every slot of an app that is gone, are deleted (their
 //!   node drains and stops them).
 //!
@@ -102,6 +105,7 @@ pub fn reconcile(view: &View, now: Millis) -> Pass {
     let mut usage = usage_of(view);
     let mut pass = Pass::default();
     let up = |node: &str| view.nodes.contains_key(node) || view.returning.contains(node);
+    let draining = |node: &str| view.admin.get(node).is_some_and(|a| a.draining);
 
     // What stays counts first, so what is placed next sees it.
     for ((app, slot), placed) in &view.allocs {
@@ -145,6 +149,11 @@ pub fn reconcile(view: &View, now: Millis) -> Pass {
                         p.record.generation + 1,
                     )
                 }
+                Some(p) if draining(&p.record.node) => (
+                    Some(p.record.node.as_str()),
+                    format!("node {} drained", p.record.node),
+                    p.record.generation + 1,
+                ),
                 Some(_) => continue,
             };
             let need = Need {
@@ -176,7 +185,12 @@ pub fn reconcile(view: &View, now: Millis) -> Pass {
                 Err(why) => pass.unplaced.push(Unplaced {
                     app: app.clone(),
                     slot,
-                    why,
+                    why: match avoid {
+                        Some(node) if draining(node) => {
+                            format!("it stays on draining node {node} for now: {why}")
+                        }
+                        _ => why,
+                    },
                 }),
             }
         }

@@ -46,6 +46,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/version", get(version))
         .route("/v1/cluster/nodes", get(cluster_nodes))
         .route("/v1/cluster/eligibility", post(cluster_eligibility))
+        .route("/v1/cluster/drain", post(cluster_drain))
         .route("/v1/apply", post(apply))
         .route("/v1/status", get(status))
         .route("/v1/action", post(action))
@@ -182,6 +183,54 @@ async fn cluster_eligibility(
         ),
     }))
 }
+
+/// The longest drain deadline taken (a week): longer is a typo, not a plan.
+const MAX_DRAIN_DEADLINE_SECS: u64 = 7 * 24 * 3600;
+
+async fn cluster_drain(
+    State(st): State<ApiState>,
+    Json(req): Json<jarfleet_api::DrainRequest>,
+) -> Result<Json<Ack>, ApiError> {
+    let deadline = match (req.drain, req.deadline_secs) {
+        (false, _) => None,
+        (true, Some(0)) => {
+            return Err(ErrorBody {
+                kind: ErrorKind::Usage,
+                message: "a drain deadline of 0 s would stop every instance before any moved"
+                    .into(),
+                hint: Some("give the instances time to start elsewhere, e.g. --deadline 5m".into()),
+            }
+            .into());
+        }
+        (true, Some(s)) if s > MAX_DRAIN_DEADLINE_SECS => {
+            return Err(ErrorBody {
+                kind: ErrorKind::Usage,
+                message: format!("a drain deadline of {s} s is more than a week"),
+                hint: Some("give a deadline of at most 7d".into()),
+            }
+            .into());
+        }
+        (true, s) => Some(std::time::Duration::from_secs(
+            s.unwrap_or(DEFAULT_DRAIN_DEADLINE_SECS),
+        )),
+    };
+    let at = st.cluster.set_draining(&req.node, deadline).await?;
+    let message = match at {
+        Some(_) => format!(
+            "node {} is draining: its instances move elsewhere, each new one ready before the old one is drained and stopped; whatever still runs there in {} s is stopped",
+            req.node,
+            deadline.map_or(0, |d| d.as_secs())
+        ),
+        None => format!(
+            "node {} is no longer draining: new instances may be placed on it (what moved away stays where it is)",
+            req.node
+        ),
+    };
+    Ok(Json(Ack { message }))
+}
+
+/// A drain's deadline when none is given: an hour.
+pub const DEFAULT_DRAIN_DEADLINE_SECS: u64 = 3600;
 
 async fn apply(
     State(st): State<ApiState>,

@@ -790,3 +790,122 @@ fn an_ineligible_node_keeps_what_it_runs_and_gets_nothing_new() {
         "{out:?}"
     );
 }
+
+/// Whether a process with this pid is alive (the lab's hosts share the pid namespace).
+fn alive(pid: u64) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[test]
+fn draining_a_node_moves_each_instance_ready_first_with_no_failed_request_and_undrain_takes_it_back()
+ {
+    let c = Cluster::start(3);
+    let all: Vec<&Node> = c.nodes.iter().collect();
+    c.ok(all[0], &["apply", &c.apps_file(4).display().to_string()]);
+    c.wait_ready(all[0], 4);
+    let before = c.jvms(&all);
+    assert_eq!(before.len(), 4, "{before:?}");
+    // The node with two of the four instances.
+    let victim = *all
+        .iter()
+        .max_by_key(|n| before.keys().filter(|(node, _)| *node == n.name).count())
+        .expect("nodes");
+    let leaving: Vec<u64> = before
+        .iter()
+        .filter(|((node, _), _)| *node == victim.name)
+        .map(|(_, pid)| *pid)
+        .collect();
+    assert_eq!(leaving.len(), 2, "{before:?}");
+    let others: Vec<&Node> = all
+        .iter()
+        .copied()
+        .filter(|n| n.name != victim.name)
+        .collect();
+    // Keep-alive GETs and POSTs, and fresh connections, through every host's balancer.
+    let loads: Vec<FrontLoad> = all
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+
+    // Drained from another node; the command follows it until the node runs nothing.
+    let out = c.ok(
+        others[0],
+        &["cluster", "drain", &victim.name, "--deadline", "3m"],
+    );
+    assert!(
+        out.contains(&format!("node {} drained in", victim.name)),
+        "{out}"
+    );
+    // Its two JVMs are gone, four are ready elsewhere, and nothing on the others restarted.
+    for pid in &leaving {
+        assert!(!alive(*pid), "the drained node's JVM {pid} still runs");
+    }
+    c.wait_ready(others[0], 4);
+    let after = c.jvms(&others);
+    assert_eq!(after.len(), 4, "{after:?}");
+    for (key, pid) in before.iter().filter(|((node, _), _)| *node != victim.name) {
+        assert_eq!(
+            after.get(key),
+            Some(pid),
+            "{key:?} restarted or moved: {after:?}"
+        );
+    }
+    for l in &loads {
+        l.wait_more(30);
+    }
+    let report = c.nodes_seen_by(all[0]);
+    let shown = report["nodes"]
+        .as_array()
+        .and_then(|ns| ns.iter().find(|n| n["name"] == victim.name.as_str()))
+        .cloned()
+        .expect("the victim is listed");
+    assert_eq!(shown["state"], "draining", "{shown}");
+    assert_eq!(shown["instances"], 0, "{shown}");
+    assert_eq!(shown["running"], 0, "{shown}");
+    assert!(shown["drain_deadline_ms"].as_u64().is_some(), "{shown}");
+    // Each move is in the events: placed elsewhere because of the drain, stopped after.
+    let placed: usize = all
+        .iter()
+        .map(|n| {
+            c.ok(n, &["events", "-n", "100000", "-o", "json"])
+                .matches(&format!("(node {} drained)", victim.name))
+                .count()
+        })
+        .sum();
+    assert_eq!(placed, 2, "two placements for the drain");
+    let victim_events = c.ok(victim, &["events", "-n", "100000", "-o", "json"]);
+    assert_eq!(
+        victim_events
+            .matches("is drained and stopped here: replaced by its instance on node")
+            .count(),
+        2,
+        "{victim_events}"
+    );
+
+    // Nothing new goes to a draining node.
+    c.ok(all[1], &["apply", &c.apps_file(6).display().to_string()]);
+    c.wait_ready(all[0], 6);
+    assert!(
+        c.jvms(&[victim]).is_empty(),
+        "a draining node got an instance"
+    );
+    // Undrained, it is ready again, and the next new instance may go there.
+    let out = c.ok(others[1], &["cluster", "undrain", &victim.name]);
+    assert!(out.contains("no longer draining"), "{out}");
+    c.ok(all[2], &["apply", &c.apps_file(7).display().to_string()]);
+    c.wait_ready(all[0], 7);
+    assert_eq!(
+        c.jvms(&[victim]).len(),
+        1,
+        "the 7th instance goes to the emptiest node"
+    );
+
+    for (l, n) in loads.into_iter().zip(&all) {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+        assert!(t.ok > 0, "through {}: nothing answered", n.name);
+    }
+}

@@ -233,7 +233,7 @@ fn an_ineligible_node_keeps_what_it_runs_and_gets_nothing_new() {
         "a".into(),
         AdminRecord {
             ineligible: true,
-            draining: false,
+            ..AdminRecord::default()
         },
     );
     assert_eq!(reconcile(&v, 1), Pass::default());
@@ -242,6 +242,88 @@ fn an_ineligible_node_keeps_what_it_runs_and_gets_nothing_new() {
     apply(&mut v, &pass, &mut rev);
     assert_eq!(on(&v, "a").len(), 1);
     assert_eq!(on(&v, "b").len(), 3);
+}
+
+#[test]
+fn a_draining_node_s_slots_all_move_at_once_and_one_with_nowhere_to_go_stays_saying_why() {
+    let mut v = view(&["a", "b", "c"], &[("web", 6), ("api", 1)]);
+    let mut rev = 0;
+    let first = reconcile(&v, 0);
+    apply(&mut v, &first, &mut rev);
+    let before = v.allocs.clone();
+    let leaving = on(&v, "b");
+    assert!(leaving.len() >= 2, "{leaving:?}");
+    v.admin.insert(
+        "b".into(),
+        AdminRecord {
+            draining: true,
+            drain_deadline_ms: Some(60_000),
+            ..AdminRecord::default()
+        },
+    );
+    let pass = reconcile(&v, 10);
+    assert!(pass.unplaced.is_empty(), "{:?}", pass.unplaced);
+    assert_eq!(pass.writes.len(), leaving.len(), "{:?}", pass.writes);
+    for w in &pass.writes {
+        let Write::Put {
+            app,
+            slot,
+            record,
+            expect,
+        } = w
+        else {
+            panic!("only puts: {w:?}");
+        };
+        let old = &before[&(app.clone(), *slot)];
+        assert_eq!(old.record.node, "b");
+        assert_eq!(*expect, old.mod_revision);
+        assert_eq!(record.generation, old.record.generation + 1);
+        assert_eq!(record.reason, "node b drained");
+        assert_ne!(record.node, "b");
+    }
+    apply(&mut v, &pass, &mut rev);
+    assert!(on(&v, "b").is_empty());
+    for (key, p) in &before {
+        if p.record.node != "b" {
+            assert_eq!(v.allocs[key], *p, "{key:?} moved although its node stays");
+        }
+    }
+    // Done: the next pass changes nothing, and nothing new goes to b.
+    assert_eq!(reconcile(&v, 20), Pass::default());
+    v.apps.insert("api".into(), demand(3));
+    let pass = reconcile(&v, 30);
+    apply(&mut v, &pass, &mut rev);
+    assert!(on(&v, "b").is_empty());
+
+    // A slot with nowhere else to go stays on the draining node and says why.
+    let mut v = view(&["a", "b"], &[("web", 2)]);
+    v.apps.get_mut("web").expect("web").max_per_node = Some(1);
+    let mut rev = 0;
+    let first = reconcile(&v, 0);
+    apply(&mut v, &first, &mut rev);
+    v.admin.insert(
+        "a".into(),
+        AdminRecord {
+            draining: true,
+            ..AdminRecord::default()
+        },
+    );
+    let pass = reconcile(&v, 1);
+    assert!(pass.writes.is_empty(), "{:?}", pass.writes);
+    let [stuck] = pass.unplaced.as_slice() else {
+        panic!("{pass:?}");
+    };
+    assert!(
+        stuck
+            .why
+            .starts_with("it stays on draining node a for now: no node fits (")
+            && stuck.why.contains("max_per_node = 1"),
+        "{stuck:?}"
+    );
+    assert_eq!(on(&v, "a").len(), 1);
+    // Undrained, it stays where it is.
+    v.admin.clear();
+    assert_eq!(reconcile(&v, 2), Pass::default());
 }
 
 #[test]
