@@ -25,11 +25,11 @@ impl Layout {
         }
     }
 
-    fn blobs(&self) -> PathBuf {
+    pub(crate) fn blobs(&self) -> PathBuf {
         self.root.join("sha256")
     }
 
-    fn partials(&self) -> PathBuf {
+    pub(crate) fn partials(&self) -> PathBuf {
         self.root.join("partial")
     }
 

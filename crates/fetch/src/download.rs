@@ -14,6 +14,9 @@ const CHUNK: usize = 64 * 1024;
 
 pub(crate) struct Download<'a> {
     pub(crate) url: &'a str,
+    /// What the bytes are: the URL, or for a fetch by digest `sha256:<hex>`, so that bytes
+    /// received from one source are continued from another.
+    pub(crate) identity: &'a str,
     pub(crate) host: &'a str,
     pub(crate) pin: Option<&'a Sha256Hex>,
     pub(crate) opts: &'a FetchOptions,
@@ -59,7 +62,7 @@ enum Failure {
 
 impl Download<'_> {
     pub(crate) fn run(&self) -> Result<Fetched, FetchError> {
-        let partial = self.layout.partial(self.url, self.pin);
+        let partial = self.layout.partial(self.identity, self.pin);
         let mut received = self.resume_point(&partial)?;
         let mut retries = 0;
         loop {
@@ -93,7 +96,7 @@ impl Download<'_> {
         let sidecar = partial.load_sidecar();
         let usable = len > 0 && len <= self.opts.max_size;
         let if_range = match sidecar {
-            Some(Sidecar { url, if_range }) if usable && url == self.url => if_range,
+            Some(Sidecar { url, if_range }) if usable && url == self.identity => if_range,
             _ => None,
         };
         let Some(if_range) = if_range else {
@@ -142,7 +145,7 @@ impl Download<'_> {
                 rx.total = http::content_length(headers);
                 rx.if_range = http::if_range(headers);
                 let sidecar = Sidecar {
-                    url: self.url.to_owned(),
+                    url: self.identity.to_owned(),
                     if_range: rx.if_range.clone(),
                 };
                 partial.save_sidecar(&sidecar).map_err(|e| {

@@ -39,12 +39,22 @@ pub(crate) fn check_url(url: &str) -> Result<String, UrlProblem> {
 }
 
 pub(crate) fn agent(opts: &FetchOptions, tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    agent_with(opts, tls, true)
+}
+
+/// For a fetch by digest: http allowed (the digest is checked), and no redirects (a source
+/// serves what it has, or says it has not).
+pub(crate) fn digest_agent(opts: &FetchOptions, tls: ureq::tls::TlsConfig) -> ureq::Agent {
+    agent_with(opts, tls, false)
+}
+
+fn agent_with(opts: &FetchOptions, tls: ureq::tls::TlsConfig, https_only: bool) -> ureq::Agent {
     let timeout = Some(opts.timeout.max(Duration::from_millis(1)));
     ureq::Agent::config_builder()
-        .https_only(true)
+        .https_only(https_only)
         .http_status_as_error(false)
-        .max_redirects(MAX_REDIRECTS)
-        .max_redirects_will_error(true)
+        .max_redirects(if https_only { MAX_REDIRECTS } else { 0 })
+        .max_redirects_will_error(https_only)
         .timeout_resolve(timeout)
         .timeout_connect(timeout)
         .timeout_send_request(timeout)

@@ -7,6 +7,10 @@
 //! within one call (up to `max_retries`) and across calls.
 //!
 //! Without a pin the caller must check a signature over the returned file before trusting it.
+//!
+//! [`fetch_by_digest`] fetches content known by its sha256 from the first of several sources
+//! (a cluster's nodes, then the origin) that serves it intact, over http or https: the digest,
+//! not the channel, is what makes the bytes trusted. [`adopt`] puts a local file into the cache.
 
 mod cache;
 mod digest;
@@ -14,10 +18,12 @@ mod download;
 mod error;
 mod http;
 mod options;
+mod peers;
 mod tls;
 
 pub use error::{Cause, FetchError};
 pub use options::{DEFAULT_MAX_SIZE, FetchOptions, Fetched, Progress, ProgressFn};
+pub use peers::{AdoptError, ByDigest, DigestFetchError, adopt, fetch_by_digest, is_sha256, prune};
 
 use cache::Layout;
 use digest::Sha256Hex;
@@ -61,6 +67,7 @@ pub fn fetch(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
     })?;
     Download {
         url,
+        identity: url,
         host: &host,
         pin: pin.as_ref(),
         opts,

@@ -1,5 +1,7 @@
-//! jarfleet-fetch against a real HTTPS server on 127.0.0.1 (see `server/`).
+//! jarfleet-fetch against a real HTTPS server on 127.0.0.1 (see `server/`); fetching by digest
+//! from several sources, plain HTTP ones among them, in `by_digest/`.
 
+mod by_digest;
 mod server;
 
 use jarfleet_fetch::{FetchError, FetchOptions, Fetched, Progress, fetch};

@@ -69,6 +69,8 @@ struct Shared {
 
 pub struct TestServer {
     addr: SocketAddr,
+    /// `false`: plain HTTP (a cluster's nodes serving artifacts by digest).
+    tls: bool,
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
     dir: tempfile::TempDir,
@@ -80,8 +82,18 @@ impl TestServer {
     /// Generates a CA and a certificate for `localhost` and `127.0.0.1`, then listens on a
     /// port the OS picks.
     pub fn start() -> Self {
+        Self::start_with(true)
+    }
+
+    /// The same server over plain HTTP.
+    pub fn start_plain() -> Self {
+        Self::start_with(false)
+    }
+
+    fn start_with(with_tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (ca_pem, tls) = pki();
+        let (ca_pem, config) = pki();
+        let tls = with_tls.then_some(config);
         std::fs::write(dir.path().join("ca.pem"), ca_pem).expect("write ca.pem");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
@@ -98,6 +110,7 @@ impl TestServer {
         };
         Self {
             addr,
+            tls: with_tls,
             shared,
             accept: Some(accept),
             dir,
@@ -105,7 +118,8 @@ impl TestServer {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.addr.port())
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}{path}", self.addr.port())
     }
 
     pub fn port(&self) -> u16 {
@@ -182,7 +196,7 @@ fn pki() -> (String, Arc<ServerConfig>) {
     (ca_cert.pem(), Arc::new(config))
 }
 
-fn accept_loop(listener: TcpListener, tls: Arc<ServerConfig>, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, tls: Option<Arc<ServerConfig>>, shared: Arc<Shared>) {
     for stream in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
             return;
@@ -199,6 +213,34 @@ fn accept_loop(listener: TcpListener, tls: Arc<ServerConfig>, shared: Arc<Shared
 
 type Tls = StreamOwned<ServerConnection, TcpStream>;
 
+/// A connection, over TLS or not.
+trait Conn: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+    /// Ends the response cleanly (TLS: close_notify first).
+    fn close(&mut self) -> io::Result<()>;
+}
+
+impl Conn for Tls {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+    fn close(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush()?;
+        self.sock.shutdown(Shutdown::Write)
+    }
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+    fn close(&mut self) -> io::Result<()> {
+        self.flush()?;
+        self.shutdown(Shutdown::Write)
+    }
+}
+
 /// How a response is cut short after this many body bytes.
 #[derive(Debug, Clone, Copy)]
 enum Cut {
@@ -206,12 +248,20 @@ enum Cut {
     Stall(usize),
 }
 
-fn serve(tcp: TcpStream, config: Arc<ServerConfig>, shared: &Shared) -> io::Result<()> {
+fn serve(tcp: TcpStream, config: Option<Arc<ServerConfig>>, shared: &Shared) -> io::Result<()> {
     tcp.set_read_timeout(Some(IO_TIMEOUT))?;
     tcp.set_write_timeout(Some(IO_TIMEOUT))?;
-    let conn = ServerConnection::new(config).map_err(io::Error::other)?;
-    let mut stream = StreamOwned::new(conn, tcp);
-    let head = read_head(&mut stream)?;
+    match config {
+        Some(config) => {
+            let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+            serve_on(&mut StreamOwned::new(conn, tcp), shared)
+        }
+        None => serve_on(&mut { tcp }, shared),
+    }
+}
+
+fn serve_on(stream: &mut impl Conn, shared: &Shared) -> io::Result<()> {
+    let head = read_head(stream)?;
     let (path, headers) = parse_head(&head)?;
     lock(&shared.seen).push(Seen {
         path: path.clone(),
@@ -234,16 +284,16 @@ fn serve(tcp: TcpStream, config: Arc<ServerConfig>, shared: &Shared) -> io::Resu
         }
     };
     match route {
-        None => respond_empty(&mut stream, 404, &[]),
-        Some((Route::Status(code), _)) => respond_empty(&mut stream, code, &[]),
+        None => respond_empty(stream, 404, &[]),
+        Some((Route::Status(code), _)) => respond_empty(stream, code, &[]),
         Some((Route::Redirect(location), _)) => {
-            respond_empty(&mut stream, 302, &[("Location", &location)])
+            respond_empty(stream, 302, &[("Location", &location)])
         }
-        Some((Route::File(file), cut)) => serve_file(&mut stream, &file, &headers, cut, shared),
+        Some((Route::File(file), cut)) => serve_file(stream, &file, &headers, cut, shared),
     }
 }
 
-fn read_head(stream: &mut Tls) -> io::Result<String> {
+fn read_head(stream: &mut impl Conn) -> io::Result<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -286,18 +336,18 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn respond_empty(stream: &mut Tls, status: u16, extra: &[(&str, &str)]) -> io::Result<()> {
+fn respond_empty(stream: &mut impl Conn, status: u16, extra: &[(&str, &str)]) -> io::Result<()> {
     let mut head = format!("HTTP/1.1 {status} {}\r\n", reason(status));
     for (name, value) in extra {
         head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("Content-Length: 0\r\nConnection: close\r\n\r\n");
     stream.write_all(head.as_bytes())?;
-    close(stream)
+    stream.close()
 }
 
 fn serve_file(
-    stream: &mut Tls,
+    stream: &mut impl Conn,
     file: &FileRoute,
     headers: &HashMap<String, String>,
     cut: Option<Cut>,
@@ -357,15 +407,9 @@ fn serve_file(
     stream.flush()?;
     match cut {
         // A dropped connection: no close_notify, just the TCP close.
-        Some(Cut::Drop(_)) => stream.sock.shutdown(Shutdown::Both),
+        Some(Cut::Drop(_)) => stream.tcp().shutdown(Shutdown::Both),
         // Silent until the client closes (or the socket's read timeout ends it).
         Some(Cut::Stall(_)) => stream.read(&mut [0u8; 1]).map(drop),
-        None => close(stream),
+        None => stream.close(),
     }
-}
-
-fn close(stream: &mut Tls) -> io::Result<()> {
-    stream.conn.send_close_notify();
-    stream.flush()?;
-    stream.sock.shutdown(Shutdown::Write)
 }
