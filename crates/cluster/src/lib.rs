@@ -20,6 +20,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod artifacts;
 pub mod mirror;
 pub mod peers;
 pub mod publish;
@@ -51,6 +52,9 @@ pub struct Config {
     /// A lease this node held before (a restarted daemon keeps its registration if it is
     /// still alive), and the boot id registered with it.
     pub previous_lease: Option<(i64, String)>,
+    /// The node's artifact cache (`sha256/<hex>` below it), served to its peers; `None`: it
+    /// serves none.
+    pub artifacts: Option<std::path::PathBuf>,
 }
 
 impl Config {

@@ -5,8 +5,9 @@
 //! (`jarfleet_core::cluster::peers`). This only ever takes instances out of a balancer, which
 //! is always safe; placing them elsewhere is the scheduler's, on lease expiry.
 //!
-//! The endpoint answers one request, `GET /v1/cluster/ping`, with the node's and the
-//! cluster's names and its boot id; anything else is 404. A probe opens a new connection each
+//! The endpoint answers `GET /v1/cluster/ping` with the node's and the cluster's names and its
+//! boot id, and serves the node's artifacts by digest ([`crate::artifacts`]); anything else is
+//! 404. A probe opens a new connection each
 //! time (a kept-alive one would not notice a host that went silent) and checks that the
 //! answer comes from the node it expects.
 
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full, Limited};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use jarfleet_core::cluster::peers::{PeerProbe, Verdict};
@@ -82,6 +83,7 @@ pub async fn serve(
     session: watch::Receiver<Option<SessionInfo>>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let artifacts = crate::artifacts::Artifacts::new(config.artifacts.clone());
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
@@ -99,10 +101,38 @@ pub async fn serve(
         }
         let config = config.clone();
         let session = session.clone();
+        let artifacts = artifacts.clone();
         tokio::spawn(async move {
+            // A ping is over in moments; an artifact's transfer may take a while.
+            let deadline = Arc::new(std::sync::Mutex::new(Instant::now() + REQUEST_TIMEOUT * 2));
+            let extend = deadline.clone();
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let answer = answer(&req, &config, &session);
-                async move { Ok::<_, std::convert::Infallible>(answer) }
+                let config = config.clone();
+                let session = session.clone();
+                let artifacts = artifacts.clone();
+                let extend = extend.clone();
+                async move {
+                    let header = |name| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                    };
+                    let ask = crate::artifacts::ask(
+                        req.method(),
+                        req.uri().path(),
+                        header(hyper::header::RANGE),
+                        header(hyper::header::IF_RANGE),
+                    );
+                    let answer = if ask == crate::artifacts::Ask::NotOurs {
+                        answer(&req, &config, &session)
+                    } else {
+                        if let Ok(mut d) = extend.lock() {
+                            *d = Instant::now() + crate::artifacts::TRANSFER_LIMIT;
+                        }
+                        artifacts.answer(ask).await
+                    };
+                    Ok::<_, std::convert::Infallible>(answer)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -110,7 +140,19 @@ pub async fn serve(
                 .max_buf_size(8192)
                 .keep_alive(false)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = timeout(REQUEST_TIMEOUT * 2, conn).await;
+            let mut conn = std::pin::pin!(conn);
+            loop {
+                let until = deadline.lock().map_or_else(|_| Instant::now(), |d| *d);
+                match tokio::time::timeout_at(until, conn.as_mut()).await {
+                    Ok(_) => break,
+                    Err(_) => {
+                        let later = deadline.lock().is_ok_and(|d| *d > Instant::now());
+                        if !later {
+                            break;
+                        }
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -120,9 +162,9 @@ fn answer(
     req: &Request<Incoming>,
     config: &Config,
     session: &watch::Receiver<Option<SessionInfo>>,
-) -> Response<Full<Bytes>> {
+) -> Response<crate::artifacts::Body> {
     let reply = |status: StatusCode, body: String| {
-        let mut r = Response::new(Full::new(Bytes::from(body)));
+        let mut r = Response::new(crate::artifacts::full(body));
         *r.status_mut() = status;
         r
     };

@@ -56,6 +56,7 @@ impl Node {
             version: "test".into(),
             build: None,
             previous_lease: None,
+            artifacts: None,
         };
         Node::start_with(config).await
     }

@@ -165,6 +165,7 @@ impl ClusterLink {
             version: env!("CARGO_PKG_VERSION").to_string(),
             build: jarfleet_host::build::own().id.clone(),
             previous_lease: previous.clone(),
+            artifacts: Some(dirs.download_cache()),
         };
         let (local_tx, local_rx) = watch::channel(LocalView::new());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
