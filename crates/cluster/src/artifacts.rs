@@ -22,6 +22,108 @@ use hyper::header::{self, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use tokio::sync::Semaphore;
 
+/// An app's jar as the cluster knows it: by digest, with its signature (small enough to keep
+/// in etcd beside the app; the jar itself never goes there).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactRef {
+    pub sha256: String,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureRef>,
+}
+
+/// A detached signature: its kind by file extension (`minisig`, `sig`, `asc`) and its bytes
+/// in hex.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignatureRef {
+    pub ext: String,
+    pub hex: String,
+}
+
+/// The largest signature taken (a minisign one is ~300 bytes, an armoured OpenPGP one ~1 KiB).
+pub const MAX_SIGNATURE: usize = 16 * 1024;
+
+impl ArtifactRef {
+    /// What is wrong with a stored reference, if anything.
+    pub fn check(&self) -> Result<(), String> {
+        if !is_digest(&self.sha256) {
+            return Err(format!(
+                "artifact sha256 {:?} is not 64 lowercase hex digits",
+                self.sha256
+            ));
+        }
+        if let Some(sig) = &self.signature {
+            if !["minisig", "sig", "asc"].contains(&sig.ext.as_str()) {
+                return Err(format!(
+                    "signature kind {:?} is not minisig, sig or asc",
+                    sig.ext
+                ));
+            }
+            let hex_ok = sig.hex.len() % 2 == 0
+                && sig.hex.len() <= 2 * MAX_SIGNATURE
+                && sig
+                    .hex
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+            if !hex_ok {
+                return Err("the signature is not hex of at most 16 KiB".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The signature's bytes.
+    pub fn signature_bytes(&self) -> Option<(String, Vec<u8>)> {
+        let sig = self.signature.as_ref()?;
+        let bytes = (0..sig.hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(sig.hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        Some((sig.ext.clone(), bytes))
+    }
+}
+
+/// A signature's bytes as stored in [`SignatureRef::hex`].
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `name` is a sha256 as 64 lowercase hex digits.
+pub fn is_digest(name: &str) -> bool {
+    name.len() == 64 && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// A node that may serve an artifact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub node: String,
+    pub address: String,
+    pub peer_port: u16,
+}
+
+/// The order in which `digest` is asked of `nodes`: the node it was applied through first
+/// (it has it), then the others by rendezvous hash of (digest, node), so that the nodes
+/// fetching one release spread over the nodes that have it rather than all asking one.
+pub fn order(digest: &str, applied_by: &str, nodes: &[Source]) -> Vec<String> {
+    let mut ranked: Vec<(bool, std::cmp::Reverse<u64>, &Source)> = nodes
+        .iter()
+        .map(|n| {
+            (
+                n.node != applied_by,
+                std::cmp::Reverse(jarfleet_core::cluster::placement::rendezvous(
+                    digest, 0, &n.node,
+                )),
+                n,
+            )
+        })
+        .collect();
+    ranked.sort_by_key(|r| (r.0, r.1));
+    ranked
+        .into_iter()
+        .map(|(_, _, n)| url(&n.address, n.peer_port, digest))
+        .collect()
+}
+
 /// Where artifacts are served.
 pub const ARTIFACTS_PREFIX: &str = "/v1/cluster/artifacts/";
 /// Transfers served at once.
@@ -265,6 +367,63 @@ mod tests {
             ask(&Method::HEAD, &path(), None, None),
             Ask::Artifact { head: true, .. }
         ));
+    }
+
+    #[test]
+    fn the_applying_node_is_asked_first_then_the_others_spread_by_digest() {
+        let nodes: Vec<Source> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|n| Source {
+                node: n.to_string(),
+                address: format!("10.0.0.{}", n.as_bytes()[0] - b'a' + 1),
+                peer_port: 9901,
+            })
+            .collect();
+        let got = order(D, "c", &nodes);
+        assert_eq!(got.len(), 4);
+        assert!(got[0].starts_with("http://10.0.0.3:9901/"), "{got:?}");
+        let mut reversed = nodes.clone();
+        reversed.reverse();
+        assert_eq!(
+            order(D, "c", &reversed),
+            got,
+            "independent of the listing order"
+        );
+        // Another digest ranks the others differently (over a few tries).
+        let firsts: std::collections::BTreeSet<String> = (0..20)
+            .map(|i| order(&format!("{:064x}", i), "none", &nodes)[0].clone())
+            .collect();
+        assert!(firsts.len() > 1, "{firsts:?}");
+    }
+
+    #[test]
+    fn artifact_refs_are_checked_and_signatures_round_trip() {
+        let mut r = ArtifactRef {
+            sha256: D.into(),
+            size: 1,
+            signature: Some(SignatureRef {
+                ext: "minisig".into(),
+                hex: to_hex(b"untrusted comment: x\n"),
+            }),
+        };
+        assert_eq!(r.check(), Ok(()));
+        assert_eq!(
+            r.signature_bytes(),
+            Some(("minisig".into(), b"untrusted comment: x\n".to_vec()))
+        );
+        r.signature = Some(SignatureRef {
+            ext: "../x".into(),
+            hex: String::new(),
+        });
+        assert!(r.check().is_err());
+        r.signature = Some(SignatureRef {
+            ext: "asc".into(),
+            hex: "zz".into(),
+        });
+        assert!(r.check().is_err());
+        r.signature = None;
+        r.sha256 = D.to_uppercase();
+        assert!(r.check().is_err());
     }
 
     #[test]

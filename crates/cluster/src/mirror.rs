@@ -26,11 +26,19 @@ pub struct ClusterApp {
     pub applied_by: String,
     #[serde(default)]
     pub applied_ms: u64,
+    /// The jar, by digest: the applying node keeps it in its artifact cache and every node
+    /// fetches it from a node that has it (`None`: an app without a jar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<crate::artifacts::ArtifactRef>,
 }
 
 impl Record for ClusterApp {
     fn check(&self) -> Result<(), String> {
-        jarfleet_core::spec::app_name(&self.spec.name)
+        jarfleet_core::spec::app_name(&self.spec.name)?;
+        if let Some(a) = &self.artifact {
+            a.check()?;
+        }
+        Ok(())
     }
 }
 

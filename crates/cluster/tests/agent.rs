@@ -147,6 +147,7 @@ fn app_with(name: &str, instances: u32, more: &str) -> ClusterApp {
         release: "r1".into(),
         applied_by: "test".into(),
         applied_ms: 0,
+        artifact: None,
     }
 }
 

@@ -39,6 +39,7 @@ event_kinds! {
     AppUpdated => "app.updated",
     CdsFailed => "cds.failed",
     CdsTrained => "cds.trained",
+    ClusterArtifact => "cluster.artifact",
     ClusterFailed => "cluster.failed",
     ClusterHolding => "cluster.holding",
     ClusterJoined => "cluster.joined",

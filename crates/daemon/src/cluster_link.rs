@@ -193,7 +193,13 @@ impl ClusterLink {
         };
         write_saved(dirs, &saved).map_err(|e| failed(format!("keeping the cluster table: {e}")))?;
         let tasks = vec![
-            tokio::spawn(forward(notes_rx, tx.clone(), daemon, dirs.clone())),
+            tokio::spawn(forward(
+                notes_rx,
+                tx.clone(),
+                daemon,
+                dirs.clone(),
+                Arc::downgrade(&agent),
+            )),
             tokio::spawn(keep_lease(agent.clone(), saved, dirs.clone())),
         ];
         *joined = Some(Joined { agent, spec, tasks });
@@ -207,10 +213,15 @@ impl ClusterLink {
             return Err(failed("this daemon is not a node of a cluster"));
         };
         let checked = spec.clone();
-        let prepared =
-            tokio::task::spawn_blocking(move || jarfleet_host::prepare::prepare(&checked))
-                .await
-                .map_err(|e| failed(format!("a background task failed: {e}")))??;
+        let cache = StateDir::new(&spec.daemon.state_dir).download_cache();
+        // Prepared as on one host, then each jar kept in this node's cache for the others.
+        let (prepared, mut artifacts) = tokio::task::spawn_blocking(move || {
+            let prepared = jarfleet_host::prepare::prepare(&checked)?;
+            let artifacts = crate::cluster_artifacts::refs_of(&prepared, &cache)?;
+            Ok::<_, ErrorBody>((prepared, artifacts))
+        })
+        .await
+        .map_err(|e| failed(format!("a background task failed: {e}")))??;
         let me = agent.node().to_string();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -219,9 +230,11 @@ impl ClusterLink {
         let desired: BTreeMap<String, ClusterApp> = prepared
             .into_iter()
             .map(|(name, p)| {
+                let artifact = artifacts.remove(&name);
                 (
                     name,
                     ClusterApp {
+                        artifact,
                         spec: p.spec,
                         release: p.release,
                         applied_by: me.clone(),
@@ -464,6 +477,7 @@ async fn forward(
     tx: mpsc::Sender<Event>,
     daemon: DaemonSpec,
     dirs: StateDir,
+    agent: std::sync::Weak<Agent>,
 ) {
     // The last preparation of each app, kept while its cluster record is the same.
     let mut prepared: BTreeMap<String, (ClusterApp, PreparedApp)> = BTreeMap::new();
@@ -478,7 +492,38 @@ async fn forward(
                         apps.insert(name.clone(), p.clone());
                         continue;
                     }
-                    match prepare_one(wanted, &daemon, &dirs).await {
+                    let fetched = {
+                        let agent = agent.upgrade();
+                        crate::cluster_artifacts::fetch_for(
+                            wanted,
+                            agent.as_deref(),
+                            dirs.download_cache(),
+                        )
+                        .await
+                    };
+                    let fetched = match fetched {
+                        Ok(f) => {
+                            if let Some(note) = f.note {
+                                let _ = tx
+                                    .send(
+                                        Notice {
+                                            kind: jarfleet_core::events::EventKind::ClusterArtifact,
+                                            app: Some(name.clone()),
+                                            message: note,
+                                        }
+                                        .into(),
+                                    )
+                                    .await;
+                            }
+                            Ok(f.app)
+                        }
+                        Err(e) => Err(e),
+                    };
+                    let prepared_here = match fetched {
+                        Ok(local) => prepare_one(&local, &daemon, &dirs).await,
+                        Err(e) => Err(e),
+                    };
+                    match prepared_here {
                         Ok(p) => {
                             prepared.insert(name.clone(), (wanted.clone(), p.clone()));
                             apps.insert(name.clone(), p);

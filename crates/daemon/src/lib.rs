@@ -8,6 +8,7 @@
 //! `jarfleet-shim`; `crates/testkit/tests/crate_rules.rs` holds it to that.
 
 pub mod clock;
+pub mod cluster_artifacts;
 pub mod cluster_link;
 pub mod control;
 pub mod daemonlog;

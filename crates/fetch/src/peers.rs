@@ -160,8 +160,9 @@ fn source_host(url: &str) -> Result<String, FetchError> {
 }
 
 /// Puts the local file at `path` into the cache under its sha256 (a copy: the original may
-/// change or go) and returns it there. When `expect` is given and the file does not hash to
-/// it, nothing is cached and the actual digest is the error.
+/// change or go) and returns it there; a file already cached intact is not copied again. When
+/// `expect` is given and the file does not hash to it, nothing is cached and the actual digest
+/// is the error.
 pub fn adopt(path: &Path, cache_dir: &Path, expect: Option<&str>) -> Result<Fetched, AdoptError> {
     let layout = Layout::new(cache_dir);
     layout
@@ -171,32 +172,7 @@ pub fn adopt(path: &Path, cache_dir: &Path, expect: Option<&str>) -> Result<Fetc
         let at = at.to_path_buf();
         move |source| AdoptError::Io { path: at, source }
     };
-    let mut from = File::open(path).map_err(io_err(path))?;
-    let tmp = tempfile::NamedTempFile::new_in(layout.partials()).map_err(io_err(cache_dir))?;
-    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
-    let mut size = 0u64;
-    {
-        let mut out = tmp.as_file();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = match from.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(AdoptError::Io {
-                        path: path.to_path_buf(),
-                        source: e,
-                    });
-                }
-            };
-            sha2::Digest::update(&mut hasher, &buf[..n]);
-            out.write_all(&buf[..n]).map_err(io_err(tmp.path()))?;
-            size += n as u64;
-        }
-        out.sync_all().map_err(io_err(tmp.path()))?;
-    }
-    let digest = Sha256Hex::finish(hasher);
+    let (digest, size) = crate::digest::hash_file(path).map_err(io_err(path))?;
     if let Some(want) = expect
         && want != digest.as_str()
     {
@@ -207,6 +183,44 @@ pub fn adopt(path: &Path, cache_dir: &Path, expect: Option<&str>) -> Result<Fetc
         });
     }
     let target = layout.blob(&digest);
+    // Already cached, and intact (a copy that went bad is replaced below).
+    let cached = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file() && m.len() == size)
+        && crate::digest::hash_file(&target).is_ok_and(|(d, _)| d == digest);
+    if cached {
+        return Ok(Fetched {
+            path: target,
+            sha256: digest.to_string(),
+            size,
+            from_cache: true,
+        });
+    }
+    let mut from = File::open(path).map_err(io_err(path))?;
+    let tmp = tempfile::NamedTempFile::new_in(layout.partials()).map_err(io_err(cache_dir))?;
+    let mut hasher = <sha2::Sha256 as sha2::Digest>::new();
+    {
+        let mut out = tmp.as_file();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_err(path)(e)),
+            };
+            sha2::Digest::update(&mut hasher, &buf[..n]);
+            out.write_all(&buf[..n]).map_err(io_err(tmp.path()))?;
+        }
+        out.sync_all().map_err(io_err(tmp.path()))?;
+    }
+    // The file changed between the two reads: what was copied is not what was hashed.
+    let copied = Sha256Hex::finish(hasher);
+    if copied != digest {
+        return Err(AdoptError::Mismatch {
+            path: path.to_path_buf(),
+            expected: digest.to_string(),
+            actual: copied.to_string(),
+        });
+    }
     tmp.persist(&target).map_err(|e| AdoptError::Io {
         path: target.clone(),
         source: e.error,

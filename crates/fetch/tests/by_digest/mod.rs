@@ -197,6 +197,15 @@ fn a_local_file_is_adopted_by_digest_checked_and_pruned() -> TestResult {
     let got = adopt(&jar, &cache, Some(&digest))?;
     assert_eq!(got.sha256, digest);
     assert_eq!(got.size, 5000);
+    assert!(!got.from_cache);
+    // Adopted again: already there, not copied again; a cached copy gone bad is replaced.
+    assert!(adopt(&jar, &cache, None)?.from_cache);
+    let mut bad = bytes.clone();
+    bad[10] ^= 1;
+    std::fs::write(&got.path, &bad)?;
+    let again = adopt(&jar, &cache, None)?;
+    assert!(!again.from_cache);
+    assert_eq!(std::fs::read(&again.path)?, bytes);
     // A copy: the original may change.
     std::fs::write(&jar, b"changed")?;
     assert_eq!(std::fs::read(&got.path)?, bytes);

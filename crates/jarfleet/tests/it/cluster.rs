@@ -40,6 +40,12 @@ impl Cluster {
     /// `hosts` hosts and a 3-member etcd on the lab's bridge, every node up (`up -d` of a
     /// node spec with `[cluster]`, inside its host).
     pub(crate) fn start(hosts: usize) -> Cluster {
+        Cluster::start_with(hosts, hosts)
+    }
+
+    /// `hosts` hosts of which only the first `up` run their node (the others join later with
+    /// [`Cluster::up`]).
+    pub(crate) fn start_with(hosts: usize, up: usize) -> Cluster {
         let lab = Lab::new(hosts).unwrap_or_else(|e| panic!("the network lab: {e}"));
         let etcd = EtcdCluster::start(3, lab.bridge_ip()).unwrap_or_else(|e| panic!("etcd: {e}"));
         let dir = tempfile::Builder::new()
@@ -88,11 +94,26 @@ impl Cluster {
             listen,
             ports,
         };
-        for n in &c.nodes {
-            c.ok(n, &["up", "-d", "--wait", &n.spec.display().to_string()]);
+        for n in &c.nodes[..up] {
+            c.up(n);
         }
         // Every node registered before anything is applied (placement spreads over the nodes
         // that are up when it places).
+        c.wait_nodes_ready(up);
+        c
+    }
+
+    /// Starts `node`'s daemon (`up -d` of its node spec, inside its host).
+    pub(crate) fn up(&self, node: &Node) {
+        self.ok(
+            node,
+            &["up", "-d", "--wait", &node.spec.display().to_string()],
+        );
+    }
+
+    /// Waits until the first node sees `hosts` nodes, all ready.
+    pub(crate) fn wait_nodes_ready(&self, hosts: usize) {
+        let c = self;
         wait_until_explained(
             &format!("{hosts} ready nodes"),
             Duration::from_secs(60),
@@ -105,7 +126,6 @@ impl Cluster {
                 }
             },
         );
-        c
     }
 
     /// Runs `jarfleet ARGS` against `node`'s daemon, inside its host; its stdout, or the test
@@ -143,12 +163,17 @@ impl Cluster {
 
     /// The apps file applied to the cluster: the fixture app `web`, listening on every host.
     pub(crate) fn apps_file(&self, instances: u32) -> PathBuf {
+        self.apps_file_with(instances, &fixture::fixture_jar())
+    }
+
+    /// [`Cluster::apps_file`] running the jar at `jar`.
+    pub(crate) fn apps_file_with(&self, instances: u32, jar: &std::path::Path) -> PathBuf {
         let path = self.dir.path().join("apps.toml");
         std::fs::write(
             &path,
             format!(
                 "[apps.web]\nartifact = {jar:?}\ninstances = {instances}\nports = \"{a}-{b}\"\nargs = [\"--bind\", \"0.0.0.0\"]\nlisten = \"0.0.0.0:{listen}\"\njava = {{ opts = {opts}, fast_start = false }}\n\n[apps.web.health]\nhttp = \"/health\"\ninterval = \"500ms\"\n",
-                jar = fixture::fixture_jar().display().to_string(),
+                jar = jar.display().to_string(),
                 a = self.ports.0,
                 b = self.ports.1,
                 listen = self.listen,
@@ -908,4 +933,78 @@ fn draining_a_node_moves_each_instance_ready_first_with_no_failed_request_and_un
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
         assert!(t.ok > 0, "through {}: nothing answered", n.name);
     }
+}
+
+#[test]
+fn a_release_applied_on_one_node_runs_on_the_others_from_its_digest_and_a_tampered_copy_is_refused()
+{
+    let c = Cluster::start_with(4, 3);
+    let (n0, n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2], &c.nodes[3]);
+    // The jar exists only where it is applied, and only until the apply returns.
+    let jar = c.dir.path().join("only-here.jar");
+    std::fs::copy(fixture::fixture_jar(), &jar).expect("a private copy of the jar");
+    let digest = sha256_file(&jar);
+    c.ok(
+        n0,
+        &["apply", &c.apps_file_with(3, &jar).display().to_string()],
+    );
+    std::fs::remove_file(&jar).expect("the jar removed");
+    c.wait_ready(n0, 3);
+    let blob = |n: &Node| n.state.join("cache").join("sha256").join(&digest);
+    for n in [n0, n1, n2] {
+        assert!(blob(n).is_file(), "{} has no copy in its cache", n.name);
+    }
+    let n0_url = format!("http://{}:9901/v1/cluster/artifacts/{digest}", n0.ip);
+    for n in [n1, n2] {
+        let events = c.ok(n, &["events", "-n", "100000", "-o", "json"]);
+        assert!(
+            events.contains("\"cluster.artifact\"")
+                && events.contains(&format!("fetched from {n0_url}")),
+            "{} did not fetch it from n0: {events}",
+            n.name
+        );
+    }
+    // Each runs it from its own copy.
+    let status: Value = serde_json::from_str(&c.ok(n1, &["status", "-o", "json"])).expect("json");
+    assert!(
+        status.to_string().contains(&blob(n1).display().to_string()),
+        "n1 does not run its own copy: {status}"
+    );
+
+    // n0's copy is replaced by other bytes (a new file: the JVM running the old one is not
+    // touched). A node that joins now and takes over a lost host's slot asks n0 first (the
+    // release was applied there), refuses what it serves, and gets the jar from n1.
+    let tampered = blob(n0).with_extension("tmp");
+    let mut bytes = std::fs::read(blob(n0)).expect("n0's copy");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&tampered, &bytes).expect("tampered copy");
+    std::fs::rename(&tampered, blob(n0)).expect("swapped in");
+    c.up(n3);
+    c.wait_nodes_ready(4);
+    assert!(c.jvms(&[n2]).len() == 1, "n2 runs one instance");
+    c.kill_host(n2);
+    c.wait_ready(n0, 3);
+    assert_eq!(c.jvms(&[n3]).len(), 1, "n2's slot went to the empty node");
+    assert_eq!(sha256_file(&blob(n3)), digest, "n3's copy is the release");
+    let events = c.ok(n3, &["events", "-n", "100000", "-o", "json"]);
+    assert!(
+        events.contains(&format!(
+            "{n0_url}: served a copy that does not match the digest: refused"
+        )),
+        "n3 did not refuse n0's copy: {events}"
+    );
+    assert!(
+        events.contains(&format!("fetched from http://{}:9901/", n1.ip)),
+        "n3 did not get it from n1: {events}"
+    );
+}
+
+fn sha256_file(path: &std::path::Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
