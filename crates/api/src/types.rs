@@ -111,6 +111,44 @@ pub struct StatusReport {
     /// left running, never stopped unasked; `jarfleet down --strays` stops them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub strays: Vec<StrayStatus>,
+    /// In cluster mode: every app's instances on every node, as this node sees the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// `status` in cluster mode: the instances of the whole cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster: String,
+    /// The node answering (its own instances are in `apps`, in full).
+    pub me: String,
+    /// Every slot placed, and every copy a node reports, by app and slot.
+    pub instances: Vec<ClusterInstance>,
+}
+
+/// One instance of the cluster: where it is placed and what its node reports of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInstance {
+    pub app: String,
+    pub slot: u32,
+    /// The node running this copy.
+    pub node: String,
+    /// The placement's generation this copy runs for.
+    pub generation: u64,
+    /// `starting`, `ready`, `draining`, `failed`, or `placed` (its node has not reported it).
+    pub state: String,
+    /// Where the slot is placed now; differs from `node` for a copy handing over.
+    pub placed_on: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub release: String,
+    #[serde(default)]
+    pub pid: Option<u32>,
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 /// A shim no instance accounts for, and its JVM.

@@ -353,6 +353,68 @@ impl ClusterLink {
         })
     }
 
+    /// What `status` shows of the cluster (`None` on one host, or before etcd was read): every
+    /// slot placed, with what its node reports, and every copy still handing over.
+    pub async fn status(&self) -> Option<jarfleet_api::ClusterStatus> {
+        let (agent, cluster) = {
+            let joined = self.joined.lock().await;
+            let j = joined.as_ref()?;
+            (j.agent.clone(), j.spec.name.clone())
+        };
+        let m = agent.mirror()?;
+        let mut instances = Vec::new();
+        let mut reported = std::collections::BTreeSet::new();
+        for ((node, app, slot), s) in &m.statuses {
+            if !m.nodes.contains_key(node) {
+                continue;
+            }
+            let placed_on = m
+                .allocs
+                .get(&(app.clone(), *slot))
+                .map(|p| p.record.node.clone());
+            if placed_on.as_deref() == Some(node.as_str()) {
+                reported.insert((app.clone(), *slot));
+            }
+            instances.push(jarfleet_api::ClusterInstance {
+                app: app.clone(),
+                slot: *slot,
+                node: node.clone(),
+                generation: s.generation,
+                state: s.state.to_string(),
+                placed_on,
+                address: s.address.clone(),
+                port: s.port,
+                release: s.release.clone(),
+                pid: s.pid,
+                restarts: s.restarts,
+            });
+        }
+        for ((app, slot), p) in &m.allocs {
+            if reported.contains(&(app.clone(), *slot)) || !m.apps.contains_key(app) {
+                continue;
+            }
+            instances.push(jarfleet_api::ClusterInstance {
+                app: app.clone(),
+                slot: *slot,
+                node: p.record.node.clone(),
+                generation: p.record.generation,
+                state: "placed".into(),
+                placed_on: Some(p.record.node.clone()),
+                address: None,
+                port: None,
+                release: String::new(),
+                pid: None,
+                restarts: 0,
+            });
+        }
+        instances.sort_by(|a, b| (&a.app, a.slot, &a.node).cmp(&(&b.app, b.slot, &b.node)));
+        Some(jarfleet_api::ClusterStatus {
+            cluster,
+            me: agent.node().to_string(),
+            instances,
+        })
+    }
+
     /// What `/metrics` shows of the cluster (`None` on one host).
     pub async fn figures(&self) -> Option<crate::metrics::ClusterFigures> {
         use jarfleet_core::cluster::records::InstanceState;

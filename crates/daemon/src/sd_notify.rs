@@ -163,6 +163,7 @@ mod tests {
                 warnings: Vec::new(),
             },
             strays: vec![],
+            cluster: None,
             apps: apps
                 .iter()
                 .map(|(name, desired, ready, rolling)| AppStatus {

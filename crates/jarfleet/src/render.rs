@@ -218,6 +218,9 @@ pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String 
                 state: Some(1),
             },
         ));
+        if let Some(c) = &report.cluster {
+            out.push_str(&cluster_instances(c, &app.name, term));
+        }
         out.push('\n');
     }
     if out.is_empty() {
@@ -240,6 +243,55 @@ pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String 
             )));
         }
     }
+    out
+}
+
+/// An app's instances on the cluster's other nodes (this node's are in the table above).
+fn cluster_instances(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) -> String {
+    let dash = || "-".to_string();
+    let rows: Vec<Vec<String>> = c
+        .instances
+        .iter()
+        .filter(|i| i.app == app && i.node != c.me)
+        .map(|i| {
+            let mut state = i.state.clone();
+            if let Some(to) = i.placed_on.as_ref().filter(|to| **to != i.node) {
+                state.push_str(&format!(" (moving to {to})"));
+            }
+            vec![
+                format!("{}/{}", i.app, i.slot),
+                i.node.clone(),
+                state,
+                match (&i.address, i.port) {
+                    (Some(a), Some(p)) => format!("{a}:{p}"),
+                    _ => dash(),
+                },
+                i.pid.map(|p| p.to_string()).unwrap_or_else(dash),
+                i.restarts.to_string(),
+                if i.release.is_empty() {
+                    dash()
+                } else {
+                    i.release.clone()
+                },
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut out = format!("  on the other nodes of cluster {}:\n", c.cluster);
+    out.push_str(&term::table(
+        term,
+        &[
+            "INSTANCE", "NODE", "STATE", "ADDRESS", "PID", "RESTARTS", "RELEASE",
+        ],
+        &rows,
+        Fit {
+            elastic: None,
+            optional: &[4, 5, 6],
+            state: Some(2),
+        },
+    ));
     out
 }
 
@@ -507,6 +559,7 @@ mod tests {
                 warnings: Vec::new(),
             },
             strays: vec![],
+            cluster: None,
             apps: vec![app],
         }
     }
@@ -533,6 +586,59 @@ mod tests {
             ],
         });
         insta::assert_snapshot!(status(&report, None, &Term::PLAIN));
+    }
+
+    #[test]
+    fn status_in_a_cluster_lists_the_other_nodes_instances() {
+        let mut report = report(AppStatus {
+            name: "orders".into(),
+            release: "3f2a9c1b7d00".into(),
+            desired: 1,
+            ready: 1,
+            rolling: false,
+            deployment: None,
+            listen: Some("0.0.0.0:8080".into()),
+            listener: None,
+            health: None,
+            balancer: None,
+            java: Some("17.0.15 (/usr/lib/jvm/java-17-openjdk-amd64)".into()),
+            canary: None,
+            instances: vec![instance(0, "ready", Some(4242))],
+        });
+        let other =
+            |slot: u32, node: &str, state: &str, placed_on: &str| jarfleet_api::ClusterInstance {
+                app: "orders".into(),
+                slot,
+                node: node.into(),
+                generation: 1,
+                state: state.into(),
+                placed_on: Some(placed_on.into()),
+                address: (state != "placed").then(|| format!("10.0.0.1{}", node.len())),
+                port: (state != "placed").then_some(9100 + slot as u16),
+                release: if state == "placed" {
+                    String::new()
+                } else {
+                    "3f2a9c1b7d00".into()
+                },
+                pid: (state != "placed").then_some(5000 + slot),
+                restarts: 0,
+            };
+        report.cluster = Some(jarfleet_api::ClusterStatus {
+            cluster: "prod".into(),
+            me: "web-1".into(),
+            instances: vec![
+                other(0, "web-1", "ready", "web-1"),
+                other(1, "web-2", "ready", "web-2"),
+                other(2, "web-3", "ready", "web-2"),
+                other(3, "web-3", "placed", "web-3"),
+            ],
+        });
+        let out = status(&report, None, &Term::PLAIN);
+        assert!(
+            !out.contains("web-1  "),
+            "this node's own instance is listed twice:\n{out}"
+        );
+        insta::assert_snapshot!(out);
     }
 
     #[test]

@@ -124,6 +124,8 @@ impl Control {
                     port: s.port,
                 })
                 .collect(),
+            // Filled in outside the loop, from the cluster's state (`ClusterLink::status`).
+            cluster: None,
         }
     }
 }

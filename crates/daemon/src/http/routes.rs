@@ -333,7 +333,8 @@ async fn history(
 }
 
 async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {
-    let report = ask(&st.tx, |reply| ApiRequest::Status { reply }).await?;
+    let mut report = ask(&st.tx, |reply| ApiRequest::Status { reply }).await?;
+    report.cluster = st.cluster.status().await;
     Ok(Json(report).into_response())
 }
 

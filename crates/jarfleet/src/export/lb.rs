@@ -353,6 +353,7 @@ mod tests {
                 warnings: Vec::new(),
             },
             strays: vec![],
+            cluster: None,
             apps: vec![
                 app(
                     "orders",

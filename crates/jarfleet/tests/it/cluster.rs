@@ -970,6 +970,27 @@ fn a_release_applied_on_one_node_runs_on_the_others_from_its_digest_and_a_tamper
         status.to_string().contains(&blob(n1).display().to_string()),
         "n1 does not run its own copy: {status}"
     );
+    // And `status` on any node shows the whole cluster's instances, each with its node.
+    let mut seen: Vec<(String, String)> = status["cluster"]["instances"]
+        .as_array()
+        .expect("the cluster's instances")
+        .iter()
+        .map(|i| {
+            (
+                i["node"].as_str().unwrap_or_default().to_string(),
+                i["state"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [n0, n1, n2]
+            .iter()
+            .map(|n| (n.name.clone(), "ready".to_string()))
+            .collect::<Vec<_>>(),
+        "{status}"
+    );
 
     // n0's copy is replaced by other bytes (a new file: the JVM running the old one is not
     // touched). A node that joins now and takes over a lost host's slot asks n0 first (the
