@@ -6,12 +6,12 @@ mod helper;
 
 use std::time::Duration;
 
-use helper::cluster::{Cluster, ELECTION_MS};
 use helper::{Etcd, compact, next_keeper_event, wait_until};
 use jarfleet_etcd::{
     Client, Compare, CompareOp, Error, Event, EventKind, KeeperConfig, KeeperEvent, KeyValue,
     LeaseKeeper, LeaseLoss, Op, OpResponse, Txn, WatchBatch, WatchStream,
 };
+use jarfleet_testkit::etcd_cluster::{ELECTION_MS, EtcdCluster};
 use tokio::time::Instant;
 
 fn client(endpoints: &[String]) -> Client {
@@ -471,8 +471,8 @@ async fn renewals_until(keeper: &mut LeaseKeeper, until: Instant) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lease_survives_killing_the_etcd_leader() {
-    let mut cluster = Cluster::start().await;
-    let c = client(&cluster.urls());
+    let mut cluster = start_cluster();
+    let c = client(&cluster.client_urls());
     let (lease, mut keeper) = LeaseKeeper::start(c.clone(), 6, Duration::from_secs(1))
         .await
         .expect("start keeper");
@@ -482,10 +482,10 @@ async fn the_lease_survives_killing_the_etcd_leader() {
     let first = next_keeper_event(&mut keeper, Duration::from_secs(5), "Renewed").await;
     assert_eq!(first, KeeperEvent::Renewed { ttl: 6 });
 
-    let old_leader = cluster.leader().await;
+    let old_leader = leader_of(&cluster);
     cluster.kill(old_leader);
     let killed = Instant::now();
-    let new_leader = cluster.leader().await;
+    let new_leader = leader_of(&cluster);
     assert_ne!(new_leader, old_leader);
     let elected = Instant::now();
 
@@ -506,8 +506,8 @@ async fn the_lease_survives_killing_the_etcd_leader() {
     assert!(info.ttl >= 3, "{info:?}");
 
     // The old leader comes back as a follower, with the key.
-    cluster.restart(old_leader).await;
-    let only_it = client(&[cluster.url(old_leader)]);
+    tokio::task::block_in_place(|| cluster.restart(old_leader)).expect("the old leader restarts");
+    let only_it = client(&[cluster.client_urls()[old_leader].clone()]);
     assert_eq!(
         get(&only_it, "nodes/n1").await.map(|kv| kv.lease),
         Some(lease.id)
@@ -517,8 +517,8 @@ async fn the_lease_survives_killing_the_etcd_leader() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_without_quorum_refuses_at_once_and_the_keeper_loses_its_lease() {
-    let mut cluster = Cluster::start().await;
-    let c = client(&cluster.urls());
+    let mut cluster = start_cluster();
+    let c = client(&cluster.client_urls());
     let ttl = 3;
     let interval = Duration::from_millis(500);
     let config = KeeperConfig {
@@ -538,10 +538,13 @@ async fn a_member_without_quorum_refuses_at_once_and_the_keeper_loses_its_lease(
     let first = next_keeper_event(&mut keeper, Duration::from_secs(5), "Renewed").await;
     assert_eq!(first, KeeperEvent::Renewed { ttl });
 
-    let leader = cluster.leader().await;
+    let leader = leader_of(&cluster);
     let survivor = (leader + 1) % cluster.len();
-    let only_survivor =
-        Client::new(vec![cluster.url(survivor)], Duration::from_secs(5)).expect("client");
+    let only_survivor = Client::new(
+        vec![cluster.client_urls()[survivor].clone()],
+        Duration::from_secs(5),
+    )
+    .expect("client");
     let mut watch = only_survivor
         .watch_prefix("nodes/", 0)
         .await
@@ -553,7 +556,8 @@ async fn a_member_without_quorum_refuses_at_once_and_the_keeper_loses_its_lease(
 
     // Once the survivor knows it has no leader, it refuses at once (the 5 s timeout would
     // otherwise run out): writes, lease renewals and linearizable reads alike.
-    cluster.wait_leaderless(survivor).await;
+    tokio::task::block_in_place(|| cluster.wait_leaderless(survivor, Duration::from_secs(15)))
+        .expect("the survivor gives up its leader");
     let started = Instant::now();
     let err = only_survivor
         .put("nodes/n2", "up")
@@ -576,7 +580,7 @@ async fn a_member_without_quorum_refuses_at_once_and_the_keeper_loses_its_lease(
     // The refusal sends even a write on to the next endpoint (here a separate etcd, to have
     // one that answers).
     let other = Etcd::start().await;
-    let failover = client(&[cluster.url(survivor), other.url()]);
+    let failover = client(&[cluster.client_urls()[survivor].clone(), other.url()]);
     failover
         .put("nodes/n2", "up")
         .await
@@ -584,9 +588,12 @@ async fn a_member_without_quorum_refuses_at_once_and_the_keeper_loses_its_lease(
     assert!(get(&client(&[other.url()]), "nodes/n2").await.is_some());
 
     // The open watch on the survivor is cut, not left silent.
-    let cut = tokio::time::timeout(Duration::from_millis(5 * ELECTION_MS + 5000), watch.next())
-        .await
-        .expect("the watch is cut within a few election timeouts");
+    let cut = tokio::time::timeout(
+        Duration::from_millis(5 * u64::from(ELECTION_MS) + 5000),
+        watch.next(),
+    )
+    .await
+    .expect("the watch is cut within a few election timeouts");
     let err = cut.expect_err("the watch ended");
     assert!(err.to_string().contains("no leader"), "{err}");
 
@@ -642,4 +649,16 @@ fn delivered_through() {
         revision: 9,
     };
     assert_eq!(batch.delivered_through(), 5);
+}
+
+/// A 3-member etcd on loopback (the test kit's, as the multi-host tests use).
+fn start_cluster() -> EtcdCluster {
+    tokio::task::block_in_place(|| EtcdCluster::start(3, std::net::Ipv4Addr::LOCALHOST))
+        .unwrap_or_else(|e| panic!("etcd cluster: {e}"))
+}
+
+/// The member that leads now, waiting for an election if one is under way.
+fn leader_of(cluster: &EtcdCluster) -> usize {
+    tokio::task::block_in_place(|| cluster.wait_leader(Duration::from_secs(15)))
+        .unwrap_or_else(|e| panic!("{e}"))
 }

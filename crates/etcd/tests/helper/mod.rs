@@ -1,10 +1,8 @@
-//! Test harness: a real etcd on free loopback ports, a 3-member cluster (`cluster`), a TCP
+//! Test harness: a real etcd on free loopback ports (a 3-member one is the test kit's), a TCP
 //! relay that can cut the network, raw gateway calls, and waiting for watcher and lease keeper
 //! events with a deadline.
 
 #![allow(dead_code)]
-
-pub mod cluster;
 
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;

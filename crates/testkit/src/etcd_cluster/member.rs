@@ -11,8 +11,8 @@ use super::Error;
 
 /// Heartbeat and election timeout, in ms: etcd's defaults. Shorter ones elect faster, but on
 /// two cores shared with a parallel test suite they also elect when nothing failed.
-const HEARTBEAT_MS: u32 = 100;
-const ELECTION_MS: u32 = 1000;
+pub const HEARTBEAT_MS: u32 = 100;
+pub const ELECTION_MS: u32 = 1000;
 
 #[derive(Debug)]
 pub struct Member {

@@ -23,6 +23,7 @@ use tempfile::TempDir;
 
 use crate::http;
 use member::Member;
+pub use member::{ELECTION_MS, HEARTBEAT_MS};
 
 /// How long a new or restarted member may take to serve: election timeouts and fsyncs on a
 /// busy machine.
@@ -210,6 +211,34 @@ impl EtcdCluster {
             })
             .collect();
         status::leader(&answers)
+    }
+
+    /// Whether member `i` answers and says it knows no leader (after losing quorum it takes
+    /// an election timeout or two to give up on the old one).
+    pub fn knows_no_leader(&self, i: usize) -> bool {
+        let Some(m) = self.members.get(i).filter(|m| m.running()) else {
+            return false;
+        };
+        http::post(m.client_addr(), "/v3/maintenance/status", "{}", ASK_TIMEOUT)
+            .ok()
+            .filter(|a| a.status == 200)
+            .and_then(|a| status::parse(&a.body))
+            .is_some_and(|s| s.leader == "0")
+    }
+
+    /// Waits until member `i` knows no leader, polling every 20 ms.
+    pub fn wait_leaderless(&self, i: usize, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        while !self.knows_no_leader(i) {
+            if Instant::now() > deadline {
+                return Err(Error::NoLeader {
+                    waited: timeout,
+                    logs: format!("member {i} still names a leader; {}", self.logs()),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
     }
 
     /// Waits until a member leads, polling every 20 ms; which one.

@@ -7,7 +7,8 @@
 pub struct Status {
     /// The answering member's id.
     pub member_id: String,
-    /// The id of the member it follows (its own when it leads; "0" when it knows none).
+    /// The id of the member it follows (its own when it leads; "0" when it knows none, also
+    /// when the field is absent).
     pub leader: String,
     pub raft_term: u64,
 }
@@ -23,7 +24,8 @@ pub fn parse(body: &str) -> Option<Status> {
     let header = json.get("header")?;
     Some(Status {
         member_id: text(header.get("member_id")?)?,
-        leader: text(json.get("leader")?)?,
+        // Absent when it knows none: the gateway leaves out proto3 zero values.
+        leader: json.get("leader").and_then(text).unwrap_or_else(|| "0".into()),
         raft_term: header
             .get("raft_term")
             .and_then(text)
