@@ -23,6 +23,7 @@ pub mod apply;
 pub mod artifacts;
 pub mod mirror;
 pub mod peers;
+pub mod pki;
 pub mod publish;
 pub mod scheduler;
 pub mod session;

@@ -437,6 +437,46 @@ pub enum ClusterCommand {
     },
     /// Stop draining NODE: new instances may be placed on it again.
     Undrain { node: String },
+    /// Make the cluster's certificate authority for mutual TLS between nodes: OUT/ca.pem and
+    /// OUT/ca.key (keep ca.key off the nodes; it only issues certificates).
+    Ca {
+        /// The cluster's name (`[cluster] name`), written into the CA's name.
+        #[arg(long)]
+        name: String,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// How long the CA is valid, in days.
+        #[arg(long, default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..=36500))]
+        days: u32,
+    },
+    /// Issue NODE its certificate, signed by the cluster's CA: OUT/NODE.pem and OUT/NODE.key,
+    /// valid for the node's name and each --address.
+    Cert {
+        node: String,
+        /// The directory holding ca.pem and ca.key (`cluster ca --out`).
+        #[arg(long = "ca-dir", value_name = "DIR")]
+        ca_dir: PathBuf,
+        /// An address other nodes reach NODE on (`[cluster] advertise`); repeat for several.
+        #[arg(long = "address", required = true)]
+        addresses: Vec<std::net::IpAddr>,
+        /// Where to write the files.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// How long the certificate is valid, in days.
+        #[arg(long, default_value_t = 825, value_parser = clap::value_parser!(u32).range(1..=3650))]
+        days: u32,
+    },
+}
+
+impl ClusterCommand {
+    /// Whether it runs here, without a daemon (making certificates).
+    pub fn is_local(&self) -> bool {
+        matches!(
+            self,
+            ClusterCommand::Ca { .. } | ClusterCommand::Cert { .. }
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]

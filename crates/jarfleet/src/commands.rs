@@ -563,6 +563,14 @@ pub async fn cluster(
             deadline,
             detach,
         } => drain(client, node, deadline, detach).await,
+        ClusterCommand::Ca { name, out, days } => cluster_ca(&name, &out, days),
+        ClusterCommand::Cert {
+            node,
+            ca_dir,
+            addresses,
+            out,
+            days,
+        } => cluster_cert(&node, &ca_dir, &addresses, &out, days),
         ClusterCommand::Undrain { node } => {
             let ack: Ack = client
                 .post(
@@ -578,6 +586,44 @@ pub async fn cluster(
             Ok(())
         }
     }
+}
+
+/// `cluster ca`: the cluster's certificate authority.
+pub fn cluster_ca(name: &str, out: &Path, days: u32) -> Result<(), CliError> {
+    jarfleet_core::spec::node_name(name)
+        .map_err(|e| CliError::usage(format!("--name {name:?}: {e}"), None))?;
+    let (cert, key) = jarfleet_cluster::pki::make_ca(out, name, days)
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    println!(
+        "the CA of cluster {name}: {} (every node gets it) and {} (its key, mode 0600: keep it off the nodes, it only issues certificates: `jarfleet cluster cert NODE --ca-dir DIR`)",
+        cert.display(),
+        key.display()
+    );
+    Ok(())
+}
+
+/// `cluster cert NODE`: a node's certificate from the cluster's CA.
+pub fn cluster_cert(
+    node: &str,
+    ca: &Path,
+    addresses: &[std::net::IpAddr],
+    out: &Path,
+    days: u32,
+) -> Result<(), CliError> {
+    jarfleet_core::spec::node_name(node).map_err(|e| CliError::usage(e, None))?;
+    let (cert, key) = jarfleet_cluster::pki::issue_node(ca, node, addresses, out, days)
+        .map_err(|e| CliError::failed(e.to_string()))?;
+    println!(
+        "node {node}'s certificate: {} and its key {} (mode 0600), valid for {node} and {}; copy both to the node",
+        cert.display(),
+        key.display(),
+        addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(())
 }
 
 /// `cluster drain NODE`: starts the drain and, unless `detach`, follows it until the node

@@ -99,8 +99,7 @@ fn talks_to_a_daemon(command: &Command) -> bool {
             | Command::Scale { .. }
             | Command::Logs { .. }
             | Command::Events { .. }
-            | Command::Cluster { .. }
-    )
+    ) || matches!(command, Command::Cluster { command } if !command.is_local())
 }
 
 /// Logs go to stderr, or for `daemon --log FILE` to that file, rotated by size. The writer never
@@ -358,6 +357,19 @@ async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Token {
             command: args::TokenCommand::New { file, force },
         } => token::new(&file, force),
+        Command::Cluster {
+            command: args::ClusterCommand::Ca { name, out, days },
+        } => commands::cluster_ca(&name, &out, days),
+        Command::Cluster {
+            command:
+                args::ClusterCommand::Cert {
+                    node,
+                    ca_dir,
+                    addresses,
+                    out,
+                    days,
+                },
+        } => commands::cluster_cert(&node, &ca_dir, &addresses, &out, days),
         Command::Cluster { command } => commands::cluster(&client(), command).await,
         Command::Shim { .. } => Ok(()),
     }

@@ -25,7 +25,10 @@ pub fn parse(body: &str) -> Option<Status> {
     Some(Status {
         member_id: text(header.get("member_id")?)?,
         // Absent when it knows none: the gateway leaves out proto3 zero values.
-        leader: json.get("leader").and_then(text).unwrap_or_else(|| "0".into()),
+        leader: json
+            .get("leader")
+            .and_then(text)
+            .unwrap_or_else(|| "0".into()),
         raft_term: header
             .get("raft_term")
             .and_then(text)
