@@ -965,11 +965,12 @@ fn a_release_applied_on_one_node_runs_on_the_others_from_its_digest_and_a_tamper
         );
     }
     // Each runs it from its own copy.
-    let status: Value = serde_json::from_str(&c.ok(n1, &["status", "-o", "json"])).expect("json");
+    let history = c.ok(n1, &["history", "web", "-o", "json"]);
     assert!(
-        status.to_string().contains(&blob(n1).display().to_string()),
-        "n1 does not run its own copy: {status}"
+        history.contains(&blob(n1).display().to_string()),
+        "n1 does not run its own copy: {history}"
     );
+    let status: Value = serde_json::from_str(&c.ok(n1, &["status", "-o", "json"])).expect("json");
     // And `status` on any node shows the whole cluster's instances, each with its node.
     let mut seen: Vec<(String, String)> = status["cluster"]["instances"]
         .as_array()
@@ -1005,7 +1006,14 @@ fn a_release_applied_on_one_node_runs_on_the_others_from_its_digest_and_a_tamper
     c.wait_nodes_ready(4);
     assert!(c.jvms(&[n2]).len() == 1, "n2 runs one instance");
     c.kill_host(n2);
-    c.wait_ready(n0, 3);
+    wait_until_explained("n2's slot ready on n3", Duration::from_secs(120), || {
+        let seen = c.ready_per_node(n0);
+        if seen.iter().any(|(n, _, r)| n == "n3" && *r == 1) {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
     assert_eq!(c.jvms(&[n3]).len(), 1, "n2's slot went to the empty node");
     assert_eq!(sha256_file(&blob(n3)), digest, "n3's copy is the release");
     let events = c.ok(n3, &["events", "-n", "100000", "-o", "json"]);
