@@ -5,7 +5,7 @@
 //! needs the jar at the path the apps file names, and a copy that does not hash to the digest
 //! is refused, whoever served it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -225,10 +225,99 @@ fn peers_of(agent: &Agent, app: &ClusterApp, artifact: &ArtifactRef) -> Vec<Stri
     jarfleet_cluster::artifacts::order(&artifact.sha256, &app.applied_by, &nodes)
 }
 
+/// The jars a node keeps in its artifact cache for the cluster: per app, the digests of its
+/// last `keep_releases` releases (at least 2), newest first — what a rollback needs, and what
+/// other nodes may still ask for. Everything else in the cache can go.
+#[derive(Debug, Default)]
+pub struct Kept {
+    by_app: BTreeMap<String, VecDeque<String>>,
+}
+
+impl Kept {
+    /// Notes the cluster's apps as assigned now; the digests to keep. `None` when the
+    /// assignment names no app (an emptied store is not a reason to throw anything away).
+    pub fn note(&mut self, apps: &BTreeMap<String, ClusterApp>) -> Option<BTreeSet<String>> {
+        if apps.is_empty() {
+            return None;
+        }
+        self.by_app.retain(|name, _| apps.contains_key(name));
+        for (name, app) in apps {
+            let Some(artifact) = &app.artifact else {
+                continue;
+            };
+            let recent = self.by_app.entry(name.clone()).or_default();
+            if recent.front() != Some(&artifact.sha256) {
+                recent.retain(|d| *d != artifact.sha256);
+                recent.push_front(artifact.sha256.clone());
+            }
+            recent.truncate(app.spec.deploy.keep_releases.max(2) as usize);
+        }
+        Some(self.by_app.values().flatten().cloned().collect())
+    }
+}
+
 fn failed(message: String) -> ErrorBody {
     ErrorBody {
         kind: ErrorKind::Failed,
         message,
         hint: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(name: &str, digest: &str, keep: u32) -> ClusterApp {
+        let text = format!(
+            "[apps.{name}]\nartifact = \"/srv/{name}.jar\"\nports = \"9000-9099\"\n\n[apps.{name}.deploy]\nkeep_releases = {keep}\n"
+        );
+        let spec = jarfleet_core::spec::load(&text, Path::new("/srv/apps.toml"), &|_| None)
+            .expect("the spec loads");
+        ClusterApp {
+            spec: spec.apps[name].clone(),
+            release: "r".into(),
+            applied_by: "a".into(),
+            applied_ms: 0,
+            artifact: Some(ArtifactRef {
+                sha256: digest.repeat(64),
+                size: 1,
+                signature: None,
+            }),
+        }
+    }
+
+    fn digests(set: &BTreeSet<String>) -> Vec<char> {
+        set.iter().filter_map(|d| d.chars().next()).collect()
+    }
+
+    #[test]
+    fn the_last_releases_of_each_app_are_kept_and_a_removed_app_s_go() {
+        let mut kept = Kept::default();
+        let mut apps = BTreeMap::from([("web".to_string(), app("web", "a", 2))]);
+        assert_eq!(digests(&kept.note(&apps).expect("some")), vec!['a']);
+        apps.insert("web".into(), app("web", "b", 2));
+        apps.insert("api".into(), app("api", "c", 3));
+        assert_eq!(
+            digests(&kept.note(&apps).expect("some")),
+            vec!['a', 'b', 'c']
+        );
+        // A third release of web: the oldest goes (keep_releases = 2); a rollback to b keeps
+        // b and c's neighbour.
+        apps.insert("web".into(), app("web", "d", 2));
+        assert_eq!(
+            digests(&kept.note(&apps).expect("some")),
+            vec!['b', 'c', 'd']
+        );
+        apps.insert("web".into(), app("web", "b", 2));
+        assert_eq!(
+            digests(&kept.note(&apps).expect("some")),
+            vec!['b', 'c', 'd']
+        );
+        // api removed from the cluster: its jar goes.
+        apps.remove("api");
+        assert_eq!(digests(&kept.note(&apps).expect("some")), vec!['b', 'd']);
+        // An emptied store: nothing is thrown away.
+        assert_eq!(kept.note(&BTreeMap::new()), None);
     }
 }

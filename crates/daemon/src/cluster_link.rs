@@ -543,6 +543,9 @@ async fn forward(
 ) {
     // The last preparation of each app, kept while its cluster record is the same.
     let mut prepared: BTreeMap<String, (ClusterApp, PreparedApp)> = BTreeMap::new();
+    // The jars the artifact cache keeps for the cluster, and what it kept last.
+    let mut kept = crate::cluster_artifacts::Kept::default();
+    let mut last_kept = None;
     while let Some(note) = notes.recv().await {
         let event: Event = match note {
             Note::Assignment(a) => {
@@ -617,6 +620,12 @@ async fn forward(
                     }
                 }
                 prepared.retain(|name, _| a.apps.contains_key(name));
+                if let Some(keep) = kept.note(&a.apps)
+                    && last_kept.as_ref() != Some(&keep)
+                {
+                    prune_cache(&dirs, keep.clone(), &tx).await;
+                    last_kept = Some(keep);
+                }
                 let run = a
                     .run
                     .into_iter()
@@ -630,6 +639,43 @@ async fn forward(
         if tx.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+/// Removes the jars no release of the cluster's apps needs any more from this node's artifact
+/// cache (`release.pruned`). A failure costs only disk space, and is logged.
+async fn prune_cache(
+    dirs: &StateDir,
+    keep: std::collections::BTreeSet<String>,
+    tx: &mpsc::Sender<Event>,
+) {
+    let cache = dirs.download_cache();
+    // A jar written in the last 10 minutes may be on its way into an apply: it stays.
+    let pruned = tokio::task::spawn_blocking(move || {
+        jarfleet_fetch::prune(&cache, &keep, Duration::from_secs(600))
+    })
+    .await;
+    match pruned {
+        Ok(Ok(removed)) if !removed.is_empty() => {
+            let names: Vec<String> = removed.iter().map(|d| format!("{}…", &d[..12])).collect();
+            let _ = tx
+                .send(
+                    Notice {
+                        kind: jarfleet_core::events::EventKind::ReleasePruned,
+                        app: None,
+                        message: format!(
+                            "artifact cache: removed {} jar(s) no release of the cluster's apps keeps: {}",
+                            removed.len(),
+                            names.join(", ")
+                        ),
+                    }
+                    .into(),
+                )
+                .await;
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("pruning the artifact cache: {e}"),
+        Err(e) => tracing::warn!("pruning the artifact cache: {e}"),
     }
 }
 

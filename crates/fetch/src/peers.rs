@@ -187,6 +187,11 @@ pub fn adopt(path: &Path, cache_dir: &Path, expect: Option<&str>) -> Result<Fetc
     let cached = fs::symlink_metadata(&target).is_ok_and(|m| m.is_file() && m.len() == size)
         && crate::digest::hash_file(&target).is_ok_and(|(d, _)| d == digest);
     if cached {
+        // Adopted again just now: a prune must not take it while it goes into a release.
+        let _ = File::options()
+            .write(true)
+            .open(&target)
+            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
         return Ok(Fetched {
             path: target,
             sha256: digest.to_string(),
@@ -255,11 +260,14 @@ pub enum AdoptError {
     },
 }
 
-/// Removes every finished artifact in the cache whose digest is not in `keep`; returns the
-/// digests removed. Unfinished downloads and unknown files are left alone.
+/// Removes every finished artifact in the cache whose digest is not in `keep` and that was
+/// not written or adopted within `min_age` (it may be on its way into a release), with the
+/// files kept beside it (`<digest>.<ext>`: its signature); returns the digests removed.
+/// Unfinished downloads and unknown files are left alone.
 pub fn prune(
     cache_dir: &Path,
     keep: &std::collections::BTreeSet<String>,
+    min_age: std::time::Duration,
 ) -> io::Result<Vec<String>> {
     let layout = Layout::new(cache_dir);
     let mut removed = Vec::new();
@@ -273,9 +281,18 @@ pub fn prune(
         let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
             continue;
         };
-        if is_sha256(&name) && !keep.contains(&name) {
+        let digest = name.split_once('.').map_or(name.as_str(), |(d, _)| d);
+        let young = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < min_age);
+        if is_sha256(digest) && !keep.contains(digest) && !young {
             fs::remove_file(entry.path())?;
-            removed.push(name);
+            if digest == name {
+                removed.push(name);
+            }
         }
     }
     removed.sort();

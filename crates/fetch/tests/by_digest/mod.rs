@@ -215,10 +215,27 @@ fn a_local_file_is_adopted_by_digest_checked_and_pruned() -> TestResult {
 
     let other = adopt(&jar, &cache, None)?;
     std::fs::write(cache.join("sha256").join("README"), b"not ours")?;
-    let removed = prune(&cache, &BTreeSet::from([digest.clone()]))?;
+    let other_sig = cache
+        .join("sha256")
+        .join(format!("{}.minisig", other.sha256));
+    let kept_sig = cache.join("sha256").join(format!("{digest}.minisig"));
+    std::fs::write(&other_sig, b"sig")?;
+    std::fs::write(&kept_sig, b"sig")?;
+    // Nothing just written goes.
+    assert!(
+        prune(
+            &cache,
+            &BTreeSet::from([digest.clone()]),
+            Duration::from_secs(600)
+        )?
+        .is_empty()
+    );
+    let removed = prune(&cache, &BTreeSet::from([digest.clone()]), Duration::ZERO)?;
     assert_eq!(removed, vec![other.sha256.clone()]);
     assert!(got.path.exists());
     assert!(!other.path.exists());
     assert!(cache.join("sha256").join("README").exists());
+    assert!(!other_sig.exists(), "a pruned jar's signature goes with it");
+    assert!(kept_sig.exists());
     Ok(())
 }
