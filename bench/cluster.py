@@ -5,6 +5,7 @@ frozen, or loses etcd, measured through the real product, over repeated runs.
 One command (from the repository root, as root: it makes network namespaces):
 
     python3 bench/cluster.py [--runs 10] [--etcd-down-runs 1] [--write-docs]
+    python3 bench/cluster.py --only drain [--runs 10] [--write-docs]
 
 What it builds, afresh for every run of every scenario (so that each run starts from the same
 cluster: no host restored, nothing re-spread by hand):
@@ -30,7 +31,9 @@ a reset, a connect error, or no answer within 10 s. For the partition, a client 
 inside the cut-off host's namespace (this script with `--inside-client`).
 
 Scenarios (shuffled within each run; `--only a,b`):
-  host-kill, link-cut, scheduler-kill, etcd-leader-kill, etcd-down, freeze, partition;
+  failures (the default; docs/BENCHMARKS.md "## Cluster"): host-kill, link-cut, scheduler-kill,
+  etcd-leader-kill, etcd-down, freeze, partition;
+  an operator's actions ("## Cluster operations"): drain (`--only drain`);
 see `SCENARIO_DOCS` below and the report for what each measures.
 
 Prints a markdown report; `--write-docs` writes it into docs/BENCHMARKS.md ("## Cluster").
@@ -78,8 +81,13 @@ FIRST_INDEX, INDEXES = 400, 512
 REQUEST_TIMEOUT = 10.0              # a request unanswered this long is a failure
 POLL = 0.1                          # `cluster nodes` is polled this often
 
-SCENARIOS = ["host-kill", "link-cut", "scheduler-kill", "etcd-leader-kill", "etcd-down", "freeze",
-             "partition"]
+# Failure handling (docs/BENCHMARKS.md "## Cluster"), the default; and an operator's actions
+# ("## Cluster operations"), run with `--only`.
+FAILURES = ["host-kill", "link-cut", "scheduler-kill", "etcd-leader-kill", "etcd-down", "freeze",
+            "partition"]
+OPERATIONS = ["drain"]
+SCENARIOS = FAILURES + OPERATIONS
+SECTIONS = {SECTION: FAILURES, "## Cluster operations": OPERATIONS}
 
 
 def log(*a):
@@ -1172,6 +1180,52 @@ def partition(c, b):
     return fig
 
 
+def drain(c, b):
+    """`cluster drain` of the node with 2 of the 4 instances, from another node, under load."""
+    fig = {}
+    hosts = list(range(HOSTS))
+    before = c.jvms(hosts)
+    victim = max(hosts, key=lambda i: sum(1 for (n, _) in before if n == c.names[i]))
+    vname = c.names[victim]
+    others = [i for i in hosts if i != victim]
+    moved = sorted(slot for (n, slot) in before if n == vname)
+    fig["_victim"] = vname + (" (scheduler)" if vname == c.leader() else "")
+    fig["moved"] = len(moved)
+    placed_before = c.placed(hosts)
+    loads = [c.load(i, b) for i in hosts]
+    warm(loads)
+    pre = now()
+    t0 = now()
+    r = c.jf(random.choice(others), "cluster", "drain", vname, "--deadline", "5m", timeout=400,
+             check=False)
+    fig["drain_s"] = now() - t0 if r.returncode == 0 else None
+    if r.returncode != 0:
+        fig.setdefault("_failures", []).append(f"cluster drain: {r.returncode}: {r.stderr.strip()[-300:]}")
+    # Each replacement's start: its `instance.spawned` → `instance.ready` on its new node.
+    starts = {}
+    for i in others:
+        evs = [e for e in c.events(i) if e["ts"] >= t0 * 1000 and e.get("slot") in moved]
+        for slot in moved:
+            sp = [e["ts"] for e in evs if e["kind"] == "instance.spawned" and e["slot"] == slot]
+            rd = [e["ts"] for e in evs if e["kind"] == "instance.ready" and e["slot"] == slot]
+            if sp and rd:
+                starts[slot] = (min(rd) - min(sp)) / 1000
+    fig["start_s"] = max(starts.values()) if len(starts) == len(moved) else None
+    if fig["drain_s"] is not None and fig["start_s"] is not None:
+        bar = len(moved) * fig["start_s"] + 10
+        fig["drain_margin_s"] = bar - fig["drain_s"]
+    time.sleep(2.0)
+    load_figures(fig, loads, pre, now())
+    after = c.jvms(others)
+    stayed = {k: v for k, v in before.items() if k[0] != vname}
+    fig["restarted"] = len(restarted(stayed, after))
+    fig["ready_after"] = sum(n["ready"] for n in c.nodes_json(others[0])["nodes"])
+    fig["victim_running"] = len(c.jvms([victim]))
+    fig["placed"] = c.placed(hosts) - placed_before
+    fig["_spurious"] = spurious(c, hosts, pre)
+    return fig
+
+
 RUNNERS = {
     "host-kill": lambda c, b: host_loss(c, b, "host-kill"),
     "link-cut": lambda c, b: host_loss(c, b, "link-cut"),
@@ -1180,10 +1234,12 @@ RUNNERS = {
     "etcd-down": etcd_down,
     "freeze": freeze,
     "partition": partition,
+    "drain": drain,
 }
 
 # Figures where more is better: their worst run is the smallest, and the bar is a minimum.
-HIGHER_IS_BETTER = {"answered", "inside_answered", "victim_kept_running", "moving_event"}
+HIGHER_IS_BETTER = {"answered", "inside_answered", "victim_kept_running", "moving_event",
+                    "drain_margin_s"}
 
 # (key, what, bar text, bar value: the worst run must be ≤ it (≥ for HIGHER_IS_BETTER); None =
 # no bar, for context)
@@ -1256,6 +1312,18 @@ FIGURES = {
         ("heal_failed", "failed requests from the heal to 2 s after (all 3 hosts + inside)", "0", 0),
         ("heal_restarted", "the majority's instances restarted at the heal", "0", 0),
         ("moving_event", "`cluster.moving` recorded by the healed host (1 = yes)", "1", None),
+    ],
+    "drain": [
+        ("drain_s", "`cluster drain` → it returns: the node runs nothing (s)", "—", None),
+        ("start_s", "the slowest replacement's start: `instance.spawned` → `instance.ready` (s)", "—", None),
+        ("drain_margin_s", "(instances × start + 10 s) − the drain's time (s)", "≥ 0", 0.0),
+        ("failed", "failed requests through all 3 hosts (drain until 2 s after)", "0", 0),
+        ("answered", "answered requests", "—", None),
+        ("slowest_s", "slowest answered request (s)", "—", None),
+        ("restarted", "instances on the other nodes restarted", "0", 0),
+        ("placed", "placements (`cluster.placed`): one per moved instance", "2", 2),
+        ("ready_after", "ready instances after the drain", "4", None),
+        ("victim_running", "instances still running on the drained node", "0", 0),
     ],
 }
 
@@ -1372,8 +1440,9 @@ def machine():
             f"{java[1].strip() if len(java) > 1 else 'java ?'}; {etcd[0] if etcd else 'etcd ?'}")
 
 
-def report(results, args, cmd, started, elapsed, load_start, load_end, mach, version):
-    lines = [SECTION, "",
+def report(results, args, cmd, started, elapsed, load_start, load_end, mach, version,
+           section=SECTION):
+    lines = [section, "",
              f"Measured {started} on {mach}; {version}. Load average (1/5/15 min) {load_start} at the start, "
              f"{load_end} at the end (the machine's 2 cores also run the 3 etcd members, 3 daemons with their "
              f"data planes, the JVMs and the Python load clients, and other work on the machine shares them). "
@@ -1480,6 +1549,9 @@ SCENARIO_DOCS = {
     "partition": "one non-scheduler host's link cut for {args.partition_secs:g} s: a client inside it (its "
                  "own namespace, through its own balancer) keeps asking; load through the 2 others; then "
                  "the heal, load through all 3.",
+    "drain": "`jarfleet cluster drain NODE --deadline 5m`, given on another host, of the host running 2 of the "
+             "4 instances, under load through all 3 hosts; the command returns once the node runs nothing "
+             "(the issue's bar: within instances × start time + 10 s).",
 }
 
 
@@ -1556,7 +1628,7 @@ def main():
     for tool in ("ip", "etcd", "java"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing")
-    only = args.only.split(",") if args.only else SCENARIOS
+    only = args.only.split(",") if args.only else FAILURES
     for s in only:
         if s not in SCENARIOS:
             raise SystemExit(f"unknown scenario {s}; choose from {', '.join(SCENARIOS)}")
@@ -1616,10 +1688,14 @@ def main():
             json.dump(results, f, indent=1, default=str)
     if not results:
         return 1
-    text = report(results, args, cmd, started, elapsed, load_start, load_end, mach, version)
-    print(text)
-    if args.write_docs:
-        docsection.replace_section(SECTION, text)
+    for section, scenarios in SECTIONS.items():
+        mine = [r for r in results if r["scenario"] in scenarios]
+        if not mine:
+            continue
+        text = report(mine, args, cmd, started, elapsed, load_start, load_end, mach, version, section)
+        print(text)
+        if args.write_docs:
+            docsection.replace_section(section, text)
     return 0
 
 
