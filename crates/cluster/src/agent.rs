@@ -286,6 +286,7 @@ async fn decide(
                         .collect(),
                     local: view
                         .iter()
+                        .filter(|(_, i)| !i.leaving)
                         .map(|(k, i)| (k.clone(), i.generation))
                         .collect(),
                     drain_overdue: m
@@ -330,7 +331,7 @@ async fn decide(
                         });
                     }
                 }
-                stopping_said.retain(|k| view.contains_key(k));
+                stopping_said.retain(|k| view.get(k).is_some_and(|i| !i.leaving));
                 let assignment = Assignment {
                     apps: m
                         .apps

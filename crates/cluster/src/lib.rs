@@ -75,6 +75,11 @@ pub struct LocalInstance {
     pub pid: Option<u32>,
     pub release: String,
     pub restarts: u32,
+    /// A copy no longer assigned here, on its way out (its stop under way): published, so the
+    /// cluster sees the node is not done with it, but not one of the copies this node runs for
+    /// the node's own decisions.
+    #[serde(default)]
+    pub leaving: bool,
 }
 
 /// Every instance this node runs: (app, slot) → its state.

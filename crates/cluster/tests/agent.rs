@@ -124,6 +124,7 @@ impl Node {
                     pid: Some(1000 + slot),
                     release: "r1".into(),
                     restarts: 0,
+                    leaving: false,
                 },
             );
         }

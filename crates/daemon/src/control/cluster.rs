@@ -33,6 +33,9 @@ pub(super) struct ClusterState {
     /// Per app: slot → the placement's generation, of every slot this node runs; `None`
     /// before the first assignment.
     assigned: Option<BTreeMap<String, BTreeMap<u32, u64>>>,
+    /// The generation each slot was last assigned at: a copy no longer assigned is reported
+    /// `draining` at it until its process is gone.
+    generations: BTreeMap<(String, u32), u64>,
     /// Ready instances on other nodes, per app.
     remote: BTreeMap<String, Vec<RemoteInstance>>,
 }
@@ -44,6 +47,7 @@ impl Control {
                 self.cluster = Some(ClusterState {
                     local,
                     assigned: None,
+                    generations: BTreeMap::new(),
                     remote: BTreeMap::new(),
                 });
                 // The agent decides nothing before this first report (even an empty one).
@@ -81,6 +85,11 @@ impl Control {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
+        for (app, slots) in &run {
+            for (slot, generation) in slots {
+                c.generations.insert((app.clone(), *slot), *generation);
+            }
+        }
         c.assigned = Some(run.clone());
         for (name, p) in apps.iter_mut() {
             p.spec.instances = run.get(name).map_or(0, |s| s.len() as u32);
@@ -175,7 +184,9 @@ impl Control {
     /// This node's instances for the agent: the assigned slots with their placement's
     /// generation (a deployment's extra instances are this node's business); before the first
     /// assignment, every slot it runs, generation unknown (0), so that a copy kept for a move
-    /// is known to be here.
+    /// is known to be here. A copy no longer assigned (moved, scaled down) is reported
+    /// `draining` until its process is gone: no balancer sends it anything, and the cluster
+    /// sees the node is not done with it (`cluster drain` waits for that).
     fn cluster_view(&self) -> LocalView {
         let mut view = LocalView::new();
         let Some(c) = self.cluster.as_ref() else {
@@ -221,8 +232,37 @@ impl Control {
                         pid: i.process.as_ref().map(|p| p.pid),
                         release: i.release.clone(),
                         restarts: i.restarts,
+                        leaving: false,
                     },
                 );
+            }
+        }
+        if c.assigned.is_some() {
+            for (app, rt) in &self.apps {
+                for (slot, s) in &rt.slots {
+                    let key = (app.clone(), *slot);
+                    let i = &s.record.instance;
+                    let Some(process) = i.process.as_ref() else {
+                        continue;
+                    };
+                    // Only a stop under way (a deployment's extra instances are not the
+                    // cluster's business).
+                    if view.contains_key(&key) || !matches!(i.phase, Phase::Stopping { .. }) {
+                        continue;
+                    }
+                    view.insert(
+                        key.clone(),
+                        LocalInstance {
+                            generation: c.generations.get(&key).copied().unwrap_or(0),
+                            state: InstanceState::Draining,
+                            port: Some(process.port),
+                            pid: Some(process.pid),
+                            release: i.release.clone(),
+                            restarts: i.restarts,
+                            leaving: true,
+                        },
+                    );
+                }
             }
         }
         view
