@@ -1505,7 +1505,9 @@ def report(results, args, cmd, started, elapsed, load_start, load_end, mach, ver
                 notes.append(f"run {r['run'] + 1}: before the fault: {'; '.join(r['_spurious'][:3])}")
         if notes:
             lines += ["Details:", ""] + [f"- {' '.join(n.split())}" for n in notes] + [""]
-    lines += ["How these compare (the other rows are published figures of other systems, not measured here):", "",
+    host_lost = any(r["scenario"] in ("host-kill", "link-cut", "scheduler-kill") for r in results)
+    if host_lost:
+        lines += ["How these compare (the other rows are published figures of other systems, not measured here):", "",
               "| system | a node found dead | its work elsewhere | requests meanwhile |",
               "|---|---|---|---|",
               jarfleet_row(results),
@@ -1514,6 +1516,12 @@ def report(results, args, cmd, started, elapsed, load_start, load_end, mach, ver
               "| Kubernetes | node unhealthy after 40–50 s | pods evicted after 300 s more | — |",
               "| Consul + consul-template + nginx | 4–6 s to detect, plus a reload | — | nginx passive checks keep "
               "failing requests for `fail_timeout`; Traefik's active checks run every 30 s |", ""]
+    if any(r["scenario"] == "drain" for r in results):
+        lines += ["For comparison (published, not measured here): Nomad's `node drain` stops each allocation "
+                  "and only then places its replacement (a `migrate` stanza bounds how many at once), so a "
+                  "service without spare instances loses capacity meanwhile; Kubernetes' `kubectl drain` "
+                  "evicts pods, and their replacements start after (a PodDisruptionBudget bounds how many). "
+                  "Here each replacement is ready before its old copy stops.", ""]
     lines += honest_notes(results, args)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -1635,7 +1643,20 @@ def main():
     if args.seed is not None:
         random.seed(args.seed)
     started = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    cmd = "python3 bench/cluster.py " + " ".join(sys.argv[1:])
+    # The command as a reader runs it: this run's private paths (a prebuilt binary, where the
+    # figures and failed runs went) are left out; the version line names the binary's commit.
+    shown, skip = [], False
+    for a in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if a in ("--jarfleet", "--json", "--keep-dir"):
+            skip = True
+            continue
+        if a.split("=", 1)[0] in ("--jarfleet", "--json", "--keep-dir"):
+            continue
+        shown.append(a)
+    cmd = "python3 bench/cluster.py " + " ".join(shown)
     jarfleet = args.jarfleet
     if not jarfleet:
         subprocess.run(["cargo", "build", "--release", "-p", "jarfleet"], cwd=ROOT, check=True, timeout=3600)
@@ -1649,7 +1670,7 @@ def main():
     if commit:
         dirty = git("status", "--porcelain", "--", "crates", "Cargo.lock", "Cargo.toml")
         version += f" (commit {commit}{', with uncommitted changes to crates/' if dirty else ''}"
-        version += ", release build)" if not args.jarfleet else f", binary {args.jarfleet})"
+        version += ", release build)" if not args.jarfleet else ", a release build of it given with --jarfleet)"
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
