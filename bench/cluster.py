@@ -1517,9 +1517,9 @@ def report(results, args, cmd, started, elapsed, load_start, load_end, mach, ver
               "| Consul + consul-template + nginx | 4–6 s to detect, plus a reload | — | nginx passive checks keep "
               "failing requests for `fail_timeout`; Traefik's active checks run every 30 s |", ""]
     if any(r["scenario"] == "drain" for r in results):
-        lines += ["For comparison (published, not measured here): Nomad's `node drain` stops each allocation "
-                  "and only then places its replacement (a `migrate` stanza bounds how many at once), so a "
-                  "service without spare instances loses capacity meanwhile; Kubernetes' `kubectl drain` "
+        lines += ["For comparison (published, not measured here): Nomad's `node drain` migrates allocations in "
+                  "batches (`migrate.max_parallel`): a batch's old allocations stop as their replacements are "
+                  "placed, and the next batch waits for those to be healthy; Kubernetes' `kubectl drain` "
                   "evicts pods, and their replacements start after (a PodDisruptionBudget bounds how many). "
                   "Here each replacement is ready before its old copy stops.", ""]
     lines += honest_notes(results, args)
