@@ -460,6 +460,15 @@ impl ClusterLink {
             .values()
             .filter(|p| p.record.node == agent.node())
             .count() as u64;
+        let mut placements: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for ((app, _), p) in &m.allocs {
+            if m.apps.contains_key(app) {
+                *placements
+                    .entry((p.record.node.clone(), app.clone()))
+                    .or_default() += 1;
+            }
+        }
+        figures.placements = placements.into_iter().collect();
         let mut remote: BTreeMap<String, u64> = m.apps.keys().map(|a| (a.clone(), 0)).collect();
         for ((node, app, _), s) in &m.statuses {
             if node != agent.node()

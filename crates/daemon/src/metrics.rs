@@ -181,6 +181,8 @@ pub struct ClusterFigures {
     pub remote: Vec<(String, u64)>,
     /// Slots placed on this node.
     pub placed_here: u64,
+    /// Slots placed on each node of the cluster, per (node, app).
+    pub placements: Vec<((String, String), u64)>,
 }
 
 /// Everything one exposition shows: the snapshot, completed with what costs IO.
@@ -665,6 +667,15 @@ impl Scrape {
         )?;
         gauges(
             enc,
+            "cluster_placements",
+            "Slots of each app the cluster placed on each node.",
+            None,
+            c.placements
+                .iter()
+                .map(|((node, app), n)| ([("node", node.as_str()), ("app", app.as_str())], *n)),
+        )?;
+        gauges(
+            enc,
             "cluster_remote_instances",
             "Ready instances on other nodes that this node's balancers send to, per app.",
             None,
@@ -891,6 +902,10 @@ mod tests {
                 nodes: vec![("ready".into(), 3), ("down".into(), 0)],
                 remote: vec![("web".into(), 2)],
                 placed_here: 1,
+                placements: vec![
+                    (("web-1".into(), "web".into()), 1),
+                    (("web-2".into(), "web".into()), 2),
+                ],
             }),
             instances: vec![(
                 InstanceNow {
@@ -1093,7 +1108,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 53, "{exposed:#?}");
+        assert_eq!(exposed.len(), 54, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");

@@ -933,6 +933,34 @@ fn draining_a_node_moves_each_instance_ready_first_with_no_failed_request_and_un
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
         assert!(t.ok > 0, "through {}: nothing answered", n.name);
     }
+    // /metrics on any node: the cluster's placements per node, and the traffic this node's
+    // balancer sent to other nodes' instances (their backends are `web/SLOT@NODE#GEN`).
+    let metrics = c.ok(others[0], &["metrics"]);
+    crate::metrics::assert_promtool_accepts(&metrics);
+    let placed = |node: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("jarfleet_cluster_placements{")
+                    && l.contains(&format!("node=\"{node}\""))
+                    && l.contains("app=\"web\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    assert_eq!(placed(&victim.name), Some(1), "{metrics}");
+    assert_eq!(
+        placed(&others[0].name).unwrap_or(0) + placed(&others[1].name).unwrap_or(0),
+        6,
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("jarfleet_proxy_requests_total{")
+                && l.contains(&format!("@{}#", others[1].name))),
+        "no traffic to another node's instance in /metrics:\n{metrics}"
+    );
 }
 
 #[test]
