@@ -3,33 +3,13 @@
 
 use crate::server::{FileRoute, Route, TestServer};
 use jarfleet_fetch::{FetchError, FetchOptions, adopt, fetch_by_digest, prune};
-use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, VecDeque};
 use std::path::Path;
 use std::time::Duration;
 
-use super::TestResult;
+use super::{TestResult, artifact, sha256};
 
 const SIZE: usize = 200 * 1024;
-
-fn artifact(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn options(cache: &Path) -> FetchOptions {
     let mut opts = FetchOptions::new(cache);
