@@ -80,6 +80,33 @@ fn on(view: &View, node: &str) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Every write of `pass` moves a slot that was on `from` elsewhere, with the next generation,
+/// `reason`, and the revision it was read at.
+fn assert_all_moved_off(
+    pass: &Pass,
+    before: &BTreeMap<(String, u32), Placed>,
+    from: &str,
+    reason: &str,
+) {
+    for w in &pass.writes {
+        let Write::Put {
+            app,
+            slot,
+            record,
+            expect,
+        } = w
+        else {
+            panic!("only puts: {w:?}");
+        };
+        let old = &before[&(app.clone(), *slot)];
+        assert_eq!(old.record.node, from);
+        assert_eq!(*expect, old.mod_revision);
+        assert_eq!(record.generation, old.record.generation + 1);
+        assert_eq!(record.reason, reason);
+        assert_ne!(record.node, from);
+    }
+}
+
 #[test]
 fn a_new_app_is_spread_across_the_nodes_and_a_second_pass_changes_nothing() {
     let mut v = view(&["a", "b", "c"], &[("web", 4)]);
@@ -111,23 +138,7 @@ fn a_lost_nodes_slots_are_placed_anew_at_once_and_the_others_stay() {
     v.nodes.remove("b");
     let pass = reconcile(&v, 5000);
     assert_eq!(pass.writes.len(), 2, "{:?}", pass.writes);
-    for w in &pass.writes {
-        let Write::Put {
-            app,
-            slot,
-            record,
-            expect,
-        } = w
-        else {
-            panic!("only puts: {w:?}");
-        };
-        let old = &before[&(app.clone(), *slot)];
-        assert_eq!(old.record.node, "b");
-        assert_eq!(*expect, old.mod_revision);
-        assert_eq!(record.generation, 2);
-        assert_eq!(record.reason, "node b lost");
-        assert_ne!(record.node, "b");
-    }
+    assert_all_moved_off(&pass, &before, "b", "node b lost");
     apply(&mut v, &pass, &mut rev);
     assert_eq!(on(&v, "a").len(), 3);
     assert_eq!(on(&v, "c").len(), 3);
@@ -264,23 +275,7 @@ fn a_draining_node_s_slots_all_move_at_once_and_one_with_nowhere_to_go_stays_say
     let pass = reconcile(&v, 10);
     assert!(pass.unplaced.is_empty(), "{:?}", pass.unplaced);
     assert_eq!(pass.writes.len(), leaving.len(), "{:?}", pass.writes);
-    for w in &pass.writes {
-        let Write::Put {
-            app,
-            slot,
-            record,
-            expect,
-        } = w
-        else {
-            panic!("only puts: {w:?}");
-        };
-        let old = &before[&(app.clone(), *slot)];
-        assert_eq!(old.record.node, "b");
-        assert_eq!(*expect, old.mod_revision);
-        assert_eq!(record.generation, old.record.generation + 1);
-        assert_eq!(record.reason, "node b drained");
-        assert_ne!(record.node, "b");
-    }
+    assert_all_moved_off(&pass, &before, "b", "node b drained");
     apply(&mut v, &pass, &mut rev);
     assert!(on(&v, "b").is_empty());
     for (key, p) in &before {
