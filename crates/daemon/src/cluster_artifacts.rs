@@ -151,6 +151,7 @@ pub async fn fetch_for(
     }
     let started = Instant::now();
     let digest = artifact.sha256.clone();
+    let size = artifact.size;
     let task_cache = cache.clone();
     let got = tokio::task::spawn_blocking(move || {
         let mut opts = jarfleet_fetch::FetchOptions::new(task_cache);
@@ -158,6 +159,8 @@ pub async fn fetch_for(
         // continued from there.
         opts.timeout = std::time::Duration::from_secs(10);
         opts.max_retries = 1;
+        // A node sending more than the jar's recorded size is cut off there, not after 4 GiB.
+        opts.max_size = size.max(1);
         jarfleet_fetch::fetch_by_digest(&sources, &digest, &opts)
     })
     .await
