@@ -99,7 +99,9 @@ pub fn fetch_by_digest(
         });
     }
     let tls = crate::tls::config(opts.extra_ca.as_deref()).unwrap_or_else(|_| {
-        // An unusable extra CA only matters to https sources; they fail on their own.
+        // An unusable extra CA: https sources are then checked against Mozilla's roots alone
+        // (one behind a private CA fails and the next source is asked); the digest, not the
+        // channel, is what makes the bytes trusted.
         crate::tls::config(None).unwrap_or_default()
     });
     let agent = crate::http::digest_agent(opts, tls);
