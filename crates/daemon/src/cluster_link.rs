@@ -746,6 +746,12 @@ fn saved_path(dirs: &StateDir) -> std::path::PathBuf {
     dirs.root().join("cluster.json")
 }
 
+/// Whether the daemon of this state dir was a node of a cluster when it last ran (it rejoins it
+/// as it starts).
+pub fn was_joined(dirs: &StateDir) -> bool {
+    saved_path(dirs).exists()
+}
+
 fn read_saved(dirs: &StateDir) -> Option<Saved> {
     let text = std::fs::read_to_string(saved_path(dirs)).ok()?;
     serde_json::from_str(&text).ok()

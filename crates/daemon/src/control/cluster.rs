@@ -59,6 +59,7 @@ impl Control {
             ClusterNote::Remote(remote) => {
                 if let Some(c) = self.cluster.as_mut() {
                     c.remote = remote;
+                    self.carried_remote.clear();
                 }
                 self.sync_all_lbs();
             }
@@ -270,6 +271,9 @@ impl Control {
 
     /// The instances on other nodes `app`'s balancer sends to.
     pub(super) fn remote_backends(&self, app: &str) -> Vec<BackendEntry> {
+        if !self.carried_remote.is_empty() {
+            return self.carried_remote.get(app).cloned().unwrap_or_default();
+        }
         let Some(c) = self.cluster.as_ref() else {
             return Vec::new();
         };
@@ -293,6 +297,27 @@ impl Control {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A daemon of a cluster node that starts: the other nodes' instances the data plane (which
+    /// outlived the last daemon) sends to stay in its snapshots until the agent has read the
+    /// cluster. With etcd out of reach at the start they stay until it is read: the last known
+    /// set, which the balancer's own checks keep honest.
+    pub(super) fn carry_remote_backends(&mut self, apps: &[String]) {
+        for app in apps {
+            let Some(stats) = self.data_plane.stats(app) else {
+                continue;
+            };
+            let carried: Vec<BackendEntry> = stats
+                .backends
+                .iter()
+                .filter(|b| b.in_snapshot)
+                .filter_map(|b| carried_entry(&b.id, b.addr, b.weight, &b.labels))
+                .collect();
+            if !carried.is_empty() {
+                self.carried_remote.insert(app.clone(), carried);
+            }
+        }
     }
 
     /// A stop's drain in cluster mode: the instance has left this node's balancer and its
@@ -341,5 +366,53 @@ impl Control {
                 .await;
         });
         true
+    }
+}
+
+/// A backend of a data plane's snapshot that is another node's instance (its id is
+/// `APP/SLOT@NODE#GENERATION`), as a snapshot entry again.
+fn carried_entry(
+    id: &str,
+    addr: SocketAddr,
+    weight: u32,
+    labels: &BTreeMap<String, String>,
+) -> Option<BackendEntry> {
+    let (_, placed) = id.split_once('@')?;
+    let (_, generation) = placed.rsplit_once('#')?;
+    let generation: u64 = generation.parse().ok()?;
+    let slot: u32 = labels.get("slot")?.parse().ok()?;
+    Some(BackendEntry {
+        id: id.to_string(),
+        slot,
+        generation,
+        addr,
+        weight,
+        ready_for: Duration::from_secs(3600),
+        release: labels.get("release").cloned().unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod carried_tests {
+    use super::*;
+
+    #[test]
+    fn only_other_nodes_instances_are_carried_over_a_restart() {
+        let labels = BTreeMap::from([
+            ("slot".to_string(), "2".to_string()),
+            ("release".to_string(), "r7".to_string()),
+        ]);
+        let addr: SocketAddr = "10.0.0.2:9100".parse().expect("addr");
+        let got = carried_entry("web/2@n1#4", addr, 100, &labels).expect("a remote one");
+        assert_eq!(
+            (got.slot, got.generation, got.release.as_str()),
+            (2, 4, "r7")
+        );
+        assert_eq!(got.addr, addr);
+        // This node's own (`APP/SLOT/GEN`) and malformed ids are not.
+        assert!(carried_entry("web/2#4", addr, 100, &labels).is_none());
+        assert!(carried_entry("web/2@n1#x", addr, 100, &labels).is_none());
+        assert!(carried_entry("web/2@n1", addr, 100, &labels).is_none());
+        assert!(carried_entry("web/2@n1#4", addr, 100, &BTreeMap::new()).is_none());
     }
 }

@@ -129,6 +129,11 @@ pub struct Control {
     strays: Vec<jarfleet_host::survivors::Survivor>,
     /// Cluster mode: what the cluster assigned this node, and the other nodes' instances.
     cluster: Option<cluster::ClusterState>,
+    /// A restarted node's balancers: the other nodes' instances its data plane was sending to
+    /// when the last daemon went, kept in every snapshot until the agent tells the loop what
+    /// the cluster runs now (else the first snapshot after a restart would leave only this
+    /// node's own instances, or none).
+    carried_remote: BTreeMap<String, Vec<data_plane::BackendEntry>>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -248,6 +253,7 @@ impl Control {
             last_event_id: std::cell::Cell::new(last_event_id),
             strays: Vec::new(),
             cluster: None,
+            carried_remote: BTreeMap::new(),
         };
         if let Some(error) = failing {
             control.store_changed(Change::Failing { error });

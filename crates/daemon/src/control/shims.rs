@@ -125,6 +125,9 @@ impl Control {
             self.ensure_slots(&app, n);
         }
         let names: Vec<String> = self.apps.keys().cloned().collect();
+        if crate::cluster_link::was_joined(&self.dirs) {
+            self.carry_remote_backends(&names);
+        }
         for app in &names {
             self.ensure_listener(app);
         }
