@@ -335,8 +335,8 @@ async fn decide(
                 let assignment = Assignment {
                     apps: m
                         .apps
-                        .iter()
-                        .map(|(n, (a, _))| (n.clone(), a.clone()))
+                        .keys()
+                        .filter_map(|n| Some((n.clone(), app_here(&config.node, &m, &view, n)?)))
                         .collect(),
                     run: decided.run,
                     stop: decided.stop,
@@ -378,6 +378,24 @@ async fn decide(
             },
         }
     }
+}
+
+/// The app as this node runs it: the release a rollout cleared it for, else the one before;
+/// and the one before at once when this node's own deployment of the release just rolled back
+/// (the scheduler rolls the cluster's rollout back soon after, but this node must not try it
+/// again meanwhile).
+fn app_here(me: &str, m: &Mirror, local: &LocalView, app: &str) -> Option<ClusterApp> {
+    let wanted = m.app_for(me, app)?;
+    let refused_here = local
+        .iter()
+        .any(|((a, _), i)| a == app && i.rolled_back.as_deref() == Some(wanted.release.as_str()));
+    if refused_here {
+        let before = m.apps.get(app).and_then(|(a, _)| a.before());
+        if let Some(before) = before {
+            return Some(before);
+        }
+    }
+    Some(wanted)
 }
 
 /// How long until this node's drain deadline passes, if it is being drained and it is still

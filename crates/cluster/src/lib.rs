@@ -80,6 +80,9 @@ pub struct LocalInstance {
     /// the node's own decisions.
     #[serde(default)]
     pub leaving: bool,
+    /// The release this node's last deployment of the app rolled back from, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 /// Every instance this node runs: (app, slot) → its state.

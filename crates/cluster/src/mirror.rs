@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jarfleet_core::cluster::keys::{Key, Keys};
 use jarfleet_core::cluster::records::{
-    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, StatusRecord, decode,
+    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, RolloutRecord, StatusRecord, decode,
 };
 use jarfleet_core::cluster::schedule::{Demand, Placed, View};
 use jarfleet_etcd::{Event, EventKind, KeyValue};
@@ -30,6 +30,43 @@ pub struct ClusterApp {
     /// fetches it from a node that has it (`None`: an app without a jar).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<crate::artifacts::ArtifactRef>,
+    /// The release the app ran before this one: what the nodes a rollout has not reached yet
+    /// run (`rollout/<app>`), and what it rolls back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Box<PreviousRelease>>,
+}
+
+/// [`ClusterApp::previous`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreviousRelease {
+    pub spec: jarfleet_core::spec::AppSpec,
+    pub release: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<crate::artifacts::ArtifactRef>,
+}
+
+impl ClusterApp {
+    /// The app as it ran before this release (with no release before that).
+    pub fn before(&self) -> Option<ClusterApp> {
+        let p = self.previous.as_ref()?;
+        Some(ClusterApp {
+            spec: p.spec.clone(),
+            release: p.release.clone(),
+            applied_by: self.applied_by.clone(),
+            applied_ms: self.applied_ms,
+            artifact: p.artifact.clone(),
+            previous: None,
+        })
+    }
+
+    /// This release, to be kept as the one before the next.
+    pub fn as_previous(&self) -> PreviousRelease {
+        PreviousRelease {
+            spec: self.spec.clone(),
+            release: self.release.clone(),
+            artifact: self.artifact.clone(),
+        }
+    }
 }
 
 impl Record for ClusterApp {
@@ -37,6 +74,14 @@ impl Record for ClusterApp {
         jarfleet_core::spec::app_name(&self.spec.name)?;
         if let Some(a) = &self.artifact {
             a.check()?;
+        }
+        if let Some(p) = &self.previous {
+            if p.spec.name != self.spec.name {
+                return Err(format!("its previous release is of app {:?}", p.spec.name));
+            }
+            if let Some(a) = &p.artifact {
+                a.check()?;
+            }
         }
         Ok(())
     }
@@ -69,6 +114,8 @@ pub struct Mirror {
     pub leader: Option<Leader>,
     pub allocs: BTreeMap<(String, u32), Placed>,
     pub statuses: BTreeMap<(String, String, u32), StatusRecord>,
+    /// Each app's rollout of a new release, with the revision it was last written at.
+    pub rollouts: BTreeMap<String, (RolloutRecord, i64)>,
     /// Keys under the prefix whose value was refused, with why.
     pub bad: BTreeMap<String, String>,
     /// Every key read or watched, with the revision of its last change: what a fresh read is
@@ -159,6 +206,9 @@ impl Mirror {
                     self.statuses.insert((node, app, slot), r);
                 })
             }
+            Key::Rollout(app) => decode::<RolloutRecord>(&kv.key, &kv.value).map(|r| {
+                self.rollouts.insert(app, (r, kv.mod_revision));
+            }),
         };
         if let Err(why) = result {
             // What was there before stays out too: a key is what it holds now, or nothing.
@@ -191,8 +241,25 @@ impl Mirror {
             Some(Key::Status { node, app, slot }) => {
                 self.statuses.remove(&(node, app, slot));
             }
+            Some(Key::Rollout(app)) => {
+                self.rollouts.remove(&app);
+            }
             None => {}
         }
+    }
+
+    /// The app as `node` runs it: its release, or the one before it while a rollout has not
+    /// reached the node (or was rolled back).
+    pub fn app_for(&self, node: &str, app: &str) -> Option<ClusterApp> {
+        let (a, _) = self.apps.get(app)?;
+        let rollout = self.rollouts.get(app).map(|(r, _)| r);
+        if jarfleet_core::cluster::rollout::runs_previous(node, &a.release, rollout)
+            && let Some(before) = a.before()
+            && rollout.is_some_and(|r| r.from == before.release)
+        {
+            return Some(before);
+        }
+        Some(a.clone())
     }
 
     /// What the scheduler reconciles: the apps' demands, the nodes that are up, what

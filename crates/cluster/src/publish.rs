@@ -34,6 +34,7 @@ pub fn records(config: &Config, local: &LocalView) -> BTreeMap<(String, u32), St
                     release: i.release.clone(),
                     pid: i.pid,
                     restarts: i.restarts,
+                    rolled_back: i.rolled_back.clone(),
                 },
             )
         })
@@ -64,6 +65,7 @@ async fn already_there(
                 release: String::new(),
                 pid: None,
                 restarts: 0,
+                rolled_back: None,
             });
         if kv.lease == lease {
             out.insert((app, slot), record);

@@ -2,8 +2,9 @@
 //! own lease. Killing the scheduler's host frees the key together with its registration, so
 //! the next scheduler needs no grace period.
 //!
-//! Once elected it reconciles (`jarfleet_core::cluster::schedule`) on every change of the
-//! mirror and every [`TICK`]. Each write is one transaction that holds only if the leader key
+//! Once elected it reconciles (`jarfleet_core::cluster::schedule`) and takes every app's
+//! rollout of a new release a step further (`jarfleet_core::cluster::rollout`) on every
+//! change of the mirror and every [`TICK`]. Each write is one transaction that holds only if the leader key
 //! still has the create revision this scheduler was elected at (its epoch) and the placement
 //! key is still at the revision the decision was made on: a deposed scheduler, or one that
 //! decided on stale data, writes nothing. A failed write is never retried blindly: the next
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use jarfleet_core::cluster::keys::Keys;
 use jarfleet_core::cluster::records::{LeaderRecord, encode};
+use jarfleet_core::cluster::rollout;
 use jarfleet_core::cluster::schedule::{self, Write};
 use jarfleet_core::events::EventKind;
 use jarfleet_etcd::{Client, Compare, CompareOp, Op, Txn};
@@ -133,13 +135,77 @@ pub async fn write_fenced(
             (key.clone(), *expect, Op::delete(&key))
         }
     };
+    write_key_fenced(client, keys, epoch, &key, expect, op).await
+}
+
+/// Writes `op` on `key` as the scheduler of `epoch`, only if `key` is still at `expect`.
+async fn write_key_fenced(
+    client: &Client,
+    keys: &Keys,
+    epoch: i64,
+    key: &str,
+    expect: i64,
+    op: Op,
+) -> jarfleet_etcd::Result<bool> {
     let txn = Txn::new()
         .when([
             Compare::create_revision(&keys.leader(), CompareOp::Equal, epoch),
-            Compare::mod_revision(&key, CompareOp::Equal, expect),
+            Compare::mod_revision(key, CompareOp::Equal, expect),
         ])
         .and_then([op]);
     Ok(client.txn(txn).await?.succeeded)
+}
+
+/// Takes each app's rollout one step further where it can (`jarfleet_core::cluster::rollout`),
+/// each write fenced like a placement's.
+async fn roll_out(
+    client: &Client,
+    keys: &Keys,
+    epoch: i64,
+    m: &Mirror,
+    notes: &mpsc::UnboundedSender<Note>,
+) {
+    let up: std::collections::BTreeSet<String> = m.nodes.keys().cloned().collect();
+    for (app, (record, revision)) in &m.rollouts {
+        let Some((current, _)) = m.apps.get(app) else {
+            continue;
+        };
+        if current.release != record.release {
+            continue;
+        }
+        let seen = rollout::Seen {
+            app,
+            rollout: record,
+            allocs: m
+                .allocs
+                .iter()
+                .filter(|((a, _), _)| a == app)
+                .map(|((_, slot), p)| (*slot, &p.record))
+                .collect(),
+            statuses: &m.statuses,
+            up: &up,
+        };
+        let Some(step) = rollout::next(&seen, crate::now_ms()) else {
+            continue;
+        };
+        let key = keys.rollout(app);
+        let op = Op::put(&key, &encode(&step.record));
+        match write_key_fenced(client, keys, epoch, &key, *revision, op).await {
+            Ok(true) => {
+                let _ = notes.send(Note::Event {
+                    kind: EventKind::ClusterRollout,
+                    app: Some(app.clone()),
+                    message: step.said,
+                });
+            }
+            // Deposed, or decided on stale data: the next pass decides again.
+            Ok(false) => return,
+            Err(e) => {
+                tracing::debug!("rollout write: {e}");
+                return;
+            }
+        }
+    }
 }
 
 /// Takes the leader key if nobody holds it (the watch then shows who won).
@@ -221,4 +287,5 @@ async fn schedule_once(
         }
     }
     *unplaced_said = now;
+    roll_out(client, keys, epoch, m, notes).await;
 }

@@ -125,6 +125,7 @@ impl Node {
                     release: "r1".into(),
                     restarts: 0,
                     leaving: false,
+                    rolled_back: None,
                 },
             );
         }
@@ -149,6 +150,7 @@ fn app_with(name: &str, instances: u32, more: &str) -> ClusterApp {
         applied_by: "test".into(),
         applied_ms: 0,
         artifact: None,
+        previous: None,
     }
 }
 

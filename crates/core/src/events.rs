@@ -50,6 +50,7 @@ event_kinds! {
     ClusterPeerUp => "cluster.peer-up",
     ClusterPlaced => "cluster.placed",
     ClusterReachable => "cluster.reachable",
+    ClusterRollout => "cluster.rollout",
     ClusterUnplaced => "cluster.unplaced",
     ClusterUnreachable => "cluster.unreachable",
     ConfigDeferred => "config.deferred",

@@ -287,6 +287,7 @@ mod tests {
                 size: 1,
                 signature: None,
             }),
+            previous: None,
         }
     }
 

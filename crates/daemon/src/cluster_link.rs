@@ -239,6 +239,8 @@ impl ClusterLink {
                         release: p.release,
                         applied_by: me.clone(),
                         applied_ms: now,
+                        // The apply keeps the release the cluster runs now.
+                        previous: None,
                     },
                 )
             })

@@ -176,6 +176,7 @@ impl World {
                     release: "r1".into(),
                     pid: Some(id as u32),
                     restarts: 0,
+                    rolled_back: None,
                 };
                 ((app, slot), record)
             })

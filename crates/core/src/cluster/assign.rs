@@ -142,6 +142,7 @@ mod tests {
             release: "r1".into(),
             pid: Some(1),
             restarts: 0,
+            rolled_back: None,
         }
     }
 

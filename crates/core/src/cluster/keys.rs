@@ -9,6 +9,7 @@
 //! | `leader` | the scheduler | its lease | [`LeaderRecord`](super::records::LeaderRecord); its create revision is the fencing epoch |
 //! | `alloc/<app>/<slot>` | the scheduler, fenced | — | [`AllocRecord`](super::records::AllocRecord) |
 //! | `status/<node>/<app>/<slot>` | the owning node | its lease | [`StatusRecord`](super::records::StatusRecord) |
+//! | `rollout/<app>` | `apply` (with the app), then the scheduler, fenced | — | [`RolloutRecord`](super::records::RolloutRecord) |
 //!
 //! [`Keys::parse`] reads a key back and refuses anything it did not make: a key under the
 //! prefix written by someone else is never taken for one of ours.
@@ -38,6 +39,7 @@ pub enum Key {
         app: String,
         slot: u32,
     },
+    Rollout(String),
 }
 
 impl Keys {
@@ -113,6 +115,14 @@ impl Keys {
         format!("{}status/{node}/{app}/{slot}", self.root)
     }
 
+    pub fn rollouts(&self) -> String {
+        format!("{}rollout/", self.root)
+    }
+
+    pub fn rollout(&self, app: &str) -> String {
+        format!("{}rollout/{app}", self.root)
+    }
+
     /// What `key` names, or `None` for a key that is not one of ours (outside the root, an
     /// unknown kind, a name that is not valid, a slot that is not a plain number).
     pub fn parse(&self, key: &str) -> Option<Key> {
@@ -126,6 +136,7 @@ impl Keys {
             ["known", n] => node(n).map(Key::Known),
             ["admin", n] => node(n).map(Key::Admin),
             ["leader"] => Some(Key::Leader),
+            ["rollout", a] => app(a).map(Key::Rollout),
             ["alloc", a, s] => Some(Key::Alloc {
                 app: app(a)?,
                 slot: slot(s)?,
@@ -164,6 +175,7 @@ mod tests {
             (k.known("web-1"), Key::Known("web-1".into())),
             (k.admin("web-1"), Key::Admin("web-1".into())),
             (k.leader(), Key::Leader),
+            (k.rollout("orders"), Key::Rollout("orders".into())),
             (
                 k.alloc("orders", 12),
                 Key::Alloc {
@@ -203,6 +215,9 @@ mod tests {
             "/jarfleet/prod/nodes/",
             "/jarfleet/prod/nodes/a/b",
             "/jarfleet/prod/leader/x",
+            "/jarfleet/prod/rollout/",
+            "/jarfleet/prod/rollout/Orders",
+            "/jarfleet/prod/rollout/orders/1",
             "/jarfleet/prod/unknown/x",
             "/jarfleet/prod/",
         ] {

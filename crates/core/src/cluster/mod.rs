@@ -8,6 +8,8 @@
 //! - [`placement`]: which node an instance goes to (filter, score, rendezvous tie-break).
 //! - [`schedule`]: the scheduler's reconciliation: desired apps, live nodes and current
 //!   placements in, compare-and-swap writes out.
+//! - [`rollout`]: a new release across the cluster, one node after the other, rolled back
+//!   everywhere when one node's deployment of it fails.
 //! - [`assign`]: a node's side: which slots it runs, and which copies it keeps until their
 //!   replacement elsewhere is ready.
 //! - [`peers`]: each node's probes of its peers, with hysteresis (the data-plane tier of
@@ -24,4 +26,5 @@ pub mod nodes;
 pub mod peers;
 pub mod placement;
 pub mod records;
+pub mod rollout;
 pub mod schedule;

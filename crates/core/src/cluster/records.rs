@@ -181,6 +181,10 @@ pub struct StatusRecord {
     pub pid: Option<u32>,
     #[serde(default)]
     pub restarts: u32,
+    /// The release this node's last deployment of the app rolled back from (its instances
+    /// did not become healthy on it here): the cluster's rollout of that release stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolled_back: Option<String>,
 }
 
 impl Record for StatusRecord {
@@ -190,6 +194,82 @@ impl Record for StatusRecord {
         }
         if self.port == Some(0) {
             return Err("port 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Where a cluster-wide rollout of a release stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutState {
+    /// Node by node: the nodes in `cleared` run the new release, the others the one before.
+    Rolling,
+    /// Every node runs the new release.
+    Done,
+    /// A node's deployment of it failed: every node runs the release before it again.
+    RolledBack,
+}
+
+impl std::fmt::Display for RolloutState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RolloutState::Rolling => "rolling",
+            RolloutState::Done => "done",
+            RolloutState::RolledBack => "rolled-back",
+        })
+    }
+}
+
+/// `rollout/<app>`: a new release of an app going out across the cluster one node at a time.
+/// `apply` writes it (state `rolling`, no node cleared) in the same transaction as the app's
+/// new release, so no node runs the release before the scheduler clears it; the scheduler
+/// (fenced) clears one node after the other once the last one's instances are ready on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    /// The release going out.
+    pub release: String,
+    /// The release the app ran before it (what nodes not cleared run).
+    pub from: String,
+    pub state: RolloutState,
+    /// The nodes cleared to run the new release, in the order they were.
+    #[serde(default)]
+    pub cleared: Vec<String>,
+    /// Per step: when each node was cleared (ms since the epoch), for `history`.
+    #[serde(default)]
+    pub cleared_ms: Vec<u64>,
+    /// Why it was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    pub started_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<u64>,
+}
+
+impl RolloutRecord {
+    /// Whether `node` runs the new release now, or the one before it.
+    pub fn runs_new(&self, node: &str) -> bool {
+        match self.state {
+            RolloutState::Done => true,
+            RolloutState::RolledBack => false,
+            RolloutState::Rolling => self.cleared.iter().any(|n| n == node),
+        }
+    }
+}
+
+impl Record for RolloutRecord {
+    fn check(&self) -> Result<(), String> {
+        if self.release.is_empty() || self.from.is_empty() {
+            return Err("a rollout without its releases".into());
+        }
+        if self.release == self.from {
+            return Err("a rollout from a release to itself".into());
+        }
+        for n in &self.cleared {
+            node_name(n)?;
+        }
+        if self.cleared_ms.len() > self.cleared.len() {
+            return Err("more clearing times than cleared nodes".into());
         }
         Ok(())
     }

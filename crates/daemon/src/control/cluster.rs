@@ -38,6 +38,9 @@ pub(super) struct ClusterState {
     generations: BTreeMap<(String, u32), u64>,
     /// Ready instances on other nodes, per app.
     remote: BTreeMap<String, Vec<RemoteInstance>>,
+    /// Per app: the release this node's last deployment of it rolled back from (the
+    /// cluster's rollout of it stops when a node says so).
+    rolled_back: BTreeMap<String, String>,
 }
 
 impl Control {
@@ -49,6 +52,7 @@ impl Control {
                     assigned: None,
                     generations: BTreeMap::new(),
                     remote: BTreeMap::new(),
+                    rolled_back: BTreeMap::new(),
                 });
                 // The agent decides nothing before this first report (even an empty one).
                 if let Some(c) = self.cluster.as_ref() {
@@ -111,6 +115,20 @@ impl Control {
             if !busy {
                 self.ensure_slots(name, p.spec.instances);
             }
+        }
+        self.publish_cluster_view();
+    }
+
+    /// In cluster mode, an app's deployment ended: one that did not reach its release is told
+    /// to the cluster (its rollout of that release stops everywhere); one that did clears it.
+    pub(super) fn cluster_deployment_ended(&mut self, app: &str, to: &str, reached: bool) {
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if reached {
+            c.rolled_back.remove(app);
+        } else {
+            c.rolled_back.insert(app.to_string(), to.to_string());
         }
         self.publish_cluster_view();
     }
@@ -234,6 +252,7 @@ impl Control {
                         release: i.release.clone(),
                         restarts: i.restarts,
                         leaving: false,
+                        rolled_back: c.rolled_back.get(app).cloned(),
                     },
                 );
             }
@@ -261,6 +280,7 @@ impl Control {
                             release: i.release.clone(),
                             restarts: i.restarts,
                             leaving: true,
+                            rolled_back: None,
                         },
                     );
                 }

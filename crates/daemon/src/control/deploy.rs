@@ -393,6 +393,9 @@ impl Control {
         }
         self.write(Write::Deployment(Box::new(record(&d))));
         self.emit(outcome.event(), Some(app), None, message);
+        if current == d.to || matches!(outcome, Outcome::RolledBack | Outcome::Failed) {
+            self.cluster_deployment_ended(app, &d.to, current == d.to);
+        }
         self.count_deployment(app, d.kind.as_str(), outcome.as_str());
         self.prune_releases(app, current, &d.from);
         self.prune_metrics(app);
