@@ -162,12 +162,41 @@ impl Control {
                 }
             )
         };
-        let to_remove: Vec<u32> = rt
+        let ever_assigned = |slot: u32| {
+            self.cluster
+                .as_ref()
+                .is_some_and(|c| c.generations.contains_key(&(app.to_string(), slot)))
+        };
+        let extra: Vec<(u32, bool)> = rt
             .slots
             .iter()
             .filter(|(slot, s)| !wanted.contains(slot) && !leaving(s))
-            .map(|(slot, _)| *slot)
+            .map(|(slot, s)| {
+                let ready = matches!(s.record.instance.phase, Phase::Ready { .. });
+                (*slot, ready)
+            })
             .collect();
+        // A deployment's own instances on slot numbers the cluster never gave this node (its
+        // surge) serve until the assigned slots they stand in for are ready: as many ready
+        // ones stay as assigned slots are not ready yet. A copy of a slot the cluster moved
+        // or took away goes at once (its replacement is ready elsewhere, or it is unwanted).
+        let unready = wanted
+            .iter()
+            .filter(|slot| {
+                rt.slots
+                    .get(slot)
+                    .is_none_or(|s| !matches!(s.record.instance.phase, Phase::Ready { .. }))
+            })
+            .count();
+        let mut stand_ins = 0;
+        let mut to_remove = Vec::new();
+        for (slot, ready) in extra {
+            if !ever_assigned(slot) && ready && stand_ins < unready {
+                stand_ins += 1;
+            } else {
+                to_remove.push(slot);
+            }
+        }
         let mut revive = Vec::new();
         for slot in wanted {
             match rt.slots.get(slot) {
@@ -182,6 +211,42 @@ impl Control {
             }
         }
         self.revive_and_remove(app, revive, to_remove);
+    }
+
+    /// After a deployment in cluster mode, each app's slots are brought back to the slot
+    /// numbers the cluster assigned this node (a rolling walk starts its new instances on
+    /// slot numbers of its own): the missing ones start on the release the app now runs, and
+    /// the deployment's extra instances serve until they are ready.
+    pub(super) fn settle_cluster_slots(&mut self) {
+        let Some(assigned) = self.cluster.as_ref().and_then(|c| c.assigned.clone()) else {
+            return;
+        };
+        let unsettled: Vec<(String, BTreeSet<u32>)> = self
+            .apps
+            .iter()
+            .filter(|(_, rt)| rt.deployment.is_none() && !rt.removing)
+            .filter_map(|(app, rt)| {
+                let wanted: BTreeSet<u32> = assigned.get(app)?.keys().copied().collect();
+                let live: BTreeSet<u32> = rt
+                    .slots
+                    .iter()
+                    .filter(|(_, s)| {
+                        !matches!(
+                            s.record.instance.phase,
+                            Phase::Stopping {
+                                then: AfterStop::Remove,
+                                ..
+                            }
+                        )
+                    })
+                    .map(|(slot, _)| *slot)
+                    .collect();
+                (live != wanted).then(|| (app.clone(), wanted))
+            })
+            .collect();
+        for (app, wanted) in unsettled {
+            self.ensure_slot_set(&app, &wanted);
+        }
     }
 
     /// Tells the agent this node's instances, when they changed.

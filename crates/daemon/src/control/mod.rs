@@ -312,6 +312,7 @@ impl Control {
         self.tick_all();
         self.trim_when_quiet();
         self.drive_deployments();
+        self.settle_cluster_slots();
         self.sync_all_lbs();
         self.publish_cluster_view();
         self.persist_dirty();

@@ -168,11 +168,28 @@ impl Cluster {
 
     /// [`Cluster::apps_file`] running the jar at `jar`.
     pub(crate) fn apps_file_with(&self, instances: u32, jar: &std::path::Path) -> PathBuf {
+        self.apps_file_args(instances, jar, &[])
+    }
+
+    /// [`Cluster::apps_file`] with more arguments for the fixture (a new release: `--version
+    /// v2`).
+    pub(crate) fn apps_file_args(
+        &self,
+        instances: u32,
+        jar: &std::path::Path,
+        more: &[&str],
+    ) -> PathBuf {
         let path = self.dir.path().join("apps.toml");
+        let args: String = ["--bind", "0.0.0.0"]
+            .iter()
+            .chain(more)
+            .map(|a| format!("{a:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         std::fs::write(
             &path,
             format!(
-                "[apps.web]\nartifact = {jar:?}\ninstances = {instances}\nports = \"{a}-{b}\"\nargs = [\"--bind\", \"0.0.0.0\"]\nlisten = \"0.0.0.0:{listen}\"\njava = {{ opts = {opts}, fast_start = false }}\n\n[apps.web.health]\nhttp = \"/health\"\ninterval = \"500ms\"\n",
+                "[apps.web]\nartifact = {jar:?}\ninstances = {instances}\nports = \"{a}-{b}\"\nargs = [{args}]\nlisten = \"0.0.0.0:{listen}\"\njava = {{ opts = {opts}, fast_start = false }}\n\n[apps.web.health]\nhttp = \"/health\"\ninterval = \"500ms\"\n",
                 jar = jar.display().to_string(),
                 a = self.ports.0,
                 b = self.ports.1,

@@ -16,6 +16,7 @@ mod api_limits;
 mod balancer;
 mod canary;
 mod cluster;
+mod cluster_rollout;
 mod config;
 mod crashes;
 mod dashboard;

@@ -1,0 +1,293 @@
+//! A new release across the cluster, node by node: three hosts in network namespaces, a
+//! 3-member etcd, real JVMs, load through every host's balancer.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::cluster::{Cluster, Node};
+use crate::fixture;
+use crate::front_door::FrontLoad;
+use crate::harness::wait_until_explained;
+
+/// One instance as a node's `status` shows the cluster's: (node, slot) → (release, state).
+type Seen = BTreeMap<(String, u64), (String, String)>;
+
+fn instances(c: &Cluster, seer: &Node) -> Seen {
+    let status: Value =
+        serde_json::from_str(&c.ok(seer, &["status", "-o", "json"])).expect("status is JSON");
+    status["cluster"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["app"] == "web")
+        .map(|i| {
+            (
+                (
+                    i["node"].as_str().unwrap_or_default().to_string(),
+                    i["slot"].as_u64().unwrap_or(u64::MAX),
+                ),
+                (
+                    i["release"].as_str().unwrap_or_default().to_string(),
+                    i["state"].as_str().unwrap_or_default().to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// The one release every instance runs, ready, once there are `n` of them.
+fn settled_release(seen: &Seen, n: usize) -> Option<String> {
+    let releases: BTreeSet<&String> = seen.values().map(|(r, _)| r).collect();
+    let ready = seen.values().all(|(_, s)| s == "ready");
+    (seen.len() == n && releases.len() == 1 && ready)
+        .then(|| releases.into_iter().next())?
+        .cloned()
+}
+
+/// Watches a rollout away from `from` until every one of `n` instances runs one other release,
+/// ready; returns that release and the order in which nodes first ran it. Fails the test if a
+/// node starts on it while a node before it still has instances that are not ready on it.
+fn watch_node_by_node(c: &Cluster, seer: &Node, from: &str, n: usize) -> (String, Vec<String>) {
+    let mut order: Vec<String> = Vec::new();
+    let mut to: Option<String> = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let seen = instances(c, seer);
+        let new: BTreeSet<String> = seen
+            .iter()
+            .filter(|(_, (r, _))| r != from)
+            .map(|((node, _), _)| node.clone())
+            .collect();
+        if to.is_none() {
+            to = seen
+                .values()
+                .map(|(r, _)| r)
+                .find(|r| *r != from && !r.is_empty())
+                .cloned();
+        }
+        for node in &new {
+            if !order.contains(node) {
+                // Every node before it is done: all its instances ready on the new release.
+                for earlier in &order {
+                    let done = seen
+                        .iter()
+                        .filter(|((n, _), _)| n == earlier)
+                        .all(|(_, (r, s))| Some(r) == to.as_ref() && s == "ready");
+                    assert!(
+                        done,
+                        "node {node} started on the new release while {earlier} was not done: {seen:?}"
+                    );
+                }
+                order.push(node.clone());
+            }
+        }
+        if let Some(release) = settled_release(&seen, n)
+            && release != from
+        {
+            return (release, order);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not finish: {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scheduler(c: &Cluster, seer: &Node) -> String {
+    c.nodes_seen_by(seer)["leader"]
+        .as_str()
+        .expect("a scheduler")
+        .to_string()
+}
+
+#[test]
+fn a_new_release_goes_out_node_by_node_with_no_failed_request_and_survives_its_scheduler_s_host() {
+    let c = Cluster::start(3);
+    let jar = fixture::fixture_jar();
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let apply = |node: &Node, version: &str| {
+        let file = c.apps_file_args(6, &jar, &["--version", version]);
+        c.ok(node, &["apply", &file.display().to_string()])
+    };
+    apply(n0, "v1");
+    c.wait_ready(n0, 6);
+    let v1 = settled_release(&instances(&c, n1), 6).expect("6 ready on one release");
+
+    // v2, under load with POSTs through every host: 0 failed.
+    let loads: Vec<FrontLoad> = [n0, n1, n2]
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    apply(n1, "v2");
+    eprintln!("applied v2");
+    let (v2, order) = watch_node_by_node(&c, n2, &v1, 6);
+    assert_eq!(order.len(), 3, "every node took it: {order:?}");
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
+        let t = l.finish();
+        assert_eq!(
+            t.failed, 0,
+            "through {} during the rollout: {:?}",
+            n.name, t.errors
+        );
+    }
+    let leader = scheduler(&c, n0);
+    let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
+    let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
+    for (k, node) in order.iter().enumerate() {
+        let step = format!(
+            "release {v2} goes out on node {node} ({} of 3 nodes)",
+            k + 1
+        );
+        assert!(events.contains(&step), "no event {step:?}: {events}");
+    }
+    assert!(
+        events.contains(&format!("release {v2} runs on every node")),
+        "{events}"
+    );
+    // Every node's own history has its deployment of it.
+    for n in [n0, n1, n2] {
+        let history = c.ok(n, &["history", "web", "-o", "json"]);
+        assert!(history.contains(&v2), "{}: {history}", n.name);
+    }
+
+    // v3, and the scheduler's host dies once the first node runs it: the next scheduler
+    // finishes it on the other two (GETs through them: a request in flight to a host that
+    // dies can only be replayed if it is replayable).
+    let alive: Vec<&Node> = c.nodes.iter().filter(|n| n.name != leader).collect();
+    let loads: Vec<FrontLoad> = alive
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, false))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    apply(alive[0], "v3");
+    wait_until_explained("a first node running v3", Duration::from_secs(120), || {
+        let seen = instances(&c, alive[0]);
+        let on_new = seen.values().filter(|(r, _)| *r != v2).count();
+        if on_new > 0 {
+            Ok(())
+        } else {
+            Err(format!("{seen:?}"))
+        }
+    });
+    c.kill_host(lead);
+    wait_until_explained(
+        "all 6 on one release other than v2, on the two live hosts",
+        Duration::from_secs(240),
+        || {
+            let seen = instances(&c, alive[0]);
+            let on_live = seen.keys().all(|(n, _)| n != &leader);
+            match settled_release(&seen, 6) {
+                Some(r) if r != v2 && on_live => Ok(()),
+                _ => Err(format!("{seen:?}")),
+            }
+        },
+    );
+    let new_leader = scheduler(&c, alive[0]);
+    assert_ne!(new_leader, leader, "the scheduler moved");
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip(&alive) {
+        let t = l.finish();
+        assert_eq!(
+            t.failed, 0,
+            "through {} while {leader} died mid-rollout: {:?}",
+            n.name, t.errors
+        );
+    }
+    let next = c
+        .nodes
+        .iter()
+        .find(|n| n.name == new_leader)
+        .expect("a node");
+    let events = c.ok(next, &["events", "-n", "100000", "-o", "json"]);
+    assert!(events.contains("runs on every node"), "{events}");
+}
+
+#[test]
+fn a_release_that_fails_on_the_first_node_never_reaches_the_others_and_is_rolled_back() {
+    let c = Cluster::start(3);
+    let jar = fixture::fixture_jar();
+    let (n0, n1) = (&c.nodes[0], &c.nodes[1]);
+    let file = c.apps_file_args(3, &jar, &["--version", "v1"]);
+    c.ok(n0, &["apply", &file.display().to_string()]);
+    c.wait_ready(n0, 3);
+    let v1 = settled_release(&instances(&c, n1), 3).expect("3 ready on one release");
+    let loads: Vec<FrontLoad> = c
+        .nodes
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 0, true))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    // Its JVMs exit at once: never ready.
+    let bad = c.apps_file_args(3, &jar, &["--version", "v2", "--crash-after", "0s"]);
+    c.ok(n1, &["apply", &bad.display().to_string()]);
+    let leader = scheduler(&c, n0);
+    let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
+    let mut tried_on = BTreeSet::new();
+    wait_until_explained(
+        "the rollout rolled back and all 3 on v1 again",
+        Duration::from_secs(240),
+        || {
+            let seen = instances(&c, n0);
+            tried_on.extend(
+                seen.iter()
+                    .filter(|(_, (r, _))| *r != v1)
+                    .map(|((n, _), _)| n.clone()),
+            );
+            let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
+            let rolled_back = events.contains("rolled back: node");
+            match settled_release(&seen, 3) {
+                Some(r) if r == v1 && rolled_back => Ok(()),
+                _ => Err(format!("{seen:?}")),
+            }
+        },
+    );
+    assert!(
+        tried_on.len() <= 1,
+        "more than one node ran it: {tried_on:?}"
+    );
+    // Only the node cleared first ever deployed it.
+    let deployed: Vec<&str> = c
+        .nodes
+        .iter()
+        .filter(|n| {
+            let history = c.ok(n, &["history", "web", "-o", "json"]);
+            history.matches("\"to\"").count() > 1
+        })
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(deployed.len(), 1, "nodes that deployed it: {deployed:?}");
+    for (l, n) in loads.into_iter().zip(&c.nodes) {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+    }
+    // Applying it again is refused, saying why; nothing changes.
+    let out = c
+        .lab
+        .host(0)
+        .command(crate::harness::jarfleet_bin())
+        .args(["apply", &bad.display().to_string()])
+        .env("JARFLEET_STATE", &n0.state)
+        .output()
+        .expect("apply");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("was rolled back across the cluster"),
+        "{stderr}"
+    );
+}
