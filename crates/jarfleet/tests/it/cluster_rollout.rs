@@ -52,7 +52,7 @@ fn settled_release(seen: &Seen, n: usize) -> Option<String> {
 fn watch_node_by_node(c: &Cluster, seer: &Node, from: &str, n: usize) -> (String, Vec<String>) {
     let mut order: Vec<String> = Vec::new();
     let mut to: Option<String> = None;
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(180);
     loop {
         let seen = instances(c, seer);
         let new: BTreeSet<String> = seen
@@ -104,7 +104,7 @@ fn scheduler(c: &Cluster, seer: &Node) -> String {
 }
 
 #[test]
-fn a_new_release_goes_out_node_by_node_with_no_failed_request_and_survives_its_scheduler_s_host() {
+fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
     let c = Cluster::start(3);
     let jar = fixture::fixture_jar();
     let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
@@ -125,7 +125,6 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_and_survives_its_s
         l.wait_more(30);
     }
     apply(n1, "v2");
-    eprintln!("applied v2");
     let (v2, order) = watch_node_by_node(&c, n2, &v1, 6);
     assert_eq!(order.len(), 3, "every node took it: {order:?}");
     for l in &loads {
@@ -158,10 +157,24 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_and_survives_its_s
         let history = c.ok(n, &["history", "web", "-o", "json"]);
         assert!(history.contains(&v2), "{}: {history}", n.name);
     }
+}
 
-    // v3, and the scheduler's host dies once the first node runs it: the next scheduler
-    // finishes it on the other two (GETs through them: a request in flight to a host that
-    // dies can only be replayed if it is replayable).
+#[test]
+fn the_scheduler_s_host_dying_mid_rollout_leaves_the_next_scheduler_to_finish_it() {
+    let c = Cluster::start(3);
+    let jar = fixture::fixture_jar();
+    let apply = |node: &Node, version: &str| {
+        let file = c.apps_file_args(3, &jar, &["--version", version]);
+        c.ok(node, &["apply", &file.display().to_string()])
+    };
+    apply(&c.nodes[0], "v1");
+    c.wait_ready(&c.nodes[0], 3);
+    let v1 = settled_release(&instances(&c, &c.nodes[1]), 3).expect("3 ready on one release");
+    let leader = scheduler(&c, &c.nodes[0]);
+    let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
+    // The scheduler's host dies once the first node runs v2: the next scheduler finishes it
+    // on the other two (GETs through them: a request in flight to a host that dies can only
+    // be replayed if it is replayable).
     let alive: Vec<&Node> = c.nodes.iter().filter(|n| n.name != leader).collect();
     let loads: Vec<FrontLoad> = alive
         .iter()
@@ -170,10 +183,13 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_and_survives_its_s
     for l in &loads {
         l.wait_more(30);
     }
-    apply(alive[0], "v3");
-    wait_until_explained("a first node running v3", Duration::from_secs(120), || {
+    apply(alive[0], "v2");
+    wait_until_explained("a first node running v2", Duration::from_secs(90), || {
         let seen = instances(&c, alive[0]);
-        let on_new = seen.values().filter(|(r, _)| *r != v2).count();
+        let on_new = seen
+            .values()
+            .filter(|(r, s)| *r != v1 && !r.is_empty() && s == "ready")
+            .count();
         if on_new > 0 {
             Ok(())
         } else {
@@ -182,13 +198,13 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_and_survives_its_s
     });
     c.kill_host(lead);
     wait_until_explained(
-        "all 6 on one release other than v2, on the two live hosts",
-        Duration::from_secs(240),
+        "all 3 on one release other than v1, on the two live hosts",
+        Duration::from_secs(120),
         || {
             let seen = instances(&c, alive[0]);
             let on_live = seen.keys().all(|(n, _)| n != &leader);
-            match settled_release(&seen, 6) {
-                Some(r) if r != v2 && on_live => Ok(()),
+            match settled_release(&seen, 3) {
+                Some(r) if r != v1 && on_live => Ok(()),
                 _ => Err(format!("{seen:?}")),
             }
         },
@@ -266,7 +282,7 @@ fn a_release_that_fails_on_the_first_node_never_reaches_the_others_and_is_rolled
         .iter()
         .filter(|n| {
             let history = c.ok(n, &["history", "web", "-o", "json"]);
-            history.matches("\"to\"").count() > 1
+            history.contains("\"to\"")
         })
         .map(|n| n.name.as_str())
         .collect();
