@@ -124,6 +124,34 @@ pub struct ClusterStatus {
     pub me: String,
     /// Every slot placed, and every copy a node reports, by app and slot.
     pub instances: Vec<ClusterInstance>,
+    /// Each app's last rollout of a new release across the nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollouts: Vec<ClusterRollout>,
+}
+
+/// A new release of an app going out across the cluster, one node at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRollout {
+    pub app: String,
+    pub release: String,
+    /// The release it replaces (what the nodes not reached yet run).
+    pub from: String,
+    /// `rolling`, `done` or `rolled-back`.
+    pub state: String,
+    /// The nodes cleared to run it, in order, with when (ms since the epoch).
+    pub steps: Vec<RolloutStep>,
+    /// Why it was rolled back.
+    #[serde(default)]
+    pub why: Option<String>,
+    pub started_ms: u64,
+    #[serde(default)]
+    pub ended_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutStep {
+    pub node: String,
+    pub at_ms: u64,
 }
 
 /// One instance of the cluster: where it is placed and what its node reports of it.

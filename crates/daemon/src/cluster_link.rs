@@ -410,10 +410,34 @@ impl ClusterLink {
             });
         }
         instances.sort_by(|a, b| (&a.app, a.slot, &a.node).cmp(&(&b.app, b.slot, &b.node)));
+        let rollouts = m
+            .rollouts
+            .iter()
+            .filter(|(app, _)| m.apps.contains_key(*app))
+            .map(|(app, (r, _))| jarfleet_api::ClusterRollout {
+                app: app.clone(),
+                release: r.release.clone(),
+                from: r.from.clone(),
+                state: r.state.to_string(),
+                steps: r
+                    .cleared
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| jarfleet_api::RolloutStep {
+                        node: node.clone(),
+                        at_ms: r.cleared_ms.get(i).copied().unwrap_or(0),
+                    })
+                    .collect(),
+                why: r.why.clone(),
+                started_ms: r.started_ms,
+                ended_ms: r.ended_ms,
+            })
+            .collect();
         Some(jarfleet_api::ClusterStatus {
             cluster,
             me: agent.node().to_string(),
             instances,
+            rollouts,
         })
     }
 

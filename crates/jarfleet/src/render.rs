@@ -246,6 +246,39 @@ pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String 
     out
 }
 
+/// An app's last rollout across the cluster's nodes, one line.
+fn cluster_rollout(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) -> String {
+    let Some(r) = c.rollouts.iter().find(|r| r.app == app) else {
+        return String::new();
+    };
+    let nodes = r
+        .steps
+        .iter()
+        .map(|s| format!("{} at {}", s.node, clock(s.at_ms)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let reached = if nodes.is_empty() {
+        "no node yet".to_string()
+    } else {
+        nodes
+    };
+    let line = match r.state.as_str() {
+        "rolling" => format!(
+            "  release {} going out node by node (from {}): {reached}\n",
+            r.release, r.from
+        ),
+        "rolled-back" => format!(
+            "  release {} rolled back on every node: {}\n",
+            r.release,
+            r.why
+                .as_deref()
+                .unwrap_or("a node's deployment of it failed")
+        ),
+        _ => format!("  release {} went out node by node: {reached}\n", r.release),
+    };
+    term.fit_line(&line)
+}
+
 /// An app's instances on the cluster's other nodes (this node's are in the table above).
 fn cluster_instances(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) -> String {
     let dash = || "-".to_string();
@@ -276,10 +309,11 @@ fn cluster_instances(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) ->
             ]
         })
         .collect();
+    let mut out = cluster_rollout(c, app, term);
     if rows.is_empty() {
-        return String::new();
+        return out;
     }
-    let mut out = format!("  on the other nodes of cluster {}:\n", c.cluster);
+    out.push_str(&format!("  on the other nodes of cluster {}:\n", c.cluster));
     out.push_str(&term::table(
         term,
         &[
@@ -632,6 +666,25 @@ mod tests {
                 other(2, "web-3", "ready", "web-2"),
                 other(3, "web-3", "placed", "web-3"),
             ],
+            rollouts: vec![jarfleet_api::ClusterRollout {
+                app: "orders".into(),
+                release: "3f2a9c1b7d00".into(),
+                from: "0e069a319568".into(),
+                state: "rolling".into(),
+                steps: vec![
+                    jarfleet_api::RolloutStep {
+                        node: "web-1".into(),
+                        at_ms: 0,
+                    },
+                    jarfleet_api::RolloutStep {
+                        node: "web-2".into(),
+                        at_ms: 0,
+                    },
+                ],
+                why: None,
+                started_ms: 0,
+                ended_ms: None,
+            }],
         });
         let out = status(&report, None, &Term::PLAIN);
         assert!(

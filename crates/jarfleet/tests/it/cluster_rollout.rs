@@ -152,6 +152,24 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
         events.contains(&format!("release {v2} runs on every node")),
         "{events}"
     );
+    // `status` on any node shows the rollout, with its nodes in the order they were cleared.
+    let status: Value =
+        serde_json::from_str(&c.ok(n0, &["status", "-o", "json"])).expect("status is JSON");
+    let rollout = &status["cluster"]["rollouts"][0];
+    assert_eq!(rollout["release"], v2.as_str(), "{status}");
+    assert_eq!(rollout["state"], "done", "{status}");
+    let steps: Vec<&str> = rollout["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["node"].as_str())
+        .collect();
+    assert_eq!(steps, order, "{status}");
+    let text = c.ok(n0, &["status"]);
+    assert!(
+        text.contains(&format!("release {v2} went out node by node")),
+        "{text}"
+    );
     // Every node's own history has its deployment of it.
     for n in [n0, n1, n2] {
         let history = c.ok(n, &["history", "web", "-o", "json"]);
