@@ -38,6 +38,8 @@ pub struct Agent {
     peers: watch::Receiver<PeerView>,
     reachable: watch::Receiver<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// `[cluster] tls`, loaded.
+    tls: Option<Arc<crate::tls::PeerTls>>,
 }
 
 impl Drop for Agent {
@@ -58,6 +60,20 @@ impl Agent {
     ) -> Result<Agent> {
         let client = Client::new(config.spec.etcd.clone(), ETCD_TIMEOUT)?;
         let keys = Keys::new(&config.spec.name);
+        let tls = match &config.spec.tls {
+            None => None,
+            Some(files) => Some(Arc::new(
+                crate::tls::PeerTls::load(files, &config.node).map_err(|why| {
+                    crate::Error::Refused {
+                        message: format!("the node's TLS (`[cluster] tls`): {why}"),
+                        hint: Some(
+                            "make the files with `jarfleet cluster ca` (once per cluster) and `jarfleet cluster cert NODE` (per node, naming this node and its addresses)"
+                                .into(),
+                        ),
+                    }
+                })?,
+            )),
+        };
         let config = Arc::new(config);
         let listener = crate::peers::bind(&config).await?;
         let (mirror_tx, mirror) = watch::channel(None);
@@ -99,12 +115,15 @@ impl Agent {
                 listener,
                 config.clone(),
                 session.clone(),
+                tls.clone(),
+                notes.clone(),
             )),
             tokio::spawn(crate::peers::probe_peers(
                 config.clone(),
                 mirror.clone(),
                 peers_tx,
                 notes.clone(),
+                tls.clone(),
             )),
             tokio::spawn(decide(
                 config.clone(),
@@ -119,6 +138,7 @@ impl Agent {
         Ok(Agent {
             client,
             keys,
+            tls,
             config,
             mirror,
             session,
@@ -126,6 +146,11 @@ impl Agent {
             reachable,
             tasks,
         })
+    }
+
+    /// The node's TLS towards its peers (`[cluster] tls`), if it has one.
+    pub fn peer_tls(&self) -> Option<Arc<crate::tls::PeerTls>> {
+        self.tls.clone()
     }
 
     /// Stops every task and waits until they are gone (the peer endpoint's port is free

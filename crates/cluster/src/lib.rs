@@ -28,6 +28,7 @@ pub mod publish;
 pub mod scheduler;
 pub mod session;
 pub mod sync;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

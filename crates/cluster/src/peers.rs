@@ -76,19 +76,24 @@ fn refused(config: &Config, why: &str) -> crate::Error {
     }
 }
 
-/// Serves the endpoint until the session's sender is gone.
+/// Serves the endpoint until the session's sender is gone. With `tls`, every connection is
+/// TLS and must present a certificate of the cluster's CA; one refused is a
+/// `cluster.refused` event (once a minute per address).
 pub async fn serve(
     listener: TcpListener,
     config: Arc<Config>,
     session: watch::Receiver<Option<SessionInfo>>,
+    tls: Option<Arc<crate::tls::PeerTls>>,
+    notes: mpsc::UnboundedSender<Note>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let artifacts = crate::artifacts::Artifacts::new(config.artifacts.clone());
+    let refusals = Arc::new(crate::tls::Refusals::default());
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
         };
-        let (stream, _) = match listener.accept().await {
+        let (stream, from) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!("peer endpoint accept: {e}");
@@ -99,62 +104,110 @@ pub async fn serve(
         if session.has_changed().is_err() {
             return;
         }
-        let config = config.clone();
-        let session = session.clone();
-        let artifacts = artifacts.clone();
+        let handler = Handler {
+            config: config.clone(),
+            session: session.clone(),
+            artifacts: artifacts.clone(),
+        };
+        let tls = tls.clone();
+        let notes = notes.clone();
+        let refusals = refusals.clone();
         tokio::spawn(async move {
-            // A ping is over in moments; an artifact's transfer may take a while.
-            let deadline = Arc::new(std::sync::Mutex::new(Instant::now() + REQUEST_TIMEOUT * 2));
-            let extend = deadline.clone();
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let config = config.clone();
-                let session = session.clone();
-                let artifacts = artifacts.clone();
-                let extend = extend.clone();
-                async move {
-                    let header = |name| {
-                        req.headers()
-                            .get(name)
-                            .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
-                    };
-                    let ask = crate::artifacts::ask(
-                        req.method(),
-                        req.uri().path(),
-                        header(hyper::header::RANGE),
-                        header(hyper::header::IF_RANGE),
-                    );
-                    let answer = if ask == crate::artifacts::Ask::NotOurs {
-                        answer(&req, &config, &session)
-                    } else {
-                        if let Ok(mut d) = extend.lock() {
-                            *d = Instant::now() + crate::artifacts::TRANSFER_LIMIT;
+            match tls {
+                None => handler.serve(stream).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server.clone());
+                    match timeout(REQUEST_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => handler.serve(stream).await,
+                        Ok(Err(e)) => {
+                            if refusals.say(from.ip()) {
+                                let _ = notes.send(Note::Event {
+                                    kind: EventKind::ClusterRefused,
+                                    app: None,
+                                    message: format!(
+                                        "a connection from {} to this node's peer endpoint was refused: {e} (only nodes with a certificate of the cluster's CA are served)",
+                                        from.ip()
+                                    ),
+                                });
+                            }
                         }
-                        artifacts.answer(ask).await
-                    };
-                    Ok::<_, std::convert::Infallible>(answer)
-                }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(REQUEST_TIMEOUT)
-                .max_buf_size(8192)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let mut conn = std::pin::pin!(conn);
-            loop {
-                let until = deadline.lock().map_or_else(|_| Instant::now(), |d| *d);
-                match tokio::time::timeout_at(until, conn.as_mut()).await {
-                    Ok(_) => break,
-                    Err(_) => {
-                        let later = deadline.lock().is_ok_and(|d| *d > Instant::now());
-                        if !later {
-                            break;
-                        }
+                        // A client that never finished its handshake: dropped.
+                        Err(_) => {}
                     }
                 }
             }
             drop(permit);
         });
+    }
+}
+
+/// What one connection to the endpoint is served with.
+struct Handler {
+    config: Arc<Config>,
+    session: watch::Receiver<Option<SessionInfo>>,
+    artifacts: crate::artifacts::Artifacts,
+}
+
+impl Handler {
+    async fn serve<IO>(self, io: IO)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Handler {
+            config,
+            session,
+            artifacts,
+        } = self;
+        // A ping is over in moments; an artifact's transfer may take a while.
+        let deadline = Arc::new(std::sync::Mutex::new(Instant::now() + REQUEST_TIMEOUT * 2));
+        let extend = deadline.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let config = config.clone();
+            let session = session.clone();
+            let artifacts = artifacts.clone();
+            let extend = extend.clone();
+            async move {
+                let header = |name| {
+                    req.headers()
+                        .get(name)
+                        .and_then(|v: &hyper::header::HeaderValue| v.to_str().ok())
+                };
+                let ask = crate::artifacts::ask(
+                    req.method(),
+                    req.uri().path(),
+                    header(hyper::header::RANGE),
+                    header(hyper::header::IF_RANGE),
+                );
+                let answer = if ask == crate::artifacts::Ask::NotOurs {
+                    answer(&req, &config, &session)
+                } else {
+                    if let Ok(mut d) = extend.lock() {
+                        *d = Instant::now() + crate::artifacts::TRANSFER_LIMIT;
+                    }
+                    artifacts.answer(ask).await
+                };
+                Ok::<_, std::convert::Infallible>(answer)
+            }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(REQUEST_TIMEOUT)
+            .max_buf_size(8192)
+            .keep_alive(false)
+            .serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let mut conn = std::pin::pin!(conn);
+        loop {
+            let until = deadline.lock().map_or_else(|_| Instant::now(), |d| *d);
+            match tokio::time::timeout_at(until, conn.as_mut()).await {
+                Ok(_) => break,
+                Err(_) => {
+                    let later = deadline.lock().is_ok_and(|d| *d > Instant::now());
+                    if !later {
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -186,30 +239,57 @@ fn answer(
     )
 }
 
-/// One probe: a new connection, one request, the answer checked, all within `limit`.
-pub async fn probe(addr: &str, port: u16, cluster: &str, node: &str, limit: Duration) -> bool {
+/// One probe: a new connection, one request, the answer checked, all within `limit`. With
+/// `tls`, the connection is TLS, presents this node's certificate, and the peer's must name
+/// `node`.
+pub async fn probe(
+    addr: &str,
+    port: u16,
+    cluster: &str,
+    node: &str,
+    limit: Duration,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> bool {
     let attempt = async {
         let stream = TcpStream::connect((addr.trim_matches(['[', ']']), port))
             .await
             .ok()?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(conn);
-        let req = Request::get(PING_PATH)
-            .header(hyper::header::HOST, format!("{addr}:{port}"))
-            .body(Empty::<Bytes>::new())
-            .ok()?;
-        let resp = sender.send_request(req).await.ok()?;
-        if resp.status() != StatusCode::OK {
-            return None;
+        match tls {
+            None => ping(stream, addr, port, cluster, node).await,
+            Some(tls) => {
+                let name = crate::tls::PeerTls::name_of(node)?;
+                let stream = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, stream)
+                    .await
+                    .ok()?;
+                ping(stream, addr, port, cluster, node).await
+            }
         }
-        let body = Limited::new(resp.into_body(), 4096).collect().await.ok()?;
-        let pong: Pong = serde_json::from_slice(&body.to_bytes()).ok()?;
-        Some(pong.cluster == cluster && pong.node == node)
     };
     matches!(timeout(limit, attempt).await, Ok(Some(true)))
+}
+
+/// Asks for the ping over `io` and checks the answer names `cluster` and `node`.
+async fn ping<IO>(io: IO, addr: &str, port: u16, cluster: &str, node: &str) -> Option<bool>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .ok()?;
+    tokio::spawn(conn);
+    let req = Request::get(PING_PATH)
+        .header(hyper::header::HOST, format!("{addr}:{port}"))
+        .body(Empty::<Bytes>::new())
+        .ok()?;
+    let resp = sender.send_request(req).await.ok()?;
+    if resp.status() != StatusCode::OK {
+        return None;
+    }
+    let body = Limited::new(resp.into_body(), 4096).collect().await.ok()?;
+    let pong: Pong = serde_json::from_slice(&body.to_bytes()).ok()?;
+    Some(pong.cluster == cluster && pong.node == node)
 }
 
 /// What this node's probes say of its peers.
@@ -243,6 +323,7 @@ pub async fn probe_peers(
     mirror: watch::Receiver<Option<Arc<Mirror>>>,
     out: watch::Sender<PeerView>,
     notes: mpsc::UnboundedSender<Note>,
+    tls: Option<Arc<crate::tls::PeerTls>>,
 ) {
     let mut answered_at: BTreeMap<String, Instant> = BTreeMap::new();
     let mut probes: BTreeMap<String, PeerProbe> = BTreeMap::new();
@@ -276,8 +357,9 @@ pub async fn probe_peers(
         for (name, addr, port) in peers {
             let cluster = config.spec.name.clone();
             let limit = config.spec.probe_timeout;
+            let tls = tls.as_ref().map(|t| t.client.clone());
             tasks.spawn(async move {
-                let ok = probe(&addr, port, &cluster, &name, limit).await;
+                let ok = probe(&addr, port, &cluster, &name, limit, tls.as_ref()).await;
                 (name, ok)
             });
         }

@@ -31,6 +31,7 @@ fn spec(etcd: &EtcdCluster, name: &str) -> ClusterSpec {
         lease_ttl: Duration::from_secs(3),
         probe_interval: Duration::from_millis(200),
         probe_timeout: Duration::from_millis(150),
+        tls: None,
     }
 }
 

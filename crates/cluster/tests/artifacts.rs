@@ -41,6 +41,7 @@ fn endpoint(cache: &Path) -> (u16, tokio::runtime::Runtime) {
             lease_ttl: Duration::from_secs(6),
             probe_interval: Duration::from_millis(500),
             probe_timeout: Duration::from_millis(300),
+            tls: None,
         },
         node: "a".into(),
         memory: 1 << 30,
@@ -61,7 +62,8 @@ fn endpoint(cache: &Path) -> (u16, tokio::runtime::Runtime) {
         tokio::spawn(async move {
             // The sender lives as long as the endpoint.
             let _tx = tx;
-            jarfleet_cluster::peers::serve(listener, Arc::new(config), rx).await;
+            let (notes, _) = tokio::sync::mpsc::unbounded_channel();
+            jarfleet_cluster::peers::serve(listener, Arc::new(config), rx, None, notes).await;
         });
     });
     (port, rt)

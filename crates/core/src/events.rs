@@ -50,6 +50,7 @@ event_kinds! {
     ClusterPeerUp => "cluster.peer-up",
     ClusterPlaced => "cluster.placed",
     ClusterReachable => "cluster.reachable",
+    ClusterRefused => "cluster.refused",
     ClusterRollout => "cluster.rollout",
     ClusterUnplaced => "cluster.unplaced",
     ClusterUnreachable => "cluster.unreachable",

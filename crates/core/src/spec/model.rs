@@ -62,6 +62,19 @@ pub struct ClusterSpec {
     pub probe_interval: Duration,
     /// …and how long one probe may take before it counts as a miss.
     pub probe_timeout: Duration,
+    /// Mutual TLS between the nodes (`tls = { ca, cert, key }`): the peer endpoint (probes,
+    /// artifact transfers) speaks TLS and takes only clients with a certificate of the
+    /// cluster's CA.
+    pub tls: Option<ClusterTlsSpec>,
+}
+
+/// `[cluster] tls`: the cluster's CA certificate, this node's certificate and its key (PEM
+/// files, resolved against the spec's dir; made by `jarfleet cluster ca` and `cluster cert`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterTlsSpec {
+    pub ca: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 /// Default of `[cluster] peer_port`.

@@ -9,7 +9,7 @@ use toml::de::DeValue;
 use super::check;
 use super::reader::{Reader, Table};
 use super::{
-    ClusterSpec, DEFAULT_LEASE_TTL, DEFAULT_PEER_PORT, DEFAULT_PROBE_INTERVAL,
+    ClusterSpec, ClusterTlsSpec, DEFAULT_LEASE_TTL, DEFAULT_PEER_PORT, DEFAULT_PROBE_INTERVAL,
     DEFAULT_PROBE_TIMEOUT, PlacementSpec,
 };
 use crate::interp::Mode;
@@ -25,7 +25,9 @@ pub(super) const CLUSTER_KEYS: &[&str] = &[
     "lease_ttl",
     "probe_interval",
     "probe_timeout",
+    "tls",
 ];
+const CLUSTER_TLS_KEYS: &[&str] = &["ca", "cert", "key"];
 pub(super) const PLACEMENT_KEYS: &[&str] = &["memory", "max_per_node", "node_labels"];
 
 /// `[cluster]`, when the spec has one.
@@ -105,6 +107,7 @@ pub(super) fn cluster(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<ClusterSp
             "how long one probe may take, e.g. probe_timeout = \"300ms\"",
         )
         .unwrap_or(DEFAULT_PROBE_TIMEOUT);
+    let tls = cluster_tls(r, t);
     if probe_timeout > probe_interval
         && let Some(v) = t.get("probe_timeout").or_else(|| t.get("probe_interval"))
     {
@@ -130,6 +133,39 @@ pub(super) fn cluster(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<ClusterSp
         lease_ttl,
         probe_interval,
         probe_timeout,
+        tls,
+    })
+}
+
+/// `tls = { ca = "ca.pem", cert = "node.pem", key = "node.key" }`: all three, or no `tls`.
+fn cluster_tls(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<ClusterTlsSpec> {
+    let example = "{ ca = \"tls/ca.pem\", cert = \"tls/web-1.pem\", key = \"tls/web-1.key\" }";
+    let tt = r.table(t, "tls", example)?;
+    r.check_keys(&tt, CLUSTER_TLS_KEYS, &[]);
+    let ca = r.path(&tt, "ca", "\"tls/ca.pem\"");
+    let cert = r.path(&tt, "cert", "\"tls/web-1.pem\"");
+    let key = r.path(&tt, "key", "\"tls/web-1.key\"");
+    let missing: Vec<String> = CLUSTER_TLS_KEYS
+        .iter()
+        .filter(|k| !tt.has(k))
+        .map(|k| format!("`{k}`"))
+        .collect();
+    if !missing.is_empty() {
+        r.missing(
+            &tt,
+            format!(
+                "{} missing: the nodes' TLS needs the cluster's CA, this node's certificate and its key",
+                missing.join(" and ")
+            ),
+            Some(format!(
+                "make them with `jarfleet cluster ca` and `jarfleet cluster cert`, then tls = {example}"
+            )),
+        );
+    }
+    Some(ClusterTlsSpec {
+        ca: ca?,
+        cert: cert?,
+        key: key?,
     })
 }
 
