@@ -104,7 +104,8 @@ pub struct Source {
 /// The order in which `digest` is asked of `nodes`: the node it was applied through first
 /// (it has it), then the others by rendezvous hash of (digest, node), so that the nodes
 /// fetching one release spread over the nodes that have it rather than all asking one.
-pub fn order(digest: &str, applied_by: &str, nodes: &[Source]) -> Vec<String> {
+/// With `tls` (`[cluster] tls`) the URLs are `https`.
+pub fn order(digest: &str, applied_by: &str, nodes: &[Source], tls: bool) -> Vec<String> {
     let mut ranked: Vec<(bool, std::cmp::Reverse<u64>, &Source)> = nodes
         .iter()
         .map(|n| {
@@ -120,7 +121,7 @@ pub fn order(digest: &str, applied_by: &str, nodes: &[Source]) -> Vec<String> {
     ranked.sort_by_key(|r| (r.0, r.1));
     ranked
         .into_iter()
-        .map(|(_, _, n)| url(&n.address, n.peer_port, digest))
+        .map(|(_, _, n)| url(&n.address, n.peer_port, digest, tls))
         .collect()
 }
 
@@ -134,14 +135,15 @@ pub const TRANSFER_LIMIT: Duration = Duration::from_secs(30 * 60);
 /// The endpoint's response body.
 pub type Body = BoxBody<Bytes, std::io::Error>;
 
-/// The URL of the artifact `digest` on the node at `address`:`port`.
-pub fn url(address: &str, port: u16, digest: &str) -> String {
+/// The URL of the artifact `digest` on the node at `address`:`port` (`https` with `tls`).
+pub fn url(address: &str, port: u16, digest: &str, tls: bool) -> String {
     let host = if address.contains(':') && !address.starts_with('[') {
         format!("[{address}]")
     } else {
         address.to_string()
     };
-    format!("http://{host}:{port}{ARTIFACTS_PREFIX}{digest}")
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{host}:{port}{ARTIFACTS_PREFIX}{digest}")
 }
 
 /// A body of `bytes`.
@@ -379,19 +381,19 @@ mod tests {
                 peer_port: 9901,
             })
             .collect();
-        let got = order(D, "c", &nodes);
+        let got = order(D, "c", &nodes, false);
         assert_eq!(got.len(), 4);
         assert!(got[0].starts_with("http://10.0.0.3:9901/"), "{got:?}");
         let mut reversed = nodes.clone();
         reversed.reverse();
         assert_eq!(
-            order(D, "c", &reversed),
+            order(D, "c", &reversed, false),
             got,
             "independent of the listing order"
         );
         // Another digest ranks the others differently (over a few tries).
         let firsts: std::collections::BTreeSet<String> = (0..20)
-            .map(|i| order(&format!("{:064x}", i), "none", &nodes)[0].clone())
+            .map(|i| order(&format!("{:064x}", i), "none", &nodes, false)[0].clone())
             .collect();
         assert!(firsts.len() > 1, "{firsts:?}");
     }
@@ -429,12 +431,16 @@ mod tests {
     #[test]
     fn urls_bracket_ipv6() {
         assert_eq!(
-            url("10.0.0.2", 9901, D),
+            url("10.0.0.2", 9901, D, false),
             format!("http://10.0.0.2:9901/v1/cluster/artifacts/{D}")
         );
         assert_eq!(
-            url("fd00::2", 9901, D),
+            url("fd00::2", 9901, D, false),
             format!("http://[fd00::2]:9901/v1/cluster/artifacts/{D}")
+        );
+        assert_eq!(
+            url("10.0.0.2", 9901, D, true),
+            format!("https://10.0.0.2:9901/v1/cluster/artifacts/{D}")
         );
     }
 }

@@ -165,7 +165,7 @@ fn artifacts_are_served_by_digest_whole_or_from_a_byte_and_nothing_else_is() {
     // The fetcher the nodes use gets it, checked, into its own cache.
     let theirs = tempfile::tempdir().expect("dir");
     let got = jarfleet_fetch::fetch_by_digest(
-        &[url("127.0.0.1", port, &digest)],
+        &[url("127.0.0.1", port, &digest, false)],
         &digest,
         &jarfleet_fetch::FetchOptions::new(theirs.path()),
     )

@@ -24,7 +24,7 @@ fn files(ca_dir: &Path, out: &Path, node: &str) -> ClusterTlsSpec {
     }
 }
 
-fn config(node: &str, port: u16, tls: Option<ClusterTlsSpec>) -> Config {
+fn config(node: &str, port: u16, tls: Option<ClusterTlsSpec>, cache: &Path) -> Config {
     Config {
         spec: ClusterSpec {
             name: "lab".into(),
@@ -44,7 +44,7 @@ fn config(node: &str, port: u16, tls: Option<ClusterTlsSpec>) -> Config {
         version: "test".into(),
         build: None,
         previous_lease: None,
-        artifacts: None,
+        artifacts: Some(cache.to_path_buf()),
     }
 }
 
@@ -84,7 +84,21 @@ async fn only_nodes_of_the_cluster_s_ca_are_served_and_every_refusal_is_an_event
 
     let port = jarfleet_testkit::free_port();
     let server_tls = Arc::new(PeerTls::load(&a, "a").expect("a's TLS"));
-    let cfg = config("a", port, Some(a.clone()));
+    // a serves one artifact from its cache.
+    let cache = dir.path().join("cache");
+    let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let digest = {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(&bytes);
+        h.finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    std::fs::create_dir_all(cache.join("sha256")).expect("cache");
+    std::fs::write(cache.join("sha256").join(&digest), &bytes).expect("blob");
+    let cfg = config("a", port, Some(a.clone()), &cache);
     let listener = jarfleet_cluster::peers::bind(&cfg).await.expect("binds");
     let (session_tx, session) = watch::channel(None);
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
@@ -159,6 +173,29 @@ async fn only_nodes_of_the_cluster_s_ca_are_served_and_every_refusal_is_an_event
     }
     let said = refusal(&mut notes).await;
     assert!(said.contains("from 127.0.0.2"), "{said}");
+
+    // An artifact by digest over TLS: b (its certificate presented, a's checked against the
+    // cluster's CA and a's address) gets it; a client without a certificate gets nothing.
+    let url = jarfleet_cluster::artifacts::url("127.0.0.1", port, &digest, true);
+    let fetch = |client_cert: Option<(std::path::PathBuf, std::path::PathBuf)>, into: &str| {
+        let (url, digest, ca) = (url.clone(), digest.clone(), a.ca.clone());
+        let into = dir.path().join(into);
+        tokio::task::spawn_blocking(move || {
+            let mut opts = jarfleet_fetch::FetchOptions::new(into);
+            opts.extra_ca = Some(ca);
+            opts.client_cert = client_cert;
+            opts.max_retries = 0;
+            opts.timeout = Duration::from_secs(5);
+            jarfleet_fetch::fetch_by_digest(&[url], &digest, &opts)
+        })
+    };
+    let got = fetch(Some((b.cert.clone(), b.key.clone())), "b-cache")
+        .await
+        .expect("task")
+        .expect("b fetched it over TLS");
+    assert_eq!(std::fs::read(&got.fetched.path).expect("copy"), bytes);
+    let refused = fetch(None, "anon-cache").await.expect("task");
+    assert!(refused.is_err(), "fetched without a client certificate");
 
     drop(session_tx);
     server.abort();

@@ -153,8 +153,15 @@ pub async fn fetch_for(
     let digest = artifact.sha256.clone();
     let size = artifact.size;
     let task_cache = cache.clone();
+    // With `[cluster] tls` the peers are asked over TLS: their certificates checked against the
+    // cluster's CA, this node's presented.
+    let tls = agent.and_then(|a| a.peer_tls()).map(|t| t.files.clone());
     let got = tokio::task::spawn_blocking(move || {
         let mut opts = jarfleet_fetch::FetchOptions::new(task_cache);
+        if let Some(files) = tls {
+            opts.extra_ca = Some(files.ca);
+            opts.client_cert = Some((files.cert, files.key));
+        }
         // A node that stalls or drops is left for the next one soon: what it sent is kept and
         // continued from there.
         opts.timeout = std::time::Duration::from_secs(10);
@@ -225,7 +232,12 @@ fn peers_of(agent: &Agent, app: &ClusterApp, artifact: &ArtifactRef) -> Vec<Stri
             peer_port: r.record.peer_port,
         })
         .collect();
-    jarfleet_cluster::artifacts::order(&artifact.sha256, &app.applied_by, &nodes)
+    jarfleet_cluster::artifacts::order(
+        &artifact.sha256,
+        &app.applied_by,
+        &nodes,
+        agent.peer_tls().is_some(),
+    )
 }
 
 /// The jars a node keeps in its artifact cache for the cluster: per app, the digests of its

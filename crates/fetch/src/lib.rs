@@ -60,11 +60,14 @@ pub fn fetch(url: &str, opts: &FetchOptions) -> Result<Fetched, FetchError> {
     {
         return Ok(hit);
     }
-    let tls = tls::config(opts.extra_ca.as_deref()).map_err(|reason| FetchError::ExtraCa {
-        url: url.to_owned(),
-        path: opts.extra_ca.clone().unwrap_or_default(),
-        reason,
-    })?;
+    let tls =
+        tls::config(opts.extra_ca.as_deref(), opts.client_cert.as_ref()).map_err(|reason| {
+            FetchError::ExtraCa {
+                url: url.to_owned(),
+                path: opts.extra_ca.clone().unwrap_or_default(),
+                reason,
+            }
+        })?;
     Download {
         url,
         identity: url,

@@ -29,6 +29,9 @@ pub struct FetchOptions {
     pub sha256: Option<String>,
     /// A PEM file with one or more CA certificates, trusted in addition to Mozilla's roots.
     pub extra_ca: Option<PathBuf>,
+    /// A client certificate (PEM chain, PEM key) presented to servers that ask for one (a
+    /// cluster's nodes, to each other).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
     /// Connect timeout, and the longest the server may stay silent while sending.
     pub timeout: Duration,
     /// Called as bytes arrive.
@@ -48,6 +51,7 @@ impl FetchOptions {
             cache_dir: cache_dir.into(),
             sha256: None,
             extra_ca: None,
+            client_cert: None,
             timeout: Duration::from_secs(30),
             progress: None,
             max_retries: 3,
@@ -77,6 +81,7 @@ impl fmt::Debug for FetchOptions {
             .field("cache_dir", &self.cache_dir)
             .field("sha256", &self.sha256)
             .field("extra_ca", &self.extra_ca)
+            .field("client_cert", &self.client_cert)
             .field("timeout", &self.timeout)
             .field("progress", &self.progress.as_ref().map(|_| "Fn(Progress)"))
             .field("max_retries", &self.max_retries)

@@ -98,12 +98,14 @@ pub fn fetch_by_digest(
             digest: digest.to_owned(),
         });
     }
-    let tls = crate::tls::config(opts.extra_ca.as_deref()).unwrap_or_else(|_| {
-        // An unusable extra CA: https sources are then checked against Mozilla's roots alone
-        // (one behind a private CA fails and the next source is asked); the digest, not the
-        // channel, is what makes the bytes trusted.
-        crate::tls::config(None).unwrap_or_default()
-    });
+    let tls = crate::tls::config(opts.extra_ca.as_deref(), opts.client_cert.as_ref())
+        .unwrap_or_else(|_| {
+            // An unusable extra CA or client certificate: https sources are then checked
+            // against Mozilla's roots alone, with no certificate of ours (one behind a private
+            // CA, or asking for a client certificate, fails and the next source is asked); the
+            // digest, not the channel, is what makes the bytes trusted.
+            crate::tls::config(None, None).unwrap_or_default()
+        });
     let agent = crate::http::digest_agent(opts, tls);
     let identity = format!("sha256:{digest}");
     let mut failed = Vec::new();

@@ -3,9 +3,13 @@
 use std::path::Path;
 use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
-/// Mozilla's roots, plus every certificate in the PEM file `extra_ca` if given.
-/// On failure returns why the file is unusable.
-pub(crate) fn config(extra_ca: Option<&Path>) -> Result<TlsConfig, String> {
+/// Mozilla's roots, plus every certificate in the PEM file `extra_ca` if given, presenting the
+/// client certificate `client_cert` (chain, key) if given.
+/// On failure returns why a file is unusable.
+pub(crate) fn config(
+    extra_ca: Option<&Path>,
+    client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+) -> Result<TlsConfig, String> {
     let roots = match extra_ca {
         None => RootCerts::WebPki,
         Some(path) => {
@@ -17,7 +21,21 @@ pub(crate) fn config(extra_ca: Option<&Path>) -> Result<TlsConfig, String> {
             RootCerts::from(mozilla.chain(extra))
         }
     };
-    Ok(TlsConfig::builder().root_certs(roots).build())
+    let client = match client_cert {
+        None => None,
+        Some((chain, key)) => {
+            let pem = std::fs::read(chain).map_err(|e| format!("{}: {e}", chain.display()))?;
+            let certs = parse_certs(&pem).map_err(|e| format!("{}: {e}", chain.display()))?;
+            let pem = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
+            let key = ureq::tls::PrivateKey::from_pem(&pem)
+                .map_err(|e| format!("{}: {e}", key.display()))?;
+            Some(ureq::tls::ClientCert::new_with_certs(&certs, key))
+        }
+    };
+    Ok(TlsConfig::builder()
+        .root_certs(roots)
+        .client_cert(client)
+        .build())
 }
 
 fn parse_certs(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
