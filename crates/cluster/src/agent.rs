@@ -58,7 +58,6 @@ impl Agent {
         local: watch::Receiver<LocalView>,
         notes: mpsc::UnboundedSender<Note>,
     ) -> Result<Agent> {
-        let client = Client::new(config.spec.etcd.clone(), ETCD_TIMEOUT)?;
         let keys = Keys::new(&config.spec.name);
         let tls = match &config.spec.tls {
             None => None,
@@ -74,6 +73,11 @@ impl Agent {
                 })?,
             )),
         };
+        let client = Client::with_tls(
+            config.spec.etcd.clone(),
+            ETCD_TIMEOUT,
+            tls.as_ref().map(|t| t.client.clone()),
+        )?;
         let config = Arc::new(config);
         let listener = crate::peers::bind(&config).await?;
         let (mirror_tx, mirror) = watch::channel(None);

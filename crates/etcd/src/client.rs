@@ -61,7 +61,7 @@ struct Inner {
     endpoints: Vec<String>,
     /// Index of the endpoint tried first.
     preferred: AtomicUsize,
-    http: HttpClient<HttpConnector, Full<Bytes>>,
+    http: HttpClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
 impl fmt::Debug for Client {
@@ -117,13 +117,24 @@ impl Client {
     /// request to one endpoint (connecting gets half of it). Needs a tokio runtime to be used,
     /// not to be built.
     pub fn new(endpoints: Vec<String>, timeout: Duration) -> Result<Client> {
+        Client::with_tls(endpoints, timeout, None)
+    }
+
+    /// [`Client::new`] for etcd over TLS when `tls` is given: every endpoint is then
+    /// `https://`, its certificate checked by `tls` (its roots), and `tls`'s client
+    /// certificate presented. Without it, every endpoint is `http://`.
+    pub fn with_tls(
+        endpoints: Vec<String>,
+        timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Client> {
         if endpoints.is_empty() {
             return Err(Error::NoEndpoints);
         }
         let endpoints = endpoints
             .iter()
             .map(|raw| {
-                parse_endpoint(raw).map_err(|reason| Error::InvalidEndpoint {
+                parse_endpoint(raw, tls.is_some()).map_err(|reason| Error::InvalidEndpoint {
                     endpoint: raw.clone(),
                     reason,
                 })
@@ -134,6 +145,33 @@ impl Client {
         connector.set_nodelay(true);
         // Watches are idle for long stretches: let the kernel notice a vanished peer too.
         connector.set_keepalive(Some(Duration::from_secs(30)));
+        connector.enforce_http(false);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new();
+        let connector = match tls {
+            Some(config) => builder
+                .with_tls_config((*config).clone())
+                .https_only()
+                .enable_http1()
+                .wrap_connector(connector),
+            None => {
+                // Plain HTTP only (the endpoints were checked): this TLS config is never used.
+                let unused = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::InvalidEndpoint {
+                    endpoint: String::new(),
+                    reason: e.to_string(),
+                })?
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth();
+                builder
+                    .with_tls_config(unused)
+                    .https_or_http()
+                    .enable_http1()
+                    .wrap_connector(connector)
+            }
+        };
         let http = HttpClient::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(30))
@@ -505,23 +543,32 @@ impl RawWatch {
     }
 }
 
-/// Checks an endpoint as given by the user and returns it as `http://host:port`.
-fn parse_endpoint(raw: &str) -> Result<String, String> {
+/// Checks an endpoint as given by the user and returns it as `http://host:port`
+/// (`https://host:port` with `tls`).
+fn parse_endpoint(raw: &str, tls: bool) -> Result<String, String> {
     let uri: Uri = raw
         .trim()
         .parse()
         .map_err(|e| format!("not a URL ({e}); expected like http://127.0.0.1:2379"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
+    match (uri.scheme_str(), tls) {
+        (Some("http"), false) | (Some("https"), true) => {}
+        (Some("https"), false) => {
             return Err(
-                "https is not supported: this client speaks plain HTTP to etcd's gateway; \
-                        give an http:// client URL"
+                "https needs the node's TLS (`[cluster] tls`, its certificate presented to etcd); \
+                        without it give an http:// client URL"
                     .to_owned(),
             );
         }
-        Some(other) => return Err(format!("scheme {other:?} is not supported; use http://")),
-        None => return Err("no scheme; write it like http://127.0.0.1:2379".to_owned()),
+        (Some("http"), true) => {
+            return Err(
+                "with `[cluster] tls` etcd is reached over TLS only: give https:// client URLs"
+                    .to_owned(),
+            );
+        }
+        (Some(other), _) => {
+            return Err(format!("scheme {other:?} is not supported; use http://"));
+        }
+        (None, _) => return Err("no scheme; write it like http://127.0.0.1:2379".to_owned()),
     }
     let authority = uri
         .authority()
@@ -540,7 +587,8 @@ fn parse_endpoint(raw: &str) -> Result<String, String> {
             "a client URL has no path or query; write it like http://127.0.0.1:2379".to_owned(),
         );
     }
-    Ok(format!("http://{authority}"))
+    let scheme = if tls { "https" } else { "http" };
+    Ok(format!("{scheme}://{authority}"))
 }
 
 /// A non-200 answer: the gateway's gRPC status if it is one (in either shape, see `wire.rs`).
@@ -599,7 +647,7 @@ mod tests {
                 Ok("http://etcd-1.internal:2379"),
             ),
             ("http://[::1]:2379", Ok("http://[::1]:2379")),
-            ("https://127.0.0.1:2379", Err("https is not supported")),
+            ("https://127.0.0.1:2379", Err("https needs the node's TLS")),
             ("127.0.0.1:2379", Err("no scheme")),
             ("http://127.0.0.1", Err("no port")),
             ("http://127.0.0.1:2379/v3", Err("no path or query")),
@@ -611,12 +659,19 @@ mod tests {
             ("", Err("not a URL")),
         ];
         for (raw, expected) in cases {
-            match (parse_endpoint(raw), expected) {
+            match (parse_endpoint(raw, false), expected) {
                 (Ok(got), Ok(want)) => assert_eq!(&got, want, "{raw:?}"),
                 (Err(got), Err(want)) => assert!(got.contains(want), "{raw:?}: {got}"),
                 (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
             }
         }
+        // With TLS: https only.
+        assert_eq!(
+            parse_endpoint("https://10.0.0.1:2379", true).as_deref(),
+            Ok("https://10.0.0.1:2379")
+        );
+        let plain = parse_endpoint("http://10.0.0.1:2379", true).expect_err("http with TLS");
+        assert!(plain.contains("https:// client URLs"), "{plain}");
     }
 
     #[test]
@@ -663,7 +718,7 @@ mod tests {
         .unwrap_or_default();
         assert!(
             err.starts_with(
-                "etcd endpoint \"https://10.0.0.1:2379\" is not usable: https is not supported"
+                "etcd endpoint \"https://10.0.0.1:2379\" is not usable: https needs the node's TLS (`[cluster] tls`, its certificate presented to etcd); without it give an http:// client URL"
             ),
             "{err}"
         );

@@ -108,6 +108,27 @@ pub(super) fn cluster(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<ClusterSp
         )
         .unwrap_or(DEFAULT_PROBE_TIMEOUT);
     let tls = cluster_tls(r, t);
+    if let (Some(endpoints), Some(v)) = (&etcd, t.get("etcd")) {
+        let over_tls = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if t.has("tls") && over_tls < endpoints.len() {
+            r.bad(
+                v,
+                &t.key("etcd"),
+                "plain http:// etcd endpoints with `tls`",
+                Some("with `tls` the node reaches etcd over TLS too, presenting its certificate: give https:// client URLs".into()),
+            );
+        } else if !t.has("tls") && over_tls > 0 {
+            r.bad(
+                v,
+                &t.key("etcd"),
+                "https:// etcd endpoints without `tls`",
+                Some("etcd over TLS takes the node's certificate: add tls = { ca = \"tls/ca.pem\", cert = \"tls/web-1.pem\", key = \"tls/web-1.key\" }".into()),
+            );
+        }
+    }
     if probe_timeout > probe_interval
         && let Some(v) = t.get("probe_timeout").or_else(|| t.get("probe_interval"))
     {
@@ -223,6 +244,7 @@ fn etcd_endpoints(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Vec<String>> 
         let key = format!("{}[{i}]", t.key("etcd"));
         match e
             .strip_prefix("http://")
+            .or_else(|| e.strip_prefix("https://"))
             .map(|rest| check::host_port(rest.trim_end_matches('/')))
         {
             Some(Ok(())) => out.push(e.trim_end_matches('/').to_string()),
@@ -239,9 +261,9 @@ fn etcd_endpoints(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<Vec<String>> 
                 r.bad(
                     v,
                     &key,
-                    "not an http:// URL",
+                    "not an http:// or https:// URL",
                     Some(
-                        "etcd client URLs as http://host:port (etcd over TLS is not supported yet)"
+                        "etcd client URLs as http://host:port, or https://host:port with `tls`"
                             .into(),
                     ),
                 );
