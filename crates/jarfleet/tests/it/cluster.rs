@@ -46,12 +46,46 @@ impl Cluster {
     /// `hosts` hosts of which only the first `up` run their node (the others join later with
     /// [`Cluster::up`]).
     pub(crate) fn start_with(hosts: usize, up: usize) -> Cluster {
+        Cluster::start_lab(hosts, up, false)
+    }
+
+    /// `start_lab(hosts, up, true)`: [`Cluster::start_with`] with mutual TLS everywhere: the cluster's CA and every node's
+    /// certificate made with `jarfleet cluster ca` / `cluster cert`, etcd serving only clients
+    /// with a certificate of that CA, every node's `[cluster] tls` set. The CA is in
+    /// `DIR/pki/ca`, each node's files in `DIR/pki/nodes`.
+    pub(crate) fn start_lab(hosts: usize, up: usize, tls: bool) -> Cluster {
         let lab = Lab::new(hosts).unwrap_or_else(|e| panic!("the network lab: {e}"));
-        let etcd = EtcdCluster::start(3, lab.bridge_ip()).unwrap_or_else(|e| panic!("etcd: {e}"));
         let dir = tempfile::Builder::new()
             .prefix("jfc")
             .tempdir()
             .expect("temp dir");
+        let pki = dir.path().join("pki");
+        let etcd = if tls {
+            let ca = pki.join("ca");
+            let certs = pki.join("nodes");
+            pki_command(&["cluster", "ca", "--name", "lab", "--out", &path_str(&ca)]);
+            let bridge = lab.bridge_ip().to_string();
+            pki_command(&[
+                "cluster",
+                "cert",
+                "etcd",
+                "--ca-dir",
+                &path_str(&ca),
+                "--address",
+                &bridge,
+                "--out",
+                &path_str(&certs),
+            ]);
+            let files = jarfleet_testkit::etcd_cluster::EtcdTls {
+                ca: ca.join("ca.pem"),
+                cert: certs.join("etcd.pem"),
+                key: certs.join("etcd.key"),
+            };
+            EtcdCluster::start_tls(3, lab.bridge_ip(), files)
+        } else {
+            EtcdCluster::start(3, lab.bridge_ip())
+        }
+        .unwrap_or_else(|e| panic!("etcd: {e}"));
         let endpoints: Vec<String> = etcd
             .client_urls()
             .iter()
@@ -65,10 +99,32 @@ impl Cluster {
             std::fs::create_dir_all(&root).expect("node dir");
             let state = root.join("state");
             let spec = root.join("node.toml");
+            let tls_line = if tls {
+                let (ca, certs) = (pki.join("ca"), pki.join("nodes"));
+                pki_command(&[
+                    "cluster",
+                    "cert",
+                    &name,
+                    "--ca-dir",
+                    &path_str(&ca),
+                    "--address",
+                    &host.ip().to_string(),
+                    "--out",
+                    &path_str(&certs),
+                ]);
+                format!(
+                    "tls = {{ ca = {:?}, cert = {:?}, key = {:?} }}\n",
+                    path_str(&ca.join("ca.pem")),
+                    path_str(&certs.join(format!("{name}.pem"))),
+                    path_str(&certs.join(format!("{name}.key"))),
+                )
+            } else {
+                String::new()
+            };
             std::fs::write(
                 &spec,
                 format!(
-                    "[daemon]\nstate_dir = {state:?}\n\n[cluster]\nname = \"lab\"\netcd = [{}]\nnode = \"{name}\"\nadvertise = \"{ip}\"\nlease_ttl = \"6s\"\n",
+                    "[daemon]\nstate_dir = {state:?}\n\n[cluster]\nname = \"lab\"\netcd = [{}]\nnode = \"{name}\"\nadvertise = \"{ip}\"\nlease_ttl = \"6s\"\n{tls_line}",
                     endpoints.join(", "),
                     state = state.display().to_string(),
                     ip = host.ip(),
@@ -232,6 +288,33 @@ impl Cluster {
             .kill_all()
             .unwrap_or_else(|e| panic!("killing host {}: {e}", node.name));
     }
+}
+
+fn path_str(p: &std::path::Path) -> String {
+    p.display().to_string()
+}
+
+/// `jarfleet ARGS` that needs no daemon (the cluster's CA and certificates), with a deadline.
+pub(crate) fn pki_command(args: &[&str]) -> String {
+    let child = std::process::Command::new(jarfleet_bin())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running jarfleet");
+    let out = jarfleet_testkit::wait_with_deadline(
+        child,
+        &format!("jarfleet {args:?}"),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "jarfleet {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

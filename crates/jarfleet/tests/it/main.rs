@@ -17,6 +17,7 @@ mod balancer;
 mod canary;
 mod cluster;
 mod cluster_rollout;
+mod cluster_tls;
 mod config;
 mod crashes;
 mod dashboard;

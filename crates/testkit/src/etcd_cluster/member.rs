@@ -23,15 +23,38 @@ pub struct Member {
     pub data_dir: PathBuf,
     pub log: PathBuf,
     pub child: Option<Child>,
+    /// Serving clients over TLS only, taking only clients with a certificate of the CA; the
+    /// harness itself then asks on a plain listener on 127.0.0.1:`local_port`.
+    pub tls: Option<EtcdTls>,
+    pub local_port: u16,
+}
+
+/// An etcd member's TLS: the CA its clients' certificates must chain to, and its own
+/// certificate (naming the member's address) and key, all PEM.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Member {
+    /// The URL clients are given (`https://` with TLS).
     pub fn client_url(&self) -> String {
-        format!("http://{}", self.client_addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!(
+            "{scheme}://{}",
+            SocketAddr::from((self.ip, self.client_port))
+        )
     }
 
+    /// Where the harness asks (plain HTTP): the client address, or with TLS the member's
+    /// plain listener on 127.0.0.1.
     pub fn client_addr(&self) -> SocketAddr {
-        SocketAddr::from((self.ip, self.client_port))
+        match self.tls {
+            None => SocketAddr::from((self.ip, self.client_port)),
+            Some(_) => SocketAddr::from(([127, 0, 0, 1], self.local_port)),
+        }
     }
 
     pub fn peer_url(&self) -> String {
@@ -54,10 +77,25 @@ impl Member {
         let log_err = log.try_clone().map_err(io)?;
         let client = self.client_url();
         let peer = self.peer_url();
-        let spawned = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        match &self.tls {
+            None => {
+                cmd.arg(format!("--listen-client-urls={client}"));
+            }
+            Some(tls) => {
+                cmd.arg(format!(
+                    "--listen-client-urls={client},http://127.0.0.1:{}",
+                    self.local_port
+                ))
+                .arg(format!("--cert-file={}", tls.cert.display()))
+                .arg(format!("--key-file={}", tls.key.display()))
+                .arg(format!("--trusted-ca-file={}", tls.ca.display()))
+                .arg("--client-cert-auth");
+            }
+        }
+        let spawned = cmd
             .arg(format!("--name={}", self.name))
             .arg(format!("--data-dir={}", self.data_dir.display()))
-            .arg(format!("--listen-client-urls={client}"))
             .arg(format!("--advertise-client-urls={client}"))
             .arg(format!("--listen-peer-urls={peer}"))
             .arg(format!("--initial-advertise-peer-urls={peer}"))

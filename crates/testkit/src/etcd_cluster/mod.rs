@@ -23,7 +23,7 @@ use tempfile::TempDir;
 
 use crate::http;
 use member::Member;
-pub use member::{ELECTION_MS, HEARTBEAT_MS};
+pub use member::{ELECTION_MS, EtcdTls, HEARTBEAT_MS};
 
 /// How long a new or restarted member may take to serve: election timeouts and fsyncs on a
 /// busy machine.
@@ -80,12 +80,30 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `members` members on `bind_ip` and waits until every one is healthy.
     pub fn start(members: usize, bind_ip: Ipv4Addr) -> Result<EtcdCluster, Error> {
+        EtcdCluster::start_with(members, bind_ip, None)
+    }
+
+    /// [`EtcdCluster::start`] serving clients over TLS only, each client presenting a
+    /// certificate of `tls.ca` (`client_urls` are then `https://`).
+    pub fn start_tls(
+        members: usize,
+        bind_ip: Ipv4Addr,
+        tls: EtcdTls,
+    ) -> Result<EtcdCluster, Error> {
+        EtcdCluster::start_with(members, bind_ip, Some(tls))
+    }
+
+    fn start_with(
+        members: usize,
+        bind_ip: Ipv4Addr,
+        tls: Option<EtcdTls>,
+    ) -> Result<EtcdCluster, Error> {
         if members == 0 {
             return Err(Error::NoMembers);
         }
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
-            let mut cluster = EtcdCluster::spawn(members, bind_ip)?;
+            let mut cluster = EtcdCluster::spawn(members, bind_ip, tls.clone())?;
             match cluster.wait_healthy(START_DEADLINE) {
                 Ok(()) => return Ok(cluster),
                 Err(e) => {
@@ -105,7 +123,7 @@ impl EtcdCluster {
     }
 
     /// Fresh ports and dirs for `count` members, every member started.
-    fn spawn(count: usize, ip: Ipv4Addr) -> Result<EtcdCluster, Error> {
+    fn spawn(count: usize, ip: Ipv4Addr, tls: Option<EtcdTls>) -> Result<EtcdCluster, Error> {
         let dir = tempfile::Builder::new()
             .prefix("jarfleet-etcd-cluster-")
             .tempdir()
@@ -124,6 +142,8 @@ impl EtcdCluster {
                     data_dir: dir.path().join(format!("member{i}")),
                     log: dir.path().join(format!("member{i}.log")),
                     child: None,
+                    local_port: if tls.is_some() { crate::free_port() } else { 0 },
+                    tls: tls.clone(),
                 }
             })
             .collect();
