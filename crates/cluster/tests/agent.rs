@@ -123,7 +123,12 @@ impl Node {
                     state: InstanceState::Ready,
                     port: Some(9000 + u16::try_from(slot).expect("small")),
                     pid: Some(1000 + slot),
-                    release: "r1".into(),
+                    // The release it was told to run (what a daemon's deployment leads to).
+                    release: self
+                        .assignment
+                        .as_ref()
+                        .and_then(|a| a.apps.get(app))
+                        .map_or_else(|| "r1".to_string(), |a| a.release.clone()),
                     restarts: 0,
                     leaving: false,
                     rolled_back: None,
@@ -576,4 +581,126 @@ async fn a_drained_node_hands_each_copy_over_once_its_replacement_is_ready_and_s
         |ns| ns[2].runs("web").contains_key(&web_slot),
     )
     .await;
+}
+
+/// The release `node` is told to run of `app`.
+fn told(n: &Node, app: &str) -> String {
+    n.assignment
+        .as_ref()
+        .and_then(|a| a.apps.get(app))
+        .map(|a| a.release.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_release_reaches_one_node_at_a_time_and_the_next_scheduler_carries_on() {
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t7", "a").await;
+    let mut b = Node::start(&etcd, "t7", "b").await;
+    let mut c = Node::start(&etcd, "t7", "c").await;
+    all_registered(&mut [&mut a, &mut b, &mut c]).await;
+    let r1 = BTreeMap::from([("web".to_string(), app("web", 3))]);
+    a.agent().apply(&r1, false).await.expect("applies");
+    until(&mut [&mut a, &mut b, &mut c], "one slot each", |ns| {
+        ns.iter().all(|n| n.runs("web").len() == 1)
+    })
+    .await;
+    for n in [&a, &b, &c] {
+        n.run_assigned("web");
+    }
+    let mut r2 = r1.clone();
+    if let Some(w) = r2.get_mut("web") {
+        w.release = "r2".into();
+    }
+    b.agent().apply(&r2, false).await.expect("applies r2");
+    // Node by node: at each moment at most one node is told r2 and runs r1 still; the daemon
+    // (played here) then runs it, and the next node is told.
+    let mut order: Vec<String> = Vec::new();
+    let mut scheduler_stopped = false;
+    let deadline = Instant::now() + DEADLINE * 2;
+    loop {
+        for n in [&mut a, &mut b, &mut c] {
+            if n.agent.is_some() {
+                n.drain_notes();
+            }
+        }
+        let told_r2: Vec<&Node> = [&a, &b, &c]
+            .into_iter()
+            .filter(|n| n.agent.is_some() && told(n, "web") == "r2")
+            .collect();
+        for n in &told_r2 {
+            if order.contains(&n.name) {
+                continue;
+            }
+            // Told only once every node told before it (and still up) runs r2, ready, as
+            // etcd shows it.
+            let m = n.agent().mirror().expect("read");
+            for earlier in &order {
+                if !m.nodes.contains_key(earlier) {
+                    continue;
+                }
+                let on_r2 = m
+                    .statuses
+                    .iter()
+                    .filter(|((node, app, _), _)| node == earlier && app == "web")
+                    .all(|(_, st)| st.release == "r2" && st.state == InstanceState::Ready);
+                assert!(on_r2, "{} told r2 before {earlier} ran it", n.name);
+            }
+            order.push(n.name.clone());
+        }
+        // Only the last node told may still be on its way.
+        let first_told = told_r2.first().map(|n| n.name.clone());
+        for n in [&a, &b, &c] {
+            if n.agent.is_some() && told(n, "web") == "r2" {
+                n.run_assigned("web");
+            }
+        }
+        if order.len() == 1 && !scheduler_stopped {
+            // The scheduler's node goes once the first node is told: the next scheduler
+            // carries on from the record.
+            let m = a.agent().mirror().expect("read");
+            let leader = m.leader.clone().expect("a scheduler").record.node;
+            let gone = [&mut a, &mut b, &mut c]
+                .into_iter()
+                .find(|n| n.name == leader)
+                .expect("the scheduler is one of them");
+            gone.agent.take().expect("running").stop().await;
+            scheduler_stopped = true;
+        }
+        let alive: Vec<&Node> = [&a, &b, &c]
+            .into_iter()
+            .filter(|n| n.agent.is_some())
+            .collect();
+        let done = alive.iter().all(|n| told(n, "web") == "r2")
+            && alive.iter().all(|n| {
+                n.agent().mirror().is_some_and(|m| {
+                    m.rollouts.get("web").is_some_and(|(r, _)| {
+                        r.state == jarfleet_core::cluster::records::RolloutState::Done
+                    })
+                })
+            });
+        if done {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not finish: order {order:?}, first told {first_told:?}, {:?}",
+            alive
+                .iter()
+                .map(|n| (n.name.clone(), told(n, "web"), n.events.clone()))
+                .collect::<Vec<_>>()
+        );
+        sleep(Duration::from_millis(20)).await;
+    }
+    assert!(order.len() >= 2, "{order:?}");
+    let events: Vec<String> = [&a, &b, &c]
+        .iter()
+        .flat_map(|n| n.events.iter())
+        .filter(|(k, _)| *k == EventKind::ClusterRollout)
+        .map(|(_, m)| m.clone())
+        .collect();
+    assert!(
+        events.iter().any(|e| e.contains("runs on every node")),
+        "{events:?}"
+    );
 }
