@@ -6,6 +6,7 @@ One command (from the repository root, as root: it makes network namespaces):
 
     python3 bench/cluster.py [--runs 10] [--etcd-down-runs 1] [--write-docs]
     python3 bench/cluster.py --only drain [--runs 10] [--write-docs]
+    python3 bench/cluster.py --only rollout,rollout-scheduler-kill [--runs 10] [--write-docs]
 
 What it builds, afresh for every run of every scenario (so that each run starts from the same
 cluster: no host restored, nothing re-spread by hand):
@@ -34,6 +35,8 @@ Scenarios (shuffled within each run; `--only a,b`):
   failures (the default; docs/BENCHMARKS.md "## Cluster"): host-kill, link-cut, scheduler-kill,
   etcd-leader-kill, etcd-down, freeze, partition;
   an operator's actions ("## Cluster operations"): drain (`--only drain`);
+  a new release across the hosts ("## Cluster rollouts"): rollout, rollout-scheduler-kill
+  (`--only rollout,rollout-scheduler-kill`);
 see `SCENARIO_DOCS` below and the report for what each measures.
 
 Prints a markdown report; `--write-docs` writes it into docs/BENCHMARKS.md ("## Cluster").
@@ -86,8 +89,10 @@ POLL = 0.1                          # `cluster nodes` is polled this often
 FAILURES = ["host-kill", "link-cut", "scheduler-kill", "etcd-leader-kill", "etcd-down", "freeze",
             "partition"]
 OPERATIONS = ["drain"]
-SCENARIOS = FAILURES + OPERATIONS
-SECTIONS = {SECTION: FAILURES, "## Cluster operations": OPERATIONS}
+# A new release across the hosts ("## Cluster rollouts").
+ROLLOUTS = ["rollout", "rollout-scheduler-kill"]
+SCENARIOS = FAILURES + OPERATIONS + ROLLOUTS
+SECTIONS = {SECTION: FAILURES, "## Cluster operations": OPERATIONS, "## Cluster rollouts": ROLLOUTS}
 
 
 def log(*a):
@@ -116,10 +121,11 @@ class Load:
     """`threads` keep-alive clients of http://ADDR/, each paced at `rate` requests a second (0 =
     as fast as answered); every request logged as (sent, ended, ok, error)."""
 
-    def __init__(self, addr, threads=2, rate=100.0, name=""):
+    def __init__(self, addr, threads=2, rate=100.0, name="", posts=False):
         self.addr = addr
         self.name = name
         self.rate = rate
+        self.posts = posts
         self.stop_flag = threading.Event()
         self.lock = threading.Lock()
         self.log = []
@@ -146,8 +152,12 @@ class Load:
             return False
 
     @staticmethod
-    def exchange(s):
-        s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+    def exchange(s, post=False):
+        if post:
+            s.sendall(b"POST / HTTP/1.1\r\nHost: web\r\nContent-Type: text/plain\r\n"
+                      b"Content-Length: 11\r\n\r\nhello world")
+        else:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
         buf = b""
         while b"\r\n\r\n" not in buf:
             b = s.recv(65536)
@@ -194,7 +204,8 @@ class Load:
                 if s is None:
                     s = socket.create_connection(self.addr, timeout=REQUEST_TIMEOUT)
                     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                reusable = self.exchange(s)
+                post = self.posts and random.random() < 0.5
+                reusable = self.exchange(s, post)
                 ok, err = True, None
             except (OSError, ValueError, IndexError) as e:
                 ok, err = False, f"{type(e).__name__}: {e}"
@@ -614,18 +625,19 @@ class Cluster:
         return (rep.get("leader") and len(rep["nodes"]) == HOSTS
                 and all(n["state"] == "ready" for n in rep["nodes"]))
 
-    def apps_file(self, instances):
-        path = os.path.join(self.dir, f"apps-{instances}.toml")
+    def apps_file(self, instances, version=None):
+        path = os.path.join(self.dir, f"apps-{instances}-{version}.toml")
+        more = f', "--version", "{version}"' if version else ""
         with open(path, "w") as f:
             f.write(f'[apps.web]\nartifact = "{self.b.jar}"\ninstances = {instances}\n'
-                    f'ports = "{APP_PORTS[0]}-{APP_PORTS[1]}"\nargs = ["--bind", "0.0.0.0"]\n'
+                    f'ports = "{APP_PORTS[0]}-{APP_PORTS[1]}"\nargs = ["--bind", "0.0.0.0"{more}]\n'
                     f'listen = "0.0.0.0:{LISTEN}"\njava = {{ opts = {JVM_OPTS}, fast_start = false }}\n\n'
                     f'[apps.web.health]\nhttp = "/health"\ninterval = "500ms"\n')
         return path
 
-    def apply(self, i, instances):
+    def apply(self, i, instances, version=None):
         t0 = now()
-        r = self.jf(i, "apply", self.apps_file(instances), check=False, timeout=120)
+        r = self.jf(i, "apply", self.apps_file(instances, version), check=False, timeout=120)
         return {"ok": r.returncode == 0, "s": now() - t0, "err": (r.stderr or r.stdout).strip()[-400:]}
 
     def wait_steady(self, timeout=90.0):
@@ -715,8 +727,9 @@ class Cluster:
 
     # -- load --
 
-    def load(self, i, b):
-        l = Load((self.lab.ips[i], LISTEN), threads=b.args.clients, rate=b.args.rate, name=self.names[i])
+    def load(self, i, b, posts=False):
+        l = Load((self.lab.ips[i], LISTEN), threads=b.args.clients, rate=b.args.rate, name=self.names[i],
+                 posts=posts)
         self.loads.append(l)
         return l
 
@@ -1226,6 +1239,97 @@ def drain(c, b):
     return fig
 
 
+def cluster_instances(c, i):
+    """(node, slot) → (release, state) of `web` as host i's `status` shows the cluster."""
+    st = c.status_json(i)
+    return {(x["node"], x["slot"]): (x["release"], x["state"])
+            for x in (st.get("cluster") or {}).get("instances", []) if x["app"] == "web"}
+
+
+def settled(seen, n):
+    """The one release all n instances run, ready; else None."""
+    releases = {r for r, _ in seen.values()}
+    if len(seen) == n and len(releases) == 1 and all(s == "ready" for _, s in seen.values()):
+        return releases.pop()
+    return None
+
+
+ROLLOUT_INSTANCES = 6
+
+
+def rollout(c, b, kill_scheduler):
+    """A new release (`--version v2`) applied from a random host to 6 instances on 3 hosts (2 a
+    host), under load through every host (GETs and POSTs; with `kill_scheduler`, GETs through
+    the two hosts that stay up)."""
+    fig = {}
+    hosts = list(range(HOSTS))
+    r = c.apply(random.choice(hosts), ROLLOUT_INSTANCES)
+    if not r["ok"]:
+        raise RuntimeError(f"scaling to {ROLLOUT_INSTANCES}: {r['err']}")
+    deadline = time.monotonic() + 120
+    while True:
+        before = settled(cluster_instances(c, 0), ROLLOUT_INSTANCES)
+        if before:
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"never {ROLLOUT_INSTANCES} ready: {cluster_instances(c, 0)}")
+        time.sleep(0.3)
+    leader = c.leader()
+    victim = c.names.index(leader) if kill_scheduler else None
+    through = [i for i in hosts if i != victim]
+    fig["_victim"] = leader if kill_scheduler else ""
+    loads = [c.load(i, b, posts=not kill_scheduler) for i in through]
+    warm(loads)
+    pre = now()
+    t0 = now()
+    r = c.apply(random.choice(through), ROLLOUT_INSTANCES, "v2")
+    if not r["ok"]:
+        raise RuntimeError(f"the apply of v2: {r['err']}")
+    fig["apply_s"] = r["s"]
+    seer = through[0]
+    order, first_new_s, killed = [], None, False
+    deadline = time.monotonic() + 240
+    release = None
+    while time.monotonic() < deadline:
+        try:
+            seen = cluster_instances(c, seer)
+        except (RuntimeError, ValueError, KeyError, subprocess.TimeoutExpired):
+            time.sleep(POLL)
+            continue
+        # Nodes with an instance not on the old release (a placed one included) at this moment.
+        changing = {n for (n, _), (rel, st) in seen.items() if rel != before or st != "ready"}
+        for n in sorted(changing):
+            if n not in order:
+                order.append(n)
+        if first_new_s is None and any(rel not in (before, "") and st == "ready" for rel, st in seen.values()):
+            first_new_s = now() - t0
+            if kill_scheduler and not killed:
+                c.lab.kill_host(victim)
+                killed = True
+                t_kill = now()
+        got = settled(seen, ROLLOUT_INSTANCES)
+        if got and got != before and (not kill_scheduler or all(n != leader for n, _ in seen)):
+            release = got
+            break
+        time.sleep(POLL)
+    fig["rollout_s"] = now() - t0 if release else None
+    fig["first_node_s"] = first_new_s
+    if kill_scheduler and killed and release:
+        fig["after_kill_s"] = now() - t_kill
+    time.sleep(2.0)
+    load_figures(fig, loads, pre, now())
+    # The rollout as the cluster recorded it.
+    try:
+        ro = [x for x in (c.status_json(seer).get("cluster") or {}).get("rollouts", []) if x["app"] == "web"]
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired):
+        ro = []
+    fig["state_done"] = 1 if ro and ro[0]["state"] == "done" else 0
+    fig["nodes_cleared"] = len(ro[0]["steps"]) if ro else 0
+    if not release:
+        fig.setdefault("_failures", []).append(f"not settled on a new release: {cluster_instances(c, seer)}")
+    return fig
+
+
 RUNNERS = {
     "host-kill": lambda c, b: host_loss(c, b, "host-kill"),
     "link-cut": lambda c, b: host_loss(c, b, "link-cut"),
@@ -1235,11 +1339,13 @@ RUNNERS = {
     "freeze": freeze,
     "partition": partition,
     "drain": drain,
+    "rollout": lambda c, b: rollout(c, b, False),
+    "rollout-scheduler-kill": lambda c, b: rollout(c, b, True),
 }
 
 # Figures where more is better: their worst run is the smallest, and the bar is a minimum.
 HIGHER_IS_BETTER = {"answered", "inside_answered", "victim_kept_running", "moving_event",
-                    "drain_margin_s"}
+                    "drain_margin_s", "state_done"}
 
 # (key, what, bar text, bar value: the worst run must be ≤ it (≥ for HIGHER_IS_BETTER); None =
 # no bar, for context)
@@ -1324,6 +1430,24 @@ FIGURES = {
         ("placed", "placements (`cluster.placed`): one per moved instance", "2", 2),
         ("ready_after", "ready instances after the drain", "4", None),
         ("victim_running", "instances still running on the drained node", "0", 0),
+    ],
+    "rollout": [
+        ("apply_s", "`apply` of the new release returns (s)", "—", None),
+        ("first_node_s", "apply → the first instance ready on it (s)", "—", None),
+        ("rollout_s", "apply → all 6 instances ready on it (s)", "—", None),
+        ("failed", "failed requests, GETs and POSTs, through all 3 hosts (warm-up until 2 s after)", "0", 0),
+        ("answered", "answered requests", "—", None),
+        ("slowest_s", "slowest answered request (s)", "—", None),
+        ("state_done", "the cluster's rollout record says `done`", "1", 1),
+        ("nodes_cleared", "nodes cleared, one after the other", "3", None),
+    ],
+    "rollout-scheduler-kill": [
+        ("first_node_s", "apply → the first instance ready on it, and the scheduler's host killed (s)", "—", None),
+        ("after_kill_s", "kill → all 6 instances ready on it on the 2 other hosts (s)", "—", None),
+        ("rollout_s", "apply → all 6 ready on it (s)", "—", None),
+        ("failed", "failed requests (GETs) through the 2 other hosts", "0", 0),
+        ("answered", "answered requests", "—", None),
+        ("state_done", "the next scheduler's rollout record says `done`", "1", 1),
     ],
 }
 
@@ -1560,6 +1684,12 @@ SCENARIO_DOCS = {
     "drain": "`jarfleet cluster drain NODE --deadline 5m`, given on another host, of the host running 2 of the "
              "4 instances, under load through all 3 hosts; the command returns once the node runs nothing "
              "(the issue's bar: within instances × start time + 10 s).",
+    "rollout": "`web` scaled to 6 instances (2 a host), then an apply from a random host of a new release "
+               "(`--version v2`: a new release id), under load through all 3 hosts, half the requests POSTs; "
+               "the cluster takes it node by node, each node's own rolling deployment.",
+    "rollout-scheduler-kill": "as `rollout`, but once the first instance is ready on the new release, every "
+                              "process on the scheduler's host is SIGKILLed; load (GETs) through the 2 others; "
+                              "the next scheduler has to finish the rollout.",
 }
 
 
