@@ -1686,7 +1686,9 @@ SCENARIO_DOCS = {
              "(the issue's bar: within instances × start time + 10 s).",
     "rollout": "`web` scaled to 6 instances (2 a host), then an apply from a random host of a new release "
                "(`--version v2`: a new release id), under load through all 3 hosts, half the requests POSTs; "
-               "the cluster takes it node by node, each node's own rolling deployment.",
+               "the cluster takes it node by node, each node's own rolling deployment (the app's defaults: "
+               "`max_surge` 1, each new instance healthy for `min_healthy` 10 s before an old one goes, so "
+               "about 20 s a node with 2 instances; the cluster adds no wait of its own).",
     "rollout-scheduler-kill": "as `rollout`, but once the first instance is ready on the new release, every "
                               "process on the scheduler's host is SIGKILLed; load (GETs) through the 2 others; "
                               "the next scheduler has to finish the rollout.",
