@@ -153,15 +153,6 @@ impl Control {
         };
         let release = rt.rec.release.clone();
         let restart_generation = rt.rec.restart_generation;
-        let leaving = |s: &Slot| {
-            matches!(
-                s.record.instance.phase,
-                Phase::Stopping {
-                    then: AfterStop::Remove,
-                    ..
-                }
-            )
-        };
         let ever_assigned = |slot: u32| {
             self.cluster
                 .as_ref()
@@ -170,7 +161,7 @@ impl Control {
         let extra: Vec<(u32, bool)> = rt
             .slots
             .iter()
-            .filter(|(slot, s)| !wanted.contains(slot) && !leaving(s))
+            .filter(|(slot, s)| !wanted.contains(slot) && !s.being_removed())
             .map(|(slot, s)| {
                 let ready = matches!(s.record.instance.phase, Phase::Ready { .. });
                 (*slot, ready)
@@ -206,7 +197,7 @@ impl Control {
                         Slot::new(app, *slot, &release, restart_generation, now),
                     );
                 }
-                Some(s) if leaving(s) => revive.push(*slot),
+                Some(s) if s.being_removed() => revive.push(*slot),
                 Some(_) => {}
             }
         }
@@ -230,15 +221,7 @@ impl Control {
                 let live: BTreeSet<u32> = rt
                     .slots
                     .iter()
-                    .filter(|(_, s)| {
-                        !matches!(
-                            s.record.instance.phase,
-                            Phase::Stopping {
-                                then: AfterStop::Remove,
-                                ..
-                            }
-                        )
-                    })
+                    .filter(|(_, s)| !s.being_removed())
                     .map(|(slot, _)| *slot)
                     .collect();
                 (live != wanted).then(|| (app.clone(), wanted))

@@ -553,16 +553,7 @@ impl Control {
         let live: Vec<u32> = rt
             .slots
             .iter()
-            .filter(|(_, s)| {
-                s.record.standby_until.is_none()
-                    && !matches!(
-                        s.record.instance.phase,
-                        Phase::Stopping {
-                            then: AfterStop::Remove,
-                            ..
-                        }
-                    )
-            })
+            .filter(|(_, s)| s.record.standby_until.is_none() && !s.being_removed())
             .map(|(k, _)| *k)
             .collect();
         let mut to_remove = Vec::new();
@@ -584,13 +575,7 @@ impl Control {
                         missing -= 1;
                     }
                     std::collections::btree_map::Entry::Occupied(e) => {
-                        if matches!(
-                            e.get().record.instance.phase,
-                            Phase::Stopping {
-                                then: AfterStop::Remove,
-                                ..
-                            }
-                        ) {
+                        if e.get().being_removed() {
                             // Being removed but wanted again: it comes back once stopped.
                             revive.push(slot);
                             missing -= 1;

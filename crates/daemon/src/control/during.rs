@@ -101,15 +101,7 @@ impl Control {
             .map(|a| {
                 a.slots
                     .iter()
-                    .filter(|(_, s)| {
-                        !matches!(
-                            s.record.instance.phase,
-                            Phase::Stopping {
-                                then: AfterStop::Remove,
-                                ..
-                            }
-                        )
-                    })
+                    .filter(|(_, s)| !s.being_removed())
                     .map(|(slot, _)| *slot)
                     .collect()
             })

@@ -44,6 +44,18 @@ struct Slot {
 }
 
 impl Slot {
+    /// Stopping for good: removed once its process is gone (a scale down, a deployment's
+    /// leftover), not restarted.
+    fn being_removed(&self) -> bool {
+        matches!(
+            self.record.instance.phase,
+            Phase::Stopping {
+                then: AfterStop::Remove,
+                ..
+            }
+        )
+    }
+
     /// A slot for a stored instance, not attached to its shim yet.
     fn of(record: InstanceRecord) -> Slot {
         Slot {
