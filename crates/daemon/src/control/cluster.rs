@@ -209,7 +209,7 @@ impl Control {
     /// slot numbers of its own): the missing ones start on the release the app now runs, and
     /// the deployment's extra instances serve until they are ready.
     pub(super) fn settle_cluster_slots(&mut self) {
-        let Some(assigned) = self.cluster.as_ref().and_then(|c| c.assigned.clone()) else {
+        let Some(assigned) = self.cluster.as_ref().and_then(|c| c.assigned.as_ref()) else {
             return;
         };
         let unsettled: Vec<(String, BTreeSet<u32>)> = self
