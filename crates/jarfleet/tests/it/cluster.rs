@@ -211,6 +211,14 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// The scheduler's node name, as `seer` sees the cluster.
+    pub(crate) fn scheduler(&self, seer: &Node) -> String {
+        self.nodes_seen_by(seer)["leader"]
+            .as_str()
+            .expect("a scheduler")
+            .to_string()
+    }
+
     /// `cluster nodes -o json` as `node` sees it.
     pub(crate) fn nodes_seen_by(&self, node: &Node) -> Value {
         serde_json::from_str(&self.ok(node, &["cluster", "nodes", "-o", "json"]))
@@ -358,10 +366,7 @@ fn the_scheduler_s_host_killed_outright_is_replaced_on_the_others_and_no_request
 
     // The scheduler's host dies outright, under load through the two others (GETs:
     // replayable).
-    let leader = c.nodes_seen_by(&c.nodes[0])["leader"]
-        .as_str()
-        .expect("a scheduler")
-        .to_string();
+    let leader = c.scheduler(&c.nodes[0]);
     let dead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     let alive: Vec<&Node> = c.nodes.iter().filter(|n| n.name != leader).collect();
     let loads: Vec<FrontLoad> = alive

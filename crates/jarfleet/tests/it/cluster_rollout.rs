@@ -96,13 +96,6 @@ fn watch_node_by_node(c: &Cluster, seer: &Node, from: &str, n: usize) -> (String
     }
 }
 
-fn scheduler(c: &Cluster, seer: &Node) -> String {
-    c.nodes_seen_by(seer)["leader"]
-        .as_str()
-        .expect("a scheduler")
-        .to_string()
-}
-
 #[test]
 fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
     let c = Cluster::start(3);
@@ -138,7 +131,7 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
             n.name, t.errors
         );
     }
-    let leader = scheduler(&c, n0);
+    let leader = c.scheduler(n0);
     let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
     for (k, node) in order.iter().enumerate() {
@@ -188,7 +181,7 @@ fn the_scheduler_s_host_dying_mid_rollout_leaves_the_next_scheduler_to_finish_it
     apply(&c.nodes[0], "v1");
     c.wait_ready(&c.nodes[0], 3);
     let v1 = settled_release(&instances(&c, &c.nodes[1]), 3).expect("3 ready on one release");
-    let leader = scheduler(&c, &c.nodes[0]);
+    let leader = c.scheduler(&c.nodes[0]);
     let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     // The scheduler's host dies once the first node runs v2: the next scheduler finishes it
     // on the other two (GETs through them: a request in flight to a host that dies can only
@@ -227,7 +220,7 @@ fn the_scheduler_s_host_dying_mid_rollout_leaves_the_next_scheduler_to_finish_it
             }
         },
     );
-    let new_leader = scheduler(&c, alive[0]);
+    let new_leader = c.scheduler(alive[0]);
     assert_ne!(new_leader, leader, "the scheduler moved");
     for l in &loads {
         l.wait_more(30);
@@ -269,7 +262,7 @@ fn a_release_that_fails_on_the_first_node_never_reaches_the_others_and_is_rolled
     // Its JVMs exit at once: never ready.
     let bad = c.apps_file_args(3, &jar, &["--version", "v2", "--crash-after", "0s"]);
     c.ok(n1, &["apply", &bad.display().to_string()]);
-    let leader = scheduler(&c, n0);
+    let leader = c.scheduler(n0);
     let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     let mut tried_on = BTreeSet::new();
     wait_until_explained(
