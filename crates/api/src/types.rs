@@ -146,6 +146,30 @@ pub struct ClusterRollout {
     pub started_ms: u64,
     #[serde(default)]
     pub ended_ms: Option<u64>,
+    /// `rolling` (node by node), `canary` or `blue-green` (every node at once, led by the
+    /// scheduler).
+    #[serde(default)]
+    pub strategy: String,
+    /// Canary: the new release's share of every balancer's traffic now.
+    #[serde(default)]
+    pub percent: u8,
+    /// Canary: each judged step, on the whole cluster's figures and each node's.
+    #[serde(default)]
+    pub verdicts: Vec<RolloutVerdict>,
+}
+
+/// A canary step of a cluster-wide rollout, judged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutVerdict {
+    /// 1-based.
+    pub step: u32,
+    pub percent: u8,
+    pub passed: bool,
+    /// The whole cluster's figures (and why it failed).
+    pub figures: String,
+    /// Each node's figures.
+    pub nodes: std::collections::BTreeMap<String, String>,
+    pub at_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use jarfleet_core::cluster::assign::{Seen, assign};
 use jarfleet_core::cluster::keys::Keys;
-use jarfleet_core::cluster::records::{AdminRecord, InstanceState, decode, encode};
+use jarfleet_core::cluster::records::{AdminRecord, InstanceState, RolloutRecord, decode, encode};
 use jarfleet_core::events::EventKind;
 use jarfleet_etcd::{Client, Compare, CompareOp, Op, Txn};
 use tokio::sync::{mpsc, watch};
@@ -52,10 +52,11 @@ impl Drop for Agent {
 
 impl Agent {
     /// Binds the peer endpoint and starts every task. `local` is the daemon's view of its
-    /// instances; `notes` receives what the daemon must do and record.
+    /// instances, `stats` its figures of the new sets of canary and blue-green rollouts; `notes` receives what the daemon must do and record.
     pub async fn start(
         config: Config,
         local: watch::Receiver<LocalView>,
+        stats: watch::Receiver<crate::publish::SetStatsView>,
         notes: mpsc::UnboundedSender<Note>,
     ) -> Result<Agent> {
         let keys = Keys::new(&config.spec.name);
@@ -113,6 +114,13 @@ impl Agent {
                 keys.clone(),
                 config.clone(),
                 local.clone(),
+                session.clone(),
+            )),
+            tokio::spawn(crate::publish::run_stats(
+                client.clone(),
+                keys.clone(),
+                config.clone(),
+                stats,
                 session.clone(),
             )),
             tokio::spawn(crate::peers::serve(
@@ -369,6 +377,7 @@ async fn decide(
                         .collect(),
                     run: decided.run,
                     stop: decided.stop,
+                    leads: leads(&m),
                 };
                 if last_assignment.as_ref() != Some(&assignment) {
                     let _ = notes.send(Note::Assignment(assignment.clone()));
@@ -425,6 +434,18 @@ fn app_here(me: &str, m: &Mirror, local: &LocalView, app: &str) -> Option<Cluste
         }
     }
     Some(wanted)
+}
+
+/// The canary and blue-green rollouts of the apps' current releases: each node's deployment
+/// of such a release follows its record.
+fn leads(m: &Mirror) -> BTreeMap<String, RolloutRecord> {
+    m.rollouts
+        .iter()
+        .filter(|(app, (r, _))| {
+            r.leads_sets() && m.apps.get(*app).is_some_and(|(a, _)| a.release == r.release)
+        })
+        .map(|(app, (r, _))| (app.clone(), r.clone()))
+        .collect()
 }
 
 /// How long until this node's drain deadline passes, if it is being drained and it is still

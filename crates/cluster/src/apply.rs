@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use jarfleet_core::cluster::keys::Keys;
-use jarfleet_core::cluster::records::{RolloutRecord, RolloutState, decode, encode};
+use jarfleet_core::cluster::records::{RolloutRecord, RolloutState, RolloutStrategy, decode, encode};
 use jarfleet_core::reconcile::{self, AppState, Plan};
 use jarfleet_etcd::{Client, Compare, CompareOp, Op, Txn};
 
@@ -37,6 +37,21 @@ pub async fn apply(
     desired: &BTreeMap<String, ClusterApp>,
     dry_run: bool,
 ) -> Result<Applied> {
+    for (name, app) in desired {
+        let deploy = &app.spec.deploy;
+        if deploy.strategy == jarfleet_core::spec::Strategy::Canary
+            && !deploy.canary.pause.is_empty()
+        {
+            return Err(Error::Refused {
+                message: format!(
+                    "{name}: a canary across the cluster cannot pause for `jarfleet promote` (canary `pause`): the cluster's scheduler judges every step on every node's figures; nothing was applied"
+                ),
+                hint: Some(format!(
+                    "remove `pause` from [apps.{name}.deploy] canary"
+                )),
+            });
+        }
+    }
     let until = tokio::time::Instant::now() + RIDE_OUT;
     loop {
         match apply_once(client, keys, desired, dry_run).await {
@@ -260,17 +275,22 @@ fn release_change(
     app.previous = Some(Box::new(running.as_previous()));
     Ok(Change {
         app,
-        rollout: RolloutWrite::Put(RolloutRecord {
-            release: desired.release.clone(),
-            from: running.release.clone(),
-            state: RolloutState::Rolling,
-            cleared: Vec::new(),
-            cleared_ms: Vec::new(),
-            why: None,
-            started_ms: now,
-            ended_ms: None,
-        }),
+        rollout: RolloutWrite::Put(RolloutRecord::new(
+            &desired.release,
+            &running.release,
+            rollout_strategy(desired.spec.deploy.strategy),
+            now,
+        )),
     })
+}
+
+/// How a release of an app with this `[deploy] strategy` goes out across the cluster.
+fn rollout_strategy(s: jarfleet_core::spec::Strategy) -> RolloutStrategy {
+    match s {
+        jarfleet_core::spec::Strategy::Rolling => RolloutStrategy::Rolling,
+        jarfleet_core::spec::Strategy::Canary => RolloutStrategy::Canary,
+        jarfleet_core::spec::Strategy::BlueGreen => RolloutStrategy::BlueGreen,
+    }
 }
 
 /// The plan from what is stored to what is wanted (a stored app that does not read counts

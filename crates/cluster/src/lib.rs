@@ -125,6 +125,9 @@ pub struct Assignment {
     pub run: BTreeMap<String, BTreeMap<u32, u64>>,
     /// Copies to drain and stop, with why.
     pub stop: Vec<((String, u32), String)>,
+    /// Per app: its canary or blue-green rollout, which this node's deployment of the release
+    /// follows (the new set's share, its release, or its rollback).
+    pub leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
 }
 
 /// The agent's errors: what failed, in words a user can act on.

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jarfleet_core::cluster::keys::{Key, Keys};
 use jarfleet_core::cluster::records::{
-    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, RolloutRecord, StatusRecord, decode,
+    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, RolloutRecord, SetStatsRecord, StatusRecord,
+    decode,
 };
 use jarfleet_core::cluster::schedule::{Demand, Placed, View};
 use jarfleet_etcd::{Event, EventKind, KeyValue};
@@ -116,6 +117,9 @@ pub struct Mirror {
     pub statuses: BTreeMap<(String, String, u32), StatusRecord>,
     /// Each app's rollout of a new release, with the revision it was last written at.
     pub rollouts: BTreeMap<String, (RolloutRecord, i64)>,
+    /// Each node's figures of an app's new set during a canary or blue-green rollout:
+    /// (node, app) → figures.
+    pub stats: BTreeMap<(String, String), SetStatsRecord>,
     /// Keys under the prefix whose value was refused, with why.
     pub bad: BTreeMap<String, String>,
     /// Every key read or watched, with the revision of its last change: what a fresh read is
@@ -209,6 +213,9 @@ impl Mirror {
             Key::Rollout(app) => decode::<RolloutRecord>(&kv.key, &kv.value).map(|r| {
                 self.rollouts.insert(app, (r, kv.mod_revision));
             }),
+            Key::Stats { node, app } => decode::<SetStatsRecord>(&kv.key, &kv.value).map(|r| {
+                self.stats.insert((node, app), r);
+            }),
         };
         if let Err(why) = result {
             // What was there before stays out too: a key is what it holds now, or nothing.
@@ -243,6 +250,9 @@ impl Mirror {
             }
             Some(Key::Rollout(app)) => {
                 self.rollouts.remove(&app);
+            }
+            Some(Key::Stats { node, app }) => {
+                self.stats.remove(&(node, app));
             }
             None => {}
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jarfleet_core::cluster::keys::Keys;
-use jarfleet_core::cluster::records::{StatusRecord, encode};
+use jarfleet_core::cluster::records::{SetStatsRecord, StatusRecord, encode};
 use jarfleet_etcd::Client;
 use tokio::sync::watch;
 use tokio::time::sleep;
@@ -145,6 +145,83 @@ pub async fn run(
             changed = local.changed() => if changed.is_err() { return },
             changed = session.changed() => if changed.is_err() { return },
             _ = sleep(RETRY), if failed => {}
+        }
+    }
+}
+
+/// This node's figures of each app's new set during a canary or blue-green rollout, by app:
+/// what the daemon hands the agent to publish.
+pub type SetStatsView = BTreeMap<String, SetStatsRecord>;
+
+/// Figures change with every request: they are written at most this often.
+const STATS_EVERY: Duration = Duration::from_millis(500);
+
+/// Publishes `stats/<node>/<app>` on the node's lease as `stats` changes (at most every
+/// [`STATS_EVERY`]); a key whose app has no figures any more is deleted. Runs until `stats`'s
+/// sender is gone.
+pub async fn run_stats(
+    client: Client,
+    keys: Keys,
+    config: Arc<Config>,
+    mut stats: watch::Receiver<SetStatsView>,
+    mut session: watch::Receiver<Option<SessionInfo>>,
+) {
+    let mut written: SetStatsView = BTreeMap::new();
+    let mut under: Option<i64> = None;
+    loop {
+        let want = stats.borrow_and_update().clone();
+        let lease = session.borrow_and_update().as_ref().map(|s| s.lease);
+        if under != lease {
+            // Keys of another lease are gone with it (or go with it): all is written again.
+            written.clear();
+            under = lease;
+        }
+        let mut failed = false;
+        if let Some(lease) = lease {
+            for (app, record) in &want {
+                if written.get(app) == Some(record) {
+                    continue;
+                }
+                let k = keys.node_stats(&config.node, app);
+                match client.put_with_lease(&k, &encode(record), lease).await {
+                    Ok(_) => {
+                        written.insert(app.clone(), record.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!("publishing {k}: {e}");
+                        failed = true;
+                        break;
+                    }
+                }
+            }
+            let gone: Vec<String> = written
+                .keys()
+                .filter(|a| !want.contains_key(*a))
+                .cloned()
+                .collect();
+            for app in gone {
+                if failed {
+                    break;
+                }
+                let k = keys.node_stats(&config.node, &app);
+                match client.delete(&k).await {
+                    Ok(_) => {
+                        written.remove(&app);
+                    }
+                    Err(e) => {
+                        tracing::debug!("unpublishing {k}: {e}");
+                        failed = true;
+                    }
+                }
+            }
+        }
+        sleep(if failed { RETRY } else { STATS_EVERY }).await;
+        if failed {
+            continue;
+        }
+        tokio::select! {
+            changed = stats.changed() => if changed.is_err() { return },
+            changed = session.changed() => if changed.is_err() { return },
         }
     }
 }

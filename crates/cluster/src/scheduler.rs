@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jarfleet_core::cluster::keys::Keys;
-use jarfleet_core::cluster::records::{LeaderRecord, encode};
+use jarfleet_core::cluster::records::{LeaderRecord, SetStatsRecord, encode};
 use jarfleet_core::cluster::rollout;
 use jarfleet_core::cluster::schedule::{self, Write};
 use jarfleet_core::events::EventKind;
@@ -173,6 +173,12 @@ async fn roll_out(
         if current.release != record.release {
             continue;
         }
+        let stats: BTreeMap<&str, &SetStatsRecord> = m
+            .stats
+            .iter()
+            .filter(|((_, a), _)| a == app)
+            .map(|((node, _), s)| (node.as_str(), s))
+            .collect();
         let seen = rollout::Seen {
             app,
             rollout: record,
@@ -184,6 +190,9 @@ async fn roll_out(
                 .collect(),
             statuses: &m.statuses,
             up: &up,
+            canary: &current.spec.deploy.canary,
+            stats: stats.clone(),
+            bounds: stats.values().next().map_or(&[][..], |s| &s.bounds),
         };
         let Some(step) = rollout::next(&seen, crate::now_ms()) else {
             continue;

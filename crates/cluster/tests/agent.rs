@@ -40,6 +40,7 @@ struct Node {
     name: String,
     agent: Option<Agent>,
     local: watch::Sender<LocalView>,
+    stats: watch::Sender<jarfleet_cluster::publish::SetStatsView>,
     notes: mpsc::UnboundedReceiver<Note>,
     /// The latest of each kind of note.
     assignment: Option<jarfleet_cluster::Assignment>,
@@ -64,8 +65,9 @@ impl Node {
 
     async fn start_with(config: Config) -> Node {
         let (local, view) = watch::channel(LocalView::new());
+        let (stats, stats_view) = watch::channel(BTreeMap::new());
         let (tx, notes) = mpsc::unbounded_channel();
-        let agent = Agent::start(config.clone(), view, tx)
+        let agent = Agent::start(config.clone(), view, stats_view, tx)
             .await
             .expect("the agent starts");
         // The daemon's first report (it runs nothing yet): the agent decides nothing before.
@@ -74,6 +76,7 @@ impl Node {
             name: config.node.clone(),
             agent: Some(agent),
             local,
+            stats,
             notes,
             assignment: None,
             remote: BTreeMap::new(),

@@ -19,6 +19,10 @@ pub struct SetFigures {
 }
 
 impl SetFigures {
+    /// At most this many latency buckets in a figure read from elsewhere (the balancer keeps
+    /// far fewer).
+    pub const MAX_BUCKETS: usize = 64;
+
     /// What happened between `before` and `self` (counters only grow).
     pub fn since(&self, before: &SetFigures) -> SetFigures {
         SetFigures {
@@ -172,7 +176,7 @@ impl WarmUp {
 
 /// One step's figures: both sets' responses over the step, and the latency of the canary's
 /// warm responses only ([`WarmUp`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFigures {
     pub canary: SetFigures,
     pub canary_warm: SetFigures,

@@ -31,12 +31,18 @@ use crate::control::{Event, Notice};
 /// What the cluster side tells the loop.
 pub enum ClusterNote {
     /// Cluster mode begins: the loop tells the agent its instances through `local`.
-    Attach { local: watch::Sender<LocalView> },
+    Attach {
+        local: watch::Sender<LocalView>,
+        /// Its figures of the new sets of canary and blue-green rollouts, for the agent.
+        stats: watch::Sender<jarfleet_cluster::publish::SetStatsView>,
+    },
     /// What this node runs: every app of the cluster (prepared here) and, per app, the slots
     /// it runs with their placement's generation.
     Assign {
         apps: BTreeMap<String, PreparedApp>,
         run: BTreeMap<String, BTreeMap<u32, u64>>,
+        /// The canary and blue-green rollouts this node's deployments follow, per app.
+        leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
     },
     /// The ready instances on other nodes, per app.
     Remote(BTreeMap<String, Vec<RemoteInstance>>),
@@ -168,8 +174,9 @@ impl ClusterLink {
             artifacts: Some(dirs.download_cache()),
         };
         let (local_tx, local_rx) = watch::channel(LocalView::new());
+        let (stats_tx, stats_rx) = watch::channel(BTreeMap::new());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
-        let agent = Agent::start(config, local_rx, notes_tx)
+        let agent = Agent::start(config, local_rx, stats_rx, notes_tx)
             .await
             .map_err(|e| match e {
                 jarfleet_cluster::Error::Refused { message, hint } => {
@@ -178,7 +185,13 @@ impl ClusterLink {
                 other => failed(format!("joining cluster {:?}: {other}", spec.name)),
             })?;
         let agent = Arc::new(agent);
-        tx.send(ClusterNote::Attach { local: local_tx }.into())
+        tx.send(
+            ClusterNote::Attach {
+                local: local_tx,
+                stats: stats_tx,
+            }
+            .into(),
+        )
             .await
             .map_err(|_| failed("the daemon is stopping"))?;
         // `up -d` returns once the node is registered (bounded: with etcd out of reach the
@@ -431,6 +444,20 @@ impl ClusterLink {
                 why: r.why.clone(),
                 started_ms: r.started_ms,
                 ended_ms: r.ended_ms,
+                strategy: r.strategy.to_string(),
+                percent: r.percent,
+                verdicts: r
+                    .verdicts
+                    .iter()
+                    .map(|v| jarfleet_api::RolloutVerdict {
+                        step: v.step + 1,
+                        percent: v.percent,
+                        passed: v.passed,
+                        figures: v.figures.clone(),
+                        nodes: v.nodes.clone(),
+                        at_ms: v.at_ms,
+                    })
+                    .collect(),
             })
             .collect();
         Some(jarfleet_api::ClusterStatus {
@@ -666,7 +693,12 @@ async fn forward(
                     .into_iter()
                     .filter(|(app, _)| apps.contains_key(app))
                     .collect();
-                ClusterNote::Assign { apps, run }.into()
+                ClusterNote::Assign {
+                    apps,
+                    run,
+                    leads: a.leads,
+                }
+                .into()
             }
             Note::Remote(r) => ClusterNote::Remote(r).into(),
             Note::Event { kind, app, message } => Notice { kind, app, message }.into(),

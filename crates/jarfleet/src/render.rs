@@ -262,9 +262,22 @@ fn cluster_rollout(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) -> S
     } else {
         nodes
     };
-    let line = match r.state.as_str() {
+    let how = match r.strategy.as_str() {
+        "canary" => "as a canary on every node",
+        "blue-green" => "blue-green on every node",
+        _ => "node by node",
+    };
+    let mut line = match r.state.as_str() {
+        "rolling" if r.strategy == "canary" && r.percent > 0 => format!(
+            "  release {} going out {how} (from {}): {} % of the traffic\n",
+            r.release, r.from, r.percent
+        ),
+        "rolling" if r.strategy != "rolling" => format!(
+            "  release {} going out {how} (from {}): new sets starting on {reached}\n",
+            r.release, r.from
+        ),
         "rolling" => format!(
-            "  release {} going out node by node (from {}): {reached}\n",
+            "  release {} going out {how} (from {}): {reached}\n",
             r.release, r.from
         ),
         "rolled-back" => format!(
@@ -274,9 +287,22 @@ fn cluster_rollout(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) -> S
                 .as_deref()
                 .unwrap_or("a node's deployment of it failed")
         ),
-        _ => format!("  release {} went out node by node: {reached}\n", r.release),
+        _ => format!("  release {} went out {how}: {reached}\n", r.release),
     };
-    term.fit_line(&line)
+    for v in &r.verdicts {
+        let verdict = if v.passed { "passed" } else { "failed" };
+        line.push_str(&format!(
+            "    canary step {} ({} %) {verdict} at {}: {}\n",
+            v.step,
+            v.percent,
+            clock(v.at_ms),
+            v.figures
+        ));
+        for (node, figures) in &v.nodes {
+            line.push_str(&format!("      {node}: {figures}\n"));
+        }
+    }
+    line.lines().map(|l| term.fit_line(l)).collect()
 }
 
 /// An app's instances on the cluster's other nodes (this node's are in the table above).
@@ -684,6 +710,9 @@ mod tests {
                 why: None,
                 started_ms: 0,
                 ended_ms: None,
+                strategy: "rolling".into(),
+                percent: 0,
+                verdicts: Vec::new(),
             }],
         });
         let out = status(&report, None, &Term::PLAIN);

@@ -119,7 +119,7 @@ impl Mirror {
             Some(Key::Status { node, app, slot }) => {
                 self.statuses.remove(&(node, app, slot));
             }
-            Some(Key::Known(_)) | Some(Key::Rollout(_)) | None => {}
+            Some(Key::Known(_)) | Some(Key::Rollout(_)) | Some(Key::Stats { .. }) | None => {}
         }
     }
 

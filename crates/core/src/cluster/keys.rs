@@ -10,6 +10,7 @@
 //! | `alloc/<app>/<slot>` | the scheduler, fenced | — | [`AllocRecord`](super::records::AllocRecord) |
 //! | `status/<node>/<app>/<slot>` | the owning node | its lease | [`StatusRecord`](super::records::StatusRecord) |
 //! | `rollout/<app>` | `apply` (with the app), then the scheduler, fenced | — | [`RolloutRecord`](super::records::RolloutRecord) |
+//! | `stats/<node>/<app>` | the node, during a canary or blue-green rollout | its lease | [`SetStatsRecord`](super::records::SetStatsRecord) |
 //!
 //! [`Keys::parse`] reads a key back and refuses anything it did not make: a key under the
 //! prefix written by someone else is never taken for one of ours.
@@ -40,6 +41,10 @@ pub enum Key {
         slot: u32,
     },
     Rollout(String),
+    Stats {
+        node: String,
+        app: String,
+    },
 }
 
 impl Keys {
@@ -123,6 +128,14 @@ impl Keys {
         format!("{}rollout/{app}", self.root)
     }
 
+    pub fn stats(&self) -> String {
+        format!("{}stats/", self.root)
+    }
+
+    pub fn node_stats(&self, node: &str, app: &str) -> String {
+        format!("{}stats/{node}/{app}", self.root)
+    }
+
     /// What `key` names, or `None` for a key that is not one of ours (outside the root, an
     /// unknown kind, a name that is not valid, a slot that is not a plain number).
     pub fn parse(&self, key: &str) -> Option<Key> {
@@ -140,6 +153,10 @@ impl Keys {
             ["alloc", a, s] => Some(Key::Alloc {
                 app: app(a)?,
                 slot: slot(s)?,
+            }),
+            ["stats", n, a] => Some(Key::Stats {
+                node: node(n)?,
+                app: app(a)?,
             }),
             ["status", n, a, s] => Some(Key::Status {
                 node: node(n)?,
@@ -176,6 +193,13 @@ mod tests {
             (k.admin("web-1"), Key::Admin("web-1".into())),
             (k.leader(), Key::Leader),
             (k.rollout("orders"), Key::Rollout("orders".into())),
+            (
+                k.node_stats("web-1", "orders"),
+                Key::Stats {
+                    node: "web-1".into(),
+                    app: "orders".into(),
+                },
+            ),
             (
                 k.alloc("orders", 12),
                 Key::Alloc {
@@ -218,6 +242,9 @@ mod tests {
             "/jarfleet/prod/rollout/",
             "/jarfleet/prod/rollout/Orders",
             "/jarfleet/prod/rollout/orders/1",
+            "/jarfleet/prod/stats/web-1",
+            "/jarfleet/prod/stats/web-1/Orders",
+            "/jarfleet/prod/stats/web-1/orders/1",
             "/jarfleet/prod/unknown/x",
             "/jarfleet/prod/",
         ] {

@@ -221,6 +221,101 @@ impl std::fmt::Display for RolloutState {
     }
 }
 
+/// How a rollout takes the new release across the cluster.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RolloutStrategy {
+    /// One node after the other, each with its own deployment.
+    #[default]
+    Rolling,
+    /// Every node starts its new set beside the old at once; the scheduler gives the new
+    /// release each step's share of every balancer's traffic and judges the step on the sum of
+    /// every node's figures.
+    Canary,
+    /// Every node starts its new set beside the old at once (out of traffic); once every new
+    /// set is ready, one write switches every balancer.
+    BlueGreen,
+}
+
+impl std::fmt::Display for RolloutStrategy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RolloutStrategy::Rolling => "rolling",
+            RolloutStrategy::Canary => "canary",
+            RolloutStrategy::BlueGreen => "blue-green",
+        })
+    }
+}
+
+/// A judged canary step of a cluster-wide rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepVerdict {
+    /// The step's index in the app's `canary.steps`.
+    pub step: u32,
+    pub percent: u8,
+    pub passed: bool,
+    /// The whole cluster's figures, in words (and why it failed).
+    pub figures: String,
+    /// Each node's own figures, in words.
+    #[serde(default)]
+    pub nodes: BTreeMap<String, String>,
+    pub at_ms: u64,
+}
+
+/// `stats/<node>/<app>` (on the node's lease): a node's part of a canary or blue-green rollout:
+/// whether its new set is ready, and its balancer's figures for the canary and the stable set
+/// since it began the current step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetStatsRecord {
+    /// The release of its new set.
+    pub release: String,
+    /// Its whole new set is ready (and healthy for `min_healthy`).
+    pub ready: bool,
+    /// The step these figures are of, and the share it gave the new release.
+    pub step: u32,
+    pub percent: u8,
+    #[serde(default)]
+    pub figures: crate::canary::StepFigures,
+    /// The upper bounds (µs) of the figures' latency buckets.
+    #[serde(default)]
+    pub bounds: Vec<u64>,
+}
+
+impl Record for SetStatsRecord {
+    fn check(&self) -> Result<(), String> {
+        if self.release.is_empty() {
+            return Err("figures without their release".into());
+        }
+        if self.percent > 100 {
+            return Err(format!("a share of {} %", self.percent));
+        }
+        let f = &self.figures;
+        for (name, set) in [
+            ("canary", &f.canary),
+            ("canary_warm", &f.canary_warm),
+            ("stable", &f.stable),
+        ] {
+            if set.failures > set.requests {
+                return Err(format!("{name}: more failures than requests"));
+            }
+            if set.buckets.len() > self.bounds.len() + 1 {
+                return Err(format!(
+                    "{name}: {} latency buckets for {} bounds",
+                    set.buckets.len(),
+                    self.bounds.len()
+                ));
+            }
+        }
+        if self.bounds.len() >= crate::canary::SetFigures::MAX_BUCKETS {
+            return Err(format!("{} latency bounds", self.bounds.len()));
+        }
+        if self.bounds.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("latency bounds that do not increase".into());
+        }
+        Ok(())
+    }
+}
+
 /// `rollout/<app>`: a new release of an app going out across the cluster one node at a time.
 /// `apply` writes it (state `rolling`, no node cleared) in the same transaction as the app's
 /// new release, so no node runs the release before the scheduler clears it; the scheduler
@@ -244,9 +339,53 @@ pub struct RolloutRecord {
     pub started_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<u64>,
+    /// How it goes out (the new release's `[deploy] strategy`).
+    #[serde(default)]
+    pub strategy: RolloutStrategy,
+    /// Canary: the current step's index in `canary.steps`.
+    #[serde(default)]
+    pub step: u32,
+    /// Canary: the new release's share of every balancer's traffic (0 until every node's new
+    /// set is ready).
+    #[serde(default)]
+    pub percent: u8,
+    /// Canary: when the current step began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_ms: Option<u64>,
+    /// Canary passed, or blue-green switched: every node lets its old set go.
+    #[serde(default)]
+    pub released: bool,
+    /// Canary: each judged step.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verdicts: Vec<StepVerdict>,
 }
 
 impl RolloutRecord {
+    /// A new rollout of `release` (from `from`), no node cleared yet.
+    pub fn new(release: &str, from: &str, strategy: RolloutStrategy, now: u64) -> RolloutRecord {
+        RolloutRecord {
+            release: release.to_string(),
+            from: from.to_string(),
+            state: RolloutState::Rolling,
+            cleared: Vec::new(),
+            cleared_ms: Vec::new(),
+            why: None,
+            started_ms: now,
+            ended_ms: None,
+            strategy,
+            step: 0,
+            percent: 0,
+            step_started_ms: None,
+            released: false,
+            verdicts: Vec::new(),
+        }
+    }
+
+    /// Whether every node moves at once, led by this record (canary, blue-green).
+    pub fn leads_sets(&self) -> bool {
+        self.strategy != RolloutStrategy::Rolling
+    }
+
     /// Whether `node` runs the new release now, or the one before it.
     pub fn runs_new(&self, node: &str) -> bool {
         match self.state {
@@ -270,6 +409,9 @@ impl Record for RolloutRecord {
         }
         if self.cleared_ms.len() > self.cleared.len() {
             return Err("more clearing times than cleared nodes".into());
+        }
+        if self.percent > 100 {
+            return Err(format!("a share of {} %", self.percent));
         }
         Ok(())
     }

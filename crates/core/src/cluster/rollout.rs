@@ -18,8 +18,17 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::records::{AllocRecord, InstanceState, RolloutRecord, RolloutState, StatusRecord};
+use super::records::{
+    AllocRecord, InstanceState, RolloutRecord, RolloutState, RolloutStrategy, SetStatsRecord,
+    StatusRecord, StepVerdict,
+};
 use crate::Millis;
+use crate::canary::{self, StepFigures, Verdict};
+use crate::spec::CanarySpec;
+
+/// How long past a canary step's time the scheduler waits for a node's figures of that step
+/// before it judges on the figures of the nodes that sent theirs.
+pub const LATE_FIGURES_MS: Millis = 5_000;
 
 /// What the scheduler knows of one app's rollout.
 #[derive(Debug, Clone)]
@@ -32,6 +41,13 @@ pub struct Seen<'a> {
     pub statuses: &'a BTreeMap<(String, String, u32), StatusRecord>,
     /// Nodes that are up (registered).
     pub up: &'a BTreeSet<String>,
+    /// The app's canary settings (a canary rollout's steps and judgement).
+    pub canary: &'a CanarySpec,
+    /// Each node's figures of the app's new set (`stats/<node>/<app>`).
+    pub stats: BTreeMap<&'a str, &'a SetStatsRecord>,
+    /// The latency histogram bounds (µs) the step is judged with: figures with other bounds
+    /// (a node of another version) are not summed with them.
+    pub bounds: &'a [u64],
 }
 
 /// The rollout's next record, and what to say about it.
@@ -78,32 +94,16 @@ pub fn next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
             said: format!("{app}: rollout of release {release} rolled back: {why}"),
         });
     }
-    let ready_on = |node: &str| {
-        seen.allocs
-            .iter()
-            .filter(|(_, a)| a.node == node)
-            .all(|(slot, a)| {
-                seen.statuses
-                    .get(&(node.to_string(), app.to_string(), *slot))
-                    .is_some_and(|s| {
-                        s.state == InstanceState::Ready
-                            && s.release == release
-                            && s.generation == a.generation
-                    })
-            })
-    };
+    if r.leads_sets() {
+        return sets_next(seen, now);
+    }
     if let Some(current) = r.cleared.last()
         && seen.up.contains(current)
-        && !ready_on(current)
+        && !ready_on(seen, current)
     {
         return None;
     }
-    let holding: BTreeSet<&str> = seen
-        .allocs
-        .values()
-        .map(|a| a.node.as_str())
-        .filter(|n| seen.up.contains(*n))
-        .collect();
+    let holding = holding(seen);
     let waiting: Vec<&str> = holding
         .iter()
         .copied()
@@ -125,7 +125,7 @@ pub fn next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
         });
     }
     // Every node that holds a slot was cleared: done once every slot is ready on the release.
-    if holding.iter().all(|n| ready_on(n)) {
+    if holding.iter().all(|n| ready_on(seen, n)) {
         let mut record = r.clone();
         record.state = RolloutState::Done;
         record.ended_ms = Some(now);
@@ -139,6 +139,209 @@ pub fn next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
         });
     }
     None
+}
+
+/// Whether every slot the app has placed on `node` is ready on the rollout's release.
+fn ready_on(seen: &Seen<'_>, node: &str) -> bool {
+    let release = seen.rollout.release.as_str();
+    seen.allocs
+        .iter()
+        .filter(|(_, a)| a.node == node)
+        .all(|(slot, a)| {
+            seen.statuses
+                .get(&(node.to_string(), seen.app.to_string(), *slot))
+                .is_some_and(|s| {
+                    s.state == InstanceState::Ready
+                        && s.release == release
+                        && s.generation == a.generation
+                })
+        })
+}
+
+/// The nodes that are up and hold a slot of the app.
+fn holding<'a>(seen: &Seen<'a>) -> BTreeSet<&'a str> {
+    seen.allocs
+        .values()
+        .map(|a| a.node.as_str())
+        .filter(|n| seen.up.contains(*n))
+        .collect()
+}
+
+/// A canary or blue-green rollout: every node at once, led by the record.
+fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
+    let r = seen.rollout;
+    let app = seen.app;
+    let release = r.release.as_str();
+    let holding = holding(seen);
+    let mut record = r.clone();
+    // Every node that holds a slot starts its new set beside the old one at once (a node
+    // given a slot later joins in).
+    let waiting: Vec<&str> = holding
+        .iter()
+        .copied()
+        .filter(|n| !r.cleared.iter().any(|c| c == n))
+        .collect();
+    if !waiting.is_empty() {
+        record.cleared_ms.resize(r.cleared.len(), 0);
+        for node in &waiting {
+            record.cleared.push(node.to_string());
+            record.cleared_ms.push(now);
+        }
+        let how = match r.strategy {
+            RolloutStrategy::BlueGreen => "out of traffic until every node's is ready",
+            _ => "with no traffic until every node's is ready",
+        };
+        return Some(Step {
+            record,
+            said: format!(
+                "{app}: release {release} goes out as a {} on node(s) {}: each starts its new set beside the old one, {how}",
+                r.strategy,
+                waiting.join(", ")
+            ),
+        });
+    }
+    if r.released {
+        // Every node let its old set go: done once every slot is ready on the release.
+        if !holding.iter().all(|n| ready_on(seen, n)) {
+            return None;
+        }
+        record.state = RolloutState::Done;
+        record.ended_ms = Some(now);
+        return Some(Step {
+            record,
+            said: format!(
+                "{app}: release {release} runs on every node ({} instance(s) on {} node(s))",
+                seen.allocs.len(),
+                holding.len()
+            ),
+        });
+    }
+    let of_release = |n: &str| seen.stats.get(n).filter(|s| s.release == release);
+    if r.percent == 0 {
+        let unready: Vec<&str> = holding
+            .iter()
+            .copied()
+            .filter(|n| !of_release(n).is_some_and(|s| s.ready))
+            .collect();
+        if !unready.is_empty() || holding.is_empty() {
+            return None;
+        }
+        if r.strategy == RolloutStrategy::BlueGreen {
+            record.released = true;
+            record.percent = 100;
+            return Some(Step {
+                record,
+                said: format!(
+                    "{app}: every node's new set of release {release} is ready: every balancer switches to it"
+                ),
+            });
+        }
+        let first = seen.canary.steps.first().copied().unwrap_or(100);
+        record.step = 0;
+        record.percent = first;
+        record.step_started_ms = Some(now);
+        return Some(Step {
+            record,
+            said: format!(
+                "{app}: every node's new set of release {release} is ready: canary step 1 of {}, {first} % of every node's traffic",
+                seen.canary.steps.len()
+            ),
+        });
+    }
+    // A canary step: judged once its time is up, on the sum of every node's figures of it.
+    let started = r.step_started_ms?;
+    let due = started + seen.canary.step_time.as_millis() as Millis;
+    if now < due {
+        return None;
+    }
+    let of_step: BTreeMap<&str, &StepFigures> = holding
+        .iter()
+        .filter_map(|n| {
+            of_release(n)
+                .filter(|s| s.step == r.step && s.percent == r.percent && s.bounds == seen.bounds)
+                .map(|s| (*n, &s.figures))
+        })
+        .collect();
+    if of_step.len() < holding.len() && now < due + LATE_FIGURES_MS {
+        return None;
+    }
+    let mut sum = StepFigures::default();
+    for f in of_step.values() {
+        sum.canary.add(&f.canary);
+        sum.canary_warm.add(&f.canary_warm);
+        sum.stable.add(&f.stable);
+    }
+    let nodes: BTreeMap<String, String> = of_step
+        .iter()
+        .map(|(n, f)| (n.to_string(), node_figures(f)))
+        .collect();
+    let step_no = r.step + 1;
+    let percent = r.percent;
+    let (passed, figures, why) = match canary::judge(seen.canary, &sum, seen.bounds) {
+        // Too few requests across the cluster yet: the step goes on.
+        Verdict::Wait { .. } => return None,
+        Verdict::Pass { figures } => (true, figures, None),
+        Verdict::Fail { figures, why } => (false, figures, Some(why)),
+    };
+    record.verdicts.push(StepVerdict {
+        step: r.step,
+        percent,
+        passed,
+        figures: match &why {
+            Some(why) => format!("{why} ({figures})"),
+            None => figures.clone(),
+        },
+        nodes,
+        at_ms: now,
+    });
+    if let Some(why) = why {
+        let why = format!(
+            "canary step {step_no} ({percent} %) failed on the whole cluster's figures: {why} ({figures})"
+        );
+        record.state = RolloutState::RolledBack;
+        record.percent = 0;
+        record.why = Some(why.clone());
+        record.ended_ms = Some(now);
+        return Some(Step {
+            record,
+            said: format!(
+                "{app}: rollout of release {release} rolled back: {why}; every node runs release {} again",
+                r.from
+            ),
+        });
+    }
+    let steps = &seen.canary.steps;
+    let next = r.step as usize + 1;
+    if next >= steps.len() {
+        record.released = true;
+        record.percent = 100;
+        return Some(Step {
+            record,
+            said: format!(
+                "{app}: canary step {step_no} ({percent} %) passed on the whole cluster's figures ({figures}): every step passed, every node lets its old set go"
+            ),
+        });
+    }
+    record.step = next as u32;
+    record.percent = steps[next];
+    record.step_started_ms = Some(now);
+    Some(Step {
+        record,
+        said: format!(
+            "{app}: canary step {step_no} ({percent} %) passed on the whole cluster's figures ({figures}); step {} of {}: {} % of every node's traffic",
+            next + 1,
+            steps.len(),
+            steps[next]
+        ),
+    })
+}
+
+/// One node's figures of a step, in words.
+fn node_figures(f: &StepFigures) -> String {
+    format!(
+        "canary {} requests ({} failed), stable {} requests ({} failed)",
+        f.canary.requests, f.canary.failures, f.stable.requests, f.stable.failures
+    )
 }
 
 #[cfg(test)]
@@ -168,22 +371,17 @@ mod tests {
     }
 
     fn rolling() -> RolloutRecord {
-        RolloutRecord {
-            release: "r2".into(),
-            from: "r1".into(),
-            state: RolloutState::Rolling,
-            cleared: Vec::new(),
-            cleared_ms: Vec::new(),
-            why: None,
-            started_ms: 1,
-            ended_ms: None,
-        }
+        RolloutRecord::new("r2", "r1", RolloutStrategy::Rolling, 1)
     }
+
+    const BOUNDS: [u64; 4] = [1_000, 2_000, 5_000, 10_000];
 
     struct World {
         allocs: BTreeMap<u32, AllocRecord>,
         statuses: BTreeMap<(String, String, u32), StatusRecord>,
         up: BTreeSet<String>,
+        canary: CanarySpec,
+        stats: BTreeMap<String, SetStatsRecord>,
     }
 
     impl World {
@@ -193,6 +391,12 @@ mod tests {
                 allocs: BTreeMap::new(),
                 statuses: BTreeMap::new(),
                 up: ["a", "b", "c"].iter().map(|s| s.to_string()).collect(),
+                canary: CanarySpec {
+                    steps: vec![10, 50],
+                    step_time: std::time::Duration::from_secs(8),
+                    ..CanarySpec::default()
+                },
+                stats: BTreeMap::new(),
             };
             for slot in 0..6u32 {
                 let node = ["a", "b", "c"][slot as usize % 3];
@@ -229,10 +433,162 @@ mod tests {
                     allocs: self.allocs.iter().map(|(s, a)| (*s, a)).collect(),
                     statuses: &self.statuses,
                     up: &self.up,
+                    canary: &self.canary,
+                    stats: self.stats.iter().map(|(n, s)| (n.as_str(), s)).collect(),
+                    bounds: &BOUNDS,
                 },
                 now,
             )
         }
+
+        /// Node `node`'s figures of step `step` at `percent`: canary and stable requests, and
+        /// how many of the canary's failed (every response took about 1.5 ms).
+        fn figures(&mut self, node: &str, step: u32, percent: u8, canary: (u64, u64), stable: u64) {
+            let set = |requests: u64, failures: u64| crate::canary::SetFigures {
+                requests,
+                failures,
+                buckets: vec![0, requests, 0, 0, 0],
+            };
+            self.stats.insert(
+                node.into(),
+                SetStatsRecord {
+                    release: "r2".into(),
+                    ready: true,
+                    step,
+                    percent,
+                    figures: StepFigures {
+                        canary: set(canary.0, canary.1),
+                        canary_warm: set(canary.0, canary.1),
+                        stable: set(stable, 0),
+                    },
+                    bounds: BOUNDS.to_vec(),
+                },
+            );
+        }
+
+        fn ready(&mut self, node: &str) {
+            self.stats.insert(
+                node.into(),
+                SetStatsRecord {
+                    release: "r2".into(),
+                    ready: true,
+                    step: 0,
+                    percent: 0,
+                    figures: StepFigures::default(),
+                    bounds: BOUNDS.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn canary() -> RolloutRecord {
+        RolloutRecord::new("r2", "r1", RolloutStrategy::Canary, 1)
+    }
+
+    #[test]
+    fn a_canary_clears_every_node_at_once_and_waits_for_every_new_set() {
+        let mut w = World::new();
+        let step = w.next(&canary(), 10).expect("every node at once");
+        assert_eq!(step.record.cleared, ["a", "b", "c"]);
+        assert_eq!(step.record.percent, 0, "no traffic before every set is ready");
+        let r = step.record;
+        assert_eq!(w.next(&r, 11), None);
+        w.ready("a");
+        w.ready("b");
+        assert_eq!(w.next(&r, 12), None, "c's new set is not ready");
+        // Figures of another release do not count.
+        w.ready("c");
+        w.stats.get_mut("c").expect("c").release = "r9".into();
+        assert_eq!(w.next(&r, 13), None);
+        w.ready("c");
+        let step = w.next(&r, 14).expect("the first step");
+        assert_eq!((step.record.step, step.record.percent), (0, 10));
+        assert_eq!(step.record.step_started_ms, Some(14));
+        assert!(step.said.contains("10 % of every node's traffic"), "{}", step.said);
+    }
+
+    #[test]
+    fn a_canary_step_is_judged_on_the_sum_of_every_node_s_figures() {
+        let mut w = World::new();
+        let mut r = canary();
+        r.cleared = vec!["a".into(), "b".into(), "c".into()];
+        r.percent = 10;
+        r.step_started_ms = Some(1_000);
+        // Each node alone has too few canary requests to judge (min_requests 20): together
+        // they have enough.
+        for n in ["a", "b", "c"] {
+            w.figures(n, 0, 10, (8, 0), 80);
+        }
+        assert_eq!(w.next(&r, 8_999), None, "the step's time is not up");
+        let step = w.next(&r, 9_000).expect("judged");
+        assert_eq!((step.record.step, step.record.percent), (1, 50));
+        let v = &step.record.verdicts[0];
+        assert!(v.passed && v.figures.contains("canary 24 requests"), "{v:?}");
+        assert_eq!(v.nodes.len(), 3);
+        // The last step passed: every node lets its old set go.
+        r = step.record;
+        for n in ["a", "b", "c"] {
+            w.figures(n, 1, 50, (40, 0), 40);
+        }
+        let step = w.next(&r, 20_000).expect("passed");
+        assert!(step.record.released);
+        assert_eq!(step.record.state, RolloutState::Rolling);
+        r = step.record;
+        assert_eq!(w.next(&r, 20_001), None, "the slots are not on r2 yet");
+        for n in ["a", "b", "c"] {
+            w.all_on(n, "r2");
+        }
+        assert_eq!(
+            w.next(&r, 20_002).expect("done").record.state,
+            RolloutState::Done
+        );
+    }
+
+    #[test]
+    fn a_failing_canary_rolls_back_everywhere_and_a_late_node_is_waited_for_a_while() {
+        let mut w = World::new();
+        let mut r = canary();
+        r.cleared = vec!["a".into(), "b".into(), "c".into()];
+        r.percent = 10;
+        r.step_started_ms = Some(1_000);
+        // 30 % of the canary's answers fail on a and b; c still sends figures of no step.
+        w.figures("a", 0, 10, (50, 15), 500);
+        w.figures("b", 0, 10, (50, 15), 500);
+        w.ready("c");
+        assert_eq!(w.next(&r, 9_000), None, "c's figures of the step are awaited");
+        let step = w.next(&r, 9_000 + LATE_FIGURES_MS).expect("judged without c");
+        assert_eq!(step.record.state, RolloutState::RolledBack);
+        assert_eq!(step.record.percent, 0);
+        let why = step.record.why.clone().unwrap_or_default();
+        assert!(why.contains("canary step 1 (10 %) failed"), "{why}");
+        assert!(!step.record.verdicts[0].passed);
+        assert_eq!(
+            step.record.verdicts[0].nodes.keys().collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        for node in ["a", "b", "c"] {
+            assert!(runs_previous(node, "r2", Some(&step.record)));
+        }
+        // Too few requests across the cluster: the step goes on.
+        w.figures("a", 0, 10, (3, 0), 30);
+        w.figures("b", 0, 10, (3, 0), 30);
+        w.figures("c", 0, 10, (3, 0), 30);
+        assert_eq!(w.next(&r, 9_000), None);
+    }
+
+    #[test]
+    fn a_blue_green_switches_every_node_in_one_write_once_every_new_set_is_ready() {
+        let mut w = World::new();
+        let r = RolloutRecord::new("r2", "r1", RolloutStrategy::BlueGreen, 1);
+        let r = w.next(&r, 1).expect("every node at once").record;
+        assert_eq!(r.cleared.len(), 3);
+        w.ready("a");
+        w.ready("b");
+        assert_eq!(w.next(&r, 2), None);
+        w.ready("c");
+        let step = w.next(&r, 3).expect("switched");
+        assert!(step.record.released);
+        assert!(step.said.contains("switches"), "{}", step.said);
     }
 
     #[test]

@@ -116,6 +116,23 @@ impl CanaryRun {
         }
     }
 
+    /// The current step's figures so far, from the balancer's counters now: both sets' since
+    /// the step began, and the canary's warm responses only.
+    pub fn step_figures(&self, counters: &Counters) -> StepFigures {
+        let mut canary_warm = SetFigures::default();
+        for (id, now_b) in &counters.backends {
+            if let Some(w) = self.warm.get(id) {
+                let start = self.warm_base.get(id).cloned().unwrap_or_default();
+                canary_warm.add(&w.warm_since(now_b, &start));
+            }
+        }
+        StepFigures {
+            canary: counters.sets.0.since(&self.baseline.0),
+            canary_warm,
+            stable: counters.sets.1.since(&self.baseline.1),
+        }
+    }
+
     /// A new judging window from the counters now.
     fn window(&mut self, counters: &Counters, now: Millis) {
         self.started = Some(now);
@@ -136,8 +153,10 @@ impl Deployment {
         fx: &mut Vec<Effect>,
     ) {
         let to = self.to.clone();
+        let led = self.lead.is_some();
         let run = self.canary.get_or_insert_with(|| CanaryRun::new(&to));
-        if run.started.is_some() || !target_healthy {
+        // Led by the cluster, the steps come from its scheduler ([`Deployment::lead_share`]).
+        if led || run.started.is_some() || !target_healthy {
             return;
         }
         let Some(first) = steps.first().copied() else {
@@ -173,21 +192,14 @@ impl Deployment {
         fx: &mut Vec<Effect>,
     ) {
         let step_time = spec.step_time.as_millis() as Millis;
+        if self.lead.is_some() {
+            // The cluster's scheduler judges, on every node's figures.
+            return;
+        }
         let Some(run) = self.canary.as_mut().filter(|r| r.due(step_time, now)) else {
             return;
         };
-        let mut canary_warm = SetFigures::default();
-        for (id, now_b) in &counters.backends {
-            if let Some(w) = run.warm.get(id) {
-                let start = run.warm_base.get(id).cloned().unwrap_or_default();
-                canary_warm.add(&w.warm_since(now_b, &start));
-            }
-        }
-        let figures = StepFigures {
-            canary: counters.sets.0.since(&run.baseline.0),
-            canary_warm,
-            stable: counters.sets.1.since(&run.baseline.1),
-        };
+        let figures = run.step_figures(counters);
         let step_no = run.step + 1;
         let percent = run.percent;
         match canary::judge(spec, &figures, bounds) {
@@ -307,6 +319,57 @@ impl Deployment {
             fx.push(Effect::Drive);
             fx.push(Effect::SyncLb);
         }
+    }
+
+    /// Led by the cluster: its scheduler gives the new set `percent` % at step `step`. A new
+    /// step (or a first one) opens a new window of figures.
+    pub(super) fn lead_share(
+        &mut self,
+        step: u32,
+        percent: u8,
+        counters: &Counters,
+        now: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.lead.is_none() || !self.canary_holds() {
+            return;
+        }
+        let to = self.to.clone();
+        let run = self.canary.get_or_insert_with(|| CanaryRun::new(&to));
+        if run.started.is_some() && run.step == step as usize && run.percent == percent {
+            return;
+        }
+        run.step = step as usize;
+        run.percent = percent;
+        run.window(counters, now);
+        self.log(
+            now,
+            format!("canary step {}: {percent} % of the traffic (the cluster's step)", step + 1),
+        );
+        fx.push(Effect::Record);
+        fx.push(Effect::Observe);
+        fx.push(Effect::SyncLb);
+    }
+
+    /// Led by the cluster: released by its scheduler (every canary step passed on the whole
+    /// cluster's figures, or every node's blue-green set is ready): the old set goes.
+    pub(super) fn lead_release(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        if !self.held_by_cluster() {
+            return;
+        }
+        if let Some(lead) = self.lead.as_mut() {
+            lead.released = true;
+        }
+        if let Some(run) = self.canary.as_mut() {
+            run.passed = true;
+        }
+        self.log(
+            now,
+            "released by the cluster: the new set takes the traffic and the old set goes".into(),
+        );
+        fx.push(Effect::Record);
+        fx.push(Effect::Drive);
+        fx.push(Effect::SyncLb);
     }
 
     /// The canary fails: its share drops to 0 at once (no new request reaches it), and the

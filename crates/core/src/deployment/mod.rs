@@ -54,6 +54,18 @@ pub struct Deployment {
     pub canary: Option<CanaryRun>,
     /// The live refresh, while it is one and has not fallen back to a rolling restart.
     pub refresh: Option<RefreshRun>,
+    /// A canary or blue-green this node runs as its part of a cluster-wide rollout: the
+    /// cluster's scheduler sets the new set's share, releases the old set and rolls back.
+    pub lead: Option<Lead>,
+}
+
+/// A deployment led by the cluster ([`Deployment::lead`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lead {
+    /// The whole new set is ready and has been healthy for `min_healthy`.
+    pub ready: bool,
+    /// The cluster released it: the old set goes (a passed canary, a blue-green's switch).
+    pub released: bool,
 }
 
 /// What the daemon feeds the machine.
@@ -81,6 +93,17 @@ pub enum Input<'a> {
     },
     /// `jarfleet abort` of a judged canary: it fails now.
     CanaryAbort,
+    /// Led by the cluster: the new set's share is `percent` at canary step `step` (a new
+    /// judging window when either changed).
+    LeadShare {
+        step: u32,
+        percent: u8,
+        counters: &'a Counters,
+    },
+    /// Led by the cluster: the old set goes.
+    LeadRelease,
+    /// Led by the cluster: the rollout was rolled back across the cluster.
+    LeadRollBack { reason: String },
     /// `jarfleet abort` of a rolling or blue-green deployment (or a canary not judged yet):
     /// walks back to the old release.
     RollBack { reason: String },
@@ -168,6 +191,7 @@ impl Deployment {
             progress: None,
             canary: None,
             refresh: None,
+            lead: None,
         }
     }
 
@@ -230,6 +254,12 @@ impl Deployment {
             && !self.canary.as_ref().is_some_and(|c| c.passed)
     }
 
+    /// Led by the cluster and not released yet: the old set stays (and a blue-green's new set
+    /// takes no traffic).
+    pub fn held_by_cluster(&self) -> bool {
+        self.phase == Phase::Running && self.lead.as_ref().is_some_and(|l| !l.released)
+    }
+
     /// Moves the machine on; the effects say what the daemon does, in order.
     pub fn step(&mut self, input: Input<'_>, now: Millis) -> Vec<Effect> {
         if !self.is_active() {
@@ -259,6 +289,24 @@ impl Deployment {
             Input::CanaryAbort => {
                 if self.canary.is_some() {
                     self.canary_fail("aborted by the operator".into(), now, &mut fx);
+                }
+            }
+            Input::LeadShare {
+                step,
+                percent,
+                counters,
+            } => self.lead_share(step, percent, counters, now, &mut fx),
+            Input::LeadRelease => self.lead_release(now, &mut fx),
+            Input::LeadRollBack { reason } => {
+                if self.phase != Phase::Running || self.lead.is_none() {
+                    return fx;
+                }
+                if self.canary.is_some() {
+                    self.canary_fail(reason, now, &mut fx);
+                } else {
+                    self.roll_back(&reason, now, &mut fx);
+                    fx.push(Effect::SyncLb);
+                    fx.push(Effect::Drive);
                 }
             }
             Input::RollBack { reason } => {

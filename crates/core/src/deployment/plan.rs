@@ -34,7 +34,10 @@ impl Deployment {
         }
         let target = self.target().to_string();
         let params = RolloutParams {
-            hold: self.canary_holds(),
+            hold: self.canary_holds() || self.held_by_cluster(),
+            // Led by the cluster, the old set does not stay warm: the cluster's slots are
+            // brought back to their numbers on the new release once it ends.
+            keep_old: plan.params.keep_old && self.lead.is_none(),
             ..plan.params
         };
         let steps = rollout::next_steps(&params, plan.members, now);
@@ -48,13 +51,13 @@ impl Deployment {
                         && matches!(m.state, MemberState::Ready { since } if now >= since + min_healthy)
                 })
                 .count() as u32;
-            self.canary_begin(
-                healthy >= params.instances,
-                plan.canary_steps,
-                plan.counters,
-                now,
-                fx,
-            );
+            let whole = healthy >= params.instances;
+            if let Some(lead) = self.lead.as_mut() {
+                lead.ready = whole;
+            }
+            if self.walks_as == super::Kind::Canary {
+                self.canary_begin(whole, plan.canary_steps, plan.counters, now, fx);
+            }
         }
         let app = self.app.clone();
         let mut log = Vec::new();

@@ -985,3 +985,98 @@ fn the_during_table_sees_the_kind() {
         assert!(!dep.during().rolling_back);
     }
 }
+
+/// A deployment that is this node's part of a cluster-wide rollout.
+fn led(kind: Kind) -> Deployment {
+    let mut dep = d(kind);
+    dep.lead = Some(Lead::default());
+    dep
+}
+
+#[test]
+fn a_led_canary_takes_its_steps_from_the_cluster_and_never_judges_itself() {
+    let mut dep = led(Kind::Canary);
+    World::new("oo", canary_params()).drive(&mut dep, T0);
+    assert_eq!(dep.lead.as_ref().map(|l| l.ready), Some(false));
+    // The whole new set is healthy: ready for the cluster, but no share of its own.
+    let mut w = World::new("oonn", canary_params());
+    w.counters = counters(5, 0);
+    let fx = w.drive(&mut dep, T0 + 10_000);
+    assert_eq!(short(&fx), "");
+    assert_eq!(dep.lead.as_ref().map(|l| l.ready), Some(true));
+    assert_eq!(dep.canary.as_ref().map(|c| c.percent), Some(0));
+    // The cluster's first step: a share and a new window.
+    let share = |dep: &mut Deployment, step, percent, at| {
+        dep.step(
+            Input::LeadShare {
+                step,
+                percent,
+                counters: &counters(5, 0),
+            },
+            at,
+        )
+    };
+    let fx = share(&mut dep, 0, 20, T0 + 11_000);
+    assert_eq!(short(&fx), "record observe lb");
+    let run = dep.canary.clone().unwrap_or_else(|| panic!("no run"));
+    assert_eq!((run.percent, run.started), (20, Some(T0 + 11_000)));
+    assert_eq!(short(&share(&mut dep, 0, 20, T0 + 12_000)), "", "the same step");
+    // Its own judgement never runs, however bad its figures.
+    let fx = dep.step(
+        Input::CanaryJudge {
+            counters: &counters(1_000, 900),
+            spec: &spec(&[]),
+            bounds: &[1_000],
+        },
+        T0 + 200_000,
+    );
+    assert_eq!(short(&fx), "");
+    assert_eq!(dep.phase, Phase::Running);
+    // Its figures of the step, for the cluster.
+    let f = run.step_figures(&counters(25, 1));
+    assert_eq!((f.canary.requests, f.canary.failures), (20, 1));
+    // Nor does the operator's promote.
+    assert!(dep.canary_holds());
+    // Released: the old set goes.
+    let fx = dep.step(Input::LeadRelease, T0 + 30_000);
+    assert_eq!(short(&fx), "record drive lb");
+    assert!(!dep.canary_holds() && !dep.held_by_cluster());
+    let fx = World::new("oonn", canary_params()).drive(&mut dep, T0 + 30_001);
+    assert_eq!(short(&fx), "-0 -1 record");
+}
+
+#[test]
+fn a_led_deployment_rolled_back_by_the_cluster_walks_back() {
+    let mut dep = led(Kind::Canary);
+    World::new("oonn", canary_params()).drive(&mut dep, T0 + 10_000);
+    dep.step(
+        Input::LeadShare {
+            step: 0,
+            percent: 20,
+            counters: &counters(0, 0),
+        },
+        T0 + 11_000,
+    );
+    let fx = dep.step(
+        Input::LeadRollBack {
+            reason: "canary step 1 (20 %) failed on the whole cluster's figures".into(),
+        },
+        T0 + 20_000,
+    );
+    assert!(short(&fx).contains("emit:deploy.rolling-back"), "{}", short(&fx));
+    assert_eq!(dep.phase, Phase::RollingBack);
+    assert_eq!(dep.canary.as_ref().map(|c| c.percent), Some(0));
+    // A blue-green led by the cluster holds its switch, and keeps no old set warm.
+    let mut bg = led(Kind::BlueGreen);
+    let bg_params = RolloutParams {
+        switch: true,
+        keep_old: true,
+        ..params(2, 2, 0)
+    };
+    let fx = World::new("oonn", bg_params).drive(&mut bg, T0 + 10_000);
+    assert_eq!(short(&fx), "", "held until the cluster switches");
+    assert!(bg.held_by_cluster());
+    bg.step(Input::LeadRelease, T0 + 11_000);
+    let fx = World::new("oonn", bg_params).drive(&mut bg, T0 + 11_001);
+    assert_eq!(short(&fx), "-0 -1 record");
+}

@@ -123,6 +123,16 @@ impl Control {
         let Some(rt) = self.apps.get(app) else {
             return Err(self.unknown_app(app));
         };
+        if rt.deployment.as_ref().is_some_and(|d| d.lead.is_some()) {
+            return Err(usage(
+                format!(
+                    "{app}'s canary goes out across the cluster: its steps are judged by the cluster's scheduler on every node's figures"
+                ),
+                Some(
+                    "`jarfleet status` shows its steps; applying the release before it rolls it back on every node",
+                ),
+            ));
+        }
         let Some(run) = rt.canary() else {
             return Err(usage(format!("{app}'s canary has not started yet"), None));
         };

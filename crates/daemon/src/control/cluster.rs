@@ -32,7 +32,7 @@ pub(super) struct ClusterState {
     local: watch::Sender<LocalView>,
     /// Per app: slot → the placement's generation, of every slot this node runs; `None`
     /// before the first assignment.
-    assigned: Option<BTreeMap<String, BTreeMap<u32, u64>>>,
+    pub(super) assigned: Option<BTreeMap<String, BTreeMap<u32, u64>>>,
     /// The generation each slot was last assigned at: a copy no longer assigned is reported
     /// `draining` at it until its process is gone.
     generations: BTreeMap<(String, u32), u64>,
@@ -41,25 +41,31 @@ pub(super) struct ClusterState {
     /// Per app: the release this node's last deployment of it rolled back from (the
     /// cluster's rollout of it stops when a node says so).
     rolled_back: BTreeMap<String, String>,
+    /// This node's figures of its led deployments' new sets, for the agent.
+    pub(super) stats: watch::Sender<jarfleet_cluster::publish::SetStatsView>,
+    /// Per app: the canary or blue-green rollout its deployment follows.
+    pub(super) leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
 }
 
 impl Control {
     pub(super) fn on_cluster(&mut self, note: ClusterNote) {
         match note {
-            ClusterNote::Attach { local } => {
+            ClusterNote::Attach { local, stats } => {
                 self.cluster = Some(ClusterState {
                     local,
                     assigned: None,
                     generations: BTreeMap::new(),
                     remote: BTreeMap::new(),
                     rolled_back: BTreeMap::new(),
+                    stats,
+                    leads: BTreeMap::new(),
                 });
                 // The agent decides nothing before this first report (even an empty one).
                 if let Some(c) = self.cluster.as_ref() {
                     c.local.send_replace(self.cluster_view());
                 }
             }
-            ClusterNote::Assign { apps, run } => self.cluster_assign(apps, run),
+            ClusterNote::Assign { apps, run, leads } => self.cluster_assign(apps, run, leads),
             ClusterNote::Remote(remote) => {
                 if let Some(c) = self.cluster.as_mut() {
                     c.remote = remote;
@@ -86,16 +92,21 @@ impl Control {
         &mut self,
         mut apps: BTreeMap<String, PreparedApp>,
         run: BTreeMap<String, BTreeMap<u32, u64>>,
+        leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
     ) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
+        c.leads = leads;
         for (app, slots) in &run {
             for (slot, generation) in slots {
                 c.generations.insert((app.clone(), *slot), *generation);
             }
         }
         c.assigned = Some(run.clone());
+        // A rollout rolled back across the cluster turns this node's deployment back before
+        // the release before it is applied (which the deployment then already heads for).
+        self.follow_leads();
         for (name, p) in apps.iter_mut() {
             p.spec.instances = run.get(name).map_or(0, |s| s.len() as u32);
         }

@@ -79,6 +79,7 @@ pub(super) fn resume(r: DeploymentRecord, walks_as: Kind) -> Option<Deployment> 
         }),
         canary: None,
         refresh: None,
+        lead: None,
         app: r.app,
         from: r.from,
         to: r.to,
@@ -160,6 +161,9 @@ impl Control {
         let kind = Kind::of_strategy(rt.rec.release(to).0.deploy.strategy);
         let now = self.now_ms();
         let mut d = Deployment::new(app, &from, to, kind, why, now);
+        if self.led_by_cluster(app, &from, to) {
+            d.lead = Some(Default::default());
+        }
         // Its id comes from the store, so it is written at once — after the writes kept while
         // the store failed, or the store could hold it beside an older deployment still open.
         self.flush_kept()

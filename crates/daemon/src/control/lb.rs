@@ -285,7 +285,12 @@ impl Control {
     /// Pushes the app's ready instances to its listener if they changed.
     pub(super) fn sync_lb(&mut self, app: &str) {
         // A canary splits the traffic between its release and the rest by weight.
+        let held = self.held_blue_green(app);
         let split = self.apps.get(app).and_then(|rt| {
+            if let Some(release) = held {
+                // Led by the cluster: its new set waits for every node's switch.
+                return Some((release, 100, 0));
+            }
             let release = rt.canary()?.release.clone();
             let ready = |of_canary: bool| {
                 rt.slots

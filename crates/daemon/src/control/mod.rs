@@ -166,6 +166,7 @@ fn failed(message: impl Into<String>) -> ErrorBody {
 
 mod canary;
 mod cluster;
+mod cluster_lead;
 mod commands;
 pub mod data_plane;
 mod deploy;
@@ -323,10 +324,12 @@ impl Control {
     pub fn tick(&mut self) -> Option<Option<u64>> {
         self.tick_all();
         self.trim_when_quiet();
+        self.follow_leads();
         self.drive_deployments();
         self.settle_cluster_slots();
         self.sync_all_lbs();
         self.publish_cluster_view();
+        self.publish_set_stats();
         self.persist_dirty();
         self.retry_store();
         if self.shutdown_complete() {
@@ -696,6 +699,7 @@ impl Control {
                 })
             })
             .chain(self.canary_wakeup())
+            .chain(self.lead_wakeup())
             .chain(self.listener_wakeup())
             .chain(self.trimmer.due_at())
             .chain(self.persist.borrow().next_retry())

@@ -35,6 +35,7 @@ impl Control {
                 );
             }
         }
+        self.lead_resumed();
         let mut adopted = 0;
         let mut redrain = Vec::new();
         for record in self.store.instances()? {
