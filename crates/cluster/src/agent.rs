@@ -442,7 +442,10 @@ fn leads(m: &Mirror) -> BTreeMap<String, RolloutRecord> {
     m.rollouts
         .iter()
         .filter(|(app, (r, _))| {
-            r.leads_sets() && m.apps.get(*app).is_some_and(|(a, _)| a.release == r.release)
+            r.leads_sets()
+                && m.apps
+                    .get(*app)
+                    .is_some_and(|(a, _)| a.release == r.release)
         })
         .map(|(app, (r, _))| (app.clone(), r.clone()))
         .collect()

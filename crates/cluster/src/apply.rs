@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use jarfleet_core::cluster::keys::Keys;
-use jarfleet_core::cluster::records::{RolloutRecord, RolloutState, RolloutStrategy, decode, encode};
+use jarfleet_core::cluster::records::{
+    RolloutRecord, RolloutState, RolloutStrategy, decode, encode,
+};
 use jarfleet_core::reconcile::{self, AppState, Plan};
 use jarfleet_etcd::{Client, Compare, CompareOp, Op, Txn};
 
@@ -46,9 +48,7 @@ pub async fn apply(
                 message: format!(
                     "{name}: a canary across the cluster cannot pause for `jarfleet promote` (canary `pause`): the cluster's scheduler judges every step on every node's figures; nothing was applied"
                 ),
-                hint: Some(format!(
-                    "remove `pause` from [apps.{name}.deploy] canary"
-                )),
+                hint: Some(format!("remove `pause` from [apps.{name}.deploy] canary")),
             });
         }
     }

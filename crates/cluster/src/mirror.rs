@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use jarfleet_core::cluster::keys::{Key, Keys};
 use jarfleet_core::cluster::records::{
-    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, RolloutRecord, SetStatsRecord, StatusRecord,
-    decode,
+    AdminRecord, AllocRecord, LeaderRecord, NodeRecord, Record, RolloutRecord, SetStatsRecord,
+    StatusRecord, decode,
 };
 use jarfleet_core::cluster::schedule::{Demand, Placed, View};
 use jarfleet_etcd::{Event, EventKind, KeyValue};

@@ -192,8 +192,8 @@ impl ClusterLink {
             }
             .into(),
         )
-            .await
-            .map_err(|_| failed("the daemon is stopping"))?;
+        .await
+        .map_err(|_| failed("the daemon is stopping"))?;
         // `up -d` returns once the node is registered (bounded: with etcd out of reach the
         // node registers by itself later), so that an apply right after it counts this node.
         let mut session = agent.session_changes();

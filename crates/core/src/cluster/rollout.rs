@@ -490,7 +490,10 @@ mod tests {
         let mut w = World::new();
         let step = w.next(&canary(), 10).expect("every node at once");
         assert_eq!(step.record.cleared, ["a", "b", "c"]);
-        assert_eq!(step.record.percent, 0, "no traffic before every set is ready");
+        assert_eq!(
+            step.record.percent, 0,
+            "no traffic before every set is ready"
+        );
         let r = step.record;
         assert_eq!(w.next(&r, 11), None);
         w.ready("a");
@@ -504,7 +507,11 @@ mod tests {
         let step = w.next(&r, 14).expect("the first step");
         assert_eq!((step.record.step, step.record.percent), (0, 10));
         assert_eq!(step.record.step_started_ms, Some(14));
-        assert!(step.said.contains("10 % of every node's traffic"), "{}", step.said);
+        assert!(
+            step.said.contains("10 % of every node's traffic"),
+            "{}",
+            step.said
+        );
     }
 
     #[test]
@@ -523,7 +530,10 @@ mod tests {
         let step = w.next(&r, 9_000).expect("judged");
         assert_eq!((step.record.step, step.record.percent), (1, 50));
         let v = &step.record.verdicts[0];
-        assert!(v.passed && v.figures.contains("canary 24 requests"), "{v:?}");
+        assert!(
+            v.passed && v.figures.contains("canary 24 requests"),
+            "{v:?}"
+        );
         assert_eq!(v.nodes.len(), 3);
         // The last step passed: every node lets its old set go.
         r = step.record;
@@ -555,8 +565,14 @@ mod tests {
         w.figures("a", 0, 10, (50, 15), 500);
         w.figures("b", 0, 10, (50, 15), 500);
         w.ready("c");
-        assert_eq!(w.next(&r, 9_000), None, "c's figures of the step are awaited");
-        let step = w.next(&r, 9_000 + LATE_FIGURES_MS).expect("judged without c");
+        assert_eq!(
+            w.next(&r, 9_000),
+            None,
+            "c's figures of the step are awaited"
+        );
+        let step = w
+            .next(&r, 9_000 + LATE_FIGURES_MS)
+            .expect("judged without c");
         assert_eq!(step.record.state, RolloutState::RolledBack);
         assert_eq!(step.record.percent, 0);
         let why = step.record.why.clone().unwrap_or_default();

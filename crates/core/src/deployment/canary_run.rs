@@ -344,7 +344,10 @@ impl Deployment {
         run.window(counters, now);
         self.log(
             now,
-            format!("canary step {}: {percent} % of the traffic (the cluster's step)", step + 1),
+            format!(
+                "canary step {}: {percent} % of the traffic (the cluster's step)",
+                step + 1
+            ),
         );
         fx.push(Effect::Record);
         fx.push(Effect::Observe);

@@ -1020,7 +1020,11 @@ fn a_led_canary_takes_its_steps_from_the_cluster_and_never_judges_itself() {
     assert_eq!(short(&fx), "record observe lb");
     let run = dep.canary.clone().unwrap_or_else(|| panic!("no run"));
     assert_eq!((run.percent, run.started), (20, Some(T0 + 11_000)));
-    assert_eq!(short(&share(&mut dep, 0, 20, T0 + 12_000)), "", "the same step");
+    assert_eq!(
+        short(&share(&mut dep, 0, 20, T0 + 12_000)),
+        "",
+        "the same step"
+    );
     // Its own judgement never runs, however bad its figures.
     let fx = dep.step(
         Input::CanaryJudge {
@@ -1063,7 +1067,11 @@ fn a_led_deployment_rolled_back_by_the_cluster_walks_back() {
         },
         T0 + 20_000,
     );
-    assert!(short(&fx).contains("emit:deploy.rolling-back"), "{}", short(&fx));
+    assert!(
+        short(&fx).contains("emit:deploy.rolling-back"),
+        "{}",
+        short(&fx)
+    );
     assert_eq!(dep.phase, Phase::RollingBack);
     assert_eq!(dep.canary.as_ref().map(|c| c.percent), Some(0));
     // A blue-green led by the cluster holds its switch, and keeps no old set warm.

@@ -77,15 +77,14 @@ impl Control {
             };
             let record = c.leads.get(app).filter(|r| r.release == d.to);
             let follow = match record {
-                None => Follow::RollBack(format!(
-                    "the cluster no longer rolls out release {}",
-                    d.to
-                )),
-                Some(r) if r.state == RolloutState::RolledBack => Follow::RollBack(
-                    r.why
-                        .clone()
-                        .unwrap_or_else(|| format!("release {} was rolled back across the cluster", d.to)),
-                ),
+                None => {
+                    Follow::RollBack(format!("the cluster no longer rolls out release {}", d.to))
+                }
+                Some(r) if r.state == RolloutState::RolledBack => {
+                    Follow::RollBack(r.why.clone().unwrap_or_else(|| {
+                        format!("release {} was rolled back across the cluster", d.to)
+                    }))
+                }
                 Some(r) if r.released => {
                     if !d.held_by_cluster() {
                         continue;
@@ -177,7 +176,11 @@ impl Control {
     pub(super) fn lead_wakeup(&self) -> Option<u64> {
         self.apps
             .values()
-            .any(|rt| rt.deployment.as_ref().is_some_and(|d| d.lead.is_some() && d.is_active()))
+            .any(|rt| {
+                rt.deployment
+                    .as_ref()
+                    .is_some_and(|d| d.lead.is_some() && d.is_active())
+            })
             .then(|| self.now_ms() + LEAD_EVERY_MS)
     }
 

@@ -243,6 +243,17 @@ impl Cluster {
         jar: &std::path::Path,
         more: &[&str],
     ) -> PathBuf {
+        self.apps_file_toml(instances, jar, more, "")
+    }
+
+    /// [`Cluster::apps_file_args`] with more of the app's TOML after it (`[apps.web.deploy]`).
+    pub(crate) fn apps_file_toml(
+        &self,
+        instances: u32,
+        jar: &std::path::Path,
+        more: &[&str],
+        toml: &str,
+    ) -> PathBuf {
         let path = self.dir.path().join("apps.toml");
         let args: String = ["--bind", "0.0.0.0"]
             .iter()
@@ -253,7 +264,7 @@ impl Cluster {
         std::fs::write(
             &path,
             format!(
-                "[apps.web]\nartifact = {jar:?}\ninstances = {instances}\nports = \"{a}-{b}\"\nargs = [{args}]\nlisten = \"0.0.0.0:{listen}\"\njava = {{ opts = {opts}, fast_start = false }}\n\n[apps.web.health]\nhttp = \"/health\"\ninterval = \"500ms\"\n",
+                "[apps.web]\nartifact = {jar:?}\ninstances = {instances}\nports = \"{a}-{b}\"\nargs = [{args}]\nlisten = \"0.0.0.0:{listen}\"\njava = {{ opts = {opts}, fast_start = false }}\n\n[apps.web.health]\nhttp = \"/health\"\ninterval = \"500ms\"\n{toml}",
                 jar = jar.display().to_string(),
                 a = self.ports.0,
                 b = self.ports.1,

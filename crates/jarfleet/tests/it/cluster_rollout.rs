@@ -12,9 +12,9 @@ use crate::front_door::FrontLoad;
 use crate::harness::wait_until_explained;
 
 /// One instance as a node's `status` shows the cluster's: (node, slot) → (release, state).
-type Seen = BTreeMap<(String, u64), (String, String)>;
+pub(crate) type Seen = BTreeMap<(String, u64), (String, String)>;
 
-fn instances(c: &Cluster, seer: &Node) -> Seen {
+pub(crate) fn instances(c: &Cluster, seer: &Node) -> Seen {
     let status: Value =
         serde_json::from_str(&c.ok(seer, &["status", "-o", "json"])).expect("status is JSON");
     status["cluster"]["instances"]
@@ -38,7 +38,7 @@ fn instances(c: &Cluster, seer: &Node) -> Seen {
 }
 
 /// The one release every instance runs, ready, once there are `n` of them.
-fn settled_release(seen: &Seen, n: usize) -> Option<String> {
+pub(crate) fn settled_release(seen: &Seen, n: usize) -> Option<String> {
     let releases: BTreeSet<&String> = seen.values().map(|(r, _)| r).collect();
     let ready = seen.values().all(|(_, s)| s == "ready");
     (seen.len() == n && releases.len() == 1 && ready)

@@ -16,6 +16,7 @@ mod api_limits;
 mod balancer;
 mod canary;
 mod cluster;
+mod cluster_canary;
 mod cluster_rollout;
 mod cluster_tls;
 mod config;
