@@ -7,6 +7,7 @@ One command (from the repository root, as root: it makes network namespaces):
     python3 bench/cluster.py [--runs 10] [--etcd-down-runs 1] [--write-docs]
     python3 bench/cluster.py --only drain [--runs 10] [--write-docs]
     python3 bench/cluster.py --only rollout,rollout-scheduler-kill [--runs 10] [--write-docs]
+    python3 bench/cluster.py --only canary-good,canary-bad [--runs 10] [--write-docs]
 
 What it builds, afresh for every run of every scenario (so that each run starts from the same
 cluster: no host restored, nothing re-spread by hand):
@@ -36,7 +37,8 @@ Scenarios (shuffled within each run; `--only a,b`):
   etcd-leader-kill, etcd-down, freeze, partition;
   an operator's actions ("## Cluster operations"): drain (`--only drain`);
   a new release across the hosts ("## Cluster rollouts"): rollout, rollout-scheduler-kill
-  (`--only rollout,rollout-scheduler-kill`);
+  (`--only rollout,rollout-scheduler-kill`); a canary across the hosts ("## Cluster canaries"):
+  canary-good, canary-bad (`--only canary-good,canary-bad`);
 see `SCENARIO_DOCS` below and the report for what each measures.
 
 Prints a markdown report; `--write-docs` writes it into docs/BENCHMARKS.md ("## Cluster").
@@ -91,8 +93,11 @@ FAILURES = ["host-kill", "link-cut", "scheduler-kill", "etcd-leader-kill", "etcd
 OPERATIONS = ["drain"]
 # A new release across the hosts ("## Cluster rollouts").
 ROLLOUTS = ["rollout", "rollout-scheduler-kill"]
-SCENARIOS = FAILURES + OPERATIONS + ROLLOUTS
-SECTIONS = {SECTION: FAILURES, "## Cluster operations": OPERATIONS, "## Cluster rollouts": ROLLOUTS}
+# A canary across the hosts ("## Cluster canaries").
+CANARIES = ["canary-good", "canary-bad"]
+SCENARIOS = FAILURES + OPERATIONS + ROLLOUTS + CANARIES
+SECTIONS = {SECTION: FAILURES, "## Cluster operations": OPERATIONS, "## Cluster rollouts": ROLLOUTS,
+            "## Cluster canaries": CANARIES}
 
 
 def log(*a):
@@ -625,19 +630,21 @@ class Cluster:
         return (rep.get("leader") and len(rep["nodes"]) == HOSTS
                 and all(n["state"] == "ready" for n in rep["nodes"]))
 
-    def apps_file(self, instances, version=None):
-        path = os.path.join(self.dir, f"apps-{instances}-{version}.toml")
+    def apps_file(self, instances, version=None, args=(), deploy=""):
+        tag = abs(hash((tuple(args), deploy)))
+        path = os.path.join(self.dir, f"apps-{instances}-{version}-{tag}.toml")
         more = f', "--version", "{version}"' if version else ""
+        more += "".join(f', "{a}"' for a in args)
         with open(path, "w") as f:
             f.write(f'[apps.web]\nartifact = "{self.b.jar}"\ninstances = {instances}\n'
                     f'ports = "{APP_PORTS[0]}-{APP_PORTS[1]}"\nargs = ["--bind", "0.0.0.0"{more}]\n'
                     f'listen = "0.0.0.0:{LISTEN}"\njava = {{ opts = {JVM_OPTS}, fast_start = false }}\n\n'
-                    f'[apps.web.health]\nhttp = "/health"\ninterval = "500ms"\n')
+                    f'[apps.web.health]\nhttp = "/health"\ninterval = "500ms"\n{deploy}')
         return path
 
-    def apply(self, i, instances, version=None):
+    def apply(self, i, instances, version=None, args=(), deploy=""):
         t0 = now()
-        r = self.jf(i, "apply", self.apps_file(instances, version), check=False, timeout=120)
+        r = self.jf(i, "apply", self.apps_file(instances, version, args, deploy), check=False, timeout=120)
         return {"ok": r.returncode == 0, "s": now() - t0, "err": (r.stderr or r.stdout).strip()[-400:]}
 
     def wait_steady(self, timeout=90.0):
@@ -1330,6 +1337,92 @@ def rollout(c, b, kill_scheduler):
     return fig
 
 
+# The app's canary settings in the canary scenarios: the defaults (steps 5, 25, 50, 100 %,
+# `warmup_requests` 200, `min_requests` 20, `max_error_rate` 1 %, `max_p99_ratio` 1.5) with the
+# issue's step time.
+CANARY_DEPLOY = '[apps.web.deploy]\nstrategy = "canary"\ncanary = { step_time = "8s" }\n'
+
+
+def web_rollout(c, i):
+    """`web`'s rollout record as host i's `status` shows it, or None."""
+    try:
+        ro = [x for x in (c.status_json(i).get("cluster") or {}).get("rollouts", []) if x["app"] == "web"]
+    except (RuntimeError, ValueError, subprocess.TimeoutExpired):
+        return None
+    return ro[0] if ro else None
+
+
+def canary(c, b, bad):
+    """6 instances (2 a host) of a canary app, then an apply from a random host of a new release:
+    a healthy one (`--version v2`), or one that answers 30 % of its requests with a 500
+    (`--error-rate 0.3`); load through all 3 hosts."""
+    fig = {}
+    hosts = list(range(HOSTS))
+    r = c.apply(random.choice(hosts), ROLLOUT_INSTANCES, deploy=CANARY_DEPLOY)
+    if not r["ok"]:
+        raise RuntimeError(f"scaling to {ROLLOUT_INSTANCES}: {r['err']}")
+    deadline = time.monotonic() + 180
+    while True:
+        before = settled(cluster_instances(c, 0), ROLLOUT_INSTANCES)
+        ro = web_rollout(c, 0)
+        if before and (ro is None or ro["state"] != "rolling"):
+            break
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"never {ROLLOUT_INSTANCES} ready: {cluster_instances(c, 0)} {ro}")
+        time.sleep(0.3)
+    loads = [c.load(i, b, posts=not bad) for i in hosts]
+    warm(loads)
+    pre = t0 = now()
+    args = ("--error-rate", "0.3") if bad else ()
+    r = c.apply(random.choice(hosts), ROLLOUT_INSTANCES, "v2", args=args, deploy=CANARY_DEPLOY)
+    if not r["ok"]:
+        raise RuntimeError(f"the apply of v2: {r['err']}")
+    seer = random.choice(hosts)
+    deadline = time.monotonic() + 420
+    ro = None
+    while time.monotonic() < deadline:
+        ro = web_rollout(c, seer)
+        if ro and ro["state"] != "rolling":
+            got = settled(cluster_instances(c, seer), ROLLOUT_INSTANCES)
+            if got and (got == before) == (ro["state"] == "rolled-back"):
+                break
+        time.sleep(POLL)
+    end = now()
+    fig["rollout_s"] = end - t0
+    time.sleep(2.0)
+    fig["promoted"] = 1 if ro and ro["state"] == "done" else 0
+    fig["rolled_back"] = 1 if ro and ro["state"] == "rolled-back" else 0
+    verdicts = (ro or {}).get("verdicts", [])
+    fig["steps_judged"] = len(verdicts)
+    # When the new release first had a share of the traffic: the scheduler's event.
+    leader = c.names.index(c.leader())
+    shared = [e["ts"] / 1000 for e in c.events(leader)
+              if e["kind"] == "cluster.rollout" and "canary step 1 of" in e["message"] and e["ts"] >= t0 * 1000]
+    if shared:
+        fig["new_sets_ready_s"] = min(shared) - t0
+    if bad:
+        failed_at = sorted(e[0] for l in loads for e in l.entries() if not e[2] and e[0] >= pre)
+        if shared and verdicts:
+            fig["judged_s"] = verdicts[-1]["at_ms"] / 1000 - min(shared)
+        if failed_at:
+            fig["errors_s"] = failed_at[-1] - failed_at[0]
+            sent = sum(1 for l in loads for e in l.entries() if failed_at[0] <= e[0] <= failed_at[-1])
+            fig["error_pct"] = 100.0 * len(failed_at) / max(sent, 1)
+        load_figures(fig, loads, pre, now())
+        fig["client_errors"] = fig.pop("failed")
+        if not fig["rolled_back"]:
+            fig.setdefault("_failures", []).append(f"not rolled back: {ro}")
+    else:
+        load_figures(fig, loads, pre, now())
+        if not fig["promoted"]:
+            fig.setdefault("_failures", []).append(f"not promoted: {ro}")
+    for v in verdicts:
+        if not v["passed"] or bad:
+            fig.setdefault("_failures", []).append(
+                f"step {v['step']} ({v['percent']} %) {'passed' if v['passed'] else 'failed'}: {v['figures']}")
+    return fig
+
+
 RUNNERS = {
     "host-kill": lambda c, b: host_loss(c, b, "host-kill"),
     "link-cut": lambda c, b: host_loss(c, b, "link-cut"),
@@ -1341,11 +1434,13 @@ RUNNERS = {
     "drain": drain,
     "rollout": lambda c, b: rollout(c, b, False),
     "rollout-scheduler-kill": lambda c, b: rollout(c, b, True),
+    "canary-good": lambda c, b: canary(c, b, False),
+    "canary-bad": lambda c, b: canary(c, b, True),
 }
 
 # Figures where more is better: their worst run is the smallest, and the bar is a minimum.
 HIGHER_IS_BETTER = {"answered", "inside_answered", "victim_kept_running", "moving_event",
-                    "drain_margin_s", "state_done"}
+                    "drain_margin_s", "state_done", "promoted", "rolled_back"}
 
 # (key, what, bar text, bar value: the worst run must be ≤ it (≥ for HIGHER_IS_BETTER); None =
 # no bar, for context)
@@ -1440,6 +1535,24 @@ FIGURES = {
         ("slowest_s", "slowest answered request (s)", "—", None),
         ("state_done", "the cluster's rollout record says `done`", "1", 1),
         ("nodes_cleared", "nodes cleared, one after the other", "3", None),
+    ],
+    "canary-good": [
+        ("promoted", "promoted on every node (1 = yes; never rolled back for its cold JIT)", "1 in ≥ 9 of 10 runs", 1),
+        ("steps_judged", "canary steps judged on the whole cluster's figures", "4", None),
+        ("new_sets_ready_s", "apply → every node's new set ready, step 1 begins (s)", "—", None),
+        ("rollout_s", "apply → all 6 instances ready on it, the rollout `done` (s)", "—", None),
+        ("failed", "failed requests, GETs and POSTs, through all 3 hosts", "0", 0),
+        ("answered", "answered requests", "—", None),
+        ("slowest_s", "slowest answered request (s)", "—", None),
+    ],
+    "canary-bad": [
+        ("rolled_back", "rolled back on every node (1 = yes)", "1", 1),
+        ("judged_s", "step 1 begins (the new release gets 5 % of every balancer) → the rollback written (s)", "≤ 15 s", 15.0),
+        ("errors_s", "the clients' first 500 → their last (s)", "≤ 15 s", 15.0),
+        ("error_pct", "failed share of the requests sent meanwhile (%): 5 % share × 30 % = 1.5 %", "≤ 2.25 %", 2.25),
+        ("client_errors", "failed requests through all 3 hosts", "—", None),
+        ("answered", "answered requests", "—", None),
+        ("rollout_s", "apply → all 6 back on the old release, the rollout `rolled-back` (s)", "—", None),
     ],
     "rollout-scheduler-kill": [
         ("first_node_s", "apply → the first instance ready on it, and the scheduler's host killed (s)", "—", None),
@@ -1689,6 +1802,14 @@ SCENARIO_DOCS = {
                "the cluster takes it node by node, each node's own rolling deployment (the app's defaults: "
                "`max_surge` 1, each new instance healthy for `min_healthy` 10 s before an old one goes, so "
                "about 20 s a node with 2 instances; the cluster adds no wait of its own).",
+    "canary-good": "`web` (a canary app: the default canary settings with `step_time = \"8s\"`) scaled to 6 "
+                   "instances (2 a host), then an apply from a random host of a new release (`--version v2`) "
+                   "under load through all 3 hosts, half the requests POSTs: every node starts its 2 new "
+                   "instances beside the old ones at once; once all are ready, the scheduler gives the new "
+                   "release 5, 25, 50 then 100 % of every balancer's traffic, each step judged on the sum of "
+                   "every node's figures (a step whose canary has fewer than 20 warm requests in all goes on).",
+    "canary-bad": "as `canary-good`, but the new release answers 30 % of its requests with a 500 "
+                  "(`--error-rate 0.3`); GETs only.",
     "rollout-scheduler-kill": "as `rollout`, but once the first instance is ready on the new release, every "
                               "process on the scheduler's host is SIGKILLed; load (GETs) through the 2 others; "
                               "the next scheduler has to finish the rollout.",

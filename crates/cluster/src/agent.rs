@@ -52,11 +52,13 @@ impl Drop for Agent {
 
 impl Agent {
     /// Binds the peer endpoint and starts every task. `local` is the daemon's view of its
-    /// instances, `stats` its figures of the new sets of canary and blue-green rollouts; `notes` receives what the daemon must do and record.
+    /// instances, `stats` its figures of the new sets of canary and blue-green rollouts, `logs`
+    /// its instances' logs (served to its peers with TLS); `notes` receives what the daemon must do and record.
     pub async fn start(
         config: Config,
         local: watch::Receiver<LocalView>,
         stats: watch::Receiver<crate::publish::SetStatsView>,
+        logs: Option<crate::logs::LogSource>,
         notes: mpsc::UnboundedSender<Note>,
     ) -> Result<Agent> {
         let keys = Keys::new(&config.spec.name);
@@ -128,6 +130,7 @@ impl Agent {
                 config.clone(),
                 session.clone(),
                 tls.clone(),
+                logs,
                 notes.clone(),
             )),
             tokio::spawn(crate::peers::probe_peers(

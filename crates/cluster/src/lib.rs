@@ -21,6 +21,7 @@
 pub mod agent;
 pub mod apply;
 pub mod artifacts;
+pub mod logs;
 pub mod mirror;
 pub mod peers;
 pub mod pki;

@@ -6,8 +6,8 @@
 //! is always safe; placing them elsewhere is the scheduler's, on lease expiry.
 //!
 //! The endpoint answers `GET /v1/cluster/ping` with the node's and the cluster's names and its
-//! boot id, and serves the node's artifacts by digest ([`crate::artifacts`]); anything else is
-//! 404. A probe opens a new connection each
+//! boot id, serves the node's artifacts by digest ([`crate::artifacts`]) and, with TLS, its
+//! instances' logs ([`crate::logs`]); anything else is 404. A probe opens a new connection each
 //! time (a kept-alive one would not notice a host that went silent) and checks that the
 //! answer comes from the node it expects.
 
@@ -84,9 +84,11 @@ pub async fn serve(
     config: Arc<Config>,
     session: watch::Receiver<Option<SessionInfo>>,
     tls: Option<Arc<crate::tls::PeerTls>>,
+    logs: Option<crate::logs::LogSource>,
     notes: mpsc::UnboundedSender<Note>,
 ) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let streams = Arc::new(Semaphore::new(crate::logs::MAX_STREAMS));
     let artifacts = crate::artifacts::Artifacts::new(config.artifacts.clone());
     let refusals = Arc::new(crate::tls::Refusals::default());
     loop {
@@ -108,6 +110,9 @@ pub async fn serve(
             config: config.clone(),
             session: session.clone(),
             artifacts: artifacts.clone(),
+            logs: logs.clone(),
+            tls: tls.is_some(),
+            streams: streams.clone(),
         };
         let tls = tls.clone();
         let notes = notes.clone();
@@ -146,6 +151,11 @@ struct Handler {
     config: Arc<Config>,
     session: watch::Receiver<Option<SessionInfo>>,
     artifacts: crate::artifacts::Artifacts,
+    /// The node's instances' logs, for its peers (served only over TLS).
+    logs: Option<crate::logs::LogSource>,
+    tls: bool,
+    /// Log streams being served.
+    streams: Arc<Semaphore>,
 }
 
 impl Handler {
@@ -157,6 +167,9 @@ impl Handler {
             config,
             session,
             artifacts,
+            logs,
+            tls,
+            streams,
         } = self;
         // A ping is over in moments; an artifact's transfer may take a while.
         let deadline = Arc::new(std::sync::Mutex::new(Instant::now() + REQUEST_TIMEOUT * 2));
@@ -166,7 +179,20 @@ impl Handler {
             let session = session.clone();
             let artifacts = artifacts.clone();
             let extend = extend.clone();
+            let logs = logs.clone();
+            let streams = streams.clone();
             async move {
+                if req.method() == hyper::Method::GET && req.uri().path() == crate::logs::LOGS_PATH
+                {
+                    let answer =
+                        crate::logs::answer(req.uri().query(), logs.as_ref(), tls, &streams);
+                    if answer.status() == StatusCode::OK
+                        && let Ok(mut d) = extend.lock()
+                    {
+                        *d = Instant::now() + crate::logs::STREAM_LIMIT;
+                    }
+                    return Ok::<_, std::convert::Infallible>(answer);
+                }
                 let header = |name| {
                     req.headers()
                         .get(name)

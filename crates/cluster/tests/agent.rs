@@ -67,7 +67,7 @@ impl Node {
         let (local, view) = watch::channel(LocalView::new());
         let (stats, stats_view) = watch::channel(BTreeMap::new());
         let (tx, notes) = mpsc::unbounded_channel();
-        let agent = Agent::start(config.clone(), view, stats_view, tx)
+        let agent = Agent::start(config.clone(), view, stats_view, None, tx)
             .await
             .expect("the agent starts");
         // The daemon's first report (it runs nothing yet): the agent decides nothing before.
@@ -706,4 +706,168 @@ async fn a_new_release_reaches_one_node_at_a_time_and_the_next_scheduler_carries
         events.iter().any(|e| e.contains("runs on every node")),
         "{events:?}"
     );
+}
+
+/// Node `n`'s figures of web's new set of `release` at `step` (`percent`), as its daemon hands
+/// them to the agent: `canary` requests with `failed` of them failed, and 10 times as many
+/// stable.
+fn set_stats(
+    n: &Node,
+    release: &str,
+    ready: bool,
+    step: u32,
+    percent: u8,
+    canary: u64,
+    failed: u64,
+) {
+    use jarfleet_core::canary::{SetFigures, StepFigures};
+    let bounds = vec![1_000, 2_000, 5_000];
+    let set = |requests: u64, failures: u64| SetFigures {
+        requests,
+        failures,
+        buckets: vec![0, requests, 0, 0],
+    };
+    let record = jarfleet_core::cluster::records::SetStatsRecord {
+        release: release.into(),
+        ready,
+        step,
+        percent,
+        figures: StepFigures {
+            canary: set(canary, failed),
+            canary_warm: set(canary, failed),
+            stable: set(canary * 10, 0),
+        },
+        bounds,
+    };
+    n.stats
+        .send_replace(BTreeMap::from([("web".to_string(), record)]));
+}
+
+/// The rollout of web as `n` reads it from etcd.
+fn web_rollout(n: &Node) -> Option<jarfleet_core::cluster::records::RolloutRecord> {
+    n.agent()
+        .mirror()
+        .and_then(|m| m.rollouts.get("web").map(|(r, _)| r.clone()))
+}
+
+/// A canary's nodes all moved at once, its steps led through the record and judged on the sum
+/// of every node's published figures: a healthy one is released, a failing one rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_is_led_through_etcd_and_judged_on_every_node_s_figures() {
+    use jarfleet_core::cluster::records::RolloutState;
+    let etcd = etcd();
+    let mut a = Node::start(&etcd, "t9", "a").await;
+    let mut b = Node::start(&etcd, "t9", "b").await;
+    let mut c = Node::start(&etcd, "t9", "c").await;
+    all_registered(&mut [&mut a, &mut b, &mut c]).await;
+    let canary = "[apps.web.deploy]\nstrategy = \"canary\"\ncanary = { steps = [10, 100], step_time = \"1s\" }\n";
+    for (round, failing) in [(0, false), (1, true)] {
+        let mut want = BTreeMap::from([("web".to_string(), app_with("web", 3, canary))]);
+        if round == 0 {
+            a.agent().apply(&want, false).await.expect("applies r1");
+            until(&mut [&mut a, &mut b, &mut c], "one slot each", |ns| {
+                ns.iter().all(|n| n.runs("web").len() == 1)
+            })
+            .await;
+            for n in [&a, &b, &c] {
+                n.run_assigned("web");
+            }
+        }
+        if let Some(w) = want.get_mut("web") {
+            w.release = if failing { "r3" } else { "r2" }.into();
+        }
+        b.agent()
+            .apply(&want, false)
+            .await
+            .expect("applies the canary");
+        let release = want["web"].release.clone();
+        // Every node is told the new release at once, with the rollout to follow.
+        until(
+            &mut [&mut a, &mut b, &mut c],
+            "every node told at once",
+            |ns| {
+                ns.iter().all(|n| {
+                    told(n, "web") == release
+                        && n.assignment.as_ref().is_some_and(|x| {
+                            x.leads.get("web").is_some_and(|r| r.release == release)
+                        })
+                })
+            },
+        )
+        .await;
+        assert_eq!(
+            web_rollout(&a).map(|r| r.percent),
+            Some(0),
+            "no share before the sets are ready"
+        );
+        // Two nodes' new sets ready: no share yet; the third: step 1.
+        let publish = |n: &Node, ready, step, percent, canary, failed| {
+            set_stats(n, &release, ready, step, percent, canary, failed);
+        };
+        publish(&a, true, 0, 0, 0, 0);
+        publish(&b, true, 0, 0, 0, 0);
+        publish(&c, true, 0, 0, 0, 0);
+        until(&mut [&mut a, &mut b, &mut c], "step 1 at 10 %", |ns| {
+            web_rollout(ns[0]).is_some_and(|r| r.percent == 10 && r.step == 0)
+        })
+        .await;
+        // Each node alone has too few canary requests (min_requests 20); together enough.
+        for n in [&a, &b, &c] {
+            publish(n, true, 0, 10, 8, if failing { 3 } else { 0 });
+        }
+        if failing {
+            until(&mut [&mut a, &mut b, &mut c], "rolled back", |ns| {
+                web_rollout(ns[0]).is_some_and(|r| r.state == RolloutState::RolledBack)
+            })
+            .await;
+            let r = web_rollout(&a).expect("the rollout");
+            assert!(
+                r.why
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("failed on the whole cluster's figures"),
+                "{r:?}"
+            );
+            assert_eq!(r.verdicts[0].nodes.len(), 3, "{r:?}");
+            // Every node is told the release before it again.
+            until(
+                &mut [&mut a, &mut b, &mut c],
+                "every node back on r2",
+                |ns| ns.iter().all(|n| told(n, "web") == "r2"),
+            )
+            .await;
+        } else {
+            until(&mut [&mut a, &mut b, &mut c], "step 2 at 100 %", |ns| {
+                web_rollout(ns[0]).is_some_and(|r| r.percent == 100 && r.step == 1)
+            })
+            .await;
+            let r = web_rollout(&a).expect("the rollout");
+            assert!(
+                r.verdicts[0].passed && r.verdicts[0].figures.contains("canary 24 requests"),
+                "{r:?}"
+            );
+            for n in [&a, &b, &c] {
+                publish(n, true, 1, 100, 30, 0);
+            }
+            until(&mut [&mut a, &mut b, &mut c], "released", |ns| {
+                web_rollout(ns[0]).is_some_and(|r| r.released)
+            })
+            .await;
+            // The daemons (played here) let their old sets go and run r2 on their slots.
+            for n in [&mut a, &mut b, &mut c] {
+                n.drain_notes();
+                n.stats.send_replace(BTreeMap::new());
+                n.run_assigned("web");
+            }
+            until(&mut [&mut a, &mut b, &mut c], "done", |ns| {
+                web_rollout(ns[0]).is_some_and(|r| r.state == RolloutState::Done)
+            })
+            .await;
+            // A node's figures are gone from etcd once it has none.
+            until(&mut [&mut a, &mut b, &mut c], "figures withdrawn", |ns| {
+                ns[0].agent().mirror().is_some_and(|m| m.stats.is_empty())
+            })
+            .await;
+        }
+    }
 }

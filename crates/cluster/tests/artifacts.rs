@@ -63,7 +63,7 @@ fn endpoint(cache: &Path) -> (u16, tokio::runtime::Runtime) {
             // The sender lives as long as the endpoint.
             let _tx = tx;
             let (notes, _) = tokio::sync::mpsc::unbounded_channel();
-            jarfleet_cluster::peers::serve(listener, Arc::new(config), rx, None, notes).await;
+            jarfleet_cluster::peers::serve(listener, Arc::new(config), rx, None, None, notes).await;
         });
     });
     (port, rt)

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use jarfleet_cluster::logs::{LogAsk, LogLine};
 use jarfleet_cluster::pki::{ca_files, issue_node, make_ca};
 use jarfleet_cluster::tls::PeerTls;
 use jarfleet_cluster::{Config, Note};
@@ -102,11 +103,33 @@ async fn only_nodes_of_the_cluster_s_ca_are_served_and_every_refusal_is_an_event
     let listener = jarfleet_cluster::peers::bind(&cfg).await.expect("binds");
     let (session_tx, session) = watch::channel(None);
     let (notes_tx, mut notes) = mpsc::unbounded_channel();
+    // a's instance web/3 has two lines of log, then one more for whoever follows it.
+    let logs: jarfleet_cluster::logs::LogSource = Arc::new(|ask: LogAsk| {
+        let (tx, rx) = mpsc::channel(8);
+        tokio::spawn(async move {
+            for (i, line) in ["one", "two", "three"].iter().enumerate() {
+                if i == 2 && !ask.follow {
+                    break;
+                }
+                let line = LogLine {
+                    app: ask.app.clone(),
+                    slot: ask.slot,
+                    stream: "stdout".into(),
+                    line: line.to_string(),
+                };
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    });
     let server = tokio::spawn(jarfleet_cluster::peers::serve(
         listener,
         Arc::new(cfg),
         session,
         Some(server_tls),
+        Some(logs),
         notes_tx,
     ));
     let limit = Duration::from_secs(5);
@@ -197,6 +220,77 @@ async fn only_nodes_of_the_cluster_s_ca_are_served_and_every_refusal_is_an_event
     let refused = fetch(None, "anon-cache").await.expect("task");
     assert!(refused.is_err(), "fetched without a client certificate");
 
+    // An instance's logs, followed by b over TLS; a stranger gets nothing.
+    let ask = LogAsk {
+        app: "web".into(),
+        slot: 3,
+        lines: 10,
+        follow: true,
+    };
+    let mut lines =
+        jarfleet_cluster::logs::follow("127.0.0.1", port, "a", &b_tls.client, &ask, limit)
+            .await
+            .expect("b follows a's logs");
+    let mut got = Vec::new();
+    while let Some(l) = tokio::time::timeout(limit, lines.recv())
+        .await
+        .expect("a line in time")
+    {
+        assert_eq!((l.app.as_str(), l.slot), ("web", 3));
+        got.push(l.line);
+    }
+    assert_eq!(got, ["one", "two", "three"]);
+    let wrong_node =
+        jarfleet_cluster::logs::follow("127.0.0.1", port, "c", &b_tls.client, &ask, limit).await;
+    assert!(wrong_node.is_err(), "a's certificate taken for node c");
+
     drop(session_tx);
+    server.abort();
+}
+
+#[tokio::test]
+async fn without_tls_a_node_serves_no_logs() {
+    let dir = tempfile::tempdir().expect("dir");
+    let port = jarfleet_testkit::free_port();
+    let cfg = config("a", port, None, &dir.path().join("cache"));
+    let listener = jarfleet_cluster::peers::bind(&cfg).await.expect("binds");
+    let (_session_tx, session) = watch::channel(None);
+    let (notes_tx, _notes) = mpsc::unbounded_channel();
+    let logs: jarfleet_cluster::logs::LogSource = Arc::new(|_ask: LogAsk| {
+        let (tx, rx) = mpsc::channel(1);
+        tokio::spawn(async move {
+            let _ = tx
+                .send(LogLine {
+                    app: "web".into(),
+                    slot: 0,
+                    stream: "stdout".into(),
+                    line: "secret".into(),
+                })
+                .await;
+        });
+        rx
+    });
+    let server = tokio::spawn(jarfleet_cluster::peers::serve(
+        listener,
+        Arc::new(cfg),
+        session,
+        None,
+        Some(logs),
+        notes_tx,
+    ));
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    s.write_all(
+        b"GET /v1/cluster/logs?app=web&slot=0 HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("asks");
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(!answer.contains("secret"), "{answer}");
     server.abort();
 }

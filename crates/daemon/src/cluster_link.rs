@@ -55,6 +55,35 @@ pub enum ClusterNote {
     },
 }
 
+/// This node's instances' logs, served to its peers (over TLS only).
+fn log_source(dirs: &StateDir) -> jarfleet_cluster::logs::LogSource {
+    let dirs = dirs.clone();
+    Arc::new(move |ask: jarfleet_cluster::logs::LogAsk| {
+        let mut lines = crate::http::logtail::spawn(
+            dirs.clone(),
+            ask.app,
+            vec![ask.slot],
+            ask.lines,
+            ask.follow,
+        );
+        let (tx, rx) = mpsc::channel(256);
+        tokio::spawn(async move {
+            while let Some(l) = lines.recv().await {
+                let line = jarfleet_cluster::logs::LogLine {
+                    app: l.app,
+                    slot: l.slot,
+                    stream: l.stream,
+                    line: l.line,
+                };
+                if tx.send(line).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    })
+}
+
 /// What `STATE/cluster.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Saved {
@@ -114,6 +143,70 @@ impl ClusterLink {
     /// The agent, once joined.
     pub async fn agent(&self) -> Option<Arc<Agent>> {
         self.joined.lock().await.as_ref().map(|j| j.agent.clone())
+    }
+
+    /// The logs of `app/slot` when it runs on another node: that node's peer endpoint is asked
+    /// for them over TLS. `Ok(None)`: not a node of a cluster, or no other node runs it.
+    pub async fn follow_logs(
+        &self,
+        app: &str,
+        slot: u32,
+        lines: usize,
+        follow: bool,
+    ) -> Result<Option<mpsc::Receiver<jarfleet_cluster::logs::LogLine>>, ErrorBody> {
+        let Some(agent) = self.agent().await else {
+            return Ok(None);
+        };
+        let Some(m) = agent.mirror() else {
+            return Ok(None);
+        };
+        let me = agent.node();
+        // Where it is placed, else any other node that reports a copy of it.
+        let placed = m
+            .allocs
+            .get(&(app.to_string(), slot))
+            .map(|p| p.record.node.clone());
+        let node = placed.filter(|n| n != me).or_else(|| {
+            m.statuses
+                .keys()
+                .find(|(n, a, s)| n != me && a == app && *s == slot)
+                .map(|(n, _, _)| n.clone())
+        });
+        let Some(node) = node else {
+            return Ok(None);
+        };
+        let Some(tls) = agent.peer_tls() else {
+            return Err(refused(
+                format!(
+                    "{app}/{slot} runs on node {node}: following its logs from this node needs `[cluster] tls` (the nodes then prove who they are to each other)"
+                ),
+                Some(&format!(
+                    "run `jarfleet logs {app}/{slot}` on {node}, or set up `[cluster] tls` (docs/cluster.md)"
+                )),
+            ));
+        };
+        let Some(record) = m.nodes.get(&node).map(|r| r.record.clone()) else {
+            return Err(failed(format!(
+                "{app}/{slot} runs on node {node}, which is down: its logs cannot be read from here"
+            )));
+        };
+        let ask = jarfleet_cluster::logs::LogAsk {
+            app: app.to_string(),
+            slot,
+            lines: lines.min(jarfleet_cluster::logs::MAX_LINES),
+            follow,
+        };
+        jarfleet_cluster::logs::follow(
+            &record.address,
+            record.peer_port,
+            &node,
+            &tls.client,
+            &ask,
+            Duration::from_secs(5),
+        )
+        .await
+        .map(Some)
+        .map_err(|why| failed(format!("the logs of {app}/{slot} on node {node}: {why}")))
     }
 
     /// Rejoins the cluster kept in `STATE/cluster.json`, if any (a daemon start).
@@ -176,7 +269,7 @@ impl ClusterLink {
         let (local_tx, local_rx) = watch::channel(LocalView::new());
         let (stats_tx, stats_rx) = watch::channel(BTreeMap::new());
         let (notes_tx, notes_rx) = mpsc::unbounded_channel();
-        let agent = Agent::start(config, local_rx, stats_rx, notes_tx)
+        let agent = Agent::start(config, local_rx, stats_rx, Some(log_source(dirs)), notes_tx)
             .await
             .map_err(|e| match e {
                 jarfleet_cluster::Error::Refused { message, hint } => {

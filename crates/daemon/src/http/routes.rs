@@ -560,7 +560,21 @@ async fn logs(
     State(st): State<ApiState>,
     Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let slots = log_slots(&st, &q.app, q.slot).await?;
+    let slots = match log_slots(&st, &q.app, q.slot).await {
+        Ok(slots) => slots,
+        Err(e) => {
+            // An instance on another node of the cluster: its node serves its logs.
+            let Some(slot) = q.slot else { return Err(e) };
+            match st
+                .cluster
+                .follow_logs(&q.app, slot, q.lines, q.follow)
+                .await?
+            {
+                Some(remote) => return Ok(remote_log_stream(remote)),
+                None => return Err(e),
+            }
+        }
+    };
     let mut lines = crate::http::logtail::spawn(st.dirs.clone(), q.app, slots, q.lines, q.follow);
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
@@ -576,6 +590,30 @@ async fn logs(
         }
     });
     Ok(ndjson_stream(rx))
+}
+
+/// Another node's instance's log lines, as `/v1/logs` streams this node's.
+fn remote_log_stream(mut remote: mpsc::Receiver<jarfleet_cluster::logs::LogLine>) -> Response {
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    tokio::spawn(async move {
+        loop {
+            let line = tokio::select! {
+                line = remote.recv() => line,
+                _ = tx.closed() => return,
+            };
+            let Some(l) = line else { return };
+            let line = jarfleet_api::LogLine {
+                app: l.app,
+                slot: l.slot,
+                stream: l.stream,
+                line: l.line,
+            };
+            if tx.send(line_of(&line)).await.is_err() {
+                return;
+            }
+        }
+    });
+    ndjson_stream(rx)
 }
 
 async fn events(

@@ -217,4 +217,25 @@ fn a_blue_green_release_switches_every_node_once_every_new_set_is_ready() {
         )),
         "{events}"
     );
+    // Without `[cluster] tls`, another node's instance's logs are not served: said, with what
+    // to do.
+    let n0 = &c.nodes[0];
+    let other = instances(&c, n0)
+        .into_keys()
+        .find(|(node, _)| *node != n0.name)
+        .expect("an instance on another node");
+    let out = c
+        .lab
+        .host(0)
+        .command(crate::harness::jarfleet_bin())
+        .args(["logs", &format!("web/{}", other.1)])
+        .env("JARFLEET_STATE", &n0.state)
+        .output()
+        .expect("logs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("runs on node {}", other.0)) && stderr.contains("`[cluster] tls`"),
+        "{stderr}"
+    );
 }

@@ -27,6 +27,64 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
         let t = l.finish();
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
     }
+    // An instance on another node: its logs through this node, its node asked over TLS.
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(n0, &["status", "-o", "json"])).expect("status is JSON");
+    let remote = status["cluster"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["node"] != n0.name.as_str() && i["state"] == "ready")
+        .cloned()
+        .expect("an instance on another node");
+    let slot = remote["slot"].as_u64().expect("slot");
+    let prefix = format!("web/{slot} | ");
+    let past = c.ok(n0, &["logs", &format!("web/{slot}"), "-n", "50"]);
+    assert!(
+        past.contains(&format!("{prefix}listening on port")),
+        "{past}"
+    );
+    let mut follow = c
+        .lab
+        .host(0)
+        .command(crate::harness::jarfleet_bin())
+        .args(["logs", &format!("web/{slot}"), "-f", "-n", "0"])
+        .env("JARFLEET_STATE", &n0.state)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("logs -f");
+    let stdout = follow.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let target = format!(
+        "{}:{}",
+        remote["address"].as_str().expect("address"),
+        remote["port"].as_u64().expect("port")
+    );
+    let seen = wait_until_explained(
+        "a followed line from the other node",
+        Duration::from_secs(20),
+        || {
+            // The instance writes a line when asked.
+            let _ = raw_get(&target, "/log?lines=1&size=30");
+            rx.recv_timeout(Duration::from_millis(300))
+                .map_err(|e| format!("no line yet: {e}"))
+        },
+    );
+    assert!(seen.starts_with(&format!("{prefix}line ")), "{seen}");
+    let _ = follow.kill();
+    let _ = follow.wait();
+
     // The jar went from node to node over TLS.
     let fetched = [n1, n2].iter().any(|n| {
         c.ok(n, &["events", "-n", "100000", "-o", "json"])
@@ -137,4 +195,21 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
         .build()
         .call();
     assert!(plain.is_err(), "n0 answered plain HTTP: {plain:?}");
+}
+
+/// One GET to `addr` (`IP:PORT`), the answer ignored.
+fn raw_get(addr: &str, path: &str) -> std::io::Result<()> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::other(format!("{addr}: {e}")))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    Ok(())
 }
