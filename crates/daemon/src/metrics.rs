@@ -680,7 +680,48 @@ impl Scrape {
             "Ready instances on other nodes that this node's balancers send to, per app.",
             None,
             c.remote.iter().map(|(a, n)| ([("app", a.as_str())], *n)),
+        )?;
+        let traffic = self.cross_node_traffic();
+        counters(
+            enc,
+            "cluster_remote_requests",
+            "Responses this node's balancers got from instances on another node, by app and node.",
+            None,
+            traffic
+                .iter()
+                .map(|((app, node), (n, _))| ([("app", app.as_str()), ("node", node.as_str())], *n)),
+        )?;
+        gauges(
+            enc,
+            "cluster_remote_in_flight_requests",
+            "Requests this node's balancers have running on instances on another node now.",
+            None,
+            traffic
+                .iter()
+                .map(|((app, node), (_, n))| ([("app", app.as_str()), ("node", node.as_str())], *n)),
         )
+    }
+
+    /// Per (app, node): responses from and requests in flight on that node's instances, summed
+    /// over the balancer's backends that run there (ids `APP/SLOT@NODE#GENERATION`).
+    fn cross_node_traffic(&self) -> BTreeMap<(String, String), (u64, u64)> {
+        let mut out: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        for (app, l) in &self.listeners {
+            for b in &l.backends {
+                let Some(node) = b
+                    .id
+                    .split_once('@')
+                    .and_then(|(_, rest)| rest.rsplit_once('#'))
+                    .map(|(node, _)| node)
+                else {
+                    continue;
+                };
+                let e = out.entry((app.clone(), node.to_string())).or_default();
+                e.0 += b.counters.requests.iter().sum::<u64>();
+                e.1 += b.in_flight;
+            }
+        }
+        out
     }
 
     fn encode_daemon(&self, enc: &mut DescriptorEncoder) -> fmt::Result {

@@ -1077,6 +1077,21 @@ fn draining_a_node_moves_each_instance_ready_first_with_no_failed_request_and_un
                 && l.contains(&format!("@{}#", others[1].name))),
         "no traffic to another node's instance in /metrics:\n{metrics}"
     );
+    // The same traffic summed per node it went to.
+    let remote_requests = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("jarfleet_cluster_remote_requests_total{")
+                && l.contains(&format!("node=\"{}\"", others[1].name))
+                && l.contains("app=\"web\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        remote_requests.is_some_and(|n| n > 0),
+        "no cross-node traffic to {} in /metrics:\n{metrics}",
+        others[1].name
+    );
 }
 
 #[test]
