@@ -687,18 +687,18 @@ impl Scrape {
             "cluster_remote_requests",
             "Responses this node's balancers got from instances on another node, by app and node.",
             None,
-            traffic
-                .iter()
-                .map(|((app, node), (n, _))| ([("app", app.as_str()), ("node", node.as_str())], *n)),
+            traffic.iter().map(|((app, node), (n, _))| {
+                ([("app", app.as_str()), ("node", node.as_str())], *n)
+            }),
         )?;
         gauges(
             enc,
             "cluster_remote_in_flight_requests",
             "Requests this node's balancers have running on instances on another node now.",
             None,
-            traffic
-                .iter()
-                .map(|((app, node), (_, n))| ([("app", app.as_str()), ("node", node.as_str())], *n)),
+            traffic.iter().map(|((app, node), (_, n))| {
+                ([("app", app.as_str()), ("node", node.as_str())], *n)
+            }),
         )
     }
 
@@ -708,11 +708,10 @@ impl Scrape {
         let mut out: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
         for (app, l) in &self.listeners {
             for b in &l.backends {
-                let Some(node) = b
-                    .id
-                    .split_once('@')
-                    .and_then(|(_, rest)| rest.rsplit_once('#'))
-                    .map(|(node, _)| node)
+                let Some(node) =
+                    b.id.split_once('@')
+                        .and_then(|(_, rest)| rest.rsplit_once('#'))
+                        .map(|(node, _)| node)
                 else {
                     continue;
                 };

@@ -84,9 +84,10 @@ pub(crate) async fn stream(
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    let Ok(report) = ask(&st.tx, |reply| ApiRequest::Status { reply }).await else {
+                    let Ok(mut report) = ask(&st.tx, |reply| ApiRequest::Status { reply }).await else {
                         return;
                     };
+                    report.cluster = st.cluster.status().await;
                     let Some(ev) = json_event("status", &report) else { continue };
                     if tx.send(ev).await.is_err() {
                         return;

@@ -54,6 +54,12 @@ impl Cluster {
     /// with a certificate of that CA, every node's `[cluster] tls` set. The CA is in
     /// `DIR/pki/ca`, each node's files in `DIR/pki/nodes`.
     pub(crate) fn start_lab(hosts: usize, up: usize, tls: bool) -> Cluster {
+        Cluster::start_lab_daemon(hosts, up, tls, "")
+    }
+
+    /// [`Cluster::start_lab`] with `daemon` as more lines of every node's `[daemon]` table
+    /// (`HOST_IP` in it stands for the node's address).
+    pub(crate) fn start_lab_daemon(hosts: usize, up: usize, tls: bool, daemon: &str) -> Cluster {
         let lab = Lab::new(hosts).unwrap_or_else(|e| panic!("the network lab: {e}"));
         let dir = tempfile::Builder::new()
             .prefix("jfc")
@@ -124,10 +130,11 @@ impl Cluster {
             std::fs::write(
                 &spec,
                 format!(
-                    "[daemon]\nstate_dir = {state:?}\n\n[cluster]\nname = \"lab\"\netcd = [{}]\nnode = \"{name}\"\nadvertise = \"{ip}\"\nlease_ttl = \"6s\"\n{tls_line}",
+                    "[daemon]\nstate_dir = {state:?}\n{daemon}\n\n[cluster]\nname = \"lab\"\netcd = [{}]\nnode = \"{name}\"\nadvertise = \"{ip}\"\nlease_ttl = \"6s\"\n{tls_line}",
                     endpoints.join(", "),
                     state = state.display().to_string(),
                     ip = host.ip(),
+                    daemon = daemon.replace("HOST_IP", &host.ip().to_string()),
                 ),
             )
             .expect("node spec");

@@ -430,3 +430,110 @@ fn the_dashboard_follows_a_canary_deployment_and_aborts_it_with_the_token() {
         notice(&tab)
     );
 }
+
+/// In cluster mode the page shows the cluster's nodes (the scheduler marked), every app's
+/// instances on the other nodes with where they run, and a release going out across the
+/// cluster with its nodes.
+#[test]
+fn the_dashboard_shows_the_cluster_s_nodes_where_each_instance_runs_and_its_rollouts() {
+    let browser = browser();
+    let tokens = tempfile::tempdir().expect("dir");
+    let token_file = tokens.path().join("token");
+    crate::cluster::pki_command(&["token", "new", &token_file.display().to_string()]);
+    let api = free_port();
+    let c = crate::cluster::Cluster::start_lab_daemon(
+        3,
+        3,
+        false,
+        &format!(
+            "http = \"HOST_IP:{api}\"\ntoken_file = {:?}\nopen_reads = true",
+            token_file.display().to_string()
+        ),
+    );
+    let jar = crate::fixture::fixture_jar();
+    let n0 = &c.nodes[0];
+    let file = c.apps_file_args(3, &jar, &["--version", "v1"]);
+    c.ok(n0, &["apply", &file.display().to_string()]);
+    c.wait_ready(n0, 3);
+
+    let tab: Arc<Tab> = browser.new_tab().expect("a tab");
+    tab.navigate_to(&format!("http://{}:{api}/", n0.ip))
+        .expect("navigate")
+        .wait_until_navigated()
+        .expect("the page loads");
+    // Every node, with its state; the scheduler marked.
+    let leader = c.scheduler(n0);
+    wait_until(
+        "the nodes panel with 3 ready nodes",
+        Duration::from_secs(30),
+        || {
+            let nodes = js(
+                &tab,
+                "JSON.stringify([...document.querySelectorAll('#cluster tr[data-node]')].map(r => [r.dataset.node, r.dataset.state, r.textContent]))",
+            );
+            let nodes: Vec<(String, String, String)> =
+                serde_json::from_str(nodes.as_str().unwrap_or("[]")).unwrap_or_default();
+            let names: Vec<&str> = nodes.iter().map(|(n, _, _)| n.as_str()).collect();
+            let ready = nodes.iter().all(|(_, s, _)| s == "ready");
+            let marked = nodes
+                .iter()
+                .any(|(n, _, text)| *n == leader && text.contains("scheduler"));
+            (names == ["n0", "n1", "n2"] && ready && marked).then_some(())
+        },
+    );
+    // web's instances on the other nodes, with their node, as the cluster places them.
+    let placed: Vec<(String, u64)> = {
+        let status: Value =
+            serde_json::from_str(&c.ok(n0, &["status", "-o", "json"])).expect("status is JSON");
+        status["cluster"]["instances"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["node"] != "n0")
+            .map(|i| {
+                (
+                    i["node"].as_str().unwrap_or_default().to_string(),
+                    i["slot"].as_u64().unwrap_or(u64::MAX),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(placed.len(), 2, "{placed:?}");
+    wait_until(
+        "the other nodes' instances",
+        Duration::from_secs(30),
+        || {
+            placed
+            .iter()
+            .all(|(node, slot)| {
+                let row = js(
+                    &tab,
+                    &format!(
+                        "(() => {{ const r = document.querySelector('tr[data-remote=\"web/{slot}\"]'); return r ? r.dataset.node + '|' + r.dataset.state : ''; }})()"
+                    ),
+                );
+                row.as_str() == Some(&format!("{node}|ready"))
+            })
+            .then_some(())
+        },
+    );
+    // A new release going out node by node shows up with the nodes it reached, then done.
+    let v2 = c.apps_file_args(3, &jar, &["--version", "v2"]);
+    c.ok(n0, &["apply", &v2.display().to_string()]);
+    wait_until(
+        "the rollout done, every node reached",
+        Duration::from_secs(180),
+        || {
+            let r = js(
+                &tab,
+                "(() => { const r = document.querySelector('.rollout'); return r ? r.dataset.rollout + '|' + r.textContent : ''; })()",
+            );
+            let text = r.as_str().unwrap_or_default().to_string();
+            (text.starts_with("done|")
+                && ["n0 at", "n1 at", "n2 at"].iter().all(|n| text.contains(n)))
+            .then_some(text)
+        },
+    );
+    let shot = screenshot(&tab, "dashboard-cluster.png");
+    assert!(shot.exists());
+}

@@ -9,6 +9,7 @@ import { VERSION } from "./config.js";
 const MAX_EVENTS = 100;
 const MAX_LOG_LINES = 1000;
 const HISTORY_EVERY_MS = 2000;
+const NODES_EVERY_MS = 2000;
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -22,6 +23,8 @@ const state = {
   history: new Map(),
   events: [],
   logs: null,
+  /** /v1/cluster/nodes and when it was asked, in cluster mode */
+  nodes: { report: null, at: 0, pending: false },
 };
 
 // ---- notices -------------------------------------------------------------------------------
@@ -129,7 +132,7 @@ function renderStatus(report) {
     const card = appCard(app);
     view.morph(card.querySelector(".summary"), view.appSummary(app));
     const history = state.history.get(app.name);
-    view.morph(card.querySelector(".app-body"), view.appBody(app, state.rates, history && history.report));
+    view.morph(card.querySelector(".app-body"), view.appBody(app, state.rates, history && history.report, report.cluster));
     const input = card.querySelector("input[name=instances]");
     if (document.activeElement !== input && !input.dataset.edited) input.value = app.desired;
     card.classList.toggle("has-canary", Boolean(app.canary) || canaryRunning(history && history.report));
@@ -141,6 +144,36 @@ function renderStatus(report) {
     apps.replaceChildren(...cards);
   }
   for (const app of report.apps) maybeFetchHistory(app);
+  renderCluster(report);
+}
+
+/** Cluster mode: the nodes panel, from /v1/cluster/nodes (asked every couple of seconds). */
+function renderCluster(report) {
+  const panel = $("#cluster");
+  if (!report.cluster) {
+    panel.hidden = true;
+    return;
+  }
+  panel.hidden = false;
+  const shown = view.clusterPanel(state.nodes.report);
+  if (shown) {
+    const inner = panel.firstElementChild;
+    if (inner && inner.className === shown.className) view.morph(inner, shown);
+    else panel.replaceChildren(shown);
+  }
+  const now = Date.now();
+  if (state.nodes.pending || now - state.nodes.at < NODES_EVERY_MS) return;
+  state.nodes.pending = true;
+  state.nodes.at = now;
+  api
+    .get("/v1/cluster/nodes")
+    .then((nodes) => {
+      state.nodes.report = nodes;
+    })
+    .catch(() => {})
+    .finally(() => {
+      state.nodes.pending = false;
+    });
 }
 
 async function maybeFetchHistory(app, force = false) {

@@ -32,6 +32,15 @@ const STATE_CLASS = {
   "crash-loop": "bad",
   failed: "bad",
   stopped: "off",
+  // cluster mode: instances on other nodes, nodes, rollouts
+  draining: "busy",
+  placed: "busy",
+  suspect: "bad",
+  down: "bad",
+  ineligible: "off",
+  rolling: "busy",
+  done: "ok",
+  "rolled-back": "bad",
 };
 
 function badge(state) {
@@ -170,14 +179,90 @@ export function canary(app) {
   );
 }
 
+/** The cluster's nodes, from /v1/cluster/nodes: state, where, what each runs. */
+export function clusterPanel(report) {
+  if (!report || !Array.isArray(report.nodes)) return null;
+  const rows = report.nodes.map((n) =>
+    h(
+      "tr",
+      { dataset: { node: n.name, state: n.state } },
+      cell("node", h("strong", {}, n.name),
+        n.name === report.me ? h("span", { class: "muted" }, " (this node)") : null,
+        n.name === report.leader ? h("div", { class: "why" }, "scheduler") : null),
+      cell("state", badge(n.state)),
+      cell("address", n.address ? `${n.address}:${n.peer_port}` : "–"),
+      cell("instances", `${n.ready ?? 0} ready of ${n.instances ?? 0}`),
+      cell("memory", `${fmt.bytes(n.memory_used)} of ${fmt.bytes(n.memory)}`),
+      cell("version", n.version || "–"),
+    ),
+  );
+  return h(
+    "div",
+    { class: "cluster-nodes", dataset: { cluster: report.cluster } },
+    h("h2", {}, `Cluster ${report.cluster}`, report.stale ? h("span", { class: "bad-text" }, " · etcd out of reach: as last read") : null),
+    h("div", { class: "scroll" }, table("nodes", ["node", "state", "address", "instances", "memory", "version"], rows)),
+  );
+}
+
+/** An app's last release across the cluster: its strategy, the nodes it reached, the canary's
+ * share and every judged step with each node's figures. */
+function clusterRollout(r) {
+  const how = r.strategy === "canary" ? "as a canary on every node" : r.strategy === "blue-green" ? "blue-green on every node" : "node by node";
+  return h(
+    "div",
+    { class: "rollout", dataset: { rollout: r.state, strategy: r.strategy || "rolling" } },
+    h("h3", {}, `Release ${fmt.release(r.release)} ${how} `, badge(r.state)),
+    r.state === "rolling" && r.strategy === "canary" ? h("div", { class: "bar" }, h("span", { style: { width: `${Math.max(0, Math.min(100, r.percent || 0))}%` } })) : null,
+    h("p", { class: "muted" }, r.steps.length ? `reached ${r.steps.map((s) => `${s.node} at ${fmt.time(s.at_ms)}`).join(", ")}` : "no node reached yet"),
+    r.why ? h("p", { class: "bad-text" }, r.why) : null,
+    (r.verdicts || []).length
+      ? h("ol", { class: "steps" }, r.verdicts.map((v) => h(
+        "li",
+        { dataset: { verdict: v.passed ? "passed" : "failed" } },
+        h("time", {}, fmt.time(v.at_ms)), ` step ${v.step} (${v.percent} %) ${v.passed ? "passed" : "failed"}: ${v.figures}`,
+        h("ul", {}, Object.entries(v.nodes || {}).map(([node, f]) => h("li", { dataset: { node } }, `${node}: ${f}`))),
+      )))
+      : null,
+  );
+}
+
+/** An app's instances on the cluster's other nodes, and its last rollout, from status.cluster. */
+export function clusterApp(app, cluster) {
+  if (!cluster) return null;
+  const others = (cluster.instances || []).filter((i) => i.app === app.name && i.node !== cluster.me);
+  const rollout = (cluster.rollouts || []).find((r) => r.app === app.name);
+  const rows = others.map((i) =>
+    h(
+      "tr",
+      { dataset: { remote: `${i.app}/${i.slot}`, node: i.node, state: i.state } },
+      cell("instance", h("strong", {}, `${i.app}/${i.slot}`)),
+      cell("node", i.node, i.placed_on && i.placed_on !== i.node ? h("div", { class: "why" }, `moving to ${i.placed_on}`) : null),
+      cell("state", badge(i.state)),
+      cell("release", h("code", {}, fmt.release(i.release))),
+      cell("address", i.address && i.port ? `${i.address}:${i.port}` : "–"),
+      cell("restarts", i.restarts ?? 0),
+    ),
+  );
+  return h(
+    "div",
+    { class: "cluster-app" },
+    rollout ? clusterRollout(rollout) : null,
+    h("h3", {}, "On the other nodes"),
+    rows.length
+      ? h("div", { class: "scroll" }, table("remote", ["instance", "node", "state", "release", "address", "restarts"], rows))
+      : h("p", { class: "muted" }, "none"),
+  );
+}
+
 /** The part of an app card that is rebuilt on every status; the actions bar is not. */
-export function appBody(app, rates, history) {
+export function appBody(app, rates, history, cluster) {
   return h(
     "div",
     { class: "app-body" },
     canary(app),
     deployment(history),
     h("div", { class: "scroll" }, instancesTable(app)),
+    clusterApp(app, cluster),
     trafficTable(app, rates),
   );
 }
