@@ -548,6 +548,10 @@ pub struct HistoryReport {
     pub current: String,
     pub releases: Vec<ReleaseInfo>,
     pub deployments: Vec<DeploymentRecord>,
+    /// In cluster mode: the app's last release across the cluster, with each node it reached
+    /// and each canary step judged (this node's own deployments are in `deployments`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_rollout: Option<ClusterRollout>,
 }
 
 /// `GET /v1/cluster/nodes`: every node of the cluster this daemon belongs to.

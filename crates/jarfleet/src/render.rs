@@ -248,9 +248,15 @@ pub fn status(report: &StatusReport, only: Option<&str>, term: &Term) -> String 
 
 /// An app's last rollout across the cluster's nodes, one line.
 fn cluster_rollout(c: &jarfleet_api::ClusterStatus, app: &str, term: &Term) -> String {
-    let Some(r) = c.rollouts.iter().find(|r| r.app == app) else {
-        return String::new();
-    };
+    match c.rollouts.iter().find(|r| r.app == app) {
+        Some(r) => rollout_lines(r, term),
+        None => String::new(),
+    }
+}
+
+/// A release across the cluster: how it goes out, the nodes it reached, the canary's judged
+/// steps with each node's figures.
+fn rollout_lines(r: &jarfleet_api::ClusterRollout, term: &Term) -> String {
     let nodes = r
         .steps
         .iter()
@@ -455,6 +461,10 @@ pub fn history(h: &HistoryReport, term: &Term) -> String {
             state: Some(2),
         },
     ));
+    if let Some(r) = &h.cluster_rollout {
+        out.push_str("\nACROSS THE CLUSTER\n");
+        out.push_str(&rollout_lines(r, term));
+    }
     out
 }
 
@@ -794,8 +804,52 @@ mod tests {
                 steps: vec![step("canary step 1 (5 %) passed")],
                 canary: None,
             }],
+            cluster_rollout: None,
         };
         insta::assert_snapshot!(history(&h, &Term::PLAIN));
+        // In cluster mode, the release across the cluster follows, each node's figures too.
+        let mut nodes = BTreeMap::new();
+        nodes.insert(
+            "web-2".to_string(),
+            "canary 70 requests (0 failed), stable 1391 requests (0 failed)".to_string(),
+        );
+        let h = HistoryReport {
+            cluster_rollout: Some(jarfleet_api::ClusterRollout {
+                app: "orders".into(),
+                release: "9e8d7c6b5a41".into(),
+                from: "3f2a9c1b7d00".into(),
+                state: "rolled-back".into(),
+                steps: vec![jarfleet_api::RolloutStep {
+                    node: "web-2".into(),
+                    at_ms: 0,
+                }],
+                why: Some("canary step 1 (5 %) failed on the whole cluster's figures".into()),
+                started_ms: 0,
+                ended_ms: Some(1),
+                strategy: "canary".into(),
+                percent: 0,
+                verdicts: vec![jarfleet_api::RolloutVerdict {
+                    step: 1,
+                    percent: 5,
+                    passed: false,
+                    figures: "error rate 28.57 % above max_error_rate 1.00 %".into(),
+                    nodes,
+                    at_ms: 0,
+                }],
+            }),
+            ..h
+        };
+        let text = history(&h, &Term::PLAIN);
+        let across = text
+            .split("ACROSS THE CLUSTER\n")
+            .nth(1)
+            .unwrap_or_default();
+        assert!(
+            across.starts_with("  release 9e8d7c6b5a41 rolled back on every node: canary step 1")
+                && across.contains("    canary step 1 (5 %) failed at ")
+                && across.contains("      web-2: canary 70 requests (0 failed)"),
+            "{text}"
+        );
     }
 
     #[test]

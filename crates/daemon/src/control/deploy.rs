@@ -618,6 +618,7 @@ impl Control {
             current: rt.rec.release.clone(),
             releases,
             deployments,
+            cluster_rollout: None,
         })
     }
 }

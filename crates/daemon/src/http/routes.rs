@@ -327,9 +327,14 @@ async fn history(
     State(st): State<ApiState>,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<HistoryReport>, ApiError> {
-    Ok(Json(
-        ask(&st.tx, |reply| ApiRequest::History { app: q.app, reply }).await??,
-    ))
+    let app = q.app.clone();
+    let mut report = ask(&st.tx, |reply| ApiRequest::History { app: q.app, reply }).await??;
+    report.cluster_rollout = st
+        .cluster
+        .status()
+        .await
+        .and_then(|c| c.rollouts.into_iter().find(|r| r.app == app));
+    Ok(Json(report))
 }
 
 async fn status(State(st): State<ApiState>) -> Result<Response, ApiError> {

@@ -112,6 +112,17 @@ fn a_healthy_canary_is_judged_on_every_node_s_figures_and_promoted_with_no_faile
     }
     let text = c.ok(&c.nodes[2], &["status"]);
     assert!(text.contains("canary step 1 (20 %) passed"), "{text}");
+    // `history` on any node: its own deployment, and the release across the cluster with
+    // each step and each node's figures.
+    let text = c.ok(&c.nodes[1], &["history", "web"]);
+    let across = text.split("ACROSS THE CLUSTER").nth(1).unwrap_or_default();
+    assert!(
+        across.contains("canary step 2 (100 %) passed")
+            && c.nodes
+                .iter()
+                .all(|n| across.contains(&format!("{}: canary ", n.name))),
+        "{text}"
+    );
     // Each node's own history: a canary led by the cluster, succeeded.
     for n in &c.nodes {
         let history: Value = serde_json::from_str(&c.ok(n, &["history", "web", "-o", "json"]))
