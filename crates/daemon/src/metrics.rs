@@ -1096,7 +1096,15 @@ mod tests {
                 connections: 2,
                 front: jarfleet_proxy::FrontView::default(),
                 totals: counters,
-                backends: vec![backend],
+                // This node's instance, and one on node n2 (cluster mode).
+                backends: vec![
+                    backend.clone(),
+                    jarfleet_proxy::BackendStats {
+                        id: "web/2@n2#7".into(),
+                        addr: ([10, 0, 0, 2], 9000).into(),
+                        ..backend
+                    },
+                ],
             },
         )];
         s
@@ -1148,7 +1156,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 54, "{exposed:#?}");
+        assert_eq!(exposed.len(), 56, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");
