@@ -218,10 +218,12 @@ fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
     }
     let of_release = |n: &str| seen.stats.get(n).filter(|s| s.release == release);
     if r.percent == 0 {
+        // Ready: its new set, or (a node given the app's slots after the rollout began, which
+        // starts them on the new release without a deployment) every slot on it.
         let unready: Vec<&str> = holding
             .iter()
             .copied()
-            .filter(|n| !of_release(n).is_some_and(|s| s.ready))
+            .filter(|n| !of_release(n).is_some_and(|s| s.ready) && !ready_on(seen, n))
             .collect();
         if !unready.is_empty() || holding.is_empty() {
             return None;
@@ -590,6 +592,21 @@ mod tests {
         w.figures("b", 0, 10, (3, 0), 30);
         w.figures("c", 0, 10, (3, 0), 30);
         assert_eq!(w.next(&r, 9_000), None);
+    }
+
+    #[test]
+    fn a_node_given_slots_mid_rollout_counts_once_they_run_the_release() {
+        let mut w = World::new();
+        let mut r = canary();
+        r.cleared = vec!["a".into(), "b".into(), "c".into()];
+        w.ready("a");
+        w.ready("b");
+        // c has no deployment of its own (its slots were placed after the rollout began) and
+        // publishes no figures: it counts once its slots are ready on r2.
+        assert_eq!(w.next(&r, 1), None);
+        w.all_on("c", "r2");
+        let step = w.next(&r, 2).expect("the first step");
+        assert_eq!(step.record.percent, 10);
     }
 
     #[test]
