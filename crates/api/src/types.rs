@@ -153,6 +153,9 @@ pub struct ClusterRollout {
     /// Canary: the new release's share of every balancer's traffic now.
     #[serde(default)]
     pub percent: u8,
+    /// Canary: a `pause` step passed; it waits for `jarfleet promote` (or `abort`).
+    #[serde(default)]
+    pub paused: bool,
     /// Canary: each judged step, on the whole cluster's figures and each node's.
     #[serde(default)]
     pub verdicts: Vec<RolloutVerdict>,

@@ -260,6 +260,59 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// `jarfleet promote` (`promote`, `full`) or `abort` of `app`'s canary or blue-green across
+    /// the cluster: the rollout's record changed by a compare-and-swap on the one read (the
+    /// scheduler's fenced writes and the operator's never lose one another). Its new record.
+    pub async fn decide_rollout(
+        &self,
+        app: &str,
+        promote: bool,
+        full: bool,
+    ) -> Result<RolloutRecord> {
+        let key = self.keys.rollout(app);
+        let refused = |message: String| crate::Error::Refused {
+            message,
+            hint: Some(format!(
+                "`jarfleet status` shows {app}'s rollout across the cluster"
+            )),
+        };
+        for _ in 0..8 {
+            let (kv, _) = self.client.get(&key).await?;
+            let Some(kv) = kv else {
+                return Err(refused(format!(
+                    "{app} has no release going out across the cluster"
+                )));
+            };
+            let record = decode::<RolloutRecord>(&kv.key, &kv.value).map_err(refused)?;
+            let canary = self
+                .mirror()
+                .and_then(|m| m.apps.get(app).map(|(a, _)| a.spec.deploy.canary.clone()))
+                .unwrap_or_default();
+            let now = crate::now_ms();
+            let next = if promote {
+                jarfleet_core::cluster::rollout::promote(&record, &canary, full, now)
+            } else {
+                jarfleet_core::cluster::rollout::abort(&record, now)
+            }
+            .map_err(refused)?;
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    &key,
+                    CompareOp::Equal,
+                    kv.mod_revision,
+                )])
+                .and_then([Op::put(&key, &encode(&next))]);
+            if self.client.txn(txn).await?.succeeded {
+                return Ok(next);
+            }
+        }
+        Err(refused(format!(
+            "{app}'s rollout kept changing while this was written: try again"
+        )))
+    }
+}
+
 /// What this node runs and which remote instances its balancers use, sent on every change.
 ///
 /// - Nothing is decided before the daemon has told its instances (a daemon just started):

@@ -39,19 +39,6 @@ pub async fn apply(
     desired: &BTreeMap<String, ClusterApp>,
     dry_run: bool,
 ) -> Result<Applied> {
-    for (name, app) in desired {
-        let deploy = &app.spec.deploy;
-        if deploy.strategy == jarfleet_core::spec::Strategy::Canary
-            && !deploy.canary.pause.is_empty()
-        {
-            return Err(Error::Refused {
-                message: format!(
-                    "{name}: a canary across the cluster cannot pause for `jarfleet promote` (canary `pause`): the cluster's scheduler judges every step on every node's figures; nothing was applied"
-                ),
-                hint: Some(format!("remove `pause` from [apps.{name}.deploy] canary")),
-            });
-        }
-    }
     let until = tokio::time::Instant::now() + RIDE_OUT;
     loop {
         match apply_once(client, keys, desired, dry_run).await {

@@ -145,6 +145,39 @@ impl ClusterLink {
         self.joined.lock().await.as_ref().map(|j| j.agent.clone())
     }
 
+    /// `jarfleet promote` / `abort` of `app`'s canary or blue-green across the cluster: the
+    /// rollout's record is changed (every node follows it). `None`: not a node of a cluster, or
+    /// no such rollout of the app's release under way (the node's own deployment is decided
+    /// here, as on one host).
+    pub async fn decide_rollout(
+        &self,
+        app: &str,
+        promote: bool,
+        full: bool,
+    ) -> Option<Result<jarfleet_core::cluster::records::RolloutRecord, ErrorBody>> {
+        let agent = self.agent().await?;
+        let m = agent.mirror()?;
+        let (current, _) = m.apps.get(app)?;
+        let (r, _) = m.rollouts.get(app)?;
+        let leading = r.release == current.release
+            && r.leads_sets()
+            && r.state == jarfleet_core::cluster::records::RolloutState::Rolling;
+        if !leading {
+            return None;
+        }
+        Some(
+            agent
+                .decide_rollout(app, promote, full)
+                .await
+                .map_err(|e| match e {
+                    jarfleet_cluster::Error::Refused { message, hint } => {
+                        refused(message, hint.as_deref())
+                    }
+                    other => failed(format!("{app}'s rollout across the cluster: {other}")),
+                }),
+        )
+    }
+
     /// The logs of `app/slot` when it runs on another node: that node's peer endpoint is asked
     /// for them over TLS. `Ok(None)`: not a node of a cluster, or no other node runs it.
     pub async fn follow_logs(
@@ -539,6 +572,7 @@ impl ClusterLink {
                 ended_ms: r.ended_ms,
                 strategy: r.strategy.to_string(),
                 percent: r.percent,
+                paused: r.paused,
                 verdicts: r
                     .verdicts
                     .iter()

@@ -274,6 +274,10 @@ fn rollout_lines(r: &jarfleet_api::ClusterRollout, term: &Term) -> String {
         _ => "node by node",
     };
     let mut line = match r.state.as_str() {
+        "rolling" if r.paused => format!(
+            "  release {} going out {how} (from {}): paused at {} %, waiting for `jarfleet promote {}` (or `abort`)\n",
+            r.release, r.from, r.percent, r.app
+        ),
         "rolling" if r.strategy == "canary" && r.percent > 0 => format!(
             "  release {} going out {how} (from {}): {} % of the traffic\n",
             r.release, r.from, r.percent
@@ -722,6 +726,7 @@ mod tests {
                 ended_ms: None,
                 strategy: "rolling".into(),
                 percent: 0,
+                paused: false,
                 verdicts: Vec::new(),
             }],
         });
@@ -828,6 +833,7 @@ mod tests {
                 ended_ms: Some(1),
                 strategy: "canary".into(),
                 percent: 0,
+                paused: false,
                 verdicts: vec![jarfleet_api::RolloutVerdict {
                     step: 1,
                     percent: 5,

@@ -355,6 +355,9 @@ pub struct RolloutRecord {
     /// Canary passed, or blue-green switched: every node lets its old set go.
     #[serde(default)]
     pub released: bool,
+    /// Canary: a `pause` step passed; it waits for `jarfleet promote` (judged on meanwhile).
+    #[serde(default)]
+    pub paused: bool,
     /// Canary: each judged step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<StepVerdict>,
@@ -377,6 +380,7 @@ impl RolloutRecord {
             percent: 0,
             step_started_ms: None,
             released: false,
+            paused: false,
             verdicts: Vec::new(),
         }
     }

@@ -282,6 +282,8 @@ fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
     let (passed, figures, why) = match canary::judge(seen.canary, &sum, seen.bounds) {
         // Too few requests across the cluster yet: the step goes on.
         Verdict::Wait { .. } => return None,
+        // Paused and still good: it waits on for the operator.
+        Verdict::Pass { .. } if r.paused => return None,
         Verdict::Pass { figures } => (true, figures, None),
         Verdict::Fail { figures, why } => (false, figures, Some(why)),
     };
@@ -314,6 +316,15 @@ fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
     }
     let steps = &seen.canary.steps;
     let next = r.step as usize + 1;
+    if seen.canary.pause.contains(&percent) {
+        record.paused = true;
+        return Some(Step {
+            record,
+            said: format!(
+                "{app}: canary step {step_no} ({percent} %) passed on the whole cluster's figures ({figures}): paused, waiting for `jarfleet promote {app}` (or `abort`), judged on meanwhile"
+            ),
+        });
+    }
     if next >= steps.len() {
         record.released = true;
         record.percent = 100;
@@ -336,6 +347,66 @@ fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
             steps[next]
         ),
     })
+}
+
+/// `jarfleet promote` of a canary across the cluster: on a paused step (unless `full`) the next
+/// step, on every node; otherwise the remaining steps are skipped and every node lets its old
+/// set go. The record it writes (compare-and-swap on the one it read), or why not.
+pub fn promote(
+    r: &RolloutRecord,
+    canary: &CanarySpec,
+    full: bool,
+    now: Millis,
+) -> Result<RolloutRecord, String> {
+    under_way(r)?;
+    let mut record = r.clone();
+    let next = r.step as usize + 1;
+    if r.paused && !full && next < canary.steps.len() {
+        record.paused = false;
+        record.step = next as u32;
+        record.percent = canary.steps[next];
+        record.step_started_ms = Some(now);
+    } else {
+        record.paused = false;
+        record.released = true;
+        record.percent = 100;
+    }
+    Ok(record)
+}
+
+/// `jarfleet abort` of a canary or blue-green across the cluster: rolled back on every node.
+pub fn abort(r: &RolloutRecord, now: Millis) -> Result<RolloutRecord, String> {
+    under_way(r)?;
+    let mut record = r.clone();
+    record.state = RolloutState::RolledBack;
+    record.percent = 0;
+    record.paused = false;
+    record.why = Some("aborted by the operator".into());
+    record.ended_ms = Some(now);
+    Ok(record)
+}
+
+/// A canary or blue-green whose new sets have not been released yet.
+fn under_way(r: &RolloutRecord) -> Result<(), String> {
+    if r.state != RolloutState::Rolling {
+        return Err(format!(
+            "the rollout of release {} across the cluster is {} already",
+            r.release, r.state
+        ));
+    }
+    if !r.leads_sets() {
+        return Err(format!(
+            "release {} goes out node by node: only a canary or blue-green across the cluster is promoted or aborted",
+            r.release
+        ));
+    }
+    if r.released {
+        return Err(format!(
+            "release {} was released on every node already: its old sets are going",
+            r.release
+        ));
+    }
+    Ok(())
 }
 
 /// One node's figures of a step, in words.
@@ -592,6 +663,46 @@ mod tests {
         w.figures("b", 0, 10, (3, 0), 30);
         w.figures("c", 0, 10, (3, 0), 30);
         assert_eq!(w.next(&r, 9_000), None);
+    }
+
+    #[test]
+    fn a_pause_step_waits_for_promote_and_abort_rolls_back_everywhere() {
+        let mut w = World::new();
+        w.canary.pause = vec![10];
+        let mut r = canary();
+        r.cleared = vec!["a".into(), "b".into(), "c".into()];
+        r.percent = 10;
+        r.step_started_ms = Some(1_000);
+        for n in ["a", "b", "c"] {
+            w.figures(n, 0, 10, (8, 0), 80);
+        }
+        let step = w.next(&r, 9_000).expect("passed, paused");
+        assert!(step.record.paused && step.record.percent == 10, "{step:?}");
+        assert!(step.said.contains("jarfleet promote web"), "{}", step.said);
+        r = step.record;
+        // Still good while paused: nothing to write; turning bad: rolled back.
+        assert_eq!(w.next(&r, 20_000), None);
+        for n in ["a", "b", "c"] {
+            w.figures(n, 0, 10, (50, 20), 500);
+        }
+        assert_eq!(
+            w.next(&r, 21_000).map(|s| s.record.state),
+            Some(RolloutState::RolledBack)
+        );
+        // Promote: the next step on every node; promote --full (or at the last step):
+        // released.
+        let next = promote(&r, &w.canary, false, 30_000).expect("promoted");
+        assert_eq!((next.step, next.percent, next.paused), (1, 50, false));
+        assert_eq!(next.step_started_ms, Some(30_000));
+        let full = promote(&r, &w.canary, true, 30_000).expect("promoted");
+        assert!(full.released && !full.paused);
+        let aborted = abort(&r, 31_000).expect("aborted");
+        assert_eq!(aborted.state, RolloutState::RolledBack);
+        assert_eq!(aborted.why.as_deref(), Some("aborted by the operator"));
+        // Nothing to promote or abort once it ended, was released, or goes node by node.
+        assert!(promote(&aborted, &w.canary, false, 1).is_err());
+        assert!(abort(&full, 1).is_err());
+        assert!(abort(&rolling(), 1).is_err());
     }
 
     #[test]

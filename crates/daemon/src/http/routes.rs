@@ -313,6 +313,45 @@ async fn canary(
     State(st): State<ApiState>,
     Json(req): Json<jarfleet_api::CanaryRequest>,
 ) -> Result<Json<DeploymentRecord>, ApiError> {
+    // A canary or blue-green across the cluster is decided in its record (every node follows
+    // it); the answer is this node's deployment of it.
+    if let Some(decided) = st
+        .cluster
+        .decide_rollout(&req.app, req.promote, req.full)
+        .await
+    {
+        let record = decided?;
+        let app = req.app.clone();
+        let history = ask(&st.tx, |reply| ApiRequest::History { app, reply }).await??;
+        let mine = history
+            .deployments
+            .into_iter()
+            .rev()
+            .find(|d| d.to == record.release);
+        // A node that runs none of the app's instances has no deployment of it: the answer
+        // is the rollout, as one step.
+        let said = if req.promote {
+            "promoted across the cluster by the operator"
+        } else {
+            "aborted across the cluster by the operator: every node rolls back"
+        };
+        return Ok(Json(mine.unwrap_or_else(|| DeploymentRecord {
+            id: 0,
+            app: req.app.clone(),
+            from: record.from.clone(),
+            to: record.release.clone(),
+            strategy: record.strategy.to_string(),
+            outcome: "running".into(),
+            reason: record.why.clone(),
+            started_at: record.started_ms,
+            ended_at: None,
+            steps: vec![jarfleet_api::DeployStep {
+                at: record.ended_ms.unwrap_or(record.started_ms),
+                message: said.into(),
+            }],
+            canary: None,
+        })));
+    }
     Ok(Json(
         ask(&st.tx, |reply| ApiRequest::Canary { req, reply }).await??,
     ))

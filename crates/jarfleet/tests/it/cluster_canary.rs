@@ -250,3 +250,138 @@ fn a_blue_green_release_switches_every_node_once_every_new_set_is_ready() {
         "{stderr}"
     );
 }
+
+/// The scheduler's host dies during a canary's first step: the next scheduler carries the
+/// canary on from its record, the dead host's slots are placed on the two others, and the
+/// release ends on every slot; no request through the two others fails.
+#[test]
+fn the_scheduler_s_host_dying_mid_canary_leaves_the_next_scheduler_to_finish_it() {
+    let c = Cluster::start(3);
+    let jar = fixture::fixture_jar();
+    let file = c.apps_file_toml(6, &jar, &["--version", "v1"], CANARY);
+    c.ok(&c.nodes[0], &["apply", &file.display().to_string()]);
+    c.wait_ready(&c.nodes[0], 6);
+    let v1 = settled_release(&instances(&c, &c.nodes[1]), 6).expect("6 ready on one release");
+    let leader = c.scheduler(&c.nodes[0]);
+    let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
+    let alive: Vec<&Node> = c.nodes.iter().filter(|n| n.name != leader).collect();
+    let loads: Vec<FrontLoad> = alive
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, false))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    let file = c.apps_file_toml(6, &jar, &["--version", "v2"], CANARY);
+    c.ok(alive[0], &["apply", &file.display().to_string()]);
+    wait_until_explained("the canary's first step", Duration::from_secs(120), || {
+        let r = rollout(&c, alive[0]);
+        if r["percent"] == 20 {
+            Ok(())
+        } else {
+            Err(format!("{r:#}"))
+        }
+    });
+    c.kill_host(lead);
+    let r = wait_until_explained(
+        "the rollout done and 6 ready on the new release on the two live hosts",
+        Duration::from_secs(240),
+        || {
+            let r = rollout(&c, alive[0]);
+            let seen = instances(&c, alive[0]);
+            let on_live = seen.keys().all(|(n, _)| *n != leader);
+            match settled_release(&seen, 6) {
+                Some(s) if s != v1 && on_live && r["state"] == "done" => Ok(r),
+                _ => Err(format!("{seen:?} {r:#}")),
+            }
+        },
+    );
+    assert_eq!(r["verdicts"].as_array().map(Vec::len), Some(2), "{r:#}");
+    let new_leader = c.scheduler(alive[0]);
+    assert_ne!(new_leader, leader, "the scheduler moved");
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip(&alive) {
+        let t = l.finish();
+        assert_eq!(
+            t.failed, 0,
+            "through {} while {leader} died mid-canary: {:?}",
+            n.name, t.errors
+        );
+    }
+}
+
+/// A canary with a `pause` step across the cluster waits for `jarfleet promote` given on any
+/// node, then goes on on every node; another one is aborted from another node and rolled back
+/// everywhere. No request fails.
+#[test]
+fn a_paused_canary_is_promoted_or_aborted_from_any_node() {
+    let c = Cluster::start(3);
+    let paused = CANARY.replace("max_p99_ratio = 20.0", "max_p99_ratio = 20.0, pause = [20]");
+    let jar = fixture::fixture_jar();
+    let file = c.apps_file_toml(6, &jar, &["--version", "v1"], &paused);
+    c.ok(&c.nodes[0], &["apply", &file.display().to_string()]);
+    c.wait_ready(&c.nodes[0], 6);
+    let v1 = settled_release(&instances(&c, &c.nodes[1]), 6).expect("6 ready on one release");
+    let loads: Vec<FrontLoad> = c
+        .nodes
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    let wait_paused = |what: &str| {
+        wait_until_explained(what, Duration::from_secs(120), || {
+            let r = rollout(&c, &c.nodes[0]);
+            if r["paused"] == true && r["state"] == "rolling" {
+                Ok(r)
+            } else {
+                Err(format!("{r:#}"))
+            }
+        })
+    };
+    // v2: paused after its first step, promoted from node 2.
+    let file = c.apps_file_toml(6, &jar, &["--version", "v2"], &paused);
+    c.ok(&c.nodes[1], &["apply", &file.display().to_string()]);
+    let r = wait_paused("the canary paused at 20 %");
+    assert_eq!(r["percent"], 20, "{r:#}");
+    let text = c.ok(&c.nodes[1], &["status"]);
+    assert!(
+        text.contains("paused at 20 %, waiting for `jarfleet promote web`"),
+        "{text}"
+    );
+    c.ok(&c.nodes[2], &["promote", "web"]);
+    let v2 = wait_until_explained("v2 on all 6", Duration::from_secs(120), || {
+        let r = rollout(&c, &c.nodes[0]);
+        match settled_release(&instances(&c, &c.nodes[0]), 6) {
+            Some(s) if s != v1 && r["state"] == "done" => Ok(s),
+            _ => Err(format!("{r:#}")),
+        }
+    });
+    // v3: paused, then aborted from node 0: every node back on v2.
+    let file = c.apps_file_toml(6, &jar, &["--version", "v3"], &paused);
+    c.ok(&c.nodes[1], &["apply", &file.display().to_string()]);
+    wait_paused("the v3 canary paused");
+    c.ok(&c.nodes[0], &["abort", "web"]);
+    let r = wait_until_explained(
+        "v3 rolled back, all 6 on v2",
+        Duration::from_secs(120),
+        || {
+            let r = rollout(&c, &c.nodes[0]);
+            match settled_release(&instances(&c, &c.nodes[0]), 6) {
+                Some(s) if s == v2 && r["state"] == "rolled-back" => Ok(r),
+                _ => Err(format!("{r:#}")),
+            }
+        },
+    );
+    assert_eq!(r["why"], "aborted by the operator", "{r:#}");
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip(&c.nodes) {
+        let t = l.finish();
+        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+    }
+}
