@@ -125,18 +125,8 @@ pub fn next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
         });
     }
     // Every node that holds a slot was cleared: done once every slot is ready on the release.
-    if holding.iter().all(|n| ready_on(seen, n)) {
-        let mut record = r.clone();
-        record.state = RolloutState::Done;
-        record.ended_ms = Some(now);
-        return Some(Step {
-            record,
-            said: format!(
-                "{app}: release {release} runs on every node ({} instance(s) on {} node(s))",
-                seen.allocs.len(),
-                holding.len()
-            ),
-        });
+    if let Some(done) = done_when_ready(seen, &holding, now) {
+        return Some(done);
     }
     None
 }
@@ -156,6 +146,26 @@ fn ready_on(seen: &Seen<'_>, node: &str) -> bool {
                         && s.generation == a.generation
                 })
         })
+}
+
+/// The rollout done, once every slot on the nodes `holding` the app is ready on its release.
+fn done_when_ready(seen: &Seen<'_>, holding: &BTreeSet<&str>, now: Millis) -> Option<Step> {
+    if !holding.iter().all(|n| ready_on(seen, n)) {
+        return None;
+    }
+    let mut record = seen.rollout.clone();
+    record.state = RolloutState::Done;
+    record.ended_ms = Some(now);
+    Some(Step {
+        said: format!(
+            "{}: release {} runs on every node ({} instance(s) on {} node(s))",
+            seen.app,
+            record.release,
+            seen.allocs.len(),
+            holding.len()
+        ),
+        record,
+    })
 }
 
 /// The nodes that are up and hold a slot of the app.
@@ -202,19 +212,7 @@ fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
     }
     if r.released {
         // Every node let its old set go: done once every slot is ready on the release.
-        if !holding.iter().all(|n| ready_on(seen, n)) {
-            return None;
-        }
-        record.state = RolloutState::Done;
-        record.ended_ms = Some(now);
-        return Some(Step {
-            record,
-            said: format!(
-                "{app}: release {release} runs on every node ({} instance(s) on {} node(s))",
-                seen.allocs.len(),
-                holding.len()
-            ),
-        });
+        return done_when_ready(seen, &holding, now);
     }
     let of_release = |n: &str| seen.stats.get(n).filter(|s| s.release == release);
     if r.percent == 0 {

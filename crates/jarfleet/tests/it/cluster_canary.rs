@@ -47,6 +47,33 @@ fn six_on_v1(c: &Cluster, toml: &str, posts: bool) -> (String, Vec<FrontLoad>) {
     (v1, loads)
 }
 
+/// Waits until all 6 instances run one release other than `old`, ready; that release.
+fn settled_on_a_new_release(c: &Cluster, seer: &Node, old: &str) -> String {
+    wait_until_explained(
+        "all 6 ready on the new release",
+        Duration::from_secs(180),
+        || match settled_release(&instances(c, seer), 6) {
+            Some(r) if r != old => Ok(r),
+            _ => Err(format!("{:?}", instances(c, seer))),
+        },
+    )
+}
+
+/// Lets each load through `nodes` answer 30 more, then checks none of its requests failed.
+fn none_failed(loads: Vec<FrontLoad>, nodes: &[Node], during: &str) {
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip(nodes) {
+        let t = l.finish();
+        assert_eq!(
+            t.failed, 0,
+            "through {} during the {during}: {:?}",
+            n.name, t.errors
+        );
+    }
+}
+
 #[test]
 fn a_healthy_canary_is_judged_on_every_node_s_figures_and_promoted_with_no_failed_request() {
     let c = Cluster::start(3);
@@ -54,25 +81,8 @@ fn a_healthy_canary_is_judged_on_every_node_s_figures_and_promoted_with_no_faile
     let jar = fixture::fixture_jar();
     let file = c.apps_file_toml(6, &jar, &["--version", "v2"], CANARY);
     c.ok(&c.nodes[1], &["apply", &file.display().to_string()]);
-    let v2 = wait_until_explained(
-        "all 6 ready on the new release",
-        Duration::from_secs(180),
-        || match settled_release(&instances(&c, &c.nodes[2]), 6) {
-            Some(r) if r != v1 => Ok(r),
-            _ => Err(format!("{:?}", instances(&c, &c.nodes[2]))),
-        },
-    );
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip(&c.nodes) {
-        let t = l.finish();
-        assert_eq!(
-            t.failed, 0,
-            "through {} during the canary: {:?}",
-            n.name, t.errors
-        );
-    }
+    let v2 = settled_on_a_new_release(&c, &c.nodes[2], &v1);
+    none_failed(loads, &c.nodes, "canary");
     let r = wait_until_explained("the rollout done", Duration::from_secs(30), || {
         let r = rollout(&c, &c.nodes[0]);
         if r["state"] == "done" {
@@ -200,25 +210,8 @@ fn a_blue_green_release_switches_every_node_once_every_new_set_is_ready() {
     let jar = fixture::fixture_jar();
     let file = c.apps_file_toml(6, &jar, &["--version", "v2"], BLUE_GREEN);
     c.ok(&c.nodes[2], &["apply", &file.display().to_string()]);
-    let v2 = wait_until_explained(
-        "all 6 ready on the new release",
-        Duration::from_secs(180),
-        || match settled_release(&instances(&c, &c.nodes[0]), 6) {
-            Some(r) if r != v1 => Ok(r),
-            _ => Err(format!("{:?}", instances(&c, &c.nodes[0]))),
-        },
-    );
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip(&c.nodes) {
-        let t = l.finish();
-        assert_eq!(
-            t.failed, 0,
-            "through {} during the switch: {:?}",
-            n.name, t.errors
-        );
-    }
+    let v2 = settled_on_a_new_release(&c, &c.nodes[0], &v1);
+    none_failed(loads, &c.nodes, "switch");
     let leader = c.scheduler(&c.nodes[0]);
     let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
@@ -377,11 +370,5 @@ fn a_paused_canary_is_promoted_or_aborted_from_any_node() {
         },
     );
     assert_eq!(r["why"], "aborted by the operator", "{r:#}");
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip(&c.nodes) {
-        let t = l.finish();
-        assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
-    }
+    none_failed(loads, &c.nodes, "pause, the promote and the abort");
 }

@@ -54,18 +54,7 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
         .spawn()
         .expect("logs -f");
     let stdout = follow.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::harness::lines_of(stdout);
     let target = format!(
         "{}:{}",
         remote["address"].as_str().expect("address"),

@@ -494,3 +494,21 @@ pub fn assert_all_from(port: u16, version: &str, n: usize, why: &str) {
         assert_eq!((code, body.trim()), (200, version), "{why}");
     }
 }
+
+/// Every line a child writes to `stdout`, as it writes it (a thread reads them until the pipe
+/// closes or the receiver is gone).
+pub fn lines_of(stdout: std::process::ChildStdout) -> std::sync::mpsc::Receiver<String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

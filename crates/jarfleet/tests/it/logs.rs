@@ -119,18 +119,7 @@ fn logs_multiplexes_instances_with_prefixes_and_follows() {
     let port = ready[0]["port"].as_u64().expect("port") as u16;
     let slot = ready[0]["slot"].as_u64().expect("slot");
     let stdout = follow.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::harness::lines_of(stdout);
     let seen = wait_until("a followed line", Duration::from_secs(20), || {
         let _ = http_get(port, "/log?lines=1&size=30");
         rx.recv_timeout(Duration::from_millis(300)).ok()
