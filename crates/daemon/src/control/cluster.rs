@@ -45,6 +45,8 @@ pub(super) struct ClusterState {
     pub(super) stats: watch::Sender<jarfleet_cluster::publish::SetStatsView>,
     /// Per app: the canary or blue-green rollout its deployment follows.
     pub(super) leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
+    /// When this node's figures of its led deployments are next taken.
+    pub(super) stats_due: u64,
 }
 
 impl Control {
@@ -59,6 +61,7 @@ impl Control {
                     rolled_back: BTreeMap::new(),
                     stats,
                     leads: BTreeMap::new(),
+                    stats_due: 0,
                 });
                 // The agent decides nothing before this first report (even an empty one).
                 if let Some(c) = self.cluster.as_ref() {

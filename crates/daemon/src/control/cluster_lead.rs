@@ -129,8 +129,17 @@ impl Control {
     }
 
     /// This node's figures of each led deployment's new set, handed to the agent (which
-    /// publishes them as `stats/<node>/<app>`).
-    pub(super) fn publish_set_stats(&self) {
+    /// publishes them as `stats/<node>/<app>`): taken from the data plane at most every
+    /// [`LEAD_EVERY_MS`], not at every turn of the loop.
+    pub(super) fn publish_set_stats(&mut self) {
+        let now = self.now_ms();
+        let Some(c) = self.cluster.as_mut() else {
+            return;
+        };
+        if now < c.stats_due {
+            return;
+        }
+        c.stats_due = now + LEAD_EVERY_MS;
         let Some(c) = self.cluster.as_ref() else {
             return;
         };
