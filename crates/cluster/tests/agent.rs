@@ -696,16 +696,23 @@ async fn a_new_release_reaches_one_node_at_a_time_and_the_next_scheduler_carries
         sleep(Duration::from_millis(20)).await;
     }
     assert!(order.len() >= 2, "{order:?}");
-    let events: Vec<String> = [&a, &b, &c]
-        .iter()
-        .flat_map(|n| n.events.iter())
-        .filter(|(k, _)| *k == EventKind::ClusterRollout)
-        .map(|(_, m)| m.clone())
+    // The scheduler says so once its write went through (the watch may show the record first).
+    let mut alive: Vec<&mut Node> = [&mut a, &mut b, &mut c]
+        .into_iter()
+        .filter(|n| n.agent.is_some())
         .collect();
-    assert!(
-        events.iter().any(|e| e.contains("runs on every node")),
-        "{events:?}"
-    );
+    until(
+        &mut alive,
+        "the scheduler's word that r2 runs on every node",
+        |ns| {
+            ns.iter().any(|n| {
+                n.events.iter().any(|(k, m)| {
+                    *k == EventKind::ClusterRollout && m.contains("runs on every node")
+                })
+            })
+        },
+    )
+    .await;
 }
 
 /// Node `n`'s figures of web's new set of `release` at `step` (`percent`), as its daemon hands

@@ -314,17 +314,32 @@ fn bind_private(socket: &std::path::Path) -> Result<tokio::net::UnixListener> {
     Ok(listener)
 }
 
+/// How long a starting daemon waits for the state dir's lock: a daemon killed a moment ago can
+/// leave it held for a few milliseconds by a child it was starting (forked, not yet exec'd).
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// One daemon per state dir: an exclusive `flock` held for the daemon's life.
 fn lock(dirs: &StateDir) -> Result<nix::fcntl::Flock<std::fs::File>> {
     let path = dirs.lock();
-    let file = std::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .read(true)
         .write(true)
         .open(&path)
         .with_context(|| format!("opening {}", path.display()))?;
-    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+    let until = std::time::Instant::now() + LOCK_WAIT;
+    let taken = loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => break Ok(locked),
+            Err((back, _)) if std::time::Instant::now() < until => {
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err((back, e)) => break Err((back, e)),
+        }
+    };
+    match taken {
         Ok(mut locked) => {
             let _ = locked.set_len(0);
             let _ = writeln!(locked, "{}", std::process::id());
