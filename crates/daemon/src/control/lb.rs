@@ -284,8 +284,11 @@ impl Control {
 
     /// Pushes the app's ready instances to its listener if they changed.
     pub(super) fn sync_lb(&mut self, app: &str) {
-        // A canary splits the traffic between its release and the rest by weight.
+        // A canary splits the traffic between its release and the rest by weight (the other
+        // nodes' instances this balancer sends to count with the rest or the canary by their
+        // release, like this node's).
         let held = self.held_blue_green(app);
+        let mut remote = self.remote_backends(app);
         let split = self.apps.get(app).and_then(|rt| {
             if let Some(release) = held {
                 // Led by the cluster: its new set waits for every node's switch.
@@ -301,11 +304,19 @@ impl Control {
                             && (s.record.instance.release == release) == of_canary
                     })
                     .count()
+                    + remote
+                        .iter()
+                        .filter(|b| (b.release == release) == of_canary)
+                        .count()
             };
             self.canary_weights(app, ready(false), ready(true))
         });
+        if let Some((canary, ws, wc)) = &split {
+            for b in remote.iter_mut() {
+                b.weight = if b.release == *canary { *wc } else { *ws };
+            }
+        }
         let now = self.now_ms();
-        let remote = self.remote_backends(app);
         let Some(rt) = self.apps.get(app) else { return };
         let Some(lb) = self.lb.apps.get_mut(app) else {
             return;
