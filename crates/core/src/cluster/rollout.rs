@@ -556,6 +556,15 @@ mod tests {
         RolloutRecord::new("r2", "r1", RolloutStrategy::Canary, 1)
     }
 
+    /// A canary on every node (a, b, c) at its first step, 10 %, begun at 1 000.
+    fn canary_at_step_one() -> RolloutRecord {
+        let mut r = canary();
+        r.cleared = vec!["a".into(), "b".into(), "c".into()];
+        r.percent = 10;
+        r.step_started_ms = Some(1_000);
+        r
+    }
+
     #[test]
     fn a_canary_clears_every_node_at_once_and_waits_for_every_new_set() {
         let mut w = World::new();
@@ -588,10 +597,7 @@ mod tests {
     #[test]
     fn a_canary_step_is_judged_on_the_sum_of_every_node_s_figures() {
         let mut w = World::new();
-        let mut r = canary();
-        r.cleared = vec!["a".into(), "b".into(), "c".into()];
-        r.percent = 10;
-        r.step_started_ms = Some(1_000);
+        let mut r = canary_at_step_one();
         // Each node alone has too few canary requests to judge (min_requests 20): together
         // they have enough.
         for n in ["a", "b", "c"] {
@@ -628,10 +634,7 @@ mod tests {
     #[test]
     fn a_failing_canary_rolls_back_everywhere_and_a_late_node_is_waited_for_a_while() {
         let mut w = World::new();
-        let mut r = canary();
-        r.cleared = vec!["a".into(), "b".into(), "c".into()];
-        r.percent = 10;
-        r.step_started_ms = Some(1_000);
+        let r = canary_at_step_one();
         // 30 % of the canary's answers fail on a and b; c still sends figures of no step.
         w.figures("a", 0, 10, (50, 15), 500);
         w.figures("b", 0, 10, (50, 15), 500);
@@ -667,10 +670,7 @@ mod tests {
     fn a_pause_step_waits_for_promote_and_abort_rolls_back_everywhere() {
         let mut w = World::new();
         w.canary.pause = vec![10];
-        let mut r = canary();
-        r.cleared = vec!["a".into(), "b".into(), "c".into()];
-        r.percent = 10;
-        r.step_started_ms = Some(1_000);
+        let mut r = canary_at_step_one();
         for n in ["a", "b", "c"] {
             w.figures(n, 0, 10, (8, 0), 80);
         }

@@ -614,12 +614,19 @@ async fn logs(
                 .follow_logs(&q.app, slot, q.lines, q.follow)
                 .await?
             {
-                Some(remote) => return Ok(remote_log_stream(remote)),
+                Some(remote) => return Ok(ndjson_lines(remote)),
                 None => return Err(e),
             }
         }
     };
-    let mut lines = crate::http::logtail::spawn(st.dirs.clone(), q.app, slots, q.lines, q.follow);
+    let lines = crate::http::logtail::spawn(st.dirs.clone(), q.app, slots, q.lines, q.follow);
+    Ok(ndjson_lines(lines))
+}
+
+/// Every value `lines` yields, one JSON line each, until it ends or the client goes. (Another
+/// node's log lines come as `jarfleet_cluster::logs::LogLine`, written as the same JSON as this
+/// node's `jarfleet_api::LogLine`.)
+fn ndjson_lines<T: serde::Serialize + Send + 'static>(mut lines: mpsc::Receiver<T>) -> Response {
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     tokio::spawn(async move {
         loop {
@@ -628,30 +635,6 @@ async fn logs(
                 _ = tx.closed() => return,
             };
             let Some(line) = line else { return };
-            if tx.send(line_of(&line)).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(ndjson_stream(rx))
-}
-
-/// Another node's instance's log lines, as `/v1/logs` streams this node's.
-fn remote_log_stream(mut remote: mpsc::Receiver<jarfleet_cluster::logs::LogLine>) -> Response {
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    tokio::spawn(async move {
-        loop {
-            let line = tokio::select! {
-                line = remote.recv() => line,
-                _ = tx.closed() => return,
-            };
-            let Some(l) = line else { return };
-            let line = jarfleet_api::LogLine {
-                app: l.app,
-                slot: l.slot,
-                stream: l.stream,
-                line: l.line,
-            };
             if tx.send(line_of(&line)).await.is_err() {
                 return;
             }

@@ -60,7 +60,7 @@ fn settled_on_a_new_release(c: &Cluster, seer: &Node, old: &str) -> String {
 }
 
 /// Lets each load through `nodes` answer 30 more, then checks none of its requests failed.
-fn none_failed(loads: Vec<FrontLoad>, nodes: &[Node], during: &str) {
+fn none_failed<'a>(loads: Vec<FrontLoad>, nodes: impl IntoIterator<Item = &'a Node>, during: &str) {
     for l in &loads {
         l.wait_more(30);
     }
@@ -292,17 +292,11 @@ fn the_scheduler_s_host_dying_mid_canary_leaves_the_next_scheduler_to_finish_it(
     assert_eq!(r["verdicts"].as_array().map(Vec::len), Some(2), "{r:#}");
     let new_leader = c.scheduler(alive[0]);
     assert_ne!(new_leader, leader, "the scheduler moved");
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip(&alive) {
-        let t = l.finish();
-        assert_eq!(
-            t.failed, 0,
-            "through {} while {leader} died mid-canary: {:?}",
-            n.name, t.errors
-        );
-    }
+    none_failed(
+        loads,
+        alive.iter().copied(),
+        &format!("death of {leader} mid-canary"),
+    );
 }
 
 /// A canary with a `pause` step across the cluster waits for `jarfleet promote` given on any
