@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::conns::{ConnToken, Conns, RUNNING, Room};
-use crate::{Mode, Shared, h1, tcp, workers};
+use crate::{Mode, Shared, h1, relay, tcp, workers};
 
 /// How long the loop waits at a cap before it looks again (a close wakes it sooner).
 const CAP_RECHECK: Duration = Duration::from_millis(200);
@@ -100,6 +100,7 @@ async fn accept_loop(listener: Arc<tokio::net::TcpListener>, sh: Arc<Shared>) {
                     match sh.mode {
                         Mode::Http => h1::serve(sh, stream, peer, token).await,
                         Mode::Tcp => tcp::serve(sh, stream, token).await,
+                        Mode::Relay => relay::serve(sh, stream, peer, token).await,
                     }
                 });
             }

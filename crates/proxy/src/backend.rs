@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize,
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::relay::Via;
+use crate::upstream::Upstream;
 use crate::{BackendId, Shared, pool, stats};
 
 /// Why an instance was last taken out of rotation.
@@ -55,6 +56,8 @@ impl EjectReason {
 pub(crate) struct BackendState {
     pub id: BackendId,
     pub addr: SocketAddr,
+    /// Another node's instance, reached through its relay at `addr`.
+    pub via: Option<Via>,
     pub labels: BTreeMap<String, String>,
     pub counters: stats::Counters,
     pub in_flight: AtomicU64,
@@ -84,12 +87,14 @@ impl BackendState {
     pub fn new(
         id: BackendId,
         addr: SocketAddr,
+        via: Option<Via>,
         labels: BTreeMap<String, String>,
         workers: usize,
     ) -> BackendState {
         BackendState {
             id,
             addr,
+            via,
             labels,
             counters: stats::Counters::default(),
             in_flight: AtomicU64::new(0),
@@ -193,7 +198,7 @@ impl BackendState {
                 (cfg.outlier.probe_path.clone(), cfg.outlier.probe_timeout)
             };
             b.counters.stall_probes.fetch_add(1, Ordering::Relaxed);
-            let alive = tokio::time::timeout(timeout, probe(b.addr, &path)).await;
+            let alive = tokio::time::timeout(timeout, probe(&b, &path, timeout)).await;
             let now = Instant::now();
             match alive {
                 Ok(Ok(())) => b.progress(sh.nanos(now)),
@@ -237,9 +242,9 @@ fn duration_ns(d: Duration) -> u64 {
 }
 
 /// The stall probe: any status line on a fresh connection means the instance still answers.
-async fn probe(addr: SocketAddr, path: &str) -> io::Result<()> {
-    let mut s = TcpStream::connect(addr).await?;
-    let _ = s.set_nodelay(true);
+async fn probe(b: &BackendState, path: &str, timeout: Duration) -> io::Result<()> {
+    let addr = b.addr;
+    let mut s = Upstream::connect(b, timeout).await?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: jarfleet-stall-probe\r\nConnection: close\r\n\r\n"
     );

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub enum Mode {
     Http,
     Tcp,
+    /// The node's relay: other nodes' balancers reach this node's instances through it, over
+    /// mutual TLS ([`crate::relay`]). Its snapshot is the set of instances they may reach.
+    Relay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +143,10 @@ pub struct ListenerConfig {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub outlier: Outlier,
+    /// This node's certificate, key and the cluster's CA: the relay's TLS (`Mode::Relay`),
+    /// and the one every listener of the process presents to other nodes' relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_tls: Option<crate::relay::RelayTls>,
 }
 
 impl ListenerConfig {
@@ -153,6 +160,7 @@ impl ListenerConfig {
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             outlier: Outlier::default(),
+            relay_tls: None,
         }
     }
 }

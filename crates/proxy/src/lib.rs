@@ -92,11 +92,13 @@ mod conns;
 mod h1;
 mod limits;
 mod pool;
+pub mod relay;
 mod stats;
 mod table;
 mod tcp;
 mod throttle;
 mod tunnel;
+mod upstream;
 mod workers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -161,6 +163,8 @@ pub struct Backend {
     pub ready_at: Instant,
     /// Shown in stats, e.g. `release`.
     pub labels: BTreeMap<String, String>,
+    /// An instance of another node reached through that node's relay (`addr` is the relay's).
+    pub via: Option<relay::Via>,
 }
 
 impl Backend {
@@ -173,6 +177,7 @@ impl Backend {
             weight: 100,
             ready_at: now.checked_sub(Duration::from_secs(86_400)).unwrap_or(now),
             labels: BTreeMap::new(),
+            via: None,
         }
     }
 }
@@ -226,6 +231,8 @@ pub(crate) struct Shared {
     pub conns: Arc<Conns>,
     /// The snapshot in force, to rebuild the table when the balancing settings change.
     last: Mutex<Snapshot>,
+    /// A relay listener's TLS acceptor.
+    pub relay: arc_swap::ArcSwapOption<tokio_rustls::TlsAcceptor>,
 }
 
 impl Shared {
@@ -249,11 +256,12 @@ impl Shared {
         let mut backends = Vec::with_capacity(snapshot.backends.len());
         for b in &snapshot.backends {
             let state = match registry.get(&b.id) {
-                Some(s) if s.addr == b.addr => s.clone(),
+                Some(s) if s.addr == b.addr && s.via == b.via => s.clone(),
                 _ => {
                     let s = Arc::new(BackendState::new(
                         b.id.clone(),
                         b.addr,
+                        b.via.clone(),
                         b.labels.clone(),
                         workers::workers().map_or(1, |w| w.len()),
                     ));
@@ -273,7 +281,7 @@ impl Shared {
             if snapshot
                 .backends
                 .iter()
-                .any(|b| &b.id == id && b.addr == s.addr)
+                .any(|b| &b.id == id && b.addr == s.addr && b.via == s.via)
             {
                 return true;
             }
@@ -386,6 +394,14 @@ impl Listener {
         snapshot: Snapshot,
     ) -> io::Result<Listener> {
         let local = listener.local_addr()?;
+        let relay = match cfg.mode {
+            Mode::Relay => {
+                let (acceptor, mutual) = relay::acceptor(cfg.relay_tls.as_ref())?;
+                relay::install_client(mutual.client);
+                Some(Arc::new(acceptor))
+            }
+            _ => None,
+        };
         let socket = listener.try_clone()?;
         let shared = Arc::new(Shared {
             name: cfg.name.clone(),
@@ -399,6 +415,7 @@ impl Listener {
             warnings: throttle::Warnings::default(),
             conns: Conns::new(),
             last: Mutex::new(Snapshot::default()),
+            relay: arc_swap::ArcSwapOption::new(relay),
             cfg: ArcSwap::from_pointee(cfg),
         });
         if !snapshot.backends.is_empty() {
@@ -452,6 +469,19 @@ impl Listener {
         new.mode = old.mode;
         let rebuild = old.balance != new.balance || old.slow_start != new.slow_start;
         let raised = new.limits.max_connections > old.limits.max_connections;
+        if new.mode == Mode::Relay && new.relay_tls != old.relay_tls {
+            // New certificates: new connections use them; a bad set keeps the old ones.
+            match relay::acceptor(new.relay_tls.as_ref()) {
+                Ok((acceptor, mutual)) => {
+                    relay::install_client(mutual.client);
+                    sh.relay.store(Some(Arc::new(acceptor)));
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %sh.name, error = %e, "relay: new certificates refused, the old ones stay");
+                    new.relay_tls = old.relay_tls.clone();
+                }
+            }
+        }
         sh.cfg.store(Arc::new(new));
         if rebuild {
             let last = sh.last.lock().unwrap_or_else(|p| p.into_inner()).clone();

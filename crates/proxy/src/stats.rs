@@ -192,6 +192,7 @@ pub(crate) struct FrontCounters {
     pub tunnels: AtomicU64,
     pub tunnels_open: AtomicU64,
     pub accept_restarts: AtomicU64,
+    pub tls_refused: AtomicU64,
 }
 
 impl FrontCounters {
@@ -206,6 +207,7 @@ impl FrontCounters {
             tunnels: self.tunnels.load(Relaxed),
             tunnels_open: self.tunnels_open.load(Relaxed),
             accept_restarts: self.accept_restarts.load(Relaxed),
+            tls_refused: self.tls_refused.load(Relaxed),
         }
     }
 }
@@ -231,6 +233,9 @@ pub struct FrontView {
     pub tunnels_open: u64,
     /// Times the accept loop panicked and was started again (0 unless jarfleet has a bug).
     pub accept_restarts: u64,
+    /// A relay's clients whose TLS handshake failed (no certificate of the cluster's CA).
+    #[serde(default)]
+    pub tls_refused: u64,
 }
 
 impl FrontView {
@@ -245,6 +250,7 @@ impl FrontView {
         self.paused += o.paused;
         self.tunnels += o.tunnels;
         self.accept_restarts += o.accept_restarts;
+        self.tls_refused += o.tls_refused;
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::net::TcpStream;
 
 use crate::backend::EjectReason;
 use crate::conns::{ConnToken, HARD};
+use crate::upstream::Upstream;
 use crate::{Shared, table, tunnel};
 
 pub(crate) async fn serve(sh: Arc<Shared>, mut client: TcpStream, token: ConnToken) {
@@ -30,31 +31,23 @@ pub(crate) async fn serve(sh: Arc<Shared>, mut client: TcpStream, token: ConnTok
             failed.state.counters.retries.fetch_add(1, Relaxed);
         }
         let b = &table.backends[idx].state;
-        let connected = tokio::time::timeout(connect_timeout, TcpStream::connect(b.addr)).await;
-        let mut upstream = match connected {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) if crate::is_local_exhaustion(&e) => {
+        let mut upstream = match Upstream::connect(b, connect_timeout).await {
+            Ok(s) => s,
+            Err(e) if crate::is_local_exhaustion(&e) => {
                 sh.front.local_errors.fetch_add(1, Relaxed);
                 if let Some(since) = sh.warnings.local_error.allow(Instant::now()) {
                     tracing::warn!(listener = %sh.name, error = %e, "cannot connect to an instance: the load balancer is out of resources{since}");
                 }
                 return;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::debug!(listener = %sh.name, backend = %b.id, error = %e, "tcp connect failed");
                 b.counters.errors.fetch_add(1, Relaxed);
                 b.eject(&sh, Instant::now(), EjectReason::Connect);
                 exclude.push(idx);
                 continue;
             }
-            Err(_) => {
-                b.counters.errors.fetch_add(1, Relaxed);
-                b.eject(&sh, Instant::now(), EjectReason::Connect);
-                exclude.push(idx);
-                continue;
-            }
         };
-        let _ = upstream.set_nodelay(true);
         b.counters.conns.fetch_add(1, Relaxed);
         tokio::select! {
             r = tunnel::pump(&mut client, &mut upstream, idle) => {

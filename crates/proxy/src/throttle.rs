@@ -11,6 +11,7 @@ const EVERY: Duration = Duration::from_secs(1);
 pub(crate) struct Warnings {
     pub accept_failed: Throttle,
     pub local_error: Throttle,
+    pub tls_refused: Throttle,
 }
 
 /// One kind of warning: when it was last logged, and how many were left out since.

@@ -263,7 +263,7 @@ async fn attempt_on(
         let reused = pooled.is_some();
         let mut up = match pooled.take() {
             Some(c) => c,
-            None => BackendConn::connect(b.addr, t.connect).await.map_err(|e| {
+            None => BackendConn::connect(b, t.connect).await.map_err(|e| {
                 if crate::is_local_exhaustion(&e) {
                     Failure::Local(e)
                 } else {

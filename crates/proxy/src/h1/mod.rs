@@ -28,56 +28,32 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::Shared;
+use crate::backend::BackendState;
 use crate::conns::{ConnToken, GRACEFUL, HARD, RECLAIM_MIN_IDLE, RUNNING, Signal};
+use crate::upstream::Upstream;
 
 /// Read buffer per connection side; bodies are copied through it.
 pub(crate) const BUF: usize = 16 * 1024;
 
 /// A keep-alive connection to a backend with its read buffer (empty between exchanges).
 pub(crate) struct BackendConn {
-    stream: TcpStream,
+    stream: Upstream,
     buf: BytesMut,
 }
 
 impl BackendConn {
-    /// TCP connect bounded by `timeout`, TCP_NODELAY.
-    async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<BackendConn> {
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("connect to {addr} timed out"),
-                ));
-            }
-        };
-        stream.set_nodelay(true)?;
+    /// A connection to `b` bounded by `timeout`, TCP_NODELAY (through its relay when it is
+    /// another node's).
+    async fn connect(b: &BackendState, timeout: Duration) -> io::Result<BackendConn> {
         Ok(BackendConn {
-            stream,
+            stream: Upstream::connect(b, timeout).await?,
             buf: BytesMut::with_capacity(BUF),
         })
     }
 
     /// Still usable after sitting idle: the backend neither closed it nor sent anything.
     pub(crate) fn is_open(&self) -> bool {
-        let mut probe = [0u8; 1];
-        if !matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-        {
-            return false;
-        }
-        // The reactor may not have seen the peer's FIN or RST yet (an instance that died a
-        // moment ago): the kernel knows. A request written on such a connection would be lost,
-        // and one that is not replayable (a POST) could not go anywhere else.
-        use nix::sys::socket::{MsgFlags, recv};
-        use std::os::fd::AsRawFd;
-        matches!(
-            recv(
-                self.stream.as_raw_fd(),
-                &mut probe,
-                MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
-            ),
-            Err(nix::errno::Errno::EAGAIN)
-        )
+        self.stream.is_open()
     }
 }
 
