@@ -541,6 +541,7 @@ pub fn remote_instances(
                 address: address.clone(),
                 port,
                 release: s.release.clone(),
+                relay_port: m.nodes.get(node).and_then(|n| n.record.relay_port),
             });
         }
     }

@@ -99,6 +99,8 @@ pub struct RemoteInstance {
     pub address: String,
     pub port: u16,
     pub release: String,
+    /// The port of its node's relay on `address` (nodes with mutual TLS).
+    pub relay_port: Option<u16>,
 }
 
 /// What the agent tells the daemon.

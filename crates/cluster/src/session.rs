@@ -153,6 +153,7 @@ async fn register(
         name: config.node.clone(),
         address: config.spec.advertise.clone(),
         peer_port: config.spec.peer_port,
+        relay_port: config.spec.tls.is_some().then_some(config.spec.relay_port),
         labels: config.spec.labels.clone(),
         memory: config.memory,
         version: config.version.clone(),

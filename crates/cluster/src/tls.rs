@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 
 use jarfleet_core::spec::ClusterTlsSpec;
 use rustls::pki_types::ServerName;
-use rustls::server::WebPkiClientVerifier;
 
 use crate::pki::{NodeTls, verify_node};
 
@@ -20,6 +19,8 @@ pub struct PeerTls {
     pub client: Arc<rustls::ClientConfig>,
     /// The PEM files it was read from (an artifact transfer reads them again).
     pub files: ClusterTlsSpec,
+    /// The same, for the node's relay (handed to the load balancer's process).
+    pub relay: jarfleet_proxy::relay::RelayTls,
 }
 
 impl std::fmt::Debug for PeerTls {
@@ -42,33 +43,26 @@ impl PeerTls {
                 files.ca.display()
             )
         })?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        for c in &tls.ca {
-            roots
-                .add(c.clone())
-                .map_err(|e| format!("{}: {e}", files.ca.display()))?;
-        }
-        let roots = Arc::new(roots);
-        let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-            .build()
-            .map_err(|e| format!("{}: {e}", files.ca.display()))?;
-        let server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(tls.chain.clone(), tls.key.clone_key())
-            .map_err(|e| format!("{}: {e}", files.key.display()))?;
-        let client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_client_auth_cert(tls.chain, tls.key.clone_key())
-            .map_err(|e| format!("{}: {e}", files.key.display()))?;
+        let relay = jarfleet_proxy::relay::RelayTls {
+            node: node.to_string(),
+            ca: tls.ca.iter().map(|c| c.to_vec()).collect(),
+            chain: tls.chain.iter().map(|c| c.to_vec()).collect(),
+            key: tls.key.secret_der().to_vec(),
+        };
+        let mutual = jarfleet_proxy::relay::mutual_tls(&tls.ca, tls.chain, tls.key.clone_key())
+            .map_err(|e| {
+                format!(
+                    "{} / {} / {}: {e}",
+                    files.ca.display(),
+                    files.cert.display(),
+                    files.key.display()
+                )
+            })?;
         Ok(PeerTls {
-            server: Arc::new(server),
-            client: Arc::new(client),
+            server: mutual.server,
+            client: mutual.client,
             files: files.clone(),
+            relay,
         })
     }
 

@@ -26,6 +26,7 @@ fn spec(etcd: &EtcdCluster, name: &str) -> ClusterSpec {
         node: None,
         advertise: "127.0.0.1".into(),
         peer_port: jarfleet_testkit::free_port(),
+        relay_port: jarfleet_testkit::free_port(),
         labels: BTreeMap::new(),
         memory: None,
         lease_ttl: Duration::from_secs(3),

@@ -36,6 +36,7 @@ fn endpoint(cache: &Path) -> (u16, tokio::runtime::Runtime) {
             node: Some("a".into()),
             advertise: "127.0.0.1".into(),
             peer_port: jarfleet_testkit::free_port(),
+            relay_port: jarfleet_testkit::free_port(),
             labels: BTreeMap::new(),
             memory: None,
             lease_ttl: Duration::from_secs(6),

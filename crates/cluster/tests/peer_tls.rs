@@ -33,6 +33,7 @@ fn config(node: &str, port: u16, tls: Option<ClusterTlsSpec>, cache: &Path) -> C
             node: Some(node.into()),
             advertise: "127.0.0.1".into(),
             peer_port: port,
+            relay_port: jarfleet_testkit::free_port(),
             labels: BTreeMap::new(),
             memory: None,
             lease_ttl: Duration::from_secs(6),

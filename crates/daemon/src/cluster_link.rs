@@ -35,6 +35,8 @@ pub enum ClusterNote {
         local: watch::Sender<LocalView>,
         /// Its figures of the new sets of canary and blue-green rollouts, for the agent.
         stats: watch::Sender<jarfleet_cluster::publish::SetStatsView>,
+        /// With `[cluster] tls`: this node's relay.
+        relay: Option<crate::control::relay::RelaySetup>,
     },
     /// What this node runs: every app of the cluster (prepared here) and, per app, the slots
     /// it runs with their placement's generation.
@@ -53,6 +55,24 @@ pub enum ClusterNote {
         generation: u64,
         timeout: Duration,
     },
+}
+
+/// Where this node's relay listens: `advertise`, on `relay_port`.
+async fn relay_address(spec: &ClusterSpec) -> Result<std::net::SocketAddr, ErrorBody> {
+    let host = spec.advertise.trim_matches(['[', ']']);
+    tokio::net::lookup_host((host, spec.relay_port))
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| {
+            refused(
+                format!(
+                    "`[cluster] advertise` ({}) names no address for the relay",
+                    spec.advertise
+                ),
+                Some("advertise an IP address of this host (or a name that resolves to one)"),
+            )
+        })
 }
 
 /// This node's instances' logs, served to its peers (over TLS only).
@@ -311,10 +331,18 @@ impl ClusterLink {
                 other => failed(format!("joining cluster {:?}: {other}", spec.name)),
             })?;
         let agent = Arc::new(agent);
+        let relay = match agent.peer_tls() {
+            Some(tls) => Some(crate::control::relay::RelaySetup {
+                listen: relay_address(&spec).await?,
+                tls: tls.relay.clone(),
+            }),
+            None => None,
+        };
         tx.send(
             ClusterNote::Attach {
                 local: local_tx,
                 stats: stats_tx,
+                relay,
             }
             .into(),
         )

@@ -1085,6 +1085,7 @@ mod tests {
             hung: false,
             in_flight: 1,
             idle_connections: 0,
+            via: None,
             counters: counters.clone(),
         };
         s.listeners = vec![(

@@ -150,6 +150,9 @@ pub struct WireBackend {
     /// How long it has been ready (the slow-start ramp), at the time of sending.
     pub ready_for_ms: u64,
     pub labels: BTreeMap<String, String>,
+    /// Another node's instance, reached through its relay at `addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<jarfleet_proxy::relay::Via>,
 }
 
 /// Counts a listener had in processes that are gone, added to its own when it reports them:

@@ -376,6 +376,7 @@ fn snapshot_of(backends: Vec<WireBackend>) -> (Snapshot, Vec<(WireBackend, Insta
                 backend.weight = b.weight;
                 backend.ready_at = *ready_at;
                 backend.labels = b.labels.clone();
+                backend.via = b.via.clone();
                 backend
             })
             .collect(),
@@ -525,6 +526,7 @@ mod tests {
             weight: 100,
             ready_for_ms: 60_000,
             labels: BTreeMap::new(),
+            via: None,
         }];
         let adopt = Request::Adopt {
             app: "app".into(),

@@ -569,6 +569,7 @@ impl Listener {
                 hung: s.is_hung(),
                 in_flight: s.in_flight.load(Ordering::SeqCst),
                 idle_connections: s.pool.idle_len(),
+                via: s.via.clone(),
                 counters,
             });
         };

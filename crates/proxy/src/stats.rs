@@ -163,6 +163,9 @@ pub struct BackendStats {
     pub hung: bool,
     pub in_flight: u64,
     pub idle_connections: usize,
+    /// Another node's instance, reached through its relay at `addr`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<crate::relay::Via>,
     #[serde(flatten)]
     pub counters: CounterView,
 }

@@ -43,6 +43,7 @@ impl World {
             name: name.clone(),
             address: format!("10.0.0.{}", n + 1),
             peer_port: 9901,
+            relay_port: None,
             labels: Default::default(),
             memory: self.nodes[n].memory,
             version: "sim".into(),

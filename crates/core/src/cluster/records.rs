@@ -39,6 +39,10 @@ pub struct NodeRecord {
     pub address: String,
     /// Its peer endpoint's port on `address`.
     pub peer_port: u16,
+    /// Its relay's port on `address` (nodes with mutual TLS): other nodes' balancers reach
+    /// its instances through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_port: Option<u16>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     /// Memory it offers to instances, in bytes.
@@ -62,6 +66,9 @@ impl Record for NodeRecord {
         }
         if self.peer_port == 0 {
             return Err("the node's peer port is 0".into());
+        }
+        if self.relay_port == Some(0) {
+            return Err("the node's relay port is 0".into());
         }
         Ok(())
     }

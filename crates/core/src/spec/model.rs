@@ -51,6 +51,9 @@ pub struct ClusterSpec {
     /// The port of this node's peer endpoint on `advertise` (peers probe it; a node's
     /// instances leave every balancer when it stops answering).
     pub peer_port: u16,
+    /// With `tls`: the port of this node's relay on `advertise`, through which the other
+    /// nodes' balancers reach its instances (which may then listen on loopback only).
+    pub relay_port: u16,
     /// Labels apps can require (`[apps.NAME.placement] node_labels`).
     pub labels: BTreeMap<String, String>,
     /// Memory this node offers to instances; `None` = the machine's memory less 10 %.
@@ -79,6 +82,8 @@ pub struct ClusterTlsSpec {
 
 /// Default of `[cluster] peer_port`.
 pub const DEFAULT_PEER_PORT: u16 = 9901;
+/// Default of `[cluster] relay_port`.
+pub const DEFAULT_RELAY_PORT: u16 = 9902;
 /// Default of `[cluster] lease_ttl`: a lost host is noticed within this, and an etcd leader
 /// change (about 1-2 s) costs at most two of its once-a-second keep-alives.
 pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(6);

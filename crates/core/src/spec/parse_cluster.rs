@@ -10,7 +10,7 @@ use super::check;
 use super::reader::{Reader, Table};
 use super::{
     ClusterSpec, ClusterTlsSpec, DEFAULT_LEASE_TTL, DEFAULT_PEER_PORT, DEFAULT_PROBE_INTERVAL,
-    DEFAULT_PROBE_TIMEOUT, PlacementSpec,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_RELAY_PORT, PlacementSpec,
 };
 use crate::interp::Mode;
 
@@ -20,6 +20,7 @@ pub(super) const CLUSTER_KEYS: &[&str] = &[
     "node",
     "advertise",
     "peer_port",
+    "relay_port",
     "labels",
     "memory",
     "lease_ttl",
@@ -78,6 +79,28 @@ pub(super) fn cluster(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<ClusterSp
         )
         .and_then(|p| u16::try_from(p).ok())
         .unwrap_or(DEFAULT_PEER_PORT);
+    let relay_port = r
+        .u32(
+            t,
+            "relay_port",
+            1..=65_535,
+            "the TCP port of this node's relay (with `tls`), e.g. relay_port = 9902",
+        )
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(DEFAULT_RELAY_PORT);
+    if relay_port == peer_port
+        && let Some(v) = t.get("relay_port").or_else(|| t.get("peer_port"))
+    {
+        r.bad(
+            v,
+            &t.key("relay_port"),
+            "the same port as peer_port",
+            Some(format!(
+                "the relay and the peer endpoint each need a port of their own: e.g. relay_port = {}",
+                peer_port.checked_add(1).unwrap_or(peer_port - 1)
+            )),
+        );
+    }
     let labels = labels(r, t, "labels", "{ zone = \"eu-1a\", disk = \"ssd\" }");
     let memory = r.size(t, "memory");
     let lease_ttl = r
@@ -149,6 +172,7 @@ pub(super) fn cluster(r: &mut Reader<'_>, t: &Table<'_, '_>) -> Option<ClusterSp
         node,
         advertise: advertise?,
         peer_port,
+        relay_port,
         labels,
         memory,
         lease_ttl,

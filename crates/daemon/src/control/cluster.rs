@@ -52,7 +52,11 @@ pub(super) struct ClusterState {
 impl Control {
     pub(super) fn on_cluster(&mut self, note: ClusterNote) {
         match note {
-            ClusterNote::Attach { local, stats } => {
+            ClusterNote::Attach {
+                local,
+                stats,
+                relay,
+            } => {
                 self.cluster = Some(ClusterState {
                     local,
                     assigned: None,
@@ -66,6 +70,9 @@ impl Control {
                 // The agent decides nothing before this first report (even an empty one).
                 if let Some(c) = self.cluster.as_ref() {
                     c.local.send_replace(self.cluster_view());
+                }
+                if let Some(setup) = relay {
+                    self.start_relay(setup);
                 }
             }
             ClusterNote::Assign { apps, run, leads } => self.cluster_assign(apps, run, leads),
@@ -359,17 +366,31 @@ impl Control {
         let Some(c) = self.cluster.as_ref() else {
             return Vec::new();
         };
+        let relayed = self.relay_active();
         c.remote
             .get(app)
             .map(|list| {
                 list.iter()
                     .filter_map(|r| {
                         let ip: IpAddr = r.address.trim_matches(['[', ']']).parse().ok()?;
+                        // With TLS, through its node's relay (the instance may listen on
+                        // loopback only); straight to its port otherwise.
+                        let (addr, via) = match r.relay_port.filter(|_| relayed) {
+                            Some(port) => (
+                                SocketAddr::new(ip, port),
+                                Some(jarfleet_proxy::relay::Via {
+                                    node: r.node.clone(),
+                                    target: super::lb::backend_id(app, r.slot, r.generation),
+                                }),
+                            ),
+                            None => (SocketAddr::new(ip, r.port), None),
+                        };
                         Some(BackendEntry {
                             id: format!("{app}/{}@{}#{}", r.slot, r.node, r.generation),
                             slot: r.slot,
                             generation: r.generation,
-                            addr: SocketAddr::new(ip, r.port),
+                            addr,
+                            via,
                             weight: 100,
                             // Warmed up where it runs: no slow start from here.
                             ready_for: Duration::from_secs(3600),
@@ -394,7 +415,7 @@ impl Control {
                 .backends
                 .iter()
                 .filter(|b| b.in_snapshot)
-                .filter_map(|b| carried_entry(&b.id, b.addr, b.weight, &b.labels))
+                .filter_map(|b| carried_entry(&b.id, b.addr, b.weight, &b.labels, b.via.clone()))
                 .collect();
             if !carried.is_empty() {
                 self.carried_remote.insert(app.clone(), carried);
@@ -421,6 +442,14 @@ impl Control {
             .and_then(|s| s.record.instance.process.as_ref())
             .map(|p| p.port);
         let tx = self.tx.clone();
+        // Through the relay, other nodes' connections come from this host: the relay counts
+        // them as in flight on the instance.
+        let relay = self.relay_active().then(|| {
+            (
+                self.data_plane.clone(),
+                super::lb::backend_id(app, slot, generation),
+            )
+        });
         let app = app.to_string();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();
@@ -428,10 +457,23 @@ impl Control {
             if let Some(port) = port {
                 let deadline = started + timeout;
                 while tokio::time::Instant::now() < deadline {
-                    match jarfleet_shim::procinfo::established_from_elsewhere(port) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                    let direct =
+                        jarfleet_shim::procinfo::established_from_elsewhere(port).unwrap_or(0);
+                    let relayed = match &relay {
+                        Some((dp, id)) => {
+                            let (dp, id) = (dp.clone(), id.clone());
+                            tokio::task::spawn_blocking(move || {
+                                dp.in_flight(super::relay::RELAY, &id)
+                            })
+                            .await
+                            .unwrap_or(0)
+                        }
+                        None => 0,
+                    };
+                    if direct == 0 && relayed == 0 {
+                        break;
                     }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             }
             let left = timeout.saturating_sub(started.elapsed());
@@ -458,6 +500,7 @@ fn carried_entry(
     addr: SocketAddr,
     weight: u32,
     labels: &BTreeMap<String, String>,
+    via: Option<jarfleet_proxy::relay::Via>,
 ) -> Option<BackendEntry> {
     let (_, placed) = id.split_once('@')?;
     let (_, generation) = placed.rsplit_once('#')?;
@@ -471,6 +514,7 @@ fn carried_entry(
         weight,
         ready_for: Duration::from_secs(3600),
         release: labels.get("release").cloned().unwrap_or_default(),
+        via,
     })
 }
 
@@ -485,16 +529,16 @@ mod carried_tests {
             ("release".to_string(), "r7".to_string()),
         ]);
         let addr: SocketAddr = "10.0.0.2:9100".parse().expect("addr");
-        let got = carried_entry("web/2@n1#4", addr, 100, &labels).expect("a remote one");
+        let got = carried_entry("web/2@n1#4", addr, 100, &labels, None).expect("a remote one");
         assert_eq!(
             (got.slot, got.generation, got.release.as_str()),
             (2, 4, "r7")
         );
         assert_eq!(got.addr, addr);
         // This node's own (`APP/SLOT/GEN`) and malformed ids are not.
-        assert!(carried_entry("web/2#4", addr, 100, &labels).is_none());
-        assert!(carried_entry("web/2@n1#x", addr, 100, &labels).is_none());
-        assert!(carried_entry("web/2@n1", addr, 100, &labels).is_none());
-        assert!(carried_entry("web/2@n1#4", addr, 100, &BTreeMap::new()).is_none());
+        assert!(carried_entry("web/2#4", addr, 100, &labels, None).is_none());
+        assert!(carried_entry("web/2@n1#x", addr, 100, &labels, None).is_none());
+        assert!(carried_entry("web/2@n1", addr, 100, &labels, None).is_none());
+        assert!(carried_entry("web/2@n1#4", addr, 100, &BTreeMap::new(), None).is_none());
     }
 }

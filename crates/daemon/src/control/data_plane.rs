@@ -39,6 +39,8 @@ pub struct BackendEntry {
     /// How long the instance has been ready (the slow-start ramp starts then).
     pub ready_for: Duration,
     pub release: String,
+    /// Another node's instance, reached through its relay at `addr`.
+    pub via: Option<jarfleet_proxy::relay::Via>,
 }
 
 /// One drain to watch; its end reaches the loop as [`BalancerNote::Drained`].
@@ -172,6 +174,7 @@ impl DataPlane for OwnProcess {
                 ]
                 .into_iter()
                 .collect(),
+                via: e.via,
             })
             .collect();
         if let Err(e) = self.sup.update(app, wire) {

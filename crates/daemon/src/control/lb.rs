@@ -89,7 +89,7 @@ pub(super) fn listener_config(
 }
 
 /// The proxy's id of an instance's current process: a new process is a new backend.
-fn backend_id(app: &str, slot: u32, generation: u64) -> String {
+pub(super) fn backend_id(app: &str, slot: u32, generation: u64) -> String {
     format!("{app}/{slot}#{generation}")
 }
 
@@ -190,6 +190,43 @@ impl Control {
     /// A listener that did not bind: shown in `status`, counted, reported when it first fails
     /// (or fails differently), and tried again after a backoff (1 s → 30 s).
     fn listener_failed(&mut self, app: &str, listen: &str, error: String) {
+        if self.record_unbound(app, listen, &error) {
+            self.emit(
+                EventKind::LbBindFailed,
+                Some(app),
+                None,
+                format!(
+                    "load balancer cannot listen on {listen}: {error}; retrying by itself (every {} s at most)",
+                    jarfleet_core::backoff::listener_retry_delay(u32::MAX).as_secs()
+                ),
+            );
+        }
+    }
+
+    /// The relay did not bind: an event when it first fails (or fails differently), and
+    /// another attempt after the listeners' backoff.
+    pub(super) fn relay_failed(&mut self, listen: &str, error: String) {
+        if self.record_unbound(super::relay::RELAY, listen, &error) {
+            self.emit(
+                EventKind::LbBindFailed,
+                None,
+                None,
+                format!(
+                    "the relay for the other nodes' balancers cannot listen on {listen}: {error}; retrying by itself (every {} s at most). Until it does, the other nodes do not reach this node's instances",
+                    jarfleet_core::backoff::listener_retry_delay(u32::MAX).as_secs()
+                ),
+            );
+        }
+    }
+
+    /// A listener bound after failing.
+    pub(super) fn lb_unbound_cleared(&mut self, key: &str) {
+        self.lb.unbound.remove(key);
+    }
+
+    /// Counts a failed bind and schedules the next attempt; `true` when it is news (a first
+    /// failure, or a different one).
+    fn record_unbound(&mut self, app: &str, listen: &str, error: &str) -> bool {
         let now = self.now_ms();
         *self.lb.bind_failures.entry(app.to_string()).or_default() += 1;
         let previous = self.lb.unbound.get(app).cloned();
@@ -205,22 +242,12 @@ impl Control {
             app.to_string(),
             Unbound {
                 listen: listen.to_string(),
-                error: error.clone(),
+                error: error.to_string(),
                 failures,
                 next_try: now.saturating_add(delay.as_millis() as u64),
             },
         );
-        if news {
-            self.emit(
-                EventKind::LbBindFailed,
-                Some(app),
-                None,
-                format!(
-                    "load balancer cannot listen on {listen}: {error}; retrying by itself (every {} s at most)",
-                    jarfleet_core::backoff::listener_retry_delay(u32::MAX).as_secs()
-                ),
-            );
-        }
+        news
     }
 
     /// Listeners due for another attempt.
@@ -233,7 +260,9 @@ impl Control {
             .map(|(app, _)| app.clone())
             .collect();
         for app in due {
-            if self.apps.contains_key(&app) {
+            if app == super::relay::RELAY {
+                self.ensure_relay();
+            } else if self.apps.contains_key(&app) {
                 self.ensure_listener(&app);
             } else {
                 self.lb.unbound.remove(&app);
@@ -284,6 +313,7 @@ impl Control {
 
     /// Pushes the app's ready instances to its listener if they changed.
     pub(super) fn sync_lb(&mut self, app: &str) {
+        self.sync_relay();
         // A canary splits the traffic between its release and the rest by weight (the other
         // nodes' instances this balancer sends to count with the rest or the canary by their
         // release, like this node's).
@@ -351,6 +381,7 @@ impl Control {
                     weight,
                     ready_for: Duration::from_millis(now.saturating_sub(since)),
                     release: i.release.clone(),
+                    via: None,
                 })
             })
             .collect();

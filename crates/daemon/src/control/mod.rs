@@ -146,6 +146,8 @@ pub struct Control {
     /// the cluster runs now (else the first snapshot after a restart would leave only this
     /// node's own instances, or none).
     carried_remote: BTreeMap<String, Vec<data_plane::BackendEntry>>,
+    /// This node's relay (cluster nodes with TLS).
+    relay: Option<relay::Relay>,
 }
 
 fn usage(message: impl Into<String>, hint: Option<&str>) -> ErrorBody {
@@ -176,6 +178,7 @@ pub mod host;
 mod lb;
 mod metrics;
 mod refresh;
+pub mod relay;
 mod shims;
 mod status;
 
@@ -267,6 +270,7 @@ impl Control {
             strays: Vec::new(),
             cluster: None,
             carried_remote: BTreeMap::new(),
+            relay: None,
         };
         if let Some(error) = failing {
             control.store_changed(Change::Failing { error });

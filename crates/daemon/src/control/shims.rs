@@ -132,8 +132,13 @@ impl Control {
         for app in &names {
             self.ensure_listener(app);
         }
-        // What a data plane that outlived the last daemon serves for apps that are gone stops.
-        self.data_plane.retain(&names);
+        // What a data plane that outlived the last daemon serves for apps that are gone stops
+        // (a cluster node's relay stays: the cluster's link binds it again, in place).
+        let mut keep = names.clone();
+        if crate::cluster_link::was_joined(&self.dirs) {
+            keep.push(super::relay::RELAY.to_string());
+        }
+        self.data_plane.retain(&keep);
         for (app, slot) in redrain {
             let timeout = self
                 .apps

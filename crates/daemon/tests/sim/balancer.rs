@@ -543,6 +543,7 @@ impl DataPlane for SimBalancer {
                     hung: false,
                     in_flight: b.in_flight.len() as u64,
                     idle_connections: 0,
+                    via: b.entry.via.clone(),
                     counters,
                 }
             })
@@ -593,6 +594,7 @@ fn the_simulated_balancer_catches_a_stop_with_requests_in_flight() {
         weight: 100,
         ready_for: Duration::from_secs(60),
         release: "r1".into(),
+        via: None,
     };
     lb.update("web", vec![entry(0, 1)]);
     let mut procs = vec![ProcView {

@@ -7,6 +7,7 @@ fn node(name: &str, memory_mib: u64) -> NodeRecord {
         name: name.into(),
         address: format!("10.0.0.{}", name.len()),
         peer_port: 9901,
+        relay_port: None,
         labels: BTreeMap::new(),
         memory: memory_mib * MIB,
         version: "0.1.0".into(),
