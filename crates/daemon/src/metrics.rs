@@ -137,6 +137,8 @@ pub struct Snapshot {
     pub apps: Vec<AppNow>,
     /// The apps that have a load balancer listener, and the data plane that counts for them.
     pub listeners: (Vec<String>, Arc<dyn crate::control::data_plane::DataPlane>),
+    /// This node runs a relay for the other nodes' balancers (cluster mode with TLS).
+    pub relay: bool,
     pub control: LoopFigures,
 }
 
@@ -193,6 +195,7 @@ pub struct Scrape {
     tallies: Vec<(InstanceKey, InstanceTally)>,
     apps: Vec<AppNow>,
     listeners: Vec<(String, ListenerStats)>,
+    relay: Option<ListenerStats>,
     control: LoopFigures,
     daemon: ProcFigures,
     daemon_fds: Option<u64>,
@@ -213,6 +216,10 @@ pub fn collect(snapshot: Snapshot, cluster: Option<ClusterFigures>) -> Scrape {
         })
         .collect();
     let (apps, data_plane) = snapshot.listeners;
+    let relay = snapshot
+        .relay
+        .then(|| data_plane.stats(crate::control::relay::RELAY))
+        .flatten();
     let listeners = apps
         .into_iter()
         .filter_map(|app| {
@@ -226,6 +233,7 @@ pub fn collect(snapshot: Snapshot, cluster: Option<ClusterFigures>) -> Scrape {
         tallies: snapshot.tallies,
         apps: snapshot.apps,
         listeners,
+        relay,
         control: snapshot.control,
         daemon: ProcFigures::of(std::process::id()),
         daemon_fds: procinfo::open_fds(std::process::id()),
@@ -699,6 +707,40 @@ impl Scrape {
             traffic.iter().map(|((app, node), (_, n))| {
                 ([("app", app.as_str()), ("node", node.as_str())], *n)
             }),
+        )?;
+        let Some(relay) = &self.relay else {
+            return Ok(());
+        };
+        counters(
+            enc,
+            "cluster_relay_connections",
+            "Connections the other nodes' balancers opened to this node's instances through its relay.",
+            None,
+            [(none, relay.totals.connections)],
+        )?;
+        gauges(
+            enc,
+            "cluster_relay_open_connections",
+            "Connections through this node's relay open now.",
+            None,
+            [(
+                none,
+                relay.backends.iter().map(|b| b.in_flight).sum::<u64>(),
+            )],
+        )?;
+        counters(
+            enc,
+            "cluster_relay_refused",
+            "Connections this node's relay refused: tls (no certificate of the cluster's CA), request (not a relay request), instance (not an instance of this node, or it refused the relay's connect).",
+            None,
+            [
+                ([("reason", "tls")], relay.front.tls_refused),
+                ([("reason", "request")], relay.front.bad_requests),
+                (
+                    [("reason", "instance")],
+                    relay.no_backend + relay.totals.errors,
+                ),
+            ],
         )
     }
 
@@ -947,6 +989,7 @@ mod tests {
                     (("web-2".into(), "web".into()), 2),
                 ],
             }),
+            relay: None,
             instances: vec![(
                 InstanceNow {
                     key: key("web", 1, "r1"),
@@ -1103,11 +1146,27 @@ mod tests {
                     jarfleet_proxy::BackendStats {
                         id: "web/2@n2#7".into(),
                         addr: ([10, 0, 0, 2], 9000).into(),
-                        ..backend
+                        ..backend.clone()
                     },
                 ],
             },
         )];
+        // This node's relay, with one connection from another node open.
+        s.relay = Some(ListenerStats {
+            name: "relay".into(),
+            listen: ([10, 0, 0, 1], 9902).into(),
+            no_backend: 1,
+            connections: 1,
+            front: jarfleet_proxy::FrontView {
+                tls_refused: 2,
+                ..Default::default()
+            },
+            totals: jarfleet_proxy::CounterView {
+                connections: 5,
+                ..Default::default()
+            },
+            backends: vec![backend],
+        });
         s
     }
 
@@ -1157,7 +1216,7 @@ mod tests {
         let text = render(full_scrape());
         let families = families(&text);
         let exposed: BTreeSet<String> = families.keys().cloned().collect();
-        assert_eq!(exposed.len(), 56, "{exposed:#?}");
+        assert_eq!(exposed.len(), 59, "{exposed:#?}");
 
         // docs/metrics.md: its tables name exactly what is exposed.
         let docs = doc("docs/metrics.md");

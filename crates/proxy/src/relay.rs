@@ -8,7 +8,7 @@
 //! names the instance in one line:
 //!
 //! ```text
-//! → JFRELAY/1 web/2#7\n
+//! → JFRELAY/1 web/2:9104\n
 //! ← OK\n                      (or: NO <why>\n, and the connection closes)
 //! ```
 //!
@@ -147,19 +147,19 @@ pub(crate) fn install_client(client: Arc<rustls::ClientConfig>) {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Via {
     pub node: String,
-    /// The instance's name on its node (`app/slot#generation`).
+    /// The instance's name at its node's relay (`APP/SLOT:PORT`).
     pub target: String,
 }
 
-/// Whether `target` is an instance's name as a relay knows it, `APP/SLOT#GENERATION`: an app
-/// name (`a-z`, `0-9`, `-`, `_`), a slot and a generation in decimal; at most [`MAX_TARGET`]
-/// bytes.
+/// Whether `target` is an instance's name as a relay knows it, `APP/SLOT:PORT` (what every
+/// node reads in the cluster's status of the instance): an app name (`a-z`, `0-9`, `-`, `_`),
+/// a slot and a port in decimal; at most [`MAX_TARGET`] bytes.
 pub fn valid_target(target: &str) -> bool {
     let decimal = |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
     let Some((app, rest)) = target.split_once('/') else {
         return false;
     };
-    let Some((slot, generation)) = rest.split_once('#') else {
+    let Some((slot, port)) = rest.split_once(':') else {
         return false;
     };
     target.len() <= MAX_TARGET
@@ -168,7 +168,7 @@ pub fn valid_target(target: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
         && decimal(slot)
-        && decimal(generation)
+        && decimal(port)
 }
 
 /// A client's line, without its `\n`: the instance it asks for.
@@ -414,13 +414,14 @@ mod tests {
 
     #[test]
     fn a_request_names_an_instance_and_nothing_else() {
-        assert_eq!(parse_request(b"JFRELAY/1 web/2#7"), Ok("web/2#7"));
+        assert_eq!(parse_request(b"JFRELAY/1 web/2:9104"), Ok("web/2:9104"));
         for bad in [
             &b"JFRELAY/1 "[..],
-            b"JFRELAY/2 web/2#7",
-            b"jfrelay/1 web/2#7",
-            b"JFRELAY/1 web/2#7 extra",
-            b"JFRELAY/1 web/2#7\r",
+            b"JFRELAY/2 web/2:9104",
+            b"jfrelay/1 web/2:9104",
+            b"JFRELAY/1 web/2:9104 extra",
+            b"JFRELAY/1 web/2:9104\r",
+            b"JFRELAY/1 web/2#7",
             b"JFRELAY/1 ../../etc",
             b"JFRELAY/1 127.0.0.1:22 ",
             b"GET / HTTP/1.1",
@@ -445,9 +446,9 @@ mod tests {
         ] {
             assert!(!valid_target(bad), "{bad}");
         }
-        let long = format!("{HELLO}{}/1#1", "a".repeat(MAX_TARGET));
+        let long = format!("{HELLO}{}/1:1", "a".repeat(MAX_TARGET));
         assert!(parse_request(long.as_bytes()).is_err());
-        let longest = format!("{HELLO}{}/1#1", "a".repeat(MAX_TARGET - 4));
+        let longest = format!("{HELLO}{}/1:1", "a".repeat(MAX_TARGET - 4));
         assert!(parse_request(longest.as_bytes()).is_ok());
     }
 

@@ -91,12 +91,12 @@ async fn a_balancer_reaches_another_node_s_instances_only_through_its_relay() {
     let ca = Ca::new("cluster");
     let a = TestBackend::start("a").await;
     let b = TestBackend::start("b").await;
-    let r = relay(ca.node("n1"), &[("web/0#1", &a), ("web/1#1", &b)]).await;
+    let r = relay(ca.node("n1"), &[("web/0:1", &a), ("web/1:1", &b)]).await;
     let lb = listener(Mode::Http, |_| {}).await;
     lb.update(Snapshot {
         backends: vec![
-            through(&r, "n1", "web/0#1", "web/0@n1#1"),
-            through(&r, "n1", "web/1#1", "web/1@n1#1"),
+            through(&r, "n1", "web/0:1", "web/0@n1#1"),
+            through(&r, "n1", "web/1:1", "web/1@n1#1"),
         ],
     });
     // Keep-alive through the relay: each balancer connection is one relayed connection.
@@ -120,17 +120,17 @@ async fn a_balancer_reaches_another_node_s_instances_only_through_its_relay() {
     assert_eq!(conns, 2, "pooled: one relayed connection per instance");
     // The relay counts the connections other nodes hold through it, as in flight: a stopping
     // instance's drain waits for them.
-    assert_eq!(r.in_flight(&BackendId::from("web/0#1")), 1);
+    assert_eq!(r.in_flight(&BackendId::from("web/0:1")), 1);
     // Gone from the balancer's snapshot: its pooled connection closes, and so the relayed one.
     lb.update(Snapshot {
-        backends: vec![through(&r, "n1", "web/1#1", "web/1@n1#1")],
+        backends: vec![through(&r, "n1", "web/1:1", "web/1@n1#1")],
     });
     wait_until("the relayed connection to web/0 closes", || {
-        r.in_flight(&BackendId::from("web/0#1")) == 0
+        r.in_flight(&BackendId::from("web/0:1")) == 0
     })
     .await;
     assert!(
-        r.drained(&BackendId::from("web/0#1"), Duration::from_secs(1))
+        r.drained(&BackendId::from("web/0:1"), Duration::from_secs(1))
             .await
     );
 
@@ -138,8 +138,8 @@ async fn a_balancer_reaches_another_node_s_instances_only_through_its_relay() {
     // closes its side, the balancer finds the pooled connection closed and no POST is lost.
     lb.update(Snapshot {
         backends: vec![
-            through(&r, "n1", "web/0#1", "web/0@n1#1"),
-            through(&r, "n1", "web/1#1", "web/1@n1#1"),
+            through(&r, "n1", "web/0:1", "web/0@n1#1"),
+            through(&r, "n1", "web/1:1", "web/1@n1#1"),
         ],
     });
     let mut client = Client::connect(lb.local_addr()).await.expect("connect");
@@ -148,7 +148,7 @@ async fn a_balancer_reaches_another_node_s_instances_only_through_its_relay() {
     }
     b.kill();
     wait_until("the relayed connection to the dead one closes", || {
-        r.in_flight(&BackendId::from("web/1#1")) == 0
+        r.in_flight(&BackendId::from("web/1:1")) == 0
     })
     .await;
     for _ in 0..10 {
@@ -165,20 +165,20 @@ async fn a_refused_name_is_a_connect_failure_and_the_request_goes_elsewhere() {
     let ca = Ca::new("cluster");
     let a = TestBackend::start("a").await;
     let gone = dead_addr().await;
-    let r = relay(ca.node("n1"), &[("web/0#1", &a)]).await;
-    // `web/1#1` is in the relay's snapshot but its instance is gone; `web/9#1` is not there.
+    let r = relay(ca.node("n1"), &[("web/0:1", &a)]).await;
+    // `web/1:1` is in the relay's snapshot but its instance is gone; `web/9:1` is not there.
     r.update(Snapshot {
         backends: vec![
-            Backend::new("web/0#1", a.addr),
-            Backend::new("web/1#1", gone),
+            Backend::new("web/0:1", a.addr),
+            Backend::new("web/1:1", gone),
         ],
     });
     let lb = listener(Mode::Http, |_| {}).await;
     lb.update(Snapshot {
         backends: vec![
-            through(&r, "n1", "web/9#1", "web/9@n1#1"),
-            through(&r, "n1", "web/1#1", "web/1@n1#1"),
-            through(&r, "n1", "web/0#1", "web/0@n1#1"),
+            through(&r, "n1", "web/9:1", "web/9@n1#1"),
+            through(&r, "n1", "web/1:1", "web/1@n1#1"),
+            through(&r, "n1", "web/0:1", "web/0@n1#1"),
         ],
     });
     // POSTs are not replayable: they go elsewhere only because nothing was sent.
@@ -203,12 +203,12 @@ async fn a_refused_name_is_a_connect_failure_and_the_request_goes_elsewhere() {
 async fn the_relay_takes_only_nodes_of_the_cluster_and_names_of_its_instances() {
     let ca = Ca::new("cluster");
     let a = TestBackend::start("a").await;
-    let r = relay(ca.node("n1"), &[("web/0#1", &a)]).await;
+    let r = relay(ca.node("n1"), &[("web/0:1", &a)]).await;
     let addr = r.local_addr();
 
     // Plain text: the handshake fails, nothing is relayed.
     let mut s = TcpStream::connect(addr).await.expect("connect");
-    s.write_all(b"JFRELAY/1 web/0#1\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"JFRELAY/1 web/0:1\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
     let got = read_to_close(&mut s).await;
@@ -224,7 +224,7 @@ async fn the_relay_takes_only_nodes_of_the_cluster_and_names_of_its_instances() 
         let mut tls = connector
             .connect("n1".try_into().expect("name"), tcp)
             .await?;
-        tls.write_all(b"JFRELAY/1 web/0#1\n").await?;
+        tls.write_all(b"JFRELAY/1 web/0:1\n").await?;
         tls.flush().await?;
         let mut buf = [0u8; 16];
         let n = tls.read(&mut buf).await?;
@@ -243,8 +243,8 @@ async fn the_relay_takes_only_nodes_of_the_cluster_and_names_of_its_instances() 
     let connector = tokio_rustls::TlsConnector::from(member.client);
     for line in [
         format!("JFRELAY/1 127.0.0.1:{}\n", a.addr.port()),
-        "JFRELAY/1 web/0#2\n".to_string(),
-        "JFRELAY/1 ../web/0#1\n".to_string(),
+        "JFRELAY/1 web/0:2\n".to_string(),
+        "JFRELAY/1 ../web/0:1\n".to_string(),
         "GET / HTTP/1.1\n".to_string(),
         format!("JFRELAY/1 {}\n", "w".repeat(300)),
     ] {
@@ -275,7 +275,7 @@ async fn the_relay_takes_only_nodes_of_the_cluster_and_names_of_its_instances() 
     // The relay's certificate must name the node the balancer meant to reach.
     let lb = listener(Mode::Http, |_| {}).await;
     lb.update(Snapshot {
-        backends: vec![through(&r, "n2", "web/0#1", "web/0@n2#1")],
+        backends: vec![through(&r, "n2", "web/0:1", "web/0@n2#1")],
     });
     let resp = get(lb.local_addr(), "/").await;
     assert_eq!(resp.status, 502, "{}", resp.body);
@@ -286,10 +286,10 @@ async fn the_relay_takes_only_nodes_of_the_cluster_and_names_of_its_instances() 
 async fn tcp_mode_and_websocket_style_tunnels_cross_the_relay_too() {
     let ca = Ca::new("cluster");
     let a = TestBackend::start("a").await;
-    let r = relay(ca.node("n1"), &[("db/0#1", &a)]).await;
+    let r = relay(ca.node("n1"), &[("db/0:1", &a)]).await;
     let lb = listener(Mode::Tcp, |_| {}).await;
     lb.update(Snapshot {
-        backends: vec![through(&r, "n1", "db/0#1", "db/0@n1#1")],
+        backends: vec![through(&r, "n1", "db/0:1", "db/0@n1#1")],
     });
     let mut s = TcpStream::connect(lb.local_addr()).await.expect("connect");
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")

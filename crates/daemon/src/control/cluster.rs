@@ -380,7 +380,7 @@ impl Control {
                                 SocketAddr::new(ip, port),
                                 Some(jarfleet_proxy::relay::Via {
                                     node: r.node.clone(),
-                                    target: super::lb::backend_id(app, r.slot, r.generation),
+                                    target: super::relay::relay_target(app, r.slot, r.port),
                                 }),
                             ),
                             None => (SocketAddr::new(ip, r.port), None),
@@ -444,12 +444,13 @@ impl Control {
         let tx = self.tx.clone();
         // Through the relay, other nodes' connections come from this host: the relay counts
         // them as in flight on the instance.
-        let relay = self.relay_active().then(|| {
-            (
+        let relay = match (self.relay_active(), port) {
+            (true, Some(port)) => Some((
                 self.data_plane.clone(),
-                super::lb::backend_id(app, slot, generation),
-            )
-        });
+                super::relay::relay_target(app, slot, port),
+            )),
+            _ => None,
+        };
         let app = app.to_string();
         tokio::spawn(async move {
             let started = tokio::time::Instant::now();

@@ -237,6 +237,7 @@ impl Control {
                 .collect(),
             apps,
             listeners: self.lb_listeners(),
+            relay: self.relay_active(),
             control: LoopFigures {
                 events: self.metrics.events.clone(),
                 busy: self.metrics.busy.clone(),

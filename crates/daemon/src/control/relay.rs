@@ -23,6 +23,12 @@ pub const RELAY: &str = "@relay";
 /// that hold it close idle ones much sooner).
 const RELAY_IDLE: Duration = Duration::from_secs(15 * 60);
 
+/// An instance's name at its node's relay: its app, slot and port, which every node reads in
+/// the cluster's status of it (a new process of the slot listens on another port).
+pub(super) fn relay_target(app: &str, slot: u32, port: u16) -> String {
+    format!("{app}/{slot}:{port}")
+}
+
 /// Where the relay listens and the node's TLS it serves with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelaySetup {
@@ -119,7 +125,7 @@ impl Control {
                     continue;
                 };
                 targets.push(BackendEntry {
-                    id: super::lb::backend_id(app, *slot, s.record.generation),
+                    id: relay_target(app, *slot, port),
                     slot: *slot,
                     generation: s.record.generation,
                     addr: SocketAddr::from(([127, 0, 0, 1], port)),

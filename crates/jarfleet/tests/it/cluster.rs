@@ -34,6 +34,9 @@ pub(crate) struct Cluster {
     /// The app's `listen` port (the same on every host) and its instances' port range.
     pub listen: u16,
     pub ports: (u16, u16),
+    /// Where the instances listen: on loopback only with TLS (the other nodes' balancers
+    /// reach them through each node's relay), on every address without.
+    pub bind: &'static str,
 }
 
 impl Cluster {
@@ -156,6 +159,7 @@ impl Cluster {
             dir,
             listen,
             ports,
+            bind: if tls { "127.0.0.1" } else { "0.0.0.0" },
         };
         for n in &c.nodes[..up] {
             c.up(n);
@@ -262,7 +266,7 @@ impl Cluster {
         toml: &str,
     ) -> PathBuf {
         let path = self.dir.path().join("apps.toml");
-        let args: String = ["--bind", "0.0.0.0"]
+        let args: String = ["--bind", self.bind]
             .iter()
             .chain(more)
             .map(|a| format!("{a:?}"))

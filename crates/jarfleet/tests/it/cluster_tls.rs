@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use crate::cluster::{Cluster, pki_command};
+use crate::cluster_rollout::{instances, settled_release};
+use crate::fixture;
 use crate::front_door::FrontLoad;
 use crate::harness::wait_until_explained;
 
@@ -13,19 +15,93 @@ use crate::harness::wait_until_explained;
 fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
     let c = Cluster::start_lab(4, 3, true);
     let (n0, n1, n2, n3) = (&c.nodes[0], &c.nodes[1], &c.nodes[2], &c.nodes[3]);
-    c.ok(n0, &["apply", &c.apps_file(3).display().to_string()]);
+    // Instances listen on loopback only (`--bind 127.0.0.1`): the other nodes' balancers reach
+    // them through each node's relay.
+    assert_eq!(c.bind, "127.0.0.1");
+    let jar = fixture::fixture_jar();
+    c.ok(
+        n0,
+        &[
+            "apply",
+            &c.apps_file_args(3, &jar, &["--version", "v1"])
+                .display()
+                .to_string(),
+        ],
+    );
     c.wait_ready(n0, 3);
-    // Every host serves from every host's instances.
+    let v1 = wait_until_explained("3 ready on one release", Duration::from_secs(60), || {
+        settled_release(&instances(&c, n0), 3).ok_or("not settled".to_string())
+    });
+    // Nothing reaches an instance's port from outside its host.
+    for ((node, slot), _) in instances(&c, n0) {
+        let n = c.nodes.iter().find(|n| n.name == node).expect("its node");
+        let port = instance_port(&c, n0, &node, slot);
+        let direct = std::net::TcpStream::connect_timeout(
+            &std::net::SocketAddr::new(n.ip.into(), port),
+            Duration::from_secs(5),
+        );
+        assert!(
+            direct.is_err(),
+            "web/{slot} on {node} answers from outside its host"
+        );
+    }
+    // Every host serves from every host's instances, POSTs included, through a rolling
+    // deploy: the old instances' drains wait for the other nodes' connections through the
+    // relays.
     let loads: Vec<FrontLoad> = [n0, n1, n2]
         .iter()
-        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 0, false))
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
         .collect();
+    for l in &loads {
+        l.wait_more(50);
+    }
+    c.ok(
+        n1,
+        &[
+            "apply",
+            &c.apps_file_args(3, &jar, &["--version", "v2"])
+                .display()
+                .to_string(),
+        ],
+    );
+    wait_until_explained(
+        "3 ready on the new release",
+        Duration::from_secs(180),
+        || match settled_release(&instances(&c, n0), 3) {
+            Some(r) if r != v1 => Ok(()),
+            _ => Err(format!("{:?}", instances(&c, n0))),
+        },
+    );
     for l in &loads {
         l.wait_more(50);
     }
     for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
         let t = l.finish();
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
+    }
+    // Each node's balancer sent requests to the other nodes' instances (through their relays:
+    // nothing else reaches them), and each relay carried them.
+    for n in [n0, n1, n2] {
+        let metrics = c.ok(n, &["metrics"]);
+        let remote: u64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("jarfleet_cluster_remote_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        let ran_here = instances(&c, n0).keys().any(|(node, _)| node == &n.name);
+        let relayed: u64 = metric_value(&metrics, "jarfleet_cluster_relay_connections_total");
+        assert!(
+            remote > 0,
+            "{} sent nothing to other nodes:\n{metrics}",
+            n.name
+        );
+        if ran_here {
+            assert!(
+                relayed > 0,
+                "{}'s relay carried nothing:\n{metrics}",
+                n.name
+            );
+        }
     }
     // An instance on another node: its logs through this node, its node asked over TLS.
     let status: serde_json::Value =
@@ -55,19 +131,24 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
         .expect("logs -f");
     let stdout = follow.stdout.take().expect("stdout");
     let rx = crate::harness::lines_of(stdout);
-    let target = format!(
-        "{}:{}",
-        remote["address"].as_str().expect("address"),
-        remote["port"].as_u64().expect("port")
-    );
+    let front = c.balancer(n0).to_string();
     let seen = wait_until_explained(
         "a followed line from the other node",
         Duration::from_secs(20),
         || {
-            // The instance writes a line when asked.
-            let _ = raw_get(&target, "/log?lines=1&size=30");
-            rx.recv_timeout(Duration::from_millis(300))
-                .map_err(|e| format!("no line yet: {e}"))
+            // The instance writes a line when asked (every instance gets asked in turn).
+            let asked: Vec<String> = (0..3)
+                .map(|_| match raw_get(&front, "/log?lines=1&size=30") {
+                    Ok(()) => "ok".to_string(),
+                    Err(e) => e.to_string(),
+                })
+                .collect();
+            rx.recv_timeout(Duration::from_millis(300)).map_err(|e| {
+                format!(
+                    "no line yet ({e}); asked: {asked:?}; its last lines: {}",
+                    c.ok(n0, &["logs", &format!("web/{slot}"), "-n", "3"])
+                )
+            })
         },
     );
     assert!(seen.starts_with(&format!("{prefix}line ")), "{seen}");
@@ -177,6 +258,30 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
             }
         },
     );
+    // Nor does n0's relay serve it: refused in the handshake, and counted.
+    let relayed = agent.get(&format!("https://{}:9902/", n0.ip)).call();
+    assert!(
+        relayed.is_err(),
+        "n0's relay answered a stranger: {relayed:?}"
+    );
+    wait_until_explained(
+        "n0 counting the stranger its relay refused",
+        Duration::from_secs(30),
+        || {
+            let metrics = c.ok(n0, &["metrics"]);
+            let refused = metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("jarfleet_cluster_relay_refused_total{")
+                        && l.contains("reason=\"tls\"")
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+            match refused {
+                Some(n) if n > 0 => Ok(()),
+                _ => Err(metrics),
+            }
+        },
+    );
     // A plain-HTTP client gets nothing either.
     let plain = ureq::get(&format!("http://{}:9901/v1/cluster/ping", n0.ip))
         .config()
@@ -201,4 +306,30 @@ fn raw_get(addr: &str, path: &str) -> std::io::Result<()> {
     let mut sink = Vec::new();
     let _ = s.read_to_end(&mut sink);
     Ok(())
+}
+
+/// The port of `web/SLOT` on `node`, as `seer`'s status shows the cluster.
+fn instance_port(c: &Cluster, seer: &crate::cluster::Node, node: &str, slot: u64) -> u16 {
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(seer, &["status", "-o", "json"])).expect("status is JSON");
+    status["cluster"]["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|i| i["node"] == node && i["slot"].as_u64() == Some(slot))
+        .and_then(|i| i["port"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or_else(|| panic!("no port for web/{slot} on {node}: {status}"))
+}
+
+/// The sum of a metric family's samples in a /metrics text.
+fn metric_value(metrics: &str, family: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(family)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
