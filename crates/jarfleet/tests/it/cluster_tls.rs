@@ -75,6 +75,45 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
     for l in &loads {
         l.wait_more(50);
     }
+    // n1's daemon killed (`kill -9`) and started again: its relay runs in its load balancer's
+    // process, which outlives the daemon; the new daemon takes it back in place (its count
+    // goes on).
+    let relayed_before = metric_value(
+        &c.ok(n1, &["metrics"]),
+        "jarfleet_cluster_relay_connections_total",
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&c.ok(n1, &["status", "-o", "json"])).expect("status");
+    let daemon = status["daemon"]["pid"].as_u64().expect("the daemon's pid");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(daemon).expect("a pid")),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .expect("SIGKILL");
+    c.ok(n1, &["up", "-d", &n1.spec.display().to_string()]);
+    c.wait_ready(n0, 3);
+    wait_until_explained(
+        "n1 reached through its relay again",
+        Duration::from_secs(60),
+        || {
+            let now = metric_value(
+                &c.ok(n1, &["metrics"]),
+                "jarfleet_cluster_relay_connections_total",
+            );
+            if now > relayed_before {
+                Ok(())
+            } else if now < relayed_before {
+                panic!(
+                    "n1's relay started over ({relayed_before} → {now}): it did not outlive the daemon"
+                )
+            } else {
+                Err(format!("{now} connections"))
+            }
+        },
+    );
+    for l in &loads {
+        l.wait_more(50);
+    }
     for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
         let t = l.finish();
         assert_eq!(t.failed, 0, "through {}: {:?}", n.name, t.errors);
