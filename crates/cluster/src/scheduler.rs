@@ -166,6 +166,15 @@ async fn roll_out(
     notes: &mpsc::UnboundedSender<Note>,
 ) {
     let up: std::collections::BTreeSet<String> = m.nodes.keys().cloned().collect();
+    let memory_of = |app: &str| m.apps.get(app).map_or(0, |(a, _)| a.spec.instance_memory());
+    let room = rollout::free_memory(
+        m.nodes
+            .values()
+            .map(|n| (n.record.name.as_str(), n.record.memory)),
+        m.allocs
+            .iter()
+            .map(|((app, _), p)| (p.record.node.as_str(), memory_of(app))),
+    );
     for (app, (record, revision)) in &m.rollouts {
         let Some((current, _)) = m.apps.get(app) else {
             continue;
@@ -193,6 +202,8 @@ async fn roll_out(
             canary: &current.spec.deploy.canary,
             stats: stats.clone(),
             bounds: stats.values().next().map_or(&[][..], |s| &s.bounds),
+            instance_memory: current.spec.instance_memory(),
+            room: room.clone(),
         };
         let Some(step) = rollout::next(&seen, crate::now_ms()) else {
             continue;

@@ -48,6 +48,25 @@ pub struct Seen<'a> {
     /// The latency histogram bounds (µs) the step is judged with: figures with other bounds
     /// (a node of another version) are not summed with them.
     pub bounds: &'a [u64],
+    /// Memory one of the app's instances is counted for.
+    pub instance_memory: u64,
+    /// Each node's memory free beyond every slot placed on it ([`free_memory`]): a canary or
+    /// blue-green starts a second set beside the first only where it fits.
+    pub room: BTreeMap<&'a str, u64>,
+}
+
+/// Each node's memory (`[cluster] memory`) less what every slot placed on it is counted for.
+pub fn free_memory<'a>(
+    nodes: impl IntoIterator<Item = (&'a str, u64)>,
+    placed: impl IntoIterator<Item = (&'a str, u64)>,
+) -> BTreeMap<&'a str, u64> {
+    let mut room: BTreeMap<&str, u64> = nodes.into_iter().collect();
+    for (node, memory) in placed {
+        if let Some(free) = room.get_mut(node) {
+            *free = free.saturating_sub(memory);
+        }
+    }
+    room
 }
 
 /// The rollout's next record, and what to say about it.
@@ -177,6 +196,27 @@ fn holding<'a>(seen: &Seen<'a>) -> BTreeSet<&'a str> {
         .collect()
 }
 
+/// The nodes among `nodes` whose free memory cannot hold a second set of their slots of the
+/// app, said; `None` when every one can (a node whose memory is not known is not judged).
+fn no_room(seen: &Seen<'_>, nodes: &[&str]) -> Option<String> {
+    let short: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| {
+            let free = *seen.room.get(n)?;
+            let count = seen.allocs.values().filter(|a| a.node == *n).count() as u64;
+            let need = count.saturating_mul(seen.instance_memory);
+            (need > free).then(|| {
+                format!(
+                    "node {n} needs {} for {count} more instance(s) and has {} free",
+                    crate::units::format_size(need),
+                    crate::units::format_size(free)
+                )
+            })
+        })
+        .collect();
+    (!short.is_empty()).then(|| short.join("; "))
+}
+
 /// A canary or blue-green rollout: every node at once, led by the record.
 fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
     let r = seen.rollout;
@@ -192,6 +232,21 @@ fn sets_next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
         .filter(|n| !r.cleared.iter().any(|c| c == n))
         .collect();
     if !waiting.is_empty() {
+        if let Some(short) = no_room(seen, &waiting) {
+            let why = format!(
+                "no room for the new set beside the old one: {short}. Nothing was started; give those nodes more `[cluster] memory` (or free some), or deploy with strategy = \"rolling\" (one extra instance at a time)"
+            );
+            record.state = RolloutState::RolledBack;
+            record.why = Some(why.clone());
+            record.ended_ms = Some(now);
+            return Some(Step {
+                record,
+                said: format!(
+                    "{app}: {} of release {release} not started: {why}",
+                    r.strategy
+                ),
+            });
+        }
         record.cleared_ms.resize(r.cleared.len(), 0);
         for node in &waiting {
             record.cleared.push(node.to_string());
@@ -446,6 +501,11 @@ mod tests {
     }
 
     const BOUNDS: [u64; 4] = [1_000, 2_000, 5_000, 10_000];
+    const MIB: u64 = 1 << 20;
+
+    fn blue_green() -> RolloutRecord {
+        RolloutRecord::new("r2", "r1", RolloutStrategy::BlueGreen, 1)
+    }
 
     struct World {
         allocs: BTreeMap<u32, AllocRecord>,
@@ -453,6 +513,7 @@ mod tests {
         up: BTreeSet<String>,
         canary: CanarySpec,
         stats: BTreeMap<String, SetStatsRecord>,
+        room: BTreeMap<String, u64>,
     }
 
     impl World {
@@ -468,6 +529,7 @@ mod tests {
                     ..CanarySpec::default()
                 },
                 stats: BTreeMap::new(),
+                room: BTreeMap::new(),
             };
             for slot in 0..6u32 {
                 let node = ["a", "b", "c"][slot as usize % 3];
@@ -507,6 +569,8 @@ mod tests {
                     canary: &self.canary,
                     stats: self.stats.iter().map(|(n, s)| (n.as_str(), s)).collect(),
                     bounds: &BOUNDS,
+                    instance_memory: 512 * MIB,
+                    room: self.room.iter().map(|(n, m)| (n.as_str(), *m)).collect(),
                 },
                 now,
             )
@@ -592,6 +656,32 @@ mod tests {
             "{}",
             step.said
         );
+    }
+
+    #[test]
+    fn a_canary_or_blue_green_without_room_for_a_second_set_starts_nowhere_and_says_which_node() {
+        const GIB: u64 = 1 << 30;
+        let mut w = World::new();
+        // Two slots of 512 MiB each per node: a and c have room for two more, b for one.
+        w.room = [("a", 2 * GIB), ("b", 700 * MIB), ("c", GIB)]
+            .iter()
+            .map(|(n, m)| (n.to_string(), *m))
+            .collect();
+        for r in [canary(), blue_green()] {
+            let step = w.next(&r, 10).expect("decided");
+            assert_eq!(step.record.state, RolloutState::RolledBack);
+            assert!(step.record.cleared.is_empty(), "nothing was started");
+            let why = step.record.why.expect("why");
+            assert!(
+                why.contains("node b needs 1GiB for 2 more instance(s) and has 700MiB free"),
+                "{why}"
+            );
+            assert!(!why.contains("node a") && !why.contains("node c"), "{why}");
+        }
+        // With room on every node, every node starts at once.
+        w.room.insert("b".into(), GIB);
+        let step = w.next(&canary(), 10).expect("every node");
+        assert_eq!(step.record.cleared, ["a", "b", "c"]);
     }
 
     #[test]
