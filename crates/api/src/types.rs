@@ -579,6 +579,10 @@ pub struct ClusterNode {
     pub state: String,
     pub address: String,
     pub peer_port: u16,
+    /// Its relay's port (nodes with `[cluster] tls`): other nodes' balancers reach its
+    /// instances through it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relay_port: Option<u16>,
     pub version: String,
     /// Memory offered to instances, in bytes, and how much of it placements take.
     pub memory: u64,

@@ -502,6 +502,7 @@ impl ClusterLink {
                 state: state.to_string(),
                 address: record.address.clone(),
                 peer_port: record.peer_port,
+                relay_port: record.relay_port,
                 version: record.version.clone(),
                 memory: record.memory,
                 memory_used,
