@@ -434,6 +434,7 @@ async fn decide(
                     run: decided.run,
                     stop: decided.stop,
                     leads: leads(&m),
+                    in_place: in_place(&m, &config.node),
                 };
                 if last_assignment.as_ref() != Some(&assignment) {
                     let _ = notes.send(Note::Assignment(assignment.clone()));
@@ -490,6 +491,22 @@ fn app_here(me: &str, m: &Mirror, local: &LocalView, app: &str) -> Option<Cluste
         }
     }
     Some(wanted)
+}
+
+/// The apps whose rolling release under way `node` replaces in place (the scheduler found no
+/// room there for their surge).
+fn in_place(m: &Mirror, node: &str) -> std::collections::BTreeSet<String> {
+    m.rollouts
+        .iter()
+        .filter(|(app, (r, _))| {
+            r.state == jarfleet_core::cluster::records::RolloutState::Rolling
+                && r.in_place.iter().any(|n| n == node)
+                && m.apps
+                    .get(*app)
+                    .is_some_and(|(a, _)| a.release == r.release)
+        })
+        .map(|(app, _)| app.clone())
+        .collect()
 }
 
 /// The canary and blue-green rollouts of the apps' current releases: each node's deployment

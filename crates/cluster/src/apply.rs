@@ -148,7 +148,7 @@ async fn apply_once(
             }
             match &change.rollout {
                 RolloutWrite::Keep => {}
-                RolloutWrite::Put(r) => ops.push(Op::put(&keys.rollout(name), &encode(r))),
+                RolloutWrite::Put(r) => ops.push(Op::put(&keys.rollout(name), &encode(&**r))),
                 RolloutWrite::Delete => {
                     if rollouts.contains_key(name) {
                         ops.push(Op::delete(&keys.rollout(name)));
@@ -184,7 +184,7 @@ struct Change {
 #[derive(Debug, Clone, PartialEq)]
 enum RolloutWrite {
     Keep,
-    Put(RolloutRecord),
+    Put(Box<RolloutRecord>),
     Delete,
 }
 
@@ -243,7 +243,7 @@ fn release_change(
             app.previous = Some(Box::new(had.as_previous()));
             return Ok(Change {
                 app,
-                rollout: RolloutWrite::Put(ended),
+                rollout: RolloutWrite::Put(Box::new(ended)),
             });
         }
         Some(r) if r.state == RolloutState::RolledBack => {
@@ -262,12 +262,12 @@ fn release_change(
     app.previous = Some(Box::new(running.as_previous()));
     Ok(Change {
         app,
-        rollout: RolloutWrite::Put(RolloutRecord::new(
+        rollout: RolloutWrite::Put(Box::new(RolloutRecord::new(
             &desired.release,
             &running.release,
             rollout_strategy(desired.spec.deploy.strategy),
             now,
-        )),
+        ))),
     })
 }
 

@@ -131,6 +131,9 @@ pub struct Assignment {
     /// Per app: its canary or blue-green rollout, which this node's deployment of the release
     /// follows (the new set's share, its release, or its rollback).
     pub leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
+    /// The apps whose rolling release this node replaces in place: it has no room for their
+    /// surge.
+    pub in_place: std::collections::BTreeSet<String>,
 }
 
 /// The agent's errors: what failed, in words a user can act on.

@@ -203,6 +203,7 @@ async fn roll_out(
             stats: stats.clone(),
             bounds: stats.values().next().map_or(&[][..], |s| &s.bounds),
             instance_memory: current.spec.instance_memory(),
+            max_surge: current.spec.deploy.max_surge,
             room: room.clone(),
         };
         let Some(step) = rollout::next(&seen, crate::now_ms()) else {

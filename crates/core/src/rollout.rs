@@ -30,6 +30,10 @@ pub struct RolloutParams {
     /// Canary: the old set stays until the canary steps are through (`switch` starts the whole
     /// new set; the traffic split is the daemon's business).
     pub hold: bool,
+    /// In place (a cluster node without room for a surge): never more processes than
+    /// `instances`, those still stopping included — a replacement starts once the instance it
+    /// replaces has gone (and takes its slot number when it is preferred).
+    pub in_place: bool,
 }
 
 /// What the planner needs to know about one instance of the app.
@@ -82,6 +86,18 @@ pub enum Outcome {
 /// The next steps of a rollout. Call again whenever a member changes; steps already under way
 /// show up as members (`Starting`, `Leaving`), so the answer never repeats itself.
 pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> Steps {
+    next_steps_in(params, members, &[], now)
+}
+
+/// [`next_steps`], new instances taking the free slot numbers of `preferred` first (a cluster
+/// node's assigned slots: an instance replaced in place keeps its number), then the lowest
+/// free ones.
+pub fn next_steps_in(
+    params: &RolloutParams,
+    members: &[Member],
+    preferred: &[u32],
+    now: Millis,
+) -> Steps {
     let n = params.instances;
     let min_healthy = params.min_healthy.as_millis() as Millis;
     let mut steps = Steps::default();
@@ -175,8 +191,16 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
     }
 
     // Start target instances while under `n` of them and under the surge ceiling.
-    let running =
-        (old_alive.len() - retire.len().min(old_alive.len())) as u32 + target_alive.len() as u32;
+    let running = if params.in_place {
+        // Every process still there holds its memory, the ones stopping included.
+        let stopping = members
+            .iter()
+            .filter(|m| !m.target && m.state == MemberState::Leaving)
+            .count();
+        (old_alive.len() + stopping + target_alive.len()) as u32
+    } else {
+        (old_alive.len() - retire.len().min(old_alive.len())) as u32 + target_alive.len() as u32
+    };
     let ceiling = if params.switch {
         2 * n
     } else {
@@ -186,9 +210,23 @@ pub fn next_steps(params: &RolloutParams, members: &[Member], now: Millis) -> St
         .saturating_sub(target_alive.len() as u32)
         .min(ceiling.saturating_sub(running));
     let taken: Vec<u32> = members.iter().map(|m| m.slot).collect();
+    let mut free_preferred: Vec<u32> = preferred
+        .iter()
+        .copied()
+        .filter(|s| !taken.contains(s))
+        .collect();
+    free_preferred.sort_unstable();
+    free_preferred.dedup();
+    for slot in free_preferred {
+        if to_start == 0 {
+            break;
+        }
+        steps.start.push(slot);
+        to_start -= 1;
+    }
     let mut slot = 0;
     while to_start > 0 {
-        if !taken.contains(&slot) {
+        if !taken.contains(&slot) && !steps.start.contains(&slot) {
             steps.start.push(slot);
             to_start -= 1;
         }
@@ -234,6 +272,7 @@ mod tests {
             switch: false,
             keep_old: false,
             hold: false,
+            in_place: false,
         }
     }
 
@@ -384,6 +423,33 @@ mod tests {
             next_steps(&p, &members, 100_000).outcome,
             Some(Outcome::Failed { slot: 4, .. })
         ));
+    }
+
+    #[test]
+    fn in_place_a_replacement_starts_once_the_old_one_has_gone_and_takes_its_number() {
+        // Slots 2 and 3 (a cluster node's), replaced in place: no surge, one unavailable.
+        let p = RolloutParams {
+            in_place: true,
+            ..params(2, 0, 1)
+        };
+        let old = |slot| m(slot, false, MemberState::Ready { since: 0 });
+        let leaving = |slot| m(slot, false, MemberState::Leaving);
+        let steps = next_steps_in(&p, &[old(2), old(3)], &[2, 3], 10_000);
+        assert_eq!(
+            (steps.start.clone(), steps.retire.clone()),
+            (vec![], vec![2])
+        );
+        let steps = next_steps_in(&p, &[leaving(2), old(3)], &[2, 3], 10_000);
+        assert_eq!(steps.start, Vec::<u32>::new(), "2 still holds its memory");
+        // 2 gone: its replacement takes 2 again, not the lowest free slot.
+        let steps = next_steps_in(&p, &[old(3)], &[2, 3], 10_000);
+        assert_eq!(steps.start, vec![2]);
+        // Not in place, the replacement starts at once, in the lowest free slot.
+        let steps = next_steps_in(&params(2, 0, 1), &[leaving(2), old(3)], &[2, 3], 10_000);
+        assert_eq!(steps.start, vec![0]);
+        // With none of them free, the lowest free ones, never one twice.
+        let steps = next_steps_in(&params(3, 2, 0), &[old(2), old(3), old(4)], &[2, 3], 10_000);
+        assert_eq!(steps.start, vec![0, 1]);
     }
 
     fn m(slot: u32, target: bool, state: MemberState) -> Member {

@@ -45,6 +45,8 @@ pub enum ClusterNote {
         run: BTreeMap<String, BTreeMap<u32, u64>>,
         /// The canary and blue-green rollouts this node's deployments follow, per app.
         leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
+        /// The apps whose rolling release this node replaces in place (no room for a surge).
+        in_place: std::collections::BTreeSet<String>,
     },
     /// The ready instances on other nodes, per app.
     Remote(BTreeMap<String, Vec<RemoteInstance>>),
@@ -853,6 +855,7 @@ async fn forward(
                     apps,
                     run,
                     leads: a.leads,
+                    in_place: a.in_place,
                 }
                 .into()
             }

@@ -368,6 +368,11 @@ pub struct RolloutRecord {
     /// Canary: each judged step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verdicts: Vec<StepVerdict>,
+    /// Rolling: the cleared nodes without the memory free for the app's surge, whose
+    /// deployment of the release replaces its instances in place (no extra instance: one
+    /// stopped, then started on the release, at a time).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_place: Vec<String>,
 }
 
 impl RolloutRecord {
@@ -389,6 +394,7 @@ impl RolloutRecord {
             released: false,
             paused: false,
             verdicts: Vec::new(),
+            in_place: Vec::new(),
         }
     }
 

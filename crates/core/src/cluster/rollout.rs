@@ -50,6 +50,8 @@ pub struct Seen<'a> {
     pub bounds: &'a [u64],
     /// Memory one of the app's instances is counted for.
     pub instance_memory: u64,
+    /// The app's `max_surge`: the extra instances a node's rolling deployment starts.
+    pub max_surge: u32,
     /// Each node's memory free beyond every slot placed on it ([`free_memory`]): a canary or
     /// blue-green starts a second set beside the first only where it fits.
     pub room: BTreeMap<&'a str, u64>,
@@ -134,14 +136,18 @@ pub fn next(seen: &Seen<'_>, now: Millis) -> Option<Step> {
         record.cleared_ms.resize(r.cleared.len(), 0);
         record.cleared_ms.push(now);
         let done = holding.len() - waiting.len();
-        return Some(Step {
-            record,
-            said: format!(
-                "{app}: release {release} goes out on node {node} ({} of {} nodes)",
-                done + 1,
-                holding.len()
-            ),
-        });
+        let mut said = format!(
+            "{app}: release {release} goes out on node {node} ({} of {} nodes)",
+            done + 1,
+            holding.len()
+        );
+        if let Some(short) = no_room_for_surge(seen, node) {
+            record.in_place.push(node.to_string());
+            said.push_str(&format!(
+                ", in place: {short}, so its instances are replaced one at a time with no extra one (the other nodes carry the traffic)"
+            ));
+        }
+        return Some(Step { record, said });
     }
     // Every node that holds a slot was cleared: done once every slot is ready on the release.
     if let Some(done) = done_when_ready(seen, &holding, now) {
@@ -194,6 +200,22 @@ fn holding<'a>(seen: &Seen<'a>) -> BTreeSet<&'a str> {
         .map(|a| a.node.as_str())
         .filter(|n| seen.up.contains(*n))
         .collect()
+}
+
+/// Why `node` cannot start the app's surge beside its instances (`max_surge` of them, at most
+/// as many as it runs), said; `None` when it can (or its memory is not known).
+fn no_room_for_surge(seen: &Seen<'_>, node: &str) -> Option<String> {
+    let free = *seen.room.get(node)?;
+    let here = seen.allocs.values().filter(|a| a.node == node).count() as u64;
+    let surge = u64::from(seen.max_surge).min(here);
+    let need = surge.saturating_mul(seen.instance_memory);
+    (need > free).then(|| {
+        format!(
+            "its {surge} surge instance(s) need {} and it has {} free",
+            crate::units::format_size(need),
+            crate::units::format_size(free)
+        )
+    })
 }
 
 /// The nodes among `nodes` whose free memory cannot hold a second set of their slots of the
@@ -570,6 +592,7 @@ mod tests {
                     stats: self.stats.iter().map(|(n, s)| (n.as_str(), s)).collect(),
                     bounds: &BOUNDS,
                     instance_memory: 512 * MIB,
+                    max_surge: 1,
                     room: self.room.iter().map(|(n, m)| (n.as_str(), *m)).collect(),
                 },
                 now,
@@ -656,6 +679,33 @@ mod tests {
             "{}",
             step.said
         );
+    }
+
+    #[test]
+    fn a_rolling_release_goes_in_place_on_a_node_without_room_for_its_surge() {
+        let mut w = World::new();
+        w.room = [("a", 600 * MIB), ("b", 100 * MIB), ("c", 512 * MIB)]
+            .iter()
+            .map(|(n, m)| (n.to_string(), *m))
+            .collect();
+        let step = w.next(&rolling(), 10).expect("a cleared");
+        assert_eq!(step.record.cleared, ["a"]);
+        assert!(step.record.in_place.is_empty(), "a has room for one more");
+        let mut r = step.record;
+        w.all_on("a", "r2");
+        let step = w.next(&r, 20).expect("b cleared");
+        assert_eq!(step.record.cleared, ["a", "b"]);
+        assert_eq!(step.record.in_place, ["b"]);
+        assert!(
+            step.said
+                .contains("in place: its 1 surge instance(s) need 512MiB and it has 100MiB free"),
+            "{}",
+            step.said
+        );
+        r = step.record;
+        w.all_on("b", "r2");
+        let step = w.next(&r, 30).expect("c cleared");
+        assert_eq!(step.record.in_place, ["b"], "c has just the room for one");
     }
 
     #[test]

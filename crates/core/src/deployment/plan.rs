@@ -24,6 +24,9 @@ pub struct Plan<'a> {
     pub failures: &'a BTreeMap<u32, String>,
     /// The balancer's counters now, for a canary's first window.
     pub counters: &'a super::Counters,
+    /// Slot numbers new instances take first (a cluster node's assigned slots); empty: the
+    /// lowest free ones.
+    pub preferred_slots: &'a [u32],
 }
 
 impl Deployment {
@@ -40,7 +43,7 @@ impl Deployment {
             keep_old: plan.params.keep_old && self.lead.is_none(),
             ..plan.params
         };
-        let steps = rollout::next_steps(&params, plan.members, now);
+        let steps = rollout::next_steps_in(&params, plan.members, plan.preferred_slots, now);
         if params.hold {
             let min_healthy = params.min_healthy.as_millis() as Millis;
             let healthy = plan

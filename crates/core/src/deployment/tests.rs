@@ -30,6 +30,7 @@ fn params(n: u32, surge: u32, unavailable: u32) -> RolloutParams {
         switch: false,
         keep_old: false,
         hold: false,
+        in_place: false,
     }
 }
 
@@ -92,6 +93,7 @@ impl World {
             canary_steps: &self.steps,
             failures: &self.failures,
             counters: &self.counters,
+            preferred_slots: &[],
         };
         d.step(Input::Plan(&plan), now)
     }

@@ -47,6 +47,8 @@ pub(super) struct ClusterState {
     pub(super) leads: BTreeMap<String, jarfleet_core::cluster::records::RolloutRecord>,
     /// When this node's figures of its led deployments are next taken.
     pub(super) stats_due: u64,
+    /// The apps whose rolling release this node replaces in place (no room for a surge).
+    pub(super) in_place: std::collections::BTreeSet<String>,
 }
 
 impl Control {
@@ -66,6 +68,7 @@ impl Control {
                     stats,
                     leads: BTreeMap::new(),
                     stats_due: 0,
+                    in_place: Default::default(),
                 });
                 // The agent decides nothing before this first report (even an empty one).
                 if let Some(c) = self.cluster.as_ref() {
@@ -75,7 +78,17 @@ impl Control {
                     self.start_relay(setup);
                 }
             }
-            ClusterNote::Assign { apps, run, leads } => self.cluster_assign(apps, run, leads),
+            ClusterNote::Assign {
+                apps,
+                run,
+                leads,
+                in_place,
+            } => {
+                if let Some(c) = self.cluster.as_mut() {
+                    c.in_place = in_place;
+                }
+                self.cluster_assign(apps, run, leads)
+            }
             ClusterNote::Remote(remote) => {
                 if let Some(c) = self.cluster.as_mut() {
                     c.remote = remote;

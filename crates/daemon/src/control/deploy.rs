@@ -261,10 +261,19 @@ impl Control {
         };
         let target = d.target().to_string();
         let spec = rt.rec.release(&target).0;
+        // A cluster node without room for the surge replaces its instances in place.
+        let in_place = self
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.in_place.contains(app));
         let params = RolloutParams {
             instances: rt.rec.spec.instances,
-            max_surge: spec.deploy.max_surge,
-            max_unavailable: spec.deploy.max_unavailable,
+            max_surge: if in_place { 0 } else { spec.deploy.max_surge },
+            max_unavailable: if in_place {
+                spec.deploy.max_unavailable.max(1)
+            } else {
+                spec.deploy.max_unavailable
+            },
             min_healthy: spec.deploy.min_healthy,
             switch: matches!(
                 spec.deploy.strategy,
@@ -274,6 +283,7 @@ impl Control {
                 && !spec.deploy.keep_old.is_zero(),
             // The machine's own.
             hold: false,
+            in_place,
         };
         let keep_old_ms = spec.deploy.keep_old.as_millis() as u64;
         let auto_rollback = spec.deploy.auto_rollback;
@@ -294,6 +304,12 @@ impl Control {
         } else {
             Counters::default()
         };
+        // A cluster node's new instances take its assigned slot numbers first: one replaced
+        // in place keeps its number, and fewer are started again at the end to get them back.
+        let preferred_slots: Vec<u32> = self
+            .assigned_slots(app)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default();
         let plan = Plan {
             params,
             members: &members,
@@ -302,6 +318,7 @@ impl Control {
             canary_steps: &canary_steps,
             failures: &failures,
             counters: &counters,
+            preferred_slots: &preferred_slots,
         };
         self.feed(app, machine::Input::Plan(&plan), now);
     }

@@ -63,6 +63,18 @@ impl Cluster {
     /// [`Cluster::start_lab`] with `daemon` as more lines of every node's `[daemon]` table
     /// (`HOST_IP` in it stands for the node's address).
     pub(crate) fn start_lab_daemon(hosts: usize, up: usize, tls: bool, daemon: &str) -> Cluster {
+        Cluster::start_lab_full(hosts, up, tls, daemon, "")
+    }
+
+    /// [`Cluster::start_lab_daemon`] with `cluster` as more lines of every node's `[cluster]`
+    /// table (`memory = "1GiB"`).
+    pub(crate) fn start_lab_full(
+        hosts: usize,
+        up: usize,
+        tls: bool,
+        daemon: &str,
+        cluster: &str,
+    ) -> Cluster {
         let lab = Lab::new(hosts).unwrap_or_else(|e| panic!("the network lab: {e}"));
         let dir = tempfile::Builder::new()
             .prefix("jfc")
@@ -133,7 +145,7 @@ impl Cluster {
             std::fs::write(
                 &spec,
                 format!(
-                    "[daemon]\nstate_dir = {state:?}\n{daemon}\n\n[cluster]\nname = \"lab\"\netcd = [{}]\nnode = \"{name}\"\nadvertise = \"{ip}\"\nlease_ttl = \"6s\"\n{tls_line}",
+                    "[daemon]\nstate_dir = {state:?}\n{daemon}\n\n[cluster]\nname = \"lab\"\netcd = [{}]\nnode = \"{name}\"\nadvertise = \"{ip}\"\nlease_ttl = \"6s\"\n{tls_line}{cluster}",
                     endpoints.join(", "),
                     state = state.display().to_string(),
                     ip = host.ip(),

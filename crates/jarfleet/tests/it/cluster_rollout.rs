@@ -171,6 +171,79 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
 }
 
 #[test]
+fn a_node_without_room_for_a_surge_instance_replaces_its_instances_in_place_with_no_failed_request()
+{
+    // Each node offers 1 GiB and gets 2 instances of 400 MiB: no room for a third beside them.
+    let c = Cluster::start_lab_full(3, 3, false, "", "memory = \"1GiB\"\n");
+    let jar = fixture::fixture_jar();
+    let (n0, n1, n2) = (&c.nodes[0], &c.nodes[1], &c.nodes[2]);
+    let placement = "\n[apps.web.placement]\nmemory = \"400MiB\"\n";
+    let apply = |node: &Node, version: &str| {
+        let file = c.apps_file_toml(6, &jar, &["--version", version], placement);
+        c.ok(node, &["apply", &file.display().to_string()])
+    };
+    apply(n0, "v1");
+    c.wait_ready(n0, 6);
+    let v1 = settled_release(&instances(&c, n1), 6).expect("6 ready on one release");
+    let loads: Vec<FrontLoad> = [n0, n1, n2]
+        .iter()
+        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
+        .collect();
+    for l in &loads {
+        l.wait_more(30);
+    }
+    apply(n1, "v2");
+    // No node ever runs more than its 2 JVMs: each is replaced where it stands.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let mut most = 0;
+    let mut worst = String::new();
+    let v2 = loop {
+        for n in [n0, n1, n2] {
+            let here = c.jvms(&[n]);
+            if here.len() > most {
+                most = here.len();
+                worst = format!("{here:?}: {:?}", instances(&c, n2));
+            }
+        }
+        match settled_release(&instances(&c, n2), 6) {
+            Some(r) if r != v1 => break r,
+            _ => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not all on a new release: {:?}",
+            instances(&c, n2)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(most <= 2, "a node ran {most} JVMs of web at once ({worst})");
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
+        let t = l.finish();
+        assert_eq!(
+            t.failed, 0,
+            "through {} during the rollout: {:?}",
+            n.name, t.errors
+        );
+    }
+    let leader = c.scheduler(n0);
+    let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
+    let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
+    let said = "in place: its 1 surge instance(s) need 400MiB and it has 224MiB free";
+    assert_eq!(
+        events.matches(said).count(),
+        3,
+        "every node went in place, and said why: {events}"
+    );
+    assert!(
+        events.contains(&format!("release {v2} runs on every node")),
+        "{events}"
+    );
+}
+
+#[test]
 fn the_scheduler_s_host_dying_mid_rollout_leaves_the_next_scheduler_to_finish_it() {
     let c = Cluster::start(3);
     let jar = fixture::fixture_jar();
