@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::cluster::{Cluster, Node};
-use crate::cluster_rollout::{instances, settled_release};
+use crate::cluster_rollout::{instances, none_failed, settled_release};
 use crate::fixture;
 use crate::front_door::FrontLoad;
 use crate::harness::wait_until_explained;
@@ -57,21 +57,6 @@ fn settled_on_a_new_release(c: &Cluster, seer: &Node, old: &str) -> String {
             _ => Err(format!("{:?}", instances(c, seer))),
         },
     )
-}
-
-/// Lets each load through `nodes` answer 30 more, then checks none of its requests failed.
-fn none_failed<'a>(loads: Vec<FrontLoad>, nodes: impl IntoIterator<Item = &'a Node>, during: &str) {
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip(nodes) {
-        let t = l.finish();
-        assert_eq!(
-            t.failed, 0,
-            "through {} during the {during}: {:?}",
-            n.name, t.errors
-        );
-    }
 }
 
 #[test]

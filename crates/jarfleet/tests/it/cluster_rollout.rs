@@ -46,6 +46,25 @@ pub(crate) fn settled_release(seen: &Seen, n: usize) -> Option<String> {
         .cloned()
 }
 
+/// Lets each load through `nodes` answer 30 more, then checks none of its requests failed.
+pub(crate) fn none_failed<'a>(
+    loads: Vec<FrontLoad>,
+    nodes: impl IntoIterator<Item = &'a Node>,
+    during: &str,
+) {
+    for l in &loads {
+        l.wait_more(30);
+    }
+    for (l, n) in loads.into_iter().zip(nodes) {
+        let t = l.finish();
+        assert_eq!(
+            t.failed, 0,
+            "through {} during the {during}: {:?}",
+            n.name, t.errors
+        );
+    }
+}
+
 /// Watches a rollout away from `from` until every one of `n` instances runs one other release,
 /// ready; returns that release and the order in which nodes first ran it. Fails the test if a
 /// node starts on it while a node before it still has instances that are not ready on it.
@@ -120,17 +139,7 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
     apply(n1, "v2");
     let (v2, order) = watch_node_by_node(&c, n2, &v1, 6);
     assert_eq!(order.len(), 3, "every node took it: {order:?}");
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
-        let t = l.finish();
-        assert_eq!(
-            t.failed, 0,
-            "through {} during the rollout: {:?}",
-            n.name, t.errors
-        );
-    }
+    none_failed(loads, [n0, n1, n2], "rollout");
     let leader = c.scheduler(n0);
     let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
@@ -217,17 +226,7 @@ fn a_node_without_room_for_a_surge_instance_replaces_its_instances_in_place_with
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(most <= 2, "a node ran {most} JVMs of web at once ({worst})");
-    for l in &loads {
-        l.wait_more(30);
-    }
-    for (l, n) in loads.into_iter().zip([n0, n1, n2]) {
-        let t = l.finish();
-        assert_eq!(
-            t.failed, 0,
-            "through {} during the rollout: {:?}",
-            n.name, t.errors
-        );
-    }
+    none_failed(loads, [n0, n1, n2], "rollout");
     let leader = c.scheduler(n0);
     let lead = c.nodes.iter().find(|n| n.name == leader).expect("a node");
     let events = c.ok(lead, &["events", "-n", "100000", "-o", "json"]);
