@@ -211,7 +211,12 @@ fn a_node_without_room_for_a_surge_instance_replaces_its_instances_in_place_with
             let here = c.jvms(&[n]);
             if here.len() > most {
                 most = here.len();
-                worst = format!("{here:?}: {:?}", instances(&c, n2));
+                worst = format!(
+                    "{here:?}: {:?}\n{}'s events:\n{}",
+                    instances(&c, n2),
+                    n.name,
+                    c.ok(n, &["events", "-n", "200", "-o", "json"])
+                );
             }
         }
         match settled_release(&instances(&c, n2), 6) {
