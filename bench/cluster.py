@@ -489,13 +489,17 @@ class Etcd:
     def urls(self):
         return [f"http://{self.ip}:{m['client']}" for m in self.members]
 
+    def client_args(self, m):
+        """How a member serves its clients (plain http on the bridge)."""
+        return [f"--listen-client-urls=http://{self.ip}:{m['client']}",
+                f"--advertise-client-urls=http://{self.ip}:{m['client']}"]
+
     def spawn(self, i):
         m = self.members[i]
         out = open(m["log"], "a")
         m["proc"] = subprocess.Popen(
             ["etcd", f"--name={m['name']}", f"--data-dir={m['data']}",
-             f"--listen-client-urls=http://{self.ip}:{m['client']}",
-             f"--advertise-client-urls=http://{self.ip}:{m['client']}",
+             *self.client_args(m),
              f"--listen-peer-urls=http://{self.ip}:{m['peer']}",
              f"--initial-advertise-peer-urls=http://{self.ip}:{m['peer']}",
              f"--initial-cluster={self.initial}", "--initial-cluster-state=new",

@@ -68,22 +68,11 @@ class TlsEtcd(cb.Etcd):
     def urls(self):
         return [f"https://{self.ip}:{m['client']}" for m in self.members]
 
-    def spawn(self, i):
-        m = self.members[i]
-        out = open(m["log"], "a")
-        m["proc"] = subprocess.Popen(
-            ["etcd", f"--name={m['name']}", f"--data-dir={m['data']}",
-             f"--listen-client-urls=https://{self.ip}:{m['client']},http://127.0.0.1:{m['client']}",
-             f"--advertise-client-urls=https://{self.ip}:{m['client']}",
-             f"--cert-file={self.pki['etcd_cert']}", f"--key-file={self.pki['etcd_key']}",
-             f"--trusted-ca-file={self.pki['ca']}", "--client-cert-auth",
-             f"--listen-peer-urls=http://{self.ip}:{m['peer']}",
-             f"--initial-advertise-peer-urls=http://{self.ip}:{m['peer']}",
-             f"--initial-cluster={self.initial}", "--initial-cluster-state=new",
-             f"--initial-cluster-token={self.token}", "--heartbeat-interval=100",
-             "--election-timeout=1000", "--logger=zap", "--log-outputs=stderr"],
-            stdin=subprocess.DEVNULL, stdout=out, stderr=out)
-        out.close()
+    def client_args(self, m):
+        return [f"--listen-client-urls=https://{self.ip}:{m['client']},http://127.0.0.1:{m['client']}",
+                f"--advertise-client-urls=https://{self.ip}:{m['client']}",
+                f"--cert-file={self.pki['etcd_cert']}", f"--key-file={self.pki['etcd_key']}",
+                f"--trusted-ca-file={self.pki['ca']}", "--client-cert-auth"]
 
     def healthy(self, i):
         try:

@@ -323,6 +323,19 @@ impl Cluster {
         SocketAddr::from((node.ip, self.listen))
     }
 
+    /// Keep-alive loads through each of `nodes`' balancers (2 clients and 1 that reconnects,
+    /// POSTs too with `posts`), each once it has had 30 answers.
+    pub(crate) fn warm_loads(&self, nodes: &[&Node], posts: bool) -> Vec<FrontLoad> {
+        let loads: Vec<FrontLoad> = nodes
+            .iter()
+            .map(|n| FrontLoad::start_at(self.balancer(n), 2, 1, posts))
+            .collect();
+        for l in &loads {
+            l.wait_more(30);
+        }
+        loads
+    }
+
     /// Kills every process of `node`'s host outright (daemon, data plane, shims, JVMs).
     pub(crate) fn kill_host(&self, node: &Node) {
         self.lab

@@ -129,13 +129,7 @@ fn a_new_release_goes_out_node_by_node_with_no_failed_request_posts_included() {
     let v1 = settled_release(&instances(&c, n1), 6).expect("6 ready on one release");
 
     // v2, under load with POSTs through every host: 0 failed.
-    let loads: Vec<FrontLoad> = [n0, n1, n2]
-        .iter()
-        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
-        .collect();
-    for l in &loads {
-        l.wait_more(30);
-    }
+    let loads = c.warm_loads(&[n0, n1, n2], true);
     apply(n1, "v2");
     let (v2, order) = watch_node_by_node(&c, n2, &v1, 6);
     assert_eq!(order.len(), 3, "every node took it: {order:?}");
@@ -194,13 +188,7 @@ fn a_node_without_room_for_a_surge_instance_replaces_its_instances_in_place_with
     apply(n0, "v1");
     c.wait_ready(n0, 6);
     let v1 = settled_release(&instances(&c, n1), 6).expect("6 ready on one release");
-    let loads: Vec<FrontLoad> = [n0, n1, n2]
-        .iter()
-        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
-        .collect();
-    for l in &loads {
-        l.wait_more(30);
-    }
+    let loads = c.warm_loads(&[n0, n1, n2], true);
     apply(n1, "v2");
     // No node ever runs more than its 2 JVMs: each is replaced where it stands.
     let deadline = Instant::now() + Duration::from_secs(180);

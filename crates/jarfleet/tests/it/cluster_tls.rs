@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::cluster::{Cluster, pki_command};
 use crate::cluster_rollout::{instances, settled_release};
 use crate::fixture;
-use crate::front_door::FrontLoad;
 use crate::harness::wait_until_explained;
 
 #[test]
@@ -48,13 +47,7 @@ fn with_tls_only_nodes_of_the_cluster_s_ca_join_and_are_served() {
     // Every host serves from every host's instances, POSTs included, through a rolling
     // deploy: the old instances' drains wait for the other nodes' connections through the
     // relays.
-    let loads: Vec<FrontLoad> = [n0, n1, n2]
-        .iter()
-        .map(|n| FrontLoad::start_at(c.balancer(n), 2, 1, true))
-        .collect();
-    for l in &loads {
-        l.wait_more(50);
-    }
+    let loads = c.warm_loads(&[n0, n1, n2], true);
     c.ok(
         n1,
         &[
